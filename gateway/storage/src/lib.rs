@@ -1,0 +1,209 @@
+//! Storage: accounts plus the three kinds of per-user store.
+//!
+//! * **keyval**: one value per user and store name (a vCard, private XML).
+//! * **map**: keyed items per user and store name (roster items).
+//! * **archive**: time-ordered items per user and store name, queryable (offline messages,
+//!   later MAM).
+//!
+//! Values are opaque bytes: the module that owns a store decides its encoding.
+//! [`Store`] is an enum over backends, so the server never sees which one is in use; every
+//! backend passes the one conformance suite in [`conformance`].
+//!
+//! Every write is durable when its future resolves: nothing is acknowledged before that.
+
+pub mod conformance;
+mod sqlite;
+
+use std::path::Path;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("not found")]
+    NotFound,
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    #[error("unsupported storage URL {0:?}")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Identifies a user: the served domain and the (nodeprepped) localpart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserRef<'a> {
+    pub host: &'a str,
+    pub user: &'a str,
+}
+
+/// One write of an atomic batch ([`Store::write_batch`]). `None` deletes.
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'a> {
+    Keyval { store: &'a str, value: Option<&'a [u8]> },
+    Map { store: &'a str, key: &'a str, value: Option<&'a [u8]> },
+}
+
+/// A new archive item. The caller chooses the id (a stable, unique string such as a
+/// XEP-0359 stanza-id) and the timestamp (microseconds since the Unix epoch).
+#[derive(Clone, Copy, Debug)]
+pub struct NewArchiveItem<'a> {
+    pub id: &'a str,
+    pub stamp_us: i64,
+    /// The bare JID of the other party, for filtering.
+    pub with: &'a str,
+    pub payload: &'a [u8],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveItem {
+    pub id: String,
+    pub stamp_us: i64,
+    pub with: String,
+    pub payload: Vec<u8>,
+}
+
+/// Filter and page of an archive query. Items come in insertion order (oldest first);
+/// `last_page` returns the newest `limit` matching items, still oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct ArchiveQuery<'a> {
+    pub with: Option<&'a str>,
+    pub start_us: Option<i64>,
+    pub end_us: Option<i64>,
+    /// Only items after (exclusive) the item with this id.
+    pub after_id: Option<&'a str>,
+    /// Only items before (exclusive) the item with this id.
+    pub before_id: Option<&'a str>,
+    pub limit: Option<usize>,
+    pub last_page: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePage {
+    pub items: Vec<ArchiveItem>,
+    /// True when no matching item lies beyond the page in the paging direction.
+    pub complete: bool,
+}
+
+/// Which archive items to delete.
+#[derive(Clone, Copy, Debug)]
+pub enum ArchiveDelete<'a> {
+    All,
+    Ids(&'a [&'a str]),
+    /// Every item older than this timestamp (retention).
+    OlderThan(i64),
+}
+
+/// The storage backends.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the store named by `url`:
+    /// `sqlite://path/to/file.db`.
+    pub async fn open(url: &str) -> Result<Store> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Store::Sqlite(SqliteStore::open(Path::new(path)).await?));
+        }
+        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    }
+
+    /// Flushes and closes: call on shutdown.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+
+    // Accounts. The credentials blob is opaque here (the server stores serialized SCRAM keys).
+
+    /// Fails with [`StorageError::AlreadyExists`] if the account exists.
+    pub async fn create_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
+        dispatch!(self, s => s.create_account(u, credentials).await)
+    }
+
+    pub async fn get_account(&self, u: UserRef<'_>) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, s => s.get_account(u).await)
+    }
+
+    /// Fails with [`StorageError::NotFound`] if there is no such account.
+    pub async fn set_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
+        dispatch!(self, s => s.set_account(u, credentials).await)
+    }
+
+    /// Deletes the account and every store of that user, atomically. Returns whether the
+    /// account existed.
+    pub async fn delete_account(&self, u: UserRef<'_>) -> Result<bool> {
+        dispatch!(self, s => s.delete_account(u).await)
+    }
+
+    /// Localparts of the host's accounts, sorted.
+    pub async fn list_accounts(&self, host: &str) -> Result<Vec<String>> {
+        dispatch!(self, s => s.list_accounts(host).await)
+    }
+
+    // keyval
+
+    pub async fn kv_get(&self, u: UserRef<'_>, store: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, s => s.kv_get(u, store).await)
+    }
+
+    pub async fn kv_set(&self, u: UserRef<'_>, store: &str, value: Option<&[u8]>) -> Result<()> {
+        self.write_batch(u, &[Write::Keyval { store, value }]).await
+    }
+
+    // map
+
+    pub async fn map_get(&self, u: UserRef<'_>, store: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, s => s.map_get(u, store, key).await)
+    }
+
+    /// Every (key, value) of the map, sorted by key.
+    pub async fn map_all(&self, u: UserRef<'_>, store: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        dispatch!(self, s => s.map_all(u, store).await)
+    }
+
+    pub async fn map_set(&self, u: UserRef<'_>, store: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+        self.write_batch(u, &[Write::Map { store, key, value }]).await
+    }
+
+    /// Applies all writes in one transaction.
+    pub async fn write_batch(&self, u: UserRef<'_>, writes: &[Write<'_>]) -> Result<()> {
+        dispatch!(self, s => s.write_batch(u, writes).await)
+    }
+
+    // archive
+
+    /// Appends an item. With `quota`, fails with [`StorageError::QuotaExceeded`] when the
+    /// store already holds that many items for the user (checked in the same transaction).
+    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<u64>) -> Result<()> {
+        dispatch!(self, s => s.archive_append(u, store, item, quota).await)
+    }
+
+    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
+        dispatch!(self, s => s.archive_query(u, store, q).await)
+    }
+
+    pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {
+        dispatch!(self, s => s.archive_count(u, store).await)
+    }
+
+    /// Returns the number of items deleted.
+    pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
+        dispatch!(self, s => s.archive_delete(u, store, which).await)
+    }
+}

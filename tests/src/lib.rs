@@ -1,0 +1,1 @@
+//! Helpers for the black-box tests: start a server, speak raw XML to it.
