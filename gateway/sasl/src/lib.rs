@@ -16,7 +16,9 @@ pub mod plain;
 mod scram;
 
 pub use mechanism::Mechanism;
-pub use scram::{derive_credentials, ClientFirst, HashAlg, ScramCredentials, ScramServer, StoredCredentials};
+pub use scram::{
+    derive_credentials, ClientFirst, HashAlg, ScramCredentials, ScramServer, StoredCredentials, DEFAULT_ITERATIONS,
+};
 
 /// Channel-binding data the transport can provide for this connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -52,3 +52,40 @@ impl Mechanism {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in Mechanism::ALL {
+            assert_eq!(Mechanism::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Mechanism::from_name("scram-sha-1"), None, "names are case-sensitive");
+        assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
+    }
+
+    #[test]
+    fn scram_parameters() {
+        assert_eq!(Mechanism::ScramSha256Plus.scram(), Some((HashAlg::Sha256, true)));
+        assert_eq!(Mechanism::ScramSha1Plus.scram(), Some((HashAlg::Sha1, true)));
+        assert_eq!(Mechanism::ScramSha256.scram(), Some((HashAlg::Sha256, false)));
+        assert_eq!(Mechanism::ScramSha1.scram(), Some((HashAlg::Sha1, false)));
+        assert_eq!(Mechanism::Plain.scram(), None);
+    }
+
+    #[test]
+    fn offered_depends_on_the_connection() {
+        use Mechanism::*;
+        let exporter = [ChannelBindingType::TlsExporter];
+        // Without TLS: neither PLAIN (cleartext password) nor -PLUS, even if asked.
+        assert_eq!(Mechanism::offered(false, &[], true), [ScramSha256, ScramSha1]);
+        assert_eq!(Mechanism::offered(false, &exporter, true), [ScramSha256, ScramSha1]);
+        // TLS without channel binding: no -PLUS.
+        assert_eq!(Mechanism::offered(true, &[], true), [ScramSha256, ScramSha1, Plain]);
+        assert_eq!(Mechanism::offered(true, &[], false), [ScramSha256, ScramSha1]);
+        assert_eq!(Mechanism::offered(true, &exporter, false), [ScramSha256Plus, ScramSha1Plus, ScramSha256, ScramSha1]);
+        assert_eq!(Mechanism::offered(true, &exporter, true), Mechanism::ALL);
+    }
+}
