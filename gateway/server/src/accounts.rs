@@ -1,0 +1,82 @@
+//! Accounts: creation, passwords and deletion, shared by the CLI, in-band registration
+//! and SASL. Only SCRAM salted keys are stored (as JSON), never the password.
+
+use jabberwock_sasl::{derive_credentials, StoredCredentials};
+use jabberwock_storage::{StorageError, Store, UserRef};
+
+use crate::server::Server;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0:?} is not a valid username")]
+    InvalidUsername(String),
+    #[error("the password is empty, too long or contains characters SASLprep refuses")]
+    InvalidPassword,
+    #[error("the account already exists")]
+    AlreadyExists,
+    #[error("no such account")]
+    NotFound,
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for AccountError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::AlreadyExists => AccountError::AlreadyExists,
+            StorageError::NotFound => AccountError::NotFound,
+            other => AccountError::Storage(other),
+        }
+    }
+}
+
+/// The longest password accepted (as PLAIN's field limit).
+const MAX_PASSWORD: usize = 1023;
+
+/// Nodeprep (RFC 7622) of a username; `None` if it cannot be a JID localpart.
+pub fn normalize_user(raw: &str) -> Option<String> {
+    jid::NodePart::new(raw).ok().map(|n| n.to_string())
+}
+
+fn credentials_for(password: &str, iterations: u32) -> Result<Vec<u8>, AccountError> {
+    if password.is_empty() || password.len() > MAX_PASSWORD {
+        return Err(AccountError::InvalidPassword);
+    }
+    let creds = derive_credentials(password, iterations).map_err(|_| AccountError::InvalidPassword)?;
+    Ok(serde_json::to_vec(&creds).expect("credentials serialize"))
+}
+
+/// Creates `user@host`; returns the normalized username.
+pub async fn create(store: &Store, host: &str, user: &str, password: &str, iterations: u32) -> Result<String, AccountError> {
+    let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
+    let blob = credentials_for(password, iterations)?;
+    store.create_account(UserRef { host, user: &user }, &blob).await?;
+    Ok(user)
+}
+
+pub async fn set_password(store: &Store, host: &str, user: &str, password: &str, iterations: u32) -> Result<(), AccountError> {
+    let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
+    let blob = credentials_for(password, iterations)?;
+    store.set_account(UserRef { host, user: &user }, &blob).await?;
+    Ok(())
+}
+
+/// Deletes the account and all its data.
+pub async fn delete(store: &Store, host: &str, user: &str) -> Result<(), AccountError> {
+    let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
+    if store.delete_account(UserRef { host, user: &user }).await? {
+        Ok(())
+    } else {
+        Err(AccountError::NotFound)
+    }
+}
+
+/// The stored SCRAM credentials of a (normalized) user.
+pub async fn credentials(server: &Server, host: &str, user: &str) -> Result<Option<StoredCredentials>, StorageError> {
+    let blob = server.store.get_account(UserRef { host, user }).await?;
+    Ok(blob.and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+pub async fn exists(server: &Server, host: &str, user: &str) -> bool {
+    matches!(server.store.get_account(UserRef { host, user }).await, Ok(Some(_)))
+}

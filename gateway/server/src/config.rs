@@ -1,0 +1,255 @@
+//! The configuration file (TOML). Every key is optional: with no file at all the server
+//! serves `localhost` on the standard ports, keeps its data in `./data` and generates a
+//! development certificate. `jabberwock.example.toml` documents every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jabberwock_proto::Limits;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The domains this server hosts.
+    pub domains: Vec<String>,
+    /// Where the database and generated certificates live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`; defaults to `sqlite://<data_dir>/jabberwock.db`.
+    pub storage: Option<String>,
+    /// XEP-0077 in-band registration of new accounts.
+    pub allow_registration: bool,
+    /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
+    pub log: String,
+    pub listen: Listen,
+    /// Certificate and key per domain; domains without one get a generated
+    /// self-signed development certificate.
+    pub tls: BTreeMap<String, CertPaths>,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Client connections with mandatory STARTTLS (RFC 6120).
+    pub c2s: Vec<SocketAddr>,
+    /// Client connections with direct TLS (XEP-0368).
+    pub c2s_direct_tls: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    /// A connection must finish authentication and binding within this time.
+    pub negotiation_timeout_secs: u64,
+    /// Messages kept per user while offline (XEP-0160).
+    pub offline_quota: u64,
+    /// Concurrent sessions (resources) per account.
+    pub max_resources: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PBKDF2 rounds for new SCRAM credentials.
+    pub scram_iterations: u32,
+    /// Offer SASL PLAIN (always over TLS only).
+    pub allow_plain: bool,
+    /// Failed attempts allowed per IP address and per account within `throttle_window_secs`.
+    pub max_failures: u32,
+    pub throttle_window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domains: vec!["localhost".to_owned()],
+            data_dir: PathBuf::from("data"),
+            storage: None,
+            allow_registration: false,
+            log: "info".to_owned(),
+            listen: Listen::default(),
+            tls: BTreeMap::new(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let both = |port: u16| vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))];
+        Listen { c2s: both(5222), c2s_direct_tls: both(5223) }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_stanza_bytes: l.max_stanza_bytes,
+            max_depth: l.max_depth,
+            max_attributes: l.max_attrs,
+            negotiation_timeout_secs: 60,
+            offline_quota: 1000,
+            max_resources: 20,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { scram_iterations: 4096, allow_plain: true, max_failures: 5, throttle_window_secs: 60 }
+    }
+}
+
+impl Config {
+    /// Loads and validates `path`; `None` means built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                Self::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+                    other => other,
+                })?
+            }
+            None => Config::default(),
+        };
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: PathBuf::new(), source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Normalizes the domains and checks every value that could make the server misbehave.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.domains.is_empty() {
+            return Err(invalid("domains", "at least one domain must be served"));
+        }
+        for d in &mut self.domains {
+            let bare = jid::BareJid::new(d).map_err(|e| invalid("domains", format!("{d:?} is not a valid domain: {e}")))?;
+            if bare.node().is_some() {
+                return Err(invalid("domains", format!("{d:?} is a JID, not a domain")));
+            }
+            *d = bare.domain().to_string();
+        }
+        for domain in self.tls.keys() {
+            if !self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                return Err(invalid(&format!("tls.\"{domain}\""), "not one of the served domains"));
+            }
+        }
+        if let Some(url) = &self.storage {
+            if !url.starts_with("sqlite://") {
+                return Err(invalid("storage", format!("{url:?}: only sqlite:// URLs are supported")));
+            }
+        }
+        let l = &self.limits;
+        if l.max_stanza_bytes < 10_000 {
+            return Err(invalid("limits.max_stanza_bytes", "must be at least 10000 (RFC 6120 §13.12)"));
+        }
+        if l.max_depth < 8 {
+            return Err(invalid("limits.max_depth", "must be at least 8"));
+        }
+        if l.max_attributes < 8 {
+            return Err(invalid("limits.max_attributes", "must be at least 8"));
+        }
+        if l.negotiation_timeout_secs == 0 {
+            return Err(invalid("limits.negotiation_timeout_secs", "must be positive"));
+        }
+        if l.max_resources == 0 {
+            return Err(invalid("limits.max_resources", "must be positive"));
+        }
+        if self.auth.scram_iterations < 4096 {
+            return Err(invalid("auth.scram_iterations", "must be at least 4096 (RFC 7677)"));
+        }
+        if self.auth.max_failures == 0 {
+            return Err(invalid("auth.max_failures", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn storage_url(&self) -> String {
+        self.storage.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("jabberwock.db").display()))
+    }
+
+    pub fn stream_limits(&self) -> Limits {
+        Limits {
+            max_stanza_bytes: self.limits.max_stanza_bytes,
+            max_depth: self.limits.max_depth,
+            max_attrs: self.limits.max_attributes,
+        }
+    }
+
+    pub fn negotiation_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.negotiation_timeout_secs)
+    }
+
+    /// The served domain equal to `name` (domains compare case-insensitively).
+    pub fn served_domain(&self, name: &str) -> Option<&str> {
+        self.domains.iter().find(|d| d.eq_ignore_ascii_case(name)).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.domains, ["localhost"]);
+        assert_eq!(c.listen.c2s.len(), 2);
+        assert_eq!(c.storage_url(), "sqlite://data/jabberwock.db");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[limits]\nmax_stanza_bytes = 10").unwrap_err();
+        assert!(e.to_string().starts_with("limits.max_stanza_bytes:"), "{e}");
+        let e = Config::parse("domains = []").unwrap_err();
+        assert!(e.to_string().starts_with("domains:"), "{e}");
+        let e = Config::parse("bogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse("domains = ['a.example']\n[tls.'b.example']\ncert='x'\nkey='y'").unwrap_err();
+        assert!(e.to_string().contains("not one of the served domains"), "{e}");
+    }
+
+    #[test]
+    fn domains_are_normalized() {
+        let c = Config::parse("domains = ['Example.ORG']").unwrap();
+        assert_eq!(c.domains, ["example.org"]);
+        assert_eq!(c.served_domain("EXAMPLE.org"), Some("example.org"));
+    }
+}

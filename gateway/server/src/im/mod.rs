@@ -1,0 +1,181 @@
+//! RFC 6121 instant messaging: what happens to a stanza a bound client sends, and how a
+//! stanza for a local account reaches its sessions.
+
+pub mod message;
+pub mod offline;
+pub mod presence;
+pub mod roster;
+
+use std::sync::Arc;
+
+use jabberwock_proto::{Element, Stanza, StanzaError, StanzaKind};
+use jid::Jid;
+
+use crate::modules::{self, IqTarget};
+use crate::router::Routed;
+use crate::server::Server;
+use crate::session::Session;
+use crate::stream::{Flow, Frame};
+
+/// A `type='result'` reply to `req`.
+pub fn iq_result(req: &Stanza, payload: Option<Element>) -> Stanza {
+    let mut el = Element::new("iq", req.ns())
+        .with_attr("type", "result")
+        .with_opt_attr("id", req.id())
+        .with_opt_attr("to", req.from())
+        .with_opt_attr("from", req.to());
+    if let Some(p) = payload {
+        el.push(p);
+    }
+    Stanza::from_element(&el)
+}
+
+/// A `type='error'` reply to `req` (RFC 6120 §8.3.1), without the original payload.
+pub fn error_reply(req: &Stanza, err: StanzaError) -> Stanza {
+    let el = Element::new(req.name(), req.ns())
+        .with_attr("type", "error")
+        .with_opt_attr("id", req.id())
+        .with_opt_attr("to", req.from())
+        .with_opt_attr("from", req.to())
+        .with_child(err.to_element(req.ns()));
+    Stanza::from_element(&el)
+}
+
+/// A stanza from the bound client of `s`, with `from` already stamped.
+pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+    match st.kind() {
+        StanzaKind::Presence => return presence::outbound(s, st, out).await,
+        StanzaKind::Message => {
+            let mut st = st;
+            if st.to().is_none() {
+                let bare = s.bound.as_ref().expect("bound").bare.clone();
+                st.set_attr("to", bare);
+            }
+            route(&s.server, st).await;
+        }
+        StanzaKind::Iq => {
+            // The fast path: the reply to the session's own iq goes straight back.
+            if let Some(reply) = iq_from_client(&s.server, st).await {
+                out.push(Frame::Stanza(reply));
+            }
+        }
+        StanzaKind::Other => unreachable!("the session refuses non-stanzas"),
+    }
+    Flow::Continue
+}
+
+/// Handles an iq from a local client: server and account iqs are answered here (the
+/// reply is returned); anything for a full JID is routed.
+async fn iq_from_client(server: &Arc<Server>, mut st: Stanza) -> Option<Stanza> {
+    if let Err(e) = check_iq(&st) {
+        return Some(error_reply(&st, e));
+    }
+    if st.to().is_none() {
+        // RFC 6120 §10.3.3: no `to` means the account itself.
+        let from = Jid::new(st.from().expect("stamped")).ok()?;
+        st.set_attr("to", from.to_bare().to_string());
+    }
+    route_or_reply(server, st).await
+}
+
+/// RFC 6120 §8.2.3: get and set carry exactly one payload element; every iq has an id.
+fn check_iq(st: &Stanza) -> Result<(), StanzaError> {
+    if st.id().is_none() {
+        return Err(StanzaError::bad_request().with_text("iq without id"));
+    }
+    match st.stanza_type() {
+        Some("get" | "set") => {
+            let el = st.to_element().map_err(|_| StanzaError::bad_request())?;
+            if el.children().count() != 1 {
+                return Err(StanzaError::bad_request().with_text("get and set need exactly one payload"));
+            }
+            Ok(())
+        }
+        Some("result" | "error") => Ok(()),
+        _ => Err(StanzaError::bad_request().with_text("invalid iq type")),
+    }
+}
+
+/// Routes `st` (its `from` is trusted). A reply the server itself produces for the sender
+/// (an iq result, or an error) is returned instead of routed, so callers can hand it
+/// straight back to a local session.
+async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Option<Stanza> {
+    let to = match st.to().map(Jid::new) {
+        Some(Ok(to)) => to,
+        Some(Err(_)) => return bounce_reply(&st, StanzaError::jid_malformed()),
+        None => return None,
+    };
+    let domain = to.domain().as_str();
+    if server.config.served_domain(domain).is_none() {
+        // Federation is not wired in yet: every remote domain is unreachable.
+        return bounce_reply(&st, StanzaError::remote_server_not_found());
+    }
+    match st.kind() {
+        StanzaKind::Iq => iq_to_local(server, st, &to).await,
+        StanzaKind::Message if to.node().is_none() => {
+            // Messages to the server itself: nothing here consumes them.
+            bounce_reply(&st, StanzaError::service_unavailable())
+        }
+        StanzaKind::Message => message::deliver(server, st, &to).await.err().and_then(|(st, e)| bounce_reply(&st, e)),
+        StanzaKind::Presence if to.node().is_none() => None,
+        StanzaKind::Presence => {
+            presence::inbound(server, st, &to).await;
+            None
+        }
+        StanzaKind::Other => None,
+    }
+}
+
+/// Routes a stanza and delivers any error or reply back to its local sender.
+pub async fn route(server: &Arc<Server>, st: Stanza) {
+    if let Some(reply) = Box::pin(route_or_reply(server, st)).await {
+        deliver_to_sender(server, reply);
+    }
+}
+
+/// Delivers a server-generated reply to the local full JID it is addressed to.
+fn deliver_to_sender(server: &Server, reply: Stanza) {
+    let Some(Ok(to)) = reply.to().map(Jid::new) else { return };
+    if let Some(resource) = to.resource() {
+        if let Some(h) = server.router.get(to.to_bare().as_str(), resource.as_str()) {
+            h.send(Routed::Stanza(reply));
+        }
+    }
+}
+
+/// The error reply for an undeliverable stanza; errors themselves never bounce.
+fn bounce_reply(st: &Stanza, err: StanzaError) -> Option<Stanza> {
+    if st.stanza_type() == Some("error") {
+        return None;
+    }
+    Some(error_reply(st, err))
+}
+
+async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Option<Stanza> {
+    let is_request = matches!(st.stanza_type(), Some("get" | "set"));
+    if let Some(resource) = to.resource() {
+        return match server.router.get(to.to_bare().as_str(), resource.as_str()) {
+            Some(h) => {
+                h.send(Routed::Stanza(st));
+                None
+            }
+            None if is_request => bounce_reply(&st, StanzaError::service_unavailable()),
+            None => None,
+        };
+    }
+    if !is_request {
+        // Results and errors addressed to the server or an account: nothing awaits them.
+        return None;
+    }
+    let target = match to.node() {
+        None => IqTarget::Host,
+        Some(_) => {
+            let bare = to.to_bare();
+            if !crate::accounts::exists(server, bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or_default()).await {
+                return bounce_reply(&st, StanzaError::service_unavailable());
+            }
+            IqTarget::Account
+        }
+    };
+    Some(modules::dispatch_iq(server, target, &st).await)
+}

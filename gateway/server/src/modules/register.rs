@@ -1,0 +1,120 @@
+//! XEP-0077 in-band registration: creating an account before authentication (when the
+//! operator allows it), and changing the password or cancelling the account after.
+
+use async_trait::async_trait;
+use jabberwock_proto::{ns, Element, Stanza, StanzaError, StreamError, StreamErrorCondition};
+
+use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::accounts::{self, AccountError};
+use crate::im::{error_reply, iq_result};
+use crate::router::Routed;
+use crate::session::Session;
+use crate::stream::{Flow, Frame};
+
+pub struct Register;
+
+fn form() -> Element {
+    Element::new("query", ns::REGISTER)
+        .with_child(Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+        .with_child(Element::new("username", ns::REGISTER))
+        .with_child(Element::new("password", ns::REGISTER))
+}
+
+fn account_error(e: AccountError) -> StanzaError {
+    match e {
+        AccountError::AlreadyExists => StanzaError::conflict(),
+        AccountError::InvalidUsername(_) => StanzaError::jid_malformed().with_text(e.to_string()),
+        AccountError::InvalidPassword => StanzaError::not_acceptable().with_text(e.to_string()),
+        AccountError::NotFound => StanzaError::item_not_found(),
+        AccountError::Storage(err) => {
+            tracing::error!(error = %err, "account storage failed");
+            StanzaError::internal_server_error()
+        }
+    }
+}
+
+fn credentials_of(query: &Element) -> Result<(String, String), StanzaError> {
+    match (query.child_text("username", ns::REGISTER), query.child_text("password", ns::REGISTER)) {
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok((u, p)),
+        _ => Err(StanzaError::not_acceptable().with_text("username and password are required")),
+    }
+}
+
+/// An iq before authentication. `None` if it is not a registration request (the session
+/// then refuses it).
+pub async fn pre_auth(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Option<Flow> {
+    let el = st.to_element().ok()?;
+    let query = el.first_child().filter(|q| q.is("query", ns::REGISTER))?;
+    let reply = match el.attr("type") {
+        Some("get") => iq_result(st, Some(form())),
+        Some("set") => match register(s, query).await {
+            Ok(()) => iq_result(st, None),
+            Err(e) => error_reply(st, e),
+        },
+        _ => error_reply(st, StanzaError::bad_request()),
+    };
+    out.push(Frame::Stanza(reply));
+    Some(Flow::Continue)
+}
+
+async fn register(s: &Session, query: &Element) -> Result<(), StanzaError> {
+    if query.child("remove", ns::REGISTER).is_some() {
+        return Err(StanzaError::not_allowed().with_text("authenticate to cancel an account"));
+    }
+    let (user, password) = credentials_of(query)?;
+    // Registrations per address share the failed-login throttle's window and limit.
+    let key = format!("register {}", s.peer_ip);
+    if !s.server.throttle.allowed(&key) {
+        return Err(StanzaError::resource_constraint().with_text("too many registrations from this address"));
+    }
+    let iterations = s.server.config.auth.scram_iterations;
+    let user = accounts::create(&s.server.store, s.domain(), &user, &password, iterations).await.map_err(account_error)?;
+    s.server.throttle.failed(&key);
+    tracing::info!(user = %user, domain = %s.domain(), ip = %s.peer_ip, "account registered in-band");
+    Ok(())
+}
+
+#[async_trait]
+impl Module for Register {
+    fn features(&self) -> &'static [&'static str] {
+        &[ns::REGISTER]
+    }
+
+    fn iq_routes(&self) -> &'static [IqRoute] {
+        &[IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER }]
+    }
+
+    async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
+        let own = cx.to.to_bare();
+        if cx.from.to_bare() != own {
+            return Err(StanzaError::forbidden());
+        }
+        let host = own.domain().as_str();
+        let user = own.node().ok_or_else(StanzaError::bad_request)?.as_str();
+        if !cx.set {
+            return Ok(Some(
+                Element::new("query", ns::REGISTER)
+                    .with_child(Element::new("registered", ns::REGISTER))
+                    .with_child(Element::new("username", ns::REGISTER).with_text(user)),
+            ));
+        }
+        if payload.child("remove", ns::REGISTER).is_some() {
+            accounts::delete(&cx.server.store, host, user).await.map_err(account_error)?;
+            tracing::info!(%user, %host, "account cancelled in-band");
+            // The result goes out first (the requester's reply is written before its
+            // mailbox is read); then every session of the account ends.
+            for r in cx.server.router.resources(own.as_str()) {
+                r.handle.send(Routed::Close(StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")));
+            }
+            return Ok(None);
+        }
+        let (name, password) = credentials_of(payload)?;
+        if accounts::normalize_user(&name).as_deref() != Some(user) {
+            return Err(StanzaError::bad_request().with_text("the username must be the account's own"));
+        }
+        accounts::set_password(&cx.server.store, host, user, &password, cx.server.config.auth.scram_iterations)
+            .await
+            .map_err(account_error)?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,193 @@
+//! The session registry: which sessions are bound to which JIDs, with the presence state
+//! that message routing needs (RFC 6121 §8.5).
+//!
+//! Sessions are addressed by bare JID (`user@domain`, normalized) and resource. The
+//! registry only holds handles; a session's stanzas reach it through its mailbox, so
+//! delivering never blocks on a slow connection. In cluster mode this interface gets a
+//! Redis-backed implementation; callers never learn whether a session is local.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use jabberwock_proto::{Stanza, StreamError};
+use tokio::sync::mpsc;
+
+/// Identifies one connection for the lifetime of the process.
+pub type ConnId = u64;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_conn_id() -> ConnId {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a session's mailbox receives.
+#[derive(Debug)]
+pub enum Routed {
+    /// A stanza to write to the client as it is.
+    Stanza(Stanza),
+    /// Close the stream with this error: a newer session took the resource (`conflict`),
+    /// the account was deleted, or the server is shutting down.
+    Close(StreamError),
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    pub conn: ConnId,
+    tx: mpsc::UnboundedSender<Routed>,
+}
+
+impl SessionHandle {
+    pub fn new(conn: ConnId, tx: mpsc::UnboundedSender<Routed>) -> Self {
+        SessionHandle { conn, tx }
+    }
+
+    /// Queues for the session; false if it has already gone.
+    pub fn send(&self, r: Routed) -> bool {
+        self.tx.send(r).is_ok()
+    }
+}
+
+/// One bound resource as the router sees it.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub resource: String,
+    pub handle: SessionHandle,
+    /// Has sent available presence and not yet unavailable.
+    pub available: bool,
+    pub priority: i8,
+    /// The last available presence broadcast, answered to probes.
+    pub presence: Option<Stanza>,
+    /// Has requested the roster, so it gets roster pushes and subscription requests.
+    pub interested: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BindError {
+    TooManyResources,
+}
+
+#[derive(Default)]
+pub struct Router {
+    users: RwLock<HashMap<String, Vec<Resource>>>,
+}
+
+impl Router {
+    /// Binds `bare/resource` to a session. A session already bound to the same full JID is
+    /// returned so the caller can close it with `conflict` (RFC 6120 §7.7.2.2).
+    pub fn bind(
+        &self,
+        bare: &str,
+        resource: &str,
+        handle: SessionHandle,
+        max_resources: usize,
+    ) -> Result<Option<SessionHandle>, BindError> {
+        let mut users = self.users.write().expect("router lock");
+        let list = users.entry(bare.to_owned()).or_default();
+        let new =
+            Resource { resource: resource.to_owned(), handle, available: false, priority: 0, presence: None, interested: false };
+        if let Some(existing) = list.iter_mut().find(|r| r.resource == resource) {
+            let old = std::mem::replace(existing, new);
+            return Ok(Some(old.handle));
+        }
+        if list.len() >= max_resources {
+            return Err(BindError::TooManyResources);
+        }
+        list.push(new);
+        Ok(None)
+    }
+
+    /// Removes the binding if it still belongs to connection `conn`.
+    pub fn unbind(&self, bare: &str, resource: &str, conn: ConnId) {
+        let mut users = self.users.write().expect("router lock");
+        if let Some(list) = users.get_mut(bare) {
+            list.retain(|r| !(r.resource == resource && r.handle.conn == conn));
+            if list.is_empty() {
+                users.remove(bare);
+            }
+        }
+    }
+
+    fn update(&self, bare: &str, resource: &str, conn: ConnId, f: impl FnOnce(&mut Resource)) {
+        let mut users = self.users.write().expect("router lock");
+        if let Some(r) = users
+            .get_mut(bare)
+            .and_then(|list| list.iter_mut().find(|r| r.resource == resource && r.handle.conn == conn))
+        {
+            f(r);
+        }
+    }
+
+    /// Records the resource's broadcast presence: `Some((priority, stanza))` while
+    /// available, `None` once unavailable.
+    pub fn set_presence(&self, bare: &str, resource: &str, conn: ConnId, presence: Option<(i8, Stanza)>) {
+        self.update(bare, resource, conn, |r| {
+            r.available = presence.is_some();
+            r.priority = presence.as_ref().map_or(0, |p| p.0);
+            r.presence = presence.map(|p| p.1);
+        });
+    }
+
+    /// Marks the resource as having requested its roster.
+    pub fn set_interested(&self, bare: &str, resource: &str) {
+        let mut users = self.users.write().expect("router lock");
+        if let Some(r) = users.get_mut(bare).and_then(|list| list.iter_mut().find(|r| r.resource == resource)) {
+            r.interested = true;
+        }
+    }
+
+    pub fn get(&self, bare: &str, resource: &str) -> Option<SessionHandle> {
+        let users = self.users.read().expect("router lock");
+        users.get(bare)?.iter().find(|r| r.resource == resource).map(|r| r.handle.clone())
+    }
+
+    /// Every bound resource of the account.
+    pub fn resources(&self, bare: &str) -> Vec<Resource> {
+        let users = self.users.read().expect("router lock");
+        users.get(bare).cloned().unwrap_or_default()
+    }
+
+    /// Every bound session, for shutdown.
+    pub fn all_sessions(&self) -> Vec<SessionHandle> {
+        let users = self.users.read().expect("router lock");
+        users.values().flatten().map(|r| r.handle.clone()).collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.users.read().expect("router lock").values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (SessionHandle, mpsc::UnboundedReceiver<Routed>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (SessionHandle::new(next_conn_id(), tx), rx)
+    }
+
+    #[test]
+    fn rebinding_a_resource_returns_the_old_session() {
+        let r = Router::default();
+        let (a, _ra) = handle();
+        let (b, _rb) = handle();
+        assert!(r.bind("u@d", "phone", a.clone(), 5).unwrap().is_none());
+        let old = r.bind("u@d", "phone", b.clone(), 5).unwrap().unwrap();
+        assert_eq!(old.conn, a.conn);
+        // The replaced session's unbind must not remove the new one.
+        r.unbind("u@d", "phone", a.conn);
+        assert_eq!(r.get("u@d", "phone").unwrap().conn, b.conn);
+        r.unbind("u@d", "phone", b.conn);
+        assert!(r.resources("u@d").is_empty());
+    }
+
+    #[test]
+    fn resource_limit() {
+        let r = Router::default();
+        let (a, _ra) = handle();
+        r.bind("u@d", "1", a.clone(), 1).unwrap();
+        assert!(matches!(r.bind("u@d", "2", a, 1), Err(BindError::TooManyResources)));
+    }
+}

@@ -1,0 +1,162 @@
+//! The running server: shared state, listeners and graceful shutdown.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jabberwock_storage::{StorageError, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::modules::Modules;
+use crate::router::Router;
+use crate::session::Throttle;
+use crate::tls::{Tls, TlsError};
+use crate::transport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Account locks are striped: enough to keep unrelated accounts apart, with no table to
+/// clean up. Code never holds two at once, so two accounts sharing a stripe cannot deadlock.
+const ACCOUNT_LOCK_STRIPES: usize = 256;
+
+/// What every session and module shares.
+pub struct Server {
+    pub config: Config,
+    pub store: Store,
+    pub router: Router,
+    pub tls: Tls,
+    pub modules: Modules,
+    pub throttle: Throttle,
+    pub started: Instant,
+    account_locks: Vec<Mutex<()>>,
+    connections: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    pub async fn new(config: Config) -> Result<Arc<Server>, StartError> {
+        let tls = Tls::load(&config)?;
+        let store = Store::open(&config.storage_url()).await?;
+        let throttle = Throttle::new(config.auth.max_failures, Duration::from_secs(config.auth.throttle_window_secs));
+        Ok(Arc::new(Server {
+            modules: Modules::standard(),
+            router: Router::default(),
+            throttle,
+            started: Instant::now(),
+            account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            connections: AtomicUsize::new(0),
+            shutdown: watch::channel(false).0,
+            config,
+            store,
+            tls,
+        }))
+    }
+
+    /// Serializes read-modify-write changes to one account's data (its roster).
+    pub async fn lock_account(&self, bare: &str) -> MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bare.hash(&mut h);
+        self.account_locks[(h.finish() as usize) % ACCOUNT_LOCK_STRIPES].lock().await
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Counts a connection for the lifetime of the returned guard.
+    pub fn connection_guard(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+pub struct ConnectionGuard(Arc<Server>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A started server and the addresses it actually listens on.
+pub struct Running {
+    pub server: Arc<Server>,
+    pub c2s: Vec<SocketAddr>,
+    pub c2s_direct_tls: Vec<SocketAddr>,
+}
+
+/// Binds every listener and starts accepting. Addresses with port 0 get a free port.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let server = Server::new(config).await?;
+    let mut c2s = Vec::new();
+    let mut c2s_direct_tls = Vec::new();
+    for (addrs, direct, bound) in
+        [(&server.config.listen.c2s, false, &mut c2s), (&server.config.listen.c2s_direct_tls, true, &mut c2s_direct_tls)]
+    {
+        for addr in addrs {
+            let Some(listener) = bind(*addr, addrs.len() > 1)? else { continue };
+            let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
+            tracing::info!(addr = %local, direct_tls = direct, "listening for clients");
+            bound.push(local);
+            tokio::spawn(transport::tcp::accept_loop(server.clone(), listener, direct));
+        }
+    }
+    Ok(Running { server, c2s, c2s_direct_tls })
+}
+
+/// Binds one address. IPv6 sockets are IPv6-only so `0.0.0.0` and `::` can both be
+/// listed; when several addresses are configured, one that cannot be bound (no IPv6 on
+/// this host) is skipped with a warning instead of failing the whole server.
+fn bind(addr: SocketAddr, optional: bool) -> Result<Option<TcpListener>, StartError> {
+    let attempt = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    match attempt() {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if optional && addr.is_ipv6() => {
+            tracing::warn!(%addr, error = %e, "skipping an IPv6 listener");
+            Ok(None)
+        }
+        Err(source) => Err(StartError::Listen { addr, source }),
+    }
+}
+
+impl Running {
+    /// Ends every stream with `system-shutdown`, waits (briefly) for the connections to
+    /// finish, and closes storage so every write is on disk.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.server.shutdown.send_replace(true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.server.connection_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server.store.close().await;
+        tracing::info!("storage closed");
+    }
+}

@@ -1,0 +1,263 @@
+//! SASL negotiation (RFC 6120 §6) and the throttle on failed attempts.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use jabberwock_proto::{ns, Element, Stanza, StreamError, StreamErrorCondition};
+use jabberwock_sasl::{plain, Mechanism, SaslFailure, ScramServer};
+
+use super::Session;
+use crate::accounts;
+use crate::stream::{Flow, Frame};
+
+/// A connection may fail this many times before it is closed (RFC 6120 §6.4.5 asks for
+/// 2 to 5 retries).
+const MAX_FAILURES_PER_CONNECTION: u32 = 3;
+
+pub(crate) struct Exchange {
+    scram: ScramServer,
+    /// The localpart being authenticated, once the client named it.
+    user: Option<String>,
+}
+
+pub(super) fn offered(s: &Session) -> Vec<Mechanism> {
+    let kinds: Vec<_> = s.security.channel_bindings.iter().map(|b| b.kind).collect();
+    Mechanism::offered(s.security.encrypted, &kinds, s.server.config.auth.allow_plain)
+}
+
+pub(super) fn mechanisms_feature(s: &Session) -> Element {
+    let mut el = Element::new("mechanisms", ns::SASL);
+    for m in offered(s) {
+        el.push(Element::new("mechanism", ns::SASL).with_text(m.name()));
+    }
+    el
+}
+
+/// XEP-0440: which channel-binding types the -PLUS mechanisms accept here.
+pub(super) fn channel_binding_feature(s: &Session) -> Option<Element> {
+    if s.security.channel_bindings.is_empty() {
+        return None;
+    }
+    let mut el = Element::new("sasl-channel-binding", ns::SASL_CB);
+    for b in &s.security.channel_bindings {
+        el.push(Element::new("channel-binding", ns::SASL_CB).with_attr("type", b.kind.as_str()));
+    }
+    Some(el)
+}
+
+pub(super) fn failure(f: SaslFailure, text: Option<&str>) -> Element {
+    let mut el = Element::new("failure", ns::SASL).with_child(Element::new(f.as_str(), ns::SASL));
+    if let Some(t) = text {
+        el.push(Element::new("text", ns::SASL).with_text(t));
+    }
+    el
+}
+
+fn decode(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
+    let text = st.to_element().map_err(|_| SaslFailure::MalformedRequest)?.text();
+    let text = text.trim();
+    // RFC 6120 §6.4.2: "=" is an empty response, as is no text at all.
+    if text.is_empty() || text == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(text).map_err(|_| SaslFailure::IncorrectEncoding)
+}
+
+pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+    let result = match st.name() {
+        "auth" => start(s, &st, out).await,
+        "response" => match s.take_sasl() {
+            Some(ex) => finish_scram(s, ex, &st, out).await,
+            None => Err(SaslFailure::MalformedRequest),
+        },
+        "abort" => {
+            s.take_sasl();
+            Err(SaslFailure::Aborted)
+        }
+        _ => return s.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
+    };
+    match result {
+        Ok(flow) => flow,
+        Err(f) => fail_attempt(s, f, out),
+    }
+}
+
+async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
+    s.take_sasl();
+    let mech = st
+        .attr("mechanism")
+        .and_then(Mechanism::from_name)
+        .filter(|m| offered(s).contains(m))
+        .ok_or(SaslFailure::InvalidMechanism)?;
+    if !s.server.throttle.allowed(&ip_key(s)) {
+        return Err(SaslFailure::TemporaryAuthFailure);
+    }
+    let initial = decode(st)?;
+    match mech.scram() {
+        Some((alg, plus)) => {
+            let mut scram = ScramServer::new(alg, plus, s.security.channel_bindings.clone());
+            let first = scram.client_first(&initial)?;
+            let user = accounts::normalize_user(&first.username);
+            check_authzid(s, user.as_deref(), first.authzid.as_deref())?;
+            let creds = match &user {
+                Some(u) => {
+                    if !s.server.throttle.allowed(&account_key(s, u)) {
+                        return Err(SaslFailure::TemporaryAuthFailure);
+                    }
+                    accounts::credentials(&s.server, s.domain(), u).await.map_err(|_| SaslFailure::TemporaryAuthFailure)?
+                }
+                None => None,
+            };
+            let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)));
+            out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(challenge))));
+            s.set_stage_sasl(Exchange { scram, user });
+            Ok(Flow::Continue)
+        }
+        None => {
+            let msg = plain::parse(&initial)?;
+            let user = accounts::normalize_user(&msg.username).ok_or(SaslFailure::NotAuthorized)?;
+            check_authzid(s, Some(&user), msg.authzid.as_deref())?;
+            if !s.server.throttle.allowed(&account_key(s, &user)) {
+                return Err(SaslFailure::TemporaryAuthFailure);
+            }
+            let creds = accounts::credentials(&s.server, s.domain(), &user)
+                .await
+                .map_err(|_| SaslFailure::TemporaryAuthFailure)?
+                .ok_or(SaslFailure::NotAuthorized)?;
+            if !plain::verify(&msg.password, &creds.sha256) {
+                s.server.throttle.failed(&account_key(s, &user));
+                return Err(SaslFailure::NotAuthorized);
+            }
+            Ok(succeed(s, user, None, out))
+        }
+    }
+}
+
+async fn finish_scram(s: &mut Session, mut ex: Exchange, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
+    let msg = decode(st)?;
+    match (ex.scram.client_final(&msg), ex.user) {
+        (Ok(server_final), Some(user)) => Ok(succeed(s, user, Some(server_final), out)),
+        (Ok(_), None) => Err(SaslFailure::NotAuthorized),
+        (Err(f), user) => {
+            if let (SaslFailure::NotAuthorized, Some(u)) = (f, user) {
+                s.server.throttle.failed(&account_key(s, &u));
+            }
+            Err(f)
+        }
+    }
+}
+
+/// An authorization identity, if given, must be the account itself.
+fn check_authzid(s: &Session, user: Option<&str>, authzid: Option<&str>) -> Result<(), SaslFailure> {
+    let (Some(authzid), Some(user)) = (authzid, user) else { return Ok(()) };
+    let own = format!("{user}@{}", s.domain());
+    match jid::BareJid::new(authzid) {
+        Ok(j) if j.as_str() == own => Ok(()),
+        _ => Err(SaslFailure::InvalidAuthzid),
+    }
+}
+
+fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut Vec<Frame>) -> Flow {
+    s.server.throttle.clear(&account_key(s, &user));
+    let mut el = Element::new("success", ns::SASL);
+    if let Some(data) = additional {
+        el.push_text(B64.encode(data));
+    }
+    out.push(Frame::Element(el));
+    tracing::info!(conn = s.conn, user = %user, domain = %s.domain(), "authenticated");
+    s.authenticated(user);
+    Flow::Restart
+}
+
+fn fail_attempt(s: &mut Session, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
+    out.push(Frame::Element(failure(f, None)));
+    if matches!(f, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding) {
+        s.server.throttle.failed(&ip_key(s));
+        s.auth_failures += 1;
+        if s.auth_failures >= MAX_FAILURES_PER_CONNECTION {
+            return s.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too many failed authentication attempts"), out);
+        }
+    }
+    tracing::info!(conn = s.conn, ip = %s.peer_ip, failure = f.as_str(), "authentication failed");
+    Flow::Continue
+}
+
+fn ip_key(s: &Session) -> String {
+    format!("ip {}", s.peer_ip)
+}
+
+fn account_key(s: &Session, user: &str) -> String {
+    format!("account {user}@{}", s.domain())
+}
+
+impl Session {
+    /// The served domain of this stream: set once the header was accepted.
+    pub(crate) fn domain(&self) -> &str {
+        self.domain.as_deref().expect("the stream header named a served domain")
+    }
+}
+
+/// Counts failed authentications per key (an IP address or an account) in a sliding
+/// window; past the limit, attempts are refused with `temporary-auth-failure` until the
+/// window passes.
+pub struct Throttle {
+    max_failures: u32,
+    window: Duration,
+    entries: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Throttle {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        Throttle { max_failures, window, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn allowed(&self, key: &str) -> bool {
+        let entries = self.entries.lock().expect("throttle lock");
+        match entries.get(key) {
+            Some((count, since)) => *count < self.max_failures || since.elapsed() >= self.window,
+            None => true,
+        }
+    }
+
+    pub fn failed(&self, key: &str) {
+        let mut entries = self.entries.lock().expect("throttle lock");
+        // Bound the table under a spray of addresses: expired entries go first.
+        if entries.len() > 100_000 {
+            entries.retain(|_, (_, since)| since.elapsed() < self.window);
+        }
+        let e = entries.entry(key.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= self.window {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.entries.lock().expect("throttle lock").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_blocks_after_the_limit_and_recovers() {
+        let t = Throttle::new(2, Duration::from_millis(50));
+        assert!(t.allowed("k"));
+        t.failed("k");
+        assert!(t.allowed("k"));
+        t.failed("k");
+        assert!(!t.allowed("k"));
+        assert!(t.allowed("other"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(t.allowed("k"));
+        t.failed("k");
+        t.failed("k");
+        t.clear("k");
+        assert!(t.allowed("k"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The one client session state machine, shared by every transport:
+//! stream header → (STARTTLS) → SASL → restart → bind → active.
+//!
+//! A transport turns bytes into [`ReadEvent`]s and calls [`Session::on_event`]; the session
+//! answers with [`Frame`]s and a [`Flow`]. Stanzas from other sessions arrive through the
+//! mailbox and go to [`Session::on_routed`].
+
+mod auth;
+mod bind;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, StreamErrorCondition, StreamHeader};
+use jabberwock_sasl::ChannelBinding;
+use tokio::sync::mpsc;
+
+use crate::im;
+use crate::router::{next_conn_id, ConnId, Routed, SessionHandle};
+use crate::server::Server;
+use crate::stream::{Flow, Frame};
+
+pub use auth::Throttle;
+
+/// What the transport knows about the connection's security.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// The connection is encrypted (TLS, or HTTPS for web transports).
+    pub encrypted: bool,
+    /// STARTTLS can still be negotiated, and is then required before authentication.
+    pub starttls_available: bool,
+    pub channel_bindings: Vec<ChannelBinding>,
+}
+
+enum Stage {
+    /// Waiting for the client's stream header.
+    AwaitHeader,
+    /// Features sent; waiting for STARTTLS, SASL, or bind.
+    Negotiating,
+    /// A SASL exchange in progress.
+    Sasl(auth::Exchange),
+    /// Resource bound: stanzas flow.
+    Active,
+}
+
+/// The state of a session with a bound resource.
+pub struct Bound {
+    pub jid: jid::FullJid,
+    /// `user@domain`, normalized.
+    pub bare: String,
+    pub user: String,
+    pub domain: String,
+    pub resource: String,
+    /// The last available presence the client broadcast, `None` while unavailable.
+    pub presence: Option<Stanza>,
+    /// Has sent initial presence at least once (offline messages are then flushed).
+    pub initial_presence_sent: bool,
+    /// Entities that got directed presence and must get unavailable when we go offline.
+    pub directed: std::collections::BTreeSet<String>,
+}
+
+pub struct Session {
+    pub(crate) server: Arc<Server>,
+    pub(crate) conn: ConnId,
+    pub(crate) handle: SessionHandle,
+    pub(crate) peer_ip: IpAddr,
+    pub(crate) security: Security,
+    stage: Stage,
+    header_sent: bool,
+    stream_id: String,
+    /// The served domain the client addressed.
+    pub(crate) domain: Option<String>,
+    /// The authenticated localpart.
+    pub(crate) user: Option<String>,
+    pub(crate) auth_failures: u32,
+    pub(crate) bound: Option<Bound>,
+}
+
+impl Session {
+    /// A new session and the receiving end of its mailbox, which the transport polls.
+    pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, mpsc::UnboundedReceiver<Routed>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = next_conn_id();
+        let session = Session {
+            server,
+            conn,
+            handle: SessionHandle::new(conn, tx),
+            peer_ip,
+            security,
+            stage: Stage::AwaitHeader,
+            header_sent: false,
+            stream_id: String::new(),
+            domain: None,
+            user: None,
+            auth_failures: 0,
+            bound: None,
+        };
+        (session, rx)
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.bound.is_some()
+    }
+
+    /// TLS is now up (after `<proceed/>`): a new stream begins.
+    pub fn tls_established(&mut self, channel_bindings: Vec<ChannelBinding>) {
+        self.security = Security { encrypted: true, starttls_available: false, channel_bindings };
+        self.stage = Stage::AwaitHeader;
+        self.header_sent = false;
+    }
+
+    pub async fn on_event(&mut self, ev: ReadEvent, out: &mut Vec<Frame>) -> Flow {
+        match (ev, &self.stage) {
+            (ReadEvent::StreamOpen(h), Stage::AwaitHeader) => self.on_header(h, out),
+            (ReadEvent::StreamOpen(_), _) => {
+                self.fail(StreamError::with_text(StreamErrorCondition::NotWellFormed, "unexpected stream header"), out)
+            }
+            (ReadEvent::StreamClose, _) => {
+                self.ensure_header(out);
+                out.push(Frame::Close);
+                Flow::Close
+            }
+            (ReadEvent::Stanza(st), _) => self.on_stanza(st, out).await,
+        }
+    }
+
+    /// A stream error detected by the transport or the reader.
+    pub fn on_stream_error(&mut self, err: StreamError, out: &mut Vec<Frame>) -> Flow {
+        self.fail(err, out)
+    }
+
+    /// The negotiation deadline passed before the resource was bound.
+    pub fn on_negotiation_timeout(&mut self, out: &mut Vec<Frame>) -> Flow {
+        self.fail(StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "negotiation took too long"), out)
+    }
+
+    pub async fn on_routed(&mut self, r: Routed, out: &mut Vec<Frame>) -> Flow {
+        match r {
+            Routed::Stanza(st) => {
+                if self.bound.is_some() {
+                    out.push(Frame::Stanza(st));
+                }
+                Flow::Continue
+            }
+            Routed::Close(err) => self.fail(err, out),
+        }
+    }
+
+    /// The connection is gone, whatever the reason: leave the network cleanly.
+    pub async fn closed(&mut self) {
+        if self.bound.is_some() {
+            im::presence::go_offline(self).await;
+            let b = self.bound.take().expect("checked above");
+            self.server.router.unbind(&b.bare, &b.resource, self.conn);
+            tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
+        }
+    }
+
+    fn ensure_header(&mut self, out: &mut Vec<Frame>) {
+        if !self.header_sent {
+            self.header_sent = true;
+            let from = self.domain.clone().unwrap_or_else(|| self.server.config.domains[0].clone());
+            self.stream_id = random_id();
+            out.push(Frame::Header { from, to: None, id: self.stream_id.clone() });
+        }
+    }
+
+    /// Sends a stream error (after our header, if none was sent yet) and closes.
+    pub(crate) fn fail(&mut self, err: StreamError, out: &mut Vec<Frame>) -> Flow {
+        tracing::debug!(conn = self.conn, %err, "closing stream");
+        self.ensure_header(out);
+        out.push(Frame::Error(err));
+        out.push(Frame::Close);
+        Flow::Close
+    }
+
+    fn on_header(&mut self, h: StreamHeader, out: &mut Vec<Frame>) -> Flow {
+        let requested = h.to.as_deref().and_then(|to| self.server.config.served_domain(to)).map(str::to_owned);
+        // Reply from the domain the client asked for, even when refusing it.
+        self.domain = self.domain.clone().or(requested.clone());
+        self.header_sent = true;
+        self.stream_id = random_id();
+        out.push(Frame::Header {
+            from: self.domain.clone().unwrap_or_else(|| self.server.config.domains[0].clone()),
+            to: h.from.clone(),
+            id: self.stream_id.clone(),
+        });
+        if h.content_ns != ns::CLIENT {
+            return self.fail(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "expected jabber:client"), out);
+        }
+        match (&requested, &self.domain) {
+            (None, _) => return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out),
+            (Some(r), Some(d)) if r != d => {
+                // A restarted stream must stay on the domain it authenticated for.
+                return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
+            }
+            _ => {}
+        }
+        if h.version.as_deref().and_then(|v| v.split('.').next()) != Some("1") {
+            return self.fail(StreamError::new(StreamErrorCondition::UnsupportedVersion), out);
+        }
+        out.push(Frame::StreamElement(self.features()));
+        self.stage = Stage::Negotiating;
+        Flow::Continue
+    }
+
+    fn features(&self) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        if self.security.starttls_available {
+            f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
+        } else if self.user.is_none() {
+            f.push(auth::mechanisms_feature(self));
+            if let Some(cb) = auth::channel_binding_feature(self) {
+                f.push(cb);
+            }
+            if self.server.config.allow_registration {
+                f.push(Element::new("register", ns::REGISTER_FEATURE));
+            }
+        } else {
+            f.push(Element::new("bind", ns::BIND));
+            f.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+            f.push(Element::new("ver", ns::ROSTER_VER));
+            f.push(Element::new("sub", ns::PRE_APPROVAL));
+        }
+        f
+    }
+
+    async fn on_stanza(&mut self, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+        if matches!(self.stage, Stage::Active) {
+            return self.on_active_stanza(st, out).await;
+        }
+        if self.security.starttls_available {
+            if st.is("starttls", ns::TLS) {
+                out.push(Frame::Element(Element::new("proceed", ns::TLS)));
+                return Flow::StartTls;
+            }
+            if st.is("auth", ns::SASL) {
+                out.push(Frame::Element(auth::failure(jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
+                return Flow::Continue;
+            }
+            return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "STARTTLS is required"), out);
+        }
+        if self.user.is_none() {
+            if st.ns() == ns::SASL {
+                return auth::on_sasl_element(self, st, out).await;
+            }
+            if st.kind() == StanzaKind::Iq && self.server.config.allow_registration {
+                if let Some(flow) = crate::modules::register::pre_auth(self, &st, out).await {
+                    return flow;
+                }
+            }
+            return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authenticate first"), out);
+        }
+        bind::on_stanza_before_bind(self, st, out).await
+    }
+
+    async fn on_active_stanza(&mut self, mut st: Stanza, out: &mut Vec<Frame>) -> Flow {
+        if st.kind() == StanzaKind::Other {
+            return self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out);
+        }
+        let bound = self.bound.as_ref().expect("active sessions are bound");
+        // RFC 6120 §8.1.2.1: the server stamps `from`; a client may only claim itself.
+        if let Some(claimed) = st.from() {
+            if claimed != bound.jid.as_str() && claimed != bound.bare {
+                let parsed = jid::Jid::new(claimed).ok();
+                let ok = parsed.as_ref().is_some_and(|j| j.as_str() == bound.jid.as_str() || j.as_str() == bound.bare);
+                if !ok {
+                    return self.fail(StreamError::new(StreamErrorCondition::InvalidFrom), out);
+                }
+            }
+        }
+        st.set_attr("from", bound.jid.as_str());
+        im::outbound(self, st, out).await
+    }
+
+    pub(crate) fn start_active(&mut self, bound: Bound) {
+        self.bound = Some(bound);
+        self.stage = Stage::Active;
+    }
+
+    pub(crate) fn set_stage_sasl(&mut self, ex: auth::Exchange) {
+        self.stage = Stage::Sasl(ex);
+    }
+
+    pub(crate) fn take_sasl(&mut self) -> Option<auth::Exchange> {
+        match std::mem::replace(&mut self.stage, Stage::Negotiating) {
+            Stage::Sasl(ex) => Some(ex),
+            other => {
+                self.stage = other;
+                None
+            }
+        }
+    }
+
+    /// SASL succeeded: the client restarts the stream.
+    pub(crate) fn authenticated(&mut self, user: String) {
+        self.user = Some(user);
+        self.stage = Stage::AwaitHeader;
+        self.header_sent = false;
+    }
+}
+
+/// A random identifier for stream ids, generated resources and stanza ids.
+pub fn random_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}

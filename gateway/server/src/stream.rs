@@ -1,0 +1,53 @@
+//! What the session core hands to a transport: frames to write and what to do next.
+//!
+//! Each transport encodes frames its own way. TCP writes a stream header and
+//! `</stream:stream>`; RFC 7395 WebSocket writes `<open/>` and `<close/>` and declares the
+//! content namespace on every stanza.
+
+use jabberwock_proto::writer::{self, HeaderOut};
+use jabberwock_proto::{ns, Element, Stanza, StreamError};
+
+#[derive(Debug)]
+pub enum Frame {
+    /// The server's stream header.
+    Header { from: String, to: Option<String>, id: String },
+    /// `<stream:features>` or another element of the streams namespace.
+    StreamElement(Element),
+    /// A negotiation element such as `<proceed/>` or `<success/>`.
+    Element(Element),
+    Stanza(Stanza),
+    /// `<stream:error>`; the transport closes after it.
+    Error(StreamError),
+    /// The end of the stream.
+    Close,
+}
+
+/// What the transport does after the session handled an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    Continue,
+    /// Write the pending frames, then negotiate TLS and start a new stream.
+    StartTls,
+    /// SASL succeeded: the client opens a new stream on the same connection.
+    Restart,
+    /// Write the pending frames, then close the connection.
+    Close,
+}
+
+/// Encodes frames for a plain XML stream (TCP, TLS).
+pub fn encode_stream(frames: &[Frame], out: &mut Vec<u8>) {
+    for f in frames {
+        match f {
+            Frame::Header { from, to, id } => writer::stream_header(
+                out,
+                &HeaderOut { content_ns: ns::CLIENT, from: Some(from), to: to.as_deref(), id: Some(id), ..Default::default() },
+            ),
+            Frame::StreamElement(el) => writer::stream_element(out, el),
+            Frame::Element(el) => el.write_to(out, ns::CLIENT),
+            Frame::Stanza(st) => st.write_to(out, ns::CLIENT),
+            Frame::Error(e) => writer::stream_error(out, e),
+            Frame::Close => out.extend_from_slice(writer::STREAM_CLOSE),
+        }
+    }
+}
