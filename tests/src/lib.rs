@@ -1,1 +1,322 @@
-//! Helpers for the black-box tests: start a server, speak raw XML to it.
+//! Helpers for the black-box tests: start a real server on loopback, and speak raw XML to
+//! it over real TCP and TLS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use jabberwock::config::Config;
+use jabberwock::server::Running;
+use jabberwock_proto::{ns, Element, Limits, ReadEvent, StreamReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for anything the server should send.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const DOMAIN: &str = "localhost";
+
+/// A server running in this process on loopback ports, with its data in a temporary
+/// directory.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub c2s: SocketAddr,
+    pub direct_tls: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// The config the tests start from: loopback listeners on free ports, data in `dir`.
+pub fn test_config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{extra}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n",
+        dir = dir.display().to_string()
+    );
+    Config::parse(&text).expect("test config is valid")
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("").await
+    }
+
+    /// `extra` is TOML for the top level of the config (before any table).
+    pub async fn start_with(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+        let config = test_config(dir.path(), extra);
+        let running = jabberwock::server::start(config).await.expect("server starts");
+        TestServer { c2s: running.c2s[0], direct_tls: running.c2s_direct_tls[0], running: Some(running), dir }
+    }
+
+    /// Stops the server gracefully and returns its data directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.running.take().expect("running").shutdown().await;
+        self.dir
+    }
+
+    pub async fn adduser(&self, user: &str, password: &str) {
+        let server = &self.running.as_ref().expect("running").server;
+        jabberwock::accounts::create(&server.store, DOMAIN, user, password, 4096).await.expect("account created");
+    }
+}
+
+/// A raw client connection: whatever the server sends is read back as events with the
+/// project's stream reader.
+pub struct Client {
+    io: Box<dyn Io>,
+    reader: StreamReader,
+    pub jid: String,
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Accepts any certificate: the tests' server uses a generated self-signed one.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// What the server sent, read until it closed or went quiet.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    pub events: Vec<ReadEvent>,
+    /// The server's bytes, for assertions on raw output.
+    pub raw: String,
+    /// The server closed the connection (EOF) within [`TIMEOUT`].
+    pub closed: bool,
+}
+
+impl Transcript {
+    /// The condition of the `<stream:error>` the server sent, if any.
+    pub fn stream_error(&self) -> Option<String> {
+        self.events.iter().find_map(|e| match e {
+            ReadEvent::Stanza(st) if st.is("error", ns::STREAM) => {
+                let el = st.to_element().ok()?;
+                el.children().find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text").map(|c| c.name().to_owned())
+            }
+            _ => None,
+        })
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+    }
+
+    /// Connects with direct TLS (XEP-0368).
+    pub async fn connect_direct_tls(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
+        let tls = tls_connector(&[b"xmpp-client"]).connect(name, tcp).await.expect("TLS handshake");
+        Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+    }
+
+    pub async fn send(&mut self, data: impl AsRef<[u8]>) {
+        self.io.write_all(data.as_ref()).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    /// Writes, ignoring failure: for tests where the server may already have hung up.
+    pub async fn send_lossy(&mut self, data: impl AsRef<[u8]>) -> bool {
+        self.io.write_all(data.as_ref()).await.is_ok() && self.io.flush().await.is_ok()
+    }
+
+    pub async fn open_stream(&mut self, to: &str) {
+        self.send(format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{to}' version='1.0'>"
+        ))
+        .await;
+    }
+
+    /// The next event the server sends; panics after [`TIMEOUT`].
+    pub async fn next_event(&mut self) -> ReadEvent {
+        tokio::time::timeout(TIMEOUT, self.next_event_inner()).await.expect("timed out waiting for the server")
+    }
+
+    async fn next_event_inner(&mut self) -> ReadEvent {
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(ev) = self.reader.next_event().expect("the server sends well-formed XML") {
+                return ev;
+            }
+            let n = self.io.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the server closed the connection");
+            self.reader.feed(&buf[..n]);
+        }
+    }
+
+    /// The next top-level element, skipping nothing: panics on a header or close.
+    pub async fn next_element(&mut self) -> Element {
+        match self.next_event().await {
+            ReadEvent::Stanza(st) => st.to_element().expect("parses"),
+            other => panic!("expected an element, got {other:?}"),
+        }
+    }
+
+    /// Skips elements until one satisfies `pred`; panics after [`TIMEOUT`].
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.next_event_inner())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            if let ReadEvent::Stanza(st) = ev {
+                let el = st.to_element().expect("parses");
+                if pred(&el) {
+                    return el;
+                }
+            }
+        }
+    }
+
+    /// Asserts nothing matching `pred` arrives within `wait`.
+    pub async fn expect_none(&mut self, wait: Duration, what: &str, pred: impl Fn(&Element) -> bool) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(ev) = tokio::time::timeout_at(deadline, self.next_event_inner()).await {
+            if let ReadEvent::Stanza(st) = ev {
+                let el = st.to_element().expect("parses");
+                assert!(!pred(&el), "unexpected {what}: {}", el.to_xml_string());
+            }
+        }
+    }
+
+    /// Reads everything until the server closes the connection or [`TIMEOUT`] passes.
+    pub async fn read_to_close(mut self) -> Transcript {
+        let mut t = Transcript::default();
+        let mut reader = StreamReader::new(Limits::unlimited());
+        std::mem::swap(&mut reader, &mut self.reader);
+        let mut buf = [0u8; 8192];
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while let Ok(Some(ev)) = reader.next_event() {
+            t.events.push(ev);
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    t.closed = true;
+                    break;
+                }
+                Ok(Ok(n)) => {
+                    t.raw.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    reader.feed(&buf[..n]);
+                    while let Ok(Some(ev)) = reader.next_event() {
+                        t.events.push(ev);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        t
+    }
+
+    /// Header and features: returns the features element.
+    pub async fn expect_header_and_features(&mut self) -> Element {
+        match self.next_event().await {
+            ReadEvent::StreamOpen(h) => assert_eq!(h.content_ns, ns::CLIENT),
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        let features = self.next_element().await;
+        assert!(features.is("features", ns::STREAM), "expected features, got {}", features.to_xml_string());
+        features
+    }
+
+    /// STARTTLS on a plain connection; returns the features of the encrypted stream.
+    pub async fn starttls(mut self) -> (Client, Element) {
+        self.open_stream(DOMAIN).await;
+        let f = self.expect_header_and_features().await;
+        assert!(f.child("starttls", ns::TLS).is_some());
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+        let proceed = self.next_element().await;
+        assert!(proceed.is("proceed", ns::TLS));
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
+        let tls = tls_connector(&[]).connect(name, self.io).await.expect("TLS handshake");
+        let mut c = Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new() };
+        c.open_stream(DOMAIN).await;
+        let f = c.expect_header_and_features().await;
+        (c, f)
+    }
+
+    /// SASL PLAIN then resource binding on an encrypted stream whose features were read.
+    pub async fn authenticate_and_bind(&mut self, user: &str, password: &str, resource: Option<&str>) {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await;
+        let result = self.next_element().await;
+        assert!(result.is("success", ns::SASL), "login failed: {}", result.to_xml_string());
+        self.reader.restart();
+        self.open_stream(DOMAIN).await;
+        let f = self.expect_header_and_features().await;
+        assert!(f.child("bind", ns::BIND).is_some());
+        let res = resource.map(|r| format!("<resource>{r}</resource>")).unwrap_or_default();
+        self.send(format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{res}</bind></iq>")).await;
+        let iq = self.next_element().await;
+        assert_eq!(iq.attr("type"), Some("result"), "bind failed: {}", iq.to_xml_string());
+        self.jid = iq.child("bind", ns::BIND).and_then(|b| b.child_text("jid", ns::BIND)).expect("bound jid");
+    }
+
+    /// A bound, authenticated session over STARTTLS.
+    pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> Client {
+        let (mut c, _) = Client::connect(addr).await.starttls().await;
+        c.authenticate_and_bind(user, password, Some(resource)).await;
+        c
+    }
+
+    /// Sends an iq and waits for the reply with the same id.
+    pub async fn iq(&mut self, id: &str, xml: &str) -> Element {
+        self.send(xml).await;
+        self.expect(&format!("iq reply {id}"), |e| e.name() == "iq" && e.attr("id") == Some(id)).await
+    }
+}

@@ -247,6 +247,16 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_valid() {
+        let text = include_str!("../../../jabberwock.example.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.domains, d.domains);
+        assert_eq!(c.listen.c2s, d.listen.c2s);
+        assert_eq!(c.limits.max_stanza_bytes, d.limits.max_stanza_bytes);
+    }
+
+    #[test]
     fn domains_are_normalized() {
         let c = Config::parse("domains = ['Example.ORG']").unwrap();
         assert_eq!(c.domains, ["example.org"]);

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine. Idempotent: a step whose
+# result is already in place does nothing. Quiet unless something fails.
+#
+# Each prerequisite is one small function called from main() at the bottom; add new ones
+# (PostgreSQL, Prosody, Chromium, ...) the same way.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO_ROOT/tests/interop/.venv"
+
+# Python packages of the interop suite, pinned. slixmpp's own dependencies are pinned too so
+# a new release of one of them cannot change the client under test.
+PY_PACKAGES=(
+    "slixmpp==1.17.0"
+    "aiodns==4.0.4"
+    "pycares==5.2.1"
+    "cffi==2.1.1"
+    "pycparser==3.12"
+    "pyasn1==0.6.5"
+    "pyasn1_modules==0.4.2"
+)
+
+log() { printf 'setup-test-env: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Runs a command with its output captured; prints the output only if the command fails.
+quietly() {
+    local out status=0
+    out="$(mktemp)"
+    "$@" >"$out" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+        log "failed ($status): $*"
+        cat "$out" >&2
+    fi
+    rm -f "$out"
+    return "$status"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+# apt_install PACKAGE... — installs Debian packages (as root), updating the lists once.
+apt_install() {
+    have apt-get || die "apt-get not found; install these packages by hand: $*"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        have sudo || die "need root (or sudo) to install: $*"
+        sudo=(sudo)
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        quietly "${sudo[@]}" apt-get update -qq
+        APT_UPDATED=1
+    fi
+    quietly "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# python3 with a working venv module (Debian splits ensurepip into python3-venv).
+ensure_python() {
+    if ! have python3; then
+        apt_install python3 python3-venv
+    fi
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
+        || die "python3 >= 3.9 is required (found $(python3 --version 2>&1))"
+}
+
+# The interop suite's virtualenv with the pinned packages.
+ensure_interop_venv() {
+    local py="$VENV/bin/python"
+    # A venv whose interpreter no longer runs (python upgraded or removed) is rebuilt.
+    if [ -e "$VENV" ] && ! "$py" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$VENV"
+    fi
+    if [ ! -x "$py" ]; then
+        quietly python3 -m venv "$VENV"
+    fi
+    local want have_now
+    want="$(printf '%s\n' "${PY_PACKAGES[@]}" | sort | tr '\n' ' ')"
+    have_now="$("$py" -m pip freeze --disable-pip-version-check 2>/dev/null | tr '[:upper:]-' '[:lower:]_' | sort | tr '\n' ' ')"
+    want="$(printf '%s' "$want" | tr '[:upper:]-' '[:lower:]_')"
+    local missing=0 pkg
+    for pkg in $want; do
+        case " $have_now " in *" $pkg "*) ;; *) missing=1 ;; esac
+    done
+    if [ "$missing" -eq 1 ]; then
+        quietly "$py" -m pip install --disable-pip-version-check --no-input -q "${PY_PACKAGES[@]}"
+    fi
+    quietly "$py" -c 'import slixmpp, sys; sys.exit(slixmpp.__version__ != "1.17.0")' \
+        || die "slixmpp in $VENV is not the pinned version"
+}
+
+main() {
+    ensure_python
+    ensure_interop_venv
+}
+
+main "$@"
