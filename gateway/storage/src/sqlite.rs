@@ -1,57 +1,555 @@
 //! The default backend: one SQLite file in WAL mode, migrated on open.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{ArchiveDelete, ArchivePage, ArchiveQuery, NewArchiveItem, Result, UserRef, Write};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
+
+use crate::{
+    ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Result, StorageError,
+    UserRef, Write,
+};
+
+/// How long a statement waits for a lock held by another connection (or process) before
+/// failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// WAL readers never block each other nor the writer, so a few suffice.
+const READERS: u32 = 4;
 
 #[derive(Clone)]
-pub struct SqliteStore {}
+pub struct SqliteStore {
+    /// A single connection: SQLite admits one writer at a time, so writes queue for this
+    /// connection instead of failing with SQLITE_BUSY.
+    writer: SqlitePool,
+    /// Read-only connections, so a write sent here by mistake fails loudly.
+    readers: SqlitePool,
+}
 
-#[allow(unused_variables)]
+/// Maps a unique-constraint violation to [`StorageError::AlreadyExists`].
+fn already_exists(e: sqlx::Error) -> StorageError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::AlreadyExists,
+        _ => e.into(),
+    }
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The seq (insertion position) of an archive item, for paging relative to it.
+async fn seq_of(conn: &mut SqliteConnection, u: UserRef<'_>, store: &str, id: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT seq FROM archive WHERE host = ? AND username = ? AND store = ? AND id = ?",
+    )
+    .bind(u.host)
+    .bind(u.user)
+    .bind(store)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StorageError::NotFound)
+}
+
+/// Above this many items in a query's start/end range, walking a seq-ordered index beats
+/// sorting the range.
+const SMALL_STAMP_RANGE: i64 = 50_000;
+
+/// Appends the WHERE clause selecting the user's store and the query's start/end range.
+fn push_user_store_stamp<'a>(
+    sql: &mut QueryBuilder<'a, Sqlite>,
+    u: UserRef<'a>,
+    store: &'a str,
+    q: &ArchiveQuery<'_>,
+) {
+    sql.push(" WHERE host = ").push_bind(u.host);
+    sql.push(" AND username = ").push_bind(u.user);
+    sql.push(" AND store = ").push_bind(store);
+    if let Some(start) = q.start_us {
+        sql.push(" AND stamp_us >= ").push_bind(start);
+    }
+    if let Some(end) = q.end_us {
+        sql.push(" AND stamp_us <= ").push_bind(end);
+    }
+}
+
+/// Whether fewer than [`SMALL_STAMP_RANGE`] items lie in the query's start/end range,
+/// counted on the stamp index alone and stopping at the threshold.
+async fn stamp_range_is_small(
+    conn: &mut SqliteConnection,
+    u: UserRef<'_>,
+    store: &str,
+    q: &ArchiveQuery<'_>,
+) -> Result<bool> {
+    let mut sql = QueryBuilder::<Sqlite>::new(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM archive INDEXED BY archive_by_stamp",
+    );
+    push_user_store_stamp(&mut sql, u, store, q);
+    sql.push(" LIMIT ").push_bind(SMALL_STAMP_RANGE).push(")");
+    let count: i64 = sql.build_query_scalar().fetch_one(conn).await?;
+    Ok(count < SMALL_STAMP_RANGE)
+}
+
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        todo!()
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(sqlx::Error::Io)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+
+        // The writer opens first: it creates the file, switches it to WAL (a persistent
+        // setting that readers then inherit) and migrates, so readers always find the schema.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Keep the one connection (and its statement cache) rather than recycling it.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // In WAL mode, FULL syncs the WAL on every commit: a write acknowledged
+                    // to the caller survives power loss. NORMAL would not.
+                    .synchronous(SqliteSynchronous::Full),
+            )
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, readers })
     }
+
+    /// Starts a write transaction holding the write lock from its first statement, so that
+    /// a concurrent writer in another process makes it wait (busy_timeout) at BEGIN instead
+    /// of failing half-way through.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn close(&self) {
-        todo!()
+        if self.writer.is_closed() {
+            return;
+        }
+        self.readers.close().await;
+        // Fold the WAL into the main file so the database rests as one self-contained file.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(error = %e, "SQLite WAL checkpoint on close failed");
+        }
+        self.writer.close().await;
     }
+
     pub async fn create_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
-        todo!()
+        sqlx::query(
+            "INSERT INTO accounts (host, username, credentials, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(credentials)
+        .bind(unix_seconds())
+        .execute(&self.writer)
+        .await
+        .map_err(already_exists)?;
+        Ok(())
     }
+
     pub async fn get_account(&self, u: UserRef<'_>) -> Result<Option<Vec<u8>>> {
-        todo!()
+        Ok(
+            sqlx::query_scalar("SELECT credentials FROM accounts WHERE host = ? AND username = ?")
+                .bind(u.host)
+                .bind(u.user)
+                .fetch_optional(&self.readers)
+                .await?,
+        )
     }
+
     pub async fn set_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
-        todo!()
+        let updated =
+            sqlx::query("UPDATE accounts SET credentials = ? WHERE host = ? AND username = ?")
+                .bind(credentials)
+                .bind(u.host)
+                .bind(u.user)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(StorageError::NotFound);
+        }
+        Ok(())
     }
+
     pub async fn delete_account(&self, u: UserRef<'_>) -> Result<bool> {
-        todo!()
+        let mut tx = self.begin_write().await?;
+        let existed = sqlx::query("DELETE FROM accounts WHERE host = ? AND username = ?")
+            .bind(u.host)
+            .bind(u.user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        for sql in [
+            "DELETE FROM keyval WHERE host = ? AND username = ?",
+            "DELETE FROM map WHERE host = ? AND username = ?",
+            "DELETE FROM archive WHERE host = ? AND username = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(u.host)
+                .bind(u.user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(existed)
     }
+
     pub async fn list_accounts(&self, host: &str) -> Result<Vec<String>> {
-        todo!()
+        Ok(
+            sqlx::query_scalar("SELECT username FROM accounts WHERE host = ? ORDER BY username")
+                .bind(host)
+                .fetch_all(&self.readers)
+                .await?,
+        )
     }
+
     pub async fn kv_get(&self, u: UserRef<'_>, store: &str) -> Result<Option<Vec<u8>>> {
-        todo!()
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM keyval WHERE host = ? AND username = ? AND store = ?",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .fetch_optional(&self.readers)
+        .await?)
     }
+
     pub async fn map_get(&self, u: UserRef<'_>, store: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        todo!()
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM map WHERE host = ? AND username = ? AND store = ? AND key = ?",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await?)
     }
+
     pub async fn map_all(&self, u: UserRef<'_>, store: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        todo!()
+        Ok(sqlx::query_as(
+            "SELECT key, value FROM map WHERE host = ? AND username = ? AND store = ? ORDER BY key",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .fetch_all(&self.readers)
+        .await?)
     }
+
     pub async fn write_batch(&self, u: UserRef<'_>, writes: &[Write<'_>]) -> Result<()> {
-        todo!()
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for write in writes {
+            let query = match *write {
+                Write::Keyval {
+                    store,
+                    value: Some(value),
+                } => sqlx::query(
+                    "INSERT INTO keyval (host, username, store, value) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (host, username, store) DO UPDATE SET value = excluded.value",
+                )
+                .bind(u.host)
+                .bind(u.user)
+                .bind(store)
+                .bind(value),
+                Write::Keyval { store, value: None } => {
+                    sqlx::query("DELETE FROM keyval WHERE host = ? AND username = ? AND store = ?")
+                        .bind(u.host)
+                        .bind(u.user)
+                        .bind(store)
+                }
+                Write::Map {
+                    store,
+                    key,
+                    value: Some(value),
+                } => sqlx::query(
+                    "INSERT INTO map (host, username, store, key, value) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (host, username, store, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(u.host)
+                .bind(u.user)
+                .bind(store)
+                .bind(key)
+                .bind(value),
+                Write::Map {
+                    store,
+                    key,
+                    value: None,
+                } => sqlx::query(
+                    "DELETE FROM map WHERE host = ? AND username = ? AND store = ? AND key = ?",
+                )
+                .bind(u.host)
+                .bind(u.user)
+                .bind(store)
+                .bind(key),
+            };
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
-    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<u64>) -> Result<()> {
-        todo!()
+
+    pub async fn archive_append(
+        &self,
+        u: UserRef<'_>,
+        store: &str,
+        item: NewArchiveItem<'_>,
+        quota: Option<u64>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some(quota) = quota {
+            // Counting stops at the quota, so the check costs O(quota), not O(archive size).
+            let quota = i64::try_from(quota).unwrap_or(i64::MAX);
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM \
+                 (SELECT 1 FROM archive WHERE host = ? AND username = ? AND store = ? LIMIT ?)",
+            )
+            .bind(u.host)
+            .bind(u.user)
+            .bind(store)
+            .bind(quota)
+            .fetch_one(&mut *tx)
+            .await?;
+            if held >= quota {
+                return Err(StorageError::QuotaExceeded);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .bind(item.id)
+        .bind(item.stamp_us)
+        .bind(item.with)
+        .bind(item.payload)
+        .execute(&mut *tx)
+        .await
+        .map_err(already_exists)?;
+        tx.commit().await?;
+        Ok(())
     }
-    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
-        todo!()
+
+    pub async fn archive_query(
+        &self,
+        u: UserRef<'_>,
+        store: &str,
+        q: &ArchiveQuery<'_>,
+    ) -> Result<ArchivePage> {
+        // One read transaction: ids resolve, and the plan is chosen, in the snapshot the
+        // page is read from.
+        let mut tx = self.readers.begin().await?;
+        let after = match q.after_id {
+            Some(id) => Some(seq_of(&mut tx, u, store, id).await?),
+            None => None,
+        };
+        let before = match q.before_id {
+            Some(id) => Some(seq_of(&mut tx, u, store, id).await?),
+            None => None,
+        };
+        // Paging before an item, like asking for the last page, reads backwards from the end.
+        let backward = q.last_page || before.is_some();
+
+        // Items come in seq order but start/end filter on stamp_us, so neither index serves
+        // both: walking archive_by_stamp means sorting the whole stamp range, walking a
+        // seq-ordered index means skipping every item outside it. Without statistics the
+        // planner may sort a million rows to return fifty, so the choice is made here: the
+        // stamp index when the range is small, else a seq-ordered walk.
+        let stamp_filtered = q.start_us.is_some() || q.end_us.is_some();
+        let index = if stamp_filtered && stamp_range_is_small(&mut tx, u, store, q).await? {
+            "archive_by_stamp"
+        } else if q.with.is_some() {
+            "archive_by_with"
+        } else {
+            "archive_by_seq"
+        };
+
+        // The page's seqs are picked first (from the index alone unless the stamp index has
+        // to check `with`), then only those rows are read: no payload is read and discarded.
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT id, stamp_us, with_jid, payload FROM archive WHERE seq IN (SELECT seq FROM archive INDEXED BY ",
+        );
+        sql.push(index);
+        push_user_store_stamp(&mut sql, u, store, q);
+        if let Some(with) = q.with {
+            sql.push(" AND with_jid = ").push_bind(with);
+        }
+        if let Some(after) = after {
+            sql.push(" AND seq > ").push_bind(after);
+        }
+        if let Some(before) = before {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        sql.push(if backward {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        if let Some(limit) = q.limit {
+            // One item more than asked tells whether the page is complete.
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+            sql.push(" LIMIT ").push_bind(limit);
+        }
+        sql.push(") ORDER BY seq");
+        let mut rows: Vec<(String, i64, String, Vec<u8>)> =
+            sql.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+
+        let complete = match q.limit {
+            Some(limit) if rows.len() > limit => {
+                // Drop the extra item, which lies beyond the page in the paging direction.
+                if backward {
+                    rows.remove(0);
+                } else {
+                    rows.pop();
+                }
+                false
+            }
+            _ => true,
+        };
+        let items = rows
+            .into_iter()
+            .map(|(id, stamp_us, with, payload)| ArchiveItem {
+                id,
+                stamp_us,
+                with,
+                payload,
+            })
+            .collect();
+        Ok(ArchivePage { items, complete })
     }
+
     pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {
-        todo!()
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM archive WHERE host = ? AND username = ? AND store = ?",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .fetch_one(&self.readers)
+        .await?;
+        // COUNT(*) is never negative.
+        Ok(count as u64)
     }
-    pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
-        todo!()
+
+    pub async fn archive_delete(
+        &self,
+        u: UserRef<'_>,
+        store: &str,
+        which: ArchiveDelete<'_>,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let deleted = match which {
+            ArchiveDelete::All => {
+                sqlx::query("DELETE FROM archive WHERE host = ? AND username = ? AND store = ?")
+                    .bind(u.host)
+                    .bind(u.user)
+                    .bind(store)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+            ArchiveDelete::Ids(ids) => {
+                // One statement per id: no limit on the number of bound parameters.
+                let mut deleted = 0;
+                for id in ids {
+                    deleted += sqlx::query("DELETE FROM archive WHERE host = ? AND username = ? AND store = ? AND id = ?")
+                        .bind(u.host)
+                        .bind(u.user)
+                        .bind(store)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                deleted
+            }
+            ArchiveDelete::OlderThan(stamp_us) => {
+                sqlx::query("DELETE FROM archive WHERE host = ? AND username = ? AND store = ? AND stamp_us < ?")
+                    .bind(u.host)
+                    .bind(u.user)
+                    .bind(store)
+                    .bind(stamp_us)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The durability and concurrency settings are easy to lose silently (sqlx applies
+    /// them per connection), so check that they took effect.
+    #[tokio::test]
+    async fn connections_are_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 = FULL.
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2);
+        for pool in [&store.writer, &store.readers] {
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(fk, 1);
+            let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+        }
+
+        let r = sqlx::query("DELETE FROM accounts")
+            .execute(&store.readers)
+            .await;
+        assert!(r.is_err(), "reader connections must be read-only");
+        store.close().await;
     }
 }
