@@ -28,9 +28,10 @@ pub struct TestServer {
 }
 
 /// The config the tests start from: loopback listeners on free ports, data in `dir`.
-pub fn test_config(dir: &Path, extra: &str) -> Config {
+/// `top` is TOML for top-level keys, `tables` for tables other than `[listen]`.
+pub fn test_config(dir: &Path, top: &str, tables: &str) -> Config {
     let text = format!(
-        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{extra}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n",
+        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n{tables}\n",
         dir = dir.display().to_string()
     );
     Config::parse(&text).expect("test config is valid")
@@ -41,14 +42,19 @@ impl TestServer {
         Self::start_with("").await
     }
 
-    /// `extra` is TOML for the top level of the config (before any table).
-    pub async fn start_with(extra: &str) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, extra).await
+    /// `top` is TOML for the top level of the config (before any table).
+    pub async fn start_with(top: &str) -> TestServer {
+        Self::start_with_tables(top, "").await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
-        let config = test_config(dir.path(), extra);
+    /// `tables` is TOML with tables such as `[limits]` or `[auth]`.
+    pub async fn start_with_tables(top: &str, tables: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, top, tables).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, top: &str, tables: &str) -> TestServer {
+        let config = test_config(dir.path(), top, tables);
         let running = jabberwock::server::start(config).await.expect("server starts");
         TestServer { c2s: running.c2s[0], direct_tls: running.c2s_direct_tls[0], running: Some(running), dir }
     }
@@ -143,7 +149,8 @@ impl Transcript {
         self.events.iter().find_map(|e| match e {
             ReadEvent::Stanza(st) if st.is("error", ns::STREAM) => {
                 let el = st.to_element().ok()?;
-                el.children().find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text").map(|c| c.name().to_owned())
+                let condition = el.children().find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text");
+                condition.map(|c| c.name().to_owned())
             }
             _ => None,
         })

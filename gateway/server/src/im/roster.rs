@@ -105,11 +105,6 @@ impl Item {
         }
         el
     }
-
-    /// An item with no subscription, request or pre-approval and no user data is not kept.
-    fn is_empty_shell(&self) -> bool {
-        self.subscription == Subscription::None && !self.ask && !self.approved && self.name.is_none() && self.groups.is_empty()
-    }
 }
 
 /// One account's roster, addressed by bare JID parts.
@@ -200,7 +195,7 @@ async fn update(
 ) -> Result<(Option<Item>, Option<Item>), StanzaError> {
     let _guard = server.lock_account(&a.bare()).await;
     let old = get(server, a, contact).await;
-    let new = f(old.clone()).filter(|i| !i.is_empty_shell() || old.as_ref().is_some_and(|o| !o.is_empty_shell()));
+    let new = f(old.clone());
     if new != old {
         save(server, a, contact, new.as_ref()).await?;
     }
@@ -425,7 +420,7 @@ impl Module for RosterModule {
                 return Ok(None);
             }
             let mut q = Element::new("query", ns::ROSTER).with_attr("ver", ver);
-            for (jid, item) in items.iter().filter(|(_, i)| !i.is_empty_shell()) {
+            for (jid, item) in &items {
                 q.push(item.to_element(jid));
             }
             return Ok(Some(q));
