@@ -161,7 +161,7 @@ pub struct StanzaError {
     pub condition: StanzaErrorCondition,
     pub text: Option<String>,
     /// Extra application-specific condition element (for example a XEP-0191 `<blocked/>`).
-    pub app_condition: Option<Element>,
+    pub app_condition: Option<Box<Element>>,
     /// The error's `by` attribute.
     pub by: Option<String>,
 }
@@ -182,7 +182,7 @@ impl StanzaError {
     }
 
     pub fn with_app_condition(mut self, el: Element) -> Self {
-        self.app_condition = Some(el);
+        self.app_condition = Some(Box::new(el));
         self
     }
 
@@ -196,7 +196,7 @@ impl StanzaError {
             el.push(Element::new("text", ns::STANZA_ERRORS).with_text(text.clone()));
         }
         if let Some(app) = &self.app_condition {
-            el.push(app.clone());
+            el.push((**app).clone());
         }
         el
     }

@@ -136,7 +136,7 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
     }
 }
 
-async fn finish_scram(s: &mut Session, mut ex: Exchange, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
+async fn finish_scram(s: &mut Session, mut ex: Box<Exchange>, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
     let msg = decode(st)?;
     match (ex.scram.client_final(&msg), ex.user) {
         (Ok(server_final), Some(user)) => Ok(succeed(s, user, Some(server_final), out)),

@@ -38,7 +38,7 @@ enum Stage {
     /// Features sent; waiting for STARTTLS, SASL, or bind.
     Negotiating,
     /// A SASL exchange in progress.
-    Sasl(auth::Exchange),
+    Sasl(Box<auth::Exchange>),
     /// Resource bound: stanzas flow.
     Active,
 }
@@ -279,10 +279,10 @@ impl Session {
     }
 
     pub(crate) fn set_stage_sasl(&mut self, ex: auth::Exchange) {
-        self.stage = Stage::Sasl(ex);
+        self.stage = Stage::Sasl(Box::new(ex));
     }
 
-    pub(crate) fn take_sasl(&mut self) -> Option<auth::Exchange> {
+    pub(crate) fn take_sasl(&mut self) -> Option<Box<auth::Exchange>> {
         match std::mem::replace(&mut self.stage, Stage::Negotiating) {
             Stage::Sasl(ex) => Some(ex),
             other => {

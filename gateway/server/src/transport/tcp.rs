@@ -39,6 +39,13 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
 async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _guard = server.connection_guard();
     let _ = tcp.set_nodelay(true);
+    // A peer that vanishes without closing (a phone losing its network) is detected by
+    // TCP keepalive; the session then ends with unavailable presence like any other.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let (mut session, mut rx) = if direct_tls {
         let Some(tls) = handshake(&server, &server.tls.direct, tcp, deadline, peer).await else { return };
