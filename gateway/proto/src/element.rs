@@ -164,16 +164,10 @@ impl Element {
         out.push(b'<');
         out.extend_from_slice(self.name.as_bytes());
         if self.ns != parent_ns {
-            out.extend_from_slice(b" xmlns='");
-            escape::attr(out, &self.ns);
-            out.push(b'\'');
+            escape::namespace_declaration(out, "", &self.ns);
         }
         for (k, v) in &self.attrs {
-            out.push(b' ');
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"='");
-            escape::attr(out, v);
-            out.push(b'\'');
+            escape::attribute(out, k, v);
         }
     }
 

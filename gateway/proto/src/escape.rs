@@ -11,6 +11,27 @@ pub fn attr(out: &mut Vec<u8>, s: &str) {
     escape(out, s, true)
 }
 
+/// Appends ` name='value'`, escaping the value.
+pub fn attribute(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"='");
+    attr(out, value);
+    out.push(b'\'');
+}
+
+/// Appends ` xmlns:prefix='uri'`, or ` xmlns='uri'` for an empty prefix.
+pub fn namespace_declaration(out: &mut Vec<u8>, prefix: &str, uri: &str) {
+    out.extend_from_slice(b" xmlns");
+    if !prefix.is_empty() {
+        out.push(b':');
+        out.extend_from_slice(prefix.as_bytes());
+    }
+    out.extend_from_slice(b"='");
+    attr(out, uri);
+    out.push(b'\'');
+}
+
 fn escape(out: &mut Vec<u8>, s: &str, in_attr: bool) {
     let bytes = s.as_bytes();
     let mut start = 0;

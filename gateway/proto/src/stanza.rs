@@ -134,23 +134,13 @@ impl Stanza {
         let ns = if ns::is_content_ns(&self.ns) && ns::is_content_ns(stream_ns) { stream_ns } else { &*self.ns };
         let ns = if ns.is_empty() { ns::CLIENT } else { ns };
         if ns != stream_ns {
-            out.extend_from_slice(b" xmlns='");
-            escape::attr(out, ns);
-            out.push(b'\'');
+            escape::namespace_declaration(out, "", ns);
         }
         for (prefix, uri) in &self.prefixes {
-            out.extend_from_slice(b" xmlns:");
-            out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(b"='");
-            escape::attr(out, uri);
-            out.push(b'\'');
+            escape::namespace_declaration(out, prefix, uri);
         }
         for (k, v) in &self.attrs {
-            out.push(b' ');
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"='");
-            escape::attr(out, v);
-            out.push(b'\'');
+            escape::attribute(out, k, v);
         }
         if self.inner.is_empty() {
             out.extend_from_slice(b"/>");

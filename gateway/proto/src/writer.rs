@@ -19,25 +19,15 @@ pub struct HeaderOut<'a> {
 
 /// Writes `<?xml?><stream:stream …>` with version 1.0.
 pub fn stream_header(out: &mut Vec<u8>, h: &HeaderOut<'_>) {
-    out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='");
-    escape::attr(out, h.content_ns);
-    out.extend_from_slice(b"' xmlns:stream='");
-    out.extend_from_slice(ns::STREAM.as_bytes());
-    out.push(b'\'');
+    out.extend_from_slice(b"<?xml version='1.0'?><stream:stream");
+    escape::namespace_declaration(out, "", h.content_ns);
+    escape::namespace_declaration(out, "stream", ns::STREAM);
     for (prefix, uri) in h.extra_ns {
-        out.extend_from_slice(b" xmlns:");
-        out.extend_from_slice(prefix.as_bytes());
-        out.extend_from_slice(b"='");
-        escape::attr(out, uri);
-        out.push(b'\'');
+        escape::namespace_declaration(out, prefix, uri);
     }
     for (name, value) in [("from", h.from), ("to", h.to), ("id", h.id), ("xml:lang", h.lang)] {
         if let Some(v) = value {
-            out.push(b' ');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"='");
-            escape::attr(out, v);
-            out.push(b'\'');
+            escape::attribute(out, name, v);
         }
     }
     out.extend_from_slice(b" version='1.0'>");
@@ -50,11 +40,7 @@ pub fn stream_element(out: &mut Vec<u8>, el: &Element) {
     out.extend_from_slice(b"<stream:");
     out.extend_from_slice(el.name().as_bytes());
     for (k, v) in el.attrs() {
-        out.push(b' ');
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b"='");
-        escape::attr(out, v);
-        out.push(b'\'');
+        escape::attribute(out, k, v);
     }
     if el.nodes().is_empty() {
         out.extend_from_slice(b"/>");
