@@ -1,4 +1,118 @@
 //! Transports turn bytes into stream events for the one session core, and frames back
-//! into bytes. They own nothing of XMPP's logic.
+//! into bytes. They own nothing of XMPP's logic: [`run`] is the single loop that feeds a
+//! session from any transport, its mailbox, the negotiation deadline and shutdown.
 
 pub mod tcp;
+
+use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::router::Routed;
+use crate::session::Session;
+use crate::stream::{Flow, Frame};
+
+/// One connection's way of carrying a stream.
+pub(crate) trait Transport {
+    /// The next event from the peer, waiting for it; `None` once the peer is gone.
+    /// Must be cancel-safe: the loop drops it when the mailbox wins.
+    async fn next_event(&mut self) -> Option<Result<ReadEvent, StreamError>>;
+
+    /// An event already received, if any, without waiting.
+    fn buffered_event(&mut self) -> Option<Result<ReadEvent, StreamError>>;
+
+    /// The client restarts the stream after SASL success.
+    fn restart(&mut self);
+
+    /// Writes the frames, as one write where the transport allows. False if the peer is gone.
+    async fn write(&mut self, frames: &[Frame]) -> bool;
+
+    /// Ends the connection after the last frames were written.
+    async fn close(&mut self);
+
+    /// Nothing is in flight: a chance to release buffers.
+    fn idle(&mut self) {}
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The peer went away, or the stream was closed.
+    Done,
+    /// The session accepted STARTTLS: the caller wraps the connection in TLS and runs again.
+    StartTls,
+}
+
+/// Feeds `session` from `transport` and its mailbox until the stream ends.
+pub(crate) async fn run<T: Transport>(
+    session: &mut Session,
+    rx: &mut UnboundedReceiver<Routed>,
+    transport: &mut T,
+    negotiation_deadline: Instant,
+) -> Ended {
+    let mut shutdown = session.server.shutdown_signal();
+    let mut frames: Vec<Frame> = Vec::new();
+    let negotiation = tokio::time::sleep_until(negotiation_deadline);
+    tokio::pin!(negotiation);
+    loop {
+        let flow = tokio::select! {
+            ev = transport.next_event() => match ev {
+                Some(ev) => handle_input(session, transport, ev, &mut frames).await,
+                None => return Ended::Done,
+            },
+            Some(routed) = rx.recv() => {
+                let mut flow = session.on_routed(routed, &mut frames).await;
+                // Batch: everything already queued goes out in the same write.
+                while flow == Flow::Continue {
+                    let Ok(more) = rx.try_recv() else { break };
+                    flow = session.on_routed(more, &mut frames).await;
+                }
+                flow
+            }
+            _ = &mut negotiation, if !session.is_bound() => session.on_negotiation_timeout(&mut frames),
+            _ = shutdown.changed() => {
+                session.on_stream_error(StreamError::new(StreamErrorCondition::SystemShutdown), &mut frames)
+            }
+        };
+        if !frames.is_empty() {
+            let written = transport.write(&frames).await;
+            frames.clear();
+            if !written {
+                return Ended::Done;
+            }
+        }
+        match flow {
+            Flow::Continue | Flow::Restart => transport.idle(),
+            Flow::StartTls => return Ended::StartTls,
+            Flow::Close => {
+                transport.close().await;
+                return Ended::Done;
+            }
+        }
+    }
+}
+
+/// Hands `first` and every event already buffered behind it to the session. Stops at
+/// anything but `Continue`, except a SASL restart, after which the transport restarts and
+/// the buffered bytes are read as the new stream.
+async fn handle_input<T: Transport>(
+    session: &mut Session,
+    transport: &mut T,
+    first: Result<ReadEvent, StreamError>,
+    frames: &mut Vec<Frame>,
+) -> Flow {
+    let mut next = Some(first);
+    while let Some(ev) = next {
+        let flow = match ev {
+            Ok(ev) => session.on_event(ev, frames).await,
+            Err(e) => session.on_stream_error(e, frames),
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Restart => transport.restart(),
+            other => return other,
+        }
+        next = transport.buffered_event();
+    }
+    Flow::Continue
+}

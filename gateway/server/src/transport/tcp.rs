@@ -4,16 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition, StreamReader};
+use jabberwock_proto::{Limits, ReadEvent, StreamError, StreamReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::router::Routed;
+use super::{run, Ended, Transport};
 use crate::server::Server;
 use crate::session::{Security, Session};
-use crate::stream::{encode_stream, Flow, Frame};
+use crate::stream::{encode_stream, Frame};
 
 const READ_CHUNK: usize = 4096;
 
@@ -47,20 +46,23 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         .with_retries(3);
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     let deadline = Instant::now() + server.config.negotiation_timeout();
-    let (mut session, mut rx) = if direct_tls {
+    let limits = server.config.stream_limits();
+    if direct_tls {
         let Some(tls) = handshake(&server, &server.tls.direct, tcp, deadline, peer).await else { return };
         let security = Security { encrypted: true, starttls_available: false, channel_bindings: server.tls.channel_bindings(&tls) };
         let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
-        drive(&mut session, &mut rx, tls, deadline).await;
+        run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
         session.closed().await;
         return;
-    } else {
-        Session::new(server.clone(), peer.ip(), Security { starttls_available: true, ..Default::default() })
-    };
-    if let Some(tcp) = drive(&mut session, &mut rx, tcp, deadline).await {
-        if let Some(tls) = handshake(&server, &server.tls.starttls, tcp, deadline, peer).await {
+    }
+    let security = Security { starttls_available: true, ..Default::default() };
+    let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
+    let mut plain = StreamTransport::new(tcp, limits.clone());
+    if run(&mut session, &mut rx, &mut plain, deadline).await == Ended::StartTls {
+        // Bytes the client sent after <starttls/> are discarded with the plain transport.
+        if let Some(tls) = handshake(&server, &server.tls.starttls, plain.io, deadline, peer).await {
             session.tls_established(server.tls.channel_bindings(&tls));
-            drive(&mut session, &mut rx, tls, deadline).await;
+            run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
         }
     }
     session.closed().await;
@@ -86,84 +88,60 @@ async fn handshake(
     }
 }
 
-/// Runs the session over `io` until the stream ends. Returns the connection when the
-/// session asked for STARTTLS, so the caller can wrap it.
-async fn drive<S>(session: &mut Session, rx: &mut UnboundedReceiver<Routed>, mut io: S, deadline: Instant) -> Option<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut reader = StreamReader::new(session.server.config.stream_limits());
-    let mut shutdown = session.server.shutdown_signal();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let negotiation = tokio::time::sleep_until(deadline);
-    tokio::pin!(negotiation);
-    loop {
-        let flow = tokio::select! {
-            read = io.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => {
-                    reader.feed(&buf[..n]);
-                    process_input(session, &mut reader, &mut frames).await
-                }
-            },
-            Some(routed) = rx.recv() => {
-                let mut flow = session.on_routed(routed, &mut frames).await;
-                // Batch: everything already queued goes out in the same write.
-                while flow == Flow::Continue {
-                    let Ok(more) = rx.try_recv() else { break };
-                    flow = session.on_routed(more, &mut frames).await;
-                }
-                flow
-            }
-            _ = &mut negotiation, if !session.is_bound() => session.on_negotiation_timeout(&mut frames),
-            _ = shutdown.changed() => session.on_stream_error(StreamError::new(StreamErrorCondition::SystemShutdown), &mut frames),
-        };
-        if !frames.is_empty() {
-            encode_stream(&frames, &mut out);
-            frames.clear();
-            if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
-                return None;
-            }
-            out.clear();
-        }
-        match flow {
-            Flow::Continue | Flow::Restart => {}
-            Flow::StartTls => return Some(io),
-            Flow::Close => {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.shutdown()).await;
-                return None;
-            }
-        }
-        if reader.is_idle() && out.capacity() > READ_CHUNK {
-            // An idle connection keeps no large buffers.
-            out = Vec::new();
-            reader.release_buffer();
-        }
+/// A plain XML stream over TCP or TLS.
+struct StreamTransport<S> {
+    io: S,
+    reader: StreamReader,
+    read_buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
+    fn new(io: S, limits: Limits) -> Self {
+        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), out: Vec::new() }
     }
 }
 
-/// Hands every complete event to the session. Stops at anything but `Continue`, except a
-/// SASL restart, which resets the reader and goes on with the bytes already received.
-async fn process_input(session: &mut Session, reader: &mut StreamReader, frames: &mut Vec<Frame>) -> Flow {
-    loop {
-        let flow = match reader.next_event() {
-            Ok(Some(ev)) => {
-                let closing = matches!(ev, ReadEvent::StreamClose);
-                let flow = session.on_event(ev, frames).await;
-                if closing {
-                    return Flow::Close;
-                }
-                flow
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
+    async fn next_event(&mut self) -> Option<Result<ReadEvent, StreamError>> {
+        loop {
+            if let Some(ev) = self.buffered_event() {
+                return Some(ev);
             }
-            Ok(None) => return Flow::Continue,
-            Err(e) => return session.on_stream_error(e, frames),
-        };
-        match flow {
-            Flow::Continue => {}
-            Flow::Restart => reader.restart(),
-            other => return other,
+            if self.read_buf.is_empty() {
+                self.read_buf.resize(READ_CHUNK, 0);
+            }
+            match self.io.read(&mut self.read_buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.reader.feed(&self.read_buf[..n]),
+            }
+        }
+    }
+
+    fn buffered_event(&mut self) -> Option<Result<ReadEvent, StreamError>> {
+        self.reader.next_event().transpose()
+    }
+
+    fn restart(&mut self) {
+        self.reader.restart();
+    }
+
+    async fn write(&mut self, frames: &[Frame]) -> bool {
+        encode_stream(frames, &mut self.out);
+        let ok = self.io.write_all(&self.out).await.is_ok() && self.io.flush().await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    fn idle(&mut self) {
+        if self.reader.is_idle() && self.out.capacity() > READ_CHUNK {
+            // An idle connection keeps no large buffers.
+            self.out = Vec::new();
+            self.reader.release_buffer();
         }
     }
 }
