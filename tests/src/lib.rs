@@ -1,6 +1,8 @@
 //! Helpers for the black-box tests: start a real server on loopback, and speak raw XML to
 //! it over real TCP and TLS.
 
+pub mod scram;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct TestServer {
     pub running: Option<Running>,
     pub c2s: SocketAddr,
     pub direct_tls: SocketAddr,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -31,7 +35,8 @@ pub struct TestServer {
 /// `top` is TOML for top-level keys, `tables` for tables other than `[listen]`.
 pub fn test_config(dir: &Path, top: &str, tables: &str) -> Config {
     let text = format!(
-        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n{tables}\n",
+        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n\
+         [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n{tables}\n",
         dir = dir.display().to_string()
     );
     Config::parse(&text).expect("test config is valid")
@@ -56,7 +61,14 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, top: &str, tables: &str) -> TestServer {
         let config = test_config(dir.path(), top, tables);
         let running = jabberwock::server::start(config).await.expect("server starts");
-        TestServer { c2s: running.c2s[0], direct_tls: running.c2s_direct_tls[0], running: Some(running), dir }
+        TestServer {
+            c2s: running.c2s[0],
+            direct_tls: running.c2s_direct_tls[0],
+            http: running.http[0],
+            https: running.https[0],
+            running: Some(running),
+            dir,
+        }
     }
 
     /// Stops the server gracefully and returns its data directory for a restart.
@@ -326,4 +338,260 @@ impl Client {
         self.send(xml).await;
         self.expect(&format!("iq reply {id}"), |e| e.name() == "iq" && e.attr("id") == Some(id)).await
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input, slow clients and throttling.
+
+/// The `<auth/>` element for SASL PLAIN.
+pub fn plain_auth(user: &str, password: &str) -> String {
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")
+}
+
+impl Client {
+    /// Connects from a chosen local address (any of 127.0.0.0/8 works on loopback), so a
+    /// test can look like several clients to per-address limits.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).expect("bind the local address");
+        let tcp = socket.connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+    }
+
+    /// SASL PLAIN on a stream whose features were read: returns `<success/>` or
+    /// `<failure/>` without restarting the stream.
+    pub async fn try_plain(&mut self, user: &str, password: &str) -> Element {
+        self.send(plain_auth(user, password)).await;
+        self.next_element().await
+    }
+
+    /// After `<success/>`: opens the new stream and returns its features.
+    pub async fn restart_stream(&mut self) -> Element {
+        self.reader.restart();
+        self.open_stream(DOMAIN).await;
+        self.expect_header_and_features().await
+    }
+
+    /// Pings the server and asserts the result. As a session's stanzas are handled in
+    /// order, everything sent before has been processed once this returns.
+    pub async fn ping(&mut self) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = format!("ping{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let pong =
+            self.iq(&id, &format!("<iq type='get' id='{id}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        assert_eq!(pong.attr("type"), Some("result"), "ping failed: {}", pong.to_xml_string());
+    }
+
+    /// From now on, everything written on the connection as it is now (plain TCP, or the
+    /// TLS layer) goes out one byte per write, with `pace`'s pause after each byte.
+    pub fn paced(self, pace: &Pace) -> Client {
+        let io = Paced { inner: self.io, pace: pace.clone(), pause: None, unflushed: false };
+        Client { io: Box::new(io), reader: self.reader, jid: self.jid }
+    }
+}
+
+/// The speed of [`Client::paced`] connections: one byte, then a pause, until stopped.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    pause: Duration,
+    on: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pace {
+    pub fn new(pause: Duration) -> Pace {
+        Pace { pause, on: Arc::new(std::sync::atomic::AtomicBool::new(true)) }
+    }
+
+    /// Writes go out at full speed again.
+    pub fn stop(&self) {
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+struct Paced {
+    inner: Box<dyn Io>,
+    pace: Pace,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// A byte was written and not yet flushed to the layer below.
+    unflushed: bool,
+}
+
+impl AsyncRead for Paced {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Paced {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future;
+        use std::task::{ready, Poll};
+        if !self.pace.is_on() {
+            return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        // Each byte leaves on its own before the pause: flush, wait, then write one more.
+        if self.unflushed {
+            ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.unflushed = false;
+            self.pause = Some(Box::pin(tokio::time::sleep(self.pace.pause)));
+        }
+        if let Some(pause) = self.pause.as_mut() {
+            ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
+        let n = ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..buf.len().min(1)]))?;
+        self.unflushed = n > 0;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real `jabberwock` command as a child process, for restarts and `kill -9`.
+
+/// The server binary run as a process on loopback ports, with its config file and data in
+/// a directory that outlives restarts. Admin subcommands run against the same config.
+pub struct ServerProcess {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    /// The client port of the current (or last) run.
+    pub c2s: SocketAddr,
+    child: Option<tokio::process::Child>,
+}
+
+impl ServerProcess {
+    /// A server for `bin` (`env!("CARGO_BIN_EXE_jabberwock-test-server")`) keeping its
+    /// data in `dir`; not started yet, but the admin subcommands already work.
+    pub fn new(bin: &Path, dir: &Path) -> ServerProcess {
+        let p = ServerProcess { bin: bin.into(), dir: dir.into(), c2s: free_port(), child: None };
+        p.write_config();
+        p
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("jabberwock.toml")
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Only the client port must be known in advance; the other listeners take any port.
+    fn write_config(&self) {
+        let text = format!(
+            "data_dir = {dir:?}\nlog = 'warn'\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
+             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n",
+            dir = self.dir.display().to_string(),
+            c2s = self.c2s,
+        );
+        std::fs::write(self.config_path(), text).expect("write the config");
+    }
+
+    /// What the server wrote to stderr so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs `serve` on fresh ports and waits until the client port accepts connections.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.c2s = free_port();
+        self.write_config();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let child = tokio::process::Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the server");
+        let child = self.child.insert(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                panic!("the server exited with {status} while starting:\n{}", self.log());
+            }
+            if TcpStream::connect(self.c2s).await.is_ok() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the server did not listen in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to flush or close anything.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.expect("SIGKILL");
+    }
+
+    /// `kill -TERM` and waits for a clean exit.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid").to_string();
+        let sent = tokio::process::Command::new("kill").arg("-TERM").arg(&pid).status().await.expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the server did not exit after SIGTERM:\n{}", self.log()))
+            .expect("wait");
+        assert!(status.success(), "the server exited with {status} after SIGTERM:\n{}", self.log());
+    }
+
+    /// Runs an admin subcommand (`adduser`, `passwd`, `deluser`…) against this server's
+    /// config; returns whether it succeeded, and its output.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run the command");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// Runs an admin subcommand that must succeed.
+    pub async fn admin(&self, args: &[&str]) {
+        let (ok, output) = self.cli(args).await;
+        assert!(ok, "`jabberwock {}` failed: {output}", args.join(" "));
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local address")
 }

@@ -43,6 +43,7 @@ pub struct Config {
     pub tls: BTreeMap<String, CertPaths>,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -52,6 +53,28 @@ pub struct Listen {
     pub c2s: Vec<SocketAddr>,
     /// Client connections with direct TLS (XEP-0368).
     pub c2s_direct_tls: Vec<SocketAddr>,
+}
+
+/// The HTTP side: RFC 7395 WebSocket, XEP-0206 BOSH, XEP-0156 discovery and the web client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners, with the same certificates as c2s.
+    pub listen_tls: Vec<SocketAddr>,
+    /// The public base URL (`https://chat.example.org`) advertised in host-meta, for
+    /// deployments behind a reverse proxy. Default: from each request's Host header.
+    pub public_url: Option<String>,
+    /// Origins allowed to open WebSocket and BOSH sessions from a browser, such as
+    /// `https://example.org`; `*` allows any. The server's own origin and localhost are
+    /// always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
+    /// explaining how to build it is served.
+    pub web_root: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -99,6 +122,7 @@ impl Default for Config {
             tls: BTreeMap::new(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -107,6 +131,20 @@ impl Default for Listen {
     fn default() -> Self {
         let both = |port: u16| vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))];
         Listen { c2s: both(5222), c2s_direct_tls: both(5223) }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let both = |port: u16| vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))];
+        HttpConfig {
+            listen: both(5280),
+            listen_tls: both(5443),
+            public_url: None,
+            allowed_origins: Vec::new(),
+            trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
+            web_root: None,
+        }
     }
 }
 
@@ -193,6 +231,11 @@ impl Config {
         }
         if self.auth.scram_iterations < 4096 {
             return Err(invalid("auth.scram_iterations", "must be at least 4096 (RFC 7677)"));
+        }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("http.public_url", format!("{url:?} must start with http:// or https://")));
+            }
         }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be positive"));

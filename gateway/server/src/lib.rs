@@ -1,6 +1,7 @@
 //! The Jabberwock XMPP server.
 //!
-//! * [`transport`] turns bytes into stream events (TCP/TLS today);
+//! * [`transport`] turns bytes into stream events (TCP/TLS, WebSocket);
+//! * [`http`] is the axum side: WebSocket, XEP-0156 discovery and the web client;
 //! * [`session`] is the one client state machine every transport feeds;
 //! * [`im`] is RFC 6121: roster, subscriptions, presence, messages, offline storage;
 //! * [`modules`] holds one file per XEP the server answers;
@@ -10,6 +11,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod im;
 pub mod modules;
 pub mod router;

@@ -15,7 +15,7 @@ use crate::modules::Modules;
 use crate::router::Router;
 use crate::session::Throttle;
 use crate::tls::{Tls, TlsError};
-use crate::transport;
+use crate::{http, transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -100,25 +100,55 @@ pub struct Running {
     pub server: Arc<Server>,
     pub c2s: Vec<SocketAddr>,
     pub c2s_direct_tls: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Listener {
+    C2s,
+    C2sDirectTls,
+    Http,
+    Https,
 }
 
 /// Binds every listener and starts accepting. Addresses with port 0 get a free port.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
-    let mut c2s = Vec::new();
-    let mut c2s_direct_tls = Vec::new();
-    for (addrs, direct, bound) in
-        [(&server.config.listen.c2s, false, &mut c2s), (&server.config.listen.c2s_direct_tls, true, &mut c2s_direct_tls)]
-    {
+    let mut running = Running { server: server.clone(), c2s: Vec::new(), c2s_direct_tls: Vec::new(), http: Vec::new(), https: Vec::new() };
+    let c = &server.config;
+    for (addrs, kind) in [
+        (&c.listen.c2s, Listener::C2s),
+        (&c.listen.c2s_direct_tls, Listener::C2sDirectTls),
+        (&c.http.listen, Listener::Http),
+        (&c.http.listen_tls, Listener::Https),
+    ] {
         for addr in addrs {
             let Some(listener) = bind(*addr, addrs.len() > 1)? else { continue };
             let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
-            tracing::info!(addr = %local, direct_tls = direct, "listening for clients");
+            tracing::info!(addr = %local, ?kind, "listening");
+            let bound = match kind {
+                Listener::C2s => {
+                    tokio::spawn(transport::tcp::accept_loop(server.clone(), listener, false));
+                    &mut running.c2s
+                }
+                Listener::C2sDirectTls => {
+                    tokio::spawn(transport::tcp::accept_loop(server.clone(), listener, true));
+                    &mut running.c2s_direct_tls
+                }
+                Listener::Http => {
+                    tokio::spawn(http::accept_loop(server.clone(), listener, false));
+                    &mut running.http
+                }
+                Listener::Https => {
+                    tokio::spawn(http::accept_loop(server.clone(), listener, true));
+                    &mut running.https
+                }
+            };
             bound.push(local);
-            tokio::spawn(transport::tcp::accept_loop(server.clone(), listener, direct));
         }
     }
-    Ok(Running { server, c2s, c2s_direct_tls })
+    Ok(running)
 }
 
 /// Binds one address. IPv6 sockets are IPv6-only so `0.0.0.0` and `::` can both be

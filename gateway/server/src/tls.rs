@@ -38,6 +38,8 @@ pub struct Tls {
     pub starttls: TlsAcceptor,
     /// For direct TLS (XEP-0368), which advertises the `xmpp-client` ALPN protocol.
     pub direct: TlsAcceptor,
+    /// For HTTPS (WebSocket, BOSH, the web client).
+    pub https: TlsAcceptor,
     certs: Arc<SniResolver>,
 }
 
@@ -66,6 +68,7 @@ impl Tls {
         Ok(Tls {
             starttls: TlsAcceptor::from(server_config(&[])),
             direct: TlsAcceptor::from(server_config(&[b"xmpp-client"])),
+            https: TlsAcceptor::from(server_config(&[b"http/1.1"])),
             certs: resolver,
         })
     }

@@ -3,6 +3,7 @@
 //! session from any transport, its mailbox, the negotiation deadline and shutdown.
 
 pub mod tcp;
+pub mod websocket;
 
 use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition};
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -1,0 +1,152 @@
+//! The HTTP side: RFC 7395 WebSocket at `/xmpp-websocket`, XEP-0156 discovery at
+//! `/.well-known/host-meta(.json)`, and the web client at `/`. Plain HTTP and HTTPS
+//! listeners serve the same routes.
+
+mod discovery;
+mod web;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::server::Server;
+use crate::transport::websocket;
+
+/// Whether the request arrived over TLS (directly, or at a trusted proxy).
+#[derive(Clone, Copy, Debug)]
+pub struct Secure(pub bool);
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/xmpp-websocket", get(websocket_upgrade))
+        .route("/.well-known/host-meta", get(discovery::host_meta_xml))
+        .route("/.well-known/host-meta.json", get(discovery::host_meta_json))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(web::routes(&server.config))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN")))
+        .with_state(server)
+}
+
+/// Serves HTTP (or HTTPS with `tls`) on `listener` until shutdown.
+pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, tls: bool) {
+    let app = router(server.clone());
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        tokio::spawn(serve_connection(server.clone(), app.clone(), tcp, peer, tls));
+    }
+}
+
+async fn serve_connection(server: Arc<Server>, app: Router, tcp: TcpStream, peer: SocketAddr, tls: bool) {
+    let _ = tcp.set_nodelay(true);
+    let app = app.layer(Extension(Secure(tls))).map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let service = TowerToHyperService::new(app);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let result = if tls {
+        let handshake = tokio::time::timeout(server.config.negotiation_timeout(), server.tls.https.accept(tcp)).await;
+        let Ok(Ok(stream)) = handshake else {
+            tracing::debug!(%peer, "HTTPS handshake failed");
+            return;
+        };
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+    } else {
+        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// The client's address: the peer's, or the one a trusted proxy forwarded.
+pub fn client_ip(server: &Server, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if !server.config.http.trusted_proxies.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
+/// Whether the request reached the server, or a trusted proxy in front of it, over TLS.
+pub fn is_secure(server: &Server, peer: SocketAddr, secure: Secure, headers: &HeaderMap) -> bool {
+    secure.0
+        || (server.config.http.trusted_proxies.contains(&peer.ip())
+            && headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https"))
+}
+
+/// A browser may open sessions from the server's own origin, from localhost, and from the
+/// configured origins. Requests without an Origin header do not come from a browser page.
+pub fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let allowed = &server.config.http.allowed_origins;
+    if allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host_only = |h: &str| h.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(h, |(h, _)| h).to_owned();
+    let origin_name = host_only(origin_host);
+    if matches!(origin_name.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+        return true;
+    }
+    let request_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    origin_host.eq_ignore_ascii_case(request_host)
+}
+
+async fn websocket_upgrade(
+    State(server): State<Arc<Server>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(secure): Extension<Secure>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // RFC 7395 §3.1: the handshake must ask for the xmpp subprotocol.
+    let offers_xmpp = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "xmpp");
+    if !offers_xmpp {
+        return (StatusCode::BAD_REQUEST, "the xmpp WebSocket subprotocol is required (RFC 7395)").into_response();
+    }
+    if !origin_allowed(&server, &headers) {
+        return (StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response();
+    }
+    let ip = client_ip(&server, peer, &headers);
+    let encrypted = is_secure(&server, peer, secure, &headers);
+    // Frames above the stanza limit are refused by the session with policy-violation;
+    // the WebSocket layer only stops what is far beyond it.
+    let frame_limit = server.config.limits.max_stanza_bytes.saturating_mul(2);
+    ws.protocols(["xmpp"])
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .on_upgrade(move |socket| websocket::serve(server, socket, ip, encrypted))
+}

@@ -1,0 +1,142 @@
+//! RFC 7395 XMPP over WebSocket: one complete element per text message, `<open/>` and
+//! `<close/>` in the framing namespace instead of the stream tags.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+use jabberwock_proto::{ns, reader, Element, Limits, ReadEvent, StreamError, StreamErrorCondition, StreamHeader};
+use tokio::time::Instant;
+
+use super::{run, Transport};
+use crate::server::Server;
+use crate::session::{Security, Session};
+use crate::stream::Frame;
+
+/// How often the server pings an idle peer, and how long it waits for any sign of life.
+const PING_EVERY: Duration = Duration::from_secs(30);
+const DEAD_AFTER: Duration = Duration::from_secs(90);
+
+pub async fn serve(server: Arc<Server>, socket: WebSocket, ip: IpAddr, encrypted: bool) {
+    let _guard = server.connection_guard();
+    let deadline = Instant::now() + server.config.negotiation_timeout();
+    let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
+    let (mut session, mut rx) = Session::new(server.clone(), ip, security);
+    let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now() };
+    run(&mut session, &mut rx, &mut transport, deadline).await;
+    session.closed().await;
+}
+
+struct WsTransport {
+    socket: WebSocket,
+    limits: Limits,
+    last_seen: Instant,
+}
+
+impl WsTransport {
+    /// One text message: `<open/>`, `<close/>` or a stanza.
+    fn event(&self, text: &str) -> Result<ReadEvent, StreamError> {
+        if text.len() > self.limits.max_stanza_bytes {
+            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "stanza too large"));
+        }
+        let st = reader::parse_stanza(text.as_bytes(), &self.limits)?;
+        if st.ns() != ns::FRAMING {
+            return Ok(ReadEvent::Stanza(st));
+        }
+        match st.name() {
+            "open" => Ok(ReadEvent::StreamOpen(StreamHeader {
+                // RFC 7395 §3.3.2: the framing carries the stream; content is jabber:client.
+                content_ns: ns::CLIENT.to_owned(),
+                to: st.to().map(str::to_owned),
+                from: st.from().map(str::to_owned),
+                id: st.id().map(str::to_owned),
+                version: st.attr("version").map(str::to_owned),
+                lang: st.attr("xml:lang").map(str::to_owned),
+                prefixes: Vec::new(),
+            })),
+            "close" => Ok(ReadEvent::StreamClose),
+            _ => Err(StreamError::new(StreamErrorCondition::UnsupportedStanzaType)),
+        }
+    }
+}
+
+/// RFC 7395 §3.3: frames in their WebSocket form.
+fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    match frame {
+        Frame::Header { from, id, .. } => {
+            let open = Element::new("open", ns::FRAMING)
+                .with_attr("from", from.as_str())
+                .with_attr("id", id.as_str())
+                .with_attr("version", "1.0")
+                .with_attr("xml:lang", "en");
+            open.write_to(&mut out, "");
+        }
+        Frame::StreamElement(el) => write_stream_element(&mut out, el),
+        Frame::Element(el) => el.write_to(&mut out, ""),
+        Frame::Stanza(st) => st.write_to(&mut out, ""),
+        Frame::Error(e) => write_stream_element(&mut out, &e.to_element()),
+        Frame::Close => Element::new("close", ns::FRAMING).write_to(&mut out, ""),
+    }
+    out
+}
+
+/// `<stream:features>` and `<stream:error>` declare the prefix themselves, since there
+/// is no stream header to do it.
+fn write_stream_element(out: &mut Vec<u8>, el: &Element) {
+    let mut wrapped = Vec::new();
+    jabberwock_proto::writer::stream_element(&mut wrapped, el);
+    let tag_end = b"<stream:".len() + el.name().len();
+    out.extend_from_slice(&wrapped[..tag_end]);
+    jabberwock_proto::escape::namespace_declaration(out, "stream", ns::STREAM);
+    out.extend_from_slice(&wrapped[tag_end..]);
+}
+
+impl Transport for WsTransport {
+    async fn next_event(&mut self) -> Option<Result<ReadEvent, StreamError>> {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        loop {
+            let msg = tokio::select! {
+                msg = self.socket.recv() => msg,
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() > DEAD_AFTER || self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            self.last_seen = Instant::now();
+            match msg? {
+                Ok(Message::Text(text)) => return Some(self.event(text.as_str())),
+                Ok(Message::Binary(_)) => {
+                    return Some(Err(StreamError::with_text(StreamErrorCondition::UnsupportedEncoding, "XMPP frames are text")))
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    fn buffered_event(&mut self) -> Option<Result<ReadEvent, StreamError>> {
+        // Every message is read on its own; nothing waits in a buffer.
+        None
+    }
+
+    fn restart(&mut self) {}
+
+    async fn write(&mut self, frames: &[Frame]) -> bool {
+        for f in frames {
+            let text = String::from_utf8(encode(f)).expect("the writer produces UTF-8");
+            if self.socket.feed(Message::Text(text.into())).await.is_err() {
+                return false;
+            }
+        }
+        self.socket.flush().await.is_ok()
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(Message::Close(None))).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! RFC 7395 WebSocket and XEP-0156 discovery over real sockets, sharing the session core
+//! with TCP clients.
+
+use futures_util::{SinkExt, StreamExt};
+use jabberwock_proto::{ns, reader, Element, Limits};
+use jabberwock_tests::{Client, TestServer, DOMAIN, TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn request(server: &TestServer, protocol: Option<&str>, origin: Option<&str>) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut req = format!("ws://{}/xmpp-websocket", server.http).into_client_request().unwrap();
+    if let Some(p) = protocol {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    req
+}
+
+async fn connect(server: &TestServer) -> Ws {
+    let (ws, response) = tokio_tungstenite::connect_async(request(server, Some("xmpp"), None)).await.expect("handshake");
+    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "xmpp");
+    ws
+}
+
+async fn send(ws: &mut Ws, xml: &str) {
+    ws.send(Message::Text(xml.into())).await.expect("send");
+}
+
+/// The next text message as an element; `None` once the server closed.
+async fn recv(ws: &mut Ws) -> Option<Element> {
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next()).await.expect("timed out waiting for the server")?;
+        match msg.ok()? {
+            Message::Text(t) => return Some(reader::parse_element(t.as_bytes(), &Limits::unlimited()).expect("one element per message")),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+async fn expect(ws: &mut Ws, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+    loop {
+        let el = recv(ws).await.unwrap_or_else(|| panic!("closed while waiting for {what}"));
+        if pred(&el) {
+            return el;
+        }
+    }
+}
+
+const OPEN: &str = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+
+/// Opens the stream and returns the features.
+async fn open(ws: &mut Ws) -> Element {
+    send(ws, OPEN).await;
+    let open = recv(ws).await.unwrap();
+    assert!(open.is("open", ns::FRAMING), "{}", open.to_xml_string());
+    assert_eq!(open.attr("from"), Some(DOMAIN));
+    let features = recv(ws).await.unwrap();
+    assert!(features.is("features", ns::STREAM), "{}", features.to_xml_string());
+    features
+}
+
+/// SCRAM-SHA-256 over plain ws:// (PLAIN is never offered without encryption), then bind.
+async fn login(server: &TestServer, user: &str, password: &str) -> (Ws, String) {
+    let mut ws = connect(server).await;
+    let f = open(&mut ws).await;
+    let mechs: Vec<String> = f.child("mechanisms", ns::SASL).unwrap().children().map(|m| m.text()).collect();
+    assert!(mechs.contains(&"SCRAM-SHA-256".to_owned()) && !mechs.contains(&"PLAIN".to_owned()), "{mechs:?}");
+    let client = jabberwock_tests::scram::Client::new(user, "n,,", Vec::new());
+    send(&mut ws, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", client.first())).await;
+    let challenge = recv(&mut ws).await.unwrap();
+    assert!(challenge.is("challenge", ns::SASL), "{}", challenge.to_xml_string());
+    let last = client.last(&challenge.text(), password);
+    send(&mut ws, &format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{last}</response>")).await;
+    let success = recv(&mut ws).await.unwrap();
+    assert!(success.is("success", ns::SASL), "{}", success.to_xml_string());
+    let f = open(&mut ws).await;
+    assert!(f.child("bind", ns::BIND).is_some());
+    send(&mut ws, "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind></iq>").await;
+    let bound = recv(&mut ws).await.unwrap();
+    let jid = bound.child("bind", ns::BIND).and_then(|b| b.child_text("jid", ns::BIND)).expect("bound");
+    (ws, jid)
+}
+
+#[tokio::test]
+async fn handshake_requires_the_xmpp_subprotocol_and_an_allowed_origin() {
+    let server = TestServer::start().await;
+    let refused = tokio_tungstenite::connect_async(request(&server, None, None)).await.unwrap_err();
+    assert!(matches!(refused, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 400), "{refused:?}");
+    let foreign = tokio_tungstenite::connect_async(request(&server, Some("xmpp"), Some("https://evil.example"))).await.unwrap_err();
+    assert!(matches!(foreign, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 403), "{foreign:?}");
+    let local = tokio_tungstenite::connect_async(request(&server, Some("xmpp"), Some("http://localhost:8080"))).await;
+    assert!(local.is_ok(), "localhost pages may connect");
+}
+
+#[tokio::test]
+async fn websocket_and_tcp_users_talk_to_each_other() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    let (mut ws, jid) = login(&server, "alice", "secret").await;
+    assert_eq!(jid, "alice@localhost/web");
+    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
+    bob.send("<presence/>").await;
+    send(&mut ws, "<presence xmlns='jabber:client'/>").await;
+    expect(&mut ws, "own presence", |e| e.name() == "presence").await;
+
+    send(&mut ws, "<message xmlns='jabber:client' to='bob@localhost/tcp' type='chat'><body>from the web</body></message>").await;
+    let m = bob.expect("message from ws", |e| e.name() == "message").await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/web"));
+    assert_eq!(m.child_text("body", ns::CLIENT).as_deref(), Some("from the web"));
+
+    bob.send("<message to='alice@localhost/web' type='chat'><body>from tcp</body></message>").await;
+    let m = expect(&mut ws, "message from tcp", |e| e.name() == "message").await;
+    assert_eq!(m.ns(), ns::CLIENT, "every stanza declares jabber:client");
+    assert_eq!(m.child_text("body", ns::CLIENT).as_deref(), Some("from tcp"));
+
+    // The close handshake: <close/> answered with <close/>, then the socket ends.
+    send(&mut ws, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>").await;
+    let close = recv(&mut ws).await.expect("a close element");
+    assert!(close.is("close", ns::FRAMING));
+    assert!(recv(&mut ws).await.is_none());
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_messages_end_the_stream_with_an_error() {
+    let server = TestServer::start_with_tables("", "[limits]\nmax_stanza_bytes = 10000\n").await;
+    for (bad, condition) in [
+        (format!("<message xmlns='jabber:client'><body>{}</body></message>", "x".repeat(12_000)), "policy-violation"),
+        ("<message xmlns='jabber:client'><body>unclosed</message>".to_owned(), "not-well-formed"),
+    ] {
+        let mut ws = connect(&server).await;
+        open(&mut ws).await;
+        send(&mut ws, &bad).await;
+        let err = expect(&mut ws, "stream error", |e| e.is("error", ns::STREAM)).await;
+        assert!(err.child(condition, ns::STREAM_ERRORS).is_some(), "{}", err.to_xml_string());
+        let close = recv(&mut ws).await.expect("close after the error");
+        assert!(close.is("close", ns::FRAMING));
+    }
+}
+
+async fn http_get(server: &TestServer, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: chat.example:5280\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(TIMEOUT, tcp.read_to_string(&mut out)).await.unwrap().unwrap();
+    out
+}
+
+#[tokio::test]
+async fn host_meta_advertises_the_websocket_endpoint() {
+    let server = TestServer::start().await;
+    let xml = http_get(&server, "/.well-known/host-meta").await;
+    assert!(xml.starts_with("HTTP/1.1 200"), "{xml}");
+    let lower = xml.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/xrd+xml"), "{xml}");
+    assert!(lower.contains("access-control-allow-origin: *"), "{xml}");
+    assert!(xml.contains("rel='urn:xmpp:alt-connections:websocket' href='ws://chat.example:5280/xmpp-websocket'"), "{xml}");
+    let json = http_get(&server, "/.well-known/host-meta.json").await;
+    assert!(json.to_ascii_lowercase().contains("content-type: application/json"), "{json}");
+    assert!(json.contains(r#""href":"ws://chat.example:5280/xmpp-websocket""#), "{json}");
+    let page = http_get(&server, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("Jabberwock"), "{page}");
+    assert!(page.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{page}");
+}
