@@ -153,7 +153,7 @@ async fn http_get(server: &TestServer, path: &str) -> String {
 }
 
 #[tokio::test]
-async fn host_meta_advertises_the_websocket_endpoint() {
+async fn host_meta_advertises_the_websocket_and_bosh_endpoints() {
     let server = TestServer::start().await;
     let xml = http_get(&server, "/.well-known/host-meta").await;
     assert!(xml.starts_with("HTTP/1.1 200"), "{xml}");
@@ -161,6 +161,7 @@ async fn host_meta_advertises_the_websocket_endpoint() {
     assert!(lower.contains("content-type: application/xrd+xml"), "{xml}");
     assert!(lower.contains("access-control-allow-origin: *"), "{xml}");
     assert!(xml.contains("rel='urn:xmpp:alt-connections:websocket' href='ws://chat.example:5280/xmpp-websocket'"), "{xml}");
+    assert!(xml.contains("rel='urn:xmpp:alt-connections:xbosh' href='http://chat.example:5280/http-bind'"), "{xml}");
     let json = http_get(&server, "/.well-known/host-meta.json").await;
     assert!(json.to_ascii_lowercase().contains("content-type: application/json"), "{json}");
     assert!(json.contains(r#""href":"ws://chat.example:5280/xmpp-websocket""#), "{json}");

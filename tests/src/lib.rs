@@ -32,14 +32,19 @@ pub struct TestServer {
 }
 
 /// The config the tests start from: loopback listeners on free ports, data in `dir`.
-/// `top` is TOML for top-level keys, `tables` for tables other than `[listen]`.
+/// `top` is TOML for top-level keys, `tables` for tables such as `[limits]`.
 pub fn test_config(dir: &Path, top: &str, tables: &str) -> Config {
     let text = format!(
-        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n[listen]\nc2s = ['127.0.0.1:0']\nc2s_direct_tls = ['127.0.0.1:0']\n\
-         [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n{tables}\n",
+        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n{tables}\n",
         dir = dir.display().to_string()
     );
-    Config::parse(&text).expect("test config is valid")
+    let mut config = Config::parse(&text).expect("test config is valid");
+    let loopback = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.listen.c2s = loopback.clone();
+    config.listen.c2s_direct_tls = loopback.clone();
+    config.http.listen = loopback.clone();
+    config.http.listen_tls = loopback;
+    config
 }
 
 impl TestServer {

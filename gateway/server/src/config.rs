@@ -75,6 +75,8 @@ pub struct HttpConfig {
     /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
     /// explaining how to build it is served.
     pub web_root: Option<PathBuf>,
+    /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
+    pub bosh_inactivity_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -144,6 +146,7 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
+            bosh_inactivity_secs: 60,
         }
     }
 }
@@ -236,6 +239,9 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid("http.public_url", format!("{url:?} must start with http:// or https://")));
             }
+        }
+        if !(1..=3600).contains(&self.http.bosh_inactivity_secs) {
+            return Err(invalid("http.bosh_inactivity_secs", "must be between 1 and 3600"));
         }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be positive"));

@@ -12,6 +12,7 @@ use super::{is_secure, Secure};
 use crate::server::Server;
 
 const WEBSOCKET_REL: &str = "urn:xmpp:alt-connections:websocket";
+const BOSH_REL: &str = "urn:xmpp:alt-connections:xbosh";
 
 /// `(rel, href)` of every alternative connection method, for the URL the client used
 /// (or the configured public URL).
@@ -25,7 +26,7 @@ fn links(server: &Server, peer: SocketAddr, secure: Secure, headers: &HeaderMap)
         }
     };
     let ws_base = base.replacen("http", "ws", 1);
-    vec![(WEBSOCKET_REL, format!("{ws_base}/xmpp-websocket"))]
+    vec![(WEBSOCKET_REL, format!("{ws_base}/xmpp-websocket")), (BOSH_REL, format!("{base}/http-bind"))]
 }
 
 /// Browsers on any site may discover the endpoints.

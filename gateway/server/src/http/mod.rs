@@ -2,6 +2,7 @@
 //! `/.well-known/host-meta(.json)`, and the web client at `/`. Plain HTTP and HTTPS
 //! listeners serve the same routes.
 
+mod bosh;
 mod discovery;
 mod web;
 
@@ -29,6 +30,7 @@ pub struct Secure(pub bool);
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/xmpp-websocket", get(websocket_upgrade))
+        .merge(bosh::routes(&server))
         .route("/.well-known/host-meta", get(discovery::host_meta_xml))
         .route("/.well-known/host-meta.json", get(discovery::host_meta_json))
         .route("/healthz", get(|| async { "ok" }))
@@ -106,6 +108,11 @@ pub fn is_secure(server: &Server, peer: SocketAddr, secure: Secure, headers: &He
 /// configured origins. Requests without an Origin header do not come from a browser page.
 pub fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let request_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    origin_matches(server, origin, request_host)
+}
+
+fn origin_matches(server: &Server, origin: &str, request_host: &str) -> bool {
     let allowed = &server.config.http.allowed_origins;
     if allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
         return true;
@@ -116,7 +123,6 @@ pub fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
     if matches!(origin_name.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
         return true;
     }
-    let request_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     origin_host.eq_ignore_ascii_case(request_host)
 }
 

@@ -41,7 +41,8 @@ async fn directed(s: &mut Session, st: Stanza, to: &Jid) {
     let bound = s.bound.as_mut().expect("bound");
     if st.stanza_type() == Some("unavailable") {
         bound.directed.remove(to.as_str());
-    } else if bound.presence.is_some() && st.stanza_type().is_none() {
+    } else if st.stanza_type().is_none() {
+        // Whoever saw us available learns when we leave, even without initial presence.
         bound.directed.insert(to.to_string());
     }
     super::route(&s.server, st).await;

@@ -2,6 +2,7 @@
 //! into bytes. They own nothing of XMPP's logic: [`run`] is the single loop that feeds a
 //! session from any transport, its mailbox, the negotiation deadline and shutdown.
 
+pub mod bosh;
 pub mod tcp;
 pub mod websocket;
 

@@ -1,0 +1,73 @@
+//! `/http-bind`: XEP-0124/0206 BOSH requests, with CORS for browser pages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use jabberwock_proto::reader;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{client_ip, is_secure, origin_allowed, origin_matches, Secure};
+use crate::server::Server;
+use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, NS_HTTPBIND};
+
+pub fn routes(server: &Arc<Server>) -> Router<Arc<Server>> {
+    let for_cors = server.clone();
+    let cors = CorsLayer::new()
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(86400))
+        .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+            let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            origin.to_str().is_ok_and(|o| origin_matches(&for_cors, o, host))
+        }));
+    Router::new().route("/http-bind", post(request).options(|| async { StatusCode::NO_CONTENT })).layer(cors)
+}
+
+fn respond(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))], reply.body).into_response()
+}
+
+async fn request(
+    State(server): State<Arc<Server>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(secure): Extension<Secure>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !origin_allowed(&server, &headers) {
+        return (StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response();
+    }
+    let bad_request = || respond(Reply::terminate(400, "bad-request"));
+    let Ok(el) = reader::parse_element(&body, &server.config.stream_limits()) else { return bad_request() };
+    if !el.is("body", NS_HTTPBIND) {
+        return bad_request();
+    }
+    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()) else { return bad_request() };
+    let number = |name: &str| el.attr(name).and_then(|v| v.parse::<u64>().ok());
+    let Some(sid) = el.attr("sid") else {
+        let creation = Creation {
+            rid,
+            to: el.attr("to").map(str::to_owned),
+            wait: number("wait").unwrap_or(60),
+            hold: number("hold").unwrap_or(1) as usize,
+            lang: el.attr("xml:lang").map(str::to_owned),
+        };
+        let ip = client_ip(&server, peer, &headers);
+        let encrypted = is_secure(&server, peer, secure, &headers);
+        let (_session, rx) = BoshSession::create(server.clone(), server.bosh.clone(), creation, ip, encrypted);
+        return match tokio::time::timeout(server.config.negotiation_timeout(), rx).await {
+            Ok(Ok(reply)) => respond(reply),
+            _ => respond(Reply::terminate(500, "internal-server-error")),
+        };
+    };
+    let Some(session) = server.bosh.get(sid) else { return respond(Reply::terminate(404, "item-not-found")) };
+    let Ok(events) = body_events(&el) else { return bad_request() };
+    respond(session.request(Request { rid, events, pause: number("pause") }).await)
+}

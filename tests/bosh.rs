@@ -1,0 +1,176 @@
+//! XEP-0124/0206 BOSH over real HTTP requests, sharing the session core with TCP clients.
+
+use std::net::SocketAddr;
+
+use jabberwock_proto::{ns, reader, Element, Limits};
+use jabberwock_tests::{Client, TestServer, TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+
+/// One HTTP request on its own connection; returns the status and the raw response.
+async fn http(addr: SocketAddr, method: &str, extra_headers: &str, body: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(TIMEOUT * 3, tcp.read_to_string(&mut out)).await.expect("response in time").unwrap();
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+/// POSTs a body and parses the `<body/>` the server answers.
+async fn post(addr: SocketAddr, body: &str) -> (u16, Element) {
+    let (status, raw) = http(addr, "POST", "", body).await;
+    let xml = &raw[raw.find("\r\n\r\n").expect("headers end") + 4..];
+    let el = reader::parse_element(xml.as_bytes(), &Limits::unlimited()).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    assert!(el.is("body", HTTPBIND), "{raw}");
+    (status, el)
+}
+
+struct Bosh {
+    addr: SocketAddr,
+    sid: String,
+    rid: u64,
+}
+
+impl Bosh {
+    /// Creates a session; returns it with the stream features of the creation response.
+    async fn create(addr: SocketAddr, wait: u32) -> (Bosh, Element) {
+        let rid = 1000;
+        let (status, body) = post(
+            addr,
+            &format!("<body xmlns='{HTTPBIND}' xmlns:xmpp='urn:xmpp:xbosh' rid='{rid}' to='localhost' wait='{wait}' hold='1' ver='1.6' xmpp:version='1.0' content='text/xml; charset=utf-8'/>"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let sid = body.attr("sid").expect("sid").to_owned();
+        assert_eq!(body.attr("xmpp:version"), Some("1.0"));
+        assert!(body.attr("inactivity").is_some() && body.attr("requests").is_some());
+        let features = body.child("features", ns::STREAM).expect("features in the creation response").clone();
+        (Bosh { addr, sid, rid }, features)
+    }
+
+    fn next(&mut self, attrs: &str, content: &str) -> String {
+        self.rid += 1;
+        format!("<body xmlns='{HTTPBIND}' xmlns:xmpp='urn:xmpp:xbosh' rid='{}' sid='{}'{attrs}>{content}</body>", self.rid, self.sid)
+    }
+
+    async fn send(&mut self, attrs: &str, content: &str) -> Element {
+        let body = self.next(attrs, content);
+        let (status, el) = post(self.addr, &body).await;
+        assert_eq!(status, 200, "{}", el.to_xml_string());
+        el
+    }
+
+    /// SCRAM-SHA-256 (no PLAIN over plain HTTP), restart, bind.
+    async fn login(&mut self, user: &str, password: &str) -> String {
+        let client = jabberwock_tests::scram::Client::new(user, "n,,", Vec::new());
+        let auth = format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", client.first());
+        let r = self.send("", &auth).await;
+        let challenge = r.child("challenge", ns::SASL).expect("challenge").text();
+        let response = format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", client.last(&challenge, password));
+        let r = self.send("", &response).await;
+        assert!(r.child("success", ns::SASL).is_some(), "{}", r.to_xml_string());
+        let r = self.send(" xmpp:restart='true' to='localhost'", "").await;
+        assert!(r.child("features", ns::STREAM).and_then(|f| f.child("bind", ns::BIND)).is_some(), "{}", r.to_xml_string());
+        let r = self
+            .send("", "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+            .await;
+        r.child("iq", ns::CLIENT).and_then(|iq| iq.child("bind", ns::BIND)).and_then(|b| b.child_text("jid", ns::BIND)).expect("bound")
+    }
+}
+
+#[tokio::test]
+async fn a_bosh_session_logs_in_and_chats_with_a_tcp_user() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    let (mut bosh, features) = Bosh::create(server.http, 2).await;
+    assert!(features.child("mechanisms", ns::SASL).is_some());
+    assert_eq!(bosh.login("alice", "secret").await, "alice@localhost/bosh");
+
+    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
+    bosh.send("", "<message xmlns='jabber:client' to='bob@localhost/tcp'><body>over bosh</body></message>").await;
+    let m = bob.expect("message over bosh", |e| e.name() == "message").await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/bosh"));
+
+    // A held request carries a message that arrives while it waits.
+    let body = bosh.next("", "");
+    let addr = bosh.addr;
+    let held = tokio::spawn(async move { post(addr, &body).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    bob.send("<message to='alice@localhost/bosh'><body>to bosh</body></message>").await;
+    let (status, el) = held.await.unwrap();
+    assert_eq!(status, 200);
+    let m = el.child("message", ns::CLIENT).expect("the held request got the message");
+    assert_eq!(m.child_text("body", ns::CLIENT).as_deref(), Some("to bosh"));
+
+    // With nothing to say, a request is answered empty after `wait`.
+    let started = std::time::Instant::now();
+    let empty = bosh.send("", "").await;
+    assert!(empty.children().next().is_none() && started.elapsed() >= std::time::Duration::from_secs(1));
+
+    // A repeated rid gets the same response again.
+    let repeat = format!("<body xmlns='{HTTPBIND}' rid='{}' sid='{}'/>", bosh.rid, bosh.sid);
+    let (status, again) = post(server.http, &repeat).await;
+    assert_eq!((status, again.to_xml_string()), (200, empty.to_xml_string()));
+
+    // Terminate: the session ends and bob sees alice leave.
+    bob.send("<presence to='alice@localhost/bosh'/>").await;
+    bosh.send("", "<presence xmlns='jabber:client' to='bob@localhost/tcp'/>").await;
+    let end = bosh.send(" type='terminate'", "<presence xmlns='jabber:client' type='unavailable'/>").await;
+    assert_eq!(end.attr("type"), Some("terminate"));
+    let (status, gone) = post(server.http, &bosh.next("", "")).await;
+    assert_eq!((status, gone.attr("condition")), (404, Some("item-not-found")));
+}
+
+#[tokio::test]
+async fn bad_sid_rid_and_bodies_get_terminal_errors() {
+    let server = TestServer::start().await;
+    let (status, el) = post(server.http, &format!("<body xmlns='{HTTPBIND}' rid='5' sid='nope'/>")).await;
+    assert_eq!((status, el.attr("type"), el.attr("condition")), (404, Some("terminate"), Some("item-not-found")));
+    let (status, el) = post(server.http, "<body xmlns='urn:wrong' rid='1'/>").await;
+    assert_eq!((status, el.attr("condition")), (400, Some("bad-request")));
+    let (status, _) = http(server.http, "POST", "", "not xml at all").await;
+    assert_eq!(status, 400);
+
+    // A rid far outside the window ends the session.
+    let (mut bosh, _) = Bosh::create(server.http, 1).await;
+    bosh.rid += 10;
+    let (status, el) = post(server.http, &bosh.next("", "")).await;
+    assert_eq!((status, el.attr("condition")), (404, Some("item-not-found")));
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_local_pages_only() {
+    let server = TestServer::start().await;
+    let preflight = "Origin: http://localhost:8080\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n";
+    let (status, raw) = http(server.http, "OPTIONS", preflight, "").await;
+    assert!(status < 300, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("access-control-allow-origin: http://localhost:8080"), "{raw}");
+    let foreign = "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n";
+    let (_, raw) = http(server.http, "OPTIONS", foreign, "").await;
+    assert!(!raw.to_ascii_lowercase().contains("access-control-allow-origin"), "{raw}");
+}
+
+#[tokio::test]
+async fn an_inactive_session_ends_with_unavailable_presence() {
+    let server = TestServer::start_with_tables("", "[http]\nbosh_inactivity_secs = 1\n").await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    let (mut bosh, _) = Bosh::create(server.http, 1).await;
+    bosh.login("alice", "secret").await;
+    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
+    bob.send("<presence/>").await;
+    bosh.send("", "<presence xmlns='jabber:client' to='bob@localhost/tcp'/>").await;
+    bob.expect("alice's directed presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh")).await;
+    // No more requests: after the inactivity period alice goes offline.
+    bob.expect("unavailable after inactivity", |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh") && e.attr("type") == Some("unavailable")
+    })
+    .await;
+}
