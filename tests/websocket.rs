@@ -169,3 +169,55 @@ async fn host_meta_advertises_the_websocket_and_bosh_endpoints() {
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("Jabberwock"), "{page}");
     assert!(page.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{page}");
 }
+
+/// A logged-in TCP user who must be unaffected by another connection's bad input.
+async fn bystander(server: &TestServer) -> Client {
+    server.adduser("bystander", "secret").await;
+    Client::login(server.c2s, "bystander", "secret", "b").await
+}
+
+async fn still_works(c: &mut Client) {
+    let pong = c.iq("alive", "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn hostile_websocket_input_gets_the_stream_error_and_disturbs_nobody() {
+    let server = TestServer::start().await;
+    let mut other = bystander(&server).await;
+    let deep = format!("<message xmlns='jabber:client'>{}{}</message>", "<a>".repeat(1000), "</a>".repeat(1000));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // A stanza split across two messages: each message must be a whole element.
+        (vec!["<message xmlns='jabber:client' to='x@localhost'><body>half", "</body></message>"], "not-well-formed"),
+        // TCP framing on a WebSocket.
+        (vec!["<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"], "not-well-formed"),
+        (vec!["<!DOCTYPE x [<!ENTITY a 'aaaa'>]><message xmlns='jabber:client'>&a;</message>"], "restricted-xml"),
+        (vec!["<message xmlns='jabber:client'><body>&undefined;</body></message>"], "restricted-xml"),
+        (vec![deep.as_str()], "policy-violation"),
+        (vec!["<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='elsewhere.example' version='1.0'/>"], "host-unknown"),
+    ];
+    for (messages, condition) in cases {
+        let mut ws = connect(&server).await;
+        if !messages[0].starts_with("<open") {
+            open(&mut ws).await;
+        }
+        for m in messages {
+            let _ = ws.send(Message::Text(m.into())).await;
+        }
+        let err = expect(&mut ws, "stream error", |e| e.is("error", ns::STREAM)).await;
+        assert!(err.child(condition, ns::STREAM_ERRORS).is_some(), "expected {condition}: {}", err.to_xml_string());
+        assert!(recv(&mut ws).await.is_some_and(|c| c.is("close", ns::FRAMING)));
+        assert!(recv(&mut ws).await.is_none(), "the socket closes after <close/>");
+        still_works(&mut other).await;
+    }
+    // A binary frame: XMPP frames are text.
+    let mut ws = connect(&server).await;
+    open(&mut ws).await;
+    ws.send(Message::Binary(vec![0, 1, 2, 3].into())).await.unwrap();
+    let err = expect(&mut ws, "stream error", |e| e.is("error", ns::STREAM)).await;
+    assert!(err.child("unsupported-encoding", ns::STREAM_ERRORS).is_some(), "{}", err.to_xml_string());
+    // A subprotocol other than xmpp is refused at the handshake.
+    let chat = tokio_tungstenite::connect_async(request(&server, Some("chat"), None)).await.unwrap_err();
+    assert!(matches!(chat, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 400), "{chat:?}");
+    still_works(&mut other).await;
+}

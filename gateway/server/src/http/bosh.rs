@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,7 +26,13 @@ pub fn routes(server: &Arc<Server>) -> Router<Arc<Server>> {
             let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
             origin.to_str().is_ok_and(|o| origin_matches(&for_cors, o, host))
         }));
-    Router::new().route("/http-bind", post(request).options(|| async { StatusCode::NO_CONTENT })).layer(cors)
+    // A body carries a few stanzas at most; anything far larger is refused (413) before
+    // it is buffered whole.
+    let body_limit = server.config.limits.max_stanza_bytes.saturating_mul(4);
+    Router::new()
+        .route("/http-bind", post(request).options(|| async { StatusCode::NO_CONTENT }))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors)
 }
 
 fn respond(reply: Reply) -> Response {
