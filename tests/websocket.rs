@@ -8,7 +8,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Any byte stream a WebSocket runs over (plain TCP or TLS).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Io for T {}
 
 fn request(server: &TestServer, protocol: Option<&str>, origin: Option<&str>) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut req = format!("ws://{}/xmpp-websocket", server.http).into_client_request().unwrap();
@@ -27,12 +33,12 @@ async fn connect(server: &TestServer) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, xml: &str) {
+async fn send<S: Io>(ws: &mut WebSocketStream<S>, xml: &str) {
     ws.send(Message::Text(xml.into())).await.expect("send");
 }
 
 /// The next text message as an element; `None` once the server closed.
-async fn recv(ws: &mut Ws) -> Option<Element> {
+async fn recv<S: Io>(ws: &mut WebSocketStream<S>) -> Option<Element> {
     loop {
         let msg = tokio::time::timeout(TIMEOUT, ws.next()).await.expect("timed out waiting for the server")?;
         match msg.ok()? {
@@ -43,7 +49,7 @@ async fn recv(ws: &mut Ws) -> Option<Element> {
     }
 }
 
-async fn expect(ws: &mut Ws, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+async fn expect<S: Io>(ws: &mut WebSocketStream<S>, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
     loop {
         let el = recv(ws).await.unwrap_or_else(|| panic!("closed while waiting for {what}"));
         if pred(&el) {
@@ -55,7 +61,7 @@ async fn expect(ws: &mut Ws, what: &str, pred: impl Fn(&Element) -> bool) -> Ele
 const OPEN: &str = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
 
 /// Opens the stream and returns the features.
-async fn open(ws: &mut Ws) -> Element {
+async fn open<S: Io>(ws: &mut WebSocketStream<S>) -> Element {
     send(ws, OPEN).await;
     let open = recv(ws).await.unwrap();
     assert!(open.is("open", ns::FRAMING), "{}", open.to_xml_string());
@@ -220,4 +226,33 @@ async fn hostile_websocket_input_gets_the_stream_error_and_disturbs_nobody() {
     let chat = tokio_tungstenite::connect_async(request(&server, Some("chat"), None)).await.unwrap_err();
     assert!(matches!(chat, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 400), "{chat:?}");
     still_works(&mut other).await;
+}
+
+/// The mechanisms offered on a fresh WebSocket stream.
+async fn mechanisms<S: Io>(ws: &mut WebSocketStream<S>) -> Vec<String> {
+    let f = open(ws).await;
+    f.child("mechanisms", ns::SASL).unwrap().children().map(|m| m.text()).collect()
+}
+
+#[tokio::test]
+async fn wss_and_a_trusted_proxy_count_as_encrypted() {
+    let server = TestServer::start().await;
+    // Direct HTTPS: wss:// with the server's certificate.
+    let tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let tls = jabberwock_tests::tls_connector(&[b"http/1.1"]).connect(name, tcp).await.unwrap();
+    let mut req = format!("wss://{}/xmpp-websocket", server.https).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+    let (mut wss, _) = tokio_tungstenite::client_async(req, tls).await.expect("wss handshake");
+    assert!(mechanisms(&mut wss).await.contains(&"PLAIN".to_owned()), "PLAIN is offered over TLS");
+
+    // Behind a TLS-terminating proxy on loopback (trusted by default).
+    let mut req = request(&server, Some("xmpp"), None);
+    req.headers_mut().insert("X-Forwarded-Proto", "https".parse().unwrap());
+    let (mut proxied, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert!(mechanisms(&mut proxied).await.contains(&"PLAIN".to_owned()));
+
+    // Plain ws:// without a proxy's word: no PLAIN.
+    let mut plain = connect(&server).await;
+    assert!(!mechanisms(&mut plain).await.contains(&"PLAIN".to_owned()));
 }
