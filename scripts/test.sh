@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The project's test command: installs the test prerequisites, builds the server, runs
+# every Rust test, then the slixmpp interop suite against the real binary. Stops at the
+# first failing stage and exits non-zero; prints a summary of the stages either way.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+export JABBERWOCK_BIN="${JABBERWOCK_BIN:-$TARGET_DIR/debug/jabberwock}"
+
+STAGES=()
+RESULTS=()
+TIMES=()
+CURRENT=""
+
+summary() {
+    local rc=$?
+    if [ -n "$CURRENT" ]; then
+        STAGES+=("$CURRENT")
+        RESULTS+=("FAILED")
+        TIMES+=("-")
+    fi
+    echo
+    echo "==== scripts/test.sh summary ===="
+    local i
+    for i in "${!STAGES[@]}"; do
+        printf '  %-7s %-32s %s\n' "${RESULTS[$i]}" "${STAGES[$i]}" "${TIMES[$i]}"
+    done
+    if [ "$rc" -eq 0 ]; then
+        echo "all stages passed"
+    else
+        echo "FAILED (exit status $rc)"
+    fi
+    exit "$rc"
+}
+trap summary EXIT
+
+# stage NAME COMMAND... — runs one stage; a failure ends the script (set -e).
+stage() {
+    local name="$1"; shift
+    local start=$SECONDS
+    echo
+    echo "==== $name ===="
+    CURRENT="$name"
+    "$@"
+    CURRENT=""
+    STAGES+=("$name")
+    RESULTS+=("ok")
+    TIMES+=("$((SECONDS - start)) s")
+}
+
+stage "setup test environment" scripts/setup-test-env.sh
+stage "cargo build -p jabberwock" cargo build -p jabberwock
+stage "cargo test --workspace" cargo test --workspace
+stage "slixmpp interop suite" tests/interop/run.sh
