@@ -27,6 +27,7 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DELAY: &str = "urn:xmpp:delay";
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const DATA_FORMS: &str = "jabber:x:data";
+pub const SM: &str = "urn:xmpp:sm:3";
 
 /// `jabber:client` and `jabber:server` are the two content namespaces: a stanza written into
 /// a stream takes that stream's content namespace.

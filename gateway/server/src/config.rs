@@ -98,6 +98,8 @@ pub struct LimitsConfig {
     pub offline_quota: u64,
     /// Concurrent sessions (resources) per account.
     pub max_resources: usize,
+    /// How long a dropped session with XEP-0198 resumption waits to be resumed.
+    pub resume_window_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -161,6 +163,7 @@ impl Default for LimitsConfig {
             negotiation_timeout_secs: 60,
             offline_quota: 1000,
             max_resources: 20,
+            resume_window_secs: 300,
         }
     }
 }
@@ -228,6 +231,9 @@ impl Config {
         }
         if l.negotiation_timeout_secs == 0 {
             return Err(invalid("limits.negotiation_timeout_secs", "must be positive"));
+        }
+        if !(1..=86_400).contains(&l.resume_window_secs) {
+            return Err(invalid("limits.resume_window_secs", "must be between 1 and 86400"));
         }
         if l.max_resources == 0 {
             return Err(invalid("limits.max_resources", "must be positive"));

@@ -30,6 +30,9 @@ pub enum Routed {
     /// Close the stream with this error: a newer session took the resource (`conflict`),
     /// the account was deleted, or the server is shutting down.
     Close(StreamError),
+    /// Another connection resumed this session (XEP-0198): let go of this connection and
+    /// park the session so the new one can take it.
+    Detach,
 }
 
 #[derive(Clone, Debug)]

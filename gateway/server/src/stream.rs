@@ -33,6 +33,10 @@ pub enum Flow {
     Restart,
     /// Write the pending frames, then close the connection.
     Close,
+    /// The client asked to resume a parked session (XEP-0198).
+    Resume,
+    /// Another connection resumed this session: drop this connection, keep the session.
+    Detach,
 }
 
 /// Encodes frames for a plain XML stream (TCP, TLS).

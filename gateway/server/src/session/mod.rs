@@ -7,6 +7,7 @@
 
 mod auth;
 mod bind;
+pub mod sm;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub struct Session {
     pub(crate) user: Option<String>,
     pub(crate) auth_failures: u32,
     pub(crate) bound: Option<Bound>,
+    /// XEP-0198 state once the client enabled it.
+    pub(crate) sm: Option<sm::StreamManagement>,
+    /// A `<resume/>` the transport has yet to carry out.
+    pub(crate) pending_resume: Option<(String, u32)>,
 }
 
 impl Session {
@@ -94,6 +99,8 @@ impl Session {
             user: None,
             auth_failures: 0,
             bound: None,
+            sm: None,
+            pending_resume: None,
         };
         (session, rx)
     }
@@ -143,16 +150,23 @@ impl Session {
                 Flow::Continue
             }
             Routed::Close(err) => self.fail(err, out),
+            Routed::Detach => Flow::Detach,
         }
     }
 
     /// The connection is gone, whatever the reason: leave the network cleanly.
     pub async fn closed(&mut self) {
+        if let Some(sm) = &self.sm {
+            self.server.sm.ended(&sm.id);
+        }
         if self.bound.is_some() {
             im::presence::go_offline(self).await;
-            let b = self.bound.take().expect("checked above");
+            let b = self.bound.as_ref().expect("checked above");
             self.server.router.unbind(&b.bare, &b.resource, self.conn);
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
+            // Unbound first, so nothing unacknowledged comes back here.
+            self.reroute_unacked().await;
+            self.bound = None;
         }
     }
 
@@ -221,6 +235,7 @@ impl Session {
             f.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
             f.push(Element::new("ver", ns::ROSTER_VER));
             f.push(Element::new("sub", ns::PRE_APPROVAL));
+            f.push(Element::new("sm", ns::SM));
         }
         f
     }
@@ -251,13 +266,27 @@ impl Session {
             }
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authenticate first"), out);
         }
+        if st.ns() == ns::SM {
+            return match st.name() {
+                "resume" => self.on_resume_request(&st, out),
+                _ => {
+                    let failed = Element::new("failed", ns::SM).with_child(Element::new("unexpected-request", ns::STANZA_ERRORS));
+                    out.push(Frame::Element(failed));
+                    Flow::Continue
+                }
+            };
+        }
         bind::on_stanza_before_bind(self, st, out).await
     }
 
     async fn on_active_stanza(&mut self, mut st: Stanza, out: &mut Vec<Frame>) -> Flow {
         if st.kind() == StanzaKind::Other {
+            if st.ns() == ns::SM {
+                return self.on_sm_active(&st, out);
+            }
             return self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out);
         }
+        self.count_inbound();
         let bound = self.bound.as_ref().expect("active sessions are bound");
         // RFC 6120 §8.1.2.1: the server stamps `from`; a client may only claim itself.
         if let Some(claimed) = st.from() {

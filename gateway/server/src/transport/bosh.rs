@@ -15,7 +15,7 @@ use jabberwock_proto::{escape, ns, Element, ReadEvent, Stanza, StreamError, Stre
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::{run, Transport};
+use super::{run, Ended, Transport};
 use crate::server::Server;
 use crate::session::{random_id, Security, Session};
 use crate::stream::Frame;
@@ -284,8 +284,8 @@ async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSessi
     let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
     let mut transport = BoshTransport { bosh: bosh.clone() };
-    run(&mut session, &mut rx, &mut transport, deadline).await;
-    session.closed().await;
+    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+    session.finish(rx, ended == Ended::Vanished).await;
     transport.close().await;
     registry.remove(&bosh.sid);
 }

@@ -39,8 +39,11 @@ pub(crate) trait Transport {
 /// Why [`run`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The peer went away, or the stream was closed.
-    Done,
+    /// The stream was closed.
+    Closed,
+    /// The connection vanished without closing the stream (or another connection took the
+    /// session over): a resumable session is parked.
+    Vanished,
     /// The session accepted STARTTLS: the caller wraps the connection in TLS and runs again.
     StartTls,
 }
@@ -59,8 +62,8 @@ pub(crate) async fn run<T: Transport>(
     loop {
         let flow = tokio::select! {
             ev = transport.next_event() => match ev {
-                Some(ev) => handle_input(session, transport, ev, &mut frames).await,
-                None => return Ended::Done,
+                Some(ev) => handle_input(session, rx, transport, ev, &mut frames).await,
+                None => return Ended::Vanished,
             },
             Some(routed) = rx.recv() => {
                 let mut flow = session.on_routed(routed, &mut frames).await;
@@ -76,20 +79,30 @@ pub(crate) async fn run<T: Transport>(
                 session.on_stream_error(StreamError::new(StreamErrorCondition::SystemShutdown), &mut frames)
             }
         };
+        if flow == Flow::Detach {
+            return Ended::Vanished;
+        }
         if !frames.is_empty() {
+            session.before_write(&mut frames);
             let written = transport.write(&frames).await;
+            let closing = frames.iter().any(|f| matches!(f, Frame::Close));
             frames.clear();
             if !written {
-                return Ended::Done;
+                return Ended::Vanished;
+            }
+            if closing {
+                transport.close().await;
+                return Ended::Closed;
             }
         }
         match flow {
-            Flow::Continue | Flow::Restart => transport.idle(),
+            Flow::Continue | Flow::Restart | Flow::Resume => transport.idle(),
             Flow::StartTls => return Ended::StartTls,
             Flow::Close => {
                 transport.close().await;
-                return Ended::Done;
+                return Ended::Closed;
             }
+            Flow::Detach => unreachable!("handled above"),
         }
     }
 }
@@ -99,6 +112,7 @@ pub(crate) async fn run<T: Transport>(
 /// the buffered bytes are read as the new stream.
 async fn handle_input<T: Transport>(
     session: &mut Session,
+    rx: &mut UnboundedReceiver<Routed>,
     transport: &mut T,
     first: Result<ReadEvent, StreamError>,
     frames: &mut Vec<Frame>,
@@ -112,6 +126,8 @@ async fn handle_input<T: Transport>(
         match flow {
             Flow::Continue => {}
             Flow::Restart => transport.restart(),
+            // The parked session replaces this one, on this connection.
+            Flow::Resume => Session::resume(session, rx, frames).await,
             other => return other,
         }
         next = transport.buffered_event();

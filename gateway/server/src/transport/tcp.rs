@@ -51,21 +51,25 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         let Some(tls) = handshake(&server, &server.tls.direct, tcp, deadline, peer).await else { return };
         let security = Security { encrypted: true, starttls_available: false, channel_bindings: server.tls.channel_bindings(&tls) };
         let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
-        run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
-        session.closed().await;
+        let ended = run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
+        session.finish(rx, ended == Ended::Vanished).await;
         return;
     }
     let security = Security { starttls_available: true, ..Default::default() };
     let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
     let mut plain = StreamTransport::new(tcp, limits.clone());
-    if run(&mut session, &mut rx, &mut plain, deadline).await == Ended::StartTls {
+    let mut ended = run(&mut session, &mut rx, &mut plain, deadline).await;
+    if ended == Ended::StartTls {
         // Bytes the client sent after <starttls/> are discarded with the plain transport.
-        if let Some(tls) = handshake(&server, &server.tls.starttls, plain.io, deadline, peer).await {
-            session.tls_established(server.tls.channel_bindings(&tls));
-            run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
-        }
+        ended = match handshake(&server, &server.tls.starttls, plain.io, deadline, peer).await {
+            Some(tls) => {
+                session.tls_established(server.tls.channel_bindings(&tls));
+                run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await
+            }
+            None => Ended::Closed,
+        };
     }
-    session.closed().await;
+    session.finish(rx, ended == Ended::Vanished).await;
 }
 
 async fn handshake(

@@ -10,7 +10,7 @@ use futures_util::SinkExt;
 use jabberwock_proto::{ns, reader, Element, Limits, ReadEvent, StreamError, StreamErrorCondition, StreamHeader};
 use tokio::time::Instant;
 
-use super::{run, Transport};
+use super::{run, Ended, Transport};
 use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::Frame;
@@ -25,8 +25,8 @@ pub async fn serve(server: Arc<Server>, socket: WebSocket, ip: IpAddr, encrypted
     let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
     let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now() };
-    run(&mut session, &mut rx, &mut transport, deadline).await;
-    session.closed().await;
+    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+    session.finish(rx, ended == Ended::Vanished).await;
 }
 
 struct WsTransport {

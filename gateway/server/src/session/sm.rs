@@ -1,0 +1,322 @@
+//! XEP-0198 stream management: acknowledgements both ways, and resumption of a session
+//! whose connection dropped, from the same or another transport.
+//!
+//! A resumable session whose connection drops is parked for the resumption window: it
+//! stays bound and available, and what arrives for it joins its unacknowledged queue.
+//! A new connection that authenticates as the same account can take it over with
+//! `<resume/>`. If nobody does, the session ends as any other: unavailable presence, and
+//! every unacknowledged message goes back to routing (another resource or offline
+//! storage), so nothing is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError, StreamErrorCondition};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{random_id, Session};
+use crate::router::Routed;
+use crate::stream::{Flow, Frame};
+
+/// Most unacknowledged stanzas kept for one session.
+const MAX_UNACKED: usize = 10_000;
+
+pub(crate) struct StreamManagement {
+    pub id: String,
+    pub resumable: bool,
+    /// Stanzas handled from the client (the `h` we report).
+    pub inbound: u32,
+    /// Stanzas the client acknowledged.
+    acked: u32,
+    /// Sent and not yet acknowledged, oldest first.
+    unacked: VecDeque<Stanza>,
+    ack_requested: bool,
+}
+
+impl StreamManagement {
+    /// Drops what the client's `h` acknowledges. Fails when `h` claims more than was sent.
+    fn ack(&mut self, h: u32) -> Result<(), StreamError> {
+        let newly = h.wrapping_sub(self.acked) as usize;
+        if newly > self.unacked.len() {
+            return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "handled count too high"));
+        }
+        self.unacked.drain(..newly);
+        self.acked = h;
+        self.ack_requested = false;
+        Ok(())
+    }
+}
+
+fn sm_el(name: &str) -> Element {
+    Element::new(name, ns::SM)
+}
+
+fn failed(condition: jabberwock_proto::StanzaErrorCondition) -> Element {
+    sm_el("failed").with_child(Element::new(condition.as_str(), ns::STANZA_ERRORS))
+}
+
+impl Session {
+    /// `<enable/>`, `<r/>`, `<a/>` on a bound stream.
+    pub(super) fn on_sm_active(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Flow {
+        match st.name() {
+            "enable" => {
+                if self.sm.is_some() {
+                    out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::UnexpectedRequest)));
+                    return Flow::Continue;
+                }
+                let resumable = matches!(st.attr("resume"), Some("true" | "1"));
+                let id = random_id();
+                let mut enabled = sm_el("enabled").with_attr("id", id.clone());
+                if resumable {
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
+                    self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
+                }
+                out.push(Frame::Element(enabled));
+                self.sm = Some(StreamManagement { id, resumable, inbound: 0, acked: 0, unacked: VecDeque::new(), ack_requested: false });
+                Flow::Continue
+            }
+            "r" => match &self.sm {
+                Some(sm) => {
+                    out.push(Frame::Element(sm_el("a").with_attr("h", sm.inbound.to_string())));
+                    Flow::Continue
+                }
+                None => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
+            },
+            "a" => {
+                let h = st.attr("h").and_then(|h| h.parse::<u32>().ok());
+                match (self.sm.as_mut(), h) {
+                    (Some(sm), Some(h)) => match sm.ack(h) {
+                        Ok(()) => Flow::Continue,
+                        Err(e) => self.fail(e, out),
+                    },
+                    _ => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
+                }
+            }
+            _ => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
+        }
+    }
+
+    /// Counts a stanza from the client as handled.
+    pub(super) fn count_inbound(&mut self) {
+        if let Some(sm) = &mut self.sm {
+            sm.inbound = sm.inbound.wrapping_add(1);
+        }
+    }
+
+    /// Called with each batch before it is written: queues the stanzas until acknowledged
+    /// and asks for an acknowledgement.
+    pub fn before_write(&mut self, frames: &mut Vec<Frame>) {
+        let Some(sm) = &mut self.sm else { return };
+        let before = sm.unacked.len();
+        sm.unacked.extend(frames.iter().filter_map(|f| match f {
+            Frame::Stanza(st) => Some(st.clone()),
+            _ => None,
+        }));
+        if sm.unacked.len() > before && !sm.ack_requested {
+            sm.ack_requested = true;
+            frames.push(Frame::Element(sm_el("r")));
+        }
+        if sm.unacked.len() > MAX_UNACKED {
+            frames.push(Frame::Error(StreamError::with_text(StreamErrorCondition::ResourceConstraint, "too many unacknowledged stanzas")));
+            frames.push(Frame::Close);
+        }
+    }
+
+    /// Whether a dropped connection parks this session for resumption.
+    fn resumable(&self) -> bool {
+        self.bound.is_some() && self.sm.as_ref().is_some_and(|sm| sm.resumable)
+    }
+
+    /// `<resume/>` after authentication: remember it for the transport, which swaps in
+    /// the parked session (see [`crate::transport::run`]).
+    pub(super) fn on_resume_request(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Flow {
+        match (st.attr("previd"), st.attr("h").and_then(|h| h.parse::<u32>().ok())) {
+            (Some(previd), Some(h)) => {
+                self.pending_resume = Some((previd.to_owned(), h));
+                Flow::Resume
+            }
+            _ => {
+                out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::BadRequest)));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Takes over the parked session named by the pending `<resume/>`. On success the
+    /// caller's session and mailbox are replaced by the resumed ones.
+    pub async fn resume(this: &mut Session, rx: &mut mpsc::UnboundedReceiver<Routed>, out: &mut Vec<Frame>) {
+        let Some((previd, h)) = this.pending_resume.take() else { return };
+        let own = format!("{}@{}", this.user.as_deref().unwrap_or_default(), this.domain.as_deref().unwrap_or_default());
+        let Some((mut old, old_rx)) = this.server.sm.take(&previd, &own).await else {
+            out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound)));
+            return;
+        };
+        // The resumed session lives on this connection from now on.
+        old.security = this.security.clone();
+        old.peer_ip = this.peer_ip;
+        old.stream_id = this.stream_id.clone();
+        old.header_sent = true;
+        let sm = old.sm.as_mut().expect("parked sessions have stream management");
+        if let Err(e) = sm.ack(h) {
+            *this = old;
+            *rx = old_rx;
+            let _ = this.fail(e, out);
+            return;
+        }
+        sm.ack_requested = false;
+        let resumed = sm_el("resumed").with_attr("previd", previd.clone()).with_attr("h", sm.inbound.to_string());
+        out.push(Frame::Element(resumed));
+        // The retransmitted stanzas are queued again by before_write.
+        let replay: Vec<Stanza> = sm.unacked.drain(..).collect();
+        out.extend(replay.into_iter().map(Frame::Stanza));
+        tracing::info!(conn = old.conn, sm = %previd, "session resumed");
+        *this = old;
+        *rx = old_rx;
+    }
+
+    /// After the connection ended: parks a resumable session whose peer vanished, or ends it.
+    pub async fn finish(mut self, rx: mpsc::UnboundedReceiver<Routed>, peer_vanished: bool) {
+        if peer_vanished && self.resumable() {
+            let server = self.server.clone();
+            server.sm.park(self, rx);
+            return;
+        }
+        self.closed().await;
+    }
+
+    /// Sends every unacknowledged stanza back to routing: messages reach another resource
+    /// or offline storage, iqs get an error, presence is dropped (RFC 6121 and XEP-0198 §5).
+    pub(super) async fn reroute_unacked(&mut self) {
+        let Some(sm) = &mut self.sm else { return };
+        let unacked: Vec<Stanza> = sm.unacked.drain(..).collect();
+        let Some(bare) = self.bound.as_ref().map(|b| b.bare.clone()) else { return };
+        for st in unacked {
+            match st.kind() {
+                StanzaKind::Message if st.stanza_type() != Some("error") => {
+                    let mut st = st;
+                    st.set_attr("to", bare.clone());
+                    crate::im::route(&self.server, st).await;
+                }
+                StanzaKind::Iq if matches!(st.stanza_type(), Some("get" | "set")) => {
+                    let err = crate::im::error_reply(&st, StanzaError::recipient_unavailable());
+                    crate::im::route(&self.server, err).await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A parked session waiting to be resumed, or a live one that may be taken over.
+struct Entry {
+    /// `user@domain` that may resume it.
+    owner: String,
+    /// The live session, asked to detach when a new connection resumes it.
+    live: Option<crate::router::SessionHandle>,
+    /// Set while parked: send a channel here to receive the session.
+    parked: Option<mpsc::UnboundedSender<oneshot::Sender<(Session, mpsc::UnboundedReceiver<Routed>)>>>,
+}
+
+/// Resumable sessions by stream-management id.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    fn register(&self, id: &str, owner: String, live: crate::router::SessionHandle) {
+        self.entries.lock().expect("sm registry").insert(id.to_owned(), Entry { owner, live: Some(live), parked: None });
+    }
+
+    /// Parks `session` until it is resumed or the window passes.
+    fn park(self: &Arc<Self>, session: Session, rx: mpsc::UnboundedReceiver<Routed>) {
+        let id = session.sm.as_ref().expect("resumable").id.clone();
+        let (tx, requests) = mpsc::unbounded_channel();
+        if let Some(e) = self.entries.lock().expect("sm registry").get_mut(&id) {
+            e.live = None;
+            e.parked = Some(tx);
+        }
+        tracing::info!(conn = session.conn, sm = %id, "connection lost; session kept for resumption");
+        tokio::spawn(hibernate(self.clone(), id, session, rx, requests));
+    }
+
+    /// Takes the parked session `id` if `owner` may resume it. A session whose old
+    /// connection is still open is asked to let go first.
+    async fn take(&self, id: &str, owner: &str) -> Option<(Session, mpsc::UnboundedReceiver<Routed>)> {
+        for _ in 0..100 {
+            let request = {
+                let entries = self.entries.lock().expect("sm registry");
+                let e = entries.get(id).filter(|e| e.owner == owner)?;
+                if let Some(live) = &e.live {
+                    live.send(Routed::Detach);
+                    None
+                } else {
+                    e.parked.clone()
+                }
+            };
+            if let Some(parked) = request {
+                let (tx, rx) = oneshot::channel();
+                parked.send(tx).ok()?;
+                return rx.await.ok();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    fn forget(&self, id: &str) {
+        self.entries.lock().expect("sm registry").remove(id);
+    }
+}
+
+/// A parked session: collects what arrives for it until it is resumed or expires.
+async fn hibernate(
+    registry: Arc<Registry>,
+    id: String,
+    mut session: Session,
+    mut rx: mpsc::UnboundedReceiver<Routed>,
+    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<(Session, mpsc::UnboundedReceiver<Routed>)>>,
+) {
+    let expiry = tokio::time::sleep(Duration::from_secs(session.server.config.limits.resume_window_secs));
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            Some(reply) = requests.recv() => {
+                if let Some(e) = registry.entries.lock().expect("sm registry").get_mut(&id) {
+                    e.parked = None;
+                    e.live = Some(session.handle.clone());
+                }
+                if let Err((mut returned, _)) = reply.send((session, rx)) {
+                    // The resuming connection vanished meanwhile: it ends here.
+                    registry.forget(&id);
+                    returned.closed().await;
+                }
+                return;
+            }
+            Some(routed) = rx.recv() => match routed {
+                Routed::Stanza(st) => {
+                    let mut frames = vec![Frame::Stanza(st)];
+                    session.before_write(&mut frames);
+                    if frames.iter().any(|f| matches!(f, Frame::Error(_))) {
+                        break;
+                    }
+                }
+                Routed::Close(_) => break,
+                Routed::Detach => {}
+            },
+            _ = &mut expiry => break,
+        }
+    }
+    registry.forget(&id);
+    tracing::info!(conn = session.conn, sm = %id, "resumption window passed");
+    session.closed().await;
+}
+
+impl Registry {
+    /// Forgets the id of a session that ended normally.
+    pub(super) fn ended(&self, id: &str) {
+        self.forget(id);
+    }
+}
