@@ -127,7 +127,15 @@ impl Element {
 
     /// Removes every child element with this name and namespace.
     pub fn remove_children(&mut self, name: &str, ns: &str) {
-        self.children.retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
+        self.retain_children(|e| !e.is(name, ns));
+    }
+
+    /// Keeps the child elements for which `keep` is true (text is kept).
+    pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
+        self.children.retain(|n| match n {
+            Node::Element(e) => keep(e),
+            Node::Text(_) => true,
+        });
     }
 
     /// Concatenated text of the direct text children.

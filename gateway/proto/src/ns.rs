@@ -28,6 +28,12 @@ pub const DELAY: &str = "urn:xmpp:delay";
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const SM: &str = "urn:xmpp:sm:3";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const HINTS: &str = "urn:xmpp:hints";
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+pub const SID: &str = "urn:xmpp:sid:0";
 
 /// `jabber:client` and `jabber:server` are the two content namespaces: a stanza written into
 /// a stream takes that stream's content namespace.

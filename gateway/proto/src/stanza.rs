@@ -125,6 +125,15 @@ impl Stanza {
         &self.inner
     }
 
+    /// Appends a child given as XML the server wrote (so it is known to be well formed),
+    /// without parsing the rest of the content.
+    pub fn append_raw_child(&mut self, xml: &str) {
+        let mut inner = String::with_capacity(self.inner.len() + xml.len());
+        inner.push_str(&self.inner);
+        inner.push_str(xml);
+        self.inner = inner.into();
+    }
+
     /// Writes the stanza into a stream whose content namespace is `stream_ns`
     /// (`jabber:client`, `jabber:server`, or `""` where nothing is inherited, as in
     /// RFC 7395 framing). A stanza in either content namespace takes the stream's.

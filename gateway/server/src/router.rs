@@ -64,6 +64,8 @@ pub struct Resource {
     pub presence: Option<Stanza>,
     /// Has requested the roster, so it gets roster pushes and subscription requests.
     pub interested: bool,
+    /// Has enabled XEP-0280 message carbons.
+    pub carbons: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -89,7 +91,15 @@ impl Router {
         let mut users = self.users.write().expect("router lock");
         let list = users.entry(bare.to_owned()).or_default();
         let new =
-            Resource { resource: resource.to_owned(), handle, available: false, priority: 0, presence: None, interested: false };
+            Resource {
+            resource: resource.to_owned(),
+            handle,
+            available: false,
+            priority: 0,
+            presence: None,
+            interested: false,
+            carbons: false,
+        };
         if let Some(existing) = list.iter_mut().find(|r| r.resource == resource) {
             let old = std::mem::replace(existing, new);
             return Ok(Some(old.handle));
@@ -132,12 +142,21 @@ impl Router {
         });
     }
 
-    /// Marks the resource as having requested its roster.
-    pub fn set_interested(&self, bare: &str, resource: &str) {
+    /// Changes whatever resource is bound at `bare/resource` now.
+    fn with_resource(&self, bare: &str, resource: &str, f: impl FnOnce(&mut Resource)) {
         let mut users = self.users.write().expect("router lock");
         if let Some(r) = users.get_mut(bare).and_then(|list| list.iter_mut().find(|r| r.resource == resource)) {
-            r.interested = true;
+            f(r);
         }
+    }
+
+    /// Marks the resource as having requested its roster.
+    pub fn set_interested(&self, bare: &str, resource: &str) {
+        self.with_resource(bare, resource, |r| r.interested = true);
+    }
+
+    pub fn set_carbons(&self, bare: &str, resource: &str, enabled: bool) {
+        self.with_resource(bare, resource, |r| r.carbons = enabled);
     }
 
     pub fn get(&self, bare: &str, resource: &str) -> Option<SessionHandle> {

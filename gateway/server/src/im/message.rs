@@ -1,51 +1,79 @@
-//! Message delivery to a local account (RFC 6121 §8.5).
+//! Message delivery to a local account (RFC 6121 §8.5), with its archive (XEP-0313) and
+//! carbon copies (XEP-0280).
 
 use std::sync::Arc;
 
 use jabberwock_proto::{Stanza, StanzaError};
-use jid::Jid;
+use jid::{BareJid, Jid};
 
 use super::offline;
-use crate::router::Routed;
+use crate::modules::{carbons, mam};
+use crate::router::{Resource, Routed};
 use crate::server::Server;
+
+/// Where a message for an account goes.
+enum Target {
+    Resources(Vec<Resource>),
+    Offline,
+    /// Silently dropped, as RFC 6121 asks for this type.
+    Nowhere,
+}
 
 /// Delivers `st` to the local JID `to`. On failure the stanza comes back with the error
 /// the sender should get.
 pub async fn deliver(server: &Arc<Server>, st: Stanza, to: &Jid) -> Result<(), (Stanza, StanzaError)> {
-    let kind = st.stanza_type().unwrap_or("normal");
     let bare = to.to_bare();
-    if let Some(resource) = to.resource() {
-        if let Some(h) = server.router.get(bare.as_str(), resource.as_str()) {
-            h.send(Routed::Stanza(st));
-            return Ok(());
+    let target = match target(server, &st, to) {
+        Ok(Target::Offline) if !crate::accounts::exists(server, bare.domain().as_str(), bare.node().map_or("", |n| n.as_str())).await => {
+            return Err((st, StanzaError::service_unavailable()));
         }
-        // §8.5.3.2: a full JID with no session.
-        match kind {
-            "error" | "headline" => return Ok(()),
-            "groupchat" => return Err((st, StanzaError::service_unavailable())),
-            _ => {}
-        }
-    }
-    // §8.5.2: the bare JID. Resources with negative priority never get bare-JID messages.
-    let resources: Vec<_> =
-        server.router.resources(bare.as_str()).into_iter().filter(|r| r.available && r.priority >= 0).collect();
-    match kind {
-        "error" => Ok(()),
-        "groupchat" => Err((st, StanzaError::service_unavailable())),
-        "headline" => {
+        Ok(t) => t,
+        Err(e) => return Err((st, e)),
+    };
+    let st = match st.from().map(Jid::new) {
+        Some(Ok(from)) if !matches!(target, Target::Nowhere) => mam::archive_received(server, &bare, &from.to_bare(), st).await,
+        _ => st,
+    };
+    match target {
+        Target::Nowhere => Ok(()),
+        Target::Offline => offline::store(server, &bare, st).await,
+        Target::Resources(resources) => {
             for r in &resources {
                 r.handle.send(Routed::Stanza(st.clone()));
             }
+            let delivered: Vec<&str> = resources.iter().map(|r| r.resource.as_str()).collect();
+            carbons::received(server, bare.as_str(), &delivered, &st);
             Ok(())
         }
-        _ => {
-            let Some(top) = resources.iter().map(|r| r.priority).max() else {
-                return offline::store(server, &bare, st).await;
-            };
-            for r in resources.iter().filter(|r| r.priority == top) {
-                r.handle.send(Routed::Stanza(st.clone()));
-            }
-            Ok(())
+    }
+}
+
+/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID).
+fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError> {
+    let kind = st.stanza_type().unwrap_or("normal");
+    let bare: BareJid = to.to_bare();
+    if let Some(resource) = to.resource() {
+        if let Some(r) = server.router.resources(bare.as_str()).into_iter().find(|r| r.resource == resource.as_str()) {
+            return Ok(Target::Resources(vec![r]));
         }
+        // §8.5.3.2: a full JID with no session.
+        match kind {
+            "error" | "headline" => return Ok(Target::Nowhere),
+            "groupchat" => return Err(StanzaError::service_unavailable()),
+            _ => {}
+        }
+    }
+    // Resources with negative priority never get bare-JID messages.
+    let resources: Vec<_> =
+        server.router.resources(bare.as_str()).into_iter().filter(|r| r.available && r.priority >= 0).collect();
+    match kind {
+        "error" => Ok(Target::Nowhere),
+        "groupchat" => Err(StanzaError::service_unavailable()),
+        "headline" if resources.is_empty() => Ok(Target::Nowhere),
+        "headline" => Ok(Target::Resources(resources)),
+        _ => match resources.iter().map(|r| r.priority).max() {
+            None => Ok(Target::Offline),
+            Some(top) => Ok(Target::Resources(resources.into_iter().filter(|r| r.priority == top).collect())),
+        },
     }
 }

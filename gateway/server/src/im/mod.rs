@@ -47,17 +47,20 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
         StanzaKind::Presence => return presence::outbound(s, st, out).await,
         StanzaKind::Message => {
             let mut st = st;
+            let bound = s.bound.as_ref().expect("bound");
             if st.to().is_none() {
-                let bare = s.bound.as_ref().expect("bound").bare.clone();
-                st.set_attr("to", bare);
+                st.set_attr("to", bound.bare.clone());
+            }
+            if let Some(Ok(to)) = st.to().map(Jid::new) {
+                let own = bound.jid.to_bare();
+                modules::mam::archive_sent(&s.server, &own, &to.to_bare(), &st).await;
+                modules::carbons::sent(&s.server, &bound.bare, &bound.resource, &st);
             }
             route(&s.server, st).await;
         }
         StanzaKind::Iq => {
-            // The fast path: the reply to the session's own iq goes straight back.
-            if let Some(reply) = iq_from_client(&s.server, st).await {
-                out.push(Frame::Stanza(reply));
-            }
+            // The fast path: replies to the session's own iq go straight back.
+            out.extend(iq_from_client(&s.server, st).await.into_iter().map(Frame::Stanza));
         }
         StanzaKind::Other => unreachable!("the session refuses non-stanzas"),
     }
@@ -65,14 +68,14 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
 }
 
 /// Handles an iq from a local client: server and account iqs are answered here (the
-/// reply is returned); anything for a full JID is routed.
-async fn iq_from_client(server: &Arc<Server>, mut st: Stanza) -> Option<Stanza> {
+/// replies are returned); anything for a full JID is routed.
+async fn iq_from_client(server: &Arc<Server>, mut st: Stanza) -> Vec<Stanza> {
     if let Err(e) = check_iq(&st) {
-        return Some(error_reply(&st, e));
+        return vec![error_reply(&st, e)];
     }
     if st.to().is_none() {
         // RFC 6120 §10.3.3: no `to` means the account itself.
-        let from = Jid::new(st.from().expect("stamped")).ok()?;
+        let Ok(from) = Jid::new(st.from().expect("stamped")) else { return Vec::new() };
         st.set_attr("to", from.to_bare().to_string());
     }
     route_or_reply(server, st).await
@@ -96,14 +99,14 @@ fn check_iq(st: &Stanza) -> Result<(), StanzaError> {
     }
 }
 
-/// Routes `st` (its `from` is trusted). A reply the server itself produces for the sender
-/// (an iq result, or an error) is returned instead of routed, so callers can hand it
-/// straight back to a local session.
-async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Option<Stanza> {
+/// Routes `st` (its `from` is trusted). What the server itself answers the sender (iq
+/// results, errors) is returned instead of routed, so callers can hand it straight back
+/// to a local session.
+async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
     let to = match st.to().map(Jid::new) {
         Some(Ok(to)) => to,
         Some(Err(_)) => return bounce_reply(&st, StanzaError::jid_malformed()),
-        None => return None,
+        None => return Vec::new(),
     };
     let domain = to.domain().as_str();
     if server.config.served_domain(domain).is_none() {
@@ -116,21 +119,40 @@ async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Option<Stanza> {
             // Messages to the server itself: nothing here consumes them.
             bounce_reply(&st, StanzaError::service_unavailable())
         }
-        StanzaKind::Message => message::deliver(server, st, &to).await.err().and_then(|(st, e)| bounce_reply(&st, e)),
-        StanzaKind::Presence if to.node().is_none() => None,
+        StanzaKind::Message => match message::deliver(server, st, &to).await {
+            Ok(()) => Vec::new(),
+            Err((st, e)) => bounce_reply(&st, e),
+        },
+        StanzaKind::Presence if to.node().is_none() => Vec::new(),
         StanzaKind::Presence => {
             presence::inbound(server, st, &to).await;
-            None
+            Vec::new()
         }
-        StanzaKind::Other => None,
+        StanzaKind::Other => Vec::new(),
     }
 }
 
 /// Routes a stanza and delivers any error or reply back to its local sender.
 pub async fn route(server: &Arc<Server>, st: Stanza) {
-    if let Some(reply) = Box::pin(route_or_reply(server, st)).await {
+    for reply in Box::pin(route_or_reply(server, st)).await {
         deliver_to_sender(server, reply);
     }
+}
+
+/// `<forwarded/>` (XEP-0297) around a stanza's XML, with an optional delay stamp.
+pub fn forwarded(original_xml: &str, stamp: Option<&str>) -> String {
+    let mut out = Vec::from(&b"<forwarded"[..]);
+    jabberwock_proto::escape::namespace_declaration(&mut out, "", jabberwock_proto::ns::FORWARD);
+    out.push(b'>');
+    if let Some(stamp) = stamp {
+        out.extend_from_slice(b"<delay");
+        jabberwock_proto::escape::namespace_declaration(&mut out, "", jabberwock_proto::ns::DELAY);
+        jabberwock_proto::escape::attribute(&mut out, "stamp", stamp);
+        out.extend_from_slice(b"/>");
+    }
+    out.extend_from_slice(original_xml.as_bytes());
+    out.extend_from_slice(b"</forwarded>");
+    String::from_utf8(out).expect("UTF-8")
 }
 
 /// Delivers a server-generated reply to the local full JID it is addressed to.
@@ -144,28 +166,28 @@ fn deliver_to_sender(server: &Server, reply: Stanza) {
 }
 
 /// The error reply for an undeliverable stanza; errors themselves never bounce.
-fn bounce_reply(st: &Stanza, err: StanzaError) -> Option<Stanza> {
+fn bounce_reply(st: &Stanza, err: StanzaError) -> Vec<Stanza> {
     if st.stanza_type() == Some("error") {
-        return None;
+        return Vec::new();
     }
-    Some(error_reply(st, err))
+    vec![error_reply(st, err)]
 }
 
-async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Option<Stanza> {
+async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> {
     let is_request = matches!(st.stanza_type(), Some("get" | "set"));
     if let Some(resource) = to.resource() {
         return match server.router.get(to.to_bare().as_str(), resource.as_str()) {
             Some(h) => {
                 h.send(Routed::Stanza(st));
-                None
+                Vec::new()
             }
             None if is_request => bounce_reply(&st, StanzaError::service_unavailable()),
-            None => None,
+            None => Vec::new(),
         };
     }
     if !is_request {
         // Results and errors addressed to the server or an account: nothing awaits them.
-        return None;
+        return Vec::new();
     }
     let target = match to.node() {
         None => IqTarget::Host,
@@ -177,5 +199,5 @@ async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Option<Stanz
             IqTarget::Account
         }
     };
-    Some(modules::dispatch_iq(server, target, &st).await)
+    modules::dispatch_iq(server, target, &st).await
 }

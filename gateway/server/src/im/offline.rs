@@ -12,14 +12,12 @@ use crate::session::random_id;
 
 const STORE: &str = "offline";
 
+/// Stores a message for the existing account `to`.
 pub async fn store(server: &Arc<Server>, to: &BareJid, st: Stanza) -> Result<(), (Stanza, StanzaError)> {
     let (Some(node), domain) = (to.node(), to.domain().as_str()) else {
         return Err((st, StanzaError::service_unavailable()));
     };
     let u = UserRef { host: domain, user: node.as_str() };
-    if !crate::accounts::exists(server, domain, node.as_str()).await {
-        return Err((st, StanzaError::service_unavailable()));
-    }
     let Ok(mut el) = st.to_element() else {
         return Err((st, StanzaError::bad_request()));
     };

@@ -49,6 +49,9 @@ impl Module for Disco {
             // XEP-0030 §3.1: an account answers for itself with account/registered.
             q.push(Element::new("identity", ns::DISCO_INFO).with_attr("category", "account").with_attr("type", "registered"));
             q.push(feature(ns::DISCO_INFO));
+            for f in cx.server.modules.account_features() {
+                q.push(feature(f));
+            }
         }
         Ok(Some(q))
     }

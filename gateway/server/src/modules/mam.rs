@@ -1,0 +1,233 @@
+//! XEP-0313 message archive management (`urn:xmpp:mam:2`): every one-to-one message is
+//! kept in the archive of each local party, with a XEP-0359 stanza-id, and an account
+//! pages through its archive with XEP-0059 result sets.
+
+use async_trait::async_trait;
+use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
+use jabberwock_storage::{ArchiveQuery, NewArchiveItem, StorageError, UserRef};
+use jid::BareJid;
+
+use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::im::forwarded;
+use crate::im::offline::xep0082;
+use crate::im::roster::{self, Account};
+use crate::server::Server;
+use crate::session::random_id;
+
+const STORE: &str = "mam";
+const PREFS: &str = "mam_prefs";
+/// Results per page when the client names no `max`, and the most it may ask for.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 250;
+
+pub struct Mam;
+
+#[async_trait]
+impl Module for Mam {
+    fn features(&self) -> &'static [&'static str] {
+        &[ns::SID]
+    }
+
+    fn account_features(&self) -> &'static [&'static str] {
+        &[ns::MAM]
+    }
+
+    fn iq_routes(&self) -> &'static [IqRoute] {
+        &[
+            IqRoute { target: IqTarget::Account, name: "query", ns: ns::MAM },
+            IqRoute { target: IqTarget::Account, name: "prefs", ns: ns::MAM },
+        ]
+    }
+
+    async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
+        let owner = cx.to.to_bare();
+        if cx.from.to_bare() != owner {
+            return Err(StanzaError::forbidden());
+        }
+        let a = Account::of(&owner).ok_or_else(StanzaError::bad_request)?;
+        match (payload.name(), cx.set) {
+            ("prefs", false) => Ok(Some(prefs_element(&load_default(cx.server, a).await))),
+            ("prefs", true) => {
+                let default = payload.attr("default").unwrap_or("always");
+                if !matches!(default, "always" | "never" | "roster") {
+                    return Err(StanzaError::bad_request());
+                }
+                let u = UserRef { host: a.host, user: a.user };
+                cx.server.store.kv_set(u, PREFS, Some(default.as_bytes())).await.map_err(internal)?;
+                Ok(Some(prefs_element(default)))
+            }
+            ("query", false) => Ok(Some(query_form())),
+            ("query", true) => query(cx, a, &owner, payload).await,
+            _ => Err(StanzaError::bad_request()),
+        }
+    }
+}
+
+fn internal(e: StorageError) -> StanzaError {
+    tracing::error!(error = %e, "archive storage failed");
+    StanzaError::internal_server_error()
+}
+
+fn prefs_element(default: &str) -> Element {
+    Element::new("prefs", ns::MAM)
+        .with_attr("default", default)
+        .with_child(Element::new("always", ns::MAM))
+        .with_child(Element::new("never", ns::MAM))
+}
+
+/// The fields a query may filter on (XEP-0313 §4.1.1).
+fn query_form() -> Element {
+    let field = |var: &str, kind: &str| Element::new("field", ns::DATA_FORMS).with_attr("var", var).with_attr("type", kind);
+    let form = Element::new("x", ns::DATA_FORMS)
+        .with_attr("type", "form")
+        .with_child(field("FORM_TYPE", "hidden").with_child(Element::new("value", ns::DATA_FORMS).with_text(ns::MAM)))
+        .with_child(field("with", "jid-single"))
+        .with_child(field("start", "text-single"))
+        .with_child(field("end", "text-single"))
+        .with_child(field("before-id", "text-single"))
+        .with_child(field("after-id", "text-single"));
+    Element::new("query", ns::MAM).with_child(form)
+}
+
+async fn load_default(server: &Server, a: Account<'_>) -> String {
+    match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
+        Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
+        _ => "always".into(),
+    }
+}
+
+fn form_value(query: &Element, var: &str) -> Option<String> {
+    let form = query.child("x", ns::DATA_FORMS)?;
+    let field = form.children().find(|f| f.attr("var") == Some(var))?;
+    field.child_text("value", ns::DATA_FORMS).filter(|v| !v.is_empty())
+}
+
+fn parse_stamp(s: &str) -> Result<i64, StanzaError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| StanzaError::bad_request().with_text(format!("{s:?} is not an XEP-0082 date-time")))?;
+    Ok((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Element) -> IqResult {
+    let with = form_value(payload, "with")
+        .map(|w| BareJid::new(&w).map(|j| j.to_string()).map_err(|_| StanzaError::jid_malformed()))
+        .transpose()?;
+    let start = form_value(payload, "start").map(|s| parse_stamp(&s)).transpose()?;
+    let end = form_value(payload, "end").map(|s| parse_stamp(&s)).transpose()?;
+    let set = payload.child("set", ns::RSM);
+    let max = set
+        .and_then(|s| s.child_text("max", ns::RSM))
+        .map(|m| m.trim().parse::<usize>().map_err(|_| StanzaError::bad_request()))
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE)
+        .min(MAX_PAGE);
+    let after = set.and_then(|s| s.child_text("after", ns::RSM)).or_else(|| form_value(payload, "after-id"));
+    let before_el = set.and_then(|s| s.child("before", ns::RSM));
+    let before = before_el.map(Element::text).filter(|b| !b.is_empty()).or_else(|| form_value(payload, "before-id"));
+    let q = ArchiveQuery {
+        with: with.as_deref(),
+        start_us: start,
+        end_us: end,
+        after_id: after.as_deref(),
+        before_id: before.as_deref(),
+        limit: Some(max),
+        // An empty <before/> asks for the last page.
+        last_page: before_el.is_some(),
+    };
+    let page = match cx.server.store.archive_query(UserRef { host: a.host, user: a.user }, STORE, &q).await {
+        Ok(page) => page,
+        Err(StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such archive id")),
+        Err(e) => return Err(internal(e)),
+    };
+    let queryid = payload.attr("queryid");
+    for item in &page.items {
+        let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(item.stamp_us as i128 * 1000).map(xep0082).unwrap_or_default();
+        let original = String::from_utf8_lossy(&item.payload);
+        let mut result = Vec::from(&b"<result"[..]);
+        escape::namespace_declaration(&mut result, "", ns::MAM);
+        if let Some(qid) = queryid {
+            escape::attribute(&mut result, "queryid", qid);
+        }
+        escape::attribute(&mut result, "id", &item.id);
+        result.push(b'>');
+        let mut inner = String::from_utf8(result).expect("UTF-8");
+        inner.push_str(&forwarded(&original, Some(&stamp)));
+        inner.push_str("</result>");
+        let attrs = vec![("from".to_owned(), owner.to_string()), ("to".to_owned(), cx.from.to_string()), ("id".to_owned(), random_id())];
+        cx.send_before_result(Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.into()));
+    }
+    let mut rsm = Element::new("set", ns::RSM);
+    if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
+        rsm.push(Element::new("first", ns::RSM).with_text(first.id.clone()));
+        rsm.push(Element::new("last", ns::RSM).with_text(last.id.clone()));
+    }
+    Ok(Some(Element::new("fin", ns::MAM).with_attr("complete", if page.complete { "true" } else { "false" }).with_child(rsm)))
+}
+
+/// XEP-0313 §5.1.1: chat and normal messages with a body are archived, unless a XEP-0334
+/// hint forbids storing them.
+fn archivable(st: &Stanza) -> bool {
+    let inner = st.inner();
+    matches!(st.stanza_type().unwrap_or("normal"), "chat" | "normal")
+        && inner.contains("<body")
+        && !(inner.contains(ns::HINTS)
+            && st.to_element().is_ok_and(|el| el.child("no-store", ns::HINTS).is_some() || el.child("no-permanent-store", ns::HINTS).is_some()))
+}
+
+/// Stores `st` in `owner`'s archive (with `with`, the other party) if it qualifies and the
+/// account's preferences allow; returns the archive id.
+async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Option<String> {
+    let a = Account::of(owner)?;
+    if !archivable(st) {
+        return None;
+    }
+    match load_default(server, a).await.as_str() {
+        "never" => return None,
+        "roster" if roster::get(server, a, with.as_str()).await.is_none() => return None,
+        _ => {}
+    }
+    let id = random_id();
+    let payload = st.to_bytes();
+    let stamp_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+    let item = NewArchiveItem { id: &id, stamp_us, with: with.as_str(), payload: &payload };
+    match server.store.archive_append(UserRef { host: a.host, user: a.user }, STORE, item, None).await {
+        Ok(()) => Some(id),
+        Err(e) => {
+            tracing::error!(error = %e, "archiving a message failed");
+            None
+        }
+    }
+}
+
+/// A message a local account sent: kept in its archive.
+pub async fn archive_sent(server: &Server, owner: &BareJid, to: &BareJid, st: &Stanza) {
+    store(server, owner, to, st).await;
+}
+
+/// A message for a local account: kept in its archive, and stamped with the archive id
+/// as a XEP-0359 stanza-id (any stanza-id claiming to be ours is removed first).
+pub async fn archive_received(server: &Server, owner: &BareJid, from: &BareJid, st: Stanza) -> Stanza {
+    let mut st = strip_forged_stanza_ids(st, owner);
+    if let Some(id) = store(server, owner, from, &st).await {
+        let mut xml = Vec::from(&b"<stanza-id"[..]);
+        escape::namespace_declaration(&mut xml, "", ns::SID);
+        escape::attribute(&mut xml, "id", &id);
+        escape::attribute(&mut xml, "by", owner.as_str());
+        xml.extend_from_slice(b"/>");
+        st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
+    }
+    st
+}
+
+fn strip_forged_stanza_ids(st: Stanza, owner: &BareJid) -> Stanza {
+    if !st.inner().contains(ns::SID) {
+        return st;
+    }
+    let Ok(mut el) = st.to_element() else { return st };
+    let ours = |c: &Element| c.is("stanza-id", ns::SID) && c.attr("by") == Some(owner.as_str());
+    if !el.children().any(ours) {
+        return st;
+    }
+    el.retain_children(|c| !ours(c));
+    Stanza::from_element(&el)
+}

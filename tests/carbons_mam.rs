@@ -1,0 +1,156 @@
+//! XEP-0280 message carbons and XEP-0313 archives over real connections.
+
+use std::time::Duration;
+
+use jabberwock_proto::{ns, Element};
+use jabberwock_tests::{Client, TestServer};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn has_body(e: &Element, text: &str) -> bool {
+    e.name() == "message" && e.child_text("body", ns::CLIENT).as_deref() == Some(text)
+}
+
+/// The message inside a carbon of `direction` (`sent` or `received`), if `e` is one.
+fn carbon<'a>(e: &'a Element, direction: &str) -> Option<&'a Element> {
+    e.child(direction, ns::CARBONS)?.child("forwarded", ns::FORWARD)?.child("message", ns::CLIENT)
+}
+
+async fn enable_carbons(c: &mut Client) {
+    let r = c.iq("cb", "<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn carbons_copy_sent_and_received_messages_to_other_resources() {
+    let server = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut phone = Client::login(server.c2s, "alice", "pw", "phone").await;
+    let mut desk = Client::login(server.c2s, "alice", "pw", "desk").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    for c in [&mut phone, &mut desk] {
+        enable_carbons(c).await;
+        c.send("<presence/>").await;
+    }
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>to the phone</body></message>").await;
+    phone.expect("direct", |e| has_body(e, "to the phone")).await;
+    let copy = desk.expect("received carbon", |e| carbon(e, "received").is_some()).await;
+    assert_eq!(copy.attr("from"), Some("alice@localhost"));
+    let inner = carbon(&copy, "received").unwrap();
+    assert_eq!(inner.attr("from"), Some("bob@localhost/b"));
+    assert_eq!(inner.child_text("body", ns::CLIENT).as_deref(), Some("to the phone"));
+
+    phone.send("<message to='bob@localhost/b' type='chat'><body>from the phone</body></message>").await;
+    bob.expect("direct", |e| has_body(e, "from the phone")).await;
+    let sent = desk.expect("sent carbon", |e| carbon(e, "sent").is_some()).await;
+    assert_eq!(carbon(&sent, "sent").unwrap().attr("to"), Some("bob@localhost/b"));
+    phone.expect_none(QUIET, "a copy of its own message", |e| carbon(e, "sent").is_some()).await;
+
+    // Private messages and disabled resources get no copies.
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>secret</body><private xmlns='urn:xmpp:carbons:2'/></message>").await;
+    phone.expect("direct", |e| has_body(e, "secret")).await;
+    desk.expect_none(QUIET, "a private carbon", |e| carbon(e, "received").is_some()).await;
+    let r = desk.iq("off", "<iq type='set' id='off'><disable xmlns='urn:xmpp:carbons:2'/></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"));
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>after disable</body></message>").await;
+    phone.expect("direct", |e| has_body(e, "after disable")).await;
+    desk.expect_none(QUIET, "a carbon after disable", |e| carbon(e, "received").is_some()).await;
+}
+
+/// Sends a MAM query; returns the forwarded messages and the `<fin/>`.
+async fn mam_query(c: &mut Client, id: &str, form: &str, rsm: &str) -> (Vec<(String, Element)>, Element) {
+    let query = format!(
+        "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q-{id}'>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>{form}</x>\
+         <set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>"
+    );
+    c.send(query).await;
+    let mut results = Vec::new();
+    loop {
+        let e = c.expect("results and fin", |e| e.name() == "message" || (e.name() == "iq" && e.attr("id") == Some(id))).await;
+        if e.name() == "iq" {
+            assert_eq!(e.attr("type"), Some("result"), "{}", e.to_xml_string());
+            return (results, e.child("fin", ns::MAM).expect("fin").clone());
+        }
+        let result = e.child("result", ns::MAM).expect("a MAM result");
+        assert_eq!(result.attr("queryid"), Some(format!("q-{id}").as_str()));
+        let fwd = result.child("forwarded", ns::FORWARD).expect("forwarded");
+        assert!(fwd.child("delay", ns::DELAY).is_some_and(|d| d.attr("stamp").is_some()));
+        results.push((result.attr("id").unwrap().to_owned(), fwd.child("message", ns::CLIENT).unwrap().clone()));
+    }
+}
+
+fn bodies(results: &[(String, Element)]) -> Vec<String> {
+    results.iter().map(|(_, m)| m.child_text("body", ns::CLIENT).unwrap_or_default()).collect()
+}
+
+#[tokio::test]
+async fn the_archive_keeps_both_sides_and_pages_with_rsm() {
+    let server = TestServer::start().await;
+    for u in ["alice", "bob", "carol"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let mut stanza_ids = Vec::new();
+    for i in 1..=5 {
+        let (from, to) = if i % 2 == 1 { (&mut bob, "alice@localhost/a") } else { (&mut alice, "bob@localhost/b") };
+        from.send(format!("<message to='{to}' type='chat'><body>m{i}</body></message>")).await;
+        let body = format!("m{i}");
+        if i % 2 == 1 {
+            let m = alice.expect("message", |e| has_body(e, &body)).await;
+            let sid = m.child("stanza-id", ns::SID).expect("XEP-0359 stanza-id");
+            assert_eq!(sid.attr("by"), Some("alice@localhost"));
+            stanza_ids.push(sid.attr("id").unwrap().to_owned());
+        } else {
+            bob.expect("message", |e| has_body(e, &body)).await;
+        }
+    }
+    // A forged stanza-id claiming to be alice's archive is removed.
+    carol.send("<message to='alice@localhost/a' type='chat'><body>forged</body><stanza-id xmlns='urn:xmpp:sid:0' id='fake' by='alice@localhost'/></message>").await;
+    let m = alice.expect("forged", |e| has_body(e, "forged")).await;
+    assert!(m.children().filter(|c| c.is("stanza-id", ns::SID)).all(|c| c.attr("id") != Some("fake")));
+
+    let with_bob = "<field var='with'><value>bob@localhost</value></field>";
+    let (all, fin) = mam_query(&mut alice, "all", with_bob, "").await;
+    assert_eq!(bodies(&all), ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(fin.attr("complete"), Some("true"));
+    // The ids alice saw on received messages are the archive ids.
+    let received_ids: Vec<&str> = all.iter().step_by(2).map(|(id, _)| id.as_str()).collect();
+    assert_eq!(received_ids, stanza_ids.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Paging forward, then the last page.
+    let (page1, fin1) = mam_query(&mut alice, "p1", with_bob, "<max>2</max>").await;
+    assert_eq!(bodies(&page1), ["m1", "m2"]);
+    assert_eq!(fin1.attr("complete"), Some("false"));
+    let last = fin1.child("set", ns::RSM).and_then(|s| s.child_text("last", ns::RSM)).unwrap();
+    let (page2, _) = mam_query(&mut alice, "p2", with_bob, &format!("<max>2</max><after>{last}</after>")).await;
+    assert_eq!(bodies(&page2), ["m3", "m4"]);
+    let (tail, _) = mam_query(&mut alice, "p3", with_bob, "<max>2</max><before/>").await;
+    assert_eq!(bodies(&tail), ["m4", "m5"]);
+    let bad = alice
+        .iq("bad", "<iq type='set' id='bad'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><after>nope</after></set></query></iq>")
+        .await;
+    assert!(bad.child("error", ns::CLIENT).and_then(|e| e.child("item-not-found", ns::STANZA_ERRORS)).is_some());
+
+    // bob's archive has the same conversation; carol's message is only in alice's.
+    let (bobs, _) = mam_query(&mut bob, "b", "", "").await;
+    assert_eq!(bodies(&bobs), ["m1", "m2", "m3", "m4", "m5"]);
+
+    // Preferences: never archive.
+    let prefs = alice.iq("pr", "<iq type='set' id='pr'><prefs xmlns='urn:xmpp:mam:2' default='never'/></iq>").await;
+    assert_eq!(prefs.child("prefs", ns::MAM).and_then(|p| p.attr("default")), Some("never"));
+    bob.send("<message to='alice@localhost/a' type='chat'><body>unarchived</body></message>").await;
+    let m = alice.expect("message", |e| has_body(e, "unarchived")).await;
+    assert!(m.child("stanza-id", ns::SID).is_none());
+    let (after_prefs, _) = mam_query(&mut alice, "np", with_bob, "").await;
+    assert_eq!(after_prefs.len(), 5);
+
+    // The account advertises MAM.
+    let info = alice.iq("di", "<iq type='get' id='di' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let q = info.child("query", ns::DISCO_INFO).unwrap();
+    assert!(q.children().any(|f| f.attr("var") == Some(ns::MAM)));
+}
