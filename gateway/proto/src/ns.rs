@@ -34,6 +34,9 @@ pub const HINTS: &str = "urn:xmpp:hints";
 pub const MAM: &str = "urn:xmpp:mam:2";
 pub const RSM: &str = "http://jabber.org/protocol/rsm";
 pub const SID: &str = "urn:xmpp:sid:0";
+pub const CSI: &str = "urn:xmpp:csi:0";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 /// `jabber:client` and `jabber:server` are the two content namespaces: a stanza written into
 /// a stream takes that stream's content namespace.

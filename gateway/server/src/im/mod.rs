@@ -108,6 +108,9 @@ async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
         Some(Err(_)) => return bounce_reply(&st, StanzaError::jid_malformed()),
         None => return Vec::new(),
     };
+    if let Some(replies) = enforce_blocklists(server, &st, &to).await {
+        return replies;
+    }
     let domain = to.domain().as_str();
     if server.config.served_domain(domain).is_none() {
         // Federation is not wired in yet: every remote domain is unreachable.
@@ -130,6 +133,21 @@ async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
         }
         StanzaKind::Other => Vec::new(),
     }
+}
+
+/// XEP-0191: a stanza between two parties where either blocks the other goes nowhere. The
+/// blocking sender learns why; a blocked sender gets service-unavailable, except for
+/// presence, which is dropped. `None` lets the stanza through.
+async fn enforce_blocklists(server: &Server, st: &Stanza, to: &Jid) -> Option<Vec<Stanza>> {
+    let from = st.from().and_then(|f| Jid::new(f).ok())?;
+    let presence = st.kind() == StanzaKind::Presence;
+    if modules::blocking::blocks(server, &from.to_bare(), to).await {
+        return Some(if presence { Vec::new() } else { bounce_reply(st, modules::blocking::blocked_error()) });
+    }
+    if to.node().is_some() && modules::blocking::blocks(server, &to.to_bare(), &from).await {
+        return Some(if presence { Vec::new() } else { bounce_reply(st, StanzaError::service_unavailable()) });
+    }
+    None
 }
 
 /// Routes a stanza and delivers any error or reply back to its local sender.

@@ -5,6 +5,7 @@
 //! is one new file plus one line in [`Modules::standard`]. An iq get or set that no module
 //! claims gets `service-unavailable` (RFC 6120 §8.4).
 
+pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod last;
@@ -95,6 +96,7 @@ impl Modules {
             Arc::new(register::Register),
             Arc::new(carbons::Carbons),
             Arc::new(mam::Mam),
+            Arc::new(blocking::Blocking),
         ])
     }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod bind;
+mod csi;
 pub mod sm;
 
 use std::net::IpAddr;
@@ -79,6 +80,7 @@ pub struct Session {
     pub(crate) sm: Option<sm::StreamManagement>,
     /// A `<resume/>` the transport has yet to carry out.
     pub(crate) pending_resume: Option<(String, u32)>,
+    csi: csi::Csi,
 }
 
 impl Session {
@@ -101,6 +103,7 @@ impl Session {
             bound: None,
             sm: None,
             pending_resume: None,
+            csi: csi::Csi::default(),
         };
         (session, rx)
     }
@@ -145,7 +148,7 @@ impl Session {
         match r {
             Routed::Stanza(st) => {
                 if self.bound.is_some() {
-                    out.push(Frame::Stanza(st));
+                    self.csi.deliver(st, out);
                 }
                 Flow::Continue
             }
@@ -236,6 +239,7 @@ impl Session {
             f.push(Element::new("ver", ns::ROSTER_VER));
             f.push(Element::new("sub", ns::PRE_APPROVAL));
             f.push(Element::new("sm", ns::SM));
+            f.push(Element::new("csi", ns::CSI));
         }
         f
     }
@@ -283,6 +287,10 @@ impl Session {
         if st.kind() == StanzaKind::Other {
             if st.ns() == ns::SM {
                 return self.on_sm_active(&st, out);
+            }
+            if st.is("inactive", ns::CSI) || st.is("active", ns::CSI) {
+                self.csi.set_inactive(st.name() == "inactive", out);
+                return Flow::Continue;
             }
             return self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out);
         }

@@ -1,0 +1,144 @@
+//! XEP-0191 blocking command: an account's blocklist, pushed to its resources, and
+//! enforced on every routed stanza in both directions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jabberwock_proto::{ns, Element, Stanza, StanzaError};
+use jabberwock_storage::{UserRef, Write};
+use jid::{BareJid, Jid};
+
+use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::im::roster::Account;
+use crate::router::Routed;
+use crate::server::Server;
+use crate::session::random_id;
+
+const STORE: &str = "blocklist";
+
+/// Blocklists in memory, loaded on first use, so routing never waits on storage twice.
+#[derive(Default)]
+pub struct Blocklists {
+    cache: Mutex<HashMap<String, Arc<Vec<String>>>>,
+}
+
+impl Blocklists {
+    async fn get(&self, server: &Server, owner: &BareJid) -> Arc<Vec<String>> {
+        if let Some(list) = self.cache.lock().expect("blocklists").get(owner.as_str()) {
+            return list.clone();
+        }
+        let Some(a) = Account::of(owner) else { return Arc::default() };
+        let items = server.store.map_all(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or_default();
+        let list: Arc<Vec<String>> = Arc::new(items.into_iter().map(|(k, _)| k).collect());
+        self.cache.lock().expect("blocklists").insert(owner.to_string(), list.clone());
+        list
+    }
+
+    fn forget(&self, owner: &str) {
+        self.cache.lock().expect("blocklists").remove(owner);
+    }
+}
+
+/// RFC 6121-style matching: an item blocks a domain, a bare JID or one full JID.
+fn matches(item: &str, other: &Jid) -> bool {
+    item == other.as_str() || item == other.to_bare().as_str() || item == other.domain().as_str()
+}
+
+/// Whether the local account `owner` blocks `other`.
+pub async fn blocks(server: &Server, owner: &BareJid, other: &Jid) -> bool {
+    if server.config.served_domain(owner.domain().as_str()).is_none() || owner.node().is_none() {
+        return false;
+    }
+    server.blocklists.get(server, owner).await.iter().any(|item| matches(item, other))
+}
+
+/// The error for a stanza the sender's own blocklist stops (XEP-0191 §3.5).
+pub fn blocked_error() -> StanzaError {
+    StanzaError::not_acceptable().with_app_condition(Element::new("blocked", ns::BLOCKING_ERRORS))
+}
+
+pub struct Blocking;
+
+#[async_trait]
+impl Module for Blocking {
+    fn features(&self) -> &'static [&'static str] {
+        &[ns::BLOCKING]
+    }
+
+    fn iq_routes(&self) -> &'static [IqRoute] {
+        &[
+            IqRoute { target: IqTarget::Account, name: "blocklist", ns: ns::BLOCKING },
+            IqRoute { target: IqTarget::Account, name: "block", ns: ns::BLOCKING },
+            IqRoute { target: IqTarget::Account, name: "unblock", ns: ns::BLOCKING },
+        ]
+    }
+
+    async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
+        let owner = cx.to.to_bare();
+        if cx.from.to_bare() != owner {
+            return Err(StanzaError::forbidden());
+        }
+        let a = Account::of(&owner).ok_or_else(StanzaError::bad_request)?;
+        let item = |jid: &str| Element::new("item", ns::BLOCKING).with_attr("jid", jid);
+        match (payload.name(), cx.set) {
+            ("blocklist", false) => {
+                let mut list = Element::new("blocklist", ns::BLOCKING);
+                for jid in cx.server.blocklists.get(cx.server, &owner).await.iter() {
+                    list.push(item(jid));
+                }
+                Ok(Some(list))
+            }
+            (kind @ ("block" | "unblock"), true) => {
+                let mut jids = Vec::new();
+                for i in payload.children().filter(|c| c.is("item", ns::BLOCKING)) {
+                    let jid = i.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or_else(StanzaError::jid_malformed)?;
+                    jids.push(jid.to_string());
+                }
+                if kind == "block" && jids.is_empty() {
+                    return Err(StanzaError::bad_request().with_text("block at least one JID"));
+                }
+                let u = UserRef { host: a.host, user: a.user };
+                // Unblocking with no items clears the whole list.
+                let targets = if kind == "unblock" && jids.is_empty() {
+                    cx.server.blocklists.get(cx.server, &owner).await.to_vec()
+                } else {
+                    jids.clone()
+                };
+                if kind == "block" {
+                    // The blocked contacts see us leave, while the blocklist still lets
+                    // the presence through.
+                    for jid in &jids {
+                        crate::im::presence::send_unavailable(cx.server, &owner, jid).await;
+                    }
+                }
+                let value: Option<&[u8]> = (kind == "block").then_some(&[]);
+                let writes: Vec<Write<'_>> = targets.iter().map(|k| Write::Map { store: STORE, key: k, value }).collect();
+                cx.server.store.write_batch(u, &writes).await.map_err(|e| {
+                    tracing::error!(error = %e, "saving the blocklist failed");
+                    StanzaError::internal_server_error()
+                })?;
+                cx.server.blocklists.forget(owner.as_str());
+                push(cx.server, &owner, kind, &jids);
+                Ok(None)
+            }
+            _ => Err(StanzaError::bad_request()),
+        }
+    }
+}
+
+/// XEP-0191 §3.3: every resource learns of the change.
+fn push(server: &Server, owner: &BareJid, kind: &str, jids: &[String]) {
+    let mut change = Element::new(kind, ns::BLOCKING);
+    for jid in jids {
+        change.push(Element::new("item", ns::BLOCKING).with_attr("jid", jid.as_str()));
+    }
+    for r in server.router.resources(owner.as_str()) {
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", random_id())
+            .with_attr("to", format!("{owner}/{}", r.resource))
+            .with_child(change.clone());
+        r.handle.send(Routed::Stanza(Stanza::from_element(&iq)));
+    }
+}
