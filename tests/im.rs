@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jabberwock_proto::{ns, Element};
-use jabberwock_tests::{Client, TestServer};
+use jabberwock_tests::{befriend, Client, TestServer};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -196,19 +196,6 @@ async fn subscribing_to_a_missing_account_is_refused() {
     alice.send("<presence to='nobody@localhost' type='subscribe'/>").await;
     alice.expect("unsubscribed", |e| is_presence_from(e, "nobody@localhost", Some("unsubscribed"))).await;
     assert_eq!(sub(&roster_item(&mut alice, "nobody@localhost").await.unwrap()), ("none", None));
-}
-
-/// `x` subscribes to `y`, and `y` approves.
-async fn subscribe(x: &mut Client, x_bare: &str, y: &mut Client, y_bare: &str) {
-    x.send(format!("<presence to='{y_bare}' type='subscribe'/>")).await;
-    y.expect("subscribe", |e| is_presence_from(e, x_bare, Some("subscribe"))).await;
-    y.send(format!("<presence to='{x_bare}' type='subscribed'/>")).await;
-    x.expect("subscribed", |e| is_presence_from(e, y_bare, Some("subscribed"))).await;
-}
-
-async fn befriend(a: &mut Client, a_bare: &str, b: &mut Client, b_bare: &str) {
-    subscribe(a, a_bare, b, b_bare).await;
-    subscribe(b, b_bare, a, a_bare).await;
 }
 
 #[tokio::test]

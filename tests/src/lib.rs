@@ -600,3 +600,17 @@ pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local address")
 }
+
+/// `x` subscribes to `y`, and `y` approves.
+pub async fn subscribe(x: &mut Client, x_bare: &str, y: &mut Client, y_bare: &str) {
+    x.send(format!("<presence to='{y_bare}' type='subscribe'/>")).await;
+    y.expect("subscribe", |e| e.name() == "presence" && e.attr("from") == Some(x_bare) && e.attr("type") == Some("subscribe")).await;
+    y.send(format!("<presence to='{x_bare}' type='subscribed'/>")).await;
+    x.expect("subscribed", |e| e.name() == "presence" && e.attr("from") == Some(y_bare) && e.attr("type") == Some("subscribed")).await;
+}
+
+/// Mutual presence subscription between two online users.
+pub async fn befriend(a: &mut Client, a_bare: &str, b: &mut Client, b_bare: &str) {
+    subscribe(a, a_bare, b, b_bare).await;
+    subscribe(b, b_bare, a, a_bare).await;
+}

@@ -37,6 +37,12 @@ pub const SID: &str = "urn:xmpp:sid:0";
 pub const CSI: &str = "urn:xmpp:csi:0";
 pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
 
 /// `jabber:client` and `jabber:server` are the two content namespaces: a stanza written into
 /// a stream takes that stream's content namespace.

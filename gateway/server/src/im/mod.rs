@@ -204,7 +204,11 @@ async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> 
         };
     }
     if !is_request {
-        // Results and errors addressed to the server or an account: nothing awaits them.
+        // Results and errors for the server answer its own requests; nothing else awaits
+        // them.
+        if to.node().is_none() {
+            server.caps.complete(st);
+        }
         return Vec::new();
     }
     let target = match to.node() {

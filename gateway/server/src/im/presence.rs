@@ -85,6 +85,8 @@ async fn available(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) {
             r.handle.send(Routed::Stanza(copy));
         }
     }
+    // New capabilities may bring new +notify interests (XEP-0163 §4.3.2).
+    tokio::spawn(crate::modules::pep::on_available(server.clone(), Jid::new(&full).expect("bound JIDs are valid"), st.clone()));
     if !initial {
         return;
     }

@@ -48,6 +48,8 @@ impl Module for Disco {
         } else {
             // XEP-0030 §3.1: an account answers for itself with account/registered.
             q.push(Element::new("identity", ns::DISCO_INFO).with_attr("category", "account").with_attr("type", "registered"));
+            // XEP-0163: every account is a PEP service.
+            q.push(Element::new("identity", ns::DISCO_INFO).with_attr("category", "pubsub").with_attr("type", "pep"));
             q.push(feature(ns::DISCO_INFO));
             for f in cx.server.modules.account_features() {
                 q.push(feature(f));

@@ -6,10 +6,12 @@
 //! claims gets `service-unavailable` (RFC 6120 §8.4).
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod pep;
 pub mod ping;
 pub mod private;
 pub mod register;
@@ -97,6 +99,7 @@ impl Modules {
             Arc::new(carbons::Carbons),
             Arc::new(mam::Mam),
             Arc::new(blocking::Blocking),
+            Arc::new(pep::Pep),
         ])
     }
 

@@ -166,6 +166,7 @@ impl Session {
             im::presence::go_offline(self).await;
             let b = self.bound.as_ref().expect("checked above");
             self.server.router.unbind(&b.bare, &b.resource, self.conn);
+            self.server.caps.forget(b.jid.as_str());
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
             // Unbound first, so nothing unacknowledged comes back here.
             self.reroute_unacked().await;

@@ -1,0 +1,150 @@
+//! XEP-0115 entity capabilities: which features each connected resource has, learned
+//! from the `<c/>` in its presence. An unknown `ver` is asked for with disco#info and
+//! cached once its hash checks out, so every client version is asked once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use jabberwock_proto::{ns, Element, Stanza};
+use sha1::Digest;
+use tokio::sync::oneshot;
+
+use crate::router::Routed;
+use crate::server::Server;
+use crate::session::random_id;
+
+#[derive(Default)]
+pub struct Caps {
+    /// Verified `ver` strings and their features.
+    by_ver: Mutex<HashMap<String, Arc<Vec<String>>>>,
+    /// The `ver` and features of each connected full JID.
+    by_jid: Mutex<HashMap<String, (String, Arc<Vec<String>>)>>,
+    /// Server-sent iqs awaiting their result, by id.
+    pending: Mutex<HashMap<String, oneshot::Sender<Stanza>>>,
+}
+
+impl Caps {
+    pub fn features_of(&self, full_jid: &str) -> Option<Arc<Vec<String>>> {
+        self.by_jid.lock().expect("caps").get(full_jid).map(|(_, f)| f.clone())
+    }
+
+    pub fn forget(&self, full_jid: &str) {
+        self.by_jid.lock().expect("caps").remove(full_jid);
+    }
+
+    /// An iq result or error for the server: completes the request waiting for it.
+    /// Returns false when nothing waited.
+    pub fn complete(&self, st: Stanza) -> bool {
+        let Some(id) = st.id() else { return false };
+        match self.pending.lock().expect("caps").remove(id) {
+            Some(tx) => tx.send(st).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Learns the features of `full_jid` from its presence. Returns them when they are new
+    /// for this JID (first presence with capabilities, or a changed `ver`).
+    pub async fn learn(&self, server: &Server, full_jid: &str, presence: &Stanza) -> Option<Arc<Vec<String>>> {
+        if !presence.inner().contains(ns::CAPS) {
+            return None;
+        }
+        let el = presence.to_element().ok()?;
+        let c = el.child("c", ns::CAPS)?;
+        let (node, ver, hash) = (c.attr("node")?, c.attr("ver")?, c.attr("hash").unwrap_or("sha-1"));
+        if self.by_jid.lock().expect("caps").get(full_jid).is_some_and(|(known, _)| known == ver) {
+            return None;
+        }
+        let cached = self.by_ver.lock().expect("caps").get(ver).cloned();
+        let features = match cached {
+            Some(f) => f,
+            None => {
+                let info = self.disco(server, full_jid, &format!("{node}#{ver}")).await?;
+                let features: Arc<Vec<String>> =
+                    Arc::new(info.children().filter(|f| f.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).map(str::to_owned).collect());
+                if hash == "sha-1" && verification_hash(&info) == ver {
+                    self.by_ver.lock().expect("caps").insert(ver.to_owned(), features.clone());
+                }
+                features
+            }
+        };
+        self.by_jid.lock().expect("caps").insert(full_jid.to_owned(), (ver.to_owned(), features.clone()));
+        Some(features)
+    }
+
+    /// Asks `full_jid` for its disco#info at `node`.
+    async fn disco(&self, server: &Server, full_jid: &str, node: &str) -> Option<Element> {
+        let jid = jid::Jid::new(full_jid).ok()?;
+        let handle = server.router.get(jid.to_bare().as_str(), jid.resource()?.as_str())?;
+        let id = random_id();
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("caps").insert(id.clone(), tx);
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", id.clone())
+            .with_attr("from", jid.domain().as_str())
+            .with_attr("to", full_jid)
+            .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", node));
+        handle.send(Routed::Stanza(Stanza::from_element(&iq)));
+        let reply = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        self.pending.lock().expect("caps").remove(&id);
+        let reply = reply.ok()?.ok()?.to_element().ok()?;
+        (reply.attr("type") == Some("result")).then(|| reply.child("query", ns::DISCO_INFO).cloned()).flatten()
+    }
+}
+
+/// XEP-0115 §5.1: the verification string of a disco#info answer, SHA-1, base64.
+fn verification_hash(info: &Element) -> String {
+    let mut identities: Vec<String> = info
+        .children()
+        .filter(|i| i.is("identity", ns::DISCO_INFO))
+        .map(|i| {
+            let a = |k: &str| i.attr(k).unwrap_or_default().to_owned();
+            format!("{}/{}/{}/{}<", a("category"), a("type"), a("xml:lang"), a("name"))
+        })
+        .collect();
+    identities.sort();
+    let mut features: Vec<String> =
+        info.children().filter(|f| f.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).map(|v| format!("{v}<")).collect();
+    features.sort();
+    let mut forms: Vec<String> = info
+        .children()
+        .filter(|x| x.is("x", ns::DATA_FORMS))
+        .map(|form| {
+            let field_values = |f: &Element| {
+                let mut values: Vec<String> = f.children().filter(|v| v.is("value", ns::DATA_FORMS)).map(|v| format!("{}<", v.text())).collect();
+                values.sort();
+                values.concat()
+            };
+            let form_type = form.children().find(|f| f.attr("var") == Some("FORM_TYPE")).map(field_values).unwrap_or_default();
+            let mut fields: Vec<String> = form
+                .children()
+                .filter(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") != Some("FORM_TYPE"))
+                .map(|f| format!("{}<{}", f.attr("var").unwrap_or_default(), field_values(f)))
+                .collect();
+            fields.sort();
+            format!("{form_type}{}", fields.concat())
+        })
+        .collect();
+    forms.sort();
+    let s = format!("{}{}{}", identities.concat(), features.concat(), forms.concat());
+    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xep_0115_simple_example() {
+        // XEP-0115 §5.2.
+        let info = Element::new("query", ns::DISCO_INFO)
+            .with_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", "client").with_attr("name", "Exodus 0.9.1").with_attr("type", "pc"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/caps"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#info"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#items"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/muc"));
+        assert_eq!(verification_hash(&info), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+}

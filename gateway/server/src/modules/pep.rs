@@ -1,0 +1,339 @@
+//! XEP-0163 personal eventing (PEP) on XEP-0060 publish-subscribe, with XEP-0223
+//! publish-options: every account is a pubsub service with its own nodes (avatars,
+//! OMEMO device lists and bundles, bookmarks, …).
+//!
+//! Nodes are created on first publish with the publish-options as their configuration; a
+//! later publish whose options disagree fails with `precondition-not-met`. Notifications
+//! go to the owner's resources and to the contacts the access model admits, on each
+//! resource whose XEP-0115 capabilities include `<node>+notify`; a resource that becomes
+//! available gets the last item of every node it is interested in.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jabberwock_proto::{ns, reader, Element, Limits, Stanza, StanzaError, StanzaErrorCondition};
+use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, UserRef};
+use jid::{BareJid, Jid};
+use serde::{Deserialize, Serialize};
+
+use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::im::roster::{self, Account};
+use crate::router::Routed;
+use crate::server::Server;
+use crate::session::random_id;
+
+const NODES: &str = "pep_nodes";
+/// Items kept per node when the publisher asks for "max".
+const MAX_ITEMS: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Access {
+    Open,
+    Presence,
+    Roster,
+    Whitelist,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeConfig {
+    access_model: Access,
+    max_items: u32,
+    persist_items: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { access_model: Access::Presence, max_items: 1, persist_items: true }
+    }
+}
+
+fn items_store(node: &str) -> String {
+    format!("pep/{node}")
+}
+
+fn pubsub_error(condition: StanzaErrorCondition, app: &str) -> StanzaError {
+    StanzaError::new(condition).with_app_condition(Element::new(app, ns::PUBSUB_ERRORS))
+}
+
+/// The options of a XEP-0223 publish-options form, applied over `base`.
+fn apply_options(base: &NodeConfig, form: Option<&Element>) -> Result<NodeConfig, StanzaError> {
+    let mut c = base.clone();
+    let Some(form) = form else { return Ok(c) };
+    for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
+        let value = field.child_text("value", ns::DATA_FORMS).unwrap_or_default();
+        let invalid = || StanzaError::bad_request().with_text(format!("bad value for {}", field.attr("var").unwrap_or_default()));
+        match field.attr("var").unwrap_or_default() {
+            "pubsub#access_model" => {
+                c.access_model = match value.as_str() {
+                    "open" => Access::Open,
+                    "presence" => Access::Presence,
+                    "roster" => Access::Roster,
+                    "whitelist" => Access::Whitelist,
+                    _ => return Err(invalid()),
+                }
+            }
+            "pubsub#max_items" => {
+                c.max_items = if value == "max" { MAX_ITEMS } else { value.parse::<u32>().map_err(|_| invalid())?.clamp(1, MAX_ITEMS) }
+            }
+            "pubsub#persist_items" => c.persist_items = matches!(value.as_str(), "1" | "true"),
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+async fn node_config(server: &Server, a: Account<'_>, node: &str) -> Option<NodeConfig> {
+    let raw = server.store.map_get(UserRef { host: a.host, user: a.user }, NODES, node).await.ok()??;
+    serde_json::from_slice(&raw).ok()
+}
+
+/// Whether `who` may see the items of `owner`'s node.
+async fn may_read(server: &Server, owner: &BareJid, config: &NodeConfig, who: &BareJid) -> bool {
+    if who == owner {
+        return true;
+    }
+    let Some(a) = Account::of(owner) else { return false };
+    match config.access_model {
+        Access::Open => true,
+        Access::Whitelist => false,
+        Access::Presence => roster::get(server, a, who.as_str()).await.is_some_and(|i| i.subscription.has_from()),
+        Access::Roster => roster::get(server, a, who.as_str()).await.is_some(),
+    }
+}
+
+fn event_message(owner: &BareJid, to: &str, items: Element) -> Stanza {
+    let el = Element::new("message", ns::CLIENT)
+        .with_attr("from", owner.as_str())
+        .with_attr("to", to)
+        .with_attr("type", "headline")
+        .with_attr("id", random_id())
+        .with_child(Element::new("event", ns::PUBSUB_EVENT).with_child(items));
+    Stanza::from_element(&el)
+}
+
+fn wants(server: &Server, full_jid: &str, node: &str) -> bool {
+    server.caps.features_of(full_jid).is_some_and(|f| f.iter().any(|v| v.strip_suffix("+notify") == Some(node)))
+}
+
+/// Sends an event to every interested resource the node's access model admits.
+async fn notify(server: &Server, owner: &BareJid, node: &str, config: &NodeConfig, items: Element) {
+    let Some(a) = Account::of(owner) else { return };
+    let mut audience = vec![owner.clone()];
+    let (contacts, _) = roster::load(server, a).await;
+    for (jid, _) in contacts {
+        if let Ok(contact) = BareJid::new(&jid) {
+            if server.config.served_domain(contact.domain().as_str()).is_some() && may_read(server, owner, config, &contact).await {
+                audience.push(contact);
+            }
+        }
+    }
+    for who in audience {
+        for r in server.router.resources(who.as_str()).into_iter().filter(|r| r.available) {
+            let full = format!("{who}/{}", r.resource);
+            if wants(server, &full, node) {
+                r.handle.send(Routed::Stanza(event_message(owner, &full, items.clone())));
+            }
+        }
+    }
+}
+
+pub struct Pep;
+
+#[async_trait]
+impl Module for Pep {
+    fn features(&self) -> &'static [&'static str] {
+        &[ns::PUBSUB, "http://jabber.org/protocol/pubsub#publish", ns::PUBSUB_PUBLISH_OPTIONS, "http://jabber.org/protocol/pubsub#auto-create"]
+    }
+
+    fn account_features(&self) -> &'static [&'static str] {
+        &[
+            ns::PUBSUB,
+            "http://jabber.org/protocol/pubsub#publish",
+            ns::PUBSUB_PUBLISH_OPTIONS,
+            "http://jabber.org/protocol/pubsub#auto-create",
+            "http://jabber.org/protocol/pubsub#retrieve-items",
+            "http://jabber.org/protocol/pubsub#retract-items",
+            "http://jabber.org/protocol/pubsub#last-published",
+            "http://jabber.org/protocol/pubsub#access-presence",
+            "http://jabber.org/protocol/pubsub#access-open",
+            "http://jabber.org/protocol/pubsub#access-whitelist",
+        ]
+    }
+
+    fn iq_routes(&self) -> &'static [IqRoute] {
+        &[
+            IqRoute { target: IqTarget::Account, name: "pubsub", ns: ns::PUBSUB },
+            IqRoute { target: IqTarget::Account, name: "pubsub", ns: ns::PUBSUB_OWNER },
+        ]
+    }
+
+    async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
+        let owner = cx.to.to_bare();
+        let requester = cx.from.to_bare();
+        let a = Account::of(&owner).ok_or_else(StanzaError::bad_request)?;
+        let action = payload.first_child().ok_or_else(StanzaError::bad_request)?;
+        let node = action.attr("node").filter(|n| !n.is_empty()).ok_or_else(|| pubsub_error(StanzaErrorCondition::BadRequest, "nodeid-required"))?;
+        let is_owner = requester == owner;
+        match (payload.ns(), action.name(), cx.set) {
+            (ns::PUBSUB, "publish", true) if is_owner => publish(cx.server, a, &owner, node, action, payload).await,
+            (ns::PUBSUB, "items", false) => items(cx.server, a, &owner, &requester, node, action).await,
+            (ns::PUBSUB, "retract", true) if is_owner => retract(cx.server, a, &owner, node, action).await,
+            (ns::PUBSUB_OWNER, "delete", true) if is_owner => delete(cx.server, a, node).await,
+            (_, "publish" | "retract" | "delete", true) => Err(StanzaError::forbidden()),
+            _ => Err(StanzaError::feature_not_implemented()),
+        }
+    }
+}
+
+async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, action: &Element, pubsub: &Element) -> IqResult {
+    let item = action.child("item", ns::PUBSUB).ok_or_else(|| pubsub_error(StanzaErrorCondition::BadRequest, "item-required"))?;
+    let form = pubsub.child("publish-options", ns::PUBSUB).and_then(|p| p.child("x", ns::DATA_FORMS));
+    let u = UserRef { host: a.host, user: a.user };
+    let config = match node_config(server, a, node).await {
+        // XEP-0223: the options are preconditions on an existing node.
+        Some(existing) => {
+            if apply_options(&existing, form)? != existing {
+                return Err(pubsub_error(StanzaErrorCondition::Conflict, "precondition-not-met"));
+            }
+            existing
+        }
+        None => {
+            let config = apply_options(&NodeConfig::default(), form)?;
+            let json = serde_json::to_vec(&config).expect("serializes");
+            server.store.map_set(u, NODES, node, Some(&json)).await.map_err(internal)?;
+            config
+        }
+    };
+    let id = item.attr("id").map(str::to_owned).unwrap_or_else(random_id);
+    let mut stored = item.clone();
+    stored.set_attr("id", id.clone());
+    let store = items_store(node);
+    server.store.archive_delete(u, &store, ArchiveDelete::Ids(&[id.as_str()])).await.map_err(internal)?;
+    let stamp_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+    let payload = stored.to_bytes();
+    server.store.archive_append(u, &store, NewArchiveItem { id: &id, stamp_us, with: "", payload: &payload }, None).await.map_err(internal)?;
+    // Keep the newest max_items (only the last one when items are not persistent).
+    let keep = if config.persist_items { config.max_items } else { 1 } as usize;
+    let all = server.store.archive_query(u, &store, &ArchiveQuery::default()).await.map_err(internal)?;
+    if all.items.len() > keep {
+        let old: Vec<&str> = all.items[..all.items.len() - keep].iter().map(|i| i.id.as_str()).collect();
+        server.store.archive_delete(u, &store, ArchiveDelete::Ids(&old)).await.map_err(internal)?;
+    }
+    let event_item = rename_ns(stored, ns::PUBSUB_EVENT);
+    notify(server, owner, node, &config, Element::new("items", ns::PUBSUB_EVENT).with_attr("node", node).with_child(event_item)).await;
+    Ok(Some(
+        Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB).with_attr("node", node).with_child(Element::new("item", ns::PUBSUB).with_attr("id", id)),
+        ),
+    ))
+}
+
+async fn items(server: &Server, a: Account<'_>, owner: &BareJid, requester: &BareJid, node: &str, action: &Element) -> IqResult {
+    let config = node_config(server, a, node).await.ok_or_else(StanzaError::item_not_found)?;
+    if !may_read(server, owner, &config, requester).await {
+        return Err(match config.access_model {
+            Access::Presence => pubsub_error(StanzaErrorCondition::NotAuthorized, "presence-subscription-required"),
+            Access::Roster => pubsub_error(StanzaErrorCondition::NotAuthorized, "not-in-roster-group"),
+            _ => pubsub_error(StanzaErrorCondition::NotAllowed, "closed-node"),
+        });
+    }
+    let u = UserRef { host: a.host, user: a.user };
+    let wanted: Vec<String> = action.children().filter(|i| i.is("item", ns::PUBSUB)).filter_map(|i| i.attr("id")).map(str::to_owned).collect();
+    let max = action.attr("max_items").and_then(|m| m.parse::<usize>().ok());
+    let page = server
+        .store
+        .archive_query(u, &items_store(node), &ArchiveQuery { limit: max, last_page: max.is_some(), ..Default::default() })
+        .await
+        .map_err(internal)?;
+    let mut out = Element::new("items", ns::PUBSUB).with_attr("node", node);
+    // Newest first, as XEP-0060 servers usually answer.
+    for item in page.items.iter().rev().filter(|i| wanted.is_empty() || wanted.contains(&i.id)) {
+        if let Ok(mut el) = reader::parse_element(&item.payload, &Limits::unlimited()) {
+            // Stored in the event namespace or the pubsub one: answer in pubsub's.
+            el = rename_ns(el, ns::PUBSUB);
+            out.push(el);
+        }
+    }
+    Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(out)))
+}
+
+/// The `<item/>` wrapper in namespace `ns` (its payload keeps its own namespace).
+fn rename_ns(item: Element, to: &str) -> Element {
+    let mut el = Element::new("item", to);
+    for (k, v) in item.attrs() {
+        el.set_attr(k, v);
+    }
+    for child in item.children() {
+        el.push(child.clone());
+    }
+    el
+}
+
+async fn retract(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, action: &Element) -> IqResult {
+    let config = node_config(server, a, node).await.ok_or_else(StanzaError::item_not_found)?;
+    let ids: Vec<&str> = action.children().filter(|i| i.is("item", ns::PUBSUB)).filter_map(|i| i.attr("id")).collect();
+    if ids.is_empty() {
+        return Err(pubsub_error(StanzaErrorCondition::BadRequest, "item-required"));
+    }
+    let u = UserRef { host: a.host, user: a.user };
+    let removed = server.store.archive_delete(u, &items_store(node), ArchiveDelete::Ids(&ids)).await.map_err(internal)?;
+    if removed == 0 {
+        return Err(StanzaError::item_not_found());
+    }
+    if matches!(action.attr("notify"), Some("true" | "1")) {
+        let mut items = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", node);
+        for id in ids {
+            items.push(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
+        }
+        notify(server, owner, node, &config, items).await;
+    }
+    Ok(None)
+}
+
+async fn delete(server: &Server, a: Account<'_>, node: &str) -> IqResult {
+    let u = UserRef { host: a.host, user: a.user };
+    if node_config(server, a, node).await.is_none() {
+        return Err(StanzaError::item_not_found());
+    }
+    server.store.archive_delete(u, &items_store(node), ArchiveDelete::All).await.map_err(internal)?;
+    server.store.map_set(u, NODES, node, None).await.map_err(internal)?;
+    Ok(None)
+}
+
+fn internal(e: jabberwock_storage::StorageError) -> StanzaError {
+    tracing::error!(error = %e, "PEP storage failed");
+    StanzaError::internal_server_error()
+}
+
+/// A local resource became available: learn its capabilities, then send it the last item
+/// of every node it wants from its own account and from the contacts it may read.
+pub async fn on_available(server: Arc<Server>, full: Jid, presence: Stanza) {
+    let Some(features) = server.caps.learn(&server, full.as_str(), &presence).await else { return };
+    let wanted: Vec<&str> = features.iter().filter_map(|f| f.strip_suffix("+notify")).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let me = full.to_bare();
+    let Some(a) = Account::of(&me) else { return };
+    let (contacts, _) = roster::load(&server, a).await;
+    let owners = std::iter::once(me.clone())
+        .chain(contacts.into_iter().filter(|(_, i)| i.subscription.has_to()).filter_map(|(j, _)| BareJid::new(&j).ok()))
+        .filter(|o| server.config.served_domain(o.domain().as_str()).is_some());
+    let Some(handle) = full.resource().and_then(|r| server.router.get(me.as_str(), r.as_str())) else { return };
+    for owner in owners {
+        let Some(oa) = Account::of(&owner) else { continue };
+        for node in &wanted {
+            let Some(config) = node_config(&server, oa, node).await else { continue };
+            if !may_read(&server, &owner, &config, &me).await {
+                continue;
+            }
+            let u = UserRef { host: oa.host, user: oa.user };
+            let last = server.store.archive_query(u, &items_store(node), &ArchiveQuery { limit: Some(1), last_page: true, ..Default::default() }).await;
+            let Some(item) = last.ok().and_then(|p| p.items.into_iter().next()) else { continue };
+            let Ok(el) = reader::parse_element(&item.payload, &Limits::unlimited()) else { continue };
+            let items = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", *node).with_child(rename_ns(el, ns::PUBSUB_EVENT));
+            handle.send(Routed::Stanza(event_message(&owner, full.as_str(), items)));
+        }
+    }
+}

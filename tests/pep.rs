@@ -1,0 +1,122 @@
+//! XEP-0163 PEP with XEP-0223 publish-options and XEP-0115 +notify, over real connections.
+
+use std::time::Duration;
+
+use jabberwock_proto::{ns, Element};
+use jabberwock_tests::{befriend, Client, TestServer};
+
+const NODE: &str = "urn:xmpp:avatar:metadata";
+
+/// Sends available presence with capabilities and answers the server's disco#info
+/// question with `features`.
+async fn available_with_caps(c: &mut Client, ver: &str, features: &[&str]) {
+    c.send(format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://example.org/test' ver='{ver}'/></presence>")).await;
+    let q = c.expect("disco#info from the server", |e| e.name() == "iq" && e.child("query", ns::DISCO_INFO).is_some()).await;
+    let node = q.child("query", ns::DISCO_INFO).unwrap().attr("node").unwrap().to_owned();
+    assert_eq!(node, format!("https://example.org/test#{ver}"));
+    let feats: String = features.iter().map(|f| format!("<feature var='{f}'/>")).collect();
+    c.send(format!(
+        "<iq type='result' id='{}' to='{}'><query xmlns='http://jabber.org/protocol/disco#info' node='{node}'><identity category='client' type='pc'/>{feats}</query></iq>",
+        q.attr("id").unwrap(),
+        q.attr("from").unwrap()
+    ))
+    .await;
+}
+
+fn event_item(e: &Element) -> Option<&Element> {
+    e.child("event", ns::PUBSUB_EVENT)?.child("items", ns::PUBSUB_EVENT)?.child("item", ns::PUBSUB_EVENT)
+}
+
+fn publish(iq_id: &str, item_id: &str, node: &str, payload: &str, options: &str) -> String {
+    let options = if options.is_empty() {
+        String::new()
+    } else {
+        format!("<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>{options}</x></publish-options>")
+    };
+    format!("<iq type='set' id='{iq_id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item id='{item_id}'>{payload}</item></publish>{options}</pubsub></iq>")
+}
+
+#[tokio::test]
+async fn publish_notifies_interested_contacts_and_enforces_access() {
+    let server = TestServer::start().await;
+    for u in ["alice", "bob", "carol"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    alice.send("<presence/>").await;
+    bob.send("<presence/>").await;
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    available_with_caps(&mut bob, "unverified1", &[&format!("{NODE}+notify")]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let payload = "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='abc' bytes='10' type='image/png'/></metadata>";
+    let r = alice.iq("p1", &publish("p1", "p1", NODE, payload, "")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    let ev = bob.expect("notification", |e| event_item(e).is_some()).await;
+    assert_eq!(ev.attr("from"), Some("alice@localhost"));
+    let item = event_item(&ev).unwrap();
+    assert_eq!(item.attr("id"), Some("p1"));
+    assert!(item.child("metadata", NODE).is_some());
+
+    // Items: bob (subscribed) may read, carol may not (access model presence).
+    let got = bob
+        .iq("i", &format!("<iq type='get' id='i' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{NODE}'/></pubsub></iq>"))
+        .await;
+    let items = got.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).expect("items");
+    assert_eq!(items.children().count(), 1);
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let denied = carol
+        .iq("i", &format!("<iq type='get' id='i' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{NODE}'/></pubsub></iq>"))
+        .await;
+    let error = denied.child("error", ns::CLIENT).expect("error");
+    assert!(error.child("presence-subscription-required", ns::PUBSUB_ERRORS).is_some(), "{}", denied.to_xml_string());
+
+    // A resource that comes online later gets the last item.
+    let mut bob2 = Client::login(server.c2s, "bob", "pw", "b2").await;
+    available_with_caps(&mut bob2, "unverified2", &[&format!("{NODE}+notify")]).await;
+    let last = bob2.expect("last item", |e| event_item(e).is_some()).await;
+    assert_eq!(event_item(&last).unwrap().attr("id"), Some("p1"));
+}
+
+#[tokio::test]
+async fn publish_options_are_preconditions_and_open_nodes_are_public() {
+    let server = TestServer::start().await;
+    for u in ["alice", "carol"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let devices = "eu.siacs.conversations.axolotl.devicelist";
+    let open = "<field var='pubsub#access_model'><value>open</value></field>";
+    let payload = "<list xmlns='eu.siacs.conversations.axolotl'><device id='1'/></list>";
+    let r = alice.iq("d1", &publish("d1", "current", devices, payload, open)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    // Same options: fine. Different ones: precondition-not-met.
+    assert_eq!(alice.iq("d2", &publish("d2", "current", devices, payload, open)).await.attr("type"), Some("result"));
+    let whitelist = "<field var='pubsub#access_model'><value>whitelist</value></field>";
+    let conflict = alice.iq("d3", &publish("d3", "current", devices, payload, whitelist)).await;
+    let error = conflict.child("error", ns::CLIENT).expect("error");
+    assert!(error.child("conflict", ns::STANZA_ERRORS).is_some() && error.child("precondition-not-met", ns::PUBSUB_ERRORS).is_some());
+
+    // Anyone reads an open node; max_items=1 by default keeps one item.
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let got = carol
+        .iq("g", &format!("<iq type='get' id='g' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{devices}'/></pubsub></iq>"))
+        .await;
+    let items = got.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).expect("items");
+    assert_eq!(items.children().count(), 1);
+    // Nobody else publishes to alice's nodes.
+    let forbidden = carol
+        .iq("x", &format!("<iq type='set' id='x' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{devices}'><item>{payload}</item></publish></pubsub></iq>"))
+        .await;
+    assert_eq!(forbidden.attr("type"), Some("error"));
+    // Retract, then the node is empty.
+    let r = alice
+        .iq("rt", &format!("<iq type='set' id='rt'><pubsub xmlns='http://jabber.org/protocol/pubsub'><retract node='{devices}' notify='true'><item id='current'/></retract></pubsub></iq>"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let got = carol
+        .iq("g2", &format!("<iq type='get' id='g2' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{devices}'/></pubsub></iq>"))
+        .await;
+    assert_eq!(got.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).unwrap().children().count(), 0);
+}
