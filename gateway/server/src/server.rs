@@ -43,6 +43,7 @@ pub struct Server {
     pub sm: Arc<crate::session::sm::Registry>,
     pub blocklists: crate::modules::blocking::Blocklists,
     pub caps: crate::modules::caps::Caps,
+    pub archive: crate::modules::mam::ArchiveWriter,
     pub started: Instant,
     account_locks: Vec<Mutex<()>>,
     connections: AtomicUsize,
@@ -62,6 +63,7 @@ impl Server {
             sm: Arc::default(),
             blocklists: Default::default(),
             caps: Default::default(),
+            archive: crate::modules::mam::ArchiveWriter::start(store.clone()),
             started: Instant::now(),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             connections: AtomicUsize::new(0),
@@ -194,6 +196,7 @@ impl Running {
         while self.server.connection_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.server.archive.flush().await;
         self.server.store.close().await;
         tracing::info!("storage closed");
     }

@@ -29,7 +29,29 @@ pub async fn run_all(store: &Store) {
     archive_paging(store).await;
     archive_unknown_ids(store).await;
     archive_delete(store).await;
+    archive_batch(store).await;
     isolation(store).await;
+}
+
+/// A batch spans users and stores, lands whole, and fails whole on a duplicate id.
+async fn archive_batch(store: &Store) {
+    let entry = |user: &str, s: &str, id: &str| crate::ArchiveAppend {
+        host: HOST.to_owned(),
+        user: user.to_owned(),
+        store: s.to_owned(),
+        id: id.to_owned(),
+        stamp_us: 1,
+        with: "peer@example.org".to_owned(),
+        payload: id.as_bytes().to_vec(),
+    };
+    let batch = [entry("batch-a", "mam", "1"), entry("batch-b", "mam", "2"), entry("batch-a", "other", "3")];
+    store.archive_append_batch(&batch).await.unwrap();
+    assert_eq!(store.archive_count(user("batch-a"), "mam").await.unwrap(), 1);
+    assert_eq!(store.archive_count(user("batch-b"), "mam").await.unwrap(), 1);
+    assert_eq!(store.archive_count(user("batch-a"), "other").await.unwrap(), 1);
+    let clash = [entry("batch-a", "mam", "4"), entry("batch-a", "mam", "1")];
+    assert!(matches!(store.archive_append_batch(&clash).await, Err(StorageError::AlreadyExists)));
+    assert_eq!(store.archive_count(user("batch-a"), "mam").await.unwrap(), 1, "a failed batch leaves nothing");
 }
 
 fn user(name: &str) -> UserRef<'_> {

@@ -61,6 +61,18 @@ pub struct NewArchiveItem<'a> {
     pub payload: &'a [u8],
 }
 
+/// An archive item with everything owned, for batched appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveAppend {
+    pub host: String,
+    pub user: String,
+    pub store: String,
+    pub id: String,
+    pub stamp_us: i64,
+    pub with: String,
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchiveItem {
     pub id: String,
@@ -192,6 +204,12 @@ impl Store {
     /// store already holds that many items for the user (checked in the same transaction).
     pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<u64>) -> Result<()> {
         dispatch!(self, s => s.archive_append(u, store, item, quota).await)
+    }
+
+    /// Appends many items, for any users and stores, in one transaction: one durable
+    /// commit covers them all. Fails as a whole (with `AlreadyExists` on a duplicate id).
+    pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
+        dispatch!(self, s => s.archive_append_batch(items).await)
     }
 
     pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
 
 use crate::{
-    ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Result, StorageError,
+    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Result, StorageError,
     UserRef, Write,
 };
 
@@ -355,6 +355,28 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(already_exists)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for item in items {
+            sqlx::query(
+                "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&item.host)
+            .bind(&item.user)
+            .bind(&item.store)
+            .bind(&item.id)
+            .bind(item.stamp_us)
+            .bind(&item.with)
+            .bind(&item.payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(already_exists)?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
-use jabberwock_storage::{ArchiveQuery, NewArchiveItem, StorageError, UserRef};
+use jabberwock_storage::{ArchiveAppend, ArchiveQuery, StorageError, Store, UserRef};
 use jid::BareJid;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
 use crate::im::forwarded;
@@ -19,6 +20,64 @@ const PREFS: &str = "mam_prefs";
 /// Results per page when the client names no `max`, and the most it may ask for.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 250;
+/// Most archive items written in one transaction.
+const MAX_BATCH: usize = 512;
+
+enum WriterRequest {
+    Append(ArchiveAppend),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Archive writes leave the delivery path: a writer task commits whatever has queued up
+/// in one transaction, so one durable commit covers many messages.
+pub struct ArchiveWriter {
+    tx: mpsc::UnboundedSender<WriterRequest>,
+}
+
+impl ArchiveWriter {
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(store, rx));
+        ArchiveWriter { tx }
+    }
+
+    fn append(&self, item: ArchiveAppend) {
+        let _ = self.tx.send(WriterRequest::Append(item));
+    }
+
+    /// Waits until every append queued so far is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterRequest::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterRequest>) {
+    let mut batch = Vec::new();
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(req) = next {
+            match req {
+                WriterRequest::Append(item) => batch.push(item),
+                WriterRequest::Flush(done) => waiting.push(done),
+            }
+            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.archive_append_batch(&batch).await {
+                tracing::error!(error = %e, items = batch.len(), "archiving messages failed");
+            }
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
 
 pub struct Mam;
 
@@ -134,6 +193,7 @@ async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Elemen
         // An empty <before/> asks for the last page.
         last_page: before_el.is_some(),
     };
+    cx.server.archive.flush().await;
     let page = match cx.server.store.archive_query(UserRef { host: a.host, user: a.user }, STORE, &q).await {
         Ok(page) => page,
         Err(StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such archive id")),
@@ -174,7 +234,7 @@ fn archivable(st: &Stanza) -> bool {
             && st.to_element().is_ok_and(|el| el.child("no-store", ns::HINTS).is_some() || el.child("no-permanent-store", ns::HINTS).is_some()))
 }
 
-/// Stores `st` in `owner`'s archive (with `with`, the other party) if it qualifies and the
+/// Queues `st` for `owner`'s archive (with `with`, the other party) if it qualifies and the
 /// account's preferences allow; returns the archive id.
 async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Option<String> {
     let a = Account::of(owner)?;
@@ -187,16 +247,16 @@ async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) ->
         _ => {}
     }
     let id = random_id();
-    let payload = st.to_bytes();
-    let stamp_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
-    let item = NewArchiveItem { id: &id, stamp_us, with: with.as_str(), payload: &payload };
-    match server.store.archive_append(UserRef { host: a.host, user: a.user }, STORE, item, None).await {
-        Ok(()) => Some(id),
-        Err(e) => {
-            tracing::error!(error = %e, "archiving a message failed");
-            None
-        }
-    }
+    server.archive.append(ArchiveAppend {
+        host: a.host.to_owned(),
+        user: a.user.to_owned(),
+        store: STORE.to_owned(),
+        id: id.clone(),
+        stamp_us: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64,
+        with: with.to_string(),
+        payload: st.to_bytes(),
+    });
+    Some(id)
 }
 
 /// A message a local account sent: kept in its archive.

@@ -285,7 +285,7 @@ async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSessi
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
     let mut transport = BoshTransport { bosh: bosh.clone() };
     let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
-    session.finish(rx, ended == Ended::Vanished).await;
+    Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
     transport.close().await;
     registry.remove(&bosh.sid);
 }

@@ -62,15 +62,17 @@ pub(crate) async fn run<T: Transport>(
     loop {
         let flow = tokio::select! {
             ev = transport.next_event() => match ev {
-                Some(ev) => handle_input(session, rx, transport, ev, &mut frames).await,
+                Some(ev) => Box::pin(handle_input(session, rx, transport, ev, &mut frames)).await,
                 None => return Ended::Vanished,
             },
             Some(routed) = rx.recv() => {
-                let mut flow = session.on_routed(routed, &mut frames).await;
+                // Boxed, like the input handling: the deep futures of stanza processing
+                // exist only while a stanza is processed, not in every idle connection.
+                let mut flow = Box::pin(session.on_routed(routed, &mut frames)).await;
                 // Batch: everything already queued goes out in the same write.
                 while flow == Flow::Continue {
                     let Ok(more) = rx.try_recv() else { break };
-                    flow = session.on_routed(more, &mut frames).await;
+                    flow = Box::pin(session.on_routed(more, &mut frames)).await;
                 }
                 flow
             }

@@ -14,7 +14,9 @@ use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::{encode_stream, Frame};
 
-const READ_CHUNK: usize = 4096;
+/// Stanzas are small; a bigger one just takes several reads. Every idle connection keeps
+/// one of these buffers while its read is pending.
+const READ_CHUNK: usize = 2048;
 
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
     let mut shutdown = server.shutdown_signal();
@@ -52,7 +54,7 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         let security = Security { encrypted: true, starttls_available: false, channel_bindings: server.tls.channel_bindings(&tls) };
         let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
         let ended = run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
-        session.finish(rx, ended == Ended::Vanished).await;
+        Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
         return;
     }
     let security = Security { starttls_available: true, ..Default::default() };
@@ -60,8 +62,10 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
     let mut plain = StreamTransport::new(tcp, limits.clone());
     let mut ended = run(&mut session, &mut rx, &mut plain, deadline).await;
     if ended == Ended::StartTls {
-        // Bytes the client sent after <starttls/> are discarded with the plain transport.
-        ended = match handshake(&server, &server.tls.starttls, plain.io, deadline, peer).await {
+        // Bytes the client sent after <starttls/> are discarded with the plain transport's
+        // buffers, which are freed here rather than kept for the session's lifetime.
+        let StreamTransport { io, .. } = plain;
+        ended = match handshake(&server, &server.tls.starttls, io, deadline, peer).await {
             Some(tls) => {
                 session.tls_established(server.tls.channel_bindings(&tls));
                 run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await
@@ -69,7 +73,7 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
             None => Ended::Closed,
         };
     }
-    session.finish(rx, ended == Ended::Vanished).await;
+    Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
 
 async fn handshake(

@@ -26,7 +26,7 @@ pub async fn serve(server: Arc<Server>, socket: WebSocket, ip: IpAddr, encrypted
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
     let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now() };
     let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
-    session.finish(rx, ended == Ended::Vanished).await;
+    Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
 
 struct WsTransport {
