@@ -1,0 +1,496 @@
+//! `jabberwock-load`: holds N authenticated TLS sessions against a Jabberwock server and
+//! reports the server's memory per idle session, then message throughput and latency.
+//!
+//! Phases:
+//! 1. start the server (`--server-bin`) on free loopback ports with a temporary data
+//!    directory, or attach to a running one (`--addr`, `--pid`);
+//! 2. open the first half of the sessions, let everything settle, read the server's RSS;
+//!    the second half, settle, RSS again (the slope between the two leaves out fixed costs
+//!    such as the database cache);
+//! 3. messages: `--pairs` × 2 active sessions send chat messages to random other active
+//!    sessions at `--message-rate` for `--duration-secs`; latency is measured from a send
+//!    timestamp in the body; after a drain period every message must have arrived.
+//!
+//! Exits non-zero on a protocol failure, a session that could not be opened or a lost
+//! message.
+
+mod client;
+mod server;
+mod sys;
+mod traffic;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::client::{Session, Target};
+
+#[derive(Parser, Debug)]
+#[command(name = "jabberwock-load", about = "Load test for the Jabberwock XMPP server", version)]
+struct Args {
+    /// The `jabberwock` binary: the tool starts it with a temporary data directory and
+    /// config on free loopback ports.
+    #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
+    server_bin: Option<PathBuf>,
+    /// The STARTTLS client port of an already running server (instead of --server-bin).
+    /// It needs `allow_registration = true` (or existing accounts and --no-register) and,
+    /// since every session comes from one address, `[auth] max_failures` at least the
+    /// number of sessions (registrations per address share that throttle).
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// The PID of the server at --addr, for its memory and CPU figures.
+    #[arg(long, requires = "addr")]
+    pid: Option<u32>,
+    /// The served domain.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// Sessions to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Sessions started per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    ramp_per_sec: f64,
+    /// Sessions negotiating at the same time, at most.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Usernames are PREFIX0, PREFIX1, …
+    #[arg(long, default_value = "load")]
+    user_prefix: String,
+    /// The password of every account.
+    #[arg(long, default_value = "load-test-password")]
+    users_password: String,
+    /// The accounts exist already: do not register them in-band.
+    #[arg(long)]
+    no_register: bool,
+    /// Seconds to let the server settle before each memory reading.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+    /// Pairs of sessions that exchange messages (2 × pairs active sessions; each sends to
+    /// random other active sessions).
+    #[arg(long, default_value_t = 500)]
+    pairs: usize,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 5_000.0)]
+    message_rate: f64,
+    /// How long to send messages; 0 skips the message phase.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Tasks that send messages (each drives a share of the active sessions).
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Seconds to wait for messages still in flight once sending stops.
+    #[arg(long, default_value_t = 10)]
+    drain_secs: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Sessions, plus the server's own (inherited) needs, plus slack.
+    let fd_limit = sys::raise_fd_limit(args.sessions as u64 + 1024);
+    if fd_limit < args.sessions as u64 + 64 {
+        eprintln!(
+            "warning: the open file limit is {fd_limit}, below the {} sessions asked for; \
+             raise it (ulimit -n) or run with fewer sessions",
+            args.sessions
+        );
+    }
+    let spawned = match &args.server_bin {
+        Some(bin) => match server::spawn(bin, &args.domain) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let addr = spawned.as_ref().map(|s| s.addr).or(args.addr).expect("clap requires one");
+    let pid = spawned.as_ref().map(|s| s.child.id()).or(args.pid);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let ok = runtime.block_on(run(&args, addr, pid, fd_limit));
+    // Sessions are closed with the runtime; then the server, if we started it.
+    drop(runtime);
+    if let Some(s) = spawned {
+        if !ok {
+            eprintln!("server log (last lines):\n{}", server::log_tail(s.dir.path()));
+        }
+        s.stop();
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A memory and CPU reading of both processes.
+#[derive(Clone, Copy, Default)]
+struct Reading {
+    server_rss: Option<u64>,
+    server_cpu: Option<f64>,
+    tool_rss: Option<u64>,
+    tool_cpu: Option<f64>,
+    machine_busy: Option<f64>,
+    at: Option<Instant>,
+}
+
+fn reading(pid: Option<u32>) -> Reading {
+    let pid = pid.map(|p| p.to_string());
+    Reading {
+        server_rss: pid.as_deref().and_then(sys::rss_kib),
+        server_cpu: pid.as_deref().and_then(sys::cpu_secs),
+        tool_rss: sys::rss_kib("self"),
+        tool_cpu: sys::cpu_secs("self"),
+        machine_busy: sys::machine_busy_secs(),
+        at: Some(Instant::now()),
+    }
+}
+
+/// CPU that neither the server nor the tool used between two readings (other processes
+/// on a shared machine), as a share of all cores.
+fn others_row(t: &mut Table, before: &Reading, after: &Reading) {
+    let (Some(all), Some(tool), Some(at0), Some(at1)) =
+        (diff(before.machine_busy, after.machine_busy), diff(before.tool_cpu, after.tool_cpu), before.at, after.at)
+    else {
+        return;
+    };
+    let server = diff(before.server_cpu, after.server_cpu).unwrap_or(0.0);
+    let wall = (at1 - at0).as_secs_f64().max(1e-9);
+    let cores = sys::cores() as f64;
+    t.row(
+        "machine CPU used by other processes",
+        format!(
+            "{:.1} s ({:.0}% of {cores} cores; all processes: {:.0}%)",
+            (all - server - tool).max(0.0),
+            100.0 * (all - server - tool).max(0.0) / (wall * cores),
+            100.0 * all / (wall * cores)
+        ),
+    );
+}
+
+fn diff<T: std::ops::Sub<Output = T> + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    Some(b? - a?)
+}
+
+async fn run(args: &Args, addr: SocketAddr, pid: Option<u32>, fd_limit: u64) -> bool {
+    let mut report = Report::default();
+    let target = Target {
+        addr,
+        domain: args.domain.clone(),
+        connector: client::tls_connector(),
+        password: args.users_password.clone(),
+        register: !args.no_register,
+    };
+    let n = args.sessions;
+    report.note(format!("server at {addr}, pid {}", pid.map_or("unknown".into(), |p| p.to_string())));
+    report.note(format!(
+        "open file limit: tool {fd_limit}, server {}",
+        pid.and_then(|p| sys::fd_limit_of(&p.to_string())).map_or("unknown".into(), |l| l.to_string())
+    ));
+
+    // Settle, then the idle baseline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = reading(pid);
+    let mut sessions: Vec<Session> = Vec::with_capacity(n);
+    let mut failures: Vec<String> = Vec::new();
+    let half = n / 2;
+    let mut readings = vec![(0usize, start)];
+    let mut setup_time = Duration::ZERO;
+    for range in [0..half, half..n] {
+        if range.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let (opened, errs) =
+            open_sessions(&target, &args.user_prefix, range, args.ramp_per_sec, args.concurrency).await;
+        setup_time += t0.elapsed();
+        sessions.extend(opened);
+        let failed = !errs.is_empty();
+        failures.extend(errs);
+        if failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+        readings.push((sessions.len(), reading(pid)));
+    }
+    sessions.sort_by_key(|s| s.index);
+    let established = sessions.len();
+    let after = readings.last().expect("start reading").1;
+
+    // Memory.
+    let mut t = Table::new("sessions and memory");
+    t.row("sessions established", format!("{established} of {n}"));
+    t.row(
+        "setup time (all sessions)",
+        format!("{:.1} s, {:.0} sessions/s", setup_time.as_secs_f64(), established as f64 / setup_time.as_secs_f64()),
+    );
+    if let (Some(cpu), true) = (diff(start.server_cpu, after.server_cpu), established > 0) {
+        let settle = (readings.len() - 1) as u64 * args.idle_secs;
+        t.row(
+            "server CPU per session setup",
+            format!(
+                "{:.2} ms (register + PLAIN + TLS; {cpu:.1} s in all, {settle} s of it idle)",
+                cpu * 1e3 / established as f64
+            ),
+        );
+    }
+    if let Some(cpu) = diff(start.tool_cpu, after.tool_cpu) {
+        t.row("tool CPU during setup", format!("{cpu:.1} s"));
+    }
+    others_row(&mut t, &start, &after);
+    if let (Some(before), Some(rss)) = (start.server_rss, after.server_rss) {
+        t.row("server RSS idle at start", kib(before));
+        t.row(format!("server RSS with {established} idle sessions"), kib(rss));
+        if established > 0 {
+            t.row(
+                "server RSS per idle session (after − before) / N",
+                format!("{:.1} KiB", (rss as f64 - before as f64) / established as f64),
+            );
+        }
+        if let [_, (n1, r1), (n2, r2)] = readings.as_slice() {
+            if let (Some(a), Some(b)) = (r1.server_rss, r2.server_rss) {
+                t.row(
+                    format!("server RSS per idle session, slope {n1}→{n2}"),
+                    format!("{:.1} KiB", (b as f64 - a as f64) / (n2 - n1) as f64),
+                );
+            }
+        }
+        if let Some(p) = pid {
+            if let Some(hwm) = sys::hwm_kib(&p.to_string()) {
+                t.row("server peak RSS (VmHWM)", kib(hwm));
+            }
+            if let Some(fds) = sys::open_fds(&p.to_string()) {
+                t.row("server open fds", fds.to_string());
+            }
+        }
+    }
+    if let (Some(before), Some(rss)) = (start.tool_rss, after.tool_rss) {
+        t.row(
+            "tool RSS",
+            format!("{} ({:.1} KiB per session)", kib(rss), (rss as f64 - before as f64) / established.max(1) as f64),
+        );
+    }
+    report.tables.push(t);
+
+    let mut ok = failures.is_empty();
+    for f in failures.iter().take(10) {
+        report.note(format!("session failure: {f}"));
+    }
+    if failures.len() > 10 {
+        report.note(format!("… {} session failures in all", failures.len()));
+    }
+
+    // Messages.
+    let active = (2 * args.pairs).min(sessions.len());
+    if args.duration_secs > 0 && active >= 2 && ok {
+        let idle: Vec<Session> = sessions.split_off(active);
+        let plan = traffic::Plan {
+            rate: args.message_rate,
+            duration: Duration::from_secs(args.duration_secs),
+            senders: args.senders,
+            drain: Duration::from_secs(args.drain_secs),
+        };
+        let before = reading(pid);
+        let out = traffic::run(sessions, &plan).await;
+        let after = reading(pid);
+        let lost = out.sent as i64 - out.received as i64 - out.errors as i64;
+        let mut t = Table::new(&format!(
+            "messages: {active} active sessions of {established}, {:.0} msg/s offered for {} s, {} sender tasks",
+            args.message_rate, args.duration_secs, plan.senders
+        ));
+        t.row("sent", out.sent.to_string());
+        t.row("received", out.received.to_string());
+        t.row("lost (sent − received − bounced, after the drain)", lost.to_string());
+        t.row("bounced (type='error')", out.errors.to_string());
+        t.row("send rate achieved", format!("{:.0} msg/s", out.sent as f64 / out.send_time.as_secs_f64()));
+        t.row(
+            "delivered rate",
+            format!(
+                "{:.0} msg/s (first send to last receipt)",
+                out.received as f64 / out.delivery_time.as_secs_f64().max(1e-9)
+            ),
+        );
+        let pct = |p: f64| -> String {
+            if out.latencies_us.is_empty() {
+                return "-".into();
+            }
+            let i = ((out.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+            ms(out.latencies_us[i])
+        };
+        t.row("latency p50 / p90 / p99", format!("{} / {} / {}", pct(0.5), pct(0.9), pct(0.99)));
+        t.row("latency p99.9 / max", format!("{} / {}", pct(0.999), pct(1.0)));
+        let per_100k = |cpu: f64| cpu * 100_000.0 / out.received.max(1) as f64;
+        let wall = match (before.at, after.at) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 1.0,
+        };
+        if let Some(cpu) = diff(before.server_cpu, after.server_cpu) {
+            t.row(
+                "server CPU",
+                format!(
+                    "{cpu:.2} s ({:.0}% of one core), {:.2} s per 100k messages",
+                    100.0 * cpu / wall,
+                    per_100k(cpu)
+                ),
+            );
+        }
+        if let Some(cpu) = diff(before.tool_cpu, after.tool_cpu) {
+            t.row(
+                "tool CPU",
+                format!(
+                    "{cpu:.2} s ({:.0}% of one core), {:.2} s per 100k messages",
+                    100.0 * cpu / wall,
+                    per_100k(cpu)
+                ),
+            );
+        }
+        others_row(&mut t, &before, &after);
+        if let Some(rss) = after.server_rss {
+            t.row("server RSS after messages", kib(rss));
+        }
+        report.tables.push(t);
+        for f in out.failures.iter().take(10) {
+            report.note(format!("message phase failure: {f}"));
+        }
+        if lost != 0 || out.errors != 0 || !out.failures.is_empty() {
+            ok = false;
+        }
+        // The idle sessions must still be there.
+        let closed = idle.iter().filter(|s| peer_closed(&s.io)).count();
+        report.note(format!("idle sessions closed by the server during the run: {closed} of {}", idle.len()));
+        if closed > 0 {
+            ok = false;
+        }
+        drop(idle);
+    }
+    report.note(if ok { "result: OK".to_owned() } else { "result: FAILED".to_owned() });
+    println!("{report}");
+    ok
+}
+
+/// Opens sessions `range` at `ramp` per second, at most `concurrency` at once. Stops
+/// starting new ones after too many failures.
+async fn open_sessions(
+    target: &Target,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    ramp: f64,
+    concurrency: usize,
+) -> (Vec<Session>, Vec<String>) {
+    let total = range.len();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut opened = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    let t0 = tokio::time::Instant::now();
+    let max_errors = (total / 100).max(10);
+    let mut collect = |r: Result<Result<Session, String>, tokio::task::JoinError>, opened: &mut Vec<Session>| match r {
+        Ok(Ok(s)) => {
+            opened.push(s);
+            if opened.len().is_multiple_of(1000) {
+                eprintln!("… {} sessions up", opened.len());
+            }
+        }
+        Ok(Err(e)) => errors.push(e),
+        Err(e) => errors.push(format!("task: {e}")),
+    };
+    for (k, i) in range.enumerate() {
+        if ramp > 0.0 {
+            tokio::time::sleep_until(t0 + Duration::from_secs_f64(k as f64 / ramp)).await;
+        }
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore open");
+        let (target, prefix) = (target.clone(), prefix.to_owned());
+        tasks.spawn(async move {
+            let r = client::establish_within(&target, &prefix, i, Duration::from_secs(300)).await;
+            drop(permit);
+            r
+        });
+        while let Some(r) = tasks.try_join_next() {
+            collect(r, &mut opened);
+        }
+        if opened.len() + tasks.len() < k + 1 && k + 1 - opened.len() - tasks.len() > max_errors {
+            break;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        collect(r, &mut opened);
+    }
+    (opened, errors)
+}
+
+/// Whether the server has closed this connection (non-destructive: peeks at the socket).
+fn peer_closed(io: &client::Tls) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = io.get_ref().0.as_raw_fd();
+    let mut byte = 0u8;
+    // SAFETY: a valid socket and a one-byte buffer; MSG_PEEK leaves the data in place.
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    // 0 is end of file; -1 with EAGAIN is an open, quiet connection; data is not expected
+    // on an idle session but means it is still open.
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
+fn kib(v: u64) -> String {
+    if v >= 10 * 1024 {
+        format!("{:.1} MiB", v as f64 / 1024.0)
+    } else {
+        format!("{v} KiB")
+    }
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+#[derive(Default)]
+struct Report {
+    tables: Vec<Table>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn note(&mut self, s: String) {
+        self.notes.push(s);
+    }
+}
+
+struct Table {
+    title: String,
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    fn new(title: &str) -> Self {
+        Table { title: title.to_owned(), rows: Vec::new() }
+    }
+
+    fn row(&mut self, k: impl Into<String>, v: impl Into<String>) {
+        self.rows.push((k.into(), v.into()));
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::new();
+        for t in &self.tables {
+            let _ = writeln!(s, "\n### {}\n", t.title);
+            let w = t.rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+            let _ = writeln!(s, "| {:w$} | value |", "what");
+            let _ = writeln!(s, "| {} | --- |", "-".repeat(w));
+            for (k, v) in &t.rows {
+                let pad = w - k.chars().count();
+                let _ = writeln!(s, "| {k}{} | {v} |", " ".repeat(pad));
+            }
+        }
+        s.push('\n');
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        f.write_str(&s)
+    }
+}

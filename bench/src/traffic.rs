@@ -1,0 +1,256 @@
+//! The message phase: a few sender tasks send chat messages at a fixed total rate, each
+//! from one of the active sessions to a random other active session (bare JID); one
+//! reader task per active session receives them and records the latency from the send
+//! timestamp in the body.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jabberwock_proto::{ns, ReadEvent, Stanza, StreamReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+
+use crate::client::{Session, Tls};
+
+pub struct Plan {
+    /// Messages per second, all senders together.
+    pub rate: f64,
+    pub duration: Duration,
+    pub senders: usize,
+    /// How long to wait for the last messages after sending stops.
+    pub drain: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Message stanzas of type `error` (bounces).
+    errors: AtomicU64,
+    /// Nanoseconds since the epoch of the last message received.
+    last_received_ns: AtomicU64,
+}
+
+pub struct Outcome {
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    /// Stream-level problems: a closed stream, bad XML, a failed write.
+    pub failures: Vec<String>,
+    /// Latencies in microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+    /// From the first send to the end of sending.
+    pub send_time: Duration,
+    /// From the first send to the last message received.
+    pub delivery_time: Duration,
+}
+
+/// Sends and receives on `sessions`, which must be at least two. The sessions are consumed.
+pub async fn run(sessions: Vec<Session>, plan: &Plan) -> Outcome {
+    assert!(sessions.len() >= 2);
+    let epoch = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let recipients: Arc<Vec<String>> =
+        Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap_or(&s.jid).to_owned()).collect());
+    let senders = plan.senders.clamp(1, sessions.len());
+    let mut writers: Vec<Vec<(usize, WriteHalf<Tls>)>> = (0..senders).map(|_| Vec::new()).collect();
+    let mut readers = tokio::task::JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let (rd, wr) = tokio::io::split(s.io);
+        writers[i % senders].push((i, wr));
+        readers.spawn(receive(rd, s.reader, epoch, counters.clone(), stop_rx.clone()));
+    }
+
+    let next_seq = Arc::new(AtomicU64::new(0));
+    let mut send_tasks = tokio::task::JoinSet::new();
+    for (k, w) in writers.into_iter().enumerate() {
+        let per_task = plan.rate / senders as f64;
+        send_tasks.spawn(send(
+            w,
+            recipients.clone(),
+            per_task,
+            plan.duration,
+            epoch,
+            counters.clone(),
+            next_seq.clone(),
+            0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        ));
+    }
+    let mut failures = Vec::new();
+    let mut writers_back = Vec::new();
+    while let Some(r) = send_tasks.join_next().await {
+        match r {
+            Ok((w, Ok(()))) => writers_back.push(w),
+            Ok((w, Err(e))) => {
+                failures.push(e);
+                writers_back.push(w);
+            }
+            Err(e) => failures.push(format!("sender task: {e}")),
+        }
+    }
+    let send_time = epoch.elapsed();
+
+    // Drain: everything sent should arrive.
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let drain_deadline = Instant::now() + plan.drain;
+    while counters.received.load(Ordering::Relaxed) + counters.errors.load(Ordering::Relaxed) < sent
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A little longer, to catch duplicates or late bounces.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop_tx.send(true);
+    let mut latencies_us = Vec::new();
+    while let Some(r) = readers.join_next().await {
+        match r {
+            Ok((lat, failure)) => {
+                latencies_us.extend(lat);
+                failures.extend(failure);
+            }
+            Err(e) => failures.push(format!("reader task: {e}")),
+        }
+    }
+    drop(writers_back);
+    latencies_us.sort_unstable();
+    let last = counters.last_received_ns.load(Ordering::Relaxed);
+    Outcome {
+        sent,
+        received: counters.received.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        failures,
+        latencies_us,
+        send_time,
+        delivery_time: Duration::from_nanos(last),
+    }
+}
+
+/// xorshift64*: good enough to pick recipients.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Target size of a message on the wire, like the hot-path benchmark's.
+const MESSAGE_BYTES: usize = 200;
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    mut writers: Vec<(usize, WriteHalf<Tls>)>,
+    recipients: Arc<Vec<String>>,
+    rate: f64,
+    duration: Duration,
+    epoch: Instant,
+    counters: Arc<Counters>,
+    next_seq: Arc<AtomicU64>,
+    mut rng: u64,
+) -> (Vec<(usize, WriteHalf<Tls>)>, Result<(), String>) {
+    let start = Instant::now();
+    let mut sent_here = 0u64;
+    let mut rr = 0usize;
+    let mut ticker = tokio::time::interval(Duration::from_millis(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut msg = String::with_capacity(2 * MESSAGE_BYTES);
+    let n = recipients.len() as u64;
+    loop {
+        ticker.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let due = (rate * elapsed.as_secs_f64()) as u64;
+        // Never more than a quarter second's worth in one burst: when the server falls
+        // behind, the offered rate drops instead of piling up.
+        let burst = due.saturating_sub(sent_here).min((rate / 4.0).ceil() as u64 + 1);
+        let count = writers.len();
+        for _ in 0..burst {
+            let (me, wr) = &mut writers[rr];
+            rr = (rr + 1) % count;
+            let mut to = (next_random(&mut rng) % (n - 1)) as usize;
+            if to >= *me {
+                to += 1;
+            }
+            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+            msg.clear();
+            let t = epoch.elapsed().as_nanos() as u64;
+            use std::fmt::Write;
+            let _ = write!(msg, "<message to='{}' type='chat' id='m{seq}'><body>t={t} s={seq} ", recipients[to]);
+            while msg.len() + "</body></message>".len() < MESSAGE_BYTES {
+                msg.push('x');
+            }
+            msg.push_str("</body></message>");
+            let written = match wr.write_all(msg.as_bytes()).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let e = format!("sending from session {me}: {e}");
+                return (writers, Err(e));
+            }
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+            sent_here += 1;
+        }
+    }
+    (writers, Ok(()))
+}
+
+/// Reads one session until told to stop; returns its latencies (µs) and any failure.
+async fn receive(
+    mut rd: ReadHalf<Tls>,
+    mut reader: StreamReader,
+    epoch: Instant,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) -> (Vec<u32>, Option<String>) {
+    let mut latencies = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            match reader.next_event() {
+                Ok(Some(ReadEvent::Stanza(st))) => {
+                    if let Err(e) = on_stanza(&st, epoch, &counters, &mut latencies) {
+                        return (latencies, Some(e));
+                    }
+                }
+                Ok(Some(ReadEvent::StreamClose)) => return (latencies, Some("the server closed a stream".into())),
+                Ok(Some(ReadEvent::StreamOpen(_))) => return (latencies, Some("unexpected stream header".into())),
+                Ok(None) => break,
+                Err(e) => return (latencies, Some(format!("the server sent bad XML: {e}"))),
+            }
+        }
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return (latencies, Some("the server closed a connection".into())),
+                Ok(n) => reader.feed(&buf[..n]),
+                Err(e) => return (latencies, Some(format!("read: {e}"))),
+            },
+            _ = stop.changed() => return (latencies, None),
+        }
+    }
+}
+
+fn on_stanza(st: &Stanza, epoch: Instant, counters: &Counters, latencies: &mut Vec<u32>) -> Result<(), String> {
+    if st.is("error", ns::STREAM) {
+        return Err(format!("stream error: {}", st.inner()));
+    }
+    if st.name() != "message" {
+        return Ok(());
+    }
+    if st.stanza_type() == Some("error") {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let body = st.inner();
+    let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else { return Ok(()) };
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let Ok(sent_ns) = t[..digits].parse::<u64>() else { return Ok(()) };
+    let now = epoch.elapsed().as_nanos() as u64;
+    latencies.push((now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    counters.last_received_ns.fetch_max(now, Ordering::Relaxed);
+    Ok(())
+}
