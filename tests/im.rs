@@ -379,3 +379,23 @@ async fn in_band_registration_password_change_and_cancel() {
     c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await;
     assert!(c.next_element().await.is("failure", ns::SASL));
 }
+
+#[tokio::test]
+async fn the_vcard_photo_hash_is_stamped_into_presence() {
+    let server = TestServer::start().await;
+    users(&server, &["alice"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    // BINVAL of "hello": its SHA-1 is the XEP-0153 photo hash.
+    let set = alice
+        .iq("v", "<iq type='set' id='v'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVs\nbG8=</BINVAL></PHOTO></vCard></iq>")
+        .await;
+    assert_eq!(set.attr("type"), Some("result"));
+    alice.send("<presence/>").await;
+    let echo = alice.expect("own presence", |e| e.name() == "presence").await;
+    let photo = echo.child("x", ns::VCARD_UPDATE).and_then(|x| x.child_text("photo", ns::VCARD_UPDATE));
+    assert_eq!(photo.as_deref(), Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"));
+    // A client that states its own hash is left alone.
+    alice.send("<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>").await;
+    let echo = alice.expect("own presence", |e| e.name() == "presence").await;
+    assert_eq!(echo.child("x", ns::VCARD_UPDATE).and_then(|x| x.child_text("photo", ns::VCARD_UPDATE)).as_deref(), Some(""));
+}

@@ -56,10 +56,12 @@ fn priority_of(st: &Stanza) -> i8 {
         .map_or(0, |p| p.clamp(-128, 127) as i8)
 }
 
-async fn available(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) {
+async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     let server = s.server.clone();
     let priority = priority_of(&st);
     let bound = s.bound.as_mut().expect("bound");
+    let u = jabberwock_storage::UserRef { host: &bound.domain, user: &bound.user };
+    crate::modules::vcard::stamp_photo_hash(&server, u, &mut st).await;
     let initial = bound.presence.is_none();
     let first_ever = !bound.initial_presence_sent;
     bound.presence = Some(st.clone());
