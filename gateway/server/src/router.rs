@@ -25,14 +25,21 @@ pub fn next_conn_id() -> ConnId {
 /// What a session's mailbox receives.
 #[derive(Debug)]
 pub enum Routed {
-    /// A stanza to write to the client as it is.
-    Stanza(Stanza),
+    /// A stanza to write to the client as it is. Boxed: every idle session's mailbox
+    /// reserves room for a block of these.
+    Stanza(Box<Stanza>),
     /// Close the stream with this error: a newer session took the resource (`conflict`),
     /// the account was deleted, or the server is shutting down.
     Close(StreamError),
     /// Another connection resumed this session (XEP-0198): let go of this connection and
     /// park the session so the new one can take it.
     Detach,
+}
+
+impl Routed {
+    pub fn stanza(st: Stanza) -> Routed {
+        Routed::Stanza(Box::new(st))
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -39,7 +39,7 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, to: &Jid) -> Result<(), (
         Target::Offline => offline::store(server, &bare, st).await,
         Target::Resources(resources) => {
             for r in &resources {
-                r.handle.send(Routed::Stanza(st.clone()));
+                r.handle.send(Routed::stanza(st.clone()));
             }
             let delivered: Vec<&str> = resources.iter().map(|r| r.resource.as_str()).collect();
             carbons::received(server, bare.as_str(), &delivered, &st);

@@ -178,7 +178,7 @@ fn deliver_to_sender(server: &Server, reply: Stanza) {
     let Some(Ok(to)) = reply.to().map(Jid::new) else { return };
     if let Some(resource) = to.resource() {
         if let Some(h) = server.router.get(to.to_bare().as_str(), resource.as_str()) {
-            h.send(Routed::Stanza(reply));
+            h.send(Routed::stanza(reply));
         }
     }
 }
@@ -196,7 +196,7 @@ async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> 
     if let Some(resource) = to.resource() {
         return match server.router.get(to.to_bare().as_str(), resource.as_str()) {
             Some(h) => {
-                h.send(Routed::Stanza(st));
+                h.send(Routed::stanza(st));
                 Vec::new()
             }
             None if is_request => bounce_reply(&st, StanzaError::service_unavailable()),

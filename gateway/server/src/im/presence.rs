@@ -84,7 +84,7 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
         if r.resource == resource {
             out.push(Frame::Stanza(copy));
         } else {
-            r.handle.send(Routed::Stanza(copy));
+            r.handle.send(Routed::stanza(copy));
         }
     }
     // New capabilities may bring new +notify interests (XEP-0163 §4.3.2).
@@ -199,12 +199,12 @@ pub async fn inbound(server: &Arc<Server>, st: Stanza, to: &Jid) {
         _ => match to.resource() {
             Some(res) => {
                 if let Some(h) = server.router.get(bare.as_str(), res.as_str()) {
-                    h.send(Routed::Stanza(st));
+                    h.send(Routed::stanza(st));
                 }
             }
             None => {
                 for r in server.router.resources(bare.as_str()).into_iter().filter(|r| r.available) {
-                    r.handle.send(Routed::Stanza(st.clone()));
+                    r.handle.send(Routed::stanza(st.clone()));
                 }
             }
         },

@@ -181,7 +181,7 @@ fn push(server: &Server, a: Account<'_>, contact: &str, item: Option<&Item>, ver
             .with_attr("id", random_id())
             .with_attr("to", format!("{bare}/{}", r.resource))
             .with_child(Element::new("query", ns::ROSTER).with_attr("ver", ver).with_child(item_el.clone()));
-        r.handle.send(Routed::Stanza(Stanza::from_element(&iq)));
+        r.handle.send(Routed::stanza(Stanza::from_element(&iq)));
     }
 }
 
@@ -387,7 +387,7 @@ async fn reply(server: &Arc<Server>, from: &BareJid, to: &BareJid, kind: &str) {
 
 fn deliver_to_available(server: &Server, bare: &str, st: &Stanza) {
     for r in server.router.resources(bare).into_iter().filter(|r| r.available) {
-        r.handle.send(Routed::Stanza(st.clone()));
+        r.handle.send(Routed::stanza(st.clone()));
     }
 }
 

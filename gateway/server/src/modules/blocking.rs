@@ -1,8 +1,7 @@
 //! XEP-0191 blocking command: an account's blocklist, pushed to its resources, and
 //! enforced on every routed stanza in both directions.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError};
@@ -10,6 +9,7 @@ use jabberwock_storage::{UserRef, Write};
 use jid::{BareJid, Jid};
 
 use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::cache::AccountCache;
 use crate::im::roster::Account;
 use crate::router::Routed;
 use crate::server::Server;
@@ -20,23 +20,22 @@ const STORE: &str = "blocklist";
 /// Blocklists in memory, loaded on first use, so routing never waits on storage twice.
 #[derive(Default)]
 pub struct Blocklists {
-    cache: Mutex<HashMap<String, Arc<Vec<String>>>>,
+    cache: AccountCache<Arc<Vec<String>>>,
 }
 
 impl Blocklists {
     async fn get(&self, server: &Server, owner: &BareJid) -> Arc<Vec<String>> {
-        if let Some(list) = self.cache.lock().expect("blocklists").get(owner.as_str()) {
-            return list.clone();
-        }
         let Some(a) = Account::of(owner) else { return Arc::default() };
-        let items = server.store.map_all(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or_default();
-        let list: Arc<Vec<String>> = Arc::new(items.into_iter().map(|(k, _)| k).collect());
-        self.cache.lock().expect("blocklists").insert(owner.to_string(), list.clone());
-        list
+        self.cache
+            .get_or_load(owner.as_str(), || async {
+                let items = server.store.map_all(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or_default();
+                Arc::new(items.into_iter().map(|(k, _)| k).collect())
+            })
+            .await
     }
 
-    fn forget(&self, owner: &str) {
-        self.cache.lock().expect("blocklists").remove(owner);
+    pub fn forget(&self, owner: &str) {
+        self.cache.forget(owner);
     }
 }
 
@@ -139,6 +138,6 @@ fn push(server: &Server, owner: &BareJid, kind: &str, jids: &[String]) {
             .with_attr("id", random_id())
             .with_attr("to", format!("{owner}/{}", r.resource))
             .with_child(change.clone());
-        r.handle.send(Routed::Stanza(Stanza::from_element(&iq)));
+        r.handle.send(Routed::stanza(Stanza::from_element(&iq)));
     }
 }

@@ -86,7 +86,7 @@ impl Caps {
             .with_attr("from", jid.domain().as_str())
             .with_attr("to", full_jid)
             .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", node));
-        handle.send(Routed::Stanza(Stanza::from_element(&iq)));
+        handle.send(Routed::stanza(Stanza::from_element(&iq)));
         let reply = tokio::time::timeout(Duration::from_secs(10), rx).await;
         self.pending.lock().expect("caps").remove(&id);
         let reply = reply.ok()?.ok()?.to_element().ok()?;

@@ -64,7 +64,7 @@ fn send_copies(targets: Vec<Resource>, bare: &str, direction: &str, st: &Stanza)
             ("type".to_owned(), st.stanza_type().unwrap_or("normal").to_owned()),
         ];
         let copy = Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.as_str().into());
-        r.handle.send(Routed::Stanza(copy));
+        r.handle.send(Routed::stanza(copy));
     }
 }
 

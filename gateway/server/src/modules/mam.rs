@@ -113,6 +113,7 @@ impl Module for Mam {
                 }
                 let u = UserRef { host: a.host, user: a.user };
                 cx.server.store.kv_set(u, PREFS, Some(default.as_bytes())).await.map_err(internal)?;
+                cx.server.archive_prefs.forget(&a.bare());
                 Ok(Some(prefs_element(default)))
             }
             ("query", false) => Ok(Some(query_form())),
@@ -148,11 +149,17 @@ fn query_form() -> Element {
     Element::new("query", ns::MAM).with_child(form)
 }
 
+/// The account's default archiving preference, cached: it is read for every message.
 async fn load_default(server: &Server, a: Account<'_>) -> String {
-    match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
-        Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
-        _ => "always".into(),
-    }
+    server
+        .archive_prefs
+        .get_or_load(&a.bare(), || async {
+            match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
+                Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
+                _ => "always".into(),
+            }
+        })
+        .await
 }
 
 fn form_value(query: &Element, var: &str) -> Option<String> {

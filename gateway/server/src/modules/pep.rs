@@ -132,7 +132,7 @@ async fn notify(server: &Server, owner: &BareJid, node: &str, config: &NodeConfi
         for r in server.router.resources(who.as_str()).into_iter().filter(|r| r.available) {
             let full = format!("{who}/{}", r.resource);
             if wants(server, &full, node) {
-                r.handle.send(Routed::Stanza(event_message(owner, &full, items.clone())));
+                r.handle.send(Routed::stanza(event_message(owner, &full, items.clone())));
             }
         }
     }
@@ -333,7 +333,7 @@ pub async fn on_available(server: Arc<Server>, full: Jid, presence: Stanza) {
             let Some(item) = last.ok().and_then(|p| p.items.into_iter().next()) else { continue };
             let Ok(el) = reader::parse_element(&item.payload, &Limits::unlimited()) else { continue };
             let items = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", *node).with_child(rename_ns(el, ns::PUBSUB_EVENT));
-            handle.send(Routed::Stanza(event_message(&owner, full.as_str(), items)));
+            handle.send(Routed::stanza(event_message(&owner, full.as_str(), items)));
         }
     }
 }

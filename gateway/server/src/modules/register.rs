@@ -100,6 +100,8 @@ impl Module for Register {
         }
         if payload.child("remove", ns::REGISTER).is_some() {
             accounts::delete(&cx.server.store, host, user).await.map_err(account_error)?;
+            cx.server.blocklists.forget(own.as_str());
+            cx.server.archive_prefs.forget(own.as_str());
             tracing::info!(%user, %host, "account cancelled in-band");
             // The result goes out first (the requester's reply is written before its
             // mailbox is read); then every session of the account ends.

@@ -148,7 +148,7 @@ impl Session {
         match r {
             Routed::Stanza(st) => {
                 if self.bound.is_some() {
-                    self.csi.deliver(st, out);
+                    self.csi.deliver(*st, out);
                 }
                 Flow::Continue
             }

@@ -297,7 +297,7 @@ async fn hibernate(
             }
             Some(routed) = rx.recv() => match routed {
                 Routed::Stanza(st) => {
-                    let mut frames = vec![Frame::Stanza(st)];
+                    let mut frames = vec![Frame::Stanza(*st)];
                     session.before_write(&mut frames);
                     if frames.iter().any(|f| matches!(f, Frame::Error(_))) {
                         break;
