@@ -360,22 +360,26 @@ impl SqliteStore {
     }
 
     pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
+        // Multi-row INSERTs: each statement is one round trip to SQLite's worker thread,
+        // which costs more than the insert itself. 256 rows × 7 values stays far below
+        // SQLite's limit on bound parameters.
+        const ROWS: usize = 256;
         let mut tx = self.begin_write().await?;
-        for item in items {
-            sqlx::query(
-                "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&item.host)
-            .bind(&item.user)
-            .bind(&item.store)
-            .bind(&item.id)
-            .bind(item.stamp_us)
-            .bind(&item.with)
-            .bind(&item.payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(already_exists)?;
+        for chunk in items.chunks(ROWS) {
+            let mut sql = String::from("INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ");
+            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+            let mut query = sqlx::query(&sql);
+            for item in chunk {
+                query = query
+                    .bind(&item.host)
+                    .bind(&item.user)
+                    .bind(&item.store)
+                    .bind(&item.id)
+                    .bind(item.stamp_us)
+                    .bind(&item.with)
+                    .bind(&item.payload);
+            }
+            query.execute(&mut *tx).await.map_err(already_exists)?;
         }
         tx.commit().await?;
         Ok(())

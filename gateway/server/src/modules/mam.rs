@@ -22,6 +22,9 @@ const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 250;
 /// Most archive items written in one transaction.
 const MAX_BATCH: usize = 512;
+/// How long the writer gathers items before committing: one fsync then covers every
+/// message of that window instead of a few.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum WriterRequest {
     Append(ArchiveAppend),
@@ -59,13 +62,18 @@ async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterReque
     let mut batch = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + GATHER;
         let mut next = Some(first);
         while let Some(req) = next {
             match req {
                 WriterRequest::Append(item) => batch.push(item),
-                WriterRequest::Flush(done) => waiting.push(done),
+                // Someone waits for the archive: commit now.
+                WriterRequest::Flush(done) => {
+                    waiting.push(done);
+                    break;
+                }
             }
-            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+            next = if batch.len() < MAX_BATCH { tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten() } else { None };
         }
         if !batch.is_empty() {
             if let Err(e) = store.archive_append_batch(&batch).await {
