@@ -110,6 +110,15 @@ async fn a_bosh_session_logs_in_and_chats_with_a_tcp_user() {
     let m = el.child("message", ns::CLIENT).expect("the held request got the message");
     assert_eq!(m.child_text("body", ns::CLIENT).as_deref(), Some("to bosh"));
 
+    // A message that arrives while no request is held goes out with the next request,
+    // at once rather than after `wait`.
+    bob.send("<message to='alice@localhost/bosh'><body>while idle</body></message>").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let queued = bosh.send("", "").await;
+    assert!(queued.child("message", ns::CLIENT).is_some(), "{}", queued.to_xml_string());
+    assert!(started.elapsed() < std::time::Duration::from_millis(900), "answered at once, not after wait");
+
     // With nothing to say, a request is answered empty after `wait`.
     let started = std::time::Instant::now();
     let empty = bosh.send("", "").await;

@@ -30,6 +30,9 @@ async fn full_negotiation_and_generated_resource() {
     assert!(c.jid.starts_with("alice@localhost/") && c.jid.len() > "alice@localhost/".len(), "{}", c.jid);
     let pong = c.iq("p1", "<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"));
+    // Old clients (strophe.js, Converse.js) still establish an RFC 3921 session after bind.
+    let session = c.iq("s1", "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await;
+    assert_eq!(session.attr("type"), Some("result"), "{}", session.to_xml_string());
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub mod pep;
 pub mod ping;
 pub mod private;
 pub mod register;
+pub mod session;
 pub mod vcard;
 pub mod version;
 
@@ -100,6 +101,7 @@ impl Modules {
             Arc::new(mam::Mam),
             Arc::new(blocking::Blocking),
             Arc::new(pep::Pep),
+            Arc::new(session::LegacySession),
         ])
     }
 

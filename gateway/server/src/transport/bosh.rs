@@ -251,6 +251,8 @@ impl BoshSession {
                     let body = st.body();
                     st.answer(rid, tx, Reply::ok(body));
                 }
+                // Output that arrived while no request was held goes out now (XEP-0124 §10).
+                st.flush();
             } else {
                 st.ahead.insert(req.rid, (req, tx));
             }
