@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs the test prerequisites, builds the server, runs
-# every Rust test, then the slixmpp interop suite against the real binary. Stops at the
-# first failing stage and exits non-zero; prints a summary of the stages either way.
+# every Rust test, then the interop suites against the real binary: slixmpp over TCP,
+# @xmpp/client and strophe.js over WebSocket and BOSH, and Converse.js in headless
+# Chromium. Stops at the first failing stage and exits non-zero; prints a summary of the
+# stages either way.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +54,8 @@ stage() {
 }
 
 stage "setup test environment" scripts/setup-test-env.sh
+stage "setup JS environment (npm, Chromium)" scripts/setup-js-env.sh
 stage "cargo build -p jabberwock" cargo build -p jabberwock
 stage "cargo test --workspace" cargo test --workspace
 stage "slixmpp interop suite" tests/interop/run.sh
+stage "JS interop (@xmpp/client, strophe.js, Converse.js)" tests/interop/js/run.sh

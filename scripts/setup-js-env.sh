@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what the JavaScript interop suites (tests/interop/js) need on a Debian 12 machine:
+# the pinned npm packages from tests/interop/js/package-lock.json, and Debian's Chromium for
+# the Converse.js runs. Idempotent: a step whose result is already in place does nothing.
+# Quiet unless something fails.
+#
+# No browser is ever downloaded by npm: playwright-core (not playwright) is used, with
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 and install scripts off; it drives /usr/bin/chromium.
+# Node.js 20.10 or later must already be installed (Debian 12's own nodejs is too old).
+# The slixmpp virtualenv the suites also use comes from scripts/setup-test-env.sh.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JS_DIR="$REPO_ROOT/tests/interop/js"
+CHROMIUM="/usr/bin/chromium"
+STAMP="$JS_DIR/node_modules/.setup-js-env.lock-sha256"
+
+log() { printf 'setup-js-env: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Runs a command with its output captured; prints the output only if the command fails.
+quietly() {
+    local out status=0
+    out="$(mktemp)"
+    "$@" >"$out" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+        log "failed ($status): $*"
+        cat "$out" >&2
+    fi
+    rm -f "$out"
+    return "$status"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+# apt_install PACKAGE... — installs Debian packages (as root, or with sudo), updating the
+# package lists once.
+apt_install() {
+    have apt-get || die "apt-get not found; install these packages by hand: $*"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        have sudo || die "need root (or sudo) to install: $*"
+        sudo=(sudo)
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        quietly "${sudo[@]}" apt-get update -qq
+        APT_UPDATED=1
+    fi
+    quietly "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# Node.js >= 20.10 with npm (the @xmpp/client packages require it).
+ensure_node() {
+    have node || die "node not found: install Node.js 20.10 or later (Debian 12's nodejs 18 is too old)"
+    have npm || die "npm not found: install npm with Node.js 20.10 or later"
+    node -e '
+        const [maj, min] = process.versions.node.split(".").map(Number);
+        process.exit(maj > 20 || (maj === 20 && min >= 10) ? 0 : 1);
+    ' || die "Node.js 20.10 or later is required (found $(node --version))"
+}
+
+# The npm packages, exactly as locked. Reinstalled only when package-lock.json changes.
+ensure_npm_packages() {
+    [ -f "$JS_DIR/package-lock.json" ] || die "missing $JS_DIR/package-lock.json"
+    local want
+    want="$(sha256sum "$JS_DIR/package-lock.json" "$JS_DIR/package.json" | sha256sum | cut -d' ' -f1)"
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
+        && [ -d "$JS_DIR/node_modules/converse.js/dist" ]; then
+        return 0
+    fi
+    (
+        cd "$JS_DIR"
+        export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+        quietly npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+    )
+    printf '%s\n' "$want" >"$STAMP"
+}
+
+# Debian's Chromium (and its driver), which playwright-core drives headless.
+ensure_chromium() {
+    if [ ! -x "$CHROMIUM" ]; then
+        apt_install chromium chromium-driver
+    fi
+    [ -x "$CHROMIUM" ] || die "$CHROMIUM is still missing after installing chromium"
+    quietly "$CHROMIUM" --headless --no-sandbox --disable-gpu --version \
+        || die "$CHROMIUM does not run"
+}
+
+main() {
+    ensure_node
+    ensure_npm_packages
+    ensure_chromium
+}
+
+main "$@"
