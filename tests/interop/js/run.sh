@@ -12,125 +12,40 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$HERE/../../.." && pwd)"
-BIN="${JABBERWOCK_BIN:-$REPO_ROOT/target/debug/jabberwock}"
-case "$BIN" in /*) ;; *) BIN="$REPO_ROOT/$BIN" ;; esac
+SUITE_NAME=js-interop
+# shellcheck source=../server.sh
+. "$HERE/../server.sh"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
-DOMAIN="localhost"
 
-say() { printf 'js-interop: %s\n' "$*" >&2; }
-
-[ -x "$BIN" ] || { say "server binary not found: $BIN (build it, or set JABBERWOCK_BIN)"; exit 2; }
 command -v node >/dev/null 2>&1 || { say "node not found: install Node.js 20 or later"; exit 2; }
 [ -d "$HERE/node_modules/@xmpp/client" ] && [ -d "$HERE/node_modules/converse.js/dist" ] \
     || { say "npm packages missing in tests/interop/js: run scripts/setup-js-env.sh"; exit 2; }
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 [ -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ] || { say "no Chromium at ${CHROMIUM_BIN:-/usr/bin/chromium}: run scripts/setup-js-env.sh"; exit 2; }
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/jabberwock-js-interop.XXXXXX")"
-SERVER_LOG="$WORK/server.log"
-SERVER_PID=""
-
-cleanup() {
-    local rc=$?
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        local i
-        for i in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            say "server (pid $SERVER_PID) ignored SIGTERM for 10 s; killing it"
-            kill -KILL "$SERVER_PID" 2>/dev/null || true
-        fi
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ "$rc" -ne 0 ] && [ -f "$SERVER_LOG" ]; then
-        say "---- server log ($SERVER_LOG) ----"
-        cat "$SERVER_LOG" >&2
-        say "---- end of server log ----"
-    fi
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        say "kept $WORK for inspection"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Three free loopback ports. The kernel hands out a port per bound socket; they are released
-# just before the server binds them, which is a small window nothing else here races for.
-read -r C2S_PORT HTTP_PORT HTTPS_PORT < <(node -e '
-const net = require("net");
-const servers = [0, 1, 2].map(() => net.createServer());
-Promise.all(servers.map((s) => new Promise((ok) => s.listen(0, "127.0.0.1", ok)))).then(() => {
-    console.log(servers.map((s) => s.address().port).join(" "));
-    servers.forEach((s) => s.close());
-});
-') || true
-case "$C2S_PORT$HTTP_PORT$HTTPS_PORT" in ''|*[!0-9]*) say "could not pick free ports"; exit 1 ;; esac
-
-CONFIG="$WORK/jabberwock.toml"
-mkdir -p "$WORK/data"
-cat >"$CONFIG" <<TOML
-domains = ["$DOMAIN"]
-data_dir = "$WORK/data"
-allow_registration = true
-log = "${JABBERWOCK_LOG:-info}"
-
+jw_begin
+read -r C2S_PORT HTTP_PORT HTTPS_PORT < <(jw_free_ports 3)
+# The test page is served from another loopback port; loopback origins are always allowed.
+jw_config <<TOML
 [listen]
 c2s = ["127.0.0.1:$C2S_PORT"]
 c2s_direct_tls = []
 
-# The test page is served from another loopback port; loopback origins are always allowed.
 [http]
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = ["127.0.0.1:$HTTPS_PORT"]
 allowed_origins = []
 TOML
 
-"$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {
-    say "check-config rejected the generated configuration:"
-    cat "$WORK/check-config.log" >&2
-    exit 1
-}
-
 # alice: @xmpp/client (WebSocket); bob: strophe.js (BOSH); carol: slixmpp (TCP);
 # dave: Converse.js (browser).
 for user in alice bob carol dave; do
     password="$user-$RANDOM-$RANDOM"
-    "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "$password" >"$WORK/adduser.log" 2>&1 || {
-        say "jabberwock adduser $user@$DOMAIN failed:"
-        cat "$WORK/adduser.log" >&2
-        exit 1
-    }
+    jw_adduser "$user" "$password"
     upper="$(printf '%s' "$user" | tr '[:lower:]' '[:upper:]')"
     export "${upper}_JID=$user@$DOMAIN" "${upper}_PASSWORD=$password"
 done
-
-NO_COLOR=1 "$BIN" --config "$CONFIG" serve >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-# Wait until every listener accepts connections (or the server dies).
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-deadline=$((SECONDS + 30))
-until port_open "$C2S_PORT" && port_open "$HTTP_PORT" && port_open "$HTTPS_PORT"; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        wait "$SERVER_PID" && rc=0 || rc=$?
-        say "server exited (status $rc) before listening"
-        exit 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        say "server did not listen on 127.0.0.1:$C2S_PORT, :$HTTP_PORT and :$HTTPS_PORT within 30 s"
-        exit 1
-    fi
-    sleep 0.1
-done
-say "server pid $SERVER_PID: c2s 127.0.0.1:$C2S_PORT, http :$HTTP_PORT, https :$HTTPS_PORT"
+jw_serve "$C2S_PORT" "$HTTP_PORT" "$HTTPS_PORT"
 
 # The self-signed development certificate the server generated for the domain.
 CERT_FILE="$(find "$WORK/data" -name "$DOMAIN.crt" -print -quit)"
@@ -164,13 +79,7 @@ run_suite() {
 run_suite 90 node_suite.mjs
 run_suite 200 converse_suite.mjs
 
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    say "the server died during the suites"
-    overall_rc=1
-    TOTAL_FAILED=$((TOTAL_FAILED + 1))
-fi
-if grep -q "panicked at" "$SERVER_LOG"; then
-    say "the server panicked during the suites"
+if ! jw_check_server; then
     overall_rc=1
     TOTAL_FAILED=$((TOTAL_FAILED + 1))
 fi
