@@ -176,16 +176,6 @@ impl Router {
         let users = self.users.read().expect("router lock");
         users.get(bare).cloned().unwrap_or_default()
     }
-
-    /// Every bound session, for shutdown.
-    pub fn all_sessions(&self) -> Vec<SessionHandle> {
-        let users = self.users.read().expect("router lock");
-        users.values().flatten().map(|r| r.handle.clone()).collect()
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.users.read().expect("router lock").values().map(Vec::len).sum()
-    }
 }
 
 #[cfg(test)]

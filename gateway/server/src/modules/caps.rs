@@ -15,12 +15,14 @@ use crate::router::Routed;
 use crate::server::Server;
 use crate::session::random_id;
 
+type Features = Arc<Vec<String>>;
+
 #[derive(Default)]
 pub struct Caps {
     /// Verified `ver` strings and their features.
     by_ver: Mutex<HashMap<String, Arc<Vec<String>>>>,
     /// The `ver` and features of each connected full JID.
-    by_jid: Mutex<HashMap<String, (String, Arc<Vec<String>>)>>,
+    by_jid: Mutex<HashMap<String, (String, Features)>>,
     /// Server-sent iqs awaiting their result, by id.
     pending: Mutex<HashMap<String, oneshot::Sender<Stanza>>>,
 }

@@ -209,6 +209,11 @@ impl Session {
     }
 }
 
+/// A session with its mailbox, as handed from one connection to another.
+type Parked = (Session, mpsc::UnboundedReceiver<Routed>);
+/// Where a parked session sends itself when a new connection resumes it.
+type Takeover = oneshot::Sender<Parked>;
+
 /// A parked session waiting to be resumed, or a live one that may be taken over.
 struct Entry {
     /// `user@domain` that may resume it.
@@ -216,7 +221,7 @@ struct Entry {
     /// The live session, asked to detach when a new connection resumes it.
     live: Option<crate::router::SessionHandle>,
     /// Set while parked: send a channel here to receive the session.
-    parked: Option<mpsc::UnboundedSender<oneshot::Sender<(Session, mpsc::UnboundedReceiver<Routed>)>>>,
+    parked: Option<mpsc::UnboundedSender<Takeover>>,
 }
 
 /// Resumable sessions by stream-management id.
@@ -244,7 +249,7 @@ impl Registry {
 
     /// Takes the parked session `id` if `owner` may resume it. A session whose old
     /// connection is still open is asked to let go first.
-    async fn take(&self, id: &str, owner: &str) -> Option<(Session, mpsc::UnboundedReceiver<Routed>)> {
+    async fn take(&self, id: &str, owner: &str) -> Option<Parked> {
         for _ in 0..100 {
             let request = {
                 let entries = self.entries.lock().expect("sm registry");
@@ -277,7 +282,7 @@ async fn hibernate(
     id: String,
     mut session: Session,
     mut rx: mpsc::UnboundedReceiver<Routed>,
-    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<(Session, mpsc::UnboundedReceiver<Routed>)>>,
+    mut requests: mpsc::UnboundedReceiver<Takeover>,
 ) {
     let expiry = tokio::time::sleep(Duration::from_secs(session.server.config.limits.resume_window_secs));
     tokio::pin!(expiry);
