@@ -100,6 +100,8 @@ pub struct LimitsConfig {
     pub max_resources: usize,
     /// How long a dropped session with XEP-0198 resumption waits to be resumed.
     pub resume_window_secs: u64,
+    /// Days a message stays in the XEP-0313 archive; 0 keeps it forever.
+    pub archive_retention_days: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +166,7 @@ impl Default for LimitsConfig {
             offline_quota: 1000,
             max_resources: 20,
             resume_window_secs: 300,
+            archive_retention_days: 0,
         }
     }
 }

@@ -64,7 +64,7 @@ impl Server {
             sm: Arc::default(),
             blocklists: Default::default(),
             caps: Default::default(),
-            archive: crate::modules::mam::ArchiveWriter::start(store.clone()),
+            archive: crate::modules::mam::ArchiveWriter::start(store.clone(), config.limits.archive_retention_days),
             archive_prefs: Default::default(),
             started: Instant::now(),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),

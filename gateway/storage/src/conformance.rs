@@ -30,7 +30,19 @@ pub async fn run_all(store: &Store) {
     archive_unknown_ids(store).await;
     archive_delete(store).await;
     archive_batch(store).await;
+    archive_expire(store).await;
     isolation(store).await;
+}
+
+/// Retention removes old items of one store for every user, and nothing else.
+async fn archive_expire(store: &Store) {
+    for (u, s, id, stamp) in [("exp-a", "exp", "old-a", 10), ("exp-b", "exp", "old-b", 20), ("exp-a", "exp", "new-a", 100), ("exp-a", "keep", "old-k", 10)] {
+        store.archive_append(user(u), s, item(id, stamp, "peer@example.org", b"x"), None).await.unwrap();
+    }
+    assert_eq!(store.archive_expire("exp", 50).await.unwrap(), 2);
+    assert_eq!(store.archive_count(user("exp-a"), "exp").await.unwrap(), 1);
+    assert_eq!(store.archive_count(user("exp-b"), "exp").await.unwrap(), 0);
+    assert_eq!(store.archive_count(user("exp-a"), "keep").await.unwrap(), 1, "other stores are untouched");
 }
 
 /// A batch spans users and stores, lands whole, and fails whole on a duplicate id.

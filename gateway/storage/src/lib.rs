@@ -220,6 +220,12 @@ impl Store {
         dispatch!(self, s => s.archive_count(u, store).await)
     }
 
+    /// Deletes every user's items of `store` older than the timestamp (retention); returns
+    /// how many.
+    pub async fn archive_expire(&self, store: &str, older_than_us: i64) -> Result<u64> {
+        dispatch!(self, s => s.archive_expire(store, older_than_us).await)
+    }
+
     /// Returns the number of items deleted.
     pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
         dispatch!(self, s => s.archive_delete(u, store, which).await)

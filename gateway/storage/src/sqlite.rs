@@ -487,6 +487,18 @@ impl SqliteStore {
         Ok(count as u64)
     }
 
+    pub async fn archive_expire(&self, store: &str, older_than_us: i64) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM archive WHERE store = ? AND stamp_us < ?")
+            .bind(store)
+            .bind(older_than_us)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     pub async fn archive_delete(
         &self,
         u: UserRef<'_>,

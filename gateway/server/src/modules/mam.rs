@@ -39,8 +39,12 @@ pub struct ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer, and the hourly retention sweep when `retention_days` is set.
+    pub fn start(store: Store, retention_days: u64) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        if retention_days > 0 {
+            tokio::spawn(expire_old_messages(store.clone(), retention_days));
+        }
         tokio::spawn(write_batches(store, rx));
         ArchiveWriter { tx }
     }
@@ -54,6 +58,19 @@ impl ArchiveWriter {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(WriterRequest::Flush(tx)).is_ok() {
             let _ = rx.await;
+        }
+    }
+}
+
+async fn expire_old_messages(store: Store, retention_days: u64) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(retention_days as i64);
+        match store.archive_expire(STORE, (cutoff.unix_timestamp_nanos() / 1000) as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "archive retention removed old messages"),
+            Err(e) => tracing::error!(error = %e, "archive retention failed"),
         }
     }
 }
