@@ -154,3 +154,24 @@ async fn the_archive_keeps_both_sides_and_pages_with_rsm() {
     let q = info.child("query", ns::DISCO_INFO).unwrap();
     assert!(q.children().any(|f| f.attr("var") == Some(ns::MAM)));
 }
+
+#[tokio::test]
+async fn malformed_archive_queries_are_bad_requests() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    for (id, field) in [
+        ("unknown", "<field var='favourite-colour'><value>blue</value></field>"),
+        ("badtime", "<field var='start'><value>yesterday</value></field>"),
+        ("badjid", "<field var='with'><value>@@</value></field>"),
+        ("formtype", "<field var='FORM_TYPE' type='hidden'><value>urn:example:other</value></field>"),
+    ] {
+        let r = alice.iq(id, &format!("<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>{field}</x></query></iq>")).await;
+        let error = r.child("error", ns::CLIENT).unwrap_or_else(|| panic!("{id}: {}", r.to_xml_string()));
+        assert!(
+            error.child("bad-request", ns::STANZA_ERRORS).is_some() || error.child("jid-malformed", ns::STANZA_ERRORS).is_some(),
+            "{id}: {}",
+            r.to_xml_string()
+        );
+    }
+}

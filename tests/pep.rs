@@ -120,3 +120,19 @@ async fn publish_options_are_preconditions_and_open_nodes_are_public() {
         .await;
     assert_eq!(got.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).unwrap().children().count(), 0);
 }
+
+#[tokio::test]
+async fn a_publish_beyond_the_stanza_limit_is_a_policy_violation() {
+    let server = TestServer::start_with_tables("", "[limits]\nmax_stanza_bytes = 20000\n").await;
+    server.adduser("alice", "pw").await;
+    server.adduser("bob", "pw").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let data = "A".repeat(30_000);
+    let payload = format!("<data xmlns='urn:xmpp:avatar:data'>{data}</data>");
+    let _ = alice.send_lossy(publish("big", "big", "urn:xmpp:avatar:data", &payload, "")).await;
+    let t = alice.read_to_close().await;
+    assert_eq!(t.stream_error().as_deref(), Some("policy-violation"));
+    let pong = bob.iq("p", "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"));
+}

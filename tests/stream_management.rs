@@ -177,3 +177,25 @@ async fn only_the_owner_can_resume() {
     let failed = m.expect("failed", |e| e.is("failed", SM)).await;
     assert!(failed.child("item-not-found", ns::STANZA_ERRORS).is_some());
 }
+
+#[tokio::test]
+async fn enabling_twice_is_refused_and_a_failed_resume_leaves_a_fresh_session() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let (mut alice, _) = resumable(&server, "alice", "a").await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    let failed = alice.expect("failed", |e| e.is("failed", SM)).await;
+    assert!(failed.child("unexpected-request", ns::STANZA_ERRORS).is_some());
+
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    c.send(jabberwock_tests::plain_auth("alice", "pw")).await;
+    assert!(c.next_element().await.is("success", ns::SASL));
+    c.restart_stream().await;
+    c.send("<resume xmlns='urn:xmpp:sm:3' previd='no-such-session' h='0'/>").await;
+    let failed = c.expect("failed", |e| e.is("failed", SM)).await;
+    assert!(failed.child("item-not-found", ns::STANZA_ERRORS).is_some());
+    // The stream goes on: bind a fresh session.
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>fresh</resource></bind></iq>").await;
+    let bound = c.expect("bind result", |e| e.attr("id") == Some("b")).await;
+    assert_eq!(bound.attr("type"), Some("result"));
+}

@@ -199,7 +199,26 @@ fn parse_stamp(s: &str) -> Result<i64, StanzaError> {
     Ok((t.unix_timestamp_nanos() / 1000) as i64)
 }
 
+/// The form fields a query may use (XEP-0313 §4.1.1 and the before-id/after-id extension).
+const FIELDS: [&str; 6] = ["FORM_TYPE", "with", "start", "end", "before-id", "after-id"];
+
+/// Refuses a form the server would otherwise misread: another FORM_TYPE or an unknown field.
+fn check_form(payload: &Element) -> Result<(), StanzaError> {
+    let Some(form) = payload.child("x", ns::DATA_FORMS) else { return Ok(()) };
+    for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
+        let var = field.attr("var").unwrap_or_default();
+        if !FIELDS.contains(&var) {
+            return Err(StanzaError::bad_request().with_text(format!("unsupported field {var:?}")));
+        }
+    }
+    match form_value(payload, "FORM_TYPE") {
+        Some(t) if t != ns::MAM => Err(StanzaError::bad_request().with_text("FORM_TYPE must be urn:xmpp:mam:2")),
+        _ => Ok(()),
+    }
+}
+
 async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Element) -> IqResult {
+    check_form(payload)?;
     let with = form_value(payload, "with")
         .map(|w| BareJid::new(&w).map(|j| j.to_string()).map_err(|_| StanzaError::jid_malformed()))
         .transpose()?;
