@@ -67,8 +67,9 @@ pub struct Resource {
     /// Has sent available presence and not yet unavailable.
     pub available: bool,
     pub priority: i8,
-    /// The last available presence broadcast, answered to probes.
-    pub presence: Option<Stanza>,
+    /// The last available presence broadcast, answered to probes. Shared, so listing an
+    /// account's resources (on every message) copies no stanza.
+    pub presence: Option<std::sync::Arc<Stanza>>,
     /// Has requested the roster, so it gets roster pushes and subscription requests.
     pub interested: bool,
     /// Has enabled XEP-0280 message carbons.
@@ -145,7 +146,7 @@ impl Router {
         self.update(bare, resource, conn, |r| {
             r.available = presence.is_some();
             r.priority = presence.as_ref().map_or(0, |p| p.0);
-            r.presence = presence.map(|p| p.1);
+            r.presence = presence.map(|p| std::sync::Arc::new(p.1));
         });
     }
 

@@ -103,7 +103,8 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
         }
     }
     for r in server.router.resources(&bare).into_iter().filter(|r| r.available && r.resource != resource) {
-        if let Some(mut p) = r.presence {
+        if let Some(p) = r.presence {
+            let mut p = (*p).clone();
             p.set_attr("to", full.as_str());
             out.push(Frame::Stanza(p));
         }
@@ -137,7 +138,8 @@ async fn probe(server: &Server, prober_bare: &BareJid, contact: &BareJid, prober
         .resources(contact.as_str())
         .into_iter()
         .filter_map(|r| r.presence)
-        .map(|mut p| {
+        .map(|p| {
+            let mut p = (*p).clone();
             p.set_attr("to", prober.as_str());
             p
         })
@@ -215,7 +217,8 @@ pub async fn inbound(server: &Arc<Server>, st: Stanza, to: &Jid) {
 /// was granted a subscription).
 pub async fn send_current_presence(server: &Arc<Server>, from: &BareJid, to: &str) {
     for r in server.router.resources(from.as_str()) {
-        if let Some(mut p) = r.presence {
+        if let Some(p) = r.presence {
+            let mut p = (*p).clone();
             p.set_attr("to", to);
             super::route(server, p).await;
         }
