@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the slixmpp interop suite against a real `jabberwock` server.
+# Runs the slixmpp interop suites (slixmpp_suite.py, then slixmpp_modern.py) against a real `jabberwock` server.
 #
 # Builds nothing: the server binary is $JABBERWOCK_BIN (default target/debug/jabberwock).
 # The suite's virtualenv comes from scripts/setup-test-env.sh. The server gets a fresh
@@ -13,6 +13,7 @@ SUITE_NAME=interop
 . "$(dirname "${BASH_SOURCE[0]}")/server.sh"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 SUITE="$REPO_ROOT/tests/interop/slixmpp_suite.py"
+MODERN_SUITE="$REPO_ROOT/tests/interop/slixmpp_modern.py"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 
 jw_begin
@@ -28,9 +29,16 @@ listen = []
 listen_tls = []
 TOML
 
-# alice is created with the admin CLI; bob registers in-band during the suite.
+# alice is created with the admin CLI; bob registers in-band during the suite. carol, dave
+# and erin (admin CLI too) are the modern-extensions suite's accounts.
 ALICE_PASSWORD="alice-$RANDOM-$RANDOM"
 jw_adduser alice "$ALICE_PASSWORD"
+CAROL_PASSWORD="carol-$RANDOM-$RANDOM"
+DAVE_PASSWORD="dave-$RANDOM-$RANDOM"
+ERIN_PASSWORD="erin-$RANDOM-$RANDOM"
+jw_adduser carol "$CAROL_PASSWORD"
+jw_adduser dave "$DAVE_PASSWORD"
+jw_adduser erin "$ERIN_PASSWORD"
 jw_serve "$C2S_PORT" "$TLS_PORT"
 
 suite_args=(
@@ -44,6 +52,19 @@ timeout --kill-after=5 90 "$PY" "$SUITE" "${suite_args[@]}" || suite_rc=$?
 if [ "$suite_rc" -eq 124 ]; then
     say "the suite was killed after 90 s"
 fi
+
+# The modern-extensions suite (XEP-0198, 0280, 0313, 0191, 0163, ...) on the same server.
+modern_args=(
+    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN"
+    --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD" --erin-password "$ERIN_PASSWORD"
+)
+[ -n "${INTEROP_DEBUG:-}" ] && modern_args+=(--debug)
+modern_rc=0
+timeout --kill-after=5 100 "$PY" "$MODERN_SUITE" "${modern_args[@]}" || modern_rc=$?
+if [ "$modern_rc" -eq 124 ]; then
+    say "the modern-extensions suite was killed after 100 s"
+fi
+[ "$modern_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$modern_rc"
 
 jw_check_server || [ "$suite_rc" -ne 0 ] || suite_rc=1
 

@@ -14,6 +14,11 @@
 // contacts. In each run Converse must connect over the expected transport; dave clicks alice
 // in Converse's contact list and types a message into the message box; alice must receive it
 // from Converse's full JID; alice answers, and the answer must show up in Converse's chat.
+// The websocket run then goes on: the page is reloaded with the browser's storage for it
+// wiped, Converse logs in again (auto_login) and, when dave opens the chat with alice, shows
+// the earlier messages from the server's archive (XEP-0313); and a second @xmpp/client
+// session on dave's account writes to alice and gets alice's answer, both of which Converse
+// shows through message carbons (XEP-0280, which Converse enables by default).
 // A screenshot of every run is saved in artifacts/. The browser reaches only loopback
 // addresses: anything else (Converse's controlbox shows sponsor logos from its website) is
 // refused.
@@ -195,7 +200,50 @@ class ConverseRun {
             this.requests.push(`WebSocket ${ws.url()}`);
             ws.on('socketerror', (e) => this.requests.push(`WebSocket ${ws.url()} error: ${e}`));
         });
+        this.pageUrl = pageUrl;
         await this.page.goto(pageUrl, { waitUntil: 'load', timeout: 15000 });
+    }
+
+    /**
+     * Reloads the page with the browser's storage for it wiped first (IndexedDB,
+     * localStorage, ...), so Converse starts from nothing and logs in again (auto_login):
+     * whatever it then shows of earlier chats came from the server.
+     */
+    async reloadFresh() {
+        const origin = new URL(this.pageUrl).origin;
+        await this.page.evaluate(() => { window.interop.connected = false; });
+        await this.page.goto('about:blank', { waitUntil: 'load', timeout: 15000 });
+        const cdp = await this.context.newCDPSession(this.page);
+        await cdp.send('Storage.clearDataForOrigin', { origin, storageTypes: 'all' });
+        await cdp.detach();
+        this.console.push('---- page reloaded with its storage cleared ----');
+        await this.page.goto(this.pageUrl, { waitUntil: 'load', timeout: 15000 });
+    }
+
+    /** Opens the chat with the roster contact called `name` by clicking it. */
+    async openChat(name) {
+        const contact = this.page.locator('converse-roster a.open-chat', { hasText: name }).first();
+        await contact.waitFor({ state: 'visible', timeout: 10000 });
+        await contact.click();
+    }
+
+    /** Waits until `body` is shown as a message in Converse's chat with `jid`. */
+    async waitShown(jid, body, what, ms = 10000) {
+        try {
+            await this.page.locator(`converse-chat[jid="${jid}"] .chat-msg__text`, { hasText: body })
+                .first().waitFor({ state: 'visible', timeout: ms });
+        } catch (e) {
+            const shown = await this.page.locator(`converse-chat[jid="${jid}"] .chat-msg__text`).allTextContents()
+                .catch(() => []);
+            throw new Failure(`${what}: "${body}" is not shown in Converse's chat with ${jid}`
+                + ` (${e.message.split('\n')[0]}); the chat shows ${JSON.stringify(shown)}${this.diagnostics()}`);
+        }
+    }
+
+    /** The XMPP traffic Converse logged (its debug log of each stanza), since the last reload. */
+    stanzas() {
+        const from = this.console.lastIndexOf('---- page reloaded with its storage cleared ----');
+        return this.console.slice(from + 1).filter((l) => /^console\.debug: </.test(l)).map((l) => l.slice(15));
     }
 
     state() {
@@ -412,6 +460,57 @@ for (const run of runs) {
             const got = (await run.state()).messages.find((x) => x.body === body);
             check(bare(got.from) === ALICE, `the answer shows from='${got.from}', expected alice`);
         }, { group: run.name, timeout: 30000 }],
+
+        ...(run.name !== 'websocket' ? [] : [
+            // Converse keeps chats in the browser's storage; with that wiped, the earlier
+            // messages can only come from the server's archive (XEP-0313).
+            [`${tag} page reloaded with its storage cleared: Converse logs in again and shows the chat from MAM`, async () => {
+                const before = run.info.jid;
+                await run.reloadFresh();
+                await run.waitConnected();
+                check(bare(run.info.jid) === DAVE, `after the reload Converse is bound to ${run.info.jid}, expected ${DAVE}/…`);
+                say(`  Converse logged in again as ${run.info.jid} (was ${before})`);
+                try {
+                    await run.openChat('Alice');
+                } catch (e) {
+                    throw new Failure(`could not open the chat with alice after the reload: ${e.message.split('\n')[0]}${run.diagnostics()}`);
+                }
+                await run.waitShown(ALICE, `hi alice, dave here via Converse over ${run.name} ${RUN}`, "dave's earlier message");
+                await run.waitShown(ALICE, `hello dave, alice answering on ${run.name} ${RUN}`, "alice's earlier answer");
+                const mam = run.stanzas().filter((l) => l.includes('urn:xmpp:mam:2'));
+                check(mam.some((l) => l.includes('<query')), `Converse sent no MAM query after the reload${run.diagnostics()}`);
+                check(mam.some((l) => l.includes('<result')), `Converse logged no MAM result after the reload${run.diagnostics()}`);
+            }, { group: run.name, timeout: 45000 }],
+
+            // dave's second device: another @xmpp/client session on dave's account.
+            [`${tag} XEP-0280: dave's messages from a second client (@xmpp/client), and alice's to it, show up in Converse as carbons`, async () => {
+                await waitFor(() => run.stanzas().some((l) => l.includes('urn:xmpp:carbons:2') && l.includes('<enable')),
+                    'Converse to enable carbons', 10000, 100)
+                    .catch((e) => { throw new Failure(e.message + run.diagnostics()); });
+                const second = new XmppJsClient('dave (second client, @xmpp/client)', {
+                    service: `ws://${HOST}:${HTTP_PORT}/xmpp-websocket`, jid: DAVE, password: env('DAVE_PASSWORD'), resource: 'second-device',
+                });
+                try {
+                    await second.start();
+                    const sent = `dave from his second device ${RUN}`;
+                    await second.sendChat(alice.jid, sent);
+                    await alice.messages.next((x) => x.body === sent, `"${sent}" from dave's second client`, 10000);
+                    await run.waitShown(ALICE, sent, "a <sent/> carbon of dave's second client's message");
+                    const received = `alice to dave's second device ${RUN}`;
+                    await alice.sendChat(second.jid, received);
+                    await second.messages.next((x) => x.body === received, `"${received}" at dave's second client`, 10000);
+                    await run.waitShown(ALICE, received, "a <received/> carbon of alice's message to dave's second client");
+                    const carbons = run.stanzas().filter((l) => l.includes('urn:xmpp:carbons:2'));
+                    check(carbons.some((l) => l.includes('<sent')) && carbons.some((l) => l.includes('<received')),
+                        `Converse logged no <sent/> and <received/> carbons${run.diagnostics()}`);
+                } catch (e) {
+                    if (e instanceof Failure) throw e;
+                    throw new Failure(`${e.message}${second.describe()}${run.diagnostics()}`);
+                } finally {
+                    await second.stop().catch(() => {});
+                }
+            }, { group: run.name, timeout: 45000 }],
+        ]),
 
         [`${tag} screenshot and log out`, async () => {
             if (!run.page) {

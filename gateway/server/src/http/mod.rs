@@ -154,5 +154,9 @@ async fn websocket_upgrade(
     ws.protocols(["xmpp"])
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
+        // tungstenite reserves 128 KiB per connection for reading by default; stanzas are
+        // small, and a larger one only takes several reads.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| websocket::serve(server, socket, ip, encrypted))
 }
