@@ -1,25 +1,57 @@
-//! One load-test session, the way a real client opens it: TCP, stream header, STARTTLS,
-//! TLS, in-band registration (XEP-0077), SASL PLAIN, stream restart, resource binding and
-//! initial presence.
+//! One load-test session, the way a real client opens it, over either transport:
+//!
+//! * TCP: stream header, STARTTLS, TLS;
+//! * WebSocket (RFC 7395): the `xmpp` subprotocol at `/xmpp-websocket`, one element per
+//!   text message, `<open/>` instead of the stream header;
+//!
+//! then in-band registration (XEP-0077), SASL PLAIN, stream restart, resource binding and
+//! initial presence. Past the connection, everything goes through [`Tx`] and [`Rx`], which
+//! hide the transport from the negotiation and from the message phase.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use base64::Engine;
-use jabberwock_proto::{ns, Limits, ReadEvent, Stanza, StreamReader};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use jabberwock_proto::{Limits, ReadEvent, Stanza, StreamHeader, StreamReader, ns, reader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Tls = TlsStream<TcpStream>;
+type Tls = TlsStream<TcpStream>;
+type Ws = WebSocketStream<TcpStream>;
 
-/// Read buffer used while negotiating; freed once the session is idle.
-const NEGOTIATION_BUF: usize = 8 * 1024;
+/// Read buffer of a session (a TCP one's is allocated when reading, freed once idle).
+const READ_BUF: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    WebSocket,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "TCP",
+            Transport::WebSocket => "WebSocket",
+        })
+    }
+}
 
 /// What a session needs to start.
 #[derive(Clone)]
 pub struct Target {
+    /// The STARTTLS client port.
     pub addr: SocketAddr,
+    /// The HTTP listener serving `/xmpp-websocket`, for WebSocket sessions.
+    pub ws_addr: Option<SocketAddr>,
     pub domain: String,
     pub connector: tokio_rustls::TlsConnector,
     pub password: String,
@@ -31,27 +63,115 @@ pub struct Target {
 pub struct Session {
     pub index: usize,
     pub jid: String,
-    pub io: Tls,
-    /// The reader, past the last stanza negotiation read. Bytes the server sent after the
-    /// presence echo stay buffered here.
-    pub reader: StreamReader,
+    /// The TCP socket under the session, to check that the server keeps it open.
+    fd: RawFd,
+    pub tx: Tx,
+    pub rx: Rx,
 }
 
-/// A connection and a reader over it.
-struct Xml<S> {
-    io: S,
+impl Session {
+    /// Whether the server has closed this connection (non-destructive: peeks at the socket).
+    pub fn closed_by_peer(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: the socket is open as long as `self` is, and the buffer is one byte;
+        // MSG_PEEK leaves the data in place.
+        let n = unsafe { libc::recv(self.fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        // 0 is end of file; -1 with EAGAIN is an open, quiet connection; data is not
+        // expected on an idle session but means it is still open.
+        n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// The sending side of a session: whole elements (or a stream header).
+pub enum Tx {
+    Tcp(WriteHalf<Tls>),
+    Ws(SplitSink<Ws, Message>),
+}
+
+impl Tx {
+    pub async fn send(&mut self, data: &str) -> Result<(), String> {
+        match self {
+            Tx::Tcp(io) => write_flush(io, data).await,
+            Tx::Ws(sink) => sink.send(Message::text(data)).await.map_err(|e| format!("WebSocket send: {e}")),
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        match self {
+            Tx::Tcp(_) => Transport::Tcp,
+            Tx::Ws(_) => Transport::WebSocket,
+        }
+    }
+}
+
+/// The receiving side of a session, as stream events: on a WebSocket, `<open/>` and
+/// `<close/>` are the stream's opening and end, every other message one stanza.
+pub enum Rx {
+    Tcp(Box<Bytes<ReadHalf<Tls>>>),
+    Ws(SplitStream<Ws>),
+}
+
+impl Rx {
+    /// The next event. Cancel-safe: nothing is lost when the future is dropped.
+    pub async fn next_event(&mut self) -> Result<ReadEvent, String> {
+        match self {
+            Rx::Tcp(bytes) => bytes.next_event().await,
+            Rx::Ws(stream) => loop {
+                let text = match stream.next().await {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => return Err("the server sent a binary WebSocket message".into()),
+                    // The WebSocket layer answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => return Err("the server closed the connection".into()),
+                    Some(Err(e)) => return Err(format!("WebSocket read: {e}")),
+                };
+                let st = reader::parse_stanza(text.as_bytes(), &Limits::unlimited())
+                    .map_err(|e| format!("the server sent bad XML: {e}"))?;
+                return Ok(if st.is("open", ns::FRAMING) {
+                    ReadEvent::StreamOpen(StreamHeader { from: st.from().map(str::to_owned), ..Default::default() })
+                } else if st.is("close", ns::FRAMING) {
+                    ReadEvent::StreamClose
+                } else {
+                    ReadEvent::Stanza(st)
+                });
+            },
+        }
+    }
+
+    pub async fn next_stanza(&mut self, what: &str) -> Result<Stanza, String> {
+        stanza_of(self.next_event().await?, what)
+    }
+
+    /// After SASL success: a new stream follows.
+    fn restart(&mut self) {
+        match self {
+            Rx::Tcp(bytes) => bytes.reader.restart(),
+            Rx::Ws(_) => {}
+        }
+    }
+
+    /// Frees the read buffers of an idle session.
+    fn release(&mut self) {
+        match self {
+            Rx::Tcp(bytes) => {
+                bytes.reader.release_buffer();
+                bytes.buf = Vec::new();
+            }
+            Rx::Ws(_) => {}
+        }
+    }
+}
+
+/// An XMPP stream read from a byte stream (plain TCP, then TLS).
+pub struct Bytes<R> {
+    io: R,
     reader: StreamReader,
     buf: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Xml<S> {
-    fn new(io: S) -> Self {
-        Xml { io, reader: StreamReader::new(Limits::unlimited()), buf: vec![0; NEGOTIATION_BUF] }
-    }
-
-    async fn send(&mut self, data: &str) -> Result<(), String> {
-        self.io.write_all(data.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        self.io.flush().await.map_err(|e| format!("write: {e}"))
+impl<R: AsyncRead + Unpin> Bytes<R> {
+    fn new(io: R) -> Self {
+        Bytes { io, reader: StreamReader::new(Limits::unlimited()), buf: Vec::new() }
     }
 
     async fn next_event(&mut self) -> Result<ReadEvent, String> {
@@ -61,6 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Xml<S> {
                 Ok(None) => {}
                 Err(e) => return Err(format!("the server sent bad XML: {e}")),
             }
+            if self.buf.is_empty() {
+                self.buf = vec![0; READ_BUF];
+            }
             let n = self.io.read(&mut self.buf).await.map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 return Err("the server closed the connection".into());
@@ -68,79 +191,137 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Xml<S> {
             self.reader.feed(&self.buf[..n]);
         }
     }
+}
 
-    async fn next_stanza(&mut self, what: &str) -> Result<Stanza, String> {
-        match self.next_event().await? {
-            ReadEvent::Stanza(st) if st.is("error", ns::STREAM) => {
-                Err(format!("stream error while waiting for {what}: {}", st.inner()))
-            }
-            ReadEvent::Stanza(st) => Ok(st),
-            ReadEvent::StreamOpen(_) => Err(format!("unexpected stream header while waiting for {what}")),
-            ReadEvent::StreamClose => Err(format!("the server closed the stream while waiting for {what}")),
+async fn write_flush<W: AsyncWrite + Unpin>(io: &mut W, data: &str) -> Result<(), String> {
+    io.write_all(data.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    io.flush().await.map_err(|e| format!("write: {e}"))
+}
+
+fn stanza_of(event: ReadEvent, what: &str) -> Result<Stanza, String> {
+    match event {
+        ReadEvent::Stanza(st) if st.is("error", ns::STREAM) => {
+            Err(format!("stream error while waiting for {what}: {}", st.inner()))
+        }
+        ReadEvent::Stanza(st) => Ok(st),
+        ReadEvent::StreamOpen(_) => Err(format!("unexpected stream header while waiting for {what}")),
+        ReadEvent::StreamClose => Err(format!("the server closed the stream while waiting for {what}")),
+    }
+}
+
+fn stream_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
+/// Opens (or, after authentication, reopens) the stream and returns its features.
+async fn open_stream(tx: &mut Tx, rx: &mut Rx, domain: &str) -> Result<Stanza, String> {
+    match tx.transport() {
+        Transport::Tcp => tx.send(&stream_header(domain)).await?,
+        Transport::WebSocket => {
+            tx.send(&format!("<open xmlns='{}' to='{domain}' version='1.0'/>", ns::FRAMING)).await?;
         }
     }
-
-    async fn open_stream(&mut self, domain: &str) -> Result<Stanza, String> {
-        self.send(&format!(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
-        ))
-        .await?;
-        match self.next_event().await? {
-            ReadEvent::StreamOpen(_) => {}
-            other => return Err(format!("expected a stream header, got {other:?}")),
-        }
-        let features = self.next_stanza("stream features").await?;
-        if !features.is("features", ns::STREAM) {
-            return Err(format!("expected stream features, got <{}>", features.name()));
-        }
-        Ok(features)
+    match rx.next_event().await? {
+        ReadEvent::StreamOpen(_) => {}
+        other => return Err(format!("expected the stream's opening, got {other:?}")),
     }
+    expect_features(rx.next_stanza("stream features").await?)
+}
 
-    /// Waits for the iq reply with this id.
-    async fn iq_reply(&mut self, id: &str) -> Result<Stanza, String> {
-        loop {
-            let st = self.next_stanza(&format!("the reply to iq {id}")).await?;
-            if st.name() == "iq" && st.id() == Some(id) {
-                return Ok(st);
-            }
+fn expect_features(st: Stanza) -> Result<Stanza, String> {
+    if st.is("features", ns::STREAM) { Ok(st) } else { Err(format!("expected stream features, got <{}>", st.name())) }
+}
+
+/// Waits for the iq reply with this id.
+async fn iq_reply(rx: &mut Rx, id: &str) -> Result<Stanza, String> {
+    loop {
+        let st = rx.next_stanza(&format!("the reply to iq {id}")).await?;
+        if st.name() == "iq" && st.id() == Some(id) {
+            return Ok(st);
         }
     }
 }
 
-/// Opens session number `index` as user `<prefix><index>`.
-pub async fn establish(target: &Target, prefix: &str, index: usize) -> Result<Session, String> {
-    let user = format!("{prefix}{index}");
+/// Plain TCP, STARTTLS, TLS.
+async fn connect_tcp(target: &Target, mut tcp: TcpStream) -> Result<(Tx, Rx), String> {
     let domain = target.domain.as_str();
-    let tcp = TcpStream::connect(target.addr).await.map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-
-    let mut plain = Xml::new(tcp);
-    let features = plain.open_stream(domain).await?;
-    if !features.inner().contains("starttls") {
-        return Err("the server does not offer STARTTLS".into());
-    }
-    plain.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
-    let proceed = plain.next_stanza("<proceed/>").await?;
-    if !proceed.is("proceed", ns::TLS) {
-        return Err(format!("STARTTLS refused: <{}>", proceed.name()));
+    {
+        let (rd, mut wr) = tcp.split();
+        let mut plain = Bytes::new(rd);
+        write_flush(&mut wr, &stream_header(domain)).await?;
+        match plain.next_event().await? {
+            ReadEvent::StreamOpen(_) => {}
+            other => return Err(format!("expected a stream header, got {other:?}")),
+        }
+        let features = expect_features(stanza_of(plain.next_event().await?, "stream features")?)?;
+        if !features.inner().contains("starttls") {
+            return Err("the server does not offer STARTTLS".into());
+        }
+        write_flush(&mut wr, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        let proceed = stanza_of(plain.next_event().await?, "<proceed/>")?;
+        if !proceed.is("proceed", ns::TLS) {
+            return Err(format!("STARTTLS refused: <{}>", proceed.name()));
+        }
     }
     let name = rustls::pki_types::ServerName::try_from(domain.to_owned()).map_err(|e| format!("server name: {e}"))?;
-    let tls = target.connector.connect(name, plain.io).await.map_err(|e| format!("TLS handshake: {e}"))?;
+    let tls = target.connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+    let (rd, wr) = tokio::io::split(tls);
+    Ok((Tx::Tcp(wr), Rx::Tcp(Box::new(Bytes::new(rd)))))
+}
 
-    let mut x = Xml::new(tls);
-    let features = x.open_stream(domain).await?;
+/// The WebSocket handshake. `X-Forwarded-Proto: https` from 127.0.0.1 (a trusted proxy
+/// by default) makes the server treat the connection as encrypted and offer PLAIN, as it
+/// does behind a TLS-terminating proxy; over bare ws:// it offers SCRAM only.
+async fn connect_websocket(addr: SocketAddr, tcp: TcpStream) -> Result<(Tx, Rx), String> {
+    let mut request =
+        format!("ws://{addr}/xmpp-websocket").into_client_request().map_err(|e| format!("WebSocket request: {e}"))?;
+    let headers = request.headers_mut();
+    headers.insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header value"));
+    headers.insert("X-Forwarded-Proto", "https".parse().expect("header value"));
+    // tungstenite's default 128 KiB read buffer per connection would make the tool's
+    // memory the limit; messages here are a few hundred bytes.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUF);
+    let (ws, response) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+        .await
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    if response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) != Some("xmpp") {
+        return Err("the server did not accept the xmpp subprotocol".into());
+    }
+    let (sink, stream) = ws.split();
+    Ok((Tx::Ws(sink), Rx::Ws(stream)))
+}
+
+/// Opens session number `index` as user `<prefix><index>`.
+pub async fn establish(target: &Target, transport: Transport, prefix: &str, index: usize) -> Result<Session, String> {
+    let user = format!("{prefix}{index}");
+    let domain = target.domain.as_str();
+    let addr = match transport {
+        Transport::Tcp => target.addr,
+        Transport::WebSocket => target.ws_addr.ok_or("no WebSocket address")?,
+    };
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    let fd = tcp.as_raw_fd();
+    let (mut tx, mut rx) = match transport {
+        Transport::Tcp => connect_tcp(target, tcp).await?,
+        Transport::WebSocket => connect_websocket(addr, tcp).await?,
+    };
+
+    let features = open_stream(&mut tx, &mut rx, domain).await?;
     let password = &target.password;
     if target.register {
         if !features.inner().contains(ns::REGISTER_FEATURE) {
             return Err("the server does not offer in-band registration (allow_registration = false?)".into());
         }
-        x.send(&format!(
-            "<iq type='set' id='reg'><query xmlns='jabber:iq:register'>\
+        tx.send(&format!(
+            "<iq type='set' id='reg' xmlns='jabber:client'><query xmlns='jabber:iq:register'>\
              <username>{user}</username><password>{password}</password></query></iq>"
         ))
         .await?;
-        let reply = x.iq_reply("reg").await?;
+        let reply = iq_reply(&mut rx, "reg").await?;
         match reply.stanza_type() {
             Some("result") => {}
             Some("error") if reply.inner().contains("<conflict") => {}
@@ -151,37 +332,37 @@ pub async fn establish(target: &Target, prefix: &str, index: usize) -> Result<Se
         return Err("the server does not offer SASL PLAIN".into());
     }
     let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    x.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
-    let result = x.next_stanza("the SASL result").await?;
+    tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
+    let result = rx.next_stanza("the SASL result").await?;
     if !result.is("success", ns::SASL) {
         return Err(format!("authentication failed: {}", String::from_utf8_lossy(&result.to_bytes())));
     }
-    x.reader.restart();
-    let features = x.open_stream(domain).await?;
+    rx.restart();
+    let features = open_stream(&mut tx, &mut rx, domain).await?;
     if !features.inner().contains(ns::BIND) {
         return Err("the server does not offer resource binding".into());
     }
-    x.send(
-        "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>",
+    tx.send(
+        "<iq type='set' id='bind' xmlns='jabber:client'>\
+         <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>",
     )
     .await?;
-    let reply = x.iq_reply("bind").await?;
+    let reply = iq_reply(&mut rx, "bind").await?;
     if reply.stanza_type() != Some("result") {
         return Err(format!("bind failed: {}", String::from_utf8_lossy(&reply.to_bytes())));
     }
     let jid = jid_of_bind(&reply).ok_or("bind result without a JID")?;
 
     // Initial presence: the server echoes it to the session itself (RFC 6121 §4.2.2).
-    x.send("<presence/>").await?;
+    tx.send("<presence xmlns='jabber:client'/>").await?;
     loop {
-        let st = x.next_stanza("the presence echo").await?;
+        let st = rx.next_stanza("the presence echo").await?;
         if st.name() == "presence" && st.from() == Some(jid.as_str()) {
             break;
         }
     }
-    let Xml { io, mut reader, .. } = x;
-    reader.release_buffer();
-    Ok(Session { index, jid, io, reader })
+    rx.release();
+    Ok(Session { index, jid, fd, tx, rx })
 }
 
 fn jid_of_bind(reply: &Stanza) -> Option<String> {
@@ -192,13 +373,14 @@ fn jid_of_bind(reply: &Stanza) -> Option<String> {
 /// With `deadline`, as one error.
 pub async fn establish_within(
     target: &Target,
+    transport: Transport,
     prefix: &str,
     index: usize,
     deadline: Duration,
 ) -> Result<Session, String> {
-    match tokio::time::timeout(deadline, establish(target, prefix, index)).await {
-        Ok(r) => r.map_err(|e| format!("{prefix}{index}: {e}")),
-        Err(_) => Err(format!("{prefix}{index}: not established within {deadline:?}")),
+    match tokio::time::timeout(deadline, establish(target, transport, prefix, index)).await {
+        Ok(r) => r.map_err(|e| format!("{transport} {prefix}{index}: {e}")),
+        Err(_) => Err(format!("{transport} {prefix}{index}: not established within {deadline:?}")),
     }
 }
 

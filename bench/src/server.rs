@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Spawned {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTP listener (RFC 7395 WebSocket), when asked for.
+    pub http: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -17,9 +19,19 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The config the tool runs the server with. `http` adds an `[http]` table with no
-/// listeners (servers with the HTTP side would otherwise bind ports 5280 and 5443).
-pub fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: bool) -> String {
+/// The `[http]` table of the config.
+#[derive(Clone, Copy)]
+enum Http {
+    /// None: a server from before the HTTP side refuses the table.
+    Absent,
+    /// No listeners (servers with the HTTP side would otherwise bind ports 5280 and 5443).
+    Off,
+    /// Plain HTTP on this loopback port, for WebSocket sessions.
+    On(u16),
+}
+
+/// The config the tool runs the server with.
+fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http) -> String {
     let mut text = format!(
         "# Written by jabberwock-load.\n\
          domains = [{domain:?}]\n\
@@ -41,22 +53,34 @@ pub fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: b
          max_failures = 1000000000\n",
         dir = data_dir.display().to_string(),
     );
-    if http {
-        text.push_str("\n[http]\n# Only the native client port is measured.\nlisten = []\nlisten_tls = []\n");
+    match http {
+        Http::Absent => {}
+        Http::Off => {
+            text.push_str("\n[http]\n# Only the native client port is measured.\nlisten = []\nlisten_tls = []\n")
+        }
+        // 127.0.0.1 is a trusted proxy by default: the tool's `X-Forwarded-Proto: https`
+        // makes the server offer PLAIN over ws://.
+        Http::On(port) => text.push_str(&format!(
+            "\n[http]\n# WebSocket sessions, plain HTTP.\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n"
+        )),
     }
     text
 }
 
-/// Starts `bin` and waits until it accepts connections.
-pub fn spawn(bin: &Path, domain: &str) -> Result<Spawned, String> {
-    match spawn_with(bin, domain, true) {
+/// Starts `bin` and waits until it accepts connections; with `websocket`, on an HTTP
+/// port too.
+pub fn spawn(bin: &Path, domain: &str, websocket: bool) -> Result<Spawned, String> {
+    if websocket {
+        return spawn_with(bin, domain, Http::On(free_port().map_err(|e| e.to_string())?));
+    }
+    match spawn_with(bin, domain, Http::Off) {
         // A server from before the HTTP side refuses the unknown `[http]` table.
-        Err(e) if e.contains("unknown field `http`") => spawn_with(bin, domain, false),
+        Err(e) if e.contains("unknown field `http`") => spawn_with(bin, domain, Http::Absent),
         other => other,
     }
 }
 
-fn spawn_with(bin: &Path, domain: &str, http: bool) -> Result<Spawned, String> {
+fn spawn_with(bin: &Path, domain: &str, http: Http) -> Result<Spawned, String> {
     let dir = tempfile::Builder::new().prefix("jabberwock-load-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let (c2s, direct) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
     let config = dir.path().join("jabberwock.toml");
@@ -75,21 +99,27 @@ fn spawn_with(bin: &Path, domain: &str, http: bool) -> Result<Spawned, String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], c2s));
+    let http = match http {
+        Http::On(port) => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        Http::Absent | Http::Off => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the server exited at start ({status}); its log:\n{}", log_tail(dir.path())));
+    for listener in std::iter::once(addr).chain(http) {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the server exited at start ({status}); its log:\n{}", log_tail(dir.path())));
+            }
+            if std::net::TcpStream::connect_timeout(&listener, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("the server did not listen on {listener} within 60 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!("the server did not listen on {addr} within 60 s"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Spawned { child, addr, dir })
+    Ok(Spawned { child, addr, http, dir })
 }
 
 /// The end of the server's log, for error messages.

@@ -1,17 +1,59 @@
 //! The message phase: a few sender tasks send chat messages at a fixed total rate, each
-//! from one of the active sessions to a random other active session (bare JID); one
+//! from one of the active sessions to a random other active session (bare JID), or to a
+//! random session of the other side ([`Pairing::Across`], e.g. WebSocket ↔ TCP); one
 //! reader task per active session receives them and records the latency from the send
 //! timestamp in the body.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use jabberwock_proto::{ns, ReadEvent, Stanza, StreamReader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use jabberwock_proto::{ReadEvent, Stanza, ns};
 use tokio::sync::watch;
 
-use crate::client::{Session, Tls};
+use crate::client::{Rx, Session, Tx};
+
+/// Who sends to whom.
+pub enum Pairing {
+    /// Every session to random other sessions of the same set.
+    Among(Vec<Session>),
+    /// Every session of each side to random sessions of the other side.
+    Across(Vec<Session>, Vec<Session>),
+}
+
+impl Pairing {
+    pub fn len(&self) -> usize {
+        match self {
+            Pairing::Among(s) => s.len(),
+            Pairing::Across(a, b) => a.len() + b.len(),
+        }
+    }
+
+    /// All sessions, and where the second side starts (`None`: one set).
+    fn into_parts(self) -> (Vec<Session>, Option<usize>) {
+        match self {
+            Pairing::Among(s) => (s, None),
+            Pairing::Across(mut a, b) => {
+                let split = a.len();
+                a.extend(b);
+                (a, Some(split))
+            }
+        }
+    }
+}
+
+/// A random recipient for session `me` of `n`.
+fn pick(me: usize, n: usize, split: Option<usize>, rng: &mut u64) -> usize {
+    let r = next_random(rng) as usize;
+    match split {
+        None => {
+            let to = r % (n - 1);
+            if to >= me { to + 1 } else { to }
+        }
+        Some(split) if me < split => split + r % (n - split),
+        Some(split) => r % split,
+    }
+}
 
 pub struct Plan {
     /// Messages per second, all senders together.
@@ -46,21 +88,22 @@ pub struct Outcome {
     pub delivery_time: Duration,
 }
 
-/// Sends and receives on `sessions`, which must be at least two. The sessions are consumed.
-pub async fn run(sessions: Vec<Session>, plan: &Plan) -> Outcome {
-    assert!(sessions.len() >= 2);
+/// Sends and receives on the sessions, at least two (one on each side with
+/// [`Pairing::Across`]). The sessions are consumed.
+pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
+    let (sessions, split) = pairing.into_parts();
+    assert!(sessions.len() >= 2 && split.is_none_or(|k| k > 0 && k < sessions.len()));
     let epoch = Instant::now();
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let recipients: Arc<Vec<String>> =
         Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap_or(&s.jid).to_owned()).collect());
     let senders = plan.senders.clamp(1, sessions.len());
-    let mut writers: Vec<Vec<(usize, WriteHalf<Tls>)>> = (0..senders).map(|_| Vec::new()).collect();
+    let mut writers: Vec<Vec<(usize, Tx)>> = (0..senders).map(|_| Vec::new()).collect();
     let mut readers = tokio::task::JoinSet::new();
     for (i, s) in sessions.into_iter().enumerate() {
-        let (rd, wr) = tokio::io::split(s.io);
-        writers[i % senders].push((i, wr));
-        readers.spawn(receive(rd, s.reader, epoch, counters.clone(), stop_rx.clone()));
+        writers[i % senders].push((i, s.tx));
+        readers.spawn(receive(s.rx, epoch, counters.clone(), stop_rx.clone()));
     }
 
     let next_seq = Arc::new(AtomicU64::new(0));
@@ -70,6 +113,7 @@ pub async fn run(sessions: Vec<Session>, plan: &Plan) -> Outcome {
         send_tasks.spawn(send(
             w,
             recipients.clone(),
+            split,
             per_task,
             plan.duration,
             epoch,
@@ -140,22 +184,23 @@ const MESSAGE_BYTES: usize = 200;
 
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    mut writers: Vec<(usize, WriteHalf<Tls>)>,
+    mut writers: Vec<(usize, Tx)>,
     recipients: Arc<Vec<String>>,
+    split: Option<usize>,
     rate: f64,
     duration: Duration,
     epoch: Instant,
     counters: Arc<Counters>,
     next_seq: Arc<AtomicU64>,
     mut rng: u64,
-) -> (Vec<(usize, WriteHalf<Tls>)>, Result<(), String>) {
+) -> (Vec<(usize, Tx)>, Result<(), String>) {
     let start = Instant::now();
     let mut sent_here = 0u64;
     let mut rr = 0usize;
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut msg = String::with_capacity(2 * MESSAGE_BYTES);
-    let n = recipients.len() as u64;
+    let n = recipients.len();
     loop {
         ticker.tick().await;
         let elapsed = start.elapsed();
@@ -168,26 +213,24 @@ async fn send(
         let burst = due.saturating_sub(sent_here).min((rate / 4.0).ceil() as u64 + 1);
         let count = writers.len();
         for _ in 0..burst {
-            let (me, wr) = &mut writers[rr];
+            let (me, tx) = &mut writers[rr];
             rr = (rr + 1) % count;
-            let mut to = (next_random(&mut rng) % (n - 1)) as usize;
-            if to >= *me {
-                to += 1;
-            }
+            let to = pick(*me, n, split, &mut rng);
             let seq = next_seq.fetch_add(1, Ordering::Relaxed);
             msg.clear();
             let t = epoch.elapsed().as_nanos() as u64;
             use std::fmt::Write;
-            let _ = write!(msg, "<message to='{}' type='chat' id='m{seq}'><body>t={t} s={seq} ", recipients[to]);
+            // The namespace is redundant on TCP and required on a WebSocket (RFC 7395 §3.3.3).
+            let _ = write!(
+                msg,
+                "<message xmlns='jabber:client' to='{}' type='chat' id='m{seq}'><body>t={t} s={seq} ",
+                recipients[to]
+            );
             while msg.len() + "</body></message>".len() < MESSAGE_BYTES {
                 msg.push('x');
             }
             msg.push_str("</body></message>");
-            let written = match wr.write_all(msg.as_bytes()).await {
-                Ok(()) => wr.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
+            if let Err(e) = tx.send(&msg).await {
                 let e = format!("sending from session {me}: {e}");
                 return (writers, Err(e));
             }
@@ -200,33 +243,23 @@ async fn send(
 
 /// Reads one session until told to stop; returns its latencies (µs) and any failure.
 async fn receive(
-    mut rd: ReadHalf<Tls>,
-    mut reader: StreamReader,
+    mut rx: Rx,
     epoch: Instant,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) -> (Vec<u32>, Option<String>) {
     let mut latencies = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        loop {
-            match reader.next_event() {
-                Ok(Some(ReadEvent::Stanza(st))) => {
+        tokio::select! {
+            ev = rx.next_event() => match ev {
+                Ok(ReadEvent::Stanza(st)) => {
                     if let Err(e) = on_stanza(&st, epoch, &counters, &mut latencies) {
                         return (latencies, Some(e));
                     }
                 }
-                Ok(Some(ReadEvent::StreamClose)) => return (latencies, Some("the server closed a stream".into())),
-                Ok(Some(ReadEvent::StreamOpen(_))) => return (latencies, Some("unexpected stream header".into())),
-                Ok(None) => break,
-                Err(e) => return (latencies, Some(format!("the server sent bad XML: {e}"))),
-            }
-        }
-        tokio::select! {
-            r = rd.read(&mut buf) => match r {
-                Ok(0) => return (latencies, Some("the server closed a connection".into())),
-                Ok(n) => reader.feed(&buf[..n]),
-                Err(e) => return (latencies, Some(format!("read: {e}"))),
+                Ok(ReadEvent::StreamClose) => return (latencies, Some("the server closed a stream".into())),
+                Ok(ReadEvent::StreamOpen(_)) => return (latencies, Some("unexpected stream header".into())),
+                Err(e) => return (latencies, Some(e)),
             },
             _ = stop.changed() => return (latencies, None),
         }
@@ -245,9 +278,13 @@ fn on_stanza(st: &Stanza, epoch: Instant, counters: &Counters, latencies: &mut V
         return Ok(());
     }
     let body = st.inner();
-    let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else { return Ok(()) };
+    let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else {
+        return Ok(());
+    };
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let Ok(sent_ns) = t[..digits].parse::<u64>() else { return Ok(()) };
+    let Ok(sent_ns) = t[..digits].parse::<u64>() else {
+        return Ok(());
+    };
     let now = epoch.elapsed().as_nanos() as u64;
     latencies.push((now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
     counters.received.fetch_add(1, Ordering::Relaxed);
