@@ -136,3 +136,39 @@ async fn a_publish_beyond_the_stanza_limit_is_a_policy_violation() {
     let pong = bob.iq("p", "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"));
 }
+
+#[tokio::test]
+async fn vcard_photos_and_pep_avatars_are_converted_both_ways() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    // vCard → PEP: "hello" as the photo; its SHA-1 names the avatar.
+    let set = alice.iq("v", "<iq type='set' id='v'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>").await;
+    assert_eq!(set.attr("type"), Some("result"));
+    let meta = alice
+        .iq("m", "<iq type='get' id='m' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:metadata'/></pubsub></iq>")
+        .await;
+    let info = meta
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("items", ns::PUBSUB))
+        .and_then(|i| i.child("item", ns::PUBSUB))
+        .and_then(|i| i.child("metadata", "urn:xmpp:avatar:metadata"))
+        .and_then(|m| m.child("info", "urn:xmpp:avatar:metadata"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", meta.to_xml_string()));
+    assert_eq!(info.attr("id"), Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"));
+    assert_eq!(info.attr("bytes"), Some("5"));
+
+    // PEP → vCard: a new avatar ("world") becomes the vCard photo.
+    let hash = "7c211433f02071597741e6ff5a8ea34789abbf43";
+    let data = alice.iq("d", &publish("d", hash, "urn:xmpp:avatar:data", "<data xmlns='urn:xmpp:avatar:data'>d29ybGQ=</data>", "")).await;
+    assert_eq!(data.attr("type"), Some("result"));
+    let metadata = format!("<metadata xmlns='urn:xmpp:avatar:metadata'><info id='{hash}' bytes='5' type='image/png'/></metadata>");
+    let m = alice.iq("md", &publish("md", hash, "urn:xmpp:avatar:metadata", &metadata, "")).await;
+    assert_eq!(m.attr("type"), Some("result"));
+    let card = alice.iq("g", "<iq type='get' id='g'><vCard xmlns='vcard-temp'/></iq>").await;
+    let binval = card.child("vCard", ns::VCARD).and_then(|v| v.child("PHOTO", ns::VCARD)).and_then(|p| p.child_text("BINVAL", ns::VCARD));
+    assert_eq!(binval.as_deref(), Some("d29ybGQ="));
+    let info = alice.iq("i", "<iq type='get' id='i' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    assert!(info.child("query", ns::DISCO_INFO).unwrap().children().any(|f| f.attr("var") == Some("urn:xmpp:pep-vcard-conversion:0")));
+}

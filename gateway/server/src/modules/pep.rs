@@ -220,6 +220,13 @@ async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, a
         let old: Vec<&str> = all.items[..all.items.len() - keep].iter().map(|i| i.id.as_str()).collect();
         server.store.archive_delete(u, &store, ArchiveDelete::Ids(&old)).await.map_err(internal)?;
     }
+    if node == ns::AVATAR_METADATA {
+        if let Some(metadata) = stored.child("metadata", ns::AVATAR_METADATA) {
+            let data_id = metadata.child("info", ns::AVATAR_METADATA).and_then(|i| i.attr("id")).unwrap_or_default();
+            let data = avatar_data(server, a, data_id).await;
+            crate::modules::vcard::avatar_published(server, owner, metadata, data).await;
+        }
+    }
     let event_item = rename_ns(stored, ns::PUBSUB_EVENT);
     notify(server, owner, node, &config, Element::new("items", ns::PUBSUB_EVENT).with_attr("node", node).with_child(event_item)).await;
     Ok(Some(
@@ -227,6 +234,25 @@ async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, a
             Element::new("publish", ns::PUBSUB).with_attr("node", node).with_child(Element::new("item", ns::PUBSUB).with_attr("id", id)),
         ),
     ))
+}
+
+/// Publishes one item as the owner would, for conversions the server does on its behalf.
+pub async fn publish_item(server: &Server, owner: &BareJid, node: &str, id: &str, payload: Element) -> Result<(), StanzaError> {
+    let a = Account::of(owner).ok_or_else(StanzaError::bad_request)?;
+    let action = Element::new("publish", ns::PUBSUB)
+        .with_attr("node", node)
+        .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id).with_child(payload));
+    let pubsub = Element::new("pubsub", ns::PUBSUB).with_child(action.clone());
+    publish(server, a, owner, node, &action, &pubsub).await.map(|_| ())
+}
+
+/// The base64 image of the avatar data item `id`, if stored.
+async fn avatar_data(server: &Server, a: Account<'_>, id: &str) -> Option<String> {
+    let u = UserRef { host: a.host, user: a.user };
+    let page = server.store.archive_query(u, &items_store(ns::AVATAR_DATA), &ArchiveQuery::default()).await.ok()?;
+    let item = page.items.into_iter().find(|i| i.id == id)?;
+    let el = reader::parse_element(&item.payload, &Limits::unlimited()).ok()?;
+    el.child_text("data", ns::AVATAR_DATA)
 }
 
 async fn items(server: &Server, a: Account<'_>, owner: &BareJid, requester: &BareJid, node: &str, action: &Element) -> IqResult {

@@ -1,6 +1,8 @@
 //! XEP-0054 vcard-temp: anyone may read an account's vCard; only the account writes it.
 //! XEP-0153: the hash of the vCard's photo is kept beside it and stamped into the
 //! account's presence, so contacts always see the current avatar.
+//! XEP-0398: a vCard photo is also published as a XEP-0084 avatar, and a published avatar
+//! becomes the vCard photo, so old and new clients see the same picture.
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -9,6 +11,8 @@ use jabberwock_storage::{UserRef, Write};
 use sha1::Digest;
 
 use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use crate::server::Server;
+use jid::BareJid;
 
 const STORE: &str = "vcard";
 const PHOTO_HASH: &str = "vcard_photo_hash";
@@ -25,8 +29,65 @@ fn photo_hash(card: &Element) -> String {
     }
 }
 
+/// Stores the vCard with its photo hash; returns the hash.
+async fn save(server: &Server, u: UserRef<'_>, card: &Element) -> Result<String, StanzaError> {
+    let bytes = card.to_bytes();
+    let hash = photo_hash(card);
+    let writes =
+        [Write::Keyval { store: STORE, value: Some(&bytes) }, Write::Keyval { store: PHOTO_HASH, value: Some(hash.as_bytes()) }];
+    server.store.write_batch(u, &writes).await.map_err(|e| {
+        tracing::error!(error = %e, "storing a vCard failed");
+        StanzaError::internal_server_error()
+    })?;
+    Ok(hash)
+}
+
+/// XEP-0398 §4: the vCard's photo as XEP-0084 avatar data and metadata.
+async fn publish_as_avatar(server: &Server, owner: &BareJid, card: &Element, hash: &str) {
+    let Some(photo) = card.child("PHOTO", ns::VCARD) else { return };
+    let binval: String = photo.child_text("BINVAL", ns::VCARD).unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&binval).map(|b| b.len()).unwrap_or(0);
+    let mime = photo.child_text("TYPE", ns::VCARD).unwrap_or_else(|| "image/png".to_owned());
+    let data = Element::new("data", ns::AVATAR_DATA).with_text(binval);
+    let info = Element::new("info", ns::AVATAR_METADATA).with_attr("id", hash).with_attr("bytes", bytes.to_string()).with_attr("type", mime);
+    let metadata = Element::new("metadata", ns::AVATAR_METADATA).with_child(info);
+    for (node, payload) in [(ns::AVATAR_DATA, data), (ns::AVATAR_METADATA, metadata)] {
+        if let Err(e) = super::pep::publish_item(server, owner, node, hash, payload).await {
+            tracing::warn!(error = %e, node, "publishing the vCard photo as an avatar failed");
+        }
+    }
+}
+
+/// XEP-0398 §3: an avatar published over PEP becomes the vCard photo. `metadata` is the
+/// payload of the metadata item, `data` the base64 image it names.
+pub async fn avatar_published(server: &Server, owner: &BareJid, metadata: &Element, data: Option<String>) {
+    let Some(user) = owner.node() else { return };
+    let u = UserRef { host: owner.domain().as_str(), user: user.as_str() };
+    let info = metadata.child("info", ns::AVATAR_METADATA);
+    let hash = info.and_then(|i| i.attr("id")).unwrap_or_default();
+    if server.store.kv_get(u, PHOTO_HASH).await.ok().flatten().as_deref() == Some(hash.as_bytes()) {
+        return;
+    }
+    let stored = server.store.kv_get(u, STORE).await.ok().flatten();
+    let mut card = stored
+        .and_then(|raw| reader::parse_element(&raw, &Limits::unlimited()).ok())
+        .unwrap_or_else(|| Element::new("vCard", ns::VCARD));
+    card.remove_children("PHOTO", ns::VCARD);
+    if let (Some(info), Some(data)) = (info, data) {
+        let mime = info.attr("type").unwrap_or("image/png");
+        card.push(
+            Element::new("PHOTO", ns::VCARD)
+                .with_child(Element::new("TYPE", ns::VCARD).with_text(mime))
+                .with_child(Element::new("BINVAL", ns::VCARD).with_text(data)),
+        );
+    }
+    if let Err(e) = save(server, u, &card).await {
+        tracing::warn!(error = %e, "updating the vCard from an avatar failed");
+    }
+}
+
 /// Adds the account's photo hash to an available presence that carries none.
-pub async fn stamp_photo_hash(server: &crate::server::Server, u: UserRef<'_>, presence: &mut Stanza) {
+pub async fn stamp_photo_hash(server: &Server, u: UserRef<'_>, presence: &mut Stanza) {
     if presence.inner().contains(ns::VCARD_UPDATE) {
         return;
     }
@@ -47,6 +108,10 @@ impl Module for VCard {
         &[ns::VCARD]
     }
 
+    fn account_features(&self) -> &'static [&'static str] {
+        &[ns::PEP_VCARD_CONVERSION]
+    }
+
     fn iq_routes(&self) -> &'static [IqRoute] {
         &[IqRoute { target: IqTarget::Account, name: "vCard", ns: ns::VCARD }]
     }
@@ -58,16 +123,11 @@ impl Module for VCard {
             if cx.from.to_bare() != owner {
                 return Err(StanzaError::forbidden());
             }
-            let card = payload.to_bytes();
-            let hash = photo_hash(payload);
-            let writes = [
-                Write::Keyval { store: STORE, value: Some(&card) },
-                Write::Keyval { store: PHOTO_HASH, value: Some(hash.as_bytes()) },
-            ];
-            cx.server.store.write_batch(u, &writes).await.map_err(|e| {
-                tracing::error!(error = %e, "storing a vCard failed");
-                StanzaError::internal_server_error()
-            })?;
+            let previous = cx.server.store.kv_get(u, PHOTO_HASH).await.ok().flatten();
+            let hash = save(cx.server, u, payload).await?;
+            if !hash.is_empty() && previous.as_deref() != Some(hash.as_bytes()) {
+                publish_as_avatar(cx.server, &owner, payload, &hash).await;
+            }
             return Ok(None);
         }
         let stored = cx.server.store.kv_get(u, STORE).await.map_err(|_| StanzaError::internal_server_error())?;
