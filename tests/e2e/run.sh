@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# End-to-end tests of the web client: the real server serves the built client, and
+# headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) plays two
+# users through sign-in, subscriptions and chat.
+#
+#   JABBERWOCK_BIN     the server binary (default target/debug/jabberwock)
+#   E2E_SKIP_BUILD=1   use web-client/dist as it is (default: scripts/build-web-client.sh,
+#                      which is incremental)
+#   E2E_DEBUG=1        print the pages' console (protocol traffic included)
+#   E2E_ONLY=websocket|bosh   run one of the two transports only
+#   JABBERWOCK_LOG     the server's log filter (default info)
+#
+# Screenshots go to tests/e2e/artifacts/. Exits non-zero when anything fails, printing
+# the server log.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$REPO_ROOT/tests/e2e"
+BIN="${JABBERWOCK_BIN:-$REPO_ROOT/target/debug/jabberwock}"
+case "$BIN" in /*) ;; *) BIN="$REPO_ROOT/$BIN" ;; esac
+DIST="$REPO_ROOT/web-client/dist"
+CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
+DOMAIN="localhost"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+say() { printf 'e2e: %s\n' "$*" >&2; }
+
+[ -x "$BIN" ] || { say "server binary not found: $BIN (build it, or set JABBERWOCK_BIN)"; exit 2; }
+[ -x "$CHROMIUM_BIN" ] || { say "no Chromium at $CHROMIUM_BIN (apt-get install chromium)"; exit 2; }
+command -v node >/dev/null || { say "node is needed (apt-get install nodejs npm)"; exit 2; }
+
+if [ -z "${E2E_SKIP_BUILD:-}" ]; then
+    "$REPO_ROOT/scripts/build-web-client.sh"
+fi
+[ -f "$DIST/index.html" ] || { say "no built client in $DIST (run scripts/build-web-client.sh)"; exit 2; }
+
+if ! (cd "$HERE" && node -e 'process.exit(require("playwright-core/package.json").version === require("./package.json").dependencies["playwright-core"] ? 0 : 1)') 2>/dev/null; then
+    say "installing playwright-core (no browser download)"
+    (cd "$HERE" && npm ci --no-audit --no-fund >&2)
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/jabberwock-e2e.XXXXXX")"
+SERVER_LOG="$WORK/server.log"
+# The suite restarts the server once (to test reconnecting) and writes the new pid here.
+PID_FILE="$WORK/server.pid"
+SERVER_PID=""
+
+cleanup() {
+    local rc=$?
+    [ -s "$PID_FILE" ] && SERVER_PID="$(cat "$PID_FILE")"
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ "$rc" -ne 0 ] && [ -f "$SERVER_LOG" ]; then
+        say "---- server log ($SERVER_LOG) ----"
+        tail -n 200 "$SERVER_LOG" >&2
+        say "---- end of server log ----"
+        say "kept $WORK for inspection"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Free loopback ports, bound by the kernel and released at once: one for the server, and
+# one that stays closed (the "blocked WebSocket" of the BOSH run).
+free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+HTTP_PORT="$(free_port)"
+DEAD_PORT="$(free_port)"
+case "$HTTP_PORT$DEAD_PORT" in ''|*[!0-9]*) say "could not pick free ports"; exit 1 ;; esac
+[ "$HTTP_PORT" != "$DEAD_PORT" ] || DEAD_PORT=1
+
+CONFIG="$WORK/jabberwock.toml"
+mkdir -p "$WORK/data"
+cat >"$CONFIG" <<TOML
+domains = ["$DOMAIN"]
+data_dir = "$WORK/data"
+log = "${JABBERWOCK_LOG:-info}"
+
+# Browsers only: no native XMPP listeners.
+[listen]
+c2s = []
+c2s_direct_tls = []
+
+[http]
+listen = ["127.0.0.1:$HTTP_PORT"]
+listen_tls = []
+web_root = "$DIST"
+TOML
+
+"$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {
+    say "check-config rejected the generated configuration:"
+    cat "$WORK/check-config.log" >&2
+    exit 1
+}
+
+# alice and bob for the WebSocket run, carol and dave for the BOSH run.
+declare -A PASSWORDS
+for user in alice bob carol dave; do
+    PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
+    "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
+        say "jabberwock adduser $user failed:"
+        cat "$WORK/adduser.log" >&2
+        exit 1
+    }
+done
+
+NO_COLOR=1 "$BIN" --config "$CONFIG" serve >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+echo "$SERVER_PID" >"$PID_FILE"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+deadline=$((SECONDS + 30))
+until port_open "$HTTP_PORT"; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        say "server exited before listening"
+        exit 1
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || { say "server did not listen on 127.0.0.1:$HTTP_PORT within 30 s"; exit 1; }
+    sleep 0.1
+done
+say "server pid $SERVER_PID at http://localhost:$HTTP_PORT/"
+
+rm -rf "$HERE/artifacts"
+mkdir -p "$HERE/artifacts"
+suite() { # TRANSPORT USER-A USER-B
+    (
+        cd "$HERE"
+        E2E_BASE_URL="http://localhost:$HTTP_PORT" E2E_DOMAIN="$DOMAIN" E2E_ARTIFACTS="$HERE/artifacts" \
+            E2E_TRANSPORT="$1" E2E_DEAD_PORT="$DEAD_PORT" CHROMIUM_BIN="$CHROMIUM_BIN" \
+            E2E_SERVER_BIN="$BIN" E2E_SERVER_CONFIG="$CONFIG" E2E_SERVER_LOG="$SERVER_LOG" E2E_SERVER_PIDFILE="$PID_FILE" \
+            E2E_USER_A="$2" E2E_PASSWORD_A="${PASSWORDS[$2]}" E2E_USER_B="$3" E2E_PASSWORD_B="${PASSWORDS[$3]}" \
+            timeout --kill-after=5 180 node web_client.mjs
+    )
+}
+suite_rc=0
+if [ "${E2E_ONLY:-websocket}" = websocket ]; then
+    say "---- over WebSocket ----"
+    suite websocket alice bob || suite_rc=$?
+fi
+if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
+    say "---- WebSocket refused: automatic fallback to BOSH ----"
+    suite bosh carol dave || suite_rc=$?
+fi
+[ "$suite_rc" -ne 124 ] || say "the suite was killed after 180 s"
+
+SERVER_PID="$(cat "$PID_FILE")"
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    say "the server died during the suite"
+    [ "$suite_rc" -ne 0 ] || suite_rc=1
+fi
+if grep -q "panicked at" "$SERVER_LOG"; then
+    say "the server panicked during the suite"
+    [ "$suite_rc" -ne 0 ] || suite_rc=1
+fi
+exit "$suite_rc"

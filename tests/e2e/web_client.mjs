@@ -1,0 +1,367 @@
+// End-to-end user stories for the web client, in headless Chromium (Debian's, driven by
+// playwright-core) against a running Jabberwock server.
+//
+// Environment (set by run.sh):
+//   E2E_BASE_URL       the server's HTTP base, e.g. http://localhost:41234
+//   E2E_DOMAIN         the XMPP domain (localhost)
+//   E2E_USER_A, E2E_USER_B, E2E_PASSWORD_A, E2E_PASSWORD_B
+//                      the two accounts (localparts), which must not know each other yet
+//   E2E_TRANSPORT      websocket (default) or bosh: for bosh, discovery is answered with a
+//                      WebSocket endpoint that refuses connections, so the client must fall
+//                      back to BOSH by itself
+//   E2E_DEAD_PORT      a loopback port nothing listens on (for the bosh run)
+//   E2E_SERVER_BIN, E2E_SERVER_CONFIG, E2E_SERVER_LOG, E2E_SERVER_PIDFILE
+//                      how to restart the server (the reconnect story); the new pid goes
+//                      to the pid file
+//   E2E_ARTIFACTS      where screenshots go
+//   CHROMIUM_BIN       default /usr/bin/chromium
+//   E2E_DEBUG=1        print the pages' console
+//
+// Exits non-zero when a step fails, after saving a screenshot of every open page.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+const BASE = must('E2E_BASE_URL');
+const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
+const USER_A = process.env.E2E_USER_A || 'alice';
+const USER_B = process.env.E2E_USER_B || 'bob';
+const ALICE = `${USER_A}@${DOMAIN}`;
+const BOB = `${USER_B}@${DOMAIN}`;
+const ALICE_NAME = USER_A[0].toUpperCase() + USER_A.slice(1);
+const BOB_NAME = USER_B[0].toUpperCase() + USER_B.slice(1);
+const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const DEBUG = !!process.env.E2E_DEBUG;
+const STEP_TIMEOUT = 20000;
+
+function must(name) {
+    const v = process.env[name];
+    if (!v) throw new Error(`${name} is not set`);
+    return v;
+}
+
+function say(msg) {
+    process.stderr.write(`e2e: ${msg}\n`);
+}
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // playwright gives every launch a fresh temporary --user-data-dir of its own.
+    args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+    timeout: 30000,
+});
+
+const pages = {};
+const logs = {};
+
+async function openPage(name, options = {}) {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+    // Only loopback is ever contacted: anything else is refused.
+    await context.route('**/*', (route) => {
+        const url = route.request().url();
+        const { hostname } = new URL(url);
+        if (['127.0.0.1', 'localhost', '[::1]'].includes(hostname) || url.startsWith('data:')) return route.fallback();
+        return route.abort('blockedbyclient');
+    });
+    if (TRANSPORT === 'bosh') {
+        // As if WebSocket were blocked on the way: its advertised endpoint refuses connections.
+        const base = new URL(BASE);
+        const dead = `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket`;
+        const bosh = `${base.origin}/http-bind`;
+        await context.route(`${base.origin}/.well-known/host-meta.json`, (route) => route.fulfill({
+            contentType: 'application/json',
+            headers: { 'access-control-allow-origin': '*' },
+            body: JSON.stringify({ links: [
+                { rel: 'urn:xmpp:alt-connections:websocket', href: dead },
+                { rel: 'urn:xmpp:alt-connections:xbosh', href: bosh },
+            ] }),
+        }));
+    }
+    // The client logs its protocol traffic to the console, which is printed on failure.
+    await context.addInitScript(() => window.localStorage.setItem('jabberwock.debug', '1'));
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    logs[name] = [];
+    page.on('console', (m) => {
+        logs[name].push(`console.${m.type()}: ${m.text()}`);
+        if (DEBUG) say(`  [${name}] console.${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => {
+        logs[name].push(`pageerror: ${e.stack || e}`);
+        say(`  [${name}] page error: ${e.message || e}`);
+    });
+    pages[name] = page;
+    return page;
+}
+
+async function shot(page, name) {
+    const prefix = TRANSPORT === 'websocket' ? '' : `${TRANSPORT}-`;
+    await page.screenshot({ path: path.join(ARTIFACTS, `${prefix}${name}.png`), fullPage: false });
+}
+
+async function login(page, jid, password) {
+    await page.goto(BASE, { waitUntil: 'load' });
+    await page.getByLabel('Address', { exact: true }).fill(jid);
+    await page.getByLabel('Password', { exact: true }).fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+async function expectOnline(page) {
+    await page.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
+    const used = await page.getByTestId('connection-status').getAttribute('data-transport');
+    if (used !== TRANSPORT) throw new Error(`connected over ${used}, expected ${TRANSPORT}`);
+}
+
+function contact(page, jid) {
+    return page.locator(`.contact[data-jid="${jid}"]`);
+}
+
+async function expectContactStatus(page, jid, status) {
+    await page.locator(`.contact[data-jid="${jid}"][data-status="${status}"]`).waitFor();
+}
+
+async function send(page, text) {
+    const box = page.getByTestId('composer');
+    await box.fill(text);
+    await box.press('Enter');
+}
+
+/** Stops the server (SIGTERM, as an operator would) and starts it again on the same data. */
+async function restartServer() {
+    const pidFile = must('E2E_SERVER_PIDFILE');
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 15000;
+    for (;;) {
+        try {
+            process.kill(pid, 0);
+        } catch {
+            break;
+        }
+        if (Date.now() > deadline) throw new Error(`the server (pid ${pid}) did not stop`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    const log = fs.openSync(must('E2E_SERVER_LOG'), 'a');
+    const child = spawn(must('E2E_SERVER_BIN'), ['--config', must('E2E_SERVER_CONFIG'), 'serve'], {
+        detached: true,
+        stdio: ['ignore', log, log],
+        env: { ...process.env, NO_COLOR: '1' },
+    });
+    child.unref();
+    fs.writeFileSync(pidFile, `${child.pid}\n`);
+}
+
+// Each step is a user story; they run in order and share the pages.
+const steps = [
+    ['the page loads and shows the sign-in form', async () => {
+        const a = await openPage('alice');
+        await a.goto(BASE, { waitUntil: 'load' });
+        await a.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        await a.getByTestId('connection-status').filter({ hasText: 'Signed out' }).waitFor();
+        await shot(a, '01-login');
+    }],
+
+    ['a wrong password shows a clear error', async () => {
+        const a = pages.alice;
+        await login(a, ALICE, 'not-the-password');
+        const err = a.getByTestId('login-error');
+        await err.waitFor();
+        const text = (await err.textContent()).trim();
+        if (!/wrong address or password/i.test(text)) throw new Error(`unexpected error text: ${text}`);
+        await shot(a, '02-wrong-password');
+    }],
+
+    ['alice and bob sign in, in two browser contexts', async () => {
+        const a = pages.alice;
+        await a.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_A'));
+        await a.getByRole('button', { name: 'Sign in' }).click();
+        await expectOnline(a);
+        // bob's context prefers the dark scheme: the screenshots show both themes.
+        const b = await openPage('bob', { colorScheme: 'dark' });
+        await login(b, BOB, must('E2E_PASSWORD_B'));
+        await expectOnline(b);
+        await a.getByText('No contacts yet').waitFor();
+        await shot(a, '03-alice-online-empty');
+    }],
+
+    ['alice adds bob (subscribe)', async () => {
+        const a = pages.alice;
+        await a.getByRole('button', { name: 'Add contact' }).click();
+        await a.getByLabel('Their address').fill(BOB);
+        await a.getByLabel('Name (optional)').fill(BOB_NAME);
+        await a.getByRole('button', { name: 'Send request' }).click();
+        await contact(a, BOB).waitFor();
+        await contact(a, BOB).getByText('Awaiting approval').waitFor();
+        await shot(a, '04-alice-request-sent');
+    }],
+
+    ['bob sees the request and accepts it', async () => {
+        const b = pages.bob;
+        const req = b.locator(`.request[data-jid="${ALICE}"]`);
+        await req.waitFor();
+        await shot(b, '05-bob-request');
+        await req.getByRole('button', { name: `Accept ${ALICE}` }).click();
+        await req.waitFor({ state: 'detached' });
+    }],
+
+    ['both see each other online', async () => {
+        await expectContactStatus(pages.alice, BOB, 'online');
+        await expectContactStatus(pages.bob, ALICE, 'online');
+        await shot(pages.alice, '06-alice-sees-bob-online');
+    }],
+
+    ['alice writes to bob; the text is shown as text, never as HTML', async () => {
+        const a = pages.alice;
+        await contact(a, BOB).click();
+        await a.getByTestId('chat-title').filter({ hasText: BOB_NAME }).waitFor();
+        await send(a, `Hello ${BOB_NAME}! <b>not bold</b> <img src=x onerror="window.pwned=1">`);
+        await a.locator('.msg.out .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+
+        const b = pages.bob;
+        // Unread badge on alice's row, then the message in the conversation.
+        await contact(b, ALICE).locator('.badge').waitFor();
+        await contact(b, ALICE).click();
+        const body = b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` });
+        await body.waitFor();
+        const text = await body.textContent();
+        if (!text.includes('<b>not bold</b>')) throw new Error(`markup was not shown literally: ${text}`);
+        if ((await b.locator('.log b, .log img').count()) !== 0) throw new Error('message markup became elements');
+        if (await b.evaluate(() => window.pwned)) throw new Error('message markup ran script');
+    }],
+
+    ['alice sees bob typing', async () => {
+        const b = pages.bob;
+        await b.getByTestId('composer').fill(`Hi ${ALICE_NAME}! See https://example.org/docs?x=1.`);
+        const a = pages.alice;
+        await a.getByTestId('typing').filter({ hasText: `${BOB_NAME} is typing` }).waitFor();
+        await shot(a, '07-alice-sees-typing');
+    }],
+
+    ['bob answers with a link; alice gets it with the link clickable, and the typing ends', async () => {
+        const b = pages.bob;
+        await b.getByTestId('composer').press('Enter');
+        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
+        const a = pages.alice;
+        await a.getByTestId('typing').filter({ hasText: 'is typing' }).waitFor({ state: 'detached' });
+        const body = a.locator('.msg.in .body').filter({ hasText: `Hi ${ALICE_NAME}!` });
+        await body.waitFor();
+        const link = body.locator('a');
+        const href = await link.getAttribute('href');
+        if (href !== 'https://example.org/docs?x=1') throw new Error(`link href: ${href}`);
+        if ((await link.getAttribute('rel'))?.includes('noopener') !== true) throw new Error('link without rel=noopener');
+        await send(a, `Thanks, ${BOB_NAME}.`);
+        await b.locator('.msg.in .body').filter({ hasText: `Thanks, ${BOB_NAME}.` }).waitFor();
+        await shot(a, '08-alice-chat');
+        await shot(b, '09-bob-chat-dark');
+    }],
+
+    ['alice puts bob in a roster group', async () => {
+        const a = pages.alice;
+        await a.getByRole('button', { name: 'Edit name and groups' }).click();
+        await a.getByLabel('Groups, separated by commas').fill('Friends');
+        await a.getByRole('button', { name: 'Save' }).click();
+        await a.getByRole('group', { name: 'Friends' }).locator(`.contact[data-jid="${BOB}"]`).waitFor();
+    }],
+
+    ['alice sets "away" with a status message, and bob sees it', async () => {
+        const a = pages.alice;
+        await a.getByLabel('Your availability').selectOption('away');
+        await a.getByLabel('Status message').fill('Lunch, back at two');
+        await a.getByLabel('Status message').press('Enter');
+        const b = pages.bob;
+        await expectContactStatus(b, ALICE, 'away');
+        await b.getByTestId('chat-status').filter({ hasText: 'Away · Lunch, back at two' }).waitFor();
+        await expectContactStatus(a, BOB, 'online');
+    }],
+
+    ['the server restarts: both reconnect by themselves and chat goes on', async () => {
+        const a = pages.alice;
+        const b = pages.bob;
+        await restartServer();
+        await a.getByTestId('connection-status').filter({ hasText: 'Reconnecting' }).waitFor();
+        await shot(a, '10-alice-reconnecting');
+        await expectOnline(a);
+        await expectOnline(b);
+        await expectContactStatus(a, BOB, 'online');
+        await expectContactStatus(b, ALICE, 'away');
+        await send(a, 'Still there after the restart?');
+        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
+        // The conversation from before the restart is still on screen.
+        await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+    }],
+
+    ['a phone-sized screen shows one pane at a time', async () => {
+        const b = pages.bob;
+        await b.setViewportSize({ width: 360, height: 740 });
+        await b.locator('.msg.in .body').filter({ hasText: `Thanks, ${BOB_NAME}.` }).waitFor();
+        await shot(b, '11-bob-phone-chat');
+        await b.getByRole('button', { name: 'Back to contacts' }).click();
+        await contact(b, ALICE).waitFor();
+        await shot(b, '12-bob-phone-contacts');
+        await b.setViewportSize({ width: 1280, height: 800 });
+    }],
+
+    ['bob reloads the page; signed in again, the conversation comes back from the archive', async () => {
+        const b = pages.bob;
+        await b.reload({ waitUntil: 'load' });
+        await b.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        // The address is remembered; the password never is.
+        const address = await b.getByLabel('Address', { exact: true }).inputValue();
+        if (address !== BOB) throw new Error(`the address was not remembered: ${address}`);
+        if (await b.getByLabel('Password', { exact: true }).inputValue()) throw new Error('the password was kept');
+        await b.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_B'));
+        await b.getByRole('button', { name: 'Sign in' }).click();
+        await expectOnline(b);
+        await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
+        const shown = await b.locator('.msg .body').count();
+        if (shown !== 4) throw new Error(`expected the 4 messages once each, found ${shown}`);
+        await shot(b, '13-bob-history-after-reload');
+    }],
+
+    ['signing out returns to the sign-in form', async () => {
+        const a = pages.alice;
+        await a.getByRole('button', { name: 'Sign out' }).click();
+        await a.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        await a.getByTestId('connection-status').filter({ hasText: 'Signed out' }).waitFor();
+        // bob sees alice go offline.
+        await expectContactStatus(pages.bob, ALICE, 'offline');
+    }],
+];
+
+let failed = 0;
+for (const [name, run] of steps) {
+    const start = Date.now();
+    try {
+        await run();
+        say(`ok    ${name} (${Date.now() - start} ms)`);
+    } catch (e) {
+        failed++;
+        say(`FAIL  ${name}: ${e.message || e}`);
+        break;
+    }
+}
+
+if (failed) {
+    for (const [name, page] of Object.entries(pages)) {
+        await shot(page, `failure-${name}`).catch(() => {});
+        say(`---- ${name}'s console ----`);
+        for (const line of logs[name]) say(`  ${line}`);
+    }
+}
+await browser.close();
+say(failed ? `${TRANSPORT}: failed; screenshots in ${ARTIFACTS}` : `${TRANSPORT}: all ${steps.length} steps passed; screenshots in ${ARTIFACTS}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,429 @@
+//! Conversations: the messages exchanged with each contact, their delivery state, and the
+//! unread counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::stanza::ChatState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the connection.
+    Sent,
+    /// The server or the recipient answered with an error.
+    Failed,
+    /// Received by us.
+    Received,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The stanza id (ours for outgoing; the sender's, or a local one, for incoming).
+    pub id: String,
+    pub direction: Direction,
+    pub body: String,
+    /// Milliseconds since the Unix epoch: when sent or received, or the delay stamp.
+    pub timestamp_ms: i64,
+    pub delivery: Delivery,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    pub messages: Vec<ChatMessage>,
+    pub unread: u32,
+    pub history: History,
+}
+
+/// How much of the server's archive (XEP-0313) this conversation has loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// A query is under way.
+    pub loading: bool,
+    /// At least the newest page was asked for.
+    pub started: bool,
+    /// Nothing older remains.
+    pub complete: bool,
+    /// The archive id of the oldest message loaded, to page further back.
+    pub oldest: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Chats {
+    conversations: BTreeMap<String, Conversation>,
+    /// The conversation on screen, whose new messages are read at once.
+    active: Option<String>,
+    /// The page is visible; when it is not, even the active conversation collects unread.
+    visible: bool,
+    /// What each peer last said they were doing (XEP-0085).
+    peer_states: BTreeMap<String, ChatState>,
+    /// Peers that have sent chat states, so that ours are worth sending.
+    supports_states: BTreeSet<String>,
+    /// Our last state sent per peer.
+    our_states: BTreeMap<String, ChatState>,
+}
+
+impl Chats {
+    pub fn new() -> Self {
+        Chats { visible: true, ..Default::default() }
+    }
+
+    pub fn get(&self, bare: &str) -> Option<&Conversation> {
+        self.conversations.get(bare)
+    }
+
+    pub fn messages(&self, bare: &str) -> &[ChatMessage] {
+        self.conversations.get(bare).map_or(&[], |c| c.messages.as_slice())
+    }
+
+    /// Everyone we have a conversation with, in JID order.
+    pub fn jids(&self) -> impl Iterator<Item = &str> {
+        self.conversations.keys().map(String::as_str)
+    }
+
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+
+    /// Opens a conversation (or none): its messages are now read.
+    pub fn set_active(&mut self, bare: Option<&str>) {
+        self.active = bare.map(str::to_owned);
+        self.mark_active_read();
+    }
+
+    pub fn set_visible(&mut self, visible: bool) {
+        self.visible = visible;
+        self.mark_active_read();
+    }
+
+    fn mark_active_read(&mut self) {
+        if !self.visible {
+            return;
+        }
+        if let Some(c) = self.active.as_ref().and_then(|a| self.conversations.get_mut(a)) {
+            c.unread = 0;
+        }
+    }
+
+    /// A peer's chat state arrived; returns whether what we show changed.
+    pub fn peer_state(&mut self, bare: &str, state: ChatState) -> bool {
+        self.supports_states.insert(bare.to_owned());
+        self.peer_states.insert(bare.to_owned(), state) != Some(state)
+    }
+
+    /// The peer is typing right now.
+    pub fn is_typing(&self, bare: &str) -> bool {
+        self.peer_states.get(bare) == Some(&ChatState::Composing)
+    }
+
+    /// Whether to tell `bare` we are now in `state`: only to peers that use chat states,
+    /// and only on a change. Records the state when it is to be sent.
+    pub fn our_state(&mut self, bare: &str, state: ChatState) -> bool {
+        if !self.supports_states.contains(bare) || self.our_states.get(bare) == Some(&state) {
+            return false;
+        }
+        self.our_states.insert(bare.to_owned(), state);
+        true
+    }
+
+    pub fn our_state_is(&self, bare: &str, state: ChatState) -> bool {
+        self.our_states.get(bare) == Some(&state)
+    }
+
+    /// Records a received message; returns whether it counted as unread.
+    pub fn incoming(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64) -> bool {
+        let reading = self.visible && self.active.as_deref() == Some(bare);
+        let conv = self.conversations.entry(bare.to_owned()).or_default();
+        // A message delivered twice (after a reconnect, say) is shown once.
+        if conv.messages.iter().any(|m| m.direction == Direction::In && m.id == id && m.body == body) {
+            return false;
+        }
+        let msg = ChatMessage { id, direction: Direction::In, body, timestamp_ms, delivery: Delivery::Received, error: None };
+        // A message ends their typing, whether or not it says so.
+        if self.peer_states.get(bare) == Some(&ChatState::Composing) {
+            self.peer_states.insert(bare.to_owned(), ChatState::Active);
+        }
+        // Offline messages can arrive with older stamps than what is shown: keep order.
+        let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
+        conv.messages.insert(at, msg);
+        if !reading {
+            conv.unread += 1;
+        }
+        !reading
+    }
+
+    pub fn outgoing(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64) {
+        // The message carries <active/>.
+        self.our_states.insert(bare.to_owned(), ChatState::Active);
+        let conv = self.conversations.entry(bare.to_owned()).or_default();
+        conv.messages.push(ChatMessage {
+            id,
+            direction: Direction::Out,
+            body,
+            timestamp_ms,
+            delivery: Delivery::Sent,
+            error: None,
+        });
+    }
+
+    /// An archived message: shown in its place, never counted unread, and not shown twice
+    /// when it is also one we saw live.
+    pub fn archived(&mut self, bare: &str, direction: Direction, id: Option<String>, body: String, timestamp_ms: i64) {
+        let conv = self.conversations.entry(bare.to_owned()).or_default();
+        let duplicate = conv.messages.iter().any(|m| {
+            m.direction == direction
+                && match &id {
+                    Some(id) => &m.id == id && m.body == body,
+                    None => m.body == body && m.timestamp_ms.abs_diff(timestamp_ms) < 2000,
+                }
+        });
+        if duplicate {
+            return;
+        }
+        let delivery = if direction == Direction::Out { Delivery::Sent } else { Delivery::Received };
+        let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None };
+        let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
+        conv.messages.insert(at, msg);
+    }
+
+    /// After a reconnect: no query is under way any more.
+    pub fn reset_loading(&mut self) {
+        for c in self.conversations.values_mut() {
+            c.history.loading = false;
+        }
+    }
+
+    pub fn history(&self, bare: &str) -> History {
+        self.conversations.get(bare).map(|c| c.history.clone()).unwrap_or_default()
+    }
+
+    pub fn history_mut(&mut self, bare: &str) -> &mut History {
+        &mut self.conversations.entry(bare.to_owned()).or_default().history
+    }
+
+    /// A message error came back for our message `id` to `bare`; returns whether it matched.
+    pub fn failed(&mut self, bare: &str, id: &str, error: String) -> bool {
+        let Some(conv) = self.conversations.get_mut(bare) else { return false };
+        match conv.messages.iter_mut().rev().find(|m| m.direction == Direction::Out && m.id == id) {
+            Some(m) => {
+                m.delivery = Delivery::Failed;
+                m.error = Some(error);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn unread(&self, bare: &str) -> u32 {
+        self.conversations.get(bare).map_or(0, |c| c.unread)
+    }
+
+    pub fn total_unread(&self) -> u32 {
+        self.conversations.values().map(|c| c.unread).sum()
+    }
+
+    /// The most recent message with `bare`, for the roster preview.
+    pub fn last(&self, bare: &str) -> Option<&ChatMessage> {
+        self.conversations.get(bare)?.messages.last()
+    }
+}
+
+/// A piece of message text: plain, or a web link to make clickable. The view renders both
+/// as text nodes (the link inside an `<a>`), never as HTML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Text(&'a str),
+    Link(&'a str),
+}
+
+/// Splits text into plain runs and `http(s)://` links. Trailing punctuation that usually
+/// ends a sentence is left out of the link.
+pub fn linkify(text: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut plain_start = 0usize;
+    let mut offset = 0usize;
+    loop {
+        let found = ["https://", "http://"].iter().filter_map(|p| rest.find(p)).min();
+        let Some(pos) = found else { break };
+        let start = offset + pos;
+        // Only at a word boundary.
+        let boundary = start == 0 || text[..start].chars().next_back().is_some_and(|c| c.is_whitespace() || "([<\"'".contains(c));
+        let after = &text[start..];
+        let mut end = after.find(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"').unwrap_or(after.len());
+        while end > 0 && after[..end].ends_with(['.', ',', ';', ':', '!', '?', ')', ']', '\'']) {
+            // Keep a closing parenthesis that has its opening one in the link.
+            if after[..end].ends_with(')') && after[..end].matches('(').count() >= after[..end].matches(')').count() {
+                break;
+            }
+            end -= 1;
+        }
+        let link = &after[..end];
+        let scheme_len = if link.starts_with("https://") { 8 } else { 7 };
+        if boundary && link.len() > scheme_len {
+            if plain_start < start {
+                out.push(Segment::Text(&text[plain_start..start]));
+            }
+            out.push(Segment::Link(link));
+            plain_start = start + end;
+            offset = plain_start;
+        } else {
+            offset = start + scheme_len;
+        }
+        rest = &text[offset..];
+    }
+    if plain_start < text.len() {
+        out.push(Segment::Text(&text[plain_start..]));
+    }
+    out
+}
+
+/// Parses an XEP-0082 date-time (`2024-01-02T03:04:05.678Z`, or with an offset) into
+/// milliseconds since the Unix epoch.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, mo, da): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    let (clock, offset_min) = if let Some(c) = time.strip_suffix('Z') {
+        (c, 0)
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(at);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        (c, sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?))
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, se): (i64, i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    if h > 23 || mi > 59 || se > 60 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_counts_follow_what_is_on_screen() {
+        let mut c = Chats::new();
+        assert!(c.incoming("bob@x", "1".into(), "hi".into(), 10));
+        assert!(c.incoming("bob@x", "2".into(), "there".into(), 11));
+        assert!(c.incoming("carol@x", "3".into(), "yo".into(), 12));
+        assert_eq!((c.unread("bob@x"), c.total_unread()), (2, 3));
+        c.set_active(Some("bob@x"));
+        assert_eq!((c.unread("bob@x"), c.total_unread()), (0, 1));
+        assert!(!c.incoming("bob@x", "4".into(), "read at once".into(), 13));
+        assert_eq!(c.unread("bob@x"), 0);
+        // A hidden tab collects unread even for the open conversation.
+        c.set_visible(false);
+        assert!(c.incoming("bob@x", "5".into(), "while away".into(), 14));
+        assert_eq!(c.unread("bob@x"), 1);
+        c.set_visible(true);
+        assert_eq!(c.unread("bob@x"), 0);
+        c.set_active(None);
+        assert_eq!(c.total_unread(), 1);
+    }
+
+    #[test]
+    fn chat_states_are_sent_only_to_peers_that_use_them() {
+        let mut c = Chats::new();
+        assert!(!c.our_state("bob@x", ChatState::Composing), "bob never sent a chat state");
+        assert!(c.peer_state("bob@x", ChatState::Active));
+        assert!(!c.peer_state("bob@x", ChatState::Active), "no change");
+        assert!(c.our_state("bob@x", ChatState::Composing));
+        assert!(!c.our_state("bob@x", ChatState::Composing), "only changes are sent");
+        assert!(c.our_state("bob@x", ChatState::Paused));
+        c.outgoing("bob@x", "1".into(), "hi".into(), 1);
+        assert!(c.our_state("bob@x", ChatState::Composing), "the message reset us to active");
+
+        c.peer_state("bob@x", ChatState::Composing);
+        assert!(c.is_typing("bob@x"));
+        c.incoming("bob@x", "2".into(), "there".into(), 2);
+        assert!(!c.is_typing("bob@x"), "a message ends typing");
+    }
+
+    #[test]
+    fn messages_keep_order_and_delivery_state() {
+        let mut c = Chats::new();
+        c.outgoing("bob@x", "m1".into(), "first".into(), 100);
+        c.incoming("bob@x", "o1".into(), "offline, older".into(), 50);
+        c.incoming("bob@x", "o1".into(), "offline, older".into(), 50);
+        let bodies: Vec<_> = c.messages("bob@x").iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["offline, older", "first"], "sorted by time, duplicates dropped");
+        assert!(c.failed("bob@x", "m1", "the address does not exist".into()));
+        assert_eq!(c.messages("bob@x")[1].delivery, Delivery::Failed);
+        assert!(!c.failed("bob@x", "nope", String::new()));
+        assert!(!c.failed("nobody@x", "m1", String::new()));
+        assert_eq!(c.last("bob@x").unwrap().body, "first");
+        assert!(c.messages("nobody@x").is_empty());
+    }
+
+    #[test]
+    fn archived_messages_fill_in_without_duplicates() {
+        let mut c = Chats::new();
+        c.incoming("bob@x", "b1".into(), "live".into(), 300);
+        c.outgoing("bob@x", "m1".into(), "mine".into(), 400);
+        c.archived("bob@x", Direction::In, Some("b0".into()), "older".into(), 100);
+        c.archived("bob@x", Direction::In, Some("b1".into()), "live".into(), 299);
+        c.archived("bob@x", Direction::Out, Some("m1".into()), "mine".into(), 399);
+        c.archived("bob@x", Direction::Out, None, "no id".into(), 200);
+        c.archived("bob@x", Direction::Out, None, "no id".into(), 200);
+        let bodies: Vec<_> = c.messages("bob@x").iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["older", "no id", "live", "mine"]);
+        assert_eq!(c.unread("bob@x"), 1, "archived messages are never unread");
+        assert!(!c.history("bob@x").started);
+        c.history_mut("bob@x").started = true;
+        assert!(c.history("bob@x").started);
+    }
+
+    #[test]
+    fn links_are_found_and_nothing_else() {
+        use Segment::*;
+        assert_eq!(linkify("plain"), [Text("plain")]);
+        assert_eq!(linkify(""), []);
+        assert_eq!(linkify("see https://example.org/a?b=1. ok"), [Text("see "), Link("https://example.org/a?b=1"), Text(". ok")]);
+        assert_eq!(linkify("http://x.y"), [Link("http://x.y")]);
+        assert_eq!(
+            linkify("(https://en.wikipedia.org/wiki/Foo_(bar))"),
+            [Text("("), Link("https://en.wikipedia.org/wiki/Foo_(bar)"), Text(")")]
+        );
+        assert_eq!(linkify("nohttps://x.y and https://"), [Text("nohttps://x.y and https://")]);
+        assert_eq!(linkify("<script>https://a.b\"x"), [Text("<script>https://a.b\"x")]);
+        assert_eq!(linkify("a https://a.b\"x"), [Text("a "), Link("https://a.b"), Text("\"x")]);
+        assert_eq!(linkify("é https://ü.example/ö é"), [Text("é "), Link("https://ü.example/ö"), Text(" é")]);
+    }
+
+    #[test]
+    fn timestamps_parse() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_timestamp("2024-01-02T03:04:05Z"), Some(1_704_164_645_000));
+        assert_eq!(parse_timestamp("2024-01-02T03:04:05.5Z"), Some(1_704_164_645_500));
+        assert_eq!(parse_timestamp("2024-01-02T05:04:05.123456+02:00"), Some(1_704_164_645_123));
+        assert_eq!(parse_timestamp("2024-01-01T23:04:05-04:00"), Some(1_704_164_645_000));
+        assert_eq!(parse_timestamp("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        for bad in ["", "2024-01-02", "2024-13-02T00:00:00Z", "2024-01-02T25:00:00Z", "x-y-zTa:b:cZ", "2024-01-02T03:04:05"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,922 @@
+//! The whole client without I/O: the connection, the roster, the conversations and our
+//! own presence, driven by transport input and user actions, answering with [`Event`]s.
+//!
+//! The view layer owns one [`Client`] per login. It hands transport input to
+//! [`Client::receive`], user actions to the other methods, writes every [`Event::Send`]
+//! to the transport, and refreshes what the other events name.
+
+use jabberwock_proto::Element;
+
+use crate::address::{self, Account};
+use crate::chat::{parse_timestamp, Chats, Direction};
+use crate::connection::{ConnError, ConnEvent, Connection, Features, Phase};
+use crate::framing::{Frame, Input};
+use crate::ns;
+use crate::roster::{ContactView, Roster, Subscription};
+use crate::stanza::{self, ChatState, Incoming, IqType, MessageType, PresenceInfo, PresenceKind, Show};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Hand to the transport.
+    Send(Frame),
+    Phase(Phase),
+    Online {
+        jid: String,
+    },
+    Failed(ConnError),
+    RosterChanged,
+    /// A conversation changed; `incoming` when the peer wrote (for notifications).
+    ChatChanged {
+        with: String,
+        incoming: bool,
+    },
+    /// Someone asks to see our presence.
+    SubscriptionRequest {
+        from: String,
+    },
+    /// Something the user should be told that is not a connection failure.
+    Notice(String),
+}
+
+/// Messages per archive page.
+pub const HISTORY_PAGE: u32 = 50;
+
+/// What an outstanding iq of ours was for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    FetchRoster,
+    /// A XEP-0313 query for the conversation with `with`.
+    History {
+        with: String,
+        query_id: String,
+    },
+    SaveItem {
+        jid: String,
+    },
+    RemoveItem {
+        jid: String,
+    },
+}
+
+pub struct Client {
+    conn: Connection,
+    pub roster: Roster,
+    pub chats: Chats,
+    own: PresenceInfo,
+    id_prefix: String,
+    next_id: u64,
+    pending: Vec<(String, Pending)>,
+    /// What we last told the server with XEP-0352 (a new stream starts active).
+    csi_active: bool,
+}
+
+impl Client {
+    /// `nonce`: fresh random printable text (no `,`); it seeds SCRAM and stanza ids.
+    pub fn new(account: Account, password: &str, resource: Option<String>, nonce: String) -> Self {
+        let id_prefix = nonce.chars().filter(char::is_ascii_alphanumeric).take(6).collect();
+        Client {
+            conn: Connection::new(account, password, resource, nonce),
+            roster: Roster::default(),
+            chats: Chats::new(),
+            own: PresenceInfo::default(),
+            id_prefix,
+            next_id: 0,
+            pending: Vec::new(),
+            csi_active: true,
+        }
+    }
+
+    /// A fresh connection for a new attempt (after a network loss), keeping the roster,
+    /// the conversations and our presence. Until the roster is fetched again, what we had
+    /// stays on screen.
+    pub fn restart(&mut self, password: &str, nonce: String) {
+        let account = self.conn.account().clone();
+        let resource = self.conn.resource().map(str::to_owned);
+        self.conn = Connection::new(account, password, resource, nonce);
+        self.pending.clear();
+        self.csi_active = true;
+        // Queries in flight died with the old stream.
+        self.chats.reset_loading();
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.conn.phase()
+    }
+
+    pub fn jid(&self) -> Option<&str> {
+        self.conn.jid()
+    }
+
+    pub fn account(&self) -> &Account {
+        self.conn.account()
+    }
+
+    pub fn features(&self) -> &Features {
+        self.conn.features()
+    }
+
+    pub fn own_presence(&self) -> &PresenceInfo {
+        &self.own
+    }
+
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}{}", self.id_prefix, self.next_id)
+    }
+
+    fn send(&mut self, el: Element, out: &mut Vec<Event>) {
+        if let Some(ConnEvent::Send(f)) = self.conn.send(el) {
+            out.push(Event::Send(f));
+        }
+    }
+
+    fn lift(&mut self, events: Vec<ConnEvent>, out: &mut Vec<Event>, now_ms: i64) {
+        for e in events {
+            match e {
+                ConnEvent::Send(f) => out.push(Event::Send(f)),
+                ConnEvent::Phase(p) => {
+                    if p == Phase::Closed {
+                        self.roster.clear_presence();
+                        out.push(Event::RosterChanged);
+                    }
+                    out.push(Event::Phase(p));
+                }
+                ConnEvent::Failed(e) => out.push(Event::Failed(e)),
+                ConnEvent::Online { jid } => {
+                    out.push(Event::Online { jid });
+                    self.on_online(out);
+                }
+                ConnEvent::Stanza(el) => self.on_stanza(el, out, now_ms),
+            }
+        }
+    }
+
+    /// The transport is connected.
+    pub fn start(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        let ev = self.conn.start();
+        self.lift(ev, &mut out, 0);
+        out
+    }
+
+    pub fn receive(&mut self, input: Input, now_ms: i64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let ev = self.conn.receive(input);
+        self.lift(ev, &mut out, now_ms);
+        out
+    }
+
+    pub fn transport_closed(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        let ev = self.conn.transport_closed();
+        self.lift(ev, &mut out, 0);
+        out
+    }
+
+    /// Signs out: unavailable presence, then the stream close.
+    pub fn disconnect(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.conn.is_online() {
+            self.send(stanza::unavailable(), &mut out);
+        }
+        let ev = self.conn.close();
+        self.lift(ev, &mut out, 0);
+        out
+    }
+
+    fn on_online(&mut self, out: &mut Vec<Event>) {
+        // RFC 6121 §2.2: the roster first, then initial presence (which makes the server
+        // probe our contacts and deliver offline messages).
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::FetchRoster));
+        self.send(stanza::roster_get(&id), out);
+        let own = self.own.clone();
+        self.send(stanza::presence(&own), out);
+    }
+
+    fn take_pending(&mut self, id: &str) -> Option<Pending> {
+        let at = self.pending.iter().position(|(i, _)| i == id)?;
+        Some(self.pending.remove(at).1)
+    }
+
+    fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
+        match Incoming::classify(el) {
+            Incoming::Message(m) => {
+                let from = address::bare(&m.from).to_owned();
+                match m.kind {
+                    MessageType::Error => {
+                        let (Some(id), Some(error)) = (&m.id, &m.error) else { return };
+                        if self.chats.failed(&from, id, error.describe()) {
+                            out.push(Event::ChatChanged { with: from, incoming: false });
+                        }
+                    }
+                    MessageType::Chat | MessageType::Normal => {
+                        if from.is_empty() || from == self.account().bare() {
+                            // Our own (carbons come later).
+                            return;
+                        }
+                        let typing_changed = m.chat_state.is_some_and(|st| self.chats.peer_state(&from, st));
+                        let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else {
+                            if typing_changed {
+                                out.push(Event::ChatChanged { with: from, incoming: false });
+                            }
+                            return;
+                        };
+                        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                        let id = m.id.unwrap_or_else(|| self.id());
+                        if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
+                            out.push(Event::ChatChanged { with: from, incoming: true });
+                        }
+                    }
+                    MessageType::Groupchat | MessageType::Headline => {}
+                }
+            }
+            Incoming::Presence { from, kind } => self.on_presence(&from, kind, out),
+            Incoming::RosterPush { id, from, items } => {
+                // RFC 6121 §2.1.6: only pushes from our own account count.
+                if from.as_deref().is_some_and(|f| address::bare(f) != self.account().bare()) {
+                    let err = stanza::iq_error(&id, from.as_deref(), "forbidden", "auth");
+                    return self.send(err, out);
+                }
+                for item in items {
+                    self.roster.apply_push(item);
+                }
+                self.send(stanza::iq_result(&id, None), out);
+                out.push(Event::RosterChanged);
+            }
+            Incoming::IqResult { id, payload, .. } => match self.take_pending(&id) {
+                Some(Pending::FetchRoster) => {
+                    if let Some(q) = payload.filter(|q| q.is("query", ns::ROSTER)) {
+                        let items = q
+                            .children()
+                            .filter(|c| c.is("item", ns::ROSTER))
+                            .filter_map(crate::roster::RosterItem::from_element)
+                            .collect();
+                        self.roster.set_all(items);
+                    } else {
+                        // An empty result means "unchanged" with versioning; we sent none.
+                        self.roster.set_all(Vec::new());
+                    }
+                    out.push(Event::RosterChanged);
+                }
+                Some(Pending::History { with, .. }) => {
+                    let fin = payload.filter(|f| f.is("fin", ns::MAM));
+                    let first = fin.as_ref().and_then(|f| f.child("set", ns::RSM)).and_then(|s| s.child_text("first", ns::RSM));
+                    let h = self.chats.history_mut(&with);
+                    h.loading = false;
+                    h.complete = fin.as_ref().is_none_or(|f| f.attr("complete") == Some("true")) || first.is_none();
+                    if first.is_some() {
+                        h.oldest = first;
+                    }
+                    out.push(Event::ChatChanged { with, incoming: false });
+                }
+                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. }) | None => {}
+            },
+            Incoming::IqError { id, error, .. } => match self.take_pending(&id) {
+                Some(Pending::FetchRoster) => {
+                    self.roster.set_all(Vec::new());
+                    out.push(Event::RosterChanged);
+                    out.push(Event::Notice(format!("Could not load your contacts: {}", error.describe())));
+                }
+                Some(Pending::SaveItem { jid }) => out.push(Event::Notice(format!("Could not add {jid}: {}", error.describe()))),
+                Some(Pending::RemoveItem { jid }) => {
+                    out.push(Event::Notice(format!("Could not remove {jid}: {}", error.describe())))
+                }
+                Some(Pending::History { with, .. }) => {
+                    // No archive here (or not for us): nothing more to load.
+                    let h = self.chats.history_mut(&with);
+                    h.loading = false;
+                    h.complete = true;
+                    out.push(Event::ChatChanged { with, incoming: false });
+                }
+                None => {}
+            },
+            Incoming::IqRequest { id, from, kind, payload } => {
+                let reply = match (&kind, &payload) {
+                    (IqType::Get, Some(p)) if p.is("ping", ns::PING) => stanza::iq_result(&id, from.as_deref()),
+                    (IqType::Get, Some(p)) if p.is("query", ns::DISCO_INFO) => {
+                        let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+                            Element::new("identity", ns::DISCO_INFO)
+                                .with_attr("category", "client")
+                                .with_attr("type", "web")
+                                .with_attr("name", "Jabberwock"),
+                        );
+                        for f in [ns::DISCO_INFO, ns::PING] {
+                            q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                        }
+                        stanza::iq_result(&id, from.as_deref()).with_child(q)
+                    }
+                    _ => stanza::iq_error(&id, from.as_deref(), "service-unavailable", "cancel"),
+                };
+                self.send(reply, out);
+            }
+            Incoming::ArchivedMessage(m) => {
+                let Some(with) = self.pending.iter().find_map(|(_, p)| match p {
+                    Pending::History { with, query_id } if *query_id == m.query_id => Some(with.clone()),
+                    _ => None,
+                }) else {
+                    return;
+                };
+                let (direction, peer) = if address::bare(&m.from) == self.account().bare() {
+                    (Direction::Out, address::bare(&m.to))
+                } else {
+                    (Direction::In, address::bare(&m.from))
+                };
+                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
+                if peer != with {
+                    return;
+                }
+                let ts = m.stamp.as_deref().and_then(parse_timestamp).unwrap_or(0);
+                self.chats.archived(&with, direction, m.id, body, ts);
+            }
+            Incoming::Other(_) => {}
+        }
+    }
+
+    fn on_presence(&mut self, from: &str, kind: PresenceKind, out: &mut Vec<Event>) {
+        let bare = address::bare(from).to_owned();
+        if bare == self.account().bare() {
+            // Our other devices; shown later.
+            return;
+        }
+        match kind {
+            PresenceKind::Available(info) => {
+                self.roster.presence_available(&bare, address::resource(from).unwrap_or(""), info);
+                out.push(Event::RosterChanged);
+            }
+            PresenceKind::Unavailable { .. } => {
+                self.roster.presence_unavailable(&bare, address::resource(from));
+                out.push(Event::RosterChanged);
+            }
+            PresenceKind::Subscribe { status } => {
+                // A contact we asked (or already see) asking back: approve, since adding
+                // someone means sharing presence both ways.
+                let asked = self.roster.get(&bare).is_some_and(|i| i.ask || i.subscription.sees_them());
+                let approved = self.roster.get(&bare).is_some_and(|i| i.subscription.they_see_us());
+                if asked || approved {
+                    self.send(stanza::subscription("subscribed", &bare), out);
+                } else {
+                    self.roster.add_request(&bare, status);
+                    out.push(Event::SubscriptionRequest { from: bare });
+                    out.push(Event::RosterChanged);
+                }
+            }
+            PresenceKind::Unsubscribed => {
+                // A refusal of our pending request (the server also pushes the roster).
+                if self.roster.get(&bare).is_some_and(|i| i.ask) {
+                    out.push(Event::Notice(format!("{bare} declined to share their presence")));
+                }
+                self.roster.presence_unavailable(&bare, None);
+                out.push(Event::RosterChanged);
+            }
+            PresenceKind::Unsubscribe => {
+                self.roster.take_request(&bare);
+                out.push(Event::RosterChanged);
+            }
+            PresenceKind::Subscribed | PresenceKind::Probe => {}
+            PresenceKind::Error(e) => {
+                self.roster.presence_error(&bare, e.describe());
+                out.push(Event::RosterChanged);
+            }
+        }
+    }
+
+    // ---- user actions ----
+
+    /// Sets our presence (and remembers it for the next connection).
+    pub fn set_presence(&mut self, show: Show, status: Option<String>) -> Vec<Event> {
+        self.own.show = show;
+        self.own.status = status.filter(|s| !s.trim().is_empty());
+        let mut out = Vec::new();
+        let own = self.own.clone();
+        self.send(stanza::presence(&own), &mut out);
+        out
+    }
+
+    /// Adds a contact and asks to see their presence; with pre-approval, they will see
+    /// ours as soon as they ask.
+    pub fn add_contact(&mut self, jid: &str, name: Option<&str>) -> Result<Vec<Event>, address::AddressError> {
+        let jid = address::parse_bare(jid)?;
+        let mut out = Vec::new();
+        if jid == self.account().bare() {
+            out.push(Event::Notice("That is your own address".into()));
+            return Ok(out);
+        }
+        let groups = self.roster.get(&jid).map(|i| i.groups.clone()).unwrap_or_default();
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::SaveItem { jid: jid.clone() }));
+        self.send(stanza::roster_set(&id, &jid, name.map(str::trim), &groups), &mut out);
+        self.send(stanza::subscription("subscribe", &jid), &mut out);
+        if self.features().pre_approval && !self.roster.get(&jid).is_some_and(|i| i.subscription.they_see_us()) {
+            self.send(stanza::subscription("subscribed", &jid), &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Accepts a subscription request, and asks for theirs in return.
+    pub fn accept(&mut self, jid: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.roster.take_request(jid);
+        self.send(stanza::subscription("subscribed", jid), &mut out);
+        let item = self.roster.get(jid);
+        if !item.is_some_and(|i| i.ask || i.subscription.sees_them()) {
+            self.send(stanza::subscription("subscribe", jid), &mut out);
+        }
+        out.push(Event::RosterChanged);
+        out
+    }
+
+    pub fn deny(&mut self, jid: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.roster.take_request(jid);
+        self.send(stanza::subscription("unsubscribed", jid), &mut out);
+        out.push(Event::RosterChanged);
+        out
+    }
+
+    /// Renames a contact, keeping its groups.
+    pub fn rename(&mut self, jid: &str, name: &str) -> Vec<Event> {
+        let groups = self.roster.get(jid).map(|i| i.groups.clone()).unwrap_or_default();
+        self.update_contact(jid, name, &groups)
+    }
+
+    /// Sets a contact's name and groups (RFC 6121 §2.4); an empty name clears it.
+    pub fn update_contact(&mut self, jid: &str, name: &str, groups: &[String]) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut groups: Vec<String> = groups.iter().map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect();
+        groups.sort();
+        groups.dedup();
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::SaveItem { jid: jid.to_owned() }));
+        self.send(stanza::roster_set(&id, jid, Some(name.trim()), &groups), &mut out);
+        out
+    }
+
+    pub fn remove_contact(&mut self, jid: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::RemoveItem { jid: jid.to_owned() }));
+        self.send(stanza::roster_remove(&id, jid), &mut out);
+        out
+    }
+
+    /// Sends a chat message; `None` when offline or the text is blank.
+    pub fn send_message(&mut self, to: &str, body: &str, now_ms: i64) -> Vec<Event> {
+        let mut out = Vec::new();
+        if body.trim().is_empty() || !self.conn.is_online() {
+            return out;
+        }
+        let id = self.id();
+        self.send(stanza::chat_message(&id, to, body), &mut out);
+        self.chats.outgoing(to, id, body.to_owned(), now_ms);
+        out.push(Event::ChatChanged { with: to.to_owned(), incoming: false });
+        out
+    }
+
+    /// The user is typing to `to` (or stopped: `false`). Sends XEP-0085 `composing` or
+    /// `paused` when the peer uses chat states and ours changed.
+    pub fn typing(&mut self, to: &str, typing: bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        let state = if typing { ChatState::Composing } else { ChatState::Paused };
+        // "paused" only ends a "composing".
+        let due = typing || self.chats.our_state_is(to, ChatState::Composing);
+        if due && self.conn.is_online() && self.chats.our_state(to, state) {
+            self.send(stanza::chat_state(to, state), &mut out);
+        }
+        out
+    }
+
+    pub fn open_chat(&mut self, jid: Option<&str>) {
+        self.chats.set_active(jid);
+    }
+
+    /// Loads the next older page of the conversation with `with` from the server's archive
+    /// (XEP-0313): the newest page the first time, then further back each call.
+    pub fn load_history(&mut self, with: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        let h = self.chats.history(with);
+        if h.loading || h.complete || !self.conn.is_online() {
+            return out;
+        }
+        let (id, query_id) = (self.id(), self.id());
+        let before = h.oldest.clone();
+        let q = stanza::archive_query(&id, &query_id, with, before.as_deref(), HISTORY_PAGE);
+        let h = self.chats.history_mut(with);
+        h.loading = true;
+        h.started = true;
+        self.pending.push((id, Pending::History { with: with.to_owned(), query_id }));
+        self.send(q, &mut out);
+        out
+    }
+
+    /// XEP-0352: tells the server whether the user is looking (a visible tab), so that it
+    /// can hold back unimportant traffic while not. Only when the server offers it.
+    pub fn set_client_active(&mut self, active: bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.features().csi && self.csi_active != active {
+            self.csi_active = active;
+            let name = if active { "active" } else { "inactive" };
+            self.send(Element::new(name, ns::CSI), &mut out);
+        }
+        out
+    }
+
+    /// Everyone to show: the roster (sorted), then people who wrote to us without being in
+    /// it.
+    pub fn contacts(&self) -> Vec<ContactView> {
+        let mut all = self.roster.sorted();
+        for jid in self.chats.jids().filter(|j| self.roster.get(j).is_none()) {
+            all.push(ContactView {
+                jid: jid.to_owned(),
+                name: address::local(jid).unwrap_or(jid).to_owned(),
+                subscription: Subscription::None,
+                pending_out: false,
+                groups: Vec::new(),
+                presence: None,
+                error: None,
+            });
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::tests::{bind_result, features_bind, features_sasl, parse};
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+
+    fn sent(events: &[Event]) -> Vec<Element> {
+        events.iter().filter_map(|e| if let Event::Send(Frame::Element(el)) = e { Some(el.clone()) } else { None }).collect()
+    }
+
+    /// A client for user@localhost, online, with the initial roster `items` loaded.
+    fn online(items: &str) -> Client {
+        online_with(items, "")
+    }
+
+    /// [`online`], with more stream features after SASL (besides bind, ver and sub).
+    fn online_with(items: &str, more_features: &str) -> Client {
+        let mut c = Client::new(
+            Account { local: "user".into(), domain: "localhost".into() },
+            "pencil",
+            Some("web".into()),
+            "fyko+d2lbbFgONRv9qkxdawL".into(),
+        );
+        c.start();
+        c.receive(Input::Opened { id: None }, 0);
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
+        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
+        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
+        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
+        c.receive(Input::Opened { id: None }, 0);
+        let mut features = features_bind();
+        if !more_features.is_empty() {
+            for n in parse(&format!("<x xmlns='{}'>{more_features}</x>", ns::STREAM)).nodes() {
+                if let jabberwock_proto::Node::Element(e) = n {
+                    features.push(e.clone());
+                }
+            }
+        }
+        let ev = c.receive(Input::Element(features), 0);
+        let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let ev = c.receive(bind_result(&bind_id, "user@localhost/web"), 0);
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into() }));
+        let out = sent(&ev);
+        assert!(out[0].child("query", ns::ROSTER).is_some(), "roster first");
+        assert!(out[1].is("presence", ns::CLIENT) && out[1].attr("type").is_none(), "then initial presence");
+        let roster_id = out[0].attr("id").unwrap().to_owned();
+        let ev = c.receive(
+            Input::Element(parse(&format!(
+                "<iq xmlns='jabber:client' type='result' id='{roster_id}'><query xmlns='jabber:iq:roster'>{items}</query></iq>"
+            ))),
+            0,
+        );
+        assert!(ev.contains(&Event::RosterChanged));
+        assert!(c.roster.is_loaded());
+        c
+    }
+
+    fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
+        c.receive(Input::Element(parse(xml)), 1_000)
+    }
+
+    #[test]
+    fn adding_a_contact_asks_and_pre_approves() {
+        let mut c = online("");
+        let ev = c.add_contact(" Bob@LocalHost ", Some("Bob")).unwrap();
+        let out = sent(&ev);
+        assert_eq!(out.len(), 3);
+        let item = out[0].child("query", ns::ROSTER).unwrap().child("item", ns::ROSTER).unwrap();
+        assert_eq!((item.attr("jid"), item.attr("name")), (Some("bob@localhost"), Some("Bob")));
+        assert_eq!((out[1].attr("type"), out[1].attr("to")), (Some("subscribe"), Some("bob@localhost")));
+        assert_eq!(out[2].attr("type"), Some("subscribed"), "pre-approval, since the server offers it");
+        assert!(c.add_contact("not a jid@", None).is_err());
+        assert!(sent(&c.add_contact("user@localhost", None).unwrap()).is_empty());
+
+        // The server pushes the item with ask; we answer the push.
+        let ev = stanza(
+            &mut c,
+            "<iq xmlns='jabber:client' type='set' id='push1'><query xmlns='jabber:iq:roster'>\
+            <item jid='bob@localhost' name='Bob' subscription='none' ask='subscribe'/></query></iq>",
+        );
+        assert_eq!(sent(&ev)[0].attr("type"), Some("result"));
+        assert_eq!(sent(&ev)[0].attr("id"), Some("push1"));
+        assert!(c.roster.view("bob@localhost").unwrap().pending_out);
+
+        // Bob accepts and asks back: we approve automatically.
+        stanza(
+            &mut c,
+            "<iq xmlns='jabber:client' type='set' id='push2'><query xmlns='jabber:iq:roster'>\
+            <item jid='bob@localhost' subscription='to'/></query></iq>",
+        );
+        let ev = stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost' type='subscribe'/>");
+        assert_eq!(sent(&ev)[0].attr("type"), Some("subscribed"));
+        assert_eq!(c.roster.requests().count(), 0);
+
+        stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/phone'><show>away</show></presence>");
+        assert_eq!(c.roster.view("bob@localhost").unwrap().status_key(), "away");
+        stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/phone' type='unavailable'/>");
+        assert_eq!(c.roster.view("bob@localhost").unwrap().status_key(), "offline");
+    }
+
+    #[test]
+    fn incoming_requests_wait_for_the_user() {
+        let mut c = online("");
+        let ev = stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='eve@localhost' type='subscribe'><status>hi, it's Eve</status></presence>",
+        );
+        assert!(ev.contains(&Event::SubscriptionRequest { from: "eve@localhost".into() }));
+        assert!(sent(&ev).is_empty(), "nothing is approved behind the user's back");
+        assert_eq!(c.roster.requests().collect::<Vec<_>>(), [("eve@localhost", Some("hi, it's Eve"))]);
+
+        let out = sent(&c.accept("eve@localhost"));
+        assert_eq!(out.iter().map(|e| e.attr("type").unwrap()).collect::<Vec<_>>(), ["subscribed", "subscribe"]);
+        assert_eq!(c.roster.requests().count(), 0);
+
+        stanza(&mut c, "<presence xmlns='jabber:client' from='mallory@localhost' type='subscribe'/>");
+        let out = sent(&c.deny("mallory@localhost"));
+        assert_eq!(out[0].attr("type"), Some("unsubscribed"));
+        assert_eq!(c.roster.requests().count(), 0);
+
+        // A request withdrawn before we answered.
+        stanza(&mut c, "<presence xmlns='jabber:client' from='x@localhost' type='subscribe'/>");
+        stanza(&mut c, "<presence xmlns='jabber:client' from='x@localhost' type='unsubscribe'/>");
+        assert_eq!(c.roster.requests().count(), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_reported() {
+        let mut c = online("<item jid='bob@localhost' subscription='none' ask='subscribe'/>");
+        let ev = stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost' type='unsubscribed'/>");
+        assert!(ev.contains(&Event::Notice("bob@localhost declined to share their presence".into())));
+    }
+
+    #[test]
+    fn forged_roster_pushes_are_refused() {
+        let mut c = online("");
+        let ev = stanza(
+            &mut c,
+            "<iq xmlns='jabber:client' type='set' id='evil' from='mallory@evil.example/x'>\
+            <query xmlns='jabber:iq:roster'><item jid='mallory@evil.example' subscription='both'/></query></iq>",
+        );
+        assert_eq!(sent(&ev)[0].attr("type"), Some("error"));
+        assert!(c.roster.is_empty());
+        // From our own bare JID is fine.
+        stanza(
+            &mut c,
+            "<iq xmlns='jabber:client' type='set' id='ok' from='user@localhost'>\
+            <query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='both'/></query></iq>",
+        );
+        assert_eq!(c.roster.len(), 1);
+    }
+
+    #[test]
+    fn chatting() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let ev = c.send_message("bob@localhost", "hello <there>", 500);
+        let out = sent(&ev);
+        assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("hello <there>"));
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        assert!(sent(&c.send_message("bob@localhost", "   ", 501)).is_empty());
+
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b1'><body>hi!</body></message>",
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: true }));
+        assert_eq!(c.chats.unread("bob@localhost"), 1);
+        c.open_chat(Some("bob@localhost"));
+        assert_eq!(c.chats.unread("bob@localhost"), 0);
+        let bodies: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["hello <there>", "hi!"]);
+
+        // Offline delivery keeps the original time.
+        stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='carol@localhost/x' type='chat'><body>earlier</body>\
+            <delay xmlns='urn:xmpp:delay' stamp='1970-01-01T00:00:00.250Z'/></message>",
+        );
+        assert_eq!(c.chats.messages("carol@localhost")[0].timestamp_ms, 250);
+        // Strangers who write to us show up after the roster.
+        let names: Vec<_> = c.contacts().into_iter().map(|c| c.jid).collect();
+        assert_eq!(names, ["bob@localhost", "carol@localhost"]);
+
+        // Chat states and empty bodies do not make messages.
+        stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
+        assert_eq!(c.chats.messages("bob@localhost").len(), 2);
+    }
+
+    #[test]
+    fn history_pages_back_through_the_archive() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/a' type='chat' id='b2'><body>live</body></message>");
+        let out = sent(&c.load_history("bob@localhost"));
+        let (id, qid) =
+            (out[0].attr("id").unwrap().to_owned(), out[0].child("query", ns::MAM).unwrap().attr("queryid").unwrap().to_owned());
+        assert!(sent(&c.load_history("bob@localhost")).is_empty(), "one query at a time");
+        let archived = |qid: &str, aid: &str, from: &str, to: &str, mid: &str, body: &str, stamp: &str| {
+            format!(
+                "<message xmlns='jabber:client' to='user@localhost/web'><result xmlns='urn:xmpp:mam:2' queryid='{qid}' id='{aid}'>\
+                 <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>\
+                 <message xmlns='jabber:client' from='{from}' to='{to}' type='chat' id='{mid}'><body>{body}</body></message>\
+                 </forwarded></result></message>"
+            )
+        };
+        stanza(&mut c, &archived(&qid, "A1", "user@localhost/web", "bob@localhost", "u1", "from me", "1970-01-01T00:00:00.500Z"));
+        stanza(&mut c, &archived(&qid, "A2", "bob@localhost/a", "user@localhost", "b2", "live", "1970-01-01T00:00:02Z"));
+        stanza(&mut c, &archived("other", "A3", "bob@localhost/a", "user@localhost", "x", "not ours", "1970-01-01T00:00:03Z"));
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}'><fin xmlns='urn:xmpp:mam:2' complete='false'>\
+            <set xmlns='http://jabber.org/protocol/rsm'><first>A1</first><last>A2</last></set></fin></iq>"
+            ),
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        let msgs: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.direction, m.body.as_str())).collect();
+        assert_eq!(msgs, [(Direction::Out, "from me"), (Direction::In, "live")]);
+        assert_eq!(c.chats.history("bob@localhost").oldest.as_deref(), Some("A1"));
+
+        // The next page goes back from A1 and is the last.
+        let out = sent(&c.load_history("bob@localhost"));
+        let set = out[0].child("query", ns::MAM).unwrap().child("set", ns::RSM).unwrap();
+        assert_eq!(set.child_text("before", ns::RSM).as_deref(), Some("A1"));
+        let id = out[0].attr("id").unwrap().to_owned();
+        stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}'><fin xmlns='urn:xmpp:mam:2' complete='true'>\
+            <set xmlns='http://jabber.org/protocol/rsm'/></fin></iq>"
+            ),
+        );
+        assert!(c.chats.history("bob@localhost").complete);
+        assert!(sent(&c.load_history("bob@localhost")).is_empty(), "nothing more to load");
+
+        // A server without an archive answers with an error: done, quietly.
+        let out = sent(&c.load_history("carol@localhost"));
+        let id = out[0].attr("id").unwrap().to_owned();
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'>\
+            <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            ),
+        );
+        assert!(!ev.iter().any(|e| matches!(e, Event::Notice(_))));
+        assert!(c.chats.history("carol@localhost").complete);
+    }
+
+    #[test]
+    fn client_state_indication_follows_the_tab() {
+        let mut c = online("");
+        assert!(sent(&c.set_client_active(false)).is_empty(), "this server offers no CSI");
+        let mut c = online_with("", "<csi xmlns='urn:xmpp:csi:0'/>");
+        let out = sent(&c.set_client_active(false));
+        assert!(out[0].is("inactive", ns::CSI));
+        assert!(sent(&c.set_client_active(false)).is_empty(), "only changes");
+        assert!(sent(&c.set_client_active(true))[0].is("active", ns::CSI));
+    }
+
+    #[test]
+    fn typing_notifications() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        assert!(sent(&c.typing("bob@localhost", true)).is_empty(), "bob has not shown he uses chat states");
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/a' type='chat'>\
+            <composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        assert!(c.chats.is_typing("bob@localhost"));
+        assert!(c.chats.messages("bob@localhost").is_empty(), "a chat state is not a message");
+
+        let out = sent(&c.typing("bob@localhost", true));
+        assert!(out[0].child("composing", ns::CHATSTATES).is_some());
+        assert!(sent(&c.typing("bob@localhost", true)).is_empty(), "sent once");
+        let out = sent(&c.typing("bob@localhost", false));
+        assert!(out[0].child("paused", ns::CHATSTATES).is_some());
+        assert!(sent(&c.typing("bob@localhost", false)).is_empty());
+
+        stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/a' type='chat'><body>done</body>\
+            <active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        assert!(!c.chats.is_typing("bob@localhost"));
+    }
+
+    #[test]
+    fn message_errors_mark_the_message() {
+        let mut c = online("<item jid='bob@nowhere' subscription='both'/>");
+        let out = sent(&c.send_message("bob@nowhere", "are you there?", 1));
+        let id = out[0].attr("id").unwrap().to_owned();
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<message xmlns='jabber:client' from='bob@nowhere' type='error' id='{id}'><error type='cancel'>\
+            <remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+            ),
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@nowhere".into(), incoming: false }));
+        let m = &c.chats.messages("bob@nowhere")[0];
+        assert_eq!(m.delivery, crate::chat::Delivery::Failed);
+        assert_eq!(m.error.as_deref(), Some("their server cannot be reached"));
+    }
+
+    #[test]
+    fn requests_from_the_server_are_answered() {
+        let mut c = online("");
+        let ev =
+            stanza(&mut c, "<iq xmlns='jabber:client' type='get' id='p' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+        assert_eq!(sent(&ev)[0].attr("type"), Some("result"));
+        let ev = stanza(&mut c, "<iq xmlns='jabber:client' type='get' id='d' from='bob@localhost/x'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+        assert!(sent(&ev)[0].child("query", ns::DISCO_INFO).is_some());
+        let ev = stanza(
+            &mut c,
+            "<iq xmlns='jabber:client' type='get' id='v' from='bob@localhost/x'><query xmlns='jabber:iq:version'/></iq>",
+        );
+        assert_eq!(sent(&ev)[0].attr("type"), Some("error"));
+        assert_eq!((sent(&ev)[0].attr("id"), sent(&ev)[0].attr("to")), (Some("v"), Some("bob@localhost/x")));
+    }
+
+    #[test]
+    fn presence_changes_and_sign_out() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let out = sent(&c.set_presence(Show::Dnd, Some("meeting".into())));
+        assert_eq!(out[0].child_text("show", ns::CLIENT).as_deref(), Some("dnd"));
+        assert_eq!(out[0].child_text("status", ns::CLIENT).as_deref(), Some("meeting"));
+        stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/a'/>");
+        assert_eq!(c.roster.online_count(), 1);
+
+        let ev = c.disconnect();
+        assert_eq!(sent(&ev)[0].attr("type"), Some("unavailable"));
+        assert!(ev.contains(&Event::Send(Frame::Close)));
+        assert!(ev.contains(&Event::Phase(Phase::Closing)));
+        let ev = c.receive(Input::Closed { see_other: None }, 0);
+        assert!(ev.contains(&Event::Phase(Phase::Closed)));
+        assert_eq!(c.roster.online_count(), 0, "presence we knew is stale once offline");
+        assert!(c.send_message("bob@localhost", "x", 0).is_empty());
+    }
+
+    #[test]
+    fn a_restart_keeps_the_models() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/a' type='chat'><body>hi</body></message>");
+        let ev = c.transport_closed();
+        assert!(ev.contains(&Event::Failed(ConnError::ConnectionLost)));
+        assert_eq!(c.phase(), Phase::Closed);
+        c.restart("pencil", "abcdefgh".into());
+        assert_eq!(c.phase(), Phase::Connecting);
+        let ev = c.start();
+        assert!(ev.contains(&Event::Send(Frame::Open { to: "localhost".into(), restart: false })));
+        assert_eq!(c.roster.len(), 1);
+        assert_eq!(c.chats.messages("bob@localhost").len(), 1);
+    }
+
+    #[test]
+    fn removing_and_renaming() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'><group>Work</group></item>");
+        let out = sent(&c.rename("bob@localhost", "Robert"));
+        let item = out[0].child("query", ns::ROSTER).unwrap().child("item", ns::ROSTER).unwrap();
+        assert_eq!(item.attr("name"), Some("Robert"));
+        assert_eq!(item.child_text("group", ns::ROSTER).as_deref(), Some("Work"), "groups are kept");
+        let out =
+            sent(&c.update_contact("bob@localhost", "Bob", &[" Friends ".into(), "".into(), "Work".into(), "Friends".into()]));
+        let item = out[0].child("query", ns::ROSTER).unwrap().child("item", ns::ROSTER).unwrap();
+        let groups: Vec<_> = item.children().map(|g| g.text()).collect();
+        assert_eq!(groups, ["Friends", "Work"], "trimmed, deduplicated, without empty names");
+        let out = sent(&c.remove_contact("bob@localhost"));
+        let rid = out[0].attr("id").unwrap().to_owned();
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='error' id='{rid}'><error type='cancel'>\
+            <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            ),
+        );
+        assert!(matches!(&ev[0], Event::Notice(n) if n.starts_with("Could not remove bob@localhost")));
+    }
+}

@@ -1,0 +1,672 @@
+//! The client's stream negotiation as a state machine without I/O:
+//! open → features → SASL (SCRAM) → restart → features → bind (→ session) → online.
+//!
+//! The transport feeds [`Input`]s to [`Connection::receive`] and performs the
+//! [`ConnEvent::Send`]s it gets back; everything else is for the layer above.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use jabberwock_proto::Element;
+
+use crate::address::Account;
+use crate::framing::{Frame, Input};
+use crate::ns;
+use crate::scram::{ScramClient, ScramError, ScramHash};
+use crate::stanza::{self, ErrorInfo};
+
+/// Where the connection is, for display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Authenticating,
+    Binding,
+    Online,
+    Closing,
+    Closed,
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    #[error("{}", auth_message(condition, text.as_deref()))]
+    AuthFailed { condition: String, text: Option<String> },
+    #[error("the server offers no sign-in method this client supports ({})", .0.join(", "))]
+    NoMechanism(Vec<String>),
+    #[error("sign-in failed: {0}")]
+    Scram(#[from] ScramError),
+    #[error("{}", stream_message(condition, text.as_deref()))]
+    Stream { condition: String, text: Option<String> },
+    #[error("the server refused to bind a resource: {}", .0.describe())]
+    Bind(ErrorInfo),
+    #[error("the server sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("the server closed the connection")]
+    ServerClosed,
+    #[error("the connection to the server was lost")]
+    ConnectionLost,
+}
+
+fn auth_message(condition: &str, text: Option<&str>) -> String {
+    let base = match condition {
+        "not-authorized" => "Wrong address or password",
+        "account-disabled" => "This account is disabled",
+        "credentials-expired" => "The password has expired",
+        "temporary-auth-failure" => "Sign-in is temporarily unavailable; try again shortly",
+        "encryption-required" => "The server requires an encrypted connection for this sign-in method",
+        "malformed-request" | "incorrect-encoding" | "invalid-mechanism" => "The server rejected the sign-in request",
+        _ => "Sign-in failed",
+    };
+    match text {
+        Some(t) if !t.is_empty() => format!("{base} ({t})"),
+        _ => base.to_owned(),
+    }
+}
+
+fn stream_message(condition: &str, text: Option<&str>) -> String {
+    let base = match condition {
+        "conflict" => "Signed in from another place with the same resource; this session was closed",
+        "host-unknown" => "This server does not serve that domain",
+        "system-shutdown" => "The server is shutting down",
+        "policy-violation" => "The server closed the connection (policy violation)",
+        "connection-timeout" => "The connection timed out",
+        "not-authorized" => "Not authorized",
+        other => return format!("The server closed the stream: {other}{}", text.map(|t| format!(" ({t})")).unwrap_or_default()),
+    };
+    base.to_owned()
+}
+
+impl ConnError {
+    /// Trying again with the same credentials would fail the same way (or fight another
+    /// session): no automatic reconnect.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnError::AuthFailed { condition, .. } => condition != "temporary-auth-failure",
+            ConnError::NoMechanism(_) | ConnError::Scram(_) => true,
+            ConnError::Stream { condition, .. } => matches!(condition.as_str(), "conflict" | "host-unknown" | "not-authorized"),
+            _ => false,
+        }
+    }
+
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ConnError::AuthFailed { .. } | ConnError::Scram(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConnEvent {
+    /// Hand this to the transport.
+    Send(Frame),
+    Phase(Phase),
+    /// Resource bound; stanzas may flow. `jid` is our full JID.
+    Online {
+        jid: String,
+    },
+    /// A stanza (or other top-level element) received while online.
+    Stanza(Element),
+    /// The connection failed; a [`Phase::Closed`] follows.
+    Failed(ConnError),
+}
+
+/// Stream features the client cares about once authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    pub roster_versioning: bool,
+    pub pre_approval: bool,
+    pub stream_management: bool,
+    pub csi: bool,
+}
+
+enum Stage {
+    Idle,
+    /// `<open/>` sent; waiting for the server's.
+    AwaitOpen {
+        authenticated: bool,
+    },
+    AwaitFeatures {
+        authenticated: bool,
+    },
+    Sasl(Box<ScramClient>),
+    Binding {
+        id: String,
+        session_required: bool,
+    },
+    Session {
+        id: String,
+    },
+    Online,
+    Closing,
+    Closed,
+}
+
+pub struct Connection {
+    account: Account,
+    /// Kept only until SASL succeeds.
+    password: Option<String>,
+    resource: Option<String>,
+    nonce: String,
+    stage: Stage,
+    jid: Option<String>,
+    features: Features,
+}
+
+impl Connection {
+    /// `nonce`: fresh random printable text for SCRAM (see [`crate::scram::ScramClient::new`]).
+    pub fn new(account: Account, password: &str, resource: Option<String>, nonce: String) -> Self {
+        Connection {
+            account,
+            password: Some(password.to_owned()),
+            resource,
+            nonce,
+            stage: Stage::Idle,
+            jid: None,
+            features: Features::default(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.stage {
+            Stage::Idle | Stage::AwaitOpen { authenticated: false } | Stage::AwaitFeatures { authenticated: false } => {
+                Phase::Connecting
+            }
+            Stage::Sasl(_) => Phase::Authenticating,
+            Stage::AwaitOpen { authenticated: true }
+            | Stage::AwaitFeatures { authenticated: true }
+            | Stage::Binding { .. }
+            | Stage::Session { .. } => Phase::Binding,
+            Stage::Online => Phase::Online,
+            Stage::Closing => Phase::Closing,
+            Stage::Closed => Phase::Closed,
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        matches!(self.stage, Stage::Online)
+    }
+
+    pub fn jid(&self) -> Option<&str> {
+        self.jid.as_deref()
+    }
+
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+
+    /// The resource we ask the server for.
+    pub fn resource(&self) -> Option<&str> {
+        self.resource.as_deref()
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// The transport is up: open the stream.
+    pub fn start(&mut self) -> Vec<ConnEvent> {
+        self.stage = Stage::AwaitOpen { authenticated: false };
+        vec![
+            ConnEvent::Phase(Phase::Connecting),
+            ConnEvent::Send(Frame::Open { to: self.account.domain.clone(), restart: false }),
+        ]
+    }
+
+    /// Sends a stanza; only while online.
+    pub fn send(&mut self, el: Element) -> Option<ConnEvent> {
+        self.is_online().then_some(ConnEvent::Send(Frame::Element(el)))
+    }
+
+    /// Ends the stream politely.
+    pub fn close(&mut self) -> Vec<ConnEvent> {
+        match self.stage {
+            Stage::Closed | Stage::Closing => vec![],
+            Stage::Idle => self.closed(None),
+            _ => {
+                self.stage = Stage::Closing;
+                vec![ConnEvent::Phase(Phase::Closing), ConnEvent::Send(Frame::Close)]
+            }
+        }
+    }
+
+    /// The transport went away (socket closed, network lost).
+    pub fn transport_closed(&mut self) -> Vec<ConnEvent> {
+        match self.stage {
+            Stage::Closed => vec![],
+            Stage::Closing => self.closed(None),
+            _ => self.closed(Some(ConnError::ConnectionLost)),
+        }
+    }
+
+    fn closed(&mut self, error: Option<ConnError>) -> Vec<ConnEvent> {
+        self.stage = Stage::Closed;
+        self.password = None;
+        let mut out: Vec<ConnEvent> = error.into_iter().map(ConnEvent::Failed).collect();
+        out.push(ConnEvent::Phase(Phase::Closed));
+        out
+    }
+
+    fn fail(&mut self, error: ConnError) -> Vec<ConnEvent> {
+        let mut out = vec![ConnEvent::Send(Frame::Close)];
+        out.extend(self.closed(Some(error)));
+        out
+    }
+
+    pub fn receive(&mut self, input: Input) -> Vec<ConnEvent> {
+        match input {
+            Input::Closed { .. } => match self.stage {
+                Stage::Closing | Stage::Closed => self.closed(None),
+                // RFC 7395 §3.6: answer the server's close with ours.
+                _ => {
+                    let mut out = vec![ConnEvent::Send(Frame::Close)];
+                    out.extend(self.closed(Some(ConnError::ServerClosed)));
+                    out
+                }
+            },
+            Input::Opened { .. } => match self.stage {
+                Stage::AwaitOpen { authenticated } => {
+                    self.stage = Stage::AwaitFeatures { authenticated };
+                    vec![]
+                }
+                Stage::Closing | Stage::Closed => vec![],
+                _ => self.fail(ConnError::Protocol("an unexpected stream open".into())),
+            },
+            Input::Element(el) => self.element(el),
+        }
+    }
+
+    fn element(&mut self, el: Element) -> Vec<ConnEvent> {
+        if el.is("error", ns::STREAM) {
+            let condition = el
+                .children()
+                .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
+                .map_or("undefined-condition", |c| c.name())
+                .to_owned();
+            let text = el.child_text("text", ns::STREAM_ERRORS).filter(|t| !t.is_empty());
+            return self.closed(Some(ConnError::Stream { condition, text }));
+        }
+        match std::mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::AwaitFeatures { authenticated: false } if el.is("features", ns::STREAM) => self.start_sasl(&el),
+            Stage::AwaitFeatures { authenticated: true } if el.is("features", ns::STREAM) => self.start_bind(&el),
+            Stage::Sasl(scram) if el.ns() == ns::SASL => self.sasl_step(scram, &el),
+            Stage::Binding { id, session_required } if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) => {
+                self.bind_result(&el, session_required)
+            }
+            Stage::Session { id } if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) => {
+                if el.attr("type") == Some("result") {
+                    self.online()
+                } else {
+                    self.fail(ConnError::Bind(ErrorInfo::from_stanza(&el)))
+                }
+            }
+            Stage::Online => {
+                self.stage = Stage::Online;
+                vec![ConnEvent::Stanza(el)]
+            }
+            stage @ (Stage::Closing | Stage::Closed) => {
+                self.stage = stage;
+                vec![]
+            }
+            _ => self.fail(ConnError::Protocol(format!("<{}/> during negotiation", el.name()))),
+        }
+    }
+
+    fn start_sasl(&mut self, features: &Element) -> Vec<ConnEvent> {
+        let offered: Vec<String> = features
+            .child("mechanisms", ns::SASL)
+            .map(|m| m.children().filter(|c| c.is("mechanism", ns::SASL)).map(|c| c.text().trim().to_owned()).collect())
+            .unwrap_or_default();
+        // PLAIN would hand the password to the server: never offered by this client.
+        let Some(hash) = [ScramHash::Sha256, ScramHash::Sha1].into_iter().find(|h| offered.iter().any(|o| o == h.mechanism()))
+        else {
+            return self.fail(ConnError::NoMechanism(offered));
+        };
+        let password = self.password.as_deref().unwrap_or_default();
+        let mut scram = match ScramClient::new(hash, &self.account.local, password, &self.nonce) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e.into()),
+        };
+        let auth =
+            Element::new("auth", ns::SASL).with_attr("mechanism", hash.mechanism()).with_text(B64.encode(scram.client_first()));
+        self.stage = Stage::Sasl(Box::new(scram));
+        vec![ConnEvent::Phase(Phase::Authenticating), ConnEvent::Send(Frame::Element(auth))]
+    }
+
+    fn sasl_step(&mut self, mut scram: Box<ScramClient>, el: &Element) -> Vec<ConnEvent> {
+        let payload = || B64.decode(el.text().trim()).ok().and_then(|b| String::from_utf8(b).ok());
+        match el.name() {
+            "challenge" => {
+                let Some(data) = payload() else { return self.fail(ScramError::MalformedChallenge.into()) };
+                let reply = if let Ok(final_msg) = scram.client_final(&data) {
+                    B64.encode(final_msg)
+                } else {
+                    // A server-final-message sent as a challenge: verify, then answer empty.
+                    match scram.verify_server_final(&data) {
+                        Ok(()) => String::new(),
+                        Err(e) => return self.fail(e.into()),
+                    }
+                };
+                self.stage = Stage::Sasl(scram);
+                vec![ConnEvent::Send(Frame::Element(Element::new("response", ns::SASL).with_text(reply)))]
+            }
+            "success" => {
+                let data = el.text();
+                if !data.trim().is_empty() {
+                    let Some(data) = payload() else { return self.fail(ScramError::MalformedChallenge.into()) };
+                    if let Err(e) = scram.verify_server_final(&data) {
+                        return self.fail(e.into());
+                    }
+                }
+                if !scram.is_done() {
+                    // The server never proved it knows the password.
+                    return self.fail(ScramError::BadServerSignature.into());
+                }
+                self.password = None;
+                self.stage = Stage::AwaitOpen { authenticated: true };
+                vec![
+                    ConnEvent::Phase(Phase::Binding),
+                    ConnEvent::Send(Frame::Open { to: self.account.domain.clone(), restart: true }),
+                ]
+            }
+            "failure" => {
+                let condition = el.children().find(|c| c.name() != "text").map_or("not-authorized", |c| c.name()).to_owned();
+                let text = el.child_text("text", ns::SASL).filter(|t| !t.is_empty());
+                self.fail(ConnError::AuthFailed { condition, text })
+            }
+            other => self.fail(ConnError::Protocol(format!("<{other}/> during SASL"))),
+        }
+    }
+
+    fn start_bind(&mut self, features: &Element) -> Vec<ConnEvent> {
+        if features.child("bind", ns::BIND).is_none() {
+            return self.fail(ConnError::Protocol("no resource binding offered".into()));
+        }
+        self.features = Features {
+            roster_versioning: features.child("ver", ns::ROSTER_VER).is_some(),
+            pre_approval: features.child("sub", ns::PRE_APPROVAL).is_some(),
+            stream_management: features.child("sm", ns::SM).is_some(),
+            csi: features.child("csi", ns::CSI).is_some(),
+        };
+        // RFC 6121 dropped session establishment; old servers mark it optional or require it.
+        let session_required = features.child("session", ns::SESSION).is_some_and(|s| s.child("optional", ns::SESSION).is_none());
+        let id = format!("bind-{}", &self.nonce[..self.nonce.len().min(8)]);
+        let iq = stanza::bind(&id, self.resource.as_deref());
+        self.stage = Stage::Binding { id, session_required };
+        vec![ConnEvent::Send(Frame::Element(iq))]
+    }
+
+    fn bind_result(&mut self, iq: &Element, session_required: bool) -> Vec<ConnEvent> {
+        if iq.attr("type") != Some("result") {
+            return self.fail(ConnError::Bind(ErrorInfo::from_stanza(iq)));
+        }
+        let Some(jid) = iq.child("bind", ns::BIND).and_then(|b| b.child_text("jid", ns::BIND)).map(|j| j.trim().to_owned())
+        else {
+            return self.fail(ConnError::Protocol("bind result without a JID".into()));
+        };
+        self.jid = Some(jid);
+        if session_required {
+            let id = format!("sess-{}", &self.nonce[..self.nonce.len().min(8)]);
+            let iq = stanza::session(&id);
+            self.stage = Stage::Session { id };
+            return vec![ConnEvent::Send(Frame::Element(iq))];
+        }
+        self.online()
+    }
+
+    fn online(&mut self) -> Vec<ConnEvent> {
+        self.stage = Stage::Online;
+        let jid = self.jid.clone().unwrap_or_default();
+        vec![ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid }]
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use jabberwock_proto::{reader, Limits};
+
+    pub fn parse(xml: &str) -> Element {
+        reader::parse_element(xml.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    pub fn features_sasl(mechs: &[&str]) -> Element {
+        let m: String = mechs.iter().map(|m| format!("<mechanism>{m}</mechanism>")).collect();
+        parse(&format!(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>\
+             <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{m}</mechanisms></stream:features>"
+        ))
+    }
+
+    pub fn features_bind() -> Element {
+        parse(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+             <ver xmlns='urn:xmpp:features:rosterver'/><sub xmlns='urn:xmpp:features:pre-approval'/></stream:features>",
+        )
+    }
+
+    fn sent(events: &[ConnEvent]) -> Vec<&Frame> {
+        events.iter().filter_map(|e| if let ConnEvent::Send(f) = e { Some(f) } else { None }).collect()
+    }
+
+    fn sent_element(events: &[ConnEvent]) -> Element {
+        match sent(events).as_slice() {
+            [Frame::Element(e)] => e.clone(),
+            other => panic!("expected one element, got {other:?}"),
+        }
+    }
+
+    fn sasl(name: &str, text: &str) -> Input {
+        Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(text)))
+    }
+
+    /// A server's side of SCRAM-SHA-1 for user/pencil, from the RFC 5802 example.
+    const CNONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
+    const SERVER_FIRST: &str = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+    const SERVER_FINAL: &str = "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=";
+
+    fn conn() -> Connection {
+        Connection::new(Account { local: "user".into(), domain: "localhost".into() }, "pencil", Some("web".into()), CNONCE.into())
+    }
+
+    /// Drives a connection through SASL; returns it waiting for the restarted stream.
+    fn authenticated() -> Connection {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: Some("s1".into()) });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        c.receive(sasl("success", SERVER_FINAL));
+        c
+    }
+
+    pub fn bind_result(id: &str, jid: &str) -> Input {
+        Input::Element(parse(&format!(
+            "<iq xmlns='jabber:client' type='result' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>{jid}</jid></bind></iq>"
+        )))
+    }
+
+    #[test]
+    fn a_full_negotiation() {
+        let mut c = conn();
+        let ev = c.start();
+        assert_eq!(
+            ev,
+            [ConnEvent::Phase(Phase::Connecting), ConnEvent::Send(Frame::Open { to: "localhost".into(), restart: false })]
+        );
+        assert!(c.receive(Input::Opened { id: Some("s1".into()) }).is_empty());
+
+        // SCRAM-SHA-256 preferred; PLAIN never used.
+        let ev = c.receive(Input::Element(features_sasl(&["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"])));
+        assert_eq!(ev[0], ConnEvent::Phase(Phase::Authenticating));
+        let auth = sent_element(&ev);
+        assert_eq!(auth.attr("mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(B64.decode(auth.text()).unwrap(), format!("n,,n=user,r={CNONCE}").as_bytes());
+        assert_eq!(c.phase(), Phase::Authenticating);
+    }
+
+    #[test]
+    fn sasl_then_bind_then_online() {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1", "PLAIN"])));
+        assert_eq!(sent_element(&ev).attr("mechanism"), Some("SCRAM-SHA-1"));
+
+        let resp = sent_element(&c.receive(sasl("challenge", SERVER_FIRST)));
+        assert!(resp.is("response", ns::SASL));
+        assert_eq!(
+            String::from_utf8(B64.decode(resp.text()).unwrap()).unwrap(),
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+        );
+
+        let ev = c.receive(sasl("success", SERVER_FINAL));
+        assert_eq!(
+            ev,
+            [ConnEvent::Phase(Phase::Binding), ConnEvent::Send(Frame::Open { to: "localhost".into(), restart: true })]
+        );
+        assert!(c.password.is_none(), "the password is dropped once it has served");
+
+        assert!(c.receive(Input::Opened { id: Some("s2".into()) }).is_empty());
+        let bind = sent_element(&c.receive(Input::Element(features_bind())));
+        assert!(bind.child("bind", ns::BIND).is_some());
+        assert_eq!(bind.child("bind", ns::BIND).unwrap().child_text("resource", ns::BIND).as_deref(), Some("web"));
+        assert!(c.features().pre_approval && c.features().roster_versioning && !c.features().stream_management);
+
+        let ev = c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
+        assert_eq!(ev, [ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid: "user@localhost/web".into() }]);
+        assert!(c.is_online());
+        assert_eq!(c.jid(), Some("user@localhost/web"));
+
+        // Online: stanzas go up; sending works.
+        let msg = parse("<message xmlns='jabber:client' from='a@b/c'><body>x</body></message>");
+        assert_eq!(c.receive(Input::Element(msg.clone())), [ConnEvent::Stanza(msg.clone())]);
+        assert!(c.send(msg).is_some());
+
+        // Closing politely.
+        assert_eq!(c.close(), [ConnEvent::Phase(Phase::Closing), ConnEvent::Send(Frame::Close)]);
+        assert_eq!(c.receive(Input::Closed { see_other: None }), [ConnEvent::Phase(Phase::Closed)]);
+        assert!(c.close().is_empty());
+    }
+
+    #[test]
+    fn server_final_as_a_challenge_and_required_session() {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        let resp = sent_element(&c.receive(sasl("challenge", SERVER_FINAL)));
+        assert_eq!(resp.text(), "", "an empty response after verifying");
+        let ev = c.receive(Input::Element(Element::new("success", ns::SASL)));
+        assert!(matches!(ev.last(), Some(ConnEvent::Send(Frame::Open { restart: true, .. }))));
+        c.receive(Input::Opened { id: None });
+        let features = parse(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></stream:features>",
+        );
+        let bind = sent_element(&c.receive(Input::Element(features)));
+        let session = sent_element(&c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/r")));
+        assert!(session.child("session", ns::SESSION).is_some());
+        let ev = c.receive(Input::Element(parse(&format!(
+            "<iq xmlns='jabber:client' type='result' id='{}'/>",
+            session.attr("id").unwrap()
+        ))));
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/r".into() }));
+    }
+
+    #[test]
+    fn a_wrong_password_is_an_auth_failure() {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        let failure = parse("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>");
+        let ev = c.receive(Input::Element(failure));
+        let err = ev.iter().find_map(|e| if let ConnEvent::Failed(e) = e { Some(e.clone()) } else { None }).unwrap();
+        assert_eq!(err, ConnError::AuthFailed { condition: "not-authorized".into(), text: None });
+        assert!(err.is_auth() && err.is_permanent());
+        assert_eq!(err.to_string(), "Wrong address or password");
+        assert_eq!(ev.last(), Some(&ConnEvent::Phase(Phase::Closed)));
+        assert_eq!(c.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn a_server_that_cannot_prove_the_password_is_refused() {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        let ev = c.receive(sasl("success", "v=AAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::Scram(ScramError::BadServerSignature))));
+        // And a success with no proof at all.
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        let ev = c.receive(Input::Element(Element::new("success", ns::SASL)));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::Scram(ScramError::BadServerSignature))));
+    }
+
+    #[test]
+    fn only_plain_offered_is_refused() {
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Element(features_sasl(&["PLAIN"])));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::NoMechanism(vec!["PLAIN".into()]))));
+        assert_eq!(sent(&ev), [&Frame::Close]);
+    }
+
+    #[test]
+    fn stream_errors_and_lost_connections() {
+        let mut c = authenticated();
+        c.receive(Input::Opened { id: None });
+        let bind = sent_element(&c.receive(Input::Element(features_bind())));
+        c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
+        let err = parse(
+            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>replaced</text></stream:error>",
+        );
+        let ev = c.receive(Input::Element(err));
+        let ConnEvent::Failed(e) = &ev[0] else { panic!("{ev:?}") };
+        assert_eq!(e, &ConnError::Stream { condition: "conflict".into(), text: Some("replaced".into()) });
+        assert!(e.is_permanent());
+        assert_eq!(c.phase(), Phase::Closed);
+        assert!(c.transport_closed().is_empty(), "already closed");
+
+        let mut c = conn();
+        c.start();
+        let ev = c.transport_closed();
+        assert_eq!(ev, [ConnEvent::Failed(ConnError::ConnectionLost), ConnEvent::Phase(Phase::Closed)]);
+        assert!(!ConnError::ConnectionLost.is_permanent());
+
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Closed { see_other: None });
+        assert_eq!(ev[0], ConnEvent::Send(Frame::Close));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::ServerClosed)));
+    }
+
+    #[test]
+    fn out_of_order_input_fails_cleanly() {
+        let mut c = conn();
+        c.start();
+        // Features before the stream is open.
+        let ev = c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        assert!(matches!(ev[1], ConnEvent::Failed(ConnError::Protocol(_))));
+        let mut c = authenticated();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Element(parse("<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>")));
+        assert!(matches!(ev[1], ConnEvent::Failed(ConnError::Protocol(_))), "no bind offered");
+        let mut c = authenticated();
+        c.receive(Input::Opened { id: None });
+        let bind = sent_element(&c.receive(Input::Element(features_bind())));
+        let ev = c.receive(Input::Element(parse(&format!(
+            "<iq xmlns='jabber:client' type='error' id='{}'><error type='cancel'><not-allowed \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+            bind.attr("id").unwrap()
+        ))));
+        assert!(matches!(&ev[1], ConnEvent::Failed(ConnError::Bind(e)) if e.condition == "not-allowed"));
+    }
+}

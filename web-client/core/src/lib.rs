@@ -1,0 +1,33 @@
+//! The Jabberwock web client's XMPP logic, without I/O.
+//!
+//! * [`scram`]: SCRAM-SHA-1/-256 (RFC 5802, RFC 7677), client side.
+//! * [`connection`]: stream negotiation as a state machine (open → SASL → bind → online).
+//! * [`framing`]: RFC 7395 WebSocket messages ↔ connection frames.
+//! * [`bosh`]: XEP-0124/0206 BOSH request bodies ↔ connection frames.
+//! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
+//! * [`stanza`]: building and classifying stanzas.
+//! * [`roster`], [`chat`]: the models the views show.
+//! * [`client`]: all of the above behind one type the view layer drives.
+//!
+//! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
+//! time and the nonce. That keeps it fast to test natively and identical in the browser.
+
+pub mod address;
+pub mod bosh;
+pub mod chat;
+pub mod client;
+pub mod connection;
+pub mod discovery;
+pub mod framing;
+pub mod ns;
+pub mod roster;
+pub mod scram;
+pub mod stanza;
+
+pub use address::Account;
+pub use client::{Client, Event};
+pub use connection::{ConnError, Phase};
+pub use framing::{Frame, Input};
+pub use jabberwock_proto::{Element, Limits};
+pub use roster::{ContactView, Subscription};
+pub use stanza::{PresenceInfo, Show};

@@ -1,0 +1,101 @@
+//! Small adapters to the browser: clock, randomness, timers, storage and date formatting.
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+pub fn window() -> web_sys::Window {
+    web_sys::window().expect("a browser window")
+}
+
+pub fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+/// 18 random bytes from the platform CSPRNG, as a SCRAM nonce.
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 18];
+    window().crypto().expect("Web Crypto").get_random_values_with_u8_array(&mut bytes).expect("random bytes");
+    jabberwock_client_core::scram::nonce_from_bytes(&bytes)
+}
+
+/// Runs `f` once after `ms` milliseconds; returns the timer id for [`clear_timeout`].
+pub fn set_timeout(ms: i32, f: impl FnOnce() + 'static) -> i32 {
+    let cb = Closure::once_into_js(f);
+    window().set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms).unwrap_or(0)
+}
+
+pub fn clear_timeout(id: i32) {
+    window().clear_timeout_with_handle(id);
+}
+
+/// `location.origin`, for example `http://127.0.0.1:5280`.
+pub fn origin() -> String {
+    window().location().origin().unwrap_or_default()
+}
+
+pub fn local_storage() -> Option<web_sys::Storage> {
+    window().local_storage().ok().flatten()
+}
+
+pub fn session_storage() -> Option<web_sys::Storage> {
+    window().session_storage().ok().flatten()
+}
+
+pub fn document_visible() -> bool {
+    window().document().is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible)
+}
+
+pub fn set_title(title: &str) {
+    if let Some(d) = window().document() {
+        d.set_title(title);
+    }
+}
+
+fn date(ms: i64) -> js_sys::Date {
+    js_sys::Date::new(&JsValue::from_f64(ms as f64))
+}
+
+/// `14:05` in the user's locale.
+pub fn format_time(ms: i64) -> String {
+    let opts = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&opts, &"hour".into(), &"2-digit".into());
+    let _ = js_sys::Reflect::set(&opts, &"minute".into(), &"2-digit".into());
+    date(ms).to_locale_time_string_with_options("default", &opts).into()
+}
+
+/// A full date and time for tooltips.
+pub fn format_full(ms: i64) -> String {
+    date(ms).to_locale_string("default", &JsValue::UNDEFINED).into()
+}
+
+/// A key that changes at local midnight.
+pub fn day_key(ms: i64) -> String {
+    date(ms).to_date_string().into()
+}
+
+/// "Today", "Yesterday" or a date like "Monday, 3 June 2024".
+pub fn day_label(ms: i64) -> String {
+    let now = now_ms();
+    if day_key(ms) == day_key(now) {
+        return "Today".into();
+    }
+    if day_key(ms) == day_key(now - 86_400_000) {
+        return "Yesterday".into();
+    }
+    let opts = js_sys::Object::new();
+    for (k, v) in [("weekday", "long"), ("year", "numeric"), ("month", "long"), ("day", "numeric")] {
+        let _ = js_sys::Reflect::set(&opts, &k.into(), &v.into());
+    }
+    date(ms).to_locale_date_string("default", &opts).into()
+}
+
+thread_local! {
+    static DEBUG: bool = local_storage().and_then(|s| s.get_item("jabberwock.debug").ok().flatten()).is_some_and(|v| v == "1");
+}
+
+/// Logs protocol traffic to the console when `localStorage["jabberwock.debug"]` is "1".
+pub fn debug(what: &str, text: &str) {
+    if DEBUG.with(|d| *d) {
+        web_sys::console::log_2(&what.into(), &text.into());
+    }
+}

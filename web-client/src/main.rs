@@ -1,0 +1,16 @@
+//! The Jabberwock web client: Leptos views over `jabberwock-client-core`.
+//!
+//! * [`state`]: the signals the views read;
+//! * [`net`]: the live session (transport, reconnects) that writes them;
+//! * [`ui`]: the components;
+//! * [`browser`]: clock, randomness, timers and formatting from the browser.
+
+mod browser;
+mod net;
+mod state;
+mod ui;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(ui::App);
+}

@@ -1,0 +1,655 @@
+//! The live session: one [`Client`] (the protocol logic, from the core crate) wired to a
+//! browser transport, to timers for reconnecting, and to the view signals.
+//!
+//! The session lives in a thread-local because browser callbacks (socket events, timers)
+//! reach it from outside the view tree. Views call the public functions here; nothing in
+//! this module decides how things look.
+
+mod bosh;
+mod discovery;
+mod websocket;
+
+use std::cell::RefCell;
+
+use jabberwock_client_core::discovery::Endpoints;
+use jabberwock_client_core::framing::{ws_decode, ws_encode};
+use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Show};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::browser;
+use crate::state::{AppState, Row, Status};
+use bosh::BoshTransport;
+use websocket::WsTransport;
+
+/// Where to connect, in order of preference: WebSocket first, then BOSH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Endpoint {
+    WebSocket(String),
+    Bosh(String),
+}
+
+impl Endpoint {
+    fn url(&self) -> &str {
+        match self {
+            Endpoint::WebSocket(u) | Endpoint::Bosh(u) => u,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::WebSocket(_) => "websocket",
+            Endpoint::Bosh(_) => "bosh",
+        }
+    }
+}
+
+fn endpoint_list(e: &Endpoints) -> Vec<Endpoint> {
+    e.websocket.iter().cloned().map(Endpoint::WebSocket).chain(e.bosh.iter().cloned().map(Endpoint::Bosh)).collect()
+}
+
+enum Transport {
+    Ws(WsTransport),
+    Bosh(BoshTransport),
+}
+
+/// Reconnect delays grow as 1, 2, 4 … seconds, capped here.
+const MAX_BACKOFF_SECS: u32 = 60;
+
+struct Session {
+    state: AppState,
+    /// Kept in memory only, to reconnect after a network loss; never stored.
+    password: String,
+    endpoints: Vec<Endpoint>,
+    /// Which endpoint the current attempt uses.
+    endpoint: usize,
+    /// Endpoints tried since the last successful open (or the start of this round).
+    tried: usize,
+    client: Client,
+    transport: Option<Transport>,
+    /// Tags callbacks with the attempt they belong to.
+    generation: u32,
+    /// The current socket reached `open`.
+    opened: bool,
+    /// Consecutive failed attempts since we were last online.
+    attempt: u32,
+    ever_online: bool,
+    signing_out: bool,
+    retry_timer: Option<i32>,
+    /// Turns "composing" into "paused" when the user stops typing.
+    typing_timer: Option<i32>,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    static GENERATION: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn with_session<R>(f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+    SESSION.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+fn next_generation() -> u32 {
+    GENERATION.with(|g| {
+        g.set(g.get().wrapping_add(1));
+        g.get()
+    })
+}
+
+/// A transport is dropped after the current callback returns, never inside its own.
+fn discard(t: Option<Transport>) {
+    if let Some(t) = t {
+        browser::set_timeout(0, move || drop(t));
+    }
+}
+
+/// A per-tab resource, so that two tabs are two sessions rather than replacing each other.
+fn resource() -> String {
+    let key = "jabberwock.resource";
+    let stored = browser::session_storage().and_then(|s| s.get_item(key).ok().flatten());
+    stored.unwrap_or_else(|| {
+        let r = format!("web-{}", &browser::nonce().replace(['+', '/', '='], "")[..6]);
+        if let Some(s) = browser::session_storage() {
+            let _ = s.set_item(key, &r);
+        }
+        r
+    })
+}
+
+/// Starts a login from the form.
+pub fn login(state: AppState, address: String, password: String, server: String) {
+    let account = match Account::parse(&address) {
+        Ok(a) => a,
+        Err(e) => return state.login_error.set(Some(e.to_string())),
+    };
+    if password.is_empty() {
+        return state.login_error.set(Some("Enter your password".into()));
+    }
+    if state.status.get_untracked().busy() {
+        return;
+    }
+    state.login_error.set(None);
+    state.status.set(Status::Discovering);
+    spawn_local(async move {
+        let server = server.trim().to_owned();
+        let endpoints = if server.is_empty() {
+            discovery::discover(&account.domain).await
+        } else if server.starts_with("ws://") || server.starts_with("wss://") {
+            Ok(Endpoints { websocket: vec![server], bosh: vec![] })
+        } else if (server.starts_with("http://") || server.starts_with("https://"))
+            && server.trim_end_matches('/').ends_with("/http-bind")
+        {
+            Ok(Endpoints { websocket: vec![], bosh: vec![server] })
+        } else if server.starts_with("http://") || server.starts_with("https://") {
+            let base = server.trim_end_matches('/');
+            discovery::from_base(base)
+                .await
+                .map(discovery::usable)
+                .ok_or_else(|| format!("No XMPP endpoints were found at {base}"))
+        } else {
+            Err("The server URL must start with wss://, ws://, https:// or http://".into())
+        };
+        let endpoints = match endpoints.map(|e| endpoint_list(&e)) {
+            Ok(e) if e.is_empty() => Err(format!("The server for {} offers neither WebSocket nor BOSH", account.domain)),
+            other => other,
+        };
+        let endpoints = match endpoints {
+            Ok(e) => e,
+            Err(msg) => {
+                state.status.set(Status::SignedOut);
+                state.login_error.set(Some(msg));
+                return;
+            }
+        };
+        let client = Client::new(account, &password, Some(resource()), browser::nonce());
+        let old = SESSION.with(|s| {
+            s.borrow_mut().replace(Session {
+                state,
+                password,
+                endpoints,
+                endpoint: 0,
+                tried: 0,
+                client,
+                transport: None,
+                generation: 0,
+                opened: false,
+                attempt: 0,
+                ever_online: false,
+                signing_out: false,
+                retry_timer: None,
+                typing_timer: None,
+            })
+        });
+        if let Some(mut old) = old {
+            discard(old.transport.take());
+        }
+        with_session(Session::connect);
+    });
+}
+
+impl Session {
+    fn connect(&mut self) {
+        if let Some(t) = self.retry_timer.take() {
+            browser::clear_timeout(t);
+        }
+        discard(self.transport.take());
+        self.generation = next_generation();
+        self.opened = false;
+        if self.client.phase() == Phase::Closed {
+            self.client.restart(&self.password, browser::nonce());
+        }
+        let endpoint = self.endpoints[self.endpoint].clone();
+        self.state.transport.set(endpoint.kind());
+        self.state.status.set(if self.ever_online { Status::Reconnecting(0) } else { Status::Connecting });
+        match &endpoint {
+            Endpoint::WebSocket(url) => match WsTransport::open(url, self.generation) {
+                Ok(t) => self.transport = Some(Transport::Ws(t)),
+                Err(e) => {
+                    self.state.toast(e);
+                    let events = self.client.transport_closed();
+                    self.handle(events);
+                }
+            },
+            Endpoint::Bosh(url) => {
+                // Nothing to wait for: the session-creation request is the first exchange.
+                let domain = self.client.account().domain.clone();
+                self.transport = Some(Transport::Bosh(BoshTransport::new(url, &domain, self.generation)));
+                let events = self.client.start();
+                self.handle(events);
+            }
+        }
+    }
+
+    /// Hands a frame to the transport; a BOSH restart yields input at once.
+    fn transmit(&mut self, frame: Frame) -> Vec<Input> {
+        match &mut self.transport {
+            Some(Transport::Ws(t)) => {
+                t.send(&ws_encode(&frame));
+                vec![]
+            }
+            Some(Transport::Bosh(t)) => t.send(frame),
+            None => vec![],
+        }
+    }
+
+    fn handle(&mut self, events: Vec<Event>) {
+        let mut roster = false;
+        let mut chat = false;
+        let mut immediate = Vec::new();
+        for e in events {
+            match e {
+                Event::Send(frame) => {
+                    let closing = frame == Frame::Close;
+                    immediate.extend(self.transmit(frame));
+                    if closing && self.signing_out {
+                        // Do not wait long for the server's answer.
+                        let generation = self.generation;
+                        browser::set_timeout(1500, move || on_close(generation, 1000));
+                    }
+                }
+                Event::Phase(p) => self.phase(p),
+                Event::Online { jid } => {
+                    self.ever_online = true;
+                    self.attempt = 0;
+                    let bare = jabberwock_client_core::address::bare(&jid).to_owned();
+                    self.state.me.set(Some(bare));
+                    self.state.login_error.set(None);
+                    // Our chosen presence survives reconnects.
+                    let show = self.state.own_show.get_untracked();
+                    let status = self.state.own_status.get_untracked();
+                    let mut ev = self.client.set_client_active(browser::document_visible());
+                    if let Some(j) = self.client.chats.active().map(str::to_owned) {
+                        if !self.client.chats.history(&j).started {
+                            ev.extend(self.client.load_history(&j));
+                        }
+                    }
+                    if show != Show::Online || !status.is_empty() {
+                        ev.extend(self.client.set_presence(show, Some(status)));
+                    }
+                    for e in ev {
+                        if let Event::Send(f) = e {
+                            immediate.extend(self.transmit(f));
+                        }
+                    }
+                }
+                Event::Failed(e) => self.failed(e),
+                Event::RosterChanged | Event::SubscriptionRequest { .. } => roster = true,
+                Event::ChatChanged { with, .. } => {
+                    roster = true;
+                    chat |= self.client.chats.active() == Some(with.as_str());
+                }
+                Event::Notice(n) => self.state.toast(n),
+            }
+        }
+        if roster {
+            self.refresh_roster();
+        }
+        if chat {
+            self.refresh_chat();
+        }
+        for input in immediate {
+            let events = self.client.receive(input, browser::now_ms());
+            self.handle(events);
+        }
+    }
+
+    fn phase(&mut self, p: Phase) {
+        let status = match p {
+            Phase::Connecting if self.ever_online => Status::Reconnecting(0),
+            Phase::Connecting => Status::Connecting,
+            Phase::Authenticating | Phase::Binding if self.ever_online => Status::Reconnecting(0),
+            Phase::Authenticating | Phase::Binding => Status::Authenticating,
+            Phase::Online => Status::Online,
+            Phase::Closing | Phase::Closed => return,
+        };
+        self.state.status.set(status);
+    }
+
+    fn failed(&mut self, e: ConnError) {
+        if self.signing_out {
+            return;
+        }
+        // The transport never opened: try the next endpoint, if any.
+        if !self.opened && matches!(e, ConnError::ConnectionLost) {
+            self.tried += 1;
+            if self.tried < self.endpoints.len() {
+                self.endpoint = (self.endpoint + 1) % self.endpoints.len();
+                let generation = self.generation;
+                browser::set_timeout(0, move || {
+                    with_session(|s| {
+                        if s.generation == generation {
+                            s.connect();
+                        }
+                    });
+                });
+                return;
+            }
+        }
+        if !self.ever_online {
+            let message = match e {
+                ConnError::ConnectionLost if !self.opened => {
+                    let tried: Vec<&str> = self.endpoints.iter().map(Endpoint::url).collect();
+                    format!("Could not reach the server (tried {})", tried.join(", "))
+                }
+                other => other.to_string(),
+            };
+            self.state.login_error.set(Some(message));
+            self.end(Status::SignedOut);
+            return;
+        }
+        if e.is_permanent() {
+            self.state.login_error.set(Some(e.to_string()));
+            self.end(Status::SignedOut);
+            return;
+        }
+        // The next round starts again at the endpoint that worked last.
+        self.tried = 0;
+        let secs = (1u32 << self.attempt.min(6)).min(MAX_BACKOFF_SECS);
+        self.attempt += 1;
+        self.state.status.set(Status::Reconnecting(secs));
+        let generation = self.generation;
+        self.retry_timer = Some(browser::set_timeout(secs as i32 * 1000, move || {
+            with_session(|s| {
+                if s.generation == generation {
+                    s.retry_timer = None;
+                    s.connect();
+                }
+            });
+        }));
+    }
+
+    /// Ends the session and clears what was shown.
+    fn end(&mut self, status: Status) {
+        if let Some(t) = self.retry_timer.take() {
+            browser::clear_timeout(t);
+        }
+        discard(self.transport.take());
+        self.generation = next_generation();
+        let st = self.state;
+        st.status.set(status);
+        st.me.set(None);
+        st.rows.set(Vec::new());
+        st.requests.set(Vec::new());
+        st.roster_loaded.set(false);
+        st.active.set(None);
+        st.messages.set(Vec::new());
+        st.total_unread.set(0);
+        st.transport.set("");
+        browser::set_title("Jabberwock");
+        // Dropped after this callback: the session is gone.
+        browser::set_timeout(0, || {
+            SESSION.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.as_ref().is_some_and(|s| s.transport.is_none() && s.retry_timer.is_none()) {
+                    *s = None;
+                }
+            });
+        });
+    }
+
+    fn refresh_roster(&self) {
+        let chats = &self.client.chats;
+        let rows: Vec<Row> = self
+            .client
+            .contacts()
+            .into_iter()
+            .map(|c| {
+                let preview = chats.last(&c.jid).map(|m| {
+                    let prefix = if m.direction == jabberwock_client_core::chat::Direction::Out { "You: " } else { "" };
+                    let text: String = m.body.chars().take(80).collect();
+                    format!("{prefix}{}", text.replace('\n', " "))
+                });
+                Row { unread: chats.unread(&c.jid), preview, typing: chats.is_typing(&c.jid), contact: c }
+            })
+            .collect();
+        self.state.rows.set(rows);
+        self.state.requests.set(self.client.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect());
+        self.state.roster_loaded.set(self.client.roster.is_loaded());
+        let unread = chats.total_unread();
+        self.state.total_unread.set(unread);
+        browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
+    }
+
+    fn refresh_chat(&self) {
+        let chats = &self.client.chats;
+        let msgs = chats.active().map(|a| chats.messages(a).to_vec()).unwrap_or_default();
+        self.state.messages.set(msgs);
+        let h = chats.active().map(|a| chats.history(a)).unwrap_or_default();
+        self.state.history.set((h.loading, h.started && !h.complete));
+    }
+}
+
+// ---- transport callbacks ----
+
+fn on_open(generation: u32) {
+    with_session(|s| {
+        if s.generation != generation {
+            return;
+        }
+        s.opened = true;
+        s.tried = 0;
+        let events = s.client.start();
+        s.handle(events);
+    });
+}
+
+fn on_text(generation: u32, text: String) {
+    with_session(|s| {
+        if s.generation != generation {
+            return;
+        }
+        let events = match ws_decode(&text, &Limits::default()) {
+            Ok(input) => s.client.receive(input, browser::now_ms()),
+            Err(_) => {
+                discard(s.transport.take());
+                s.client.transport_closed()
+            }
+        };
+        s.handle(events);
+    });
+}
+
+fn on_bosh_response(generation: u32, text: String) {
+    with_session(|s| {
+        if s.generation != generation {
+            return;
+        }
+        let Some(Transport::Bosh(t)) = &mut s.transport else { return };
+        let Some(inputs) = t.on_response(&text) else {
+            return on_transport_lost(s);
+        };
+        if !s.opened && t.is_open() {
+            s.opened = true;
+            s.tried = 0;
+        }
+        let terminated = t.is_terminated();
+        for input in inputs {
+            let events = s.client.receive(input, browser::now_ms());
+            s.handle(events);
+        }
+        if terminated && s.generation == generation {
+            on_transport_lost(s);
+        }
+    });
+}
+
+fn on_bosh_failure(generation: u32) {
+    with_session(|s| {
+        if s.generation != generation {
+            return;
+        }
+        if let Some(Transport::Bosh(t)) = &mut s.transport {
+            t.on_failure();
+        }
+        on_transport_lost(s);
+    });
+}
+
+/// The transport is gone, whatever kind it was.
+fn on_transport_lost(s: &mut Session) {
+    discard(s.transport.take());
+    let events = s.client.transport_closed();
+    s.handle(events);
+    if s.signing_out {
+        s.end(Status::SignedOut);
+    }
+}
+
+fn on_close(generation: u32, _code: u16) {
+    with_session(|s| {
+        if s.generation != generation {
+            return;
+        }
+        on_transport_lost(s);
+    });
+}
+
+// ---- user actions ----
+
+pub fn logout() {
+    let found = with_session(|s| {
+        s.signing_out = true;
+        if s.transport.is_some() && s.opened {
+            let events = s.client.disconnect();
+            s.handle(events);
+        } else {
+            s.end(Status::SignedOut);
+        }
+    });
+    if found.is_none() {
+        SESSION.with(|s| s.borrow_mut().take());
+    }
+}
+
+pub fn open_chat(jid: Option<String>) {
+    with_session(|s| {
+        s.client.open_chat(jid.as_deref());
+        // The first time, the newest page of the archive.
+        if let Some(j) = jid.as_deref().filter(|j| !s.client.chats.history(j).started) {
+            let ev = s.client.load_history(j);
+            s.handle(ev);
+        }
+        s.state.active.set(jid);
+        s.refresh_chat();
+        s.refresh_roster();
+    });
+}
+
+/// Loads an older page of the open conversation.
+pub fn load_older() {
+    with_session(|s| {
+        if let Some(j) = s.client.chats.active().map(str::to_owned) {
+            let ev = s.client.load_history(&j);
+            s.handle(ev);
+            s.refresh_chat();
+        }
+    });
+}
+
+/// Stops typing after this long without a keystroke.
+const PAUSED_AFTER_MS: i32 = 5000;
+
+/// The user typed in the composer for `to` (`typing`), or cleared it.
+pub fn typing(to: &str, typing: bool) {
+    with_session(|s| {
+        if let Some(t) = s.typing_timer.take() {
+            browser::clear_timeout(t);
+        }
+        let ev = s.client.typing(to, typing);
+        s.handle(ev);
+        if typing {
+            let to = to.to_owned();
+            s.typing_timer = Some(browser::set_timeout(PAUSED_AFTER_MS, move || {
+                with_session(|s| {
+                    s.typing_timer = None;
+                    let ev = s.client.typing(&to, false);
+                    s.handle(ev);
+                });
+            }));
+        }
+    });
+}
+
+pub fn send_message(to: &str, body: &str) -> bool {
+    with_session(|s| {
+        if let Some(t) = s.typing_timer.take() {
+            browser::clear_timeout(t);
+        }
+        let events = s.client.send_message(to, body, browser::now_ms());
+        let sent = !events.is_empty();
+        s.handle(events);
+        sent
+    })
+    .unwrap_or(false)
+}
+
+pub fn add_contact(jid: &str, name: &str) -> Result<(), String> {
+    with_session(|s| {
+        let name = Some(name.trim()).filter(|n| !n.is_empty());
+        let events = s.client.add_contact(jid, name).map_err(|e| e.to_string())?;
+        s.handle(events);
+        Ok(())
+    })
+    .unwrap_or_else(|| Err("Not connected".into()))
+}
+
+pub fn accept(jid: &str) {
+    with_session(|s| {
+        let ev = s.client.accept(jid);
+        s.handle(ev);
+    });
+}
+
+pub fn deny(jid: &str) {
+    with_session(|s| {
+        let ev = s.client.deny(jid);
+        s.handle(ev);
+    });
+}
+
+pub fn remove_contact(jid: &str) {
+    with_session(|s| {
+        let ev = s.client.remove_contact(jid);
+        s.handle(ev);
+        if s.client.chats.active() == Some(jid) {
+            s.client.open_chat(None);
+            s.state.active.set(None);
+        }
+    });
+}
+
+pub fn update_contact(jid: &str, name: &str, groups: &[String]) {
+    with_session(|s| {
+        let ev = s.client.update_contact(jid, name, groups);
+        s.handle(ev);
+    });
+}
+
+pub fn set_presence(show: Show, status: String) {
+    with_session(|s| {
+        s.state.own_show.set(show);
+        s.state.own_status.set(status.clone());
+        let ev = s.client.set_presence(show, Some(status));
+        s.handle(ev);
+    });
+}
+
+/// The tab was hidden or shown: unread counting follows.
+pub fn visibility_changed(visible: bool) {
+    with_session(|s| {
+        s.client.chats.set_visible(visible);
+        let ev = s.client.set_client_active(visible);
+        s.handle(ev);
+        s.refresh_roster();
+    });
+}
+
+/// The browser says the network is back: do not wait for the backoff timer.
+pub fn network_online() {
+    with_session(|s| {
+        if s.retry_timer.is_some() {
+            s.attempt = 0;
+            s.connect();
+        }
+    });
+}

@@ -1,0 +1,123 @@
+//! What the views show, as signals. Only plain data lives here; the connection itself is
+//! in [`crate::net`], which writes these signals as events arrive.
+
+use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::{ContactView, Show};
+use leptos::prelude::*;
+
+/// The connection status that is always on screen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    SignedOut,
+    Discovering,
+    Connecting,
+    Authenticating,
+    Online,
+    /// Waiting to try again; seconds until the next attempt.
+    Reconnecting(u32),
+}
+
+impl Status {
+    pub fn label(&self) -> String {
+        match self {
+            Status::SignedOut => "Signed out".into(),
+            Status::Discovering => "Finding server…".into(),
+            Status::Connecting => "Connecting…".into(),
+            Status::Authenticating => "Signing in…".into(),
+            Status::Online => "Online".into(),
+            Status::Reconnecting(0) => "Reconnecting…".into(),
+            Status::Reconnecting(s) => format!("Reconnecting in {s}s"),
+        }
+    }
+
+    /// For styling: `ok`, `busy` or `down`.
+    pub fn tone(&self) -> &'static str {
+        match self {
+            Status::Online => "ok",
+            Status::Discovering | Status::Connecting | Status::Authenticating | Status::Reconnecting(_) => "busy",
+            Status::SignedOut => "down",
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        self.tone() == "busy"
+    }
+}
+
+/// One roster row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub contact: ContactView,
+    pub unread: u32,
+    pub preview: Option<String>,
+    /// They are typing to us (XEP-0085).
+    pub typing: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toast {
+    pub id: u64,
+    pub text: String,
+}
+
+#[derive(Clone, Copy)]
+pub struct AppState {
+    pub status: RwSignal<Status>,
+    /// `websocket` or `bosh` while a session exists.
+    pub transport: RwSignal<&'static str>,
+    /// Shown on the login form.
+    pub login_error: RwSignal<Option<String>>,
+    /// Our bare JID while a session exists (online or reconnecting).
+    pub me: RwSignal<Option<String>>,
+    pub own_show: RwSignal<Show>,
+    pub own_status: RwSignal<String>,
+    pub rows: RwSignal<Vec<Row>>,
+    pub requests: RwSignal<Vec<(String, Option<String>)>>,
+    pub roster_loaded: RwSignal<bool>,
+    pub active: RwSignal<Option<String>>,
+    pub messages: RwSignal<Vec<ChatMessage>>,
+    /// The active conversation's archive: (loading, more to load).
+    pub history: RwSignal<(bool, bool)>,
+    pub total_unread: RwSignal<u32>,
+    pub toasts: RwSignal<Vec<Toast>>,
+}
+
+impl AppState {
+    pub fn new() -> Self {
+        AppState {
+            status: RwSignal::new(Status::SignedOut),
+            transport: RwSignal::new(""),
+            login_error: RwSignal::new(None),
+            me: RwSignal::new(None),
+            own_show: RwSignal::new(Show::Online),
+            own_status: RwSignal::new(String::new()),
+            rows: RwSignal::new(Vec::new()),
+            requests: RwSignal::new(Vec::new()),
+            roster_loaded: RwSignal::new(false),
+            active: RwSignal::new(None),
+            messages: RwSignal::new(Vec::new()),
+            history: RwSignal::new((false, false)),
+            total_unread: RwSignal::new(0),
+            toasts: RwSignal::new(Vec::new()),
+        }
+    }
+
+    pub fn toast(&self, text: impl Into<String>) {
+        let text = text.into();
+        let id = js_sys::Date::now() as u64 ^ (self.toasts.with_untracked(Vec::len) as u64);
+        self.toasts.update(|t| {
+            t.push(Toast { id, text });
+            if t.len() > 4 {
+                t.remove(0);
+            }
+        });
+        let toasts = self.toasts;
+        crate::browser::set_timeout(8000, move || toasts.update(|t| t.retain(|x| x.id != id)));
+    }
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self::new()
+    }
+}

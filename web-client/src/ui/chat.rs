@@ -1,0 +1,361 @@
+//! The conversation pane: header, message log with day separators and grouping, composer.
+
+use jabberwock_client_core::chat::{linkify, ChatMessage, Delivery, Direction, Segment};
+use leptos::ev::{KeyboardEvent, SubmitEvent};
+use leptos::html;
+use leptos::prelude::*;
+
+use super::Avatar;
+use crate::browser;
+use crate::net;
+use crate::state::AppState;
+
+/// Consecutive messages from the same side within this window share one header.
+const GROUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Clone, PartialEq)]
+enum Item {
+    Day(String),
+    Message { msg: ChatMessage, first: bool },
+}
+
+fn items(messages: &[ChatMessage]) -> Vec<Item> {
+    let mut out = Vec::with_capacity(messages.len() + 4);
+    let mut last_day = String::new();
+    let mut prev: Option<&ChatMessage> = None;
+    for m in messages {
+        let day = browser::day_key(m.timestamp_ms);
+        let new_day = day != last_day;
+        if new_day {
+            out.push(Item::Day(browser::day_label(m.timestamp_ms)));
+            last_day = day;
+        }
+        let first =
+            new_day || prev.is_none_or(|p| p.direction != m.direction || m.timestamp_ms - p.timestamp_ms > GROUP_WINDOW_MS);
+        out.push(Item::Message { msg: m.clone(), first });
+        prev = Some(m);
+    }
+    out
+}
+
+#[component]
+pub fn ChatPane() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    view! {
+        <section class="chat" aria-label="Conversation">
+            <Show
+                when=move || state.active.get().is_some()
+                fallback=|| {
+                    view! {
+                        <div class="chat-empty">
+                            <svg class="chat-empty-art" viewBox="0 0 120 96" aria-hidden="true" focusable="false">
+                                <rect x="8" y="10" width="76" height="50" rx="14" fill="var(--accent-soft)"/>
+                                <path d="M26 60l-8 16 22-16z" fill="var(--accent-soft)"/>
+                                <rect x="40" y="34" width="72" height="46" rx="14" fill="var(--accent)"/>
+                                <path d="M96 80l8 12-22-12z" fill="var(--accent)"/>
+                                <circle cx="62" cy="57" r="4" fill="#fff"/>
+                                <circle cx="76" cy="57" r="4" fill="#fff"/>
+                                <circle cx="90" cy="57" r="4" fill="#fff"/>
+                            </svg>
+                            <h2>"No conversation selected"</h2>
+                            <p class="muted">"Choose a contact to start chatting."</p>
+                        </div>
+                    }
+                }
+            >
+                <Conversation/>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn Conversation() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let active = move || state.active.get().unwrap_or_default();
+    let contact = Memo::new(move |_| {
+        let a = active();
+        state.rows.with(|rows| rows.iter().find(|r| r.contact.jid == a).map(|r| r.contact.clone()))
+    });
+    let name = move || contact.get().map(|c| c.name).unwrap_or_else(active);
+    let status_line = move || {
+        contact.get().map_or_else(String::new, |c| match (&c.presence, c.pending_out) {
+            (Some(p), _) => p.status.clone().map_or_else(|| p.show.label().to_owned(), |s| format!("{} · {s}", p.show.label())),
+            (None, true) => "Awaiting approval".into(),
+            (None, false) => "Offline".into(),
+        })
+    };
+    let status_key = Signal::derive(move || contact.get().map_or("offline", |c| c.status_key()));
+    let typing = Memo::new(move |_| {
+        let a = active();
+        state.rows.with(|rows| rows.iter().any(|r| r.contact.jid == a && r.typing))
+    });
+
+    let log: NodeRef<html::Div> = NodeRef::new();
+    let rendered = Memo::new(move |_| state.messages.with(|m| items(m)));
+    // Keep the newest message in view when one arrives (not when older ones load).
+    Effect::new(move |prev: Option<Option<(String, i64)>>| {
+        let newest = state.messages.with(|m| m.last().map(|m| (m.id.clone(), m.timestamp_ms)));
+        if prev.as_ref() != Some(&newest) {
+            if let Some(el) = log.get() {
+                el.set_scroll_top(el.scroll_height());
+            }
+        }
+        newest
+    });
+
+    let confirm_remove = RwSignal::new(false);
+    // Editing the contact: its name and its groups (comma-separated).
+    let editing = RwSignal::new(None::<(String, String)>);
+    let groups_text = move || contact.get().map(|c| c.groups.join(", ")).unwrap_or_default();
+
+    view! {
+        <header class="chat-head">
+            <button class="icon-btn back" type="button" aria-label="Back to contacts" on:click=move |_| net::open_chat(None)>
+                "‹"
+            </button>
+            {move || view! { <Avatar jid=active() name=name() status=status_key/> }}
+            <div class="chat-title">
+                <Show
+                    when=move || editing.get().is_some()
+                    fallback=move || {
+                        view! {
+                            <h2 data-testid="chat-title">
+                                {name}
+                                <button
+                                    class="icon-btn rename"
+                                    type="button"
+                                    aria-label="Edit name and groups"
+                                    title="Edit name and groups"
+                                    on:click=move |_| editing.set(Some((name(), groups_text())))
+                                >
+                                    "✎"
+                                </button>
+                            </h2>
+                        }
+                    }
+                >
+                    <form
+                        class="rename-form"
+                        aria-label="Edit contact"
+                        on:submit=move |ev: SubmitEvent| {
+                            ev.prevent_default();
+                            if let Some((n, g)) = editing.get_untracked() {
+                                let groups: Vec<String> = g.split(',').map(str::to_owned).collect();
+                                net::update_contact(&active(), &n, &groups);
+                            }
+                            editing.set(None);
+                        }
+                        on:keydown=move |ev: KeyboardEvent| {
+                            if ev.key() == "Escape" {
+                                editing.set(None);
+                            }
+                        }
+                    >
+                        <input
+                            type="text"
+                            aria-label="Contact name"
+                            placeholder="Name"
+                            prop:value=move || editing.get().map(|e| e.0).unwrap_or_default()
+                            on:input=move |ev| editing.update(|e| if let Some(e) = e { e.0 = event_target_value(&ev) })
+                        />
+                        <input
+                            type="text"
+                            aria-label="Groups, separated by commas"
+                            placeholder="Groups, e.g. Work, Family"
+                            prop:value=move || editing.get().map(|e| e.1).unwrap_or_default()
+                            on:input=move |ev| editing.update(|e| if let Some(e) = e { e.1 = event_target_value(&ev) })
+                        />
+                        <button class="btn btn-primary btn-sm" type="submit">"Save"</button>
+                        <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| editing.set(None)>"Cancel"</button>
+                    </form>
+                </Show>
+                <div class="chat-status muted">
+                    <span class="sr-only">"Status: "</span>
+                    <span data-testid="chat-status">{status_line}</span>
+                    " · "
+                    {active}
+                </div>
+            </div>
+            <Show
+                when=move || confirm_remove.get()
+                fallback=move || {
+                    view! {
+                        <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(true)>
+                            "Remove"
+                        </button>
+                    }
+                }
+            >
+                <span class="confirm">
+                    "Remove this contact?"
+                    <button
+                        class="btn btn-danger btn-sm"
+                        type="button"
+                        on:click=move |_| {
+                            confirm_remove.set(false);
+                            net::remove_contact(&active());
+                        }
+                    >
+                        "Remove"
+                    </button>
+                    <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(false)>
+                        "Keep"
+                    </button>
+                </span>
+            </Show>
+        </header>
+        <div
+            class="log"
+            node_ref=log
+            role="log"
+            aria-live="polite"
+            aria-relevant="additions"
+            aria-label=move || format!("Messages with {}", name())
+            tabindex="0"
+            data-testid="message-log"
+        >
+            <Show when=move || state.history.get().1 || state.history.get().0>
+                <div class="load-older">
+                    <button
+                        class="btn btn-ghost btn-sm"
+                        type="button"
+                        disabled=move || state.history.get().0
+                        on:click=move |_| net::load_older()
+                    >
+                        {move || if state.history.get().0 { "Loading history…" } else { "Load earlier messages" }}
+                    </button>
+                </div>
+            </Show>
+            <Show when=move || rendered.with(Vec::is_empty) && !state.history.get().0>
+                <p class="log-empty muted">{move || format!("This is the beginning of your conversation with {}.", name())}</p>
+            </Show>
+            <For
+                each=move || rendered.get()
+                key=|item| match item {
+                    Item::Day(d) => format!("day:{d}"),
+                    Item::Message { msg, first } => {
+                        format!("{:?}:{}:{}:{:?}:{first}", msg.direction, msg.id, msg.timestamp_ms, msg.delivery)
+                    }
+                }
+                let:item
+            >
+                {match item {
+                    Item::Day(label) => view! { <div class="day-sep" role="separator"><span>{label}</span></div> }.into_any(),
+                    Item::Message { msg, first } => view! { <MessageBubble msg=msg first=first/> }.into_any(),
+                }}
+            </For>
+        </div>
+        <div class="typing" aria-live="polite" data-testid="typing">
+            <Show when=move || typing.get()>
+                <span class="typing-dots" aria-hidden="true"><i></i><i></i><i></i></span>
+                {move || format!("{} is typing…", name())}
+            </Show>
+        </div>
+        <Composer/>
+    }
+}
+
+#[component]
+fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
+    let out = msg.direction == Direction::Out;
+    let time = browser::format_time(msg.timestamp_ms);
+    let full = browser::format_full(msg.timestamp_ms);
+    let failed = msg.delivery == Delivery::Failed;
+    // Text nodes only: message text is never parsed as HTML.
+    let body = linkify(&msg.body)
+        .into_iter()
+        .map(|s| match s {
+            Segment::Text(t) => t.to_owned().into_any(),
+            Segment::Link(l) => {
+                view! { <a href=l.to_owned() target="_blank" rel="noopener noreferrer nofollow">{l.to_owned()}</a> }.into_any()
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="msg" class:out=out class:in=!out class:first=first class:failed=failed data-direction=if out { "out" } else { "in" }>
+            <div class="bubble">
+                <span class="sr-only">{if out { "You: " } else { "Them: " }}</span>
+                <span class="body">{body}</span>
+                <span class="meta">
+                    <time title=full>{time}</time>
+                    {out.then(|| {
+                        if failed {
+                            view! { <span class="tick failed" title="Not delivered">"!"</span> }.into_any()
+                        } else {
+                            view! { <span class="tick" title="Sent">"✓"</span> }.into_any()
+                        }
+                    })}
+                </span>
+            </div>
+            {msg.error.map(|e| view! { <div class="msg-error" role="alert">{format!("Not delivered: {e}")}</div> })}
+        </div>
+    }
+}
+
+#[component]
+fn Composer() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let text = RwSignal::new(String::new());
+    let input: NodeRef<html::Textarea> = NodeRef::new();
+    let online = move || state.status.get() == crate::state::Status::Online;
+    let send = move || {
+        let Some(to) = state.active.get_untracked() else { return };
+        let body = text.get_untracked();
+        if net::send_message(&to, &body) {
+            text.set(String::new());
+            if let Some(i) = input.get_untracked() {
+                i.set_value("");
+                let _ = i.focus();
+            }
+        }
+    };
+    // Focus the composer when a conversation opens.
+    Effect::new(move |_| {
+        state.active.track();
+        if let Some(i) = input.get() {
+            let _ = i.focus();
+        }
+    });
+    view! {
+        <form
+            class="composer"
+            on:submit=move |ev: SubmitEvent| {
+                ev.prevent_default();
+                send();
+            }
+        >
+            <textarea
+                node_ref=input
+                rows="1"
+                placeholder=move || if online() { "Write a message" } else { "Offline — messages can be sent once reconnected" }
+                aria-label="Message"
+                data-testid="composer"
+                prop:value=move || text.get()
+                on:input=move |ev| {
+                    let value = event_target_value(&ev);
+                    if let Some(to) = state.active.get_untracked() {
+                        net::typing(&to, !value.trim().is_empty());
+                    }
+                    text.set(value);
+                }
+                on:keydown=move |ev: KeyboardEvent| {
+                    if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                        ev.prevent_default();
+                        send();
+                    }
+                }
+            ></textarea>
+            <button
+                class="btn btn-primary send"
+                type="submit"
+                aria-label="Send"
+                disabled=move || !online() || text.get().trim().is_empty()
+            >
+                <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+                    <path d="M3 20.5 21 12 3 3.5l.01 6.6L15 12 3.01 13.9z" fill="currentColor"/>
+                </svg>
+            </button>
+        </form>
+    }
+}

@@ -1,0 +1,99 @@
+//! The sign-in form.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+
+use super::Logo;
+use crate::browser;
+use crate::net;
+use crate::state::AppState;
+
+const LAST_ADDRESS: &str = "jabberwock.last-address";
+
+#[component]
+pub fn LoginView() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let remembered = browser::local_storage().and_then(|s| s.get_item(LAST_ADDRESS).ok().flatten()).unwrap_or_default();
+    let address = RwSignal::new(remembered);
+    let password = RwSignal::new(String::new());
+    let server = RwSignal::new(String::new());
+    let busy = move || state.status.get().busy();
+
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        if let Some(s) = browser::local_storage() {
+            let _ = s.set_item(LAST_ADDRESS, address.get_untracked().trim());
+        }
+        net::login(state, address.get_untracked(), password.get_untracked(), server.get_untracked());
+    };
+
+    view! {
+        <main class="login-page">
+            <form class="login-card" on:submit=submit aria-labelledby="login-title" novalidate>
+                <div class="login-logo"><Logo/></div>
+                <h1 id="login-title">"Sign in to chat"</h1>
+                <p class="muted">"Use your XMPP address and password."</p>
+
+                <label class="field">
+                    <span class="field-label">"Address"</span>
+                    <input
+                        type="text"
+                        name="address"
+                        inputmode="email"
+                        autocomplete="username"
+                        autocapitalize="none"
+                        spellcheck="false"
+                        placeholder="you@example.org"
+                        required
+                        prop:value=move || address.get()
+                        on:input=move |ev| address.set(event_target_value(&ev))
+                    />
+                </label>
+                <label class="field">
+                    <span class="field-label">"Password"</span>
+                    <input
+                        type="password"
+                        name="password"
+                        autocomplete="current-password"
+                        required
+                        prop:value=move || password.get()
+                        on:input=move |ev| password.set(event_target_value(&ev))
+                    />
+                </label>
+
+                <details class="advanced">
+                    <summary>"Advanced"</summary>
+                    <div class="field">
+                        <label class="field-label" for="server-url">"Server URL"</label>
+                        <input
+                            id="server-url"
+                            type="url"
+                            name="server"
+                            placeholder="wss://chat.example.org/xmpp-websocket"
+                            aria-describedby="server-url-hint"
+                            prop:value=move || server.get()
+                            on:input=move |ev| server.set(event_target_value(&ev))
+                        />
+                        <span id="server-url-hint" class="field-hint">
+                            "Leave empty to discover it from your address. A WebSocket URL, or the server's web address."
+                        </span>
+                    </div>
+                </details>
+
+                <Show when=move || state.login_error.get().is_some()>
+                    <div class="form-error" role="alert" data-testid="login-error">
+                        {move || state.login_error.get().unwrap_or_default()}
+                    </div>
+                </Show>
+
+                <button class="btn btn-primary btn-block" type="submit" disabled=busy>
+                    <Show when=busy fallback=|| "Sign in">
+                        <span class="spinner" aria-hidden="true"></span>
+                        {move || state.status.get().label()}
+                    </Show>
+                </button>
+            </form>
+            <p class="login-foot muted">"Your password is sent only as a SCRAM proof and is never stored."</p>
+        </main>
+    }
+}

@@ -1,0 +1,217 @@
+//! The components. They read [`AppState`] signals and call [`crate::net`] for actions;
+//! no XMPP logic lives here.
+
+mod chat;
+mod login;
+mod roster;
+
+use jabberwock_client_core::Show as Availability;
+use leptos::prelude::*;
+
+use crate::browser;
+use crate::net;
+use crate::state::AppState;
+
+#[component]
+pub fn App() -> impl IntoView {
+    let state = AppState::new();
+    provide_context(state);
+    theme::apply(&theme::stored());
+
+    // Unread counting and presence follow the tab's visibility; a returning network
+    // cuts the reconnect wait short.
+    let doc = browser::window().document().expect("document");
+    let on_visibility =
+        wasm_bindgen::closure::Closure::<dyn FnMut()>::new(|| net::visibility_changed(browser::document_visible()));
+    doc.set_onvisibilitychange(Some(wasm_bindgen::JsCast::unchecked_ref(on_visibility.as_ref())));
+    on_visibility.forget();
+    let on_online = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_online);
+    browser::window().set_ononline(Some(wasm_bindgen::JsCast::unchecked_ref(on_online.as_ref())));
+    on_online.forget();
+
+    let signed_in = move || state.me.get().is_some();
+    view! {
+        <div class="app">
+            <TopBar/>
+            <Show when=signed_in fallback=|| view! { <login::LoginView/> }>
+                <Shell/>
+            </Show>
+            <Toasts/>
+        </div>
+    }
+}
+
+#[component]
+fn Shell() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    view! {
+        <main class="shell" class:chat-open=move || state.active.get().is_some()>
+            <roster::Sidebar/>
+            <chat::ChatPane/>
+        </main>
+    }
+}
+
+#[component]
+fn TopBar() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    view! {
+        <header class="topbar">
+            <div class="brand">
+                <Logo/>
+                <span class="brand-name">"Jabberwock"</span>
+            </div>
+            <div class="topbar-right">
+                <StatusPill/>
+                <theme::ThemeToggle/>
+                <Show when=move || state.me.get().is_some()>
+                    <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| net::logout()>"Sign out"</button>
+                </Show>
+            </div>
+        </header>
+    }
+}
+
+/// The connection status, always visible, announced politely to screen readers.
+#[component]
+fn StatusPill() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    view! {
+        <div
+            class="status-pill"
+            role="status"
+            aria-live="polite"
+            data-tone=move || state.status.get().tone()
+            data-transport=move || state.transport.get()
+            title=move || match state.transport.get() {
+                "websocket" => "Connection: WebSocket",
+                "bosh" => "Connection: BOSH (HTTP long polling)",
+                _ => "Not connected",
+            }
+            data-testid="connection-status"
+        >
+            <span class="status-light" aria-hidden="true"></span>
+            <span class="status-text">{move || state.status.get().label()}</span>
+        </div>
+    }
+}
+
+#[component]
+pub fn Logo() -> impl IntoView {
+    view! {
+        <svg class="logo" viewBox="0 0 32 32" aria-hidden="true" focusable="false">
+            <rect width="32" height="32" rx="9" fill="var(--accent)"/>
+            <path d="M9 10.5h14a2.5 2.5 0 0 1 2.5 2.5v6.5a2.5 2.5 0 0 1-2.5 2.5h-7l-4.5 3.5v-3.5H9A2.5 2.5 0 0 1 6.5 19.5V13A2.5 2.5 0 0 1 9 10.5z" fill="#fff"/>
+            <circle cx="12" cy="16.25" r="1.4" fill="var(--accent)"/>
+            <circle cx="16" cy="16.25" r="1.4" fill="var(--accent)"/>
+            <circle cx="20" cy="16.25" r="1.4" fill="var(--accent)"/>
+        </svg>
+    }
+}
+
+/// Initials on a colour derived from the address.
+#[component]
+pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal<&'static str>>) -> impl IntoView {
+    let hue = jid.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 360;
+    let initials: String = name
+        .split(|c: char| c.is_whitespace() || c == '.' || c == '_' || c == '-')
+        .filter(|w| !w.is_empty())
+        .take(2)
+        .filter_map(|w| w.chars().next())
+        .flat_map(char::to_uppercase)
+        .collect();
+    let initials = if initials.is_empty() { "?".to_owned() } else { initials };
+    view! {
+        <span class="avatar" style=format!("--avatar-hue: {hue}") aria-hidden="true">
+            {initials}
+            {status.map(|s| view! { <span class="presence-dot" data-status=move || s.get()></span> })}
+        </span>
+    }
+}
+
+pub fn show_from_key(key: &str) -> Availability {
+    Availability::ALL.into_iter().find(|s| s.key() == key).unwrap_or(Availability::Online)
+}
+
+#[component]
+fn Toasts() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    view! {
+        <div class="toasts" role="region" aria-label="Notifications" aria-live="polite">
+            <For each=move || state.toasts.get() key=|t| t.id let:toast>
+                <div class="toast">
+                    <span>{toast.text.clone()}</span>
+                    <button
+                        class="icon-btn"
+                        type="button"
+                        aria-label="Dismiss"
+                        on:click=move |_| state.toasts.update(|t| t.retain(|x| x.id != toast.id))
+                    >
+                        "×"
+                    </button>
+                </div>
+            </For>
+        </div>
+    }
+}
+
+pub mod theme {
+    use leptos::prelude::*;
+
+    use crate::browser;
+
+    const KEY: &str = "jabberwock.theme";
+
+    pub fn stored() -> String {
+        browser::local_storage().and_then(|s| s.get_item(KEY).ok().flatten()).unwrap_or_else(|| "system".into())
+    }
+
+    pub fn apply(theme: &str) {
+        if let Some(root) = browser::window().document().and_then(|d| d.document_element()) {
+            match theme {
+                "light" | "dark" => {
+                    let _ = root.set_attribute("data-theme", theme);
+                }
+                _ => {
+                    let _ = root.remove_attribute("data-theme");
+                }
+            }
+        }
+    }
+
+    /// Cycles system → dark → light.
+    #[component]
+    pub fn ThemeToggle() -> impl IntoView {
+        let theme = RwSignal::new(stored());
+        let next = move || match theme.get().as_str() {
+            "system" => "dark",
+            "dark" => "light",
+            _ => "system",
+        };
+        let label = move || match theme.get().as_str() {
+            "dark" => "Theme: dark",
+            "light" => "Theme: light",
+            _ => "Theme: system",
+        };
+        view! {
+            <button
+                class="icon-btn theme-toggle"
+                type="button"
+                title=label
+                aria-label=label
+                on:click=move |_| {
+                    let n = next();
+                    apply(n);
+                    if let Some(s) = browser::local_storage() {
+                        let _ = s.set_item(KEY, n);
+                    }
+                    theme.set(n.to_owned());
+                }
+            >
+                <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+                    <path d="M12 3a9 9 0 1 0 9 9 7 7 0 0 1-9-9z" fill="currentColor"/>
+                </svg>
+            </button>
+        }
+    }
+}
