@@ -40,44 +40,18 @@ import ssl
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import slixmpp
+from harness import STEP_TIMEOUT, Failure, check, report, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET, ElementBase
 
 OVERALL_TIMEOUT = 80.0
-STEP_TIMEOUT = 10.0
 SID_NS = "urn:xmpp:sid:0"
 PEP_NODE = "urn:example:jabberwock:interop:mood"
 PRIVATE_NODE = "urn:example:jabberwock:interop:private"
-
-START = time.monotonic()
-
-
-class Failure(Exception):
-    """A check failed: the message says what was expected and what happened."""
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - START:5.1f}s] {text}", flush=True)
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise Failure(message)
-
-
-async def wait_for(condition: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Failure(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def iq_call(label: str, what: str, awaitable) -> Any:
@@ -600,20 +574,6 @@ async def erin_items(erin: Client, owner: str):
     return await erin.plugin["xep_0060"].get_items(JID(owner), PEP_NODE, timeout=STEP_TIMEOUT)
 
 
-def report(results: list[tuple[str, str, str]]) -> None:
-    print("\n== slixmpp modern-extensions interop summary (slixmpp %s) ==" % slixmpp.__version__)
-    for name, status, detail in results:
-        print(f"  {status.upper():7} {name}")
-        if status == "failed":
-            for line in detail.splitlines():
-                print(f"          {line}")
-    counts = collections.Counter(status for _, status, _ in results)
-    line = f"interop-modern: {counts['passed']} passed, {counts['failed']} failed"
-    if counts["skipped"]:
-        line += f", {counts['skipped']} skipped"
-    print(line, flush=True)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     suite = Suite(args)
     try:
@@ -623,7 +583,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ok = False
     finally:
         suite.abort_all()
-    report(suite.results)
+    report(suite.results, 'slixmpp modern-extensions interop summary', 'interop-modern')
     return 0 if ok else 1
 
 

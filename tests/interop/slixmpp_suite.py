@@ -34,35 +34,20 @@ import ssl
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import slixmpp
+from harness import STEP_TIMEOUT, Failure, check, report, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins import xep_0082
 
 OVERALL_TIMEOUT = 60.0
-STEP_TIMEOUT = 10.0
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 DELAY_NS = "urn:xmpp:delay"
 
 SUBSCRIPTION_TYPES = {"subscribe", "subscribed", "unsubscribe", "unsubscribed"}
 NOT_AVAILABLE_TYPES = SUBSCRIPTION_TYPES | {"unavailable", "probe", "error"}
-
-START = time.monotonic()
-
-
-class Failure(Exception):
-    """A check failed: the message says what was expected and what happened."""
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - START:5.1f}s] {text}", flush=True)
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise Failure(message)
 
 
 class Client(ClientXMPP):
@@ -263,17 +248,6 @@ class Client(ClientXMPP):
 
 def roster_items(iq) -> dict[str, dict[str, Any]]:
     return {str(jid): dict(item) for jid, item in iq["roster"]["items"].items()}
-
-
-async def wait_for(condition: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Failure(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Suite:
@@ -594,20 +568,6 @@ class Suite:
                 c.abort()
 
 
-def report(results: list[tuple[str, str, str]]) -> None:
-    print("\n== slixmpp interop summary (slixmpp %s) ==" % slixmpp.__version__)
-    for name, status, detail in results:
-        print(f"  {status.upper():7} {name}")
-        if status == "failed":
-            for line in detail.splitlines():
-                print(f"          {line}")
-    counts = collections.Counter(status for _, status, _ in results)
-    line = f"interop: {counts['passed']} passed, {counts['failed']} failed"
-    if counts["skipped"]:
-        line += f", {counts['skipped']} skipped"
-    print(line, flush=True)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     suite = Suite(args)
     try:
@@ -618,7 +578,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ok = False
     finally:
         suite.abort_all()
-    report(suite.results)
+    report(suite.results, 'slixmpp interop summary', 'interop')
     return 0 if ok else 1
 
 

@@ -1,0 +1,52 @@
+"""What the slixmpp interop suites share: timing, checks, and the summary CI reads."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any, Callable
+
+import slixmpp
+
+STEP_TIMEOUT = 10.0
+START = time.monotonic()
+
+
+class Failure(Exception):
+    """A check failed: the message says what was expected and what happened."""
+
+
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - START:5.1f}s] {text}", flush=True)
+
+
+def check(condition: Any, message: str) -> None:
+    if not condition:
+        raise Failure(message)
+
+
+async def wait_for(condition: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Failure(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def report(results: list[tuple[str, str, str]], title: str, label: str) -> None:
+    """Prints each step, then the `LABEL: N passed, N failed` line CI looks for."""
+    print(f"\n== {title} (slixmpp {slixmpp.__version__}) ==")
+    for name, status, detail in results:
+        print(f"  {status.upper():7} {name}")
+        if status == "failed":
+            for line in detail.splitlines():
+                print(f"          {line}")
+    counts = collections.Counter(status for _, status, _ in results)
+    line = f"{label}: {counts['passed']} passed, {counts['failed']} failed"
+    if counts["skipped"]:
+        line += f", {counts['skipped']} skipped"
+    print(line, flush=True)
