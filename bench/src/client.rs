@@ -64,7 +64,9 @@ pub struct Session {
     pub index: usize,
     pub jid: String,
     /// The TCP socket under the session, to check that the server keeps it open.
-    fd: RawFd,
+    pub fd: RawFd,
+    /// With XEP-0198 enabled, the stanzas received since (the `h` to acknowledge).
+    pub sm_handled: Option<u32>,
     pub tx: Tx,
     pub rx: Rx,
 }
@@ -79,6 +81,32 @@ impl Session {
         // 0 is end of file; -1 with EAGAIN is an open, quiet connection; data is not
         // expected on an idle session but means it is still open.
         n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `<iq type='set'>` with this payload and waits for its result.
+    pub async fn iq_set(&mut self, id: &str, payload: &str) -> Result<(), String> {
+        self.tx.send(&format!("<iq type='set' id='{id}' xmlns='jabber:client'>{payload}</iq>")).await?;
+        let reply = iq_reply(&mut self.rx, id).await?;
+        if reply.stanza_type() != Some("result") {
+            return Err(format!("iq {id} failed: {}", String::from_utf8_lossy(&reply.to_bytes())));
+        }
+        Ok(())
+    }
+
+    /// Enables XEP-0198 (without resumption) and waits for `<enabled/>`; from then on the
+    /// session must answer the server's `<r/>` (see the message phase's reader).
+    pub async fn enable_sm(&mut self) -> Result<(), String> {
+        self.tx.send(&format!("<enable xmlns='{}'/>", ns::SM)).await?;
+        loop {
+            let st = self.rx.next_stanza("<enabled/>").await?;
+            if st.is("enabled", ns::SM) {
+                self.sm_handled = Some(0);
+                return Ok(());
+            }
+            if st.is("failed", ns::SM) {
+                return Err(format!("stream management refused: {}", st.inner()));
+            }
+        }
     }
 }
 
@@ -362,7 +390,7 @@ pub async fn establish(target: &Target, transport: Transport, prefix: &str, inde
         }
     }
     rx.release();
-    Ok(Session { index, jid, fd, tx, rx })
+    Ok(Session { index, jid, fd, sm_handled: None, tx, rx })
 }
 
 fn jid_of_bind(reply: &Stanza) -> Option<String> {

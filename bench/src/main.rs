@@ -12,7 +12,9 @@
 //!    sessions at `--message-rate` for `--duration-secs`; latency is measured from a send
 //!    timestamp in the body; after a drain period every message must have arrived. With
 //!    both transports: TCP↔TCP, then WebSocket↔TCP, then WebSocket↔WebSocket, each on
-//!    sessions of its own, and the WebSocket/TCP ratios.
+//!    sessions of its own, and the WebSocket/TCP ratios. `--compare-archive` and
+//!    `--compare-sm` run each of these phases again on the same sessions, with their
+//!    message archive off, then with XEP-0198 on, and give the ratios.
 //!
 //! Exits non-zero on a protocol failure, a session that could not be opened or a lost
 //! message.
@@ -117,6 +119,14 @@ struct Args {
     /// Seconds to wait for messages still in flight once sending stops.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
+    /// After each message phase (archive on, the server's default), set the active
+    /// sessions' XEP-0313 default to `never` and run the phase again on them.
+    #[arg(long)]
+    compare_archive: bool,
+    /// After each message phase (and the archive-off one, with --compare-archive), enable
+    /// XEP-0198 on its sessions and run it again, acknowledging every `<r/>`.
+    #[arg(long)]
+    compare_sm: bool,
 }
 
 fn main() -> ExitCode {
@@ -255,6 +265,7 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
     // Messages: each phase takes its active sessions off the front of the pools; the rest
     // stay idle.
     let mut phases: Vec<(&str, f64)> = Vec::new();
+    let mut comparisons: Vec<Table> = Vec::new();
     if args.duration_secs > 0 && ok {
         let mut pools: Vec<(Transport, Vec<Session>)> =
             batches.iter_mut().map(|(t, s, _)| (*t, std::mem::take(s))).collect();
@@ -285,10 +296,15 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
                 // The previous phase's sessions are closing.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let (phase_ok, cpu) = message_phase(args, name, pairing, pid, &mut report).await;
-            ok &= phase_ok;
-            if let Some(cpu) = cpu {
+            let (base, pairing) = message_phase(args, name, pairing, pid, &mut report).await;
+            ok &= base.ok;
+            if let Some(cpu) = base.cpu_per_100k {
                 phases.push((name, cpu));
+            }
+            if ok && (args.compare_archive || args.compare_sm) {
+                let (table, phase_ok) = compare(args, name, base, pairing, pid, &mut report).await;
+                comparisons.push(table);
+                ok &= phase_ok;
             }
             if !ok {
                 break;
@@ -330,6 +346,7 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
         }
         report.tables.push(t);
     }
+    report.tables.extend(comparisons);
     report.note(if ok { "result: OK".to_owned() } else { "result: FAILED".to_owned() });
     println!("{report}");
     ok
@@ -439,15 +456,28 @@ async fn open_batch(
     (sessions, memory, failures)
 }
 
-/// One message phase on the sessions of `pairing`. Adds its table; returns whether
-/// every message arrived, and the server's CPU seconds per 100k messages.
+/// The figures of one message phase that the comparisons set side by side.
+#[derive(Clone, Copy)]
+struct Summary {
+    /// Every message arrived, no bounce, no failure.
+    ok: bool,
+    lost: i64,
+    delivered_per_sec: f64,
+    p50_us: Option<u32>,
+    p99_us: Option<u32>,
+    /// Server CPU seconds per 100k messages.
+    cpu_per_100k: Option<f64>,
+}
+
+/// One message phase on the sessions of `pairing`. Adds its table; returns its summary
+/// and the sessions (unless some were lost to a failure).
 async fn message_phase(
     args: &Args,
     name: &str,
     pairing: Pairing,
     pid: Option<u32>,
     report: &mut Report,
-) -> (bool, Option<f64>) {
+) -> (Summary, Option<Pairing>) {
     let active = pairing.len();
     let plan = traffic::Plan {
         rate: args.message_rate,
@@ -468,20 +498,16 @@ async fn message_phase(
     t.row("lost (sent − received − bounced, after the drain)", lost.to_string());
     t.row("bounced (type='error')", out.errors.to_string());
     t.row("send rate achieved", format!("{:.0} msg/s", out.sent as f64 / out.send_time.as_secs_f64()));
-    t.row(
-        "delivered rate",
-        format!(
-            "{:.0} msg/s (first send to last receipt)",
-            out.received as f64 / out.delivery_time.as_secs_f64().max(1e-9)
-        ),
-    );
-    let pct = |p: f64| -> String {
-        if out.latencies_us.is_empty() {
-            return "-".into();
-        }
-        let i = ((out.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        ms(out.latencies_us[i])
+    let delivered_per_sec = out.received as f64 / out.delivery_time.as_secs_f64().max(1e-9);
+    t.row("delivered rate", format!("{delivered_per_sec:.0} msg/s (first send to last receipt)"));
+    if out.acks > 0 {
+        t.row("XEP-0198 acks sent (answers to <r/>)", out.acks.to_string());
+    }
+    let percentile = |p: f64| -> Option<u32> {
+        let n = out.latencies_us.len();
+        (n > 0).then(|| out.latencies_us[((n as f64 - 1.0) * p).round() as usize])
     };
+    let pct = |p: f64| percentile(p).map_or("-".into(), ms);
     t.row("latency p50 / p90 / p99", format!("{} / {} / {}", pct(0.5), pct(0.9), pct(0.99)));
     t.row("latency p99.9 / max", format!("{} / {}", pct(0.999), pct(1.0)));
     let per_100k = |cpu: f64| cpu * 100_000.0 / out.received.max(1) as f64;
@@ -510,7 +536,76 @@ async fn message_phase(
     for f in out.failures.iter().take(10) {
         report.note(format!("{name} message phase failure: {f}"));
     }
-    (lost == 0 && out.errors == 0 && out.failures.is_empty(), server_cpu.map(per_100k))
+    let summary = Summary {
+        ok: lost == 0 && out.errors == 0 && out.failures.is_empty(),
+        lost,
+        delivered_per_sec,
+        p50_us: percentile(0.5),
+        p99_us: percentile(0.99),
+        cpu_per_100k: server_cpu.map(per_100k),
+    };
+    (summary, out.sessions)
+}
+
+/// `--compare-archive` and `--compare-sm`: runs phase `name` again on its sessions
+/// (`base` being its figures), with the archive off, then with XEP-0198 on (archive off
+/// too with both flags: each is compared with the phase just before it). Returns the
+/// table of ratios and whether everything went well.
+async fn compare(
+    args: &Args,
+    name: &str,
+    base: Summary,
+    pairing: Option<Pairing>,
+    pid: Option<u32>,
+    report: &mut Report,
+) -> (Table, bool) {
+    let mut t = Table::new(&format!("{name}: archive and stream management"));
+    let (mut before, mut pairing) = (base, pairing);
+    // (asked for, XEP-0198 rather than the archive, the two phases' names)
+    let steps = [(args.compare_archive, false, "archive on", "archive off"), (args.compare_sm, true, "no SM", "SM")];
+    for (_, sm, without, with) in steps.into_iter().filter(|s| s.0) {
+        let Some(mut sessions) = pairing.take() else {
+            report.note(format!("{name}: sessions lost in the previous phase, comparisons skipped"));
+            return (t, false);
+        };
+        // All sessions at once, each waiting for its own reply.
+        let set_up = futures_util::future::try_join_all(sessions.sessions_mut().enumerate().map(|(i, s)| async move {
+            if sm {
+                s.enable_sm().await
+            } else {
+                s.iq_set(&format!("prefs{i}"), "<prefs xmlns='urn:xmpp:mam:2' default='never'/>").await
+            }
+        }))
+        .await;
+        if let Err(e) = set_up {
+            report.note(format!("{name}, {with}: {e}"));
+            return (t, false);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (after, back) = message_phase(args, &format!("{name}, {with}"), sessions, pid, report).await;
+        pairing = back;
+        let ratio = |a: Option<f64>, b: Option<f64>, unit: &str| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.2} {unit} / {b:.2} {unit} = {:.2}×", a / b),
+            _ => "-".into(),
+        };
+        let lat = |s: &Summary| format!("{} / {}", s.p50_us.map_or("-".into(), ms), s.p99_us.map_or("-".into(), ms));
+        // Archive: on / off (the cost of archiving); SM: with / without.
+        let (num, den, label) =
+            if sm { (&after, &before, "SM / no SM") } else { (&before, &after, "archive on / off") };
+        t.row(format!("server CPU per 100k messages, {label}"), ratio(num.cpu_per_100k, den.cpu_per_100k, "s"));
+        t.row(
+            format!("delivered rate, {without} / {with}"),
+            format!("{:.0} / {:.0} msg/s", before.delivered_per_sec, after.delivered_per_sec),
+        );
+        t.row(format!("latency p50 / p99, {without}"), lat(&before));
+        t.row(format!("latency p50 / p99, {with}"), lat(&after));
+        t.row(format!("lost, {without} / {with}"), format!("{} / {}", before.lost, after.lost));
+        if !after.ok {
+            return (t, false);
+        }
+        before = after;
+    }
+    (t, true)
 }
 
 /// Opens sessions `range` at `ramp` per second, at most `concurrency` at once. Stops

@@ -2,16 +2,21 @@
 //! from one of the active sessions to a random other active session (bare JID), or to a
 //! random session of the other side ([`Pairing::Across`], e.g. WebSocket ↔ TCP); one
 //! reader task per active session receives them and records the latency from the send
-//! timestamp in the body.
+//! timestamp in the body. A session with XEP-0198 enabled has its reader answer the
+//! server's `<r/>`. The sessions are handed back at the end, for another phase.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jabberwock_proto::{ReadEvent, Stanza, ns};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::client::{Rx, Session, Tx};
+
+/// A session's sending side, shared by its sender task and, for acknowledgements, its
+/// reader.
+type SharedTx = Arc<Mutex<Tx>>;
 
 /// Who sends to whom.
 pub enum Pairing {
@@ -29,6 +34,13 @@ impl Pairing {
         }
     }
 
+    pub fn sessions_mut(&mut self) -> impl Iterator<Item = &mut Session> {
+        match self {
+            Pairing::Among(s) => s.iter_mut().chain([].iter_mut()),
+            Pairing::Across(a, b) => a.iter_mut().chain(b.iter_mut()),
+        }
+    }
+
     /// All sessions, and where the second side starts (`None`: one set).
     fn into_parts(self) -> (Vec<Session>, Option<usize>) {
         match self {
@@ -37,6 +49,16 @@ impl Pairing {
                 let split = a.len();
                 a.extend(b);
                 (a, Some(split))
+            }
+        }
+    }
+
+    fn from_parts(mut sessions: Vec<Session>, split: Option<usize>) -> Self {
+        match split {
+            None => Pairing::Among(sessions),
+            Some(k) => {
+                let b = sessions.split_off(k);
+                Pairing::Across(sessions, b)
             }
         }
     }
@@ -72,6 +94,8 @@ struct Counters {
     errors: AtomicU64,
     /// Nanoseconds since the epoch of the last message received.
     last_received_ns: AtomicU64,
+    /// XEP-0198 acknowledgements sent (answers to the server's `<r/>`).
+    acks: AtomicU64,
 }
 
 pub struct Outcome {
@@ -86,10 +110,13 @@ pub struct Outcome {
     pub send_time: Duration,
     /// From the first send to the last message received.
     pub delivery_time: Duration,
+    pub acks: u64,
+    /// The sessions, for another phase; `None` when a task failed and some are gone.
+    pub sessions: Option<Pairing>,
 }
 
 /// Sends and receives on the sessions, at least two (one on each side with
-/// [`Pairing::Across`]). The sessions are consumed.
+/// [`Pairing::Across`]).
 pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
     let (sessions, split) = pairing.into_parts();
     assert!(sessions.len() >= 2 && split.is_none_or(|k| k > 0 && k < sessions.len()));
@@ -99,11 +126,16 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
     let recipients: Arc<Vec<String>> =
         Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap_or(&s.jid).to_owned()).collect());
     let senders = plan.senders.clamp(1, sessions.len());
-    let mut writers: Vec<Vec<(usize, Tx)>> = (0..senders).map(|_| Vec::new()).collect();
+    let mut writers: Vec<Vec<(usize, SharedTx)>> = (0..senders).map(|_| Vec::new()).collect();
     let mut readers = tokio::task::JoinSet::new();
+    let mut shells = Vec::with_capacity(sessions.len());
     for (i, s) in sessions.into_iter().enumerate() {
-        writers[i % senders].push((i, s.tx));
-        readers.spawn(receive(s.rx, epoch, counters.clone(), stop_rx.clone()));
+        let Session { index, jid, fd, sm_handled, tx, rx } = s;
+        let tx = Arc::new(Mutex::new(tx));
+        writers[i % senders].push((i, tx.clone()));
+        let reader = Reader { rx, tx, sm_handled, latencies: Vec::new() };
+        readers.spawn(receive(i, reader, epoch, counters.clone(), stop_rx.clone()));
+        shells.push(Some((index, jid, fd)));
     }
 
     let next_seq = Arc::new(AtomicU64::new(0));
@@ -123,14 +155,10 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
         ));
     }
     let mut failures = Vec::new();
-    let mut writers_back = Vec::new();
     while let Some(r) = send_tasks.join_next().await {
         match r {
-            Ok((w, Ok(()))) => writers_back.push(w),
-            Ok((w, Err(e))) => {
-                failures.push(e);
-                writers_back.push(w);
-            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
             Err(e) => failures.push(format!("sender task: {e}")),
         }
     }
@@ -148,16 +176,21 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop_tx.send(true);
     let mut latencies_us = Vec::new();
+    let mut back: Vec<Option<Session>> = (0..shells.len()).map(|_| None).collect();
     while let Some(r) = readers.join_next().await {
         match r {
-            Ok((lat, failure)) => {
-                latencies_us.extend(lat);
+            Ok((i, reader, failure)) => {
                 failures.extend(failure);
+                let Reader { rx, tx, sm_handled, latencies } = reader;
+                latencies_us.extend(latencies);
+                // The sender tasks are done: the reader holds the last reference.
+                let (Some((index, jid, fd)), Ok(tx)) = (shells[i].take(), Arc::try_unwrap(tx)) else { continue };
+                back[i] = Some(Session { index, jid, fd, sm_handled, tx: tx.into_inner(), rx });
             }
             Err(e) => failures.push(format!("reader task: {e}")),
         }
     }
-    drop(writers_back);
+    let sessions = back.into_iter().collect::<Option<Vec<_>>>().map(|s| Pairing::from_parts(s, split));
     latencies_us.sort_unstable();
     let last = counters.last_received_ns.load(Ordering::Relaxed);
     Outcome {
@@ -168,6 +201,8 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
         latencies_us,
         send_time,
         delivery_time: Duration::from_nanos(last),
+        acks: counters.acks.load(Ordering::Relaxed),
+        sessions,
     }
 }
 
@@ -184,7 +219,7 @@ const MESSAGE_BYTES: usize = 200;
 
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    mut writers: Vec<(usize, Tx)>,
+    mut writers: Vec<(usize, SharedTx)>,
     recipients: Arc<Vec<String>>,
     split: Option<usize>,
     rate: f64,
@@ -193,7 +228,7 @@ async fn send(
     counters: Arc<Counters>,
     next_seq: Arc<AtomicU64>,
     mut rng: u64,
-) -> (Vec<(usize, Tx)>, Result<(), String>) {
+) -> Result<(), String> {
     let start = Instant::now();
     let mut sent_here = 0u64;
     let mut rr = 0usize;
@@ -230,64 +265,86 @@ async fn send(
                 msg.push('x');
             }
             msg.push_str("</body></message>");
-            if let Err(e) = tx.send(&msg).await {
-                let e = format!("sending from session {me}: {e}");
-                return (writers, Err(e));
+            if let Err(e) = tx.lock().await.send(&msg).await {
+                return Err(format!("sending from session {me}: {e}"));
             }
             counters.sent.fetch_add(1, Ordering::Relaxed);
             sent_here += 1;
         }
     }
-    (writers, Ok(()))
+    Ok(())
 }
 
-/// Reads one session until told to stop; returns its latencies (µs) and any failure.
+/// One session's receiving side during the phase.
+struct Reader {
+    rx: Rx,
+    /// To answer the server's `<r/>`.
+    tx: SharedTx,
+    /// With XEP-0198: message, presence and iq stanzas received since it was enabled.
+    sm_handled: Option<u32>,
+    /// Microseconds.
+    latencies: Vec<u32>,
+}
+
+/// Reads session `i` until told to stop; returns it with any failure.
 async fn receive(
-    mut rx: Rx,
+    i: usize,
+    mut r: Reader,
     epoch: Instant,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
-) -> (Vec<u32>, Option<String>) {
-    let mut latencies = Vec::new();
+) -> (usize, Reader, Option<String>) {
     loop {
-        tokio::select! {
-            ev = rx.next_event() => match ev {
-                Ok(ReadEvent::Stanza(st)) => {
-                    if let Err(e) = on_stanza(&st, epoch, &counters, &mut latencies) {
-                        return (latencies, Some(e));
-                    }
-                }
-                Ok(ReadEvent::StreamClose) => return (latencies, Some("the server closed a stream".into())),
-                Ok(ReadEvent::StreamOpen(_)) => return (latencies, Some("unexpected stream header".into())),
-                Err(e) => return (latencies, Some(e)),
+        let failure = tokio::select! {
+            ev = r.rx.next_event() => match ev {
+                Ok(ReadEvent::Stanza(st)) => r.on_stanza(&st, epoch, &counters).await.err(),
+                Ok(ReadEvent::StreamClose) => Some("the server closed a stream".into()),
+                Ok(ReadEvent::StreamOpen(_)) => Some("unexpected stream header".into()),
+                Err(e) => Some(e),
             },
-            _ = stop.changed() => return (latencies, None),
+            _ = stop.changed() => return (i, r, None),
+        };
+        if failure.is_some() {
+            return (i, r, failure);
         }
     }
 }
 
-fn on_stanza(st: &Stanza, epoch: Instant, counters: &Counters, latencies: &mut Vec<u32>) -> Result<(), String> {
-    if st.is("error", ns::STREAM) {
-        return Err(format!("stream error: {}", st.inner()));
+impl Reader {
+    async fn on_stanza(&mut self, st: &Stanza, epoch: Instant, counters: &Counters) -> Result<(), String> {
+        if st.is("error", ns::STREAM) {
+            return Err(format!("stream error: {}", st.inner()));
+        }
+        if let Some(h) = &mut self.sm_handled {
+            if matches!(st.name(), "message" | "presence" | "iq") {
+                *h = h.wrapping_add(1);
+            } else if st.is("r", ns::SM) {
+                // The lock waits for at most one message being sent by this session.
+                let ack = format!("<a xmlns='{}' h='{h}'/>", ns::SM);
+                self.tx.lock().await.send(&ack).await?;
+                counters.acks.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        if st.name() != "message" {
+            return Ok(());
+        }
+        if st.stanza_type() == Some("error") {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let body = st.inner();
+        let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else {
+            return Ok(());
+        };
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(sent_ns) = t[..digits].parse::<u64>() else {
+            return Ok(());
+        };
+        let now = epoch.elapsed().as_nanos() as u64;
+        self.latencies.push((now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        counters.last_received_ns.fetch_max(now, Ordering::Relaxed);
+        Ok(())
     }
-    if st.name() != "message" {
-        return Ok(());
-    }
-    if st.stanza_type() == Some("error") {
-        counters.errors.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    }
-    let body = st.inner();
-    let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else {
-        return Ok(());
-    };
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let Ok(sent_ns) = t[..digits].parse::<u64>() else {
-        return Ok(());
-    };
-    let now = epoch.elapsed().as_nanos() as u64;
-    latencies.push((now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
-    counters.received.fetch_add(1, Ordering::Relaxed);
-    counters.last_received_ns.fetch_max(now, Ordering::Relaxed);
-    Ok(())
 }
