@@ -14,8 +14,9 @@ use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::{encode_stream, Frame};
 
-/// Stanzas are small; a bigger one just takes several reads. Every idle connection keeps
-/// one of these buffers while its read is pending.
+/// Reads start small, since every idle connection holds its read buffer while the read
+/// is pending; a read that fills the buffer grows it to `READ_CHUNK` for the burst.
+const IDLE_READ: usize = 256;
 const READ_CHUNK: usize = 2048;
 
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
@@ -117,11 +118,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
                 return Some(ev);
             }
             if self.read_buf.is_empty() {
-                self.read_buf.resize(READ_CHUNK, 0);
+                self.read_buf.resize(IDLE_READ, 0);
             }
             match self.io.read(&mut self.read_buf).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.reader.feed(&self.read_buf[..n]),
+                Ok(n) => {
+                    self.reader.feed(&self.read_buf[..n]);
+                    if n == self.read_buf.len() && n < READ_CHUNK {
+                        self.read_buf.resize(READ_CHUNK, 0);
+                    }
+                }
             }
         }
     }
@@ -146,9 +152,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
     }
 
     fn idle(&mut self) {
-        if self.reader.is_idle() && self.out.capacity() > READ_CHUNK {
-            // An idle connection keeps no large buffers.
-            self.out = Vec::new();
+        if self.reader.is_idle() {
+            // Buffers a burst grew are given back; the small ones stay, so steady chat
+            // traffic does not allocate on every stanza.
+            if self.out.capacity() > READ_CHUNK / 2 {
+                self.out = Vec::new();
+            }
+            if self.read_buf.len() > IDLE_READ {
+                self.read_buf = Vec::new();
+            }
             self.reader.release_buffer();
         }
     }
