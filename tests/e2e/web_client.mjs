@@ -260,6 +260,8 @@ const steps = [
         const href = await link.getAttribute('href');
         if (href !== 'https://example.org/docs?x=1') throw new Error(`link href: ${href}`);
         if ((await link.getAttribute('rel'))?.includes('noopener') !== true) throw new Error('link without rel=noopener');
+        // alice's client confirmed it (XEP-0184): bob's message gets the delivered tick.
+        await b.locator('.msg.out').filter({ hasText: `Hi ${ALICE_NAME}!` }).getByRole('img', { name: 'delivered', exact: true }).waitFor();
         await send(a, `Thanks, ${BOB_NAME}.`);
         await b.locator('.msg.in .body').filter({ hasText: `Thanks, ${BOB_NAME}.` }).waitFor();
         await shot(a, '08-alice-chat');
@@ -330,6 +332,34 @@ const steps = [
         const shown = await b.locator('.msg .body').count();
         if (shown !== 4) throw new Error(`expected the 4 messages once each, found ${shown}`);
         await shot(b, '13-bob-history-after-reload');
+    }],
+
+    ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {
+        const a = pages.alice;
+        await contact(a, BOB).click();
+        const a2 = await openPage('alice2');
+        await login(a2, ALICE, must('E2E_PASSWORD_A'));
+        await expectOnline(a2);
+        await contact(a2, BOB).click();
+        const text = 'Written on my other device';
+        await send(a2, text);
+        // The first session shows it as sent by alice, in the conversation with bob.
+        await a.locator('.msg.out .body').filter({ hasText: text }).waitFor();
+        if ((await a.locator('.msg.in .body').filter({ hasText: text }).count()) !== 0) throw new Error('the copy was shown as incoming');
+        await pages.bob.locator('.msg.in .body').filter({ hasText: text }).waitFor();
+        // bob's receipt goes to the session that sent it, and a copy to the first one.
+        for (const p of [a2, a]) {
+            await p.locator('.msg.out').filter({ hasText: text }).getByRole('img', { name: 'delivered', exact: true }).waitFor();
+        }
+        await shot(a, '14-alice-carbon-from-second-session');
+        // bob answers: both of alice's sessions show it (one directly, one as a copy).
+        await send(pages.bob, 'Got it on both?');
+        await a.locator('.msg.in .body').filter({ hasText: 'Got it on both?' }).waitFor();
+        await a2.locator('.msg.in .body').filter({ hasText: 'Got it on both?' }).waitFor();
+        await a2.getByRole('button', { name: 'Sign out' }).click();
+        await a2.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        await a2.context().close();
+        delete pages.alice2;
     }],
 
     ['signing out returns to the sign-in form', async () => {

@@ -15,6 +15,8 @@ pub enum Direction {
 pub enum Delivery {
     /// Written to the connection.
     Sent,
+    /// The recipient's client confirmed it (XEP-0184).
+    Delivered,
     /// The server or the recipient answered with an error.
     Failed,
     /// Received by us.
@@ -169,6 +171,34 @@ impl Chats {
             delivery: Delivery::Sent,
             error: None,
         });
+    }
+
+    /// A message we sent from another device (a XEP-0280 carbon): shown as ours, once.
+    /// Writing from elsewhere means the conversation was read there. Returns whether it
+    /// was new.
+    pub fn sent_elsewhere(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64) -> bool {
+        let conv = self.conversations.entry(bare.to_owned()).or_default();
+        conv.unread = 0;
+        if conv.messages.iter().any(|m| m.direction == Direction::Out && m.id == id && m.body == body) {
+            return false;
+        }
+        let msg = ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery: Delivery::Sent, error: None };
+        let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
+        conv.messages.insert(at, msg);
+        true
+    }
+
+    /// A delivery receipt from `bare` for our message `id`; returns whether it changed
+    /// anything (a failed message stays failed).
+    pub fn delivered(&mut self, bare: &str, id: &str) -> bool {
+        let Some(conv) = self.conversations.get_mut(bare) else { return false };
+        match conv.messages.iter_mut().rev().find(|m| m.direction == Direction::Out && m.id == id) {
+            Some(m) if m.delivery == Delivery::Sent => {
+                m.delivery = Delivery::Delivered;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// An archived message: shown in its place, never counted unread, and not shown twice
@@ -377,6 +407,29 @@ mod tests {
         assert!(!c.failed("nobody@x", "m1", String::new()));
         assert_eq!(c.last("bob@x").unwrap().body, "first");
         assert!(c.messages("nobody@x").is_empty());
+    }
+
+    #[test]
+    fn receipts_and_messages_sent_elsewhere() {
+        let mut c = Chats::new();
+        c.outgoing("bob@x", "m1".into(), "mine".into(), 100);
+        assert!(c.delivered("bob@x", "m1"));
+        assert_eq!(c.messages("bob@x")[0].delivery, Delivery::Delivered);
+        assert!(!c.delivered("bob@x", "m1"), "only once");
+        assert!(!c.delivered("bob@x", "nope"));
+        assert!(!c.delivered("carol@x", "m1"), "a receipt counts only from the recipient");
+        c.outgoing("bob@x", "m2".into(), "lost".into(), 110);
+        c.failed("bob@x", "m2", "gone".into());
+        assert!(!c.delivered("bob@x", "m2"), "failed stays failed");
+
+        c.incoming("bob@x", "b1".into(), "unread".into(), 120);
+        assert_eq!(c.unread("bob@x"), 1);
+        assert!(c.sent_elsewhere("bob@x", "p1".into(), "from my phone".into(), 130));
+        assert!(!c.sent_elsewhere("bob@x", "p1".into(), "from my phone".into(), 130), "shown once");
+        assert_eq!(c.unread("bob@x"), 0, "answered elsewhere: read");
+        let last = c.last("bob@x").unwrap();
+        assert_eq!((last.direction, last.body.as_str(), last.delivery), (Direction::Out, "from my phone", Delivery::Sent));
+        assert!(c.delivered("bob@x", "p1"));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::connection::{ConnError, ConnEvent, Connection, Features, Phase};
 use crate::framing::{Frame, Input};
 use crate::ns;
 use crate::roster::{ContactView, Roster, Subscription};
-use crate::stanza::{self, ChatState, Incoming, IqType, MessageType, PresenceInfo, PresenceKind, Show};
+use crate::stanza::{
+    self, CarbonKind, ChatState, Incoming, IncomingMessage, IqType, MessageType, PresenceInfo, PresenceKind, Show,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -190,6 +192,10 @@ impl Client {
         let id = self.id();
         self.pending.push((id.clone(), Pending::FetchRoster));
         self.send(stanza::roster_get(&id), out);
+        // XEP-0280: copies of what our other devices send and receive. A server without
+        // carbons answers with an error, which is ignored like any unexpected result.
+        let id = self.id();
+        self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
     }
@@ -201,34 +207,16 @@ impl Client {
 
     fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
         match Incoming::classify(el) {
-            Incoming::Message(m) => {
-                let from = address::bare(&m.from).to_owned();
-                match m.kind {
-                    MessageType::Error => {
-                        let (Some(id), Some(error)) = (&m.id, &m.error) else { return };
-                        if self.chats.failed(&from, id, error.describe()) {
-                            out.push(Event::ChatChanged { with: from, incoming: false });
-                        }
-                    }
-                    MessageType::Chat | MessageType::Normal => {
-                        if from.is_empty() || from == self.account().bare() {
-                            // Our own (carbons come later).
-                            return;
-                        }
-                        let typing_changed = m.chat_state.is_some_and(|st| self.chats.peer_state(&from, st));
-                        let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else {
-                            if typing_changed {
-                                out.push(Event::ChatChanged { with: from, incoming: false });
-                            }
-                            return;
-                        };
-                        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
-                        let id = m.id.unwrap_or_else(|| self.id());
-                        if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
-                            out.push(Event::ChatChanged { with: from, incoming: true });
-                        }
-                    }
-                    MessageType::Groupchat | MessageType::Headline => {}
+            Incoming::Message(m) => self.on_message(m, false, out, now_ms),
+            Incoming::Carbon { from, kind, message } => {
+                // XEP-0280 §11: a copy is only believed from our own bare JID; anyone else
+                // could forge messages "from" our contacts or "by" us.
+                if from != self.account().bare() {
+                    return;
+                }
+                match kind {
+                    CarbonKind::Received => self.on_message(message, true, out, now_ms),
+                    CarbonKind::Sent => self.on_sent_elsewhere(message, out, now_ms),
                 }
             }
             Incoming::Presence { from, kind } => self.on_presence(&from, kind, out),
@@ -301,7 +289,7 @@ impl Client {
                                 .with_attr("type", "web")
                                 .with_attr("name", "Jabberwock"),
                         );
-                        for f in [ns::DISCO_INFO, ns::PING] {
+                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS] {
                             q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                         }
                         stanza::iq_result(&id, from.as_deref()).with_child(q)
@@ -330,6 +318,76 @@ impl Client {
                 self.chats.archived(&with, direction, m.id, body, ts);
             }
             Incoming::Other(_) => {}
+        }
+    }
+
+    /// A message from someone else: delivered to us directly, or (`carbon`) a copy of one
+    /// another of our devices received.
+    fn on_message(&mut self, m: IncomingMessage, carbon: bool, out: &mut Vec<Event>, now_ms: i64) {
+        let from = address::bare(&m.from).to_owned();
+        match m.kind {
+            MessageType::Error => {
+                if carbon {
+                    return;
+                }
+                let (Some(id), Some(error)) = (&m.id, &m.error) else { return };
+                if self.chats.failed(&from, id, error.describe()) {
+                    out.push(Event::ChatChanged { with: from, incoming: false });
+                }
+            }
+            MessageType::Chat | MessageType::Normal => {
+                if from.is_empty() || from == self.account().bare() {
+                    // Our own, not as a carbon: nothing to show.
+                    return;
+                }
+                // XEP-0184: the recipient confirms one of our messages (or, in a carbon,
+                // one our other device sent).
+                if let Some(for_id) = &m.receipt_for {
+                    if self.chats.delivered(&from, for_id) {
+                        out.push(Event::ChatChanged { with: from.clone(), incoming: false });
+                    }
+                }
+                let typing_changed = m.chat_state.is_some_and(|st| self.chats.peer_state(&from, st));
+                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else {
+                    if typing_changed {
+                        out.push(Event::ChatChanged { with: from, incoming: false });
+                    }
+                    return;
+                };
+                // XEP-0184 §5: confirm receipt, from the device it was delivered to (not
+                // for copies), and only to those allowed to see our presence (§8), since a
+                // receipt tells that we are online.
+                if m.receipt_request && !carbon {
+                    let allowed = self.roster.get(&from).is_some_and(|i| i.subscription.they_see_us());
+                    if let (true, Some(for_id)) = (allowed, m.id.as_deref()) {
+                        let id = self.id();
+                        self.send(stanza::receipt(&id, &m.from, for_id, m.kind == MessageType::Chat), out);
+                    }
+                }
+                let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                let id = m.id.unwrap_or_else(|| self.id());
+                if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
+                    out.push(Event::ChatChanged { with: from, incoming: true });
+                }
+            }
+            MessageType::Groupchat | MessageType::Headline => {}
+        }
+    }
+
+    /// XEP-0280: a message another of our devices sent, shown as ours.
+    fn on_sent_elsewhere(&mut self, m: IncomingMessage, out: &mut Vec<Event>, now_ms: i64) {
+        if !matches!(m.kind, MessageType::Chat | MessageType::Normal) {
+            return;
+        }
+        let to = address::bare(&m.to).to_owned();
+        if to.is_empty() || to == self.account().bare() {
+            return;
+        }
+        let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
+        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+        let id = m.id.unwrap_or_else(|| self.id());
+        if self.chats.sent_elsewhere(&to, id, body, ts) {
+            out.push(Event::ChatChanged { with: to, incoming: false });
         }
     }
 
@@ -585,7 +643,8 @@ mod tests {
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into() }));
         let out = sent(&ev);
         assert!(out[0].child("query", ns::ROSTER).is_some(), "roster first");
-        assert!(out[1].is("presence", ns::CLIENT) && out[1].attr("type").is_none(), "then initial presence");
+        assert!(out[1].child("enable", ns::CARBONS).is_some(), "then carbons");
+        assert!(out[2].is("presence", ns::CLIENT) && out[2].attr("type").is_none(), "then initial presence");
         let roster_id = out[0].attr("id").unwrap().to_owned();
         let ev = c.receive(
             Input::Element(parse(&format!(
@@ -727,6 +786,98 @@ mod tests {
         // Chat states and empty bodies do not make messages.
         stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
         assert_eq!(c.chats.messages("bob@localhost").len(), 2);
+    }
+
+    #[test]
+    fn delivery_receipts_are_asked_for_and_given() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/><item jid='eve@localhost' subscription='to'/>");
+        let out = sent(&c.send_message("bob@localhost", "ping", 1));
+        assert!(out[0].child("request", ns::RECEIPTS).is_some());
+        let id = out[0].attr("id").unwrap().to_owned();
+        assert_eq!(c.chats.messages("bob@localhost")[0].delivery, crate::chat::Delivery::Sent);
+
+        // A receipt from someone else changes nothing; bob's marks it delivered.
+        let receipt = |from: &str| {
+            format!(
+                "<message xmlns='jabber:client' from='{from}' id='r1'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>"
+            )
+        };
+        assert!(stanza(&mut c, &receipt("eve@localhost/x")).is_empty());
+        let ev = stanza(&mut c, &receipt("bob@localhost/phone"));
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        assert_eq!(c.chats.messages("bob@localhost")[0].delivery, crate::chat::Delivery::Delivered);
+        assert_eq!(c.chats.messages("bob@localhost").len(), 1, "a receipt is not a message");
+
+        // Bob asks for one: answered to the full JID it came from, with his id.
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b7'><body>pong</body>\
+             <request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        let out = sent(&ev);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].attr("to"), Some("bob@localhost/phone"));
+        assert_eq!(out[0].child("received", ns::RECEIPTS).unwrap().attr("id"), Some("b7"));
+        assert!(out[0].child("body", ns::CLIENT).is_none());
+        assert_eq!(out[0].attr("type"), Some("chat"), "so that bob's other devices get a copy");
+
+        // Not to someone who may not see our presence, nor without a request.
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='eve@localhost/x' type='chat' id='e1'><body>hi</body>\
+             <request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        assert!(sent(&ev).is_empty());
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b8'><body>x</body></message>",
+        );
+        assert!(sent(&ev).is_empty());
+    }
+
+    #[test]
+    fn carbons_show_what_our_other_devices_send_and_receive() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let carbon = |outer_from: &str, kind: &str, inner: &str| {
+            format!(
+                "<message xmlns='jabber:client' from='{outer_from}' to='user@localhost/web' type='chat'>\
+                 <{kind} xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>{inner}</forwarded></{kind}></message>"
+            )
+        };
+        let mine = "<message xmlns='jabber:client' from='user@localhost/phone' to='bob@localhost' type='chat' id='p1'>\
+                    <body>from my phone</body><request xmlns='urn:xmpp:receipts'/></message>";
+        let theirs = "<message xmlns='jabber:client' from='bob@localhost/a' to='user@localhost/phone' type='chat' id='b1'>\
+                      <body>to my phone</body><request xmlns='urn:xmpp:receipts'/></message>";
+
+        // Forged copies (not from our own bare JID) are dropped.
+        for from in ["bob@localhost", "user@localhost/phone", "mallory@evil.example", ""] {
+            assert!(stanza(&mut c, &carbon(from, "sent", mine)).is_empty(), "{from}");
+            assert!(stanza(&mut c, &carbon(from, "received", theirs)).is_empty(), "{from}");
+        }
+        assert!(c.chats.messages("bob@localhost").is_empty());
+
+        let ev = stanza(&mut c, &carbon("user@localhost", "sent", mine));
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        assert!(sent(&ev).is_empty(), "no receipt for our own message");
+        let ev = stanza(&mut c, &carbon("user@localhost", "received", theirs));
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: true }));
+        assert!(sent(&ev).is_empty(), "the device it was delivered to answers the receipt request");
+        let msgs: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.direction, m.body.as_str())).collect();
+        assert_eq!(msgs, [(Direction::Out, "from my phone"), (Direction::In, "to my phone")]);
+        // The same copy again is shown once.
+        stanza(&mut c, &carbon("user@localhost", "sent", mine));
+        assert_eq!(c.chats.messages("bob@localhost").len(), 2);
+
+        // Bob's receipt for the phone's message, copied to us, marks it delivered.
+        let receipt = "<message xmlns='jabber:client' from='bob@localhost/a' to='user@localhost/phone'>\
+                       <received xmlns='urn:xmpp:receipts' id='p1'/></message>";
+        stanza(&mut c, &carbon("user@localhost", "received", receipt));
+        assert_eq!(c.chats.messages("bob@localhost")[0].delivery, crate::chat::Delivery::Delivered);
+
+        // A copy without a message inside is ignored.
+        let ev =
+            stanza(&mut c, "<message xmlns='jabber:client' from='user@localhost'><sent xmlns='urn:xmpp:carbons:2'/></message>");
+        assert!(ev.is_empty());
     }
 
     #[test]

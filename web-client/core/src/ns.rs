@@ -6,3 +6,5 @@ pub use jabberwock_proto::ns::*;
 pub const XRD: &str = "http://docs.oasis-open.org/ns/xri/xrd-1.0";
 /// XEP-0085 chat state notifications.
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184 message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";

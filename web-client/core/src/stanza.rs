@@ -171,6 +171,7 @@ impl ChatState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncomingMessage {
     pub from: String,
+    pub to: String,
     pub id: Option<String>,
     pub kind: MessageType,
     pub body: Option<String>,
@@ -180,6 +181,41 @@ pub struct IncomingMessage {
     /// For `type='error'`: what went wrong.
     pub error: Option<ErrorInfo>,
     pub chat_state: Option<ChatState>,
+    /// XEP-0184: the sender asks for a delivery receipt.
+    pub receipt_request: bool,
+    /// XEP-0184: this is a receipt for our message with this id.
+    pub receipt_for: Option<String>,
+}
+
+impl IncomingMessage {
+    fn from_element(el: &Element) -> IncomingMessage {
+        let receipt_for = el.child("received", ns::RECEIPTS).map(|r| {
+            // Early versions of XEP-0184 echoed the id on the message instead.
+            r.attr("id").or_else(|| el.attr("id")).unwrap_or_default().to_owned()
+        });
+        IncomingMessage {
+            from: el.attr("from").unwrap_or_default().to_owned(),
+            to: el.attr("to").unwrap_or_default().to_owned(),
+            id: el.attr("id").map(str::to_owned),
+            kind: MessageType::parse(el.attr("type")),
+            body: el.child_text("body", ns::CLIENT),
+            thread: el.child_text("thread", ns::CLIENT),
+            delay: el.child("delay", ns::DELAY).and_then(|d| d.attr("stamp")).map(str::to_owned),
+            error: (el.attr("type") == Some("error")).then(|| ErrorInfo::from_stanza(el)),
+            chat_state: el.children().filter(|c| c.ns() == ns::CHATSTATES).find_map(|c| ChatState::from_name(c.name())),
+            receipt_request: el.child("request", ns::RECEIPTS).is_some(),
+            receipt_for: receipt_for.filter(|id| !id.is_empty()),
+        }
+    }
+}
+
+/// XEP-0280: which way a carbon copy went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarbonKind {
+    /// Sent by another of our devices.
+    Sent,
+    /// Received by another of our devices.
+    Received,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +269,13 @@ pub enum Incoming {
     },
     /// XEP-0313: one archived message, answering our query `query_id`.
     ArchivedMessage(ArchivedMessage),
+    /// XEP-0280: a copy of a message another of our devices sent or received. `from` is
+    /// the wrapper's sender, which must be our own bare JID for the copy to be believed.
+    Carbon {
+        from: String,
+        kind: CarbonKind,
+        message: IncomingMessage,
+    },
     /// Not a stanza we know (or malformed); ignored.
     Other(Element),
 }
@@ -276,16 +319,23 @@ impl Incoming {
                     _ => Incoming::Other(el),
                 }
             }
-            "message" => Incoming::Message(IncomingMessage {
-                from: el.attr("from").unwrap_or_default().to_owned(),
-                id: el.attr("id").map(str::to_owned),
-                kind: MessageType::parse(el.attr("type")),
-                body: el.child_text("body", ns::CLIENT),
-                thread: el.child_text("thread", ns::CLIENT),
-                delay: el.child("delay", ns::DELAY).and_then(|d| d.attr("stamp")).map(str::to_owned),
-                error: (el.attr("type") == Some("error")).then(|| ErrorInfo::from_stanza(&el)),
-                chat_state: el.children().filter(|c| c.ns() == ns::CHATSTATES).find_map(|c| ChatState::from_name(c.name())),
-            }),
+            "message" => {
+                let carbon = [("sent", CarbonKind::Sent), ("received", CarbonKind::Received)]
+                    .into_iter()
+                    .find_map(|(name, kind)| el.child(name, ns::CARBONS).map(|c| (kind, c)));
+                if let Some((kind, c)) = carbon {
+                    let inner = c.child("forwarded", ns::FORWARD).and_then(|f| f.child("message", ns::CLIENT));
+                    return match inner {
+                        Some(m) => Incoming::Carbon {
+                            from: el.attr("from").unwrap_or_default().to_owned(),
+                            kind,
+                            message: IncomingMessage::from_element(m),
+                        },
+                        None => Incoming::Other(el),
+                    };
+                }
+                Incoming::Message(IncomingMessage::from_element(&el))
+            }
             "presence" => {
                 let Some(from) = el.attr("from").map(str::to_owned) else { return Incoming::Other(el) };
                 let status = el.child_text("status", ns::CLIENT).filter(|s| !s.is_empty());
@@ -411,7 +461,7 @@ pub fn subscription(kind: &str, to: &str) -> Element {
 }
 
 /// A chat message; it carries `<active/>` (XEP-0085 §5.1), which also tells the peer we
-/// support chat states.
+/// support chat states, and asks for a delivery receipt (XEP-0184).
 pub fn chat_message(id: &str, to: &str, body: &str) -> Element {
     stanza("message")
         .with_attr("type", "chat")
@@ -419,6 +469,23 @@ pub fn chat_message(id: &str, to: &str, body: &str) -> Element {
         .with_attr("to", to)
         .with_child(stanza("body").with_text(body))
         .with_child(ChatState::Active.element())
+        .with_child(Element::new("request", ns::RECEIPTS))
+}
+
+/// XEP-0184: tells `to` (the full JID it came from) that their message `for_id` arrived.
+/// A receipt for a chat message is of type `chat` too, so that the sender's server copies
+/// it (XEP-0280) to the sender's other devices, which show the message as well.
+pub fn receipt(id: &str, to: &str, for_id: &str, chat: bool) -> Element {
+    stanza("message")
+        .with_opt_attr("type", chat.then_some("chat"))
+        .with_attr("id", id)
+        .with_attr("to", to)
+        .with_child(Element::new("received", ns::RECEIPTS).with_attr("id", for_id))
+}
+
+/// XEP-0280: asks the server for copies of what our other devices send and receive.
+pub fn enable_carbons(id: &str) -> Element {
+    iq("set", id, None).with_child(Element::new("enable", ns::CARBONS))
 }
 
 /// XEP-0313: the last `max` messages exchanged with `with`, before the archive id `before`
@@ -610,6 +677,37 @@ mod tests {
         );
         let broken = parse("<message xmlns='jabber:client'><result xmlns='urn:xmpp:mam:2' queryid='Q' id='A1'/></message>");
         assert!(matches!(Incoming::classify(broken), Incoming::Other(_)));
+    }
+
+    #[test]
+    fn carbons_and_receipts_are_classified() {
+        let m = round_trip(&chat_message("m1", "bob@x", "hi"));
+        let Incoming::Message(m) = Incoming::classify(m) else { panic!() };
+        assert!(m.receipt_request);
+        let r = round_trip(&receipt("r1", "bob@x/p", "b7", true).with_attr("from", "a@x/r"));
+        let Incoming::Message(r) = Incoming::classify(r) else { panic!() };
+        assert_eq!((r.receipt_for.as_deref(), r.body, r.kind), (Some("b7"), None, MessageType::Chat));
+        // The old form: the id on the message.
+        let old = parse("<message xmlns='jabber:client' from='b@x' id='m3'><received xmlns='urn:xmpp:receipts'/></message>");
+        let Incoming::Message(old) = Incoming::classify(old) else { panic!() };
+        assert_eq!(old.receipt_for.as_deref(), Some("m3"));
+        assert!(enable_carbons("c1").child("enable", ns::CARBONS).is_some());
+
+        let carbon = parse(
+            "<message xmlns='jabber:client' from='a@x' to='a@x/r' type='chat'><sent xmlns='urn:xmpp:carbons:2'>\
+             <forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='a@x/phone' to='b@x' type='chat' id='p1'>\
+             <body>hey</body></message></forwarded></sent></message>",
+        );
+        let Incoming::Carbon { from, kind, message } = Incoming::classify(carbon) else { panic!() };
+        assert_eq!((from.as_str(), kind), ("a@x", CarbonKind::Sent));
+        assert_eq!((message.from.as_str(), message.to.as_str(), message.body.as_deref()), ("a@x/phone", "b@x", Some("hey")));
+        // A receipt's <received/> is not a carbon.
+        assert!(matches!(
+            Incoming::classify(parse(
+                "<message xmlns='jabber:client' from='b@x'><received xmlns='urn:xmpp:receipts' id='1'/></message>"
+            )),
+            Incoming::Message(_)
+        ));
     }
 
     #[test]

@@ -279,11 +279,17 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                 <span class="body">{body}</span>
                 <span class="meta">
                     <time title=full>{time}</time>
-                    {out.then(|| {
-                        if failed {
-                            view! { <span class="tick failed" title="Not delivered">"!"</span> }.into_any()
-                        } else {
-                            view! { <span class="tick" title="Sent">"✓"</span> }.into_any()
+                    {out.then(|| match msg.delivery {
+                        Delivery::Failed => {
+                            view! { <span class="tick failed" role="img" aria-label="not delivered" title="Not delivered">"!"</span> }
+                                .into_any()
+                        }
+                        Delivery::Delivered => {
+                            view! { <span class="tick delivered" role="img" aria-label="delivered" title="Delivered">"✓✓"</span> }
+                                .into_any()
+                        }
+                        Delivery::Sent | Delivery::Received => {
+                            view! { <span class="tick" role="img" aria-label="sent" title="Sent">"✓"</span> }.into_any()
                         }
                     })}
                 </span>
