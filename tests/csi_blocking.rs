@@ -71,6 +71,16 @@ async fn blocking_stops_stanzas_both_ways_and_is_pushed() {
     let err = alice.expect("blocked error", |e| e.attr("id") == Some("out")).await;
     let error = err.child("error", ns::CLIENT).unwrap();
     assert!(error.child("not-acceptable", ns::STANZA_ERRORS).is_some() && error.child("blocked", ns::BLOCKING_ERRORS).is_some());
+    // A message that went nowhere is not in the sender's archive.
+    alice.send("<iq type='set' id='mam'><query xmlns='urn:xmpp:mam:2'/></iq>").await;
+    loop {
+        let e = alice.expect("archive results", |e| e.name() == "message" || e.attr("id") == Some("mam")).await;
+        if e.name() == "iq" {
+            assert_eq!(e.attr("type"), Some("result"));
+            break;
+        }
+        assert!(!e.to_xml_string().contains("psst"), "a blocked message was archived: {}", e.to_xml_string());
+    }
 
     let list = alice.iq("g", "<iq type='get' id='g'><blocklist xmlns='urn:xmpp:blocking'/></iq>").await;
     let items: Vec<&str> = list.child("blocklist", ns::BLOCKING).unwrap().children().filter_map(|i| i.attr("jid")).collect();

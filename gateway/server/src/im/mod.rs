@@ -51,12 +51,16 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
             if st.to().is_none() {
                 st.set_attr("to", bound.bare.clone());
             }
-            if let Some(Ok(to)) = st.to().map(Jid::new) {
-                let own = bound.jid.to_bare();
-                modules::mam::archive_sent(&s.server, &own, &to.to_bare(), &st).await;
-                modules::carbons::sent(&s.server, &bound.bare, &bound.resource, &st);
+            let to = st.to().and_then(|t| Jid::new(t).ok());
+            let sent = st.clone();
+            let replies = Box::pin(route_or_reply(&s.server, st)).await;
+            // Only a message that went somewhere is archived and copied to the other
+            // resources; a bounced one (blocked, unknown, unreachable) is not.
+            if let (true, Some(to)) = (replies.is_empty(), to) {
+                modules::mam::archive_sent(&s.server, &bound.jid.to_bare(), &to.to_bare(), &sent).await;
+                modules::carbons::sent(&s.server, &bound.bare, &bound.resource, &sent);
             }
-            route(&s.server, st).await;
+            out.extend(replies.into_iter().map(Frame::Stanza));
         }
         StanzaKind::Iq => {
             // The fast path: replies to the session's own iq go straight back.
