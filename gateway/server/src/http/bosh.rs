@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 use jabberwock_proto::reader;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{client_ip, is_secure, origin_allowed, origin_matches, Secure};
+use super::{admit, origin_matches, Secure};
 use crate::server::Server;
 use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, NS_HTTPBIND};
 
@@ -47,9 +47,10 @@ async fn request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !origin_allowed(&server, &headers) {
-        return (StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response();
-    }
+    let client = match admit(&server, peer, secure, &headers) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
     let bad_request = || respond(Reply::terminate(400, "bad-request"));
     let Ok(el) = reader::parse_element(&body, &server.config.stream_limits()) else { return bad_request() };
     if !el.is("body", NS_HTTPBIND) {
@@ -65,9 +66,7 @@ async fn request(
             hold: number("hold").unwrap_or(1) as usize,
             lang: el.attr("xml:lang").map(str::to_owned),
         };
-        let ip = client_ip(&server, peer, &headers);
-        let encrypted = is_secure(&server, peer, secure, &headers);
-        let (_session, rx) = BoshSession::create(server.clone(), server.bosh.clone(), creation, ip, encrypted);
+        let (_session, rx) = BoshSession::create(server.clone(), server.bosh.clone(), creation, client.ip, client.encrypted);
         return match tokio::time::timeout(server.config.negotiation_timeout(), rx).await {
             Ok(Ok(reply)) => respond(reply),
             _ => respond(Reply::terminate(500, "internal-server-error")),

@@ -85,7 +85,7 @@ async fn serve_connection(server: Arc<Server>, app: Router, tcp: TcpStream, peer
 }
 
 /// The client's address: the peer's, or the one a trusted proxy forwarded.
-pub fn client_ip(server: &Server, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+fn client_ip(server: &Server, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     if !server.config.http.trusted_proxies.contains(&peer.ip()) {
         return peer.ip();
     }
@@ -104,9 +104,25 @@ pub fn is_secure(server: &Server, peer: SocketAddr, secure: Secure, headers: &He
             && headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https"))
 }
 
+/// Who opens a WebSocket or BOSH session: the client's address and whether the
+/// connection is encrypted, as a trusted proxy may tell.
+pub struct SessionPeer {
+    pub ip: IpAddr,
+    pub encrypted: bool,
+}
+
+/// Admits a request that opens an XMPP session, or refuses a browser page whose origin may
+/// not (403).
+pub fn admit(server: &Server, peer: SocketAddr, secure: Secure, headers: &HeaderMap) -> Result<SessionPeer, Box<Response>> {
+    if !origin_allowed(server, headers) {
+        return Err(Box::new((StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response()));
+    }
+    Ok(SessionPeer { ip: client_ip(server, peer, headers), encrypted: is_secure(server, peer, secure, headers) })
+}
+
 /// A browser may open sessions from the server's own origin, from localhost, and from the
 /// configured origins. Requests without an Origin header do not come from a browser page.
-pub fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
+fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
     let request_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     origin_matches(server, origin, request_host)
@@ -143,11 +159,10 @@ async fn websocket_upgrade(
     if !offers_xmpp {
         return (StatusCode::BAD_REQUEST, "the xmpp WebSocket subprotocol is required (RFC 7395)").into_response();
     }
-    if !origin_allowed(&server, &headers) {
-        return (StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response();
-    }
-    let ip = client_ip(&server, peer, &headers);
-    let encrypted = is_secure(&server, peer, secure, &headers);
+    let client = match admit(&server, peer, secure, &headers) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
     // Frames above the stanza limit are refused by the session with policy-violation;
     // the WebSocket layer only stops what is far beyond it.
     let frame_limit = server.config.limits.max_stanza_bytes.saturating_mul(2);
@@ -158,5 +173,5 @@ async fn websocket_upgrade(
         // small, and a larger one only takes several reads.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| websocket::serve(server, socket, ip, encrypted))
+        .on_upgrade(move |socket| websocket::serve(server, socket, client.ip, client.encrypted))
 }
