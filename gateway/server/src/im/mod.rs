@@ -52,13 +52,18 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
                 st.set_attr("to", bound.bare.clone());
             }
             let to = st.to().and_then(|t| Jid::new(t).ok());
+            let archived = match &to {
+                Some(to) => modules::mam::archive_sent(&s.server, &bound.jid.to_bare(), &to.to_bare(), &st).await,
+                None => None,
+            };
             let sent = st.clone();
             let replies = Box::pin(route_or_reply(&s.server, st)).await;
-            // Only a message that went somewhere is archived and copied to the other
+            // Only a message that went somewhere stays archived and is copied to the other
             // resources; a bounced one (blocked, unknown, unreachable) is not.
-            if let (true, Some(to)) = (replies.is_empty(), to) {
-                modules::mam::archive_sent(&s.server, &bound.jid.to_bare(), &to.to_bare(), &sent).await;
+            if replies.is_empty() {
                 modules::carbons::sent(&s.server, &bound.bare, &bound.resource, &sent);
+            } else if let Some(entry) = archived {
+                modules::mam::retract_sent(&s.server, entry);
             }
             out.extend(replies.into_iter().map(Frame::Stanza));
         }

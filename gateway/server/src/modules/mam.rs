@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
-use jabberwock_storage::{ArchiveAppend, ArchiveQuery, StorageError, Store, UserRef};
+use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, StorageError, Store, UserRef};
 use jid::BareJid;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +28,8 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum WriterRequest {
     Append(ArchiveAppend),
+    /// Takes back an append: the message it archived bounced.
+    Retract(SentEntry),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -53,6 +55,10 @@ impl ArchiveWriter {
         let _ = self.tx.send(WriterRequest::Append(item));
     }
 
+    fn retract(&self, entry: SentEntry) {
+        let _ = self.tx.send(WriterRequest::Retract(entry));
+    }
+
     /// Waits until every append queued so far is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -76,7 +82,8 @@ async fn expire_old_messages(store: Store, retention_days: u64) {
 }
 
 async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterRequest>) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<ArchiveAppend> = Vec::new();
+    let mut committed_retractions = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + GATHER;
@@ -84,6 +91,13 @@ async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterReque
         while let Some(req) = next {
             match req {
                 WriterRequest::Append(item) => batch.push(item),
+                WriterRequest::Retract(entry) => match batch.iter().position(|i| entry.matches(i)) {
+                    Some(at) => {
+                        batch.remove(at);
+                    }
+                    // Already in an earlier commit.
+                    None => committed_retractions.push(entry),
+                },
                 // Someone waits for the archive: commit now.
                 WriterRequest::Flush(done) => {
                     waiting.push(done);
@@ -97,6 +111,12 @@ async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterReque
                 tracing::error!(error = %e, items = batch.len(), "archiving messages failed");
             }
             batch.clear();
+        }
+        for entry in committed_retractions.drain(..) {
+            let u = UserRef { host: &entry.host, user: &entry.user };
+            if let Err(e) = store.archive_delete(u, STORE, ArchiveDelete::Ids(&[entry.id.as_str()])).await {
+                tracing::error!(error = %e, "retracting an archived message failed");
+            }
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -310,9 +330,30 @@ async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) ->
     Some(id)
 }
 
-/// A message a local account sent: kept in its archive.
-pub async fn archive_sent(server: &Server, owner: &BareJid, to: &BareJid, st: &Stanza) {
-    store(server, owner, to, st).await;
+/// Where a sent message went in its sender's archive, so that a bounce can take it back.
+pub struct SentEntry {
+    host: String,
+    user: String,
+    id: String,
+}
+
+impl SentEntry {
+    fn matches(&self, item: &ArchiveAppend) -> bool {
+        item.id == self.id && item.user == self.user && item.host == self.host
+    }
+}
+
+/// A message a local account is sending: kept in its archive. It is archived before it
+/// is routed, so that it comes before any reply in the sender's archive.
+pub async fn archive_sent(server: &Server, owner: &BareJid, to: &BareJid, st: &Stanza) -> Option<SentEntry> {
+    let id = store(server, owner, to, st).await?;
+    let a = Account::of(owner)?;
+    Some(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id })
+}
+
+/// Takes a sent message back out of its sender's archive: it bounced.
+pub fn retract_sent(server: &Server, entry: SentEntry) {
+    server.archive.retract(entry);
 }
 
 /// A message for a local account: kept in its archive, and stamped with the archive id
