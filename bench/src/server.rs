@@ -43,6 +43,9 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
          c2s = [\"127.0.0.1:{c2s}\"]\n\
          c2s_direct_tls = [\"127.0.0.1:{direct}\"]\n\
          \n\
+         [s2s]\n\
+         enabled = false\n\
+         \n\
          [limits]\n\
          # Thousands of sessions negotiate at once on two shared cores.\n\
          negotiation_timeout_secs = 600\n\

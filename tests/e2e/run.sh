@@ -96,6 +96,9 @@ c2s_direct_tls = []
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = []
 web_root = "$DIST"
+
+[s2s]
+enabled = false
 TOML
 
 "$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {

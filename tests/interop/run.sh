@@ -27,6 +27,9 @@ c2s_direct_tls = ["127.0.0.1:$TLS_PORT"]
 [http]
 listen = []
 listen_tls = []
+
+[s2s]
+enabled = false
 TOML
 
 # alice is created with the admin CLI; bob registers in-band during the suite. carol, dave

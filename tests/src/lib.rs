@@ -43,7 +43,8 @@ pub fn test_config(dir: &Path, top: &str, tables: &str) -> Config {
     config.listen.c2s = loopback.clone();
     config.listen.c2s_direct_tls = loopback.clone();
     config.http.listen = loopback.clone();
-    config.http.listen_tls = loopback;
+    config.http.listen_tls = loopback.clone();
+    config.s2s.listen = loopback;
     config
 }
 
@@ -65,6 +66,11 @@ impl TestServer {
 
     pub async fn start_in(dir: tempfile::TempDir, top: &str, tables: &str) -> TestServer {
         let config = test_config(dir.path(), top, tables);
+        Self::start_config(dir, config).await
+    }
+
+    /// Starts with a config the test built (from [`test_config`]) in `dir`.
+    pub async fn start_config(dir: tempfile::TempDir, config: Config) -> TestServer {
         let running = jabberwock::server::start(config).await.expect("server starts");
         TestServer {
             c2s: running.c2s[0],
@@ -84,7 +90,8 @@ impl TestServer {
 
     pub async fn adduser(&self, user: &str, password: &str) {
         let server = &self.running.as_ref().expect("running").server;
-        jabberwock::accounts::create(&server.store, DOMAIN, user, password, 4096).await.expect("account created");
+        let domain = &server.config.domains[0];
+        jabberwock::accounts::create(&server.store, domain, user, password, 4096).await.expect("account created");
     }
 }
 
@@ -94,6 +101,8 @@ pub struct Client {
     io: Box<dyn Io>,
     reader: StreamReader,
     pub jid: String,
+    /// The domain the client's streams are addressed to.
+    pub domain: String,
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -138,13 +147,18 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// A verifier that accepts any server certificate, for TLS clients a test builds itself.
+pub fn any_certificate() -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+    Arc::new(AcceptAnyCert(Arc::new(rustls::crypto::ring::default_provider())))
+}
+
 pub fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_custom_certificate_verifier(any_certificate())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -178,7 +192,7 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
-        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new(), domain: DOMAIN.to_owned() }
     }
 
     /// Connects with direct TLS (XEP-0368).
@@ -186,7 +200,22 @@ impl Client {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
         let tls = tls_connector(&[b"xmpp-client"]).connect(name, tcp).await.expect("TLS handshake");
-        Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+        Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new(), domain: DOMAIN.to_owned() }
+    }
+
+    /// A client over a connection the test set up itself (a server-to-server stream, say).
+    pub fn from_io(io: impl Io + 'static) -> Client {
+        Client { io: Box::new(io), reader: StreamReader::new(Limits::unlimited()), jid: String::new(), domain: DOMAIN.to_owned() }
+    }
+
+    /// The connection, for a TLS upgrade; what was read but not consumed is dropped.
+    pub fn into_io(self) -> Box<dyn Io> {
+        self.io
+    }
+
+    /// Reads what follows as a new stream (after SASL success).
+    pub fn restart_reader(&mut self) {
+        self.reader.restart();
     }
 
     pub async fn send(&mut self, data: impl AsRef<[u8]>) {
@@ -300,16 +329,18 @@ impl Client {
 
     /// STARTTLS on a plain connection; returns the features of the encrypted stream.
     pub async fn starttls(mut self) -> (Client, Element) {
-        self.open_stream(DOMAIN).await;
+        let domain = self.domain.clone();
+        self.open_stream(&domain).await;
         let f = self.expect_header_and_features().await;
         assert!(f.child("starttls", ns::TLS).is_some());
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
         let proceed = self.next_element().await;
         assert!(proceed.is("proceed", ns::TLS));
-        let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
+        let name = rustls::pki_types::ServerName::try_from(domain).expect("name");
         let tls = tls_connector(&[]).connect(name, self.io).await.expect("TLS handshake");
-        let mut c = Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new() };
-        c.open_stream(DOMAIN).await;
+        let mut c = Client { io: Box::new(tls), reader: StreamReader::new(Limits::unlimited()), jid: String::new(), domain: self.domain };
+        let domain = c.domain.clone();
+        c.open_stream(&domain).await;
         let f = c.expect_header_and_features().await;
         (c, f)
     }
@@ -321,7 +352,8 @@ impl Client {
         let result = self.next_element().await;
         assert!(result.is("success", ns::SASL), "login failed: {}", result.to_xml_string());
         self.reader.restart();
-        self.open_stream(DOMAIN).await;
+        let domain = self.domain.clone();
+        self.open_stream(&domain).await;
         let f = self.expect_header_and_features().await;
         assert!(f.child("bind", ns::BIND).is_some());
         let res = resource.map(|r| format!("<resource>{r}</resource>")).unwrap_or_default();
@@ -333,7 +365,14 @@ impl Client {
 
     /// A bound, authenticated session over STARTTLS.
     pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> Client {
-        let (mut c, _) = Client::connect(addr).await.starttls().await;
+        Self::login_at(addr, DOMAIN, user, password, resource).await
+    }
+
+    /// [`Client::login`] on a server for another domain.
+    pub async fn login_at(addr: SocketAddr, domain: &str, user: &str, password: &str, resource: &str) -> Client {
+        let mut c = Client::connect(addr).await;
+        c.domain = domain.to_owned();
+        let (mut c, _) = c.starttls().await;
         c.authenticate_and_bind(user, password, Some(resource)).await;
         c
     }
@@ -362,7 +401,7 @@ impl Client {
         socket.bind(SocketAddr::new(local, 0)).expect("bind the local address");
         let tcp = socket.connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
-        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new() }
+        Client { io: Box::new(tcp), reader: StreamReader::new(Limits::unlimited()), jid: String::new(), domain: DOMAIN.to_owned() }
     }
 
     /// SASL PLAIN on a stream whose features were read: returns `<success/>` or
@@ -384,8 +423,8 @@ impl Client {
     pub async fn ping(&mut self) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = format!("ping{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let pong =
-            self.iq(&id, &format!("<iq type='get' id='{id}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        let to = self.domain.clone();
+        let pong = self.iq(&id, &format!("<iq type='get' id='{id}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
         assert_eq!(pong.attr("type"), Some("result"), "ping failed: {}", pong.to_xml_string());
     }
 
@@ -393,7 +432,7 @@ impl Client {
     /// TLS layer) goes out one byte per write, with `pace`'s pause after each byte.
     pub fn paced(self, pace: &Pace) -> Client {
         let io = Paced { inner: self.io, pace: pace.clone(), pause: None, unflushed: false };
-        Client { io: Box::new(io), reader: self.reader, jid: self.jid }
+        Client { io: Box::new(io), reader: self.reader, jid: self.jid, domain: self.domain }
     }
 }
 
@@ -512,7 +551,7 @@ impl ServerProcess {
     fn write_config(&self) {
         let text = format!(
             "data_dir = {dir:?}\nlog = 'warn'\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
-             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n",
+             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n",
             dir = self.dir.display().to_string(),
             c2s = self.c2s,
         );

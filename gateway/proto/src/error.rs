@@ -247,6 +247,7 @@ stanza_error_shorthands! {
     policy_violation => PolicyViolation,
     recipient_unavailable => RecipientUnavailable,
     remote_server_not_found => RemoteServerNotFound,
+    remote_server_timeout => RemoteServerTimeout,
     resource_constraint => ResourceConstraint,
     service_unavailable => ServiceUnavailable,
     unexpected_request => UnexpectedRequest,

@@ -3,6 +3,8 @@
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 pub const CLIENT: &str = "jabber:client";
 pub const SERVER: &str = "jabber:server";
+pub const DIALBACK: &str = "jabber:server:dialback";
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 pub const STREAM: &str = "http://etherx.jabber.org/streams";
 pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";

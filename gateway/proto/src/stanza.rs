@@ -83,6 +83,15 @@ impl Stanza {
         &self.ns
     }
 
+    /// Moves a stanza from one content namespace to the other, as it crosses from a
+    /// server stream to a client stream (and into storage, which keeps client stanzas).
+    pub fn set_content_ns(&mut self, content_ns: &str) {
+        debug_assert!(ns::is_content_ns(content_ns));
+        if ns::is_content_ns(&self.ns) {
+            self.ns = content_ns.into();
+        }
+    }
+
     pub fn is(&self, name: &str, ns: &str) -> bool {
         &*self.name == name && &*self.ns == ns
     }

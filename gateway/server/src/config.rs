@@ -44,6 +44,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub s2s: S2sConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -77,6 +78,52 @@ pub struct HttpConfig {
     pub web_root: Option<PathBuf>,
     /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
     pub bosh_inactivity_secs: u64,
+}
+
+/// Federation with other servers (RFC 6120 server-to-server streams).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S2sConfig {
+    /// Federation on or off.
+    pub enabled: bool,
+    /// Server connections with STARTTLS (the `_xmpp-server._tcp` port).
+    pub listen: Vec<SocketAddr>,
+    /// Server connections with direct TLS (XEP-0368, the `_xmpps-server._tcp` port).
+    pub listen_direct_tls: Vec<SocketAddr>,
+    /// Refuse unencrypted server streams, both ways.
+    pub require_encryption: bool,
+    /// PEM bundle of the certificate authorities that peers' certificates must chain to.
+    /// Default: the system's store.
+    pub trust_store: Option<PathBuf>,
+    /// Connecting, TLS and authentication with a peer must finish within this time.
+    pub connect_timeout_secs: u64,
+    /// A server stream with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most server connections at once, inbound and outbound together.
+    pub max_connections: usize,
+    /// Most stanzas waiting for one peer while its connection is being set up.
+    pub max_queue: usize,
+    /// When not empty, the only domains the server federates with.
+    pub allow: Vec<String>,
+    /// Domains the server never federates with.
+    pub deny: Vec<String>,
+    /// The secret behind dialback keys (XEP-0220 §2.4). Default: a random one per start;
+    /// servers sharing domains (a cluster) must share it.
+    pub dialback_secret: Option<String>,
+    /// Per-peer settings, by domain.
+    pub peers: BTreeMap<String, PeerConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// `host:port` to connect to instead of looking up the domain's SRV records.
+    pub connect: Option<String>,
+    /// Connect with direct TLS (XEP-0368) instead of STARTTLS.
+    pub direct_tls: bool,
+    /// Accept a certificate that does not verify for this peer (self-signed, say); the
+    /// peer then has to prove itself with dialback.
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -129,6 +176,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            s2s: S2sConfig::default(),
         }
     }
 }
@@ -151,6 +199,27 @@ impl Default for HttpConfig {
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
             bosh_inactivity_secs: 60,
+        }
+    }
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        let both = |port: u16| vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))];
+        S2sConfig {
+            enabled: true,
+            listen: both(5269),
+            listen_direct_tls: Vec::new(),
+            require_encryption: true,
+            trust_store: None,
+            connect_timeout_secs: 20,
+            idle_timeout_secs: 600,
+            max_connections: 1000,
+            max_queue: 1000,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            dialback_secret: None,
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -251,6 +320,26 @@ impl Config {
         }
         if !(1..=3600).contains(&self.http.bosh_inactivity_secs) {
             return Err(invalid("http.bosh_inactivity_secs", "must be between 1 and 3600"));
+        }
+        let s2s = &mut self.s2s;
+        for list in [&mut s2s.allow, &mut s2s.deny] {
+            for d in list.iter_mut() {
+                *d = d.to_ascii_lowercase();
+            }
+        }
+        s2s.peers = std::mem::take(&mut s2s.peers).into_iter().map(|(d, p)| (d.to_ascii_lowercase(), p)).collect();
+        for (domain, peer) in &s2s.peers {
+            if let Some(addr) = &peer.connect {
+                if addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                    return Err(invalid(&format!("s2s.peers.\"{domain}\".connect"), format!("{addr:?} is not host:port")));
+                }
+            }
+        }
+        if s2s.connect_timeout_secs == 0 || s2s.idle_timeout_secs == 0 {
+            return Err(invalid("s2s", "connect_timeout_secs and idle_timeout_secs must be positive"));
+        }
+        if s2s.max_connections == 0 || s2s.max_queue == 0 {
+            return Err(invalid("s2s", "max_connections and max_queue must be positive"));
         }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be positive"));

@@ -16,6 +16,7 @@ pub mod http;
 pub mod im;
 pub mod modules;
 pub mod router;
+pub mod s2s;
 pub mod server;
 pub mod session;
 pub mod stream;

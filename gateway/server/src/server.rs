@@ -23,6 +23,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("federation: {0}")]
+    S2s(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -45,6 +47,7 @@ pub struct Server {
     pub caps: crate::modules::caps::Caps,
     pub archive: crate::modules::mam::ArchiveWriter,
     pub archive_prefs: crate::cache::AccountCache<String>,
+    pub s2s: Arc<crate::s2s::S2s>,
     pub started: Instant,
     account_locks: Vec<Mutex<()>>,
     connections: AtomicUsize,
@@ -55,6 +58,7 @@ impl Server {
     pub async fn new(config: Config) -> Result<Arc<Server>, StartError> {
         let tls = Tls::load(&config)?;
         let store = Store::open(&config.storage_url()).await?;
+        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s).map_err(StartError::S2s)?);
         let throttle = Throttle::new(config.auth.max_failures, Duration::from_secs(config.auth.throttle_window_secs));
         Ok(Arc::new(Server {
             modules: Modules::standard(),
@@ -66,6 +70,7 @@ impl Server {
             caps: Default::default(),
             archive: crate::modules::mam::ArchiveWriter::start(store.clone(), config.limits.archive_retention_days),
             archive_prefs: Default::default(),
+            s2s,
             started: Instant::now(),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             connections: AtomicUsize::new(0),
@@ -114,6 +119,8 @@ pub struct Running {
     pub c2s_direct_tls: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
+    pub s2s: Vec<SocketAddr>,
+    pub s2s_direct_tls: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,18 +129,32 @@ enum Listener {
     C2sDirectTls,
     Http,
     Https,
+    S2s,
+    S2sDirectTls,
 }
 
 /// Binds every listener and starts accepting. Addresses with port 0 get a free port.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
-    let mut running = Running { server: server.clone(), c2s: Vec::new(), c2s_direct_tls: Vec::new(), http: Vec::new(), https: Vec::new() };
+    let mut running = Running {
+        server: server.clone(),
+        c2s: Vec::new(),
+        c2s_direct_tls: Vec::new(),
+        http: Vec::new(),
+        https: Vec::new(),
+        s2s: Vec::new(),
+        s2s_direct_tls: Vec::new(),
+    };
     let c = &server.config;
+    let no_listeners = Vec::new();
+    let s2s_listeners = |addrs| if c.s2s.enabled { addrs } else { &no_listeners };
     for (addrs, kind) in [
         (&c.listen.c2s, Listener::C2s),
         (&c.listen.c2s_direct_tls, Listener::C2sDirectTls),
         (&c.http.listen, Listener::Http),
         (&c.http.listen_tls, Listener::Https),
+        (s2s_listeners(&c.s2s.listen), Listener::S2s),
+        (s2s_listeners(&c.s2s.listen_direct_tls), Listener::S2sDirectTls),
     ] {
         for addr in addrs {
             let Some(listener) = bind(*addr, addrs.len() > 1)? else { continue };
@@ -155,6 +176,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 Listener::Https => {
                     tokio::spawn(http::accept_loop(server.clone(), listener, true));
                     &mut running.https
+                }
+                Listener::S2s => {
+                    tokio::spawn(crate::s2s::inbound::accept_loop(server.clone(), listener, false));
+                    &mut running.s2s
+                }
+                Listener::S2sDirectTls => {
+                    tokio::spawn(crate::s2s::inbound::accept_loop(server.clone(), listener, true));
+                    &mut running.s2s_direct_tls
                 }
             };
             bound.push(local);

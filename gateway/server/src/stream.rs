@@ -9,8 +9,9 @@ use jabberwock_proto::{ns, Element, Stanza, StreamError};
 
 #[derive(Debug)]
 pub enum Frame {
-    /// The server's stream header.
-    Header { from: String, to: Option<String>, id: String },
+    /// Our stream header: the answer to a peer's (with an `id`), or the opening of an
+    /// outbound server-to-server stream (without).
+    Header { from: String, to: Option<String>, id: Option<String> },
     /// `<stream:features>` or another element of the streams namespace.
     StreamElement(Element),
     /// A negotiation element such as `<proceed/>` or `<success/>`.
@@ -39,17 +40,19 @@ pub enum Flow {
     Detach,
 }
 
-/// Encodes frames for a plain XML stream (TCP, TLS).
-pub fn encode_stream(frames: &[Frame], out: &mut Vec<u8>) {
+/// Encodes frames for a plain XML stream (TCP, TLS) whose content namespace is
+/// `content_ns`: `jabber:client`, or `jabber:server` with the dialback prefix declared.
+pub fn encode_stream(frames: &[Frame], out: &mut Vec<u8>, content_ns: &str) {
+    let extra_ns: &[(&str, &str)] = if content_ns == ns::SERVER { &[("db", ns::DIALBACK)] } else { &[] };
     for f in frames {
         match f {
             Frame::Header { from, to, id } => writer::stream_header(
                 out,
-                &HeaderOut { content_ns: ns::CLIENT, from: Some(from), to: to.as_deref(), id: Some(id), ..Default::default() },
+                &HeaderOut { content_ns, from: Some(from), to: to.as_deref(), id: id.as_deref(), extra_ns, ..Default::default() },
             ),
             Frame::StreamElement(el) => writer::stream_element(out, el),
-            Frame::Element(el) => el.write_to(out, ns::CLIENT),
-            Frame::Stanza(st) => st.write_to(out, ns::CLIENT),
+            Frame::Element(el) => el.write_to(out, content_ns),
+            Frame::Stanza(st) => st.write_to(out, content_ns),
             Frame::Error(e) => writer::stream_error(out, e),
             Frame::Close => out.extend_from_slice(writer::STREAM_CLOSE),
         }

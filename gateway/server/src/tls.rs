@@ -40,6 +40,11 @@ pub struct Tls {
     pub direct: TlsAcceptor,
     /// For HTTPS (WebSocket, BOSH, the web client).
     pub https: TlsAcceptor,
+    /// For STARTTLS on server streams (5269): asks the peer for its certificate, which
+    /// SASL EXTERNAL checks against the domain the peer claims.
+    pub s2s: TlsAcceptor,
+    /// For direct TLS on server streams (XEP-0368 `xmpp-server`).
+    pub s2s_direct: TlsAcceptor,
     certs: Arc<SniResolver>,
 }
 
@@ -55,20 +60,26 @@ impl Tls {
         }
         let default = by_domain[&config.domains[0]].clone();
         let resolver = Arc::new(SniResolver { by_domain, default });
-        let server_config = |alpn: &[&[u8]]| {
+        let server_config = |alpn: &[&[u8]], peer_certificates: bool| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut c = rustls::ServerConfig::builder_with_provider(provider)
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .expect("ring supports TLS 1.2 and 1.3")
-                .with_no_client_auth()
-                .with_cert_resolver(resolver.clone());
+                .expect("ring supports TLS 1.2 and 1.3");
+            let builder = if peer_certificates {
+                builder.with_client_cert_verifier(Arc::new(crate::s2s::tls::AnyPeerCertificate::new(&provider)))
+            } else {
+                builder.with_no_client_auth()
+            };
+            let mut c = builder.with_cert_resolver(resolver.clone());
             c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(c)
         };
         Ok(Tls {
-            starttls: TlsAcceptor::from(server_config(&[])),
-            direct: TlsAcceptor::from(server_config(&[b"xmpp-client"])),
-            https: TlsAcceptor::from(server_config(&[b"http/1.1"])),
+            starttls: TlsAcceptor::from(server_config(&[], false)),
+            direct: TlsAcceptor::from(server_config(&[b"xmpp-client"], false)),
+            https: TlsAcceptor::from(server_config(&[b"http/1.1"], false)),
+            s2s: TlsAcceptor::from(server_config(&[], true)),
+            s2s_direct: TlsAcceptor::from(server_config(&[b"xmpp-server"], true)),
             certs: resolver,
         })
     }
@@ -134,6 +145,11 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Tls {
+    /// The certificate and key of a served domain (the first domain's for any other).
+    pub fn certified_key(&self, domain: &str) -> Arc<CertifiedKey> {
+        self.certs.for_name(Some(domain))
+    }
+
     /// The channel bindings a TLS connection offers SCRAM-*-PLUS.
     ///
     /// `tls-exporter` (RFC 9266) only over TLS 1.3, where the exporter is always safe;

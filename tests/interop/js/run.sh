@@ -35,6 +35,9 @@ c2s_direct_tls = []
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = ["127.0.0.1:$HTTPS_PORT"]
 allowed_origins = []
+
+[s2s]
+enabled = false
 TOML
 
 # alice: @xmpp/client (WebSocket); bob: strophe.js (BOSH); carol: slixmpp (TCP);

@@ -122,8 +122,7 @@ async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
     }
     let domain = to.domain().as_str();
     if server.config.served_domain(domain).is_none() {
-        // Federation is not wired in yet: every remote domain is unreachable.
-        return bounce_reply(&st, StanzaError::remote_server_not_found());
+        return crate::s2s::send(server, st);
     }
     match st.kind() {
         StanzaKind::Iq => iq_to_local(server, st, &to).await,
@@ -182,9 +181,16 @@ pub fn forwarded(original_xml: &str, stamp: Option<&str>) -> String {
     String::from_utf8(out).expect("UTF-8")
 }
 
-/// Delivers a server-generated reply to the local full JID it is addressed to.
-fn deliver_to_sender(server: &Server, reply: Stanza) {
+/// Delivers a server-generated reply to the full JID it is addressed to: a local session,
+/// or a remote entity over federation.
+fn deliver_to_sender(server: &Arc<Server>, reply: Stanza) {
     let Some(Ok(to)) = reply.to().map(Jid::new) else { return };
+    if server.config.served_domain(to.domain().as_str()).is_none() {
+        // A reply that cannot reach a remote sender has nowhere further to go: replies
+        // are errors or results, which never bounce.
+        crate::s2s::send(server, reply);
+        return;
+    }
     if let Some(resource) = to.resource() {
         if let Some(h) = server.router.get(to.to_bare().as_str(), resource.as_str()) {
             h.send(Routed::stanza(reply));
@@ -193,7 +199,7 @@ fn deliver_to_sender(server: &Server, reply: Stanza) {
 }
 
 /// The error reply for an undeliverable stanza; errors themselves never bounce.
-fn bounce_reply(st: &Stanza, err: StanzaError) -> Vec<Stanza> {
+pub(crate) fn bounce_reply(st: &Stanza, err: StanzaError) -> Vec<Stanza> {
     if st.stanza_type() == Some("error") {
         return Vec::new();
     }

@@ -121,11 +121,16 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     }
 }
 
-/// RFC 6121 §4.3.2: answers a probe from `prober` (full JID of a local session) for
-/// `contact`, if the contact's roster grants `prober`'s account a subscription.
-async fn probe(server: &Server, prober_bare: &BareJid, contact: &BareJid, prober: &Jid) -> Vec<Stanza> {
+/// RFC 6121 §4.3.2: answers a probe from `prober` for `contact`, if the contact's roster
+/// grants `prober`'s account a subscription. A remote contact's server gets the probe
+/// (from the prober's bare JID) and answers it in its own time.
+async fn probe(server: &Arc<Server>, prober_bare: &BareJid, contact: &BareJid, prober: &Jid) -> Vec<Stanza> {
     if server.config.served_domain(contact.domain().as_str()).is_none() {
-        // Remote contacts are probed over federation, which is not wired in yet.
+        let el = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "probe")
+            .with_attr("from", prober_bare.as_str())
+            .with_attr("to", contact.as_str());
+        super::route(server, Stanza::from_element(&el)).await;
         return Vec::new();
     }
     let Some(ca) = Account::of(contact) else { return Vec::new() };

@@ -179,7 +179,7 @@ impl Session {
             self.header_sent = true;
             let from = self.domain.clone().unwrap_or_else(|| self.server.config.domains[0].clone());
             self.stream_id = random_id();
-            out.push(Frame::Header { from, to: None, id: self.stream_id.clone() });
+            out.push(Frame::Header { from, to: None, id: Some(self.stream_id.clone()) });
         }
     }
 
@@ -201,7 +201,7 @@ impl Session {
         out.push(Frame::Header {
             from: self.domain.clone().unwrap_or_else(|| self.server.config.domains[0].clone()),
             to: h.from.clone(),
-            id: self.stream_id.clone(),
+            id: Some(self.stream_id.clone()),
         });
         if h.content_ns != ns::CLIENT {
             return self.fail(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "expected jabber:client"), out);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jabberwock_proto::{Limits, ReadEvent, StreamError, StreamReader};
+use jabberwock_proto::{ns, Limits, ReadEvent, StreamError, StreamReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -40,14 +40,7 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
 
 async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _guard = server.connection_guard();
-    let _ = tcp.set_nodelay(true);
-    // A peer that vanishes without closing (a phone losing its network) is detected by
-    // TCP keepalive; the session then ends with unavailable presence like any other.
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(60))
-        .with_interval(std::time::Duration::from_secs(10))
-        .with_retries(3);
-    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+    configure_socket(&tcp);
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let limits = server.config.stream_limits();
     if direct_tls {
@@ -77,13 +70,24 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
 
-async fn handshake(
+/// No Nagle delay, and TCP keepalive: a peer that vanishes without closing (a phone
+/// losing its network) is detected, and its session ends like any other.
+pub(crate) fn configure_socket(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
+}
+
+pub(crate) async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     server: &Server,
     acceptor: &tokio_rustls::TlsAcceptor,
-    tcp: TcpStream,
+    tcp: IO,
     deadline: Instant,
     peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<IO>> {
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
@@ -97,17 +101,23 @@ async fn handshake(
     }
 }
 
-/// A plain XML stream over TCP or TLS.
-struct StreamTransport<S> {
-    io: S,
+/// A plain XML stream over TCP or TLS: client-to-server here, server-to-server in
+/// [`crate::s2s`].
+pub(crate) struct StreamTransport<S> {
+    pub(crate) io: S,
     reader: StreamReader,
     read_buf: Vec<u8>,
     out: Vec<u8>,
+    content_ns: &'static str,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
-    fn new(io: S, limits: Limits) -> Self {
-        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), out: Vec::new() }
+    pub(crate) fn new(io: S, limits: Limits) -> Self {
+        Self::with_content_ns(io, limits, ns::CLIENT)
+    }
+
+    pub(crate) fn with_content_ns(io: S, limits: Limits, content_ns: &'static str) -> Self {
+        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), out: Vec::new(), content_ns }
     }
 }
 
@@ -141,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
     }
 
     async fn write(&mut self, frames: &[Frame]) -> bool {
-        encode_stream(frames, &mut self.out);
+        encode_stream(frames, &mut self.out, self.content_ns);
         let ok = self.io.write_all(&self.out).await.is_ok() && self.io.flush().await.is_ok();
         self.out.clear();
         ok

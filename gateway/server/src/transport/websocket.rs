@@ -69,7 +69,7 @@ fn encode(frame: &Frame) -> Vec<u8> {
         Frame::Header { from, id, .. } => {
             let open = Element::new("open", ns::FRAMING)
                 .with_attr("from", from.as_str())
-                .with_attr("id", id.as_str())
+                .with_opt_attr("id", id.as_deref())
                 .with_attr("version", "1.0")
                 .with_attr("xml:lang", "en");
             open.write_to(&mut out, "");

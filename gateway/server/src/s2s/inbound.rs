@@ -1,0 +1,387 @@
+//! Inbound server streams on 5269 (STARTTLS) and XEP-0368 direct TLS: the peer
+//! authenticates with SASL EXTERNAL or dialback, then its stanzas are checked against
+//! what it proved and routed like local ones. We also answer dialback verification
+//! requests here, as the authoritative server for our domains (XEP-0220 §2.3).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, StreamErrorCondition, StreamHeader};
+use jid::Jid;
+use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use super::{allowed, verify_with_authority, BoxIo, ConnectionSlot, Pair};
+use crate::server::Server;
+use crate::session::random_id;
+use crate::stream::Frame;
+use crate::transport::tcp::{configure_socket, handshake, StreamTransport};
+use crate::transport::Transport;
+
+pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(serve(server.clone(), tcp, peer, direct_tls));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A dialback verification finished: (the pair it authenticates, valid or not).
+type Verdict = (Pair, bool);
+
+struct Inbound {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    transport: StreamTransport<BoxIo>,
+    encrypted: bool,
+    /// The peer's certificate chain, for SASL EXTERNAL.
+    peer_chain: Vec<CertificateDer<'static>>,
+    /// The current stream's header: the peer's claimed domain and the one it addressed.
+    header: Option<StreamHeader>,
+    stream_id: String,
+    /// (remote, local) pairs the peer proved, with SASL or dialback.
+    authenticated: HashSet<Pair>,
+    sasl_done: bool,
+    verdicts_tx: mpsc::UnboundedSender<Verdict>,
+}
+
+/// What to do after an event.
+enum Next {
+    Continue,
+    Close,
+    StartTls,
+}
+
+async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _guard = server.connection_guard();
+    configure_socket(&tcp);
+    let config = &server.config.s2s;
+    let slot = server.s2s.connection_slot(config.max_connections);
+    let negotiation_deadline = Instant::now() + Duration::from_secs(config.connect_timeout_secs.max(server.config.limits.negotiation_timeout_secs));
+    let limits = server.config.stream_limits();
+    let (io, encrypted, peer_chain): (BoxIo, bool, Vec<CertificateDer<'static>>) = if direct_tls {
+        let Some(tls) = handshake(&server, &server.tls.s2s_direct, tcp, negotiation_deadline, peer).await else { return };
+        let chain = peer_chain(&tls);
+        (Box::new(tls), true, chain)
+    } else {
+        (Box::new(tcp), false, Vec::new())
+    };
+    let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
+    let mut inbound = Inbound {
+        server: server.clone(),
+        peer,
+        transport: StreamTransport::with_content_ns(io, limits, ns::SERVER),
+        encrypted,
+        peer_chain,
+        header: None,
+        stream_id: random_id(),
+        authenticated: HashSet::new(),
+        sasl_done: false,
+        verdicts_tx,
+    };
+    inbound.run(slot, &mut verdicts, negotiation_deadline).await;
+}
+
+fn peer_chain<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Vec<CertificateDer<'static>> {
+    tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default()
+}
+
+impl Inbound {
+    async fn run(&mut self, slot: Option<ConnectionSlot>, verdicts: &mut mpsc::UnboundedReceiver<Verdict>, negotiation_deadline: Instant) {
+        let idle = Duration::from_secs(self.server.config.s2s.idle_timeout_secs);
+        let mut idle_deadline = Instant::now() + idle;
+        let mut shutdown = self.server.shutdown_signal();
+        let mut out = Vec::new();
+        if slot.is_none() {
+            // Read the header first, so the error goes out on a proper stream.
+            if let Some(Ok(ReadEvent::StreamOpen(h))) = self.transport.next_event().await {
+                self.answer_header(&h, &mut out);
+            }
+            self.fail(StreamError::with_text(StreamErrorCondition::ResourceConstraint, "too many server connections"), &mut out);
+            self.flush(&mut out).await;
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                ev = self.transport.next_event() => match ev {
+                    None => return,
+                    Some(Err(e)) => self.fail(e, &mut out),
+                    Some(Ok(ev)) => {
+                        idle_deadline = Instant::now() + idle;
+                        Box::pin(self.on_event(ev, &mut out)).await
+                    }
+                },
+                Some((pair, valid)) = verdicts.recv() => self.on_verdict(pair, valid, &mut out),
+                _ = sleep_until(negotiation_deadline), if self.authenticated.is_empty() => {
+                    self.fail(StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "authentication took too long"), &mut out)
+                }
+                _ = sleep_until(idle_deadline) => {
+                    out.push(Frame::Close);
+                    Next::Close
+                }
+                _ = shutdown.changed() => self.fail(StreamError::new(StreamErrorCondition::SystemShutdown), &mut out),
+            };
+            if !self.flush(&mut out).await {
+                return;
+            }
+            match next {
+                Next::Continue => {}
+                Next::Close => {
+                    self.transport.close().await;
+                    return;
+                }
+                Next::StartTls => {
+                    if !self.start_tls(negotiation_deadline).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, out: &mut Vec<Frame>) -> bool {
+        if out.is_empty() {
+            return true;
+        }
+        let ok = self.transport.write(out).await;
+        out.clear();
+        ok
+    }
+
+    async fn start_tls(&mut self, deadline: Instant) -> bool {
+        let limits = self.server.config.stream_limits();
+        let placeholder = StreamTransport::with_content_ns(Box::new(tokio::io::empty()) as BoxIo, limits.clone(), ns::SERVER);
+        let plain = std::mem::replace(&mut self.transport, placeholder);
+        let Some(tls) = handshake(&self.server, &self.server.tls.s2s, plain.io, deadline, self.peer).await else { return false };
+        self.peer_chain = peer_chain(&tls);
+        self.transport = StreamTransport::with_content_ns(Box::new(tls), limits, ns::SERVER);
+        self.encrypted = true;
+        self.header = None;
+        true
+    }
+
+    fn fail(&mut self, err: StreamError, out: &mut Vec<Frame>) -> Next {
+        tracing::debug!(peer = %self.peer, %err, "closing server stream");
+        if self.header.is_none() {
+            out.push(Frame::Header { from: self.server.config.domains[0].clone(), to: None, id: Some(self.stream_id.clone()) });
+        }
+        out.push(Frame::Error(err));
+        out.push(Frame::Close);
+        Next::Close
+    }
+
+    fn answer_header(&mut self, h: &StreamHeader, out: &mut Vec<Frame>) {
+        self.stream_id = random_id();
+        let from = h.to.clone().unwrap_or_else(|| self.server.config.domains[0].clone());
+        out.push(Frame::Header { from, to: h.from.clone(), id: Some(self.stream_id.clone()) });
+        self.header = Some(h.clone());
+    }
+
+    async fn on_event(&mut self, ev: ReadEvent, out: &mut Vec<Frame>) -> Next {
+        match ev {
+            ReadEvent::StreamOpen(h) if self.header.is_none() => self.on_header(h, out),
+            ReadEvent::StreamOpen(_) => self.fail(StreamError::with_text(StreamErrorCondition::NotWellFormed, "unexpected stream header"), out),
+            ReadEvent::StreamClose => {
+                out.push(Frame::Close);
+                Next::Close
+            }
+            ReadEvent::Stanza(st) => self.on_element(st, out).await,
+        }
+    }
+
+    fn on_header(&mut self, h: StreamHeader, out: &mut Vec<Frame>) -> Next {
+        self.answer_header(&h, out);
+        if h.content_ns != ns::SERVER {
+            return self.fail(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "expected jabber:server"), out);
+        }
+        let served = h.to.as_deref().and_then(|to| self.server.config.served_domain(to));
+        if served.is_none() {
+            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
+        }
+        if let Some(from) = &h.from {
+            if !allowed(&self.server.config.s2s, from) {
+                return self.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "federation with your domain is not allowed"), out);
+            }
+        }
+        if h.version.as_deref().and_then(|v| v.split('.').next()) != Some("1") {
+            return self.fail(StreamError::new(StreamErrorCondition::UnsupportedVersion), out);
+        }
+        out.push(Frame::StreamElement(self.features(&h)));
+        Next::Continue
+    }
+
+    fn features(&self, h: &StreamHeader) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        if self.sasl_done {
+            return f;
+        }
+        if !self.encrypted {
+            let mut starttls = Element::new("starttls", ns::TLS);
+            if self.server.config.s2s.require_encryption {
+                starttls.push(Element::new("required", ns::TLS));
+                f.push(starttls);
+                return f;
+            }
+            f.push(starttls);
+        }
+        if self.certificate_valid_for(h.from.as_deref()) {
+            f.push(Element::new("mechanisms", ns::SASL).with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL")));
+        }
+        f.push(Element::new("dialback", ns::DIALBACK_FEATURE).with_child(Element::new("errors", ns::DIALBACK_FEATURE)));
+        f
+    }
+
+    fn certificate_valid_for(&self, domain: Option<&str>) -> bool {
+        self.encrypted && domain.is_some_and(|d| self.server.s2s.trust.verifies(&self.peer_chain, d))
+    }
+
+    /// The peer's claimed domain and the local domain it addressed on this stream.
+    fn stream_pair(&self) -> Option<Pair> {
+        let h = self.header.as_ref()?;
+        let local = self.server.config.served_domain(h.to.as_deref()?)?.to_owned();
+        Some(Pair { local, remote: h.from.clone()?.to_ascii_lowercase() })
+    }
+
+    async fn on_element(&mut self, st: Stanza, out: &mut Vec<Frame>) -> Next {
+        if self.header.is_none() {
+            return self.fail(StreamError::new(StreamErrorCondition::NotWellFormed), out);
+        }
+        let plaintext_refused = !self.encrypted && self.server.config.s2s.require_encryption;
+        match (st.name(), st.ns()) {
+            ("starttls", ns::TLS) if !self.encrypted => {
+                out.push(Frame::Element(Element::new("proceed", ns::TLS)));
+                Next::StartTls
+            }
+            _ if plaintext_refused => self.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "use STARTTLS first"), out),
+            ("auth", ns::SASL) => self.on_sasl_external(&st, out),
+            ("result", ns::DIALBACK) => self.on_dialback_result(&st, out),
+            ("verify", ns::DIALBACK) => self.on_dialback_verify(&st, out),
+            _ if st.kind() == StanzaKind::Other => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
+            _ => self.on_stanza(st, out).await,
+        }
+    }
+
+    /// RFC 6120 §6.4 with EXTERNAL: the peer is who its certificate says.
+    fn on_sasl_external(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Next {
+        let failure = |condition: &str| Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
+        if st.attr("mechanism") != Some("EXTERNAL") || self.sasl_done {
+            out.push(Frame::Element(failure("invalid-mechanism")));
+            return Next::Continue;
+        }
+        let Some(pair) = self.stream_pair() else {
+            out.push(Frame::Element(failure("not-authorized")));
+            return Next::Continue;
+        };
+        let text = st.to_element().map(|e| e.text()).unwrap_or_default();
+        let text = text.trim();
+        // An authorization identity, if given, must be the stream's `from` (RFC 6120 §6.4.6).
+        let authzid = if text.is_empty() || text == "=" {
+            Some(pair.remote.clone())
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(text).ok().and_then(|b| String::from_utf8(b).ok())
+        };
+        if authzid.as_deref().map(str::to_ascii_lowercase) != Some(pair.remote.clone()) || !self.certificate_valid_for(Some(&pair.remote)) {
+            out.push(Frame::Element(failure("not-authorized")));
+            return Next::Continue;
+        }
+        tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with SASL EXTERNAL");
+        self.authenticated.insert(pair);
+        self.sasl_done = true;
+        self.header = None;
+        self.transport.restart();
+        out.push(Frame::Element(Element::new("success", ns::SASL)));
+        Next::Continue
+    }
+
+    /// XEP-0220 §2.2: the peer offers a key for (its domain → ours); we ask its
+    /// authoritative server whether the key is genuine.
+    fn on_dialback_result(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Next {
+        let (Some(from), Some(to)) = (st.attr("from"), st.attr("to")) else {
+            return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
+        };
+        let Some(local) = self.server.config.served_domain(to).map(str::to_owned) else {
+            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
+        };
+        if !allowed(&self.server.config.s2s, from) {
+            return self.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "federation with your domain is not allowed"), out);
+        }
+        let key = st.to_element().map(|e| e.text()).unwrap_or_default();
+        let pair = Pair { local, remote: from.to_ascii_lowercase() };
+        let (server, stream_id, verdicts) = (self.server.clone(), self.stream_id.clone(), self.verdicts_tx.clone());
+        tokio::spawn(async move {
+            let valid = verify_with_authority(&server, pair.clone(), stream_id, key).await;
+            let _ = verdicts.send((pair, valid));
+        });
+        Next::Continue
+    }
+
+    fn on_verdict(&mut self, pair: Pair, valid: bool, out: &mut Vec<Frame>) -> Next {
+        let result = Element::new("result", ns::DIALBACK)
+            .with_attr("from", pair.local.as_str())
+            .with_attr("to", pair.remote.as_str())
+            .with_attr("type", if valid { "valid" } else { "invalid" });
+        out.push(Frame::Element(result));
+        if !valid {
+            tracing::info!(local = %pair.local, remote = %pair.remote, peer = %self.peer, "dialback key did not verify");
+            return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "the dialback key did not verify"), out);
+        }
+        tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with dialback");
+        self.authenticated.insert(pair);
+        Next::Continue
+    }
+
+    /// XEP-0220 §2.3: as the authoritative server, tell the receiving server whether a
+    /// key offered in our name is one we issued.
+    fn on_dialback_verify(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Next {
+        let (Some(receiving), Some(originating), Some(id)) = (st.attr("from"), st.attr("to"), st.attr("id")) else {
+            return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
+        };
+        let Some(originating) = self.server.config.served_domain(originating) else {
+            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
+        };
+        let key = st.to_element().map(|e| e.text()).unwrap_or_default();
+        let valid = self.server.s2s.key_is_valid(receiving, originating, id, &key);
+        let answer = Element::new("verify", ns::DIALBACK)
+            .with_attr("from", originating)
+            .with_attr("to", receiving)
+            .with_attr("id", id)
+            .with_attr("type", if valid { "valid" } else { "invalid" });
+        out.push(Frame::Element(answer));
+        Next::Continue
+    }
+
+    /// A stanza from the peer: only for a pair it proved, and only to our domains.
+    async fn on_stanza(&mut self, mut st: Stanza, out: &mut Vec<Frame>) -> Next {
+        if self.authenticated.is_empty() {
+            return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authenticate first"), out);
+        }
+        let (Some(Ok(from)), Some(Ok(to))) = (st.from().map(Jid::new), st.to().map(Jid::new)) else {
+            return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
+        };
+        let Some(local) = self.server.config.served_domain(to.domain().as_str()) else {
+            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
+        };
+        let pair = Pair { local: local.to_owned(), remote: from.domain().as_str().to_ascii_lowercase() };
+        if !self.authenticated.contains(&pair) {
+            return self.fail(StreamError::with_text(StreamErrorCondition::InvalidFrom, format!("{} is not authenticated on this stream", pair.remote)), out);
+        }
+        st.set_content_ns(ns::CLIENT);
+        crate::im::route(&self.server, st).await;
+        Next::Continue
+    }
+}
