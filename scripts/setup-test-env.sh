@@ -3,7 +3,7 @@
 # result is already in place does nothing. Quiet unless something fails.
 #
 # Each prerequisite is one small function called from main() at the bottom; add new ones
-# (PostgreSQL, Prosody, Chromium, ...) the same way.
+# (PostgreSQL, Chromium, ...) the same way.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,9 +62,45 @@ ensure_interop_venv() {
         || die "slixmpp in $VENV is not the pinned version"
 }
 
+# Prosody (Debian's 0.12) as the federation peer, with lua-unbound so it can read the test
+# domains from /etc/hosts. The package may start a system daemon on the standard ports;
+# the suite runs its own instance, so a daemon this script finds running is stopped (by
+# the PID in its pidfile).
+ensure_prosody() {
+    if ! have prosody || ! dpkg -s lua-unbound >/dev/null 2>&1; then
+        apt_install prosody lua-unbound
+    fi
+    local pidfile=/run/prosody/prosody.pid pid
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        log "stopping the packaged Prosody daemon (pid $pid)"
+        kill -TERM "$pid"
+    fi
+}
+
+# The federation suite's domains, each server on its own loopback address.
+FEDERATION_HOSTS=(
+    "127.0.0.2 jabberwock.test"
+    "127.0.0.3 prosody.test insecure.test"
+)
+
+ensure_federation_hosts() {
+    local entry name
+    for entry in "${FEDERATION_HOSTS[@]}"; do
+        name="${entry#* }"
+        name="${name%% *}"
+        if [ "$(getent hosts "$name" | awk '{print $1}')" != "${entry%% *}" ]; then
+            [ -w /etc/hosts ] || die "cannot add '$entry' to /etc/hosts (need root)"
+            printf '%s\n' "$entry" >>/etc/hosts
+        fi
+    done
+}
+
 main() {
     ensure_python
     ensure_interop_venv
+    ensure_prosody
+    ensure_federation_hosts
 }
 
 main "$@"

@@ -1,26 +1,29 @@
 # Starts a real `jabberwock` for an interop suite (sourced, not run).
 #
 # The caller sets SUITE_NAME (for messages) and may set JABBERWOCK_BIN (default
-# target/debug/jabberwock) and JABBERWOCK_LOG. Provides:
+# target/debug/jabberwock), JABBERWOCK_LOG, DOMAIN (default localhost), JW_HOST (the
+# loopback address the listeners use, default 127.0.0.1) and a jw_before_cleanup function
+# (run first on exit). Provides:
 #   jw_begin                      a fresh WORK dir, SERVER_LOG, and the exit trap that stops
 #                                 the server, prints its log on failure and cleans up
 #   jw_free_ports N               N free loopback ports, space-separated
 #   jw_config <<TOML              writes the config: the common keys plus the TOML given
 #   jw_adduser USER PASSWORD      creates USER@$DOMAIN with the admin CLI
 #   jw_serve PORT...              starts the server, waits until every PORT accepts
+#   jw_stop                       stops it (SIGTERM, then SIGKILL after 10 s)
 #   jw_check_server               fails if the server died or panicked
 # shellcheck shell=bash
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${JABBERWOCK_BIN:-$REPO_ROOT/target/debug/jabberwock}"
 case "$BIN" in /*) ;; *) BIN="$REPO_ROOT/$BIN" ;; esac
-DOMAIN="localhost"
+DOMAIN="${DOMAIN:-localhost}"
+JW_HOST="${JW_HOST:-127.0.0.1}"
 SERVER_PID=""
 
 say() { printf '%s: %s\n' "${SUITE_NAME:-interop}" "$*" >&2; }
 
-jw_cleanup() {
-    local rc=$?
+jw_stop() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         local i
@@ -34,6 +37,15 @@ jw_cleanup() {
         fi
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    SERVER_PID=""
+}
+
+jw_cleanup() {
+    local rc=$?
+    if declare -F jw_before_cleanup >/dev/null; then
+        jw_before_cleanup "$rc" || true
+    fi
+    jw_stop
     if [ "$rc" -ne 0 ] && [ -f "$SERVER_LOG" ]; then
         say "---- server log ($SERVER_LOG) ----"
         cat "$SERVER_LOG" >&2
@@ -94,24 +106,24 @@ jw_adduser() {
 }
 
 jw_serve() {
-    NO_COLOR=1 "$BIN" --config "$CONFIG" serve >"$SERVER_LOG" 2>&1 &
+    NO_COLOR=1 "$BIN" --config "$CONFIG" serve >>"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local deadline=$((SECONDS + 30)) port rc
     for port in "$@"; do
-        until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        until (exec 3<>"/dev/tcp/$JW_HOST/$port") 2>/dev/null; do
             if ! kill -0 "$SERVER_PID" 2>/dev/null; then
                 wait "$SERVER_PID" && rc=0 || rc=$?
                 say "server exited (status $rc) before listening"
                 exit 1
             fi
             if [ "$SECONDS" -ge "$deadline" ]; then
-                say "server did not listen on 127.0.0.1:$port within 30 s"
+                say "server did not listen on $JW_HOST:$port within 30 s"
                 exit 1
             fi
             sleep 0.1
         done
     done
-    say "server pid $SERVER_PID listening on 127.0.0.1 ports $*"
+    say "server pid $SERVER_PID listening on $JW_HOST ports $*"
 }
 
 jw_check_server() {

@@ -300,6 +300,7 @@ impl Inbound {
             return Next::Continue;
         }
         tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with SASL EXTERNAL");
+        self.server.s2s.connected(&pair.remote);
         self.authenticated.insert(pair);
         self.sasl_done = true;
         self.header = None;
@@ -341,6 +342,7 @@ impl Inbound {
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "the dialback key did not verify"), out);
         }
         tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with dialback");
+        self.server.s2s.connected(&pair.remote);
         self.authenticated.insert(pair);
         Next::Continue
     }

@@ -130,6 +130,7 @@ impl S2s {
         self.backoff.lock().expect("not poisoned").get(remote).is_some_and(|b| Instant::now() < b.retry_at)
     }
 
+    /// `remote` is reachable again (we reached it, or it reached us): no more waiting.
     fn connected(&self, remote: &str) {
         self.backoff.lock().expect("not poisoned").remove(remote);
     }
@@ -138,7 +139,7 @@ impl S2s {
         let mut backoff = self.backoff.lock().expect("not poisoned");
         let b = backoff.entry(remote.to_owned()).or_insert(Backoff { failures: 0, retry_at: Instant::now() });
         b.failures += 1;
-        let delay = Duration::from_secs(1 << b.failures.min(6)).min(MAX_BACKOFF);
+        let delay = Duration::from_secs(1 << (b.failures - 1).min(6)).min(MAX_BACKOFF);
         b.retry_at = Instant::now() + delay;
     }
 

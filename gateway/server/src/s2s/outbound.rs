@@ -67,48 +67,52 @@ pub(super) async fn run(server: Arc<Server>, pair: Pair, serial: u64, mut rx: mp
     let config = &server.config.s2s;
     let deadline = Instant::now() + Duration::from_secs(config.connect_timeout_secs);
     let slot = server.s2s.connection_slot(config.max_connections);
+    let mut authenticated = false;
     let result = match slot {
         None => Err(Failure::Unreachable("too many server connections".into())),
         Some(_) => match tokio::time::timeout_at(deadline, connect(&server, &pair)).await {
             Err(_) => Err(Failure::TimedOut),
             Ok(Err(reason)) => Err(Failure::Unreachable(reason)),
-            Ok(Ok(transport)) => {
-                let mut conn = Connection {
-                    server: server.clone(),
-                    pair: pair.clone(),
-                    transport: transport.0,
-                    phase: Phase::Features,
-                    encrypted: transport.1,
-                    stream_id: None,
-                    sasl_succeeded: false,
-                };
-                conn.serve(&mut rx, &mut waiting, deadline).await
+            Ok(Ok((transport, encrypted))) => {
+                let mut conn =
+                    Connection { server: server.clone(), pair: pair.clone(), transport, phase: Phase::Features, encrypted, stream_id: None, sasl_succeeded: false };
+                let result = conn.serve(&mut rx, &mut waiting, deadline).await;
+                authenticated = conn.phase == Phase::Ready;
+                result
             }
         },
     };
     server.s2s.outbound_ended(&pair, serial);
-    // Nothing more can reach this connection; whatever it still holds goes back.
+    // Nothing more can reach this connection; whatever it still holds goes elsewhere.
     rx.close();
     while let Ok(item) = rx.try_recv() {
         if let Outgoing::Stanza(st) = item {
             waiting.push_back(st);
         }
     }
+    if authenticated {
+        // The peer was there and closed (idle, restarting): what arrived meanwhile goes
+        // out on a new connection, which bounces it if the peer is really gone.
+        for st in waiting {
+            for reply in super::send(&server, st) {
+                crate::im::route(&server, reply).await;
+            }
+        }
+        return;
+    }
     let err = match result {
         Ok(()) if waiting.is_empty() => return,
-        // Closed after authentication with stanzas still queued: the peer went away.
-        Ok(()) => StanzaError::remote_server_not_found().with_text("the connection to the server was lost"),
+        Ok(()) => StanzaError::remote_server_not_found().with_text("the server closed the connection"),
         Err(Failure::TimedOut) => {
             tracing::info!(local = %pair.local, remote = %pair.remote, "server connection timed out");
-            server.s2s.failed(&pair.remote);
             StanzaError::remote_server_timeout()
         }
         Err(Failure::Unreachable(reason)) => {
             tracing::info!(local = %pair.local, remote = %pair.remote, %reason, "server unreachable");
-            server.s2s.failed(&pair.remote);
             StanzaError::remote_server_not_found().with_text(reason)
         }
     };
+    server.s2s.failed(&pair.remote);
     for st in waiting {
         bounce(&server, st, err.clone());
     }
@@ -188,12 +192,12 @@ async fn start_tls(server: &Server, pair: &Pair, io: BoxIo, direct_tls: bool) ->
     let connector = tls::connector(&server.tls, &pair.local, direct_tls);
     let name = rustls::pki_types::ServerName::try_from(pair.remote.clone()).map_err(|e| e.to_string())?;
     let stream = connector.connect(name, io).await.map_err(|e| format!("TLS: {e}"))?;
-    let verified = stream.get_ref().1.peer_certificates().is_some_and(|chain| server.s2s.trust.verifies(chain, &pair.remote));
-    if !verified && !peer_config(&server.config.s2s, &pair.remote).insecure {
-        return Err(format!("the certificate of {} is not valid for it", pair.remote));
-    }
-    if !verified {
-        tracing::debug!(remote = %pair.remote, "accepting an unverified certificate from an insecure peer");
+    let verdict = server.s2s.trust.check(stream.get_ref().1.peer_certificates().unwrap_or_default(), &pair.remote);
+    if let Err(why) = verdict {
+        if !peer_config(&server.config.s2s, &pair.remote).insecure {
+            return Err(format!("the certificate of {} is not valid for it: {why}", pair.remote));
+        }
+        tracing::debug!(remote = %pair.remote, %why, "accepting an unverified certificate from an insecure peer");
     }
     Ok(Box::new(stream))
 }

@@ -56,9 +56,15 @@ impl PeerTrust {
 
     /// Whether `chain` (leaf first) is a valid certificate for `domain`.
     pub fn verifies(&self, chain: &[CertificateDer<'_>], domain: &str) -> bool {
-        let (Some(verifier), Some((leaf, intermediates))) = (&self.verifier, chain.split_first()) else { return false };
-        let Ok(name) = ServerName::try_from(domain.to_owned()) else { return false };
-        verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now()).is_ok()
+        self.check(chain, domain).is_ok()
+    }
+
+    /// Why `chain` is not a valid certificate for `domain`, if it is not.
+    pub fn check(&self, chain: &[CertificateDer<'_>], domain: &str) -> Result<(), String> {
+        let verifier = self.verifier.as_ref().ok_or("no trusted certificate authorities")?;
+        let (leaf, intermediates) = chain.split_first().ok_or("no certificate")?;
+        let name = ServerName::try_from(domain.to_owned()).map_err(|e| e.to_string())?;
+        verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now()).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -193,3 +199,4 @@ impl ClientCertVerifier for AnyPeerCertificate {
         self.algorithms.supported_schemes()
     }
 }
+
