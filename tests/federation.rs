@@ -353,3 +353,27 @@ async fn bad_server_streams_get_stream_errors() {
     alice.send("<message to='bob@b.example/laptop' type='chat'><body>still fine</body></message>").await;
     bob.expect("alice's message", is_message_with("still fine")).await;
 }
+
+#[tokio::test]
+async fn direct_tls_peers_and_idle_connections_reconnect() {
+    let (a_s2s, b_s2s, b_direct) = (free_port(), free_port(), free_port());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // a reaches b over XEP-0368 direct TLS; b reaches a (for dialback) over STARTTLS.
+    let mut a_config = federating_config(a_dir.path(), A, Some(a_s2s), &[(B, b_direct)], "idle_timeout_secs = 1");
+    a_config.s2s.peers.get_mut(B).unwrap().direct_tls = true;
+    let mut b_config = federating_config(b_dir.path(), B, Some(b_s2s), &[(A, a_s2s)], "idle_timeout_secs = 1");
+    b_config.s2s.listen_direct_tls = vec![b_direct];
+    let a = TestServer::start_config(a_dir, a_config).await;
+    let b = TestServer::start_config(b_dir, b_config).await;
+    a.adduser("alice", "pw").await;
+    b.adduser("bob", "pw").await;
+    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
+    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
+    for round in ["first", "after the idle close"] {
+        alice.send(format!("<message to='bob@b.example/laptop' type='chat'><body>{round}</body></message>")).await;
+        bob.expect(round, is_message_with(round)).await;
+        // Longer than both idle timeouts: the connections close and the next message
+        // needs new ones.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+}
