@@ -246,6 +246,19 @@ async fn raw_s2s(addr: SocketAddr, from: &str, to: &str, cert: Option<(&Path, &P
     (c, features)
 }
 
+/// SASL EXTERNAL on a raw stream whose features offered it, and the restarted stream.
+async fn authenticate_external(peer: &mut Client, from: &str, to: &str) {
+    peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>").await;
+    assert!(peer.next_element().await.is("success", ns::SASL));
+    peer.restart_reader();
+    peer.send(format!(
+        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='{from}' to='{to}' version='1.0'>"
+    ))
+    .await;
+    assert!(matches!(peer.next_event().await, ReadEvent::StreamOpen(_)));
+    assert!(peer.next_element().await.is("features", ns::STREAM));
+}
+
 fn has_external(features: &Element) -> bool {
     features.child("mechanisms", ns::SASL).is_some_and(|m| m.children().any(|c| c.text() == "EXTERNAL"))
 }
@@ -290,15 +303,7 @@ async fn sasl_external_authenticates_a_peer_with_a_valid_certificate() {
     let other = base64::engine::general_purpose::STANDARD.encode("evil.example");
     peer.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{other}</auth>")).await;
     assert!(peer.next_element().await.is("failure", ns::SASL));
-    peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>").await;
-    assert!(peer.next_element().await.is("success", ns::SASL));
-    peer.restart_reader();
-    peer.send(format!(
-        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='{A}' to='{B}' version='1.0'>"
-    ))
-    .await;
-    assert!(matches!(peer.next_event().await, ReadEvent::StreamOpen(_)));
-    assert!(peer.next_element().await.is("features", ns::STREAM));
+    authenticate_external(&mut peer, A, B).await;
     peer.send("<message from='carol@a.example/x' to='bob@b.example/laptop' type='chat'><body>raw peer</body></message>").await;
     let m = bob.expect("raw peer's message", is_message_with("raw peer")).await;
     assert_eq!(m.attr("from"), Some("carol@a.example/x"));
@@ -376,4 +381,71 @@ async fn direct_tls_peers_and_idle_connections_reconnect() {
         // needs new ones.
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
+}
+
+#[tokio::test]
+async fn a_flooding_peer_is_slowed_down_and_starves_nobody() {
+    const FLOOD: usize = 30_000;
+    let ca = TestCa::new();
+    let (b_cert, b_key) = ca.issue(B);
+    let (a_cert, a_key) = ca.issue(A);
+    let (c_cert, c_key) = ca.issue("c.example");
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_s2s = free_port();
+    let tables = format!(
+        "trust_store = {:?}\nmax_inbound_bytes_per_sec = 50000\n[tls.'{B}']\ncert = {:?}\nkey = {:?}\n",
+        ca.bundle().display().to_string(),
+        b_cert.display().to_string(),
+        b_key.display().to_string()
+    );
+    let b_config = federating_config(b_dir.path(), B, Some(b_s2s), &[], &tables);
+    let b = TestServer::start_config(b_dir, b_config).await;
+    b.adduser("bob", "pw").await;
+    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
+
+    // a's server sends 30 000 messages (~3 MB) as fast as its socket takes them.
+    let (mut flooder, features) = raw_s2s(b_s2s, A, B, Some((&a_cert, &a_key))).await;
+    assert!(has_external(&features));
+    authenticate_external(&mut flooder, A, B).await;
+    let flood = tokio::spawn(async move {
+        let one = "<message from='spam@a.example/x' to='bob@b.example/laptop' type='chat'><body>flood flood flood flood flood</body></message>";
+        for _ in 0..FLOOD / 100 {
+            flooder.send(one.repeat(100)).await;
+        }
+        flooder
+    });
+    // Meanwhile c's server has one message for bob, which must not wait for the flood.
+    let (mut other, _) = raw_s2s(b_s2s, "c.example", B, Some((&c_cert, &c_key))).await;
+    authenticate_external(&mut other, "c.example", B).await;
+    other.send("<message from='carol@c.example/y' to='bob@b.example/laptop' type='chat'><body>not stuck</body></message>").await;
+    let started = tokio::time::Instant::now();
+    let (mut flood_seen, mut carol_seen) = (0, false);
+    // For 3 s: carol's message arrives, and no more of the flood than the limit lets
+    // through (the 1 MiB burst and 50 kB/s: about 10 000 messages of ~115 bytes).
+    while let Ok(el) = tokio::time::timeout_at(started + Duration::from_secs(3), bob.next_element()).await {
+        match el.child_text("body", ns::CLIENT).as_deref() {
+            Some("not stuck") => carol_seen = true,
+            Some(_) => flood_seen += 1,
+            None => {}
+        }
+    }
+    assert!(carol_seen, "carol's message was stuck behind the flood ({flood_seen} flood messages arrived)");
+    assert!(flood_seen < FLOOD / 2, "{flood_seen} of {FLOOD} flood messages arrived within 3 s");
+    bob.ping().await;
+    flood.abort();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_s2s = free_port();
+    let config = federating_config(dir.path(), B, Some(b_s2s), &[], "max_connections = 1");
+    let _b = TestServer::start_config(dir, config).await;
+    let (_first, features) = raw_s2s(b_s2s, A, B, None).await;
+    assert!(features.is("features", ns::STREAM));
+    let mut second = Client::connect(b_s2s).await;
+    second
+        .send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='a.example' to='b.example' version='1.0'>")
+        .await;
+    assert_eq!(second.read_to_close().await.stream_error().as_deref(), Some("resource-constraint"));
 }

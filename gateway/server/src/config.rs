@@ -103,6 +103,9 @@ pub struct S2sConfig {
     pub max_connections: usize,
     /// Most stanzas waiting for one peer while its connection is being set up.
     pub max_queue: usize,
+    /// Bytes per second one inbound server connection may send (after a burst of 1 MiB);
+    /// a flooding peer is read no faster. 0: unlimited.
+    pub max_inbound_bytes_per_sec: u64,
     /// When not empty, the only domains the server federates with.
     pub allow: Vec<String>,
     /// Domains the server never federates with.
@@ -216,6 +219,7 @@ impl Default for S2sConfig {
             idle_timeout_secs: 600,
             max_connections: 1000,
             max_queue: 1000,
+            max_inbound_bytes_per_sec: 250_000,
             allow: Vec::new(),
             deny: Vec::new(),
             dialback_secret: None,

@@ -20,8 +20,12 @@ use super::{allowed, verify_with_authority, BoxIo, ConnectionSlot, Pair};
 use crate::server::Server;
 use crate::session::random_id;
 use crate::stream::Frame;
+use crate::transport::rate::RateLimited;
 use crate::transport::tcp::{configure_socket, handshake, StreamTransport};
 use crate::transport::Transport;
+
+/// What an inbound server connection may send at once before its rate limit applies.
+const INBOUND_BURST: u64 = 1 << 20;
 
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
     let mut shutdown = server.shutdown_signal();
@@ -74,12 +78,16 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
     let slot = server.s2s.connection_slot(config.max_connections);
     let negotiation_deadline = Instant::now() + Duration::from_secs(config.connect_timeout_secs.max(server.config.limits.negotiation_timeout_secs));
     let limits = server.config.stream_limits();
+    let tcp: BoxIo = match config.max_inbound_bytes_per_sec {
+        0 => Box::new(tcp),
+        rate => Box::new(RateLimited::new(tcp, rate, INBOUND_BURST)),
+    };
     let (io, encrypted, peer_chain): (BoxIo, bool, Vec<CertificateDer<'static>>) = if direct_tls {
         let Some(tls) = handshake(&server, &server.tls.s2s_direct, tcp, negotiation_deadline, peer).await else { return };
         let chain = peer_chain(&tls);
         (Box::new(tls), true, chain)
     } else {
-        (Box::new(tcp), false, Vec::new())
+        (tcp, false, Vec::new())
     };
     let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
     let mut inbound = Inbound {

@@ -3,6 +3,7 @@
 //! session from any transport, its mailbox, the negotiation deadline and shutdown.
 
 pub mod bosh;
+pub(crate) mod rate;
 pub mod tcp;
 pub mod websocket;
 
