@@ -4,8 +4,8 @@
 //! * WebSocket (RFC 7395): the `xmpp` subprotocol at `/xmpp-websocket`, one element per
 //!   text message, `<open/>` instead of the stream header;
 //!
-//! then in-band registration (XEP-0077), SASL PLAIN, stream restart, resource binding and
-//! initial presence. Past the connection, everything goes through [`Tx`] and [`Rx`], which
+//! then SASL PLAIN, stream restart, resource binding and initial presence; or, on a
+//! connection of its own beforehand, in-band registration (XEP-0077). Past the connection, everything goes through [`Tx`] and [`Rx`], which
 //! hide the transport from the negotiation and from the message phase.
 
 use std::net::SocketAddr;
@@ -55,8 +55,6 @@ pub struct Target {
     pub domain: String,
     pub connector: tokio_rustls::TlsConnector,
     pub password: String,
-    /// Register the account in-band first; an existing account (`conflict`) is fine.
-    pub register: bool,
 }
 
 /// An established, bound and available session.
@@ -108,6 +106,18 @@ impl Session {
             }
         }
     }
+}
+
+impl Session {
+    /// The bare JID.
+    pub fn bare(&self) -> &str {
+        bare(&self.jid)
+    }
+}
+
+/// The bare form of a JID.
+pub fn bare(jid: &str) -> &str {
+    jid.split('/').next().unwrap_or(jid)
 }
 
 /// The sending side of a session: whole elements (or a stream header).
@@ -322,10 +332,9 @@ async fn connect_websocket(addr: SocketAddr, tcp: TcpStream) -> Result<(Tx, Rx),
     Ok((Tx::Ws(sink), Rx::Ws(stream)))
 }
 
-/// Opens session number `index` as user `<prefix><index>`.
-pub async fn establish(target: &Target, transport: Transport, prefix: &str, index: usize) -> Result<Session, String> {
-    let user = format!("{prefix}{index}");
-    let domain = target.domain.as_str();
+/// Connects over `transport` (STARTTLS and TLS on TCP) and opens the stream; returns the
+/// TCP socket, both sides and the stream's features.
+async fn connect(target: &Target, transport: Transport) -> Result<(RawFd, Tx, Rx, Stanza), String> {
     let addr = match transport {
         Transport::Tcp => target.addr,
         Transport::WebSocket => target.ws_addr.ok_or("no WebSocket address")?,
@@ -337,25 +346,44 @@ pub async fn establish(target: &Target, transport: Transport, prefix: &str, inde
         Transport::Tcp => connect_tcp(target, tcp).await?,
         Transport::WebSocket => connect_websocket(addr, tcp).await?,
     };
+    let features = open_stream(&mut tx, &mut rx, &target.domain).await?;
+    Ok((fd, tx, rx, features))
+}
 
-    let features = open_stream(&mut tx, &mut rx, domain).await?;
-    let password = &target.password;
-    if target.register {
-        if !features.inner().contains(ns::REGISTER_FEATURE) {
-            return Err("the server does not offer in-band registration (allow_registration = false?)".into());
-        }
-        tx.send(&format!(
-            "<iq type='set' id='reg' xmlns='jabber:client'><query xmlns='jabber:iq:register'>\
-             <username>{user}</username><password>{password}</password></query></iq>"
-        ))
-        .await?;
-        let reply = iq_reply(&mut rx, "reg").await?;
-        match reply.stanza_type() {
-            Some("result") => {}
-            Some("error") if reply.inner().contains("<conflict") => {}
-            _ => return Err(format!("registration failed: {}", String::from_utf8_lossy(&reply.to_bytes()))),
-        }
+/// Creates the account `<prefix><index>` in-band (XEP-0077), then closes the stream. An
+/// existing account (`conflict`) is fine: reruns reuse the accounts.
+pub async fn register(target: &Target, transport: Transport, prefix: &str, index: usize) -> Result<(), String> {
+    let user = format!("{prefix}{index}");
+    let (_, mut tx, mut rx, features) = connect(target, transport).await?;
+    if !features.inner().contains(ns::REGISTER_FEATURE) {
+        return Err("the server does not offer in-band registration (turned off in its config?)".into());
     }
+    let password = &target.password;
+    tx.send(&format!(
+        "<iq type='set' id='reg' xmlns='jabber:client'><query xmlns='jabber:iq:register'>\
+         <username>{user}</username><password>{password}</password></query></iq>"
+    ))
+    .await?;
+    let reply = iq_reply(&mut rx, "reg").await?;
+    match reply.stanza_type() {
+        Some("result") => {}
+        Some("error") if reply.inner().contains("<conflict") => {}
+        _ => return Err(format!("registration of {user} failed: {}", String::from_utf8_lossy(&reply.to_bytes()))),
+    }
+    tx.send(match transport {
+        Transport::Tcp => "</stream:stream>",
+        Transport::WebSocket => "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+    })
+    .await
+}
+
+/// Opens session number `index` as user `<prefix><index>`: SASL PLAIN, bind, initial
+/// presence. The account must exist.
+pub async fn establish(target: &Target, transport: Transport, prefix: &str, index: usize) -> Result<Session, String> {
+    let user = format!("{prefix}{index}");
+    let domain = target.domain.as_str();
+    let (fd, mut tx, mut rx, features) = connect(target, transport).await?;
+    let password = &target.password;
     if !features.inner().contains(">PLAIN<") {
         return Err("the server does not offer SASL PLAIN".into());
     }

@@ -1,10 +1,14 @@
 //! `jabberwock-load`: holds N authenticated sessions (TLS over TCP, RFC 7395 WebSocket,
-//! or N of each) against a Jabberwock server and reports the server's memory per idle
-//! session, then message throughput and latency.
+//! or N of each) against an XMPP server and reports the server's memory per idle
+//! session, then message throughput and latency. Only standard protocol is used
+//! (STARTTLS, XEP-0077, SASL PLAIN, RFC 6121 rosters), so it drives any server the same
+//! way; starting the server itself (`--server-bin`) and the archive/SM comparisons are
+//! Jabberwock's.
 //!
 //! Phases:
 //! 1. start the server (`--server-bin`) on free loopback ports with a temporary data
-//!    directory, or attach to a running one (`--addr`, `--pid`);
+//!    directory, or attach to a running one (`--addr`, `--pid`); register the accounts
+//!    in-band (XEP-0077) on connections of their own, unless `--no-register`;
 //! 2. per transport: open the first half of the sessions, let everything settle, read the
 //!    server's RSS; the second half, settle, RSS again (the slope between the two leaves
 //!    out fixed costs such as the database cache);
@@ -14,12 +18,18 @@
 //!    both transports: TCP↔TCP, then WebSocket↔TCP, then WebSocket↔WebSocket, each on
 //!    sessions of its own, and the WebSocket/TCP ratios. `--compare-archive` and
 //!    `--compare-sm` run each of these phases again on the same sessions, with their
-//!    message archive off, then with XEP-0198 on, and give the ratios.
+//!    message archive off, then with XEP-0198 on, and give the ratios. `--step-up`
+//!    instead raises the rate step by step until the p99 latency passes a limit (the
+//!    peak), then runs at half the peak;
+//! 4. `--roster R`: before the messages, every session gets R contacts subscribed both
+//!    ways (see `roster`); `--presence-rounds K`: K rounds in which every session changes
+//!    its status and every contact must receive it (the presence storm).
 //!
 //! Exits non-zero on a protocol failure, a session that could not be opened or a lost
 //! message.
 
 mod client;
+mod roster;
 mod server;
 mod sys;
 mod traffic;
@@ -55,16 +65,17 @@ impl Transports {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "jabberwock-load", about = "Load test for the Jabberwock XMPP server", version)]
+#[command(name = "jabberwock-load", about = "Load test for XMPP servers (Jabberwock's own, and any other over --addr)", version)]
 struct Args {
     /// The `jabberwock` binary: the tool starts it with a temporary data directory and
     /// config on free loopback ports.
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
     server_bin: Option<PathBuf>,
     /// The STARTTLS client port of an already running server (instead of --server-bin).
-    /// It needs `allow_registration = true` (or existing accounts and --no-register) and,
-    /// since every session comes from one address, `[auth] max_failures` at least the
-    /// number of sessions (registrations per address share that throttle).
+    /// It needs in-band registration on (or existing accounts and --no-register) and no
+    /// per-address registration or login throttle in the way: every session comes from
+    /// one address (Jabberwock: `allow_registration = true`, `[auth] max_failures` at
+    /// least the number of sessions).
     #[arg(long)]
     addr: Option<SocketAddr>,
     /// The PID of the server at --addr, for its memory and CPU figures.
@@ -99,6 +110,9 @@ struct Args {
     /// The accounts exist already: do not register them in-band.
     #[arg(long)]
     no_register: bool,
+    /// Accounts registered in-band at once, at most (before the sessions are opened).
+    #[arg(long, default_value_t = 32)]
+    register_concurrency: usize,
     /// Seconds to let the server settle before each memory reading.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
@@ -127,6 +141,30 @@ struct Args {
     /// XEP-0198 on its sessions and run it again, acknowledging every `<r/>`.
     #[arg(long)]
     compare_sm: bool,
+    /// Instead of one message phase at --message-rate: start there and multiply the rate
+    /// by --step-factor after each phase until the p99 latency passes --p99-limit-ms, a
+    /// message is lost, or less than 90 % of the offered rate is delivered; the peak is
+    /// the highest delivered rate within the limit. Then one phase at half the peak.
+    #[arg(long, conflicts_with_all = ["compare_archive", "compare_sm"])]
+    step_up: bool,
+    #[arg(long, default_value_t = 1.5)]
+    step_factor: f64,
+    #[arg(long, default_value_t = 50.0)]
+    p99_limit_ms: f64,
+    /// --step-up stops at this rate, peak or not.
+    #[arg(long, default_value_t = 100_000.0)]
+    max_rate: f64,
+    /// Contacts per session, subscribed both ways, set up before the messages (0: none).
+    #[arg(long, default_value_t = 0)]
+    roster: usize,
+    /// Presence storm rounds (needs --roster): every session changes its status once per
+    /// round, and every contact must receive it.
+    #[arg(long, default_value_t = 0, requires = "roster")]
+    presence_rounds: usize,
+    /// Also write the headline figures, one `key value` per line, to this file (for
+    /// bench/compare.sh).
+    #[arg(long)]
+    summary: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -161,7 +199,6 @@ fn main() -> ExitCode {
         domain: args.domain.clone(),
         connector: client::tls_connector(),
         password: args.users_password.clone(),
-        register: !args.no_register,
     };
     let pid = spawned.as_ref().map(|s| s.child.id()).or(args.pid);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -247,17 +284,26 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
     let mut ok = true;
     for (k, &transport) in args.transport.list().iter().enumerate() {
         let users = k * args.sessions..(k + 1) * args.sessions;
-        let (sessions, memory, failures) = open_batch(args, target, transport, users, pid, last, &mut report).await;
-        last = memory.after;
-        for f in failures.iter().take(10) {
-            report.note(format!("session failure: {f}"));
+        if !args.no_register {
+            let failures = register_batch(args, target, transport, users.clone(), &mut report).await;
+            if !note_failures(&mut report, "registration", &failures) {
+                ok = false;
+                break;
+            }
+            last = reading(pid);
         }
-        if failures.len() > 10 {
-            report.note(format!("… {} session failures in all", failures.len()));
+        let (mut sessions, memory, failures) =
+            open_batch(args, target, transport, users, pid, last, &mut report).await;
+        last = memory.after;
+        ok &= note_failures(&mut report, "session", &failures);
+        if ok && args.roster > 0 {
+            let back;
+            (back, ok) = rosters_and_storm(args, transport, sessions, pid, &mut report).await;
+            sessions = back;
+            last = reading(pid);
         }
         batches.push((transport, sessions, memory));
-        if !failures.is_empty() {
-            ok = false;
+        if !ok {
             break;
         }
     }
@@ -296,7 +342,14 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
                 // The previous phase's sessions are closing.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let (base, pairing) = message_phase(args, name, pairing, pid, &mut report).await;
+            if args.step_up {
+                ok &= step_up(args, name, pairing, pid, &mut report).await;
+                if !ok {
+                    break;
+                }
+                continue;
+            }
+            let (base, pairing) = message_phase(args, name, pairing, args.message_rate, pid, &mut report).await;
             ok &= base.ok;
             if let Some(cpu) = base.cpu_per_100k {
                 phases.push((name, cpu));
@@ -348,7 +401,14 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
     }
     report.tables.extend(comparisons);
     report.note(if ok { "result: OK".to_owned() } else { "result: FAILED".to_owned() });
+    report.figure("ok", u8::from(ok));
     println!("{report}");
+    if let Some(path) = &args.summary {
+        if let Err(e) = std::fs::write(path, report.figures_text()) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return false;
+        }
+    }
     ok
 }
 
@@ -405,18 +465,20 @@ async fn open_batch(
 
     let mut t = Table::new(&format!("{transport} sessions and memory"));
     t.row("sessions established", format!("{established} of {n}"));
-    t.row(
-        "setup time (all sessions)",
-        format!("{:.1} s, {:.0} sessions/s", setup_time.as_secs_f64(), established as f64 / setup_time.as_secs_f64()),
-    );
+    let per_sec = established as f64 / setup_time.as_secs_f64();
+    t.row("setup time (all sessions)", format!("{:.1} s, {per_sec:.0} sessions/s", setup_time.as_secs_f64()));
+    let key = transport.to_string().to_lowercase();
+    report.figure(format!("{key}_sessions"), established);
+    report.figure(format!("{key}_logins_per_sec"), format!("{per_sec:.0}"));
     if let (Some(cpu), true) = (diff(start.server_cpu, after.server_cpu), established > 0) {
         let settle = (readings.len() - 1) as u64 * args.idle_secs;
         let setup_ms = cpu * 1e3 / established as f64;
         memory.setup_ms = Some(setup_ms);
         t.row(
             "server CPU per session setup",
-            format!("{setup_ms:.2} ms (register + PLAIN + TLS; {cpu:.1} s in all, {settle} s of it idle)"),
+            format!("{setup_ms:.2} ms (TLS + PLAIN + bind + presence; {cpu:.1} s in all, {settle} s of it idle)"),
         );
+        report.figure(format!("{key}_setup_cpu_ms"), format!("{setup_ms:.2}"));
     }
     if let Some(cpu) = diff(start.tool_cpu, after.tool_cpu) {
         t.row("tool CPU during setup", format!("{cpu:.1} s"));
@@ -428,12 +490,14 @@ async fn open_batch(
         if established > 0 {
             let per = (rss as f64 - before as f64) / established as f64;
             memory.per_session = Some(per);
+            report.figure(format!("{key}_rss_per_session_kib"), format!("{per:.1}"));
             t.row("server RSS per idle session (after − before) / N", format!("{per:.1} KiB"));
         }
         if let [_, (n1, r1), (n2, r2)] = readings.as_slice() {
             if let (Some(a), Some(b)) = (r1.server_rss, r2.server_rss) {
                 let slope = (b as f64 - a as f64) / (n2 - n1) as f64;
                 memory.slope = Some(slope);
+                report.figure(format!("{key}_rss_slope_kib"), format!("{slope:.1}"));
                 t.row(format!("server RSS per idle session, slope {n1}→{n2}"), format!("{slope:.1} KiB"));
             }
         }
@@ -465,8 +529,10 @@ struct Summary {
     delivered_per_sec: f64,
     p50_us: Option<u32>,
     p99_us: Option<u32>,
+    max_us: Option<u32>,
     /// Server CPU seconds per 100k messages.
     cpu_per_100k: Option<f64>,
+    tool_cpu_per_100k: Option<f64>,
 }
 
 /// One message phase on the sessions of `pairing`. Adds its table; returns its summary
@@ -475,34 +541,47 @@ async fn message_phase(
     args: &Args,
     name: &str,
     pairing: Pairing,
+    rate: f64,
     pid: Option<u32>,
     report: &mut Report,
 ) -> (Summary, Option<Pairing>) {
     let active = pairing.len();
     let plan = traffic::Plan {
-        rate: args.message_rate,
+        rate,
         duration: Duration::from_secs(args.duration_secs),
         senders: args.senders,
         drain: Duration::from_secs(args.drain_secs),
     };
     let before = reading(pid);
-    let out = traffic::run(pairing, &plan).await;
+    let (out, back) = traffic::run(pairing, &plan).await;
     let after = reading(pid);
-    let lost = out.sent as i64 - out.received as i64 - out.errors as i64;
     let mut t = Table::new(&format!(
-        "messages {name}: {active} active sessions, {:.0} msg/s offered for {} s, {} sender tasks",
-        args.message_rate, args.duration_secs, plan.senders
+        "messages {name}: {active} active sessions, {rate:.0} msg/s offered for {} s, {} sender tasks",
+        args.duration_secs, plan.senders
     ));
     t.row("sent", out.sent.to_string());
-    t.row("received", out.received.to_string());
-    t.row("lost (sent − received − bounced, after the drain)", lost.to_string());
-    t.row("bounced (type='error')", out.errors.to_string());
     t.row("send rate achieved", format!("{:.0} msg/s", out.sent as f64 / out.send_time.as_secs_f64()));
-    let delivered_per_sec = out.received as f64 / out.delivery_time.as_secs_f64().max(1e-9);
-    t.row("delivered rate", format!("{delivered_per_sec:.0} msg/s (first send to last receipt)"));
     if out.acks > 0 {
         t.row("XEP-0198 acks sent (answers to <r/>)", out.acks.to_string());
     }
+    let summary = deliveries(&mut t, &out, &before, &after, "messages");
+    report.tables.push(t);
+    for f in out.failures.iter().take(10) {
+        report.note(format!("{name} message phase failure: {f}"));
+    }
+    (summary, back)
+}
+
+/// The delivery figures of a phase (messages or presence updates), from the readings
+/// before and after it: rows of `t`, and its summary.
+fn deliveries(t: &mut Table, out: &traffic::Outcome, before: &Reading, after: &Reading, what: &str) -> Summary {
+    let lost = out.expected as i64 - out.received as i64 - out.errors as i64;
+    t.row("deliveries expected", out.expected.to_string());
+    t.row("received", out.received.to_string());
+    t.row("lost (expected − received − bounced, after the drain)", lost.to_string());
+    t.row("bounced (type='error')", out.errors.to_string());
+    let delivered_per_sec = out.received as f64 / out.delivery_time.as_secs_f64().max(1e-9);
+    t.row("delivered rate", format!("{delivered_per_sec:.0} {what}/s (first send to last receipt)"));
     let percentile = |p: f64| -> Option<u32> {
         let n = out.latencies_us.len();
         (n > 0).then(|| out.latencies_us[((n as f64 - 1.0) * p).round() as usize])
@@ -516,35 +595,33 @@ async fn message_phase(
         _ => 1.0,
     };
     let server_cpu = diff(before.server_cpu, after.server_cpu);
-    for (who, cpu) in [("server", server_cpu), ("tool", diff(before.tool_cpu, after.tool_cpu))] {
+    let tool_cpu = diff(before.tool_cpu, after.tool_cpu);
+    for (who, cpu) in [("server", server_cpu), ("tool", tool_cpu)] {
         if let Some(cpu) = cpu {
             t.row(
                 format!("{who} CPU"),
                 format!(
-                    "{cpu:.2} s ({:.0}% of one core), {:.2} s per 100k messages",
+                    "{cpu:.2} s ({:.0}% of one core), {:.2} s per 100k {what}",
                     100.0 * cpu / wall,
                     per_100k(cpu)
                 ),
             );
         }
     }
-    others_row(&mut t, &before, &after);
+    others_row(t, before, after);
     if let Some(rss) = after.server_rss {
-        t.row("server RSS after messages", kib(rss));
+        t.row(format!("server RSS after the {what}"), kib(rss));
     }
-    report.tables.push(t);
-    for f in out.failures.iter().take(10) {
-        report.note(format!("{name} message phase failure: {f}"));
-    }
-    let summary = Summary {
+    Summary {
         ok: lost == 0 && out.errors == 0 && out.failures.is_empty(),
         lost,
         delivered_per_sec,
         p50_us: percentile(0.5),
         p99_us: percentile(0.99),
+        max_us: percentile(1.0),
         cpu_per_100k: server_cpu.map(per_100k),
-    };
-    (summary, out.sessions)
+        tool_cpu_per_100k: tool_cpu.map(per_100k),
+    }
 }
 
 /// `--compare-archive` and `--compare-sm`: runs phase `name` again on its sessions
@@ -582,7 +659,8 @@ async fn compare(
             return (t, false);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (after, back) = message_phase(args, &format!("{name}, {with}"), sessions, pid, report).await;
+        let (after, back) =
+            message_phase(args, &format!("{name}, {with}"), sessions, args.message_rate, pid, report).await;
         pairing = back;
         let ratio = |a: Option<f64>, b: Option<f64>, unit: &str| match (a, b) {
             (Some(a), Some(b)) => format!("{a:.2} {unit} / {b:.2} {unit} = {:.2}×", a / b),
@@ -608,28 +686,34 @@ async fn compare(
     (t, true)
 }
 
-/// Opens sessions `range` at `ramp` per second, at most `concurrency` at once. Stops
-/// starting new ones after too many failures.
-async fn open_sessions(
-    target: &Target,
-    transport: Transport,
-    prefix: &str,
+/// Runs `op` for every number of `range` (one account or session each), started at
+/// `ramp` per second (0: as fast as `concurrency` allows), at most `concurrency` at once;
+/// `what` names the results in the progress lines. Stops starting new ones after too
+/// many failures.
+async fn run_many<T, F, Fut>(
     range: std::ops::Range<usize>,
     ramp: f64,
     concurrency: usize,
-) -> (Vec<Session>, Vec<String>) {
+    what: &str,
+    op: F,
+) -> (Vec<T>, Vec<String>)
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
     let total = range.len();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut opened = Vec::with_capacity(total);
+    let mut done = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let t0 = tokio::time::Instant::now();
     let max_errors = (total / 100).max(10);
-    let mut collect = |r: Result<Result<Session, String>, tokio::task::JoinError>, opened: &mut Vec<Session>| match r {
+    let mut collect = |r: Result<Result<T, String>, tokio::task::JoinError>, done: &mut Vec<T>| match r {
         Ok(Ok(s)) => {
-            opened.push(s);
-            if opened.len().is_multiple_of(1000) {
-                eprintln!("… {} sessions up", opened.len());
+            done.push(s);
+            if done.len().is_multiple_of(1000) {
+                eprintln!("… {} {what}", done.len());
             }
         }
         Ok(Err(e)) => errors.push(e),
@@ -640,23 +724,200 @@ async fn open_sessions(
             tokio::time::sleep_until(t0 + Duration::from_secs_f64(k as f64 / ramp)).await;
         }
         let permit = semaphore.clone().acquire_owned().await.expect("semaphore open");
-        let (target, prefix) = (target.clone(), prefix.to_owned());
+        let job = op(i);
         tasks.spawn(async move {
-            let r = client::establish_within(&target, transport, &prefix, i, Duration::from_secs(300)).await;
+            let r = job.await;
             drop(permit);
             r
         });
         while let Some(r) = tasks.try_join_next() {
-            collect(r, &mut opened);
+            collect(r, &mut done);
         }
-        if opened.len() + tasks.len() < k + 1 && k + 1 - opened.len() - tasks.len() > max_errors {
+        if done.len() + tasks.len() < k + 1 && k + 1 - done.len() - tasks.len() > max_errors {
             break;
         }
     }
     while let Some(r) = tasks.join_next().await {
-        collect(r, &mut opened);
+        collect(r, &mut done);
     }
-    (opened, errors)
+    (done, errors)
+}
+
+/// Opens sessions `range` (see [`run_many`]).
+async fn open_sessions(
+    target: &Target,
+    transport: Transport,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    ramp: f64,
+    concurrency: usize,
+) -> (Vec<Session>, Vec<String>) {
+    run_many(range, ramp, concurrency, "sessions up", |i| {
+        let (target, prefix) = (target.clone(), prefix.to_owned());
+        async move { client::establish_within(&target, transport, &prefix, i, Duration::from_secs(300)).await }
+    })
+    .await
+}
+
+/// Registers the accounts `users` in-band, `--register-concurrency` at once. Adds a
+/// table; returns the failures.
+async fn register_batch(
+    args: &Args,
+    target: &Target,
+    transport: Transport,
+    users: std::ops::Range<usize>,
+    report: &mut Report,
+) -> Vec<String> {
+    let n = users.len();
+    let t0 = Instant::now();
+    let (done, failures) = run_many(users, 0.0, args.register_concurrency, "accounts registered", |i| {
+        let (target, prefix) = (target.clone(), args.user_prefix.clone());
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(300), client::register(&target, transport, &prefix, i)).await;
+            r.unwrap_or_else(|_| Err("not done within 300 s".into())).map_err(|e| format!("{transport} {prefix}{i}: {e}"))
+        }
+    })
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut t = Table::new(&format!("{transport} accounts (in-band registration, existing ones kept)"));
+    t.row("accounts registered or existing", format!("{} of {n}", done.len()));
+    t.row("time", format!("{secs:.1} s, {:.0} accounts/s", done.len() as f64 / secs));
+    report.tables.push(t);
+    failures
+}
+
+/// Notes the first failures of a step; true when there were none.
+fn note_failures(report: &mut Report, what: &str, failures: &[String]) -> bool {
+    for f in failures.iter().take(10) {
+        report.note(format!("{what} failure: {f}"));
+    }
+    if failures.len() > 10 {
+        report.note(format!("… {} {what} failures in all", failures.len()));
+    }
+    failures.is_empty()
+}
+
+/// `--roster` and `--presence-rounds` on a batch of sessions: the subscriptions, then the
+/// storm. Returns the sessions and whether all went well.
+async fn rosters_and_storm(
+    args: &Args,
+    transport: Transport,
+    sessions: Vec<Session>,
+    pid: Option<u32>,
+    report: &mut Report,
+) -> (Vec<Session>, bool) {
+    let n = sessions.len();
+    if n < 2 {
+        return (sessions, true);
+    }
+    let contacts_each = roster::contacts(0, n, args.roster).len();
+    let mut t = Table::new(&format!("{transport} rosters: {contacts_each} contacts each, subscribed both ways"));
+    let before = reading(pid);
+    let t0 = Instant::now();
+    let (sessions, result) = roster::befriend(sessions, args.roster, Duration::from_secs(900)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let after = reading(pid);
+    match result {
+        Ok(b) => {
+            t.row("subscriptions asked for", b.requested.to_string());
+            t.row("sessions whose roster was complete already", format!("{} of {n}", b.already));
+            t.row("time", format!("{secs:.1} s"));
+            if let Some(cpu) = diff(before.server_cpu, after.server_cpu) {
+                t.row("server CPU", format!("{cpu:.1} s"));
+            }
+            report.tables.push(t);
+        }
+        Err(e) => {
+            report.tables.push(t);
+            report.note(format!("rosters: {e}"));
+            return (sessions, false);
+        }
+    }
+    if args.presence_rounds == 0 {
+        return (sessions, true);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reading(pid);
+    let out = traffic::storm(sessions, contacts_each, args.presence_rounds, Duration::from_secs(args.drain_secs)).await;
+    let after = reading(pid);
+    let mut t = Table::new(&format!(
+        "{transport} presence storm: {n} sessions × {} rounds, each status to {contacts_each} contacts",
+        args.presence_rounds
+    ));
+    t.row("status updates sent", out.sent.to_string());
+    let s = deliveries(&mut t, &out, &before, &after, "presences");
+    report.tables.push(t);
+    note_failures(report, "presence storm", &out.failures);
+    report.figure("presence_per_sec", format!("{:.0}", s.delivered_per_sec));
+    figures_of(report, "presence", &s);
+    (out.sessions.unwrap_or_default(), s.ok)
+}
+
+/// `--step-up` on one pairing: rising rates until the limit, then half the peak. Adds a
+/// table; returns whether every phase went well.
+async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, report: &mut Report) -> bool {
+    let limit_us = args.p99_limit_ms * 1000.0;
+    let mut t = Table::new(&format!("{name}: peak rate with p99 ≤ {} ms", args.p99_limit_ms));
+    let (mut rate, mut peak, mut pairing, mut ok) = (args.message_rate, None::<Summary>, Some(pairing), true);
+    let step_row = |t: &mut Table, label: String, s: &Summary| {
+        let lat = |v: Option<u32>| v.map_or("-".into(), ms);
+        t.row(
+            label,
+            format!(
+                "{:.0} msg/s delivered, p50 / p99 / max {} / {} / {}, lost {}, server CPU {:.2} s per 100k",
+                s.delivered_per_sec,
+                lat(s.p50_us),
+                lat(s.p99_us),
+                lat(s.max_us),
+                s.lost,
+                s.cpu_per_100k.unwrap_or(f64::NAN)
+            ),
+        );
+    };
+    while let Some(p) = pairing.take() {
+        let (s, back) = message_phase(args, &format!("{name} at {rate:.0} msg/s"), p, rate, pid, report).await;
+        pairing = back;
+        ok &= s.ok;
+        step_row(&mut t, format!("{rate:.0} msg/s offered"), &s);
+        let within = s.ok && s.p99_us.is_some_and(|p| f64::from(p) <= limit_us) && s.delivered_per_sec >= 0.9 * rate;
+        if within && peak.is_none_or(|p| s.delivered_per_sec > p.delivered_per_sec) {
+            peak = Some(s);
+        }
+        if !within || rate * args.step_factor > args.max_rate {
+            break;
+        }
+        rate *= args.step_factor;
+    }
+    let Some(peak) = peak else {
+        t.row("peak", "none: the first rate was past the limit already");
+        report.tables.push(t);
+        return false;
+    };
+    t.row("peak (delivered, within the limit)", format!("{:.0} msg/s", peak.delivered_per_sec));
+    report.figure("peak_msgs_per_sec", format!("{:.0}", peak.delivered_per_sec));
+    figures_of(report, "peak", &peak);
+    if let Some(p) = pairing.take() {
+        let half = peak.delivered_per_sec / 2.0;
+        let (s, _) = message_phase(args, &format!("{name} at half the peak"), p, half, pid, report).await;
+        ok &= s.ok;
+        step_row(&mut t, format!("half the peak, {half:.0} msg/s offered"), &s);
+        report.figure("half_peak_rate", format!("{half:.0}"));
+        figures_of(report, "half_peak", &s);
+    }
+    report.tables.push(t);
+    ok
+}
+
+/// The summary figures of a phase, keys prefixed with `prefix`.
+fn figures_of(report: &mut Report, prefix: &str, s: &Summary) {
+    let ms_of = |v: Option<u32>| v.map_or("-".into(), |us| format!("{:.2}", f64::from(us) / 1000.0));
+    report.figure(format!("{prefix}_p50_ms"), ms_of(s.p50_us));
+    report.figure(format!("{prefix}_p99_ms"), ms_of(s.p99_us));
+    report.figure(format!("{prefix}_max_ms"), ms_of(s.max_us));
+    report.figure(format!("{prefix}_lost"), s.lost);
+    let cpu = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.2}"));
+    report.figure(format!("{prefix}_server_cpu_per_100k"), cpu(s.cpu_per_100k));
+    report.figure(format!("{prefix}_tool_cpu_per_100k"), cpu(s.tool_cpu_per_100k));
 }
 
 fn kib(v: u64) -> String {
@@ -671,11 +932,21 @@ fn ms(us: u32) -> String {
 struct Report {
     tables: Vec<Table>,
     notes: Vec<String>,
+    /// The headline figures for `--summary`.
+    figures: Vec<(String, String)>,
 }
 
 impl Report {
     fn note(&mut self, s: String) {
         self.notes.push(s);
+    }
+
+    fn figure(&mut self, key: impl Into<String>, value: impl ToString) {
+        self.figures.push((key.into(), value.to_string()));
+    }
+
+    fn figures_text(&self) -> String {
+        self.figures.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
     }
 }
 

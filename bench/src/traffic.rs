@@ -4,7 +4,12 @@
 //! reader task per active session receives them and records the latency from the send
 //! timestamp in the body. A session with XEP-0198 enabled has its reader answer the
 //! server's `<r/>`. The sessions are handed back at the end, for another phase.
+//!
+//! The presence storm ([`storm`]) uses the same readers: in each round every session
+//! changes its status once, with a send timestamp in `<status/>`, and every contact of
+//! every session must receive it.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 use jabberwock_proto::{ReadEvent, Stanza, ns};
 use tokio::sync::{Mutex, watch};
 
-use crate::client::{Rx, Session, Tx};
+use crate::client::{self, Rx, Session, Tx};
 
 /// A session's sending side, shared by its sender task and, for acknowledgements, its
 /// reader.
@@ -89,8 +94,9 @@ pub struct Plan {
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
+    /// Stamped messages, or stamped presence from others.
     received: AtomicU64,
-    /// Message stanzas of type `error` (bounces).
+    /// Message or presence stanzas of type `error` (bounces).
     errors: AtomicU64,
     /// Nanoseconds since the epoch of the last message received.
     last_received_ns: AtomicU64,
@@ -99,7 +105,10 @@ struct Counters {
 }
 
 pub struct Outcome {
+    /// Messages, or status updates.
     pub sent: u64,
+    /// Deliveries expected: one per message, one per contact per status update.
+    pub expected: u64,
     pub received: u64,
     pub errors: u64,
     /// Stream-level problems: a closed stream, bad XML, a failed write.
@@ -112,35 +121,109 @@ pub struct Outcome {
     pub delivery_time: Duration,
     pub acks: u64,
     /// The sessions, for another phase; `None` when a task failed and some are gone.
-    pub sessions: Option<Pairing>,
+    pub sessions: Option<Vec<Session>>,
+}
+
+/// The sessions of a phase, each with its reader task running.
+struct Live {
+    epoch: Instant,
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    readers: tokio::task::JoinSet<(usize, Reader, Option<String>)>,
+    /// Session number and sending side, in the sessions' order.
+    writers: Vec<(usize, SharedTx)>,
+    /// What is left of each session while its reader runs: index, JID, socket.
+    shells: Vec<Option<(usize, String, RawFd)>>,
+}
+
+impl Live {
+    fn start(sessions: Vec<Session>) -> Self {
+        let epoch = Instant::now();
+        let counters = Arc::new(Counters::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut readers = tokio::task::JoinSet::new();
+        let mut writers = Vec::with_capacity(sessions.len());
+        let mut shells = Vec::with_capacity(sessions.len());
+        for (i, s) in sessions.into_iter().enumerate() {
+            let own = client::bare(&s.jid).to_owned();
+            let Session { index, jid, fd, sm_handled, tx, rx } = s;
+            let tx = Arc::new(Mutex::new(tx));
+            writers.push((i, tx.clone()));
+            let reader = Reader { rx, tx, own, sm_handled, latencies: Vec::new() };
+            readers.spawn(receive(i, reader, epoch, counters.clone(), stop_rx.clone()));
+            shells.push(Some((index, jid, fd)));
+        }
+        Live { epoch, counters, stop, readers, writers, shells }
+    }
+
+    fn arrived(&self) -> u64 {
+        self.counters.received.load(Ordering::Relaxed) + self.counters.errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `expected` stamped stanzas (or bounces) have arrived, or `drain` has
+    /// passed.
+    async fn drain(&self, expected: u64, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        while self.arrived() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the readers (a little later, to catch duplicates or late bounces) and gives
+    /// the sessions back.
+    async fn finish(mut self, sent: u64, expected: u64, send_time: Duration, mut failures: Vec<String>) -> Outcome {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = self.stop.send(true);
+        // The sender tasks are done: the readers hold the last references.
+        drop(self.writers);
+        let mut latencies_us = Vec::new();
+        let mut back: Vec<Option<Session>> = (0..self.shells.len()).map(|_| None).collect();
+        while let Some(r) = self.readers.join_next().await {
+            match r {
+                Ok((i, reader, failure)) => {
+                    failures.extend(failure);
+                    let Reader { rx, tx, sm_handled, latencies, .. } = reader;
+                    latencies_us.extend(latencies);
+                    let (Some((index, jid, fd)), Ok(tx)) = (self.shells[i].take(), Arc::try_unwrap(tx)) else {
+                        continue;
+                    };
+                    back[i] = Some(Session { index, jid, fd, sm_handled, tx: tx.into_inner(), rx });
+                }
+                Err(e) => failures.push(format!("reader task: {e}")),
+            }
+        }
+        latencies_us.sort_unstable();
+        let c = &self.counters;
+        Outcome {
+            sent,
+            expected,
+            received: c.received.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            failures,
+            latencies_us,
+            send_time,
+            delivery_time: Duration::from_nanos(c.last_received_ns.load(Ordering::Relaxed)),
+            acks: c.acks.load(Ordering::Relaxed),
+            sessions: back.into_iter().collect(),
+        }
+    }
 }
 
 /// Sends and receives on the sessions, at least two (one on each side with
-/// [`Pairing::Across`]).
-pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
+/// [`Pairing::Across`]). The sessions come back paired as they came.
+pub async fn run(pairing: Pairing, plan: &Plan) -> (Outcome, Option<Pairing>) {
     let (sessions, split) = pairing.into_parts();
     assert!(sessions.len() >= 2 && split.is_none_or(|k| k > 0 && k < sessions.len()));
-    let epoch = Instant::now();
-    let counters = Arc::new(Counters::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let recipients: Arc<Vec<String>> =
-        Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap_or(&s.jid).to_owned()).collect());
-    let senders = plan.senders.clamp(1, sessions.len());
-    let mut writers: Vec<Vec<(usize, SharedTx)>> = (0..senders).map(|_| Vec::new()).collect();
-    let mut readers = tokio::task::JoinSet::new();
-    let mut shells = Vec::with_capacity(sessions.len());
-    for (i, s) in sessions.into_iter().enumerate() {
-        let Session { index, jid, fd, sm_handled, tx, rx } = s;
-        let tx = Arc::new(Mutex::new(tx));
-        writers[i % senders].push((i, tx.clone()));
-        let reader = Reader { rx, tx, sm_handled, latencies: Vec::new() };
-        readers.spawn(receive(i, reader, epoch, counters.clone(), stop_rx.clone()));
-        shells.push(Some((index, jid, fd)));
+    let recipients: Arc<Vec<String>> = Arc::new(sessions.iter().map(|s| s.bare().to_owned()).collect());
+    let live = Live::start(sessions);
+    let senders = plan.senders.clamp(1, live.writers.len());
+    let mut shares: Vec<Vec<(usize, SharedTx)>> = (0..senders).map(|_| Vec::new()).collect();
+    for (i, w) in live.writers.iter().enumerate() {
+        shares[i % senders].push(w.clone());
     }
-
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut send_tasks = tokio::task::JoinSet::new();
-    for (k, w) in writers.into_iter().enumerate() {
+    for (k, w) in shares.into_iter().enumerate() {
         let per_task = plan.rate / senders as f64;
         send_tasks.spawn(send(
             w,
@@ -148,8 +231,8 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
             split,
             per_task,
             plan.duration,
-            epoch,
-            counters.clone(),
+            live.epoch,
+            live.counters.clone(),
             next_seq.clone(),
             0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
         ));
@@ -162,48 +245,37 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> Outcome {
             Err(e) => failures.push(format!("sender task: {e}")),
         }
     }
-    let send_time = epoch.elapsed();
-
+    let send_time = live.epoch.elapsed();
     // Drain: everything sent should arrive.
-    let sent = counters.sent.load(Ordering::Relaxed);
-    let drain_deadline = Instant::now() + plan.drain;
-    while counters.received.load(Ordering::Relaxed) + counters.errors.load(Ordering::Relaxed) < sent
-        && Instant::now() < drain_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // A little longer, to catch duplicates or late bounces.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = stop_tx.send(true);
-    let mut latencies_us = Vec::new();
-    let mut back: Vec<Option<Session>> = (0..shells.len()).map(|_| None).collect();
-    while let Some(r) = readers.join_next().await {
-        match r {
-            Ok((i, reader, failure)) => {
-                failures.extend(failure);
-                let Reader { rx, tx, sm_handled, latencies } = reader;
-                latencies_us.extend(latencies);
-                // The sender tasks are done: the reader holds the last reference.
-                let (Some((index, jid, fd)), Ok(tx)) = (shells[i].take(), Arc::try_unwrap(tx)) else { continue };
-                back[i] = Some(Session { index, jid, fd, sm_handled, tx: tx.into_inner(), rx });
+    let sent = live.counters.sent.load(Ordering::Relaxed);
+    live.drain(sent, plan.drain).await;
+    let mut out = live.finish(sent, sent, send_time, failures).await;
+    let back = out.sessions.take().map(|s| Pairing::from_parts(s, split));
+    (out, back)
+}
+
+/// The presence storm: `rounds` times, every session sends a new status (alternating
+/// `away` and `chat`) as fast as it can be written; each round waits until every contact
+/// of every session (`contacts_each`) has it, or `drain` passes, before the next.
+pub async fn storm(sessions: Vec<Session>, contacts_each: usize, rounds: usize, drain: Duration) -> Outcome {
+    let live = Live::start(sessions);
+    let mut failures = Vec::new();
+    let mut sent = 0u64;
+    'rounds: for round in 0..rounds {
+        let show = if round % 2 == 0 { "away" } else { "chat" };
+        for (i, tx) in &live.writers {
+            let t = live.epoch.elapsed().as_nanos() as u64;
+            let update = format!("<presence xmlns='jabber:client'><show>{show}</show><status>t={t} r={round}</status></presence>");
+            if let Err(e) = tx.lock().await.send(&update).await {
+                failures.push(format!("presence from session {i}: {e}"));
+                break 'rounds;
             }
-            Err(e) => failures.push(format!("reader task: {e}")),
+            sent += 1;
         }
+        live.drain(sent * contacts_each as u64, drain).await;
     }
-    let sessions = back.into_iter().collect::<Option<Vec<_>>>().map(|s| Pairing::from_parts(s, split));
-    latencies_us.sort_unstable();
-    let last = counters.last_received_ns.load(Ordering::Relaxed);
-    Outcome {
-        sent,
-        received: counters.received.load(Ordering::Relaxed),
-        errors: counters.errors.load(Ordering::Relaxed),
-        failures,
-        latencies_us,
-        send_time,
-        delivery_time: Duration::from_nanos(last),
-        acks: counters.acks.load(Ordering::Relaxed),
-        sessions,
-    }
+    let send_time = live.epoch.elapsed();
+    live.finish(sent, sent * contacts_each as u64, send_time, failures).await
 }
 
 /// xorshift64*: good enough to pick recipients.
@@ -280,6 +352,8 @@ struct Reader {
     rx: Rx,
     /// To answer the server's `<r/>`.
     tx: SharedTx,
+    /// The session's bare JID: its own presence echo is not a delivery.
+    own: String,
     /// With XEP-0198: message, presence and iq stanzas received since it was enabled.
     sm_handled: Option<u32>,
     /// Microseconds.
@@ -326,15 +400,21 @@ impl Reader {
                 return Ok(());
             }
         }
-        if st.name() != "message" {
+        let kind = st.name();
+        if kind != "message" && kind != "presence" {
             return Ok(());
         }
         if st.stanza_type() == Some("error") {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let body = st.inner();
-        let Some(t) = body.find("t=").map(|i| &body[i + 2..]) else {
+        if kind == "presence" && st.from().map(client::bare) == Some(self.own.as_str()) {
+            return Ok(());
+        }
+        // The stamp opens the <body/> or <status/>; a `stamp=` attribute (XEP-0203
+        // delay) must not match.
+        let inner = st.inner();
+        let Some(t) = inner.find(">t=").map(|i| &inner[i + 3..]) else {
             return Ok(());
         };
         let digits = t.bytes().take_while(u8::is_ascii_digit).count();
