@@ -171,6 +171,10 @@ max_failures = 1000000000
 [http]
 listen = []
 listen_tls = []
+
+# No federation, as for the other two.
+[s2s]
+enabled = false
 EOF
     "$TARGET/release/jabberwock" --config "$dir/jabberwock.toml" serve 2> "$dir/server.log" &
     SERVER_PID=$!
