@@ -83,6 +83,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // Tasks still running (sessions that were ending) are dropped; blocking work such as
+    // a name lookup gets a moment, not a veto over exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

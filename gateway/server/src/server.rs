@@ -112,6 +112,9 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// How long shutdown waits for the archive and the database to finish what is in flight.
+const STORAGE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
+
 /// A started server and the addresses it actually listens on.
 pub struct Running {
     pub server: Arc<Server>,
@@ -227,8 +230,18 @@ impl Running {
         while self.server.connection_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.server.archive.flush().await;
-        self.server.store.close().await;
-        tracing::info!("storage closed");
+        if self.server.connection_count() > 0 {
+            tracing::warn!(connections = self.server.connection_count(), "connections still ending; closing storage anyway");
+        }
+        // Every commit is durable on its own; these only wait for work in flight, and a
+        // storage that no longer answers must not keep the process from exiting.
+        let closing = async {
+            self.server.archive.flush().await;
+            self.server.store.close().await;
+        };
+        match tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing).await {
+            Ok(()) => tracing::info!("storage closed"),
+            Err(_) => tracing::warn!(limit = ?STORAGE_CLOSE_LIMIT, "storage did not close in time; exiting anyway"),
+        }
     }
 }
