@@ -264,7 +264,7 @@ fn has_external(features: &Element) -> bool {
 }
 
 #[tokio::test]
-async fn sasl_external_authenticates_a_peer_with_a_valid_certificate() {
+async fn sasl_external_and_bidirectional_streams_with_valid_certificates() {
     let ca = TestCa::new();
     let (a_cert, a_key) = ca.issue(A);
     let (b_cert, b_key) = ca.issue(B);
@@ -292,6 +292,11 @@ async fn sasl_external_authenticates_a_peer_with_a_valid_certificate() {
     alice.send("<message to='bob@b.example/laptop' type='chat'><body>over EXTERNAL</body></message>").await;
     let m = bob.expect("alice's message", is_message_with("over EXTERNAL")).await;
     assert_eq!(m.attr("from"), Some("alice@a.example/phone"));
+    // b cannot connect to a: the answer comes back on a's connection, which a made
+    // bidirectional (XEP-0288) since b's certificate proved who b is.
+    bob.send("<message to='alice@a.example/phone' type='chat'><body>over the same stream</body></message>").await;
+    let m = alice.expect("bob's answer", is_message_with("over the same stream")).await;
+    assert_eq!(m.attr("from"), Some("bob@b.example/laptop"));
 
     // A raw peer with a's certificate gets EXTERNAL; without a certificate, it does not.
     let (_, features) = raw_s2s(b_s2s, A, B, None).await;

@@ -3,7 +3,8 @@
 # The caller sets SUITE_NAME (for messages) and may set JABBERWOCK_BIN (default
 # target/debug/jabberwock), JABBERWOCK_LOG, DOMAIN (default localhost), JW_HOST (the
 # loopback address the listeners use, default 127.0.0.1) and a jw_before_cleanup function
-# (run first on exit). Provides:
+# (run first on exit). The work directory is removed after a success unless KEEP_WORK is
+# set. Provides:
 #   jw_begin                      a fresh WORK dir, SERVER_LOG, and the exit trap that stops
 #                                 the server, prints its log on failure and cleans up
 #   jw_free_ports N               N free loopback ports, space-separated
@@ -51,7 +52,7 @@ jw_cleanup() {
         cat "$SERVER_LOG" >&2
         say "---- end of server log ----"
     fi
-    if [ "$rc" -eq 0 ]; then
+    if [ "$rc" -eq 0 ] && [ -z "${KEEP_WORK:-}" ]; then
         rm -rf "$WORK"
     else
         say "kept $WORK for inspection"

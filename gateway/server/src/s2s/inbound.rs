@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, StreamErrorCondition, StreamHeader};
-use jid::Jid;
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::{allowed, verify_with_authority, BoxIo, ConnectionSlot, Pair};
+use super::{accept_from_peer, adopt_inbound, allowed, answer_verify, outgoing_frame, retire, verify_with_authority, BoxIo, ConnectionSlot, Outgoing, Pair};
 use crate::server::Server;
 use crate::session::random_id;
 use crate::stream::Frame;
@@ -62,6 +61,11 @@ struct Inbound {
     authenticated: HashSet<Pair>,
     sasl_done: bool,
     verdicts_tx: mpsc::UnboundedSender<Verdict>,
+    /// The peer asked for a bidirectional stream (XEP-0288).
+    bidi: bool,
+    /// With bidi: the pair this stream also carries our stanzas for, its registration
+    /// serial, and its queue.
+    reverse: Option<(Pair, u64, mpsc::Receiver<Outgoing>)>,
 }
 
 /// What to do after an event.
@@ -101,8 +105,18 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         authenticated: HashSet::new(),
         sasl_done: false,
         verdicts_tx,
+        bidi: false,
+        reverse: None,
     };
     inbound.run(slot, &mut verdicts, negotiation_deadline).await;
+    if let Some((pair, serial, mut rx)) = inbound.reverse.take() {
+        // Stanzas that were waiting for this stream take a connection of our own.
+        for st in retire(&server, &pair, serial, &mut rx) {
+            for reply in super::send(&server, st) {
+                crate::im::route(&server, reply).await;
+            }
+        }
+    }
 }
 
 fn peer_chain<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Vec<CertificateDer<'static>> {
@@ -135,6 +149,11 @@ impl Inbound {
                     }
                 },
                 Some((pair, valid)) = verdicts.recv() => self.on_verdict(pair, valid, &mut out),
+                Some(item) = next_outgoing(&mut self.reverse) => {
+                    let pair = &self.reverse.as_ref().expect("polled above").0;
+                    out.push(outgoing_frame(pair, item));
+                    Next::Continue
+                }
                 _ = sleep_until(negotiation_deadline), if self.authenticated.is_empty() => {
                     self.fail(StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "authentication took too long"), &mut out)
                 }
@@ -160,6 +179,18 @@ impl Inbound {
                 }
             }
         }
+    }
+
+    /// With bidi, the first pair the peer proves is the one we send to it on this stream.
+    fn authenticated(&mut self, pair: Pair) {
+        self.server.s2s.connected(&pair.remote);
+        if self.bidi && self.reverse.is_none() {
+            if let Some((serial, rx)) = adopt_inbound(&self.server, &pair) {
+                tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream is bidirectional (XEP-0288)");
+                self.reverse = Some((pair.clone(), serial, rx));
+            }
+        }
+        self.authenticated.insert(pair);
     }
 
     async fn flush(&mut self, out: &mut Vec<Frame>) -> bool {
@@ -250,6 +281,9 @@ impl Inbound {
         if self.certificate_valid_for(h.from.as_deref()) {
             f.push(Element::new("mechanisms", ns::SASL).with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL")));
         }
+        if self.encrypted {
+            f.push(Element::new("bidi", ns::BIDI_FEATURE));
+        }
         f.push(Element::new("dialback", ns::DIALBACK_FEATURE).with_child(Element::new("errors", ns::DIALBACK_FEATURE)));
         f
     }
@@ -277,6 +311,10 @@ impl Inbound {
             }
             _ if plaintext_refused => self.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "use STARTTLS first"), out),
             ("auth", ns::SASL) => self.on_sasl_external(&st, out),
+            ("bidi", ns::BIDI) => {
+                self.bidi = true;
+                Next::Continue
+            }
             ("result", ns::DIALBACK) => self.on_dialback_result(&st, out),
             ("verify", ns::DIALBACK) => self.on_dialback_verify(&st, out),
             _ if st.kind() == StanzaKind::Other => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
@@ -308,8 +346,7 @@ impl Inbound {
             return Next::Continue;
         }
         tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with SASL EXTERNAL");
-        self.server.s2s.connected(&pair.remote);
-        self.authenticated.insert(pair);
+        self.authenticated(pair);
         self.sasl_done = true;
         self.header = None;
         self.transport.restart();
@@ -350,48 +387,46 @@ impl Inbound {
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "the dialback key did not verify"), out);
         }
         tracing::info!(local = %pair.local, remote = %pair.remote, "inbound server stream authenticated with dialback");
-        self.server.s2s.connected(&pair.remote);
-        self.authenticated.insert(pair);
+        self.authenticated(pair);
         Next::Continue
     }
 
-    /// XEP-0220 §2.3: as the authoritative server, tell the receiving server whether a
-    /// key offered in our name is one we issued.
+    /// A dialback verification: a request to us as the authoritative server, or (on a
+    /// bidirectional stream) the answer to one of ours.
     fn on_dialback_verify(&mut self, st: &Stanza, out: &mut Vec<Frame>) -> Next {
-        let (Some(receiving), Some(originating), Some(id)) = (st.attr("from"), st.attr("to"), st.attr("id")) else {
-            return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
-        };
-        let Some(originating) = self.server.config.served_domain(originating) else {
-            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
-        };
-        let key = st.to_element().map(|e| e.text()).unwrap_or_default();
-        let valid = self.server.s2s.key_is_valid(receiving, originating, id, &key);
-        let answer = Element::new("verify", ns::DIALBACK)
-            .with_attr("from", originating)
-            .with_attr("to", receiving)
-            .with_attr("id", id)
-            .with_attr("type", if valid { "valid" } else { "invalid" });
-        out.push(Frame::Element(answer));
-        Next::Continue
+        if let Some(kind) = st.attr("type") {
+            if let (Some((pair, ..)), Some(id)) = (&self.reverse, st.attr("id")) {
+                let valid = kind == "valid" && st.attr("from") == Some(pair.remote.as_str()) && st.attr("to") == Some(pair.local.as_str());
+                self.server.s2s.verify_answered(pair, id, valid);
+            }
+            return Next::Continue;
+        }
+        match answer_verify(&self.server, st) {
+            Ok(answer) => {
+                out.push(Frame::Element(answer));
+                Next::Continue
+            }
+            Err(e) => self.fail(e, out),
+        }
     }
 
     /// A stanza from the peer: only for a pair it proved, and only to our domains.
-    async fn on_stanza(&mut self, mut st: Stanza, out: &mut Vec<Frame>) -> Next {
+    async fn on_stanza(&mut self, st: Stanza, out: &mut Vec<Frame>) -> Next {
         if self.authenticated.is_empty() {
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authenticate first"), out);
         }
-        let (Some(Ok(from)), Some(Ok(to))) = (st.from().map(Jid::new), st.to().map(Jid::new)) else {
-            return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
-        };
-        let Some(local) = self.server.config.served_domain(to.domain().as_str()) else {
-            return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
-        };
-        let pair = Pair { local: local.to_owned(), remote: from.domain().as_str().to_ascii_lowercase() };
-        if !self.authenticated.contains(&pair) {
-            return self.fail(StreamError::with_text(StreamErrorCondition::InvalidFrom, format!("{} is not authenticated on this stream", pair.remote)), out);
+        let authenticated = &self.authenticated;
+        match accept_from_peer(&self.server, st, |pair| authenticated.contains(pair)).await {
+            Ok(()) => Next::Continue,
+            Err(e) => self.fail(e, out),
         }
-        st.set_content_ns(ns::CLIENT);
-        crate::im::route(&self.server, st).await;
-        Next::Continue
+    }
+}
+
+/// The next item queued for the peer on a bidirectional stream; never, without one.
+async fn next_outgoing(reverse: &mut Option<(Pair, u64, mpsc::Receiver<Outgoing>)>) -> Option<Outgoing> {
+    match reverse {
+        Some((_, _, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use jabberwock_proto::{Stanza, StanzaError};
+use jabberwock_proto::{Stanza, StanzaError, StreamError, StreamErrorCondition};
 use jid::Jid;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -242,6 +242,84 @@ async fn verify_with_authority(server: &Arc<Server>, pair: Pair, stream_id: Stri
     let valid = queued && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(true)));
     server.s2s.verifies.lock().expect("not poisoned").remove(&(pair, stream_id));
     valid
+}
+
+/// Ends the registration of connection `serial` for `pair` and returns the stanzas still
+/// queued on it, for the caller to send elsewhere or bounce.
+fn retire(server: &Server, pair: &Pair, serial: u64, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Stanza> {
+    server.s2s.outbound_ended(pair, serial);
+    rx.close();
+    let mut left = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        if let Outgoing::Stanza(st) = item {
+            left.push(st);
+        }
+    }
+    left
+}
+
+/// XEP-0288: an inbound stream from `pair.remote` that asked for bidirectionality now
+/// carries our stanzas for it too, unless we already have a connection of our own.
+fn adopt_inbound(server: &Arc<Server>, pair: &Pair) -> Option<(u64, mpsc::Receiver<Outgoing>)> {
+    let mut map = server.s2s.outbound.lock().expect("not poisoned");
+    if map.contains_key(pair) {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(server.config.s2s.max_queue);
+    let serial = server.s2s.next_serial.fetch_add(1, Ordering::Relaxed);
+    map.insert(pair.clone(), Outbound { serial, tx });
+    Some((serial, rx))
+}
+
+/// How a queued item goes out on a stream carrying `pair`.
+fn outgoing_frame(pair: &Pair, item: Outgoing) -> crate::stream::Frame {
+    match item {
+        Outgoing::Stanza(st) => crate::stream::Frame::Stanza(st),
+        Outgoing::Verify { stream_id, key } => crate::stream::Frame::Element(
+            jabberwock_proto::Element::new("verify", jabberwock_proto::ns::DIALBACK)
+                .with_attr("from", pair.local.as_str())
+                .with_attr("to", pair.remote.as_str())
+                .with_attr("id", stream_id)
+                .with_text(key),
+        ),
+    }
+}
+
+/// A stanza a peer sent: its `to` must be one of our domains and its `from` in a domain
+/// the peer proved for that one (`proven`); then it is routed like a local stanza.
+async fn accept_from_peer(server: &Arc<Server>, mut st: Stanza, proven: impl Fn(&Pair) -> bool) -> Result<(), StreamError> {
+    let (Some(Ok(from)), Some(Ok(to))) = (st.from().map(Jid::new), st.to().map(Jid::new)) else {
+        return Err(StreamError::new(StreamErrorCondition::ImproperAddressing));
+    };
+    let Some(local) = server.config.served_domain(to.domain().as_str()) else {
+        return Err(StreamError::new(StreamErrorCondition::HostUnknown));
+    };
+    let pair = Pair { local: local.to_owned(), remote: from.domain().as_str().to_ascii_lowercase() };
+    if !proven(&pair) {
+        let text = format!("{} is not authenticated on this stream", pair.remote);
+        return Err(StreamError::with_text(StreamErrorCondition::InvalidFrom, text));
+    }
+    st.set_content_ns(jabberwock_proto::ns::CLIENT);
+    crate::im::route(server, st).await;
+    Ok(())
+}
+
+/// XEP-0220 §2.3: as the authoritative server, tells the receiving server (`from`)
+/// whether a key offered in the name of our domain (`to`) is one we issued.
+fn answer_verify(server: &Server, request: &Stanza) -> Result<jabberwock_proto::Element, StreamError> {
+    let (Some(receiving), Some(originating), Some(id)) = (request.attr("from"), request.attr("to"), request.attr("id")) else {
+        return Err(StreamError::new(StreamErrorCondition::ImproperAddressing));
+    };
+    let Some(originating) = server.config.served_domain(originating) else {
+        return Err(StreamError::new(StreamErrorCondition::HostUnknown));
+    };
+    let key = request.to_element().map(|e| e.text()).unwrap_or_default();
+    let valid = server.s2s.key_is_valid(receiving, originating, id, &key);
+    Ok(jabberwock_proto::Element::new("verify", jabberwock_proto::ns::DIALBACK)
+        .with_attr("from", originating)
+        .with_attr("to", receiving)
+        .with_attr("id", id)
+        .with_attr("type", if valid { "valid" } else { "invalid" }))
 }
 
 /// Returns an undeliverable stanza to its local sender as an error; errors never bounce.

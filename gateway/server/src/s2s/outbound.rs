@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaError, StreamError, StreamErrorCondition, StreamHeader};
+use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaError, StanzaKind, StreamError, StreamErrorCondition, StreamHeader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::{bounce, peer_config, tls, BoxIo, Outgoing, Pair};
+use super::{accept_from_peer, answer_verify, bounce, outgoing_frame, peer_config, retire, tls, BoxIo, Outgoing, Pair};
 use crate::server::Server;
 use crate::stream::Frame;
 use crate::transport::tcp::{configure_socket, StreamTransport};
@@ -56,6 +56,11 @@ struct Connection {
     transport: StreamTransport<BoxIo>,
     phase: Phase,
     encrypted: bool,
+    /// The peer's certificate is valid for its domain.
+    peer_verified: bool,
+    /// XEP-0288: the peer may send us stanzas on this stream too (asked for only when
+    /// its certificate proved who it is).
+    bidi: bool,
     /// The stream id the peer gave our current stream: part of our dialback key.
     stream_id: Option<String>,
     /// SASL EXTERNAL succeeded: the restarted stream is authenticated.
@@ -73,23 +78,26 @@ pub(super) async fn run(server: Arc<Server>, pair: Pair, serial: u64, mut rx: mp
         Some(_) => match tokio::time::timeout_at(deadline, connect(&server, &pair)).await {
             Err(_) => Err(Failure::TimedOut),
             Ok(Err(reason)) => Err(Failure::Unreachable(reason)),
-            Ok(Ok((transport, encrypted))) => {
-                let mut conn =
-                    Connection { server: server.clone(), pair: pair.clone(), transport, phase: Phase::Features, encrypted, stream_id: None, sasl_succeeded: false };
+            Ok(Ok((transport, tls))) => {
+                let mut conn = Connection {
+                    server: server.clone(),
+                    pair: pair.clone(),
+                    transport,
+                    phase: Phase::Features,
+                    encrypted: tls.is_some(),
+                    peer_verified: tls == Some(true),
+                    bidi: false,
+                    stream_id: None,
+                    sasl_succeeded: false,
+                };
                 let result = conn.serve(&mut rx, &mut waiting, deadline).await;
                 authenticated = conn.phase == Phase::Ready;
                 result
             }
         },
     };
-    server.s2s.outbound_ended(&pair, serial);
     // Nothing more can reach this connection; whatever it still holds goes elsewhere.
-    rx.close();
-    while let Ok(item) = rx.try_recv() {
-        if let Outgoing::Stanza(st) = item {
-            waiting.push_back(st);
-        }
-    }
+    waiting.extend(retire(&server, &pair, serial, &mut rx));
     if authenticated {
         // The peer was there and closed (idle, restarting): what arrived meanwhile goes
         // out on a new connection, which bounces it if the peer is really gone.
@@ -119,8 +127,8 @@ pub(super) async fn run(server: Arc<Server>, pair: Pair, serial: u64, mut rx: mp
 }
 
 /// Resolves the peer and opens the connection: TCP, then TLS right away for direct TLS.
-/// Returns the transport and whether it is encrypted.
-async fn connect(server: &Arc<Server>, pair: &Pair) -> Result<(StreamTransport<BoxIo>, bool), String> {
+/// Returns the transport and, when it is encrypted, whether the peer's certificate verified.
+async fn connect(server: &Arc<Server>, pair: &Pair) -> Result<(StreamTransport<BoxIo>, Option<bool>), String> {
     let targets = targets(server, &pair.remote).await?;
     let mut last_error = format!("no address for {}", pair.remote);
     for target in targets {
@@ -143,10 +151,10 @@ async fn connect(server: &Arc<Server>, pair: &Pair) -> Result<(StreamTransport<B
             let limits = server.config.stream_limits();
             if !target.direct_tls {
                 let transport = StreamTransport::with_content_ns(Box::new(tcp) as BoxIo, limits, ns::SERVER);
-                return Ok((transport, false));
+                return Ok((transport, None));
             }
             match start_tls(server, pair, Box::new(tcp), true).await {
-                Ok(io) => return Ok((StreamTransport::with_content_ns(io, limits, ns::SERVER), true)),
+                Ok((io, verified)) => return Ok((StreamTransport::with_content_ns(io, limits, ns::SERVER), Some(verified))),
                 Err(e) => last_error = e,
             }
         }
@@ -185,21 +193,21 @@ async fn targets(server: &Server, remote: &str) -> Result<Vec<Target>, String> {
     Ok(found)
 }
 
-/// The TLS handshake as a client of `pair.remote`. A certificate that is not valid for
-/// the peer's domain is accepted only for peers configured `insecure`, which then
-/// authenticate only through dialback.
-async fn start_tls(server: &Server, pair: &Pair, io: BoxIo, direct_tls: bool) -> Result<BoxIo, String> {
+/// The TLS handshake as a client of `pair.remote`; also says whether the peer's
+/// certificate verified. One that does not is accepted only for peers configured
+/// `insecure`, which then authenticate only through dialback.
+async fn start_tls(server: &Server, pair: &Pair, io: BoxIo, direct_tls: bool) -> Result<(BoxIo, bool), String> {
     let connector = tls::connector(&server.tls, &pair.local, direct_tls);
     let name = rustls::pki_types::ServerName::try_from(pair.remote.clone()).map_err(|e| e.to_string())?;
     let stream = connector.connect(name, io).await.map_err(|e| format!("TLS: {e}"))?;
     let verdict = server.s2s.trust.check(stream.get_ref().1.peer_certificates().unwrap_or_default(), &pair.remote);
-    if let Err(why) = verdict {
+    if let Err(why) = &verdict {
         if !peer_config(&server.config.s2s, &pair.remote).insecure {
             return Err(format!("the certificate of {} is not valid for it: {why}", pair.remote));
         }
         tracing::debug!(remote = %pair.remote, %why, "accepting an unverified certificate from an insecure peer");
     }
-    Ok(Box::new(stream))
+    Ok((Box::new(stream), verdict.is_ok()))
 }
 
 impl Connection {
@@ -229,7 +237,7 @@ impl Connection {
         let idle = Duration::from_secs(config.idle_timeout_secs);
         let max_queue = config.max_queue;
         let mut shutdown = self.server.shutdown_signal();
-        let mut verifies: Vec<(String, String)> = Vec::new();
+        let mut verifies: Vec<Outgoing> = Vec::new();
         let mut idle_deadline = Instant::now() + idle;
         self.write(&[self.header()]).await?;
         loop {
@@ -264,7 +272,7 @@ impl Connection {
                             bounce(&self.server, st, StanzaError::resource_constraint());
                         }
                         Outgoing::Stanza(st) => waiting.push_back(st),
-                        Outgoing::Verify { stream_id, key } => verifies.push((stream_id, key)),
+                        verify @ Outgoing::Verify { .. } => verifies.push(verify),
                     }
                 }
                 _ = sleep_until(negotiation_deadline), if !ready => return Err(Failure::TimedOut),
@@ -280,18 +288,10 @@ impl Connection {
             // Verification requests may go out once the stream is encrypted (or when the
             // operator allows plaintext), authenticated or not (XEP-0220 §2.3).
             if self.stream_id.is_some() && (self.encrypted || !config.require_encryption) && !verifies.is_empty() {
-                let frames: Vec<Frame> = verifies.drain(..).map(|(id, key)| Frame::Element(self.db_verify(&id, &key))).collect();
+                let frames: Vec<Frame> = verifies.drain(..).map(|item| outgoing_frame(&self.pair, item)).collect();
                 self.write(&frames).await?;
             }
         }
-    }
-
-    fn db_verify(&self, stream_id: &str, key: &str) -> Element {
-        Element::new("verify", ns::DIALBACK)
-            .with_attr("from", self.pair.local.as_str())
-            .with_attr("to", self.pair.remote.as_str())
-            .with_attr("id", stream_id)
-            .with_text(key)
     }
 
     /// Handles what the peer sent; true when the peer closed the stream cleanly.
@@ -323,12 +323,28 @@ impl Connection {
                 Some("valid") => self.authenticated("dialback"),
                 _ => return Err(Failure::Unreachable(format!("{} refused our dialback key", self.pair.remote))),
             },
+            // A request to us as the authoritative server, which a bidirectional stream
+            // may carry.
+            ("verify", ns::DIALBACK) if st.attr("type").is_none() && self.bidi => match answer_verify(&self.server, &st) {
+                Ok(answer) => self.write(&[Frame::Element(answer)]).await?,
+                Err(e) => {
+                    self.fail(e).await;
+                    return Err(Failure::Unreachable("a malformed dialback request from the server".into()));
+                }
+            },
             ("verify", ns::DIALBACK) => {
                 let valid = st.attr("type") == Some("valid")
                     && st.attr("from") == Some(self.pair.remote.as_str())
                     && st.attr("to") == Some(self.pair.local.as_str());
                 if let Some(id) = st.attr("id") {
                     self.server.s2s.verify_answered(&self.pair, id, valid);
+                }
+            }
+            _ if self.bidi && self.phase == Phase::Ready && st.kind() != StanzaKind::Other => {
+                let pair = self.pair.clone();
+                if let Err(e) = accept_from_peer(&self.server, st, |p| *p == pair).await {
+                    self.fail(e).await;
+                    return Err(Failure::Unreachable("the server sent a stanza it may not".into()));
                 }
             }
             ("error", ns::STREAM) => {
@@ -374,6 +390,10 @@ impl Connection {
             self.authenticated("SASL EXTERNAL");
             return Ok(());
         }
+        if self.peer_verified && !self.bidi && features.child("bidi", ns::BIDI_FEATURE).is_some() {
+            self.write(&[Frame::Element(Element::new("bidi", ns::BIDI))]).await?;
+            self.bidi = true;
+        }
         let external = features
             .child("mechanisms", ns::SASL)
             .is_some_and(|m| m.children().any(|c| c.name() == "mechanism" && c.text().trim() == "EXTERNAL"));
@@ -411,9 +431,10 @@ impl Connection {
     async fn on_proceed(&mut self) -> Result<(), Failure> {
         let placeholder = StreamTransport::with_content_ns(Box::new(tokio::io::empty()) as BoxIo, self.server.config.stream_limits(), ns::SERVER);
         let plain = std::mem::replace(&mut self.transport, placeholder);
-        let io = start_tls(&self.server, &self.pair, plain.io, false).await.map_err(Failure::Unreachable)?;
+        let (io, verified) = start_tls(&self.server, &self.pair, plain.io, false).await.map_err(Failure::Unreachable)?;
         self.transport = StreamTransport::with_content_ns(io, self.server.config.stream_limits(), ns::SERVER);
         self.encrypted = true;
+        self.peer_verified = verified;
         self.stream_id = None;
         self.phase = Phase::Features;
         self.write(&[self.header()]).await
