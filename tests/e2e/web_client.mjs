@@ -162,6 +162,25 @@ async function restartServer() {
     fs.writeFileSync(pidFile, `${child.pid}\n`);
 }
 
+/**
+ * Reloads `page`, holding the new page's WebAssembly until `meanwhile` has run: the old
+ * page is gone (its connection dropped, its session state saved) and the new one has not
+ * started yet.
+ */
+async function reloadHeld(page, meanwhile) {
+    let release;
+    const held = new Promise((r) => { release = r; });
+    await page.route('**/*.wasm', async (route) => { await held; await route.fallback(); });
+    try {
+        await page.reload({ waitUntil: 'commit' });
+        await meanwhile();
+    } finally {
+        release();
+    }
+    await page.waitForLoadState('load');
+    await page.unroute('**/*.wasm');
+}
+
 // Each step is a user story; they run in order and share the pages.
 const steps = [
     ['the page loads and shows the sign-in form', async () => {
@@ -314,24 +333,54 @@ const steps = [
         await b.setViewportSize({ width: 1280, height: 800 });
     }],
 
-    ['bob reloads the page; signed in again, the conversation comes back from the archive', async () => {
+    ['bob reloads the page while alice writes: the session resumes, without signing in and without loss', async () => {
+        const a = pages.alice;
         const b = pages.bob;
-        await b.reload({ waitUntil: 'load' });
+        await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
+        const text = 'Written while you reloaded';
+        await reloadHeld(b, async () => {
+            // The page went away: it left its session state in sessionStorage, without the password.
+            const saved = await b.evaluate(() => sessionStorage.getItem('jabberwock.resume'));
+            if (!saved || !saved.includes('"sm"')) throw new Error(`no saved session: ${saved}`);
+            if (saved.includes(must('E2E_PASSWORD_B'))) throw new Error('the password was saved');
+            await send(a, text);
+            await a.locator('.msg.out .body').filter({ hasText: text }).waitFor();
+        });
+        await expectOnline(b);
+        if (await b.getByRole('heading', { name: 'Sign in to chat' }).count()) throw new Error('the sign-in form was shown');
+        // The open conversation is back, with what arrived meanwhile and what came before.
+        await b.getByTestId('chat-title').filter({ hasText: ALICE_NAME }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: text }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
+        await expectContactStatus(b, ALICE, 'away');
+        const shown = await b.locator('.msg .body').count();
+        if (shown !== 5) throw new Error(`expected the 5 messages once each, found ${shown}`);
+        await shot(b, '13-bob-resumed-after-reload');
+    }],
+
+    ['when the session cannot be resumed, the sign-in form comes back with the address filled in', async () => {
+        const b = pages.bob;
+        await reloadHeld(b, () => b.evaluate(() => {
+            // As if the server's resumption window had passed.
+            const saved = JSON.parse(sessionStorage.getItem('jabberwock.resume'));
+            saved.sm.id = 'gone';
+            sessionStorage.setItem('jabberwock.resume', JSON.stringify(saved));
+        }));
         await b.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
-        // The address is remembered; the password never is.
+        await b.getByTestId('login-error').filter({ hasText: 'sign in again' }).waitFor();
         const address = await b.getByLabel('Address', { exact: true }).inputValue();
-        if (address !== BOB) throw new Error(`the address was not remembered: ${address}`);
+        if (address !== BOB) throw new Error(`the address was not filled in: ${address}`);
         if (await b.getByLabel('Password', { exact: true }).inputValue()) throw new Error('the password was kept');
         await b.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_B'));
         await b.getByRole('button', { name: 'Sign in' }).click();
         await expectOnline(b);
         await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
-        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
-        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 4) throw new Error(`expected the 4 messages once each, found ${shown}`);
-        await shot(b, '13-bob-history-after-reload');
+        if (shown !== 5) throw new Error(`expected the 5 messages once each, found ${shown}`);
     }],
 
     ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {

@@ -67,6 +67,9 @@ pub struct AppState {
     pub transport: RwSignal<&'static str>,
     /// Shown on the login form.
     pub login_error: RwSignal<Option<String>>,
+    /// The address the login form starts with, when known better than the last one typed
+    /// (the account of a session that could not be resumed).
+    pub prefill: RwSignal<Option<String>>,
     /// Our bare JID while a session exists (online or reconnecting).
     pub me: RwSignal<Option<String>>,
     pub own_show: RwSignal<Show>,
@@ -88,6 +91,7 @@ impl AppState {
             status: RwSignal::new(Status::SignedOut),
             transport: RwSignal::new(""),
             login_error: RwSignal::new(None),
+            prefill: RwSignal::new(None),
             me: RwSignal::new(None),
             own_show: RwSignal::new(Show::Online),
             own_status: RwSignal::new(String::new()),

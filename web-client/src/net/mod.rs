@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
-use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Show};
+use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -42,6 +42,19 @@ impl Endpoint {
             Endpoint::Bosh(_) => "bosh",
         }
     }
+
+    /// `kind url`, as saved for resuming after a reload.
+    fn to_saved(&self) -> String {
+        format!("{} {}", self.kind(), self.url())
+    }
+
+    fn from_saved(s: &str) -> Option<Endpoint> {
+        match s.split_once(' ')? {
+            ("websocket", url) => Some(Endpoint::WebSocket(url.to_owned())),
+            ("bosh", url) => Some(Endpoint::Bosh(url.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 fn endpoint_list(e: &Endpoints) -> Vec<Endpoint> {
@@ -58,8 +71,9 @@ const MAX_BACKOFF_SECS: u32 = 60;
 
 struct Session {
     state: AppState,
-    /// Kept in memory only, to reconnect after a network loss; never stored.
-    password: String,
+    /// Kept in memory only, to reconnect after a network loss; never stored. A session
+    /// resumed after a reload has none: it can resume again, not start anew.
+    password: Option<String>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
     endpoint: usize,
@@ -116,6 +130,60 @@ fn resource() -> String {
     })
 }
 
+/// Where a page keeps its session for the next page of the same tab (see
+/// [`jabberwock_client_core::resume`]): written when the page goes away, removed as soon
+/// as it is read back.
+const RESUME_KEY: &str = "jabberwock.resume";
+
+/// The page goes away (reload, navigation, tab closed): saves what the next page needs to
+/// resume the session, and lets the connection drop without ending the session, which
+/// the server then keeps for its resumption window.
+pub fn page_hidden() {
+    with_session(|s| {
+        if s.signing_out || s.client.phase() != Phase::Online {
+            return;
+        }
+        let Some(saved) = s.client.resumable(&s.endpoints[s.endpoint].to_saved(), browser::now_ms()) else { return };
+        let Some(storage) = browser::session_storage() else { return };
+        if storage.set_item(RESUME_KEY, &saved.to_json()).is_err() {
+            return;
+        }
+        // Nothing more is read: what the saved counters say is all this page handled.
+        s.generation = next_generation();
+        if let Some(t) = s.retry_timer.take() {
+            browser::clear_timeout(t);
+        }
+        // Closed now, not after a timer that an unloading page may never run.
+        drop(s.transport.take());
+    });
+}
+
+/// At start: resumes the session the previous page of this tab saved, if it is recent
+/// enough. Returns whether it does; if not, the user signs in.
+pub fn resume_saved(state: AppState) -> bool {
+    let Some(storage) = browser::session_storage() else { return false };
+    let saved = storage.get_item(RESUME_KEY).ok().flatten();
+    let _ = storage.remove_item(RESUME_KEY);
+    let Some(saved) = saved.as_deref().and_then(Resumable::from_json) else { return false };
+    if saved.expired(browser::now_ms()) {
+        return false;
+    }
+    let (Some(endpoint), Some(client)) =
+        (Endpoint::from_saved(&saved.endpoint), Client::from_resumable(&saved, browser::nonce()))
+    else {
+        return false;
+    };
+    let bare = jabberwock_client_core::address::bare(&saved.jid).to_owned();
+    // Should the session be gone, the sign-in form asks for this account's password.
+    state.prefill.set(Some(bare.clone()));
+    state.me.set(Some(bare));
+    state.own_show.set(client.own_presence().show);
+    state.own_status.set(client.own_presence().status.clone().unwrap_or_default());
+    state.active.set(saved.active.clone());
+    start_session(Session::new(state, None, vec![endpoint], client, true));
+    true
+}
+
 /// Starts a login from the form.
 pub fn login(state: AppState, address: String, password: String, server: String) {
     let account = match Account::parse(&address) {
@@ -162,32 +230,43 @@ pub fn login(state: AppState, address: String, password: String, server: String)
             }
         };
         let client = Client::new(account, &password, Some(resource()), browser::nonce());
-        let old = SESSION.with(|s| {
-            s.borrow_mut().replace(Session {
-                state,
-                password,
-                endpoints,
-                endpoint: 0,
-                tried: 0,
-                client,
-                transport: None,
-                generation: 0,
-                opened: false,
-                attempt: 0,
-                ever_online: false,
-                signing_out: false,
-                retry_timer: None,
-                typing_timer: None,
-            })
-        });
-        if let Some(mut old) = old {
-            discard(old.transport.take());
-        }
-        with_session(Session::connect);
+        start_session(Session::new(state, Some(password), endpoints, client, false));
+    });
+}
+
+fn start_session(session: Session) {
+    if let Some(mut old) = SESSION.with(|s| s.borrow_mut().replace(session)) {
+        discard(old.transport.take());
+    }
+    with_session(|s| {
+        s.refresh_roster();
+        s.refresh_chat();
+        s.connect();
     });
 }
 
 impl Session {
+    /// `resumed`: the client resumes a session from before a reload, which counts as
+    /// having been online.
+    fn new(state: AppState, password: Option<String>, endpoints: Vec<Endpoint>, client: Client, resumed: bool) -> Self {
+        Session {
+            state,
+            password,
+            endpoints,
+            endpoint: 0,
+            tried: 0,
+            client,
+            transport: None,
+            generation: 0,
+            opened: false,
+            attempt: 0,
+            ever_online: resumed,
+            signing_out: false,
+            retry_timer: None,
+            typing_timer: None,
+        }
+    }
+
     fn connect(&mut self) {
         if let Some(t) = self.retry_timer.take() {
             browser::clear_timeout(t);
@@ -195,8 +274,9 @@ impl Session {
         discard(self.transport.take());
         self.generation = next_generation();
         self.opened = false;
-        if self.client.phase() == Phase::Closed {
-            self.client.restart(&self.password, browser::nonce());
+        if self.client.phase() == Phase::Closed && !self.client.restart(self.password.as_deref(), browser::nonce()) {
+            self.state.login_error.set(Some(ConnError::SessionExpired.to_string()));
+            return self.end(Status::SignedOut);
         }
         let endpoint = self.endpoints[self.endpoint].clone();
         self.state.transport.set(endpoint.kind());
@@ -248,13 +328,13 @@ impl Session {
                     }
                 }
                 Event::Phase(p) => self.phase(p),
-                Event::Online { jid } => {
+                Event::Online { jid, resumed } => {
                     self.ever_online = true;
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
                     self.state.me.set(Some(bare));
                     self.state.login_error.set(None);
-                    // Our chosen presence survives reconnects.
+                    // Our chosen presence survives reconnects (a resumed session kept it).
                     let show = self.state.own_show.get_untracked();
                     let status = self.state.own_status.get_untracked();
                     let mut ev = self.client.set_client_active(browser::document_visible());
@@ -263,7 +343,7 @@ impl Session {
                             ev.extend(self.client.load_history(&j));
                         }
                     }
-                    if show != Show::Online || !status.is_empty() {
+                    if !resumed && (show != Show::Online || !status.is_empty()) {
                         ev.extend(self.client.set_presence(show, Some(status)));
                     }
                     for e in ev {

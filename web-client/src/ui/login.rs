@@ -13,7 +13,10 @@ const LAST_ADDRESS: &str = "jabberwock.last-address";
 #[component]
 pub fn LoginView() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let remembered = browser::local_storage().and_then(|s| s.get_item(LAST_ADDRESS).ok().flatten()).unwrap_or_default();
+    let remembered = state
+        .prefill
+        .get_untracked()
+        .unwrap_or_else(|| browser::local_storage().and_then(|s| s.get_item(LAST_ADDRESS).ok().flatten()).unwrap_or_default());
     let address = RwSignal::new(remembered);
     let password = RwSignal::new(String::new());
     let server = RwSignal::new(String::new());

@@ -5,7 +5,6 @@ mod chat;
 mod login;
 mod roster;
 
-use jabberwock_client_core::Show as Availability;
 use leptos::prelude::*;
 
 use crate::browser;
@@ -28,6 +27,11 @@ pub fn App() -> impl IntoView {
     let on_online = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_online);
     browser::window().set_ononline(Some(wasm_bindgen::JsCast::unchecked_ref(on_online.as_ref())));
     on_online.forget();
+    // A reload keeps the session: saved as the page goes, resumed by the next one.
+    let on_pagehide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::page_hidden);
+    browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
+    on_pagehide.forget();
+    net::resume_saved(state);
 
     let signed_in = move || state.me.get().is_some();
     view! {
@@ -127,10 +131,6 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
             {status.map(|s| view! { <span class="presence-dot" data-status=move || s.get()></span> })}
         </span>
     }
-}
-
-pub fn show_from_key(key: &str) -> Availability {
-    Availability::ALL.into_iter().find(|s| s.key() == key).unwrap_or(Availability::Online)
 }
 
 #[component]

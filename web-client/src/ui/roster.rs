@@ -4,7 +4,7 @@ use jabberwock_client_core::Show as Availability;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 
-use super::{show_from_key, Avatar};
+use super::Avatar;
 use crate::net;
 use crate::state::{AppState, Row};
 
@@ -41,7 +41,7 @@ fn MeCard() -> impl IntoView {
                         aria-label="Your availability"
                         data-testid="presence-select"
                         prop:value=move || state.own_show.get().key()
-                        on:change=move |ev| net::set_presence(show_from_key(&event_target_value(&ev)), draft.get_untracked())
+                        on:change=move |ev| net::set_presence(Availability::from_key(&event_target_value(&ev)).unwrap_or_default(), draft.get_untracked())
                     >
                         {Availability::ALL
                             .into_iter()
