@@ -295,6 +295,37 @@ const steps = [
         await a.getByRole('group', { name: 'Friends' }).locator(`.contact[data-jid="${BOB}"]`).waitFor();
     }],
 
+    ['with the tab in the background, alice gets a desktop notification and the unread count in the title', async () => {
+        const a = pages.alice;
+        await a.context().grantPermissions(['notifications'], { origin: new URL(BASE).origin });
+        await a.getByRole('button', { name: 'Settings' }).click();
+        await a.getByLabel('Desktop notifications').check();
+        await a.getByRole('button', { name: 'Settings' }).click();
+        // Record notifications, and put the tab in the background.
+        await a.evaluate(() => {
+            window.shown = [];
+            const Native = window.Notification;
+            window.Notification = class extends Native {
+                constructor(title, options) {
+                    super(title, options);
+                    window.shown.push({ title, body: options.body });
+                }
+            };
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        });
+        await send(pages.bob, 'Are you there?');
+        await a.waitForFunction(() => window.shown.length === 1);
+        const shown = await a.evaluate(() => window.shown[0]);
+        if (shown.title !== `${BOB_NAME}` || shown.body !== 'Are you there?') throw new Error(`notification: ${JSON.stringify(shown)}`);
+        await a.waitForFunction(() => document.title === '(1) Jabberwock');
+        await a.evaluate(() => {
+            delete document.visibilityState;
+            document.dispatchEvent(new Event('visibilitychange'));
+        });
+        await a.waitForFunction(() => document.title === 'Jabberwock');
+    }],
+
     ['alice sets "away" with a status message, and bob sees it', async () => {
         const a = pages.alice;
         await a.getByLabel('Your availability').selectOption('away');
@@ -304,6 +335,22 @@ const steps = [
         await expectContactStatus(b, ALICE, 'away');
         await b.getByTestId('chat-status').filter({ hasText: 'Away · Lunch, back at two' }).waitFor();
         await expectContactStatus(a, BOB, 'online');
+    }],
+
+    ['bob goes idle: alice sees him away, and available again when he is back', async () => {
+        const b = pages.bob;
+        await b.getByRole('button', { name: 'Settings' }).click();
+        // A one-second timeout, through the setting's own control.
+        await b.getByTestId('away-after').evaluate((select) => {
+            select.add(new Option('After 1 second', '1'));
+            select.value = '1';
+            select.dispatchEvent(new Event('change'));
+        });
+        await expectContactStatus(pages.alice, BOB, 'away');
+        await b.mouse.move(200, 300);
+        await expectContactStatus(pages.alice, BOB, 'online');
+        await b.getByTestId('away-after').selectOption('300');
+        await b.getByRole('button', { name: 'Settings' }).click();
     }],
 
     ['the server restarts: both reconnect by themselves and chat goes on', async () => {
@@ -356,7 +403,7 @@ const steps = [
         await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
         await expectContactStatus(b, ALICE, 'away');
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 5) throw new Error(`expected the 5 messages once each, found ${shown}`);
+        if (shown !== 6) throw new Error(`expected the 6 messages once each, found ${shown}`);
         await shot(b, '13-bob-resumed-after-reload');
     }],
 
@@ -380,7 +427,7 @@ const steps = [
         await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 5) throw new Error(`expected the 5 messages once each, found ${shown}`);
+        if (shown !== 6) throw new Error(`expected the 6 messages once each, found ${shown}`);
     }],
 
     ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {

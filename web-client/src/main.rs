@@ -3,10 +3,12 @@
 //! * [`state`]: the signals the views read;
 //! * [`net`]: the live session (transport, reconnects) that writes them;
 //! * [`ui`]: the components;
-//! * [`browser`]: clock, randomness, timers and formatting from the browser.
+//! * [`browser`]: clock, randomness, timers, notifications and formatting from the browser;
+//! * [`settings`]: the user's preferences.
 
 mod browser;
 mod net;
+mod settings;
 mod state;
 mod ui;
 

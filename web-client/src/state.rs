@@ -15,6 +15,8 @@ pub enum Status {
     Online,
     /// Waiting to try again; seconds until the next attempt.
     Reconnecting(u32),
+    /// The browser reports no network; we try again when it is back.
+    Offline,
 }
 
 impl Status {
@@ -27,6 +29,7 @@ impl Status {
             Status::Online => "Online".into(),
             Status::Reconnecting(0) => "Reconnecting…".into(),
             Status::Reconnecting(s) => format!("Reconnecting in {s}s"),
+            Status::Offline => "Offline".into(),
         }
     }
 
@@ -35,7 +38,7 @@ impl Status {
         match self {
             Status::Online => "ok",
             Status::Discovering | Status::Connecting | Status::Authenticating | Status::Reconnecting(_) => "busy",
-            Status::SignedOut => "down",
+            Status::SignedOut | Status::Offline => "down",
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Client {
     pub roster: Roster,
     pub chats: Chats,
     own: PresenceInfo,
+    /// Set while we show as away because the user is idle: what to go back to.
+    auto_away: Option<Show>,
     id_prefix: String,
     next_id: u64,
     pending: Vec<(String, Pending)>,
@@ -94,6 +96,7 @@ impl Client {
             roster: Roster::default(),
             chats: Chats::new(),
             own: PresenceInfo::default(),
+            auto_away: None,
             id_prefix,
             next_id: 0,
             pending: Vec::new(),
@@ -553,12 +556,35 @@ impl Client {
 
     /// Sets our presence (and remembers it for the next connection).
     pub fn set_presence(&mut self, show: Show, status: Option<String>) -> Vec<Event> {
-        self.own.show = show;
+        // A choice of the user's ends an automatic away.
+        self.auto_away = None;
         self.own.status = status.filter(|s| !s.trim().is_empty());
+        self.change_show(show)
+    }
+
+    fn change_show(&mut self, show: Show) -> Vec<Event> {
+        self.own.show = show;
         let mut out = Vec::new();
         let own = self.own.clone();
         self.send(stanza::presence(&own), &mut out);
         out
+    }
+
+    /// The user went idle (`true`) or came back. Idle while online or free to chat, we
+    /// show as away; back, as we were. Away, not available or do not disturb are the
+    /// user's choice and stay; so does anything chosen while idle.
+    pub fn set_idle(&mut self, idle: bool) -> Vec<Event> {
+        match (idle, self.auto_away) {
+            (true, None) if matches!(self.own.show, Show::Online | Show::Chat) => {
+                self.auto_away = Some(self.own.show);
+                self.change_show(Show::Away)
+            }
+            (false, Some(before)) => {
+                self.auto_away = None;
+                self.change_show(before)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Adds a contact and asks to see their presence; with pre-approval, they will see
@@ -1212,6 +1238,28 @@ mod tests {
         assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: true }));
         assert!(c.roster.best_presence("bob@localhost").is_some());
         assert!(c.resumable("x", 20_000).is_some(), "and it can be saved again");
+    }
+
+    #[test]
+    fn idle_means_away_until_back() {
+        let mut c = online("");
+        c.set_presence(Show::Chat, Some("around".into()));
+        let out = sent(&c.set_idle(true));
+        assert_eq!(out[0].child_text("show", ns::CLIENT).as_deref(), Some("away"));
+        assert_eq!(out[0].child_text("status", ns::CLIENT).as_deref(), Some("around"), "the status text stays");
+        assert!(c.set_idle(true).is_empty(), "once");
+        let out = sent(&c.set_idle(false));
+        assert_eq!(out[0].child_text("show", ns::CLIENT).as_deref(), Some("chat"), "back as before");
+        assert!(c.set_idle(false).is_empty());
+
+        // A presence the user chose is not overridden, nor restored over.
+        c.set_presence(Show::Dnd, None);
+        assert!(c.set_idle(true).is_empty());
+        c.set_presence(Show::Online, None);
+        c.set_idle(true);
+        c.set_presence(Show::Xa, Some("gone home".into()));
+        assert!(c.set_idle(false).is_empty(), "chosen while idle: kept");
+        assert_eq!(c.own_presence().show, Show::Xa);
     }
 
     #[test]

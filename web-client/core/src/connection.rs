@@ -97,6 +97,17 @@ impl ConnError {
     }
 }
 
+/// Reconnect delays double from 1 s up to this.
+pub const MAX_RECONNECT_DELAY_MS: u32 = 60_000;
+
+/// How long to wait before the `attempt`th retry (0 for the first): 1, 2, 4 … 60 s, each
+/// shortened by up to a quarter with `jitter` (0 to 1, random) so that the clients of a
+/// restarted server do not all come back at the same instant.
+pub fn reconnect_delay_ms(attempt: u32, jitter: f64) -> u32 {
+    let base = (1000u32 << attempt.min(6)).min(MAX_RECONNECT_DELAY_MS);
+    base - (f64::from(base) * 0.25 * jitter.clamp(0.0, 1.0)) as u32
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnEvent {
     /// Hand this to the transport.
@@ -1014,5 +1025,14 @@ pub(crate) mod tests {
         c.receive(Input::Element(parse("<enabled xmlns='urn:xmpp:sm:3'/>")));
         c.transport_closed();
         assert!(c.take_resumable().is_none());
+    }
+
+    #[test]
+    fn reconnect_delays_back_off_with_jitter() {
+        let plain: Vec<u32> = (0..9).map(|a| reconnect_delay_ms(a, 0.0)).collect();
+        assert_eq!(plain, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+        assert_eq!(reconnect_delay_ms(0, 1.0), 750);
+        assert_eq!(reconnect_delay_ms(40, 0.5), 52_500);
+        assert_eq!(reconnect_delay_ms(1, 7.0), 1500, "jitter is clamped");
     }
 }

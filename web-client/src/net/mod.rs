@@ -11,14 +11,15 @@ mod websocket;
 
 use std::cell::RefCell;
 
+use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
 use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::browser;
 use crate::state::{AppState, Row, Status};
+use crate::{browser, settings};
 use bosh::BoshTransport;
 use websocket::WsTransport;
 
@@ -66,9 +67,6 @@ enum Transport {
     Bosh(BoshTransport),
 }
 
-/// Reconnect delays grow as 1, 2, 4 … seconds, capped here.
-const MAX_BACKOFF_SECS: u32 = 60;
-
 struct Session {
     state: AppState,
     /// Kept in memory only, to reconnect after a network loss; never stored. A session
@@ -92,6 +90,10 @@ struct Session {
     retry_timer: Option<i32>,
     /// Turns "composing" into "paused" when the user stops typing.
     typing_timer: Option<i32>,
+    /// The last sign of the user (pointer, keys, the tab shown), for automatic away.
+    last_activity_ms: i64,
+    idle: bool,
+    idle_timer: Option<i32>,
 }
 
 thread_local! {
@@ -242,6 +244,7 @@ fn start_session(session: Session) {
         s.refresh_roster();
         s.refresh_chat();
         s.connect();
+        s.arm_idle_timer();
     });
 }
 
@@ -264,6 +267,9 @@ impl Session {
             signing_out: false,
             retry_timer: None,
             typing_timer: None,
+            last_activity_ms: browser::now_ms(),
+            idle: false,
+            idle_timer: None,
         }
     }
 
@@ -334,16 +340,19 @@ impl Session {
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
                     self.state.me.set(Some(bare));
                     self.state.login_error.set(None);
-                    // Our chosen presence survives reconnects (a resumed session kept it).
+                    // Our chosen presence survives reconnects and new sign-ins (the client
+                    // keeps it across reconnects, and a resumed session kept it).
                     let show = self.state.own_show.get_untracked();
                     let status = self.state.own_status.get_untracked();
+                    let own = self.client.own_presence();
+                    let same = own.show == show && own.status.as_deref().unwrap_or("") == status;
                     let mut ev = self.client.set_client_active(browser::document_visible());
                     if let Some(j) = self.client.chats.active().map(str::to_owned) {
                         if !self.client.chats.history(&j).started {
                             ev.extend(self.client.load_history(&j));
                         }
                     }
-                    if !resumed && (show != Show::Online || !status.is_empty()) {
+                    if !resumed && !same {
                         ev.extend(self.client.set_presence(show, Some(status)));
                     }
                     for e in ev {
@@ -354,9 +363,12 @@ impl Session {
                 }
                 Event::Failed(e) => self.failed(e),
                 Event::RosterChanged | Event::SubscriptionRequest { .. } => roster = true,
-                Event::ChatChanged { with, .. } => {
+                Event::ChatChanged { with, incoming } => {
                     roster = true;
                     chat |= self.client.chats.active() == Some(with.as_str());
+                    if incoming {
+                        self.notify(&with);
+                    }
                 }
                 Event::Notice(n) => self.state.toast(n),
             }
@@ -371,6 +383,46 @@ impl Session {
             let events = self.client.receive(input, browser::now_ms());
             self.handle(events);
         }
+    }
+
+    /// A desktop notification for a new message from `with`, when asked for and the tab
+    /// is hidden.
+    fn notify(&self, with: &str) {
+        if browser::document_visible() || !settings::notifications() || !browser::notifications_allowed() {
+            return;
+        }
+        let Some(msg) = self.client.chats.last(with) else { return };
+        let name = self.client.roster.get(with).map_or(with, |i| i.display_name()).to_owned();
+        let body: String = msg.body.chars().take(140).collect();
+        let jid = with.to_owned();
+        browser::notify(&name, &body, with, move || open_chat(Some(jid)));
+    }
+
+    /// Arms the timer that turns a quiet user into an away one.
+    fn arm_idle_timer(&mut self) {
+        let Some(after) = settings::away_after_secs().map(|s| i64::from(s) * 1000) else { return };
+        if self.idle_timer.is_some() || self.idle {
+            return;
+        }
+        let due = (self.last_activity_ms + after - browser::now_ms()).clamp(0, i64::from(i32::MAX));
+        self.idle_timer = Some(browser::set_timeout(due as i32, move || {
+            with_session(|s| {
+                s.idle_timer = None;
+                if browser::now_ms() - s.last_activity_ms < after {
+                    return s.arm_idle_timer();
+                }
+                s.idle = true;
+                let ev = s.client.set_idle(true);
+                s.handle(ev);
+                s.show_own_presence();
+            });
+        }));
+    }
+
+    fn show_own_presence(&self) {
+        let own = self.client.own_presence();
+        self.state.own_show.set(own.show);
+        self.state.own_status.set(own.status.clone().unwrap_or_default());
     }
 
     fn phase(&mut self, p: Phase) {
@@ -424,11 +476,11 @@ impl Session {
         }
         // The next round starts again at the endpoint that worked last.
         self.tried = 0;
-        let secs = (1u32 << self.attempt.min(6)).min(MAX_BACKOFF_SECS);
+        let ms = reconnect_delay_ms(self.attempt, browser::random());
         self.attempt += 1;
-        self.state.status.set(Status::Reconnecting(secs));
+        self.state.status.set(if browser::network_up() { Status::Reconnecting(ms.div_ceil(1000)) } else { Status::Offline });
         let generation = self.generation;
-        self.retry_timer = Some(browser::set_timeout(secs as i32 * 1000, move || {
+        self.retry_timer = Some(browser::set_timeout(ms as i32, move || {
             with_session(|s| {
                 if s.generation == generation {
                     s.retry_timer = None;
@@ -440,7 +492,7 @@ impl Session {
 
     /// Ends the session and clears what was shown.
     fn end(&mut self, status: Status) {
-        if let Some(t) = self.retry_timer.take() {
+        for t in [self.retry_timer.take(), self.idle_timer.take(), self.typing_timer.take()].into_iter().flatten() {
             browser::clear_timeout(t);
         }
         discard(self.transport.take());
@@ -714,8 +766,11 @@ pub fn set_presence(show: Show, status: String) {
     });
 }
 
-/// The tab was hidden or shown: unread counting follows.
+/// The tab was hidden or shown: unread counting follows; being shown is a sign of the user.
 pub fn visibility_changed(visible: bool) {
+    if visible {
+        user_active();
+    }
     with_session(|s| {
         s.client.chats.set_visible(visible);
         let ev = s.client.set_client_active(visible);
@@ -731,5 +786,35 @@ pub fn network_online() {
             s.attempt = 0;
             s.connect();
         }
+    });
+}
+
+/// The browser says the network is gone: say so, whatever the connection still believes.
+pub fn network_offline() {
+    with_session(|s| s.state.status.set(Status::Offline));
+}
+
+/// A sign of the user (pointer, keyboard, the tab shown): back from idle if we were, and
+/// the idle countdown starts again.
+pub fn user_active() {
+    with_session(|s| {
+        s.last_activity_ms = browser::now_ms();
+        if s.idle {
+            s.idle = false;
+            let ev = s.client.set_idle(false);
+            s.handle(ev);
+            s.show_own_presence();
+        }
+        s.arm_idle_timer();
+    });
+}
+
+/// The idle setting changed: the countdown follows it.
+pub fn idle_setting_changed() {
+    with_session(|s| {
+        if let Some(t) = s.idle_timer.take() {
+            browser::clear_timeout(t);
+        }
+        s.arm_idle_timer();
     });
 }

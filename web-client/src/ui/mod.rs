@@ -4,6 +4,7 @@
 mod chat;
 mod login;
 mod roster;
+mod settings;
 
 use leptos::prelude::*;
 
@@ -27,6 +28,16 @@ pub fn App() -> impl IntoView {
     let on_online = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_online);
     browser::window().set_ononline(Some(wasm_bindgen::JsCast::unchecked_ref(on_online.as_ref())));
     on_online.forget();
+    let on_offline = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_offline);
+    browser::window().set_onoffline(Some(wasm_bindgen::JsCast::unchecked_ref(on_offline.as_ref())));
+    on_offline.forget();
+    // Signs of the user, for automatic away.
+    let on_activity = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::user_active);
+    for event in ["pointerdown", "pointermove", "keydown", "wheel", "touchstart", "focus"] {
+        let _ =
+            browser::window().add_event_listener_with_callback(event, wasm_bindgen::JsCast::unchecked_ref(on_activity.as_ref()));
+    }
+    on_activity.forget();
     // A reload keeps the session: saved as the page goes, resumed by the next one.
     let on_pagehide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::page_hidden);
     browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
@@ -67,6 +78,9 @@ fn TopBar() -> impl IntoView {
             </div>
             <div class="topbar-right">
                 <StatusPill/>
+                <Show when=move || state.me.get().is_some()>
+                    <settings::SettingsMenu/>
+                </Show>
                 <theme::ThemeToggle/>
                 <Show when=move || state.me.get().is_some()>
                     <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| net::logout()>"Sign out"</button>
