@@ -21,6 +21,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { chromium } from 'playwright-core';
@@ -89,7 +90,8 @@ async function openPage(name, options = {}) {
         }));
     }
     // The client logs its protocol traffic to the console, which is printed on failure.
-    await context.addInitScript(() => window.localStorage.setItem('jabberwock.debug', '1'));
+    // (Frames of other sites may be denied storage: the embedded widget then goes without.)
+    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     logs[name] = [];
@@ -340,6 +342,7 @@ const steps = [
     ['bob goes idle: alice sees him away, and available again when he is back', async () => {
         const b = pages.bob;
         await b.getByRole('button', { name: 'Settings' }).click();
+        await shot(b, '16-bob-settings');
         // A one-second timeout, through the setting's own control.
         await b.getByTestId('away-after').evaluate((select) => {
             select.add(new Option('After 1 second', '1'));
@@ -456,6 +459,35 @@ const steps = [
         await a2.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await a2.context().close();
         delete pages.alice2;
+    }],
+
+    ['the widget on another site mounts the client and signs in', async () => {
+        // Another site (its own origin) with a page that embeds the widget.
+        const site = http.createServer((req, res) => {
+            res.writeHead(200, { 'content-type': 'text/html' });
+            res.end(`<!doctype html><html><head><title>Example shop</title></head>
+                <body style="font-family: sans-serif; margin: 0; padding: 32px; background: #fafafa">
+                <h1>Example shop</h1><p>Questions? Chat with us.</p>
+                <div id="chat" style="width: 380px; height: 600px; border: 1px solid #ddd; border-radius: 16px"
+                     data-jabberwock data-domain="${DOMAIN}" data-jid="${ALICE}" data-theme="light"></div>
+                <script src="${BASE}/widget.js" async></script></body></html>`);
+        });
+        await new Promise((r) => site.listen(0, '127.0.0.1', r));
+        const host = await openPage('widget-host');
+        await host.goto(`http://127.0.0.1:${site.address().port}/`, { waitUntil: 'load' });
+        const chat = host.frameLocator('#chat iframe');
+        await chat.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        const address = await chat.getByLabel('Address', { exact: true }).inputValue();
+        if (address !== ALICE) throw new Error(`the widget's address was not prefilled: ${address}`);
+        await chat.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_A'));
+        await chat.getByRole('button', { name: 'Sign in' }).click();
+        await chat.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
+        await chat.locator(`.contact[data-jid="${BOB}"]`).waitFor();
+        await shot(host, '15-widget-on-another-site');
+        await chat.getByRole('button', { name: 'Sign out' }).click();
+        await host.context().close();
+        delete pages['widget-host'];
+        site.close();
     }],
 
     ['signing out returns to the sign-in form', async () => {

@@ -140,3 +140,9 @@ pub fn notify(title: &str, body: &str, tag: &str, on_click: impl FnOnce() + 'sta
     });
     n.set_onclick(Some(cb.unchecked_ref()));
 }
+
+/// Runs `f` before the next repaint, after the pending view updates.
+pub fn next_frame(f: impl FnOnce() + 'static) {
+    let cb = Closure::once_into_js(f);
+    let _ = window().request_animation_frame(cb.unchecked_ref());
+}

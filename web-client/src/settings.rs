@@ -1,5 +1,5 @@
 //! The user's preferences, kept in `localStorage`: when to show as away, and whether to
-//! show desktop notifications.
+//! show desktop notifications. A widget's configuration may set the default.
 
 use crate::browser;
 
@@ -21,7 +21,8 @@ fn set(key: &str, value: &str) {
 
 /// Seconds without activity before showing as away; `None`: never.
 pub fn away_after_secs() -> Option<u32> {
-    let secs = get(AWAY_AFTER).and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_AWAY_AFTER_SECS);
+    let secs =
+        get(AWAY_AFTER).and_then(|v| v.parse().ok()).or(crate::config::get().away_after_secs).unwrap_or(DEFAULT_AWAY_AFTER_SECS);
     (secs > 0).then_some(secs)
 }
 

@@ -46,7 +46,7 @@ pub fn App() -> impl IntoView {
 
     let signed_in = move || state.me.get().is_some();
     view! {
-        <div class="app">
+        <div class="app" class:widget=crate::config::get().widget>
             <TopBar/>
             <Show when=signed_in fallback=|| view! { <login::LoginView/> }>
                 <Shell/>
@@ -176,8 +176,12 @@ pub mod theme {
 
     const KEY: &str = "jabberwock.theme";
 
+    /// The user's choice, else the one the page was configured with, else the system's.
     pub fn stored() -> String {
-        browser::local_storage().and_then(|s| s.get_item(KEY).ok().flatten()).unwrap_or_else(|| "system".into())
+        browser::local_storage()
+            .and_then(|s| s.get_item(KEY).ok().flatten())
+            .or_else(|| crate::config::get().theme.clone())
+            .unwrap_or_else(|| "system".into())
     }
 
     pub fn apply(theme: &str) {

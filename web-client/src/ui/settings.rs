@@ -80,6 +80,8 @@ pub fn SettingsMenu() -> impl IntoView {
                                 .collect_view()}
                         </select>
                     </label>
+                    // Browsers refuse notifications to a frame of another site (the widget).
+                    <Show when=|| !crate::config::get().widget>
                     <label class="check">
                         <input
                             type="checkbox"
@@ -91,6 +93,7 @@ pub fn SettingsMenu() -> impl IntoView {
                             <span class="field-hint">"For new messages while this tab is in the background"</span>
                         </span>
                     </label>
+                    </Show>
                 </div>
             </Show>
         </div>
