@@ -186,6 +186,8 @@ pub struct Connection {
     sm: Option<StreamManagement>,
     /// A dropped stream to resume after authenticating, with its JID.
     resume: Option<(StreamManagement, String)>,
+    /// Messages of a stream that could not be resumed, to send once bound.
+    resend: Vec<Element>,
 }
 
 impl Connection {
@@ -207,6 +209,7 @@ impl Connection {
             session_required: false,
             sm: None,
             resume: None,
+            resend: Vec::new(),
         }
     }
 
@@ -523,9 +526,11 @@ impl Connection {
                 out
             }
             "failed" if self.with_keys => self.fail(ConnError::SessionExpired),
-            // The session is gone (the window passed): a new one on this stream.
+            // The session is gone (the window passed): a new one on this stream, which
+            // sends again the messages the old one never confirmed (XEP-0198 §5).
             "failed" => {
                 self.jid = None;
+                self.resend = sm.unacked().filter(|e| e.name() == "message").cloned().collect();
                 self.start_bind()
             }
             other => self.fail(ConnError::Protocol(format!("<{other}/> in answer to <resume/>"))),
@@ -588,6 +593,9 @@ impl Connection {
         if self.features.stream_management {
             self.sm = Some(StreamManagement::new());
             out.push(ConnEvent::Send(Frame::Element(StreamManagement::enable())));
+        }
+        for message in std::mem::take(&mut self.resend) {
+            out.extend(self.send(message));
         }
         out.extend([ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid, resumed: false }]);
         out
@@ -955,8 +963,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_session_that_cannot_be_resumed() {
-        // With the password: a new session on the same stream.
+        // With the password: a new session on the same stream, where what the old one
+        // never confirmed is sent again (messages only).
         let mut c = online_with_sm(conn());
+        c.send(chat("lost"));
+        c.send(parse("<iq xmlns='jabber:client' type='get' id='q1'/>"));
         c.transport_closed();
         let resume = c.take_resumable();
         let mut c = conn().resuming(resume.clone());
@@ -972,6 +983,9 @@ pub(crate) mod tests {
         assert!(bind.child("bind", ns::BIND).is_some());
         let ev = c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
         assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web".into(), resumed: false }));
+        let out = sent_elements(&ev);
+        assert_eq!(out.iter().map(|e| e.attr("id").unwrap_or(e.name())).collect::<Vec<_>>(), ["enable", "lost", "r"]);
+        assert_eq!(c.stream_management().unwrap().unacked().count(), 1, "counted on the new stream");
 
         // With kept keys only: the password is needed for a new session.
         let keys = c.keys().unwrap().clone();

@@ -138,11 +138,12 @@ fn resource() -> String {
 const RESUME_KEY: &str = "jabberwock.resume";
 
 /// The page goes away (reload, navigation, tab closed): saves what the next page needs to
-/// resume the session, and lets the connection drop without ending the session, which
+/// resume the session, if the server keeps it, and lets the connection drop without ending the session, which
 /// the server then keeps for its resumption window.
 pub fn page_hidden() {
     with_session(|s| {
-        if s.signing_out || s.client.phase() != Phase::Online {
+        // Online, or waiting to reconnect with a session the server keeps: both resume.
+        if s.signing_out {
             return;
         }
         let Some(saved) = s.client.resumable(&s.endpoints[s.endpoint].to_saved(), browser::now_ms()) else { return };
