@@ -356,6 +356,16 @@ const steps = [
         await b.getByRole('button', { name: 'Settings' }).click();
     }],
 
+    ['alice loses the network and gets it back: the status says so, and nothing is lost', async () => {
+        const a = pages.alice;
+        await a.context().setOffline(true);
+        await a.getByTestId('connection-status').filter({ hasText: 'Offline' }).waitFor();
+        await send(pages.bob, 'Sent while you were offline');
+        await a.context().setOffline(false);
+        await expectOnline(a);
+        await a.locator('.msg.in .body').filter({ hasText: 'Sent while you were offline' }).waitFor();
+    }],
+
     ['the server restarts: both reconnect by themselves and chat goes on', async () => {
         const a = pages.alice;
         const b = pages.bob;
@@ -406,7 +416,7 @@ const steps = [
         await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
         await expectContactStatus(b, ALICE, 'away');
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 6) throw new Error(`expected the 6 messages once each, found ${shown}`);
+        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
         await shot(b, '13-bob-resumed-after-reload');
     }],
 
@@ -430,7 +440,7 @@ const steps = [
         await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 6) throw new Error(`expected the 6 messages once each, found ${shown}`);
+        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
     }],
 
     ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {
@@ -485,6 +495,7 @@ const steps = [
         await chat.locator(`.contact[data-jid="${BOB}"]`).waitFor();
         await shot(host, '15-widget-on-another-site');
         await chat.getByRole('button', { name: 'Sign out' }).click();
+        await chat.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await host.context().close();
         delete pages['widget-host'];
         site.close();

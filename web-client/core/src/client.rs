@@ -134,6 +134,7 @@ impl Client {
             c.roster.add_request(jid, message.clone());
         }
         c.chats.set_active(saved.active.as_deref());
+        c.auto_away = saved.idle_from.as_deref().and_then(Show::from_key);
         c.csi_active = None;
         Some(c)
     }
@@ -157,6 +158,7 @@ impl Client {
             keys: SavedKeys::from(keys),
             show: self.own.show.key().to_owned(),
             status: self.own.status.clone(),
+            idle_from: self.auto_away.map(|s| s.key().to_owned()),
             presence: self
                 .roster
                 .all_presence()
@@ -568,6 +570,11 @@ impl Client {
         let own = self.own.clone();
         self.send(stanza::presence(&own), &mut out);
         out
+    }
+
+    /// We show as away because the user is idle ([`Client::set_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.auto_away.is_some()
     }
 
     /// The user went idle (`true`) or came back. Idle while online or free to chat, we
@@ -1189,7 +1196,7 @@ mod tests {
         stanza(&mut c, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>");
         stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/a'><status>here</status></presence>");
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
-        c.set_presence(Show::Away, Some("lunch".into()));
+        c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
         // The server has the roster query, the carbons request and both presences.
         stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='4'/>");
@@ -1204,11 +1211,13 @@ mod tests {
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
         assert_eq!((saved.sm.acked, saved.sm.inbound), (4, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
+        assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
         // The new page signs in with the saved keys and resumes.
         let mut c = Client::from_resumable(&saved, "fyko+d2lbbFgONRv9qkxdawL".into()).unwrap();
         assert!(c.roster.best_presence("bob@localhost").is_some(), "presence is shown from the start");
         assert_eq!(c.own_presence().show, Show::Away);
+        assert!(c.is_idle(), "back to available on the first sign of the user");
         assert_eq!(c.chats.active(), Some("bob@localhost"));
         assert_eq!(c.roster.requests().count(), 1);
         c.start();

@@ -28,6 +28,9 @@ pub struct Resumable {
     /// Our presence: `show` key and status text.
     pub show: String,
     pub status: Option<String>,
+    /// Shown as away because the user was idle: the `show` key to go back to.
+    #[serde(default)]
+    pub idle_from: Option<String>,
     /// Available presence received, per full JID.
     pub presence: Vec<SavedPresence>,
     /// Subscription requests not answered yet: JID and message.
@@ -145,6 +148,7 @@ mod tests {
             }),
             show: "away".into(),
             status: Some("lunch".into()),
+            idle_from: None,
             presence: vec![SavedPresence { jid: "bob@localhost/a".into(), show: "online".into(), status: None, priority: 1 }],
             requests: vec![("carol@localhost".into(), Some("hi".into()))],
             active: Some("bob@localhost".into()),

@@ -183,7 +183,10 @@ pub fn resume_saved(state: AppState) -> bool {
     state.own_show.set(client.own_presence().show);
     state.own_status.set(client.own_presence().status.clone().unwrap_or_default());
     state.active.set(saved.active.clone());
-    start_session(Session::new(state, None, vec![endpoint], client, true));
+    let mut session = Session::new(state, None, vec![endpoint], client, true);
+    // Away because idle before the reload: available again on the first sign of the user.
+    session.idle = session.client.is_idle();
+    start_session(session);
     true
 }
 
@@ -780,12 +783,15 @@ pub fn visibility_changed(visible: bool) {
     });
 }
 
-/// The browser says the network is back: do not wait for the backoff timer.
+/// The browser says the network is back: do not wait for the backoff timer; a connection
+/// that survived the outage is online again.
 pub fn network_online() {
     with_session(|s| {
         if s.retry_timer.is_some() {
             s.attempt = 0;
             s.connect();
+        } else if s.client.phase() == Phase::Online {
+            s.state.status.set(Status::Online);
         }
     });
 }
