@@ -3,6 +3,11 @@
 # headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) plays two
 # users through sign-in, subscriptions and chat.
 #
+#   tests/e2e/run.sh           the end-to-end suites (WebSocket, then BOSH fallback)
+#   tests/e2e/run.sh --perf    the rendering figures instead (perf.mjs): a roster of
+#                              PERF_CONTACTS (2000) and a conversation of PERF_MESSAGES
+#                              (10000), created through the server
+#
 #   JABBERWOCK_BIN     the server binary (default target/debug/jabberwock)
 #   E2E_SKIP_BUILD=1   use web-client/dist as it is (default: scripts/build-web-client.sh,
 #                      which is incremental)
@@ -24,6 +29,9 @@ DOMAIN="localhost"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 say() { printf 'e2e: %s\n' "$*" >&2; }
+
+PERF=""
+[ "${1:-}" = "--perf" ] && PERF=1
 
 [ -x "$BIN" ] || { say "server binary not found: $BIN (build it, or set JABBERWOCK_BIN)"; exit 2; }
 [ -x "$CHROMIUM_BIN" ] || { say "no Chromium at $CHROMIUM_BIN (apt-get install chromium)"; exit 2; }
@@ -96,6 +104,8 @@ c2s_direct_tls = []
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = []
 web_root = "$DIST"
+# The widget story embeds the client in a page served from 127.0.0.1 (another origin).
+embed_origins = ["http://127.0.0.1:*"]
 
 [s2s]
 enabled = false
@@ -134,7 +144,8 @@ until port_open "$HTTP_PORT"; do
 done
 say "server pid $SERVER_PID at http://localhost:$HTTP_PORT/"
 
-rm -rf "$HERE/artifacts"
+# The suites start from an empty artifacts directory; the figures only add perf.*.
+[ -n "$PERF" ] || rm -rf "$HERE/artifacts"
 mkdir -p "$HERE/artifacts"
 suite() { # TRANSPORT USER-A USER-B
     (
@@ -147,6 +158,15 @@ suite() { # TRANSPORT USER-A USER-B
     )
 }
 suite_rc=0
+if [ -n "$PERF" ]; then
+    (
+        cd "$HERE"
+        E2E_BASE_URL="http://localhost:$HTTP_PORT" E2E_DOMAIN="$DOMAIN" E2E_ARTIFACTS="$HERE/artifacts" CHROMIUM_BIN="$CHROMIUM_BIN" \
+            E2E_USER_A=alice E2E_PASSWORD_A="${PASSWORDS[alice]}" E2E_USER_B=bob E2E_PASSWORD_B="${PASSWORDS[bob]}" \
+            node --experimental-websocket perf.mjs
+    ) || suite_rc=$?
+    exit "$suite_rc"
+fi
 if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     say "---- over WebSocket ----"
     suite websocket alice bob || suite_rc=$?

@@ -21,6 +21,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { chromium } from 'playwright-core';
@@ -89,7 +90,8 @@ async function openPage(name, options = {}) {
         }));
     }
     // The client logs its protocol traffic to the console, which is printed on failure.
-    await context.addInitScript(() => window.localStorage.setItem('jabberwock.debug', '1'));
+    // (Frames of other sites may be denied storage: the embedded widget then goes without.)
+    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     logs[name] = [];
@@ -160,6 +162,25 @@ async function restartServer() {
     });
     child.unref();
     fs.writeFileSync(pidFile, `${child.pid}\n`);
+}
+
+/**
+ * Reloads `page`, holding the new page's WebAssembly until `meanwhile` has run: the old
+ * page is gone (its connection dropped, its session state saved) and the new one has not
+ * started yet.
+ */
+async function reloadHeld(page, meanwhile) {
+    let release;
+    const held = new Promise((r) => { release = r; });
+    await page.route('**/*.wasm', async (route) => { await held; await route.fallback(); });
+    try {
+        await page.reload({ waitUntil: 'commit' });
+        await meanwhile();
+    } finally {
+        release();
+    }
+    await page.waitForLoadState('load');
+    await page.unroute('**/*.wasm');
 }
 
 // Each step is a user story; they run in order and share the pages.
@@ -276,6 +297,37 @@ const steps = [
         await a.getByRole('group', { name: 'Friends' }).locator(`.contact[data-jid="${BOB}"]`).waitFor();
     }],
 
+    ['with the tab in the background, alice gets a desktop notification and the unread count in the title', async () => {
+        const a = pages.alice;
+        await a.context().grantPermissions(['notifications'], { origin: new URL(BASE).origin });
+        await a.getByRole('button', { name: 'Settings' }).click();
+        await a.getByLabel('Desktop notifications').check();
+        await a.getByRole('button', { name: 'Settings' }).click();
+        // Record notifications, and put the tab in the background.
+        await a.evaluate(() => {
+            window.shown = [];
+            const Native = window.Notification;
+            window.Notification = class extends Native {
+                constructor(title, options) {
+                    super(title, options);
+                    window.shown.push({ title, body: options.body });
+                }
+            };
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        });
+        await send(pages.bob, 'Are you there?');
+        await a.waitForFunction(() => window.shown.length === 1);
+        const shown = await a.evaluate(() => window.shown[0]);
+        if (shown.title !== `${BOB_NAME}` || shown.body !== 'Are you there?') throw new Error(`notification: ${JSON.stringify(shown)}`);
+        await a.waitForFunction(() => document.title === '(1) Jabberwock');
+        await a.evaluate(() => {
+            delete document.visibilityState;
+            document.dispatchEvent(new Event('visibilitychange'));
+        });
+        await a.waitForFunction(() => document.title === 'Jabberwock');
+    }],
+
     ['alice sets "away" with a status message, and bob sees it', async () => {
         const a = pages.alice;
         await a.getByLabel('Your availability').selectOption('away');
@@ -285,6 +337,33 @@ const steps = [
         await expectContactStatus(b, ALICE, 'away');
         await b.getByTestId('chat-status').filter({ hasText: 'Away · Lunch, back at two' }).waitFor();
         await expectContactStatus(a, BOB, 'online');
+    }],
+
+    ['bob goes idle: alice sees him away, and available again when he is back', async () => {
+        const b = pages.bob;
+        await b.getByRole('button', { name: 'Settings' }).click();
+        await shot(b, '16-bob-settings');
+        // A one-second timeout, through the setting's own control.
+        await b.getByTestId('away-after').evaluate((select) => {
+            select.add(new Option('After 1 second', '1'));
+            select.value = '1';
+            select.dispatchEvent(new Event('change'));
+        });
+        await expectContactStatus(pages.alice, BOB, 'away');
+        await b.mouse.move(200, 300);
+        await expectContactStatus(pages.alice, BOB, 'online');
+        await b.getByTestId('away-after').selectOption('300');
+        await b.getByRole('button', { name: 'Settings' }).click();
+    }],
+
+    ['alice loses the network and gets it back: the status says so, and nothing is lost', async () => {
+        const a = pages.alice;
+        await a.context().setOffline(true);
+        await a.getByTestId('connection-status').filter({ hasText: 'Offline' }).waitFor();
+        await send(pages.bob, 'Sent while you were offline');
+        await a.context().setOffline(false);
+        await expectOnline(a);
+        await a.locator('.msg.in .body').filter({ hasText: 'Sent while you were offline' }).waitFor();
     }],
 
     ['the server restarts: both reconnect by themselves and chat goes on', async () => {
@@ -314,24 +393,54 @@ const steps = [
         await b.setViewportSize({ width: 1280, height: 800 });
     }],
 
-    ['bob reloads the page; signed in again, the conversation comes back from the archive', async () => {
+    ['bob reloads the page while alice writes: the session resumes, without signing in and without loss', async () => {
+        const a = pages.alice;
         const b = pages.bob;
-        await b.reload({ waitUntil: 'load' });
+        await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
+        const text = 'Written while you reloaded';
+        await reloadHeld(b, async () => {
+            // The page went away: it left its session state in sessionStorage, without the password.
+            const saved = await b.evaluate(() => sessionStorage.getItem('jabberwock.resume'));
+            if (!saved || !saved.includes('"sm"')) throw new Error(`no saved session: ${saved}`);
+            if (saved.includes(must('E2E_PASSWORD_B'))) throw new Error('the password was saved');
+            await send(a, text);
+            await a.locator('.msg.out .body').filter({ hasText: text }).waitFor();
+        });
+        await expectOnline(b);
+        if (await b.getByRole('heading', { name: 'Sign in to chat' }).count()) throw new Error('the sign-in form was shown');
+        // The open conversation is back, with what arrived meanwhile and what came before.
+        await b.getByTestId('chat-title').filter({ hasText: ALICE_NAME }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: text }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
+        await expectContactStatus(b, ALICE, 'away');
+        const shown = await b.locator('.msg .body').count();
+        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
+        await shot(b, '13-bob-resumed-after-reload');
+    }],
+
+    ['when the session cannot be resumed, the sign-in form comes back with the address filled in', async () => {
+        const b = pages.bob;
+        await reloadHeld(b, () => b.evaluate(() => {
+            // As if the server's resumption window had passed.
+            const saved = JSON.parse(sessionStorage.getItem('jabberwock.resume'));
+            saved.sm.id = 'gone';
+            sessionStorage.setItem('jabberwock.resume', JSON.stringify(saved));
+        }));
         await b.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
-        // The address is remembered; the password never is.
+        await b.getByTestId('login-error').filter({ hasText: 'sign in again' }).waitFor();
         const address = await b.getByLabel('Address', { exact: true }).inputValue();
-        if (address !== BOB) throw new Error(`the address was not remembered: ${address}`);
+        if (address !== BOB) throw new Error(`the address was not filled in: ${address}`);
         if (await b.getByLabel('Password', { exact: true }).inputValue()) throw new Error('the password was kept');
         await b.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_B'));
         await b.getByRole('button', { name: 'Sign in' }).click();
         await expectOnline(b);
         await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
-        await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
-        await b.locator('.msg.in .body').filter({ hasText: 'Still there after the restart?' }).waitFor();
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 4) throw new Error(`expected the 4 messages once each, found ${shown}`);
-        await shot(b, '13-bob-history-after-reload');
+        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
     }],
 
     ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {
@@ -360,6 +469,36 @@ const steps = [
         await a2.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await a2.context().close();
         delete pages.alice2;
+    }],
+
+    ['the widget on another site mounts the client and signs in', async () => {
+        // Another site (its own origin) with a page that embeds the widget.
+        const site = http.createServer((req, res) => {
+            res.writeHead(200, { 'content-type': 'text/html' });
+            res.end(`<!doctype html><html><head><title>Example shop</title></head>
+                <body style="font-family: sans-serif; margin: 0; padding: 32px; background: #fafafa">
+                <h1>Example shop</h1><p>Questions? Chat with us.</p>
+                <div id="chat" style="width: 380px; height: 600px; border: 1px solid #ddd; border-radius: 16px"
+                     data-jabberwock data-domain="${DOMAIN}" data-jid="${ALICE}" data-theme="light"></div>
+                <script src="${BASE}/widget.js" async></script></body></html>`);
+        });
+        await new Promise((r) => site.listen(0, '127.0.0.1', r));
+        const host = await openPage('widget-host');
+        await host.goto(`http://127.0.0.1:${site.address().port}/`, { waitUntil: 'load' });
+        const chat = host.frameLocator('#chat iframe');
+        await chat.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        const address = await chat.getByLabel('Address', { exact: true }).inputValue();
+        if (address !== ALICE) throw new Error(`the widget's address was not prefilled: ${address}`);
+        await chat.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_A'));
+        await chat.getByRole('button', { name: 'Sign in' }).click();
+        await chat.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
+        await chat.locator(`.contact[data-jid="${BOB}"]`).waitFor();
+        await shot(host, '15-widget-on-another-site');
+        await chat.getByRole('button', { name: 'Sign out' }).click();
+        await chat.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        await host.context().close();
+        delete pages['widget-host'];
+        site.close();
     }],
 
     ['signing out returns to the sign-in form', async () => {

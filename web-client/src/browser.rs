@@ -99,3 +99,50 @@ pub fn debug(what: &str, text: &str) {
         web_sys::console::log_2(&what.into(), &text.into());
     }
 }
+
+/// A random number in [0, 1), for jitter.
+pub fn random() -> f64 {
+    js_sys::Math::random()
+}
+
+/// The browser believes it has a network (`navigator.onLine`).
+pub fn network_up() -> bool {
+    window().navigator().on_line()
+}
+
+/// Desktop notifications are allowed for this page.
+pub fn notifications_allowed() -> bool {
+    web_sys::Notification::permission() == web_sys::NotificationPermission::Granted
+}
+
+/// Asks the user to allow desktop notifications; true when allowed.
+pub async fn ask_notifications() -> bool {
+    if notifications_allowed() {
+        return true;
+    }
+    let Ok(promise) = web_sys::Notification::request_permission() else { return false };
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    notifications_allowed()
+}
+
+/// Shows a desktop notification; one per `tag` at a time. `on_click` runs when it is
+/// clicked, after the page is brought forward.
+pub fn notify(title: &str, body: &str, tag: &str, on_click: impl FnOnce() + 'static) {
+    let opts = web_sys::NotificationOptions::new();
+    opts.set_body(body);
+    opts.set_tag(tag);
+    let Ok(n) = web_sys::Notification::new_with_options(title, &opts) else { return };
+    let target = n.clone();
+    let cb = Closure::once_into_js(move || {
+        let _ = window().focus();
+        target.close();
+        on_click();
+    });
+    n.set_onclick(Some(cb.unchecked_ref()));
+}
+
+/// Runs `f` before the next repaint, after the pending view updates.
+pub fn next_frame(f: impl FnOnce() + 'static) {
+    let cb = Closure::once_into_js(f);
+    let _ = window().request_animation_frame(cb.unchecked_ref());
+}

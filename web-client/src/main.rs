@@ -3,10 +3,14 @@
 //! * [`state`]: the signals the views read;
 //! * [`net`]: the live session (transport, reconnects) that writes them;
 //! * [`ui`]: the components;
-//! * [`browser`]: clock, randomness, timers and formatting from the browser.
+//! * [`browser`]: clock, randomness, timers, notifications and formatting from the browser;
+//! * [`settings`]: the user's preferences;
+//! * [`config`]: how the page was asked to run (full client, or a widget on another site).
 
 mod browser;
+mod config;
 mod net;
+mod settings;
 mod state;
 mod ui;
 

@@ -15,6 +15,8 @@ pub enum Status {
     Online,
     /// Waiting to try again; seconds until the next attempt.
     Reconnecting(u32),
+    /// The browser reports no network; we try again when it is back.
+    Offline,
 }
 
 impl Status {
@@ -27,6 +29,7 @@ impl Status {
             Status::Online => "Online".into(),
             Status::Reconnecting(0) => "Reconnecting…".into(),
             Status::Reconnecting(s) => format!("Reconnecting in {s}s"),
+            Status::Offline => "Offline".into(),
         }
     }
 
@@ -35,7 +38,7 @@ impl Status {
         match self {
             Status::Online => "ok",
             Status::Discovering | Status::Connecting | Status::Authenticating | Status::Reconnecting(_) => "busy",
-            Status::SignedOut => "down",
+            Status::SignedOut | Status::Offline => "down",
         }
     }
 
@@ -67,6 +70,9 @@ pub struct AppState {
     pub transport: RwSignal<&'static str>,
     /// Shown on the login form.
     pub login_error: RwSignal<Option<String>>,
+    /// The address the login form starts with, when known better than the last one typed
+    /// (the account of a session that could not be resumed).
+    pub prefill: RwSignal<Option<String>>,
     /// Our bare JID while a session exists (online or reconnecting).
     pub me: RwSignal<Option<String>>,
     pub own_show: RwSignal<Show>,
@@ -88,6 +94,7 @@ impl AppState {
             status: RwSignal::new(Status::SignedOut),
             transport: RwSignal::new(""),
             login_error: RwSignal::new(None),
+            prefill: RwSignal::new(None),
             me: RwSignal::new(None),
             own_show: RwSignal::new(Show::Online),
             own_status: RwSignal::new(String::new()),

@@ -71,6 +71,10 @@ pub struct HttpConfig {
     /// `https://example.org`; `*` allows any. The server's own origin and localhost are
     /// always allowed.
     pub allowed_origins: Vec<String>,
+    /// Sites allowed to show the web client in a frame (its embeddable widget), such as
+    /// `https://shop.example.org`; `*` allows any. Default: none (`X-Frame-Options:
+    /// SAMEORIGIN`); otherwise `Content-Security-Policy: frame-ancestors` lists them.
+    pub embed_origins: Vec<String>,
     /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
@@ -199,6 +203,7 @@ impl Default for HttpConfig {
             listen_tls: both(5443),
             public_url: None,
             allowed_origins: Vec::new(),
+            embed_origins: Vec::new(),
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
             bosh_inactivity_secs: 60,
@@ -322,6 +327,14 @@ impl Config {
                 return Err(invalid("http.public_url", format!("{url:?} must start with http:// or https://")));
             }
         }
+        for origin in &self.http.embed_origins {
+            let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            let valid = origin == "*"
+                || host.is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]*".contains(&b)));
+            if !valid {
+                return Err(invalid("http.embed_origins", format!("{origin:?} must be * or an origin like https://example.org")));
+            }
+        }
         if !(1..=3600).contains(&self.http.bosh_inactivity_secs) {
             return Err(invalid("http.bosh_inactivity_secs", "must be between 1 and 3600"));
         }
@@ -405,6 +418,16 @@ mod tests {
         assert_eq!(c.domains, d.domains);
         assert_eq!(c.listen.c2s, d.listen.c2s);
         assert_eq!(c.limits.max_stanza_bytes, d.limits.max_stanza_bytes);
+    }
+
+    #[test]
+    fn embed_origins_are_origins() {
+        let c = Config::parse("[http]\nembed_origins = ['https://shop.example.org', 'http://localhost:8080', '*']").unwrap();
+        assert_eq!(c.http.embed_origins.len(), 3);
+        for bad in ["shop.example.org", "https://a.example/path", "https://a.example; script-src *", "'self'"] {
+            let e = Config::parse(&format!("[http]\nembed_origins = [\"{bad}\"]")).unwrap_err();
+            assert!(e.to_string().starts_with("http.embed_origins:"), "{bad}: {e}");
+        }
     }
 
     #[test]

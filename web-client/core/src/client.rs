@@ -9,10 +9,12 @@ use jabberwock_proto::Element;
 
 use crate::address::{self, Account};
 use crate::chat::{parse_timestamp, Chats, Direction};
-use crate::connection::{ConnError, ConnEvent, Connection, Features, Phase};
+use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
 use crate::ns;
+use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
 use crate::roster::{ContactView, Roster, Subscription};
+use crate::sm::StreamManagement;
 use crate::stanza::{
     self, CarbonKind, ChatState, Incoming, IncomingMessage, IqType, MessageType, PresenceInfo, PresenceKind, Show,
 };
@@ -22,8 +24,11 @@ pub enum Event {
     /// Hand to the transport.
     Send(Frame),
     Phase(Phase),
+    /// Online on a new session, or on the previous one resumed (XEP-0198): then nothing
+    /// was lost, and our presence is what it was.
     Online {
         jid: String,
+        resumed: bool,
     },
     Failed(ConnError),
     RosterChanged,
@@ -65,40 +70,125 @@ pub struct Client {
     pub roster: Roster,
     pub chats: Chats,
     own: PresenceInfo,
+    /// Set while we show as away because the user is idle: what to go back to.
+    auto_away: Option<Show>,
     id_prefix: String,
     next_id: u64,
     pending: Vec<(String, Pending)>,
-    /// What we last told the server with XEP-0352 (a new stream starts active).
-    csi_active: bool,
+    /// What we last told the server with XEP-0352 (a new stream starts active; a resumed
+    /// one is as we left it, which may not be known after a reload).
+    csi_active: Option<bool>,
 }
 
 impl Client {
     /// `nonce`: fresh random printable text (no `,`); it seeds SCRAM and stanza ids.
     pub fn new(account: Account, password: &str, resource: Option<String>, nonce: String) -> Self {
+        Self::with_connection(
+            Connection::new(account, Credential::Password(password.to_owned()), resource, nonce.clone()),
+            &nonce,
+        )
+    }
+
+    fn with_connection(conn: Connection, nonce: &str) -> Self {
         let id_prefix = nonce.chars().filter(char::is_ascii_alphanumeric).take(6).collect();
         Client {
-            conn: Connection::new(account, password, resource, nonce),
+            conn,
             roster: Roster::default(),
             chats: Chats::new(),
             own: PresenceInfo::default(),
+            auto_away: None,
             id_prefix,
             next_id: 0,
             pending: Vec::new(),
-            csi_active: true,
+            csi_active: Some(true),
         }
     }
 
+    /// A client that resumes the session a page saved before it went away
+    /// ([`Client::resumable`]), signing in with the saved keys. `None` when the saved
+    /// state does not hold together.
+    pub fn from_resumable(saved: &Resumable, nonce: String) -> Option<Client> {
+        let account = Account::parse(address::bare(&saved.jid)).ok()?;
+        let resource = address::resource(&saved.jid).map(str::to_owned);
+        let keys = saved.keys.to_keys()?;
+        let sm = StreamManagement::restore(
+            saved.sm.id.clone(),
+            saved.sm.max_secs,
+            saved.sm.inbound,
+            saved.sm.acked,
+            saved.sm.unacked_elements()?,
+        );
+        let conn =
+            Connection::new(account, Credential::Keys(keys), resource, nonce.clone()).resuming(Some((sm, saved.jid.clone())));
+        let mut c = Client::with_connection(conn, &nonce);
+        c.own = PresenceInfo { show: Show::from_key(&saved.show).unwrap_or_default(), status: saved.status.clone(), priority: 0 };
+        for p in &saved.presence {
+            let info = PresenceInfo {
+                show: Show::from_key(&p.show).unwrap_or_default(),
+                status: p.status.clone(),
+                priority: p.priority,
+            };
+            c.roster.presence_available(address::bare(&p.jid), address::resource(&p.jid).unwrap_or(""), info);
+        }
+        for (jid, message) in &saved.requests {
+            c.roster.add_request(jid, message.clone());
+        }
+        c.chats.set_active(saved.active.as_deref());
+        c.auto_away = saved.idle_from.as_deref().and_then(Show::from_key);
+        c.csi_active = None;
+        Some(c)
+    }
+
+    /// What a page keeps to resume this session after a reload, `None` when the server
+    /// does not allow resumption. `endpoint` is the view layer's note of where it ran.
+    pub fn resumable(&self, endpoint: &str, now_ms: i64) -> Option<Resumable> {
+        let sm = self.conn.stream_management()?;
+        let (id, jid, keys) = (sm.id()?, self.conn.jid()?, self.conn.keys()?);
+        Some(Resumable {
+            jid: jid.to_owned(),
+            endpoint: endpoint.to_owned(),
+            saved_at_ms: now_ms,
+            sm: SavedSm {
+                id: id.to_owned(),
+                max_secs: sm.max_secs().unwrap_or(60),
+                inbound: sm.inbound(),
+                acked: sm.acked(),
+                unacked: sm.unacked().map(Element::to_xml_string).collect(),
+            },
+            keys: SavedKeys::from(keys),
+            show: self.own.show.key().to_owned(),
+            status: self.own.status.clone(),
+            idle_from: self.auto_away.map(|s| s.key().to_owned()),
+            presence: self
+                .roster
+                .all_presence()
+                .map(|(bare, res, p)| SavedPresence {
+                    jid: if res.is_empty() { bare.to_owned() } else { format!("{bare}/{res}") },
+                    show: p.show.key().to_owned(),
+                    status: p.status.clone(),
+                    priority: p.priority,
+                })
+                .collect(),
+            requests: self.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect(),
+            active: self.chats.active().map(str::to_owned),
+        })
+    }
+
     /// A fresh connection for a new attempt (after a network loss), keeping the roster,
-    /// the conversations and our presence. Until the roster is fetched again, what we had
-    /// stays on screen.
-    pub fn restart(&mut self, password: &str, nonce: String) {
+    /// the conversations and our presence; it resumes the dropped session if the server
+    /// kept it. Signs in with `password`, else with the keys of the last sign-in (which
+    /// can only resume). Returns false when there is nothing to sign in with.
+    pub fn restart(&mut self, password: Option<&str>, nonce: String) -> bool {
+        let credential = match (password, self.conn.keys()) {
+            (Some(p), _) => Credential::Password(p.to_owned()),
+            (None, Some(k)) => Credential::Keys(k.clone()),
+            (None, None) => return false,
+        };
         let account = self.conn.account().clone();
         let resource = self.conn.resource().map(str::to_owned);
-        self.conn = Connection::new(account, password, resource, nonce);
-        self.pending.clear();
-        self.csi_active = true;
-        // Queries in flight died with the old stream.
-        self.chats.reset_loading();
+        let resume = self.conn.take_resumable();
+        self.conn = Connection::new(account, credential, resource, nonce).resuming(resume);
+        true
     }
 
     pub fn phase(&self) -> Phase {
@@ -127,8 +217,10 @@ impl Client {
     }
 
     fn send(&mut self, el: Element, out: &mut Vec<Event>) {
-        if let Some(ConnEvent::Send(f)) = self.conn.send(el) {
-            out.push(Event::Send(f));
+        for e in self.conn.send(el) {
+            if let ConnEvent::Send(f) = e {
+                out.push(Event::Send(f));
+            }
         }
     }
 
@@ -137,16 +229,22 @@ impl Client {
             match e {
                 ConnEvent::Send(f) => out.push(Event::Send(f)),
                 ConnEvent::Phase(p) => {
-                    if p == Phase::Closed {
+                    // What we knew of others is stale, unless the session may be resumed:
+                    // the server then keeps what changes meanwhile for us.
+                    if p == Phase::Closed && self.conn.stream_management().is_none() {
                         self.roster.clear_presence();
                         out.push(Event::RosterChanged);
                     }
                     out.push(Event::Phase(p));
                 }
                 ConnEvent::Failed(e) => out.push(Event::Failed(e)),
-                ConnEvent::Online { jid } => {
-                    out.push(Event::Online { jid });
-                    self.on_online(out);
+                ConnEvent::Online { jid, resumed } => {
+                    out.push(Event::Online { jid, resumed });
+                    if resumed {
+                        self.on_resumed(out);
+                    } else {
+                        self.on_online(out);
+                    }
                 }
                 ConnEvent::Stanza(el) => self.on_stanza(el, out, now_ms),
             }
@@ -187,6 +285,12 @@ impl Client {
     }
 
     fn on_online(&mut self, out: &mut Vec<Event>) {
+        // A new session: what was under way, and what we knew of others, went with the old.
+        self.pending.clear();
+        self.chats.reset_loading();
+        self.csi_active = Some(true);
+        self.roster.clear_presence();
+        out.push(Event::RosterChanged);
         // RFC 6121 §2.2: the roster first, then initial presence (which makes the server
         // probe our contacts and deliver offline messages).
         let id = self.id();
@@ -198,6 +302,17 @@ impl Client {
         self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
+    }
+
+    /// The previous session goes on: its answers still arrive, and only a page that was
+    /// reloaded needs the roster again (the server sent the presence and the pushes).
+    fn on_resumed(&mut self, out: &mut Vec<Event>) {
+        if !self.roster.is_loaded() {
+            let id = self.id();
+            self.pending.push((id.clone(), Pending::FetchRoster));
+            self.send(stanza::roster_get(&id), out);
+        }
+        out.push(Event::RosterChanged);
     }
 
     fn take_pending(&mut self, id: &str) -> Option<Pending> {
@@ -443,12 +558,40 @@ impl Client {
 
     /// Sets our presence (and remembers it for the next connection).
     pub fn set_presence(&mut self, show: Show, status: Option<String>) -> Vec<Event> {
-        self.own.show = show;
+        // A choice of the user's ends an automatic away.
+        self.auto_away = None;
         self.own.status = status.filter(|s| !s.trim().is_empty());
+        self.change_show(show)
+    }
+
+    fn change_show(&mut self, show: Show) -> Vec<Event> {
+        self.own.show = show;
         let mut out = Vec::new();
         let own = self.own.clone();
         self.send(stanza::presence(&own), &mut out);
         out
+    }
+
+    /// We show as away because the user is idle ([`Client::set_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.auto_away.is_some()
+    }
+
+    /// The user went idle (`true`) or came back. Idle while online or free to chat, we
+    /// show as away; back, as we were. Away, not available or do not disturb are the
+    /// user's choice and stay; so does anything chosen while idle.
+    pub fn set_idle(&mut self, idle: bool) -> Vec<Event> {
+        match (idle, self.auto_away) {
+            (true, None) if matches!(self.own.show, Show::Online | Show::Chat) => {
+                self.auto_away = Some(self.own.show);
+                self.change_show(Show::Away)
+            }
+            (false, Some(before)) => {
+                self.auto_away = None;
+                self.change_show(before)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Adds a contact and asks to see their presence; with pre-approval, they will see
@@ -571,8 +714,8 @@ impl Client {
     /// can hold back unimportant traffic while not. Only when the server offers it.
     pub fn set_client_active(&mut self, active: bool) -> Vec<Event> {
         let mut out = Vec::new();
-        if self.features().csi && self.csi_active != active {
-            self.csi_active = active;
+        if self.features().csi && self.csi_active != Some(active) {
+            self.csi_active = Some(active);
             let name = if active { "active" } else { "inactive" };
             self.send(Element::new(name, ns::CSI), &mut out);
         }
@@ -640,8 +783,8 @@ mod tests {
         let ev = c.receive(Input::Element(features), 0);
         let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
         let ev = c.receive(bind_result(&bind_id, "user@localhost/web"), 0);
-        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into() }));
-        let out = sent(&ev);
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: false }));
+        let out: Vec<Element> = sent(&ev).into_iter().filter(|e| e.ns() != ns::SM).collect();
         assert!(out[0].child("query", ns::ROSTER).is_some(), "roster first");
         assert!(out[1].child("enable", ns::CARBONS).is_some(), "then carbons");
         assert!(out[2].is("presence", ns::CLIENT) && out[2].attr("type").is_none(), "then initial presence");
@@ -1039,12 +1182,93 @@ mod tests {
         let ev = c.transport_closed();
         assert!(ev.contains(&Event::Failed(ConnError::ConnectionLost)));
         assert_eq!(c.phase(), Phase::Closed);
-        c.restart("pencil", "abcdefgh".into());
+        assert!(c.restart(Some("pencil"), "abcdefgh".into()));
         assert_eq!(c.phase(), Phase::Connecting);
         let ev = c.start();
         assert!(ev.contains(&Event::Send(Frame::Open { to: "localhost".into(), restart: false })));
         assert_eq!(c.roster.len(), 1);
         assert_eq!(c.chats.messages("bob@localhost").len(), 1);
+    }
+
+    #[test]
+    fn a_reloaded_page_resumes_from_what_it_saved() {
+        let mut c = online_with("<item jid='bob@localhost' subscription='both'/>", "<sm xmlns='urn:xmpp:sm:3'/>");
+        stanza(&mut c, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>");
+        stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/a'><status>here</status></presence>");
+        stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
+        c.set_idle(true);
+        c.open_chat(Some("bob@localhost"));
+        // The server has the roster query, the carbons request and both presences.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='4'/>");
+        let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
+        assert!(out[1].is("r", ns::SM));
+
+        // The page goes away: what it keeps says nothing of the password.
+        let saved = c.resumable("websocket ws://localhost/xmpp-websocket", 10_000).expect("resumable");
+        let json = saved.to_json();
+        assert!(!json.contains("pencil"));
+        let saved = Resumable::from_json(&json).unwrap();
+        assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (4, 2));
+        assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
+        assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
+
+        // The new page signs in with the saved keys and resumes.
+        let mut c = Client::from_resumable(&saved, "fyko+d2lbbFgONRv9qkxdawL".into()).unwrap();
+        assert!(c.roster.best_presence("bob@localhost").is_some(), "presence is shown from the start");
+        assert_eq!(c.own_presence().show, Show::Away);
+        assert!(c.is_idle(), "back to available on the first sign of the user");
+        assert_eq!(c.chats.active(), Some("bob@localhost"));
+        assert_eq!(c.roster.requests().count(), 1);
+        c.start();
+        c.receive(Input::Opened { id: None }, 0);
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
+        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
+        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
+        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
+        c.receive(Input::Opened { id: None }, 0);
+        let mut features = features_bind();
+        features.push(Element::new("sm", ns::SM));
+        let out = sent(&c.receive(Input::Element(features), 0));
+        assert_eq!(out[0].attr("previd"), Some("sm1"));
+        assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='4'/>");
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
+        let out = sent(&ev);
+        let names: Vec<_> = out.iter().map(|e| e.name()).collect();
+        assert_eq!(names, ["message", "r", "iq"], "the message again, then the roster; no new presence");
+        assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
+        assert!(out[2].child("query", ns::ROSTER).is_some());
+        // A message that waited on the server while the page reloaded arrives.
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/a' type='chat' id='w1'><body>while away</body></message>",
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: true }));
+        assert!(c.roster.best_presence("bob@localhost").is_some());
+        assert!(c.resumable("x", 20_000).is_some(), "and it can be saved again");
+    }
+
+    #[test]
+    fn idle_means_away_until_back() {
+        let mut c = online("");
+        c.set_presence(Show::Chat, Some("around".into()));
+        let out = sent(&c.set_idle(true));
+        assert_eq!(out[0].child_text("show", ns::CLIENT).as_deref(), Some("away"));
+        assert_eq!(out[0].child_text("status", ns::CLIENT).as_deref(), Some("around"), "the status text stays");
+        assert!(c.set_idle(true).is_empty(), "once");
+        let out = sent(&c.set_idle(false));
+        assert_eq!(out[0].child_text("show", ns::CLIENT).as_deref(), Some("chat"), "back as before");
+        assert!(c.set_idle(false).is_empty());
+
+        // A presence the user chose is not overridden, nor restored over.
+        c.set_presence(Show::Dnd, None);
+        assert!(c.set_idle(true).is_empty());
+        c.set_presence(Show::Online, None);
+        c.set_idle(true);
+        c.set_presence(Show::Xa, Some("gone home".into()));
+        assert!(c.set_idle(false).is_empty(), "chosen while idle: kept");
+        assert_eq!(c.own_presence().show, Show::Xa);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The client's stream negotiation as a state machine without I/O:
-//! open → features → SASL (SCRAM) → restart → features → bind (→ session) → online.
+//! open → features → SASL (SCRAM) → restart → features → bind (→ session) → online,
+//! or, after the restart, resume (XEP-0198) a stream that dropped → online.
 //!
 //! The transport feeds [`Input`]s to [`Connection::receive`] and performs the
 //! [`ConnEvent::Send`]s it gets back; everything else is for the layer above.
@@ -11,7 +12,8 @@ use jabberwock_proto::Element;
 use crate::address::Account;
 use crate::framing::{Frame, Input};
 use crate::ns;
-use crate::scram::{ScramClient, ScramError, ScramHash};
+use crate::scram::{ScramClient, ScramError, ScramHash, ScramKeys};
+use crate::sm::{is_stanza, StreamManagement};
 use crate::stanza::{self, ErrorInfo};
 
 /// Where the connection is, for display.
@@ -44,6 +46,9 @@ pub enum ConnError {
     ServerClosed,
     #[error("the connection to the server was lost")]
     ConnectionLost,
+    /// The session could not be resumed, and only the password can start a new one.
+    #[error("Your session has ended; sign in again")]
+    SessionExpired,
 }
 
 fn auth_message(condition: &str, text: Option<&str>) -> String {
@@ -81,7 +86,7 @@ impl ConnError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ConnError::AuthFailed { condition, .. } => condition != "temporary-auth-failure",
-            ConnError::NoMechanism(_) | ConnError::Scram(_) => true,
+            ConnError::NoMechanism(_) | ConnError::Scram(_) | ConnError::SessionExpired => true,
             ConnError::Stream { condition, .. } => matches!(condition.as_str(), "conflict" | "host-unknown" | "not-authorized"),
             _ => false,
         }
@@ -92,14 +97,27 @@ impl ConnError {
     }
 }
 
+/// Reconnect delays double from 1 s up to this.
+pub const MAX_RECONNECT_DELAY_MS: u32 = 60_000;
+
+/// How long to wait before the `attempt`th retry (0 for the first): 1, 2, 4 … 60 s, each
+/// shortened by up to a quarter with `jitter` (0 to 1, random) so that the clients of a
+/// restarted server do not all come back at the same instant.
+pub fn reconnect_delay_ms(attempt: u32, jitter: f64) -> u32 {
+    let base = (1000u32 << attempt.min(6)).min(MAX_RECONNECT_DELAY_MS);
+    base - (f64::from(base) * 0.25 * jitter.clamp(0.0, 1.0)) as u32
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnEvent {
     /// Hand this to the transport.
     Send(Frame),
     Phase(Phase),
-    /// Resource bound; stanzas may flow. `jid` is our full JID.
+    /// Resource bound, or the previous stream resumed (`resumed`); stanzas may flow. `jid`
+    /// is our full JID.
     Online {
         jid: String,
+        resumed: bool,
     },
     /// A stanza (or other top-level element) received while online.
     Stanza(Element),
@@ -133,34 +151,89 @@ enum Stage {
     Session {
         id: String,
     },
+    /// `<resume/>` sent with this state.
+    Resuming(StreamManagement),
     Online,
     Closing,
     Closed,
 }
 
+/// What signs us in.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    Password(String),
+    /// Keys from an earlier SCRAM exchange ([`ScramClient::keys`]): enough to resume a
+    /// session, not to start a new one (see [`ConnError::SessionExpired`]).
+    Keys(ScramKeys),
+}
+
 pub struct Connection {
     account: Account,
     /// Kept only until SASL succeeds.
-    password: Option<String>,
+    credential: Option<Credential>,
+    /// Signed in with kept keys rather than the password.
+    with_keys: bool,
+    /// What SCRAM derived this time, to sign in again without the password.
+    keys: Option<ScramKeys>,
     resource: Option<String>,
     nonce: String,
     stage: Stage,
     jid: Option<String>,
     features: Features,
+    /// The server wants the old session establishment after binding.
+    session_required: bool,
+    /// XEP-0198 on the current stream, requested when the server offers it.
+    sm: Option<StreamManagement>,
+    /// A dropped stream to resume after authenticating, with its JID.
+    resume: Option<(StreamManagement, String)>,
+    /// Messages of a stream that could not be resumed, to send once bound.
+    resend: Vec<Element>,
 }
 
 impl Connection {
     /// `nonce`: fresh random printable text for SCRAM (see [`crate::scram::ScramClient::new`]).
-    pub fn new(account: Account, password: &str, resource: Option<String>, nonce: String) -> Self {
+    pub fn new(account: Account, credential: Credential, resource: Option<String>, nonce: String) -> Self {
         Connection {
             account,
-            password: Some(password.to_owned()),
+            with_keys: matches!(credential, Credential::Keys(_)),
+            keys: match &credential {
+                Credential::Keys(k) => Some(k.clone()),
+                Credential::Password(_) => None,
+            },
+            credential: Some(credential),
             resource,
             nonce,
             stage: Stage::Idle,
             jid: None,
             features: Features::default(),
+            session_required: false,
+            sm: None,
+            resume: None,
+            resend: Vec::new(),
         }
+    }
+
+    /// Tries to resume the stream `sm` (bound to `jid`) once authenticated; without
+    /// resumption it binds a new session, or with kept keys fails with
+    /// [`ConnError::SessionExpired`].
+    pub fn resuming(mut self, resume: Option<(StreamManagement, String)>) -> Self {
+        self.resume = resume.filter(|(sm, _)| sm.id().is_some());
+        self
+    }
+
+    /// The stream-management state of a dropped stream that may be resumed, with its JID.
+    pub fn take_resumable(&mut self) -> Option<(StreamManagement, String)> {
+        let sm = self.sm.take().filter(|sm| sm.id().is_some())?;
+        Some((sm, self.jid.clone()?))
+    }
+
+    pub fn stream_management(&self) -> Option<&StreamManagement> {
+        self.sm.as_ref()
+    }
+
+    /// The SCRAM keys that signed this connection in.
+    pub fn keys(&self) -> Option<&ScramKeys> {
+        self.keys.as_ref()
     }
 
     pub fn phase(&self) -> Phase {
@@ -172,7 +245,8 @@ impl Connection {
             Stage::AwaitOpen { authenticated: true }
             | Stage::AwaitFeatures { authenticated: true }
             | Stage::Binding { .. }
-            | Stage::Session { .. } => Phase::Binding,
+            | Stage::Session { .. }
+            | Stage::Resuming(_) => Phase::Binding,
             Stage::Online => Phase::Online,
             Stage::Closing => Phase::Closing,
             Stage::Closed => Phase::Closed,
@@ -209,13 +283,22 @@ impl Connection {
         ]
     }
 
-    /// Sends a stanza; only while online.
-    pub fn send(&mut self, el: Element) -> Option<ConnEvent> {
-        self.is_online().then_some(ConnEvent::Send(Frame::Element(el)))
+    /// Sends a stanza (or another top-level element); only while online. A stanza waits
+    /// for the server's acknowledgement under stream management.
+    pub fn send(&mut self, el: Element) -> Vec<ConnEvent> {
+        if !self.is_online() {
+            return vec![];
+        }
+        let Some(sm) = self.sm.as_mut().filter(|_| is_stanza(&el)) else {
+            return vec![ConnEvent::Send(Frame::Element(el))];
+        };
+        let request = sm.sent(el.clone());
+        std::iter::once(el).chain(request).map(|e| ConnEvent::Send(Frame::Element(e))).collect()
     }
 
-    /// Ends the stream politely.
+    /// Ends the stream politely; the session ends with it (nothing to resume).
     pub fn close(&mut self) -> Vec<ConnEvent> {
+        self.sm = None;
         match self.stage {
             Stage::Closed | Stage::Closing => vec![],
             Stage::Idle => self.closed(None),
@@ -237,7 +320,11 @@ impl Connection {
 
     fn closed(&mut self, error: Option<ConnError>) -> Vec<ConnEvent> {
         self.stage = Stage::Closed;
-        self.password = None;
+        self.credential = None;
+        // Only a connection that vanished leaves a session behind on the server.
+        if error != Some(ConnError::ConnectionLost) {
+            self.sm = None;
+        }
         let mut out: Vec<ConnEvent> = error.into_iter().map(ConnEvent::Failed).collect();
         out.push(ConnEvent::Phase(Phase::Closed));
         out
@@ -284,7 +371,7 @@ impl Connection {
         }
         match std::mem::replace(&mut self.stage, Stage::Idle) {
             Stage::AwaitFeatures { authenticated: false } if el.is("features", ns::STREAM) => self.start_sasl(&el),
-            Stage::AwaitFeatures { authenticated: true } if el.is("features", ns::STREAM) => self.start_bind(&el),
+            Stage::AwaitFeatures { authenticated: true } if el.is("features", ns::STREAM) => self.authenticated(&el),
             Stage::Sasl(scram) if el.ns() == ns::SASL => self.sasl_step(scram, &el),
             Stage::Binding { id, session_required } if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) => {
                 self.bind_result(&el, session_required)
@@ -296,8 +383,15 @@ impl Connection {
                     self.fail(ConnError::Bind(ErrorInfo::from_stanza(&el)))
                 }
             }
+            Stage::Resuming(sm) if el.ns() == ns::SM => self.resume_answer(sm, &el),
             Stage::Online => {
                 self.stage = Stage::Online;
+                if el.ns() == ns::SM {
+                    return self.sm_element(&el);
+                }
+                if let Some(sm) = self.sm.as_mut().filter(|_| is_stanza(&el)) {
+                    sm.received();
+                }
                 vec![ConnEvent::Stanza(el)]
             }
             stage @ (Stage::Closing | Stage::Closed) => {
@@ -318,11 +412,20 @@ impl Connection {
         else {
             return self.fail(ConnError::NoMechanism(offered));
         };
-        let password = self.password.as_deref().unwrap_or_default();
-        let mut scram = match ScramClient::new(hash, &self.account.local, password, &self.nonce) {
+        let scram = match self.credential.clone() {
+            // Kept keys are for the mechanism they came from.
+            Some(Credential::Keys(keys)) if offered.iter().any(|o| o == keys.hash.mechanism()) => {
+                ScramClient::with_keys(&self.account.local, keys, &self.nonce)
+            }
+            Some(Credential::Keys(_)) => return self.fail(ConnError::SessionExpired),
+            Some(Credential::Password(password)) => ScramClient::new(hash, &self.account.local, &password, &self.nonce),
+            None => return self.fail(ConnError::Protocol("no credential to sign in with".into())),
+        };
+        let mut scram = match scram {
             Ok(s) => s,
             Err(e) => return self.fail(e.into()),
         };
+        let hash = scram.hash();
         let auth =
             Element::new("auth", ns::SASL).with_attr("mechanism", hash.mechanism()).with_text(B64.encode(scram.client_first()));
         self.stage = Stage::Sasl(Box::new(scram));
@@ -334,13 +437,15 @@ impl Connection {
         match el.name() {
             "challenge" => {
                 let Some(data) = payload() else { return self.fail(ScramError::MalformedChallenge.into()) };
-                let reply = if let Ok(final_msg) = scram.client_final(&data) {
-                    B64.encode(final_msg)
-                } else {
-                    // A server-final-message sent as a challenge: verify, then answer empty.
-                    match scram.verify_server_final(&data) {
-                        Ok(()) => String::new(),
-                        Err(e) => return self.fail(e.into()),
+                let reply = match scram.client_final(&data) {
+                    Ok(final_msg) => B64.encode(final_msg),
+                    Err(ScramError::KeysOutdated) => return self.fail(ConnError::SessionExpired),
+                    Err(_) => {
+                        // A server-final-message sent as a challenge: verify, then answer empty.
+                        match scram.verify_server_final(&data) {
+                            Ok(()) => String::new(),
+                            Err(e) => return self.fail(e.into()),
+                        }
                     }
                 };
                 self.stage = Stage::Sasl(scram);
@@ -358,7 +463,8 @@ impl Connection {
                     // The server never proved it knows the password.
                     return self.fail(ScramError::BadServerSignature.into());
                 }
-                self.password = None;
+                self.credential = None;
+                self.keys = scram.keys().cloned();
                 self.stage = Stage::AwaitOpen { authenticated: true };
                 vec![
                     ConnEvent::Phase(Phase::Binding),
@@ -374,18 +480,88 @@ impl Connection {
         }
     }
 
-    fn start_bind(&mut self, features: &Element) -> Vec<ConnEvent> {
-        if features.child("bind", ns::BIND).is_none() {
-            return self.fail(ConnError::Protocol("no resource binding offered".into()));
-        }
+    /// The features after SASL: resume the previous stream if there is one, else bind.
+    fn authenticated(&mut self, features: &Element) -> Vec<ConnEvent> {
         self.features = Features {
             roster_versioning: features.child("ver", ns::ROSTER_VER).is_some(),
             pre_approval: features.child("sub", ns::PRE_APPROVAL).is_some(),
             stream_management: features.child("sm", ns::SM).is_some(),
             csi: features.child("csi", ns::CSI).is_some(),
         };
+        if features.child("bind", ns::BIND).is_none() {
+            return self.fail(ConnError::Protocol("no resource binding offered".into()));
+        }
         // RFC 6121 dropped session establishment; old servers mark it optional or require it.
-        let session_required = features.child("session", ns::SESSION).is_some_and(|s| s.child("optional", ns::SESSION).is_none());
+        self.session_required =
+            features.child("session", ns::SESSION).is_some_and(|s| s.child("optional", ns::SESSION).is_none());
+        match self.resume.take() {
+            Some((sm, jid)) if self.features.stream_management => {
+                let request = sm.resume_request().expect("only resumable state is kept");
+                self.jid = Some(jid);
+                self.stage = Stage::Resuming(sm);
+                vec![ConnEvent::Send(Frame::Element(request))]
+            }
+            _ if self.with_keys => self.fail(ConnError::SessionExpired),
+            _ => self.start_bind(),
+        }
+    }
+
+    /// `<resumed/>` or `<failed/>` after our `<resume/>`.
+    fn resume_answer(&mut self, mut sm: StreamManagement, el: &Element) -> Vec<ConnEvent> {
+        match el.name() {
+            "resumed" => {
+                let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return self.fail(ConnError::Protocol("<resumed/> without h".into()));
+                };
+                let again = match sm.on_resumed(h) {
+                    Ok(again) => again,
+                    Err(e) => return self.fail(ConnError::Protocol(format!("the server acknowledged {} stanzas too many", e.h))),
+                };
+                self.sm = Some(sm);
+                self.stage = Stage::Online;
+                let jid = self.jid.clone().unwrap_or_default();
+                // What the server missed goes first, so that the queue keeps the wire order.
+                let mut out: Vec<ConnEvent> = again.into_iter().map(|e| ConnEvent::Send(Frame::Element(e))).collect();
+                out.extend([ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid, resumed: true }]);
+                out
+            }
+            "failed" if self.with_keys => self.fail(ConnError::SessionExpired),
+            // The session is gone (the window passed): a new one on this stream, which
+            // sends again the messages the old one never confirmed (XEP-0198 §5).
+            "failed" => {
+                self.jid = None;
+                self.resend = sm.unacked().filter(|e| e.name() == "message").cloned().collect();
+                self.start_bind()
+            }
+            other => self.fail(ConnError::Protocol(format!("<{other}/> in answer to <resume/>"))),
+        }
+    }
+
+    /// Stream-management elements on an established stream.
+    fn sm_element(&mut self, el: &Element) -> Vec<ConnEvent> {
+        let Some(sm) = self.sm.as_mut() else { return vec![] };
+        match el.name() {
+            "r" => vec![ConnEvent::Send(Frame::Element(sm.answer()))],
+            "a" => match el.attr("h").and_then(|h| h.parse::<u32>().ok()).map(|h| sm.on_ack(h)) {
+                Some(Ok(request)) => request.into_iter().map(|r| ConnEvent::Send(Frame::Element(r))).collect(),
+                Some(Err(e)) => self.fail(ConnError::Protocol(format!("the server acknowledged {} stanzas too many", e.h))),
+                None => self.fail(ConnError::Protocol("<a/> without h".into())),
+            },
+            "enabled" => {
+                sm.on_enabled(el);
+                vec![]
+            }
+            // Refused: no stream management on this stream.
+            "failed" => {
+                self.sm = None;
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn start_bind(&mut self) -> Vec<ConnEvent> {
+        let session_required = self.session_required;
         let id = format!("bind-{}", &self.nonce[..self.nonce.len().min(8)]);
         let iq = stanza::bind(&id, self.resource.as_deref());
         self.stage = Stage::Binding { id, session_required };
@@ -413,7 +589,16 @@ impl Connection {
     fn online(&mut self) -> Vec<ConnEvent> {
         self.stage = Stage::Online;
         let jid = self.jid.clone().unwrap_or_default();
-        vec![ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid }]
+        let mut out = Vec::new();
+        if self.features.stream_management {
+            self.sm = Some(StreamManagement::new());
+            out.push(ConnEvent::Send(Frame::Element(StreamManagement::enable())));
+        }
+        for message in std::mem::take(&mut self.resend) {
+            out.extend(self.send(message));
+        }
+        out.extend([ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid, resumed: false }]);
+        out
     }
 }
 
@@ -462,7 +647,12 @@ pub(crate) mod tests {
     const SERVER_FINAL: &str = "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=";
 
     fn conn() -> Connection {
-        Connection::new(Account { local: "user".into(), domain: "localhost".into() }, "pencil", Some("web".into()), CNONCE.into())
+        Connection::new(
+            Account { local: "user".into(), domain: "localhost".into() },
+            Credential::Password("pencil".into()),
+            Some("web".into()),
+            CNONCE.into(),
+        )
     }
 
     /// Drives a connection through SASL; returns it waiting for the restarted stream.
@@ -521,7 +711,8 @@ pub(crate) mod tests {
             ev,
             [ConnEvent::Phase(Phase::Binding), ConnEvent::Send(Frame::Open { to: "localhost".into(), restart: true })]
         );
-        assert!(c.password.is_none(), "the password is dropped once it has served");
+        assert!(c.credential.is_none(), "the password is dropped once it has served");
+        assert!(c.keys().is_some(), "the derived keys are kept");
 
         assert!(c.receive(Input::Opened { id: Some("s2".into()) }).is_empty());
         let bind = sent_element(&c.receive(Input::Element(features_bind())));
@@ -530,14 +721,14 @@ pub(crate) mod tests {
         assert!(c.features().pre_approval && c.features().roster_versioning && !c.features().stream_management);
 
         let ev = c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
-        assert_eq!(ev, [ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid: "user@localhost/web".into() }]);
+        assert_eq!(ev, [ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid: "user@localhost/web".into(), resumed: false }]);
         assert!(c.is_online());
         assert_eq!(c.jid(), Some("user@localhost/web"));
 
         // Online: stanzas go up; sending works.
         let msg = parse("<message xmlns='jabber:client' from='a@b/c'><body>x</body></message>");
         assert_eq!(c.receive(Input::Element(msg.clone())), [ConnEvent::Stanza(msg.clone())]);
-        assert!(c.send(msg).is_some());
+        assert_eq!(c.send(msg.clone()), [ConnEvent::Send(Frame::Element(msg))]);
 
         // Closing politely.
         assert_eq!(c.close(), [ConnEvent::Phase(Phase::Closing), ConnEvent::Send(Frame::Close)]);
@@ -568,7 +759,7 @@ pub(crate) mod tests {
             "<iq xmlns='jabber:client' type='result' id='{}'/>",
             session.attr("id").unwrap()
         ))));
-        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/r".into() }));
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/r".into(), resumed: false }));
     }
 
     #[test]
@@ -668,5 +859,194 @@ pub(crate) mod tests {
             bind.attr("id").unwrap()
         ))));
         assert!(matches!(&ev[1], ConnEvent::Failed(ConnError::Bind(e)) if e.condition == "not-allowed"));
+    }
+
+    fn features_bind_sm() -> Element {
+        parse(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+             <sm xmlns='urn:xmpp:sm:3'/></stream:features>",
+        )
+    }
+
+    fn sent_elements(events: &[ConnEvent]) -> Vec<Element> {
+        sent(events).into_iter().filter_map(|f| if let Frame::Element(e) = f { Some(e.clone()) } else { None }).collect()
+    }
+
+    /// Online with stream management enabled and resumable, as `sm1`.
+    fn online_with_sm(mut c: Connection) -> Connection {
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        c.receive(sasl("success", SERVER_FINAL));
+        c.receive(Input::Opened { id: None });
+        let bind = sent_element(&c.receive(Input::Element(features_bind_sm())));
+        let ev = c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
+        let out = sent_elements(&ev);
+        assert!(out[0].is("enable", ns::SM) && out[0].attr("resume") == Some("true"), "asked for at once: {out:?}");
+        assert!(c.receive(Input::Element(parse("<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>"))).is_empty());
+        c
+    }
+
+    fn chat(id: &str) -> Element {
+        parse(&format!("<message xmlns='jabber:client' to='bob@localhost' id='{id}'><body>{id}</body></message>"))
+    }
+
+    #[test]
+    fn stream_management_counts_and_acknowledges() {
+        let mut c = online_with_sm(conn());
+        // Our stanzas: the first asks for an acknowledgement; nonzas are not counted.
+        let out = sent_elements(&c.send(chat("m1")));
+        assert_eq!(out.iter().map(|e| e.name()).collect::<Vec<_>>(), ["message", "r"]);
+        assert_eq!(sent_elements(&c.send(chat("m2"))).len(), 1);
+        assert_eq!(sent_elements(&c.send(Element::new("inactive", ns::CSI))).len(), 1);
+        assert_eq!(c.stream_management().unwrap().unacked().count(), 2);
+        // The server's acknowledgement covers one; the other is asked for again.
+        let out = sent_elements(&c.receive(Input::Element(parse("<a xmlns='urn:xmpp:sm:3' h='1'/>"))));
+        assert!(out[0].is("r", ns::SM));
+        assert!(c.receive(Input::Element(parse("<a xmlns='urn:xmpp:sm:3' h='2'/>"))).is_empty());
+        // Theirs: counted, and reported when asked; SM elements do not go up.
+        for i in 0..3 {
+            let m = parse(&format!("<message xmlns='jabber:client' from='bob@localhost/a' id='in{i}'/>"));
+            assert_eq!(c.receive(Input::Element(m.clone())), [ConnEvent::Stanza(m)]);
+        }
+        let out = sent_elements(&c.receive(Input::Element(parse("<r xmlns='urn:xmpp:sm:3'/>"))));
+        assert_eq!((out[0].name(), out[0].attr("h")), ("a", Some("3")));
+        // An acknowledgement of what was never sent ends the stream.
+        let ev = c.receive(Input::Element(parse("<a xmlns='urn:xmpp:sm:3' h='9'/>")));
+        assert!(matches!(&ev[1], ConnEvent::Failed(ConnError::Protocol(_))), "{ev:?}");
+    }
+
+    #[test]
+    fn a_dropped_stream_is_resumed_with_what_the_server_missed() {
+        let mut c = online_with_sm(conn());
+        c.send(chat("m1"));
+        c.send(chat("m2"));
+        c.receive(Input::Element(parse("<message xmlns='jabber:client' from='bob@localhost/a' id='in1'/>")));
+        let ev = c.transport_closed();
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::ConnectionLost)));
+        let resume = c.take_resumable().expect("a vanished connection leaves the session resumable");
+        let keys = c.keys().unwrap().clone();
+
+        // Signed in again (here with the kept keys, as after a reload), then <resume/>.
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let mut c = Connection::new(account, Credential::Keys(keys), Some("web".into()), CNONCE.into()).resuming(Some(resume));
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-256", "SCRAM-SHA-1"])));
+        let resp = sent_element(&c.receive(sasl("challenge", SERVER_FIRST)));
+        assert!(
+            B64.decode(resp.text()).unwrap().ends_with(b"p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
+            "the same proof as with the password"
+        );
+        c.receive(sasl("success", SERVER_FINAL));
+        c.receive(Input::Opened { id: None });
+        let req = sent_element(&c.receive(Input::Element(features_bind_sm())));
+        assert!(req.is("resume", ns::SM));
+        assert_eq!((req.attr("previd"), req.attr("h")), (Some("sm1"), Some("1")));
+        assert_eq!(c.phase(), Phase::Binding);
+
+        // The server had m1 only: m2 goes again, then a request; then we are online.
+        let ev = c.receive(Input::Element(parse("<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='1'/>")));
+        let out = sent_elements(&ev);
+        assert_eq!(out.iter().map(|e| e.attr("id").unwrap_or(e.name())).collect::<Vec<_>>(), ["m2", "r"]);
+        assert_eq!(
+            &ev[2..],
+            [ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid: "user@localhost/web".into(), resumed: true }]
+        );
+        assert_eq!(c.jid(), Some("user@localhost/web"));
+        // Counting goes on from where it was.
+        c.receive(Input::Element(parse("<message xmlns='jabber:client' from='bob@localhost/a' id='in2'/>")));
+        let out = sent_elements(&c.receive(Input::Element(parse("<r xmlns='urn:xmpp:sm:3'/>"))));
+        assert_eq!(out[0].attr("h"), Some("2"));
+    }
+
+    #[test]
+    fn a_session_that_cannot_be_resumed() {
+        // With the password: a new session on the same stream, where what the old one
+        // never confirmed is sent again (messages only).
+        let mut c = online_with_sm(conn());
+        c.send(chat("lost"));
+        c.send(parse("<iq xmlns='jabber:client' type='get' id='q1'/>"));
+        c.transport_closed();
+        let resume = c.take_resumable();
+        let mut c = conn().resuming(resume.clone());
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        c.receive(sasl("success", SERVER_FINAL));
+        c.receive(Input::Opened { id: None });
+        assert!(sent_element(&c.receive(Input::Element(features_bind_sm()))).is("resume", ns::SM));
+        let failed = "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+        let bind = sent_element(&c.receive(Input::Element(parse(failed))));
+        assert!(bind.child("bind", ns::BIND).is_some());
+        let ev = c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web".into(), resumed: false }));
+        let out = sent_elements(&ev);
+        assert_eq!(out.iter().map(|e| e.attr("id").unwrap_or(e.name())).collect::<Vec<_>>(), ["enable", "lost", "r"]);
+        assert_eq!(c.stream_management().unwrap().unacked().count(), 1, "counted on the new stream");
+
+        // With kept keys only: the password is needed for a new session.
+        let keys = c.keys().unwrap().clone();
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let mut c = Connection::new(account.clone(), Credential::Keys(keys.clone()), None, CNONCE.into()).resuming(resume);
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        c.receive(sasl("success", SERVER_FINAL));
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_bind_sm()));
+        let ev = c.receive(Input::Element(parse(failed)));
+        let err = ev.iter().find_map(|e| if let ConnEvent::Failed(e) = e { Some(e.clone()) } else { None }).unwrap();
+        assert_eq!(err, ConnError::SessionExpired);
+        assert!(err.is_permanent());
+        // Nor are keys enough when the salt changed, or for another mechanism.
+        let mut c = Connection::new(account.clone(), Credential::Keys(keys.clone()), None, CNONCE.into());
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        let ev = c.receive(sasl("challenge", &SERVER_FIRST.replace("s=QSXCR", "s=AAAAA")));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)));
+        let mut c = Connection::new(account, Credential::Keys(keys), None, CNONCE.into());
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Element(features_sasl(&["SCRAM-SHA-256"])));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)));
+    }
+
+    #[test]
+    fn a_clean_close_leaves_nothing_to_resume() {
+        let mut c = online_with_sm(conn());
+        c.close();
+        assert!(c.take_resumable().is_none());
+        let mut c = online_with_sm(conn());
+        let err = "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
+                   <conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>";
+        c.receive(Input::Element(parse(err)));
+        assert!(c.take_resumable().is_none());
+        // Without resume='true' there is nothing to resume either.
+        let mut c = conn();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        c.receive(sasl("challenge", SERVER_FIRST));
+        c.receive(sasl("success", SERVER_FINAL));
+        c.receive(Input::Opened { id: None });
+        let bind = sent_element(&c.receive(Input::Element(features_bind_sm())));
+        c.receive(bind_result(bind.attr("id").unwrap(), "user@localhost/web"));
+        c.receive(Input::Element(parse("<enabled xmlns='urn:xmpp:sm:3'/>")));
+        c.transport_closed();
+        assert!(c.take_resumable().is_none());
+    }
+
+    #[test]
+    fn reconnect_delays_back_off_with_jitter() {
+        let plain: Vec<u32> = (0..9).map(|a| reconnect_delay_ms(a, 0.0)).collect();
+        assert_eq!(plain, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+        assert_eq!(reconnect_delay_ms(0, 1.0), 750);
+        assert_eq!(reconnect_delay_ms(40, 0.5), 52_500);
+        assert_eq!(reconnect_delay_ms(1, 7.0), 1500, "jitter is clamped");
     }
 }

@@ -1,7 +1,10 @@
 //! The Jabberwock web client's XMPP logic, without I/O.
 //!
 //! * [`scram`]: SCRAM-SHA-1/-256 (RFC 5802, RFC 7677), client side.
-//! * [`connection`]: stream negotiation as a state machine (open → SASL → bind → online).
+//! * [`connection`]: stream negotiation as a state machine (open → SASL → bind or resume →
+//!   online).
+//! * [`sm`]: XEP-0198 stream management: acknowledgements and resumption.
+//! * [`resume`]: what a page keeps across a reload to resume its stream.
 //! * [`framing`]: RFC 7395 WebSocket messages ↔ connection frames.
 //! * [`bosh`]: XEP-0124/0206 BOSH request bodies ↔ connection frames.
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
@@ -20,8 +23,10 @@ pub mod connection;
 pub mod discovery;
 pub mod framing;
 pub mod ns;
+pub mod resume;
 pub mod roster;
 pub mod scram;
+pub mod sm;
 pub mod stanza;
 
 pub use address::Account;
@@ -29,5 +34,6 @@ pub use client::{Client, Event};
 pub use connection::{ConnError, Phase};
 pub use framing::{Frame, Input};
 pub use jabberwock_proto::{Element, Limits};
+pub use resume::Resumable;
 pub use roster::{ContactView, Subscription};
 pub use stanza::{PresenceInfo, Show};

@@ -220,6 +220,11 @@ impl Roster {
         self.presence.get(bare)?.values().max_by_key(|p| (p.priority, p.show.rank()))
     }
 
+    /// Every available resource of every contact: bare JID, resource, presence.
+    pub fn all_presence(&self) -> impl Iterator<Item = (&str, &str, &PresenceInfo)> {
+        self.presence.iter().flat_map(|(b, m)| m.iter().map(move |(r, p)| (b.as_str(), r.as_str(), p)))
+    }
+
     pub fn resources(&self, bare: &str) -> impl Iterator<Item = (&str, &PresenceInfo)> {
         self.presence.get(bare).into_iter().flat_map(|m| m.iter().map(|(r, p)| (r.as_str(), p)))
     }

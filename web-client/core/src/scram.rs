@@ -93,6 +93,33 @@ pub enum ScramError {
     BadServerSignature,
     #[error("the exchange is not at the step that accepts this message")]
     OutOfOrder,
+    /// Kept keys no longer fit: the server salts the password differently now (it was
+    /// changed, say). Only the password can sign in.
+    #[error("the saved sign-in keys are out of date")]
+    KeysOutdated,
+}
+
+/// What SCRAM derives from the password for one salt and iteration count (RFC 5802 §3):
+/// enough to sign in again to this server without the password, which they do not reveal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub hash: ScramHash,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub client_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramKeys").field("hash", &self.hash).field("iterations", &self.iterations).finish_non_exhaustive()
+    }
+}
+
+/// What proves who we are: the password, or keys derived from it earlier.
+enum Secret {
+    Password(String),
+    Keys(ScramKeys),
 }
 
 enum Step {
@@ -110,9 +137,11 @@ enum Step {
 pub struct ScramClient {
     hash: ScramHash,
     username: String,
-    password: String,
+    secret: Secret,
     nonce: String,
     step: Step,
+    /// The keys of this exchange, once the server's salt is known.
+    keys: Option<ScramKeys>,
 }
 
 impl std::fmt::Debug for ScramClient {
@@ -127,8 +156,25 @@ impl ScramClient {
     pub fn new(hash: ScramHash, username: &str, password: &str, nonce: &str) -> Result<Self, ScramError> {
         let username = stringprep::saslprep(username).map_err(|_| ScramError::InvalidUsername)?.into_owned();
         let password = stringprep::saslprep(password).map_err(|_| ScramError::InvalidPassword)?.into_owned();
+        Self::with_secret(hash, username, Secret::Password(password), nonce)
+    }
+
+    /// Signs in with keys a previous exchange derived ([`ScramClient::keys`]); fails with
+    /// [`ScramError::KeysOutdated`] if the server's salt or iteration count changed since.
+    pub fn with_keys(username: &str, keys: ScramKeys, nonce: &str) -> Result<Self, ScramError> {
+        let username = stringprep::saslprep(username).map_err(|_| ScramError::InvalidUsername)?.into_owned();
+        Self::with_secret(keys.hash, username, Secret::Keys(keys), nonce)
+    }
+
+    fn with_secret(hash: ScramHash, username: String, secret: Secret, nonce: &str) -> Result<Self, ScramError> {
         debug_assert!(nonce.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b','), "nonce must be printable without ','");
-        Ok(ScramClient { hash, username, password, nonce: nonce.to_owned(), step: Step::Initial })
+        Ok(ScramClient { hash, username, secret, nonce: nonce.to_owned(), step: Step::Initial, keys: None })
+    }
+
+    /// The keys derived in this exchange (after [`ScramClient::client_final`]), to sign
+    /// in again later without the password.
+    pub fn keys(&self) -> Option<&ScramKeys> {
+        self.keys.as_ref()
     }
 
     pub fn hash(&self) -> ScramHash {
@@ -170,15 +216,23 @@ impl ScramClient {
         }
 
         let h = self.hash;
-        let salted = h.salted_password(self.password.as_bytes(), &salt, iterations);
-        let client_key = h.hmac(&salted, b"Client Key");
-        let stored_key = h.hash(&client_key);
+        let keys = match &self.secret {
+            Secret::Password(password) => {
+                let salted = h.salted_password(password.as_bytes(), &salt, iterations);
+                let (client_key, server_key) = (h.hmac(&salted, b"Client Key"), h.hmac(&salted, b"Server Key"));
+                ScramKeys { hash: h, salt, iterations, client_key, server_key }
+            }
+            Secret::Keys(k) if k.salt == salt && k.iterations == iterations => k.clone(),
+            Secret::Keys(_) => return Err(ScramError::KeysOutdated),
+        };
+        let client_key = &keys.client_key;
+        let stored_key = h.hash(client_key);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{},{}", self.client_first_bare(), server_first, without_proof);
         let client_signature = h.hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
-        let server_key = h.hmac(&salted, b"Server Key");
-        let server_signature = h.hmac(&server_key, auth_message.as_bytes());
+        let server_signature = h.hmac(&keys.server_key, auth_message.as_bytes());
+        self.keys = Some(keys);
         self.step = Step::SentFinal { server_signature };
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
@@ -263,6 +317,29 @@ mod tests {
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
         c.verify_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").unwrap();
+    }
+
+    /// The keys of one exchange sign in again without the password, to the same salt only.
+    #[test]
+    fn derived_keys_sign_in_without_the_password() {
+        let server_first = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+        let mut c = ScramClient::new(ScramHash::Sha1, "user", "pencil", "fyko+d2lbbFgONRv9qkxdawL").unwrap();
+        assert!(c.keys().is_none());
+        c.client_first();
+        let with_password = c.client_final(server_first).unwrap();
+        let keys = c.keys().unwrap().clone();
+        assert!(!format!("{keys:?}").contains("client_key"), "keys are not printed");
+
+        let mut k = ScramClient::with_keys("user", keys.clone(), "fyko+d2lbbFgONRv9qkxdawL").unwrap();
+        k.client_first();
+        assert_eq!(k.client_final(server_first).unwrap(), with_password);
+        k.verify_server_final("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=").unwrap();
+        assert!(k.is_done());
+
+        let mut k = ScramClient::with_keys("user", keys, "fyko+d2lbbFgONRv9qkxdawL").unwrap();
+        k.client_first();
+        let resalted = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=AAAAR+Q6sek8bf92,i=4096";
+        assert_eq!(k.client_final(resalted), Err(ScramError::KeysOutdated));
     }
 
     #[test]

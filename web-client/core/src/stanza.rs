@@ -48,6 +48,11 @@ impl Show {
         self.as_show().unwrap_or("online")
     }
 
+    /// The inverse of [`Show::key`].
+    pub fn from_key(key: &str) -> Option<Show> {
+        Show::ALL.into_iter().find(|s| s.key() == key)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Show::Chat => "Free to chat",

@@ -11,14 +11,15 @@ mod websocket;
 
 use std::cell::RefCell;
 
+use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
-use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Show};
+use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::browser;
 use crate::state::{AppState, Row, Status};
+use crate::{browser, settings};
 use bosh::BoshTransport;
 use websocket::WsTransport;
 
@@ -42,6 +43,19 @@ impl Endpoint {
             Endpoint::Bosh(_) => "bosh",
         }
     }
+
+    /// `kind url`, as saved for resuming after a reload.
+    fn to_saved(&self) -> String {
+        format!("{} {}", self.kind(), self.url())
+    }
+
+    fn from_saved(s: &str) -> Option<Endpoint> {
+        match s.split_once(' ')? {
+            ("websocket", url) => Some(Endpoint::WebSocket(url.to_owned())),
+            ("bosh", url) => Some(Endpoint::Bosh(url.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 fn endpoint_list(e: &Endpoints) -> Vec<Endpoint> {
@@ -53,13 +67,11 @@ enum Transport {
     Bosh(BoshTransport),
 }
 
-/// Reconnect delays grow as 1, 2, 4 … seconds, capped here.
-const MAX_BACKOFF_SECS: u32 = 60;
-
 struct Session {
     state: AppState,
-    /// Kept in memory only, to reconnect after a network loss; never stored.
-    password: String,
+    /// Kept in memory only, to reconnect after a network loss; never stored. A session
+    /// resumed after a reload has none: it can resume again, not start anew.
+    password: Option<String>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
     endpoint: usize,
@@ -78,6 +90,10 @@ struct Session {
     retry_timer: Option<i32>,
     /// Turns "composing" into "paused" when the user stops typing.
     typing_timer: Option<i32>,
+    /// The last sign of the user (pointer, keys, the tab shown), for automatic away.
+    last_activity_ms: i64,
+    idle: bool,
+    idle_timer: Option<i32>,
 }
 
 thread_local! {
@@ -114,6 +130,64 @@ fn resource() -> String {
         }
         r
     })
+}
+
+/// Where a page keeps its session for the next page of the same tab (see
+/// [`jabberwock_client_core::resume`]): written when the page goes away, removed as soon
+/// as it is read back.
+const RESUME_KEY: &str = "jabberwock.resume";
+
+/// The page goes away (reload, navigation, tab closed): saves what the next page needs to
+/// resume the session, if the server keeps it, and lets the connection drop without ending the session, which
+/// the server then keeps for its resumption window.
+pub fn page_hidden() {
+    with_session(|s| {
+        // Online, or waiting to reconnect with a session the server keeps: both resume.
+        if s.signing_out {
+            return;
+        }
+        let Some(saved) = s.client.resumable(&s.endpoints[s.endpoint].to_saved(), browser::now_ms()) else { return };
+        let Some(storage) = browser::session_storage() else { return };
+        if storage.set_item(RESUME_KEY, &saved.to_json()).is_err() {
+            return;
+        }
+        // Nothing more is read: what the saved counters say is all this page handled.
+        s.generation = next_generation();
+        if let Some(t) = s.retry_timer.take() {
+            browser::clear_timeout(t);
+        }
+        // Closed now, not after a timer that an unloading page may never run.
+        drop(s.transport.take());
+    });
+}
+
+/// At start: resumes the session the previous page of this tab saved, if it is recent
+/// enough. Returns whether it does; if not, the user signs in.
+pub fn resume_saved(state: AppState) -> bool {
+    let Some(storage) = browser::session_storage() else { return false };
+    let saved = storage.get_item(RESUME_KEY).ok().flatten();
+    let _ = storage.remove_item(RESUME_KEY);
+    let Some(saved) = saved.as_deref().and_then(Resumable::from_json) else { return false };
+    if saved.expired(browser::now_ms()) {
+        return false;
+    }
+    let (Some(endpoint), Some(client)) =
+        (Endpoint::from_saved(&saved.endpoint), Client::from_resumable(&saved, browser::nonce()))
+    else {
+        return false;
+    };
+    let bare = jabberwock_client_core::address::bare(&saved.jid).to_owned();
+    // Should the session be gone, the sign-in form asks for this account's password.
+    state.prefill.set(Some(bare.clone()));
+    state.me.set(Some(bare));
+    state.own_show.set(client.own_presence().show);
+    state.own_status.set(client.own_presence().status.clone().unwrap_or_default());
+    state.active.set(saved.active.clone());
+    let mut session = Session::new(state, None, vec![endpoint], client, true);
+    // Away because idle before the reload: available again on the first sign of the user.
+    session.idle = session.client.is_idle();
+    start_session(session);
+    true
 }
 
 /// Starts a login from the form.
@@ -162,32 +236,47 @@ pub fn login(state: AppState, address: String, password: String, server: String)
             }
         };
         let client = Client::new(account, &password, Some(resource()), browser::nonce());
-        let old = SESSION.with(|s| {
-            s.borrow_mut().replace(Session {
-                state,
-                password,
-                endpoints,
-                endpoint: 0,
-                tried: 0,
-                client,
-                transport: None,
-                generation: 0,
-                opened: false,
-                attempt: 0,
-                ever_online: false,
-                signing_out: false,
-                retry_timer: None,
-                typing_timer: None,
-            })
-        });
-        if let Some(mut old) = old {
-            discard(old.transport.take());
-        }
-        with_session(Session::connect);
+        start_session(Session::new(state, Some(password), endpoints, client, false));
+    });
+}
+
+fn start_session(session: Session) {
+    if let Some(mut old) = SESSION.with(|s| s.borrow_mut().replace(session)) {
+        discard(old.transport.take());
+    }
+    with_session(|s| {
+        s.refresh_roster();
+        s.refresh_chat();
+        s.connect();
+        s.arm_idle_timer();
     });
 }
 
 impl Session {
+    /// `resumed`: the client resumes a session from before a reload, which counts as
+    /// having been online.
+    fn new(state: AppState, password: Option<String>, endpoints: Vec<Endpoint>, client: Client, resumed: bool) -> Self {
+        Session {
+            state,
+            password,
+            endpoints,
+            endpoint: 0,
+            tried: 0,
+            client,
+            transport: None,
+            generation: 0,
+            opened: false,
+            attempt: 0,
+            ever_online: resumed,
+            signing_out: false,
+            retry_timer: None,
+            typing_timer: None,
+            last_activity_ms: browser::now_ms(),
+            idle: false,
+            idle_timer: None,
+        }
+    }
+
     fn connect(&mut self) {
         if let Some(t) = self.retry_timer.take() {
             browser::clear_timeout(t);
@@ -195,8 +284,9 @@ impl Session {
         discard(self.transport.take());
         self.generation = next_generation();
         self.opened = false;
-        if self.client.phase() == Phase::Closed {
-            self.client.restart(&self.password, browser::nonce());
+        if self.client.phase() == Phase::Closed && !self.client.restart(self.password.as_deref(), browser::nonce()) {
+            self.state.login_error.set(Some(ConnError::SessionExpired.to_string()));
+            return self.end(Status::SignedOut);
         }
         let endpoint = self.endpoints[self.endpoint].clone();
         self.state.transport.set(endpoint.kind());
@@ -248,22 +338,25 @@ impl Session {
                     }
                 }
                 Event::Phase(p) => self.phase(p),
-                Event::Online { jid } => {
+                Event::Online { jid, resumed } => {
                     self.ever_online = true;
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
                     self.state.me.set(Some(bare));
                     self.state.login_error.set(None);
-                    // Our chosen presence survives reconnects.
+                    // Our chosen presence survives reconnects and new sign-ins (the client
+                    // keeps it across reconnects, and a resumed session kept it).
                     let show = self.state.own_show.get_untracked();
                     let status = self.state.own_status.get_untracked();
+                    let own = self.client.own_presence();
+                    let same = own.show == show && own.status.as_deref().unwrap_or("") == status;
                     let mut ev = self.client.set_client_active(browser::document_visible());
                     if let Some(j) = self.client.chats.active().map(str::to_owned) {
                         if !self.client.chats.history(&j).started {
                             ev.extend(self.client.load_history(&j));
                         }
                     }
-                    if show != Show::Online || !status.is_empty() {
+                    if !resumed && !same {
                         ev.extend(self.client.set_presence(show, Some(status)));
                     }
                     for e in ev {
@@ -274,9 +367,12 @@ impl Session {
                 }
                 Event::Failed(e) => self.failed(e),
                 Event::RosterChanged | Event::SubscriptionRequest { .. } => roster = true,
-                Event::ChatChanged { with, .. } => {
+                Event::ChatChanged { with, incoming } => {
                     roster = true;
                     chat |= self.client.chats.active() == Some(with.as_str());
+                    if incoming {
+                        self.notify(&with);
+                    }
                 }
                 Event::Notice(n) => self.state.toast(n),
             }
@@ -291,6 +387,46 @@ impl Session {
             let events = self.client.receive(input, browser::now_ms());
             self.handle(events);
         }
+    }
+
+    /// A desktop notification for a new message from `with`, when asked for and the tab
+    /// is hidden.
+    fn notify(&self, with: &str) {
+        if browser::document_visible() || !settings::notifications() || !browser::notifications_allowed() {
+            return;
+        }
+        let Some(msg) = self.client.chats.last(with) else { return };
+        let name = self.client.roster.get(with).map_or(with, |i| i.display_name()).to_owned();
+        let body: String = msg.body.chars().take(140).collect();
+        let jid = with.to_owned();
+        browser::notify(&name, &body, with, move || open_chat(Some(jid)));
+    }
+
+    /// Arms the timer that turns a quiet user into an away one.
+    fn arm_idle_timer(&mut self) {
+        let Some(after) = settings::away_after_secs().map(|s| i64::from(s) * 1000) else { return };
+        if self.idle_timer.is_some() || self.idle {
+            return;
+        }
+        let due = (self.last_activity_ms + after - browser::now_ms()).clamp(0, i64::from(i32::MAX));
+        self.idle_timer = Some(browser::set_timeout(due as i32, move || {
+            with_session(|s| {
+                s.idle_timer = None;
+                if browser::now_ms() - s.last_activity_ms < after {
+                    return s.arm_idle_timer();
+                }
+                s.idle = true;
+                let ev = s.client.set_idle(true);
+                s.handle(ev);
+                s.show_own_presence();
+            });
+        }));
+    }
+
+    fn show_own_presence(&self) {
+        let own = self.client.own_presence();
+        self.state.own_show.set(own.show);
+        self.state.own_status.set(own.status.clone().unwrap_or_default());
     }
 
     fn phase(&mut self, p: Phase) {
@@ -344,11 +480,11 @@ impl Session {
         }
         // The next round starts again at the endpoint that worked last.
         self.tried = 0;
-        let secs = (1u32 << self.attempt.min(6)).min(MAX_BACKOFF_SECS);
+        let ms = reconnect_delay_ms(self.attempt, browser::random());
         self.attempt += 1;
-        self.state.status.set(Status::Reconnecting(secs));
+        self.state.status.set(if browser::network_up() { Status::Reconnecting(ms.div_ceil(1000)) } else { Status::Offline });
         let generation = self.generation;
-        self.retry_timer = Some(browser::set_timeout(secs as i32 * 1000, move || {
+        self.retry_timer = Some(browser::set_timeout(ms as i32, move || {
             with_session(|s| {
                 if s.generation == generation {
                     s.retry_timer = None;
@@ -360,7 +496,7 @@ impl Session {
 
     /// Ends the session and clears what was shown.
     fn end(&mut self, status: Status) {
-        if let Some(t) = self.retry_timer.take() {
+        for t in [self.retry_timer.take(), self.idle_timer.take(), self.typing_timer.take()].into_iter().flatten() {
             browser::clear_timeout(t);
         }
         discard(self.transport.take());
@@ -634,8 +770,11 @@ pub fn set_presence(show: Show, status: String) {
     });
 }
 
-/// The tab was hidden or shown: unread counting follows.
+/// The tab was hidden or shown: unread counting follows; being shown is a sign of the user.
 pub fn visibility_changed(visible: bool) {
+    if visible {
+        user_active();
+    }
     with_session(|s| {
         s.client.chats.set_visible(visible);
         let ev = s.client.set_client_active(visible);
@@ -644,12 +783,45 @@ pub fn visibility_changed(visible: bool) {
     });
 }
 
-/// The browser says the network is back: do not wait for the backoff timer.
+/// The browser says the network is back: do not wait for the backoff timer; a connection
+/// that survived the outage is online again.
 pub fn network_online() {
     with_session(|s| {
         if s.retry_timer.is_some() {
             s.attempt = 0;
             s.connect();
+        } else if s.client.phase() == Phase::Online {
+            s.state.status.set(Status::Online);
         }
+    });
+}
+
+/// The browser says the network is gone: say so, whatever the connection still believes.
+pub fn network_offline() {
+    with_session(|s| s.state.status.set(Status::Offline));
+}
+
+/// A sign of the user (pointer, keyboard, the tab shown): back from idle if we were, and
+/// the idle countdown starts again.
+pub fn user_active() {
+    with_session(|s| {
+        s.last_activity_ms = browser::now_ms();
+        if s.idle {
+            s.idle = false;
+            let ev = s.client.set_idle(false);
+            s.handle(ev);
+            s.show_own_presence();
+        }
+        s.arm_idle_timer();
+    });
+}
+
+/// The idle setting changed: the countdown follows it.
+pub fn idle_setting_changed() {
+    with_session(|s| {
+        if let Some(t) = s.idle_timer.take() {
+            browser::clear_timeout(t);
+        }
+        s.arm_idle_timer();
     });
 }

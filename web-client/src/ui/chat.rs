@@ -19,6 +19,30 @@ enum Item {
     Message { msg: ChatMessage, first: bool },
 }
 
+impl Item {
+    /// Identifies the item across renders; changes when what it shows changes.
+    fn key(&self) -> String {
+        match self {
+            Item::Day(d) => format!("day:{d}"),
+            Item::Message { msg, first } => {
+                format!("{:?}:{}:{}:{:?}:{first}", msg.direction, msg.id, msg.timestamp_ms, msg.delivery)
+            }
+        }
+    }
+}
+
+/// At most this many items are in the page: a window over the conversation that moves by
+/// [`WINDOW_STEP`] when the reader scrolls near one of its ends. The browser's scroll
+/// anchoring (`overflow-anchor`) keeps what is on screen in place as items come and go
+/// outside the view.
+const WINDOW: usize = 150;
+const WINDOW_STEP: usize = 50;
+/// How close to an end of the window (in pixels) the window moves.
+const WINDOW_EDGE_PX: i32 = 600;
+
+/// The open conversation and its newest message (id and time).
+type Newest = (Option<String>, Option<(String, i64)>);
+
 fn items(messages: &[ChatMessage]) -> Vec<Item> {
     let mut out = Vec::with_capacity(messages.len() + 4);
     let mut last_day = String::new();
@@ -92,17 +116,51 @@ fn Conversation() -> impl IntoView {
     });
 
     let log: NodeRef<html::Div> = NodeRef::new();
-    let rendered = Memo::new(move |_| state.messages.with(|m| items(m)));
-    // Keep the newest message in view when one arrives (not when older ones load).
-    Effect::new(move |prev: Option<Option<(String, i64)>>| {
-        let newest = state.messages.with(|m| m.last().map(|m| (m.id.clone(), m.timestamp_ms)));
-        if prev.as_ref() != Some(&newest) {
-            if let Some(el) = log.get() {
-                el.set_scroll_top(el.scroll_height());
-            }
-        }
-        newest
+    let all = Memo::new(move |_| state.messages.with(|m| items(m)));
+    // The first item of the window, by key; `None`: the newest items.
+    let anchor = RwSignal::new(None::<String>);
+    let window = Memo::new(move |_| {
+        let anchor = anchor.get();
+        all.with(|all| {
+            let last_start = all.len().saturating_sub(WINDOW);
+            let start = anchor.and_then(|k| all.iter().position(|i| i.key() == k)).unwrap_or(last_start).min(last_start);
+            (start, all.len(), all[start..(start + WINDOW).min(all.len())].to_vec())
+        })
     });
+    let at_start = move || window.with(|w| w.0 == 0);
+    // Keep the newest message in view when one arrives (not when older ones load), and when
+    // another conversation opens.
+    Effect::new(move |prev: Option<Newest>| {
+        let current = (state.active.get(), state.messages.with(|m| m.last().map(|m| (m.id.clone(), m.timestamp_ms))));
+        if prev.as_ref() != Some(&current) {
+            anchor.set(None);
+            browser::next_frame(move || {
+                if let Some(el) = log.get_untracked() {
+                    el.set_scroll_top(el.scroll_height());
+                }
+            });
+        }
+        current
+    });
+    let on_scroll = move |_| {
+        let Some(el) = log.get_untracked() else { return };
+        let (start, len, ref shown) = *window.read_untracked();
+        let key_at = |i: usize| all.with_untracked(|a| a.get(i).map(Item::key));
+        if el.scroll_top() < WINDOW_EDGE_PX {
+            if start > 0 {
+                anchor.set(key_at(start.saturating_sub(WINDOW_STEP)));
+            } else {
+                // The oldest loaded: the next page from the archive.
+                let (loading, more) = state.history.get_untracked();
+                if more && !loading {
+                    net::load_older();
+                }
+            }
+        } else if el.scroll_height() - el.scroll_top() - el.client_height() < WINDOW_EDGE_PX && start + shown.len() < len {
+            let next = start + WINDOW_STEP;
+            anchor.set(if next + WINDOW >= len { None } else { key_at(next) });
+        }
+    };
 
     let confirm_remove = RwSignal::new(false);
     // Editing the contact: its name and its groups (comma-separated).
@@ -214,8 +272,9 @@ fn Conversation() -> impl IntoView {
             aria-label=move || format!("Messages with {}", name())
             tabindex="0"
             data-testid="message-log"
+            on:scroll=on_scroll
         >
-            <Show when=move || state.history.get().1 || state.history.get().0>
+            <Show when=move || at_start() && (state.history.get().1 || state.history.get().0)>
                 <div class="load-older">
                     <button
                         class="btn btn-ghost btn-sm"
@@ -227,19 +286,10 @@ fn Conversation() -> impl IntoView {
                     </button>
                 </div>
             </Show>
-            <Show when=move || rendered.with(Vec::is_empty) && !state.history.get().0>
+            <Show when=move || all.with(Vec::is_empty) && !state.history.get().0>
                 <p class="log-empty muted">{move || format!("This is the beginning of your conversation with {}.", name())}</p>
             </Show>
-            <For
-                each=move || rendered.get()
-                key=|item| match item {
-                    Item::Day(d) => format!("day:{d}"),
-                    Item::Message { msg, first } => {
-                        format!("{:?}:{}:{}:{:?}:{first}", msg.direction, msg.id, msg.timestamp_ms, msg.delivery)
-                    }
-                }
-                let:item
-            >
+            <For each=move || window.with(|w| w.2.clone()) key=Item::key let:item>
                 {match item {
                     Item::Day(label) => view! { <div class="day-sep" role="separator"><span>{label}</span></div> }.into_any(),
                     Item::Message { msg, first } => view! { <MessageBubble msg=msg first=first/> }.into_any(),

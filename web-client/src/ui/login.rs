@@ -4,27 +4,32 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 
 use super::Logo;
-use crate::browser;
-use crate::net;
 use crate::state::AppState;
+use crate::{browser, config, net};
 
 const LAST_ADDRESS: &str = "jabberwock.last-address";
 
 #[component]
 pub fn LoginView() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let remembered = browser::local_storage().and_then(|s| s.get_item(LAST_ADDRESS).ok().flatten()).unwrap_or_default();
+    let config = config::get();
+    let remembered =
+        state.prefill.get_untracked().or_else(|| config.jid.clone()).unwrap_or_else(|| {
+            browser::local_storage().and_then(|s| s.get_item(LAST_ADDRESS).ok().flatten()).unwrap_or_default()
+        });
     let address = RwSignal::new(remembered);
     let password = RwSignal::new(String::new());
-    let server = RwSignal::new(String::new());
+    let server = RwSignal::new(config.endpoint.clone().unwrap_or_default());
+    let placeholder = config.domain.as_ref().map_or_else(|| "you@example.org".to_owned(), |d| format!("you@{d}"));
     let busy = move || state.status.get().busy();
 
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
+        let typed = config.complete_address(&address.get_untracked());
         if let Some(s) = browser::local_storage() {
-            let _ = s.set_item(LAST_ADDRESS, address.get_untracked().trim());
+            let _ = s.set_item(LAST_ADDRESS, &typed);
         }
-        net::login(state, address.get_untracked(), password.get_untracked(), server.get_untracked());
+        net::login(state, typed, password.get_untracked(), server.get_untracked());
     };
 
     view! {
@@ -43,7 +48,7 @@ pub fn LoginView() -> impl IntoView {
                         autocomplete="username"
                         autocapitalize="none"
                         spellcheck="false"
-                        placeholder="you@example.org"
+                        placeholder=placeholder
                         required
                         prop:value=move || address.get()
                         on:input=move |ev| address.set(event_target_value(&ev))

@@ -4,8 +4,8 @@
 mod chat;
 mod login;
 mod roster;
+mod settings;
 
-use jabberwock_client_core::Show as Availability;
 use leptos::prelude::*;
 
 use crate::browser;
@@ -28,10 +28,25 @@ pub fn App() -> impl IntoView {
     let on_online = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_online);
     browser::window().set_ononline(Some(wasm_bindgen::JsCast::unchecked_ref(on_online.as_ref())));
     on_online.forget();
+    let on_offline = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::network_offline);
+    browser::window().set_onoffline(Some(wasm_bindgen::JsCast::unchecked_ref(on_offline.as_ref())));
+    on_offline.forget();
+    // Signs of the user, for automatic away.
+    let on_activity = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::user_active);
+    for event in ["pointerdown", "pointermove", "keydown", "wheel", "touchstart", "focus"] {
+        let _ =
+            browser::window().add_event_listener_with_callback(event, wasm_bindgen::JsCast::unchecked_ref(on_activity.as_ref()));
+    }
+    on_activity.forget();
+    // A reload keeps the session: saved as the page goes, resumed by the next one.
+    let on_pagehide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::page_hidden);
+    browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
+    on_pagehide.forget();
+    net::resume_saved(state);
 
     let signed_in = move || state.me.get().is_some();
     view! {
-        <div class="app">
+        <div class="app" class:widget=crate::config::get().widget>
             <TopBar/>
             <Show when=signed_in fallback=|| view! { <login::LoginView/> }>
                 <Shell/>
@@ -63,6 +78,9 @@ fn TopBar() -> impl IntoView {
             </div>
             <div class="topbar-right">
                 <StatusPill/>
+                <Show when=move || state.me.get().is_some()>
+                    <settings::SettingsMenu/>
+                </Show>
                 <theme::ThemeToggle/>
                 <Show when=move || state.me.get().is_some()>
                     <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| net::logout()>"Sign out"</button>
@@ -129,10 +147,6 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
     }
 }
 
-pub fn show_from_key(key: &str) -> Availability {
-    Availability::ALL.into_iter().find(|s| s.key() == key).unwrap_or(Availability::Online)
-}
-
 #[component]
 fn Toasts() -> impl IntoView {
     let state = expect_context::<AppState>();
@@ -162,8 +176,12 @@ pub mod theme {
 
     const KEY: &str = "jabberwock.theme";
 
+    /// The user's choice, else the one the page was configured with, else the system's.
     pub fn stored() -> String {
-        browser::local_storage().and_then(|s| s.get_item(KEY).ok().flatten()).unwrap_or_else(|| "system".into())
+        browser::local_storage()
+            .and_then(|s| s.get_item(KEY).ok().flatten())
+            .or_else(|| crate::config::get().theme.clone())
+            .unwrap_or_else(|| "system".into())
     }
 
     pub fn apply(theme: &str) {

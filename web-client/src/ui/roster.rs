@@ -4,7 +4,7 @@ use jabberwock_client_core::Show as Availability;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 
-use super::{show_from_key, Avatar};
+use super::Avatar;
 use crate::net;
 use crate::state::{AppState, Row};
 
@@ -41,7 +41,7 @@ fn MeCard() -> impl IntoView {
                         aria-label="Your availability"
                         data-testid="presence-select"
                         prop:value=move || state.own_show.get().key()
-                        on:change=move |ev| net::set_presence(show_from_key(&event_target_value(&ev)), draft.get_untracked())
+                        on:change=move |ev| net::set_presence(Availability::from_key(&event_target_value(&ev)).unwrap_or_default(), draft.get_untracked())
                     >
                         {Availability::ALL
                             .into_iter()
@@ -186,45 +186,117 @@ fn Requests() -> impl IntoView {
     }
 }
 
+/// One line of the contact list: a group title or a contact (with the group it is listed
+/// under, when there are groups).
+#[derive(Clone, PartialEq)]
+enum Line {
+    Group(String),
+    Contact(Option<String>, Row),
+}
+
+/// Fixed heights (matching style.css), so that the position of any line is known without
+/// rendering it: only the lines in view are in the page.
+const CONTACT_HEIGHT: f64 = 58.0;
+const GROUP_HEIGHT: f64 = 32.0;
+/// Lines rendered above and below the visible ones.
+const OVERSCAN: usize = 10;
+
+impl Line {
+    fn height(&self) -> f64 {
+        match self {
+            Line::Group(_) => GROUP_HEIGHT,
+            Line::Contact(..) => CONTACT_HEIGHT,
+        }
+    }
+}
+
 #[component]
 fn ContactList() -> impl IntoView {
     let state = expect_context::<AppState>();
     let filter = RwSignal::new(String::new());
-    let rows = Memo::new(move |_| {
-        let f = filter.get().to_lowercase();
-        state
-            .rows
-            .get()
-            .into_iter()
-            .filter(|r| f.is_empty() || r.contact.name.to_lowercase().contains(&f) || r.contact.jid.contains(&f))
-            .collect::<Vec<_>>()
-    });
     let online = move || state.rows.with(|r| r.iter().filter(|r| r.contact.online()).count());
     // With roster groups, one section per group (a contact may be in several), the
     // ungrouped last; each keeps the online-first order.
     let has_groups = Memo::new(move |_| state.rows.with(|r| r.iter().any(|r| !r.contact.groups.is_empty())));
-    let sections = Memo::new(move |_| {
-        let rows = rows.get();
-        if !has_groups.get() {
-            return vec![(None, rows)];
-        }
-        let mut groups: std::collections::BTreeMap<String, Vec<Row>> = Default::default();
-        let mut other = Vec::new();
-        for r in rows {
-            if r.contact.groups.is_empty() {
-                other.push(r);
-            } else {
+    let lines = Memo::new(move |_| {
+        let f = filter.get().to_lowercase();
+        let matches = |r: &&Row| f.is_empty() || r.contact.name.to_lowercase().contains(&f) || r.contact.jid.contains(&f);
+        state.rows.with(|rows| {
+            if !has_groups.get() {
+                return rows.iter().filter(matches).map(|r| Line::Contact(None, r.clone())).collect::<Vec<_>>();
+            }
+            let mut groups: std::collections::BTreeMap<&str, Vec<&Row>> = Default::default();
+            let mut other = Vec::new();
+            for r in rows.iter().filter(matches) {
+                if r.contact.groups.is_empty() {
+                    other.push(r);
+                }
                 for g in &r.contact.groups {
-                    groups.entry(g.clone()).or_default().push(r.clone());
+                    groups.entry(g).or_default().push(r);
                 }
             }
-        }
-        let mut out: Vec<(Option<String>, Vec<Row>)> = groups.into_iter().map(|(g, r)| (Some(g), r)).collect();
-        if !other.is_empty() {
-            out.push((None, other));
-        }
-        out
+            let other = (!other.is_empty()).then_some(("Other contacts", other));
+            let mut out = Vec::new();
+            for (g, rows) in groups.into_iter().chain(other) {
+                out.push(Line::Group(g.to_owned()));
+                out.extend(rows.into_iter().map(|r| Line::Contact(Some(g.to_owned()), r.clone())));
+            }
+            out
+        })
     });
+    // Where each line starts; the last entry is the height of the whole list.
+    let offsets = Memo::new(move |_| {
+        lines.with(|l| {
+            let mut y = 0.0;
+            let mut out = Vec::with_capacity(l.len() + 1);
+            out.push(y);
+            for line in l {
+                y += line.height();
+                out.push(y);
+            }
+            out
+        })
+    });
+    let scroller: NodeRef<leptos::html::Div> = NodeRef::new();
+    let viewport = RwSignal::new((0.0f64, 900.0f64));
+    let measure = move || {
+        if let Some(el) = scroller.get_untracked() {
+            viewport.set((f64::from(el.scroll_top()), f64::from(el.client_height().max(1))));
+        }
+    };
+    let range = Memo::new(move |_| {
+        let (top, height) = viewport.get();
+        offsets.with(|o| {
+            let n = o.len() - 1;
+            let first = o[1..].partition_point(|end| *end <= top);
+            let last = o[..n].partition_point(|start| *start < top + height);
+            (first.saturating_sub(OVERSCAN), (last + OVERSCAN).min(n))
+        })
+    });
+    // The visible lines, in runs under their group (whose title may be scrolled away).
+    let sections = Memo::new(move |_| {
+        let (first, last) = range.get();
+        lines.with(|l| {
+            let mut out: Vec<(Option<String>, bool, Vec<Row>)> = Vec::new();
+            for line in &l[first..last] {
+                match line {
+                    Line::Group(g) => out.push((Some(g.clone()), true, Vec::new())),
+                    Line::Contact(g, row) => match out.last_mut() {
+                        Some((current, _, rows)) if current == g => rows.push(row.clone()),
+                        _ => out.push((g.clone(), false, vec![row.clone()])),
+                    },
+                }
+            }
+            out
+        })
+    });
+    // After a resize or a new list, what is in view may differ.
+    Effect::new(move |_| {
+        lines.track();
+        measure();
+    });
+    let resize = window_event_listener(leptos::ev::resize, move |_| measure());
+    on_cleanup(move || resize.remove());
     view! {
         <section class="contacts" aria-labelledby="contacts-title">
             <div class="contacts-head">
@@ -242,7 +314,7 @@ fn ContactList() -> impl IntoView {
                 />
             </div>
             <Show
-                when=move || !rows.get().is_empty()
+                when=move || !lines.with(Vec::is_empty)
                 fallback=move || {
                     view! {
                         <p class="empty muted">
@@ -259,22 +331,31 @@ fn ContactList() -> impl IntoView {
                     }
                 }
             >
-                <div class="contact-scroll">
-                    <For each=move || sections.get() key=|(g, rows)| (g.clone(), format!("{rows:?}")) let:section>
-                        {
-                            let (group, rows) = section;
-                            let show_header = has_groups.get_untracked();
-                            let title = group.clone().unwrap_or_else(|| "Other contacts".to_owned());
-                            view! {
-                                <div class="group" role="group" aria-label=title.clone()>
-                                    {show_header.then(|| view! { <h3 class="group-title">{title.clone()}</h3> })}
-                                    <ul class="contact-list" role="list">
-                                        {rows.into_iter().map(|row| view! { <ContactRow row=row/> }).collect_view()}
-                                    </ul>
-                                </div>
-                            }
+                <div class="contact-scroll" node_ref=scroller on:scroll=move |_| measure() data-testid="contact-scroll">
+                    <div
+                        class="contact-window"
+                        style=move || {
+                            let total = offsets.with(|o| o[o.len() - 1]);
+                            let top = offsets.with(|o| o[range.get().0]);
+                            format!("height: {total}px; padding-top: {top}px")
                         }
-                    </For>
+                    >
+                        <For each=move || sections.get() key=|(g, header, rows)| (g.clone(), *header, format!("{rows:?}")) let:section>
+                            {
+                                let (group, header, rows) = section;
+                                let title = group.clone().unwrap_or_default();
+                                let grouped = group.is_some();
+                                view! {
+                                    <div class="group" role=grouped.then_some("group") aria-label=grouped.then(|| title.clone())>
+                                        {header.then(|| view! { <h3 class="group-title">{title.clone()}</h3> })}
+                                        <ul class="contact-list" role="list">
+                                            {rows.into_iter().map(|row| view! { <ContactRow row=row/> }).collect_view()}
+                                        </ul>
+                                    </div>
+                                }
+                            }
+                        </For>
+                    </div>
                 </div>
             </Show>
         </section>

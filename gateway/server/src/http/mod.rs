@@ -37,8 +37,19 @@ pub fn router(server: Arc<Server>) -> Router {
         .merge(web::routes(&server.config))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN")))
+        .layer(framing_policy(&server.config.http.embed_origins))
         .with_state(server)
+}
+
+/// Who may show our pages in a frame: this origin only, or also the sites configured to
+/// embed the web client (`http.embed_origins`, checked when the configuration is read).
+fn framing_policy(embed_origins: &[String]) -> SetResponseHeaderLayer<HeaderValue> {
+    if embed_origins.is_empty() {
+        return SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+    }
+    let policy = format!("frame-ancestors 'self' {}", embed_origins.join(" "));
+    let value = HeaderValue::from_str(&policy).expect("validated origins make a valid header");
+    SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, value)
 }
 
 /// Serves HTTP (or HTTPS with `tls`) on `listener` until shutdown.

@@ -1,0 +1,256 @@
+// Rendering figures of the web client with a large roster and a long conversation, in
+// headless Chromium against the real server (run through `tests/e2e/run.sh --perf`).
+//
+// Setup goes through the server as any client would: user B's roster gets CONTACTS items
+// by roster sets, and user A sends B MESSAGES chat messages, which the server archives
+// (XEP-0313) for both. Then B signs in with the web client, and the script measures:
+//
+//   * page load to the sign-in form;
+//   * sign-in to the roster shown (CONTACTS contacts);
+//   * scrolling the roster from top to bottom, a screenful per frame (the time of each
+//     step runs to the next animation frame, so 16.7 ms is the floor at 60 Hz);
+//   * paging the whole conversation in from the archive by scrolling up;
+//   * opening the conversation with all MESSAGES messages loaded;
+//   * scrolling it from the oldest message to the newest;
+//
+// and how many contacts and messages are in the page meanwhile. Figures go to stdout and
+// to $E2E_ARTIFACTS/perf.json.
+//
+// Environment: as web_client.mjs (E2E_BASE_URL, E2E_DOMAIN, E2E_USER_A/B and their
+// passwords, E2E_ARTIFACTS, CHROMIUM_BIN), plus PERF_CONTACTS (2000) and PERF_MESSAGES
+// (10000). Needs Node's WebSocket (`node --experimental-websocket` on Node 20).
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.E2E_BASE_URL;
+const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
+const A = process.env.E2E_USER_A;
+const B = process.env.E2E_USER_B;
+const CONTACTS = Number(process.env.PERF_CONTACTS || 2000);
+const MESSAGES = Number(process.env.PERF_MESSAGES || 10000);
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
+const WS_URL = `${BASE.replace(/^http/, 'ws')}/xmpp-websocket`;
+
+const say = (msg) => process.stderr.write(`perf: ${msg}\n`);
+const results = {};
+function record(name, value, unit) {
+    results[name] = { value: Math.round(value * 10) / 10, unit };
+    say(`${name}: ${results[name].value} ${unit}`);
+}
+
+// ---- a bare XMPP-over-WebSocket session, for the setup only ----
+
+const b64 = (s) => Buffer.from(s).toString('base64');
+const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
+
+class Raw {
+    static async connect(user, password) {
+        const r = new Raw();
+        await r.open(user, password);
+        return r;
+    }
+
+    async open(user, password) {
+        this.queue = [];
+        this.waiters = [];
+        this.ws = new WebSocket(WS_URL, 'xmpp');
+        this.ws.onmessage = (e) => {
+            if (process.env.PERF_DEBUG) say(`<- ${String(e.data).slice(0, 200)}`);
+            const waiter = this.waiters.findIndex((w) => w.test(e.data));
+            if (waiter >= 0) this.waiters.splice(waiter, 1)[0].resolve(e.data);
+        };
+        await new Promise((resolve, reject) => { this.ws.onopen = resolve; this.ws.onerror = reject; });
+        this.ws.onclose = () => this.waiters.splice(0).forEach((w) => w.reject(new Error(`${user}: the server closed the stream`)));
+        const features = this.expect(/mechanisms/);
+        this.send(`<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='${DOMAIN}' version='1.0'/>`);
+        await features;
+        // SCRAM-SHA-256 (RFC 7677).
+        const nonce = crypto.randomBytes(18).toString('base64');
+        const firstBare = `n=${user},r=${nonce}`;
+        const challenge = this.expect(/<challenge/);
+        this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>${b64(`n,,${firstBare}`)}</auth>`);
+        const serverFirst = Buffer.from(/>([^<]+)</.exec(await challenge)[1], 'base64').toString();
+        const attrs = Object.fromEntries(serverFirst.split(',').map((p) => [p[0], p.slice(2)]));
+        const salted = crypto.pbkdf2Sync(password, Buffer.from(attrs.s, 'base64'), Number(attrs.i), 32, 'sha256');
+        const clientKey = hmac(salted, 'Client Key');
+        const withoutProof = `c=biws,r=${attrs.r}`;
+        const signature = hmac(crypto.createHash('sha256').update(clientKey).digest(), `${firstBare},${serverFirst},${withoutProof}`);
+        const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]));
+        const success = this.expect(/<success/);
+        this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${b64(`${withoutProof},p=${proof.toString('base64')}`)}</response>`);
+        await success;
+        const bindFeatures = this.expect(/urn:ietf:params:xml:ns:xmpp-bind/);
+        this.send(`<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='${DOMAIN}' version='1.0'/>`);
+        await bindFeatures;
+        await this.iq(`<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>perf</resource></bind></iq>`, 'bind');
+    }
+
+    send(xml) {
+        this.ws.send(xml);
+    }
+
+    /** The next frame matching `re`, from now on. */
+    expect(re) {
+        return new Promise((resolve, reject) => this.waiters.push({ test: (d) => re.test(d), resolve, reject }));
+    }
+
+    async iq(xml, id) {
+        const answer = this.expect(new RegExp(`id=["']${id}["']`));
+        this.send(xml);
+        const text = await answer;
+        if (!/type=["']result["']/.test(text)) throw new Error(`iq ${id} failed: ${text}`);
+    }
+
+    close() {
+        this.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+        this.ws.close();
+    }
+}
+
+const pad = (n) => String(n).padStart(5, '0');
+
+async function setup() {
+    const start = Date.now();
+    const reader = await Raw.connect(B, process.env.E2E_PASSWORD_B);
+    const writer = await Raw.connect(A, process.env.E2E_PASSWORD_A);
+    // B's roster: A, and CONTACTS others in 20 groups.
+    const item = (jid, name, group) =>
+        `<item jid='${jid}' name='${name}'><group>${group}</group></item>`;
+    await reader.iq(`<iq xmlns='jabber:client' type='set' id='ra'><query xmlns='jabber:iq:roster'>${item(`${A}@${DOMAIN}`, 'A Writer', 'Group 00')}</query></iq>`, 'ra');
+    for (let i = 0; i < CONTACTS; i += 100) {
+        const batch = [];
+        for (let j = i; j < Math.min(i + 100, CONTACTS); j++) {
+            batch.push(reader.iq(
+                `<iq xmlns='jabber:client' type='set' id='r${j}'><query xmlns='jabber:iq:roster'>${item(`contact${pad(j)}@${DOMAIN}`, `Contact ${pad(j)}`, `Group ${pad(j % 20).slice(3)}`)}</query></iq>`,
+                `r${j}`,
+            ));
+        }
+        await Promise.all(batch);
+    }
+    say(`roster of ${CONTACTS + 1} set in ${Date.now() - start} ms`);
+    // A writes; B is online (with presence) so that nothing waits in offline storage.
+    reader.send("<presence xmlns='jabber:client'/>");
+    const t = Date.now();
+    for (let i = 1; i <= MESSAGES; i += 500) {
+        for (let j = i; j < Math.min(i + 500, MESSAGES + 1); j++) {
+            writer.send(`<message xmlns='jabber:client' to='${B}@${DOMAIN}' type='chat' id='m${j}'><body>Message ${j} of ${MESSAGES}</body></message>`);
+        }
+        await writer.iq(`<iq xmlns='jabber:client' type='get' id='p${i}' to='${DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>`, `p${i}`);
+    }
+    say(`${MESSAGES} messages sent in ${Date.now() - t} ms`);
+    writer.close();
+    reader.close();
+    // Archive writes are batched: let the last batch commit.
+    await new Promise((r) => setTimeout(r, 1500));
+}
+
+// ---- the measurements ----
+
+async function main() {
+    // Node's WebSocket does not keep the process alive by itself.
+    const alive = setInterval(() => {}, 1000);
+    await setup();
+    clearInterval(alive);
+    const browser = await chromium.launch({
+        executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.route('**/*', (route) => {
+        const { hostname } = new URL(route.request().url());
+        return ['127.0.0.1', 'localhost'].includes(hostname) ? route.fallback() : route.abort('blockedbyclient');
+    });
+    const page = await context.newPage();
+    page.setDefaultTimeout(120000);
+    const writer = `${A}@${DOMAIN}`;
+
+    let t = Date.now();
+    await page.goto(BASE, { waitUntil: 'commit' });
+    await page.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+    record('page load to the sign-in form', Date.now() - t, 'ms');
+
+    await page.getByLabel('Address', { exact: true }).fill(`${B}@${DOMAIN}`);
+    await page.getByLabel('Password', { exact: true }).fill(process.env.E2E_PASSWORD_B);
+    t = Date.now();
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('.contact').first().waitFor();
+    record(`sign-in to the roster shown (${CONTACTS + 1} contacts)`, Date.now() - t, 'ms');
+    record('contacts in the page', await page.locator('.contact').count(), 'elements');
+
+    // The roster, top to bottom, a screenful per frame.
+    const rosterScroll = await page.getByTestId('contact-scroll').evaluate(async (el) => {
+        const frames = [];
+        const start = performance.now();
+        while (el.scrollTop + el.clientHeight < el.scrollHeight - 1) {
+            const f = performance.now();
+            el.scrollTop += el.clientHeight;
+            await new Promise((r) => requestAnimationFrame(r));
+            frames.push(performance.now() - f);
+        }
+        frames.sort((x, y) => x - y);
+        return { total: performance.now() - start, steps: frames.length, median: frames[frames.length >> 1], worst: frames[frames.length - 1] };
+    });
+    record(`roster scrolled top to bottom (${rosterScroll.steps} screens)`, rosterScroll.total, 'ms');
+    record('roster scroll, median screen', rosterScroll.median, 'ms');
+    record('roster scroll, slowest screen', rosterScroll.worst, 'ms');
+
+    // The whole conversation in from the archive, by scrolling up.
+    await page.getByTestId('contact-scroll').evaluate((el) => { el.scrollTop = 0; });
+    await page.locator(`.contact[data-jid="${writer}"]`).click();
+    await page.locator('.msg .body').filter({ hasText: `Message ${MESSAGES} of ${MESSAGES}` }).waitFor();
+    t = Date.now();
+    const log = page.getByTestId('message-log');
+    const oldest = page.locator('.msg .body').filter({ hasText: `Message 1 of ${MESSAGES}` });
+    while (!(await oldest.count())) {
+        await log.evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
+    }
+    record(`${MESSAGES} messages paged in from the archive by scrolling up`, Date.now() - t, 'ms');
+    record('messages in the page', await page.locator('.msg').count(), 'elements');
+
+    // Opening the conversation with everything loaded.
+    await page.locator('.contact').nth(1).click();
+    await page.getByTestId('chat-title').filter({ hasNotText: 'A Writer' }).waitFor();
+    t = Date.now();
+    await page.locator(`.contact[data-jid="${writer}"]`).click();
+    await page.locator('.msg .body').filter({ hasText: `Message ${MESSAGES} of ${MESSAGES}` }).waitFor();
+    record(`opening the conversation of ${MESSAGES} messages`, Date.now() - t, 'ms');
+
+    // Back up to the oldest, then down to the newest, a screenful per frame.
+    while (!(await oldest.count())) {
+        await log.evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
+    }
+    const chatScroll = await log.evaluate(async (el, last) => {
+        const frames = [];
+        const start = performance.now();
+        const newest = () => [...el.querySelectorAll('.msg .body')].some((b) => b.textContent === last);
+        while (!(newest() && el.scrollTop + el.clientHeight >= el.scrollHeight - 1)) {
+            const f = performance.now();
+            el.scrollTop += el.clientHeight;
+            await new Promise((r) => requestAnimationFrame(r));
+            frames.push(performance.now() - f);
+            if (frames.length > 20000) throw new Error('the end of the conversation was never reached');
+        }
+        frames.sort((x, y) => x - y);
+        return { total: performance.now() - start, steps: frames.length, median: frames[frames.length >> 1], worst: frames[frames.length - 1] };
+    }, `Message ${MESSAGES} of ${MESSAGES}`);
+    record(`conversation scrolled oldest to newest (${chatScroll.steps} screens)`, chatScroll.total, 'ms');
+    record('conversation scroll, median screen', chatScroll.median, 'ms');
+    record('conversation scroll, slowest screen', chatScroll.worst, 'ms');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'perf-long-conversation.png') });
+
+    await browser.close();
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    fs.writeFileSync(path.join(ARTIFACTS, 'perf.json'), `${JSON.stringify(results, null, 2)}\n`);
+}
+
+main().catch((e) => {
+    say(`FAILED: ${e.stack || e}`);
+    process.exit(1);
+});

@@ -1,0 +1,101 @@
+//! The settings menu in the top bar: automatic away and desktop notifications.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::state::AppState;
+use crate::{browser, net, settings};
+
+/// Choices for "away when idle", in seconds (0: never).
+const AWAY_CHOICES: [(u32, &str); 5] =
+    [(60, "After 1 minute"), (300, "After 5 minutes"), (900, "After 15 minutes"), (1800, "After 30 minutes"), (0, "Never")];
+
+#[component]
+pub fn SettingsMenu() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let open = RwSignal::new(false);
+    let away = RwSignal::new(settings::away_after_secs().unwrap_or(0));
+    let notifications = RwSignal::new(settings::notifications() && browser::notifications_allowed());
+    let toggle_notifications = move |on: bool| {
+        if !on {
+            settings::set_notifications(false);
+            notifications.set(false);
+            return;
+        }
+        spawn_local(async move {
+            let allowed = browser::ask_notifications().await;
+            settings::set_notifications(allowed);
+            notifications.set(allowed);
+            if !allowed {
+                state.toast("Notifications are blocked for this site in the browser's settings");
+            }
+        });
+    };
+    view! {
+        <div class="settings">
+            <button
+                class="icon-btn"
+                type="button"
+                aria-label="Settings"
+                title="Settings"
+                aria-expanded=move || open.get().to_string()
+                aria-controls="settings-panel"
+                on:click=move |_| open.update(|o| *o = !*o)
+            >
+                <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+                    <path
+                        fill="currentColor"
+                        d="M19.4 13a7.5 7.5 0 0 0 0-2l2.1-1.6-2-3.5-2.5 1a7.4 7.4 0 0 0-1.7-1L15 3.2h-4l-.4 2.7a7.4 7.4 0 0 0-1.7 1l-2.5-1-2 3.5L6.6 11a7.5 7.5 0 0 0 0 2l-2.1 1.6 2 3.5 2.5-1c.5.4 1.1.7 1.7 1l.4 2.7h4l.4-2.7c.6-.3 1.2-.6 1.7-1l2.5 1 2-3.5zM13 15.5a3.5 3.5 0 1 1 0-7 3.5 3.5 0 0 1 0 7z"
+                        transform="translate(-1 0)"
+                    />
+                </svg>
+            </button>
+            <Show when=move || open.get()>
+                <div
+                    id="settings-panel"
+                    class="settings-panel"
+                    role="dialog"
+                    aria-label="Settings"
+                    on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                        if ev.key() == "Escape" {
+                            open.set(false);
+                        }
+                    }
+                >
+                    <label class="field">
+                        <span class="field-label">"Show me as away when idle"</span>
+                        <select
+                            data-testid="away-after"
+                            prop:value=move || away.get().to_string()
+                            on:change=move |ev| {
+                                let secs: u32 = event_target_value(&ev).parse().unwrap_or(0);
+                                settings::set_away_after_secs((secs > 0).then_some(secs));
+                                away.set(secs);
+                                net::idle_setting_changed();
+                            }
+                        >
+                            {AWAY_CHOICES
+                                .into_iter()
+                                .map(|(secs, label)| view! { <option value=secs.to_string()>{label}</option> })
+                                .collect_view()}
+                        </select>
+                    </label>
+                    // Browsers refuse notifications to a frame of another site (the widget).
+                    <Show when=|| !crate::config::get().widget>
+                    <label class="check">
+                        <input
+                            type="checkbox"
+                            prop:checked=move || notifications.get()
+                            on:change=move |ev| toggle_notifications(event_target_checked(&ev))
+                        />
+                        <span>
+                            "Desktop notifications"
+                            <span class="field-hint">"For new messages while this tab is in the background"</span>
+                        </span>
+                    </label>
+                    </Show>
+                </div>
+            </Show>
+        </div>
+    }
+}
