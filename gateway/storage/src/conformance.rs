@@ -23,6 +23,7 @@ pub async fn run_all(store: &Store) {
     map(store).await;
     write_batch(store).await;
     write_batch_is_atomic_for_readers(store).await;
+    concurrent_write_batches(store).await;
     archive_append_and_count(store).await;
     archive_quota(store).await;
     archive_filters(store).await;
@@ -511,6 +512,35 @@ async fn write_batch(store: &Store) {
 /// A reader racing a writer must never see half of a batch. Each batch sets a keyval
 /// counter and then a map counter to the same value; reading the keyval first, the map
 /// read afterwards can only be behind it if a batch was visible half-applied.
+/// Many batches at once (which a backend may commit together): each lands whole, for its
+/// own user, by the time its call returns.
+async fn concurrent_write_batches(store: &Store) {
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("many-{i}");
+                let value = format!("value {i}");
+                let writes = [
+                    Write::Keyval { store: "many", value: Some(value.as_bytes()) },
+                    Write::Map { store: "many", key: "k", value: Some(value.as_bytes()) },
+                ];
+                store.write_batch(user(&name), &writes).await.unwrap();
+                // Visible as soon as the call returns.
+                assert_eq!(store.kv_get(user(&name), "many").await.unwrap().as_deref(), Some(value.as_bytes()));
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("no panic");
+    }
+    for i in 0..200 {
+        let name = format!("many-{i}");
+        let want = format!("value {i}");
+        assert_eq!(store.map_get(user(&name), "many", "k").await.unwrap().as_deref(), Some(want.as_bytes()));
+    }
+}
+
 async fn write_batch_is_atomic_for_readers(store: &Store) {
     const BATCHES: u32 = 40;
     let u = user("batch-race");

@@ -7,6 +7,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Result, StorageError,
@@ -26,6 +27,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections, so a write sent here by mistake fails loudly.
     readers: SqlitePool,
+    /// The committer task behind [`SqliteStore::write_batch`].
+    group_commit: mpsc::UnboundedSender<GroupCommitRequest>,
 }
 
 /// Maps a unique-constraint violation to [`StorageError::AlreadyExists`].
@@ -95,6 +98,112 @@ async fn stamp_range_is_small(
     Ok(count < SMALL_STAMP_RANGE)
 }
 
+/// A [`Write`] that owns its data, to travel to the committer.
+enum OwnedWrite {
+    Keyval { store: String, value: Option<Vec<u8>> },
+    Map { store: String, key: String, value: Option<Vec<u8>> },
+}
+
+impl From<&Write<'_>> for OwnedWrite {
+    fn from(w: &Write<'_>) -> Self {
+        match *w {
+            Write::Keyval { store, value } => OwnedWrite::Keyval { store: store.to_owned(), value: value.map(<[u8]>::to_vec) },
+            Write::Map { store, key, value } => {
+                OwnedWrite::Map { store: store.to_owned(), key: key.to_owned(), value: value.map(<[u8]>::to_vec) }
+            }
+        }
+    }
+}
+
+/// One caller's batch: all of it or none of it.
+struct OwnedBatch {
+    host: String,
+    user: String,
+    writes: Vec<OwnedWrite>,
+}
+
+type GroupCommitRequest = (OwnedBatch, oneshot::Sender<Result<()>>);
+
+/// Most batches committed in one transaction.
+const MAX_GROUP: usize = 256;
+
+/// Commits whatever batches have queued up while the previous commit was syncing, in one
+/// transaction. No waiting to gather: a lone batch commits at once, and under load the
+/// queue itself forms the groups. A group that fails is retried batch by batch, so one
+/// bad batch fails alone.
+async fn commit_groups(writer: SqlitePool, mut requests: mpsc::UnboundedReceiver<GroupCommitRequest>) {
+    let mut group = Vec::new();
+    while let Some(first) = requests.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<&OwnedBatch> = group.iter().map(|(b, _)| b).collect();
+        match apply_batches(&writer, &batches).await {
+            Ok(()) => {
+                for (_, done) in group.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                let (_, done) = group.pop().expect("one batch");
+                let _ = done.send(Err(e));
+            }
+            Err(_) => {
+                for (batch, done) in group.drain(..) {
+                    let _ = done.send(apply_batches(&writer, &[&batch]).await);
+                }
+            }
+        }
+    }
+}
+
+async fn apply_batches(writer: &SqlitePool, batches: &[&OwnedBatch]) -> Result<()> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    for batch in batches {
+        for write in &batch.writes {
+            let query = match write {
+                OwnedWrite::Keyval { store, value: Some(value) } => sqlx::query(
+                    "INSERT INTO keyval (host, username, store, value) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (host, username, store) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&batch.host)
+                .bind(&batch.user)
+                .bind(store)
+                .bind(value),
+                OwnedWrite::Keyval { store, value: None } => {
+                    sqlx::query("DELETE FROM keyval WHERE host = ? AND username = ? AND store = ?")
+                        .bind(&batch.host)
+                        .bind(&batch.user)
+                        .bind(store)
+                }
+                OwnedWrite::Map { store, key, value: Some(value) } => sqlx::query(
+                    "INSERT INTO map (host, username, store, key, value) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (host, username, store, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&batch.host)
+                .bind(&batch.user)
+                .bind(store)
+                .bind(key)
+                .bind(value),
+                OwnedWrite::Map { store, key, value: None } => {
+                    sqlx::query("DELETE FROM map WHERE host = ? AND username = ? AND store = ? AND key = ?")
+                        .bind(&batch.host)
+                        .bind(&batch.user)
+                        .bind(store)
+                        .bind(key)
+                }
+            };
+            query.execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -130,7 +239,9 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, readers })
+        let (group_commit, requests) = mpsc::unbounded_channel();
+        tokio::spawn(commit_groups(writer.clone(), requests));
+        Ok(SqliteStore { writer, readers, group_commit })
     }
 
     /// Starts a write transaction holding the write lock from its first statement, so that
@@ -261,59 +372,21 @@ impl SqliteStore {
         .await?)
     }
 
+    /// Writes a user's batch atomically. Batches written at the same time share one
+    /// transaction and one fsync (group commit); each call still returns only once its own
+    /// writes are durable.
     pub async fn write_batch(&self, u: UserRef<'_>, writes: &[Write<'_>]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for write in writes {
-            let query = match *write {
-                Write::Keyval {
-                    store,
-                    value: Some(value),
-                } => sqlx::query(
-                    "INSERT INTO keyval (host, username, store, value) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (host, username, store) DO UPDATE SET value = excluded.value",
-                )
-                .bind(u.host)
-                .bind(u.user)
-                .bind(store)
-                .bind(value),
-                Write::Keyval { store, value: None } => {
-                    sqlx::query("DELETE FROM keyval WHERE host = ? AND username = ? AND store = ?")
-                        .bind(u.host)
-                        .bind(u.user)
-                        .bind(store)
-                }
-                Write::Map {
-                    store,
-                    key,
-                    value: Some(value),
-                } => sqlx::query(
-                    "INSERT INTO map (host, username, store, key, value) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (host, username, store, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(u.host)
-                .bind(u.user)
-                .bind(store)
-                .bind(key)
-                .bind(value),
-                Write::Map {
-                    store,
-                    key,
-                    value: None,
-                } => sqlx::query(
-                    "DELETE FROM map WHERE host = ? AND username = ? AND store = ? AND key = ?",
-                )
-                .bind(u.host)
-                .bind(u.user)
-                .bind(store)
-                .bind(key),
-            };
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (done, result) = oneshot::channel();
+        let batch = OwnedBatch {
+            host: u.host.to_owned(),
+            user: u.user.to_owned(),
+            writes: writes.iter().map(OwnedWrite::from).collect(),
+        };
+        self.group_commit.send((batch, done)).map_err(|_| sqlx::Error::PoolClosed)?;
+        result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 
     pub async fn archive_append(
