@@ -283,7 +283,16 @@ EOF
     [ "$(id -u)" = 0 ] && chown -R ejabberd: "$dir"
     local ctl=(ejabberdctl --config-dir "$dir" --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg"
         --spool "$dir/spool" --logs "$dir/logs")
-    "${ctl[@]}" start
+    if [ "$(id -u)" = 0 ]; then
+        # Started as root, ejabberdctl switches to the ejabberd user with su, whose PAM
+        # session (pam_limits) puts the open-file limit back to 1024: past ~1000
+        # connections every accept fails ("too many open files" in its log) and logins
+        # stall. Switch user without PAM instead, so that ejabberd inherits this script's
+        # limit as the other two servers do.
+        ctl=(setpriv --reuid ejabberd --regid ejabberd --init-groups
+            env HOME="$(getent passwd ejabberd | cut -d: -f6)" "${ctl[@]}")
+    fi
+    (cd "$dir" && "${ctl[@]}" start)
     for _ in $(seq 1 150); do
         [ -s "$dir/ejabberd.pid" ] && break
         sleep 0.2
