@@ -429,6 +429,13 @@ stop_packaged_daemon /run/prosody/prosody.pid lua
 stop_packaged_daemon /run/ejabberd/ejabberd.pid beam
 # Each side holds one descriptor per session; the servers inherit the limit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+most=$IDLE_SESSIONS
+for n in "$LOGIN_SESSIONS" "$CHAT_SESSIONS" "$PRESENCE_SESSIONS"; do if [ "$n" -gt "$most" ]; then most=$n; fi; done
+if [ "$(ulimit -n)" -lt $((most + 100)) ]; then
+    echo "the open-file limit is $(ulimit -n) (hard limit $(ulimit -Hn)), and $most sessions need" \
+        "about $((most + 100)) descriptors on each side: raise the hard limit or use fewer sessions" >&2
+    exit 2
+fi
 log "building the release binaries"
 (cd "$ROOT" && cargo build --release -q -p jabberwock -p jabberwock-load)
 
