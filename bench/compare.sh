@@ -16,6 +16,7 @@
 #   bench/compare.sh                      # the full run (the issue's scenarios)
 #   bench/compare.sh --quick              # a few minutes, for trying it out
 #   bench/compare.sh --servers "jabberwock prosody" --chat-sessions 1000
+#   bench/compare.sh --scenarios chat --start-rate 2    # some scenarios only
 #
 # Installs prosody, lua-dbi-sqlite3, ejabberd and erlang-p1-sqlite3 with apt-get if they
 # are missing (as root, or with sudo). Every server it starts is stopped by PID at exit.
@@ -23,6 +24,7 @@ set -euo pipefail
 
 # --- options ---------------------------------------------------------------------------
 SERVERS="jabberwock prosody ejabberd"
+SCENARIOS="idle logins chat presence"
 IDLE_SESSIONS=20000
 LOGIN_SESSIONS=5000
 CHAT_SESSIONS=2000
@@ -34,10 +36,11 @@ STEP_SECS=10       # each rate step of the chat scenario
 START_RATE=40      # the chat scenario's first rate (msg/s), multiplied by STEP_FACTOR
 STEP_FACTOR=1.5
 OUT=""
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --servers) SERVERS=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
         --idle-sessions) IDLE_SESSIONS=$2; shift 2 ;;
         --login-sessions) LOGIN_SESSIONS=$2; shift 2 ;;
         --chat-sessions) CHAT_SESSIONS=$2; shift 2 ;;
@@ -314,6 +317,7 @@ server_version() {
 LOAD="$TARGET/release/jabberwock-load"
 run_load() {
     local server=$1 scenario=$2 port=$3; shift 3
+    [[ " $SCENARIOS " == *" $scenario "* ]] || return 0
     log "$server: $scenario"
     # In the background so that a signal reaches the traps at once. A failed scenario
     # (lost messages, refused sessions) is in its report and in the table.
@@ -415,7 +419,7 @@ table() {
     local sc failed
     for s in $SERVERS; do
         failed=""
-        for sc in idle logins chat presence; do
+        for sc in $SCENARIOS; do
             [ "$(fig "$s" "$sc" ok)" = 1 ] || failed+="$sc "
         done
         out+=" ${failed:-none} |"
@@ -429,8 +433,15 @@ stop_packaged_daemon /run/prosody/prosody.pid lua
 stop_packaged_daemon /run/ejabberd/ejabberd.pid beam
 # Each side holds one descriptor per session; the servers inherit the limit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-most=$IDLE_SESSIONS
-for n in "$LOGIN_SESSIONS" "$CHAT_SESSIONS" "$PRESENCE_SESSIONS"; do if [ "$n" -gt "$most" ]; then most=$n; fi; done
+most=0
+for sc in $SCENARIOS; do
+    case $sc in
+        idle) n=$IDLE_SESSIONS ;; logins) n=$LOGIN_SESSIONS ;;
+        chat) n=$CHAT_SESSIONS ;; presence) n=$PRESENCE_SESSIONS ;;
+        *) echo "unknown scenario: $sc" >&2; exit 2 ;;
+    esac
+    if [ "$n" -gt "$most" ]; then most=$n; fi
+done
 if [ "$(ulimit -n)" -lt $((most + 100)) ]; then
     echo "the open-file limit is $(ulimit -n) (hard limit $(ulimit -Hn)), and $most sessions need" \
         "about $((most + 100)) descriptors on each side: raise the hard limit or use fewer sessions" >&2
