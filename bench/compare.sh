@@ -401,6 +401,7 @@ table() {
     local row scenario key label out v
     for row in "${rows[@]}"; do
         IFS='|' read -r scenario key label <<< "$row"
+        [[ " $SCENARIOS " == *" $scenario "* ]] || continue
         out="| $label |"
         for s in $SERVERS; do out+=" $(fig "$s" "$scenario" "$key") |"; done
         if [ $jw = 1 ]; then
