@@ -16,6 +16,7 @@
 #   bench/compare.sh                      # the full run (the issue's scenarios)
 #   bench/compare.sh --quick              # a few minutes, for trying it out
 #   bench/compare.sh --servers "jabberwock prosody" --chat-sessions 1000
+#   bench/compare.sh --scenarios chat --start-rate 2    # some scenarios only
 #
 # Installs prosody, lua-dbi-sqlite3, ejabberd and erlang-p1-sqlite3 with apt-get if they
 # are missing (as root, or with sudo). Every server it starts is stopped by PID at exit.
@@ -23,6 +24,7 @@ set -euo pipefail
 
 # --- options ---------------------------------------------------------------------------
 SERVERS="jabberwock prosody ejabberd"
+SCENARIOS="idle logins chat presence"
 IDLE_SESSIONS=20000
 LOGIN_SESSIONS=5000
 CHAT_SESSIONS=2000
@@ -34,10 +36,11 @@ STEP_SECS=10       # each rate step of the chat scenario
 START_RATE=40      # the chat scenario's first rate (msg/s), multiplied by STEP_FACTOR
 STEP_FACTOR=1.5
 OUT=""
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --servers) SERVERS=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
         --idle-sessions) IDLE_SESSIONS=$2; shift 2 ;;
         --login-sessions) LOGIN_SESSIONS=$2; shift 2 ;;
         --chat-sessions) CHAT_SESSIONS=$2; shift 2 ;;
@@ -283,7 +286,16 @@ EOF
     [ "$(id -u)" = 0 ] && chown -R ejabberd: "$dir"
     local ctl=(ejabberdctl --config-dir "$dir" --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg"
         --spool "$dir/spool" --logs "$dir/logs")
-    "${ctl[@]}" start
+    if [ "$(id -u)" = 0 ]; then
+        # Started as root, ejabberdctl switches to the ejabberd user with su, whose PAM
+        # session (pam_limits) puts the open-file limit back to 1024: past ~1000
+        # connections every accept fails ("too many open files" in its log) and logins
+        # stall. Switch user without PAM instead, so that ejabberd inherits this script's
+        # limit as the other two servers do.
+        ctl=(setpriv --reuid ejabberd --regid ejabberd --init-groups
+            env HOME="$(getent passwd ejabberd | cut -d: -f6)" "${ctl[@]}")
+    fi
+    (cd "$dir" && "${ctl[@]}" start)
     for _ in $(seq 1 150); do
         [ -s "$dir/ejabberd.pid" ] && break
         sleep 0.2
@@ -305,6 +317,7 @@ server_version() {
 LOAD="$TARGET/release/jabberwock-load"
 run_load() {
     local server=$1 scenario=$2 port=$3; shift 3
+    [[ " $SCENARIOS " == *" $scenario "* ]] || return 0
     log "$server: $scenario"
     # In the background so that a signal reaches the traps at once. A failed scenario
     # (lost messages, refused sessions) is in its report and in the table.
@@ -388,6 +401,7 @@ table() {
     local row scenario key label out v
     for row in "${rows[@]}"; do
         IFS='|' read -r scenario key label <<< "$row"
+        [[ " $SCENARIOS " == *" $scenario "* ]] || continue
         out="| $label |"
         for s in $SERVERS; do out+=" $(fig "$s" "$scenario" "$key") |"; done
         if [ $jw = 1 ]; then
@@ -406,7 +420,7 @@ table() {
     local sc failed
     for s in $SERVERS; do
         failed=""
-        for sc in idle logins chat presence; do
+        for sc in $SCENARIOS; do
             [ "$(fig "$s" "$sc" ok)" = 1 ] || failed+="$sc "
         done
         out+=" ${failed:-none} |"
@@ -420,6 +434,20 @@ stop_packaged_daemon /run/prosody/prosody.pid lua
 stop_packaged_daemon /run/ejabberd/ejabberd.pid beam
 # Each side holds one descriptor per session; the servers inherit the limit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+most=0
+for sc in $SCENARIOS; do
+    case $sc in
+        idle) n=$IDLE_SESSIONS ;; logins) n=$LOGIN_SESSIONS ;;
+        chat) n=$CHAT_SESSIONS ;; presence) n=$PRESENCE_SESSIONS ;;
+        *) echo "unknown scenario: $sc" >&2; exit 2 ;;
+    esac
+    if [ "$n" -gt "$most" ]; then most=$n; fi
+done
+if [ "$(ulimit -n)" -lt $((most + 100)) ]; then
+    echo "the open-file limit is $(ulimit -n) (hard limit $(ulimit -Hn)), and $most sessions need" \
+        "about $((most + 100)) descriptors on each side: raise the hard limit or use fewer sessions" >&2
+    exit 2
+fi
 log "building the release binaries"
 (cd "$ROOT" && cargo build --release -q -p jabberwock -p jabberwock-load)
 
