@@ -63,7 +63,7 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
             if replies.is_empty() {
                 modules::carbons::sent(&s.server, &bound.bare, &bound.resource, &sent);
             } else if let Some(entry) = archived {
-                modules::mam::retract_sent(&s.server, entry);
+                modules::mam::retract_sent(&s.server, entry).await;
             }
             out.extend(replies.into_iter().map(Frame::Stanza));
         }

@@ -21,7 +21,7 @@ const PREFS: &str = "mam_prefs";
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 250;
 /// Most archive items written in one transaction.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 4096;
 /// How long the writer gathers items before committing: one fsync then covers every
 /// message of that window instead of a few.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -35,15 +35,21 @@ enum WriterRequest {
 }
 
 /// Archive writes leave the delivery path: a writer task commits whatever has queued up
-/// in one transaction, so one durable commit covers many messages.
+/// in one transaction, so one durable commit covers many messages. The queue is bounded:
+/// when messages arrive faster than the database can archive them, delivery waits for
+/// the writer instead of a backlog growing without limit (and being lost on a crash).
 pub struct ArchiveWriter {
-    tx: mpsc::UnboundedSender<WriterRequest>,
+    tx: mpsc::Sender<WriterRequest>,
 }
+
+/// Archive items (and requests) that may wait for the writer: about a second of a busy
+/// server's traffic.
+const QUEUE: usize = 16_384;
 
 impl ArchiveWriter {
     /// Starts the writer, and the hourly retention sweep when `retention_days` is set.
     pub fn start(store: Store, retention_days: u64) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         if retention_days > 0 {
             tokio::spawn(expire_old_messages(store.clone(), retention_days));
         }
@@ -51,18 +57,18 @@ impl ArchiveWriter {
         ArchiveWriter { tx }
     }
 
-    fn append(&self, item: ArchiveAppend) {
-        let _ = self.tx.send(WriterRequest::Append(item));
+    async fn append(&self, item: ArchiveAppend) {
+        let _ = self.tx.send(WriterRequest::Append(item)).await;
     }
 
-    fn retract(&self, entry: SentEntry) {
-        let _ = self.tx.send(WriterRequest::Retract(entry));
+    async fn retract(&self, entry: SentEntry) {
+        let _ = self.tx.send(WriterRequest::Retract(entry)).await;
     }
 
     /// Waits until every append queued so far is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(WriterRequest::Flush(tx)).is_ok() {
+        if self.tx.send(WriterRequest::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -81,7 +87,7 @@ async fn expire_old_messages(store: Store, retention_days: u64) {
     }
 }
 
-async fn write_batches(store: Store, mut rx: mpsc::UnboundedReceiver<WriterRequest>) {
+async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
     let mut batch: Vec<ArchiveAppend> = Vec::new();
     let mut committed_retractions = Vec::new();
     let mut waiting = Vec::new();
@@ -326,7 +332,7 @@ async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) ->
         stamp_us: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64,
         with: with.to_string(),
         payload: st.to_bytes(),
-    });
+    }).await;
     Some(id)
 }
 
@@ -352,8 +358,8 @@ pub async fn archive_sent(server: &Server, owner: &BareJid, to: &BareJid, st: &S
 }
 
 /// Takes a sent message back out of its sender's archive: it bounced.
-pub fn retract_sent(server: &Server, entry: SentEntry) {
-    server.archive.retract(entry);
+pub async fn retract_sent(server: &Server, entry: SentEntry) {
+    server.archive.retract(entry).await;
 }
 
 /// A message for a local account: kept in its archive, and stamped with the archive id
