@@ -66,7 +66,7 @@ impl Tls {
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .expect("ring supports TLS 1.2 and 1.3");
             let builder = if peer_certificates {
-                builder.with_client_cert_verifier(Arc::new(crate::s2s::tls::AnyPeerCertificate::new(&provider)))
+                builder.with_client_cert_verifier(Arc::new(crate::s2s::tls::JudgedLater::new(&provider)))
             } else {
                 builder.with_no_client_auth()
             };

@@ -55,21 +55,10 @@ fn framing_policy(embed_origins: &[String]) -> SetResponseHeaderLayer<HeaderValu
 /// Serves HTTP (or HTTPS with `tls`) on `listener` until shutdown.
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, tls: bool) {
     let app = router(server.clone());
-    let mut shutdown = server.shutdown_signal();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    crate::transport::accept_until_shutdown(&server, listener, |tcp, peer| {
         tokio::spawn(serve_connection(server.clone(), app.clone(), tcp, peer, tls));
-    }
+    })
+    .await;
 }
 
 async fn serve_connection(server: Arc<Server>, app: Router, tcp: TcpStream, peer: SocketAddr, tls: bool) {

@@ -21,27 +21,16 @@ use crate::session::random_id;
 use crate::stream::Frame;
 use crate::transport::rate::RateLimited;
 use crate::transport::tcp::{configure_socket, handshake, StreamTransport};
-use crate::transport::Transport;
+use crate::transport::{accept_until_shutdown, Transport};
 
 /// What an inbound server connection may send at once before its rate limit applies.
 const INBOUND_BURST: u64 = 1 << 20;
 
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
-    let mut shutdown = server.shutdown_signal();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(serve(server.clone(), tcp, peer, direct_tls));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    accept_until_shutdown(&server, listener, |tcp, peer| {
+        tokio::spawn(serve(server.clone(), tcp, peer, direct_tls));
+    })
+    .await;
 }
 
 /// A dialback verification finished: (the pair it authenticates, valid or not).

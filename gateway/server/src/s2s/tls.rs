@@ -100,13 +100,15 @@ impl ResolvesClientCert for OwnCertificate {
 }
 
 /// Checks only the handshake signatures; the certificate is judged after the handshake.
+/// As a client it accepts any server certificate; as a server it asks an inbound peer for
+/// its certificate without requiring one.
 #[derive(Debug)]
-struct JudgedLater {
+pub struct JudgedLater {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl JudgedLater {
-    fn new(provider: &CryptoProvider) -> Self {
+    pub fn new(provider: &CryptoProvider) -> Self {
         JudgedLater { algorithms: provider.signature_verification_algorithms }
     }
 }
@@ -146,20 +148,7 @@ impl ServerCertVerifier for JudgedLater {
     }
 }
 
-/// Asks an inbound peer for its certificate without requiring one; like [`JudgedLater`],
-/// it checks only the handshake signature.
-#[derive(Debug)]
-pub struct AnyPeerCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AnyPeerCertificate {
-    pub fn new(provider: &CryptoProvider) -> Self {
-        AnyPeerCertificate { algorithms: provider.signature_verification_algorithms }
-    }
-}
-
-impl ClientCertVerifier for AnyPeerCertificate {
+impl ClientCertVerifier for JudgedLater {
     fn client_auth_mandatory(&self) -> bool {
         false
     }

@@ -11,9 +11,32 @@ use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+
 use crate::router::Routed;
+use crate::server::Server;
 use crate::session::Session;
 use crate::stream::{Flow, Frame};
+
+/// Accepts connections on `listener` and hands each to `serve` until shutdown begins.
+pub(crate) async fn accept_until_shutdown(server: &Server, listener: TcpListener, mut serve: impl FnMut(TcpStream, SocketAddr)) {
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => serve(tcp, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
 
 /// One connection's way of carrying a stream.
 pub(crate) trait Transport {

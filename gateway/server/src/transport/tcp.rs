@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use super::{run, Ended, Transport};
+use super::{accept_until_shutdown, run, Ended, Transport};
 use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::{encode_stream, Frame};
@@ -20,22 +20,10 @@ const IDLE_READ: usize = 256;
 const READ_CHUNK: usize = 2048;
 
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
-    let mut shutdown = server.shutdown_signal();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(serve(server.clone(), tcp, peer, direct_tls));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    accept_until_shutdown(&server, listener, |tcp, peer| {
+        tokio::spawn(serve(server.clone(), tcp, peer, direct_tls));
+    })
+    .await;
 }
 
 async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
