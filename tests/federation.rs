@@ -71,6 +71,17 @@ async fn dialback_pair() -> (TestServer, TestServer) {
     (TestServer::start_config(a_dir, a_config).await, TestServer::start_config(b_dir, b_config).await)
 }
 
+/// alice@a.example/phone on `a` and bob@b.example/laptop on `b`, both available.
+async fn alice_and_bob(a: &TestServer, b: &TestServer) -> (Client, Client) {
+    a.adduser("alice", "pw").await;
+    b.adduser("bob", "pw").await;
+    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
+    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
+    alice.send("<presence/>").await;
+    bob.send("<presence/>").await;
+    (alice, bob)
+}
+
 fn is_message_with(body: &str) -> impl Fn(&Element) -> bool + '_ {
     move |e| e.name() == "message" && e.child_text("body", ns::CLIENT).as_deref() == Some(body)
 }
@@ -83,12 +94,7 @@ fn error_condition(e: &Element) -> Option<String> {
 #[tokio::test]
 async fn users_on_two_servers_subscribe_see_presence_and_chat() {
     let (a, b) = dialback_pair().await;
-    a.adduser("alice", "pw").await;
-    b.adduser("bob", "pw").await;
-    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
-    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
-    alice.send("<presence/>").await;
-    bob.send("<presence/>").await;
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
 
     // Subscriptions both ways, across servers, with their pushes and presence.
     subscribe(&mut alice, "alice@a.example", &mut bob, "bob@b.example").await;
@@ -129,12 +135,7 @@ async fn users_on_two_servers_subscribe_see_presence_and_chat() {
 #[tokio::test]
 async fn remote_roster_items_survive_a_restart_and_presence_is_probed_at_login() {
     let (a, b) = dialback_pair().await;
-    a.adduser("alice", "pw").await;
-    b.adduser("bob", "pw").await;
-    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
-    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
-    alice.send("<presence/>").await;
-    bob.send("<presence/>").await;
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
     subscribe(&mut alice, "alice@a.example", &mut bob, "bob@b.example").await;
     subscribe(&mut bob, "bob@b.example", &mut alice, "alice@a.example").await;
     drop(bob);
@@ -285,10 +286,7 @@ async fn sasl_external_and_bidirectional_streams_with_valid_certificates() {
     }
     let a = TestServer::start_config(a_dir, a_config).await;
     let b = TestServer::start_config(b_dir, b_config).await;
-    a.adduser("alice", "pw").await;
-    b.adduser("bob", "pw").await;
-    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
-    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
     alice.send("<message to='bob@b.example/laptop' type='chat'><body>over EXTERNAL</body></message>").await;
     let m = bob.expect("alice's message", is_message_with("over EXTERNAL")).await;
     assert_eq!(m.attr("from"), Some("alice@a.example/phone"));
@@ -375,10 +373,7 @@ async fn direct_tls_peers_and_idle_connections_reconnect() {
     b_config.s2s.listen_direct_tls = vec![b_direct];
     let a = TestServer::start_config(a_dir, a_config).await;
     let b = TestServer::start_config(b_dir, b_config).await;
-    a.adduser("alice", "pw").await;
-    b.adduser("bob", "pw").await;
-    let mut alice = Client::login_at(a.c2s, A, "alice", "pw", "phone").await;
-    let mut bob = Client::login_at(b.c2s, B, "bob", "pw", "laptop").await;
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
     for round in ["first", "after the idle close"] {
         alice.send(format!("<message to='bob@b.example/laptop' type='chat'><body>{round}</body></message>")).await;
         bob.expect(round, is_message_with(round)).await;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import traceback
 from typing import Any, Callable
 
 import slixmpp
@@ -35,6 +36,43 @@ async def wait_for(condition: Callable[[], Any], what: str, timeout: float = STE
         if time.monotonic() >= deadline:
             raise Failure(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def run_step(results: list[tuple[str, str, str]], clients: list, name: str, step,
+                   timeout: float | None = None) -> bool:
+    """Runs one step, records it in `results`, and on failure prints why and the last
+    stanzas of every client."""
+    say(f"STEP {name}")
+    try:
+        await asyncio.wait_for(step(), timeout)
+    except Exception as e:  # noqa: BLE001 - reported, never swallowed
+        if isinstance(e, Failure):
+            detail = str(e)
+        elif isinstance(e, asyncio.TimeoutError):
+            detail = f"the step took longer than {timeout:.0f} s"
+        else:
+            detail = "".join(traceback.format_exception(e)).rstrip()
+        say(f"FAIL {name}\n     {detail}")
+        results.append((name, "failed", detail))
+        dump_traces(clients)
+        return False
+    say(f"ok   {name}")
+    results.append((name, "passed", ""))
+    return True
+
+
+def dump_traces(clients: list) -> None:
+    print("     last stanzas of each client:", flush=True)
+    for c in clients:
+        print(c.describe(), flush=True)
+
+
+def abort_all(clients: list) -> None:
+    """Drops every client's connection (or connection attempt) without ceremony."""
+    for c in clients:
+        c.cancel_connection_attempt()
+        if c.transport:
+            c.abort()
 
 
 def report(results: list[tuple[str, str, str]], title: str, label: str) -> None:

@@ -43,7 +43,7 @@ import traceback
 from typing import Any
 
 import slixmpp
-from harness import STEP_TIMEOUT, Failure, check, report, say, wait_for
+from harness import STEP_TIMEOUT, Failure, abort_all, check, report, run_step, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET, ElementBase
@@ -537,31 +537,7 @@ class Suite:
         return all(status != "failed" for _, status, _ in self.results)
 
     async def run_step(self, name: str, step) -> bool:
-        say(f"STEP {name}")
-        try:
-            await asyncio.wait_for(step(), 3 * STEP_TIMEOUT)
-        except Exception as e:  # noqa: BLE001 - reported, never swallowed
-            if isinstance(e, Failure):
-                detail = str(e)
-            elif isinstance(e, asyncio.TimeoutError):
-                detail = f"the step took longer than {3 * STEP_TIMEOUT:.0f} s"
-            else:
-                detail = "".join(traceback.format_exception(e)).rstrip()
-            say(f"FAIL {name}\n     {detail}")
-            self.results.append((name, "failed", detail))
-            print("     last stanzas of each client:", flush=True)
-            for c in self.clients:
-                print(c.describe(), flush=True)
-            return False
-        say(f"ok   {name}")
-        self.results.append((name, "passed", ""))
-        return True
-
-    def abort_all(self) -> None:
-        for c in self.clients:
-            c.cancel_connection_attempt()
-            if c.transport:
-                c.abort()
+        return await run_step(self.results, self.clients, name, step, 3 * STEP_TIMEOUT)
 
 
 class PrivateNote(ElementBase):
@@ -582,7 +558,7 @@ async def main_async(args: argparse.Namespace) -> int:
         suite.results.append(("whole suite within %d s" % OVERALL_TIMEOUT, "failed", "overall timeout"))
         ok = False
     finally:
-        suite.abort_all()
+        abort_all(suite.clients)
     report(suite.results, 'slixmpp modern-extensions interop summary', 'interop-modern')
     return 0 if ok else 1
 

@@ -37,7 +37,7 @@ import traceback
 from typing import Any
 
 import slixmpp
-from harness import STEP_TIMEOUT, Failure, check, report, say, wait_for
+from harness import STEP_TIMEOUT, Failure, abort_all, check, dump_traces, report, run_step, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins import xep_0082
@@ -543,29 +543,7 @@ class Suite:
         return all(status != "failed" for _, status, _ in self.results)
 
     async def run_step(self, name: str, step) -> bool:
-        say(f"STEP {name}")
-        try:
-            await step()
-        except Exception as e:  # noqa: BLE001 - reported, never swallowed
-            detail = str(e) if isinstance(e, Failure) else "".join(traceback.format_exception(e)).rstrip()
-            say(f"FAIL {name}\n     {detail}")
-            self.results.append((name, "failed", detail))
-            self.dump_traces()
-            return False
-        say(f"ok   {name}")
-        self.results.append((name, "passed", ""))
-        return True
-
-    def dump_traces(self) -> None:
-        print("     last stanzas of each client:", flush=True)
-        for c in self.clients:
-            print(c.describe(), flush=True)
-
-    def abort_all(self) -> None:
-        for c in self.clients:
-            c.cancel_connection_attempt()
-            if c.transport:
-                c.abort()
+        return await run_step(self.results, self.clients, name, step)
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -574,10 +552,10 @@ async def main_async(args: argparse.Namespace) -> int:
         ok = await asyncio.wait_for(suite.run(), OVERALL_TIMEOUT)
     except asyncio.TimeoutError:
         suite.results.append(("whole suite within %d s" % OVERALL_TIMEOUT, "failed", "overall timeout"))
-        suite.dump_traces()
+        dump_traces(suite.clients)
         ok = False
     finally:
-        suite.abort_all()
+        abort_all(suite.clients)
     report(suite.results, 'slixmpp interop summary', 'interop')
     return 0 if ok else 1
 

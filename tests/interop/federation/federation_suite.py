@@ -27,9 +27,8 @@ import asyncio
 import logging
 import subprocess
 import sys
-import traceback
 
-from harness import Failure, check, report, say, wait_for
+from harness import Failure, abort_all, check, report, run_step, say, wait_for
 from slixmpp_suite import Client
 
 OVERALL_TIMEOUT = 150.0
@@ -182,30 +181,13 @@ class Federation:
     # -- driver ------------------------------------------------------------------------
 
     async def run_chained(self, steps) -> None:
+        """Runs the steps in order; after a failure the rest are skipped."""
         broken = False
         for name, step in steps:
             if broken:
                 self.results.append((name, "skipped", "an earlier step failed"))
                 continue
-            say(f"STEP {name}")
-            try:
-                await step()
-            except Exception as e:  # noqa: BLE001 - reported, never swallowed
-                detail = str(e) if isinstance(e, Failure) else "".join(traceback.format_exception(e)).rstrip()
-                say(f"FAIL {name}\n     {detail}")
-                self.results.append((name, "failed", detail))
-                for c in self.clients:
-                    print(c.describe(), flush=True)
-                broken = True
-                continue
-            say(f"ok   {name}")
-            self.results.append((name, "passed", ""))
-
-    def abort_all(self) -> None:
-        for c in self.clients:
-            c.cancel_connection_attempt()
-            if c.transport:
-                c.abort()
+            broken = not await run_step(self.results, self.clients, name, step)
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -216,7 +198,7 @@ async def main_async(args: argparse.Namespace) -> int:
     except asyncio.TimeoutError:
         suite.results.append((f"phase {args.phase} within {OVERALL_TIMEOUT:.0f} s", "failed", "overall timeout"))
     finally:
-        suite.abort_all()
+        abort_all(suite.clients)
     report(suite.results, f"federation with Prosody, phase {args.phase}", "federation")
     return 0 if all(status == "passed" for _, status, _ in suite.results) else 1
 
