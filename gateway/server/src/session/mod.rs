@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, StreamErrorCondition, StreamHeader};
 use jabberwock_sasl::ChannelBinding;
-use tokio::sync::mpsc;
 
 use crate::im;
-use crate::router::{next_conn_id, ConnId, Routed, SessionHandle};
+use crate::router::{mailbox, next_conn_id, ConnId, Mailbox, Routed, SessionHandle};
 use crate::server::Server;
 use crate::stream::{Flow, Frame};
 
@@ -85,13 +84,13 @@ pub struct Session {
 
 impl Session {
     /// A new session and the receiving end of its mailbox, which the transport polls.
-    pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, mpsc::UnboundedReceiver<Routed>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
         let conn = next_conn_id();
+        let (handle, rx) = mailbox(conn);
         let session = Session {
             server,
             conn,
-            handle: SessionHandle::new(conn, tx),
+            handle,
             peer_ip,
             security,
             stage: Stage::AwaitHeader,

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError, StreamErrorCondition};
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{random_id, Session};
-use crate::router::Routed;
+use crate::router::{Mailbox, Routed};
 use crate::stream::{Flow, Frame};
 
 /// Most unacknowledged stanzas kept for one session.
@@ -146,7 +147,7 @@ impl Session {
 
     /// Takes over the parked session named by the pending `<resume/>`. On success the
     /// caller's session and mailbox are replaced by the resumed ones.
-    pub async fn resume(this: &mut Session, rx: &mut mpsc::UnboundedReceiver<Routed>, out: &mut Vec<Frame>) {
+    pub async fn resume(this: &mut Session, rx: &mut Mailbox, out: &mut Vec<Frame>) {
         let Some((previd, h)) = this.pending_resume.take() else { return };
         let own = format!("{}@{}", this.user.as_deref().unwrap_or_default(), this.domain.as_deref().unwrap_or_default());
         let Some((mut old, old_rx)) = this.server.sm.take(&previd, &own).await else {
@@ -177,7 +178,7 @@ impl Session {
     }
 
     /// After the connection ended: parks a resumable session whose peer vanished, or ends it.
-    pub async fn finish(mut self, rx: mpsc::UnboundedReceiver<Routed>, peer_vanished: bool) {
+    pub async fn finish(mut self, rx: Mailbox, peer_vanished: bool) {
         if peer_vanished && self.resumable() {
             let server = self.server.clone();
             server.sm.park(self, rx);
@@ -210,7 +211,7 @@ impl Session {
 }
 
 /// A session with its mailbox, as handed from one connection to another.
-type Parked = (Session, mpsc::UnboundedReceiver<Routed>);
+type Parked = (Session, Mailbox);
 /// Where a parked session sends itself when a new connection resumes it.
 type Takeover = oneshot::Sender<Parked>;
 
@@ -236,7 +237,7 @@ impl Registry {
     }
 
     /// Parks `session` until it is resumed or the window passes.
-    fn park(self: &Arc<Self>, session: Session, rx: mpsc::UnboundedReceiver<Routed>) {
+    fn park(self: &Arc<Self>, session: Session, rx: Mailbox) {
         let id = session.sm.as_ref().expect("resumable").id.clone();
         let (tx, requests) = mpsc::unbounded_channel();
         if let Some(e) = self.entries.lock().expect("sm registry").get_mut(&id) {
@@ -281,7 +282,7 @@ async fn hibernate(
     registry: Arc<Registry>,
     id: String,
     mut session: Session,
-    mut rx: mpsc::UnboundedReceiver<Routed>,
+    mut rx: Mailbox,
     mut requests: mpsc::UnboundedReceiver<Takeover>,
 ) {
     let expiry = tokio::time::sleep(Duration::from_secs(session.server.config.limits.resume_window_secs));
@@ -300,7 +301,7 @@ async fn hibernate(
                 }
                 return;
             }
-            Some(routed) = rx.recv() => match routed {
+            Some(routed) = rx.next() => match routed {
                 Routed::Stanza(st) => {
                     let mut frames = vec![Frame::Stanza(*st)];
                     session.before_write(&mut frames);

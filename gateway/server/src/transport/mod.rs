@@ -8,14 +8,14 @@ pub mod tcp;
 pub mod websocket;
 
 use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition};
-use tokio::sync::mpsc::UnboundedReceiver;
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::router::Routed;
+use crate::router::Mailbox;
 use crate::server::Server;
 use crate::session::Session;
 use crate::stream::{Flow, Frame};
@@ -75,21 +75,22 @@ pub(crate) enum Ended {
 /// Feeds `session` from `transport` and its mailbox until the stream ends.
 pub(crate) async fn run<T: Transport>(
     session: &mut Session,
-    rx: &mut UnboundedReceiver<Routed>,
+    rx: &mut Mailbox,
     transport: &mut T,
     negotiation_deadline: Instant,
 ) -> Ended {
     let mut shutdown = session.server.shutdown_signal();
-    let mut frames: Vec<Frame> = Vec::new();
     let negotiation = tokio::time::sleep_until(negotiation_deadline);
     tokio::pin!(negotiation);
     loop {
+        // Per turn, not kept: an idle session holds no output buffer.
+        let mut frames: Vec<Frame> = Vec::new();
         let flow = tokio::select! {
             ev = transport.next_event() => match ev {
                 Some(ev) => Box::pin(handle_input(session, rx, transport, ev, &mut frames)).await,
                 None => return Ended::Vanished,
             },
-            Some(routed) = rx.recv() => {
+            Some(routed) = rx.next() => {
                 // Boxed, like the input handling: the deep futures of stanza processing
                 // exist only while a stanza is processed, not in every idle connection.
                 let mut flow = Box::pin(session.on_routed(routed, &mut frames)).await;
@@ -112,7 +113,6 @@ pub(crate) async fn run<T: Transport>(
             session.before_write(&mut frames);
             let written = transport.write(&frames).await;
             let closing = frames.iter().any(|f| matches!(f, Frame::Close));
-            frames.clear();
             if !written {
                 return Ended::Vanished;
             }
@@ -138,7 +138,7 @@ pub(crate) async fn run<T: Transport>(
 /// the buffered bytes are read as the new stream.
 async fn handle_input<T: Transport>(
     session: &mut Session,
-    rx: &mut UnboundedReceiver<Routed>,
+    rx: &mut Mailbox,
     transport: &mut T,
     first: Result<ReadEvent, StreamError>,
     frames: &mut Vec<Frame>,

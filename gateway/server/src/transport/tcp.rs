@@ -9,13 +9,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use tokio_rustls::server::TlsStream;
+
 use super::{accept_until_shutdown, run, Ended, Transport};
+use crate::router::Mailbox;
 use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::{encode_stream, Frame};
 
 /// Reads start small, since every idle connection holds its read buffer while the read
 /// is pending; a read that fills the buffer grows it to `READ_CHUNK` for the burst.
+/// Output is encoded into a buffer that lives only for the write.
 const IDLE_READ: usize = 256;
 const READ_CHUNK: usize = 2048;
 
@@ -30,31 +34,45 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
     let _guard = server.connection_guard();
     configure_socket(&tcp);
     let deadline = Instant::now() + server.config.negotiation_timeout();
-    let limits = server.config.stream_limits();
+    // Each phase is boxed to its own size. A task is as large as its largest state, so
+    // otherwise every idle session would keep room for the handshake and the plain stream.
+    let Some((session, rx, tls)) = Box::pin(secure(&server, tcp, peer, direct_tls, deadline)).await else { return };
+    Box::pin(run_encrypted(session, rx, StreamTransport::new(tls, server.config.stream_limits()), deadline)).await;
+}
+
+/// Brings the connection to TLS: the handshake right away on the direct-TLS port, or once
+/// the plain stream asked for STARTTLS. `None` if the connection ended before that.
+async fn secure(
+    server: &Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    deadline: Instant,
+) -> Option<(Session, Mailbox, TlsStream<TcpStream>)> {
     if direct_tls {
-        let Some(tls) = handshake(&server, &server.tls.direct, tcp, deadline, peer).await else { return };
+        let tls = handshake(server, &server.tls.direct, tcp, deadline, peer).await?;
         let security = Security { encrypted: true, starttls_available: false, channel_bindings: server.tls.channel_bindings(&tls) };
-        let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
-        let ended = run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await;
-        Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
-        return;
+        let (session, rx) = Session::new(server.clone(), peer.ip(), security);
+        return Some((session, rx, tls));
     }
     let security = Security { starttls_available: true, ..Default::default() };
     let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
-    let mut plain = StreamTransport::new(tcp, limits.clone());
-    let mut ended = run(&mut session, &mut rx, &mut plain, deadline).await;
+    let mut plain = StreamTransport::new(tcp, server.config.stream_limits());
+    let ended = run(&mut session, &mut rx, &mut plain, deadline).await;
     if ended == Ended::StartTls {
-        // Bytes the client sent after <starttls/> are discarded with the plain transport's
-        // buffers, which are freed here rather than kept for the session's lifetime.
-        let StreamTransport { io, .. } = plain;
-        ended = match handshake(&server, &server.tls.starttls, io, deadline, peer).await {
-            Some(tls) => {
-                session.tls_established(server.tls.channel_bindings(&tls));
-                run(&mut session, &mut rx, &mut StreamTransport::new(tls, limits), deadline).await
-            }
-            None => Ended::Closed,
-        };
+        // Bytes the client sent after <starttls/> are discarded with the plain transport.
+        if let Some(tls) = handshake(server, &server.tls.starttls, plain.io, deadline, peer).await {
+            session.tls_established(server.tls.channel_bindings(&tls));
+            return Some((session, rx, tls));
+        }
     }
+    Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
+    None
+}
+
+/// The session over TLS until it ends: all an established client connection holds.
+async fn run_encrypted(mut session: Session, mut rx: Mailbox, mut transport: StreamTransport<TlsStream<TcpStream>>, deadline: Instant) {
+    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
 
@@ -95,7 +113,6 @@ pub(crate) struct StreamTransport<S> {
     pub(crate) io: S,
     reader: StreamReader,
     read_buf: Vec<u8>,
-    out: Vec<u8>,
     content_ns: &'static str,
 }
 
@@ -105,7 +122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
     }
 
     pub(crate) fn with_content_ns(io: S, limits: Limits, content_ns: &'static str) -> Self {
-        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), out: Vec::new(), content_ns }
+        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), content_ns }
     }
 }
 
@@ -139,10 +156,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
     }
 
     async fn write(&mut self, frames: &[Frame]) -> bool {
-        encode_stream(frames, &mut self.out, self.content_ns);
-        let ok = self.io.write_all(&self.out).await.is_ok() && self.io.flush().await.is_ok();
-        self.out.clear();
-        ok
+        let mut out = Vec::new();
+        encode_stream(frames, &mut out, self.content_ns);
+        self.io.write_all(&out).await.is_ok() && self.io.flush().await.is_ok()
     }
 
     async fn close(&mut self) {
@@ -151,11 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
 
     fn idle(&mut self) {
         if self.reader.is_idle() {
-            // Buffers a burst grew are given back; the small ones stay, so steady chat
-            // traffic does not allocate on every stanza.
-            if self.out.capacity() > READ_CHUNK / 2 {
-                self.out = Vec::new();
-            }
+            // A read buffer a burst grew is given back.
             if self.read_buf.len() > IDLE_READ {
                 self.read_buf = Vec::new();
             }
