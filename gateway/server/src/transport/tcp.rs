@@ -71,9 +71,18 @@ async fn secure(
 }
 
 /// The session over TLS until it ends: all an established client connection holds.
-async fn run_encrypted(mut session: Session, mut rx: Mailbox, mut transport: StreamTransport<TlsStream<TcpStream>>, deadline: Instant) {
-    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
-    Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
+fn run_encrypted(
+    mut session: Session,
+    mut rx: Mailbox,
+    mut transport: StreamTransport<TlsStream<TcpStream>>,
+    deadline: Instant,
+) -> impl std::future::Future<Output = ()> {
+    // An async block rather than an async fn: an async fn copies its arguments into its
+    // body's state, so an idle session would hold its session and transport twice.
+    async move {
+        let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+        Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
+    }
 }
 
 /// No Nagle delay, and TCP keepalive: a peer that vanishes without closing (a phone
