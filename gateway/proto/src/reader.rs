@@ -183,10 +183,13 @@ impl StreamReader {
         self.pos == self.buf.len() && self.core.depth() == 0
     }
 
-    /// Frees the buffer's memory; call when idle.
+    /// Frees the buffer's memory and the parser's scratch space; call when idle.
     pub fn release_buffer(&mut self) {
         self.compact();
         self.buf.shrink_to_fit();
+        if self.core.depth() == 0 {
+            self.core.release_scratch();
+        }
     }
 
     /// Drops the bytes nobody needs any more: everything before the current top-level

@@ -210,6 +210,19 @@ impl Core {
         self.name_starts.len()
     }
 
+    /// Frees the scratch space of the last element; only between top-level elements,
+    /// where none of it is in use.
+    pub fn release_scratch(&mut self) {
+        debug_assert_eq!(self.depth(), 0);
+        for v in [&mut self.attrs, &mut self.top.attrs] {
+            *v = Vec::new();
+        }
+        self.order = Vec::new();
+        self.names = Vec::new();
+        self.name_starts = Vec::new();
+        self.used = Vec::new();
+    }
+
     /// Parses a start tag at `depth` (0 for the stream header, 1 for a top-level element):
     /// declares its namespaces, checks its attributes into `self.attrs` and resolves names.
     pub fn open(&mut self, tok: &[u8], depth: usize) -> Result<Open, StreamError> {

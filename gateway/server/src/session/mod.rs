@@ -332,6 +332,8 @@ impl Session {
     /// SASL succeeded: the client restarts the stream.
     pub(crate) fn authenticated(&mut self, user: String) {
         self.user = Some(user);
+        // Only SASL uses them, and a stream authenticates once.
+        self.security.channel_bindings = Vec::new();
         self.stage = Stage::AwaitHeader;
         self.header_sent = false;
     }

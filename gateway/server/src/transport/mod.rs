@@ -9,9 +9,10 @@ pub mod websocket;
 
 use jabberwock_proto::{ReadEvent, StreamError, StreamErrorCondition};
 use futures_util::StreamExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -80,8 +81,8 @@ pub(crate) async fn run<T: Transport>(
     negotiation_deadline: Instant,
 ) -> Ended {
     let mut shutdown = session.server.shutdown_signal();
-    let negotiation = tokio::time::sleep_until(negotiation_deadline);
-    tokio::pin!(negotiation);
+    // Boxed and dropped once bound: a long-lived session keeps no timer.
+    let mut negotiation = Some(Box::pin(tokio::time::sleep_until(negotiation_deadline)));
     loop {
         // Per turn, not kept: an idle session holds no output buffer.
         let mut frames: Vec<Frame> = Vec::new();
@@ -101,13 +102,16 @@ pub(crate) async fn run<T: Transport>(
                 }
                 flow
             }
-            _ = &mut negotiation, if !session.is_bound() => session.on_negotiation_timeout(&mut frames),
+            _ = until(&mut negotiation) => session.on_negotiation_timeout(&mut frames),
             _ = shutdown.changed() => {
                 session.on_stream_error(StreamError::new(StreamErrorCondition::SystemShutdown), &mut frames)
             }
         };
         if flow == Flow::Detach {
             return Ended::Vanished;
+        }
+        if session.is_bound() {
+            negotiation = None;
         }
         if !frames.is_empty() {
             session.before_write(&mut frames);
@@ -130,6 +134,14 @@ pub(crate) async fn run<T: Transport>(
             }
             Flow::Detach => unreachable!("handled above"),
         }
+    }
+}
+
+/// Waits for the deadline if there is one, forever if not.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }
 
