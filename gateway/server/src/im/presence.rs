@@ -62,9 +62,9 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     let bound = s.bound.as_mut().expect("bound");
     let u = jabberwock_storage::UserRef { host: &bound.domain, user: &bound.user };
     crate::modules::vcard::stamp_photo_hash(&server, u, &mut st).await;
-    let initial = bound.presence.is_none();
+    let initial = !bound.available;
     let first_ever = !bound.initial_presence_sent;
-    bound.presence = Some(st.clone());
+    bound.available = true;
     bound.initial_presence_sent = true;
     let (bare, resource, full) = (bound.bare.clone(), bound.resource.clone(), bound.jid.to_string());
     server.router.set_presence(&bare, &resource, s.conn, Some((priority, st.clone())));
@@ -154,7 +154,7 @@ async fn probe(server: &Arc<Server>, prober_bare: &BareJid, contact: &BareJid, p
 async fn unavailable(s: &mut Session, st: Stanza) {
     let server = s.server.clone();
     let bound = s.bound.as_mut().expect("bound");
-    let was_available = bound.presence.take().is_some();
+    let was_available = std::mem::replace(&mut bound.available, false);
     let directed = std::mem::take(&mut bound.directed);
     let (bare, resource) = (bound.bare.clone(), bound.resource.clone());
     server.router.set_presence(&bare, &resource, s.conn, None);

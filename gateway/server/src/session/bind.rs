@@ -65,7 +65,7 @@ fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
         user,
         domain,
         resource,
-        presence: None,
+        available: false,
         initial_presence_sent: false,
         directed: Default::default(),
     });

@@ -52,8 +52,9 @@ pub struct Bound {
     pub user: String,
     pub domain: String,
     pub resource: String,
-    /// The last available presence the client broadcast, `None` while unavailable.
-    pub presence: Option<Stanza>,
+    /// Has broadcast available presence and not yet unavailable. (The stanza itself is
+    /// kept once, in the router, for probes.)
+    pub available: bool,
     /// Has sent initial presence at least once (offline messages are then flushed).
     pub initial_presence_sent: bool,
     /// Entities that got directed presence and must get unavailable when we go offline.
