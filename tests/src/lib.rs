@@ -634,10 +634,20 @@ impl ServerProcess {
     }
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, for a listener a test
+/// configures before starting it. The port is taken below the kernel's ephemeral range
+/// (32768 and up on Linux): there, the outgoing connections of tests running in parallel
+/// take their local ports, and one of them could take the port before the server binds it.
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("local address")
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        // Each RandomState has fresh keys: a random number without another dependency.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local address");
+        }
+    }
 }
 
 /// `x` subscribes to `y`, and `y` approves.
