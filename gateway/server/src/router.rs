@@ -26,7 +26,7 @@ pub fn next_conn_id() -> ConnId {
 #[derive(Debug)]
 pub enum Routed {
     /// A stanza to write to the client as it is. Boxed: every idle session's mailbox
-    /// reserves room for a block of these.
+    /// holds one empty queue node the size of this enum.
     Stanza(Box<Stanza>),
     /// Close the stream with this error: a newer session took the resource (`conflict`),
     /// the account was deleted, or the server is shutting down.

@@ -8,7 +8,6 @@ use jabberwock_proto::{ns, Limits, ReadEvent, StreamError, StreamReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-
 use tokio_rustls::server::TlsStream;
 
 use super::{accept_until_shutdown, run, Ended, Transport};
@@ -19,7 +18,6 @@ use crate::stream::{encode_stream, Frame};
 
 /// Reads start small, since every idle connection holds its read buffer while the read
 /// is pending; a read that fills the buffer grows it to `READ_CHUNK` for the burst.
-/// Output is encoded into a buffer that lives only for the write.
 const IDLE_READ: usize = 256;
 const READ_CHUNK: usize = 2048;
 
@@ -102,7 +100,7 @@ pub(crate) async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     tcp: IO,
     deadline: Instant,
     peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<IO>> {
+) -> Option<TlsStream<IO>> {
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
@@ -165,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
     }
 
     async fn write(&mut self, frames: &[Frame]) -> bool {
+        // Lives only for the write: an idle connection holds no output buffer.
         let mut out = Vec::new();
         encode_stream(frames, &mut out, self.content_ns);
         self.io.write_all(&out).await.is_ok() && self.io.flush().await.is_ok()
