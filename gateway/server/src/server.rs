@@ -12,7 +12,8 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::modules::Modules;
-use crate::router::Router;
+use crate::registry::SessionRegistry;
+use crate::routing::IqRequests;
 use crate::session::Throttle;
 use crate::tls::{Tls, TlsError};
 use crate::{http, transport};
@@ -37,16 +38,13 @@ const ACCOUNT_LOCK_STRIPES: usize = 256;
 pub struct Server {
     pub config: Config,
     pub store: Store,
-    pub router: Router,
+    pub sessions: SessionRegistry,
+    pub iq_requests: IqRequests,
     pub tls: Tls,
     pub modules: Modules,
     pub throttle: Throttle,
     pub bosh: Arc<crate::transport::bosh::Registry>,
     pub sm: Arc<crate::session::sm::Registry>,
-    pub blocklists: crate::modules::blocking::Blocklists,
-    pub caps: crate::modules::caps::Caps,
-    pub archive: crate::modules::mam::ArchiveWriter,
-    pub archive_prefs: crate::cache::AccountCache<String>,
     pub s2s: Arc<crate::s2s::S2s>,
     pub started: Instant,
     account_locks: Vec<Mutex<()>>,
@@ -61,15 +59,12 @@ impl Server {
         let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s).map_err(StartError::S2s)?);
         let throttle = Throttle::new(config.auth.max_failures, Duration::from_secs(config.auth.throttle_window_secs));
         Ok(Arc::new(Server {
-            modules: Modules::standard(),
-            router: Router::default(),
+            modules: Modules::standard(&config, &store),
+            sessions: SessionRegistry::default(),
+            iq_requests: IqRequests::default(),
             throttle,
             bosh: Arc::default(),
             sm: Arc::default(),
-            blocklists: Default::default(),
-            caps: Default::default(),
-            archive: crate::modules::mam::ArchiveWriter::start(store.clone(), config.limits.archive_retention_days),
-            archive_prefs: Default::default(),
             s2s,
             started: Instant::now(),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -236,7 +231,7 @@ impl Running {
         // Every commit is durable on its own; these only wait for work in flight, and a
         // storage that no longer answers must not keep the process from exiting.
         let closing = async {
-            self.server.archive.flush().await;
+            self.server.modules.stopping().await;
             self.server.store.close().await;
         };
         match tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing).await {

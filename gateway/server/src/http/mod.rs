@@ -1,9 +1,8 @@
-//! The HTTP side: RFC 7395 WebSocket at `/xmpp-websocket`, XEP-0156 discovery at
-//! `/.well-known/host-meta(.json)`, and the web client at `/`. Plain HTTP and HTTPS
-//! listeners serve the same routes.
+//! The HTTP side: RFC 7395 WebSocket at `/xmpp-websocket`, XEP-0206 BOSH at
+//! `/http-bind`, the routes modules add (XEP-0156 discovery, for one), and the web client
+//! at `/`. Plain HTTP and HTTPS listeners serve the same routes.
 
 mod bosh;
-mod discovery;
 mod web;
 
 use std::net::{IpAddr, SocketAddr};
@@ -28,13 +27,14 @@ use crate::transport::websocket;
 pub struct Secure(pub bool);
 
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/xmpp-websocket", get(websocket_upgrade))
         .merge(bosh::routes(&server))
-        .route("/.well-known/host-meta", get(discovery::host_meta_xml))
-        .route("/.well-known/host-meta.json", get(discovery::host_meta_json))
-        .route("/healthz", get(|| async { "ok" }))
-        .merge(web::routes(&server.config))
+        .route("/healthz", get(|| async { "ok" }));
+    for routes in server.modules.http_routes() {
+        app = app.merge(routes.clone());
+    }
+    app.merge(web::routes(&server.config))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(framing_policy(&server.config.http.embed_origins))

@@ -1,14 +1,13 @@
-//! Message delivery to a local account (RFC 6121 §8.5), with its archive (XEP-0313) and
-//! carbon copies (XEP-0280).
+//! Message delivery to a local account (RFC 6121 §8.5). The modules' message hooks see
+//! each message on its way in (an archive stamps it, carbons copy it) and keep it when no
+//! resource takes it (offline storage).
 
 use std::sync::Arc;
 
 use jabberwock_proto::{Stanza, StanzaError};
 use jid::{BareJid, Jid};
 
-use super::offline;
-use crate::modules::{carbons, mam};
-use crate::router::{Resource, Routed};
+use crate::registry::{Resource, Routed};
 use crate::server::Server;
 
 /// Where a message for an account goes.
@@ -30,19 +29,31 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, to: &Jid) -> Result<(), (
         Ok(t) => t,
         Err(e) => return Err((st, e)),
     };
-    let st = match st.from().map(Jid::new) {
-        Some(Ok(from)) if !matches!(target, Target::Nowhere) => mam::archive_received(server, &bare, &from.to_bare(), st).await,
-        _ => st,
-    };
+    let mut st = st;
+    if let (Some(Ok(from)), false) = (st.from().map(Jid::new), matches!(target, Target::Nowhere)) {
+        let from = from.to_bare();
+        for h in &server.modules.message_hooks {
+            h.delivering(server, &bare, &from, &mut st).await;
+        }
+    }
     match target {
         Target::Nowhere => Ok(()),
-        Target::Offline => offline::store(server, &bare, st).await,
+        Target::Offline => {
+            for h in &server.modules.message_hooks {
+                if let Some(stored) = h.store_offline(server, &bare, &st).await {
+                    return stored.map_err(|e| (st, e));
+                }
+            }
+            Err((st, StanzaError::service_unavailable()))
+        }
         Target::Resources(resources) => {
             for r in &resources {
                 r.handle.send(Routed::stanza(st.clone()));
             }
             let delivered: Vec<&str> = resources.iter().map(|r| r.resource.as_str()).collect();
-            carbons::received(server, bare.as_str(), &delivered, &st);
+            for h in &server.modules.message_hooks {
+                h.delivered(server, &bare, &delivered, &st);
+            }
             Ok(())
         }
     }
@@ -53,7 +64,7 @@ fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError>
     let kind = st.stanza_type().unwrap_or("normal");
     let bare: BareJid = to.to_bare();
     if let Some(resource) = to.resource() {
-        if let Some(r) = server.router.resources(bare.as_str()).into_iter().find(|r| r.resource == resource.as_str()) {
+        if let Some(r) = server.sessions.resources(bare.as_str()).into_iter().find(|r| r.resource == resource.as_str()) {
             return Ok(Target::Resources(vec![r]));
         }
         // §8.5.3.2: a full JID with no session.
@@ -65,7 +76,7 @@ fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError>
     }
     // Resources with negative priority never get bare-JID messages.
     let resources: Vec<_> =
-        server.router.resources(bare.as_str()).into_iter().filter(|r| r.available && r.priority >= 0).collect();
+        server.sessions.resources(bare.as_str()).into_iter().filter(|r| r.available && r.priority >= 0).collect();
     match kind {
         "error" => Ok(Target::Nowhere),
         "groupchat" => Err(StanzaError::service_unavailable()),

@@ -4,16 +4,15 @@
 use std::sync::Arc;
 
 use jabberwock_proto::{ns, Element, Stanza};
-use jabberwock_storage::UserRef;
 use jid::{BareJid, Jid};
 
 use super::roster::{self, Account};
-use crate::router::Routed;
+use crate::modules::Available;
+use crate::registry::Routed;
+use crate::routing::route;
 use crate::server::Server;
 use crate::session::Session;
 use crate::stream::{Flow, Frame};
-
-const LAST_ACTIVITY: &str = "last_activity";
 
 /// Presence from the bound client of `s`.
 pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
@@ -21,7 +20,7 @@ pub async fn outbound(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow
     let kind = st.stanza_type().map(str::to_owned);
     match (st.to().map(Jid::new), kind.as_deref()) {
         (Some(Err(_)), _) => {
-            out.push(Frame::Stanza(super::error_reply(&st, jabberwock_proto::StanzaError::jid_malformed())));
+            out.push(Frame::Stanza(crate::stanzas::error_reply(&st, jabberwock_proto::StanzaError::jid_malformed())));
         }
         (Some(Ok(to)), Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
             let from = BareJid::new(&bound.bare).expect("bound JIDs are valid");
@@ -45,7 +44,7 @@ async fn directed(s: &mut Session, st: Stanza, to: &Jid) {
         // Whoever saw us available learns when we leave, even without initial presence.
         bound.directed.insert(to.to_string());
     }
-    super::route(&s.server, st).await;
+    route(&s.server, st).await;
 }
 
 fn priority_of(st: &Stanza) -> i8 {
@@ -59,15 +58,17 @@ fn priority_of(st: &Stanza) -> i8 {
 async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     let server = s.server.clone();
     let priority = priority_of(&st);
+    let jid = s.bound.as_ref().expect("bound").jid.clone();
+    for h in &server.modules.presence_hooks {
+        h.broadcasting(&server, &jid, &mut st).await;
+    }
     let bound = s.bound.as_mut().expect("bound");
-    let u = jabberwock_storage::UserRef { host: &bound.domain, user: &bound.user };
-    crate::modules::vcard::stamp_photo_hash(&server, u, &mut st).await;
     let initial = !bound.available;
     let first_ever = !bound.initial_presence_sent;
     bound.available = true;
     bound.initial_presence_sent = true;
-    let (bare, resource, full) = (bound.bare.clone(), bound.resource.clone(), bound.jid.to_string());
-    server.router.set_presence(&bare, &resource, s.conn, Some((priority, st.clone())));
+    let (bare, resource) = (bound.bare.clone(), bound.resource.clone());
+    server.sessions.set_presence(&bare, &resource, s.conn, Some((priority, st.clone())));
     let own = BareJid::new(&bare).expect("bound JIDs are valid");
     let a = Account::of(&own).expect("accounts have a localpart");
     let (items, _) = roster::load(&server, a).await;
@@ -76,9 +77,9 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     for (contact, _) in items.iter().filter(|(_, i)| i.subscription.has_from()) {
         let mut copy = st.clone();
         copy.set_attr("to", contact.as_str());
-        super::route(&server, copy).await;
+        route(&server, copy).await;
     }
-    for r in server.router.resources(&bare).into_iter().filter(|r| r.available) {
+    for r in server.sessions.resources(&bare).into_iter().filter(|r| r.available) {
         let mut copy = st.clone();
         copy.set_attr("to", format!("{bare}/{}", r.resource));
         if r.resource == resource {
@@ -87,36 +88,47 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
             r.handle.send(Routed::stanza(copy));
         }
     }
-    // New capabilities may bring new +notify interests (XEP-0163 §4.3.2).
-    tokio::spawn(crate::modules::pep::on_available(server.clone(), Jid::new(&full).expect("bound JIDs are valid"), st.clone()));
-    if !initial {
-        return;
+    if initial {
+        probes_and_requests(s, &own, a, &items, first_ever, out).await;
     }
-    // Probes: the current presence of every contact we are subscribed to, and of our
-    // other resources.
-    let full_jid = Jid::new(&full).expect("bound JIDs are valid");
+    let mut ev = Available { server: &server, jid: &jid, presence: &st, priority, initial, out: Vec::new() };
+    for h in &server.modules.presence_hooks {
+        h.available(&mut ev).await;
+    }
+    out.extend(ev.out.into_iter().map(Frame::Stanza));
+}
+
+/// At initial presence: the current presence of every contact the account is subscribed
+/// to and of its other resources, then (the first time) pending subscription requests.
+async fn probes_and_requests(
+    s: &Session,
+    own: &BareJid,
+    a: Account<'_>,
+    items: &std::collections::BTreeMap<String, roster::Item>,
+    first_ever: bool,
+    out: &mut Vec<Frame>,
+) {
+    let server = &s.server;
+    let bound = s.bound.as_ref().expect("bound");
+    let (bare, resource, full) = (&bound.bare, &bound.resource, bound.jid.as_str());
+    let full_jid = Jid::new(full).expect("bound JIDs are valid");
     for (contact, _) in items.iter().filter(|(_, i)| i.subscription.has_to()) {
         if let Ok(contact) = BareJid::new(contact) {
-            for p in probe(&server, &own, &contact, &full_jid).await {
+            for p in probe(server, own, &contact, &full_jid).await {
                 out.push(Frame::Stanza(p));
             }
         }
     }
-    for r in server.router.resources(&bare).into_iter().filter(|r| r.available && r.resource != resource) {
+    for r in server.sessions.resources(bare).into_iter().filter(|r| r.available && &r.resource != resource) {
         if let Some(p) = r.presence {
             let mut p = (*p).clone();
-            p.set_attr("to", full.as_str());
+            p.set_attr("to", full);
             out.push(Frame::Stanza(p));
         }
     }
     if first_ever {
-        for req in roster::pending_requests(&server, a).await {
+        for req in roster::pending_requests(server, a).await {
             out.push(Frame::Stanza(req));
-        }
-    }
-    if priority >= 0 {
-        for msg in super::offline::take_all(&server, a.host, a.user).await {
-            out.push(Frame::Stanza(msg));
         }
     }
 }
@@ -130,7 +142,7 @@ async fn probe(server: &Arc<Server>, prober_bare: &BareJid, contact: &BareJid, p
             .with_attr("type", "probe")
             .with_attr("from", prober_bare.as_str())
             .with_attr("to", contact.as_str());
-        super::route(server, Stanza::from_element(&el)).await;
+        route(server, Stanza::from_element(&el)).await;
         return Vec::new();
     }
     let Some(ca) = Account::of(contact) else { return Vec::new() };
@@ -139,7 +151,7 @@ async fn probe(server: &Arc<Server>, prober_bare: &BareJid, contact: &BareJid, p
         return Vec::new();
     }
     server
-        .router
+        .sessions
         .resources(contact.as_str())
         .into_iter()
         .filter_map(|r| r.presence)
@@ -156,9 +168,11 @@ async fn unavailable(s: &mut Session, st: Stanza) {
     let bound = s.bound.as_mut().expect("bound");
     let was_available = std::mem::replace(&mut bound.available, false);
     let directed = std::mem::take(&mut bound.directed);
-    let (bare, resource) = (bound.bare.clone(), bound.resource.clone());
-    server.router.set_presence(&bare, &resource, s.conn, None);
-    record_last_activity(&server, &bare, &st).await;
+    let (bare, resource, jid) = (bound.bare.clone(), bound.resource.clone(), bound.jid.clone());
+    server.sessions.set_presence(&bare, &resource, s.conn, None);
+    for h in &server.modules.presence_hooks {
+        h.unavailable(&server, &jid, &st).await;
+    }
     if !was_available && directed.is_empty() {
         return;
     }
@@ -168,7 +182,7 @@ async fn unavailable(s: &mut Session, st: Stanza) {
         let (items, _) = roster::load(&server, Account::of(&own).expect("localpart")).await;
         targets.extend(items.into_iter().filter(|(_, i)| i.subscription.has_from()).map(|(c, _)| c));
         targets.extend(
-            server.router.resources(&bare).into_iter().filter(|r| r.available).map(|r| format!("{bare}/{}", r.resource)),
+            server.sessions.resources(&bare).into_iter().filter(|r| r.available).map(|r| format!("{bare}/{}", r.resource)),
         );
     }
     for d in directed {
@@ -179,7 +193,7 @@ async fn unavailable(s: &mut Session, st: Stanza) {
     for to in targets {
         let mut copy = st.clone();
         copy.set_attr("to", to);
-        super::route(&server, copy).await;
+        route(&server, copy).await;
     }
 }
 
@@ -200,17 +214,17 @@ pub async fn inbound(server: &Arc<Server>, st: Stanza, to: &Jid) {
         Some("probe") => {
             let Some(prober) = st.from().and_then(|f| Jid::new(f).ok()) else { return };
             for p in probe(server, &prober.to_bare(), &bare, &prober).await {
-                super::route(server, p).await;
+                route(server, p).await;
             }
         }
         _ => match to.resource() {
             Some(res) => {
-                if let Some(h) = server.router.get(bare.as_str(), res.as_str()) {
+                if let Some(h) = server.sessions.get(bare.as_str(), res.as_str()) {
                     h.send(Routed::stanza(st));
                 }
             }
             None => {
-                for r in server.router.resources(bare.as_str()).into_iter().filter(|r| r.available) {
+                for r in server.sessions.resources(bare.as_str()).into_iter().filter(|r| r.available) {
                     r.handle.send(Routed::stanza(st.clone()));
                 }
             }
@@ -221,11 +235,11 @@ pub async fn inbound(server: &Arc<Server>, st: Stanza, to: &Jid) {
 /// Sends the current presence of each available resource of `from` to `to` (after `to`
 /// was granted a subscription).
 pub async fn send_current_presence(server: &Arc<Server>, from: &BareJid, to: &str) {
-    for r in server.router.resources(from.as_str()) {
+    for r in server.sessions.resources(from.as_str()) {
         if let Some(p) = r.presence {
             let mut p = (*p).clone();
             p.set_attr("to", to);
-            super::route(server, p).await;
+            route(server, p).await;
         }
     }
 }
@@ -233,34 +247,11 @@ pub async fn send_current_presence(server: &Arc<Server>, from: &BareJid, to: &st
 /// Sends unavailable from each available resource of `from` to `to` (after `to` lost its
 /// subscription).
 pub async fn send_unavailable(server: &Arc<Server>, from: &BareJid, to: &str) {
-    for r in server.router.resources(from.as_str()).into_iter().filter(|r| r.available) {
+    for r in server.sessions.resources(from.as_str()).into_iter().filter(|r| r.available) {
         let el = Element::new("presence", ns::CLIENT)
             .with_attr("type", "unavailable")
             .with_attr("from", format!("{from}/{}", r.resource))
             .with_attr("to", to);
-        super::route(server, Stanza::from_element(&el)).await;
+        route(server, Stanza::from_element(&el)).await;
     }
-}
-
-/// XEP-0012: when the account was last seen, and its last status.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct LastActivity {
-    pub unix_secs: i64,
-    pub status: String,
-}
-
-async fn record_last_activity(server: &Server, bare: &str, st: &Stanza) {
-    let Ok(own) = BareJid::new(bare) else { return };
-    let Some(a) = Account::of(&own) else { return };
-    let status = st.to_element().ok().and_then(|e| e.child_text("status", ns::CLIENT)).unwrap_or_default();
-    let last = LastActivity { unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(), status };
-    let json = serde_json::to_vec(&last).expect("serializes");
-    if let Err(e) = server.store.kv_set(UserRef { host: a.host, user: a.user }, LAST_ACTIVITY, Some(&json)).await {
-        tracing::warn!(error = %e, "recording last activity failed");
-    }
-}
-
-pub async fn last_activity(server: &Server, host: &str, user: &str) -> Option<LastActivity> {
-    let raw = server.store.kv_get(UserRef { host, user }, LAST_ACTIVITY).await.ok()??;
-    serde_json::from_slice(&raw).ok()
 }

@@ -15,10 +15,10 @@ use jabberwock_storage::{UserRef, Write};
 use jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 
-use crate::modules::{IqCtx, IqResult, IqRoute, IqTarget, Module};
-use crate::router::Routed;
+use crate::modules::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
+use crate::registry::Routed;
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::random_id;
 
 const ROSTER: &str = "roster";
 const VERSION: &str = "roster_version";
@@ -175,7 +175,7 @@ fn push(server: &Server, a: Account<'_>, contact: &str, item: Option<&Item>, ver
         None => Element::new("item", ns::ROSTER).with_attr("jid", contact).with_attr("subscription", "remove"),
     };
     let bare = a.bare();
-    for r in server.router.resources(&bare).into_iter().filter(|r| r.interested) {
+    for r in server.sessions.resources(&bare).into_iter().filter(|r| r.interested) {
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", random_id())
@@ -279,7 +279,7 @@ pub async fn outbound_subscription(server: &Arc<Server>, from: &BareJid, mut st:
     match result {
         // A pre-approval stays local; everything else goes to the contact.
         Ok(true) => {
-            super::route(server, st).await;
+            crate::routing::route(server, st).await;
             match kind.as_str() {
                 "subscribed" => super::presence::send_current_presence(server, from, contact).await,
                 "unsubscribed" => super::presence::send_unavailable(server, from, contact).await,
@@ -382,11 +382,11 @@ pub async fn inbound_subscription(server: &Arc<Server>, st: Stanza, to: &BareJid
 /// account's behalf.
 async fn reply(server: &Arc<Server>, from: &BareJid, to: &BareJid, kind: &str) {
     let el = Element::new("presence", ns::CLIENT).with_attr("from", from.as_str()).with_attr("to", to.as_str()).with_attr("type", kind);
-    super::route(server, Stanza::from_element(&el)).await;
+    crate::routing::route(server, Stanza::from_element(&el)).await;
 }
 
 fn deliver_to_available(server: &Server, bare: &str, st: &Stanza) {
-    for r in server.router.resources(bare).into_iter().filter(|r| r.available) {
+    for r in server.sessions.resources(bare).into_iter().filter(|r| r.available) {
         r.handle.send(Routed::stanza(st.clone()));
     }
 }
@@ -394,16 +394,14 @@ fn deliver_to_available(server: &Server, bare: &str, st: &Stanza) {
 /// `jabber:iq:roster`: get and set of the account's own roster.
 pub struct RosterModule;
 
-#[async_trait]
 impl Module for RosterModule {
-    fn features(&self) -> &'static [&'static str] {
-        &[]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.iqs(&[IqRoute { target: IqTarget::Account, name: "query", ns: ns::ROSTER }], self);
     }
+}
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Account, name: "query", ns: ns::ROSTER }]
-    }
-
+#[async_trait]
+impl IqHandler for RosterModule {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let to_bare = cx.to.to_bare();
         if cx.from.to_bare() != to_bare {
@@ -412,7 +410,7 @@ impl Module for RosterModule {
         let a = Account::of(&to_bare).ok_or_else(StanzaError::bad_request)?;
         if !cx.set {
             if let Some(res) = cx.from.resource() {
-                cx.server.router.set_interested(to_bare.as_str(), res.as_str());
+                cx.server.sessions.set_interested(to_bare.as_str(), res.as_str());
             }
             let (items, ver) = load(cx.server, a).await;
             let ver = ver.to_string();
@@ -483,10 +481,10 @@ async fn remove(server: &Arc<Server>, a: Account<'_>, contact: &BareJid) -> Resu
         )
     };
     if old.subscription.has_to() || old.ask {
-        super::route(server, presence("unsubscribe")).await;
+        crate::routing::route(server, presence("unsubscribe")).await;
     }
     if old.subscription.has_from() || pending {
-        super::route(server, presence("unsubscribed")).await;
+        crate::routing::route(server, presence("unsubscribed")).await;
         super::presence::send_unavailable(server, &own, contact.as_str()).await;
     }
     Ok(())

@@ -4,29 +4,30 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jabberwock_proto::{ns, Element, Stanza, StanzaError};
+use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
 use jabberwock_storage::{UserRef, Write};
 use jid::{BareJid, Jid};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, StanzaFilter, Verdict};
 use crate::cache::AccountCache;
 use crate::im::roster::Account;
-use crate::router::Routed;
+use crate::registry::Routed;
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::random_id;
 
 const STORE: &str = "blocklist";
 
-/// Blocklists in memory, loaded on first use, so routing never waits on storage twice.
+/// Blocklists are kept in memory, loaded on first use, so routing never waits on
+/// storage twice.
 #[derive(Default)]
-pub struct Blocklists {
-    cache: AccountCache<Arc<Vec<String>>>,
+pub struct Blocking {
+    lists: AccountCache<Arc<Vec<String>>>,
 }
 
-impl Blocklists {
-    async fn get(&self, server: &Server, owner: &BareJid) -> Arc<Vec<String>> {
+impl Blocking {
+    async fn list(&self, server: &Server, owner: &BareJid) -> Arc<Vec<String>> {
         let Some(a) = Account::of(owner) else { return Arc::default() };
-        self.cache
+        self.lists
             .get_or_load(owner.as_str(), || async {
                 let items = server.store.map_all(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or_default();
                 Arc::new(items.into_iter().map(|(k, _)| k).collect())
@@ -34,8 +35,12 @@ impl Blocklists {
             .await
     }
 
-    pub fn forget(&self, owner: &str) {
-        self.cache.forget(owner);
+    /// Whether the local account `owner` blocks `other`.
+    async fn blocks(&self, server: &Server, owner: &BareJid, other: &Jid) -> bool {
+        if server.config.served_domain(owner.domain().as_str()).is_none() || owner.node().is_none() {
+            return false;
+        }
+        self.list(server, owner).await.iter().any(|item| matches(item, other))
     }
 }
 
@@ -44,35 +49,48 @@ fn matches(item: &str, other: &Jid) -> bool {
     item == other.as_str() || item == other.to_bare().as_str() || item == other.domain().as_str()
 }
 
-/// Whether the local account `owner` blocks `other`.
-pub async fn blocks(server: &Server, owner: &BareJid, other: &Jid) -> bool {
-    if server.config.served_domain(owner.domain().as_str()).is_none() || owner.node().is_none() {
-        return false;
+impl Module for Blocking {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::BLOCKING]);
+        host.iqs(
+            &[
+                IqRoute { target: IqTarget::Account, name: "blocklist", ns: ns::BLOCKING },
+                IqRoute { target: IqTarget::Account, name: "block", ns: ns::BLOCKING },
+                IqRoute { target: IqTarget::Account, name: "unblock", ns: ns::BLOCKING },
+            ],
+            self.clone(),
+        );
+        host.filter(self.clone());
+        host.account_hooks(self);
     }
-    server.blocklists.get(server, owner).await.iter().any(|item| matches(item, other))
 }
 
-/// The error for a stanza the sender's own blocklist stops (XEP-0191 §3.5).
-pub fn blocked_error() -> StanzaError {
-    StanzaError::not_acceptable().with_app_condition(Element::new("blocked", ns::BLOCKING_ERRORS))
+impl AccountHooks for Blocking {
+    fn deleted(&self, account: &BareJid) {
+        self.lists.forget(account.as_str());
+    }
 }
 
-pub struct Blocking;
+/// A stanza between two parties where either blocks the other goes nowhere. The blocking
+/// sender learns why (§3.5); a blocked sender gets service-unavailable (§3.4), except for
+/// presence, which is dropped.
+#[async_trait]
+impl StanzaFilter for Blocking {
+    async fn filter(&self, server: &Server, st: &Stanza, from: &Jid, to: &Jid) -> Verdict {
+        let presence = st.kind() == StanzaKind::Presence;
+        let refuse = |e: StanzaError| if presence { Verdict::Drop } else { Verdict::Bounce(e) };
+        if self.blocks(server, &from.to_bare(), to).await {
+            return refuse(StanzaError::not_acceptable().with_app_condition(Element::new("blocked", ns::BLOCKING_ERRORS)));
+        }
+        if to.node().is_some() && self.blocks(server, &to.to_bare(), from).await {
+            return refuse(StanzaError::service_unavailable());
+        }
+        Verdict::Pass
+    }
+}
 
 #[async_trait]
-impl Module for Blocking {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::BLOCKING]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
-            IqRoute { target: IqTarget::Account, name: "blocklist", ns: ns::BLOCKING },
-            IqRoute { target: IqTarget::Account, name: "block", ns: ns::BLOCKING },
-            IqRoute { target: IqTarget::Account, name: "unblock", ns: ns::BLOCKING },
-        ]
-    }
-
+impl IqHandler for Blocking {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let owner = cx.to.to_bare();
         if cx.from.to_bare() != owner {
@@ -83,7 +101,7 @@ impl Module for Blocking {
         match (payload.name(), cx.set) {
             ("blocklist", false) => {
                 let mut list = Element::new("blocklist", ns::BLOCKING);
-                for jid in cx.server.blocklists.get(cx.server, &owner).await.iter() {
+                for jid in self.list(cx.server, &owner).await.iter() {
                     list.push(item(jid));
                 }
                 Ok(Some(list))
@@ -100,7 +118,7 @@ impl Module for Blocking {
                 let u = UserRef { host: a.host, user: a.user };
                 // Unblocking with no items clears the whole list.
                 let targets = if kind == "unblock" && jids.is_empty() {
-                    cx.server.blocklists.get(cx.server, &owner).await.to_vec()
+                    self.list(cx.server, &owner).await.to_vec()
                 } else {
                     jids.clone()
                 };
@@ -117,7 +135,7 @@ impl Module for Blocking {
                     tracing::error!(error = %e, "saving the blocklist failed");
                     StanzaError::internal_server_error()
                 })?;
-                cx.server.blocklists.forget(owner.as_str());
+                self.lists.forget(owner.as_str());
                 push(cx.server, &owner, kind, &jids);
                 Ok(None)
             }
@@ -132,7 +150,7 @@ fn push(server: &Server, owner: &BareJid, kind: &str, jids: &[String]) {
     for jid in jids {
         change.push(Element::new("item", ns::BLOCKING).with_attr("jid", jid.as_str()));
     }
-    for r in server.router.resources(owner.as_str()) {
+    for r in server.sessions.resources(owner.as_str()) {
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", random_id())

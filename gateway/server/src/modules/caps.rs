@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine;
 use jabberwock_proto::{ns, Element, Stanza};
+use jid::FullJid;
 use sha1::Digest;
-use tokio::sync::oneshot;
 
-use crate::router::Routed;
+use super::{Host, Module, SessionHooks};
+use crate::registry::ConnId;
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::random_id;
 
 type Features = Arc<Vec<String>>;
 
@@ -23,27 +24,24 @@ pub struct Caps {
     by_ver: Mutex<HashMap<String, Arc<Vec<String>>>>,
     /// The `ver` and features of each connected full JID.
     by_jid: Mutex<HashMap<String, (String, Features)>>,
-    /// Server-sent iqs awaiting their result, by id.
-    pending: Mutex<HashMap<String, oneshot::Sender<Stanza>>>,
+}
+
+impl Module for Caps {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.session_hooks(self);
+    }
+}
+
+#[async_trait]
+impl SessionHooks for Caps {
+    async fn ended(&self, _server: &Arc<Server>, jid: &FullJid, _conn: ConnId) {
+        self.by_jid.lock().expect("caps").remove(jid.as_str());
+    }
 }
 
 impl Caps {
     pub fn features_of(&self, full_jid: &str) -> Option<Arc<Vec<String>>> {
         self.by_jid.lock().expect("caps").get(full_jid).map(|(_, f)| f.clone())
-    }
-
-    pub fn forget(&self, full_jid: &str) {
-        self.by_jid.lock().expect("caps").remove(full_jid);
-    }
-
-    /// An iq result or error for the server: completes the request waiting for it.
-    /// Returns false when nothing waited.
-    pub fn complete(&self, st: Stanza) -> bool {
-        let Some(id) = st.id() else { return false };
-        match self.pending.lock().expect("caps").remove(id) {
-            Some(tx) => tx.send(st).is_ok(),
-            None => false,
-        }
     }
 
     /// Learns the features of `full_jid` from its presence. Returns them when they are new
@@ -78,20 +76,13 @@ impl Caps {
     /// Asks `full_jid` for its disco#info at `node`.
     async fn disco(&self, server: &Server, full_jid: &str, node: &str) -> Option<Element> {
         let jid = jid::Jid::new(full_jid).ok()?;
-        let handle = server.router.get(jid.to_bare().as_str(), jid.resource()?.as_str())?;
-        let id = random_id();
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("caps").insert(id.clone(), tx);
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "get")
-            .with_attr("id", id.clone())
+            .with_attr("id", random_id())
             .with_attr("from", jid.domain().as_str())
             .with_attr("to", full_jid)
             .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", node));
-        handle.send(Routed::stanza(Stanza::from_element(&iq)));
-        let reply = tokio::time::timeout(Duration::from_secs(10), rx).await;
-        self.pending.lock().expect("caps").remove(&id);
-        let reply = reply.ok()?.ok()?.to_element().ok()?;
+        let reply = server.iq_requests.send(server, Stanza::from_element(&iq)).await?.to_element().ok()?;
         (reply.attr("type") == Some("result")).then(|| reply.child("query", ns::DISCO_INFO).cloned()).flatten()
     }
 }

@@ -1,36 +1,100 @@
 //! XEP-0280 message carbons: every resource that enabled carbons gets a copy of the
 //! account's one-to-one messages, sent and received, wherever they were delivered.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError};
+use jid::{BareJid, FullJid};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
-use crate::im::forwarded;
-use crate::router::{Resource, Routed};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, SessionHooks};
+use crate::registry::{ConnId, Resource, Routed};
 use crate::server::Server;
+use crate::stanzas::forwarded;
 
-pub struct Carbons;
+/// The resources that enabled carbons, by bare JID: (resource, connection), so that a
+/// session replaced on the same resource does not inherit the choice.
+#[derive(Default)]
+pub struct Carbons {
+    enabled: Mutex<HashMap<String, Vec<(String, ConnId)>>>,
+}
+
+impl Module for Carbons {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::CARBONS]);
+        host.iqs(
+            &[
+                IqRoute { target: IqTarget::Account, name: "enable", ns: ns::CARBONS },
+                IqRoute { target: IqTarget::Account, name: "disable", ns: ns::CARBONS },
+            ],
+            self.clone(),
+        );
+        host.message_hooks(self.clone());
+        host.session_hooks(self);
+    }
+}
+
+impl Carbons {
+    fn set(&self, bare: &str, resource: &str, conn: ConnId, on: bool) {
+        let mut enabled = self.enabled.lock().expect("carbons");
+        let list = enabled.entry(bare.to_owned()).or_default();
+        list.retain(|(r, c)| !(r == resource && *c == conn));
+        if on {
+            list.push((resource.to_owned(), conn));
+        }
+        if list.is_empty() {
+            enabled.remove(bare);
+        }
+    }
+
+    /// The account's carbons-enabled resources, except those in `except`.
+    fn copy_targets(&self, server: &Server, bare: &str, except: &[&str]) -> Vec<Resource> {
+        let enabled = self.enabled.lock().expect("carbons");
+        let Some(list) = enabled.get(bare) else { return Vec::new() };
+        let wanted = |r: &Resource| list.iter().any(|(res, conn)| *res == r.resource && *conn == r.handle.conn);
+        server.sessions.resources(bare).into_iter().filter(|r| wanted(r) && !except.contains(&r.resource.as_str())).collect()
+    }
+}
 
 #[async_trait]
-impl Module for Carbons {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::CARBONS]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
-            IqRoute { target: IqTarget::Account, name: "enable", ns: ns::CARBONS },
-            IqRoute { target: IqTarget::Account, name: "disable", ns: ns::CARBONS },
-        ]
-    }
-
+impl IqHandler for Carbons {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let (Some(resource), true) = (cx.from.resource(), cx.set) else { return Err(StanzaError::bad_request()) };
-        if cx.from.to_bare() != cx.to.to_bare() {
+        let bare = cx.from.to_bare();
+        if bare != cx.to.to_bare() {
             return Err(StanzaError::forbidden());
         }
-        cx.server.router.set_carbons(cx.to.to_bare().as_str(), resource.as_str(), payload.name() == "enable");
+        let session = cx.server.sessions.get(bare.as_str(), resource.as_str()).ok_or_else(StanzaError::bad_request)?;
+        self.set(bare.as_str(), resource.as_str(), session.conn, payload.name() == "enable");
         Ok(None)
+    }
+}
+
+#[async_trait]
+impl MessageHooks for Carbons {
+    /// Copies of a message one of the account's resources sent, to its other resources.
+    async fn sent(&self, m: &mut SentMessage<'_>, bounced: bool) {
+        let bare = m.sender.to_bare();
+        let targets = self.copy_targets(m.server, bare.as_str(), &[m.sender.resource().as_str()]);
+        if !bounced && !targets.is_empty() && eligible(m.stanza) {
+            send_copies(targets, bare.as_str(), "sent", m.stanza);
+        }
+    }
+
+    /// Copies of a message the account received, to its other resources.
+    fn delivered(&self, server: &Server, to: &BareJid, resources: &[&str], st: &Stanza) {
+        let targets = self.copy_targets(server, to.as_str(), resources);
+        if !targets.is_empty() && eligible(st) {
+            send_copies(targets, to.as_str(), "received", st);
+        }
+    }
+}
+
+#[async_trait]
+impl SessionHooks for Carbons {
+    async fn ended(&self, _server: &Arc<Server>, jid: &FullJid, conn: ConnId) {
+        self.set(jid.to_bare().as_str(), jid.resource().as_str(), conn, false);
     }
 }
 
@@ -48,10 +112,6 @@ fn eligible(st: &Stanza) -> bool {
             && st.to_element().is_ok_and(|el| el.child("private", ns::CARBONS).is_some() || el.child("no-copy", ns::HINTS).is_some()))
 }
 
-fn copy_targets(server: &Server, bare: &str, except: &[&str]) -> Vec<Resource> {
-    server.router.resources(bare).into_iter().filter(|r| r.carbons && !except.contains(&r.resource.as_str())).collect()
-}
-
 fn send_copies(targets: Vec<Resource>, bare: &str, direction: &str, st: &Stanza) {
     if targets.is_empty() {
         return;
@@ -65,21 +125,5 @@ fn send_copies(targets: Vec<Resource>, bare: &str, direction: &str, st: &Stanza)
         ];
         let copy = Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.as_str().into());
         r.handle.send(Routed::stanza(copy));
-    }
-}
-
-/// Copies of a message the account received to its other carbons-enabled resources.
-pub fn received(server: &Server, bare: &str, delivered_to: &[&str], st: &Stanza) {
-    let targets = copy_targets(server, bare, delivered_to);
-    if !targets.is_empty() && eligible(st) {
-        send_copies(targets, bare, "received", st);
-    }
-}
-
-/// Copies of a message one of the account's resources sent to its other resources.
-pub fn sent(server: &Server, bare: &str, sender_resource: &str, st: &Stanza) {
-    let targets = copy_targets(server, bare, &[sender_resource]);
-    if !targets.is_empty() && eligible(st) {
-        send_copies(targets, bare, "sent", st);
     }
 }

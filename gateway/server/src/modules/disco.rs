@@ -1,27 +1,28 @@
 //! XEP-0030 service discovery for the server and for accounts.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, StanzaError};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Disco;
 
-#[async_trait]
 impl Module for Disco {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::DISCO_INFO, ns::DISCO_ITEMS]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::DISCO_INFO, ns::DISCO_ITEMS]);
+        host.iqs(&[
             IqRoute { target: IqTarget::Host, name: "query", ns: ns::DISCO_INFO },
             IqRoute { target: IqTarget::Host, name: "query", ns: ns::DISCO_ITEMS },
             IqRoute { target: IqTarget::Account, name: "query", ns: ns::DISCO_INFO },
             IqRoute { target: IqTarget::Account, name: "query", ns: ns::DISCO_ITEMS },
-        ]
+        ], self);
     }
+}
 
+#[async_trait]
+impl IqHandler for Disco {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         if cx.set {
             return Err(StanzaError::bad_request());
@@ -32,6 +33,14 @@ impl Module for Disco {
         }
         let mut q = Element::new("query", payload.ns());
         if payload.ns() == ns::DISCO_ITEMS {
+            // The server's items are the services on its subdomains (XEP-0030 §4).
+            if cx.to.node().is_none() {
+                let mut services: Vec<_> = cx.server.modules.services_of(cx.to.domain().as_str()).collect();
+                services.sort_unstable();
+                for (jid, name) in services {
+                    q.push(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", jid).with_attr("name", name));
+                }
+            }
             return Ok(Some(q));
         }
         let feature = |var: &str| Element::new("feature", ns::DISCO_INFO).with_attr("var", var);

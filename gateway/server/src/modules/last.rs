@@ -1,13 +1,27 @@
-//! XEP-0012 last activity: the server's uptime, or how long ago an account was online.
+//! XEP-0012 last activity: the server's uptime, or how long ago an account was online
+//! and its last status, recorded whenever a resource goes unavailable.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use jabberwock_proto::{ns, Element, StanzaError};
+use jabberwock_proto::{ns, Element, Stanza, StanzaError};
+use jabberwock_storage::UserRef;
+use jid::FullJid;
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
-use crate::im::presence;
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
 use crate::im::roster::{self, Account};
+use crate::server::Server;
+
+const STORE: &str = "last_activity";
 
 pub struct LastActivity;
+
+/// When the account was last seen, and its last status.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    unix_secs: i64,
+    status: String,
+}
 
 fn answer(seconds: u64, status: Option<String>) -> Element {
     let el = Element::new("query", ns::LAST).with_attr("seconds", seconds.to_string());
@@ -17,19 +31,32 @@ fn answer(seconds: u64, status: Option<String>) -> Element {
     }
 }
 
-#[async_trait]
 impl Module for LastActivity {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::LAST]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::LAST]);
+        host.iqs(
+            &[IqRoute { target: IqTarget::Host, name: "query", ns: ns::LAST }, IqRoute { target: IqTarget::Account, name: "query", ns: ns::LAST }],
+            self.clone(),
+        );
+        host.presence_hooks(self);
     }
+}
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
-            IqRoute { target: IqTarget::Host, name: "query", ns: ns::LAST },
-            IqRoute { target: IqTarget::Account, name: "query", ns: ns::LAST },
-        ]
+#[async_trait]
+impl PresenceHooks for LastActivity {
+    async fn unavailable(&self, server: &Server, from: &FullJid, st: &Stanza) {
+        let Some(user) = from.node() else { return };
+        let status = st.to_element().ok().and_then(|e| e.child_text("status", ns::CLIENT)).unwrap_or_default();
+        let record = Record { unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(), status };
+        let json = serde_json::to_vec(&record).expect("serializes");
+        if let Err(e) = server.store.kv_set(UserRef { host: from.domain().as_str(), user: user.as_str() }, STORE, Some(&json)).await {
+            tracing::warn!(error = %e, "recording last activity failed");
+        }
     }
+}
 
+#[async_trait]
+impl IqHandler for LastActivity {
     async fn handle_iq(&self, cx: &IqCtx<'_>, _payload: &Element) -> IqResult {
         if cx.set {
             return Err(StanzaError::bad_request());
@@ -46,10 +73,11 @@ impl Module for LastActivity {
         if !allowed {
             return Err(StanzaError::forbidden());
         }
-        if cx.server.router.resources(target.as_str()).iter().any(|r| r.available) {
+        if cx.server.sessions.resources(target.as_str()).iter().any(|r| r.available) {
             return Ok(Some(answer(0, None)));
         }
-        let last = presence::last_activity(cx.server, a.host, a.user).await.ok_or_else(StanzaError::item_not_found)?;
+        let raw = cx.server.store.kv_get(UserRef { host: a.host, user: a.user }, STORE).await.ok().flatten();
+        let last: Record = raw.and_then(|r| serde_json::from_slice(&r).ok()).ok_or_else(StanzaError::item_not_found)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         Ok(Some(answer(now.saturating_sub(last.unix_secs).max(0) as u64, Some(last.status))))
     }

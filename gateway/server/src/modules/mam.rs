@@ -2,18 +2,19 @@
 //! kept in the archive of each local party, with a XEP-0359 stanza-id, and an account
 //! pages through its archive with XEP-0059 result sets.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
 use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, StorageError, Store, UserRef};
 use jid::BareJid;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
-use crate::im::forwarded;
-use crate::im::offline::xep0082;
+use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
+use crate::cache::AccountCache;
 use crate::im::roster::{self, Account};
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::{forwarded, now_us, random_id, xep0082};
 
 const STORE: &str = "mam";
 const PREFS: &str = "mam_prefs";
@@ -38,7 +39,7 @@ enum WriterRequest {
 /// in one transaction, so one durable commit covers many messages. The queue is bounded:
 /// when messages arrive faster than the database can archive them, delivery waits for
 /// the writer instead of a backlog growing without limit (and being lost on a crash).
-pub struct ArchiveWriter {
+struct ArchiveWriter {
     tx: mpsc::Sender<WriterRequest>,
 }
 
@@ -48,7 +49,7 @@ const QUEUE: usize = 16_384;
 
 impl ArchiveWriter {
     /// Starts the writer, and the hourly retention sweep when `retention_days` is set.
-    pub fn start(store: Store, retention_days: u64) -> Self {
+    fn start(store: Store, retention_days: u64) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         if retention_days > 0 {
             tokio::spawn(expire_old_messages(store.clone(), retention_days));
@@ -66,7 +67,7 @@ impl ArchiveWriter {
     }
 
     /// Waits until every append queued so far is committed.
-    pub async fn flush(&self) {
+    async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(WriterRequest::Flush(tx)).await.is_ok() {
             let _ = rx.await;
@@ -130,25 +131,85 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
     }
 }
 
-pub struct Mam;
+pub struct Mam {
+    writer: ArchiveWriter,
+    /// Each account's default archiving preference: it is read for every message.
+    prefs: AccountCache<String>,
+}
+
+impl Mam {
+    pub fn new(store: Store, retention_days: u64) -> Self {
+        Mam { writer: ArchiveWriter::start(store, retention_days), prefs: AccountCache::default() }
+    }
+}
+
+impl Module for Mam {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::SID]);
+        host.account_features(&[ns::MAM]);
+        host.iqs(
+            &[
+                IqRoute { target: IqTarget::Account, name: "query", ns: ns::MAM },
+                IqRoute { target: IqTarget::Account, name: "prefs", ns: ns::MAM },
+            ],
+            self.clone(),
+        );
+        host.message_hooks(self.clone());
+        host.account_hooks(self.clone());
+        host.shutdown_hooks(self);
+    }
+}
+
+impl AccountHooks for Mam {
+    fn deleted(&self, account: &BareJid) {
+        self.prefs.forget(account.as_str());
+    }
+}
 
 #[async_trait]
-impl Module for Mam {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::SID]
+impl ShutdownHooks for Mam {
+    /// Everything queued reaches the database before it closes.
+    async fn stopping(&self) {
+        self.writer.flush().await;
+    }
+}
+
+#[async_trait]
+impl MessageHooks for Mam {
+    /// A message a local account sends is archived before it is routed, so that it comes
+    /// before any reply in the sender's archive.
+    async fn sending(&self, m: &mut SentMessage<'_>) {
+        let owner = m.sender.to_bare();
+        let Some(a) = Account::of(&owner) else { return };
+        if let Some(id) = self.store(m.server, &owner, &m.to.to_bare(), m.stanza).await {
+            m.notes.insert(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id });
+        }
     }
 
-    fn account_features(&self) -> &'static [&'static str] {
-        &[ns::MAM]
+    /// A sent message that bounced is taken back out of its sender's archive.
+    async fn sent(&self, m: &mut SentMessage<'_>, bounced: bool) {
+        if let (true, Some(entry)) = (bounced, m.notes.remove::<SentEntry>()) {
+            self.writer.retract(entry).await;
+        }
     }
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
-            IqRoute { target: IqTarget::Account, name: "query", ns: ns::MAM },
-            IqRoute { target: IqTarget::Account, name: "prefs", ns: ns::MAM },
-        ]
+    /// A message for a local account is kept in its archive and stamped with the archive
+    /// id as a XEP-0359 stanza-id (any stanza-id claiming to be ours is removed first).
+    async fn delivering(&self, server: &Server, to: &BareJid, from: &BareJid, st: &mut Stanza) {
+        strip_forged_stanza_ids(st, to);
+        if let Some(id) = self.store(server, to, from, st).await {
+            let mut xml = Vec::from(&b"<stanza-id"[..]);
+            escape::namespace_declaration(&mut xml, "", ns::SID);
+            escape::attribute(&mut xml, "id", &id);
+            escape::attribute(&mut xml, "by", to.as_str());
+            xml.extend_from_slice(b"/>");
+            st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
+        }
     }
+}
 
+#[async_trait]
+impl IqHandler for Mam {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let owner = cx.to.to_bare();
         if cx.from.to_bare() != owner {
@@ -156,7 +217,7 @@ impl Module for Mam {
         }
         let a = Account::of(&owner).ok_or_else(StanzaError::bad_request)?;
         match (payload.name(), cx.set) {
-            ("prefs", false) => Ok(Some(prefs_element(&load_default(cx.server, a).await))),
+            ("prefs", false) => Ok(Some(prefs_element(&self.load_default(cx.server, a).await))),
             ("prefs", true) => {
                 let default = payload.attr("default").unwrap_or("always");
                 if !matches!(default, "always" | "never" | "roster") {
@@ -164,11 +225,15 @@ impl Module for Mam {
                 }
                 let u = UserRef { host: a.host, user: a.user };
                 cx.server.store.kv_set(u, PREFS, Some(default.as_bytes())).await.map_err(internal)?;
-                cx.server.archive_prefs.forget(&a.bare());
+                self.prefs.forget(&a.bare());
                 Ok(Some(prefs_element(default)))
             }
             ("query", false) => Ok(Some(query_form())),
-            ("query", true) => query(cx, a, &owner, payload).await,
+            ("query", true) => {
+                // The query must see every message already queued for the archive.
+                self.writer.flush().await;
+                query(cx, a, &owner, payload).await
+            }
             _ => Err(StanzaError::bad_request()),
         }
     }
@@ -200,18 +265,6 @@ fn query_form() -> Element {
     Element::new("query", ns::MAM).with_child(form)
 }
 
-/// The account's default archiving preference, cached: it is read for every message.
-async fn load_default(server: &Server, a: Account<'_>) -> String {
-    server
-        .archive_prefs
-        .get_or_load(&a.bare(), || async {
-            match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
-                Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
-                _ => "always".into(),
-            }
-        })
-        .await
-}
 
 fn form_value(query: &Element, var: &str) -> Option<String> {
     let form = query.child("x", ns::DATA_FORMS)?;
@@ -270,7 +323,6 @@ async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Elemen
         // An empty <before/> asks for the last page.
         last_page: before_el.is_some(),
     };
-    cx.server.archive.flush().await;
     let page = match cx.server.store.archive_query(UserRef { host: a.host, user: a.user }, STORE, &q).await {
         Ok(page) => page,
         Err(StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such archive id")),
@@ -311,33 +363,49 @@ fn archivable(st: &Stanza) -> bool {
             && st.to_element().is_ok_and(|el| el.child("no-store", ns::HINTS).is_some() || el.child("no-permanent-store", ns::HINTS).is_some()))
 }
 
-/// Queues `st` for `owner`'s archive (with `with`, the other party) if it qualifies and the
-/// account's preferences allow; returns the archive id.
-async fn store(server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Option<String> {
-    let a = Account::of(owner)?;
-    if !archivable(st) {
-        return None;
+impl Mam {
+    /// The account's default archiving preference.
+    async fn load_default(&self, server: &Server, a: Account<'_>) -> String {
+        self.prefs
+            .get_or_load(&a.bare(), || async {
+                match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
+                    Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
+                    _ => "always".into(),
+                }
+            })
+            .await
     }
-    match load_default(server, a).await.as_str() {
-        "never" => return None,
-        "roster" if roster::get(server, a, with.as_str()).await.is_none() => return None,
-        _ => {}
+
+    /// Queues `st` for `owner`'s archive (with `with`, the other party) if it qualifies
+    /// and the account's preferences allow; returns the archive id.
+    async fn store(&self, server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Option<String> {
+        let a = Account::of(owner)?;
+        if !archivable(st) {
+            return None;
+        }
+        match self.load_default(server, a).await.as_str() {
+            "never" => return None,
+            "roster" if roster::get(server, a, with.as_str()).await.is_none() => return None,
+            _ => {}
+        }
+        let id = random_id();
+        let item = ArchiveAppend {
+            host: a.host.to_owned(),
+            user: a.user.to_owned(),
+            store: STORE.to_owned(),
+            id: id.clone(),
+            stamp_us: now_us(),
+            with: with.to_string(),
+            payload: st.to_bytes(),
+        };
+        self.writer.append(item).await;
+        Some(id)
     }
-    let id = random_id();
-    server.archive.append(ArchiveAppend {
-        host: a.host.to_owned(),
-        user: a.user.to_owned(),
-        store: STORE.to_owned(),
-        id: id.clone(),
-        stamp_us: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64,
-        with: with.to_string(),
-        payload: st.to_bytes(),
-    }).await;
-    Some(id)
 }
 
 /// Where a sent message went in its sender's archive, so that a bounce can take it back.
-pub struct SentEntry {
+#[derive(Clone)]
+struct SentEntry {
     host: String,
     user: String,
     id: String,
@@ -349,43 +417,14 @@ impl SentEntry {
     }
 }
 
-/// A message a local account is sending: kept in its archive. It is archived before it
-/// is routed, so that it comes before any reply in the sender's archive.
-pub async fn archive_sent(server: &Server, owner: &BareJid, to: &BareJid, st: &Stanza) -> Option<SentEntry> {
-    let id = store(server, owner, to, st).await?;
-    let a = Account::of(owner)?;
-    Some(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id })
-}
-
-/// Takes a sent message back out of its sender's archive: it bounced.
-pub async fn retract_sent(server: &Server, entry: SentEntry) {
-    server.archive.retract(entry).await;
-}
-
-/// A message for a local account: kept in its archive, and stamped with the archive id
-/// as a XEP-0359 stanza-id (any stanza-id claiming to be ours is removed first).
-pub async fn archive_received(server: &Server, owner: &BareJid, from: &BareJid, st: Stanza) -> Stanza {
-    let mut st = strip_forged_stanza_ids(st, owner);
-    if let Some(id) = store(server, owner, from, &st).await {
-        let mut xml = Vec::from(&b"<stanza-id"[..]);
-        escape::namespace_declaration(&mut xml, "", ns::SID);
-        escape::attribute(&mut xml, "id", &id);
-        escape::attribute(&mut xml, "by", owner.as_str());
-        xml.extend_from_slice(b"/>");
-        st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
-    }
-    st
-}
-
-fn strip_forged_stanza_ids(st: Stanza, owner: &BareJid) -> Stanza {
+fn strip_forged_stanza_ids(st: &mut Stanza, owner: &BareJid) {
     if !st.inner().contains(ns::SID) {
-        return st;
+        return;
     }
-    let Ok(mut el) = st.to_element() else { return st };
+    let Ok(mut el) = st.to_element() else { return };
     let ours = |c: &Element| c.is("stanza-id", ns::SID) && c.attr("by") == Some(owner.as_str());
-    if !el.children().any(ours) {
-        return st;
+    if el.children().any(ours) {
+        el.retain_children(|c| !ours(c));
+        *st = Stanza::from_element(&el);
     }
-    el.retain_children(|c| !ours(c));
-    Stanza::from_element(&el)
 }

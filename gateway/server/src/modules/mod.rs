@@ -1,16 +1,31 @@
-//! Server features, one file per XEP or RFC area.
+//! The module host: every XEP the server implements is a guest here, one file each.
 //!
-//! A module declares the iq payloads it answers ([`IqRoute`]: whom the iq is addressed to,
-//! and the payload's name and namespace) and the disco features it brings. Adding a XEP
-//! is one new file plus one line in [`Modules::standard`]. An iq get or set that no module
-//! claims gets `service-unavailable` (RFC 6120 §8.4).
+//! A module is registered with one line in [`Modules::standard`]. In
+//! [`Module::register`] it tells the [`Host`] what it takes part in, the way a Prosody
+//! plugin hooks events:
+//! - iq payloads it answers ([`IqRoute`]: whom the iq is for, the payload's name and
+//!   namespace), and the disco features it brings;
+//! - hooks on the stanza path, called in registration order: [`StanzaFilter`] (a stanza
+//!   about to be routed), [`MessageHooks`] (a message leaving a session, reaching an
+//!   account, or finding no resource), [`PresenceHooks`] (available presence going out,
+//!   a resource becoming available or unavailable) and [`SessionHooks`] (a session
+//!   ending or hibernating);
+//! - [`Service`]s on their own domains (`conference.example.org`): every stanza for such
+//!   a domain, from local or remote senders, goes to its service;
+//! - HTTP routes merged into the web side;
+//! - its own state, which other modules reach with [`Modules::get`].
+//!
+//! The core (sessions, routing, transports) calls the hooks and names no XEP. An iq get or
+//! set that no module claims gets `service-unavailable` (RFC 6120 §8.4).
 
 pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
+pub mod host_meta;
 pub mod last;
 pub mod mam;
+pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod private;
@@ -19,15 +34,19 @@ pub mod session;
 pub mod vcard;
 pub mod version;
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use jabberwock_proto::{Element, Stanza, StanzaError};
-use jid::Jid;
+use jabberwock_storage::Store;
+use jid::{BareJid, FullJid, Jid};
 
-use crate::im::{error_reply, iq_result};
+use crate::config::Config;
+use crate::registry::ConnId;
 use crate::server::Server;
+use crate::stanzas::{error_reply, iq_result};
 
 /// Whom an iq is addressed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,60 +87,315 @@ impl IqCtx<'_> {
 /// `Ok(Some(payload))` or `Ok(None)` for an empty result.
 pub type IqResult = Result<Option<Element>, StanzaError>;
 
+/// A module: registers what it takes part in, and owns its state.
+pub trait Module: Any + Send + Sync {
+    fn register(self: Arc<Self>, host: &mut Host);
+}
+
 #[async_trait]
-pub trait Module: Send + Sync {
-    /// Disco features advertised by the server.
-    fn features(&self) -> &'static [&'static str];
-    /// Disco features advertised on every account's bare JID.
-    fn account_features(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn iq_routes(&self) -> &'static [IqRoute];
+pub trait IqHandler: Send + Sync {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult;
 }
 
-pub struct Modules {
-    routes: HashMap<(IqTarget, &'static str, &'static str), Arc<dyn Module>>,
+/// What a filter decides about a stanza about to be routed.
+pub enum Verdict {
+    Pass,
+    /// Goes nowhere, silently.
+    Drop,
+    /// Goes nowhere; the sender gets this error.
+    Bounce(StanzaError),
+}
+
+#[async_trait]
+pub trait StanzaFilter: Send + Sync {
+    /// `st` from `from` (trusted) is about to be routed to `to`.
+    async fn filter(&self, server: &Server, st: &Stanza, from: &Jid, to: &Jid) -> Verdict;
+}
+
+/// A message a local session sent, around its routing.
+pub struct SentMessage<'a> {
+    pub server: &'a Arc<Server>,
+    pub sender: &'a FullJid,
+    pub to: &'a Jid,
+    pub stanza: &'a Stanza,
+    /// What modules keep between [`MessageHooks::sending`] and [`MessageHooks::sent`].
+    pub notes: axum::http::Extensions,
+}
+
+#[async_trait]
+pub trait MessageHooks: Send + Sync {
+    /// A local session sends a message; it is routed next.
+    async fn sending(&self, _m: &mut SentMessage<'_>) {}
+    /// It was routed; `bounced` when it went nowhere (blocked, unknown, unreachable).
+    async fn sent(&self, _m: &mut SentMessage<'_>, _bounced: bool) {}
+    /// A message from `from` is about to reach the local account `to`, at its resources
+    /// or in offline storage.
+    async fn delivering(&self, _server: &Server, _to: &BareJid, _from: &BareJid, _st: &mut Stanza) {}
+    /// It was handed to these resources of `to`.
+    fn delivered(&self, _server: &Server, _to: &BareJid, _resources: &[&str], _st: &Stanza) {}
+    /// No resource of `to` takes the message: keep it for later. `None` leaves it to the
+    /// next module; with none, the sender gets `service-unavailable` (RFC 6121 §8.5.2.2.1).
+    async fn store_offline(&self, _server: &Server, _to: &BareJid, _st: &Stanza) -> Option<Result<(), StanzaError>> {
+        None
+    }
+}
+
+/// A resource of a local account became available (or changed its presence).
+pub struct Available<'a> {
+    pub server: &'a Arc<Server>,
+    pub jid: &'a FullJid,
+    pub presence: &'a Stanza,
+    pub priority: i8,
+    /// The first available presence since the resource was bound or last unavailable.
+    pub initial: bool,
+    /// Stanzas for the resource itself, after the contacts' presence.
+    pub out: Vec<Stanza>,
+}
+
+#[async_trait]
+pub trait PresenceHooks: Send + Sync {
+    /// A resource's available presence, before it is broadcast.
+    async fn broadcasting(&self, _server: &Server, _from: &FullJid, _st: &mut Stanza) {}
+    async fn available(&self, _ev: &mut Available<'_>) {}
+    /// A resource became unavailable (also when its session ends).
+    async fn unavailable(&self, _server: &Server, _from: &FullJid, _st: &Stanza) {}
+}
+
+#[async_trait]
+pub trait SessionHooks: Send + Sync {
+    /// The session bound to `jid` on connection `conn` ended, cleanly or not.
+    async fn ended(&self, _server: &Arc<Server>, _jid: &FullJid, _conn: ConnId) {}
+}
+
+/// What is known of a connection before it authenticates.
+pub struct Unauthenticated<'a> {
+    pub server: &'a Arc<Server>,
+    /// The served domain the stream is addressed to.
+    pub domain: &'a str,
+    pub peer_ip: std::net::IpAddr,
+}
+
+#[async_trait]
+pub trait PreAuthHooks: Send + Sync {
+    /// A stream feature offered before authentication.
+    fn stream_feature(&self, _server: &Server) -> Option<Element> {
+        None
+    }
+    /// An iq before authentication: the reply, if this module answers it.
+    async fn iq(&self, c: &Unauthenticated<'_>, st: &Stanza) -> Option<Stanza>;
+}
+
+pub trait AccountHooks: Send + Sync {
+    /// The account and its stored data were deleted: forget what is cached of it.
+    fn deleted(&self, account: &BareJid);
+}
+
+#[async_trait]
+pub trait ShutdownHooks: Send + Sync {
+    /// The server is stopping: finish what is in flight before storage closes.
+    async fn stopping(&self);
+}
+
+/// A service on its own domain.
+#[async_trait]
+pub trait Service: Send + Sync {
+    /// A stanza for the service's domain, a bare JID or a full JID on it, from a local or
+    /// remote sender (`from` trusted). Returns what goes back to the sender.
+    async fn handle(&self, server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza>;
+}
+
+/// What modules register, and the hooks in the order they run.
+pub struct Host<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    routes: HashMap<(IqTarget, &'static str, &'static str), Arc<dyn IqHandler>>,
     features: Vec<&'static str>,
     account_features: Vec<&'static str>,
+    filters: Vec<Arc<dyn StanzaFilter>>,
+    message_hooks: Vec<Arc<dyn MessageHooks>>,
+    presence_hooks: Vec<Arc<dyn PresenceHooks>>,
+    session_hooks: Vec<Arc<dyn SessionHooks>>,
+    pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
+    account_hooks: Vec<Arc<dyn AccountHooks>>,
+    shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
+    services: HashMap<String, ServiceEntry>,
+    http: Vec<axum::Router<Arc<Server>>>,
+}
+
+struct ServiceEntry {
+    /// The served domain the service belongs to, whose disco#items list it.
+    parent: String,
+    name: String,
+    service: Arc<dyn Service>,
+}
+
+impl Host<'_> {
+    pub fn iq(&mut self, route: IqRoute, handler: Arc<dyn IqHandler>) {
+        let previous = self.routes.insert((route.target, route.name, route.ns), handler);
+        assert!(previous.is_none(), "two modules claim {} {}", route.name, route.ns);
+    }
+
+    /// Routes each of `routes` to `handler`.
+    pub fn iqs(&mut self, routes: &[IqRoute], handler: Arc<dyn IqHandler>) {
+        for r in routes {
+            self.iq(*r, handler.clone());
+        }
+    }
+
+    /// Disco features of the server's domain.
+    pub fn features(&mut self, features: &[&'static str]) {
+        self.features.extend_from_slice(features);
+    }
+
+    /// Disco features of every account's bare JID.
+    pub fn account_features(&mut self, features: &[&'static str]) {
+        self.account_features.extend_from_slice(features);
+    }
+
+    pub fn filter(&mut self, f: Arc<dyn StanzaFilter>) {
+        self.filters.push(f);
+    }
+
+    pub fn message_hooks(&mut self, h: Arc<dyn MessageHooks>) {
+        self.message_hooks.push(h);
+    }
+
+    pub fn presence_hooks(&mut self, h: Arc<dyn PresenceHooks>) {
+        self.presence_hooks.push(h);
+    }
+
+    pub fn session_hooks(&mut self, h: Arc<dyn SessionHooks>) {
+        self.session_hooks.push(h);
+    }
+
+    pub fn pre_auth_hooks(&mut self, h: Arc<dyn PreAuthHooks>) {
+        self.pre_auth_hooks.push(h);
+    }
+
+    pub fn account_hooks(&mut self, h: Arc<dyn AccountHooks>) {
+        self.account_hooks.push(h);
+    }
+
+    pub fn shutdown_hooks(&mut self, h: Arc<dyn ShutdownHooks>) {
+        self.shutdown_hooks.push(h);
+    }
+
+    /// Serves `domain` (a subdomain of the served `parent`, listed in its disco#items as
+    /// `name`) with `service`.
+    pub fn service(&mut self, domain: String, parent: &str, name: &str, service: Arc<dyn Service>) {
+        assert!(self.config.served_domain(&domain).is_none(), "{domain} is served as a host of accounts");
+        let previous = self.services.insert(domain.clone(), ServiceEntry { parent: parent.to_owned(), name: name.to_owned(), service });
+        assert!(previous.is_none(), "two services claim {domain}");
+    }
+
+    /// HTTP routes, merged into every HTTP and HTTPS listener's app.
+    pub fn http_routes(&mut self, routes: axum::Router<Arc<Server>>) {
+        self.http.push(routes);
+    }
+}
+
+/// The registered modules, with their routes and hooks.
+pub struct Modules {
+    routes: HashMap<(IqTarget, &'static str, &'static str), Arc<dyn IqHandler>>,
+    features: Vec<&'static str>,
+    account_features: Vec<&'static str>,
+    pub(crate) filters: Vec<Arc<dyn StanzaFilter>>,
+    pub(crate) message_hooks: Vec<Arc<dyn MessageHooks>>,
+    pub(crate) presence_hooks: Vec<Arc<dyn PresenceHooks>>,
+    pub(crate) session_hooks: Vec<Arc<dyn SessionHooks>>,
+    pub(crate) pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
+    account_hooks: Vec<Arc<dyn AccountHooks>>,
+    shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
+    services: HashMap<String, ServiceEntry>,
+    http: Vec<axum::Router<Arc<Server>>>,
+    by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+/// Collects modules of any type for [`Modules::new`].
+#[derive(Default)]
+pub struct ModuleList {
+    modules: Vec<(TypeId, Arc<dyn Any + Send + Sync>, Box<dyn FnOnce(&mut Host)>)>,
+}
+
+impl ModuleList {
+    pub fn add<M: Module>(mut self, m: M) -> Self {
+        let m = Arc::new(m);
+        let registering = m.clone();
+        self.modules.push((TypeId::of::<M>(), m, Box::new(move |host: &mut Host| registering.register(host))));
+        self
+    }
 }
 
 impl Modules {
-    pub fn standard() -> Self {
-        Self::new(vec![
-            Arc::new(crate::im::roster::RosterModule),
-            Arc::new(disco::Disco),
-            Arc::new(ping::Ping),
-            Arc::new(version::Version),
-            Arc::new(last::LastActivity),
-            Arc::new(vcard::VCard),
-            Arc::new(private::PrivateStorage),
-            Arc::new(register::Register),
-            Arc::new(carbons::Carbons),
-            Arc::new(mam::Mam),
-            Arc::new(blocking::Blocking),
-            Arc::new(pep::Pep),
-            Arc::new(session::LegacySession),
-        ])
+    /// Every module the server runs, in hook order.
+    pub fn standard(config: &Config, store: &Store) -> Self {
+        let list = ModuleList::default()
+            .add(blocking::Blocking::default())
+            .add(crate::im::roster::RosterModule)
+            .add(disco::Disco)
+            .add(ping::Ping)
+            .add(version::Version)
+            .add(last::LastActivity)
+            .add(vcard::VCard)
+            .add(private::PrivateStorage)
+            .add(register::Register)
+            .add(caps::Caps::default())
+            .add(mam::Mam::new(store.clone(), config.limits.archive_retention_days))
+            .add(carbons::Carbons::default())
+            .add(offline::Offline)
+            .add(pep::Pep)
+            .add(session::LegacySession)
+            .add(host_meta::HostMeta);
+        Self::new(config, store, list)
     }
 
-    fn new(list: Vec<Arc<dyn Module>>) -> Self {
-        let mut routes = HashMap::new();
-        let mut features = Vec::new();
-        let mut account_features = Vec::new();
-        for m in list {
-            for r in m.iq_routes() {
-                let previous = routes.insert((r.target, r.name, r.ns), m.clone());
-                assert!(previous.is_none(), "two modules claim {} {}", r.name, r.ns);
-            }
-            features.extend_from_slice(m.features());
-            account_features.extend_from_slice(m.account_features());
+    pub fn new(config: &Config, store: &Store, list: ModuleList) -> Self {
+        let mut host = Host {
+            config,
+            store,
+            routes: HashMap::new(),
+            features: Vec::new(),
+            account_features: Vec::new(),
+            filters: Vec::new(),
+            message_hooks: Vec::new(),
+            presence_hooks: Vec::new(),
+            session_hooks: Vec::new(),
+            pre_auth_hooks: Vec::new(),
+            account_hooks: Vec::new(),
+            shutdown_hooks: Vec::new(),
+            services: HashMap::new(),
+            http: Vec::new(),
+        };
+        let mut by_type = HashMap::new();
+        for (type_id, module, register) in list.modules {
+            register(&mut host);
+            by_type.insert(type_id, module);
         }
-        for list in [&mut features, &mut account_features] {
+        for list in [&mut host.features, &mut host.account_features] {
             list.sort_unstable();
             list.dedup();
         }
-        Modules { routes, features, account_features }
+        Modules {
+            routes: host.routes,
+            features: host.features,
+            account_features: host.account_features,
+            filters: host.filters,
+            message_hooks: host.message_hooks,
+            presence_hooks: host.presence_hooks,
+            session_hooks: host.session_hooks,
+            pre_auth_hooks: host.pre_auth_hooks,
+            account_hooks: host.account_hooks,
+            shutdown_hooks: host.shutdown_hooks,
+            services: host.services,
+            http: host.http,
+            by_type,
+        }
+    }
+
+    /// The running instance of module `M`, if it is registered: how a module reaches
+    /// another's state.
+    pub fn get<M: Module>(&self) -> Option<&M> {
+        self.by_type.get(&TypeId::of::<M>()).and_then(|m| m.downcast_ref::<M>())
     }
 
     /// Every disco feature of the server.
@@ -133,6 +407,35 @@ impl Modules {
     pub fn account_features(&self) -> &[&'static str] {
         &self.account_features
     }
+
+    /// The service on `domain`, if a module serves it.
+    pub fn service(&self, domain: &str) -> Option<&Arc<dyn Service>> {
+        self.services.get(domain).map(|s| &s.service)
+    }
+
+    /// The services of the served domain `parent`: (domain, name), for its disco#items.
+    pub fn services_of<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.services.iter().filter(move |(_, s)| s.parent == parent).map(|(d, s)| (d.as_str(), s.name.as_str()))
+    }
+
+    /// An account was deleted.
+    pub fn account_deleted(&self, account: &BareJid) {
+        for h in &self.account_hooks {
+            h.deleted(account);
+        }
+    }
+
+    /// Lets every module finish what is in flight, before storage closes.
+    pub async fn stopping(&self) {
+        for h in &self.shutdown_hooks {
+            h.stopping().await;
+        }
+    }
+
+    /// The HTTP routes modules added.
+    pub fn http_routes(&self) -> impl Iterator<Item = &axum::Router<Arc<Server>>> {
+        self.http.iter()
+    }
 }
 
 /// Answers an iq get/set for the server or a local account: returns what goes back to the
@@ -142,7 +445,7 @@ pub async fn dispatch_iq(server: &Arc<Server>, target: IqTarget, st: &Stanza) ->
     let result = async {
         let el = st.to_element().map_err(|_| StanzaError::bad_request())?;
         let payload = el.first_child().ok_or_else(StanzaError::bad_request)?;
-        let module = server
+        let handler = server
             .modules
             .routes
             .get(&(target, payload.name(), payload.ns()))
@@ -150,7 +453,7 @@ pub async fn dispatch_iq(server: &Arc<Server>, target: IqTarget, st: &Stanza) ->
         let from = st.from().and_then(|f| Jid::new(f).ok()).ok_or_else(StanzaError::bad_request)?;
         let to = st.to().and_then(|t| Jid::new(t).ok()).ok_or_else(StanzaError::bad_request)?;
         let cx = IqCtx { server, from: &from, to: &to, set: st.stanza_type() == Some("set"), before_result: Default::default() };
-        let result = module.handle_iq(&cx, payload).await;
+        let result = handler.handle_iq(&cx, payload).await;
         emitted = cx.before_result.into_inner().expect("iq context");
         result
     }

@@ -16,11 +16,12 @@ use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, UserRef};
 use jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::caps::Caps;
+use super::{Available, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
 use crate::im::roster::{self, Account};
-use crate::router::Routed;
+use crate::registry::Routed;
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::{now_us, random_id};
 
 const NODES: &str = "pep_nodes";
 /// Items kept per node when the publisher asks for "max".
@@ -113,7 +114,8 @@ fn event_message(owner: &BareJid, to: &str, items: Element) -> Stanza {
 }
 
 fn wants(server: &Server, full_jid: &str, node: &str) -> bool {
-    server.caps.features_of(full_jid).is_some_and(|f| f.iter().any(|v| v.strip_suffix("+notify") == Some(node)))
+    let caps = server.modules.get::<Caps>().and_then(|c| c.features_of(full_jid));
+    caps.is_some_and(|f| f.iter().any(|v| v.strip_suffix("+notify") == Some(node)))
 }
 
 /// Sends an event to every interested resource the node's access model admits.
@@ -129,7 +131,7 @@ async fn notify(server: &Server, owner: &BareJid, node: &str, config: &NodeConfi
         }
     }
     for who in audience {
-        for r in server.router.resources(who.as_str()).into_iter().filter(|r| r.available) {
+        for r in server.sessions.resources(who.as_str()).into_iter().filter(|r| r.available) {
             let full = format!("{who}/{}", r.resource);
             if wants(server, &full, node) {
                 r.handle.send(Routed::stanza(event_message(owner, &full, items.clone())));
@@ -140,14 +142,10 @@ async fn notify(server: &Server, owner: &BareJid, node: &str, config: &NodeConfi
 
 pub struct Pep;
 
-#[async_trait]
 impl Module for Pep {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::PUBSUB, "http://jabber.org/protocol/pubsub#publish", ns::PUBSUB_PUBLISH_OPTIONS, "http://jabber.org/protocol/pubsub#auto-create"]
-    }
-
-    fn account_features(&self) -> &'static [&'static str] {
-        &[
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::PUBSUB, "http://jabber.org/protocol/pubsub#publish", ns::PUBSUB_PUBLISH_OPTIONS, "http://jabber.org/protocol/pubsub#auto-create"]);
+        host.account_features(&[
             ns::PUBSUB,
             "http://jabber.org/protocol/pubsub#publish",
             ns::PUBSUB_PUBLISH_OPTIONS,
@@ -158,16 +156,17 @@ impl Module for Pep {
             "http://jabber.org/protocol/pubsub#access-presence",
             "http://jabber.org/protocol/pubsub#access-open",
             "http://jabber.org/protocol/pubsub#access-whitelist",
-        ]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[
+        ]);
+        host.presence_hooks(self.clone());
+        host.iqs(&[
             IqRoute { target: IqTarget::Account, name: "pubsub", ns: ns::PUBSUB },
             IqRoute { target: IqTarget::Account, name: "pubsub", ns: ns::PUBSUB_OWNER },
-        ]
+        ], self);
     }
+}
 
+#[async_trait]
+impl IqHandler for Pep {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let owner = cx.to.to_bare();
         let requester = cx.from.to_bare();
@@ -210,7 +209,7 @@ async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, a
     stored.set_attr("id", id.clone());
     let store = items_store(node);
     server.store.archive_delete(u, &store, ArchiveDelete::Ids(&[id.as_str()])).await.map_err(internal)?;
-    let stamp_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+    let stamp_us = now_us();
     let payload = stored.to_bytes();
     server.store.archive_append(u, &store, NewArchiveItem { id: &id, stamp_us, with: "", payload: &payload }, None).await.map_err(internal)?;
     // Keep the newest max_items (only the last one when items are not persistent).
@@ -332,10 +331,20 @@ fn internal(e: jabberwock_storage::StorageError) -> StanzaError {
     StanzaError::internal_server_error()
 }
 
+#[async_trait]
+impl PresenceHooks for Pep {
+    /// New capabilities may bring new +notify interests (XEP-0163 §4.3.2); learning them
+    /// may take a disco#info round trip, so it runs on its own.
+    async fn available(&self, ev: &mut Available<'_>) {
+        tokio::spawn(send_last_items(ev.server.clone(), Jid::from(ev.jid.clone()), ev.presence.clone()));
+    }
+}
+
 /// A local resource became available: learn its capabilities, then send it the last item
 /// of every node it wants from its own account and from the contacts it may read.
-pub async fn on_available(server: Arc<Server>, full: Jid, presence: Stanza) {
-    let Some(features) = server.caps.learn(&server, full.as_str(), &presence).await else { return };
+async fn send_last_items(server: Arc<Server>, full: Jid, presence: Stanza) {
+    let Some(caps) = server.modules.get::<Caps>() else { return };
+    let Some(features) = caps.learn(&server, full.as_str(), &presence).await else { return };
     let wanted: Vec<&str> = features.iter().filter_map(|f| f.strip_suffix("+notify")).collect();
     if wanted.is_empty() {
         return;
@@ -346,7 +355,7 @@ pub async fn on_available(server: Arc<Server>, full: Jid, presence: Stanza) {
     let owners = std::iter::once(me.clone())
         .chain(contacts.into_iter().filter(|(_, i)| i.subscription.has_to()).filter_map(|(j, _)| BareJid::new(&j).ok()))
         .filter(|o| server.config.served_domain(o.domain().as_str()).is_some());
-    let Some(handle) = full.resource().and_then(|r| server.router.get(me.as_str(), r.as_str())) else { return };
+    let Some(handle) = full.resource().and_then(|r| server.sessions.get(me.as_str(), r.as_str())) else { return };
     for owner in owners {
         let Some(oa) = Account::of(&owner) else { continue };
         for node in &wanted {

@@ -1,22 +1,23 @@
 //! XEP-0199: the server answers pings addressed to it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, StanzaError};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Ping;
 
-#[async_trait]
 impl Module for Ping {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::PING]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::PING]);
+        host.iqs(&[IqRoute { target: IqTarget::Host, name: "ping", ns: ns::PING }], self);
     }
+}
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Host, name: "ping", ns: ns::PING }]
-    }
-
+#[async_trait]
+impl IqHandler for Ping {
     async fn handle_iq(&self, cx: &IqCtx<'_>, _payload: &Element) -> IqResult {
         if cx.set {
             return Err(StanzaError::bad_request());

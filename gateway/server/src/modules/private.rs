@@ -1,11 +1,13 @@
 //! XEP-0049 private XML storage: an account keeps arbitrary XML for itself, one element
 //! per (name, namespace).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, reader, Element, Limits, StanzaError};
 use jabberwock_storage::{UserRef, Write};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 const STORE: &str = "private";
 
@@ -19,16 +21,15 @@ fn key(el: &Element) -> Result<String, StanzaError> {
     Ok(format!("{{{}}}{}", el.ns(), el.name()))
 }
 
-#[async_trait]
 impl Module for PrivateStorage {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::PRIVATE]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::PRIVATE]);
+        host.iqs(&[IqRoute { target: IqTarget::Account, name: "query", ns: ns::PRIVATE }], self);
     }
+}
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Account, name: "query", ns: ns::PRIVATE }]
-    }
-
+#[async_trait]
+impl IqHandler for PrivateStorage {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let owner = cx.to.to_bare();
         if cx.from.to_bare() != owner {

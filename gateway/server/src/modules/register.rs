@@ -1,15 +1,16 @@
 //! XEP-0077 in-band registration: creating an account before authentication (when the
 //! operator allows it), and changing the password or cancelling the account after.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StreamError, StreamErrorCondition};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, Unauthenticated};
 use crate::accounts::{self, AccountError};
-use crate::im::{error_reply, iq_result};
-use crate::router::Routed;
-use crate::session::Session;
-use crate::stream::{Flow, Frame};
+use crate::registry::Routed;
+use crate::server::Server;
+use crate::stanzas::{error_reply, iq_result};
 
 pub struct Register;
 
@@ -40,50 +41,57 @@ fn credentials_of(query: &Element) -> Result<(String, String), StanzaError> {
     }
 }
 
-/// An iq before authentication. `None` if it is not a registration request (the session
-/// then refuses it).
-pub async fn pre_auth(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Option<Flow> {
-    let el = st.to_element().ok()?;
-    let query = el.first_child().filter(|q| q.is("query", ns::REGISTER))?;
-    let reply = match el.attr("type") {
-        Some("get") => iq_result(st, Some(form())),
-        Some("set") => match register(s, query).await {
-            Ok(()) => iq_result(st, None),
-            Err(e) => error_reply(st, e),
-        },
-        _ => error_reply(st, StanzaError::bad_request()),
-    };
-    out.push(Frame::Stanza(reply));
-    Some(Flow::Continue)
+impl Module for Register {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::REGISTER]);
+        host.iqs(&[IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER }], self.clone());
+        host.pre_auth_hooks(self);
+    }
 }
 
-async fn register(s: &Session, query: &Element) -> Result<(), StanzaError> {
+#[async_trait]
+impl PreAuthHooks for Register {
+    fn stream_feature(&self, server: &Server) -> Option<Element> {
+        server.config.allow_registration.then(|| Element::new("register", ns::REGISTER_FEATURE))
+    }
+
+    /// A registration request, when the operator allows them.
+    async fn iq(&self, c: &Unauthenticated<'_>, st: &Stanza) -> Option<Stanza> {
+        if !c.server.config.allow_registration {
+            return None;
+        }
+        let el = st.to_element().ok()?;
+        let query = el.first_child().filter(|q| q.is("query", ns::REGISTER))?;
+        Some(match el.attr("type") {
+            Some("get") => iq_result(st, Some(form())),
+            Some("set") => match register(c, query).await {
+                Ok(()) => iq_result(st, None),
+                Err(e) => error_reply(st, e),
+            },
+            _ => error_reply(st, StanzaError::bad_request()),
+        })
+    }
+}
+
+async fn register(c: &Unauthenticated<'_>, query: &Element) -> Result<(), StanzaError> {
     if query.child("remove", ns::REGISTER).is_some() {
         return Err(StanzaError::not_allowed().with_text("authenticate to cancel an account"));
     }
     let (user, password) = credentials_of(query)?;
     // Registrations per address share the failed-login throttle's window and limit.
-    let key = format!("register {}", s.peer_ip);
-    if !s.server.throttle.allowed(&key) {
+    let key = format!("register {}", c.peer_ip);
+    if !c.server.throttle.allowed(&key) {
         return Err(StanzaError::resource_constraint().with_text("too many registrations from this address"));
     }
-    let iterations = s.server.config.auth.scram_iterations;
-    let user = accounts::create(&s.server.store, s.domain(), &user, &password, iterations).await.map_err(account_error)?;
-    s.server.throttle.failed(&key);
-    tracing::info!(user = %user, domain = %s.domain(), ip = %s.peer_ip, "account registered in-band");
+    let iterations = c.server.config.auth.scram_iterations;
+    let user = accounts::create(&c.server.store, c.domain, &user, &password, iterations).await.map_err(account_error)?;
+    c.server.throttle.failed(&key);
+    tracing::info!(user = %user, domain = %c.domain, ip = %c.peer_ip, "account registered in-band");
     Ok(())
 }
 
 #[async_trait]
-impl Module for Register {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::REGISTER]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER }]
-    }
-
+impl IqHandler for Register {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let own = cx.to.to_bare();
         if cx.from.to_bare() != own {
@@ -100,12 +108,11 @@ impl Module for Register {
         }
         if payload.child("remove", ns::REGISTER).is_some() {
             accounts::delete(&cx.server.store, host, user).await.map_err(account_error)?;
-            cx.server.blocklists.forget(own.as_str());
-            cx.server.archive_prefs.forget(own.as_str());
+            cx.server.modules.account_deleted(&own);
             tracing::info!(%user, %host, "account cancelled in-band");
             // The result goes out first (the requester's reply is written before its
             // mailbox is read); then every session of the account ends.
-            for r in cx.server.router.resources(own.as_str()) {
+            for r in cx.server.sessions.resources(own.as_str()) {
                 r.handle.send(Routed::Close(StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")));
             }
             return Ok(None);

@@ -4,15 +4,17 @@
 //! XEP-0398: a vCard photo is also published as a XEP-0084 avatar, and a published avatar
 //! becomes the vCard photo, so old and new clients see the same picture.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use jabberwock_proto::{escape, ns, reader, Element, Limits, Stanza, StanzaError};
 use jabberwock_storage::{UserRef, Write};
 use sha1::Digest;
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
 use crate::server::Server;
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 
 const STORE: &str = "vcard";
 const PHOTO_HASH: &str = "vcard_photo_hash";
@@ -86,8 +88,17 @@ pub async fn avatar_published(server: &Server, owner: &BareJid, metadata: &Eleme
     }
 }
 
-/// Adds the account's photo hash to an available presence that carries none.
-pub async fn stamp_photo_hash(server: &Server, u: UserRef<'_>, presence: &mut Stanza) {
+#[async_trait]
+impl PresenceHooks for VCard {
+    /// XEP-0153: the account's photo hash goes into an available presence that carries
+    /// none.
+    async fn broadcasting(&self, server: &Server, from: &FullJid, presence: &mut Stanza) {
+        let Some(user) = from.node() else { return };
+        stamp_photo_hash(server, UserRef { host: from.domain().as_str(), user: user.as_str() }, presence).await;
+    }
+}
+
+async fn stamp_photo_hash(server: &Server, u: UserRef<'_>, presence: &mut Stanza) {
     if presence.inner().contains(ns::VCARD_UPDATE) {
         return;
     }
@@ -102,20 +113,17 @@ pub async fn stamp_photo_hash(server: &Server, u: UserRef<'_>, presence: &mut St
 
 pub struct VCard;
 
-#[async_trait]
 impl Module for VCard {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::VCARD]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::VCARD]);
+        host.account_features(&[ns::PEP_VCARD_CONVERSION]);
+        host.presence_hooks(self.clone());
+        host.iqs(&[IqRoute { target: IqTarget::Account, name: "vCard", ns: ns::VCARD }], self);
     }
+}
 
-    fn account_features(&self) -> &'static [&'static str] {
-        &[ns::PEP_VCARD_CONVERSION]
-    }
-
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Account, name: "vCard", ns: ns::VCARD }]
-    }
-
+#[async_trait]
+impl IqHandler for VCard {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
         let owner = cx.to.to_bare();
         let u = UserRef { host: owner.domain().as_str(), user: owner.node().ok_or_else(StanzaError::bad_request)?.as_str() };

@@ -1,22 +1,23 @@
 //! XEP-0092: the server's software name and version.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, StanzaError};
 
-use super::{IqCtx, IqResult, IqRoute, IqTarget, Module};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Version;
 
-#[async_trait]
 impl Module for Version {
-    fn features(&self) -> &'static [&'static str] {
-        &[ns::VERSION]
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.features(&[ns::VERSION]);
+        host.iqs(&[IqRoute { target: IqTarget::Host, name: "query", ns: ns::VERSION }], self);
     }
+}
 
-    fn iq_routes(&self) -> &'static [IqRoute] {
-        &[IqRoute { target: IqTarget::Host, name: "query", ns: ns::VERSION }]
-    }
-
+#[async_trait]
+impl IqHandler for Version {
     async fn handle_iq(&self, cx: &IqCtx<'_>, _payload: &Element) -> IqResult {
         if cx.set {
             return Err(StanzaError::bad_request());

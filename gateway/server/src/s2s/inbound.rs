@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::{accept_from_peer, adopt_inbound, allowed, answer_verify, outgoing_frame, retire, verify_with_authority, BoxIo, ConnectionSlot, Outgoing, Pair};
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::random_id;
 use crate::stream::Frame;
 use crate::transport::rate::RateLimited;
 use crate::transport::tcp::{configure_socket, handshake, StreamTransport};
@@ -102,7 +102,7 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         // Stanzas that were waiting for this stream take a connection of our own.
         for st in retire(&server, &pair, serial, &mut rx) {
             for reply in super::send(&server, st) {
-                crate::im::route(&server, reply).await;
+                crate::routing::route(&server, reply).await;
             }
         }
     }

@@ -187,7 +187,7 @@ pub fn allowed(config: &S2sConfig, domain: &str) -> bool {
 /// Sends a stanza from a local entity to a remote domain. Returns the error reply for the
 /// sender when the stanza cannot even be queued; later failures bounce it to its sender.
 pub fn send(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
-    let reject = |st: &Stanza, e: StanzaError| crate::im::bounce_reply(st, e);
+    let reject = |st: &Stanza, e: StanzaError| crate::stanzas::bounce_reply(st, e);
     let (Some(Ok(from)), Some(Ok(to))) = (st.from().map(Jid::new), st.to().map(Jid::new)) else {
         return reject(&st, StanzaError::jid_malformed());
     };
@@ -300,7 +300,7 @@ async fn accept_from_peer(server: &Arc<Server>, mut st: Stanza, proven: impl Fn(
         return Err(StreamError::with_text(StreamErrorCondition::InvalidFrom, text));
     }
     st.set_content_ns(jabberwock_proto::ns::CLIENT);
-    crate::im::route(server, st).await;
+    crate::routing::route(server, st).await;
     Ok(())
 }
 
@@ -327,7 +327,7 @@ fn bounce(server: &Arc<Server>, st: Stanza, err: StanzaError) {
     if st.stanza_type() == Some("error") {
         return;
     }
-    let reply = crate::im::error_reply(&st, err);
+    let reply = crate::stanzas::error_reply(&st, err);
     let server = server.clone();
-    tokio::spawn(async move { crate::im::route(&server, reply).await });
+    tokio::spawn(async move { crate::routing::route(&server, reply).await });
 }

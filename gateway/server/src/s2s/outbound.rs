@@ -103,7 +103,7 @@ pub(super) async fn run(server: Arc<Server>, pair: Pair, serial: u64, mut rx: mp
         // out on a new connection, which bounces it if the peer is really gone.
         for st in waiting {
             for reply in super::send(&server, st) {
-                crate::im::route(&server, reply).await;
+                crate::routing::route(&server, reply).await;
             }
         }
         return;

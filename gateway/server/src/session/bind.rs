@@ -2,9 +2,10 @@
 
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError, StreamErrorCondition};
 
-use super::{random_id, Bound, Session};
-use crate::im::iq_result;
-use crate::router::{BindError, Routed};
+use super::{Bound, Session};
+use crate::stanzas::random_id;
+use crate::stanzas::iq_result;
+use crate::registry::{BindError, Routed};
 use crate::stream::{Flow, Frame};
 
 pub(super) async fn on_stanza_before_bind(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
@@ -23,7 +24,7 @@ pub(super) async fn on_stanza_before_bind(s: &mut Session, st: Stanza, out: &mut
                     let result = Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(full));
                     out.push(Frame::Stanza(iq_result(&st, Some(result))));
                 }
-                Err(e) => out.push(Frame::Stanza(crate::im::error_reply(&st, e))),
+                Err(e) => out.push(Frame::Stanza(crate::stanzas::error_reply(&st, e))),
             }
             Flow::Continue
         }
@@ -45,7 +46,7 @@ fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
     let bare = full.to_bare().to_string();
     let resource = full.resource().to_string();
     let max = s.server.config.limits.max_resources;
-    match s.server.router.bind(&bare, &resource, s.handle.clone(), max) {
+    match s.server.sessions.bind(&bare, &resource, s.handle.clone(), max) {
         Ok(Some(old)) => {
             old.send(Routed::Close(StreamError::with_text(
                 StreamErrorCondition::Conflict,

@@ -17,8 +17,10 @@ use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, 
 use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
-use crate::router::{mailbox, next_conn_id, ConnId, Mailbox, Routed, SessionHandle};
+use crate::modules::Unauthenticated;
+use crate::registry::{mailbox, next_conn_id, ConnId, Mailbox, Routed, SessionHandle};
 use crate::server::Server;
+use crate::stanzas::random_id;
 use crate::stream::{Flow, Frame};
 
 pub use auth::Throttle;
@@ -165,8 +167,10 @@ impl Session {
         if self.bound.is_some() {
             im::presence::go_offline(self).await;
             let b = self.bound.as_ref().expect("checked above");
-            self.server.router.unbind(&b.bare, &b.resource, self.conn);
-            self.server.caps.forget(b.jid.as_str());
+            self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
+            for h in &self.server.modules.session_hooks {
+                h.ended(&self.server, &b.jid, self.conn).await;
+            }
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
             // Unbound first, so nothing unacknowledged comes back here.
             self.reroute_unacked().await;
@@ -231,8 +235,8 @@ impl Session {
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
-            if self.server.config.allow_registration {
-                f.push(Element::new("register", ns::REGISTER_FEATURE));
+            for feature in self.server.modules.pre_auth_hooks.iter().filter_map(|h| h.stream_feature(&self.server)) {
+                f.push(feature);
             }
         } else {
             f.push(Element::new("bind", ns::BIND));
@@ -264,9 +268,13 @@ impl Session {
             if st.ns() == ns::SASL {
                 return auth::on_sasl_element(self, st, out).await;
             }
-            if st.kind() == StanzaKind::Iq && self.server.config.allow_registration {
-                if let Some(flow) = crate::modules::register::pre_auth(self, &st, out).await {
-                    return flow;
+            if let (StanzaKind::Iq, Some(domain)) = (st.kind(), self.domain.as_deref()) {
+                let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip };
+                for h in &self.server.modules.pre_auth_hooks {
+                    if let Some(reply) = h.iq(&c, &st).await {
+                        out.push(Frame::Stanza(reply));
+                        return Flow::Continue;
+                    }
                 }
             }
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authenticate first"), out);
@@ -340,9 +348,3 @@ impl Session {
     }
 }
 
-/// A random identifier for stream ids, generated resources and stanza ids.
-pub fn random_id() -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::rng().random();
-    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
-}

@@ -16,8 +16,9 @@ use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{random_id, Session};
-use crate::router::{Mailbox, Routed};
+use super::Session;
+use crate::stanzas::random_id;
+use crate::registry::{Mailbox, Routed};
 use crate::stream::{Flow, Frame};
 
 /// Most unacknowledged stanzas kept for one session.
@@ -198,11 +199,11 @@ impl Session {
                 StanzaKind::Message if st.stanza_type() != Some("error") => {
                     let mut st = st;
                     st.set_attr("to", bare.clone());
-                    crate::im::route(&self.server, st).await;
+                    crate::routing::route(&self.server, st).await;
                 }
                 StanzaKind::Iq if matches!(st.stanza_type(), Some("get" | "set")) => {
-                    let err = crate::im::error_reply(&st, StanzaError::recipient_unavailable());
-                    crate::im::route(&self.server, err).await;
+                    let err = crate::stanzas::error_reply(&st, StanzaError::recipient_unavailable());
+                    crate::routing::route(&self.server, err).await;
                 }
                 _ => {}
             }
@@ -220,7 +221,7 @@ struct Entry {
     /// `user@domain` that may resume it.
     owner: String,
     /// The live session, asked to detach when a new connection resumes it.
-    live: Option<crate::router::SessionHandle>,
+    live: Option<crate::registry::SessionHandle>,
     /// Set while parked: send a channel here to receive the session.
     parked: Option<mpsc::UnboundedSender<Takeover>>,
 }
@@ -232,7 +233,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn register(&self, id: &str, owner: String, live: crate::router::SessionHandle) {
+    fn register(&self, id: &str, owner: String, live: crate::registry::SessionHandle) {
         self.entries.lock().expect("sm registry").insert(id.to_owned(), Entry { owner, live: Some(live), parked: None });
     }
 

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::{run, Ended, Transport};
 use crate::server::Server;
-use crate::session::{random_id, Security, Session};
+use crate::session::{Security, Session};
+use crate::stanzas::random_id;
 use crate::stream::Frame;
 
 pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";

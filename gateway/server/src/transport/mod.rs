@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::router::Mailbox;
+use crate::registry::Mailbox;
 use crate::server::Server;
 use crate::session::Session;
 use crate::stream::{Flow, Frame};

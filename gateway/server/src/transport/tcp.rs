@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::{accept_until_shutdown, run, Ended, Transport};
-use crate::router::Mailbox;
+use crate::registry::Mailbox;
 use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::{encode_stream, Frame};

@@ -1,26 +1,51 @@
 //! XEP-0160 offline messages: stored durably before the sender moves on, delivered in
-//! order with a XEP-0203 delay stamp when the user next sends available presence.
+//! order with a XEP-0203 delay stamp when the user next sends available presence with a
+//! non-negative priority.
 
-use std::sync::Arc;
-
+use async_trait::async_trait;
 use jabberwock_proto::{ns, reader, Element, Limits, Stanza, StanzaError};
 use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, StorageError, UserRef};
 use jid::{BareJid, Jid};
 
+use super::{Available, Host, MessageHooks, Module, PresenceHooks};
 use crate::server::Server;
-use crate::session::random_id;
+use crate::stanzas::{random_id, xep0082};
 
 const STORE: &str = "offline";
 
+pub struct Offline;
+
+impl Module for Offline {
+    fn register(self: std::sync::Arc<Self>, host: &mut Host) {
+        host.message_hooks(self.clone());
+        host.presence_hooks(self);
+    }
+}
+
+#[async_trait]
+impl MessageHooks for Offline {
+    async fn store_offline(&self, server: &Server, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
+        Some(store(server, to, st).await)
+    }
+}
+
+#[async_trait]
+impl PresenceHooks for Offline {
+    async fn available(&self, ev: &mut Available<'_>) {
+        if ev.initial && ev.priority >= 0 {
+            let user = ev.jid.node().map_or("", |n| n.as_str());
+            ev.out.extend(take_all(ev.server, ev.jid.domain().as_str(), user).await);
+        }
+    }
+}
+
 /// Stores a message for the existing account `to`.
-pub async fn store(server: &Arc<Server>, to: &BareJid, st: Stanza) -> Result<(), (Stanza, StanzaError)> {
+async fn store(server: &Server, to: &BareJid, st: &Stanza) -> Result<(), StanzaError> {
     let (Some(node), domain) = (to.node(), to.domain().as_str()) else {
-        return Err((st, StanzaError::service_unavailable()));
+        return Err(StanzaError::service_unavailable());
     };
     let u = UserRef { host: domain, user: node.as_str() };
-    let Ok(mut el) = st.to_element() else {
-        return Err((st, StanzaError::bad_request()));
-    };
+    let mut el = st.to_element().map_err(|_| StanzaError::bad_request())?;
     let now = time::OffsetDateTime::now_utc();
     el.push(Element::new("delay", ns::DELAY).with_attr("from", domain).with_attr("stamp", xep0082(now)).with_text("Offline storage"));
     let payload = Stanza::from_element(&el).to_bytes();
@@ -29,19 +54,17 @@ pub async fn store(server: &Arc<Server>, to: &BareJid, st: Stanza) -> Result<(),
     let item = NewArchiveItem { id: &random_id(), stamp_us, with: &with, payload: &payload };
     match server.store.archive_append(u, STORE, item, Some(server.config.limits.offline_quota)).await {
         Ok(()) => Ok(()),
-        Err(StorageError::QuotaExceeded) => {
-            Err((st, StanzaError::service_unavailable().with_text("the recipient's offline storage is full")))
-        }
+        Err(StorageError::QuotaExceeded) => Err(StanzaError::service_unavailable().with_text("the recipient's offline storage is full")),
         Err(e) => {
             tracing::error!(error = %e, "storing an offline message failed");
-            Err((st, StanzaError::internal_server_error()))
+            Err(StanzaError::internal_server_error())
         }
     }
 }
 
 /// Takes every stored message for the user, oldest first. They are deleted only after
 /// they were read, so a failure leaves them stored.
-pub async fn take_all(server: &Server, host: &str, user: &str) -> Vec<Stanza> {
+async fn take_all(server: &Server, host: &str, user: &str) -> Vec<Stanza> {
     let u = UserRef { host, user };
     let page = match server.store.archive_query(u, STORE, &ArchiveQuery::default()).await {
         Ok(page) => page,
@@ -59,10 +82,4 @@ pub async fn take_all(server: &Server, host: &str, user: &str) -> Vec<Stanza> {
         return Vec::new();
     }
     page.items.iter().filter_map(|i| reader::parse_stanza(&i.payload, &Limits::unlimited()).ok()).collect()
-}
-
-/// An XEP-0082 timestamp in UTC, with milliseconds.
-pub fn xep0082(t: time::OffsetDateTime) -> String {
-    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.to_offset(time::UtcOffset::UTC).format(&f).expect("valid format")
 }

@@ -1,4 +1,5 @@
-//! XEP-0156: how a client finds this server's HTTP endpoints.
+//! XEP-0156: how a client finds this server's HTTP endpoints, at
+//! `/.well-known/host-meta` (XML) and `/.well-known/host-meta.json`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,10 +7,24 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::Extension;
 
-use super::{is_secure, Secure};
+use super::{Host, Module};
+use crate::http::{is_secure, Secure};
 use crate::server::Server;
+
+pub struct HostMeta;
+
+impl Module for HostMeta {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        host.http_routes(
+            axum::Router::new()
+                .route("/.well-known/host-meta", get(host_meta_xml))
+                .route("/.well-known/host-meta.json", get(host_meta_json)),
+        );
+    }
+}
 
 const WEBSOCKET_REL: &str = "urn:xmpp:alt-connections:websocket";
 const BOSH_REL: &str = "urn:xmpp:alt-connections:xbosh";
@@ -34,7 +49,7 @@ fn cors() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"))]
 }
 
-pub async fn host_meta_xml(
+async fn host_meta_xml(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(secure): Extension<Secure>,
@@ -51,7 +66,7 @@ pub async fn host_meta_xml(
     (cors(), [(header::CONTENT_TYPE, HeaderValue::from_static("application/xrd+xml; charset=utf-8"))], out)
 }
 
-pub async fn host_meta_json(
+async fn host_meta_json(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(secure): Extension<Secure>,

@@ -1,10 +1,10 @@
 //! The session registry: which sessions are bound to which JIDs, with the presence state
-//! that message routing needs (RFC 6121 §8.5).
+//! that message routing needs (RFC 6121 §8.5). Routing itself is [`crate::routing`].
 //!
 //! Sessions are addressed by bare JID (`user@domain`, normalized) and resource. The
 //! registry only holds handles; a session's stanzas reach it through its mailbox, so
-//! delivering never blocks on a slow connection. In cluster mode this interface gets a
-//! Redis-backed implementation; callers never learn whether a session is local.
+//! delivering never blocks on a slow connection. A cluster would put this interface in
+//! front of a shared store; callers never learn whether a session is local.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +66,7 @@ impl SessionHandle {
     }
 }
 
-/// One bound resource as the router sees it.
+/// One bound resource as routing sees it.
 #[derive(Clone, Debug)]
 pub struct Resource {
     pub resource: String,
@@ -79,8 +79,6 @@ pub struct Resource {
     pub presence: Option<std::sync::Arc<Stanza>>,
     /// Has requested the roster, so it gets roster pushes and subscription requests.
     pub interested: bool,
-    /// Has enabled XEP-0280 message carbons.
-    pub carbons: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -89,11 +87,11 @@ pub enum BindError {
 }
 
 #[derive(Default)]
-pub struct Router {
+pub struct SessionRegistry {
     users: RwLock<HashMap<String, Vec<Resource>>>,
 }
 
-impl Router {
+impl SessionRegistry {
     /// Binds `bare/resource` to a session. A session already bound to the same full JID is
     /// returned so the caller can close it with `conflict` (RFC 6120 §7.7.2.2).
     pub fn bind(
@@ -103,18 +101,16 @@ impl Router {
         handle: SessionHandle,
         max_resources: usize,
     ) -> Result<Option<SessionHandle>, BindError> {
-        let mut users = self.users.write().expect("router lock");
+        let mut users = self.users.write().expect("registry lock");
         // Most accounts have one resource: no room for four in every entry.
         let list = users.entry(bare.to_owned()).or_insert_with(|| Vec::with_capacity(1));
-        let new =
-            Resource {
+        let new = Resource {
             resource: resource.to_owned(),
             handle,
             available: false,
             priority: 0,
             presence: None,
             interested: false,
-            carbons: false,
         };
         if let Some(existing) = list.iter_mut().find(|r| r.resource == resource) {
             let old = std::mem::replace(existing, new);
@@ -129,7 +125,7 @@ impl Router {
 
     /// Removes the binding if it still belongs to connection `conn`.
     pub fn unbind(&self, bare: &str, resource: &str, conn: ConnId) {
-        let mut users = self.users.write().expect("router lock");
+        let mut users = self.users.write().expect("registry lock");
         if let Some(list) = users.get_mut(bare) {
             list.retain(|r| !(r.resource == resource && r.handle.conn == conn));
             if list.is_empty() {
@@ -139,7 +135,7 @@ impl Router {
     }
 
     fn update(&self, bare: &str, resource: &str, conn: ConnId, f: impl FnOnce(&mut Resource)) {
-        let mut users = self.users.write().expect("router lock");
+        let mut users = self.users.write().expect("registry lock");
         if let Some(r) = users
             .get_mut(bare)
             .and_then(|list| list.iter_mut().find(|r| r.resource == resource && r.handle.conn == conn))
@@ -160,7 +156,7 @@ impl Router {
 
     /// Changes whatever resource is bound at `bare/resource` now.
     fn with_resource(&self, bare: &str, resource: &str, f: impl FnOnce(&mut Resource)) {
-        let mut users = self.users.write().expect("router lock");
+        let mut users = self.users.write().expect("registry lock");
         if let Some(r) = users.get_mut(bare).and_then(|list| list.iter_mut().find(|r| r.resource == resource)) {
             f(r);
         }
@@ -171,18 +167,14 @@ impl Router {
         self.with_resource(bare, resource, |r| r.interested = true);
     }
 
-    pub fn set_carbons(&self, bare: &str, resource: &str, enabled: bool) {
-        self.with_resource(bare, resource, |r| r.carbons = enabled);
-    }
-
     pub fn get(&self, bare: &str, resource: &str) -> Option<SessionHandle> {
-        let users = self.users.read().expect("router lock");
+        let users = self.users.read().expect("registry lock");
         users.get(bare)?.iter().find(|r| r.resource == resource).map(|r| r.handle.clone())
     }
 
     /// Every bound resource of the account.
     pub fn resources(&self, bare: &str) -> Vec<Resource> {
-        let users = self.users.read().expect("router lock");
+        let users = self.users.read().expect("registry lock");
         users.get(bare).cloned().unwrap_or_default()
     }
 }
@@ -197,7 +189,7 @@ mod tests {
 
     #[test]
     fn rebinding_a_resource_returns_the_old_session() {
-        let r = Router::default();
+        let r = SessionRegistry::default();
         let (a, _ra) = handle();
         let (b, _rb) = handle();
         assert!(r.bind("u@d", "phone", a.clone(), 5).unwrap().is_none());
@@ -212,7 +204,7 @@ mod tests {
 
     #[test]
     fn resource_limit() {
-        let r = Router::default();
+        let r = SessionRegistry::default();
         let (a, _ra) = handle();
         r.bind("u@d", "1", a.clone(), 1).unwrap();
         assert!(matches!(r.bind("u@d", "2", a, 1), Err(BindError::TooManyResources)));
