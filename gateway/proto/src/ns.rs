@@ -57,3 +57,12 @@ pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publ
 pub fn is_content_ns(ns: &str) -> bool {
     ns == CLIENT || ns == SERVER
 }
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+pub const MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+pub const CONFERENCE: &str = "jabber:x:conference";

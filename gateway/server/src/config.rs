@@ -45,6 +45,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub s2s: S2sConfig,
+    pub muc: MucConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -121,6 +122,25 @@ pub struct S2sConfig {
     pub peers: BTreeMap<String, PeerConfig>,
 }
 
+/// Group chat (XEP-0045): a room service on a subdomain of each served domain.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucConfig {
+    pub enabled: bool,
+    /// The service of `example.org` is `<subdomain>.example.org`.
+    pub subdomain: String,
+    /// Rooms one service holds, stored and live together.
+    pub max_rooms: usize,
+    /// The most occupants a room may allow (`muc#roomconfig_maxusers`).
+    pub max_occupants: u32,
+    /// Rooms one account may have joined at once, per service.
+    pub max_rooms_per_user: usize,
+    /// Groupchat messages one occupant may send per second (after a burst of as many).
+    pub max_messages_per_sec: u32,
+    /// Longest room subject, name or description, in bytes.
+    pub max_text_bytes: usize,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
@@ -184,6 +204,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             s2s: S2sConfig::default(),
+            muc: MucConfig::default(),
         }
     }
 }
@@ -229,6 +250,20 @@ impl Default for S2sConfig {
             deny: Vec::new(),
             dialback_secret: None,
             peers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            subdomain: "conference".to_owned(),
+            max_rooms: 10_000,
+            max_occupants: 1000,
+            max_rooms_per_user: 100,
+            max_messages_per_sec: 10,
+            max_text_bytes: 4096,
         }
     }
 }
@@ -357,6 +392,16 @@ impl Config {
         }
         if s2s.max_connections == 0 || s2s.max_queue == 0 {
             return Err(invalid("s2s", "max_connections and max_queue must be positive"));
+        }
+        let muc = &self.muc;
+        if jid::DomainPart::new(&format!("{}.{}", muc.subdomain, self.domains[0])).is_err() || muc.subdomain.contains('.') {
+            return Err(invalid("muc.subdomain", format!("{:?} must be one DNS label, such as \"conference\"", muc.subdomain)));
+        }
+        if muc.max_rooms == 0 || muc.max_occupants == 0 || muc.max_rooms_per_user == 0 || muc.max_messages_per_sec == 0 {
+            return Err(invalid("muc", "max_rooms, max_occupants, max_rooms_per_user and max_messages_per_sec must be positive"));
+        }
+        if muc.max_text_bytes < 100 {
+            return Err(invalid("muc.max_text_bytes", "must be at least 100"));
         }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be positive"));

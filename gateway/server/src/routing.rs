@@ -76,9 +76,17 @@ pub fn is_local_domain(server: &Server, domain: &str) -> bool {
 }
 
 /// Delivers a server-generated reply to the full JID it is addressed to: a local session,
-/// or a remote entity over federation.
+/// a service, or a remote entity over federation.
 fn deliver_to_sender(server: &Arc<Server>, reply: Stanza) {
     let Some(Ok(to)) = reply.to().map(Jid::new) else { return };
+    if let Some(service) = server.modules.service(to.domain().as_str()) {
+        // On its own task: the service may be busy with the stanza this replies to.
+        let (server, service) = (server.clone(), service.clone());
+        tokio::spawn(async move {
+            service.handle(&server, reply, &to).await;
+        });
+        return;
+    }
     if server.config.served_domain(to.domain().as_str()).is_none() {
         // A reply that cannot reach a remote sender has nowhere further to go: replies
         // are errors or results, which never bounce.

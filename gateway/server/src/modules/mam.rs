@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
 use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, StorageError, Store, UserRef};
-use jid::BareJid;
+use jid::{BareJid, Jid};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
@@ -232,7 +232,12 @@ impl IqHandler for Mam {
             ("query", true) => {
                 // The query must see every message already queued for the archive.
                 self.writer.flush().await;
-                query(cx, a, &owner, payload).await
+                let u = UserRef { host: a.host, user: a.user };
+                let (results, fin) = query(cx.server, u, STORE, owner.as_str(), cx.from, payload).await?;
+                for r in results {
+                    cx.send_before_result(r);
+                }
+                Ok(Some(fin))
             }
             _ => Err(StanzaError::bad_request()),
         }
@@ -296,7 +301,17 @@ fn check_form(payload: &Element) -> Result<(), StanzaError> {
     }
 }
 
-async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Element) -> IqResult {
+/// Answers a XEP-0313 query on the archive `store` of `u`, which answers as `archive`
+/// (an account's or a room's bare JID) to `requester`: the result messages, and the
+/// `<fin/>` for the iq result.
+pub(super) async fn query(
+    server: &Server,
+    u: UserRef<'_>,
+    store: &str,
+    archive: &str,
+    requester: &Jid,
+    payload: &Element,
+) -> Result<(Vec<Stanza>, Element), StanzaError> {
     check_form(payload)?;
     let with = form_value(payload, "with")
         .map(|w| BareJid::new(&w).map(|j| j.to_string()).map_err(|_| StanzaError::jid_malformed()))
@@ -323,12 +338,13 @@ async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Elemen
         // An empty <before/> asks for the last page.
         last_page: before_el.is_some(),
     };
-    let page = match cx.server.store.archive_query(UserRef { host: a.host, user: a.user }, STORE, &q).await {
+    let page = match server.store.archive_query(u, store, &q).await {
         Ok(page) => page,
         Err(StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such archive id")),
         Err(e) => return Err(internal(e)),
     };
     let queryid = payload.attr("queryid");
+    let mut results = Vec::with_capacity(page.items.len());
     for item in &page.items {
         let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(item.stamp_us as i128 * 1000).map(xep0082).unwrap_or_default();
         let original = String::from_utf8_lossy(&item.payload);
@@ -342,15 +358,15 @@ async fn query(cx: &IqCtx<'_>, a: Account<'_>, owner: &BareJid, payload: &Elemen
         let mut inner = String::from_utf8(result).expect("UTF-8");
         inner.push_str(&forwarded(&original, Some(&stamp)));
         inner.push_str("</result>");
-        let attrs = vec![("from".to_owned(), owner.to_string()), ("to".to_owned(), cx.from.to_string()), ("id".to_owned(), random_id())];
-        cx.send_before_result(Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.into()));
+        let attrs = vec![("from".to_owned(), archive.to_owned()), ("to".to_owned(), requester.to_string()), ("id".to_owned(), random_id())];
+        results.push(Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.into()));
     }
     let mut rsm = Element::new("set", ns::RSM);
     if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
         rsm.push(Element::new("first", ns::RSM).with_text(first.id.clone()));
         rsm.push(Element::new("last", ns::RSM).with_text(last.id.clone()));
     }
-    Ok(Some(Element::new("fin", ns::MAM).with_attr("complete", if page.complete { "true" } else { "false" }).with_child(rsm)))
+    Ok((results, Element::new("fin", ns::MAM).with_attr("complete", if page.complete { "true" } else { "false" }).with_child(rsm)))
 }
 
 /// XEP-0313 §5.1.1: chat and normal messages with a body are archived, unless a XEP-0334

@@ -25,6 +25,7 @@ pub mod disco;
 pub mod host_meta;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -344,6 +345,7 @@ impl Modules {
             .add(carbons::Carbons::default())
             .add(offline::Offline)
             .add(pep::Pep)
+            .add(muc::Muc::new(config))
             .add(session::LegacySession)
             .add(host_meta::HostMeta);
         Self::new(config, store, list)

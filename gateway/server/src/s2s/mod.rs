@@ -192,7 +192,7 @@ pub fn send(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
         return reject(&st, StanzaError::jid_malformed());
     };
     let pair = Pair { local: from.domain().as_str().to_owned(), remote: to.domain().as_str().to_owned() };
-    if server.config.served_domain(&pair.local).is_none() {
+    if !crate::routing::is_local_domain(server, &pair.local) {
         // Only our own entities' stanzas leave for other servers: no relaying.
         return reject(&st, StanzaError::not_allowed());
     }

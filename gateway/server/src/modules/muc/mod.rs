@@ -1,0 +1,552 @@
+//! XEP-0045 multi-user chat: a room service on `conference.<domain>` (the subdomain is
+//! configurable) for each served domain, for local and federated users alike.
+//!
+//! [`room`] holds a room's state and the stanzas it sends; this file is the service:
+//! it finds (or creates, or loads) the room a stanza is for, answers the service's and
+//! the rooms' iqs (disco, owner configuration, admin lists, XEP-0313 queries, XEP-0410
+//! self-ping), keeps persistent rooms in storage and sends what a room produced. The
+//! room options are in [`options`], those that guard the door in files of their own.
+//!
+//! Storage, under the service's domain: map `muc_rooms` (room → [`room::Stored`] as
+//! JSON) for persistent rooms, and the archive `muc` of each room.
+
+mod max_users;
+mod members_only;
+pub mod options;
+mod password;
+pub mod room;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
+use jabberwock_storage::{ArchiveQuery, NewArchiveItem, UserRef};
+use jid::{BareJid, FullJid, Jid};
+
+use super::{Host, Module, Service, SessionHooks};
+use crate::config::MucConfig;
+use crate::registry::ConnId;
+use crate::routing::route;
+use crate::server::Server;
+use crate::stanzas::{bounce_reply, error_reply, iq_result, xep0082};
+use options::{Limits, RoomConfig};
+use room::{Affiliation, Join, Role, Room, Stored};
+
+const ROOMS: &str = "muc_rooms";
+const ARCHIVE: &str = "muc";
+
+pub struct Muc {
+    /// One service per served domain, by the service's domain.
+    services: HashMap<String, Arc<RoomService>>,
+}
+
+impl Muc {
+    pub fn new(config: &crate::config::Config) -> Self {
+        let services = if config.muc.enabled {
+            config
+                .domains
+                .iter()
+                .map(|d| {
+                    let domain = format!("{}.{d}", config.muc.subdomain);
+                    (domain.clone(), Arc::new(RoomService { domain, parent: d.clone(), config: config.muc.clone(), rooms: Mutex::default() }))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        Muc { services }
+    }
+}
+
+impl Module for Muc {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        for service in self.services.values() {
+            host.service(service.domain.clone(), &service.parent, "Chatrooms", service.clone());
+        }
+        if !self.services.is_empty() {
+            host.session_hooks(self);
+        }
+    }
+}
+
+#[async_trait]
+impl SessionHooks for Muc {
+    /// A session that ended without leaving its rooms (no unavailable presence reached
+    /// them) leaves them now: no ghosts.
+    async fn ended(&self, server: &Arc<Server>, jid: &FullJid, _conn: ConnId) {
+        let gone = Jid::from(jid.clone());
+        for service in self.services.values() {
+            for room in service.live_rooms() {
+                let out = room.lock().await.device_gone(&gone);
+                send(server, out).await;
+                service.unload_if_empty(&room).await;
+            }
+        }
+    }
+}
+
+type SharedRoom = Arc<tokio::sync::Mutex<Room>>;
+
+/// The rooms of one service domain.
+struct RoomService {
+    domain: String,
+    /// The served domain whose users are local here.
+    parent: String,
+    config: MucConfig,
+    /// Rooms with occupants (and persistent rooms being used), by node.
+    rooms: Mutex<HashMap<String, SharedRoom>>,
+}
+
+async fn send(server: &Arc<Server>, out: Vec<Stanza>) {
+    for st in out {
+        route(server, st).await;
+    }
+}
+
+#[async_trait]
+impl Service for RoomService {
+    async fn handle(&self, server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> {
+        // Errors from occupants' servers are not acted on: an undeliverable message does
+        // not make a live occupant leave.
+        if st.stanza_type() == Some("error") {
+            return Vec::new();
+        }
+        let Some(from) = st.from().and_then(|f| Jid::new(f).ok()) else { return Vec::new() };
+        let Some(node) = to.node().map(|n| n.to_string()) else {
+            return match st.kind() {
+                StanzaKind::Iq => self.service_iq(server, &st).await,
+                _ => bounce_reply(&st, StanzaError::service_unavailable()),
+            };
+        };
+        match (st.kind(), to.resource()) {
+            (StanzaKind::Presence, Some(nick)) => self.presence(server, &node, &from, nick.as_str(), st).await,
+            (StanzaKind::Presence, None) => bounce_reply(&st, StanzaError::jid_malformed().with_text("join with a nick: room@service/nick")),
+            (StanzaKind::Message, None) => self.message_to_room(server, &node, &from, st).await,
+            (StanzaKind::Message, Some(nick)) => self.private_message(server, &node, &from, nick.as_str(), st).await,
+            (StanzaKind::Iq, None) => self.room_iq(server, &node, &from, st).await,
+            (StanzaKind::Iq, Some(nick)) => self.occupant_iq(server, &node, &from, nick.as_str(), st).await,
+            (StanzaKind::Other, _) => Vec::new(),
+        }
+    }
+}
+
+impl RoomService {
+    fn room_jid(&self, node: &str) -> Option<BareJid> {
+        BareJid::new(&format!("{node}@{}", self.domain)).ok()
+    }
+
+    fn store_ref<'a>(&'a self, node: &'a str) -> UserRef<'a> {
+        UserRef { host: &self.domain, user: node }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { max_users: self.config.max_occupants, max_text_bytes: self.config.max_text_bytes }
+    }
+
+    fn live_rooms(&self) -> Vec<SharedRoom> {
+        self.rooms.lock().expect("rooms").values().cloned().collect()
+    }
+
+    /// The room in memory, or loaded from storage if it is persistent.
+    async fn find(&self, server: &Server, node: &str) -> Option<SharedRoom> {
+        if let Some(r) = self.rooms.lock().expect("rooms").get(node) {
+            return Some(r.clone());
+        }
+        let raw = server.store.map_get(UserRef { host: &self.domain, user: "" }, ROOMS, node).await.ok()??;
+        let stored: Stored = serde_json::from_slice(&raw).ok()?;
+        let mut room = Room::from_stored(self.room_jid(node)?, stored, false);
+        if room.config.archive {
+            room.restore_history(self.recent(server, node).await);
+        }
+        let room = Arc::new(tokio::sync::Mutex::new(room));
+        // Another stanza may have loaded it meanwhile: keep the first.
+        Some(self.rooms.lock().expect("rooms").entry(node.to_owned()).or_insert(room).clone())
+    }
+
+    /// The newest archived messages of a room, oldest first, for its history.
+    async fn recent(&self, server: &Server, node: &str) -> Vec<(String, Element)> {
+        let q = ArchiveQuery { limit: Some(options::MAX_HISTORY as usize), last_page: true, ..Default::default() };
+        let Ok(page) = server.store.archive_query(self.store_ref(node), ARCHIVE, &q).await else { return Vec::new() };
+        page.items
+            .iter()
+            .filter_map(|i| {
+                let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(i.stamp_us as i128 * 1000).ok()?;
+                Some((xep0082(stamp), room::from_archive(&i.payload)?))
+            })
+            .collect()
+    }
+
+    /// Saves a persistent room, or forgets a room that is no longer persistent.
+    async fn save(&self, server: &Server, node: &str, room: &Room) -> Result<(), StanzaError> {
+        let value = room.config.persistent.then(|| serde_json::to_vec(&room.stored()).expect("serializes"));
+        server.store.map_set(UserRef { host: &self.domain, user: "" }, ROOMS, node, value.as_deref()).await.map_err(|e| {
+            tracing::error!(error = %e, room = %room.jid, "saving a room failed");
+            StanzaError::internal_server_error()
+        })
+    }
+
+    /// Drops an empty room from memory: a transient one is gone, a persistent one is
+    /// loaded again when needed.
+    async fn unload_if_empty(&self, room: &SharedRoom) {
+        let r = room.lock().await;
+        if !r.occupants.is_empty() {
+            return;
+        }
+        if let Some(node) = r.jid.node() {
+            let mut rooms = self.rooms.lock().expect("rooms");
+            if rooms.get(node.as_str()).is_some_and(|x| Arc::ptr_eq(x, room)) {
+                rooms.remove(node.as_str());
+            }
+        }
+    }
+
+    async fn presence(&self, server: &Arc<Server>, node: &str, from: &Jid, nick: &str, st: Stanza) -> Vec<Stanza> {
+        let unavailable = st.stanza_type() == Some("unavailable");
+        if !matches!(st.stanza_type(), None | Some("unavailable")) {
+            return Vec::new();
+        }
+        let existing = self.find(server, node).await;
+        let (room, created) = match existing {
+            Some(r) => (r, false),
+            None if unavailable => return Vec::new(),
+            None => match self.create(node, from) {
+                Ok(r) => (r, true),
+                Err(e) => return presence_error(&st, e),
+            },
+        };
+        let result = {
+            let mut r = room.lock().await;
+            if r.occupant_of(from).is_some() {
+                r.presence_from(from, nick, &st)
+            } else if unavailable {
+                Ok(Vec::new())
+            } else {
+                let x = st.to_element().ok().and_then(|el| el.child("x", ns::MUC).cloned());
+                let password = password::of_join(x.as_ref());
+                let join = Join { jid: from, nick, password: password.as_deref(), affiliation: r.affiliation(&from.to_bare()) };
+                r.join(&join, &st, created).map(|mut out| {
+                    out.extend(r.history_for(from, x.as_ref().and_then(|x| x.child("history", ns::MUC))));
+                    out
+                })
+            }
+        };
+        match result {
+            Ok(out) => {
+                send(server, out).await;
+                self.unload_if_empty(&room).await;
+                Vec::new()
+            }
+            Err(e) => {
+                if created {
+                    self.unload_if_empty(&room).await;
+                }
+                presence_error(&st, e)
+            }
+        }
+    }
+
+    /// A new, locked room owned by its creator (XEP-0045 §10.1).
+    fn create(&self, node: &str, creator: &Jid) -> Result<SharedRoom, StanzaError> {
+        let jid = self.room_jid(node).ok_or_else(StanzaError::jid_malformed)?;
+        let mut rooms = self.rooms.lock().expect("rooms");
+        if rooms.len() >= self.config.max_rooms {
+            return Err(StanzaError::resource_constraint().with_text("this service has too many rooms"));
+        }
+        let config = RoomConfig { max_users: RoomConfig::default().max_users.min(self.config.max_occupants), ..Default::default() };
+        let room = Arc::new(tokio::sync::Mutex::new(Room::new(jid, config, &creator.to_bare())));
+        Ok(rooms.entry(node.to_owned()).or_insert(room).clone())
+    }
+
+    async fn message_to_room(&self, server: &Arc<Server>, node: &str, from: &Jid, st: Stanza) -> Vec<Stanza> {
+        let Some(room) = self.find(server, node).await else {
+            return bounce_reply(&st, StanzaError::item_not_found().with_text("no such room"));
+        };
+        let mut r = room.lock().await;
+        match st.stanza_type() {
+            Some("groupchat") => match r.groupchat(from, &st, self.config.max_text_bytes) {
+                Ok((out, archived)) => {
+                    if let Some((id, stamp_us, el)) = archived {
+                        let payload = el.to_bytes();
+                        let with = from.to_bare().to_string();
+                        let item = NewArchiveItem { id: &id, stamp_us, with: &with, payload: &payload };
+                        if let Err(e) = server.store.archive_append(self.store_ref(node), ARCHIVE, item, None).await {
+                            tracing::error!(error = %e, room = %r.jid, "archiving a room message failed");
+                        }
+                    }
+                    let subject_changed = st.inner().contains("<subject") && !st.inner().contains("<body");
+                    if subject_changed && r.config.persistent {
+                        let _ = self.save(server, node, &r).await;
+                    }
+                    send(server, out).await;
+                    Vec::new()
+                }
+                Err(e) => bounce_reply(&st, e),
+            },
+            _ => bounce_reply(&st, StanzaError::bad_request().with_text("only groupchat messages go to a room")),
+        }
+    }
+
+    async fn private_message(&self, server: &Arc<Server>, node: &str, from: &Jid, nick: &str, st: Stanza) -> Vec<Stanza> {
+        if st.stanza_type() == Some("groupchat") {
+            return bounce_reply(&st, StanzaError::bad_request().with_text("groupchat messages go to the room"));
+        }
+        let Some(room) = self.find(server, node).await else {
+            return bounce_reply(&st, StanzaError::item_not_found().with_text("no such room"));
+        };
+        let r = room.lock().await;
+        match r.private_message(from, nick, &st) {
+            Ok(out) => {
+                send(server, out).await;
+                Vec::new()
+            }
+            Err(e) => bounce_reply(&st, e),
+        }
+    }
+
+    /// XEP-0410: an occupant pinging its own occupant JID learns it is still joined.
+    async fn occupant_iq(&self, server: &Arc<Server>, node: &str, from: &Jid, nick: &str, st: Stanza) -> Vec<Stanza> {
+        if !matches!(st.stanza_type(), Some("get" | "set")) {
+            return Vec::new();
+        }
+        let room = self.find(server, node).await;
+        let joined_as = match &room {
+            Some(room) => room.lock().await.occupant_of(from).map(|o| o.nick.clone()),
+            None => None,
+        };
+        match joined_as {
+            None => vec![error_reply(&st, StanzaError::not_acceptable().with_text("not an occupant of this room"))],
+            Some(own) if own == nick && payload_is(&st, "ping", ns::PING) => vec![iq_result(&st, None)],
+            Some(_) => vec![error_reply(&st, StanzaError::service_unavailable().with_text("iqs to other occupants are not relayed"))],
+        }
+    }
+
+    async fn service_iq(&self, server: &Arc<Server>, st: &Stanza) -> Vec<Stanza> {
+        if !matches!(st.stanza_type(), Some("get" | "set")) {
+            return Vec::new();
+        }
+        let el = match st.to_element() {
+            Ok(el) => el,
+            Err(_) => return vec![error_reply(st, StanzaError::bad_request())],
+        };
+        let Some(payload) = el.first_child() else { return vec![error_reply(st, StanzaError::bad_request())] };
+        let get = st.stanza_type() == Some("get");
+        let reply = match (payload.name(), payload.ns(), get) {
+            ("query", ns::DISCO_INFO, true) => Ok(Element::new("query", ns::DISCO_INFO)
+                .with_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", "conference").with_attr("type", "text").with_attr("name", "Chatrooms"))
+                .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO))
+                .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_ITEMS))
+                .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::MUC))),
+            ("query", ns::DISCO_ITEMS, true) => Ok(self.public_rooms(server).await),
+            ("ping", ns::PING, true) => return vec![iq_result(st, None)],
+            _ => Err(StanzaError::service_unavailable()),
+        };
+        vec![match reply {
+            Ok(q) => iq_result(st, Some(q)),
+            Err(e) => error_reply(st, e),
+        }]
+    }
+
+    /// The public rooms: those stored and those live, unlocked (XEP-0045 §6.3).
+    async fn public_rooms(&self, server: &Server) -> Element {
+        let mut rooms: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        for (node, raw) in server.store.map_all(UserRef { host: &self.domain, user: "" }, ROOMS).await.unwrap_or_default() {
+            if let Ok(s) = serde_json::from_slice::<Stored>(&raw) {
+                if s.config.public {
+                    rooms.insert(node, s.config.name);
+                }
+            }
+        }
+        for room in self.live_rooms() {
+            let r = room.lock().await;
+            if let (true, false, Some(node)) = (r.config.public, r.locked, r.jid.node()) {
+                rooms.insert(node.to_string(), r.config.name.clone());
+            } else if let Some(node) = r.jid.node() {
+                rooms.remove(node.as_str());
+            }
+        }
+        let mut q = Element::new("query", ns::DISCO_ITEMS);
+        for (node, name) in rooms {
+            let jid = format!("{node}@{}", self.domain);
+            let name = if name.is_empty() { node } else { name };
+            q.push(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", jid).with_attr("name", name));
+        }
+        q
+    }
+
+    async fn room_iq(&self, server: &Arc<Server>, node: &str, from: &Jid, st: Stanza) -> Vec<Stanza> {
+        if !matches!(st.stanza_type(), Some("get" | "set")) {
+            return Vec::new();
+        }
+        let Some(room) = self.find(server, node).await else {
+            return vec![error_reply(&st, StanzaError::item_not_found().with_text("no such room"))];
+        };
+        let el = match st.to_element() {
+            Ok(el) => el,
+            Err(_) => return vec![error_reply(&st, StanzaError::bad_request())],
+        };
+        let Some(payload) = el.first_child() else { return vec![error_reply(&st, StanzaError::bad_request())] };
+        let get = st.stanza_type() == Some("get");
+        let mut before = Vec::new();
+        let reply = {
+            let mut r = room.lock().await;
+            match (payload.name(), payload.ns(), get) {
+                ("query", ns::DISCO_INFO, true) => Ok(Some(r.disco_info())),
+                // Occupants are not listed (§6.5 allows either).
+                ("query", ns::DISCO_ITEMS, true) => Ok(Some(Element::new("query", ns::DISCO_ITEMS))),
+                ("ping", ns::PING, true) => Ok(None),
+                ("query", ns::MUC_OWNER, _) => self.owner(server, node, &mut r, from, payload, get).await,
+                ("query", ns::MUC_ADMIN, _) => self.admin(server, node, &mut r, from, payload, get).await,
+                ("query", ns::MAM, false) => self.archive_query(server, node, &r, from, payload).await.map(|(results, fin)| {
+                    before = results;
+                    Some(fin)
+                }),
+                _ => Err(StanzaError::service_unavailable()),
+            }
+        };
+        let destroyed = room.lock().await.occupants.is_empty();
+        if destroyed {
+            self.unload_if_empty(&room).await;
+        }
+        before.push(match reply {
+            Ok(p) => iq_result(&st, p),
+            Err(e) => error_reply(&st, e),
+        });
+        before
+    }
+
+    /// XEP-0045 §10: the configuration form, its submission, and destruction.
+    async fn owner(&self, server: &Arc<Server>, node: &str, r: &mut Room, from: &Jid, q: &Element, get: bool) -> Result<Option<Element>, StanzaError> {
+        if r.affiliation(&from.to_bare()) != Affiliation::Owner {
+            return Err(StanzaError::forbidden().with_text("only owners configure the room"));
+        }
+        if get {
+            return Ok(Some(Element::new("query", ns::MUC_OWNER).with_child(options::form(&r.config))));
+        }
+        if let Some(destroy) = q.child("destroy", ns::MUC_OWNER) {
+            let out = r.destroy(destroy.attr("jid"), destroy.child_text("reason", ns::MUC_OWNER).as_deref());
+            let mut gone = r.config.clone();
+            gone.persistent = false;
+            r.config = gone;
+            self.save(server, node, r).await?;
+            send(server, out).await;
+            return Ok(None);
+        }
+        let form = q.child("x", ns::DATA_FORMS).ok_or_else(|| StanzaError::bad_request().with_text("submit a form"))?;
+        match form.attr("type") {
+            // §10.1.3: cancelling the initial configuration leaves the room locked.
+            Some("cancel") => Ok(None),
+            Some("submit") => {
+                let config = options::submit(&r.config, form, &self.limits())?;
+                let out = r.configure(config);
+                self.save(server, node, r).await?;
+                send(server, out).await;
+                Ok(None)
+            }
+            _ => Err(StanzaError::bad_request().with_text("the form must be submitted or cancelled")),
+        }
+    }
+
+    /// XEP-0045 §8–§9: role and affiliation changes and lists.
+    async fn admin(&self, server: &Arc<Server>, node: &str, r: &mut Room, from: &Jid, q: &Element, get: bool) -> Result<Option<Element>, StanzaError> {
+        let by_affiliation = r.affiliation(&from.to_bare());
+        let items: Vec<&Element> = q.children().filter(|c| c.is("item", ns::MUC_ADMIN)).collect();
+        if items.is_empty() {
+            return Err(StanzaError::bad_request().with_text("name at least one item"));
+        }
+        if get {
+            let mut answer = Element::new("query", ns::MUC_ADMIN);
+            for item in items {
+                if let Some(a) = item.attr("affiliation").and_then(Affiliation::parse) {
+                    if by_affiliation < Affiliation::Admin {
+                        return Err(StanzaError::forbidden());
+                    }
+                    for (jid, _) in r.affiliations.iter().filter(|(_, x)| **x == a) {
+                        answer.push(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", a.as_str()).with_attr("jid", jid.as_str()));
+                    }
+                } else if let Some(role) = item.attr("role").and_then(Role::parse) {
+                    if r.occupant_of(from).is_none_or(|o| o.role != Role::Moderator) {
+                        return Err(StanzaError::forbidden());
+                    }
+                    for o in r.occupants.iter().filter(|o| o.role == role) {
+                        answer.push(
+                            Element::new("item", ns::MUC_ADMIN)
+                                .with_attr("role", role.as_str())
+                                .with_attr("nick", o.nick.as_str())
+                                .with_attr("affiliation", r.affiliation(&o.real).as_str())
+                                .with_attr("jid", o.real.as_str()),
+                        );
+                    }
+                } else {
+                    return Err(StanzaError::bad_request());
+                }
+            }
+            return Ok(Some(answer));
+        }
+        let mut out = Vec::new();
+        let mut affiliations_changed = false;
+        for item in items {
+            if let (Some(nick), Some(role)) = (item.attr("nick"), item.attr("role")) {
+                let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
+                let by = r.occupant_of(from).ok_or_else(|| StanzaError::forbidden().with_text("join the room first"))?;
+                let by = room::Occupant { nick: by.nick.clone(), real: by.real.clone(), devices: Vec::new(), role: by.role };
+                out.extend(r.set_role(&by, nick, role)?);
+            } else if let (Some(jid), Some(a)) = (item.attr("jid"), item.attr("affiliation")) {
+                let a = Affiliation::parse(a).ok_or_else(StanzaError::bad_request)?;
+                let jid = Jid::new(jid).map_err(|_| StanzaError::jid_malformed())?.to_bare();
+                out.extend(r.set_affiliation(by_affiliation, &jid, a)?);
+                affiliations_changed = true;
+            } else {
+                return Err(StanzaError::bad_request().with_text("an item names a nick and a role, or a jid and an affiliation"));
+            }
+        }
+        if affiliations_changed {
+            self.save(server, node, r).await?;
+        }
+        send(server, out).await;
+        Ok(None)
+    }
+
+    /// XEP-0313 on a room: occupants, and members of members-only rooms, page through
+    /// what the room archived.
+    async fn archive_query(&self, server: &Arc<Server>, node: &str, r: &Room, from: &Jid, q: &Element) -> Result<(Vec<Stanza>, Element), StanzaError> {
+        let member = r.affiliation(&from.to_bare()) >= Affiliation::Member;
+        let allowed = member || (!r.config.members_only && r.occupants.iter().any(|o| o.real == from.to_bare()));
+        if !allowed || !r.config.archive {
+            return Err(StanzaError::forbidden().with_text("the archive is for occupants and members"));
+        }
+        super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), from, q).await
+    }
+}
+
+fn payload_is(st: &Stanza, name: &str, namespace: &str) -> bool {
+    st.to_element().ok().and_then(|el| el.first_child().map(|p| p.is(name, namespace))).unwrap_or(false)
+}
+
+/// A refused join: the error presence comes from the nick it was sent to, with the
+/// original `<x xmlns='http://jabber.org/protocol/muc'/>` (RFC 6120 §8.3.1 allows it),
+/// so clients tell room errors apart.
+fn presence_error(st: &Stanza, e: StanzaError) -> Vec<Stanza> {
+    let mut el = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "error")
+        .with_opt_attr("id", st.id())
+        .with_opt_attr("to", st.from())
+        .with_opt_attr("from", st.to());
+    el.push(Element::new("x", ns::MUC));
+    el.push(e.to_element(ns::CLIENT));
+    vec![Stanza::from_element(&el)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_have_distinct_fields() {
+        let mut vars: Vec<_> = options::OPTIONS.iter().map(|o| o.var()).collect();
+        vars.sort_unstable();
+        let n = vars.len();
+        vars.dedup();
+        assert_eq!(vars.len(), n);
+    }
+}

@@ -1,0 +1,297 @@
+//! XEP-0045 multi-user chat over real connections: the service, room creation and
+//! configuration, joins, presence, messages, history, nick changes, private messages,
+//! roles and affiliations, and what happens when occupants go away.
+
+use std::time::Duration;
+
+use jabberwock_proto::{ns, Element};
+use jabberwock_tests::{Client, TestServer};
+
+const QUIET: Duration = Duration::from_millis(300);
+const SERVICE: &str = "conference.localhost";
+const ROOM: &str = "room@conference.localhost";
+
+fn muc_x(e: &Element) -> Option<&Element> {
+    e.child("x", ns::MUC_USER)
+}
+
+fn codes(e: &Element) -> Vec<String> {
+    muc_x(e).map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).map(str::to_owned).collect()).unwrap_or_default()
+}
+
+fn item(e: &Element) -> Option<&Element> {
+    muc_x(e)?.child("item", ns::MUC_USER)
+}
+
+fn presence_from<'a>(from: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "presence" && e.attr("from") == Some(from)
+}
+
+fn body_is<'a>(text: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "message" && e.child_text("body", ns::CLIENT).as_deref() == Some(text)
+}
+
+fn error_condition(e: &Element) -> Option<String> {
+    let error = e.child("error", ns::CLIENT)?;
+    error.children().find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text").map(|c| c.name().to_owned())
+}
+
+/// Joins `room` as `nick` and reads up to the subject, which ends the join (§7.2.16).
+async fn join(c: &mut Client, room: &str, nick: &str, extra: &str) -> Element {
+    c.send(format!("<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>{extra}</x></presence>")).await;
+    let own = format!("{room}/{nick}");
+    let me = c.expect("self-presence", |e| presence_from(&own)(e) && codes(e).contains(&"110".to_owned())).await;
+    me
+}
+
+async fn read_subject(c: &mut Client) -> Element {
+    c.expect("subject", |e| e.name() == "message" && e.child("subject", ns::CLIENT).is_some()).await
+}
+
+/// Creates `room` as an instant room (§10.1.2) with `alice`.
+async fn create_instant(alice: &mut Client, room: &str) {
+    let me = join(alice, room, "alice", "").await;
+    assert!(codes(&me).contains(&"201".to_owned()), "a new room says it was created: {me:?}");
+    assert_eq!(item(&me).and_then(|i| i.attr("affiliation")), Some("owner"));
+    read_subject(alice).await;
+    let r = alice
+        .iq("inst", &format!("<iq type='set' id='inst' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+async fn configure(c: &mut Client, room: &str, fields: &[(&str, &str)]) -> Element {
+    let fields: String = fields.iter().map(|(var, v)| format!("<field var='{var}'><value>{v}</value></field>")).collect();
+    c.iq(
+        "cfg",
+        &format!(
+            "<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>{fields}</x></query></iq>"
+        ),
+    )
+    .await
+}
+
+async fn users(server: &TestServer, names: &[&str]) {
+    for u in names {
+        server.adduser(u, "pw").await;
+    }
+}
+
+#[tokio::test]
+async fn the_service_is_discoverable_and_lists_public_rooms() {
+    let server = TestServer::start().await;
+    users(&server, &["alice"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let items = alice.iq("items", "<iq type='get' id='items' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>").await;
+    let q = items.child("query", ns::DISCO_ITEMS).expect("items");
+    assert!(q.children().any(|i| i.attr("jid") == Some(SERVICE)), "{items:?}");
+    let info = alice.iq("info", &format!("<iq type='get' id='info' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+    let q = info.child("query", ns::DISCO_INFO).expect("info");
+    assert!(q.children().any(|i| i.name() == "identity" && i.attr("category") == Some("conference") && i.attr("type") == Some("text")));
+    assert!(q.children().any(|f| f.attr("var") == Some(ns::MUC)));
+
+    create_instant(&mut alice, ROOM).await;
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_roomname", "The Room"), ("muc#roomconfig_persistentroom", "1")]).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let rooms = alice.iq("rooms", &format!("<iq type='get' id='rooms' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")).await;
+    let listed = rooms.child("query", ns::DISCO_ITEMS).unwrap().children().find(|i| i.attr("jid") == Some(ROOM)).cloned();
+    assert_eq!(listed.and_then(|i| i.attr("name").map(str::to_owned)).as_deref(), Some("The Room"));
+    let info = alice.iq("rinfo", &format!("<iq type='get' id='rinfo' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+    let features: Vec<&str> = info.child("query", ns::DISCO_INFO).unwrap().children().filter_map(|f| f.attr("var")).collect();
+    for f in [ns::MUC, "muc_persistent", "muc_public", "muc_open", "muc_unsecured", "muc_semianonymous", ns::MAM, ns::OCCUPANT_ID] {
+        assert!(features.contains(&f), "{f} missing from {features:?}");
+    }
+}
+
+#[tokio::test]
+async fn occupants_see_each_other_talk_change_nicks_and_leave() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob", "carol"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+
+    // Before it is configured, the room is the owner's alone.
+    alice.send(format!("<presence to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    alice.expect("self-presence", |e| codes(e).contains(&"201".to_owned())).await;
+    read_subject(&mut alice).await;
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let refused = bob.expect("locked room", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("item-not-found"));
+    let r = alice.iq("inst", &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><body>before bob</body></message>")).await;
+    alice.expect("own message reflected", body_is("before bob")).await;
+
+    let me = join(&mut bob, ROOM, "bob", "").await;
+    assert_eq!(item(&me).and_then(|i| i.attr("role")), Some("participant"));
+    // Semi-anonymous: bob, no moderator, does not see alice's real JID; alice does see his.
+    let seen_by_alice = alice.expect("bob arrives", presence_from("room@conference.localhost/bob")).await;
+    assert_eq!(item(&seen_by_alice).and_then(|i| i.attr("jid")), Some("bob@localhost/b"));
+    let history = bob.expect("history", body_is("before bob")).await;
+    assert_eq!(history.attr("from"), Some("room@conference.localhost/alice"));
+    assert!(history.child("delay", ns::DELAY).is_some());
+    read_subject(&mut bob).await;
+
+    // A client cannot claim an occupant-id; the room's own is stamped instead.
+    bob.send(format!("<message to='{ROOM}' type='groupchat' id='m1'><body>hello</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>")).await;
+    let at_alice = alice.expect("bob's message", body_is("hello")).await;
+    let at_bob = bob.expect("bob's own message", body_is("hello")).await;
+    assert_eq!(at_alice.attr("from"), Some("room@conference.localhost/bob"));
+    let id_of = |e: &Element| e.child("occupant-id", ns::OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned);
+    assert_eq!(id_of(&at_alice), id_of(&at_bob));
+    assert_ne!(id_of(&at_alice).as_deref(), Some("forged"));
+    let sid = at_alice.child("stanza-id", ns::SID).expect("stanza-id");
+    assert_eq!(sid.attr("by"), Some(ROOM));
+
+    // A second device of bob's joins under the same nick: others see no new occupant.
+    let mut bob2 = Client::login(server.c2s, "bob", "pw", "b2").await;
+    join(&mut bob2, ROOM, "bob", "").await;
+    read_subject(&mut bob2).await;
+    alice.expect_none(QUIET, "a second bob", presence_from("room@conference.localhost/bob")).await;
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><body>to both devices</body></message>")).await;
+    bob.expect("device one", body_is("to both devices")).await;
+    bob2.expect("device two", body_is("to both devices")).await;
+
+    // Private messages reach the occupant's devices, from the sender's occupant JID.
+    alice.send(format!("<message to='{ROOM}/bob' type='chat'><body>psst</body></message>")).await;
+    let pm = bob.expect("private message", body_is("psst")).await;
+    assert_eq!(pm.attr("from"), Some("room@conference.localhost/alice"));
+    bob2.expect("private message on the second device", body_is("psst")).await;
+
+    // Nick conflicts and changes.
+    carol.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let taken = carol.expect("nick taken", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&taken).as_deref(), Some("conflict"));
+    assert!(taken.child("x", ns::MUC).is_some(), "the error keeps the MUC payload: {taken:?}");
+    join(&mut carol, ROOM, "carol", "<history maxchars='0'/>").await;
+    carol.expect_none(QUIET, "history after maxchars=0", |e| e.child("body", ns::CLIENT).is_some() && e.child("delay", ns::DELAY).is_some()).await;
+    carol.send(format!("<presence to='{ROOM}/caroline'/>")).await;
+    let gone = alice.expect("carol's old nick", |e| presence_from("room@conference.localhost/carol")(e) && e.attr("type") == Some("unavailable")).await;
+    assert!(codes(&gone).contains(&"303".to_owned()));
+    assert_eq!(item(&gone).and_then(|i| i.attr("nick")), Some("caroline"));
+    alice.expect("carol's new nick", presence_from("room@conference.localhost/caroline")).await;
+
+    // Subject: participants may not change it by default; the owner may.
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><subject>mine</subject></message>")).await;
+    let refused = carol.expect("subject refused", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("forbidden"));
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><subject>Topic</subject></message>")).await;
+    let s = carol.expect("subject", |e| e.child_text("subject", ns::CLIENT).as_deref() == Some("Topic")).await;
+    assert_eq!(s.attr("from"), Some("room@conference.localhost/alice"));
+
+    // Self-ping (XEP-0410): joined answers, not joined is not-acceptable.
+    let pong = carol.iq("sp", &format!("<iq type='get' id='sp' to='{ROOM}/caroline'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    assert_eq!(pong.attr("type"), Some("result"));
+    let mut dave = Client::login(server.c2s, "carol", "pw", "other").await;
+    let no = dave.iq("sp2", &format!("<iq type='get' id='sp2' to='{ROOM}/caroline'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    assert_eq!(error_condition(&no).as_deref(), Some("not-acceptable"));
+
+    // Leaving, and a session that just disconnects, both end in unavailable presence.
+    carol.send(format!("<presence to='{ROOM}/caroline' type='unavailable'/>")).await;
+    let left = carol.expect("own leave", |e| e.attr("type") == Some("unavailable")).await;
+    assert!(codes(&left).contains(&"110".to_owned()));
+    alice.expect("carol left", |e| presence_from("room@conference.localhost/caroline")(e) && e.attr("type") == Some("unavailable")).await;
+    drop(bob2);
+    alice.expect_none(QUIET, "bob leaving while a device remains", |e| presence_from("room@conference.localhost/bob")(e) && e.attr("type") == Some("unavailable")).await;
+    drop(bob);
+    alice.expect("bob's last device gone", |e| presence_from("room@conference.localhost/bob")(e) && e.attr("type") == Some("unavailable")).await;
+}
+
+#[tokio::test]
+async fn passwords_members_only_kick_and_ban() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob", "carol"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    create_instant(&mut alice, ROOM).await;
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_passwordprotectedroom", "1"), ("muc#roomconfig_roomsecret", "sesame")]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let e = bob.expect("no password", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("not-authorized"));
+    join(&mut bob, ROOM, "bob", "<password>sesame</password>").await;
+    read_subject(&mut bob).await;
+
+    // Unknown fields and bad values are refused, and change nothing.
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_bogus", "1")]).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("not-acceptable"));
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_maxusers", "lots")]).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("not-acceptable"));
+    // Only owners configure; only moderators kick.
+    let r = configure(&mut bob, ROOM, &[("muc#roomconfig_roomname", "mine")]).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("forbidden"));
+    let r = bob.iq("kick", &format!("<iq type='set' id='kick' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='alice' role='none'/></query></iq>")).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("not-allowed"));
+
+    // The owner kicks bob, then bans him.
+    let r = alice.iq("kick", &format!("<iq type='set' id='kick' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='bob' role='none'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let kicked = bob.expect("kicked", |e| e.attr("type") == Some("unavailable")).await;
+    assert!(codes(&kicked).contains(&"307".to_owned()) && codes(&kicked).contains(&"110".to_owned()), "{kicked:?}");
+    let r = alice.iq("ban", &format!("<iq type='set' id='ban' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='bob@localhost' affiliation='outcast'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'><password>sesame</password></x></presence>")).await;
+    let e = bob.expect("banned", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("forbidden"));
+    let list = alice.iq("list", &format!("<iq type='get' id='list' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>")).await;
+    let q = list.child("query", ns::MUC_ADMIN).expect("list");
+    assert!(q.children().any(|i| i.attr("jid") == Some("bob@localhost")), "{list:?}");
+
+    // Members only: carol is refused until she is made a member.
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_membersonly", "1"), ("muc#roomconfig_passwordprotectedroom", "0")]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    carol.send(format!("<presence to='{ROOM}/carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let e = carol.expect("members only", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("registration-required"));
+    let r = alice.iq("mem", &format!("<iq type='set' id='mem' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='carol@localhost' affiliation='member'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    join(&mut carol, ROOM, "carol", "").await;
+
+    // The last owner cannot leave the room ownerless.
+    let r = alice.iq("own", &format!("<iq type='set' id='own' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='alice@localhost' affiliation='member'/></query></iq>")).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("conflict"));
+}
+
+#[tokio::test]
+async fn persistent_rooms_survive_a_restart_with_their_archive() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    create_instant(&mut alice, ROOM).await;
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_persistentroom", "1"), ("muc#roomconfig_roomname", "Kept")]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    for i in 0..3 {
+        alice.send(format!("<message to='{ROOM}' type='groupchat'><body>m{i}</body></message>")).await;
+        alice.expect("reflected", body_is(&format!("m{i}"))).await;
+    }
+    drop(alice);
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, "", "").await;
+
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let me = join(&mut bob, ROOM, "bob", "").await;
+    assert!(!codes(&me).contains(&"201".to_owned()), "the room was kept, not created again");
+    for i in 0..3 {
+        bob.expect("history from the archive", body_is(&format!("m{i}"))).await;
+    }
+    read_subject(&mut bob).await;
+    // XEP-0313 on the room: the archive pages with the room's stanza-ids.
+    bob.send(format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='x'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set></query></iq>")).await;
+    let mut results = Vec::new();
+    let fin = loop {
+        let e = bob.next_element().await;
+        if e.name() == "iq" {
+            break e;
+        }
+        if let Some(r) = e.child("result", ns::MAM) {
+            results.push(r.child("forwarded", ns::FORWARD).and_then(|f| f.child("message", ns::CLIENT)).and_then(|m| m.child_text("body", ns::CLIENT)).unwrap_or_default());
+        }
+    };
+    assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+    assert_eq!(results, ["m1", "m2"]);
+}
