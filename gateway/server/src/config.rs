@@ -290,11 +290,19 @@ impl Config {
             }
             *d = bare.domain().to_string();
         }
-        for domain in self.tls.keys() {
-            if !self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
-                return Err(invalid(&format!("tls.\"{domain}\""), "not one of the served domains"));
+        // Certificates are looked up by the normalized domain, so the table's keys are
+        // normalized the same way (`[tls."Example.ORG"]` serves example.org).
+        let mut tls = BTreeMap::new();
+        for (domain, paths) in std::mem::take(&mut self.tls) {
+            let key = format!("tls.\"{domain}\"");
+            let Some(served) = self.served_domain(&domain).map(str::to_owned) else {
+                return Err(invalid(&key, "not one of the served domains"));
+            };
+            if tls.insert(served, paths).is_some() {
+                return Err(invalid(&key, "another [tls] table names the same domain"));
             }
         }
+        self.tls = tls;
         if let Some(url) = &self.storage {
             if !url.starts_with("sqlite://") {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// URLs are supported")));
@@ -435,5 +443,10 @@ mod tests {
         let c = Config::parse("domains = ['Example.ORG']").unwrap();
         assert_eq!(c.domains, ["example.org"]);
         assert_eq!(c.served_domain("EXAMPLE.org"), Some("example.org"));
+        let c = Config::parse("domains = ['example.org']\n[tls.'Example.ORG']\ncert='c'\nkey='k'").unwrap();
+        assert_eq!(c.tls.keys().collect::<Vec<_>>(), ["example.org"]);
+        let e = Config::parse("domains = ['example.org']\n[tls.'Example.ORG']\ncert='c'\nkey='k'\n[tls.'example.org']\ncert='c'\nkey='k'")
+            .unwrap_err();
+        assert!(e.to_string().contains("same domain"), "{e}");
     }
 }
