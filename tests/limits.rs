@@ -23,7 +23,7 @@ fn raise_open_file_limit() -> u64 {
         limit.rlim_cur = limit.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
-    limit.rlim_cur as u64
+    u64::from(limit.rlim_cur)
 }
 
 /// Reads until the server closes the connection; how long that took, or `None` if it
