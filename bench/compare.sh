@@ -165,6 +165,11 @@ key = "$dir/key.pem"
 [limits]
 # Thousands of sessions negotiate at once on two shared cores.
 negotiation_timeout_secs = 600
+# Every session connects from 127.0.0.1.
+max_connections = 1000000
+max_connections_per_ip = 1000000
+max_unauthenticated = 1000000
+max_unauthenticated_per_ip = 1000000
 
 [auth]
 # Every account registers and logs in from 127.0.0.1: the per-address throttle, which

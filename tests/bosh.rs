@@ -32,6 +32,11 @@ async fn post(addr: SocketAddr, body: &str) -> (u16, Element) {
     (status, el)
 }
 
+/// A session-creation request.
+fn creation(wait: u32, rid: u64) -> String {
+    format!("<body xmlns='{HTTPBIND}' xmlns:xmpp='urn:xmpp:xbosh' rid='{rid}' to='localhost' wait='{wait}' hold='1' ver='1.6' xmpp:version='1.0' content='text/xml; charset=utf-8'/>")
+}
+
 struct Bosh {
     addr: SocketAddr,
     sid: String,
@@ -41,13 +46,13 @@ struct Bosh {
 impl Bosh {
     /// Creates a session; returns it with the stream features of the creation response.
     async fn create(addr: SocketAddr, wait: u32) -> (Bosh, Element) {
-        let rid = 1000;
-        let (status, body) = post(
-            addr,
-            &format!("<body xmlns='{HTTPBIND}' xmlns:xmpp='urn:xmpp:xbosh' rid='{rid}' to='localhost' wait='{wait}' hold='1' ver='1.6' xmpp:version='1.0' content='text/xml; charset=utf-8'/>"),
-        )
-        .await;
-        assert_eq!(status, 200);
+        Self::create_at(addr, wait, 1000).await
+    }
+
+    /// [`Bosh::create`] with the first request id.
+    async fn create_at(addr: SocketAddr, wait: u32, rid: u64) -> (Bosh, Element) {
+        let (status, body) = post(addr, &creation(wait, rid)).await;
+        assert_eq!(status, 200, "{}", body.to_xml_string());
         let sid = body.attr("sid").expect("sid").to_owned();
         assert_eq!(body.attr("xmpp:version"), Some("1.0"));
         assert!(body.attr("inactivity").is_some() && body.attr("requests").is_some());
@@ -214,4 +219,54 @@ async fn hostile_bosh_requests_get_errors_and_disturb_nobody() {
 
     let pong = bob.iq("p", "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     assert_eq!(pong.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn rids_beyond_the_xep_limit_are_bad_requests() {
+    let server = TestServer::start().await;
+    const MAX_RID: u64 = (1 << 53) - 1;
+    for rid in [MAX_RID + 1, u64::MAX] {
+        let (status, el) = post(server.http, &creation(1, rid)).await;
+        assert_eq!((status, el.attr("condition")), (400, Some("bad-request")), "rid {rid}");
+    }
+    // Up to the limit the session works, and the rid after it is refused.
+    let (mut bosh, _) = Bosh::create_at(server.http, 1, MAX_RID - 1).await;
+    let last = bosh.send("", "").await;
+    assert_eq!(last.attr("type"), None, "{}", last.to_xml_string());
+    let (status, el) = post(server.http, &bosh.next("", "")).await;
+    assert_eq!((status, el.attr("condition")), (400, Some("bad-request")));
+    let (status, _) = post(server.http, "<body xmlns='http://jabber.org/protocol/httpbind' rid='-1'/>").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_session_creation_flood_is_refused_and_earlier_sessions_work() {
+    let server = TestServer::start_with_tables("", "[http]\nbosh_sessions_per_ip_per_minute = 3\n").await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(Bosh::create(server.http, 1).await.0);
+    }
+    for _ in 0..5 {
+        let (status, el) = post(server.http, &creation(1, 1)).await;
+        assert_eq!((status, el.attr("type"), el.attr("condition")), (403, Some("terminate"), Some("policy-violation")));
+    }
+    for (i, bosh) in sessions.iter_mut().enumerate() {
+        let user = format!("user{i}");
+        server.adduser(&user, "secret").await;
+        assert_eq!(bosh.login(&user, "secret").await, format!("{user}@localhost/bosh"));
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_sessions_are_capped_until_they_sign_in() {
+    let server = TestServer::start_with_tables("", "[limits]\nmax_unauthenticated_per_ip = 2\n").await;
+    server.adduser("alice", "secret").await;
+    let (mut first, _) = Bosh::create(server.http, 1).await;
+    let (_second, _) = Bosh::create(server.http, 1).await;
+    let (status, el) = post(server.http, &creation(1, 1)).await;
+    assert_eq!((status, el.attr("condition")), (403, Some("policy-violation")));
+    // Signed in, a session leaves the budget of unauthenticated ones.
+    first.login("alice", "secret").await;
+    let (_third, features) = Bosh::create(server.http, 1).await;
+    assert!(features.child("mechanisms", ns::SASL).is_some());
 }

@@ -439,13 +439,21 @@ async fn a_flooding_peer_is_slowed_down_and_starves_nobody() {
 async fn connections_beyond_the_limit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let b_s2s = free_port();
-    let config = federating_config(dir.path(), B, Some(b_s2s), &[], "max_connections = 1");
+    let config = federating_config(dir.path(), B, Some(b_s2s), &[], "max_inbound_connections = 2\nmax_inbound_connections_per_ip = 1");
     let _b = TestServer::start_config(dir, config).await;
     let (_first, features) = raw_s2s(b_s2s, A, B, None).await;
     assert!(features.is("features", ns::STREAM));
-    let mut second = Client::connect(b_s2s).await;
-    second
+    // Refused at once, without waiting for a stream header: one address has one slot…
+    let second = Client::connect(b_s2s).await;
+    assert_eq!(second.read_to_close().await.stream_error().as_deref(), Some("policy-violation"));
+    // …another address takes the last one…
+    let mut third = Client::connect_from(b_s2s, "127.0.0.2".parse().unwrap()).await;
+    third
         .send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='a.example' to='b.example' version='1.0'>")
         .await;
-    assert_eq!(second.read_to_close().await.stream_error().as_deref(), Some("resource-constraint"));
+    assert!(matches!(third.next_event().await, ReadEvent::StreamOpen(_)));
+    assert!(third.next_element().await.is("features", ns::STREAM));
+    // …and then the server is full.
+    let fourth = Client::connect_from(b_s2s, "127.0.0.3".parse().unwrap()).await;
+    assert_eq!(fourth.read_to_close().await.stream_error().as_deref(), Some("resource-constraint"));
 }

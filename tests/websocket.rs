@@ -256,3 +256,36 @@ async fn wss_and_a_trusted_proxy_count_as_encrypted() {
     let mut plain = connect(&server).await;
     assert!(!mechanisms(&mut plain).await.contains(&"PLAIN".to_owned()));
 }
+
+/// Stanzas before `<open/>` (or after SASL success, before the restart's `<open/>`) reach
+/// a stream with no domain yet: they must end it with a stream error, not end the task.
+#[tokio::test]
+async fn stanzas_before_open_get_a_stream_error() {
+    let server = TestServer::start().await;
+    let mut other = bystander(&server).await;
+    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>biwsbj11c2VyLHI9YWJj</auth>";
+    let register = "<iq xmlns='jabber:client' type='set' id='r1'><query xmlns='jabber:iq:register'><username>mallory</username><password>x</password></query></iq>";
+    let bind = "<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+    let message = "<message xmlns='jabber:client' to='bystander@localhost'><body>hi</body></message>";
+    for first in [auth, register, bind, message] {
+        let mut ws = connect(&server).await;
+        send(&mut ws, first).await;
+        let err = expect(&mut ws, "stream error", |e| e.is("error", ns::STREAM)).await;
+        assert!(err.child("not-well-formed", ns::STREAM_ERRORS).is_some(), "{first}: {}", err.to_xml_string());
+        assert!(recv(&mut ws).await.is_some_and(|c| c.is("close", ns::FRAMING)), "{first}: <close/> after the error");
+        assert!(recv(&mut ws).await.is_none(), "{first}: the socket closes");
+    }
+    // After SASL success the client must open a new stream before anything else.
+    server.adduser("carol", "secret").await;
+    let mut ws = connect(&server).await;
+    open(&mut ws).await;
+    let client = jabberwock_tests::scram::Client::new("carol", "n,,", Vec::new());
+    send(&mut ws, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", client.first())).await;
+    let challenge = expect(&mut ws, "challenge", |e| e.is("challenge", ns::SASL)).await.text();
+    send(&mut ws, &format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", client.last(&challenge, "secret"))).await;
+    expect(&mut ws, "success", |e| e.is("success", ns::SASL)).await;
+    send(&mut ws, bind).await;
+    let err = expect(&mut ws, "stream error", |e| e.is("error", ns::STREAM)).await;
+    assert!(err.child("not-well-formed", ns::STREAM_ERRORS).is_some(), "{}", err.to_xml_string());
+    still_works(&mut other).await;
+}

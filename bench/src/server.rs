@@ -49,6 +49,11 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
          [limits]\n\
          # Thousands of sessions negotiate at once on two shared cores.\n\
          negotiation_timeout_secs = 600\n\
+         # Every session connects from 127.0.0.1.\n\
+         max_connections = 1000000\n\
+         max_connections_per_ip = 1000000\n\
+         max_unauthenticated = 1000000\n\
+         max_unauthenticated_per_ip = 1000000\n\
          \n\
          [auth]\n\
          # Every session registers and logs in from 127.0.0.1: keep the per-address\n\

@@ -83,6 +83,15 @@ pub struct HttpConfig {
     pub web_root: Option<PathBuf>,
     /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
     pub bosh_inactivity_secs: u64,
+    /// New BOSH sessions one client address may open per minute; more get the XEP-0124
+    /// `policy-violation` condition.
+    pub bosh_sessions_per_ip_per_minute: u32,
+    /// Time a client has to send a request's headers, from the connection's start or the
+    /// previous response; an idle keep-alive connection is closed after it too.
+    pub header_timeout_secs: u64,
+    /// A request body that sends nothing for this long is abandoned, and its connection
+    /// closed.
+    pub body_timeout_secs: u64,
 }
 
 /// Federation with other servers (RFC 6120 server-to-server streams).
@@ -104,8 +113,11 @@ pub struct S2sConfig {
     pub connect_timeout_secs: u64,
     /// A server stream with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
-    /// Most server connections at once, inbound and outbound together.
-    pub max_connections: usize,
+    /// Most inbound server connections at once, in total and from one address.
+    pub max_inbound_connections: usize,
+    pub max_inbound_connections_per_ip: usize,
+    /// Most outbound server connections at once.
+    pub max_outbound_connections: usize,
     /// Most stanzas waiting for one peer while its connection is being set up.
     pub max_queue: usize,
     /// Bytes per second one inbound server connection may send (after a burst of 1 MiB);
@@ -176,6 +188,15 @@ pub struct LimitsConfig {
     pub resume_window_secs: u64,
     /// Days a message stays in the XEP-0313 archive; 0 keeps it forever.
     pub archive_retention_days: u64,
+    /// Client connections at once (c2s and HTTP listeners together), in total and from
+    /// one address. A trusted proxy's connections count in the total only.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Client streams (c2s, WebSocket, BOSH) that have not yet bound a resource, in total
+    /// and from one address (behind a trusted proxy, the forwarded client address). A
+    /// smaller budget than connections: idle sockets cannot take the slots of users.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_ip: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -228,6 +249,9 @@ impl Default for HttpConfig {
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
             bosh_inactivity_secs: 60,
+            bosh_sessions_per_ip_per_minute: 30,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
         }
     }
 }
@@ -243,7 +267,9 @@ impl Default for S2sConfig {
             trust_store: None,
             connect_timeout_secs: 20,
             idle_timeout_secs: 600,
-            max_connections: 1000,
+            max_inbound_connections: 1000,
+            max_inbound_connections_per_ip: 50,
+            max_outbound_connections: 1000,
             max_queue: 1000,
             max_inbound_bytes_per_sec: 250_000,
             allow: Vec::new(),
@@ -280,6 +306,10 @@ impl Default for LimitsConfig {
             max_resources: 20,
             resume_window_secs: 300,
             archive_retention_days: 0,
+            max_connections: 20_000,
+            max_connections_per_ip: 100,
+            max_unauthenticated: 2_000,
+            max_unauthenticated_per_ip: 20,
         }
     }
 }
@@ -325,11 +355,19 @@ impl Config {
             }
             *d = bare.domain().to_string();
         }
-        for domain in self.tls.keys() {
-            if !self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
-                return Err(invalid(&format!("tls.\"{domain}\""), "not one of the served domains"));
+        // Certificates are looked up by the normalized domain, so the table's keys are
+        // normalized the same way (`[tls."Example.ORG"]` serves example.org).
+        let mut tls = BTreeMap::new();
+        for (domain, paths) in std::mem::take(&mut self.tls) {
+            let key = format!("tls.\"{domain}\"");
+            let Some(served) = self.served_domain(&domain).map(str::to_owned) else {
+                return Err(invalid(&key, "not one of the served domains"));
+            };
+            if tls.insert(served, paths).is_some() {
+                return Err(invalid(&key, "another [tls] table names the same domain"));
             }
         }
+        self.tls = tls;
         if let Some(url) = &self.storage {
             if !url.starts_with("sqlite://") {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// URLs are supported")));
@@ -354,6 +392,19 @@ impl Config {
         if l.max_resources == 0 {
             return Err(invalid("limits.max_resources", "must be positive"));
         }
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            ("limits.max_unauthenticated", l.max_unauthenticated),
+            ("limits.max_unauthenticated_per_ip", l.max_unauthenticated_per_ip),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if l.max_unauthenticated > l.max_connections || l.max_unauthenticated_per_ip > l.max_connections_per_ip {
+            return Err(invalid("limits.max_unauthenticated", "must not exceed the matching max_connections limit"));
+        }
         if self.auth.scram_iterations < 4096 {
             return Err(invalid("auth.scram_iterations", "must be at least 4096 (RFC 7677)"));
         }
@@ -373,6 +424,14 @@ impl Config {
         if !(1..=3600).contains(&self.http.bosh_inactivity_secs) {
             return Err(invalid("http.bosh_inactivity_secs", "must be between 1 and 3600"));
         }
+        if self.http.bosh_sessions_per_ip_per_minute == 0 {
+            return Err(invalid("http.bosh_sessions_per_ip_per_minute", "must be positive"));
+        }
+        for (key, value) in [("http.header_timeout_secs", self.http.header_timeout_secs), ("http.body_timeout_secs", self.http.body_timeout_secs)] {
+            if !(1..=300).contains(&value) {
+                return Err(invalid(key, "must be between 1 and 300"));
+            }
+        }
         let s2s = &mut self.s2s;
         for list in [&mut s2s.allow, &mut s2s.deny] {
             for d in list.iter_mut() {
@@ -390,8 +449,8 @@ impl Config {
         if s2s.connect_timeout_secs == 0 || s2s.idle_timeout_secs == 0 {
             return Err(invalid("s2s", "connect_timeout_secs and idle_timeout_secs must be positive"));
         }
-        if s2s.max_connections == 0 || s2s.max_queue == 0 {
-            return Err(invalid("s2s", "max_connections and max_queue must be positive"));
+        if s2s.max_inbound_connections == 0 || s2s.max_inbound_connections_per_ip == 0 || s2s.max_outbound_connections == 0 || s2s.max_queue == 0 {
+            return Err(invalid("s2s", "max_inbound_connections, max_inbound_connections_per_ip, max_outbound_connections and max_queue must be positive"));
         }
         let muc = &self.muc;
         if jid::DomainPart::new(&format!("{}.{}", muc.subdomain, self.domains[0])).is_err() || muc.subdomain.contains('.') {
@@ -419,6 +478,10 @@ impl Config {
             max_depth: self.limits.max_depth,
             max_attrs: self.limits.max_attributes,
         }
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.header_timeout_secs)
     }
 
     pub fn negotiation_timeout(&self) -> Duration {
@@ -463,6 +526,23 @@ mod tests {
         assert_eq!(c.domains, d.domains);
         assert_eq!(c.listen.c2s, d.listen.c2s);
         assert_eq!(c.limits.max_stanza_bytes, d.limits.max_stanza_bytes);
+        assert_eq!(c.limits.max_unauthenticated_per_ip, d.limits.max_unauthenticated_per_ip);
+        assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
+        assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        for (text, key) in [
+            ("[limits]\nmax_connections_per_ip = 0", "limits.max_connections_per_ip:"),
+            ("[limits]\nmax_connections = 10\nmax_unauthenticated = 11", "limits.max_unauthenticated:"),
+            ("[http]\nheader_timeout_secs = 0", "http.header_timeout_secs:"),
+            ("[http]\nbosh_sessions_per_ip_per_minute = 0", "http.bosh_sessions_per_ip_per_minute:"),
+            ("[s2s]\nmax_outbound_connections = 0", "s2s:"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
     }
 
     #[test]
@@ -480,5 +560,10 @@ mod tests {
         let c = Config::parse("domains = ['Example.ORG']").unwrap();
         assert_eq!(c.domains, ["example.org"]);
         assert_eq!(c.served_domain("EXAMPLE.org"), Some("example.org"));
+        let c = Config::parse("domains = ['example.org']\n[tls.'Example.ORG']\ncert='c'\nkey='k'").unwrap();
+        assert_eq!(c.tls.keys().collect::<Vec<_>>(), ["example.org"]);
+        let e = Config::parse("domains = ['example.org']\n[tls.'Example.ORG']\ncert='c'\nkey='k'\n[tls.'example.org']\ncert='c'\nkey='k'")
+            .unwrap_err();
+        assert!(e.to_string().contains("same domain"), "{e}");
     }
 }

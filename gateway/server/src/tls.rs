@@ -126,7 +126,10 @@ fn dev_certificate(domain: &str, dir: &Path) -> Result<CertifiedKey, TlsError> {
             let path = path.to_path_buf();
             move |source| TlsError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // The data directory too, when this creates it: both hold private keys.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
         let names = vec![domain.to_owned(), format!("*.{domain}")];
         let generated = rcgen::generate_simple_self_signed(names)
             .map_err(|source| TlsError::Generate { domain: domain.into(), source })?;

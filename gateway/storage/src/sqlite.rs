@@ -204,13 +204,25 @@ async fn apply_batches(writer: &SqlitePool, batches: &[&OwnedBatch]) -> Result<(
     Ok(())
 }
 
+/// Creates the database file (and its directory) readable by the server's user only,
+/// whatever the umask: SQLite gives the -wal and -shm files it creates next to the
+/// database the database file's permissions. Existing files are left as they are.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        // An empty file is a new database to SQLite.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(sqlx::Error::Io)?;
-        }
+        create_private(path).map_err(sqlx::Error::Io)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .busy_timeout(BUSY_TIMEOUT)

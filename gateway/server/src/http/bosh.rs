@@ -14,7 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{admit, origin_matches, Secure};
 use crate::server::Server;
-use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, NS_HTTPBIND};
+use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, MAX_RID, NS_HTTPBIND};
 
 pub fn routes(server: &Arc<Server>) -> Router<Arc<Server>> {
     let for_cors = server.clone();
@@ -56,9 +56,16 @@ async fn request(
     if !el.is("body", NS_HTTPBIND) {
         return bad_request();
     }
-    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()) else { return bad_request() };
+    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()).filter(|&r| r <= MAX_RID) else { return bad_request() };
     let number = |name: &str| el.attr(name).and_then(|v| v.parse::<u64>().ok());
     let Some(sid) = el.attr("sid") else {
+        // XEP-0124 §17.2: policy-violation for a client opening sessions too fast, or
+        // holding too many that have not authenticated.
+        let policy_violation = || respond(Reply::terminate(403, "policy-violation"));
+        if !server.bosh.creation_allowed(client.ip) {
+            return policy_violation();
+        }
+        let Ok(negotiating) = server.admission.negotiating.acquire(Some(client.ip)) else { return policy_violation() };
         let creation = Creation {
             rid,
             to: el.attr("to").map(str::to_owned),
@@ -66,7 +73,7 @@ async fn request(
             hold: number("hold").unwrap_or(1) as usize,
             lang: el.attr("xml:lang").map(str::to_owned),
         };
-        let (_session, rx) = BoshSession::create(server.clone(), server.bosh.clone(), creation, client.ip, client.encrypted);
+        let (_session, rx) = BoshSession::create(server.clone(), server.bosh.clone(), creation, client.ip, client.encrypted, negotiating);
         return match tokio::time::timeout(server.config.negotiation_timeout(), rx).await {
             Ok(Ok(reply)) => respond(reply),
             _ => respond(Reply::terminate(500, "internal-server-error")),

@@ -13,12 +13,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutBody;
 
+use crate::admission::{Refused, Slot};
 use crate::server::Server;
 use crate::transport::websocket;
 
@@ -62,22 +64,35 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, tls: bool) 
 }
 
 async fn serve_connection(server: Arc<Server>, app: Router, tcp: TcpStream, peer: SocketAddr, tls: bool) {
+    // A trusted proxy speaks for many clients: its connections count in the total only,
+    // and the per-address caps apply to the forwarded address of each session it opens.
+    let counted = (!server.config.http.trusted_proxies.contains(&peer.ip())).then_some(peer.ip());
+    let Ok(slot) = server.admission.connections.acquire(counted) else { return };
+    // Shared with the WebSocket a request may turn into, which outlives this connection.
+    let slot = Arc::new(slot);
     let _ = tcp.set_nodelay(true);
-    let app = app.layer(Extension(Secure(tls))).map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req
-    });
+    let body_timeout = std::time::Duration::from_secs(server.config.http.body_timeout_secs);
+    let app = app.layer(Extension(Secure(tls))).layer(Extension(slot)).map_request(
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.map(|body| TimeoutBody::new(body_timeout, body))
+        },
+    );
     let service = TowerToHyperService::new(app);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only (ALPN offers nothing else): HTTP/2 detection would wait for the
+    // first bytes with no timeout at all. The header timer starts whenever a request is
+    // awaited, so it also closes idle keep-alive connections.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(server.config.header_timeout());
     let result = if tls {
-        let handshake = tokio::time::timeout(server.config.negotiation_timeout(), server.tls.https.accept(tcp)).await;
+        let handshake = tokio::time::timeout(server.config.header_timeout(), server.tls.https.accept(tcp)).await;
         let Ok(Ok(stream)) = handshake else {
             tracing::debug!(%peer, "HTTPS handshake failed");
             return;
         };
-        builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+        builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await
     } else {
-        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await
+        builder.serve_connection(TokioIo::new(tcp), service).with_upgrades().await
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
@@ -146,6 +161,7 @@ async fn websocket_upgrade(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(secure): Extension<Secure>,
+    Extension(connection): Extension<Arc<Slot>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -163,6 +179,11 @@ async fn websocket_upgrade(
         Ok(c) => c,
         Err(refused) => return *refused,
     };
+    let negotiating = match server.admission.negotiating.acquire(Some(client.ip)) {
+        Ok(slot) => slot,
+        Err(Refused::PerAddress) => return (StatusCode::TOO_MANY_REQUESTS, "too many unauthenticated sessions from your address").into_response(),
+        Err(Refused::Total) => return (StatusCode::SERVICE_UNAVAILABLE, "too many unauthenticated sessions").into_response(),
+    };
     // Frames above the stanza limit are refused by the session with policy-violation;
     // the WebSocket layer only stops what is far beyond it.
     let frame_limit = server.config.limits.max_stanza_bytes.saturating_mul(2);
@@ -173,5 +194,5 @@ async fn websocket_upgrade(
         // small, and a larger one only takes several reads.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| websocket::serve(server, socket, client.ip, client.encrypted))
+        .on_upgrade(move |socket| websocket::serve(server, socket, client, connection, negotiating))
 }

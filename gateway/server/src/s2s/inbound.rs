@@ -15,13 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::{accept_from_peer, adopt_inbound, allowed, answer_verify, outgoing_frame, retire, verify_with_authority, BoxIo, ConnectionSlot, Outgoing, Pair};
+use super::{accept_from_peer, adopt_inbound, allowed, answer_verify, outgoing_frame, retire, verify_with_authority, BoxIo, Outgoing, Pair};
 use crate::server::Server;
 use crate::stanzas::random_id;
 use crate::stream::Frame;
 use crate::transport::rate::RateLimited;
 use crate::transport::tcp::{configure_socket, handshake, StreamTransport};
-use crate::transport::{accept_until_shutdown, Transport};
+use crate::transport::{accept_until_shutdown, refuse, Transport};
 
 /// What an inbound server connection may send at once before its rate limit applies.
 const INBOUND_BURST: u64 = 1 << 20;
@@ -66,9 +66,14 @@ enum Next {
 
 async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _guard = server.connection_guard();
+    let _slot = match server.s2s.inbound_slots.acquire(Some(peer.ip())) {
+        Ok(slot) => slot,
+        // Direct TLS would need a handshake to say why: the connection just closes.
+        Err(_) if direct_tls => return,
+        Err(refused) => return refuse(&server, tcp, refused.stream_error("server connections"), ns::SERVER).await,
+    };
     configure_socket(&tcp);
     let config = &server.config.s2s;
-    let slot = server.s2s.connection_slot(config.max_connections);
     let negotiation_deadline = Instant::now() + Duration::from_secs(config.connect_timeout_secs.max(server.config.limits.negotiation_timeout_secs));
     let limits = server.config.stream_limits();
     let tcp: BoxIo = match config.max_inbound_bytes_per_sec {
@@ -97,7 +102,7 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
         bidi: false,
         reverse: None,
     };
-    inbound.run(slot, &mut verdicts, negotiation_deadline).await;
+    inbound.run(&mut verdicts, negotiation_deadline).await;
     if let Some((pair, serial, mut rx)) = inbound.reverse.take() {
         // Stanzas that were waiting for this stream take a connection of our own.
         for st in retire(&server, &pair, serial, &mut rx) {
@@ -113,20 +118,11 @@ fn peer_chain<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Vec<CertificateD
 }
 
 impl Inbound {
-    async fn run(&mut self, slot: Option<ConnectionSlot>, verdicts: &mut mpsc::UnboundedReceiver<Verdict>, negotiation_deadline: Instant) {
+    async fn run(&mut self, verdicts: &mut mpsc::UnboundedReceiver<Verdict>, negotiation_deadline: Instant) {
         let idle = Duration::from_secs(self.server.config.s2s.idle_timeout_secs);
         let mut idle_deadline = Instant::now() + idle;
         let mut shutdown = self.server.shutdown_signal();
         let mut out = Vec::new();
-        if slot.is_none() {
-            // Read the header first, so the error goes out on a proper stream.
-            if let Some(Ok(ReadEvent::StreamOpen(h))) = self.transport.next_event().await {
-                self.answer_header(&h, &mut out);
-            }
-            self.fail(StreamError::with_text(StreamErrorCondition::ResourceConstraint, "too many server connections"), &mut out);
-            self.flush(&mut out).await;
-            return;
-        }
         loop {
             let next = tokio::select! {
                 ev = self.transport.next_event() => match ev {

@@ -14,7 +14,7 @@ mod outbound;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::Limiter;
 use crate::config::{PeerConfig, S2sConfig};
 use crate::server::Server;
 
@@ -72,7 +73,9 @@ pub struct S2s {
     outbound: Mutex<HashMap<Pair, Outbound>>,
     backoff: Mutex<HashMap<String, Backoff>>,
     verifies: Mutex<VerifyWaiters>,
-    connections: AtomicUsize,
+    /// Server connections: inbound ones in total and per address, outbound in total.
+    inbound_slots: Arc<Limiter>,
+    outbound_slots: Arc<Limiter>,
     next_serial: AtomicU64,
     /// SRV lookups; `None` when the system has no usable resolver configuration.
     resolver: Option<hickory_resolver::TokioResolver>,
@@ -97,7 +100,8 @@ impl S2s {
             outbound: Mutex::default(),
             backoff: Mutex::default(),
             verifies: Mutex::default(),
-            connections: AtomicUsize::new(0),
+            inbound_slots: Limiter::new(config.max_inbound_connections, config.max_inbound_connections_per_ip),
+            outbound_slots: Limiter::new(config.max_outbound_connections, usize::MAX),
             next_serial: AtomicU64::new(1),
             resolver,
         })
@@ -114,16 +118,6 @@ impl S2s {
     fn key_is_valid(&self, receiving: &str, originating: &str, stream_id: &str, key: &str) -> bool {
         use subtle::ConstantTimeEq;
         self.key(receiving, originating, stream_id).as_bytes().ct_eq(key.trim().as_bytes()).into()
-    }
-
-    /// Takes a slot for a server connection, if `max_connections` allows one more.
-    fn connection_slot(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
-        let previous = self.connections.fetch_add(1, Ordering::Relaxed);
-        if previous >= max {
-            self.connections.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(ConnectionSlot(self.clone()))
     }
 
     fn in_backoff(&self, remote: &str) -> bool {
@@ -159,15 +153,6 @@ impl S2s {
         if let Some(tx) = waiter {
             let _ = tx.send(valid);
         }
-    }
-}
-
-/// Counts one server connection while it lives.
-pub(crate) struct ConnectionSlot(Arc<S2s>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

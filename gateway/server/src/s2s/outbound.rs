@@ -71,11 +71,11 @@ pub(super) async fn run(server: Arc<Server>, pair: Pair, serial: u64, mut rx: mp
     let mut waiting = VecDeque::new();
     let config = &server.config.s2s;
     let deadline = Instant::now() + Duration::from_secs(config.connect_timeout_secs);
-    let slot = server.s2s.connection_slot(config.max_connections);
+    let slot = server.s2s.outbound_slots.acquire(None);
     let mut authenticated = false;
     let result = match slot {
-        None => Err(Failure::Unreachable("too many server connections".into())),
-        Some(_) => match tokio::time::timeout_at(deadline, connect(&server, &pair)).await {
+        Err(_) => Err(Failure::Unreachable("too many server connections".into())),
+        Ok(_slot) => match tokio::time::timeout_at(deadline, connect(&server, &pair)).await {
             Err(_) => Err(Failure::TimedOut),
             Ok(Err(reason)) => Err(Failure::Unreachable(reason)),
             Ok(Ok((transport, tls))) => {

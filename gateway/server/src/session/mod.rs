@@ -250,6 +250,12 @@ impl Session {
     }
 
     async fn on_stanza(&mut self, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+        // Message framing (WebSocket) can deliver a stanza before any <open/>, or after
+        // SASL success without the restart: nothing may be negotiated on a stream that
+        // is not open, and the stream's domain is not known yet.
+        if matches!(self.stage, Stage::AwaitHeader) {
+            return self.fail(StreamError::with_text(StreamErrorCondition::NotWellFormed, "the stream is not open"), out);
+        }
         if matches!(self.stage, Stage::Active) {
             return self.on_active_stanza(st, out).await;
         }

@@ -16,8 +16,9 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::{run, Ended, Transport};
+use crate::admission::Slot;
 use crate::server::Server;
-use crate::session::{Security, Session};
+use crate::session::{Security, Session, Throttle};
 use crate::stanzas::random_id;
 use crate::stream::Frame;
 
@@ -32,6 +33,8 @@ const REQUESTS: u64 = HOLD as u64 + 1;
 const MAX_PAUSE: u64 = 300;
 /// Responses kept for retransmission.
 const CACHED_RESPONSES: usize = REQUESTS as usize + 1;
+/// XEP-0124 §14.1: a rid never exceeds 2^53 - 1, so that clients in any language can count.
+pub const MAX_RID: u64 = (1 << 53) - 1;
 
 /// A response for the HTTP layer: status code and body.
 #[derive(Clone, Debug)]
@@ -63,13 +66,29 @@ pub struct Request {
     pub pause: Option<u64>,
 }
 
-/// The live sessions by sid.
-#[derive(Default)]
+/// The live sessions by sid, and the sessions each address opened lately.
 pub struct Registry {
     sessions: Mutex<HashMap<String, Arc<BoshSession>>>,
+    /// Session creations per client address in the last minute: the same sliding-window
+    /// count that throttles failed logins, here counting creations.
+    creations: Throttle,
 }
 
 impl Registry {
+    pub fn new(http: &crate::config::HttpConfig) -> Registry {
+        Registry { sessions: Mutex::default(), creations: Throttle::new(http.bosh_sessions_per_ip_per_minute, Duration::from_secs(60)) }
+    }
+
+    /// Counts a session creation from `ip`, if the address has not used up its rate.
+    pub fn creation_allowed(&self, ip: IpAddr) -> bool {
+        let key = ip.to_string();
+        let allowed = self.creations.allowed(&key);
+        if allowed {
+            self.creations.failed(&key);
+        }
+        allowed
+    }
+
     pub fn get(&self, sid: &str) -> Option<Arc<BoshSession>> {
         self.sessions.lock().expect("bosh registry").get(sid).cloned()
     }
@@ -155,6 +174,7 @@ impl State {
         }
         self.inbox.extend(req.events);
         self.waiting.push_back((req.rid, tx));
+        // Rids are at most MAX_RID (checked by the HTTP layer), far from overflowing.
         self.next_rid = req.rid + 1;
     }
 }
@@ -162,12 +182,15 @@ impl State {
 impl BoshSession {
     /// Creates the session, starts its task, and returns it with the receiver of the
     /// creation response.
+    /// `negotiating` is the session's place among unauthenticated streams, given back
+    /// once it binds a resource.
     pub fn create(
         server: Arc<Server>,
         registry: Arc<Registry>,
         c: Creation,
         ip: IpAddr,
         encrypted: bool,
+        negotiating: Slot,
     ) -> (Arc<BoshSession>, oneshot::Receiver<Reply>) {
         let wait = c.wait.clamp(1, MAX_WAIT);
         let inactivity = server.config.http.bosh_inactivity_secs;
@@ -215,7 +238,7 @@ impl BoshSession {
             wake: Notify::new(),
         });
         registry.sessions.lock().expect("bosh registry").insert(sid, session.clone());
-        tokio::spawn(serve(server, registry, session.clone(), ip, encrypted));
+        tokio::spawn(serve(server, registry, session.clone(), ip, encrypted, negotiating));
         (session, rx)
     }
 
@@ -281,13 +304,13 @@ impl BoshSession {
     }
 }
 
-async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSession>, ip: IpAddr, encrypted: bool) {
+async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSession>, ip: IpAddr, encrypted: bool, negotiating: Slot) {
     let _guard = server.connection_guard();
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
     let mut transport = BoshTransport { bosh: bosh.clone() };
-    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+    let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
     transport.close().await;
     registry.remove(&bosh.sid);

@@ -14,12 +14,15 @@ use tokio::time::{Instant, Sleep};
 use std::net::SocketAddr;
 use std::pin::Pin;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::admission::Slot;
 use crate::registry::Mailbox;
 use crate::server::Server;
 use crate::session::Session;
-use crate::stream::{Flow, Frame};
+use crate::stanzas::random_id;
+use crate::stream::{encode_stream, Flow, Frame};
 
 /// Accepts connections on `listener` and hands each to `serve` until shutdown begins.
 pub(crate) async fn accept_until_shutdown(server: &Server, listener: TcpListener, mut serve: impl FnMut(TcpStream, SocketAddr)) {
@@ -37,6 +40,19 @@ pub(crate) async fn accept_until_shutdown(server: &Server, listener: TcpListener
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Refuses a plain-text stream at once with `err`: our header, the error and the close,
+/// without waiting for the peer's header, which a peer holding sockets open never sends.
+pub(crate) async fn refuse(server: &Server, mut tcp: TcpStream, err: StreamError, content_ns: &'static str) {
+    let header = Frame::Header { from: server.config.domains[0].clone(), to: None, id: Some(random_id()) };
+    let mut out = Vec::new();
+    encode_stream(&[header, Frame::Error(err), Frame::Close], &mut out, content_ns);
+    let write = async {
+        tcp.write_all(&out).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }
 
 /// One connection's way of carrying a stream.
@@ -73,12 +89,15 @@ pub(crate) enum Ended {
     StartTls,
 }
 
-/// Feeds `session` from `transport` and its mailbox until the stream ends.
+/// Feeds `session` from `transport` and its mailbox until the stream ends. `negotiating`
+/// is the stream's place in the budget of unauthenticated streams, given back once a
+/// resource is bound.
 pub(crate) async fn run<T: Transport>(
     session: &mut Session,
     rx: &mut Mailbox,
     transport: &mut T,
     negotiation_deadline: Instant,
+    negotiating: &mut Option<Slot>,
 ) -> Ended {
     let mut shutdown = session.server.shutdown_signal();
     // Boxed and dropped once bound: a long-lived session keeps no timer.
@@ -112,6 +131,7 @@ pub(crate) async fn run<T: Transport>(
         }
         if session.is_bound() {
             negotiation = None;
+            *negotiating = None;
         }
         if !frames.is_empty() {
             session.before_write(&mut frames);

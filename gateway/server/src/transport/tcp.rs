@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::{accept_until_shutdown, run, Ended, Transport};
+use super::{accept_until_shutdown, refuse, run, Ended, Transport};
+use crate::admission::Slot;
 use crate::registry::Mailbox;
 use crate::server::Server;
 use crate::session::{Security, Session};
@@ -30,12 +31,20 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
 
 async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _guard = server.connection_guard();
+    let (_connection, negotiating) = match server.admission.client(peer.ip()) {
+        Ok(slots) => slots,
+        // Direct TLS would need a handshake to say why: the connection just closes.
+        Err(_) if direct_tls => return,
+        Err(refused) => return refuse(&server, tcp, refused.stream_error("connections"), ns::CLIENT).await,
+    };
+    let mut negotiating = Some(negotiating);
     configure_socket(&tcp);
     let deadline = Instant::now() + server.config.negotiation_timeout();
     // Each phase is boxed to its own size. A task is as large as its largest state, so
     // otherwise every idle session would keep room for the handshake and the plain stream.
-    let Some((session, rx, tls)) = Box::pin(secure(&server, tcp, peer, direct_tls, deadline)).await else { return };
-    Box::pin(run_encrypted(session, rx, StreamTransport::new(tls, server.config.stream_limits()), deadline)).await;
+    let Some((session, rx, tls)) = Box::pin(secure(&server, tcp, peer, direct_tls, deadline, &mut negotiating)).await else { return };
+    let transport = StreamTransport::new(tls, server.config.stream_limits());
+    Box::pin(run_encrypted(session, rx, transport, deadline, negotiating)).await;
 }
 
 /// Brings the connection to TLS: the handshake right away on the direct-TLS port, or once
@@ -46,6 +55,7 @@ async fn secure(
     peer: SocketAddr,
     direct_tls: bool,
     deadline: Instant,
+    negotiating: &mut Option<Slot>,
 ) -> Option<(Session, Mailbox, TlsStream<TcpStream>)> {
     if direct_tls {
         let tls = handshake(server, &server.tls.direct, tcp, deadline, peer).await?;
@@ -56,7 +66,7 @@ async fn secure(
     let security = Security { starttls_available: true, ..Default::default() };
     let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
     let mut plain = StreamTransport::new(tcp, server.config.stream_limits());
-    let ended = run(&mut session, &mut rx, &mut plain, deadline).await;
+    let ended = run(&mut session, &mut rx, &mut plain, deadline, negotiating).await;
     if ended == Ended::StartTls {
         // Bytes the client sent after <starttls/> are discarded with the plain transport.
         if let Some(tls) = handshake(server, &server.tls.starttls, plain.io, deadline, peer).await {
@@ -74,11 +84,12 @@ fn run_encrypted(
     mut rx: Mailbox,
     mut transport: StreamTransport<TlsStream<TcpStream>>,
     deadline: Instant,
+    mut negotiating: Option<Slot>,
 ) -> impl std::future::Future<Output = ()> {
     // An async block rather than an async fn: an async fn copies its arguments into its
     // body's state, so an idle session would hold its session and transport twice.
     async move {
-        let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+        let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut negotiating).await;
         Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
     }
 }

@@ -1,7 +1,6 @@
 //! RFC 7395 XMPP over WebSocket: one complete element per text message, `<open/>` and
 //! `<close/>` in the framing namespace instead of the stream tags.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,8 @@ use jabberwock_proto::{ns, reader, Element, Limits, ReadEvent, StreamError, Stre
 use tokio::time::Instant;
 
 use super::{run, Ended, Transport};
+use crate::admission::Slot;
+use crate::http::SessionPeer;
 use crate::server::Server;
 use crate::session::{Security, Session};
 use crate::stream::Frame;
@@ -19,13 +20,14 @@ use crate::stream::Frame;
 const PING_EVERY: Duration = Duration::from_secs(30);
 const DEAD_AFTER: Duration = Duration::from_secs(90);
 
-pub async fn serve(server: Arc<Server>, socket: WebSocket, ip: IpAddr, encrypted: bool) {
+/// Runs the stream of an upgraded connection, which keeps the HTTP connection's slot.
+pub async fn serve(server: Arc<Server>, socket: WebSocket, client: SessionPeer, _connection: Arc<Slot>, negotiating: Slot) {
     let _guard = server.connection_guard();
     let deadline = Instant::now() + server.config.negotiation_timeout();
-    let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
-    let (mut session, mut rx) = Session::new(server.clone(), ip, security);
+    let security = Security { encrypted: client.encrypted, starttls_available: false, channel_bindings: Vec::new() };
+    let (mut session, mut rx) = Session::new(server.clone(), client.ip, security);
     let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now() };
-    let ended = run(&mut session, &mut rx, &mut transport, deadline).await;
+    let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
 
