@@ -295,3 +295,50 @@ async fn persistent_rooms_survive_a_restart_with_their_archive() {
     assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
     assert_eq!(results, ["m1", "m2"]);
 }
+
+#[tokio::test]
+async fn hostile_input_gets_the_xep_errors_and_others_carry_on() {
+    let server = TestServer::start_with_tables("", "[muc]\nmax_rooms_per_user = 3\nmax_messages_per_sec = 5\nmax_text_bytes = 1000").await;
+    users(&server, &["alice", "mallory"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut mallory = Client::login(server.c2s, "mallory", "pw", "m").await;
+    create_instant(&mut alice, ROOM).await;
+    join(&mut mallory, ROOM, "mallory", "").await;
+    read_subject(&mut mallory).await;
+
+    // A flood: the first burst is reflected, the rest refused with policy-violation.
+    for i in 0..20 {
+        mallory.send(format!("<message to='{ROOM}' type='groupchat'><body>flood {i}</body></message>")).await;
+    }
+    let refused = mallory.expect("flood refused", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("policy-violation"));
+    alice.expect("the burst", body_is("flood 0")).await;
+    alice.expect_none(QUIET, "the flood's tail", body_is("flood 19")).await;
+
+    // A subject longer than the limit, a non-occupant's message, an admin iq from a
+    // participant, a nick longer than a resource may be.
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><subject>{}</subject></message>", "x".repeat(2000))).await;
+    let e = alice.expect("long subject", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("not-acceptable"));
+    let mut outsider = Client::login(server.c2s, "alice", "pw", "outside").await;
+    outsider.send(format!("<message to='{ROOM}' type='groupchat'><body>sneaking in</body></message>")).await;
+    let e = outsider.expect("not an occupant", |e| e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("not-acceptable"));
+    let e = mallory.iq("adm", &format!("<iq type='set' id='adm' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='alice@localhost' affiliation='outcast'/></query></iq>")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("not-allowed"));
+    mallory.send(format!("<presence to='{ROOM}/{}'><x xmlns='http://jabber.org/protocol/muc'/></presence>", "n".repeat(1100))).await;
+    let e = mallory.expect("bad nick", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("jid-malformed"));
+
+    // Joining room after room: the fourth is refused.
+    for n in 1..=2 {
+        join(&mut mallory, &format!("r{n}@{SERVICE}"), "m", "").await;
+    }
+    mallory.send(format!("<presence to='r3@{SERVICE}/m'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let e = mallory.expect("too many rooms", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("resource-constraint"));
+
+    // The room still works for everyone else.
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><body>still here</body></message>")).await;
+    alice.expect("room works", body_is("still here")).await;
+}

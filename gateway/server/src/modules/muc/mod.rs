@@ -141,11 +141,27 @@ impl RoomService {
     }
 
     fn limits(&self) -> Limits {
-        Limits { max_users: self.config.max_occupants, max_text_bytes: self.config.max_text_bytes }
+        Limits {
+            max_users: self.config.max_occupants,
+            max_text_bytes: self.config.max_text_bytes,
+            messages_per_sec: self.config.max_messages_per_sec,
+        }
     }
 
     fn live_rooms(&self) -> Vec<SharedRoom> {
         self.rooms.lock().expect("rooms").values().cloned().collect()
+    }
+
+    /// How many rooms other than `node` the account has joined on this service.
+    async fn joined_elsewhere(&self, node: &str, real: &BareJid) -> usize {
+        let mut n = 0;
+        for room in self.live_rooms() {
+            let r = room.lock().await;
+            if r.jid.node().is_some_and(|x| x.as_str() != node) && r.occupants.iter().any(|o| &o.real == real) {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The room in memory, or loaded from storage if it is persistent.
@@ -206,6 +222,9 @@ impl RoomService {
         if !matches!(st.stanza_type(), None | Some("unavailable")) {
             return Vec::new();
         }
+        if !unavailable && self.joined_elsewhere(node, &from.to_bare()).await >= self.config.max_rooms_per_user {
+            return presence_error(&st, StanzaError::resource_constraint().with_text("you are in too many rooms here"));
+        }
         let existing = self.find(server, node).await;
         let (room, created) = match existing {
             Some(r) => (r, false),
@@ -264,7 +283,7 @@ impl RoomService {
         };
         let mut r = room.lock().await;
         match st.stanza_type() {
-            Some("groupchat") => match r.groupchat(from, &st, self.config.max_text_bytes) {
+            Some("groupchat") => match r.groupchat(from, &st, &self.limits()) {
                 Ok((out, archived)) => {
                     if let Some((id, stamp_us, el)) = archived {
                         let payload = el.to_bytes();
@@ -488,9 +507,7 @@ impl RoomService {
         for item in items {
             if let (Some(nick), Some(role)) = (item.attr("nick"), item.attr("role")) {
                 let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
-                let by = r.occupant_of(from).ok_or_else(|| StanzaError::forbidden().with_text("join the room first"))?;
-                let by = room::Occupant { nick: by.nick.clone(), real: by.real.clone(), devices: Vec::new(), role: by.role };
-                out.extend(r.set_role(&by, nick, role)?);
+                out.extend(r.set_role(from, nick, role)?);
             } else if let (Some(jid), Some(a)) = (item.attr("jid"), item.attr("affiliation")) {
                 let a = Affiliation::parse(a).ok_or_else(StanzaError::bad_request)?;
                 let jid = Jid::new(jid).map_err(|_| StanzaError::jid_malformed())?.to_bare();

@@ -56,10 +56,12 @@ impl Default for RoomConfig {
     }
 }
 
-/// The limits an option checks submitted values against.
+/// The service's limits, which options and rooms check against.
 pub struct Limits {
     pub max_users: u32,
     pub max_text_bytes: usize,
+    /// Groupchat messages per second one occupant may send, after a burst of as many.
+    pub messages_per_sec: u32,
 }
 
 pub trait RoomOption: Sync {

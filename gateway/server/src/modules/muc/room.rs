@@ -3,6 +3,7 @@
 //! stanzas to send, fully addressed, and the service sends them.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -11,7 +12,7 @@ use jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::options::{RoomConfig, MAX_HISTORY, OPTIONS};
+use super::options::{Limits, RoomConfig, MAX_HISTORY, OPTIONS};
 use crate::stanzas::random_id;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,6 +106,28 @@ pub struct Occupant {
     pub real: BareJid,
     pub devices: Vec<Device>,
     pub role: Role,
+    /// Groupchat messages it may still send now (a token bucket).
+    allowance: f32,
+    refilled: Instant,
+}
+
+impl Occupant {
+    fn new(nick: String, real: BareJid, role: Role) -> Occupant {
+        Occupant { nick, real, devices: Vec::new(), role, allowance: f32::MAX, refilled: Instant::now() }
+    }
+
+    /// Takes one message from the occupant's allowance of `rate` a second.
+    fn spend(&mut self, rate: u32) -> bool {
+        let now = Instant::now();
+        let rate = rate as f32;
+        self.allowance = (self.allowance + now.duration_since(self.refilled).as_secs_f32() * rate).min(rate);
+        self.refilled = now;
+        if self.allowance < 1.0 {
+            return false;
+        }
+        self.allowance -= 1.0;
+        true
+    }
 }
 
 /// A request to enter the room.
@@ -312,8 +335,9 @@ impl Room {
                 at
             }
             None => {
-                let role = self.role_for(join.affiliation);
-                self.occupants.push(Occupant { nick: join.nick.to_owned(), real, devices: vec![device], role });
+                let mut o = Occupant::new(join.nick.to_owned(), real, self.role_for(join.affiliation));
+                o.devices.push(device);
+                self.occupants.push(o);
                 self.occupants.len() - 1
             }
         };
@@ -451,11 +475,16 @@ impl Room {
     /// A groupchat message from a device: reflected to everyone with the room's
     /// stanza-id and the sender's occupant-id (§7.4), or a subject change (§8.1).
     /// Returns the stanzas and, for a message to archive, its id, stamp and stanza.
-    pub fn groupchat(&mut self, from: &Jid, st: &Stanza, max_text: usize) -> Result<(Out, Option<(String, i64, Element)>), StanzaError> {
-        let o = self.occupant_of(from).ok_or_else(|| StanzaError::not_acceptable().with_text("join the room first"))?;
-        if o.role < Role::Participant {
+    pub fn groupchat(&mut self, from: &Jid, st: &Stanza, limits: &Limits) -> Result<(Out, Option<(String, i64, Element)>), StanzaError> {
+        let at = self.index_of(from).ok_or_else(|| StanzaError::not_acceptable().with_text("join the room first"))?;
+        if self.occupants[at].role < Role::Participant {
             return Err(StanzaError::forbidden().with_text("visitors may not speak in this room"));
         }
+        if !self.occupants[at].spend(limits.messages_per_sec) {
+            return Err(StanzaError::policy_violation().with_text("too many messages; slow down"));
+        }
+        let max_text = limits.max_text_bytes;
+        let o = &self.occupants[at];
         let mut el = st.to_element().map_err(|_| StanzaError::bad_request())?;
         let subject = el.child("subject", ns::CLIENT).map(Element::text);
         let is_subject_change = subject.is_some() && el.child("body", ns::CLIENT).is_none();
@@ -526,14 +555,15 @@ impl Room {
         out
     }
 
-    /// Changes an occupant's role (§8.4–§8.5, §9.6–9.7): `by` is the requester's.
-    pub fn set_role(&mut self, by: &Occupant, nick: &str, role: Role) -> Result<Out, StanzaError> {
+    /// Changes an occupant's role (§8.4–§8.5, §9.6–9.7) at the request of the device `by`.
+    pub fn set_role(&mut self, by: &Jid, nick: &str, role: Role) -> Result<Out, StanzaError> {
+        let requester = self.occupant_of(by).ok_or_else(|| StanzaError::forbidden().with_text("join the room first"))?;
+        let (by_role, by_affiliation) = (requester.role, self.affiliation(&requester.real));
         let at = self.occupants.iter().position(|o| o.nick == nick).ok_or_else(StanzaError::item_not_found)?;
         let target_affiliation = self.affiliation(&self.occupants[at].real);
-        let by_affiliation = self.affiliation(&by.real);
         let allowed = match role {
             // Moderators kick, voice and devoice those below admin; admins make moderators.
-            Role::None | Role::Visitor | Role::Participant => by.role == Role::Moderator && target_affiliation < Affiliation::Admin,
+            Role::None | Role::Visitor | Role::Participant => by_role == Role::Moderator && target_affiliation < Affiliation::Admin,
             Role::Moderator => by_affiliation >= Affiliation::Admin,
         };
         if !allowed {
