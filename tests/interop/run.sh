@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the slixmpp interop suites (slixmpp_suite.py, then slixmpp_modern.py) against a real `jabberwock` server.
+# Runs the slixmpp interop suites (slixmpp_suite.py, slixmpp_modern.py, then
+# slixmpp_muc.py) against a real `jabberwock` server.
 #
 # Builds nothing: the server binary is $JABBERWOCK_BIN (default target/debug/jabberwock).
 # The suite's virtualenv comes from scripts/setup-test-env.sh. The server gets a fresh
@@ -14,6 +15,7 @@ SUITE_NAME=interop
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 SUITE="$REPO_ROOT/tests/interop/slixmpp_suite.py"
 MODERN_SUITE="$REPO_ROOT/tests/interop/slixmpp_modern.py"
+MUC_SUITE="$REPO_ROOT/tests/interop/slixmpp_muc.py"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 
 jw_begin
@@ -68,6 +70,14 @@ if [ "$modern_rc" -eq 124 ]; then
     say "the modern-extensions suite was killed after 100 s"
 fi
 [ "$modern_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$modern_rc"
+
+# Group chat (XEP-0045 and friends) with the same accounts, on conference.$DOMAIN.
+muc_rc=0
+timeout --kill-after=5 100 "$PY" "$MUC_SUITE" "${modern_args[@]}" || muc_rc=$?
+if [ "$muc_rc" -eq 124 ]; then
+    say "the group chat suite was killed after 100 s"
+fi
+[ "$muc_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$muc_rc"
 
 jw_check_server || [ "$suite_rc" -ne 0 ] || suite_rc=1
 
