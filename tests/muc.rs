@@ -342,3 +342,88 @@ async fn hostile_input_gets_the_xep_errors_and_others_carry_on() {
     alice.send(format!("<message to='{ROOM}' type='groupchat'><body>still here</body></message>")).await;
     alice.expect("room works", body_is("still here")).await;
 }
+
+#[tokio::test]
+async fn invitations_relayed_iqs_moderation_and_destruction() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob", "carol"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    create_instant(&mut alice, ROOM).await;
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_membersonly", "1")]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    // Invitations go to bare JIDs: the invitees are available.
+    for c in [&mut bob, &mut carol] {
+        c.send("<presence/>").await;
+    }
+
+    // A mediated invitation makes bob a member of the members-only room.
+    alice.send(format!("<message to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='bob@localhost'><reason>join us</reason></invite></x></message>")).await;
+    let inv = bob.expect("invitation", |e| e.name() == "message" && muc_x(e).is_some_and(|x| x.child("invite", ns::MUC_USER).is_some())).await;
+    assert_eq!(inv.attr("from"), Some(ROOM));
+    let invite = muc_x(&inv).unwrap().child("invite", ns::MUC_USER).unwrap();
+    assert_eq!(invite.attr("from"), Some("alice@localhost/a"));
+    assert_eq!(invite.child_text("reason", ns::MUC_USER).as_deref(), Some("join us"));
+    join(&mut bob, ROOM, "bob", "").await;
+    read_subject(&mut bob).await;
+    // carol declines hers; alice learns it from the room.
+    alice.send(format!("<message to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='carol@localhost'/></x></message>")).await;
+    carol.expect("invitation", |e| muc_x(e).is_some_and(|x| x.child("invite", ns::MUC_USER).is_some())).await;
+    carol.send(format!("<message to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc#user'><decline to='alice@localhost/a'><reason>busy</reason></decline></x></message>")).await;
+    let declined = alice.expect("decline", |e| muc_x(e).is_some_and(|x| x.child("decline", ns::MUC_USER).is_some())).await;
+    assert_eq!(muc_x(&declined).unwrap().child("decline", ns::MUC_USER).unwrap().attr("from"), Some("carol@localhost"));
+    // A participant may not invite while the room does not allow it.
+    bob.send(format!("<message to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='carol@localhost'/></x></message>")).await;
+    let e = bob.expect("invite refused", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("forbidden"));
+
+    // An iq to an occupant JID reaches its client, and the answer comes back to the asker.
+    alice.send(format!("<iq type='get' id='ver1' to='{ROOM}/bob'><query xmlns='jabber:iq:version'/></iq>")).await;
+    let asked = bob.expect("relayed iq", |e| e.name() == "iq" && e.attr("type") == Some("get")).await;
+    assert_eq!(asked.attr("from"), Some("room@conference.localhost/alice"));
+    let relay_id = asked.attr("id").unwrap().to_owned();
+    bob.send(format!("<iq type='result' id='{relay_id}' to='{ROOM}/alice'><query xmlns='jabber:iq:version'><name>bobclient</name></query></iq>")).await;
+    let answer = alice.expect("relayed answer", |e| e.name() == "iq" && e.attr("id") == Some("ver1")).await;
+    assert_eq!(answer.attr("from"), Some("room@conference.localhost/bob"));
+    assert_eq!(answer.child("query", "jabber:iq:version").and_then(|q| q.child_text("name", "jabber:iq:version")).as_deref(), Some("bobclient"));
+
+    // XEP-0425: the owner retracts bob's message; everyone is told; the archive keeps a tombstone.
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>regrettable</body></message>")).await;
+    let msg = alice.expect("bob's message", body_is("regrettable")).await;
+    let id = msg.child("stanza-id", ns::SID).and_then(|s| s.attr("id")).unwrap().to_owned();
+    let r = bob.iq("mod1", &format!("<iq type='set' id='mod1' to='{ROOM}'><moderate id='{id}' xmlns='urn:xmpp:message-moderate:1'><retract xmlns='urn:xmpp:message-retract:1'/></moderate></iq>")).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("forbidden"), "a participant cannot moderate");
+    let r = alice.iq("mod2", &format!("<iq type='set' id='mod2' to='{ROOM}'><moderate id='{id}' xmlns='urn:xmpp:message-moderate:1'><retract xmlns='urn:xmpp:message-retract:1'/><reason>spam</reason></moderate></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let retraction = bob.expect("retraction", |e| e.child("retract", ns::MESSAGE_RETRACT).is_some()).await;
+    let retract = retraction.child("retract", ns::MESSAGE_RETRACT).unwrap();
+    assert_eq!(retract.attr("id"), Some(id.as_str()));
+    assert_eq!(retract.child("moderated", ns::MESSAGE_MODERATE).and_then(|m| m.attr("by")), Some("room@conference.localhost/alice"));
+    bob.send(format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'/></iq>")).await;
+    let mut tombstone = None;
+    loop {
+        let e = bob.next_element().await;
+        if e.name() == "iq" {
+            break;
+        }
+        let Some(result) = e.child("result", ns::MAM) else { continue };
+        let m = result.child("forwarded", ns::FORWARD).and_then(|f| f.child("message", ns::CLIENT)).unwrap();
+        assert!(m.child_text("body", ns::CLIENT).as_deref() != Some("regrettable"), "the retracted text is gone from the archive");
+        if result.attr("id") == Some(id.as_str()) {
+            tombstone = m.child("retracted", ns::MESSAGE_RETRACT).cloned();
+        }
+    }
+    assert!(tombstone.is_some(), "the archive keeps a tombstone under the message's id");
+
+    // Destruction: everyone leaves with the alternate venue; the room is gone.
+    let r = bob.iq("d1", &format!("<iq type='set' id='d1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='new@{SERVICE}'/></query></iq>")).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("forbidden"));
+    let r = alice.iq("d2", &format!("<iq type='set' id='d2' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='new@{SERVICE}'><reason>moving</reason></destroy></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let gone = bob.expect("destroyed", |e| e.attr("type") == Some("unavailable")).await;
+    let destroy = muc_x(&gone).and_then(|x| x.child("destroy", ns::MUC_USER)).expect("destroy element");
+    assert_eq!(destroy.attr("jid"), Some("new@conference.localhost"));
+    let info = bob.iq("i", &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+    assert_eq!(error_condition(&info).as_deref(), Some("item-not-found"), "the destroyed room is gone: {info:?}");
+}

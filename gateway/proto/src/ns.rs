@@ -66,3 +66,5 @@ pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const CONFERENCE: &str = "jabber:x:conference";
+pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
+pub const MESSAGE_MODERATE: &str = "urn:xmpp:message-moderate:1";

@@ -30,6 +30,7 @@ pub async fn run_all(store: &Store) {
     archive_paging(store).await;
     archive_unknown_ids(store).await;
     archive_delete(store).await;
+    archive_replace(store).await;
     archive_batch(store).await;
     archive_expire(store).await;
     isolation(store).await;
@@ -1052,6 +1053,28 @@ async fn archive_unknown_ids(store: &Store) {
             );
         }
     }
+}
+
+/// Replacing a payload keeps the item's id, stamp and place, and touches nothing else.
+async fn archive_replace(store: &Store) {
+    let u = user("archive-replace");
+    let neighbour = user("archive-replace-2");
+    let items = [("r0", 100, "x@example.com"), ("r1", 200, "y@example.com"), ("r2", 300, "x@example.com")];
+    append(store, u, "muc", &items).await;
+    append(store, neighbour, "muc", &items).await;
+    store.archive_replace(u, "muc", "r1", BINARY).await.unwrap();
+    let all = store.archive_query(u, "muc", &ArchiveQuery::default()).await.unwrap();
+    let got: Vec<(&str, i64, &str, &[u8])> =
+        all.items.iter().map(|i| (i.id.as_str(), i.stamp_us, i.with.as_str(), i.payload.as_slice())).collect();
+    assert_eq!(
+        got,
+        [("r0", 100, "x@example.com", &b"r0"[..]), ("r1", 200, "y@example.com", BINARY), ("r2", 300, "x@example.com", &b"r2"[..])],
+        "only r1's payload changes"
+    );
+    let theirs = store.archive_query(neighbour, "muc", &ArchiveQuery::default()).await.unwrap();
+    assert_eq!(theirs.items[1].payload, b"r1", "another user's item with the same id is untouched");
+    let r = store.archive_replace(u, "muc", "missing", b"x").await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "replacing a missing id: {r:?}");
 }
 
 async fn archive_delete(store: &Store) {

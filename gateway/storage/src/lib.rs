@@ -226,6 +226,12 @@ impl Store {
         dispatch!(self, s => s.archive_expire(store, older_than_us).await)
     }
 
+    /// Replaces the payload of item `id`, keeping its place and stamp (a retracted
+    /// message's tombstone). Fails with [`StorageError::NotFound`] when there is no such item.
+    pub async fn archive_replace(&self, u: UserRef<'_>, store: &str, id: &str, payload: &[u8]) -> Result<()> {
+        dispatch!(self, s => s.archive_replace(u, store, id, payload).await)
+    }
+
     /// Returns the number of items deleted.
     pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
         dispatch!(self, s => s.archive_delete(u, store, which).await)

@@ -584,6 +584,24 @@ impl SqliteStore {
         Ok(deleted)
     }
 
+    pub async fn archive_replace(&self, u: UserRef<'_>, store: &str, id: &str, payload: &[u8]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query("UPDATE archive SET payload = ? WHERE host = ? AND username = ? AND store = ? AND id = ?")
+            .bind(payload)
+            .bind(u.host)
+            .bind(u.user)
+            .bind(store)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StorageError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn archive_delete(
         &self,
         u: UserRef<'_>,

@@ -10,8 +10,10 @@
 //! Storage, under the service's domain: map `muc_rooms` (room → [`room::Stored`] as
 //! JSON) for persistent rooms, and the archive `muc` of each room.
 
+mod invite;
 mod max_users;
 mod members_only;
+mod moderation;
 pub mod options;
 mod password;
 pub mod room;
@@ -29,7 +31,7 @@ use crate::config::MucConfig;
 use crate::registry::ConnId;
 use crate::routing::route;
 use crate::server::Server;
-use crate::stanzas::{bounce_reply, error_reply, iq_result, xep0082};
+use crate::stanzas::{bounce_reply, error_reply, iq_result, now_us, random_id, xep0082};
 use options::{Limits, RoomConfig};
 use room::{Affiliation, Join, Role, Room, Stored};
 
@@ -108,8 +110,8 @@ async fn send(server: &Arc<Server>, out: Vec<Stanza>) {
 impl Service for RoomService {
     async fn handle(&self, server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> {
         // Errors from occupants' servers are not acted on: an undeliverable message does
-        // not make a live occupant leave.
-        if st.stanza_type() == Some("error") {
+        // not make a live occupant leave. (Iq errors are answers, relayed below.)
+        if st.stanza_type() == Some("error") && st.kind() != StanzaKind::Iq {
             return Vec::new();
         }
         let Some(from) = st.from().and_then(|f| Jid::new(f).ok()) else { return Vec::new() };
@@ -302,7 +304,22 @@ impl RoomService {
                 }
                 Err(e) => bounce_reply(&st, e),
             },
-            _ => bounce_reply(&st, StanzaError::bad_request().with_text("only groupchat messages go to a room")),
+            _ => {
+                let x = st.to_element().ok().and_then(|el| el.child("x", ns::MUC_USER).cloned());
+                let Some(x) = x else {
+                    return bounce_reply(&st, StanzaError::bad_request().with_text("only groupchat messages and invitations go to a room"));
+                };
+                match r.invitation(from, &x) {
+                    Ok(invited) => {
+                        if invited.affiliations_changed {
+                            let _ = self.save(server, node, &r).await;
+                        }
+                        send(server, invited.out).await;
+                        Vec::new()
+                    }
+                    Err(e) => bounce_reply(&st, e),
+                }
+            }
         }
     }
 
@@ -323,20 +340,31 @@ impl RoomService {
         }
     }
 
-    /// XEP-0410: an occupant pinging its own occupant JID learns it is still joined.
+    /// Iqs to an occupant JID. XEP-0410: an occupant pinging its own occupant JID learns
+    /// it is still joined. Other requests are relayed to the occupant's newest device,
+    /// under an id that carries the requester, and the answer is relayed back.
     async fn occupant_iq(&self, server: &Arc<Server>, node: &str, from: &Jid, nick: &str, st: Stanza) -> Vec<Stanza> {
-        if !matches!(st.stanza_type(), Some("get" | "set")) {
-            return Vec::new();
-        }
+        let request = matches!(st.stanza_type(), Some("get" | "set"));
         let room = self.find(server, node).await;
-        let joined_as = match &room {
-            Some(room) => room.lock().await.occupant_of(from).map(|o| o.nick.clone()),
-            None => None,
+        let relayed = match &room {
+            Some(room) => {
+                let r = room.lock().await;
+                if request {
+                    r.relay_request(from, nick, &st)
+                } else {
+                    r.relay_answer(from, nick, &st).map(Some).ok_or_else(StanzaError::bad_request)
+                }
+            }
+            None => Err(StanzaError::not_acceptable().with_text("not an occupant of this room")),
         };
-        match joined_as {
-            None => vec![error_reply(&st, StanzaError::not_acceptable().with_text("not an occupant of this room"))],
-            Some(own) if own == nick && payload_is(&st, "ping", ns::PING) => vec![iq_result(&st, None)],
-            Some(_) => vec![error_reply(&st, StanzaError::service_unavailable().with_text("iqs to other occupants are not relayed"))],
+        match relayed {
+            Ok(Some(out)) => {
+                route(server, out).await;
+                Vec::new()
+            }
+            Ok(None) => vec![iq_result(&st, None)],
+            Err(_) if !request => Vec::new(),
+            Err(e) => vec![error_reply(&st, e)],
         }
     }
 
@@ -416,6 +444,7 @@ impl RoomService {
                 ("ping", ns::PING, true) => Ok(None),
                 ("query", ns::MUC_OWNER, _) => self.owner(server, node, &mut r, from, payload, get).await,
                 ("query", ns::MUC_ADMIN, _) => self.admin(server, node, &mut r, from, payload, get).await,
+                ("moderate", ns::MESSAGE_MODERATE, false) => self.moderate(server, node, &mut r, from, payload).await.map(|()| None),
                 ("query", ns::MAM, false) => self.archive_query(server, node, &r, from, payload).await.map(|(results, fin)| {
                     before = results;
                     Some(fin)
@@ -524,6 +553,30 @@ impl RoomService {
         Ok(None)
     }
 
+    /// XEP-0425: the retraction goes to everyone and into the archive, and the message's
+    /// archived copy becomes a tombstone.
+    async fn moderate(&self, server: &Arc<Server>, node: &str, r: &mut Room, from: &Jid, request: &Element) -> Result<(), StanzaError> {
+        let id = request.attr("id").unwrap_or_default().to_owned();
+        let m = r.moderate(from, request)?;
+        if r.config.archive {
+            match server.store.archive_replace(self.store_ref(node), ARCHIVE, &id, &m.tombstone.to_bytes()).await {
+                Ok(()) => {}
+                Err(jabberwock_storage::StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such message")),
+                Err(e) => {
+                    tracing::error!(error = %e, room = %r.jid, "replacing a moderated message failed");
+                    return Err(StanzaError::internal_server_error());
+                }
+            }
+            let payload = m.announcement.to_bytes();
+            let item = NewArchiveItem { id: &random_id(), stamp_us: now_us(), with: "", payload: &payload };
+            if let Err(e) = server.store.archive_append(self.store_ref(node), ARCHIVE, item, None).await {
+                tracing::error!(error = %e, room = %r.jid, "archiving a retraction failed");
+            }
+        }
+        send(server, m.out).await;
+        Ok(())
+    }
+
     /// XEP-0313 on a room: occupants, and members of members-only rooms, page through
     /// what the room archived.
     async fn archive_query(&self, server: &Arc<Server>, node: &str, r: &Room, from: &Jid, q: &Element) -> Result<(Vec<Stanza>, Element), StanzaError> {
@@ -534,10 +587,6 @@ impl RoomService {
         }
         super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), from, q).await
     }
-}
-
-fn payload_is(st: &Stanza, name: &str, namespace: &str) -> bool {
-    st.to_element().ok().and_then(|el| el.first_child().map(|p| p.is(name, namespace))).unwrap_or(false)
 }
 
 /// A refused join: the error presence comes from the nick it was sent to, with the

@@ -236,12 +236,12 @@ impl Room {
         self.occupants.iter().position(|o| o.devices.iter().any(|d| &d.jid == jid))
     }
 
-    fn nick_jid(&self, nick: &str) -> String {
+    pub(super) fn nick_jid(&self, nick: &str) -> String {
         format!("{}/{nick}", self.jid)
     }
 
     /// XEP-0421: a stable id per real bare JID, that tells nothing of it.
-    fn occupant_id(&self, real: &BareJid) -> String {
+    pub(super) fn occupant_id(&self, real: &BareJid) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.occupant_key.as_bytes()).expect("HMAC takes any key length");
         mac.update(real.as_str().as_bytes());
         base64::engine::general_purpose::STANDARD.encode(&mac.finalize().into_bytes()[..16])
@@ -408,7 +408,22 @@ impl Room {
         }
     }
 
-    fn keep(&mut self, stamp: String, message: Element) {
+    /// The kept message the room gave `id`.
+    pub(super) fn kept_message(&self, id: &str) -> Option<Element> {
+        let room = self.jid.as_str();
+        self.history.iter().find(|k| super::moderation::room_id_of(&k.message, room) == Some(id)).map(|k| k.message.clone())
+    }
+
+    /// Puts `replacement` in the place of the kept message `id` (a retraction's tombstone).
+    pub(super) fn replace_kept(&mut self, id: &str, replacement: &Element) {
+        let room = self.jid.to_string();
+        if let Some(k) = self.history.iter_mut().find(|k| super::moderation::room_id_of(&k.message, &room) == Some(id)) {
+            self.history_bytes = self.history_bytes + replacement.to_bytes().len() - k.message.to_bytes().len();
+            k.message = replacement.clone();
+        }
+    }
+
+    pub(super) fn keep(&mut self, stamp: String, message: Element) {
         self.history_bytes += message.to_bytes().len();
         self.history.push_back(Kept { stamp, message });
         while self.history.len() > MAX_HISTORY as usize || self.history_bytes > MAX_HISTORY_BYTES {
@@ -515,7 +530,7 @@ impl Room {
     }
 
     /// `el` (a message from the room or an occupant) to every device in the room.
-    fn to_everyone(&self, el: &Element) -> Out {
+    pub(super) fn to_everyone(&self, el: &Element) -> Out {
         let mut out = Vec::new();
         for d in self.occupants.iter().flat_map(|o| &o.devices) {
             let mut copy = el.clone();
@@ -544,6 +559,40 @@ impl Room {
             out.push(Stanza::from_element(&copy));
         }
         Ok(out)
+    }
+
+    /// An iq get or set from the device `from` to the occupant `nick`: `None` when the
+    /// room answers it itself (a XEP-0410 self-ping), else the iq to relay to the
+    /// occupant's newest device, with an id that names the requester.
+    pub fn relay_request(&self, from: &Jid, nick: &str, st: &Stanza) -> Result<Option<Stanza>, StanzaError> {
+        let sender = self.occupant_of(from).ok_or_else(|| StanzaError::not_acceptable().with_text("not an occupant of this room"))?;
+        let mut el = st.to_element().map_err(|_| StanzaError::bad_request())?;
+        if sender.nick == nick && el.first_child().is_some_and(|p| p.is("ping", ns::PING)) {
+            return Ok(None);
+        }
+        let target = self.occupant(nick).ok_or_else(|| StanzaError::item_not_found().with_text("no such occupant"))?;
+        let device = target.devices.last().ok_or_else(StanzaError::item_not_found)?;
+        let relay_id = format!("{}\n{}", from, st.id().unwrap_or_default());
+        el.set_attr("id", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(relay_id));
+        el.set_attr("from", self.nick_jid(&sender.nick));
+        el.set_attr("to", device.jid.as_str());
+        Ok(Some(Stanza::from_element(&el)))
+    }
+
+    /// The answer of a relayed iq, from the device `from` to the occupant JID of the
+    /// requester (`nick`): back to the requesting device, under its own id.
+    pub fn relay_answer(&self, from: &Jid, nick: &str, st: &Stanza) -> Option<Stanza> {
+        let responder = self.occupant_of(from)?;
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(st.id()?).ok()?;
+        let (requester, id) = std::str::from_utf8(&decoded).ok()?.split_once('\n')?;
+        let requester = Jid::new(requester).ok()?;
+        // Only the requester's own occupant JID brings the answer to it.
+        self.occupant(nick)?.devices.iter().find(|d| d.jid == requester)?;
+        let mut el = st.to_element().ok()?;
+        el.set_attr("id", id);
+        el.set_attr("from", self.nick_jid(&responder.nick));
+        el.set_attr("to", requester.as_str());
+        Some(Stanza::from_element(&el))
     }
 
     /// The occupants whose sessions `gone` held leave (the session ended).
@@ -657,7 +706,7 @@ impl Room {
                 .with_attr("type", "text")
                 .with_attr("name", if self.config.name.is_empty() { self.jid.node().map_or("", |n| n.as_str()) } else { &self.config.name }),
         );
-        let mut features = vec![ns::MUC, ns::DISCO_INFO, ns::SID, ns::OCCUPANT_ID, ns::MUC_SELF_PING];
+        let mut features = vec![ns::MUC, ns::DISCO_INFO, ns::SID, ns::OCCUPANT_ID, ns::MUC_SELF_PING, ns::MESSAGE_MODERATE];
         for option in OPTIONS {
             features.extend_from_slice(option.features(&self.config));
         }
