@@ -427,3 +427,62 @@ async fn invitations_relayed_iqs_moderation_and_destruction() {
     let info = bob.iq("i", &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
     assert_eq!(error_condition(&info).as_deref(), Some("item-not-found"), "the destroyed room is gone: {info:?}");
 }
+
+#[tokio::test]
+async fn bookmarks_are_one_list_for_pep_and_private_storage_clients() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let info = alice.iq("di", "<iq type='get' id='di' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    assert!(info.child("query", ns::DISCO_INFO).unwrap().children().any(|f| f.attr("var") == Some("urn:xmpp:bookmarks:1#compat")));
+
+    // A XEP-0402 client publishes a bookmark, as the XEP says to.
+    let publish = |id: &str, room: &str, name: &str| {
+        format!(
+            "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'>\
+             <item id='{room}'><conference xmlns='urn:xmpp:bookmarks:1' name='{name}' autojoin='true'><nick>al</nick></conference></item></publish>\
+             <publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#persist_items'><value>true</value></field><field var='pubsub#max_items'><value>max</value></field>\
+             <field var='pubsub#send_last_published_item'><value>never</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options>\
+             </pubsub></iq>"
+        )
+    };
+    for (i, (room, name)) in [("one@conference.localhost", "One"), ("two@conference.localhost", "Two")].iter().enumerate() {
+        let r = alice.iq(&format!("p{i}"), &publish(&format!("p{i}"), room, name)).await;
+        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    }
+    // A XEP-0048 client sees them in private storage.
+    let got = alice.iq("g", "<iq type='get' id='g'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>").await;
+    let storage = got.child("query", ns::PRIVATE).and_then(|q| q.child("storage", "storage:bookmarks")).expect("storage");
+    let confs: Vec<(String, String, String)> = storage
+        .children()
+        .map(|c| (c.attr("jid").unwrap_or_default().to_owned(), c.attr("name").unwrap_or_default().to_owned(), c.child_text("nick", "storage:bookmarks").unwrap_or_default()))
+        .collect();
+    assert_eq!(confs, [("one@conference.localhost".into(), "One".into(), "al".into()), ("two@conference.localhost".into(), "Two".into(), "al".into())]);
+
+    // It stores a new list: one renamed, one dropped, one added; PEP has exactly that.
+    let r = alice
+        .iq(
+            "s",
+            "<iq type='set' id='s'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>\
+             <conference jid='one@conference.localhost' name='Uno' autojoin='true'><nick>al</nick></conference>\
+             <conference jid='three@conference.localhost' name='Three' autojoin='false'/></storage></query></iq>",
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let items = alice.iq("i", "<iq type='get' id='i'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>").await;
+    let mut got: Vec<(String, String)> = items
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("items", ns::PUBSUB))
+        .unwrap()
+        .children()
+        .map(|i| (i.attr("id").unwrap().to_owned(), i.child("conference", "urn:xmpp:bookmarks:1").and_then(|c| c.attr("name")).unwrap_or_default().to_owned()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("one@conference.localhost".into(), "Uno".into()), ("three@conference.localhost".into(), "Three".into())]);
+
+    // The node is private to its owner.
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let r = bob.iq("x", "<iq type='get' id='x' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>").await;
+    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+}

@@ -16,7 +16,10 @@ plugins (xep_0045, xep_0249, xep_0313, xep_0199). The scenario:
   7. XEP-0313 on the room: dave pages through the room's archive
   8. XEP-0249: carol invites erin directly; erin becomes a member and joins, is kicked
      (307), is banned and refused (forbidden)
-  9. dave leaves and carol sees him go; every stream closes cleanly
+  9. bookmarks: carol/laptop publishes a XEP-0402 bookmark (xep_0060 with publish-options),
+     carol/phone reads it as XEP-0048 bookmarks (xep_0048 over private storage), stores
+     a new list there, and carol/laptop finds exactly that list in the PEP node
+ 10. dave leaves and carol sees him go; every stream closes cleanly
 
 Exit status 0 only if every step passed.
 """
@@ -36,6 +39,8 @@ from typing import Any
 from harness import STEP_TIMEOUT, Failure, abort_all, check, report, run_step, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout, PresenceError
+from slixmpp.plugins.xep_0048.stanza import Bookmarks as LegacyBookmarks
+from slixmpp.plugins.xep_0402.stanza import Conference
 
 OVERALL_TIMEOUT = 80.0
 SID_NS = "urn:xmpp:sid:0"
@@ -57,7 +62,8 @@ class Client(ClientXMPP):
     def __init__(self, label: str, jid: str, password: str) -> None:
         super().__init__(jid, password)
         self.label = label
-        for plugin in ("xep_0030", "xep_0004", "xep_0045", "xep_0249", "xep_0059", "xep_0297", "xep_0313", "xep_0199"):
+        for plugin in ("xep_0030", "xep_0004", "xep_0045", "xep_0249", "xep_0059", "xep_0297", "xep_0313", "xep_0199",
+                       "xep_0060", "xep_0402", "xep_0048"):
             self.register_plugin(plugin)
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
@@ -259,6 +265,37 @@ class Suite:
                       self.muc(self.laptop).set_affiliation(self.room, "outcast", jid=JID(self.erin_jid), timeout=STEP_TIMEOUT))
         await self.refused_join(self.erin, "erin", "forbidden")
 
+    async def step_bookmarks(self) -> None:
+        laptop, phone = self.laptop, self.phone
+        node = "urn:xmpp:bookmarks:1"
+        conference = Conference()
+        conference["name"] = "Interop room"
+        conference["autojoin"] = True
+        conference["nick"] = "carol"
+        options = laptop.plugin["xep_0004"].make_form(ftype="submit")
+        options.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#publish-options")
+        options.add_field(var="pubsub#persist_items", value="true")
+        options.add_field(var="pubsub#max_items", value="max")
+        options.add_field(var="pubsub#access_model", value="whitelist")
+        await iq_call("carol/laptop", "XEP-0402 publish",
+                      laptop.plugin["xep_0060"].publish(JID(self.carol_jid), node, id=str(self.room), payload=conference,
+                                                        options=options, timeout=STEP_TIMEOUT))
+        iq = await iq_call("carol/phone", "XEP-0048 get_bookmarks",
+                           phone.plugin["xep_0048"].get_bookmarks(timeout=STEP_TIMEOUT))
+        confs = {str(c["jid"]): c for c in iq["private"]["bookmarks"]["conferences"]}
+        check(str(self.room) in confs, f"carol/phone: XEP-0048 bookmarks {list(confs)} lack {self.room}")
+        check(confs[str(self.room)]["autojoin"] and confs[str(self.room)]["nick"] == "carol",
+              f"carol/phone: the bookmark reads as {confs[str(self.room)]}")
+        other = f"elsewhere-{secrets.token_hex(2)}@conference.{self.args.domain}"
+        legacy = LegacyBookmarks()
+        legacy.add_conference(other, "carol", name="Elsewhere", autojoin=False)
+        await iq_call("carol/phone", "XEP-0048 set_bookmarks",
+                      phone.plugin["xep_0048"].set_bookmarks(legacy, timeout=STEP_TIMEOUT))
+        items = await iq_call("carol/laptop", "XEP-0402 items",
+                              laptop.plugin["xep_0060"].get_items(JID(self.carol_jid), node, timeout=STEP_TIMEOUT))
+        ids = sorted(i["id"] for i in items["pubsub"]["items"])
+        check(ids == [other], f"carol/laptop: the bookmarks node holds {ids}, want [{other}]")
+
     async def step_leave(self) -> None:
         self.muc(self.dave).leave_muc(self.room, "dave")
         await wait_for(lambda: "dave" not in self.muc(self.laptop).get_roster(self.room), "carol to see dave leave")
@@ -279,6 +316,7 @@ class Suite:
             ("XEP-0410 self-ping", self.step_self_ping),
             ("XEP-0313 on the room archive, RSM pages of 2", self.step_archive),
             ("XEP-0249 invitation; kick (307), ban and a refused join", self.step_invite_kick_ban),
+            ("XEP-0402 bookmarks seen and stored through XEP-0048 (#compat)", self.step_bookmarks),
         ]
         broken = False
         for name, step in required:

@@ -68,3 +68,6 @@ pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const CONFERENCE: &str = "jabber:x:conference";
 pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const MESSAGE_MODERATE: &str = "urn:xmpp:message-moderate:1";
+pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+pub const STORAGE_BOOKMARKS: &str = "storage:bookmarks";

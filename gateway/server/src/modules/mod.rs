@@ -19,6 +19,7 @@
 //! set that no module claims gets `service-unavailable` (RFC 6120 §8.4).
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
@@ -338,7 +339,7 @@ impl Modules {
             .add(version::Version)
             .add(last::LastActivity)
             .add(vcard::VCard)
-            .add(private::PrivateStorage)
+            .add(private::PrivateStorage::standard())
             .add(register::Register)
             .add(caps::Caps::default())
             .add(mam::Mam::new(store.clone(), config.limits.archive_retention_days))

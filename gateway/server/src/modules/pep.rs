@@ -235,14 +235,43 @@ async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, a
     ))
 }
 
-/// Publishes one item as the owner would, for conversions the server does on its behalf.
-pub async fn publish_item(server: &Server, owner: &BareJid, node: &str, id: &str, payload: Element) -> Result<(), StanzaError> {
+/// Publishes one item as the owner would, for conversions the server does on its behalf,
+/// with XEP-0223 publish-options such as `("pubsub#access_model", "whitelist")`.
+pub async fn publish_item(server: &Server, owner: &BareJid, node: &str, id: &str, payload: Element, options: &[(&str, &str)]) -> Result<(), StanzaError> {
     let a = Account::of(owner).ok_or_else(StanzaError::bad_request)?;
     let action = Element::new("publish", ns::PUBSUB)
         .with_attr("node", node)
         .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id).with_child(payload));
-    let pubsub = Element::new("pubsub", ns::PUBSUB).with_child(action.clone());
+    let mut pubsub = Element::new("pubsub", ns::PUBSUB).with_child(action.clone());
+    if !options.is_empty() {
+        let field = |var: &str, value: &str| {
+            Element::new("field", ns::DATA_FORMS).with_attr("var", var).with_child(Element::new("value", ns::DATA_FORMS).with_text(value))
+        };
+        let mut form = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit").with_child(field("FORM_TYPE", ns::PUBSUB_PUBLISH_OPTIONS));
+        for (var, value) in options {
+            form.push(field(var, value));
+        }
+        pubsub.push(Element::new("publish-options", ns::PUBSUB).with_child(form));
+    }
     publish(server, a, owner, node, &action, &pubsub).await.map(|_| ())
+}
+
+/// Retracts items as the owner would, notifying subscribers.
+pub async fn retract_items(server: &Server, owner: &BareJid, node: &str, ids: &[String]) -> Result<(), StanzaError> {
+    let a = Account::of(owner).ok_or_else(StanzaError::bad_request)?;
+    let mut action = Element::new("retract", ns::PUBSUB).with_attr("node", node).with_attr("notify", "true");
+    for id in ids {
+        action.push(Element::new("item", ns::PUBSUB).with_attr("id", id.as_str()));
+    }
+    retract(server, a, owner, node, &action).await.map(|_| ())
+}
+
+/// Every item of the owner's node, oldest first, as `<item/>` elements (empty if there
+/// is no such node).
+pub async fn all_items(server: &Server, owner: &BareJid, node: &str) -> Result<Vec<Element>, StanzaError> {
+    let a = Account::of(owner).ok_or_else(StanzaError::bad_request)?;
+    let page = server.store.archive_query(UserRef { host: a.host, user: a.user }, &items_store(node), &ArchiveQuery::default()).await.map_err(internal)?;
+    Ok(page.items.iter().filter_map(|i| reader::parse_element(&i.payload, &Limits::unlimited()).ok()).collect())
 }
 
 /// The base64 image of the avatar data item `id`, if stored.

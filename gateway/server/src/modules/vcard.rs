@@ -54,7 +54,7 @@ async fn publish_as_avatar(server: &Server, owner: &BareJid, card: &Element, has
     let info = Element::new("info", ns::AVATAR_METADATA).with_attr("id", hash).with_attr("bytes", bytes.to_string()).with_attr("type", mime);
     let metadata = Element::new("metadata", ns::AVATAR_METADATA).with_child(info);
     for (node, payload) in [(ns::AVATAR_DATA, data), (ns::AVATAR_METADATA, metadata)] {
-        if let Err(e) = super::pep::publish_item(server, owner, node, hash, payload).await {
+        if let Err(e) = super::pep::publish_item(server, owner, node, hash, payload, &[]).await {
             tracing::warn!(error = %e, node, "publishing the vCard photo as an avatar failed");
         }
     }
