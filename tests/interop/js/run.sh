@@ -2,6 +2,7 @@
 # Runs the JavaScript interop suites against a real `jabberwock` server:
 #   node_suite.mjs     @xmpp/client over WebSocket, strophe.js over BOSH, slixmpp over STARTTLS
 #   converse_suite.mjs Converse.js in headless Chromium over WebSocket, BOSH and XEP-0156
+#   converse_muc_suite.mjs two Converse.js instances in one group chat room
 #
 # Builds nothing: the server binary is $JABBERWOCK_BIN (default target/debug/jabberwock).
 # The npm packages and Chromium come from scripts/setup-js-env.sh, slixmpp's virtualenv from
@@ -41,8 +42,8 @@ enabled = false
 TOML
 
 # alice: @xmpp/client (WebSocket); bob: strophe.js (BOSH); carol: slixmpp (TCP);
-# dave: Converse.js (browser).
-for user in alice bob carol dave; do
+# dave: Converse.js (browser); erin: a second Converse.js in the group chat suite.
+for user in alice bob carol dave erin; do
     password="$user-$RANDOM-$RANDOM"
     jw_adduser "$user" "$password"
     upper="$(printf '%s' "$user" | tr '[:lower:]' '[:upper:]')"
@@ -81,6 +82,7 @@ run_suite() {
 
 run_suite 90 node_suite.mjs
 run_suite 200 converse_suite.mjs
+run_suite 200 converse_muc_suite.mjs
 
 if ! jw_check_server; then
     overall_rc=1
