@@ -457,3 +457,49 @@ async fn connections_beyond_the_limit_are_refused() {
     let fourth = Client::connect_from(b_s2s, "127.0.0.3".parse().unwrap()).await;
     assert_eq!(fourth.read_to_close().await.stream_error().as_deref(), Some("resource-constraint"));
 }
+
+fn muc_codes(e: &Element) -> Vec<String> {
+    let x = e.child("x", ns::MUC_USER);
+    x.map(|x| x.children().filter_map(|c| c.attr("code")).map(str::to_owned).collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_user_of_another_server_joins_our_room_talks_and_leaves() {
+    const ROOM: &str = "talk@conference.a.example";
+    let (a_s2s, b_s2s) = (free_port(), free_port());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a_config = federating_config(a_dir.path(), A, Some(a_s2s), &[(B, b_s2s)], "");
+    // b reaches a's room service where it reaches a: the service speaks for its own domain.
+    let b_config = federating_config(b_dir.path(), B, Some(b_s2s), &[(A, a_s2s), ("conference.a.example", a_s2s)], "");
+    let (a, b) = (TestServer::start_config(a_dir, a_config).await, TestServer::start_config(b_dir, b_config).await);
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
+
+    alice.send(format!("<presence to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    alice.expect("room created", |e| muc_codes(e).contains(&"201".to_owned())).await;
+    let r = alice.iq("c", &format!("<iq type='set' id='c' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+
+    // bob, on b.example, enters over federation.
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let own = bob.expect("bob's self-presence", |e| e.attr("from") == Some("talk@conference.a.example/bob") && muc_codes(e).contains(&"110".to_owned())).await;
+    assert_eq!(own.attr("to"), Some("bob@b.example/laptop"));
+    bob.expect("the subject", |e| e.child("subject", ns::CLIENT).is_some()).await;
+    let seen = alice.expect("bob arrives", |e| e.name() == "presence" && e.attr("from") == Some("talk@conference.a.example/bob")).await;
+    let item = seen.child("x", ns::MUC_USER).and_then(|x| x.child("item", ns::MUC_USER)).unwrap();
+    assert_eq!(item.attr("jid"), Some("bob@b.example/laptop"), "the owner sees bob's real JID");
+
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>hello from b</body></message>")).await;
+    let m = alice.expect("bob's groupchat", is_message_with("hello from b")).await;
+    assert_eq!(m.attr("from"), Some("talk@conference.a.example/bob"));
+    bob.expect("bob's own message reflected", is_message_with("hello from b")).await;
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><body>hello from a</body></message>")).await;
+    bob.expect("alice's groupchat", is_message_with("hello from a")).await;
+    alice.send(format!("<message to='{ROOM}/bob' type='chat'><body>private</body></message>")).await;
+    let pm = bob.expect("a private message", is_message_with("private")).await;
+    assert_eq!(pm.attr("from"), Some("talk@conference.a.example/alice"));
+
+    // bob's session ends without a word: b.example tells the room, which tells alice.
+    drop(bob);
+    let gone = alice.expect("bob leaves", |e| e.attr("from") == Some("talk@conference.a.example/bob") && e.attr("type") == Some("unavailable")).await;
+    assert!(gone.child("x", ns::MUC_USER).is_some());
+}

@@ -72,7 +72,13 @@ pub async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
 
 /// Whether `domain` is ours: a served domain or a module's service domain.
 pub fn is_local_domain(server: &Server, domain: &str) -> bool {
-    server.config.served_domain(domain).is_some() || server.modules.service(domain).is_some()
+    local_domain(server, domain).is_some()
+}
+
+/// Our own name for `domain` (names compare case-insensitively), if it is ours: a served
+/// domain or a module's service domain. Federation speaks for both.
+pub fn local_domain<'a>(server: &'a Server, domain: &str) -> Option<&'a str> {
+    server.config.served_domain(domain).or_else(|| server.modules.service_domain(&domain.to_ascii_lowercase()))
 }
 
 /// Delivers a server-generated reply to the full JID it is addressed to: a local session,

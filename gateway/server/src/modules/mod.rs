@@ -416,6 +416,11 @@ impl Modules {
         self.services.get(domain).map(|s| &s.service)
     }
 
+    /// The registered name of the service domain `domain`.
+    pub fn service_domain(&self, domain: &str) -> Option<&str> {
+        self.services.get_key_value(domain).map(|(d, _)| d.as_str())
+    }
+
     /// The services of the served domain `parent`: (domain, name), for its disco#items.
     pub fn services_of<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.services.iter().filter(move |(_, s)| s.parent == parent).map(|(d, s)| (d.as_str(), s.name.as_str()))

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::{accept_from_peer, adopt_inbound, allowed, answer_verify, outgoing_frame, retire, verify_with_authority, BoxIo, Outgoing, Pair};
+use crate::routing::local_domain;
 use crate::server::Server;
 use crate::stanzas::random_id;
 use crate::stream::Frame;
@@ -233,7 +234,7 @@ impl Inbound {
         if h.content_ns != ns::SERVER {
             return self.fail(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "expected jabber:server"), out);
         }
-        let served = h.to.as_deref().and_then(|to| self.server.config.served_domain(to));
+        let served = h.to.as_deref().and_then(|to| local_domain(&self.server, to));
         if served.is_none() {
             return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
         }
@@ -280,7 +281,7 @@ impl Inbound {
     /// The peer's claimed domain and the local domain it addressed on this stream.
     fn stream_pair(&self) -> Option<Pair> {
         let h = self.header.as_ref()?;
-        let local = self.server.config.served_domain(h.to.as_deref()?)?.to_owned();
+        let local = local_domain(&self.server, h.to.as_deref()?)?.to_owned();
         Some(Pair { local, remote: h.from.clone()?.to_ascii_lowercase() })
     }
 
@@ -345,7 +346,7 @@ impl Inbound {
         let (Some(from), Some(to)) = (st.attr("from"), st.attr("to")) else {
             return self.fail(StreamError::new(StreamErrorCondition::ImproperAddressing), out);
         };
-        let Some(local) = self.server.config.served_domain(to).map(str::to_owned) else {
+        let Some(local) = local_domain(&self.server, to).map(str::to_owned) else {
             return self.fail(StreamError::new(StreamErrorCondition::HostUnknown), out);
         };
         if !allowed(&self.server.config.s2s, from) {

@@ -276,7 +276,7 @@ async fn accept_from_peer(server: &Arc<Server>, mut st: Stanza, proven: impl Fn(
     let (Some(Ok(from)), Some(Ok(to))) = (st.from().map(Jid::new), st.to().map(Jid::new)) else {
         return Err(StreamError::new(StreamErrorCondition::ImproperAddressing));
     };
-    let Some(local) = server.config.served_domain(to.domain().as_str()) else {
+    let Some(local) = crate::routing::local_domain(server, to.domain().as_str()) else {
         return Err(StreamError::new(StreamErrorCondition::HostUnknown));
     };
     let pair = Pair { local: local.to_owned(), remote: from.domain().as_str().to_ascii_lowercase() };
@@ -295,7 +295,7 @@ fn answer_verify(server: &Server, request: &Stanza) -> Result<jabberwock_proto::
     let (Some(receiving), Some(originating), Some(id)) = (request.attr("from"), request.attr("to"), request.attr("id")) else {
         return Err(StreamError::new(StreamErrorCondition::ImproperAddressing));
     };
-    let Some(originating) = server.config.served_domain(originating) else {
+    let Some(originating) = crate::routing::local_domain(server, originating) else {
         return Err(StreamError::new(StreamErrorCondition::HostUnknown));
     };
     let key = request.to_element().map(|e| e.text()).unwrap_or_default();
