@@ -82,6 +82,8 @@ ensure_prosody() {
 FEDERATION_HOSTS=(
     "127.0.0.2 jabberwock.test"
     "127.0.0.3 prosody.test insecure.test"
+    "127.0.0.2 conference.jabberwock.test"
+    "127.0.0.3 rooms.prosody.test"
 )
 
 ensure_federation_hosts() {

@@ -11,13 +11,16 @@ Phase "federate" (both servers fresh):
   3. the same between alice and dave
   4. everyone sees the others' presence
   5. chat messages both ways with each
-  6. Prosody stops mid-conversation: alice sees charles go, and her next message
+  6. group chat across servers: charles (Prosody) enters alice's room on
+     conference.jabberwock.test, alice enters charles's room on Prosody's muc component
+     (rooms.prosody.test), and groupchat messages flow both ways in each
+  7. Prosody stops mid-conversation: alice sees charles go, and her next message
      bounces with remote-server-not-found or remote-server-timeout
-  7. Prosody comes back: charles logs in again, and messages flow both ways again
+  8. Prosody comes back: charles logs in again, and messages flow both ways again
 Phase "after-restart" (run.sh restarted Jabberwock in between):
-  8. charles logs in, then alice: her server probes prosody.test and she sees charles;
+  9. charles logs in, then alice: her server probes prosody.test and she sees charles;
      charles sees her; her roster still has charles and dave with "both"
-  9. chat both ways after the restart
+ 10. chat both ways after the restart
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import subprocess
 import sys
 
 from harness import Failure, abort_all, check, report, run_step, say, wait_for
+from slixmpp import JID
+from slixmpp.exceptions import PresenceError
 from slixmpp_suite import Client
 
 OVERALL_TIMEOUT = 150.0
@@ -48,6 +53,9 @@ class Federation:
 
     async def login(self, label: str, jid: str, password: str, host: str, port: int) -> Client:
         c = Client(label, jid, password, mech="SCRAM-SHA-1")
+        c.register_plugin("xep_0045")
+        c.groupchat = []
+        c.add_event_handler("groupchat_message", lambda m, c=c: c.groupchat.append((str(m["from"]), m["body"])))
         self.clients.append(c)
         c.enable_plaintext = False
         c.enable_direct_tls = False
@@ -94,6 +102,25 @@ class Federation:
             got = [m for m in y.messages if m["body"] == body][0]
             check(got["from"].full == x.boundjid.full, f"{body!r} came from {got['from']}, not {x.boundjid.full}")
 
+    async def room_talk(self, room: JID, owner: Client, guest: Client) -> None:
+        """`owner` creates `room` (an instant room) and `guest`, of the other server,
+        enters it; one groupchat message each way."""
+        muc = owner.plugin["xep_0045"]
+        try:
+            pres, *_ = await muc.join_muc_wait(room, owner.label, timeout=15)
+            if 201 in pres["muc"]["status_codes"]:
+                await muc.set_room_config(room, owner.plugin["xep_0004"].make_form(ftype="submit"), timeout=15)
+            await guest.plugin["xep_0045"].join_muc_wait(room, guest.label, timeout=15)
+        except PresenceError as e:
+            raise Failure(f"joining {room}: {e.presence['error']['condition']} {e.presence['error']['text']!r}") from None
+        except asyncio.TimeoutError:
+            raise Failure(f"joining {room} timed out") from None
+        for x, y in ((guest, owner), (owner, guest)):
+            body = f"in {room.bare}: {x.label} to everyone"
+            x.send_message(mto=room, mbody=body, mtype="groupchat")
+            await wait_for(lambda: (f"{room.bare}/{x.label}", body) in y.groupchat,
+                           f"{y.label} to get {x.label}'s groupchat message in {room.bare}", timeout=15)
+
     def prosody_ctl(self, action: str) -> None:
         say(f"  prosody {action}")
         subprocess.run([self.args.prosody_ctl, action], check=True)
@@ -123,6 +150,11 @@ class Federation:
             await self.chat(self.alice, self.charles, "hello")
             await self.chat(self.alice, self.dave, "hello")
         steps.append(("chat both ways with each remote user", chat))
+
+        async def rooms():
+            await self.room_talk(JID(f"fed@conference.{a.jw_domain}"), self.alice, self.charles)
+            await self.room_talk(JID(f"fed@rooms.{a.prosody_domain}"), self.charles, self.alice)
+        steps.append(("group chat across servers: a Prosody user in our room, ours in Prosody's", rooms))
 
         async def prosody_down():
             self.prosody_ctl("stop")

@@ -7,6 +7,9 @@
 #                    the servers authenticate each other with SASL EXTERNAL
 #   insecure.test    the same Prosody with a self-signed certificate, and a CA that does not
 #                    know Jabberwock's: dialback both ways (Jabberwock marks it `insecure`)
+#   conference.jabberwock.test and rooms.prosody.test
+#                    the group chat services of each (Prosody's `muc` component); the
+#                    certificates of jabberwock.test and prosody.test name them too
 #
 # Both servers find each other through /etc/hosts (scripts/setup-test-env.sh adds the
 # entries); Prosody answers from there through libunbound, and Jabberwock through the
@@ -23,7 +26,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 command -v prosody >/dev/null || { say "prosody is not installed: run scripts/setup-test-env.sh"; exit 2; }
-for entry in "jabberwock.test 127.0.0.2" "prosody.test 127.0.0.3" "insecure.test 127.0.0.3"; do
+for entry in "jabberwock.test 127.0.0.2" "prosody.test 127.0.0.3" "insecure.test 127.0.0.3" \
+    "conference.jabberwock.test 127.0.0.2" "rooms.prosody.test 127.0.0.3"; do
     set -- $entry
     [ "$(getent hosts "$1" | awk '{print $1}')" = "$2" ] || {
         say "$1 does not resolve to $2: run scripts/setup-test-env.sh (it adds /etc/hosts entries)"
@@ -49,11 +53,13 @@ mkdir -p "$CERTS"
 new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 new_key "$CERTS/ca.key"
 openssl req -x509 -new -key "$CERTS/ca.key" -out "$CERTS/ca.pem" -days 2 -subj "/CN=Federation test CA" 2>/dev/null
-for d in jabberwock.test prosody.test; do
+for pair in "jabberwock.test conference.jabberwock.test" "prosody.test rooms.prosody.test"; do
+    set -- $pair
+    d="$1"
     new_key "$CERTS/$d.key"
     openssl req -new -key "$CERTS/$d.key" -subj "/CN=$d" 2>/dev/null |
         openssl x509 -req -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial -days 2 -out "$CERTS/$d.crt" \
-            -extfile <(printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$d") 2>/dev/null
+            -extfile <(printf 'subjectAltName=DNS:%s,DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$d" "$2") 2>/dev/null
 done
 new_key "$CERTS/insecure.test.key"
 openssl req -x509 -new -key "$CERTS/insecure.test.key" -out "$CERTS/insecure.test.crt" -days 2 \
@@ -90,6 +96,9 @@ VirtualHost "prosody.test"
     ssl = { certificate = "$CERTS/prosody.test.crt", key = "$CERTS/prosody.test.key", cafile = "$CERTS/ca.pem" }
 VirtualHost "insecure.test"
     ssl = { certificate = "$CERTS/insecure.test.crt", key = "$CERTS/insecure.test.key", cafile = "$CERTS/other-ca.pem" }
+Component "rooms.prosody.test" "muc"
+    ssl = { certificate = "$CERTS/prosody.test.crt", key = "$CERTS/prosody.test.key", cafile = "$CERTS/ca.pem" }
+    modules_enabled = { "muc_mam" }
 LUA
 
 ALICE_PASSWORD="alice-$RANDOM-$RANDOM"
