@@ -78,6 +78,15 @@ async fn users(server: &TestServer, names: &[&str]) {
     }
 }
 
+/// alice, bob and carol, signed in (without presence).
+async fn alice_bob_carol(server: &TestServer) -> (Client, Client, Client) {
+    users(server, &["alice", "bob", "carol"]).await;
+    let alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    (alice, bob, carol)
+}
+
 #[tokio::test]
 async fn the_service_is_discoverable_and_lists_public_rooms() {
     let server = TestServer::start().await;
@@ -107,10 +116,7 @@ async fn the_service_is_discoverable_and_lists_public_rooms() {
 #[tokio::test]
 async fn occupants_see_each_other_talk_change_nicks_and_leave() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob", "carol"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
-    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
-    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let (mut alice, mut bob, mut carol) = alice_bob_carol(&server).await;
 
     // Before it is configured, the room is the owner's alone.
     alice.send(format!("<presence to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
@@ -203,10 +209,7 @@ async fn occupants_see_each_other_talk_change_nicks_and_leave() {
 #[tokio::test]
 async fn passwords_members_only_kick_and_ban() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob", "carol"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
-    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
-    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let (mut alice, mut bob, mut carol) = alice_bob_carol(&server).await;
     create_instant(&mut alice, ROOM).await;
     let r = configure(&mut alice, ROOM, &[("muc#roomconfig_passwordprotectedroom", "1"), ("muc#roomconfig_roomsecret", "sesame")]).await;
     assert_eq!(r.attr("type"), Some("result"));
@@ -346,10 +349,7 @@ async fn hostile_input_gets_the_xep_errors_and_others_carry_on() {
 #[tokio::test]
 async fn invitations_relayed_iqs_moderation_and_destruction() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob", "carol"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
-    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
-    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    let (mut alice, mut bob, mut carol) = alice_bob_carol(&server).await;
     create_instant(&mut alice, ROOM).await;
     let r = configure(&mut alice, ROOM, &[("muc#roomconfig_membersonly", "1")]).await;
     assert_eq!(r.attr("type"), Some("result"));

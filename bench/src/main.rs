@@ -29,6 +29,7 @@
 //! message.
 
 mod client;
+mod rooms;
 mod roster;
 mod server;
 mod sys;
@@ -124,6 +125,17 @@ struct Args {
     /// Messages per second, all senders together.
     #[arg(long, default_value_t = 5_000.0)]
     message_rate: f64,
+    /// Group chat instead of one-to-one messages: this many rooms of --room-size
+    /// occupants, each occupant a session of its own (taken from the first transport's
+    /// sessions), each message sent to the sender's room and delivered to all of its
+    /// occupants. Rates are messages sent; deliveries are messages × room size.
+    #[arg(long, default_value_t = 0)]
+    rooms: usize,
+    #[arg(long, default_value_t = 10, requires = "rooms")]
+    room_size: usize,
+    /// The XEP-0045 service. Default: conference.<domain>.
+    #[arg(long, requires = "rooms")]
+    muc_service: Option<String>,
     /// How long to send messages; 0 skips the message phase.
     #[arg(long, default_value_t = 20)]
     duration_secs: u64,
@@ -326,7 +338,8 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
             let pool = &mut pools.iter_mut().find(|(pt, _)| *pt == t).expect("pool of each transport").1;
             pool.drain(..k.min(pool.len())).collect()
         };
-        let plans: Vec<(&str, Pairing)> = match args.transport {
+        let mut plans: Vec<(&str, Pairing)> = match args.transport {
+            _ if args.rooms > 0 => Vec::new(),
             Transports::Tcp => vec![("TCP↔TCP", Pairing::Among(take(Transport::Tcp, 2 * p)))],
             Transports::Websocket => vec![("WebSocket↔WebSocket", Pairing::Among(take(Transport::WebSocket, 2 * p)))],
             Transports::Both => vec![
@@ -335,10 +348,23 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
                 ("WebSocket↔WebSocket", Pairing::Among(take(Transport::WebSocket, 2 * p))),
             ],
         };
+        if args.rooms > 0 {
+            let transport = args.transport.list()[0];
+            let mut sessions = take(transport, args.rooms * args.room_size);
+            let service = args.muc_service.clone().unwrap_or_else(|| format!("conference.{}", args.domain));
+            match enter_rooms(args, &mut sessions, &service, pid, &mut report).await {
+                Ok(()) => plans.push(("group chat", Pairing::Rooms { sessions, size: args.room_size, service })),
+                Err(e) => {
+                    report.note(format!("entering the rooms: {e}"));
+                    ok = false;
+                }
+            }
+        }
         for (k, (name, pairing)) in plans.into_iter().enumerate() {
             let usable = match &pairing {
                 Pairing::Among(s) => s.len() >= 2,
                 Pairing::Across(a, b) => !a.is_empty() && !b.is_empty(),
+                Pairing::Rooms { sessions, size, .. } => sessions.len() >= *size && sessions.len() % size == 0,
             };
             if !usable {
                 report.note(format!("{name}: not enough sessions, skipped"));
@@ -416,6 +442,31 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
         }
     }
     ok
+}
+
+/// Every session of `sessions` enters its room: `--rooms` rooms of `--room-size`. Adds a
+/// table with the server's memory per occupant.
+async fn enter_rooms(args: &Args, sessions: &mut [Session], service: &str, pid: Option<u32>, report: &mut Report) -> Result<(), String> {
+    if sessions.len() < args.rooms * args.room_size {
+        return Err(format!("{} rooms of {} need {} sessions, {} are up", args.rooms, args.room_size, args.rooms * args.room_size, sessions.len()));
+    }
+    let before = reading(pid);
+    let t0 = Instant::now();
+    let entered = tokio::time::timeout(Duration::from_secs(300), rooms::enter_all(sessions, args.room_size, service)).await;
+    entered.map_err(|_| "not done within 300 s".to_owned())??;
+    let secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let after = reading(pid);
+    let mut t = Table::new(&format!("group chat: {} rooms of {} on {service}", args.rooms, args.room_size));
+    t.row("occupants", sessions.len().to_string());
+    t.row("time to enter", format!("{secs:.1} s"));
+    if let (Some(a), Some(b)) = (before.server_rss, after.server_rss) {
+        let per = (b as f64 - a as f64) / sessions.len() as f64;
+        t.row("server RSS per occupant, (after − before) / occupants", format!("{per:.1} KiB"));
+        report.figure("rss_per_occupant_kib", format!("{per:.1}"));
+    }
+    report.tables.push(t);
+    Ok(())
 }
 
 /// The server's memory figures for one batch of sessions.
@@ -552,6 +603,7 @@ async fn message_phase(
     report: &mut Report,
 ) -> (Summary, Option<Pairing>) {
     let active = pairing.len();
+    let fanout = pairing.fanout();
     let plan = traffic::Plan {
         rate,
         duration: Duration::from_secs(args.duration_secs),
@@ -570,7 +622,8 @@ async fn message_phase(
     if out.acks > 0 {
         t.row("XEP-0198 acks sent (answers to <r/>)", out.acks.to_string());
     }
-    let summary = deliveries(&mut t, &out, &before, &after, "messages");
+    let what = if fanout > 1 { "deliveries" } else { "messages" };
+    let summary = deliveries(&mut t, &out, &before, &after, what);
     report.tables.push(t);
     for f in out.failures.iter().take(10) {
         report.note(format!("{name} message phase failure: {f}"));
@@ -864,13 +917,15 @@ async fn rosters_and_storm(
 async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, report: &mut Report) -> bool {
     let limit_us = args.p99_limit_ms * 1000.0;
     let mut t = Table::new(&format!("{name}: peak rate with p99 ≤ {} ms", args.p99_limit_ms));
+    let fanout = pairing.fanout() as f64;
+    let unit = if fanout > 1.0 { "deliveries/s" } else { "msg/s delivered" };
     let (mut rate, mut peak, mut pairing, mut ok) = (args.message_rate, None::<Summary>, Some(pairing), true);
     let step_row = |t: &mut Table, label: String, s: &Summary| {
         let lat = |v: Option<u32>| v.map_or("-".into(), ms);
         t.row(
             label,
             format!(
-                "{:.0} msg/s delivered, p50 / p99 / max {} / {} / {}, lost {}, server CPU {:.2} s per 100k",
+                "{:.0} {unit}, p50 / p99 / max {} / {} / {}, lost {}, server CPU {:.2} s per 100k",
                 s.delivered_per_sec,
                 lat(s.p50_us),
                 lat(s.p99_us),
@@ -886,7 +941,7 @@ async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, re
         let (s, back) = message_phase(args, &format!("{name} at {label}"), p, rate, pid, report).await;
         pairing = back;
         step_row(&mut t, format!("{label} offered"), &s);
-        let delivered = s.ok && s.delivered_per_sec >= 0.9 * rate;
+        let delivered = s.ok && s.delivered_per_sec >= 0.9 * rate * fanout;
         let within = delivered && s.p99_us.is_some_and(|p| f64::from(p) <= limit_us);
         if delivered && !within && retries < args.step_retries {
             // Only the latency missed: measure this rate again before stopping.
@@ -908,7 +963,7 @@ async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, re
         report.tables.push(t);
         return false;
     };
-    t.row("peak (delivered, within the limit)", format!("{:.0} msg/s", peak.delivered_per_sec));
+    t.row("peak (delivered, within the limit)", format!("{:.0} {unit}", peak.delivered_per_sec));
     report.figure("peak_msgs_per_sec", format!("{:.0}", peak.delivered_per_sec));
     figures_of(report, "peak", &peak);
     if let Some(p) = pairing.take() {

@@ -1,8 +1,9 @@
 //! The message phase: a few sender tasks send chat messages at a fixed total rate, each
 //! from one of the active sessions to a random other active session (bare JID), or to a
-//! random session of the other side ([`Pairing::Across`], e.g. WebSocket ↔ TCP); one
-//! reader task per active session receives them and records the latency from the send
-//! timestamp in the body. A session with XEP-0198 enabled has its reader answer the
+//! random session of the other side ([`Pairing::Across`], e.g. WebSocket ↔ TCP), or, in
+//! group chat ([`Pairing::Rooms`]), to the sender's room, which delivers it to every
+//! occupant; one reader task per active session receives them and records the latency
+//! from the send timestamp in the body. A session with XEP-0198 enabled has its reader answer the
 //! server's `<r/>`. The sessions are handed back at the end, for another phase.
 //!
 //! The presence storm ([`storm`]) uses the same readers: in each round every session
@@ -29,44 +30,66 @@ pub enum Pairing {
     Among(Vec<Session>),
     /// Every session of each side to random sessions of the other side.
     Across(Vec<Session>, Vec<Session>),
+    /// Groupchat messages to the sender's room: sessions `k·size … (k+1)·size − 1` are
+    /// the occupants of room `k` of the service (see [`crate::rooms`]).
+    Rooms { sessions: Vec<Session>, size: usize, service: String },
 }
 
 impl Pairing {
     pub fn len(&self) -> usize {
         match self {
-            Pairing::Among(s) => s.len(),
+            Pairing::Among(s) | Pairing::Rooms { sessions: s, .. } => s.len(),
             Pairing::Across(a, b) => a.len() + b.len(),
+        }
+    }
+
+    /// Deliveries per message sent: one, or a room's occupants.
+    pub fn fanout(&self) -> usize {
+        match self {
+            Pairing::Rooms { size, .. } => *size,
+            _ => 1,
         }
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = &mut Session> {
         match self {
-            Pairing::Among(s) => s.iter_mut().chain([].iter_mut()),
+            Pairing::Among(s) | Pairing::Rooms { sessions: s, .. } => s.iter_mut().chain([].iter_mut()),
             Pairing::Across(a, b) => a.iter_mut().chain(b.iter_mut()),
         }
     }
 
-    /// All sessions, and where the second side starts (`None`: one set).
-    fn into_parts(self) -> (Vec<Session>, Option<usize>) {
+    /// All sessions, and how they address each other.
+    fn into_parts(self) -> (Vec<Session>, Addressing) {
         match self {
-            Pairing::Among(s) => (s, None),
+            Pairing::Among(s) => (s, Addressing::Random { split: None }),
             Pairing::Across(mut a, b) => {
                 let split = a.len();
                 a.extend(b);
-                (a, Some(split))
+                (a, Addressing::Random { split: Some(split) })
             }
+            Pairing::Rooms { sessions, size, service } => (sessions, Addressing::OwnRoom { size, service }),
         }
     }
 
-    fn from_parts(mut sessions: Vec<Session>, split: Option<usize>) -> Self {
-        match split {
-            None => Pairing::Among(sessions),
-            Some(k) => {
+    fn from_parts(mut sessions: Vec<Session>, addressing: Addressing) -> Self {
+        match addressing {
+            Addressing::Random { split: None } => Pairing::Among(sessions),
+            Addressing::Random { split: Some(k) } => {
                 let b = sessions.split_off(k);
                 Pairing::Across(sessions, b)
             }
+            Addressing::OwnRoom { size, service } => Pairing::Rooms { sessions, size, service },
         }
     }
+}
+
+/// Where a session's messages go.
+#[derive(Clone)]
+enum Addressing {
+    /// To random sessions: of the same set, or of the other side after `split`.
+    Random { split: Option<usize> },
+    /// To the sender's room.
+    OwnRoom { size: usize, service: String },
 }
 
 /// A random recipient for session `me` of `n`.
@@ -212,9 +235,19 @@ impl Live {
 /// Sends and receives on the sessions, at least two (one on each side with
 /// [`Pairing::Across`]). The sessions come back paired as they came.
 pub async fn run(pairing: Pairing, plan: &Plan) -> (Outcome, Option<Pairing>) {
-    let (sessions, split) = pairing.into_parts();
+    let fanout = pairing.fanout() as u64;
+    let (sessions, addressing) = pairing.into_parts();
+    let split = match &addressing {
+        Addressing::Random { split } => *split,
+        Addressing::OwnRoom { .. } => None,
+    };
     assert!(sessions.len() >= 2 && split.is_none_or(|k| k > 0 && k < sessions.len()));
-    let recipients: Arc<Vec<String>> = Arc::new(sessions.iter().map(|s| s.bare().to_owned()).collect());
+    // Each session's address (random addressing), or its room's (group chat).
+    let recipients: Arc<Vec<String>> = Arc::new(match &addressing {
+        Addressing::Random { .. } => sessions.iter().map(|s| s.bare().to_owned()).collect(),
+        Addressing::OwnRoom { size, service } => (0..sessions.len()).map(|i| crate::rooms::room_of(i, *size, service)).collect(),
+    });
+    let in_rooms = matches!(addressing, Addressing::OwnRoom { .. });
     let live = Live::start(sessions);
     let senders = plan.senders.clamp(1, live.writers.len());
     let mut shares: Vec<Vec<(usize, SharedTx)>> = (0..senders).map(|_| Vec::new()).collect();
@@ -228,7 +261,7 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> (Outcome, Option<Pairing>) {
         send_tasks.spawn(send(
             w,
             recipients.clone(),
-            split,
+            if in_rooms { None } else { Some(split) },
             per_task,
             plan.duration,
             live.epoch,
@@ -248,9 +281,9 @@ pub async fn run(pairing: Pairing, plan: &Plan) -> (Outcome, Option<Pairing>) {
     let send_time = live.epoch.elapsed();
     // Drain: everything sent should arrive.
     let sent = live.counters.sent.load(Ordering::Relaxed);
-    live.drain(sent, plan.drain).await;
-    let mut out = live.finish(sent, sent, send_time, failures).await;
-    let back = out.sessions.take().map(|s| Pairing::from_parts(s, split));
+    live.drain(sent * fanout, plan.drain).await;
+    let mut out = live.finish(sent, sent * fanout, send_time, failures).await;
+    let back = out.sessions.take().map(|s| Pairing::from_parts(s, addressing));
     (out, back)
 }
 
@@ -293,7 +326,9 @@ const MESSAGE_BYTES: usize = 200;
 async fn send(
     mut writers: Vec<(usize, SharedTx)>,
     recipients: Arc<Vec<String>>,
-    split: Option<usize>,
+    // To random recipients (with the split of [`Addressing::Random`]), or, `None`, to
+    // the sender's own entry: its room.
+    random: Option<Option<usize>>,
     rate: f64,
     duration: Duration,
     epoch: Instant,
@@ -322,7 +357,10 @@ async fn send(
         for _ in 0..burst {
             let (me, tx) = &mut writers[rr];
             rr = (rr + 1) % count;
-            let to = pick(*me, n, split, &mut rng);
+            let (to, kind) = match random {
+                Some(split) => (pick(*me, n, split, &mut rng), "chat"),
+                None => (*me, "groupchat"),
+            };
             let seq = next_seq.fetch_add(1, Ordering::Relaxed);
             msg.clear();
             let t = epoch.elapsed().as_nanos() as u64;
@@ -330,7 +368,7 @@ async fn send(
             // The namespace is redundant on TCP and required on a WebSocket (RFC 7395 §3.3.3).
             let _ = write!(
                 msg,
-                "<message xmlns='jabber:client' to='{}' type='chat' id='m{seq}'><body>t={t} s={seq} ",
+                "<message xmlns='jabber:client' to='{}' type='{kind}' id='m{seq}'><body>t={t} s={seq} ",
                 recipients[to]
             );
             while msg.len() + "</body></message>".len() < MESSAGE_BYTES {

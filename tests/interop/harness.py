@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
+import logging
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -88,3 +91,33 @@ def report(results: list[tuple[str, str, str]], title: str, label: str) -> None:
     if counts["skipped"]:
         line += f", {counts['skipped']} skipped"
     print(line, flush=True)
+
+
+def parse_args(description: str, accounts: list[str]) -> argparse.Namespace:
+    """The command line of a suite against one server: where it is, and a password for
+    each of `accounts`; sets up logging (slixmpp's debug log with --debug)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True, help="c2s (STARTTLS) port")
+    p.add_argument("--domain", default="localhost")
+    for account in accounts:
+        p.add_argument(f"--{account}-password", required=True)
+    p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    return args
+
+
+async def run_suite(suite, overall_timeout: float, title: str, label: str) -> int:
+    """Runs `suite.run()` within `overall_timeout`, drops every client, prints the summary;
+    returns the exit status."""
+    try:
+        ok = await asyncio.wait_for(suite.run(), overall_timeout)
+    except asyncio.TimeoutError:
+        suite.results.append((f"whole suite within {overall_timeout:.0f} s", "failed", "overall timeout"))
+        ok = False
+    finally:
+        abort_all(suite.clients)
+    report(suite.results, title, label)
+    return 0 if ok else 1

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import logging
 import secrets
 import ssl
 import sys
@@ -42,8 +41,7 @@ import time
 import traceback
 from typing import Any
 
-import slixmpp
-from harness import STEP_TIMEOUT, Failure, abort_all, check, report, run_step, say, wait_for
+from harness import STEP_TIMEOUT, Failure, check, parse_args, run_step, run_suite, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET, ElementBase
@@ -550,32 +548,9 @@ async def erin_items(erin: Client, owner: str):
     return await erin.plugin["xep_0060"].get_items(JID(owner), PEP_NODE, timeout=STEP_TIMEOUT)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    suite = Suite(args)
-    try:
-        ok = await asyncio.wait_for(suite.run(), OVERALL_TIMEOUT)
-    except asyncio.TimeoutError:
-        suite.results.append(("whole suite within %d s" % OVERALL_TIMEOUT, "failed", "overall timeout"))
-        ok = False
-    finally:
-        abort_all(suite.clients)
-    report(suite.results, 'slixmpp modern-extensions interop summary', 'interop-modern')
-    return 0 if ok else 1
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True, help="c2s (STARTTLS) port")
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--carol-password", required=True)
-    p.add_argument("--dave-password", required=True)
-    p.add_argument("--erin-password", required=True)
-    p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    return asyncio.run(main_async(args))
+    args = parse_args(__doc__.splitlines()[0], ["carol", "dave", "erin"])
+    return asyncio.run(run_suite(Suite(args), OVERALL_TIMEOUT, "slixmpp modern-extensions interop summary", "interop-modern"))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import logging
 import secrets
 import ssl
 import sys
 import traceback
 from typing import Any
 
-from harness import STEP_TIMEOUT, Failure, abort_all, check, report, run_step, say, wait_for
+from harness import STEP_TIMEOUT, Failure, check, parse_args, run_step, run_suite, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout, PresenceError
 from slixmpp.plugins.xep_0048.stanza import Bookmarks as LegacyBookmarks
@@ -335,32 +334,9 @@ class Suite:
         return all(status != "failed" for _, status, _ in self.results)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    suite = Suite(args)
-    try:
-        ok = await asyncio.wait_for(suite.run(), OVERALL_TIMEOUT)
-    except asyncio.TimeoutError:
-        suite.results.append((f"whole suite within {OVERALL_TIMEOUT:.0f} s", "failed", "overall timeout"))
-        ok = False
-    finally:
-        abort_all(suite.clients)
-    report(suite.results, "slixmpp group chat interop summary", "interop-muc")
-    return 0 if ok else 1
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True, help="c2s (STARTTLS) port")
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--carol-password", required=True)
-    p.add_argument("--dave-password", required=True)
-    p.add_argument("--erin-password", required=True)
-    p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    return asyncio.run(main_async(args))
+    args = parse_args(__doc__.splitlines()[0], ["carol", "dave", "erin"])
+    return asyncio.run(run_suite(Suite(args), OVERALL_TIMEOUT, "slixmpp group chat interop summary", "interop-muc"))
 
 
 if __name__ == "__main__":

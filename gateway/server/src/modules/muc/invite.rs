@@ -35,6 +35,9 @@ impl Room {
                 return Err(StanzaError::forbidden().with_text(format!("{} is banned from this room", to.to_bare())));
             }
             if self.config.members_only && self.affiliation(&to.to_bare()) < Affiliation::Member {
+                if self.affiliations.len() >= super::room::MAX_AFFILIATIONS {
+                    return Err(StanzaError::resource_constraint().with_text("this room has too many members"));
+                }
                 self.affiliations.insert(to.to_bare().to_string(), Affiliation::Member);
                 affiliations_changed = true;
             }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
-use jabberwock_storage::{ArchiveQuery, NewArchiveItem, UserRef};
+use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, UserRef};
 use jid::{BareJid, FullJid, Jid};
 
 use super::{Host, Module, Service, SessionHooks};
@@ -224,9 +224,6 @@ impl RoomService {
         if !matches!(st.stanza_type(), None | Some("unavailable")) {
             return Vec::new();
         }
-        if !unavailable && self.joined_elsewhere(node, &from.to_bare()).await >= self.config.max_rooms_per_user {
-            return presence_error(&st, StanzaError::resource_constraint().with_text("you are in too many rooms here"));
-        }
         let existing = self.find(server, node).await;
         let (room, created) = match existing {
             Some(r) => (r, false),
@@ -236,6 +233,13 @@ impl RoomService {
                 Err(e) => return presence_error(&st, e),
             },
         };
+        // Only a join counts against the account's rooms (not holding this room's lock:
+        // the count looks at every room).
+        let joining = !unavailable && room.lock().await.occupant_of(from).is_none();
+        if joining && self.joined_elsewhere(node, &from.to_bare()).await >= self.config.max_rooms_per_user {
+            self.unload_if_empty(&room).await;
+            return presence_error(&st, StanzaError::resource_constraint().with_text("you are in too many rooms here"));
+        }
         let result = {
             let mut r = room.lock().await;
             if r.occupant_of(from).is_some() {
@@ -473,10 +477,12 @@ impl RoomService {
         }
         if let Some(destroy) = q.child("destroy", ns::MUC_OWNER) {
             let out = r.destroy(destroy.attr("jid"), destroy.child_text("reason", ns::MUC_OWNER).as_deref());
-            let mut gone = r.config.clone();
-            gone.persistent = false;
-            r.config = gone;
+            // Nothing of it stays: a room created later under the same name starts afresh.
+            r.config.persistent = false;
             self.save(server, node, r).await?;
+            if let Err(e) = server.store.archive_delete(self.store_ref(node), ARCHIVE, ArchiveDelete::All).await {
+                tracing::error!(error = %e, room = %r.jid, "deleting a destroyed room's archive failed");
+            }
             send(server, out).await;
             return Ok(None);
         }

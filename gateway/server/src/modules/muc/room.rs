@@ -177,6 +177,11 @@ pub struct Room {
 
 /// The most bytes of history a room keeps in memory.
 const MAX_HISTORY_BYTES: usize = 256 * 1024;
+/// Devices one occupant may join with: a remote server can mint any number of
+/// resources for one account.
+const MAX_DEVICES: usize = 32;
+/// Affiliations one room keeps (members, admins, owners, outcasts), in memory and storage.
+pub const MAX_AFFILIATIONS: usize = 10_000;
 
 pub type Out = Vec<Stanza>;
 
@@ -330,6 +335,9 @@ impl Room {
         }
         let existing = self.occupants.iter().position(|o| o.nick == join.nick);
         let at = match existing {
+            Some(at) if self.occupants[at].devices.len() >= MAX_DEVICES => {
+                return Err(StanzaError::resource_constraint().with_text("too many devices under this nick"));
+            }
             Some(at) => {
                 self.occupants[at].devices.push(device);
                 at
@@ -643,6 +651,9 @@ impl Room {
         if affiliation == Affiliation::None {
             self.affiliations.remove(jid.as_str());
         } else {
+            if current == Affiliation::None && self.affiliations.len() >= MAX_AFFILIATIONS {
+                return Err(StanzaError::resource_constraint().with_text("this room has too many affiliations"));
+            }
             self.affiliations.insert(jid.to_string(), affiliation);
         }
         let mut out = Vec::new();
@@ -744,4 +755,51 @@ fn client_presence(st: &Stanza) -> Element {
 /// Reads a message back from the archive.
 pub fn from_archive(payload: &[u8]) -> Option<Element> {
     jabberwock_proto::reader::parse_element(payload, &jabberwock_proto::Limits::unlimited()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> Room {
+        let owner = BareJid::new("owner@example.org").unwrap();
+        Room::new(BareJid::new("r@conference.example.org").unwrap(), RoomConfig::default(), &owner)
+    }
+
+    fn presence() -> Stanza {
+        Stanza::from_element(&Element::new("presence", ns::CLIENT))
+    }
+
+    #[test]
+    fn one_account_cannot_join_with_endless_devices() {
+        let mut r = room();
+        r.locked = false;
+        for i in 0..MAX_DEVICES {
+            let jid = Jid::new(&format!("m@remote.example/{i}")).unwrap();
+            let join = Join { jid: &jid, nick: "m", password: None, affiliation: Affiliation::None };
+            r.join(&join, &presence(), false).unwrap();
+        }
+        let jid = Jid::new("m@remote.example/one-more").unwrap();
+        let join = Join { jid: &jid, nick: "m", password: None, affiliation: Affiliation::None };
+        let e = r.join(&join, &presence(), false).unwrap_err();
+        assert_eq!(e.condition, jabberwock_proto::StanzaErrorCondition::ResourceConstraint);
+        assert_eq!(r.occupants.len(), 1);
+        assert_eq!(r.occupants[0].devices.len(), MAX_DEVICES);
+    }
+
+    #[test]
+    fn affiliations_are_bounded() {
+        let mut r = room();
+        for i in 0..MAX_AFFILIATIONS - 1 {
+            let jid = BareJid::new(&format!("u{i}@example.org")).unwrap();
+            r.set_affiliation(Affiliation::Owner, &jid, Affiliation::Member).unwrap();
+        }
+        let extra = BareJid::new("extra@example.org").unwrap();
+        let e = r.set_affiliation(Affiliation::Owner, &extra, Affiliation::Outcast).unwrap_err();
+        assert_eq!(e.condition, jabberwock_proto::StanzaErrorCondition::ResourceConstraint);
+        // Changing an existing affiliation still works at the limit.
+        let first = BareJid::new("u0@example.org").unwrap();
+        r.set_affiliation(Affiliation::Owner, &first, Affiliation::Admin).unwrap();
+        assert_eq!(r.affiliations.len(), MAX_AFFILIATIONS);
+    }
 }
