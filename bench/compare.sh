@@ -9,6 +9,11 @@
 #             peak), then half the peak
 #   presence  --presence-sessions sessions with rosters of --roster contacts (subscribed
 #             both ways, in-band), every session changing its status --presence-rounds times
+#   muc10, muc100, muc1000
+#             group chat (XEP-0045, each server's own service on conference.localhost,
+#             room archives on): 20 rooms of 10, 2 rooms of 100, 1 room of 1000
+#             occupants, every occupant a session; each message goes to its sender's
+#             room; the rate rises until p99 > 50 ms, then half the peak
 #
 # and one table with the ratios Jabberwock/Prosody and Jabberwock/ejabberd is printed
 # (and written to OUT/results.md). See bench/README.md.
@@ -24,7 +29,7 @@ set -euo pipefail
 
 # --- options ---------------------------------------------------------------------------
 SERVERS="jabberwock prosody ejabberd"
-SCENARIOS="idle logins chat presence"
+SCENARIOS="idle logins chat presence muc10 muc100 muc1000"
 IDLE_SESSIONS=20000
 LOGIN_SESSIONS=5000
 CHAT_SESSIONS=2000
@@ -183,6 +188,10 @@ listen_tls = []
 # No federation, as for the other two.
 [s2s]
 enabled = false
+
+[muc]
+# The group chat scenarios measure throughput, not the per-occupant flood limit.
+max_messages_per_sec = 1000000
 EOF
     "$TARGET/release/jabberwock" --config "$dir/jabberwock.toml" serve 2> "$dir/server.log" &
     SERVER_PID=$!
@@ -225,6 +234,11 @@ limits = { c2s = { rate = "100mb/s" } }
 
 ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 VirtualHost "$DOMAIN"
+
+-- Group chat with every room archived (mod_muc_mam), as Jabberwock's rooms are.
+Component "conference.$DOMAIN" "muc"
+    modules_enabled = { "muc_mam" }
+    muc_log_all_rooms = true
 EOF
     prosody --config "$dir/prosody.cfg.lua" -F > "$dir/stdout.log" 2>&1 &
     SERVER_PID=$!
@@ -278,6 +292,15 @@ modules:
   mod_private: {}
   mod_vcard: {}
   mod_stream_mgmt: {}
+  mod_muc:
+    host: "conference.$DOMAIN"
+    access_create: all
+    # Rooms of up to 1000 occupants, as the group chat scenarios use.
+    max_users: 1000
+    max_users_presence: 1000
+    default_room_options:
+      # Every room archived, as Jabberwock's rooms are.
+      mam: true
 # Every account registers from 127.0.0.1 (the default allows one per 600 s per address).
 registration_timeout: infinity
 EOF
@@ -349,6 +372,14 @@ run_server() {
         --drain-secs 30
     run_load "$server" presence "$port" --sessions "$PRESENCE_SESSIONS" --ramp-per-sec "$RAMP" \
         --roster "$ROSTER" --presence-rounds "$PRESENCE_ROUNDS" --duration-secs 0 --drain-secs 60
+    # Group chat: rooms of 10, 100 and 1000; each starts at about 200 deliveries/s.
+    local rooms size rooms_size
+    for rooms_size in "20 10" "2 100" "1 1000"; do
+        read -r rooms size <<< "$rooms_size"
+        run_load "$server" "muc$size" "$port" --sessions $((rooms * size)) --ramp-per-sec "$RAMP" \
+            --rooms "$rooms" --room-size "$size" --step-up --message-rate "$(awk -v s="$size" 'BEGIN { print 200 / s }')" \
+            --step-factor "$STEP_FACTOR" --duration-secs "$STEP_SECS" --drain-secs 30
+    done
     stop_server
 }
 
@@ -364,7 +395,9 @@ ratio() {
 # lost SERVER: lost deliveries over all scenarios (the tool's exit status covers the rest).
 lost() {
     local total=0 v key
-    for key in "chat peak_lost" "chat half_peak_lost" "presence presence_lost"; do
+    for key in "chat peak_lost" "chat half_peak_lost" "presence presence_lost" \
+        "muc10 peak_lost" "muc10 half_peak_lost" "muc100 peak_lost" "muc100 half_peak_lost" \
+        "muc1000 peak_lost" "muc1000 half_peak_lost"; do
         v=$(fig "$1" ${key})
         [ "$v" = "-" ] || total=$((total + v))
     done
@@ -392,6 +425,16 @@ table() {
         "presence|presence_max_ms|presence storm: max, ms"
         "presence|presence_server_cpu_per_100k|presence storm: server CPU s per 100k deliveries"
     )
+    local size
+    for size in 10 100 1000; do
+        rows+=(
+            "muc$size|peak_msgs_per_sec|rooms of $size: peak deliveries/s with p99 ≤ 50 ms"
+            "muc$size|peak_p99_ms|rooms of $size: p99 at the peak, ms"
+            "muc$size|half_peak_p99_ms|rooms of $size: p99 at half the peak, ms"
+            "muc$size|half_peak_server_cpu_per_100k|rooms of $size: server CPU s per 100k deliveries (half the peak)"
+            "muc$size|rss_per_occupant_kib|rooms of $size: server RSS per occupant, KiB (after entering)"
+        )
+    done
     local header="| figure |" line="| --- |"
     for s in $SERVERS; do header+=" $s |"; line+=" ---: |"; done
     local jw=0
@@ -444,6 +487,7 @@ for sc in $SCENARIOS; do
     case $sc in
         idle) n=$IDLE_SESSIONS ;; logins) n=$LOGIN_SESSIONS ;;
         chat) n=$CHAT_SESSIONS ;; presence) n=$PRESENCE_SESSIONS ;;
+        muc10|muc100) n=200 ;; muc1000) n=1000 ;;
         *) echo "unknown scenario: $sc" >&2; exit 2 ;;
     esac
     if [ "$n" -gt "$most" ]; then most=$n; fi

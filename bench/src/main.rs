@@ -967,7 +967,8 @@ async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, re
     report.figure("peak_msgs_per_sec", format!("{:.0}", peak.delivered_per_sec));
     figures_of(report, "peak", &peak);
     if let Some(p) = pairing.take() {
-        let half = peak.delivered_per_sec / 2.0;
+        // The rate offered is messages; a room delivers each to all its occupants.
+        let half = peak.delivered_per_sec / 2.0 / fanout;
         let (s, _) = message_phase(args, &format!("{name} at half the peak"), p, half, pid, report).await;
         ok &= s.ok;
         step_row(&mut t, format!("half the peak, {half:.0} msg/s offered"), &s);

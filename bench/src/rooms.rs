@@ -1,7 +1,7 @@
 //! The group chat scenario's setup: the active sessions enter rooms of `size` occupants
 //! each, on the server's XEP-0045 service. The first session of each room creates it and
-//! submits the instant-room form (the room stays locked until then); the others enter
-//! once it is open. Every join asks for no history, and is done when the room's subject
+//! submits the configuration form with room for `size` occupants (the room stays locked
+//! until then); the others enter once it is open. Every join asks for no history, and is done when the room's subject
 //! arrives (XEP-0045 §7.2.16).
 
 use jabberwock_proto::ns;
@@ -41,11 +41,17 @@ async fn enter(s: &mut Session, room: &str, nick: &str) -> Result<Vec<String>, S
 
 /// Puts every session into its room (creators first, then everyone else at once).
 pub async fn enter_all(sessions: &mut [Session], size: usize, service: &str) -> Result<(), String> {
+    let form = format!(
+        "<query xmlns='{}'><x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+         <field var='muc#roomconfig_maxusers'><value>{size}</value></field></x></query>",
+        ns::MUC_OWNER
+    );
+    let form = &form;
     let creators = futures_util::future::try_join_all(sessions.iter_mut().enumerate().filter(|(i, _)| i % size == 0).map(|(i, s)| async move {
         let room = room_of(i, size, service);
         let codes = enter(s, &room, &format!("n{i}")).await?;
         if codes.iter().any(|c| c == "201") {
-            let form = format!("<query xmlns='{}'><x xmlns='jabber:x:data' type='submit'/></query>", ns::MUC_OWNER);
             s.tx.send(&format!("<iq type='set' id='open{i}' to='{room}' xmlns='jabber:client'>{form}</iq>")).await?;
             loop {
                 let st = s.rx.next_stanza("the instant room's result").await?;

@@ -58,7 +58,11 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
          [auth]\n\
          # Every session registers and logs in from 127.0.0.1: keep the per-address\n\
          # registration throttle (which shares this limit) out of the way.\n\
-         max_failures = 1000000000\n",
+         max_failures = 1000000000\n\
+         \n\
+         [muc]\n\
+         # The group chat scenario measures rates, not the per-occupant flood limit.\n\
+         max_messages_per_sec = 1000000\n",
         dir = data_dir.display().to_string(),
     );
     match http {

@@ -141,6 +141,16 @@ impl Mam {
     pub fn new(store: Store, retention_days: u64) -> Self {
         Mam { writer: ArchiveWriter::start(store, retention_days), prefs: AccountCache::default() }
     }
+
+    /// Queues an item for any archive (a room's, say) on the batching writer.
+    pub(crate) async fn append(&self, item: ArchiveAppend) {
+        self.writer.append(item).await;
+    }
+
+    /// Waits until every item queued so far is committed.
+    pub(crate) async fn flush(&self) {
+        self.writer.flush().await;
+    }
 }
 
 impl Module for Mam {
@@ -434,7 +444,8 @@ impl SentEntry {
 }
 
 fn strip_forged_stanza_ids(st: &mut Stanza, owner: &BareJid) {
-    if !st.inner().contains(ns::SID) {
+    // Only parsed when a stanza-id might name the owner (a room's do not).
+    if !(st.inner().contains(ns::SID) && st.inner().contains(owner.as_str())) {
         return;
     }
     let Ok(mut el) = st.to_element() else { return };

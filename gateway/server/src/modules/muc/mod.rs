@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
-use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, UserRef};
+use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, UserRef};
 use jid::{BareJid, FullJid, Jid};
 
+use super::mam::Mam;
 use super::{Host, Module, Service, SessionHooks};
 use crate::config::MucConfig;
 use crate::registry::ConnId;
@@ -184,6 +185,7 @@ impl RoomService {
 
     /// The newest archived messages of a room, oldest first, for its history.
     async fn recent(&self, server: &Server, node: &str) -> Vec<(String, Element)> {
+        self.flush_archive(server).await;
         let q = ArchiveQuery { limit: Some(options::MAX_HISTORY as usize), last_page: true, ..Default::default() };
         let Ok(page) = server.store.archive_query(self.store_ref(node), ARCHIVE, &q).await else { return Vec::new() };
         page.items
@@ -193,6 +195,28 @@ impl RoomService {
                 Some((xep0082(stamp), room::from_archive(&i.payload)?))
             })
             .collect()
+    }
+
+    /// Queues a message for the room's archive on the account archive's batching writer,
+    /// so one commit covers many messages of any room or account.
+    async fn archive(&self, server: &Server, node: &str, id: String, stamp_us: i64, with: String, payload: Vec<u8>) {
+        let item = ArchiveAppend { host: self.domain.clone(), user: node.to_owned(), store: ARCHIVE.to_owned(), id, stamp_us, with, payload };
+        match server.modules.get::<Mam>() {
+            Some(mam) => mam.append(item).await,
+            None => {
+                if let Err(e) = server.store.archive_append_batch(std::slice::from_ref(&item)).await {
+                    tracing::error!(error = %e, room = %item.user, "archiving a room message failed");
+                }
+            }
+        }
+    }
+
+    /// Waits until what was queued for the archives is committed, before reading or
+    /// changing a room's archive.
+    async fn flush_archive(&self, server: &Server) {
+        if let Some(mam) = server.modules.get::<Mam>() {
+            mam.flush().await;
+        }
     }
 
     /// Saves a persistent room, or forgets a room that is no longer persistent.
@@ -292,12 +316,10 @@ impl RoomService {
             Some("groupchat") => match r.groupchat(from, &st, &self.limits()) {
                 Ok((out, archived)) => {
                     if let Some((id, stamp_us, el)) = archived {
-                        let payload = el.to_bytes();
-                        let with = from.to_bare().to_string();
-                        let item = NewArchiveItem { id: &id, stamp_us, with: &with, payload: &payload };
-                        if let Err(e) = server.store.archive_append(self.store_ref(node), ARCHIVE, item, None).await {
-                            tracing::error!(error = %e, room = %r.jid, "archiving a room message failed");
-                        }
+                        // Filed under the occupant JID, never the real one: a query `with`
+                        // a real JID must not reveal who said what.
+                        let with = el.attr("from").unwrap_or_default().to_owned();
+                        self.archive(server, node, id, stamp_us, with, el.to_bytes()).await;
                     }
                     let subject_changed = st.inner().contains("<subject") && !st.inner().contains("<body");
                     if subject_changed && r.config.persistent {
@@ -480,6 +502,7 @@ impl RoomService {
             // Nothing of it stays: a room created later under the same name starts afresh.
             r.config.persistent = false;
             self.save(server, node, r).await?;
+            self.flush_archive(server).await;
             if let Err(e) = server.store.archive_delete(self.store_ref(node), ARCHIVE, ArchiveDelete::All).await {
                 tracing::error!(error = %e, room = %r.jid, "deleting a destroyed room's archive failed");
             }
@@ -565,6 +588,7 @@ impl RoomService {
         let id = request.attr("id").unwrap_or_default().to_owned();
         let m = r.moderate(from, request)?;
         if r.config.archive {
+            self.flush_archive(server).await;
             match server.store.archive_replace(self.store_ref(node), ARCHIVE, &id, &m.tombstone.to_bytes()).await {
                 Ok(()) => {}
                 Err(jabberwock_storage::StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such message")),
@@ -574,10 +598,7 @@ impl RoomService {
                 }
             }
             let payload = m.announcement.to_bytes();
-            let item = NewArchiveItem { id: &random_id(), stamp_us: now_us(), with: "", payload: &payload };
-            if let Err(e) = server.store.archive_append(self.store_ref(node), ARCHIVE, item, None).await {
-                tracing::error!(error = %e, room = %r.jid, "archiving a retraction failed");
-            }
+            self.archive(server, node, random_id(), now_us(), String::new(), payload).await;
         }
         send(server, m.out).await;
         Ok(())
@@ -591,6 +612,7 @@ impl RoomService {
         if !allowed || !r.config.archive {
             return Err(StanzaError::forbidden().with_text("the archive is for occupants and members"));
         }
+        self.flush_archive(server).await;
         super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), from, q).await
     }
 }

@@ -537,15 +537,17 @@ impl Room {
         Ok((self.to_everyone(&el), archived))
     }
 
-    /// `el` (a message from the room or an occupant) to every device in the room.
+    /// `el` (a message from the room or an occupant) to every device in the room:
+    /// written once, addressed per device.
     pub(super) fn to_everyone(&self, el: &Element) -> Out {
-        let mut out = Vec::new();
-        for d in self.occupants.iter().flat_map(|o| &o.devices) {
-            let mut copy = el.clone();
+        let written = Stanza::from_element(el);
+        let devices = self.occupants.iter().flat_map(|o| &o.devices);
+        devices.map(|d| {
+            let mut copy = written.clone();
             copy.set_attr("to", d.jid.as_str());
-            out.push(Stanza::from_element(&copy));
-        }
-        out
+            copy
+        })
+        .collect()
     }
 
     /// A private message from a device to the occupant `nick` (§7.5).
