@@ -372,12 +372,13 @@ run_server() {
         --drain-secs 30
     run_load "$server" presence "$port" --sessions "$PRESENCE_SESSIONS" --ramp-per-sec "$RAMP" \
         --roster "$ROSTER" --presence-rounds "$PRESENCE_ROUNDS" --duration-secs 0 --drain-secs 60
-    # Group chat: rooms of 10, 100 and 1000; each starts at about 200 deliveries/s.
+    # Group chat: rooms of 10, 100 and 1000; each starts at about 200 deliveries/s (a
+    # room of 1000 at one message a second).
     local rooms size rooms_size
     for rooms_size in "20 10" "2 100" "1 1000"; do
         read -r rooms size <<< "$rooms_size"
         run_load "$server" "muc$size" "$port" --sessions $((rooms * size)) --ramp-per-sec "$RAMP" \
-            --rooms "$rooms" --room-size "$size" --step-up --message-rate "$(awk -v s="$size" 'BEGIN { print 200 / s }')" \
+            --rooms "$rooms" --room-size "$size" --step-up --message-rate "$(awk -v s="$size" 'BEGIN { r = 200 / s; print (r < 1 ? 1 : r) }')" \
             --step-factor "$STEP_FACTOR" --duration-secs "$STEP_SECS" --drain-secs 30
     done
     stop_server
