@@ -426,6 +426,12 @@ async fn invitations_relayed_iqs_moderation_and_destruction() {
     assert_eq!(destroy.attr("jid"), Some("new@conference.localhost"));
     let info = bob.iq("i", &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
     assert_eq!(error_condition(&info).as_deref(), Some("item-not-found"), "the destroyed room is gone: {info:?}");
+    // Its name stays taken for a while: a join learns where the room went.
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let gone = bob.expect("a tombstone", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&gone).as_deref(), Some("gone"));
+    let text = gone.child("error", ns::CLIENT).and_then(|e| e.child_text("text", ns::STANZA_ERRORS)).unwrap_or_default();
+    assert!(text.contains("xmpp:new@conference.localhost?join"), "{text}");
 }
 
 #[tokio::test]

@@ -238,6 +238,7 @@ stanza_error_shorthands! {
     conflict => Conflict,
     feature_not_implemented => FeatureNotImplemented,
     forbidden => Forbidden,
+    gone => Gone,
     internal_server_error => InternalServerError,
     item_not_found => ItemNotFound,
     jid_malformed => JidMalformed,

@@ -151,6 +151,9 @@ pub struct MucConfig {
     pub max_messages_per_sec: u32,
     /// Longest room subject, name or description, in bytes.
     pub max_text_bytes: usize,
+    /// Days a destroyed room's name stays reserved, answering joins with `gone` and its
+    /// new address; 0: none.
+    pub tombstone_days: u32,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -290,6 +293,7 @@ impl Default for MucConfig {
             max_rooms_per_user: 100,
             max_messages_per_sec: 10,
             max_text_bytes: 4096,
+            tombstone_days: 30,
         }
     }
 }

@@ -172,6 +172,12 @@ impl SessionRegistry {
         users.get(bare)?.iter().find(|r| r.resource == resource).map(|r| r.handle.clone())
     }
 
+    /// The resource bound at `bare/resource`.
+    pub fn resource(&self, bare: &str, resource: &str) -> Option<Resource> {
+        let users = self.users.read().expect("registry lock");
+        users.get(bare)?.iter().find(|r| r.resource == resource).cloned()
+    }
+
     /// Every bound resource of the account.
     pub fn resources(&self, bare: &str) -> Vec<Resource> {
         let users = self.users.read().expect("registry lock");

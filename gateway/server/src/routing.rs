@@ -35,9 +35,11 @@ pub async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
         Some(Err(_)) => return bounce_reply(&st, StanzaError::jid_malformed()),
         None => return Vec::new(),
     };
-    if let Some(from) = st.from().and_then(|f| Jid::new(f).ok()) {
+    // Parsed once: filters and local delivery need the sender.
+    let from = st.from().and_then(|f| Jid::new(f).ok());
+    if let Some(from) = &from {
         for filter in &server.modules.filters {
-            match filter.filter(server, &st, &from, &to).await {
+            match filter.filter(server, &st, from, &to).await {
                 Verdict::Pass => {}
                 Verdict::Drop => return Vec::new(),
                 Verdict::Bounce(e) => return bounce_reply(&st, e),
@@ -57,7 +59,7 @@ pub async fn route_or_reply(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
             // Messages to the server itself: nothing here consumes them.
             bounce_reply(&st, StanzaError::service_unavailable())
         }
-        StanzaKind::Message => match im::message::deliver(server, st, &to).await {
+        StanzaKind::Message => match im::message::deliver(server, st, from.as_ref(), &to).await {
             Ok(()) => Vec::new(),
             Err((st, e)) => bounce_reply(&st, e),
         },

@@ -18,9 +18,9 @@ enum Target {
     Nowhere,
 }
 
-/// Delivers `st` to the local JID `to`. On failure the stanza comes back with the error
-/// the sender should get.
-pub async fn deliver(server: &Arc<Server>, st: Stanza, to: &Jid) -> Result<(), (Stanza, StanzaError)> {
+/// Delivers `st` from `from` (its parsed `from`, if any) to the local JID `to`. On
+/// failure the stanza comes back with the error the sender should get.
+pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &Jid) -> Result<(), (Stanza, StanzaError)> {
     let bare = to.to_bare();
     let target = match target(server, &st, to) {
         Ok(Target::Offline) if !crate::accounts::exists(server, bare.domain().as_str(), bare.node().map_or("", |n| n.as_str())).await => {
@@ -30,7 +30,7 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, to: &Jid) -> Result<(), (
         Err(e) => return Err((st, e)),
     };
     let mut st = st;
-    if let (Some(Ok(from)), false) = (st.from().map(Jid::new), matches!(target, Target::Nowhere)) {
+    if let (Some(from), false) = (from, matches!(target, Target::Nowhere)) {
         let from = from.to_bare();
         for h in &server.modules.message_hooks {
             h.delivering(server, &bare, &from, &mut st).await;
@@ -64,7 +64,7 @@ fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError>
     let kind = st.stanza_type().unwrap_or("normal");
     let bare: BareJid = to.to_bare();
     if let Some(resource) = to.resource() {
-        if let Some(r) = server.sessions.resources(bare.as_str()).into_iter().find(|r| r.resource == resource.as_str()) {
+        if let Some(r) = server.sessions.resource(bare.as_str(), resource.as_str()) {
             return Ok(Target::Resources(vec![r]));
         }
         // §8.5.3.2: a full JID with no session.

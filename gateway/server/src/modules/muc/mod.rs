@@ -8,7 +8,8 @@
 //! room options are in [`options`], those that guard the door in files of their own.
 //!
 //! Storage, under the service's domain: map `muc_rooms` (room → [`room::Stored`] as
-//! JSON) for persistent rooms, and the archive `muc` of each room.
+//! JSON) for persistent rooms, map `muc_tombstones` (room → [`Tombstone`]) for
+//! destroyed ones, and the archive `muc` of each room.
 
 mod invite;
 mod max_users;
@@ -37,6 +38,15 @@ use options::{Limits, RoomConfig};
 use room::{Affiliation, Join, Role, Room, Stored};
 
 const ROOMS: &str = "muc_rooms";
+const TOMBSTONES: &str = "muc_tombstones";
+
+/// What is left of a destroyed room for a while: joins get `gone` and its new address.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tombstone {
+    venue: Option<String>,
+    reason: Option<String>,
+    until_unix: i64,
+}
 const ARCHIVE: &str = "muc";
 
 pub struct Muc {
@@ -252,7 +262,7 @@ impl RoomService {
         let (room, created) = match existing {
             Some(r) => (r, false),
             None if unavailable => return Vec::new(),
-            None => match self.create(node, from) {
+            None => match self.gone(server, node).await.map_or_else(|| self.create(node, from), Err) {
                 Ok(r) => (r, true),
                 Err(e) => return presence_error(&st, e),
             },
@@ -292,6 +302,36 @@ impl RoomService {
                 }
                 presence_error(&st, e)
             }
+        }
+    }
+
+    /// The error for a join to a destroyed room, while its tombstone lasts.
+    async fn gone(&self, server: &Server, node: &str) -> Option<StanzaError> {
+        let raw = server.store.map_get(UserRef { host: &self.domain, user: "" }, TOMBSTONES, node).await.ok()??;
+        let t: Tombstone = serde_json::from_slice(&raw).ok()?;
+        if t.until_unix < time::OffsetDateTime::now_utc().unix_timestamp() {
+            return None;
+        }
+        let mut text = String::from("this room was destroyed");
+        if let Some(venue) = &t.venue {
+            text.push_str(&format!("; it moved to xmpp:{venue}?join"));
+        }
+        if let Some(reason) = &t.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        Some(StanzaError::gone().with_text(text))
+    }
+
+    /// Keeps a destroyed room's tombstone for `tombstone_days`.
+    async fn bury(&self, server: &Server, node: &str, venue: Option<&str>, reason: Option<&str>) {
+        if self.config.tombstone_days == 0 {
+            return;
+        }
+        let until_unix = time::OffsetDateTime::now_utc().unix_timestamp() + i64::from(self.config.tombstone_days) * 86_400;
+        let t = Tombstone { venue: venue.map(str::to_owned), reason: reason.map(str::to_owned), until_unix };
+        let json = serde_json::to_vec(&t).expect("serializes");
+        if let Err(e) = server.store.map_set(UserRef { host: &self.domain, user: "" }, TOMBSTONES, node, Some(&json)).await {
+            tracing::error!(error = %e, room = node, "keeping a destroyed room's tombstone failed");
         }
     }
 
@@ -498,7 +538,9 @@ impl RoomService {
             return Ok(Some(Element::new("query", ns::MUC_OWNER).with_child(options::form(&r.config))));
         }
         if let Some(destroy) = q.child("destroy", ns::MUC_OWNER) {
-            let out = r.destroy(destroy.attr("jid"), destroy.child_text("reason", ns::MUC_OWNER).as_deref());
+            let (venue, reason) = (destroy.attr("jid"), destroy.child_text("reason", ns::MUC_OWNER));
+            let out = r.destroy(venue, reason.as_deref());
+            self.bury(server, node, venue, reason.as_deref()).await;
             // Nothing of it stays: a room created later under the same name starts afresh.
             r.config.persistent = false;
             self.save(server, node, r).await?;
