@@ -78,12 +78,26 @@ ensure_prosody() {
     fi
 }
 
+# ejabberd (Debian's 23.01), the second federation peer. The package starts a system
+# daemon; the suite runs its own node, so a running daemon is stopped by its PID.
+ensure_ejabberd() {
+    have ejabberdctl || apt_install ejabberd
+    local pid
+    pid="$(cat /run/ejabberd/ejabberd.pid 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        log "stopping the packaged ejabberd daemon (pid $pid)"
+        kill -TERM "$pid"
+    fi
+}
+
 # The federation suite's domains, each server on its own loopback address.
 FEDERATION_HOSTS=(
     "127.0.0.2 jabberwock.test"
     "127.0.0.3 prosody.test insecure.test"
     "127.0.0.2 conference.jabberwock.test"
     "127.0.0.3 rooms.prosody.test"
+    "127.0.0.4 ejabberd.test"
+    "127.0.0.4 rooms.ejabberd.test"
 )
 
 ensure_federation_hosts() {
@@ -102,6 +116,7 @@ main() {
     ensure_python
     ensure_interop_venv
     ensure_prosody
+    ensure_ejabberd
     ensure_federation_hosts
 }
 

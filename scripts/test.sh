@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs the test prerequisites, builds the server, runs
 # every Rust test, then the interop suites against the real binary: slixmpp over TCP,
-# federation with a real Prosody, @xmpp/client and strophe.js over WebSocket and BOSH, Converse.js in headless Chromium,
+# federation with a real Prosody and a real ejabberd, @xmpp/client and strophe.js over WebSocket and BOSH, Converse.js in headless Chromium,
 # and the project's own web client end to end in Chromium. Stops at the first failing
 # stage and exits non-zero; prints a summary of the stages either way.
 set -euo pipefail
@@ -60,5 +60,6 @@ stage "cargo build -p jabberwock" cargo build -p jabberwock
 stage "cargo test --workspace" cargo test --workspace
 stage "slixmpp interop suite" tests/interop/run.sh
 stage "federation with Prosody (slixmpp)" tests/interop/federation/run.sh
+stage "federation with ejabberd (slixmpp)" tests/interop/federation/run_ejabberd.sh
 stage "JS interop (@xmpp/client, strophe.js, Converse.js)" tests/interop/js/run.sh
 stage "web client end to end (Chromium)" env E2E_SKIP_BUILD=1 tests/e2e/run.sh
