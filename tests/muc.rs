@@ -333,6 +333,13 @@ async fn hostile_input_gets_the_xep_errors_and_others_carry_on() {
     let e = mallory.expect("bad nick", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
     assert_eq!(error_condition(&e).as_deref(), Some("jid-malformed"));
 
+    // A join without a nick, and a room size beyond the service's limit.
+    mallory.send(format!("<presence to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    let e = mallory.expect("no nick", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("jid-malformed"));
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_maxusers", "1000000")]).await;
+    assert_eq!(error_condition(&r).as_deref(), Some("not-acceptable"));
+
     // Joining room after room: the fourth is refused.
     for n in 1..=2 {
         join(&mut mallory, &format!("r{n}@{SERVICE}"), "m", "").await;
@@ -491,4 +498,36 @@ async fn bookmarks_are_one_list_for_pep_and_private_storage_clients() {
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     let r = bob.iq("x", "<iq type='get' id='x' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>").await;
     assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+}
+
+#[tokio::test]
+async fn in_a_moderated_room_visitors_ask_for_voice_and_a_moderator_grants_it() {
+    let server = TestServer::start().await;
+    let (mut alice, mut bob, _carol) = alice_bob_carol(&server).await;
+    create_instant(&mut alice, ROOM).await;
+    let r = configure(&mut alice, ROOM, &[("muc#roomconfig_moderatedroom", "1")]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let me = join(&mut bob, ROOM, "bob", "").await;
+    assert_eq!(item(&me).and_then(|i| i.attr("role")), Some("visitor"));
+    read_subject(&mut bob).await;
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>can I talk?</body></message>")).await;
+    let e = bob.expect("a visitor may not speak", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(error_condition(&e).as_deref(), Some("forbidden"));
+
+    let form = |fields: &str, kind: &str| {
+        format!(
+            "<message to='{ROOM}'><x xmlns='jabber:x:data' type='{kind}'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>{fields}</x></message>"
+        )
+    };
+    bob.send(form("<field var='muc#role'><value>participant</value></field>", "submit")).await;
+    let request = alice.expect("the voice request", |e| e.child("x", ns::DATA_FORMS).is_some()).await;
+    let x = request.child("x", ns::DATA_FORMS).unwrap();
+    let value = |var: &str| x.children().find(|f| f.attr("var") == Some(var)).and_then(|f| f.child_text("value", ns::DATA_FORMS));
+    assert_eq!(value("muc#roomnick").as_deref(), Some("bob"));
+    assert_eq!(value("muc#jid").as_deref(), Some("bob@localhost"));
+    alice.send(form("<field var='muc#roomnick'><value>bob</value></field><field var='muc#request_allow'><value>true</value></field>", "submit")).await;
+    let voiced = bob.expect("bob's new role", |e| presence_from("room@conference.localhost/bob")(e) && item(e).and_then(|i| i.attr("role")) == Some("participant")).await;
+    assert!(codes(&voiced).contains(&"110".to_owned()));
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>thanks</body></message>")).await;
+    alice.expect("bob speaks", body_is("thanks")).await;
 }

@@ -18,6 +18,7 @@ mod moderation;
 pub mod options;
 mod password;
 pub mod room;
+mod voice;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -371,11 +372,20 @@ impl RoomService {
                 Err(e) => bounce_reply(&st, e),
             },
             _ => {
-                let x = st.to_element().ok().and_then(|el| el.child("x", ns::MUC_USER).cloned());
-                let Some(x) = x else {
-                    return bounce_reply(&st, StanzaError::bad_request().with_text("only groupchat messages and invitations go to a room"));
+                let Ok(el) = st.to_element() else { return bounce_reply(&st, StanzaError::bad_request()) };
+                if let Some(form) = voice::request_form(&el) {
+                    return match r.voice(from, form) {
+                        Ok(out) => {
+                            send(server, out).await;
+                            Vec::new()
+                        }
+                        Err(e) => bounce_reply(&st, e),
+                    };
+                }
+                let Some(x) = el.child("x", ns::MUC_USER) else {
+                    return bounce_reply(&st, StanzaError::bad_request().with_text("only groupchat messages, invitations and voice requests go to a room"));
                 };
-                match r.invitation(from, &x) {
+                match r.invitation(from, x) {
                     Ok(invited) => {
                         if invited.affiliations_changed {
                             let _ = self.save(server, node, &r).await;

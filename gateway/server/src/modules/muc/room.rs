@@ -719,7 +719,7 @@ impl Room {
                 .with_attr("type", "text")
                 .with_attr("name", if self.config.name.is_empty() { self.jid.node().map_or("", |n| n.as_str()) } else { &self.config.name }),
         );
-        let mut features = vec![ns::MUC, ns::DISCO_INFO, ns::SID, ns::OCCUPANT_ID, ns::MUC_SELF_PING, ns::MESSAGE_MODERATE];
+        let mut features = vec![ns::MUC, ns::DISCO_INFO, ns::SID, ns::OCCUPANT_ID, ns::MUC_SELF_PING, ns::MESSAGE_MODERATE, super::voice::FORM_TYPE];
         for option in OPTIONS {
             features.extend_from_slice(option.features(&self.config));
         }
