@@ -531,3 +531,21 @@ async fn in_a_moderated_room_visitors_ask_for_voice_and_a_moderator_grants_it() 
     bob.send(format!("<message to='{ROOM}' type='groupchat'><body>thanks</body></message>")).await;
     alice.expect("bob speaks", body_is("thanks")).await;
 }
+
+#[tokio::test]
+async fn a_hibernated_session_stays_in_its_rooms_until_its_resumption_window_ends() {
+    let server = TestServer::start_with_tables("", "[limits]\nresume_window_secs = 2").await;
+    let (mut alice, mut bob, _carol) = alice_bob_carol(&server).await;
+    create_instant(&mut alice, ROOM).await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    bob.expect("stream management", |e| e.name() == "enabled").await;
+    join(&mut bob, ROOM, "bob", "").await;
+    alice.expect("bob arrives", presence_from("room@conference.localhost/bob")).await;
+    // The connection vanishes without a closing stream: the session is kept for
+    // resumption, and bob stays in the room meanwhile.
+    drop(bob);
+    let left = |e: &Element| presence_from("room@conference.localhost/bob")(e) && e.attr("type") == Some("unavailable");
+    alice.expect_none(Duration::from_millis(1200), "bob leaving while his session may be resumed", left).await;
+    // Once the window passes, the session ends, and with it bob's presence in the room.
+    alice.expect("bob leaves after the resumption window", left).await;
+}

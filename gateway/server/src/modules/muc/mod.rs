@@ -26,12 +26,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
 use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, UserRef};
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, Jid};
 
 use super::mam::Mam;
-use super::{Host, Module, Service, SessionHooks};
+use super::{Host, Module, Service};
 use crate::config::MucConfig;
-use crate::registry::ConnId;
 use crate::routing::route;
 use crate::server::Server;
 use crate::stanzas::{bounce_reply, error_reply, iq_result, now_us, random_id, xep0082};
@@ -40,6 +39,7 @@ use room::{Affiliation, Join, Role, Room, Stored};
 
 const ROOMS: &str = "muc_rooms";
 const TOMBSTONES: &str = "muc_tombstones";
+const ARCHIVE: &str = "muc";
 
 /// What is left of a destroyed room for a while: joins get `gone` and its new address.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -48,7 +48,6 @@ struct Tombstone {
     reason: Option<String>,
     until_unix: i64,
 }
-const ARCHIVE: &str = "muc";
 
 pub struct Muc {
     /// One service per served domain, by the service's domain.
@@ -73,29 +72,14 @@ impl Muc {
     }
 }
 
+/// Occupants leave when their session ends because a room is a directed-presence
+/// target (RFC 6121 §4.6): the unavailable presence every session sends when it ends,
+/// cleanly, by timeout or after its XEP-0198 resumption window, reaches the room; a
+/// remote occupant's server does the same.
 impl Module for Muc {
     fn register(self: Arc<Self>, host: &mut Host) {
         for service in self.services.values() {
             host.service(service.domain.clone(), &service.parent, "Chatrooms", service.clone());
-        }
-        if !self.services.is_empty() {
-            host.session_hooks(self);
-        }
-    }
-}
-
-#[async_trait]
-impl SessionHooks for Muc {
-    /// A session that ended without leaving its rooms (no unavailable presence reached
-    /// them) leaves them now: no ghosts.
-    async fn ended(&self, server: &Arc<Server>, jid: &FullJid, _conn: ConnId) {
-        let gone = Jid::from(jid.clone());
-        for service in self.services.values() {
-            for room in service.live_rooms() {
-                let out = room.lock().await.device_gone(&gone);
-                send(server, out).await;
-                service.unload_if_empty(&room).await;
-            }
         }
     }
 }

@@ -605,15 +605,6 @@ impl Room {
         Some(Stanza::from_element(&el))
     }
 
-    /// The occupants whose sessions `gone` held leave (the session ended).
-    pub fn device_gone(&mut self, gone: &Jid) -> Out {
-        let mut out = Vec::new();
-        if let Some(at) = self.index_of(gone) {
-            self.leave_device(at, gone, &[], &mut out);
-        }
-        out
-    }
-
     /// Changes an occupant's role (§8.4–§8.5, §9.6–9.7) at the request of the device `by`.
     pub fn set_role(&mut self, by: &Jid, nick: &str, role: Role) -> Result<Out, StanzaError> {
         let requester = self.occupant_of(by).ok_or_else(|| StanzaError::forbidden().with_text("join the room first"))?;
