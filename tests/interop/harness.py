@@ -12,6 +12,7 @@ import traceback
 from typing import Any, Callable
 
 import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
 
 STEP_TIMEOUT = 10.0
 START = time.monotonic()
@@ -19,6 +20,17 @@ START = time.monotonic()
 
 class Failure(Exception):
     """A check failed: the message says what was expected and what happened."""
+
+
+async def iq_call(label: str, what: str, awaitable) -> Any:
+    """Awaits an iq, turning an error or a timeout into a Failure that names it."""
+    try:
+        return await awaitable
+    except IqError as e:
+        err = e.iq["error"]
+        raise Failure(f"{label}: {what} failed: {err['type']}/{err['condition']} {err['text']!r}") from None
+    except IqTimeout:
+        raise Failure(f"{label}: {what} timed out") from None
 
 
 def say(text: str) -> None:

@@ -41,7 +41,7 @@ import time
 import traceback
 from typing import Any
 
-from harness import STEP_TIMEOUT, Failure, check, parse_args, run_step, run_suite, say, wait_for
+from harness import STEP_TIMEOUT, Failure, check, iq_call, parse_args, run_step, run_suite, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET, ElementBase
@@ -50,16 +50,6 @@ OVERALL_TIMEOUT = 80.0
 SID_NS = "urn:xmpp:sid:0"
 PEP_NODE = "urn:example:jabberwock:interop:mood"
 PRIVATE_NODE = "urn:example:jabberwock:interop:private"
-
-
-async def iq_call(label: str, what: str, awaitable) -> Any:
-    try:
-        return await awaitable
-    except IqError as e:
-        err = e.iq["error"]
-        raise Failure(f"{label}: {what} failed: {err['type']}/{err['condition']} {err['text']!r}") from None
-    except IqTimeout:
-        raise Failure(f"{label}: {what} timed out") from None
 
 
 class Client(ClientXMPP):

@@ -35,7 +35,7 @@ import sys
 import traceback
 from typing import Any
 
-from harness import STEP_TIMEOUT, Failure, check, parse_args, run_step, run_suite, wait_for
+from harness import STEP_TIMEOUT, Failure, check, iq_call, parse_args, run_step, run_suite, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout, PresenceError
 from slixmpp.plugins.xep_0048.stanza import Bookmarks as LegacyBookmarks
@@ -43,16 +43,6 @@ from slixmpp.plugins.xep_0402.stanza import Conference
 
 OVERALL_TIMEOUT = 80.0
 SID_NS = "urn:xmpp:sid:0"
-
-
-async def iq_call(label: str, what: str, awaitable) -> Any:
-    try:
-        return await awaitable
-    except IqError as e:
-        err = e.iq["error"]
-        raise Failure(f"{label}: {what} failed: {err['type']}/{err['condition']} {err['text']!r}") from None
-    except IqTimeout:
-        raise Failure(f"{label}: {what} timed out") from None
 
 
 class Client(ClientXMPP):

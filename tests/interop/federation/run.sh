@@ -39,6 +39,8 @@ jw_begin
 PROSODY_DIR="$WORK/prosody"
 # shellcheck source=prosody.sh
 . "$HERE/prosody.sh"
+# shellcheck source=certs.sh
+. "$HERE/certs.sh"
 jw_before_cleanup() {
     prosody_stop
     if [ "$1" -ne 0 ] && [ -f "$PROSODY_DIR/prosody.log" ]; then
@@ -50,17 +52,9 @@ jw_before_cleanup() {
 # A CA both servers trust, certificates it issued, a self-signed one, and an unrelated CA.
 CERTS="$WORK/certs"
 mkdir -p "$CERTS"
-new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-new_key "$CERTS/ca.key"
-openssl req -x509 -new -key "$CERTS/ca.key" -out "$CERTS/ca.pem" -days 2 -subj "/CN=Federation test CA" 2>/dev/null
-for pair in "jabberwock.test conference.jabberwock.test" "prosody.test rooms.prosody.test"; do
-    set -- $pair
-    d="$1"
-    new_key "$CERTS/$d.key"
-    openssl req -new -key "$CERTS/$d.key" -subj "/CN=$d" 2>/dev/null |
-        openssl x509 -req -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial -days 2 -out "$CERTS/$d.crt" \
-            -extfile <(printf 'subjectAltName=DNS:%s,DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$d" "$2") 2>/dev/null
-done
+test_ca "$CERTS"
+test_cert "$CERTS" jabberwock.test conference.jabberwock.test
+test_cert "$CERTS" prosody.test rooms.prosody.test
 new_key "$CERTS/insecure.test.key"
 openssl req -x509 -new -key "$CERTS/insecure.test.key" -out "$CERTS/insecure.test.crt" -days 2 \
     -subj "/CN=insecure.test" -addext "subjectAltName=DNS:insecure.test" 2>/dev/null

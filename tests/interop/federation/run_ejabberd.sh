@@ -22,6 +22,8 @@ EJ_DOMAIN=ejabberd.test
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../server.sh
 . "$HERE/../server.sh"
+# shellcheck source=certs.sh
+. "$HERE/certs.sh"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 command -v ejabberdctl >/dev/null || { say "ejabberd is not installed: run scripts/setup-test-env.sh"; exit 2; }
@@ -65,16 +67,9 @@ jw_before_cleanup() {
 # A CA both servers trust, and a certificate from it for each server and its rooms.
 CERTS="$WORK/certs"
 mkdir -p "$CERTS"
-new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-new_key "$CERTS/ca.key"
-openssl req -x509 -new -key "$CERTS/ca.key" -out "$CERTS/ca.pem" -days 2 -subj "/CN=Federation test CA" 2>/dev/null
-for pair in "jabberwock.test conference.jabberwock.test" "ejabberd.test rooms.ejabberd.test"; do
-    set -- $pair
-    new_key "$CERTS/$1.key"
-    openssl req -new -key "$CERTS/$1.key" -subj "/CN=$1" 2>/dev/null |
-        openssl x509 -req -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial -days 2 -out "$CERTS/$1.crt" \
-            -extfile <(printf 'subjectAltName=DNS:%s,DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$1" "$2") 2>/dev/null
-done
+test_ca "$CERTS"
+test_cert "$CERTS" jabberwock.test conference.jabberwock.test
+test_cert "$CERTS" ejabberd.test rooms.ejabberd.test
 cat "$CERTS/ejabberd.test.crt" "$CERTS/ejabberd.test.key" > "$EJ_DIR/ejabberd.pem"
 cp "$CERTS/ca.pem" "$EJ_DIR/ca.pem"
 chmod 644 "$CERTS"/*

@@ -1,0 +1,24 @@
+# Certificates for the federation suites (sourced, not run):
+#   new_key FILE                       a P-256 private key
+#   test_ca DIR                        a CA both servers under test trust: DIR/ca.key, DIR/ca.pem
+#   test_cert DIR NAME [ALTNAME...]    DIR/NAME.key and DIR/NAME.crt from that CA, for NAME and
+#                                      each ALTNAME (its group chat service, say); CA:FALSE, as
+#                                      webpki wants of a server's own certificate
+# shellcheck shell=bash
+
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+test_ca() {
+    new_key "$1/ca.key"
+    openssl req -x509 -new -key "$1/ca.key" -out "$1/ca.pem" -days 2 -subj "/CN=Federation test CA" 2>/dev/null
+}
+
+test_cert() {
+    local dir="$1" name="$2" san="DNS:$2" alt
+    shift 2
+    for alt in "$@"; do san+=",DNS:$alt"; done
+    new_key "$dir/$name.key"
+    openssl req -new -key "$dir/$name.key" -subj "/CN=$name" 2>/dev/null |
+        openssl x509 -req -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 -out "$dir/$name.crt" \
+            -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
+}
