@@ -399,3 +399,37 @@ async fn the_vcard_photo_hash_is_stamped_into_presence() {
     let echo = alice.expect("own presence", |e| e.name() == "presence").await;
     assert_eq!(echo.child("x", ns::VCARD_UPDATE).and_then(|x| x.child_text("photo", ns::VCARD_UPDATE)).as_deref(), Some(""));
 }
+
+/// What clients such as profanity, poezio and mcabber run into (RFC 6120 §10.3.3, XEP-0085
+/// §5.5, XEP-0334, XEP-0202, XEP-0313 on the domain).
+#[tokio::test]
+async fn keepalive_pings_chat_states_offline_entity_time_and_domain_features() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+
+    // An iq ping without `to` is for the account, and the server answers it.
+    let pong = alice.iq("k", "<iq type='get' id='k'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong:?}");
+
+    // Offline, bob gets no stale chat state and nothing marked no-store; the message is kept.
+    alice.send("<message to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
+    alice.send("<message to='bob@localhost' type='chat'><body>forget me</body><no-store xmlns='urn:xmpp:hints'/></message>").await;
+    alice.send("<message to='bob@localhost' type='chat'><body>keep me</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
+    alice.ping().await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    let kept = bob.expect("the stored message", |e| e.name() == "message").await;
+    assert_eq!(kept.child_text("body", ns::CLIENT).as_deref(), Some("keep me"), "the first stored message: {kept:?}");
+    bob.expect_none(Duration::from_millis(300), "anything else stored", |e| e.name() == "message").await;
+
+    // Entity time, and the archive advertised on the domain as well as on accounts.
+    let t = alice.iq("t", "<iq type='get' id='t' to='localhost'><time xmlns='urn:xmpp:time'/></iq>").await;
+    let utc = t.child("time", "urn:xmpp:time").and_then(|x| x.child_text("utc", "urn:xmpp:time")).unwrap_or_default();
+    assert!(utc.ends_with('Z') && utc.len() >= 20, "{t:?}");
+    let info = alice.iq("i", "<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let features: Vec<&str> = info.child("query", ns::DISCO_INFO).unwrap().children().filter_map(|f| f.attr("var")).collect();
+    for f in [ns::MAM, "urn:xmpp:time", ns::PING] {
+        assert!(features.contains(&f), "{f} missing from {features:?}");
+    }
+}

@@ -71,3 +71,5 @@ pub const MESSAGE_MODERATE: &str = "urn:xmpp:message-moderate:1";
 pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
 pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
 pub const STORAGE_BOOKMARKS: &str = "storage:bookmarks";
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const TIME: &str = "urn:xmpp:time";

@@ -155,7 +155,8 @@ impl Mam {
 
 impl Module for Mam {
     fn register(self: Arc<Self>, host: &mut Host) {
-        host.features(&[ns::SID]);
+        // On the domain too: some clients (profanity 0.13) look for it there only.
+        host.features(&[ns::SID, ns::MAM]);
         host.account_features(&[ns::MAM]);
         host.iqs(
             &[

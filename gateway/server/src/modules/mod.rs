@@ -23,6 +23,7 @@ pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
+pub mod entity_time;
 pub mod host_meta;
 pub mod last;
 pub mod mam;
@@ -337,6 +338,7 @@ impl Modules {
             .add(disco::Disco)
             .add(ping::Ping)
             .add(version::Version)
+            .add(entity_time::EntityTime)
             .add(last::LastActivity)
             .add(vcard::VCard)
             .add(private::PrivateStorage::standard())

@@ -25,8 +25,22 @@ impl Module for Offline {
 #[async_trait]
 impl MessageHooks for Offline {
     async fn store_offline(&self, server: &Server, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
+        if !worth_keeping(st) {
+            // Dropped, as those XEPs ask: a stale "is typing" replayed at login misleads.
+            return Some(Ok(()));
+        }
         Some(store(server, to, st).await)
     }
+}
+
+/// XEP-0085 §5.5 and XEP-0334 §4.2: a message that is only a chat state, or that asks
+/// not to be stored, is not kept for later.
+fn worth_keeping(st: &Stanza) -> bool {
+    let inner = st.inner();
+    let hinted = inner.contains(ns::HINTS) && st.to_element().is_ok_and(|el| el.child("no-store", ns::HINTS).is_some());
+    let chat_state_only = inner.contains(ns::CHATSTATES)
+        && st.to_element().is_ok_and(|el| el.children().all(|c| c.ns() == ns::CHATSTATES || c.is("thread", ns::CLIENT)));
+    !hinted && !chat_state_only
 }
 
 #[async_trait]

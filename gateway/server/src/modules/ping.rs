@@ -1,4 +1,5 @@
-//! XEP-0199: the server answers pings addressed to it.
+//! XEP-0199: the server answers pings addressed to it, and to an account's bare JID (a
+//! ping without `to` is for the account, RFC 6120 §10.3.3: clients use it as a keepalive).
 
 use std::sync::Arc;
 
@@ -12,7 +13,10 @@ pub struct Ping;
 impl Module for Ping {
     fn register(self: Arc<Self>, host: &mut Host) {
         host.features(&[ns::PING]);
-        host.iqs(&[IqRoute { target: IqTarget::Host, name: "ping", ns: ns::PING }], self);
+        host.iqs(
+            &[IqRoute { target: IqTarget::Host, name: "ping", ns: ns::PING }, IqRoute { target: IqTarget::Account, name: "ping", ns: ns::PING }],
+            self,
+        );
     }
 }
 
