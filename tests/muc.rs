@@ -332,6 +332,7 @@ async fn hostile_input_gets_the_xep_errors_and_others_carry_on() {
     mallory.send(format!("<presence to='{ROOM}/{}'><x xmlns='http://jabber.org/protocol/muc'/></presence>", "n".repeat(1100))).await;
     let e = mallory.expect("bad nick", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
     assert_eq!(error_condition(&e).as_deref(), Some("jid-malformed"));
+    assert!(e.child("x", ns::MUC).is_some(), "the error keeps the join's payload (RFC 6120 §8.3.1): {e:?}");
 
     // A join without a nick, and a room size beyond the service's limit.
     mallory.send(format!("<presence to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;

@@ -2,7 +2,7 @@
 //! modules: replies and errors (RFC 6120 §8.3), XEP-0297 forwarding, XEP-0082 times and
 //! random ids.
 
-use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError};
+use jabberwock_proto::{escape, ns, Element, Stanza, StanzaError, StanzaKind};
 
 /// A `type='result'` reply to `req`.
 pub fn iq_result(req: &Stanza, payload: Option<Element>) -> Stanza {
@@ -17,14 +17,24 @@ pub fn iq_result(req: &Stanza, payload: Option<Element>) -> Stanza {
     Stanza::from_element(&el)
 }
 
-/// A `type='error'` reply to `req` (RFC 6120 §8.3.1), without the original payload.
+/// A `type='error'` reply to `req` (RFC 6120 §8.3.1). A presence keeps its original
+/// payload, so that the sender can tell what failed (a group chat join carries
+/// `<x xmlns='http://jabber.org/protocol/muc'/>`); messages and iqs, which can be large,
+/// go back without theirs.
 pub fn error_reply(req: &Stanza, err: StanzaError) -> Stanza {
-    let el = Element::new(req.name(), req.ns())
+    let mut el = Element::new(req.name(), req.ns())
         .with_attr("type", "error")
         .with_opt_attr("id", req.id())
         .with_opt_attr("to", req.from())
-        .with_opt_attr("from", req.to())
-        .with_child(err.to_element(req.ns()));
+        .with_opt_attr("from", req.to());
+    if req.kind() == StanzaKind::Presence {
+        if let Ok(original) = req.to_element() {
+            for child in original.children() {
+                el.push(child.clone());
+            }
+        }
+    }
+    el.push(err.to_element(req.ns()));
     Stanza::from_element(&el)
 }
 

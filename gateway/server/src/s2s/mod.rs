@@ -182,7 +182,8 @@ pub fn send(server: &Arc<Server>, st: Stanza) -> Vec<Stanza> {
         return reject(&st, StanzaError::not_allowed());
     }
     if !allowed(&server.config.s2s, &pair.remote) {
-        return reject(&st, StanzaError::remote_server_not_found().with_text("federation with this domain is not allowed"));
+        let why = if server.config.s2s.enabled { "federation with this domain is not allowed" } else { "this server does not federate with other servers" };
+        return reject(&st, StanzaError::remote_server_not_found().with_text(why));
     }
     let no_connection = !server.s2s.outbound.lock().expect("not poisoned").contains_key(&pair);
     if no_connection && server.s2s.in_backoff(&pair.remote) {

@@ -249,7 +249,7 @@ impl RoomService {
             None if unavailable => return Vec::new(),
             None => match self.gone(server, node).await.map_or_else(|| self.create(node, from), Err) {
                 Ok(r) => (r, true),
-                Err(e) => return presence_error(&st, e),
+                Err(e) => return bounce_reply(&st, e),
             },
         };
         // Only a join counts against the account's rooms (not holding this room's lock:
@@ -257,7 +257,7 @@ impl RoomService {
         let joining = !unavailable && room.lock().await.occupant_of(from).is_none();
         if joining && self.joined_elsewhere(node, &from.to_bare()).await >= self.config.max_rooms_per_user {
             self.unload_if_empty(&room).await;
-            return presence_error(&st, StanzaError::resource_constraint().with_text("you are in too many rooms here"));
+            return bounce_reply(&st, StanzaError::resource_constraint().with_text("you are in too many rooms here"));
         }
         let result = {
             let mut r = room.lock().await;
@@ -285,7 +285,7 @@ impl RoomService {
                 if created {
                     self.unload_if_empty(&room).await;
                 }
-                presence_error(&st, e)
+                bounce_reply(&st, e)
             }
         }
     }
@@ -651,20 +651,6 @@ impl RoomService {
         self.flush_archive(server).await;
         super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), from, q).await
     }
-}
-
-/// A refused join: the error presence comes from the nick it was sent to, with the
-/// original `<x xmlns='http://jabber.org/protocol/muc'/>` (RFC 6120 §8.3.1 allows it),
-/// so clients tell room errors apart.
-fn presence_error(st: &Stanza, e: StanzaError) -> Vec<Stanza> {
-    let mut el = Element::new("presence", ns::CLIENT)
-        .with_attr("type", "error")
-        .with_opt_attr("id", st.id())
-        .with_opt_attr("to", st.from())
-        .with_opt_attr("from", st.to());
-    el.push(Element::new("x", ns::MUC));
-    el.push(e.to_element(ns::CLIENT));
-    vec![Stanza::from_element(&el)]
 }
 
 #[cfg(test)]
