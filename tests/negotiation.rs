@@ -137,3 +137,40 @@ async fn scram_sha_256_and_plus_with_tls_exporter() {
     let downgrade = scram_login(&server, "SCRAM-SHA-256", "y,,", false).await;
     assert!(downgrade.is("failure", ns::SASL), "{}", downgrade.to_xml_string());
 }
+
+/// XEP-0115 §6.3: after authentication the features carry the server's capabilities,
+/// whose `ver` is the hash (computed here by XEP-0115 §5.1) of what its disco#info says.
+#[tokio::test]
+async fn features_after_authentication_carry_the_servers_capabilities() {
+    use base64::Engine;
+    use sha1::Digest;
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    let creds = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
+    c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await;
+    assert!(c.next_element().await.is("success", ns::SASL));
+    c.restart_reader();
+    c.open_stream(DOMAIN).await;
+    let f = c.expect_header_and_features().await;
+    let caps = f.child("c", ns::CAPS).expect("<c/> in the features after authentication");
+    assert_eq!(caps.attr("hash"), Some("sha-1"));
+    let ver = caps.attr("ver").unwrap().to_owned();
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await;
+    c.next_element().await;
+    let info = c.iq("d", "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let q = info.child("query", ns::DISCO_INFO).unwrap();
+    let mut s = String::new();
+    let mut identities: Vec<String> = q
+        .children()
+        .filter(|i| i.name() == "identity")
+        .map(|i| format!("{}/{}//{}<", i.attr("category").unwrap_or(""), i.attr("type").unwrap_or(""), i.attr("name").unwrap_or("")))
+        .collect();
+    identities.sort();
+    let mut features: Vec<String> = q.children().filter(|f| f.name() == "feature").filter_map(|f| f.attr("var")).map(|v| format!("{v}<")).collect();
+    features.sort();
+    s.extend(identities);
+    s.extend(features);
+    let expected = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
+    assert_eq!(ver, expected, "ver is not the hash of the server's disco#info");
+}

@@ -11,7 +11,7 @@ use jabberwock_proto::{ns, Element, Stanza};
 use jid::FullJid;
 use sha1::Digest;
 
-use super::{Host, Module, SessionHooks};
+use super::{Host, Module, SessionHooks, StreamFeatures};
 use crate::registry::ConnId;
 use crate::server::Server;
 use crate::stanzas::random_id;
@@ -26,9 +26,27 @@ pub struct Caps {
     by_jid: Mutex<HashMap<String, (String, Features)>>,
 }
 
+/// The node our own capabilities name (XEP-0115 §4: a URI for the software).
+const NODE: &str = "urn:jabberwock:server";
+
 impl Module for Caps {
     fn register(self: Arc<Self>, host: &mut Host) {
-        host.session_hooks(self);
+        host.features(&[ns::CAPS]);
+        host.session_hooks(self.clone());
+        host.stream_features(self);
+    }
+}
+
+/// XEP-0115 §6.3: the server's own capabilities in the stream features after
+/// authentication, so a client knows them without a disco#info round trip.
+impl StreamFeatures for Caps {
+    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element> {
+        authenticated.then(|| {
+            Element::new("c", ns::CAPS)
+                .with_attr("hash", "sha-1")
+                .with_attr("node", NODE)
+                .with_attr("ver", verification_hash(&super::disco::server_info(server)))
+        })
     }
 }
 

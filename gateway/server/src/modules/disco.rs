@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, StanzaError};
 
+use crate::server::Server;
 use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Disco;
@@ -45,15 +46,7 @@ impl IqHandler for Disco {
         }
         let feature = |var: &str| Element::new("feature", ns::DISCO_INFO).with_attr("var", var);
         if cx.to.node().is_none() {
-            q.push(
-                Element::new("identity", ns::DISCO_INFO)
-                    .with_attr("category", "server")
-                    .with_attr("type", "im")
-                    .with_attr("name", "Jabberwock"),
-            );
-            for f in cx.server.modules.features() {
-                q.push(feature(f));
-            }
+            return Ok(Some(server_info(cx.server)));
         } else {
             // XEP-0030 §3.1: an account answers for itself with account/registered.
             q.push(Element::new("identity", ns::DISCO_INFO).with_attr("category", "account").with_attr("type", "registered"));
@@ -66,4 +59,16 @@ impl IqHandler for Disco {
         }
         Ok(Some(q))
     }
+}
+
+/// The server's disco#info: its identity and every module's features (what XEP-0115
+/// capabilities hash, too).
+pub fn server_info(server: &Server) -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO).with_attr("category", "server").with_attr("type", "im").with_attr("name", "Jabberwock"),
+    );
+    for f in server.modules.features() {
+        q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+    }
+    q
 }

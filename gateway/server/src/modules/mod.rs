@@ -180,12 +180,13 @@ pub struct Unauthenticated<'a> {
 
 #[async_trait]
 pub trait PreAuthHooks: Send + Sync {
-    /// A stream feature offered before authentication.
-    fn stream_feature(&self, _server: &Server) -> Option<Element> {
-        None
-    }
     /// An iq before authentication: the reply, if this module answers it.
     async fn iq(&self, c: &Unauthenticated<'_>, st: &Stanza) -> Option<Stanza>;
+}
+
+pub trait StreamFeatures: Send + Sync {
+    /// A feature for `<stream:features/>`, before authentication or after it.
+    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element>;
 }
 
 pub trait AccountHooks: Send + Sync {
@@ -219,6 +220,7 @@ pub struct Host<'a> {
     presence_hooks: Vec<Arc<dyn PresenceHooks>>,
     session_hooks: Vec<Arc<dyn SessionHooks>>,
     pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
+    stream_features: Vec<Arc<dyn StreamFeatures>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
@@ -275,6 +277,10 @@ impl Host<'_> {
         self.pre_auth_hooks.push(h);
     }
 
+    pub fn stream_features(&mut self, f: Arc<dyn StreamFeatures>) {
+        self.stream_features.push(f);
+    }
+
     pub fn account_hooks(&mut self, h: Arc<dyn AccountHooks>) {
         self.account_hooks.push(h);
     }
@@ -307,6 +313,7 @@ pub struct Modules {
     pub(crate) presence_hooks: Vec<Arc<dyn PresenceHooks>>,
     pub(crate) session_hooks: Vec<Arc<dyn SessionHooks>>,
     pub(crate) pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
+    stream_features: Vec<Arc<dyn StreamFeatures>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
@@ -366,6 +373,7 @@ impl Modules {
             presence_hooks: Vec::new(),
             session_hooks: Vec::new(),
             pre_auth_hooks: Vec::new(),
+            stream_features: Vec::new(),
             account_hooks: Vec::new(),
             shutdown_hooks: Vec::new(),
             services: HashMap::new(),
@@ -389,6 +397,7 @@ impl Modules {
             presence_hooks: host.presence_hooks,
             session_hooks: host.session_hooks,
             pre_auth_hooks: host.pre_auth_hooks,
+            stream_features: host.stream_features,
             account_hooks: host.account_hooks,
             shutdown_hooks: host.shutdown_hooks,
             services: host.services,
@@ -426,6 +435,11 @@ impl Modules {
     /// The services of the served domain `parent`: (domain, name), for its disco#items.
     pub fn services_of<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.services.iter().filter(move |(_, s)| s.parent == parent).map(|(d, s)| (d.as_str(), s.name.as_str()))
+    }
+
+    /// The modules' stream features, before authentication or after it.
+    pub fn stream_features<'a>(&'a self, server: &'a Server, authenticated: bool) -> impl Iterator<Item = Element> + 'a {
+        self.stream_features.iter().filter_map(move |f| f.feature(server, authenticated))
     }
 
     /// An account was deleted.

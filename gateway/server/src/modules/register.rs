@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StreamError, StreamErrorCondition};
 
-use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, Unauthenticated};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, StreamFeatures, Unauthenticated};
 use crate::accounts::{self, AccountError};
 use crate::registry::Routed;
 use crate::server::Server;
@@ -45,16 +45,19 @@ impl Module for Register {
     fn register(self: Arc<Self>, host: &mut Host) {
         host.features(&[ns::REGISTER]);
         host.iqs(&[IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER }], self.clone());
-        host.pre_auth_hooks(self);
+        host.pre_auth_hooks(self.clone());
+        host.stream_features(self);
+    }
+}
+
+impl StreamFeatures for Register {
+    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element> {
+        (!authenticated && server.config.allow_registration).then(|| Element::new("register", ns::REGISTER_FEATURE))
     }
 }
 
 #[async_trait]
 impl PreAuthHooks for Register {
-    fn stream_feature(&self, server: &Server) -> Option<Element> {
-        server.config.allow_registration.then(|| Element::new("register", ns::REGISTER_FEATURE))
-    }
-
     /// A registration request, when the operator allows them.
     async fn iq(&self, c: &Unauthenticated<'_>, st: &Stanza) -> Option<Stanza> {
         if !c.server.config.allow_registration {

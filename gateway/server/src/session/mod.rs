@@ -235,7 +235,7 @@ impl Session {
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
-            for feature in self.server.modules.pre_auth_hooks.iter().filter_map(|h| h.stream_feature(&self.server)) {
+            for feature in self.server.modules.stream_features(&self.server, false) {
                 f.push(feature);
             }
         } else {
@@ -245,6 +245,9 @@ impl Session {
             f.push(Element::new("sub", ns::PRE_APPROVAL));
             f.push(Element::new("sm", ns::SM));
             f.push(Element::new("csi", ns::CSI));
+            for feature in self.server.modules.stream_features(&self.server, true) {
+                f.push(feature);
+            }
         }
         f
     }
