@@ -175,3 +175,25 @@ async fn malformed_archive_queries_are_bad_requests() {
         );
     }
 }
+
+/// The operator's archive default applies until an account sets its own preference.
+#[tokio::test]
+async fn the_operators_archive_default_holds_until_the_account_chooses() {
+    let server = TestServer::start_with_tables("", "[limits]\narchive_default = 'never'").await;
+    for u in ["alice", "bob"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    let prefs = bob.iq("p0", "<iq type='get' id='p0'><prefs xmlns='urn:xmpp:mam:2'/></iq>").await;
+    assert_eq!(prefs.child("prefs", ns::MAM).and_then(|p| p.attr("default")), Some("never"));
+    alice.send("<message to='bob@localhost' type='chat'><body>not kept</body></message>").await;
+    bob.expect("the message", |e| has_body(e, "not kept")).await;
+    assert_eq!(mam_query(&mut bob, "q1", "", "").await.0.len(), 0);
+    let r = bob.iq("p1", "<iq type='set' id='p1'><prefs xmlns='urn:xmpp:mam:2' default='always'/></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"));
+    alice.send("<message to='bob@localhost' type='chat'><body>kept</body></message>").await;
+    bob.expect("the message", |e| has_body(e, "kept")).await;
+    assert_eq!(mam_query(&mut bob, "q2", "", "").await.0.len(), 1);
+}

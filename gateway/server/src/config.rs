@@ -191,6 +191,9 @@ pub struct LimitsConfig {
     pub resume_window_secs: u64,
     /// Days a message stays in the XEP-0313 archive; 0 keeps it forever.
     pub archive_retention_days: u64,
+    /// Which messages an account archives until it sets its own XEP-0313 preference:
+    /// `always`, `roster` (only with contacts in its roster) or `never`.
+    pub archive_default: String,
     /// Client connections at once (c2s and HTTP listeners together), in total and from
     /// one address. A trusted proxy's connections count in the total only.
     pub max_connections: usize,
@@ -310,6 +313,7 @@ impl Default for LimitsConfig {
             max_resources: 20,
             resume_window_secs: 300,
             archive_retention_days: 0,
+            archive_default: "always".to_owned(),
             max_connections: 20_000,
             max_connections_per_ip: 100,
             max_unauthenticated: 2_000,
@@ -392,6 +396,9 @@ impl Config {
         }
         if !(1..=86_400).contains(&l.resume_window_secs) {
             return Err(invalid("limits.resume_window_secs", "must be between 1 and 86400"));
+        }
+        if !matches!(l.archive_default.as_str(), "always" | "roster" | "never") {
+            return Err(invalid("limits.archive_default", format!("{:?} must be always, roster or never", l.archive_default)));
         }
         if l.max_resources == 0 {
             return Err(invalid("limits.max_resources", "must be positive"));

@@ -135,11 +135,17 @@ pub struct Mam {
     writer: ArchiveWriter,
     /// Each account's default archiving preference: it is read for every message.
     prefs: AccountCache<String>,
+    /// The operator's default, for accounts that set none.
+    default: String,
 }
 
 impl Mam {
-    pub fn new(store: Store, retention_days: u64) -> Self {
-        Mam { writer: ArchiveWriter::start(store, retention_days), prefs: AccountCache::default() }
+    pub fn new(store: Store, limits: &crate::config::LimitsConfig) -> Self {
+        Mam {
+            writer: ArchiveWriter::start(store, limits.archive_retention_days),
+            prefs: AccountCache::default(),
+            default: limits.archive_default.clone(),
+        }
     }
 
     /// Queues an item for any archive (a room's, say) on the batching writer.
@@ -230,7 +236,7 @@ impl IqHandler for Mam {
         match (payload.name(), cx.set) {
             ("prefs", false) => Ok(Some(prefs_element(&self.load_default(cx.server, a).await))),
             ("prefs", true) => {
-                let default = payload.attr("default").unwrap_or("always");
+                let default = payload.attr("default").unwrap_or(&self.default);
                 if !matches!(default, "always" | "never" | "roster") {
                     return Err(StanzaError::bad_request());
                 }
@@ -396,8 +402,8 @@ impl Mam {
         self.prefs
             .get_or_load(&a.bare(), || async {
                 match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
-                    Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| "always".into()),
-                    _ => "always".into(),
+                    Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| self.default.clone()),
+                    _ => self.default.clone(),
                 }
             })
             .await

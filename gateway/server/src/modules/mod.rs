@@ -351,7 +351,7 @@ impl Modules {
             .add(private::PrivateStorage::standard())
             .add(register::Register)
             .add(caps::Caps::default())
-            .add(mam::Mam::new(store.clone(), config.limits.archive_retention_days))
+            .add(mam::Mam::new(store.clone(), &config.limits))
             .add(carbons::Carbons::default())
             .add(offline::Offline)
             .add(pep::Pep)
