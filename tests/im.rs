@@ -433,3 +433,23 @@ async fn keepalive_pings_chat_states_offline_entity_time_and_domain_features() {
         assert!(features.contains(&f), "{f} missing from {features:?}");
     }
 }
+
+/// XEP-0157: the operator's contact addresses in the server's disco#info.
+#[tokio::test]
+async fn contact_addresses_are_in_the_servers_disco_info() {
+    let server = TestServer::start_with_tables("", "[contact]\nadmin = ['xmpp:admin@localhost']\nabuse = ['mailto:abuse@example.org', 'https://example.org/abuse']").await;
+    users(&server, &["alice"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let info = alice.iq("i", "<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let form = info
+        .child("query", ns::DISCO_INFO)
+        .and_then(|q| q.children().find(|x| x.name() == "x"))
+        .expect("a XEP-0128 form");
+    let values = |var: &str| -> Vec<String> {
+        form.children().find(|f| f.attr("var") == Some(var)).map(|f| f.children().map(|v| v.text()).collect()).unwrap_or_default()
+    };
+    assert_eq!(values("FORM_TYPE"), ["http://jabber.org/network/serverinfo"]);
+    assert_eq!(values("admin-addresses"), ["xmpp:admin@localhost"]);
+    assert_eq!(values("abuse-addresses"), ["mailto:abuse@example.org", "https://example.org/abuse"]);
+    assert!(values("security-addresses").is_empty());
+}

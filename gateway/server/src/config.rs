@@ -46,6 +46,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub s2s: S2sConfig,
     pub muc: MucConfig,
+    pub contact: ContactConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -132,6 +133,33 @@ pub struct S2sConfig {
     pub dialback_secret: Option<String>,
     /// Per-peer settings, by domain.
     pub peers: BTreeMap<String, PeerConfig>,
+}
+
+/// XEP-0157: whom to contact about this server, as URIs (`xmpp:admin@example.org`,
+/// `mailto:abuse@example.org`, `https://example.org/support`), shown in its disco#info.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContactConfig {
+    pub abuse: Vec<String>,
+    pub admin: Vec<String>,
+    pub feedback: Vec<String>,
+    pub sales: Vec<String>,
+    pub security: Vec<String>,
+    pub support: Vec<String>,
+}
+
+impl ContactConfig {
+    /// Each kind of address, by its XEP-0157 field name, with the configured URIs.
+    pub fn fields(&self) -> [(&'static str, &[String]); 6] {
+        [
+            ("abuse-addresses", &self.abuse),
+            ("admin-addresses", &self.admin),
+            ("feedback-addresses", &self.feedback),
+            ("sales-addresses", &self.sales),
+            ("security-addresses", &self.security),
+            ("support-addresses", &self.support),
+        ]
+    }
 }
 
 /// Group chat (XEP-0045): a room service on a subdomain of each served domain.
@@ -232,6 +260,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             s2s: S2sConfig::default(),
             muc: MucConfig::default(),
+            contact: ContactConfig::default(),
         }
     }
 }
@@ -463,6 +492,15 @@ impl Config {
         if s2s.max_inbound_connections == 0 || s2s.max_inbound_connections_per_ip == 0 || s2s.max_outbound_connections == 0 || s2s.max_queue == 0 {
             return Err(invalid("s2s", "max_inbound_connections, max_inbound_connections_per_ip, max_outbound_connections and max_queue must be positive"));
         }
+        for (field, uris) in self.contact.fields() {
+            for uri in uris {
+                let scheme = uri.split_once(':').map(|(s, _)| s).unwrap_or_default();
+                if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+                    let key = format!("contact.{}", field.trim_end_matches("-addresses"));
+                    return Err(invalid(&key, format!("{uri:?} is not a URI such as xmpp:admin@example.org or mailto:abuse@example.org")));
+                }
+            }
+        }
         let muc = &self.muc;
         if jid::DomainPart::new(&format!("{}.{}", muc.subdomain, self.domains[0])).is_err() || muc.subdomain.contains('.') {
             return Err(invalid("muc.subdomain", format!("{:?} must be one DNS label, such as \"conference\"", muc.subdomain)));
@@ -564,6 +602,14 @@ mod tests {
             let e = Config::parse(&format!("[http]\nembed_origins = [\"{bad}\"]")).unwrap_err();
             assert!(e.to_string().starts_with("http.embed_origins:"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn contact_addresses_are_uris() {
+        let c = Config::parse("[contact]\nadmin = ['xmpp:admin@example.org']\nsupport = ['https://example.org/help']").unwrap();
+        assert_eq!(c.contact.admin, ["xmpp:admin@example.org"]);
+        let e = Config::parse("[contact]\nabuse = ['abuse@example.org']").unwrap_err();
+        assert!(e.to_string().starts_with("contact.abuse:"), "{e}");
     }
 
     #[test]

@@ -70,5 +70,8 @@ pub fn server_info(server: &Server) -> Element {
     for f in server.modules.features() {
         q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
+    for form in server.modules.server_forms() {
+        q.push(form.clone());
+    }
     q
 }

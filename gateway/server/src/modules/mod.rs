@@ -22,6 +22,7 @@ pub mod blocking;
 pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
+pub mod contact;
 pub mod disco;
 pub mod entity_time;
 pub mod host_meta;
@@ -215,6 +216,7 @@ pub struct Host<'a> {
     routes: HashMap<(IqTarget, &'static str, &'static str), Arc<dyn IqHandler>>,
     features: Vec<&'static str>,
     account_features: Vec<&'static str>,
+    server_forms: Vec<Element>,
     filters: Vec<Arc<dyn StanzaFilter>>,
     message_hooks: Vec<Arc<dyn MessageHooks>>,
     presence_hooks: Vec<Arc<dyn PresenceHooks>>,
@@ -255,6 +257,11 @@ impl Host<'_> {
     /// Disco features of every account's bare JID.
     pub fn account_features(&mut self, features: &[&'static str]) {
         self.account_features.extend_from_slice(features);
+    }
+
+    /// A XEP-0128 data form in the server's disco#info.
+    pub fn server_form(&mut self, form: Element) {
+        self.server_forms.push(form);
     }
 
     pub fn filter(&mut self, f: Arc<dyn StanzaFilter>) {
@@ -308,6 +315,7 @@ pub struct Modules {
     routes: HashMap<(IqTarget, &'static str, &'static str), Arc<dyn IqHandler>>,
     features: Vec<&'static str>,
     account_features: Vec<&'static str>,
+    server_forms: Vec<Element>,
     pub(crate) filters: Vec<Arc<dyn StanzaFilter>>,
     pub(crate) message_hooks: Vec<Arc<dyn MessageHooks>>,
     pub(crate) presence_hooks: Vec<Arc<dyn PresenceHooks>>,
@@ -343,6 +351,7 @@ impl Modules {
             .add(blocking::Blocking::default())
             .add(crate::im::roster::RosterModule)
             .add(disco::Disco)
+            .add(contact::ContactAddresses)
             .add(ping::Ping)
             .add(version::Version)
             .add(entity_time::EntityTime)
@@ -368,6 +377,7 @@ impl Modules {
             routes: HashMap::new(),
             features: Vec::new(),
             account_features: Vec::new(),
+            server_forms: Vec::new(),
             filters: Vec::new(),
             message_hooks: Vec::new(),
             presence_hooks: Vec::new(),
@@ -392,6 +402,7 @@ impl Modules {
             routes: host.routes,
             features: host.features,
             account_features: host.account_features,
+            server_forms: host.server_forms,
             filters: host.filters,
             message_hooks: host.message_hooks,
             presence_hooks: host.presence_hooks,
@@ -420,6 +431,11 @@ impl Modules {
     /// Every disco feature of an account.
     pub fn account_features(&self) -> &[&'static str] {
         &self.account_features
+    }
+
+    /// The XEP-0128 forms of the server's disco#info.
+    pub fn server_forms(&self) -> &[Element] {
+        &self.server_forms
     }
 
     /// The service on `domain`, if a module serves it.
