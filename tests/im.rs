@@ -432,6 +432,9 @@ async fn keepalive_pings_chat_states_offline_entity_time_and_domain_features() {
     for f in [ns::MAM, "urn:xmpp:time", ns::PING] {
         assert!(features.contains(&f), "{f} missing from {features:?}");
     }
+    // XEP-0050: listing the ad-hoc commands gives an empty list, not an error.
+    let commands = alice.iq("c", "<iq type='get' id='c' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>").await;
+    assert_eq!(commands.attr("type"), Some("result"), "{commands:?}");
 }
 
 /// XEP-0157: the operator's contact addresses in the server's disco#info.

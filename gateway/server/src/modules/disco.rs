@@ -10,6 +10,8 @@ use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Disco;
 
+const COMMANDS: &str = "http://jabber.org/protocol/commands";
+
 impl Module for Disco {
     fn register(self: Arc<Self>, host: &mut Host) {
         host.features(&[ns::DISCO_INFO, ns::DISCO_ITEMS]);
@@ -28,9 +30,14 @@ impl IqHandler for Disco {
         if cx.set {
             return Err(StanzaError::bad_request());
         }
-        // No node hierarchy yet: any node is unknown.
-        if payload.attr("node").is_some() {
-            return Err(StanzaError::item_not_found());
+        match payload.attr("node") {
+            None => {}
+            // XEP-0050 §2.2: clients list the ad-hoc commands; there are none yet.
+            Some(COMMANDS) if payload.ns() == ns::DISCO_ITEMS => {
+                return Ok(Some(Element::new("query", ns::DISCO_ITEMS).with_attr("node", COMMANDS)));
+            }
+            // No other node hierarchy.
+            Some(_) => return Err(StanzaError::item_not_found()),
         }
         let mut q = Element::new("query", payload.ns());
         if payload.ns() == ns::DISCO_ITEMS {
