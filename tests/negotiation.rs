@@ -174,3 +174,29 @@ async fn features_after_authentication_carry_the_servers_capabilities() {
     let expected = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
     assert_eq!(ver, expected, "ver is not the hash of the server's disco#info");
 }
+
+/// A channel-binding mismatch is not a wrong password: slixmpp 1.8 tries
+/// SCRAM-SHA-256-PLUS with `tls-unique` (which TLS 1.3 lacks), then SCRAM with the `y`
+/// flag; neither may count towards closing the stream or locking the account.
+#[tokio::test]
+async fn channel_binding_mismatches_are_explained_and_not_counted_as_failures() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for _ in 0..3 {
+        for (mech, first) in [("SCRAM-SHA-256-PLUS", "p=tls-unique,,n=alice,r=abcdef"), ("SCRAM-SHA-1", "y,,n=alice,r=abcdef")] {
+            c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{}</auth>", b64(first))).await;
+            let f = c.next_element().await;
+            assert!(f.is("failure", ns::SASL) && f.child("not-authorized", ns::SASL).is_some(), "{f:?}");
+            let text = f.child_text("text", ns::SASL).unwrap_or_default();
+            assert!(text.contains("channel binding"), "the failure says why: {text:?}");
+        }
+    }
+    // Six refusals later the stream is still open and the password still works.
+    let creds = b64("\0alice\0pw");
+    c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await;
+    let ok = c.next_element().await;
+    assert!(ok.is("success", ns::SASL), "{ok:?}");
+}

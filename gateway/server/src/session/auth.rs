@@ -98,6 +98,13 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
     let initial = decode(st)?;
     match mech.scram() {
         Some((alg, plus)) => {
+            if let Some(why) = channel_binding_mismatch(s, plus, &initial) {
+                // Not a wrong password: client and server disagree on channel binding, and
+                // the client may try another mechanism. The attempt counts against nobody.
+                tracing::info!(conn = s.conn, ip = %s.peer_ip, why, "channel binding mismatch");
+                out.push(Frame::Element(failure(SaslFailure::NotAuthorized, Some(why))));
+                return Ok(Flow::Continue);
+            }
             let mut scram = ScramServer::new(alg, plus, s.security.channel_bindings.clone());
             let first = scram.client_first(&initial)?;
             let user = accounts::normalize_user(&first.username);
@@ -147,6 +154,23 @@ async fn finish_scram(s: &mut Session, mut ex: Box<Exchange>, st: &Stanza, out: 
             }
             Err(f)
         }
+    }
+}
+
+/// Why a SCRAM client-first message's gs2 header (RFC 5802 §5.1) cannot work here: a
+/// client that believes we cannot bind (`y`) although we offer -PLUS, or one that asks
+/// for a binding type this connection does not have (TLS 1.3 has no `tls-unique`).
+fn channel_binding_mismatch(s: &Session, plus: bool, initial: &[u8]) -> Option<&'static str> {
+    let flag = initial.split(|b| *b == b',').next()?;
+    let has = |kind: &[u8]| s.security.channel_bindings.iter().any(|b| b.kind.as_str().as_bytes() == kind);
+    match (plus, flag) {
+        (false, b"y") if !s.security.channel_bindings.is_empty() => {
+            Some("this server supports channel binding here: use a -PLUS mechanism (or flag n)")
+        }
+        (true, f) if f.starts_with(b"p=") && !has(&f[2..]) => {
+            Some("that channel binding type is not available on this connection; see the offered types (XEP-0440)")
+        }
+        _ => None,
     }
 }
 
