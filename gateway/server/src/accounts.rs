@@ -38,25 +38,31 @@ pub fn normalize_user(raw: &str) -> Option<String> {
     jid::NodePart::new(raw).ok().map(|n| n.to_string())
 }
 
-fn credentials_for(password: &str, iterations: u32) -> Result<Vec<u8>, AccountError> {
+/// The stored form of a new password. PBKDF2 takes milliseconds by design, so it runs on
+/// the blocking pool, never on a thread that drives other sessions.
+async fn credentials_for(password: &str, iterations: u32) -> Result<Vec<u8>, AccountError> {
     if password.is_empty() || password.len() > MAX_PASSWORD {
         return Err(AccountError::InvalidPassword);
     }
-    let creds = derive_credentials(password, iterations).map_err(|_| AccountError::InvalidPassword)?;
+    let password = password.to_owned();
+    let creds = tokio::task::spawn_blocking(move || derive_credentials(&password, iterations))
+        .await
+        .map_err(|_| AccountError::InvalidPassword)?
+        .map_err(|_| AccountError::InvalidPassword)?;
     Ok(serde_json::to_vec(&creds).expect("credentials serialize"))
 }
 
 /// Creates `user@host`; returns the normalized username.
 pub async fn create(store: &Store, host: &str, user: &str, password: &str, iterations: u32) -> Result<String, AccountError> {
     let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
-    let blob = credentials_for(password, iterations)?;
+    let blob = credentials_for(password, iterations).await?;
     store.create_account(UserRef { host, user: &user }, &blob).await?;
     Ok(user)
 }
 
 pub async fn set_password(store: &Store, host: &str, user: &str, password: &str, iterations: u32) -> Result<(), AccountError> {
     let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
-    let blob = credentials_for(password, iterations)?;
+    let blob = credentials_for(password, iterations).await?;
     store.set_account(UserRef { host, user: &user }, &blob).await?;
     Ok(())
 }
