@@ -456,3 +456,21 @@ async fn contact_addresses_are_in_the_servers_disco_info() {
     assert_eq!(values("abuse-addresses"), ["mailto:abuse@example.org", "https://example.org/abuse"]);
     assert!(values("security-addresses").is_empty());
 }
+
+/// A password change ends the account's other sessions, not the one that made it.
+#[tokio::test]
+async fn a_password_change_ends_the_accounts_other_sessions() {
+    let server = TestServer::start().await;
+    users(&server, &["alice"]).await;
+    let mut phone = Client::login(server.c2s, "alice", "pw", "phone").await;
+    let other = Client::login(server.c2s, "alice", "pw", "laptop").await;
+    let r = phone
+        .iq("pw", "<iq type='set' id='pw'><query xmlns='jabber:iq:register'><username>alice</username><password>new</password></query></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let gone = other.read_to_close().await;
+    assert_eq!(gone.stream_error().as_deref(), Some("not-authorized"), "{}", gone.raw);
+    phone.ping().await;
+    let mut again = Client::connect(server.c2s).await.starttls().await.0;
+    assert!(again.try_plain("alice", "pw").await.is("failure", ns::SASL), "the old password no longer works");
+}

@@ -289,3 +289,25 @@ async fn stanzas_before_open_get_a_stream_error() {
     assert!(err.child("not-well-formed", ns::STREAM_ERRORS).is_some(), "{}", err.to_xml_string());
     still_works(&mut other).await;
 }
+
+/// In-band registration carries a password: over plain ws:// (no TLS, no trusted proxy
+/// saying there was) it is neither offered nor accepted.
+#[tokio::test]
+async fn registration_is_refused_over_plain_http() {
+    let server = TestServer::start().await;
+    let mut ws = connect(&server).await;
+    let f = open(&mut ws).await;
+    assert!(f.child("register", ns::REGISTER_FEATURE).is_none(), "{}", f.to_xml_string());
+    send(
+        &mut ws,
+        "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'><username>eve</username><password>secret</password></query></iq>",
+    )
+    .await;
+    let reply = expect(&mut ws, "the refusal", |e| e.name() == "iq").await;
+    assert_eq!(reply.attr("type"), Some("error"), "{}", reply.to_xml_string());
+    assert!(reply.child("error", ns::CLIENT).and_then(|e| e.child("not-allowed", ns::STANZA_ERRORS)).is_some());
+    // Nothing was created: eve cannot sign in over TCP and TLS either.
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    let failure = c.try_plain("eve", "secret").await;
+    assert!(failure.is("failure", ns::SASL), "{}", failure.to_xml_string());
+}

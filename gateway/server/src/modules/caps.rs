@@ -11,7 +11,7 @@ use jabberwock_proto::{ns, Element, Stanza};
 use jid::FullJid;
 use sha1::Digest;
 
-use super::{Host, Module, SessionHooks, StreamFeatures};
+use super::{Host, Module, SessionHooks, StreamFeatures, StreamStage};
 use crate::registry::ConnId;
 use crate::server::Server;
 use crate::stanzas::random_id;
@@ -40,8 +40,8 @@ impl Module for Caps {
 /// XEP-0115 §6.3: the server's own capabilities in the stream features after
 /// authentication, so a client knows them without a disco#info round trip.
 impl StreamFeatures for Caps {
-    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element> {
-        authenticated.then(|| {
+    fn feature(&self, server: &Server, stage: StreamStage) -> Option<Element> {
+        stage.authenticated.then(|| {
             Element::new("c", ns::CAPS)
                 .with_attr("hash", "sha-1")
                 .with_attr("node", NODE)

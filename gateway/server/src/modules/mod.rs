@@ -177,6 +177,16 @@ pub struct Unauthenticated<'a> {
     /// The served domain the stream is addressed to.
     pub domain: &'a str,
     pub peer_ip: std::net::IpAddr,
+    /// TLS, directly or at a trusted proxy.
+    pub encrypted: bool,
+}
+
+/// Where a stream is when it offers its features.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamStage {
+    pub authenticated: bool,
+    /// TLS, directly or at a trusted proxy.
+    pub encrypted: bool,
 }
 
 #[async_trait]
@@ -186,8 +196,8 @@ pub trait PreAuthHooks: Send + Sync {
 }
 
 pub trait StreamFeatures: Send + Sync {
-    /// A feature for `<stream:features/>`, before authentication or after it.
-    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element>;
+    /// A feature for `<stream:features/>` at this stage of the stream.
+    fn feature(&self, server: &Server, stage: StreamStage) -> Option<Element>;
 }
 
 pub trait AccountHooks: Send + Sync {
@@ -453,9 +463,9 @@ impl Modules {
         self.services.iter().filter(move |(_, s)| s.parent == parent).map(|(d, s)| (d.as_str(), s.name.as_str()))
     }
 
-    /// The modules' stream features, before authentication or after it.
-    pub fn stream_features<'a>(&'a self, server: &'a Server, authenticated: bool) -> impl Iterator<Item = Element> + 'a {
-        self.stream_features.iter().filter_map(move |f| f.feature(server, authenticated))
+    /// The modules' stream features at this stage of the stream.
+    pub fn stream_features<'a>(&'a self, server: &'a Server, stage: StreamStage) -> impl Iterator<Item = Element> + 'a {
+        self.stream_features.iter().filter_map(move |f| f.feature(server, stage))
     }
 
     /// An account was deleted.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StreamError, StreamErrorCondition};
 
-use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, StreamFeatures, Unauthenticated};
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, StreamFeatures, StreamStage, Unauthenticated};
 use crate::accounts::{self, AccountError};
 use crate::registry::Routed;
 use crate::server::Server;
@@ -50,9 +50,12 @@ impl Module for Register {
     }
 }
 
+/// Registration, like any password, travels only over TLS (at the server or a trusted
+/// proxy): a plain-HTTP WebSocket or BOSH stream is not offered it.
 impl StreamFeatures for Register {
-    fn feature(&self, server: &Server, authenticated: bool) -> Option<Element> {
-        (!authenticated && server.config.allow_registration).then(|| Element::new("register", ns::REGISTER_FEATURE))
+    fn feature(&self, server: &Server, stage: StreamStage) -> Option<Element> {
+        let offered = !stage.authenticated && stage.encrypted && server.config.allow_registration;
+        offered.then(|| Element::new("register", ns::REGISTER_FEATURE))
     }
 }
 
@@ -62,6 +65,9 @@ impl PreAuthHooks for Register {
     async fn iq(&self, c: &Unauthenticated<'_>, st: &Stanza) -> Option<Stanza> {
         if !c.server.config.allow_registration {
             return None;
+        }
+        if !c.encrypted {
+            return Some(error_reply(st, StanzaError::not_allowed().with_text("register over an encrypted connection")));
         }
         let el = st.to_element().ok()?;
         let query = el.first_child().filter(|q| q.is("query", ns::REGISTER))?;
@@ -127,6 +133,12 @@ impl IqHandler for Register {
         accounts::set_password(&cx.server.store, host, user, &password, cx.server.config.auth.scram_iterations)
             .await
             .map_err(account_error)?;
+        // Whoever signed in with the old password is out; the session that changed it stays.
+        let changer = cx.from.resource().map(|r| r.as_str().to_owned());
+        for r in cx.server.sessions.resources(own.as_str()).into_iter().filter(|r| Some(&r.resource) != changer.as_ref()) {
+            r.handle.send(Routed::Close(StreamError::with_text(StreamErrorCondition::NotAuthorized, "the password changed")));
+        }
+        tracing::info!(%user, %host, "password changed in-band");
         Ok(None)
     }
 }

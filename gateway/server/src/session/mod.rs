@@ -17,7 +17,7 @@ use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, 
 use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
-use crate::modules::Unauthenticated;
+use crate::modules::{StreamStage, Unauthenticated};
 use crate::registry::{mailbox, next_conn_id, ConnId, Mailbox, Routed, SessionHandle};
 use crate::server::Server;
 use crate::stanzas::random_id;
@@ -235,7 +235,8 @@ impl Session {
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
-            for feature in self.server.modules.stream_features(&self.server, false) {
+            let stage = StreamStage { authenticated: false, encrypted: self.security.encrypted };
+            for feature in self.server.modules.stream_features(&self.server, stage) {
                 f.push(feature);
             }
         } else {
@@ -245,7 +246,8 @@ impl Session {
             f.push(Element::new("sub", ns::PRE_APPROVAL));
             f.push(Element::new("sm", ns::SM));
             f.push(Element::new("csi", ns::CSI));
-            for feature in self.server.modules.stream_features(&self.server, true) {
+            let stage = StreamStage { authenticated: true, encrypted: self.security.encrypted };
+            for feature in self.server.modules.stream_features(&self.server, stage) {
                 f.push(feature);
             }
         }
@@ -278,7 +280,7 @@ impl Session {
                 return auth::on_sasl_element(self, st, out).await;
             }
             if let (StanzaKind::Iq, Some(domain)) = (st.kind(), self.domain.as_deref()) {
-                let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip };
+                let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip, encrypted: self.security.encrypted };
                 for h in &self.server.modules.pre_auth_hooks {
                     if let Some(reply) = h.iq(&c, &st).await {
                         out.push(Frame::Stanza(reply));
