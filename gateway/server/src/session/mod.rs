@@ -181,15 +181,10 @@ impl Session {
         if let Some(sm) = &self.sm {
             self.server.sm.ended(&sm.id);
         }
-        if self.bound.is_some() {
-            im::presence::go_offline(self).await;
-            let b = self.bound.as_ref().expect("checked above");
+        if let Some(b) = &self.bound {
+            // Unbound first, so nothing comes back here; rerouted (the oldest first) before
+            // contacts see the session go, so what it never got is elsewhere by then.
             self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
-            for h in &self.server.modules.session_hooks {
-                h.ended(&self.server, &b.jid, self.conn).await;
-            }
-            tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
-            // Unbound first, so nothing comes back here; the oldest first.
             let mut undelivered = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
             while let Ok(routed) = rx.try_recv() {
                 if let Routed::Stanza(st) = routed {
@@ -197,6 +192,12 @@ impl Session {
                 }
             }
             self.reroute(undelivered).await;
+            im::presence::go_offline(self).await;
+            let b = self.bound.as_ref().expect("checked above");
+            for h in &self.server.modules.session_hooks {
+                h.ended(&self.server, &b.jid, self.conn).await;
+            }
+            tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
             self.bound = None;
         }
     }

@@ -155,7 +155,7 @@ pub(crate) async fn run<T: Transport>(
             match written {
                 Some(true) => {}
                 Some(false) => return Ended::Vanished,
-                None => return Box::pin(abandon(session, rx, transport, write_timeout)).await,
+                None => return Box::pin(abandon(session, rx, transport, write_timeout, closing)).await,
             }
             if closing {
                 transport.close().await;
@@ -190,13 +190,16 @@ async fn write_by_deadline<T: Transport>(transport: &mut T, frames: &[Frame], de
 /// The client has taken nothing written to it for `write_timeout`. Its session leaves
 /// routing first, so that what it has not received goes elsewhere at once (as when a
 /// XEP-0198 session times out: to another resource or offline storage); then the stream
-/// error gets one more deadline to reach the client behind what is already queued.
-async fn abandon<T: Transport>(session: &mut Session, rx: &mut Mailbox, transport: &mut T, write_timeout: Duration) -> Ended {
+/// error (unless the stuck write was already closing the stream) gets one more deadline
+/// to reach the client behind what is already queued.
+async fn abandon<T: Transport>(session: &mut Session, rx: &mut Mailbox, transport: &mut T, write_timeout: Duration, closing: bool) -> Ended {
     tracing::debug!(conn = session.conn, "the client stopped reading");
     session.closed(rx).await;
     let mut frames = Vec::new();
-    let timeout = StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "the client stopped reading");
-    let _ = session.on_stream_error(timeout, &mut frames);
+    if !closing {
+        let timeout = StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "the client stopped reading");
+        let _ = session.on_stream_error(timeout, &mut frames);
+    }
     if write_by_deadline(transport, &frames, write_timeout).await == Some(true) {
         transport.close().await;
     }
