@@ -159,10 +159,12 @@ impl IqRequests {
         let id = iq.id()?.to_owned();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("iq requests").insert(id.clone(), tx);
-        handle.deliver(iq).ok()?;
-        let reply = tokio::time::timeout(IQ_TIMEOUT, rx).await;
+        let reply = match handle.deliver(iq) {
+            Ok(()) => tokio::time::timeout(IQ_TIMEOUT, rx).await.ok(),
+            Err(_) => None,
+        };
         self.pending.lock().expect("iq requests").remove(&id);
-        reply.ok()?.ok()
+        reply?.ok()
     }
 
     /// An iq result or error for the server: completes the request waiting for it.
