@@ -270,3 +270,36 @@ async fn unauthenticated_sessions_are_capped_until_they_sign_in() {
     let (_third, features) = Bosh::create(server.http, 1).await;
     assert!(features.child("mechanisms", ns::SASL).is_some());
 }
+
+#[tokio::test]
+async fn output_over_the_bound_waits_for_a_request_only_until_the_write_deadline() {
+    let server = TestServer::start_with_tables("", "[limits]\nmax_session_output_bytes = 600000\nwrite_timeout_secs = 1\n").await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    let (mut bosh, _) = Bosh::create(server.http, 1).await;
+    bosh.login("alice", "secret").await;
+    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
+    bob.send("<presence/>").await;
+    bosh.send("", "<presence xmlns='jabber:client' to='bob@localhost/tcp'/>").await;
+    bob.expect("alice's directed presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh")).await;
+    // alice makes no request for a while (as a client that paused would), far less than
+    // the inactivity period; bob sends more than the bound.
+    let body = "x".repeat(100_000);
+    for i in 0..20 {
+        bob.send(format!("<message to='alice@localhost/bosh' type='chat' id='m{i}'><body>{body}</body></message>")).await;
+    }
+    bob.expect("alice given up", |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh") && e.attr("type") == Some("unavailable")
+    })
+    .await;
+    bob.ping().await;
+    // Her next requests carry what was queued, if it is still there, and end the session.
+    for _ in 0..10 {
+        let (_, body) = post(server.http, &bosh.next("", "")).await;
+        if body.attr("type") == Some("terminate") {
+            return;
+        }
+        assert!(body.children().all(|c| c.name() == "message" || c.is("error", ns::STREAM)), "{}", body.to_xml_string());
+    }
+    panic!("the session did not end");
+}

@@ -199,3 +199,45 @@ async fn enabling_twice_is_refused_and_a_failed_resume_leaves_a_fresh_session() 
     let bound = c.expect("bind result", |e| e.attr("id") == Some("b")).await;
     assert_eq!(bound.attr("type"), Some("result"));
 }
+
+#[tokio::test]
+async fn unacknowledged_output_is_bounded_in_bytes_and_goes_offline() {
+    const MESSAGES: usize = 20;
+    // Eleven of these messages fill the bound; the twelfth is refused.
+    let server = TestServer::start_with_tables("", "[limits]\nmax_session_output_bytes = 600000\n").await;
+    server.adduser("alice", "pw").await;
+    server.adduser("bob", "pw").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let (mut alice, _) = resumable(&server, "alice", "a").await;
+    alice.expect("ack request for the echo", |e| e.is("r", SM)).await;
+    // So that bob sees her session end.
+    alice.send("<presence to='bob@localhost/b'/>").await;
+    bob.expect("alice's presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/a")).await;
+    // alice reads everything but acknowledges nothing more.
+    let body = "x".repeat(50_000);
+    for i in 0..MESSAGES {
+        bob.send(format!("<message to='alice@localhost/a' type='chat' id='m{i}'><body>{body}</body></message>")).await;
+    }
+    bob.ping().await;
+    let t = alice.read_to_close().await;
+    assert_eq!(t.stream_error().as_deref(), Some("policy-violation"), "last: {:?}", t.events.last());
+    let first_stream = t.events.iter().filter(|ev| matches!(ev, jabberwock_proto::ReadEvent::Stanza(st) if st.name() == "message")).count();
+    assert!(first_stream < MESSAGES, "all {first_stream} messages were queued unacknowledged");
+
+    // Once bob sees her go, nothing she failed to acknowledge is left with her session:
+    // every message waits in offline storage, whether she got it, it was refused, or it
+    // came after the close.
+    bob.expect("alice gone", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/a") && e.attr("type") == Some("unavailable"))
+        .await;
+    let mut again = Client::login(server.c2s, "alice", "pw", "again").await;
+    again.send("<presence/>").await;
+    let mut ids = Vec::new();
+    for _ in 0..MESSAGES {
+        let m = again.expect("an offline message", |e| e.name() == "message").await;
+        assert!(m.child("delay", ns::DELAY).is_some(), "not from offline storage");
+        ids.push(m.attr("id").expect("an id").to_owned());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES, "{ids:?}");
+}

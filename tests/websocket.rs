@@ -73,7 +73,11 @@ async fn open<S: Io>(ws: &mut WebSocketStream<S>) -> Element {
 
 /// SCRAM-SHA-256 over plain ws:// (PLAIN is never offered without encryption), then bind.
 async fn login(server: &TestServer, user: &str, password: &str) -> (Ws, String) {
-    let mut ws = connect(server).await;
+    sign_in(connect(server).await, user, password).await
+}
+
+/// [`login`] on a WebSocket the test opened itself.
+async fn sign_in<S: Io>(mut ws: WebSocketStream<S>, user: &str, password: &str) -> (WebSocketStream<S>, String) {
     let f = open(&mut ws).await;
     let mechs: Vec<String> = f.child("mechanisms", ns::SASL).unwrap().children().map(|m| m.text()).collect();
     assert!(mechs.contains(&"SCRAM-SHA-256".to_owned()) && !mechs.contains(&"PLAIN".to_owned()), "{mechs:?}");
@@ -310,4 +314,44 @@ async fn registration_is_refused_over_plain_http() {
     let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
     let failure = c.try_plain("eve", "secret").await;
     assert!(failure.is("failure", ns::SASL), "{}", failure.to_xml_string());
+}
+
+#[tokio::test]
+async fn a_websocket_client_that_stops_reading_is_given_up_after_the_write_deadline() {
+    let server = TestServer::start_with_tables("", "[limits]\nwrite_timeout_secs = 1\n").await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    // alice's side takes little before the server's writes wait.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.http).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(request(&server, Some("xmpp"), None), tcp).await.expect("handshake");
+    let (mut ws, _) = sign_in(ws, "alice", "secret").await;
+    send(&mut ws, "<presence xmlns='jabber:client'/>").await;
+    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
+    bob.send("<presence/>").await;
+    // bob subscribes to alice, so he sees her go.
+    bob.send("<presence to='alice@localhost' type='subscribe'/>").await;
+    expect(&mut ws, "subscription request", |e| e.attr("type") == Some("subscribe")).await;
+    send(&mut ws, "<presence xmlns='jabber:client' to='bob@localhost' type='subscribed'/>").await;
+    bob.expect("alice available", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/web") && e.attr("type").is_none()).await;
+
+    // alice reads nothing from here on.
+    let body = "x".repeat(100_000);
+    for i in 0..40 {
+        bob.send(format!("<message to='alice@localhost/web' type='chat' id='m{i}'><body>{body}</body></message>")).await;
+    }
+    bob.expect("alice given up", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/web") && e.attr("type") == Some("unavailable")).await;
+    bob.ping().await;
+    // Then she reads: what was queued, the stream error, the close.
+    let mut last = Vec::new();
+    while let Some(el) = recv(&mut ws).await {
+        last.push(el);
+    }
+    let errors: Vec<&Element> = last.iter().filter(|e| e.is("error", ns::STREAM)).collect();
+    assert_eq!(errors.len(), 1, "one stream error after {} elements", last.len());
+    // connection-timeout, or policy-violation if the session could still tell her it was
+    // over the bound before the writes stopped.
+    let condition = errors[0].children().next().map(|c| c.name().to_owned());
+    assert!(matches!(condition.as_deref(), Some("connection-timeout" | "policy-violation")), "{}", errors[0].to_xml_string());
 }

@@ -240,6 +240,12 @@ impl Client {
         tokio::time::timeout(TIMEOUT, self.next_event_inner()).await.expect("timed out waiting for the server")
     }
 
+    /// The next event the server sends, or `None` at `deadline`: for waits longer than
+    /// [`TIMEOUT`].
+    pub async fn next_event_by(&mut self, deadline: tokio::time::Instant) -> Option<ReadEvent> {
+        tokio::time::timeout_at(deadline, self.next_event_inner()).await.ok()
+    }
+
     async fn next_event_inner(&mut self) -> ReadEvent {
         let mut buf = [0u8; 8192];
         loop {
@@ -366,6 +372,19 @@ impl Client {
     /// A bound, authenticated session over STARTTLS.
     pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> Client {
         Self::login_at(addr, DOMAIN, user, password, resource).await
+    }
+
+    /// [`Client::login`] over a socket whose receive buffer is set to `bytes` before it
+    /// connects (the TCP window follows it): a client that stops reading soon stops the
+    /// server's writes.
+    pub async fn login_with_receive_buffer(addr: SocketAddr, user: &str, password: &str, resource: &str, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("receive buffer size");
+        let tcp = socket.connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (mut c, _) = Client::from_io(tcp).starttls().await;
+        c.authenticate_and_bind(user, password, Some(resource)).await;
+        c
     }
 
     /// [`Client::login`] on a server for another domain.
@@ -528,15 +547,28 @@ pub struct ServerProcess {
     /// The client port of the current (or last) run.
     pub c2s: SocketAddr,
     child: Option<tokio::process::Child>,
+    /// TOML tables added to the config file, such as `[limits]`.
+    tables: String,
 }
 
 impl ServerProcess {
     /// A server for `bin` (`env!("CARGO_BIN_EXE_jabberwock-test-server")`) keeping its
     /// data in `dir`; not started yet, but the admin subcommands already work.
     pub fn new(bin: &Path, dir: &Path) -> ServerProcess {
-        let p = ServerProcess { bin: bin.into(), dir: dir.into(), c2s: free_port(), child: None };
+        let p = ServerProcess { bin: bin.into(), dir: dir.into(), c2s: free_port(), child: None, tables: String::new() };
         p.write_config();
         p
+    }
+
+    /// Adds TOML tables (such as `[limits]`) to the config of the next start.
+    pub fn configure(&mut self, tables: &str) {
+        self.tables = tables.to_owned();
+        self.write_config();
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
     }
 
     fn config_path(&self) -> std::path::PathBuf {
@@ -551,9 +583,10 @@ impl ServerProcess {
     fn write_config(&self) {
         let text = format!(
             "data_dir = {dir:?}\nlog = 'warn'\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
-             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n",
+             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n{tables}\n",
             dir = self.dir.display().to_string(),
             c2s = self.c2s,
+            tables = self.tables,
         );
         std::fs::write(self.config_path(), text).expect("write the config");
     }
@@ -632,6 +665,32 @@ impl ServerProcess {
         let (ok, output) = self.cli(args).await;
         assert!(ok, "`jabberwock {}` failed: {output}", args.join(" "));
     }
+}
+
+/// A figure in kB from `/proc/<pid>/status`, such as `VmRSS` (memory resident now) or
+/// `RssAnon` (the part of it that is not a mapped file, such as the program's code).
+pub fn memory_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in the process status"))
+}
+
+/// Samples `field` of process `pid` (see [`memory_kb`]) until the returned sender is
+/// dropped or fired; the task then yields the largest figure seen.
+pub fn watch_memory(pid: u32, field: &'static str) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<u64>) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut most = memory_kb(pid, field);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return most,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => most = most.max(memory_kb(pid, field)),
+            }
+        }
+    });
+    (stop, task)
 }
 
 /// A loopback address with a port that was free a moment ago, for a listener a test

@@ -171,6 +171,14 @@ impl Stanza {
         }
     }
 
+    /// About how many bytes [`Stanza::write_to`] writes (escaping and the namespace
+    /// declaration aside), counted without writing: what holding it for a peer costs.
+    pub fn serialized_len(&self) -> usize {
+        let tags = 2 * self.name.len() + 5;
+        let attrs: usize = self.attrs.iter().chain(&self.prefixes).map(|(k, v)| k.len() + v.len() + 4).sum();
+        tags + attrs + self.inner.len()
+    }
+
     /// Standalone serialization with the namespace declared.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.inner.len() + 64);
@@ -205,6 +213,18 @@ mod tests {
         let mut s2s = Vec::new();
         st.write_to(&mut s2s, ns::SERVER);
         assert!(s2s.starts_with(b"<message to="));
+    }
+
+    #[test]
+    fn serialized_len_is_close_to_the_written_length() {
+        let el = Element::new("message", ns::CLIENT)
+            .with_attr("to", "b@x")
+            .with_attr("id", "m1")
+            .with_child(Element::new("body", ns::CLIENT).with_text("x".repeat(1000)));
+        let st = Stanza::from_element(&el);
+        let mut written = Vec::new();
+        st.write_to(&mut written, ns::CLIENT);
+        assert!(st.serialized_len().abs_diff(written.len()) <= 8, "{} vs {}", st.serialized_len(), written.len());
     }
 
     #[test]

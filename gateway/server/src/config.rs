@@ -231,6 +231,12 @@ pub struct LimitsConfig {
     /// smaller budget than connections: idle sockets cannot take the slots of users.
     pub max_unauthenticated: usize,
     pub max_unauthenticated_per_ip: usize,
+    /// Bytes of output one session may hold for its client: stanzas queued for it, being
+    /// written, waiting for a BOSH request, or not yet acknowledged (XEP-0198). A stanza
+    /// over the bound is refused and routed as undeliverable, and the session is closed.
+    pub max_session_output_bytes: usize,
+    /// A client that takes nothing written to it for this long is closed.
+    pub write_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -347,6 +353,8 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 100,
             max_unauthenticated: 2_000,
             max_unauthenticated_per_ip: 20,
+            max_session_output_bytes: 2 * 1024 * 1024,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -428,6 +436,14 @@ impl Config {
         }
         if !matches!(l.archive_default.as_str(), "always" | "roster" | "never") {
             return Err(invalid("limits.archive_default", format!("{:?} must be always, roster or never", l.archive_default)));
+        }
+        // Room for a stanza of the largest size and what the server wraps around one
+        // (a carbon copy, an archive result), or sessions would refuse them when idle.
+        if l.max_session_output_bytes < 2 * l.max_stanza_bytes {
+            return Err(invalid("limits.max_session_output_bytes", "must be at least twice limits.max_stanza_bytes"));
+        }
+        if !(1..=3600).contains(&l.write_timeout_secs) {
+            return Err(invalid("limits.write_timeout_secs", "must be between 1 and 3600"));
         }
         if l.max_resources == 0 {
             return Err(invalid("limits.max_resources", "must be positive"));
@@ -533,6 +549,10 @@ impl Config {
         Duration::from_secs(self.http.header_timeout_secs)
     }
 
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.write_timeout_secs)
+    }
+
     pub fn negotiation_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.negotiation_timeout_secs)
     }
@@ -576,6 +596,8 @@ mod tests {
         assert_eq!(c.listen.c2s, d.listen.c2s);
         assert_eq!(c.limits.max_stanza_bytes, d.limits.max_stanza_bytes);
         assert_eq!(c.limits.max_unauthenticated_per_ip, d.limits.max_unauthenticated_per_ip);
+        assert_eq!(c.limits.max_session_output_bytes, d.limits.max_session_output_bytes);
+        assert_eq!(c.limits.write_timeout_secs, d.limits.write_timeout_secs);
         assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
         assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
     }
@@ -586,6 +608,8 @@ mod tests {
             ("[limits]\nmax_connections_per_ip = 0", "limits.max_connections_per_ip:"),
             ("[limits]\nmax_connections = 10\nmax_unauthenticated = 11", "limits.max_unauthenticated:"),
             ("[http]\nheader_timeout_secs = 0", "http.header_timeout_secs:"),
+            ("[limits]\nmax_session_output_bytes = 300000", "limits.max_session_output_bytes:"),
+            ("[limits]\nwrite_timeout_secs = 0", "limits.write_timeout_secs:"),
             ("[http]\nbosh_sessions_per_ip_per_minute = 0", "http.bosh_sessions_per_ip_per_minute:"),
             ("[s2s]\nmax_outbound_connections = 0", "s2s:"),
         ] {

@@ -7,10 +7,10 @@
 //! front of a shared store; callers never learn whether a session is local.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
-use jabberwock_proto::{Stanza, StreamError};
+use jabberwock_proto::{Stanza, StreamError, StreamErrorCondition};
 use futures_channel::mpsc;
 
 /// Identifies one connection for the lifetime of the process.
@@ -36,33 +36,99 @@ pub enum Routed {
     Detach,
 }
 
-impl Routed {
-    pub fn stanza(st: Stanza) -> Routed {
-        Routed::Stanza(Box::new(st))
-    }
-}
-
 /// The receiving end of a session's mailbox. futures' unbounded channel allocates per
 /// message and almost nothing up front; tokio's reserves a block of 32 slots and two
 /// cache-padded halves, about 2 KiB, in every idle session.
 pub type Mailbox = mpsc::UnboundedReceiver<Routed>;
 
-/// A new mailbox: the handle that routes to it, and its receiving end.
-pub fn mailbox(conn: ConnId) -> (SessionHandle, Mailbox) {
+/// A new mailbox: the handle that routes to it, and its receiving end. The session may
+/// hold at most `max_output_bytes` of output for its client.
+pub fn mailbox(conn: ConnId, max_output_bytes: usize) -> (SessionHandle, Mailbox) {
     let (tx, rx) = mpsc::unbounded();
-    (SessionHandle { conn, tx }, rx)
+    let budget = Arc::new(OutputBudget { held: AtomicUsize::new(0), max: max_output_bytes, overflowed: AtomicBool::new(false) });
+    (SessionHandle { conn, tx, budget }, rx)
+}
+
+/// What holding a stanza for a client costs, in bytes: its serialized size and its place
+/// in a queue.
+pub fn output_cost(st: &Stanza) -> usize {
+    st.serialized_len() + std::mem::size_of::<Stanza>()
+}
+
+/// The bytes of output a session holds for its client, shared by its handle, which
+/// counts stanzas into the mailbox, and the session, which releases them once written or
+/// acknowledged. One counter for the mailbox, the write in progress and the XEP-0198
+/// queue, so a client that stops reading holds a bounded amount of memory.
+#[derive(Debug)]
+pub struct OutputBudget {
+    held: AtomicUsize,
+    max: usize,
+    /// A stanza was refused: the session has been told to close.
+    overflowed: AtomicBool,
+}
+
+impl OutputBudget {
+    /// Counts `cost` bytes if they fit under the bound.
+    fn try_charge(&self, cost: usize) -> bool {
+        let before = self.held.fetch_add(cost, Ordering::Relaxed);
+        if before + cost > self.max {
+            self.held.fetch_sub(cost, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts output the session produced itself (its replies, in its XEP-0198 queue),
+    /// which is never refused.
+    pub fn charge(&self, cost: usize) {
+        self.held.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    pub fn release(&self, cost: usize) {
+        self.held.fetch_sub(cost, Ordering::Relaxed);
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct SessionHandle {
     pub conn: ConnId,
     tx: mpsc::UnboundedSender<Routed>,
+    pub budget: Arc<OutputBudget>,
 }
 
 impl SessionHandle {
-    /// Queues for the session; false if it has already gone.
+    /// Queues a control message (close, detach) for the session; false if it has already
+    /// gone. Control messages are not counted against the output bound.
     pub fn send(&self, r: Routed) -> bool {
         self.tx.unbounded_send(r).is_ok()
+    }
+
+    /// Queues a stanza for the session. It comes back if the session is gone or holds too
+    /// much output already; the caller then routes it as undeliverable. The first refusal
+    /// also closes the session, as Prosody and ejabberd close a client whose output piles
+    /// up: a client that does not keep up would otherwise miss stanzas without knowing.
+    /// Presence, pushes and copies that come back are dropped, since that session ends.
+    pub fn deliver(&self, st: Stanza) -> Result<(), Stanza> {
+        let cost = output_cost(&st);
+        if !self.budget.try_charge(cost) {
+            if !self.budget.overflowed.swap(true, Ordering::Relaxed) {
+                let err = StreamError::with_text(StreamErrorCondition::PolicyViolation, "too much output waiting for the client");
+                self.send(Routed::Close(err));
+            }
+            return Err(st);
+        }
+        match self.tx.unbounded_send(Routed::Stanza(Box::new(st))).map_err(|e| e.into_inner()) {
+            Ok(()) => Ok(()),
+            Err(Routed::Stanza(st)) => {
+                self.budget.release(cost);
+                Err(*st)
+            }
+            Err(_) => unreachable!("a stanza was sent"),
+        }
     }
 }
 
@@ -172,12 +238,6 @@ impl SessionRegistry {
         users.get(bare)?.iter().find(|r| r.resource == resource).map(|r| r.handle.clone())
     }
 
-    /// The resource bound at `bare/resource`.
-    pub fn resource(&self, bare: &str, resource: &str) -> Option<Resource> {
-        let users = self.users.read().expect("registry lock");
-        users.get(bare)?.iter().find(|r| r.resource == resource).cloned()
-    }
-
     /// Every bound resource of the account.
     pub fn resources(&self, bare: &str) -> Vec<Resource> {
         let users = self.users.read().expect("registry lock");
@@ -190,7 +250,33 @@ mod tests {
     use super::*;
 
     fn handle() -> (SessionHandle, Mailbox) {
-        mailbox(next_conn_id())
+        mailbox(next_conn_id(), 1 << 20)
+    }
+
+    fn message(body_bytes: usize) -> Stanza {
+        let el = jabberwock_proto::Element::new("message", jabberwock_proto::ns::CLIENT)
+            .with_child(jabberwock_proto::Element::new("body", jabberwock_proto::ns::CLIENT).with_text("x".repeat(body_bytes)));
+        Stanza::from_element(&el)
+    }
+
+    #[test]
+    fn a_mailbox_over_its_bound_refuses_stanzas_and_closes_the_session() {
+        let (h, mut rx) = mailbox(next_conn_id(), 10_000);
+        let st = message(4000);
+        let cost = output_cost(&st);
+        assert!(h.deliver(st.clone()).is_ok());
+        assert!(h.deliver(st.clone()).is_ok());
+        assert_eq!(h.deliver(st.clone()), Err(st.clone()), "a third would exceed the bound");
+        assert_eq!(h.deliver(st.clone()), Err(st.clone()));
+        // Queued: the two stanzas and one close, however many were refused.
+        let queued: Vec<Routed> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(matches!(queued.as_slice(), [Routed::Stanza(_), Routed::Stanza(_), Routed::Close(_)]), "{queued:?}");
+        // Released bytes make room again.
+        h.budget.release(cost);
+        assert!(h.deliver(st.clone()).is_ok());
+        h.budget.release(2 * cost);
+        drop(rx);
+        assert_eq!(h.deliver(st.clone()), Err(st), "a session that is gone refuses too");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 
 use crate::im;
 use crate::modules::{self, IqTarget, Verdict};
-use crate::registry::Routed;
 use crate::server::Server;
 use crate::stanzas::bounce_reply;
 
@@ -103,7 +102,8 @@ fn deliver_to_sender(server: &Arc<Server>, reply: Stanza) {
     }
     if let Some(resource) = to.resource() {
         if let Some(h) = server.sessions.get(to.to_bare().as_str(), resource.as_str()) {
-            h.send(Routed::stanza(reply));
+            // Replies never bounce: one a full session refuses is dropped.
+            let _ = h.deliver(reply);
         }
     }
 }
@@ -112,10 +112,12 @@ async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> 
     let is_request = matches!(st.stanza_type(), Some("get" | "set"));
     if let Some(resource) = to.resource() {
         return match server.sessions.get(to.to_bare().as_str(), resource.as_str()) {
-            Some(h) => {
-                h.send(Routed::stanza(st));
-                Vec::new()
-            }
+            Some(h) => match h.deliver(st) {
+                Ok(()) => Vec::new(),
+                // The session holds too much output already.
+                Err(st) if is_request => bounce_reply(&st, StanzaError::resource_constraint()),
+                Err(_) => Vec::new(),
+            },
             None if is_request => bounce_reply(&st, StanzaError::service_unavailable()),
             None => Vec::new(),
         };
@@ -159,10 +161,12 @@ impl IqRequests {
         let id = iq.id()?.to_owned();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("iq requests").insert(id.clone(), tx);
-        handle.send(Routed::stanza(iq));
-        let reply = tokio::time::timeout(IQ_TIMEOUT, rx).await;
+        let reply = match handle.deliver(iq) {
+            Ok(()) => tokio::time::timeout(IQ_TIMEOUT, rx).await.ok(),
+            Err(_) => None,
+        };
         self.pending.lock().expect("iq requests").remove(&id);
-        reply.ok()?.ok()
+        reply?.ok()
     }
 
     /// An iq result or error for the server: completes the request waiting for it.

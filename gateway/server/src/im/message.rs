@@ -1,13 +1,18 @@
 //! Message delivery to a local account (RFC 6121 §8.5). The modules' message hooks see
 //! each message on its way in (an archive stamps it, carbons copy it) and keep it when no
 //! resource takes it (offline storage).
+//!
+//! A session that holds too much output refuses what comes for it; the message is then
+//! routed as if that session were not there: to the account's other resources, or to
+//! offline storage. Where that leaves it nowhere to go, the sender gets
+//! `resource-constraint`.
 
 use std::sync::Arc;
 
 use jabberwock_proto::{Stanza, StanzaError};
 use jid::{BareJid, Jid};
 
-use crate::registry::{Resource, Routed};
+use crate::registry::{ConnId, Resource};
 use crate::server::Server;
 
 /// Where a message for an account goes.
@@ -22,7 +27,7 @@ enum Target {
 /// failure the stanza comes back with the error the sender should get.
 pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &Jid) -> Result<(), (Stanza, StanzaError)> {
     let bare = to.to_bare();
-    let target = match target(server, &st, to) {
+    let mut dest = match target(server, &st, to, &[]) {
         Ok(Target::Offline) if !crate::accounts::exists(server, bare.domain().as_str(), bare.node().map_or("", |n| n.as_str())).await => {
             return Err((st, StanzaError::service_unavailable()));
         }
@@ -30,42 +35,59 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
         Err(e) => return Err((st, e)),
     };
     let mut st = st;
-    if let (Some(from), false) = (from, matches!(target, Target::Nowhere)) {
+    if let (Some(from), false) = (from, matches!(dest, Target::Nowhere)) {
         let from = from.to_bare();
         for h in &server.modules.message_hooks {
             h.delivering(server, &bare, &from, &mut st).await;
         }
     }
-    match target {
-        Target::Nowhere => Ok(()),
-        Target::Offline => {
-            for h in &server.modules.message_hooks {
-                if let Some(stored) = h.store_offline(server, &bare, &st).await {
-                    return stored.map_err(|e| (st, e));
+    // Sessions that refused the message, as it is routed again without them.
+    let mut refused: Vec<ConnId> = Vec::new();
+    loop {
+        match dest {
+            Target::Nowhere if refused.is_empty() => return Ok(()),
+            Target::Nowhere => return Err((st, StanzaError::resource_constraint())),
+            Target::Offline => {
+                for h in &server.modules.message_hooks {
+                    if let Some(stored) = h.store_offline(server, &bare, &st).await {
+                        return stored.map_err(|e| (st, e));
+                    }
                 }
+                return Err((st, StanzaError::service_unavailable()));
             }
-            Err((st, StanzaError::service_unavailable()))
-        }
-        Target::Resources(resources) => {
-            for r in &resources {
-                r.handle.send(Routed::stanza(st.clone()));
+            Target::Resources(resources) => {
+                let mut delivered: Vec<&str> = Vec::with_capacity(resources.len());
+                for r in &resources {
+                    match r.handle.deliver(st.clone()) {
+                        Ok(()) => delivered.push(&r.resource),
+                        Err(_) => refused.push(r.handle.conn),
+                    }
+                }
+                if !delivered.is_empty() {
+                    for h in &server.modules.message_hooks {
+                        h.delivered(server, &bare, &delivered, &st);
+                    }
+                    return Ok(());
+                }
+                dest = match target(server, &st, to, &refused) {
+                    Ok(t) => t,
+                    Err(_) => return Err((st, StanzaError::resource_constraint())),
+                };
             }
-            let delivered: Vec<&str> = resources.iter().map(|r| r.resource.as_str()).collect();
-            for h in &server.modules.message_hooks {
-                h.delivered(server, &bare, &delivered, &st);
-            }
-            Ok(())
         }
     }
 }
 
-/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID).
-fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError> {
+/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), as if the sessions in `refused`
+/// were not there.
+fn target(server: &Server, st: &Stanza, to: &Jid, refused: &[ConnId]) -> Result<Target, StanzaError> {
     let kind = st.stanza_type().unwrap_or("normal");
     let bare: BareJid = to.to_bare();
+    let mut resources = server.sessions.resources(bare.as_str());
+    resources.retain(|r| !refused.contains(&r.handle.conn));
     if let Some(resource) = to.resource() {
-        if let Some(r) = server.sessions.resource(bare.as_str(), resource.as_str()) {
-            return Ok(Target::Resources(vec![r]));
+        if let Some(r) = resources.iter().find(|r| r.resource == resource.as_str()) {
+            return Ok(Target::Resources(vec![r.clone()]));
         }
         // §8.5.3.2: a full JID with no session.
         match kind {
@@ -75,8 +97,7 @@ fn target(server: &Server, st: &Stanza, to: &Jid) -> Result<Target, StanzaError>
         }
     }
     // Resources with negative priority never get bare-JID messages.
-    let resources: Vec<_> =
-        server.sessions.resources(bare.as_str()).into_iter().filter(|r| r.available && r.priority >= 0).collect();
+    resources.retain(|r| r.available && r.priority >= 0);
     match kind {
         "error" => Ok(Target::Nowhere),
         "groupchat" => Err(StanzaError::service_unavailable()),

@@ -8,7 +8,6 @@ use jid::{BareJid, Jid};
 
 use super::roster::{self, Account};
 use crate::modules::Available;
-use crate::registry::Routed;
 use crate::routing::route;
 use crate::server::Server;
 use crate::session::Session;
@@ -85,7 +84,7 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
         if r.resource == resource {
             out.push(Frame::Stanza(copy));
         } else {
-            r.handle.send(Routed::stanza(copy));
+            let _ = r.handle.deliver(copy);
         }
     }
     if initial {
@@ -220,12 +219,12 @@ pub async fn inbound(server: &Arc<Server>, st: Stanza, to: &Jid) {
         _ => match to.resource() {
             Some(res) => {
                 if let Some(h) = server.sessions.get(bare.as_str(), res.as_str()) {
-                    h.send(Routed::stanza(st));
+                    let _ = h.deliver(st);
                 }
             }
             None => {
                 for r in server.sessions.resources(bare.as_str()).into_iter().filter(|r| r.available) {
-                    r.handle.send(Routed::stanza(st.clone()));
+                    let _ = r.handle.deliver(st.clone());
                 }
             }
         },

@@ -16,7 +16,6 @@ use jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 
 use crate::modules::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
-use crate::registry::Routed;
 use crate::server::Server;
 use crate::stanzas::random_id;
 
@@ -181,7 +180,7 @@ fn push(server: &Server, a: Account<'_>, contact: &str, item: Option<&Item>, ver
             .with_attr("id", random_id())
             .with_attr("to", format!("{bare}/{}", r.resource))
             .with_child(Element::new("query", ns::ROSTER).with_attr("ver", ver).with_child(item_el.clone()));
-        r.handle.send(Routed::stanza(Stanza::from_element(&iq)));
+        let _ = r.handle.deliver(Stanza::from_element(&iq));
     }
 }
 
@@ -387,7 +386,7 @@ async fn reply(server: &Arc<Server>, from: &BareJid, to: &BareJid, kind: &str) {
 
 fn deliver_to_available(server: &Server, bare: &str, st: &Stanza) {
     for r in server.sessions.resources(bare).into_iter().filter(|r| r.available) {
-        r.handle.send(Routed::stanza(st.clone()));
+        let _ = r.handle.deliver(st.clone());
     }
 }
 

@@ -11,7 +11,6 @@ use jid::{BareJid, Jid};
 use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, StanzaFilter, Verdict};
 use crate::cache::AccountCache;
 use crate::im::roster::Account;
-use crate::registry::Routed;
 use crate::server::Server;
 use crate::stanzas::random_id;
 
@@ -156,6 +155,6 @@ fn push(server: &Server, owner: &BareJid, kind: &str, jids: &[String]) {
             .with_attr("id", random_id())
             .with_attr("to", format!("{owner}/{}", r.resource))
             .with_child(change.clone());
-        r.handle.send(Routed::stanza(Stanza::from_element(&iq)));
+        let _ = r.handle.deliver(Stanza::from_element(&iq));
     }
 }

@@ -9,7 +9,7 @@ use jabberwock_proto::{ns, Element, Stanza, StanzaError};
 use jid::{BareJid, FullJid};
 
 use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, SessionHooks};
-use crate::registry::{ConnId, Resource, Routed};
+use crate::registry::{ConnId, Resource};
 use crate::server::Server;
 use crate::stanzas::forwarded;
 
@@ -124,6 +124,6 @@ fn send_copies(targets: Vec<Resource>, bare: &str, direction: &str, st: &Stanza)
             ("type".to_owned(), st.stanza_type().unwrap_or("normal").to_owned()),
         ];
         let copy = Stanza::from_parts("message", ns::CLIENT, attrs, Vec::new(), inner.as_str().into());
-        r.handle.send(Routed::stanza(copy));
+        let _ = r.handle.deliver(copy);
     }
 }

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use super::caps::Caps;
 use super::{Available, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
 use crate::im::roster::{self, Account};
-use crate::registry::Routed;
 use crate::server::Server;
 use crate::stanzas::{now_us, random_id};
 
@@ -134,7 +133,7 @@ async fn notify(server: &Server, owner: &BareJid, node: &str, config: &NodeConfi
         for r in server.sessions.resources(who.as_str()).into_iter().filter(|r| r.available) {
             let full = format!("{who}/{}", r.resource);
             if wants(server, &full, node) {
-                r.handle.send(Routed::stanza(event_message(owner, &full, items.clone())));
+                let _ = r.handle.deliver(event_message(owner, &full, items.clone()));
             }
         }
     }
@@ -397,7 +396,7 @@ async fn send_last_items(server: Arc<Server>, full: Jid, presence: Stanza) {
             let Some(item) = last.ok().and_then(|p| p.items.into_iter().next()) else { continue };
             let Ok(el) = reader::parse_element(&item.payload, &Limits::unlimited()) else { continue };
             let items = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", *node).with_child(rename_ns(el, ns::PUBSUB_EVENT));
-            handle.send(Routed::stanza(event_message(&owner, full.as_str(), items)));
+            let _ = handle.deliver(event_message(&owner, full.as_str(), items));
         }
     }
 }

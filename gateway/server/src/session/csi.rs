@@ -49,6 +49,11 @@ impl Csi {
         }
     }
 
+    /// What the held stanzas count against the session's output bound.
+    pub fn held_cost(&self) -> usize {
+        self.held.iter().map(crate::registry::output_cost).sum()
+    }
+
     fn flush(&mut self, out: &mut Vec<Frame>) {
         out.extend(self.held.drain(..).map(Frame::Stanza));
     }

@@ -18,7 +18,7 @@ use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
 use crate::modules::{StreamStage, Unauthenticated};
-use crate::registry::{mailbox, next_conn_id, ConnId, Mailbox, Routed, SessionHandle};
+use crate::registry::{mailbox, next_conn_id, output_cost, ConnId, Mailbox, Routed, SessionHandle};
 use crate::server::Server;
 use crate::stanzas::random_id;
 use crate::stream::{Flow, Frame};
@@ -83,13 +83,16 @@ pub struct Session {
     /// A `<resume/>` the transport has yet to carry out.
     pub(crate) pending_resume: Option<(String, u32)>,
     csi: csi::Csi,
+    /// Bytes of the stanzas taken from the mailbox and not yet written: still counted
+    /// against the output bound until [`Session::settle_output`].
+    taken: usize,
 }
 
 impl Session {
     /// A new session and the receiving end of its mailbox, which the transport polls.
     pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
         let conn = next_conn_id();
-        let (handle, rx) = mailbox(conn);
+        let (handle, rx) = mailbox(conn, server.config.limits.max_session_output_bytes);
         let session = Session {
             server,
             conn,
@@ -106,6 +109,7 @@ impl Session {
             sm: None,
             pending_resume: None,
             csi: csi::Csi::default(),
+            taken: 0,
         };
         (session, rx)
     }
@@ -149,6 +153,7 @@ impl Session {
     pub async fn on_routed(&mut self, r: Routed, out: &mut Vec<Frame>) -> Flow {
         match r {
             Routed::Stanza(st) => {
+                self.taken += output_cost(&st);
                 if self.bound.is_some() {
                     self.csi.deliver(*st, out);
                 }
@@ -159,21 +164,40 @@ impl Session {
         }
     }
 
-    /// The connection is gone, whatever the reason: leave the network cleanly.
-    pub async fn closed(&mut self) {
+    /// What the mailbox brought has been written (or queued for acknowledgement): its
+    /// bytes no longer count, except those of stanzas client state indication holds back.
+    pub fn settle_output(&mut self) {
+        if self.taken == 0 {
+            return;
+        }
+        let held = self.csi.held_cost();
+        self.handle.budget.release(self.taken.saturating_sub(held));
+        self.taken = held;
+    }
+
+    /// The connection is gone, whatever the reason: leave the network cleanly. What the
+    /// client never got, unacknowledged or still in the mailbox, is routed again.
+    pub async fn closed(&mut self, rx: &mut Mailbox) {
         if let Some(sm) = &self.sm {
             self.server.sm.ended(&sm.id);
         }
-        if self.bound.is_some() {
+        if let Some(b) = &self.bound {
+            // Unbound first, so nothing comes back here; rerouted (the oldest first) before
+            // contacts see the session go, so what it never got is elsewhere by then.
+            self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
+            let mut undelivered = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+            while let Ok(routed) = rx.try_recv() {
+                if let Routed::Stanza(st) = routed {
+                    undelivered.push(*st);
+                }
+            }
+            self.reroute(undelivered).await;
             im::presence::go_offline(self).await;
             let b = self.bound.as_ref().expect("checked above");
-            self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
             for h in &self.server.modules.session_hooks {
                 h.ended(&self.server, &b.jid, self.conn).await;
             }
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
-            // Unbound first, so nothing unacknowledged comes back here.
-            self.reroute_unacked().await;
             self.bound = None;
         }
     }

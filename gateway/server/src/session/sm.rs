@@ -18,11 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Session;
 use crate::stanzas::random_id;
-use crate::registry::{Mailbox, Routed};
+use crate::registry::{output_cost, Mailbox, OutputBudget, Routed};
 use crate::stream::{Flow, Frame};
-
-/// Most unacknowledged stanzas kept for one session.
-const MAX_UNACKED: usize = 10_000;
 
 pub(crate) struct StreamManagement {
     pub id: String,
@@ -33,20 +30,47 @@ pub(crate) struct StreamManagement {
     acked: u32,
     /// Sent and not yet acknowledged, oldest first.
     unacked: VecDeque<Stanza>,
+    /// What `unacked` costs, counted in the session's output budget too.
+    unacked_bytes: usize,
+    budget: Arc<OutputBudget>,
     ack_requested: bool,
 }
 
 impl StreamManagement {
+    fn new(id: String, resumable: bool, budget: Arc<OutputBudget>) -> Self {
+        StreamManagement { id, resumable, inbound: 0, acked: 0, unacked: VecDeque::new(), unacked_bytes: 0, budget, ack_requested: false }
+    }
+
     /// Drops what the client's `h` acknowledges. Fails when `h` claims more than was sent.
     fn ack(&mut self, h: u32) -> Result<(), StreamError> {
         let newly = h.wrapping_sub(self.acked) as usize;
         if newly > self.unacked.len() {
             return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "handled count too high"));
         }
-        self.unacked.drain(..newly);
+        let released: usize = self.unacked.drain(..newly).map(|st| output_cost(&st)).sum();
+        self.release(released);
         self.acked = h;
         self.ack_requested = false;
         Ok(())
+    }
+
+    fn queue(&mut self, st: Stanza) {
+        let cost = output_cost(&st);
+        self.unacked_bytes += cost;
+        self.budget.charge(cost);
+        self.unacked.push_back(st);
+    }
+
+    fn release(&mut self, cost: usize) {
+        self.unacked_bytes -= cost;
+        self.budget.release(cost);
+    }
+
+    /// Empties the queue, oldest first: to send again, or to route elsewhere.
+    pub(super) fn take_unacked(&mut self) -> Vec<Stanza> {
+        let all: Vec<Stanza> = self.unacked.drain(..).collect();
+        self.release(self.unacked_bytes);
+        all
     }
 }
 
@@ -76,7 +100,7 @@ impl Session {
                     self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
                 }
                 out.push(Frame::Element(enabled));
-                self.sm = Some(StreamManagement { id, resumable, inbound: 0, acked: 0, unacked: VecDeque::new(), ack_requested: false });
+                self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
                 Flow::Continue
             }
             "r" => match &self.sm {
@@ -108,20 +132,22 @@ impl Session {
     }
 
     /// Called with each batch before it is written: queues the stanzas until acknowledged
-    /// and asks for an acknowledgement.
+    /// and asks for an acknowledgement. A client that lets more than the session's output
+    /// bound go unacknowledged is closed; what it never acknowledged is routed again.
     pub fn before_write(&mut self, frames: &mut Vec<Frame>) {
         let Some(sm) = &mut self.sm else { return };
         let before = sm.unacked.len();
-        sm.unacked.extend(frames.iter().filter_map(|f| match f {
-            Frame::Stanza(st) => Some(st.clone()),
-            _ => None,
-        }));
+        for f in frames.iter() {
+            if let Frame::Stanza(st) = f {
+                sm.queue(st.clone());
+            }
+        }
         if sm.unacked.len() > before && !sm.ack_requested {
             sm.ack_requested = true;
             frames.push(Frame::Element(sm_el("r")));
         }
-        if sm.unacked.len() > MAX_UNACKED {
-            frames.push(Frame::Error(StreamError::with_text(StreamErrorCondition::ResourceConstraint, "too many unacknowledged stanzas")));
+        if sm.unacked_bytes > sm.budget.max() {
+            frames.push(Frame::Error(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too much unacknowledged output")));
             frames.push(Frame::Close);
         }
     }
@@ -171,7 +197,7 @@ impl Session {
         let resumed = sm_el("resumed").with_attr("previd", previd.clone()).with_attr("h", sm.inbound.to_string());
         out.push(Frame::Element(resumed));
         // The retransmitted stanzas are queued again by before_write.
-        let replay: Vec<Stanza> = sm.unacked.drain(..).collect();
+        let replay = sm.take_unacked();
         out.extend(replay.into_iter().map(Frame::Stanza));
         tracing::info!(conn = old.conn, sm = %previd, "session resumed");
         *this = old;
@@ -179,22 +205,21 @@ impl Session {
     }
 
     /// After the connection ended: parks a resumable session whose peer vanished, or ends it.
-    pub async fn finish(mut self, rx: Mailbox, peer_vanished: bool) {
+    pub async fn finish(mut self, mut rx: Mailbox, peer_vanished: bool) {
         if peer_vanished && self.resumable() {
             let server = self.server.clone();
             server.sm.park(self, rx);
             return;
         }
-        self.closed().await;
+        self.closed(&mut rx).await;
     }
 
-    /// Sends every unacknowledged stanza back to routing: messages reach another resource
-    /// or offline storage, iqs get an error, presence is dropped (RFC 6121 and XEP-0198 §5).
-    pub(super) async fn reroute_unacked(&mut self) {
-        let Some(sm) = &mut self.sm else { return };
-        let unacked: Vec<Stanza> = sm.unacked.drain(..).collect();
+    /// Sends stanzas the client never got (or never acknowledged) back to routing:
+    /// messages reach another resource or offline storage, iqs get an error, presence is
+    /// dropped (RFC 6121 and XEP-0198 §5).
+    pub(super) async fn reroute(&mut self, undelivered: Vec<Stanza>) {
         let Some(bare) = self.bound.as_ref().map(|b| b.bare.clone()) else { return };
-        for st in unacked {
+        for st in undelivered {
             match st.kind() {
                 StanzaKind::Message if st.stanza_type() != Some("error") => {
                     let mut st = st;
@@ -295,17 +320,20 @@ async fn hibernate(
                     e.parked = None;
                     e.live = Some(session.handle.clone());
                 }
-                if let Err((mut returned, _)) = reply.send((session, rx)) {
+                if let Err((mut returned, mut rx)) = reply.send((session, rx)) {
                     // The resuming connection vanished meanwhile: it ends here.
                     registry.forget(&id);
-                    returned.closed().await;
+                    returned.closed(&mut rx).await;
                 }
                 return;
             }
             Some(routed) = rx.next() => match routed {
                 Routed::Stanza(st) => {
+                    let cost = output_cost(&st);
                     let mut frames = vec![Frame::Stanza(*st)];
                     session.before_write(&mut frames);
+                    // Its bytes moved from the mailbox to the unacknowledged queue.
+                    session.handle.budget.release(cost);
                     if frames.iter().any(|f| matches!(f, Frame::Error(_))) {
                         break;
                     }
@@ -318,7 +346,7 @@ async fn hibernate(
     }
     registry.forget(&id);
     tracing::info!(conn = session.conn, sm = %id, "resumption window passed");
-    session.closed().await;
+    session.closed(&mut rx).await;
 }
 
 impl Registry {

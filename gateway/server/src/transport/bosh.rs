@@ -113,7 +113,8 @@ pub struct BoshSession {
     /// No request for this long ends the session.
     inactivity: Duration,
     state: Mutex<State>,
-    /// Wakes the session task when events arrive or a request starts waiting.
+    /// Wakes the session task when events arrive, a request starts waiting, or a response
+    /// carried the pending output away.
     wake: Notify,
 }
 
@@ -297,6 +298,7 @@ impl BoshSession {
                 let body = st.body();
                 let reply = Reply::ok(body);
                 st.answer(rid, tx, reply.clone());
+                self.wake.notify_one();
                 reply
             }
             None => Reply::ok(format!("<body xmlns='{NS_HTTPBIND}'/>")),
@@ -309,7 +311,7 @@ async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSessi
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
     let (mut session, mut rx) = Session::new(server.clone(), ip, security);
-    let mut transport = BoshTransport { bosh: bosh.clone() };
+    let mut transport = BoshTransport { bosh: bosh.clone(), max_pending: server.config.limits.max_session_output_bytes };
     let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
     transport.close().await;
@@ -318,6 +320,9 @@ async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSessi
 
 struct BoshTransport {
     bosh: Arc<BoshSession>,
+    /// Most output that may wait for a request before writes wait too (and, past the
+    /// write deadline, the session ends).
+    max_pending: usize,
 }
 
 impl BoshTransport {
@@ -380,13 +385,28 @@ impl Transport for BoshTransport {
             }
             Self::encode(f, &mut out);
         }
-        let mut st = self.bosh.state.lock().expect("bosh state");
-        st.pending.push_str(std::str::from_utf8(&out).expect("UTF-8"));
-        if let Some(t) = terminal {
-            st.terminal = Some(t.to_owned());
+        {
+            let mut st = self.bosh.state.lock().expect("bosh state");
+            st.pending.push_str(std::str::from_utf8(&out).expect("UTF-8"));
+            if let Some(t) = terminal {
+                st.terminal = Some(t.to_owned());
+            }
+            st.flush();
         }
-        st.flush();
-        true
+        // Appended before waiting, so a cancelled write has lost nothing.
+        loop {
+            let carried = self.bosh.wake.notified();
+            {
+                let st = self.bosh.state.lock().expect("bosh state");
+                if st.pending.len() <= self.max_pending {
+                    return true;
+                }
+                if st.ended {
+                    return false;
+                }
+            }
+            carried.await;
+        }
     }
 
     async fn close(&mut self) {

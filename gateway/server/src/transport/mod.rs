@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,7 +69,14 @@ pub(crate) trait Transport {
     fn restart(&mut self);
 
     /// Writes the frames, as one write where the transport allows. False if the peer is gone.
+    /// Must be cancel-safe: a write cut short by the deadline keeps what it has not
+    /// written, and the next write sends that first.
     async fn write(&mut self, frames: &[Frame]) -> bool;
+
+    /// Whether the last write, even one cut short, got any output out.
+    fn progressed(&self) -> bool {
+        false
+    }
 
     /// Ends the connection after the last frames were written.
     async fn close(&mut self);
@@ -100,6 +108,7 @@ pub(crate) async fn run<T: Transport>(
     negotiating: &mut Option<Slot>,
 ) -> Ended {
     let mut shutdown = session.server.shutdown_signal();
+    let write_timeout = session.server.config.write_timeout();
     // Boxed and dropped once bound: a long-lived session keeps no timer.
     let mut negotiation = Some(Box::pin(tokio::time::sleep_until(negotiation_deadline)));
     loop {
@@ -127,6 +136,9 @@ pub(crate) async fn run<T: Transport>(
             }
         };
         if flow == Flow::Detach {
+            // What this turn took waits, unacknowledged, for the connection that resumes.
+            session.before_write(&mut frames);
+            session.settle_output();
             return Ended::Vanished;
         }
         if session.is_bound() {
@@ -135,15 +147,22 @@ pub(crate) async fn run<T: Transport>(
         }
         if !frames.is_empty() {
             session.before_write(&mut frames);
-            let written = transport.write(&frames).await;
+            // Boxed: the deadline's timer takes room only while a write is under way, not
+            // in the state of every idle session.
+            let written = Box::pin(write_by_deadline(transport, &frames, write_timeout)).await;
+            session.settle_output();
             let closing = frames.iter().any(|f| matches!(f, Frame::Close));
-            if !written {
-                return Ended::Vanished;
+            match written {
+                Some(true) => {}
+                Some(false) => return Ended::Vanished,
+                None => return Box::pin(abandon(session, rx, transport, write_timeout, closing)).await,
             }
             if closing {
                 transport.close().await;
                 return Ended::Closed;
             }
+        } else {
+            session.settle_output();
         }
         match flow {
             Flow::Continue | Flow::Restart | Flow::Resume => transport.idle(),
@@ -155,6 +174,36 @@ pub(crate) async fn run<T: Transport>(
             Flow::Detach => unreachable!("handled above"),
         }
     }
+}
+
+/// Writes `frames` under the write deadline, which starts again whenever some output went
+/// out: a slow client is not a stuck one. `None` if the client took nothing for a whole
+/// deadline.
+async fn write_by_deadline<T: Transport>(transport: &mut T, frames: &[Frame], deadline: Duration) -> Option<bool> {
+    let mut written = tokio::time::timeout(deadline, transport.write(frames)).await;
+    while written.is_err() && transport.progressed() {
+        written = tokio::time::timeout(deadline, transport.write(&[])).await;
+    }
+    written.ok()
+}
+
+/// The client has taken nothing written to it for `write_timeout`. Its session leaves
+/// routing first, so that what it has not received goes elsewhere at once (as when a
+/// XEP-0198 session times out: to another resource or offline storage); then the stream
+/// error (unless the stuck write was already closing the stream) gets one more deadline
+/// to reach the client behind what is already queued.
+async fn abandon<T: Transport>(session: &mut Session, rx: &mut Mailbox, transport: &mut T, write_timeout: Duration, closing: bool) -> Ended {
+    tracing::debug!(conn = session.conn, "the client stopped reading");
+    session.closed(rx).await;
+    let mut frames = Vec::new();
+    if !closing {
+        let timeout = StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "the client stopped reading");
+        let _ = session.on_stream_error(timeout, &mut frames);
+    }
+    if write_by_deadline(transport, &frames, write_timeout).await == Some(true) {
+        transport.close().await;
+    }
+    Ended::Closed
 }
 
 /// Waits for the deadline if there is one, forever if not.

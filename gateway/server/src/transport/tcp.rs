@@ -131,6 +131,13 @@ pub(crate) struct StreamTransport<S> {
     pub(crate) io: S,
     reader: StreamReader,
     read_buf: Vec<u8>,
+    /// Encoded output not yet written, and how much of it went out: what a write the
+    /// deadline cut short left goes first in the next. Emptied once written, so an idle
+    /// connection holds no output buffer.
+    unsent: Vec<u8>,
+    sent: usize,
+    /// The last write got bytes out.
+    wrote_some: bool,
     content_ns: &'static str,
 }
 
@@ -140,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
     }
 
     pub(crate) fn with_content_ns(io: S, limits: Limits, content_ns: &'static str) -> Self {
-        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), content_ns }
+        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), unsent: Vec::new(), sent: 0, wrote_some: false, content_ns }
     }
 }
 
@@ -174,10 +181,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
     }
 
     async fn write(&mut self, frames: &[Frame]) -> bool {
-        // Lives only for the write: an idle connection holds no output buffer.
-        let mut out = Vec::new();
-        encode_stream(frames, &mut out, self.content_ns);
-        self.io.write_all(&out).await.is_ok() && self.io.flush().await.is_ok()
+        encode_stream(frames, &mut self.unsent, self.content_ns);
+        self.wrote_some = false;
+        // Not write_all: a write that returns has taken its bytes, one that is cancelled
+        // took none, so `sent` always says where to go on.
+        while self.sent < self.unsent.len() {
+            match self.io.write(&self.unsent[self.sent..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    self.sent += n;
+                    self.wrote_some = true;
+                }
+            }
+        }
+        self.unsent = Vec::new();
+        self.sent = 0;
+        self.io.flush().await.is_ok()
+    }
+
+    fn progressed(&self) -> bool {
+        self.wrote_some
     }
 
     async fn close(&mut self) {

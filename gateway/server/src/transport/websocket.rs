@@ -1,6 +1,7 @@
 //! RFC 7395 XMPP over WebSocket: one complete element per text message, `<open/>` and
 //! `<close/>` in the framing namespace instead of the stream tags.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub async fn serve(server: Arc<Server>, socket: WebSocket, client: SessionPeer, 
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let security = Security { encrypted: client.encrypted, starttls_available: false, channel_bindings: Vec::new() };
     let (mut session, mut rx) = Session::new(server.clone(), client.ip, security);
-    let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now() };
+    let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now(), unsent: VecDeque::new(), wrote_some: false };
     let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
@@ -35,6 +36,10 @@ struct WsTransport {
     socket: WebSocket,
     limits: Limits,
     last_seen: Instant,
+    /// Messages of a write the deadline cut short, not yet taken by the socket.
+    unsent: VecDeque<String>,
+    /// The last write got a message out.
+    wrote_some: bool,
 }
 
 impl WsTransport {
@@ -129,13 +134,26 @@ impl Transport for WsTransport {
     fn restart(&mut self) {}
 
     async fn write(&mut self, frames: &[Frame]) -> bool {
-        for f in frames {
-            let text = String::from_utf8(encode(f)).expect("the writer produces UTF-8");
-            if self.socket.feed(Message::Text(text.into())).await.is_err() {
+        self.unsent.extend(frames.iter().map(|f| String::from_utf8(encode(f)).expect("the writer produces UTF-8")));
+        self.wrote_some = false;
+        // A message leaves the queue only once the socket is ready to take it, so a
+        // cancelled write loses none.
+        while !self.unsent.is_empty() {
+            if std::future::poll_fn(|cx| self.socket.poll_ready_unpin(cx)).await.is_err() {
                 return false;
             }
+            let Some(text) = self.unsent.pop_front() else { break };
+            if self.socket.start_send_unpin(Message::Text(text.into())).is_err() {
+                return false;
+            }
+            self.wrote_some = true;
         }
+        self.unsent = VecDeque::new();
         self.socket.flush().await.is_ok()
+    }
+
+    fn progressed(&self) -> bool {
+        self.wrote_some
     }
 
     async fn close(&mut self) {
