@@ -172,9 +172,8 @@ async fn cors_preflight_allows_local_pages_only() {
     assert!(!raw.to_ascii_lowercase().contains("access-control-allow-origin"), "{raw}");
 }
 
-#[tokio::test]
-async fn an_inactive_session_ends_with_unavailable_presence() {
-    let server = TestServer::start_with_tables("", "[http]\nbosh_inactivity_secs = 1\n").await;
+/// alice signed in over BOSH, bob over TCP, and bob has seen alice's directed presence.
+async fn alice_on_bosh_bob_on_tcp(server: &TestServer) -> (Bosh, Client) {
     server.adduser("alice", "secret").await;
     server.adduser("bob", "secret").await;
     let (mut bosh, _) = Bosh::create(server.http, 1).await;
@@ -183,6 +182,13 @@ async fn an_inactive_session_ends_with_unavailable_presence() {
     bob.send("<presence/>").await;
     bosh.send("", "<presence xmlns='jabber:client' to='bob@localhost/tcp'/>").await;
     bob.expect("alice's directed presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh")).await;
+    (bosh, bob)
+}
+
+#[tokio::test]
+async fn an_inactive_session_ends_with_unavailable_presence() {
+    let server = TestServer::start_with_tables("", "[http]\nbosh_inactivity_secs = 1\n").await;
+    let (_bosh, mut bob) = alice_on_bosh_bob_on_tcp(&server).await;
     // No more requests: after the inactivity period alice goes offline.
     bob.expect("unavailable after inactivity", |e| {
         e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh") && e.attr("type") == Some("unavailable")
@@ -274,14 +280,7 @@ async fn unauthenticated_sessions_are_capped_until_they_sign_in() {
 #[tokio::test]
 async fn output_over_the_bound_waits_for_a_request_only_until_the_write_deadline() {
     let server = TestServer::start_with_tables("", "[limits]\nmax_session_output_bytes = 600000\nwrite_timeout_secs = 1\n").await;
-    server.adduser("alice", "secret").await;
-    server.adduser("bob", "secret").await;
-    let (mut bosh, _) = Bosh::create(server.http, 1).await;
-    bosh.login("alice", "secret").await;
-    let mut bob = Client::login(server.c2s, "bob", "secret", "tcp").await;
-    bob.send("<presence/>").await;
-    bosh.send("", "<presence xmlns='jabber:client' to='bob@localhost/tcp'/>").await;
-    bob.expect("alice's directed presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/bosh")).await;
+    let (mut bosh, mut bob) = alice_on_bosh_bob_on_tcp(&server).await;
     // alice makes no request for a while (as a client that paused would), far less than
     // the inactivity period; bob sends more than the bound.
     let body = "x".repeat(100_000);

@@ -39,8 +39,8 @@ jw_begin
 PROSODY_DIR="$WORK/prosody"
 # shellcheck source=prosody.sh
 . "$HERE/prosody.sh"
-# shellcheck source=certs.sh
-. "$HERE/certs.sh"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 jw_before_cleanup() {
     prosody_stop
     if [ "$1" -ne 0 ] && [ -f "$PROSODY_DIR/prosody.log" ]; then
@@ -63,24 +63,7 @@ openssl req -x509 -new -key "$CERTS/other-ca.key" -out "$CERTS/other-ca.pem" -da
 chmod 644 "$CERTS"/*
 
 read -r C2S_PORT PROSODY_C2S_PORT < <(jw_free_ports 2)
-jw_config <<TOML
-[listen]
-c2s = ["$JW_HOST:$C2S_PORT"]
-c2s_direct_tls = []
-
-[http]
-listen = []
-listen_tls = []
-
-[tls."jabberwock.test"]
-cert = "$CERTS/jabberwock.test.crt"
-key = "$CERTS/jabberwock.test.key"
-
-[s2s]
-listen = ["$JW_HOST:5269"]
-trust_store = "$CERTS/ca.pem"
-connect_timeout_secs = 10
-
+jw_federation_config "$C2S_PORT" <<TOML
 [s2s.peers."insecure.test"]
 insecure = true
 TOML

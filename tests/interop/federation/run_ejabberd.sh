@@ -22,8 +22,8 @@ EJ_DOMAIN=ejabberd.test
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../server.sh
 . "$HERE/../server.sh"
-# shellcheck source=certs.sh
-. "$HERE/certs.sh"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 command -v ejabberdctl >/dev/null || { say "ejabberd is not installed: run scripts/setup-test-env.sh"; exit 2; }
@@ -75,24 +75,7 @@ cp "$CERTS/ca.pem" "$EJ_DIR/ca.pem"
 chmod 644 "$CERTS"/*
 
 read -r C2S_PORT EJ_C2S_PORT EJ_DIST_PORT < <(jw_free_ports 3)
-jw_config <<TOML
-[listen]
-c2s = ["$JW_HOST:$C2S_PORT"]
-c2s_direct_tls = []
-
-[http]
-listen = []
-listen_tls = []
-
-[tls."jabberwock.test"]
-cert = "$CERTS/jabberwock.test.crt"
-key = "$CERTS/jabberwock.test.key"
-
-[s2s]
-listen = ["$JW_HOST:5269"]
-trust_store = "$CERTS/ca.pem"
-connect_timeout_secs = 10
-TOML
+jw_federation_config "$C2S_PORT" </dev/null
 
 cat > "$EJ_DIR/ejabberd.yml" <<YML
 hosts: ["$EJ_DOMAIN"]

@@ -1,4 +1,9 @@
-# Certificates for the federation suites (sourced, not run):
+# What the federation suites share (sourced, not run, after ../server.sh):
+#   jw_federation_config C2S_PORT [<<TOML]
+#                                      Jabberwock's config for jabberwock.test on $JW_HOST,
+#                                      with the certificate test_cert made for it, the test
+#                                      CA as trust store, and any extra TOML on stdin
+# Certificates:
 #   new_key FILE                       a P-256 private key
 #   test_ca DIR                        a CA both servers under test trust: DIR/ca.key, DIR/ca.pem
 #   test_cert DIR NAME [ALTNAME...]    DIR/NAME.key and DIR/NAME.crt from that CA, for NAME and
@@ -21,4 +26,28 @@ test_cert() {
     openssl req -new -key "$dir/$name.key" -subj "/CN=$name" 2>/dev/null |
         openssl x509 -req -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 -out "$dir/$name.crt" \
             -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
+}
+
+jw_federation_config() {
+    local extra
+    extra="$(cat)"
+    jw_config <<TOML
+[listen]
+c2s = ["$JW_HOST:$1"]
+c2s_direct_tls = []
+
+[http]
+listen = []
+listen_tls = []
+
+[tls."jabberwock.test"]
+cert = "$CERTS/jabberwock.test.crt"
+key = "$CERTS/jabberwock.test.key"
+
+[s2s]
+listen = ["$JW_HOST:5269"]
+trust_store = "$CERTS/ca.pem"
+connect_timeout_secs = 10
+$extra
+TOML
 }
