@@ -355,3 +355,33 @@ async fn a_websocket_client_that_stops_reading_is_given_up_after_the_write_deadl
     let condition = errors[0].children().next().map(|c| c.name().to_owned());
     assert!(matches!(condition.as_deref(), Some("connection-timeout" | "policy-violation")), "{}", errors[0].to_xml_string());
 }
+
+/// A client on another machine reaching plain ws:// (here through the trusted proxy on
+/// loopback, which forwards its address and no `https`) may not sign in: its credentials
+/// would cross the network in clear. The same client over HTTPS may, and so may it when
+/// the operator allows it.
+#[tokio::test]
+async fn signing_in_over_plain_http_from_elsewhere_is_refused() {
+    let remote = |server: &TestServer, proto: Option<&str>| {
+        let mut req = request(server, Some("xmpp"), None);
+        req.headers_mut().insert("X-Forwarded-For", "192.0.2.10".parse().unwrap());
+        if let Some(p) = proto {
+            req.headers_mut().insert("X-Forwarded-Proto", p.parse().unwrap());
+        }
+        req
+    };
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(remote(&server, None)).await.unwrap();
+    assert!(mechanisms(&mut ws).await.is_empty(), "no mechanism is offered in clear to another machine");
+    send(&mut ws, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>biwsbj1hbGljZSxyPWFiYw==</auth>").await;
+    let failure = recv(&mut ws).await.unwrap();
+    assert!(failure.child("encryption-required", ns::SASL).is_some(), "{}", failure.to_xml_string());
+
+    let (mut tls, _) = tokio_tungstenite::connect_async(remote(&server, Some("https"))).await.unwrap();
+    assert!(mechanisms(&mut tls).await.contains(&"SCRAM-SHA-256".to_owned()), "behind a proxy that terminated TLS it may");
+
+    let dev = TestServer::start_with_tables("", "[http]\nallow_unencrypted_auth = true").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(remote(&dev, None)).await.unwrap();
+    assert!(mechanisms(&mut ws).await.contains(&"SCRAM-SHA-256".to_owned()), "allowed by the operator");
+}

@@ -84,6 +84,10 @@ pub struct HttpConfig {
     pub web_root: Option<PathBuf>,
     /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
     pub bosh_inactivity_secs: u64,
+    /// Let WebSocket and BOSH clients sign in over plain HTTP from other machines (their
+    /// credentials then cross the network in clear): for development only. Clients on
+    /// this machine, and those behind a trusted proxy that reports HTTPS, may always.
+    pub allow_unencrypted_auth: bool,
     /// New BOSH sessions one client address may open per minute; more get the XEP-0124
     /// `policy-violation` condition.
     pub bosh_sessions_per_ip_per_minute: u32,
@@ -290,6 +294,7 @@ impl Default for HttpConfig {
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
             bosh_inactivity_secs: 60,
+            allow_unencrypted_auth: false,
             bosh_sessions_per_ip_per_minute: 30,
             header_timeout_secs: 10,
             body_timeout_secs: 10,

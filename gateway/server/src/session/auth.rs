@@ -24,8 +24,19 @@ pub(crate) struct Exchange {
 }
 
 pub(super) fn offered(s: &Session) -> Vec<Mechanism> {
+    if !may_authenticate(s) {
+        return Vec::new();
+    }
     let kinds: Vec<_> = s.security.channel_bindings.iter().map(|b| b.kind).collect();
     Mechanism::offered(s.security.encrypted, &kinds, s.server.config.auth.allow_plain)
+}
+
+/// Over an unencrypted stream (a plain-HTTP WebSocket or BOSH session: TCP streams
+/// negotiate TLS first) a SCRAM exchange or a password would cross the network in clear.
+/// That is allowed from this machine (a browser on localhost, a local reverse proxy that
+/// does not say it terminated TLS) or when the operator allows it for development.
+fn may_authenticate(s: &Session) -> bool {
+    s.security.encrypted || s.peer_ip.is_loopback() || s.server.config.http.allow_unencrypted_auth
 }
 
 pub(super) fn mechanisms_feature(s: &Session) -> Element {
@@ -87,6 +98,9 @@ pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<F
 
 async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
     s.take_sasl();
+    if !may_authenticate(s) {
+        return Err(SaslFailure::EncryptionRequired);
+    }
     let mech = st
         .attr("mechanism")
         .and_then(Mechanism::from_name)
