@@ -297,6 +297,25 @@ async fn persistent_rooms_survive_a_restart_with_their_archive() {
     };
     assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
     assert_eq!(results, ["m1", "m2"]);
+
+    // `with` filters by occupant JID, never by real JID (which would say who said what).
+    for (with, expected) in [(format!("{ROOM}/alice"), 3), (format!("{ROOM}/bob"), 0), ("alice@localhost".to_owned(), 0)] {
+        bob.send(format!(
+            "<iq type='set' id='w' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field><field var='with'><value>{with}</value></field></x></query></iq>"
+        ))
+        .await;
+        let mut n = 0;
+        loop {
+            let e = bob.next_element().await;
+            if e.name() == "iq" {
+                assert_eq!(e.attr("type"), Some("result"), "{e:?}");
+                break;
+            }
+            n += usize::from(e.child("result", ns::MAM).is_some());
+        }
+        assert_eq!(n, expected, "with={with}");
+    }
 }
 
 #[tokio::test]

@@ -250,7 +250,7 @@ impl IqHandler for Mam {
                 // The query must see every message already queued for the archive.
                 self.writer.flush().await;
                 let u = UserRef { host: a.host, user: a.user };
-                let (results, fin) = query(cx.server, u, STORE, owner.as_str(), cx.from, payload).await?;
+                let (results, fin) = query(cx.server, u, STORE, owner.as_str(), false, cx.from, payload).await?;
                 for r in results {
                     cx.send_before_result(r);
                 }
@@ -320,18 +320,24 @@ fn check_form(payload: &Element) -> Result<(), StanzaError> {
 
 /// Answers a XEP-0313 query on the archive `store` of `u`, which answers as `archive`
 /// (an account's or a room's bare JID) to `requester`: the result messages, and the
-/// `<fin/>` for the iq result.
+/// `<fin/>` for the iq result. `by_occupant`: a room's archive, filed by occupant JID.
 pub(super) async fn query(
     server: &Server,
     u: UserRef<'_>,
     store: &str,
     archive: &str,
+    by_occupant: bool,
     requester: &Jid,
     payload: &Element,
 ) -> Result<(Vec<Stanza>, Element), StanzaError> {
     check_form(payload)?;
+    // An account's archive files messages under the other party's bare JID, a room's
+    // under the occupant JID (room@service/nick): `with` is read the same way.
     let with = form_value(payload, "with")
-        .map(|w| BareJid::new(&w).map(|j| j.to_string()).map_err(|_| StanzaError::jid_malformed()))
+        .map(|w| {
+            let jid = Jid::new(&w).map_err(|_| StanzaError::jid_malformed())?;
+            Ok::<_, StanzaError>(if by_occupant { jid.to_string() } else { jid.to_bare().to_string() })
+        })
         .transpose()?;
     let start = form_value(payload, "start").map(|s| parse_stamp(&s)).transpose()?;
     let end = form_value(payload, "end").map(|s| parse_stamp(&s)).transpose()?;

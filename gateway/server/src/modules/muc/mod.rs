@@ -649,7 +649,7 @@ impl RoomService {
             return Err(StanzaError::forbidden().with_text("the archive is for occupants and members"));
         }
         self.flush_archive(server).await;
-        super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), from, q).await
+        super::mam::query(server, self.store_ref(node), ARCHIVE, r.jid.as_str(), true, from, q).await
     }
 }
 
