@@ -3,6 +3,8 @@
 #                                      Jabberwock's config for jabberwock.test on $JW_HOST,
 #                                      with the certificate test_cert made for it, the test
 #                                      CA as trust store, and any extra TOML on stdin
+#   require_hosts "NAME ADDRESS"...    stops the run (exit 2) unless each NAME resolves to
+#                                      ADDRESS, as scripts/setup-test-env.sh arranges
 # Certificates:
 #   new_key FILE                       a P-256 private key
 #   test_ca DIR                        a CA both servers under test trust: DIR/ca.key, DIR/ca.pem
@@ -50,4 +52,15 @@ trust_store = "$CERTS/ca.pem"
 connect_timeout_secs = 10
 $extra
 TOML
+}
+
+require_hosts() {
+    local entry
+    for entry in "$@"; do
+        set -- $entry
+        [ "$(getent hosts "$1" | awk '{print $1}')" = "$2" ] || {
+            say "$1 does not resolve to $2: run scripts/setup-test-env.sh (it adds /etc/hosts entries)"
+            exit 2
+        }
+    done
 }

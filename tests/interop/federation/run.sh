@@ -23,24 +23,18 @@ JW_HOST=127.0.0.2
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../server.sh
 . "$HERE/../server.sh"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 command -v prosody >/dev/null || { say "prosody is not installed: run scripts/setup-test-env.sh"; exit 2; }
-for entry in "jabberwock.test 127.0.0.2" "prosody.test 127.0.0.3" "insecure.test 127.0.0.3" \
-    "conference.jabberwock.test 127.0.0.2" "rooms.prosody.test 127.0.0.3"; do
-    set -- $entry
-    [ "$(getent hosts "$1" | awk '{print $1}')" = "$2" ] || {
-        say "$1 does not resolve to $2: run scripts/setup-test-env.sh (it adds /etc/hosts entries)"
-        exit 2
-    }
-done
+require_hosts "jabberwock.test 127.0.0.2" "prosody.test 127.0.0.3" "insecure.test 127.0.0.3" \
+    "conference.jabberwock.test 127.0.0.2" "rooms.prosody.test 127.0.0.3"
 
 jw_begin
 PROSODY_DIR="$WORK/prosody"
 # shellcheck source=prosody.sh
 . "$HERE/prosody.sh"
-# shellcheck source=common.sh
-. "$HERE/common.sh"
 jw_before_cleanup() {
     prosody_stop
     if [ "$1" -ne 0 ] && [ -f "$PROSODY_DIR/prosody.log" ]; then

@@ -27,14 +27,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="$REPO_ROOT/tests/interop/.venv/bin/python"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 command -v ejabberdctl >/dev/null || { say "ejabberd is not installed: run scripts/setup-test-env.sh"; exit 2; }
-for entry in "jabberwock.test 127.0.0.2" "conference.jabberwock.test 127.0.0.2" \
-    "ejabberd.test 127.0.0.4" "rooms.ejabberd.test 127.0.0.4"; do
-    set -- $entry
-    [ "$(getent hosts "$1" | awk '{print $1}')" = "$2" ] || {
-        say "$1 does not resolve to $2: run scripts/setup-test-env.sh (it adds /etc/hosts entries)"
-        exit 2
-    }
-done
+require_hosts "jabberwock.test 127.0.0.2" "conference.jabberwock.test 127.0.0.2" \
+    "ejabberd.test 127.0.0.4" "rooms.ejabberd.test 127.0.0.4"
 
 jw_begin
 # ejabberd runs as its own user, which must reach its directory inside the work directory.
