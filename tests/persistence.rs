@@ -148,3 +148,78 @@ async fn deluser_removes_the_account_and_its_data() {
     alice.send("<presence/>").await;
     alice.expect_none(Duration::from_millis(500), "the old account's message", |e| e.name() == "message").await;
 }
+
+const SM: &str = "urn:xmpp:sm:3";
+/// Messages bob sends to alice's parked session.
+const WHILE_PARKED: usize = 200;
+
+/// alice enables resumable stream management and receives one message she never
+/// acknowledges; then her connection drops, parking the session. bob sends
+/// [`WHILE_PARKED`] more, each acknowledged to him by the server (XEP-0198).
+async fn messages_for_a_parked_session(server: &ServerProcess) -> Client {
+    let mut alice = login(server, "alice", "alice-pw").await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    alice.expect("enabled", |e| e.is("enabled", SM)).await;
+    alice.send("<presence/>").await;
+    let mut bob = login(server, "bob", "bob-pw").await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    bob.expect("enabled", |e| e.is("enabled", SM)).await;
+    bob.send("<message to='alice@localhost/res' type='chat'><body>before</body></message>").await;
+    alice.expect("a message she will not acknowledge", |e| e.name() == "message").await;
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..WHILE_PARKED {
+        bob.send(format!("<message to='alice@localhost/res' type='chat'><body>parked {i}</body></message>")).await;
+    }
+    bob.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+    let a = bob.expect("the server's acknowledgement", |e| e.is("a", SM)).await;
+    assert_eq!(a.attr("h"), Some((WHILE_PARKED + 1).to_string().as_str()), "{}", a.to_xml_string());
+    bob
+}
+
+/// alice signs in afresh: every message her parked session held arrives once, in order,
+/// and her archive holds each once.
+async fn alice_gets_what_her_parked_session_held(server: &ServerProcess) {
+    let mut alice = Client::login(server.c2s, "alice", "alice-pw", "new").await;
+    alice.send("<presence/>").await;
+    let expected = std::iter::once("before".to_owned()).chain((0..WHILE_PARKED).map(|i| format!("parked {i}")));
+    for body in expected {
+        let m = alice.expect("a held message", |e| e.name() == "message").await;
+        assert_eq!(m.child_text("body", ns::CLIENT).as_deref(), Some(body.as_str()), "{}\n{}", m.to_xml_string(), server.log());
+    }
+    alice.expect_none(Duration::from_millis(500), "a message delivered twice", |e| e.name() == "message").await;
+    let query = "<iq type='set' id='mam'><query xmlns='urn:xmpp:mam:2' queryid='q'><set xmlns='http://jabber.org/protocol/rsm'><max>1000</max></set></query></iq>";
+    alice.send(query).await;
+    let mut archived = 0;
+    loop {
+        let el = alice.expect("archive results", |e| e.name() == "message" || e.attr("id") == Some("mam")).await;
+        if el.name() != "message" {
+            assert_eq!(el.attr("type"), Some("result"), "{}", el.to_xml_string());
+            break;
+        }
+        archived += 1;
+    }
+    assert_eq!(archived, WHILE_PARKED + 1, "each message archived once");
+}
+
+#[tokio::test]
+async fn a_parked_sessions_messages_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = server_with_accounts(dir.path()).await;
+    let _bob = messages_for_a_parked_session(&server).await;
+    server.stop().await;
+    server.start().await;
+    alice_gets_what_her_parked_session_held(&server).await;
+}
+
+#[tokio::test]
+async fn a_parked_sessions_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = server_with_accounts(dir.path()).await;
+    let _bob = messages_for_a_parked_session(&server).await;
+    // The journal is written a batch at a time right after the messages are queued.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill9().await;
+    server.start().await;
+    alice_gets_what_her_parked_session_held(&server).await;
+}

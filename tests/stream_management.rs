@@ -144,7 +144,8 @@ async fn unacked_messages_go_offline_when_nobody_resumes() {
     bob.send("<message to='alice@localhost' type='chat'><body>keep me</body></message>").await;
     alice.expect("delivered but never acked", body_is("keep me")).await;
     drop(alice);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Past the window, with room for the expired session to store what it held.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     // Too late to resume: the session is gone...
     let (mut late, _) = Client::connect(server.c2s).await.starttls().await;

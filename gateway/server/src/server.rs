@@ -136,6 +136,8 @@ enum Listener {
 /// Binds every listener and starts accepting. Addresses with port 0 get a free port.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
+    // Before anyone can sign in: what sessions parked at the last stop held goes offline.
+    crate::session::journal::recover(&server).await;
     let mut running = Running {
         server: server.clone(),
         c2s: Vec::new(),
@@ -218,17 +220,23 @@ fn bind(addr: SocketAddr, optional: bool) -> Result<Option<TcpListener>, StartEr
 }
 
 impl Running {
-    /// Ends every stream with `system-shutdown`, waits (briefly) for the connections to
-    /// finish, and closes storage so every write is on disk.
+    /// Ends every stream with `system-shutdown` and every parked session, waits (briefly)
+    /// for them to finish, which routes what they never delivered to offline storage, and
+    /// closes storage so every write is on disk.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.server.shutdown.send_replace(true);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.server.connection_count() > 0 && Instant::now() < deadline {
+        let ending = || self.server.connection_count() + self.server.sm.parked();
+        while ending() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if self.server.connection_count() > 0 {
-            tracing::warn!(connections = self.server.connection_count(), "connections still ending; closing storage anyway");
+        if ending() > 0 {
+            tracing::warn!(
+                connections = self.server.connection_count(),
+                parked = self.server.sm.parked(),
+                "sessions still ending; closing storage anyway (parked sessions' journals are routed at the next start)"
+            );
         }
         // Every commit is durable on its own; these only wait for work in flight, and a
         // storage that no longer answers must not keep the process from exiting.

@@ -27,7 +27,7 @@ enum Target {
 /// failure the stanza comes back with the error the sender should get.
 pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &Jid) -> Result<(), (Stanza, StanzaError)> {
     let bare = to.to_bare();
-    let mut dest = match target(server, &st, to, &[]) {
+    let dest = match target(server, &st, to, &[]) {
         Ok(Target::Offline) if !crate::accounts::exists(server, bare.domain().as_str(), bare.node().map_or("", |n| n.as_str())).await => {
             return Err((st, StanzaError::service_unavailable()));
         }
@@ -41,6 +41,32 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
             h.delivering(server, &bare, &from, &mut st).await;
         }
     }
+    dispatch(server, st, to, dest, true).await
+}
+
+/// Routes again a message that reached `to`'s session but was never delivered by it (a
+/// session that ended with it unacknowledged, or a parked session's journal): to the
+/// account's other resources or to offline storage. The hooks that saw it reach the
+/// account (the archive, carbons) do not see it again; it is the same message. An error
+/// goes back to its sender.
+pub async fn reroute(server: &Arc<Server>, mut st: Stanza, to: &BareJid) {
+    st.set_attr("to", to.as_str());
+    let to = Jid::from(to.clone());
+    let delivered = match target(server, &st, &to, &[]) {
+        Ok(dest) => dispatch(server, st, &to, dest, false).await,
+        Err(e) => Err((st, e)),
+    };
+    if let Err((st, e)) = delivered {
+        for reply in crate::stanzas::bounce_reply(&st, e) {
+            crate::routing::route(server, reply).await;
+        }
+    }
+}
+
+/// Hands `st` to the resources of `dest`, or offline storage, trying the next target
+/// while resources refuse it. `announce` runs the hooks that see a message delivered.
+async fn dispatch(server: &Arc<Server>, st: Stanza, to: &Jid, mut dest: Target, announce: bool) -> Result<(), (Stanza, StanzaError)> {
+    let bare = to.to_bare();
     // Sessions that refused the message, as it is routed again without them.
     let mut refused: Vec<ConnId> = Vec::new();
     loop {
@@ -64,8 +90,10 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
                     }
                 }
                 if !delivered.is_empty() {
-                    for h in &server.modules.message_hooks {
-                        h.delivered(server, &bare, &delivered, &st);
+                    if announce {
+                        for h in &server.modules.message_hooks {
+                            h.delivered(server, &bare, &delivered, &st);
+                        }
                     }
                     return Ok(());
                 }

@@ -8,6 +8,7 @@
 mod auth;
 mod bind;
 mod csi;
+pub(crate) mod journal;
 pub mod sm;
 
 use std::net::IpAddr;

@@ -4,11 +4,13 @@
 //! A resumable session whose connection drops is parked for the resumption window: it
 //! stays bound and available, and what arrives for it joins its unacknowledged queue.
 //! A new connection that authenticates as the same account can take it over with
-//! `<resume/>`. If nobody does, the session ends as any other: unavailable presence, and
-//! every unacknowledged message goes back to routing (another resource or offline
-//! storage), so nothing is lost.
+//! `<resume/>`. If nobody does, or the server stops first, the session ends as any other:
+//! unavailable presence, and every unacknowledged message goes back to routing (another
+//! resource or offline storage), so nothing is lost. While parked, its messages are also
+//! written through to storage ([`super::journal`]), so that a crash loses none either.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{worth_rerouting, Journal};
 use super::Session;
 use crate::stanzas::random_id;
 use crate::registry::{output_cost, Mailbox, OutputBudget, Routed};
@@ -218,19 +221,13 @@ impl Session {
     /// messages reach another resource or offline storage, iqs get an error, presence is
     /// dropped (RFC 6121 and XEP-0198 §5).
     pub(super) async fn reroute(&mut self, undelivered: Vec<Stanza>) {
-        let Some(bare) = self.bound.as_ref().map(|b| b.bare.clone()) else { return };
+        let Some(bare) = self.bound.as_ref().map(|b| b.jid.to_bare()) else { return };
         for st in undelivered {
-            match st.kind() {
-                StanzaKind::Message if st.stanza_type() != Some("error") => {
-                    let mut st = st;
-                    st.set_attr("to", bare.clone());
-                    crate::routing::route(&self.server, st).await;
-                }
-                StanzaKind::Iq if matches!(st.stanza_type(), Some("get" | "set")) => {
-                    let err = crate::stanzas::error_reply(&st, StanzaError::recipient_unavailable());
-                    crate::routing::route(&self.server, err).await;
-                }
-                _ => {}
+            if worth_rerouting(&st) {
+                crate::im::message::reroute(&self.server, st, &bare).await;
+            } else if st.kind() == StanzaKind::Iq && matches!(st.stanza_type(), Some("get" | "set")) {
+                let err = crate::stanzas::error_reply(&st, StanzaError::recipient_unavailable());
+                crate::routing::route(&self.server, err).await;
             }
         }
     }
@@ -255,6 +252,17 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Sessions parked now (shutdown waits for them to route what they hold).
+    parked: AtomicUsize,
+}
+
+/// Counts a parked session for as long as it lives.
+struct ParkedGuard(Arc<Registry>);
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Registry {
@@ -271,7 +279,14 @@ impl Registry {
             e.parked = Some(tx);
         }
         tracing::info!(conn = session.conn, sm = %id, "connection lost; session kept for resumption");
-        tokio::spawn(hibernate(self.clone(), id, session, rx, requests));
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        let guard = ParkedGuard(self.clone());
+        tokio::spawn(hibernate(guard, id, session, rx, requests));
+    }
+
+    /// How many sessions are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// Takes the parked session `id` if `owner` may resume it. A session whose old
@@ -303,16 +318,31 @@ impl Registry {
     }
 }
 
-/// A parked session: collects what arrives for it until it is resumed or expires.
+/// A parked session: collects what arrives for it until it is resumed, expires, or the
+/// server stops.
 async fn hibernate(
-    registry: Arc<Registry>,
+    guard: ParkedGuard,
     id: String,
     mut session: Session,
     mut rx: Mailbox,
     mut requests: mpsc::UnboundedReceiver<Takeover>,
 ) {
-    let expiry = tokio::time::sleep(Duration::from_secs(session.server.config.limits.resume_window_secs));
+    let registry = guard.0.clone();
+    let server = session.server.clone();
+    let mut shutdown = server.shutdown_signal();
+    if *shutdown.borrow() {
+        // Parked as the server stops: end at once, like the others.
+        shutdown.mark_changed();
+    }
+    let expiry = tokio::time::sleep(Duration::from_secs(server.config.limits.resume_window_secs));
     tokio::pin!(expiry);
+    let journal = match &session.bound {
+        Some(b) => Journal::open(&server, &b.domain, &b.user).await,
+        None => return registry.forget(&id),
+    };
+    if let Some(sm) = &session.sm {
+        journal.record(&server, &sm.unacked).await;
+    }
     loop {
         tokio::select! {
             Some(reply) = requests.recv() => {
@@ -320,33 +350,65 @@ async fn hibernate(
                     e.parked = None;
                     e.live = Some(session.handle.clone());
                 }
-                if let Err((mut returned, mut rx)) = reply.send((session, rx)) {
-                    // The resuming connection vanished meanwhile: it ends here.
-                    registry.forget(&id);
-                    returned.closed(&mut rx).await;
+                match reply.send((session, rx)) {
+                    // The journal's messages are in the resumed session's queue again.
+                    Ok(()) => journal.discard(&server).await,
+                    Err((mut returned, mut rx)) => {
+                        // The resuming connection vanished meanwhile: it ends here.
+                        registry.forget(&id);
+                        returned.closed(&mut rx).await;
+                        journal.discard(&server).await;
+                    }
                 }
                 return;
             }
-            Some(routed) = rx.next() => match routed {
-                Routed::Stanza(st) => {
-                    let cost = output_cost(&st);
-                    let mut frames = vec![Frame::Stanza(*st)];
-                    session.before_write(&mut frames);
-                    // Its bytes moved from the mailbox to the unacknowledged queue.
-                    session.handle.budget.release(cost);
-                    if frames.iter().any(|f| matches!(f, Frame::Error(_))) {
-                        break;
-                    }
+            Some(routed) = rx.next() => {
+                // Everything already waiting, taken as one batch for the journal.
+                let mut batch = vec![routed];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
                 }
-                Routed::Close(_) => break,
-                Routed::Detach => {}
-            },
-            _ = &mut expiry => break,
+                let (queued, closing) = park_routed(&mut session, batch);
+                journal.record(&server, &queued).await;
+                if closing {
+                    break;
+                }
+            }
+            _ = &mut expiry => {
+                tracing::info!(conn = session.conn, sm = %id, "resumption window passed");
+                break;
+            }
+            _ = shutdown.changed() => break,
         }
     }
     registry.forget(&id);
-    tracing::info!(conn = session.conn, sm = %id, "resumption window passed");
     session.closed(&mut rx).await;
+    // Only now: until the messages were routed again, the journal was their one copy on disk.
+    journal.discard(&server).await;
+}
+
+/// Queues what the mailbox brought a parked session as unacknowledged output (all of it:
+/// a session that must end routes its whole queue again). Returns the stanzas queued and
+/// whether the session must end (over its output bound, or closed).
+fn park_routed(session: &mut Session, batch: Vec<Routed>) -> (Vec<Stanza>, bool) {
+    let mut queued = Vec::with_capacity(batch.len());
+    let mut closing = false;
+    for routed in batch {
+        match routed {
+            Routed::Stanza(st) => {
+                let cost = output_cost(&st);
+                queued.push((*st).clone());
+                let mut frames = vec![Frame::Stanza(*st)];
+                session.before_write(&mut frames);
+                // Its bytes moved from the mailbox to the unacknowledged queue.
+                session.handle.budget.release(cost);
+                closing |= frames.iter().any(|f| matches!(f, Frame::Error(_)));
+            }
+            Routed::Close(_) => closing = true,
+            Routed::Detach => {}
+        }
+    }
+    (queued, closing)
 }
 
 impl Registry {
