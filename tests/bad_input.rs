@@ -310,28 +310,31 @@ async fn plain_from(server: &TestServer, ip: &str, user: &str, password: &str) -
 
 const WINDOW_SECS: u64 = 2;
 
+/// Two failures per address and account, four per address.
 async fn throttled_server() -> (TestServer, Client) {
-    let auth = format!("[auth]\nmax_failures = 3\nthrottle_window_secs = {WINDOW_SECS}");
+    let auth = format!("[auth]\nmax_failures = 2\nmax_failures_per_address = 4\nthrottle_window_secs = {WINDOW_SECS}");
     with_bystander(TestServer::start_with_tables("", &auth).await).await
 }
 
 #[tokio::test]
-async fn failures_for_one_account_lock_it_until_the_window_passes() {
+async fn a_strangers_failures_do_not_lock_out_the_account_holder() {
     let (server, mut bystander) = throttled_server().await;
-    // One failure from each of three addresses: only the account's count reaches the limit.
-    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-        assert_sasl_failure(&plain_from(&server, ip, "alice", "wrong").await, "not-authorized");
+    for _ in 0..2 {
+        assert_sasl_failure(&plain_from(&server, "127.0.0.2", "alice", "wrong").await, "not-authorized");
     }
     let locked_at = Instant::now();
-    assert_sasl_failure(&plain_from(&server, "127.0.0.5", "alice", PASSWORD).await, "temporary-auth-failure");
-    // Other accounts, from the same address, are not locked.
-    let ok = plain_from(&server, "127.0.0.5", "bob", PASSWORD).await;
+    // That address may not try alice any more, not even with her password...
+    assert_sasl_failure(&plain_from(&server, "127.0.0.2", "alice", PASSWORD).await, "temporary-auth-failure");
+    // ...but alice from her own address signs in, and the address may still try others.
+    let ok = plain_from(&server, "127.0.0.5", "alice", PASSWORD).await;
+    assert!(ok.is("success", ns::SASL), "the account holder was locked out: {}", ok.to_xml_string());
+    let ok = plain_from(&server, "127.0.0.2", "bob", PASSWORD).await;
     assert!(ok.is("success", ns::SASL), "{}", ok.to_xml_string());
     tokio::time::sleep(
         Duration::from_secs(WINDOW_SECS).saturating_sub(locked_at.elapsed()) + Duration::from_millis(300),
     )
     .await;
-    let ok = plain_from(&server, "127.0.0.5", "alice", PASSWORD).await;
+    let ok = plain_from(&server, "127.0.0.2", "alice", PASSWORD).await;
     assert!(ok.is("success", ns::SASL), "still locked after the window: {}", ok.to_xml_string());
     assert_others_unaffected(&server, &mut bystander).await;
 }
@@ -339,13 +342,26 @@ async fn failures_for_one_account_lock_it_until_the_window_passes() {
 #[tokio::test]
 async fn failures_from_one_address_lock_that_address() {
     let (server, mut bystander) = throttled_server().await;
-    // Unknown users: no account's count goes up, only the address's.
-    for user in ["nobody1", "nobody2", "nobody3"] {
+    // Unknown users fail like known ones; the address's count reaches its limit.
+    for user in ["nobody1", "nobody2", "alice", "nobody3"] {
         assert_sasl_failure(&plain_from(&server, "127.0.0.6", user, "x").await, "not-authorized");
     }
     assert_sasl_failure(&plain_from(&server, "127.0.0.6", "bob", PASSWORD).await, "temporary-auth-failure");
     let ok = plain_from(&server, "127.0.0.7", "bob", PASSWORD).await;
     assert!(ok.is("success", ns::SASL), "{}", ok.to_xml_string());
+    assert_others_unaffected(&server, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn an_unknown_account_is_throttled_like_a_known_one() {
+    let (server, mut bystander) = throttled_server().await;
+    for (user, ip) in [("alice", "127.0.0.8"), ("nobody", "127.0.0.9")] {
+        for _ in 0..2 {
+            assert_sasl_failure(&plain_from(&server, ip, user, "wrong").await, "not-authorized");
+        }
+        // The third try is refused before the password is looked at, for both alike.
+        assert_sasl_failure(&plain_from(&server, ip, user, "wrong").await, "temporary-auth-failure");
+    }
     assert_others_unaffected(&server, &mut bystander).await;
 }
 

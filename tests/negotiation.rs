@@ -200,3 +200,59 @@ async fn channel_binding_mismatches_are_explained_and_not_counted_as_failures() 
     let ok = c.next_element().await;
     assert!(ok.is("success", ns::SASL), "{ok:?}");
 }
+
+/// The salt and iteration count the server's SCRAM-SHA-256 challenge shows for `user`.
+async fn scram_salt_and_iterations(server: &TestServer, user: &str) -> (String, String) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    let first = b64.encode(format!("n,,n={user},r=abcdefgh"));
+    c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>")).await;
+    let challenge = c.expect("a challenge", |e| e.is("challenge", ns::SASL)).await;
+    let text = String::from_utf8(b64.decode(challenge.text().trim()).unwrap()).unwrap();
+    let field = |name: &str| text.split(',').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {text}")).to_owned();
+    (field("s="), field("i="))
+}
+
+/// A username without an account gets a challenge like a real account's: the configured
+/// iteration count, and a salt that stays the same across a restart.
+#[tokio::test]
+async fn unknown_users_see_a_stable_salt_and_the_configured_iterations() {
+    let auth = "[auth]\nscram_iterations = 5000";
+    let server = TestServer::start_with_tables("", auth).await;
+    server.adduser("alice", "pw").await;
+    let (alice_salt, alice_iterations) = scram_salt_and_iterations(&server, "alice").await;
+    let (salt, iterations) = scram_salt_and_iterations(&server, "nobody").await;
+    assert_eq!((alice_iterations.as_str(), iterations.as_str()), ("5000", "5000"));
+    assert_eq!(salt.len(), alice_salt.len());
+    assert_eq!(scram_salt_and_iterations(&server, "nobody").await.0, salt, "asking again");
+    assert_ne!(scram_salt_and_iterations(&server, "somebody").await.0, salt);
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, "", auth).await;
+    assert_eq!(scram_salt_and_iterations(&server, "nobody").await.0, salt, "after a restart");
+    assert_eq!(scram_salt_and_iterations(&server, "alice").await.0, alice_salt);
+}
+
+/// A PLAIN attempt for a username without an account takes as long as a wrong password
+/// for a real one: both derive the key (PBKDF2) before saying no.
+#[tokio::test]
+async fn plain_takes_as_long_for_an_unknown_user_as_for_a_wrong_password() {
+    // Enough rounds that the key derivation, not the network, is what takes time.
+    let server = TestServer::start_with_tables("", "[auth]\nscram_iterations = 40000").await;
+    server.adduser("alice", "pw").await;
+    let mut median = Vec::new();
+    for user in ["alice", "nobody"] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+            let started = std::time::Instant::now();
+            let reply = c.try_plain(user, "wrong").await;
+            times.push(started.elapsed());
+            assert!(reply.child("not-authorized", ns::SASL).is_some(), "{reply:?}");
+        }
+        times.sort();
+        median.push(times[1]);
+    }
+    let (known, unknown) = (median[0], median[1]);
+    assert!(unknown * 2 > known, "an unknown user answered in {unknown:?}, a wrong password in {known:?}");
+}

@@ -91,7 +91,8 @@ impl TestServer {
     pub async fn adduser(&self, user: &str, password: &str) {
         let server = &self.running.as_ref().expect("running").server;
         let domain = &server.config.domains[0];
-        jabberwock::accounts::create(&server.store, domain, user, password, 4096).await.expect("account created");
+        let iterations = server.config.auth.scram_iterations;
+        jabberwock::accounts::create(&server.store, domain, user, password, iterations).await.expect("account created");
     }
 }
 

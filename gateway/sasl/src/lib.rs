@@ -17,7 +17,7 @@ mod scram;
 
 pub use mechanism::Mechanism;
 pub use scram::{
-    derive_credentials, ClientFirst, HashAlg, ScramCredentials, ScramServer, StoredCredentials, DEFAULT_ITERATIONS,
+    derive_credentials, ClientFirst, Decoy, HashAlg, ScramCredentials, ScramServer, StoredCredentials, DEFAULT_ITERATIONS,
 };
 
 /// Channel-binding data the transport can provide for this connection.

@@ -10,7 +10,6 @@
 //!   while the connection supports channel binding (a downgrade).
 
 use std::mem;
-use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -23,8 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{ChannelBinding, SaslFailure};
 
-/// The iteration count announced for unknown users. Accounts should be derived with this
-/// count too: one that differs reveals, through `i=`, which usernames exist.
+/// The smallest iteration count RFC 7677 allows, and our default.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 
 const SALT_LEN: usize = 16;
@@ -154,18 +152,43 @@ fn random_bytes(len: usize) -> Vec<u8> {
     bytes
 }
 
-/// The salt shown for an unknown user: stable for a username (so retries look like a real
-/// account) and unpredictable without this process's secret (so it cannot be recognised
-/// as fake).
-fn fake_salt(alg: HashAlg, username: &str) -> Vec<u8> {
-    static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
-    let secret = SECRET.get_or_init(|| random_bytes(32));
-    // Keyed by the hash as well, so the SHA-1 and SHA-256 salts differ as real ones do.
-    let mut input = vec![alg as u8];
-    input.extend_from_slice(username.as_bytes());
-    let mut salt = HashAlg::Sha256.hmac(secret, &input);
-    salt.truncate(SALT_LEN);
-    salt
+/// What a username without an account is shown, so that it cannot be told from a real
+/// account: a salt stable for the name, unpredictable without the server's secret (kept
+/// across restarts, so reconnecting shows no change), and the iteration count new
+/// passwords get (accounts derived with another count stand out through `i=` anyway).
+#[derive(Clone)]
+pub struct Decoy {
+    secret: [u8; 32],
+    iterations: u32,
+}
+
+impl Decoy {
+    pub fn new(secret: [u8; 32], iterations: u32) -> Decoy {
+        Decoy { secret, iterations }
+    }
+
+    /// A new random secret, for a server that has none stored yet.
+    pub fn generate_secret() -> [u8; 32] {
+        let mut secret = [0; 32];
+        rand::rng().fill_bytes(&mut secret);
+        secret
+    }
+
+    fn salt(&self, alg: HashAlg, username: &str) -> Vec<u8> {
+        // Keyed by the hash as well, so the SHA-1 and SHA-256 salts differ as real ones do.
+        let mut input = vec![alg as u8];
+        input.extend_from_slice(username.as_bytes());
+        let mut salt = HashAlg::Sha256.hmac(&self.secret, &input);
+        salt.truncate(SALT_LEN);
+        salt
+    }
+
+    /// Credentials no password matches, shaped like a real account's: checking a PLAIN
+    /// password against them takes as long as checking a real one.
+    pub fn credentials(&self, alg: HashAlg, username: &str) -> ScramCredentials {
+        let len = alg.hmac(b"", b"").len();
+        ScramCredentials { salt: self.salt(alg, username), iterations: self.iterations, stored_key: vec![0; len], server_key: vec![0; len] }
+    }
 }
 
 /// What the client-first message tells the server.
@@ -286,18 +309,18 @@ impl ScramServer {
     ///
     /// Called out of order, it returns an empty message and ends the exchange, so the next
     /// step fails with `malformed-request`.
-    pub fn server_first(&mut self, creds: Option<&ScramCredentials>) -> Vec<u8> {
-        self.server_first_with_nonce(creds, &B64.encode(random_bytes(NONCE_BYTES)))
+    pub fn server_first(&mut self, creds: Option<&ScramCredentials>, decoy: &Decoy) -> Vec<u8> {
+        self.server_first_with_nonce(creds, decoy, &B64.encode(random_bytes(NONCE_BYTES)))
     }
 
     /// `server_first` with our part of the nonce given, so the RFC test vectors can be replayed.
-    fn server_first_with_nonce(&mut self, creds: Option<&ScramCredentials>, server_nonce: &str) -> Vec<u8> {
+    fn server_first_with_nonce(&mut self, creds: Option<&ScramCredentials>, decoy: &Decoy, server_nonce: &str) -> Vec<u8> {
         let State::AwaitingServerFirst(mut exchange) = mem::replace(&mut self.state, State::Done) else {
             return Vec::new();
         };
         let (salt, iterations) = match creds {
             Some(c) => (B64.encode(&c.salt), c.iterations),
-            None => (B64.encode(fake_salt(self.alg, &exchange.username)), DEFAULT_ITERATIONS),
+            None => (B64.encode(decoy.salt(self.alg, &exchange.username)), decoy.iterations),
         };
         exchange.nonce.push_str(server_nonce);
         let server_first = format!("r={},s={salt},i={iterations}", exchange.nonce);
@@ -409,6 +432,11 @@ mod tests {
     use super::*;
     use crate::ChannelBindingType;
 
+    /// The decoy of a server with a fixed secret.
+    fn decoy() -> Decoy {
+        Decoy::new([7; 32], DEFAULT_ITERATIONS)
+    }
+
     /// The client side of the last step: given everything the client sent and received, the
     /// client-final message and the server-final message it should get back.
     fn client_final(
@@ -458,7 +486,7 @@ mod tests {
         cb_data: &[u8],
     ) -> Result<Vec<u8>, SaslFailure> {
         server.client_first(client_first.as_bytes())?;
-        let server_first = server.server_first(stored.map(|s| s.for_alg(alg)));
+        let server_first = server.server_first(stored.map(|s| s.for_alg(alg)), &decoy());
         let (msg, expected) = client_final(alg, password, client_first, cb_data, &server_first);
         let reply = server.client_final(&msg)?;
         assert_eq!(reply, expected, "server signature");
@@ -483,7 +511,7 @@ mod tests {
         let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
         let creds = ScramCredentials::compute(HashAlg::Sha1, "pencil", &salt, 4096);
         assert_eq!(
-            server.server_first_with_nonce(Some(&creds), "3rfcNHYJY1ZVvWVs7j"),
+            server.server_first_with_nonce(Some(&creds), &decoy(), "3rfcNHYJY1ZVvWVs7j"),
             b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
         );
         let reply = server
@@ -499,7 +527,7 @@ mod tests {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         let creds = ScramCredentials::compute(HashAlg::Sha256, "pencil", &salt, 4096);
         assert_eq!(
-            server.server_first_with_nonce(Some(&creds), "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"),
+            server.server_first_with_nonce(Some(&creds), &decoy(), "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"),
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
         );
         let reply = server
@@ -517,7 +545,7 @@ mod tests {
         server.client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").unwrap();
         let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
         let creds = ScramCredentials::compute(HashAlg::Sha1, "pencil", &salt, 4096);
-        server.server_first_with_nonce(Some(&creds), "3rfcNHYJY1ZVvWVs7j");
+        server.server_first_with_nonce(Some(&creds), &decoy(), "3rfcNHYJY1ZVvWVs7j");
         let result =
             server.client_final(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=w0X8v3Bz2T0CJGbJQyF0X+HI4Ts=");
         assert_eq!(result, Err(SaslFailure::NotAuthorized));
@@ -608,7 +636,7 @@ mod tests {
         let stored = derive_credentials("pw", 4096).unwrap();
         let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         server.client_first(b"n,a=admin,n=juliet,r=abc").unwrap();
-        let server_first = server.server_first(Some(&stored.sha256));
+        let server_first = server.server_first(Some(&stored.sha256), &decoy());
         // A client that signs a header without the authzid it sent.
         let (msg, _) = client_final(HashAlg::Sha256, "pw", "n,,n=juliet,r=abc", b"", &server_first);
         assert_eq!(server.client_final(&msg), Err(SaslFailure::NotAuthorized));
@@ -622,11 +650,11 @@ mod tests {
         let mut known = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         known.client_first(b"n,,n=juliet,r=abcdefgh").unwrap();
         let (known_nonce, known_salt, known_iterations) =
-            server_first_fields(&known.server_first(Some(&stored.sha256)));
+            server_first_fields(&known.server_first(Some(&stored.sha256), &decoy()));
 
         let mut unknown = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         unknown.client_first(first.as_bytes()).unwrap();
-        let reply = unknown.server_first(None);
+        let reply = unknown.server_first(None, &decoy());
         let (nonce, salt, iterations) = server_first_fields(&reply);
         assert_eq!(nonce.len(), known_nonce.len());
         assert_eq!(salt.len(), known_salt.len());
@@ -636,7 +664,7 @@ mod tests {
         let salt_of = |alg, first: &str| {
             let mut s = ScramServer::new(alg, false, Vec::new());
             s.client_first(first.as_bytes()).unwrap();
-            server_first_fields(&s.server_first(None)).1
+            server_first_fields(&s.server_first(None, &decoy())).1
         };
         assert_eq!(salt_of(HashAlg::Sha256, first), salt);
         assert_ne!(salt_of(HashAlg::Sha256, "n,,n=somebody,r=abcdefgh"), salt);
@@ -644,6 +672,23 @@ mod tests {
 
         let (msg, _) = client_final(HashAlg::Sha256, "pw", first, b"", &reply);
         assert_eq!(unknown.client_final(&msg), Err(SaslFailure::NotAuthorized));
+    }
+
+    #[test]
+    fn the_decoy_shows_the_configured_count_and_its_secrets_salt() {
+        let shown = |decoy: &Decoy| {
+            let mut s = ScramServer::new(HashAlg::Sha256, false, Vec::new());
+            s.client_first(b"n,,n=nobody,r=abcdefgh").unwrap();
+            server_first_fields(&s.server_first(None, decoy))
+        };
+        let (_, salt, iterations) = shown(&Decoy::new([7; 32], 10_000));
+        assert_eq!(iterations, "10000");
+        assert_eq!(shown(&Decoy::new([7; 32], 10_000)).1, salt, "the same secret, the same salt");
+        assert_ne!(shown(&Decoy::new([8; 32], 10_000)).1, salt);
+        // A PLAIN check against the decoy's credentials fails, whatever the password.
+        let creds = Decoy::new([7; 32], 4096).credentials(HashAlg::Sha256, "nobody");
+        assert_eq!(creds.stored_key.len(), derive_credentials("pw", 4096).unwrap().sha256.stored_key.len());
+        assert!(!crate::plain::verify("", &creds) && !crate::plain::verify("pw", &creds));
     }
 
     #[test]
@@ -768,7 +813,7 @@ mod tests {
         let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         let first = "n,,n=juliet,r=abcdefgh";
         server.client_first(first.as_bytes()).unwrap();
-        let server_first = server.server_first(Some(&stored.sha256));
+        let server_first = server.server_first(Some(&stored.sha256), &decoy());
         let (msg, _) = client_final(HashAlg::Sha256, "pw", first, b"", &server_first);
         (server, String::from_utf8(msg).unwrap())
     }
@@ -815,13 +860,13 @@ mod tests {
         assert_eq!(server.client_final(b"c=biws,r=abc,p=AAAA"), Err(SaslFailure::MalformedRequest));
 
         let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new());
-        assert!(server.server_first(None).is_empty());
+        assert!(server.server_first(None, &decoy()).is_empty());
         assert_eq!(server.client_first(b"n,,n=juliet,r=abc"), Err(SaslFailure::MalformedRequest));
 
         let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         server.client_first(b"n,,n=juliet,r=abc").unwrap();
         assert_eq!(server.client_first(b"n,,n=juliet,r=abc"), Err(SaslFailure::MalformedRequest));
-        assert!(server.server_first(None).is_empty(), "a failed step ends the exchange");
+        assert!(server.server_first(None, &decoy()).is_empty(), "a failed step ends the exchange");
 
         let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new());
         server.client_first(b"n,,n=juliet,r=abc").unwrap();
@@ -830,7 +875,7 @@ mod tests {
         let (mut server, msg) = at_client_final();
         assert!(server.client_final(msg.as_bytes()).is_ok());
         assert_eq!(server.client_final(msg.as_bytes()), Err(SaslFailure::MalformedRequest), "no replay");
-        assert!(server.server_first(None).is_empty());
+        assert!(server.server_first(None, &decoy()).is_empty());
     }
 
     #[test]
@@ -865,7 +910,7 @@ mod tests {
             let bindings = if plus || rng.random_bool(0.5) { exporter(b"x") } else { Vec::new() };
             let mut server = ScramServer::new(HashAlg::Sha1, plus, bindings.clone());
             let _ = server.client_first(&random_message(&mut rng));
-            let _ = server.server_first(Some(&creds));
+            let _ = server.server_first(Some(&creds), &decoy());
             let _ = server.client_final(&random_message(&mut rng));
 
             // Past a valid first step, so client_final parses for real.
@@ -873,7 +918,7 @@ mod tests {
             let first: &[u8] = if plus { b"p=tls-exporter,,n=u,r=abc" } else { b"n,,n=u,r=abc" };
             server.client_first(first).unwrap();
             let known = rng.random_bool(0.5).then_some(&creds);
-            server.server_first(known);
+            server.server_first(known, &decoy());
             let mut last = random_message(&mut rng);
             if rng.random_bool(0.5) {
                 last.extend_from_slice(b",p=");

@@ -1,7 +1,7 @@
 //! Accounts: creation, passwords and deletion, shared by the CLI, in-band registration
 //! and SASL. Only SCRAM salted keys are stored (as JSON), never the password.
 
-use jabberwock_sasl::{derive_credentials, StoredCredentials};
+use jabberwock_sasl::{derive_credentials, Decoy, StoredCredentials};
 use jabberwock_storage::{StorageError, Store, UserRef};
 
 use crate::server::Server;
@@ -85,4 +85,23 @@ pub async fn credentials(server: &Server, host: &str, user: &str) -> Result<Opti
 
 pub async fn exists(server: &Server, host: &str, user: &str) -> bool {
     matches!(server.store.get_account(UserRef { host, user }).await, Ok(Some(_)))
+}
+
+/// Where the secret behind the decoy salts is kept: the server's own scope, not a domain's.
+const DECOY_SECRET: (UserRef<'static>, &str) = (UserRef { host: "", user: "" }, "sasl-decoy-secret");
+
+/// What SASL shows for usernames without an account (see [`Decoy`]), with the secret
+/// stored on first use so the salts stay the same across restarts.
+pub async fn decoy(store: &Store, iterations: u32) -> Result<Decoy, StorageError> {
+    let (scope, key) = DECOY_SECRET;
+    let stored = store.kv_get(scope, key).await?.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok());
+    let secret = match stored {
+        Some(secret) => secret,
+        None => {
+            let secret = Decoy::generate_secret();
+            store.kv_set(scope, key, Some(&secret)).await?;
+            secret
+        }
+    };
+    Ok(Decoy::new(secret, iterations))
 }

@@ -250,8 +250,14 @@ pub struct AuthConfig {
     pub scram_iterations: u32,
     /// Offer SASL PLAIN (always over TLS only).
     pub allow_plain: bool,
-    /// Failed attempts allowed per IP address and per account within `throttle_window_secs`.
+    /// Failed logins allowed from one address to one account within
+    /// `throttle_window_secs` (an IPv6 /64 counts as one address). Past it, that address
+    /// may not try that account until the window passes; the account holder elsewhere
+    /// is not affected.
     pub max_failures: u32,
+    /// Failed logins allowed from one address (or IPv6 /64) to any accounts within the
+    /// window: the limit on guessing many accounts.
+    pub max_failures_per_address: u32,
     pub throttle_window_secs: u64,
 }
 
@@ -366,7 +372,7 @@ impl Default for LimitsConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { scram_iterations: 4096, allow_plain: true, max_failures: 5, throttle_window_secs: 60 }
+        AuthConfig { scram_iterations: 4096, allow_plain: true, max_failures: 5, max_failures_per_address: 20, throttle_window_secs: 60 }
     }
 }
 
@@ -532,8 +538,8 @@ impl Config {
         if muc.max_text_bytes < 100 {
             return Err(invalid("muc.max_text_bytes", "must be at least 100"));
         }
-        if self.auth.max_failures == 0 {
-            return Err(invalid("auth.max_failures", "must be positive"));
+        if self.auth.max_failures == 0 || self.auth.max_failures_per_address == 0 {
+            return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
         Ok(())
     }

@@ -42,7 +42,12 @@ pub struct Server {
     pub iq_requests: IqRequests,
     pub tls: Tls,
     pub modules: Modules,
+    /// Failed logins per address and account; registrations per address.
     pub throttle: Throttle,
+    /// Failed logins per address, whatever the account.
+    pub address_throttle: Throttle,
+    /// What SASL shows for usernames without an account.
+    pub decoy: jabberwock_sasl::Decoy,
     pub admission: crate::admission::Admission,
     pub bosh: Arc<crate::transport::bosh::Registry>,
     pub sm: Arc<crate::session::sm::Registry>,
@@ -58,12 +63,15 @@ impl Server {
         let tls = Tls::load(&config)?;
         let store = Store::open(&config.storage_url()).await?;
         let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s).map_err(StartError::S2s)?);
-        let throttle = Throttle::new(config.auth.max_failures, Duration::from_secs(config.auth.throttle_window_secs));
+        let window = Duration::from_secs(config.auth.throttle_window_secs);
+        let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
         Ok(Arc::new(Server {
             modules: Modules::standard(&config, &store),
             sessions: SessionRegistry::default(),
             iq_requests: IqRequests::default(),
-            throttle,
+            throttle: Throttle::new(config.auth.max_failures, window),
+            address_throttle: Throttle::new(config.auth.max_failures_per_address, window),
+            decoy,
             admission: crate::admission::Admission::new(&config.limits),
             bosh: Arc::new(crate::transport::bosh::Registry::new(&config.http)),
             sm: Arc::default(),

@@ -88,7 +88,7 @@ async fn register(c: &Unauthenticated<'_>, query: &Element) -> Result<(), Stanza
     }
     let (user, password) = credentials_of(query)?;
     // Registrations per address share the failed-login throttle's window and limit.
-    let key = format!("register {}", c.peer_ip);
+    let key = format!("register {}", crate::session::address_key(c.peer_ip));
     if !c.server.throttle.allowed(&key) {
         return Err(StanzaError::resource_constraint().with_text("too many registrations from this address"));
     }

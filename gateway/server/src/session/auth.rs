@@ -1,13 +1,20 @@
 //! SASL negotiation (RFC 6120 §6) and the throttle on failed attempts.
+//!
+//! Failed logins are counted where they come from, per address (an IPv6 /64 counts as one
+//! address: one subscriber usually holds a whole /64) and per address and account, never
+//! per account alone: a stranger guessing a password locks out only the stranger's
+//! address, and the account holder elsewhere signs in as usual. An account that does not
+//! exist fails the same way, after the same work, as a wrong password for one that does.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use jabberwock_proto::{ns, Element, Stanza, StreamError, StreamErrorCondition};
-use jabberwock_sasl::{plain, Mechanism, SaslFailure, ScramServer};
+use jabberwock_sasl::{plain, HashAlg, Mechanism, SaslFailure, ScramServer};
 
 use super::Session;
 use crate::accounts;
@@ -106,7 +113,7 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
         .and_then(Mechanism::from_name)
         .filter(|m| offered(s).contains(m))
         .ok_or(SaslFailure::InvalidMechanism)?;
-    if !s.server.throttle.allowed(&ip_key(s)) {
+    if !s.server.address_throttle.allowed(&address_key(s.peer_ip)) {
         return Err(SaslFailure::TemporaryAuthFailure);
     }
     let initial = decode(st)?;
@@ -132,7 +139,7 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
                 }
                 None => None,
             };
-            let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)));
+            let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)), &s.server.decoy);
             out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(challenge))));
             s.set_stage_sasl(Exchange { scram, user });
             Ok(Flow::Continue)
@@ -144,12 +151,15 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
             if !s.server.throttle.allowed(&account_key(s, &user)) {
                 return Err(SaslFailure::TemporaryAuthFailure);
             }
-            let creds = accounts::credentials(&s.server, s.domain(), &user)
-                .await
-                .map_err(|_| SaslFailure::TemporaryAuthFailure)?
-                .ok_or(SaslFailure::NotAuthorized)?;
+            let creds = accounts::credentials(&s.server, s.domain(), &user).await.map_err(|_| SaslFailure::TemporaryAuthFailure)?;
+            // No account: the same PBKDF2 against credentials nothing matches, so the
+            // answer takes as long as for a wrong password.
+            let stored = match creds {
+                Some(c) => c.sha256,
+                None => s.server.decoy.credentials(HashAlg::Sha256, &user),
+            };
             // PBKDF2 on the blocking pool, as for new passwords (see accounts).
-            let (password, stored) = (msg.password.clone(), creds.sha256.clone());
+            let password = msg.password.clone();
             let verified = tokio::task::spawn_blocking(move || plain::verify(&password, &stored)).await.unwrap_or(false);
             if !verified {
                 s.server.throttle.failed(&account_key(s, &user));
@@ -216,7 +226,7 @@ fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut
 fn fail_attempt(s: &mut Session, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
     out.push(Frame::Element(failure(f, None)));
     if matches!(f, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding) {
-        s.server.throttle.failed(&ip_key(s));
+        s.server.address_throttle.failed(&address_key(s.peer_ip));
         s.auth_failures += 1;
         if s.auth_failures >= MAX_FAILURES_PER_CONNECTION {
             return s.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too many failed authentication attempts"), out);
@@ -226,12 +236,22 @@ fn fail_attempt(s: &mut Session, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
     Flow::Continue
 }
 
-fn ip_key(s: &Session) -> String {
-    format!("ip {}", s.peer_ip)
+/// The address failures are counted for: an IPv4 address, or an IPv6 address's /64.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 fn account_key(s: &Session, user: &str) -> String {
-    format!("account {user}@{}", s.domain())
+    format!("{user}@{} from {}", s.domain(), address_key(s.peer_ip))
 }
 
 impl Session {
@@ -284,6 +304,15 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let key = |ip: &str| address_key(ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+    }
 
     #[test]
     fn throttle_blocks_after_the_limit_and_recovers() {

@@ -24,7 +24,7 @@ use crate::server::Server;
 use crate::stanzas::random_id;
 use crate::stream::{Flow, Frame};
 
-pub use auth::Throttle;
+pub use auth::{address_key, Throttle};
 
 /// What the transport knows about the connection's security.
 #[derive(Clone, Debug, Default)]
