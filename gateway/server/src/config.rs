@@ -46,6 +46,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub s2s: S2sConfig,
     pub muc: MucConfig,
+    pub upload: UploadConfig,
     pub contact: ContactConfig,
 }
 
@@ -188,6 +189,30 @@ pub struct MucConfig {
     pub tombstone_days: u32,
 }
 
+/// HTTP file upload (XEP-0363): a slot service on a subdomain of each served domain; the
+/// HTTP listeners take and serve the files under `/upload/`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    pub enabled: bool,
+    /// The service of `example.org` is `<subdomain>.example.org`.
+    pub subdomain: String,
+    /// Largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// Bytes one account may upload in 24 hours.
+    pub quota_bytes_per_day: u64,
+    /// Bytes one account may have stored at once.
+    pub quota_bytes: u64,
+    /// Slots one account may request per minute.
+    pub slots_per_minute: u32,
+    /// How long a slot's PUT URL works.
+    pub slot_lifetime_secs: u64,
+    /// Files are deleted this long after their upload; 0: kept until the account goes.
+    pub expire_after_secs: u64,
+    /// MIME types that may be uploaded (`image/*` covers a top-level type); empty: any.
+    pub allowed_types: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
@@ -276,6 +301,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             s2s: S2sConfig::default(),
             muc: MucConfig::default(),
+            upload: UploadConfig::default(),
             contact: ContactConfig::default(),
         }
     }
@@ -343,6 +369,22 @@ impl Default for MucConfig {
             max_messages_per_sec: 10,
             max_text_bytes: 4096,
             tombstone_days: 30,
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            enabled: true,
+            subdomain: "upload".to_owned(),
+            max_file_bytes: 100 << 20,
+            quota_bytes_per_day: 1 << 30,
+            quota_bytes: 5 << 30,
+            slots_per_minute: 30,
+            slot_lifetime_secs: 300,
+            expire_after_secs: 30 * 86_400,
+            allowed_types: Vec::new(),
         }
     }
 }
@@ -537,6 +579,19 @@ impl Config {
         }
         if muc.max_text_bytes < 100 {
             return Err(invalid("muc.max_text_bytes", "must be at least 100"));
+        }
+        let upload = &self.upload;
+        if jid::DomainPart::new(&format!("{}.{}", upload.subdomain, self.domains[0])).is_err() || upload.subdomain.contains('.') {
+            return Err(invalid("upload.subdomain", format!("{:?} must be one DNS label, such as \"upload\"", upload.subdomain)));
+        }
+        if upload.enabled && upload.subdomain == muc.subdomain && muc.enabled {
+            return Err(invalid("upload.subdomain", "must differ from muc.subdomain"));
+        }
+        if upload.max_file_bytes == 0 || upload.slots_per_minute == 0 || upload.slot_lifetime_secs == 0 {
+            return Err(invalid("upload", "max_file_bytes, slots_per_minute and slot_lifetime_secs must be positive"));
+        }
+        if upload.quota_bytes_per_day < upload.max_file_bytes || upload.quota_bytes < upload.max_file_bytes {
+            return Err(invalid("upload", "quota_bytes_per_day and quota_bytes must allow at least one file of max_file_bytes"));
         }
         if self.auth.max_failures == 0 || self.auth.max_failures_per_address == 0 {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));

@@ -35,6 +35,7 @@ pub mod ping;
 pub mod private;
 pub mod register;
 pub mod session;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -375,6 +376,7 @@ impl Modules {
             .add(offline::Offline)
             .add(pep::Pep)
             .add(muc::Muc::new(config))
+            .add(upload::Upload::new(config, store))
             .add(session::LegacySession)
             .add(host_meta::HostMeta);
         Self::new(config, store, list)
