@@ -73,3 +73,4 @@ pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
 pub const STORAGE_BOOKMARKS: &str = "storage:bookmarks";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const TIME: &str = "urn:xmpp:time";
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";

@@ -48,6 +48,7 @@ pub struct Config {
     pub muc: MucConfig,
     pub upload: UploadConfig,
     pub contact: ContactConfig,
+    pub external_services: ExternalServicesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -151,6 +152,39 @@ pub struct ContactConfig {
     pub sales: Vec<String>,
     pub security: Vec<String>,
     pub support: Vec<String>,
+}
+
+/// XEP-0215: the STUN and TURN servers clients are told about, for calls.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalServicesConfig {
+    /// The secret shared with coturn (`use-auth-secret`, `static-auth-secret`): TURN
+    /// services then come with credentials made for each request (coturn's REST scheme).
+    pub turn_secret: Option<String>,
+    /// How long such credentials work.
+    pub credential_ttl_secs: u64,
+    #[serde(rename = "service")]
+    pub services: Vec<ExternalService>,
+}
+
+impl Default for ExternalServicesConfig {
+    fn default() -> Self {
+        ExternalServicesConfig { turn_secret: None, credential_ttl_secs: 86_400, services: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalService {
+    /// `stun`, `stuns`, `turn` or `turns`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub transport: Option<String>,
+    /// A name to show.
+    pub name: Option<String>,
 }
 
 impl ContactConfig {
@@ -303,6 +337,7 @@ impl Default for Config {
             muc: MucConfig::default(),
             upload: UploadConfig::default(),
             contact: ContactConfig::default(),
+            external_services: ExternalServicesConfig::default(),
         }
     }
 }
@@ -576,6 +611,21 @@ impl Config {
         }
         if muc.max_rooms == 0 || muc.max_occupants == 0 || muc.max_rooms_per_user == 0 || muc.max_messages_per_sec == 0 {
             return Err(invalid("muc", "max_rooms, max_occupants, max_rooms_per_user and max_messages_per_sec must be positive"));
+        }
+        let ext = &self.external_services;
+        for service in &ext.services {
+            if !matches!(service.kind.as_str(), "stun" | "stuns" | "turn" | "turns") {
+                return Err(invalid("external_services.service.type", format!("{:?} must be stun, stuns, turn or turns", service.kind)));
+            }
+            if !matches!(service.transport.as_deref(), None | Some("udp" | "tcp")) {
+                return Err(invalid("external_services.service.transport", "must be udp or tcp"));
+            }
+            if service.host.is_empty() || service.port == 0 {
+                return Err(invalid("external_services.service", "host and port are required"));
+            }
+        }
+        if ext.credential_ttl_secs == 0 {
+            return Err(invalid("external_services.credential_ttl_secs", "must be positive"));
         }
         if muc.max_text_bytes < 100 {
             return Err(invalid("muc.max_text_bytes", "must be at least 100"));

@@ -25,6 +25,7 @@ pub mod carbons;
 pub mod contact;
 pub mod disco;
 pub mod entity_time;
+pub mod external_services;
 pub mod host_meta;
 pub mod last;
 pub mod mam;
@@ -363,6 +364,7 @@ impl Modules {
             .add(crate::im::roster::RosterModule)
             .add(disco::Disco)
             .add(contact::ContactAddresses)
+            .add(external_services::ExternalServices::new(&config.external_services))
             .add(ping::Ping)
             .add(version::Version)
             .add(entity_time::EntityTime)
