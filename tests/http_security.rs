@@ -134,23 +134,29 @@ async fn sites_allowed_to_embed_the_client_are_its_only_other_frame_ancestors() 
 #[tokio::test]
 async fn hsts_is_sent_on_encrypted_responses_only() {
     let server = TestServer::start().await;
-    let (status, secure) = tls(server.https, &get("/healthz")).await;
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: chat.example.org";
+    let (status, secure) = tls(server.https, healthz).await;
     assert_eq!(status, 200, "{secure}");
     assert_eq!(header(&secure, "strict-transport-security"), Some("max-age=31536000"), "{secure}");
-    let (_, clear) = plain(server.http, &get("/healthz")).await;
+    let (_, clear) = plain(server.http, healthz).await;
     assert_eq!(header(&clear, "strict-transport-security"), None, "{clear}");
     // A TLS-terminating proxy on loopback (trusted by default) that says HTTPS.
-    let (_, proxied) = plain(server.http, &format!("{}\r\nX-Forwarded-Proto: https", get("/healthz"))).await;
+    let (_, proxied) = plain(server.http, &format!("{healthz}\r\nX-Forwarded-Proto: https")).await;
     assert_eq!(header(&proxied, "strict-transport-security"), Some("max-age=31536000"), "{proxied}");
+    // Not to a browser on this machine, which would then refuse plain HTTP to any local site.
+    for local in ["localhost:5443", "127.0.0.1:5443", "[::1]:5443"] {
+        let (_, response) = tls(server.https, &format!("GET /healthz HTTP/1.1\r\nHost: {local}")).await;
+        assert_eq!(header(&response, "strict-transport-security"), None, "{local}: {response}");
+    }
 
     let untrusted = TestServer::start_with_tables("", "[http]\ntrusted_proxies = []\nhsts_max_age_secs = 600").await;
-    let (_, claimed) = plain(untrusted.http, &format!("{}\r\nX-Forwarded-Proto: https", get("/healthz"))).await;
+    let (_, claimed) = plain(untrusted.http, &format!("{healthz}\r\nX-Forwarded-Proto: https")).await;
     assert_eq!(header(&claimed, "strict-transport-security"), None, "only a trusted proxy is believed: {claimed}");
-    let (_, secure) = tls(untrusted.https, &get("/healthz")).await;
+    let (_, secure) = tls(untrusted.https, healthz).await;
     assert_eq!(header(&secure, "strict-transport-security"), Some("max-age=600"), "{secure}");
 
     let off = TestServer::start_with_tables("", "[http]\nhsts_max_age_secs = 0").await;
-    let (_, secure) = tls(off.https, &get("/healthz")).await;
+    let (_, secure) = tls(off.https, healthz).await;
     assert_eq!(header(&secure, "strict-transport-security"), None, "{secure}");
 }
 

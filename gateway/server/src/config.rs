@@ -81,7 +81,7 @@ pub struct HttpConfig {
     pub embed_origins: Vec<String>,
     /// `Strict-Transport-Security: max-age` (RFC 6797) of responses sent over HTTPS (or
     /// through a trusted proxy that reports HTTPS): browsers then use HTTPS only for this
-    /// host. 0: no header.
+    /// host. Never sent to `localhost` or loopback addresses. 0: no header.
     pub hsts_max_age_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,

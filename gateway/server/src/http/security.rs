@@ -52,6 +52,18 @@ impl WebOrigin {
     }
 }
 
+/// Whether `host` (a Host header or an origin's host, with or without a port) names this
+/// machine.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
+    };
+    let name = name.to_ascii_lowercase();
+    let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    name == "localhost" || name.ends_with(".localhost") || ip.is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a browser page of `origin` may open WebSocket and BOSH sessions: the configured
 /// origins (`http.allowed_origins`, `http.public_url`), pages on one of the served domains,
 /// and pages on the browser's own machine (development). The request's Host header plays
@@ -64,7 +76,7 @@ pub fn origin_allowed(config: &Config, origin: &str) -> bool {
     let Some(origin) = WebOrigin::parse(origin) else { return false };
     http.allowed_origins.iter().chain(&http.public_url).filter_map(|o| WebOrigin::parse(o)).any(|o| o == origin)
         || config.domains.iter().any(|d| d.eq_ignore_ascii_case(&origin.host))
-        || matches!(origin.host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        || is_loopback_host(&origin.host)
 }
 
 /// The Content-Security-Policy of every response. The web client needs its own scripts,
@@ -124,7 +136,9 @@ pub fn inline_script_hashes(html: &str) -> Vec<String> {
 }
 
 /// RFC 6797: responses that reached the browser encrypted (from the TLS listener, or
-/// from a trusted proxy that says so) ask it to use HTTPS only from now on.
+/// from a trusted proxy that says so) ask it to use HTTPS only from now on. Not for a page
+/// of this machine (`https://localhost:5443` in development): the browser would then
+/// refuse plain HTTP to every other local site too.
 pub async fn strict_transport_security(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -132,10 +146,12 @@ pub async fn strict_transport_security(
     request: Request,
     next: Next,
 ) -> Response {
-    let encrypted = is_secure(&server, peer, secure, request.headers());
+    let headers = request.headers();
+    let local = headers.get(header::HOST).and_then(|v| v.to_str().ok()).is_some_and(is_loopback_host);
+    let encrypted = is_secure(&server, peer, secure, headers);
     let mut response = next.run(request).await;
     let max_age = server.config.http.hsts_max_age_secs;
-    if encrypted && max_age > 0 {
+    if encrypted && !local && max_age > 0 {
         let value = HeaderValue::from_str(&format!("max-age={max_age}")).expect("a number is a valid header");
         response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);
     }
@@ -184,6 +200,16 @@ mod tests {
         }
         let any = Config::parse("[http]\nallowed_origins = ['*']").unwrap();
         assert!(origin_allowed(&any, "https://evil.example"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for local in ["localhost", "LOCALHOST:5443", "app.localhost", "127.0.0.1:5443", "127.1.2.3", "[::1]", "[::1]:5443"] {
+            assert!(is_loopback_host(local), "{local}");
+        }
+        for remote in ["example.org", "localhost.example.org", "10.0.0.1:5443", "[2001:db8::1]:443", ""] {
+            assert!(!is_loopback_host(remote), "{remote}");
+        }
     }
 
     #[test]
