@@ -76,7 +76,9 @@ async function openPage(name, options = {}) {
         return route.abort('blockedbyclient');
     });
     if (TRANSPORT === 'bosh') {
-        // As if WebSocket were blocked on the way: its advertised endpoint refuses connections.
+        // As if WebSocket were blocked on the way: its advertised endpoint refuses connections
+        // (and, being on another port, the page's Content-Security-Policy refuses it first:
+        // the client must fall back either way).
         const base = new URL(BASE);
         const dead = `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket`;
         const bosh = `${base.origin}/http-bind`;
@@ -499,6 +501,31 @@ const steps = [
         await host.context().close();
         delete pages['widget-host'];
         site.close();
+    }],
+
+    ['a link naming another server is not used, and the form shows where the sign-in goes', async () => {
+        const p = await openPage('link');
+        const foreign = 'wss://chat.evil.example/xmpp-websocket';
+        await p.goto(`${BASE}/?domain=${DOMAIN}&endpoint=${encodeURIComponent(foreign)}`, { waitUntil: 'load' });
+        await p.getByTestId('ignored-server').filter({ hasText: foreign }).waitFor();
+        // An address without "@" is completed with the link's domain, and the form says so.
+        await p.getByLabel('Address', { exact: true }).fill('alice');
+        await p.getByTestId('login-server').filter({ hasText: `found from ${DOMAIN}` }).waitFor();
+        if ((await p.getByLabel('Server URL').inputValue()) !== '') throw new Error("the link's server was filled in");
+        await shot(p, '16-link-to-another-server');
+        // A link to this site's own endpoint is taken, and shown.
+        const own = `${BASE.replace(/^http/, 'ws')}/xmpp-websocket`;
+        await p.goto(`${BASE}/?endpoint=${encodeURIComponent(own)}`, { waitUntil: 'load' });
+        await p.getByTestId('login-server').filter({ hasText: own }).waitFor();
+        if (await p.getByTestId('ignored-server').count()) throw new Error("this site's own endpoint was refused");
+        await p.context().close();
+        delete pages.link;
+        // The Content-Security-Policy let everything so far run (the BOSH run's unreachable
+        // WebSocket endpoint is on another port, which the policy forbids on purpose).
+        if (TRANSPORT === 'websocket') {
+            const refused = Object.values(logs).flat().filter((l) => l.includes('Content Security Policy'));
+            if (refused.length) throw new Error(`the policy refused something: ${refused.join('; ')}`);
+        }
     }],
 
     ['signing out returns to the sign-in form', async () => {

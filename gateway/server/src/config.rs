@@ -69,16 +69,22 @@ pub struct HttpConfig {
     /// HTTPS listeners, with the same certificates as c2s.
     pub listen_tls: Vec<SocketAddr>,
     /// The public base URL (`https://chat.example.org`) advertised in host-meta, for
-    /// deployments behind a reverse proxy. Default: from each request's Host header.
+    /// deployments behind a reverse proxy; pages of its origin may open sessions. Default:
+    /// the first served domain (or the one the request names) with the listener's port.
     pub public_url: Option<String>,
     /// Origins allowed to open WebSocket and BOSH sessions from a browser, such as
-    /// `https://example.org`; `*` allows any. The server's own origin and localhost are
-    /// always allowed.
+    /// `https://example.org`; `*` allows any. Pages of `public_url`, of the served domains
+    /// and of localhost are always allowed.
     pub allowed_origins: Vec<String>,
     /// Sites allowed to show the web client in a frame (its embeddable widget), such as
-    /// `https://shop.example.org`; `*` allows any. Default: none (`X-Frame-Options:
-    /// SAMEORIGIN`); otherwise `Content-Security-Policy: frame-ancestors` lists them.
+    /// `https://shop.example.org`; `*` allows any: `Content-Security-Policy:
+    /// frame-ancestors` lists them after `'self'`. Default: none (and `X-Frame-Options:
+    /// SAMEORIGIN` for older browsers).
     pub embed_origins: Vec<String>,
+    /// `Strict-Transport-Security: max-age` (RFC 6797) of responses sent over HTTPS (or
+    /// through a trusted proxy that reports HTTPS): browsers then use HTTPS only for this
+    /// host. Never sent to `localhost` or loopback addresses. 0: no header.
+    pub hsts_max_age_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
@@ -358,6 +364,7 @@ impl Default for HttpConfig {
             public_url: None,
             allowed_origins: Vec::new(),
             embed_origins: Vec::new(),
+            hsts_max_age_secs: 31_536_000,
             trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
             web_root: None,
             bosh_inactivity_secs: 60,

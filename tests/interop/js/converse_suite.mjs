@@ -29,7 +29,7 @@
 // --host-resolver-rules="MAP localhost:443 127.0.0.1:<https port>": the browser's own
 // network stack then connects https://localhost/ (and wss://localhost/) to the server's
 // real HTTPS listener. Nothing is rewritten: the fetch, its CORS check, the host-meta
-// document and the links in it (built by the server from the Host header, so
+// document and the links in it (under the server's http.public_url, https://localhost, so
 // wss://localhost/xmpp-websocket) are all real. The server's certificate is the self-signed
 // one it generated in its data directory; Chromium accepts that one certificate only, by
 // its public-key hash (--ignore-certificate-errors-spki-list), not any certificate.

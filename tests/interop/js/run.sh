@@ -27,6 +27,8 @@ command -v node >/dev/null 2>&1 || { say "node not found: install Node.js 20 or 
 jw_begin
 read -r C2S_PORT HTTP_PORT HTTPS_PORT < <(jw_free_ports 3)
 # The test page is served from another loopback port; loopback origins are always allowed.
+# Browsers reach the HTTPS listener as https://$DOMAIN (port 443 mapped to it, see
+# converse_suite.mjs), which host-meta must advertise: that is the public URL.
 jw_config <<TOML
 [listen]
 c2s = ["127.0.0.1:$C2S_PORT"]
@@ -35,6 +37,7 @@ c2s_direct_tls = []
 [http]
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = ["127.0.0.1:$HTTPS_PORT"]
+public_url = "https://$DOMAIN"
 allowed_origins = []
 
 [s2s]

@@ -5,7 +5,11 @@
 //! [`Client::receive`], user actions to the other methods, writes every [`Event::Send`]
 //! to the transport, and refreshes what the other events name.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use jabberwock_proto::Element;
+use sha2::Sha256;
 
 use crate::address::{self, Account};
 use crate::chat::{parse_timestamp, Chats, Direction};
@@ -74,6 +78,10 @@ pub struct Client {
     auto_away: Option<Show>,
     id_prefix: String,
     next_id: u64,
+    /// Keys the archive query ids (the random nonce the client was made with), which
+    /// must not be guessable from the stanza ids our contacts see: whoever knows a query
+    /// id can slip "history" into its results.
+    query_key: Vec<u8>,
     pending: Vec<(String, Pending)>,
     /// What we last told the server with XEP-0352 (a new stream starts active; a resumed
     /// one is as we left it, which may not be known after a reload).
@@ -90,7 +98,8 @@ impl Client {
     }
 
     fn with_connection(conn: Connection, nonce: &str) -> Self {
-        let id_prefix = nonce.chars().filter(char::is_ascii_alphanumeric).take(6).collect();
+        let query_key = nonce.as_bytes().to_vec();
+        let id_prefix = keyed_id(&query_key, 0)[..6].to_owned();
         Client {
             conn,
             roster: Roster::default(),
@@ -99,6 +108,7 @@ impl Client {
             auto_away: None,
             id_prefix,
             next_id: 0,
+            query_key,
             pending: Vec::new(),
             csi_active: Some(true),
         }
@@ -214,6 +224,12 @@ impl Client {
     fn id(&mut self) -> String {
         self.next_id += 1;
         format!("{}{}", self.id_prefix, self.next_id)
+    }
+
+    /// A XEP-0313 query id that no id seen on the wire tells.
+    fn query_id(&mut self) -> String {
+        self.next_id += 1;
+        keyed_id(&self.query_key, self.next_id)
     }
 
     fn send(&mut self, el: Element, out: &mut Vec<Event>) {
@@ -414,6 +430,11 @@ impl Client {
                 self.send(reply, out);
             }
             Incoming::ArchivedMessage(m) => {
+                // XEP-0313 §4.2: our archive answers from our bare JID (or from no one, our
+                // server); as with carbons, a result from anyone else is a forgery.
+                if m.archive.as_deref().is_some_and(|a| a != self.account().bare()) {
+                    return;
+                }
                 let Some(with) = self.pending.iter().find_map(|(_, p)| match p {
                     Pending::History { with, query_id } if *query_id == m.query_id => Some(with.clone()),
                     _ => None,
@@ -699,7 +720,7 @@ impl Client {
         if h.loading || h.complete || !self.conn.is_online() {
             return out;
         }
-        let (id, query_id) = (self.id(), self.id());
+        let (id, query_id) = (self.id(), self.query_id());
         let before = h.oldest.clone();
         let q = stanza::archive_query(&id, &query_id, with, before.as_deref(), HISTORY_PAGE);
         let h = self.chats.history_mut(with);
@@ -739,6 +760,14 @@ impl Client {
         }
         all
     }
+}
+
+/// HMAC-SHA-256 of `n` under `key`, as 22 URL-safe characters: unpredictable without the
+/// key, and distinct for each `n`.
+fn keyed_id(key: &[u8], n: u64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&n.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
 }
 
 #[cfg(test)]
@@ -1081,6 +1110,58 @@ mod tests {
         );
         assert!(!ev.iter().any(|e| matches!(e, Event::Notice(_))));
         assert!(c.chats.history("carol@localhost").complete);
+    }
+
+    /// The history of bob, asked for once: the iq's id and the query id.
+    fn ask_history(c: &mut Client, with: &str) -> (String, String) {
+        let out = sent(&c.load_history(with));
+        (out[0].attr("id").unwrap().to_owned(), out[0].child("query", ns::MAM).unwrap().attr("queryid").unwrap().to_owned())
+    }
+
+    #[test]
+    fn archive_results_count_only_from_our_own_archive() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let (id, qid) = ask_history(&mut c, "bob@localhost");
+        let result = |from: &str, aid: &str, body: &str| {
+            format!(
+                "<message xmlns='jabber:client' {from} to='user@localhost/web'><result xmlns='urn:xmpp:mam:2' queryid='{qid}' id='{aid}'>\
+                 <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='1970-01-01T00:00:01Z'/>\
+                 <message xmlns='jabber:client' from='bob@localhost/a' to='user@localhost' type='chat' id='{aid}'><body>{body}</body></message>\
+                 </forwarded></result></message>"
+            )
+        };
+        // Anyone may send us a message that looks like a result, with the right query id.
+        for forger in ["bob@localhost", "bob@localhost/a", "user@localhost/phone", "localhost", "mallory@evil.example", ""] {
+            stanza(&mut c, &result(&format!("from='{forger}'"), "F", "forged"));
+        }
+        stanza(&mut c, &result("from='user@localhost'", "A1", "from our archive"));
+        stanza(&mut c, &result("", "A2", "from our server"));
+        stanza(
+            &mut c,
+            &format!("<iq xmlns='jabber:client' type='result' id='{id}'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>"),
+        );
+        let bodies: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["from our archive", "from our server"]);
+    }
+
+    #[test]
+    fn archive_query_ids_cannot_be_guessed_from_the_ids_contacts_see() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let message_id = sent(&c.send_message("bob@localhost", "hi", 0))[0].attr("id").unwrap().to_owned();
+        let mut query_ids = Vec::new();
+        for with in ["a@localhost", "b@localhost", "c@localhost"] {
+            let (iq_id, qid) = ask_history(&mut c, with);
+            for seen in [&message_id, &iq_id] {
+                assert!(!qid.contains(seen.as_str()) && qid[..4] != seen[..4], "{qid} follows from {seen}");
+            }
+            assert!(qid.len() >= 22, "{qid}: at least 128 bits");
+            query_ids.push(qid);
+        }
+        for (i, a) in query_ids.iter().enumerate() {
+            for b in &query_ids[i + 1..] {
+                assert!(a[..4] != b[..4], "consecutive query ids look alike: {query_ids:?}");
+            }
+        }
     }
 
     #[test]

@@ -78,6 +78,37 @@ pub fn parse_xrd(doc: &str) -> Option<Endpoints> {
     Some(out)
 }
 
+/// Whether a server URL that came with the page's address (`?endpoint=`, as the widget
+/// passes it) may be used without the user choosing it: it is on the page's own origin (a
+/// `ws:`/`wss:` URL on the same host and port as the `http:`/`https:` page), or it is one
+/// the deployment advertises in the host-meta of the page's origin (`advertised`). Any
+/// other server would receive the sign-in of whoever followed a link someone else wrote.
+pub fn link_endpoint_allowed(endpoint: &str, page_origin: &str, advertised: &Endpoints) -> bool {
+    let endpoint = endpoint.trim();
+    let same_origin = origin_of(endpoint).is_some_and(|o| Some(o) == origin_of(page_origin));
+    same_origin || advertised.websocket.iter().chain(&advertised.bosh).any(|e| e == endpoint)
+}
+
+/// `(scheme, host, port)` of an `http(s):` or `ws(s):` URL, WebSocket schemes counted as
+/// their HTTP twins and default ports filled in.
+fn origin_of(url: &str) -> Option<(&'static str, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => ("http", 80),
+        "https" | "wss" => ("https", 443),
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(colon) if !authority[colon..].contains(']') => (&authority[..colon], authority[colon + 1..].parse().ok()?),
+        _ => (authority, default_port),
+    };
+    (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +152,40 @@ mod tests {
             host_meta_urls("https://example.org/"),
             ["https://example.org/.well-known/host-meta.json".to_owned(), "https://example.org/.well-known/host-meta".to_owned()]
         );
+    }
+
+    #[test]
+    fn endpoints_from_the_link_only_on_this_origin_or_advertised_by_it() {
+        let none = Endpoints::default();
+        let page = "https://chat.example.org";
+        for ok in [
+            "wss://chat.example.org/xmpp-websocket",
+            "wss://Chat.Example.org:443/xmpp-websocket",
+            "https://chat.example.org/http-bind",
+            " https://chat.example.org ",
+        ] {
+            assert!(link_endpoint_allowed(ok, page, &none), "{ok}");
+        }
+        for refused in [
+            "wss://evil.example/xmpp-websocket",
+            "ws://chat.example.org/xmpp-websocket",
+            "wss://chat.example.org:8443/xmpp-websocket",
+            "wss://chat.example.org.evil.example/xmpp-websocket",
+            "wss://chat.example.org@evil.example/xmpp-websocket",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert!(!link_endpoint_allowed(refused, page, &none), "{refused}");
+        }
+        assert!(link_endpoint_allowed("ws://localhost:5280/xmpp-websocket", "http://localhost:5280", &none));
+        assert!(!link_endpoint_allowed("ws://localhost:5281/xmpp-websocket", "http://localhost:5280", &none));
+        assert!(!link_endpoint_allowed("wss://chat.example.org/xmpp-websocket", "null", &none), "a page without an origin");
+
+        // What the deployment advertises at the page's origin.
+        let advertised =
+            Endpoints { websocket: vec!["wss://xmpp.example.org/ws".into()], bosh: vec!["https://xmpp.example.org/bosh".into()] };
+        assert!(link_endpoint_allowed("wss://xmpp.example.org/ws", page, &advertised));
+        assert!(link_endpoint_allowed("https://xmpp.example.org/bosh", page, &advertised));
+        assert!(!link_endpoint_allowed("wss://xmpp.example.org/other", page, &advertised));
     }
 }

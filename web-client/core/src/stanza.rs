@@ -287,6 +287,9 @@ pub enum Incoming {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchivedMessage {
+    /// Who sent the result: the archive answering (our own bare JID), or `None` when
+    /// the stanza has no `from`, which means our server on our behalf.
+    pub archive: Option<String>,
     pub query_id: String,
     /// The archive's id for it, for paging.
     pub archive_id: String,
@@ -310,6 +313,7 @@ impl Incoming {
                 let inner = forwarded.and_then(|f| f.child("message", ns::CLIENT));
                 match (result.attr("queryid"), result.attr("id"), inner) {
                     (Some(q), Some(a), Some(m)) => Incoming::ArchivedMessage(ArchivedMessage {
+                        archive: el.attr("from").map(str::to_owned),
                         query_id: q.to_owned(),
                         archive_id: a.to_owned(),
                         stamp: forwarded
@@ -671,6 +675,7 @@ mod tests {
         assert_eq!(
             Incoming::classify(result),
             Incoming::ArchivedMessage(ArchivedMessage {
+                archive: Some("a@x".into()),
                 query_id: "Q".into(),
                 archive_id: "A1".into(),
                 stamp: Some("2024-01-02T03:04:05Z".into()),

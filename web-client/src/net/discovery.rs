@@ -1,7 +1,7 @@
 //! XEP-0156 discovery over fetch: the JID's domain first, then the server that serves
 //! this page.
 
-use jabberwock_client_core::discovery::{host_meta_urls, parse_json, parse_xrd, Endpoints};
+use jabberwock_client_core::discovery::{host_meta_urls, link_endpoint_allowed, parse_json, parse_xrd, Endpoints};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Request, RequestInit, RequestMode, Response};
@@ -76,6 +76,17 @@ pub async fn discover(domain: &str) -> Result<Endpoints, String> {
     Err(format!(
         "Could not find the chat server for {domain} (XEP-0156 discovery failed). Check the address, or enter the server's URL under “Advanced”."
     ))
+}
+
+/// Whether the server URL in the page's address may be used: on this page's origin, or
+/// advertised by it ([`link_endpoint_allowed`]).
+pub async fn link_endpoint_usable(url: &str) -> bool {
+    let origin = browser::origin();
+    if link_endpoint_allowed(url, &origin, &Endpoints::default()) {
+        return true;
+    }
+    let advertised = if origin.starts_with("http") { from_base(&origin).await.unwrap_or_default() } else { Endpoints::default() };
+    link_endpoint_allowed(url, &origin, &advertised)
 }
 
 /// A page loaded over HTTPS may not open unencrypted sockets.

@@ -21,6 +21,7 @@ use leptos::task::spawn_local;
 use crate::state::{AppState, Row, Status};
 use crate::{browser, settings};
 use bosh::BoshTransport;
+pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
 
 /// Where to connect, in order of preference: WebSocket first, then BOSH.

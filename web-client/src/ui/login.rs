@@ -1,7 +1,9 @@
 //! The sign-in form.
 
+use jabberwock_client_core::Account;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 use super::Logo;
 use crate::state::AppState;
@@ -19,7 +21,28 @@ pub fn LoginView() -> impl IntoView {
         });
     let address = RwSignal::new(remembered);
     let password = RwSignal::new(String::new());
-    let server = RwSignal::new(config.endpoint.clone().unwrap_or_default());
+    let server = RwSignal::new(String::new());
+    // A server URL in the page's address is used only once it proves to be this site's;
+    // otherwise the user is told, and may still enter it under "Advanced".
+    let ignored_link = RwSignal::new(None::<String>);
+    if let Some(url) = config.endpoint.clone() {
+        spawn_local(async move {
+            if net::link_endpoint_usable(&url).await {
+                server.set(url);
+            } else {
+                ignored_link.set(Some(url));
+            }
+        });
+    }
+    // Where the password will go, always in view: the server URL, or the domain whose
+    // discovery finds it (with `?domain=`, an address without `@` is a user there).
+    let destination = move || {
+        let url = server.get();
+        if !url.trim().is_empty() {
+            return Some(url.trim().to_owned());
+        }
+        Account::parse(&config.complete_address(&address.get())).ok().map(|a| format!("found from {}", a.domain))
+    };
     let placeholder = config.domain.as_ref().map_or_else(|| "you@example.org".to_owned(), |d| format!("you@{d}"));
     let busy = move || state.status.get().busy();
 
@@ -65,6 +88,16 @@ pub fn LoginView() -> impl IntoView {
                         on:input=move |ev| password.set(event_target_value(&ev))
                     />
                 </label>
+
+                {move || destination().map(|d| view! {
+                    <p class="login-server field-hint" data-testid="login-server">"Server: " <strong>{d}</strong></p>
+                })}
+                {move || ignored_link.get().map(|url| view! {
+                    <p class="login-server field-hint" role="status" data-testid="ignored-server">
+                        "This link named the server " <strong>{url}</strong>
+                        ", which is not this site's: it is not used. Enter it under Advanced only if you trust it."
+                    </p>
+                })}
 
                 <details class="advanced">
                     <summary>"Advanced"</summary>

@@ -140,7 +140,7 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
         .collect();
     let initials = if initials.is_empty() { "?".to_owned() } else { initials };
     view! {
-        <span class="avatar" style=format!("--avatar-hue: {hue}") aria-hidden="true">
+        <span class="avatar" style:--avatar-hue=hue.to_string() aria-hidden="true">
             {initials}
             {status.map(|s| view! { <span class="presence-dot" data-status=move || s.get()></span> })}
         </span>

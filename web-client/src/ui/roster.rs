@@ -334,11 +334,8 @@ fn ContactList() -> impl IntoView {
                 <div class="contact-scroll" node_ref=scroller on:scroll=move |_| measure() data-testid="contact-scroll">
                     <div
                         class="contact-window"
-                        style=move || {
-                            let total = offsets.with(|o| o[o.len() - 1]);
-                            let top = offsets.with(|o| o[range.get().0]);
-                            format!("height: {total}px; padding-top: {top}px")
-                        }
+                        style:height=move || format!("{}px", offsets.with(|o| o[o.len() - 1]))
+                        style:padding-top=move || format!("{}px", offsets.with(|o| o[range.get().0]))
                     >
                         <For each=move || sections.get() key=|(g, header, rows)| (g.clone(), *header, format!("{rows:?}")) let:section>
                             {

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 use jabberwock_proto::reader;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admit, origin_matches, Secure};
+use super::{admit, security, Secure};
 use crate::server::Server;
 use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, MAX_RID, NS_HTTPBIND};
 
@@ -22,9 +22,8 @@ pub fn routes(server: &Arc<Server>) -> Router<Arc<Server>> {
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(86400))
-        .allow_origin(AllowOrigin::predicate(move |origin, parts| {
-            let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            origin.to_str().is_ok_and(|o| origin_matches(&for_cors, o, host))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|o| security::origin_allowed(&for_cors.config, o))
         }));
     // A body carries a few stanzas at most; anything far larger is refused (413) before
     // it is buffered whole.

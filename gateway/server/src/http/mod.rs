@@ -3,6 +3,7 @@
 //! at `/`. Plain HTTP and HTTPS listeners serve the same routes.
 
 mod bosh;
+mod security;
 mod web;
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,9 +25,13 @@ use crate::admission::{Refused, Slot};
 use crate::server::Server;
 use crate::transport::websocket;
 
-/// Whether the request arrived over TLS (directly, or at a trusted proxy).
+/// Whether the request arrived on the TLS listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Secure(pub bool);
+
+/// The port of the listener the request arrived on.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalPort(pub u16);
 
 pub fn router(server: Arc<Server>) -> Router {
     let mut app = Router::new()
@@ -36,22 +41,18 @@ pub fn router(server: Arc<Server>) -> Router {
     for routes in server.modules.http_routes() {
         app = app.merge(routes.clone());
     }
+    let embed_origins = &server.config.http.embed_origins;
+    // The web client's page sets its own policy, which names its inline scripts.
+    let csp = security::ContentSecurityPolicy::new(embed_origins).header(&[]);
+    // For browsers that predate `frame-ancestors`, when only this origin may frame us.
+    let frame_options = embed_origins.is_empty().then(|| HeaderValue::from_static("SAMEORIGIN"));
     app.merge(web::routes(&server.config))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(framing_policy(&server.config.http.embed_origins))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, move |_: &Response| frame_options.clone()))
+        .layer(axum::middleware::from_fn_with_state(server.clone(), security::strict_transport_security))
         .with_state(server)
-}
-
-/// Who may show our pages in a frame: this origin only, or also the sites configured to
-/// embed the web client (`http.embed_origins`, checked when the configuration is read).
-fn framing_policy(embed_origins: &[String]) -> SetResponseHeaderLayer<HeaderValue> {
-    if embed_origins.is_empty() {
-        return SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
-    }
-    let policy = format!("frame-ancestors 'self' {}", embed_origins.join(" "));
-    let value = HeaderValue::from_str(&policy).expect("validated origins make a valid header");
-    SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, value)
 }
 
 /// Serves HTTP (or HTTPS with `tls`) on `listener` until shutdown.
@@ -72,7 +73,8 @@ async fn serve_connection(server: Arc<Server>, app: Router, tcp: TcpStream, peer
     let slot = Arc::new(slot);
     let _ = tcp.set_nodelay(true);
     let body_timeout = std::time::Duration::from_secs(server.config.http.body_timeout_secs);
-    let app = app.layer(Extension(Secure(tls))).layer(Extension(slot)).map_request(
+    let local_port = LocalPort(tcp.local_addr().map_or(0, |a| a.port()));
+    let app = app.layer(Extension(Secure(tls))).layer(Extension(local_port)).layer(Extension(slot)).map_request(
         move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req.map(|body| TimeoutBody::new(body_timeout, body))
@@ -129,32 +131,12 @@ pub struct SessionPeer {
 /// Admits a request that opens an XMPP session, or refuses a browser page whose origin may
 /// not (403).
 pub fn admit(server: &Server, peer: SocketAddr, secure: Secure, headers: &HeaderMap) -> Result<SessionPeer, Box<Response>> {
-    if !origin_allowed(server, headers) {
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or_default());
+    // Requests without an Origin header do not come from a browser page.
+    if origin.is_some_and(|o| !security::origin_allowed(&server.config, o)) {
         return Err(Box::new((StatusCode::FORBIDDEN, "this origin may not open XMPP sessions here").into_response()));
     }
     Ok(SessionPeer { ip: client_ip(server, peer, headers), encrypted: is_secure(server, peer, secure, headers) })
-}
-
-/// A browser may open sessions from the server's own origin, from localhost, and from the
-/// configured origins. Requests without an Origin header do not come from a browser page.
-fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let request_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    origin_matches(server, origin, request_host)
-}
-
-fn origin_matches(server: &Server, origin: &str, request_host: &str) -> bool {
-    let allowed = &server.config.http.allowed_origins;
-    if allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    let host_only = |h: &str| h.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(h, |(h, _)| h).to_owned();
-    let origin_name = host_only(origin_host);
-    if matches!(origin_name.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
-        return true;
-    }
-    origin_host.eq_ignore_ascii_case(request_host)
 }
 
 async fn websocket_upgrade(

@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue};
-use axum::response::Html;
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tower::ServiceBuilder;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use super::security::{inline_script_hashes, ContentSecurityPolicy};
 use crate::config::Config;
 use crate::server::Server;
 
@@ -26,16 +28,38 @@ pub fn routes(config: &Config) -> Router<Arc<Server>> {
     };
     // trunk names every asset by its content hash; only index.html changes in place, and
     // it is also the answer for any client-side route.
-    let index = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
-        .service(ServeFile::new(root.join("index.html")));
+    let page =
+        Arc::new(IndexPage { path: root.join("index.html"), policy: ContentSecurityPolicy::new(&config.http.embed_origins) });
+    let index = move || {
+        let page = page.clone();
+        async move { page.serve().await }
+    };
     let assets = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=31536000, immutable"),
         ))
-        .service(ServeDir::new(&root).precompressed_gzip().fallback(index.clone()));
-    Router::new().route_service("/", index).fallback_service(assets)
+        .service(ServeDir::new(&root).precompressed_gzip().fallback(index.clone().with_state(())));
+    Router::new().route("/", get(index.clone())).route("/index.html", get(index)).fallback_service(assets)
+}
+
+/// The client's page, read at each request so that a rebuilt client is served at once,
+/// with the policy that lets its inline loader script (and no other) run.
+struct IndexPage {
+    path: PathBuf,
+    policy: ContentSecurityPolicy,
+}
+
+impl IndexPage {
+    async fn serve(&self) -> Response {
+        let Ok(html) = tokio::fs::read_to_string(&self.path).await else { return StatusCode::NOT_FOUND.into_response() };
+        let headers = [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (header::CONTENT_SECURITY_POLICY, self.policy.header(&inline_script_hashes(&html))),
+        ];
+        (headers, html).into_response()
+    }
 }
 
 const PLACEHOLDER: &str = "<!doctype html>

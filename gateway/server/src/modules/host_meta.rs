@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Extension;
 
 use super::{Host, Module};
-use crate::http::{is_secure, Secure};
+use crate::http::{is_secure, LocalPort, Secure};
 use crate::server::Server;
 
 pub struct HostMeta;
@@ -29,15 +29,28 @@ impl Module for HostMeta {
 const WEBSOCKET_REL: &str = "urn:xmpp:alt-connections:websocket";
 const BOSH_REL: &str = "urn:xmpp:alt-connections:xbosh";
 
-/// `(rel, href)` of every alternative connection method, for the URL the client used
-/// (or the configured public URL).
-fn links(server: &Server, peer: SocketAddr, secure: Secure, headers: &HeaderMap) -> Vec<(&'static str, String)> {
+/// `(rel, href)` of every alternative connection method: under the configured public URL,
+/// or else on a served domain with the port and scheme of the listener asked. The
+/// request's Host only picks among the served domains and is never echoed: a cache in
+/// between would otherwise keep, for everyone, links to whatever host one request named.
+fn links(server: &Server, peer: SocketAddr, secure: Secure, port: LocalPort, headers: &HeaderMap) -> Vec<(&'static str, String)> {
     let base = match &server.config.http.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let scheme = if is_secure(server, peer, secure, headers) { "https" } else { "http" };
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(&server.config.domains[0]);
-            format!("{scheme}://{host}")
+            let domains = &server.config.domains;
+            let asked =
+                headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+            let domain = asked.and_then(|h| domains.iter().find(|d| d.eq_ignore_ascii_case(h))).unwrap_or(&domains[0]);
+            let (scheme, port) = match (secure.0, is_secure(server, peer, secure, headers)) {
+                // A TLS-terminating proxy in front: the browser used its default port.
+                (false, true) => ("https", None),
+                (true, _) => ("https", Some(port.0).filter(|&p| p != 443)),
+                (false, false) => ("http", Some(port.0).filter(|&p| p != 80)),
+            };
+            match port {
+                Some(port) => format!("{scheme}://{domain}:{port}"),
+                None => format!("{scheme}://{domain}"),
+            }
         }
     };
     let ws_base = base.replacen("http", "ws", 1);
@@ -53,10 +66,11 @@ async fn host_meta_xml(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(secure): Extension<Secure>,
+    Extension(port): Extension<LocalPort>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
     let mut out = Vec::from(&b"<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"[..]);
-    for (rel, href) in links(&server, peer, secure, &headers) {
+    for (rel, href) in links(&server, peer, secure, port, &headers) {
         out.extend_from_slice(b"  <Link");
         jabberwock_proto::escape::attribute(&mut out, "rel", rel);
         jabberwock_proto::escape::attribute(&mut out, "href", &href);
@@ -70,9 +84,12 @@ async fn host_meta_json(
     State(server): State<Arc<Server>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(secure): Extension<Secure>,
+    Extension(port): Extension<LocalPort>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    let links: Vec<_> =
-        links(&server, peer, secure, &headers).into_iter().map(|(rel, href)| serde_json::json!({ "rel": rel, "href": href })).collect();
+    let links: Vec<_> = links(&server, peer, secure, port, &headers)
+        .into_iter()
+        .map(|(rel, href)| serde_json::json!({ "rel": rel, "href": href }))
+        .collect();
     (cors(), axum::Json(serde_json::json!({ "links": links })))
 }
