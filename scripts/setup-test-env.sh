@@ -19,6 +19,17 @@ PY_PACKAGES=(
     "pycparser==3.12"
     "pyasn1==0.6.5"
     "pyasn1_modules==0.4.2"
+    # slixmpp's XEP-0363 plugin uploads with aiohttp.
+    "aiohttp==3.14.5"
+    "aiohappyeyeballs==2.7.1"
+    "aiosignal==1.4.0"
+    "attrs==26.1.0"
+    "frozenlist==1.8.0"
+    "idna==3.21"
+    "multidict==7.2.1"
+    "propcache==0.5.4"
+    "yarl==1.25.1"
+    "typing_extensions==4.16.0"
 )
 
 SETUP_NAME=setup-test-env

@@ -19,16 +19,18 @@ MUC_SUITE="$REPO_ROOT/tests/interop/slixmpp_muc.py"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 
 jw_begin
-read -r C2S_PORT TLS_PORT < <(jw_free_ports 2)
-# The suite speaks plain XMPP only: no HTTP listeners (their defaults are public ports).
+read -r C2S_PORT TLS_PORT HTTP_PORT < <(jw_free_ports 3)
+# Plain HTTP on loopback only, for file upload (XEP-0363); the default listeners are
+# public ports.
 jw_config <<TOML
 [listen]
 c2s = ["127.0.0.1:$C2S_PORT"]
 c2s_direct_tls = ["127.0.0.1:$TLS_PORT"]
 
 [http]
-listen = []
+listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = []
+public_url = "http://127.0.0.1:$HTTP_PORT"
 
 [s2s]
 enabled = false
@@ -44,7 +46,7 @@ ERIN_PASSWORD="erin-$RANDOM-$RANDOM"
 jw_adduser carol "$CAROL_PASSWORD"
 jw_adduser dave "$DAVE_PASSWORD"
 jw_adduser erin "$ERIN_PASSWORD"
-jw_serve "$C2S_PORT" "$TLS_PORT"
+jw_serve "$C2S_PORT" "$TLS_PORT" "$HTTP_PORT"
 
 suite_args=(
     --host 127.0.0.1 --port "$C2S_PORT" --tls-port "$TLS_PORT" --domain "$DOMAIN"

@@ -23,7 +23,10 @@ is an unmodified slixmpp using its stock plugins. The scenario:
      updates his caps), carol publishes to her PEP node with publish-options, and dave
      gets the event
   8. XEP-0223 (private PEP storage via xep_0223 helpers): store and read back
-  9. every stream closes cleanly
+  9. XEP-0363: carol uploads a file with xep_0363.upload_file (service found through
+     disco, slot, HTTP PUT by slixmpp's aiohttp), and the GET URL returns its bytes, in
+     whole and by range
+ 10. every stream closes cleanly
 
 Steps 1-2 are required by the rest; later steps run regardless of each other. Exit
 status 0 only if every step passed.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import io
 import secrets
 import ssl
 import sys
@@ -41,6 +45,7 @@ import time
 import traceback
 from typing import Any
 
+import aiohttp
 from harness import STEP_TIMEOUT, Failure, check, iq_call, parse_args, run_step, run_suite, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
@@ -60,7 +65,7 @@ class Client(ClientXMPP):
         self.label = label
         for plugin in ("xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0297", "xep_0059",
                        "xep_0313", "xep_0191", "xep_0004", "xep_0060", "xep_0115", "xep_0163",
-                       "xep_0223"):
+                       "xep_0223", "xep_0363"):
             self.register_plugin(plugin)
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
@@ -488,6 +493,21 @@ class Suite:
         else:
             raise Failure("dave read carol's private (whitelist) PEP node")
 
+    async def step_upload(self) -> None:
+        data = secrets.token_bytes(300_000)
+        url = await self.laptop.plugin["xep_0363"].upload_file(
+            "interop photo.png", size=len(data), content_type="image/png", input_file=io.BytesIO(data),
+            timeout=STEP_TIMEOUT)
+        check(url.startswith("http"), f"carol: upload_file returned {url!r}")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as r:
+                body = await r.read()
+                check(r.status == 200 and body == data, f"GET {url}: {r.status}, {len(body)} bytes")
+                check(r.headers.get("Content-Type") == "image/png", f"GET {url}: type {r.headers.get('Content-Type')}")
+            async with http.get(url, headers={"Range": "bytes=100-199"}) as r:
+                part = await r.read()
+                check(r.status == 206 and part == data[100:200], f"GET {url} bytes 100-199: {r.status}, {len(part)} bytes")
+
     async def step_disconnect_all(self) -> None:
         for c in self.clients:
             await self.logout(c)
@@ -507,6 +527,7 @@ class Suite:
             ("XEP-0163/0115: +notify via add_interest, PEP publish with publish-options reaches dave",
              self.step_pep),
             ("XEP-0223: private PEP storage round trip, closed to others", self.step_private_storage),
+            ("XEP-0363: a file uploaded with the plugin comes back from its GET URL", self.step_upload),
         ]
         broken = False
         for name, step in required:
