@@ -3,6 +3,8 @@
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 pub const CLIENT: &str = "jabber:client";
 pub const SERVER: &str = "jabber:server";
+/// XEP-0114 external components' streams.
+pub const COMPONENT: &str = "jabber:component:accept";
 pub const DIALBACK: &str = "jabber:server:dialback";
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 pub const BIDI: &str = "urn:xmpp:bidi";
@@ -52,10 +54,10 @@ pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
 
-/// `jabber:client` and `jabber:server` are the two content namespaces: a stanza written into
-/// a stream takes that stream's content namespace.
+/// `jabber:client`, `jabber:server` and `jabber:component:accept` are the content
+/// namespaces: a stanza written into a stream takes that stream's content namespace.
 pub fn is_content_ns(ns: &str) -> bool {
-    ns == CLIENT || ns == SERVER
+    ns == CLIENT || ns == SERVER || ns == COMPONENT
 }
 pub const MUC: &str = "http://jabber.org/protocol/muc";
 pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";

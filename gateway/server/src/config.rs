@@ -49,6 +49,7 @@ pub struct Config {
     pub upload: UploadConfig,
     pub contact: ContactConfig,
     pub external_services: ExternalServicesConfig,
+    pub components: ComponentsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -158,6 +159,33 @@ pub struct ContactConfig {
     pub sales: Vec<String>,
     pub security: Vec<String>,
     pub support: Vec<String>,
+}
+
+/// XEP-0114 external components: programs (gateways, bots) that serve a domain of their
+/// own through this server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentsConfig {
+    /// Where components connect. The protocol has no TLS and proves the secret with an
+    /// unsalted hash: keep it on loopback or a private network.
+    pub listen: Vec<SocketAddr>,
+    /// Stanzas waiting for a component that does not read, in bytes; more bounce with
+    /// `resource-constraint`.
+    pub max_queue_bytes: usize,
+    /// Each component's domain and secret.
+    pub domains: BTreeMap<String, ComponentEntry>,
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> Self {
+        ComponentsConfig { listen: vec![SocketAddr::from(([127, 0, 0, 1], 5347))], max_queue_bytes: 4 << 20, domains: BTreeMap::new() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEntry {
+    pub secret: String,
 }
 
 /// XEP-0215: the STUN and TURN servers clients are told about, for calls.
@@ -344,6 +372,7 @@ impl Default for Config {
             upload: UploadConfig::default(),
             contact: ContactConfig::default(),
             external_services: ExternalServicesConfig::default(),
+            components: ComponentsConfig::default(),
         }
     }
 }
@@ -618,6 +647,23 @@ impl Config {
         }
         if muc.max_rooms == 0 || muc.max_occupants == 0 || muc.max_rooms_per_user == 0 || muc.max_messages_per_sec == 0 {
             return Err(invalid("muc", "max_rooms, max_occupants, max_rooms_per_user and max_messages_per_sec must be positive"));
+        }
+        for (domain, component) in &self.components.domains {
+            if jid::DomainPart::new(domain).map(|d| d.as_str() != domain).unwrap_or(true) {
+                return Err(invalid("components.domains", format!("{domain:?} is not a normalized domain")));
+            }
+            let taken = self.served_domain(domain).is_some()
+                || (self.muc.enabled && self.domains.iter().any(|d| *domain == format!("{}.{d}", self.muc.subdomain)))
+                || (self.upload.enabled && self.domains.iter().any(|d| *domain == format!("{}.{d}", self.upload.subdomain)));
+            if taken {
+                return Err(invalid("components.domains", format!("{domain} is already served by this server")));
+            }
+            if component.secret.is_empty() {
+                return Err(invalid("components.domains", format!("{domain} needs a secret")));
+            }
+        }
+        if self.components.max_queue_bytes < self.limits.max_stanza_bytes {
+            return Err(invalid("components.max_queue_bytes", "must hold at least one stanza of limits.max_stanza_bytes"));
         }
         let ext = &self.external_services;
         for service in &ext.services {

@@ -129,6 +129,8 @@ pub struct Running {
     pub https: Vec<SocketAddr>,
     pub s2s: Vec<SocketAddr>,
     pub s2s_direct_tls: Vec<SocketAddr>,
+    /// The modules' own listeners (external components), in registration order.
+    pub modules: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -154,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         https: Vec::new(),
         s2s: Vec::new(),
         s2s_direct_tls: Vec::new(),
+        modules: Vec::new(),
     };
     let c = &server.config;
     let no_listeners = Vec::new();
@@ -197,6 +200,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             };
             bound.push(local);
+        }
+    }
+    for entry in server.modules.listeners() {
+        for addr in &entry.addrs {
+            let Some(listener) = bind(*addr, entry.addrs.len() > 1)? else { continue };
+            let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
+            tracing::info!(addr = %local, "listening for a module");
+            running.modules.push(local);
+            let (server, module) = (server.clone(), entry.listener.clone());
+            tokio::spawn(async move {
+                let serving = server.clone();
+                crate::transport::accept_until_shutdown(&serving, listener, |tcp, peer| {
+                    let (server, module) = (server.clone(), module.clone());
+                    tokio::spawn(async move { module.serve(server, tcp, peer).await });
+                })
+                .await;
+            });
         }
     }
     Ok(running)

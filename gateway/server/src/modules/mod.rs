@@ -13,6 +13,7 @@
 //! - [`Service`]s on their own domains (`conference.example.org`): every stanza for such
 //!   a domain, from local or remote senders, goes to its service;
 //! - HTTP routes merged into the web side;
+//! - [`Listener`]s on ports of their own (external components);
 //! - its own state, which other modules reach with [`Modules::get`].
 //!
 //! The core (sessions, routing, transports) calls the hooks and names no XEP. An iq get or
@@ -22,6 +23,7 @@ pub mod blocking;
 pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
+pub mod component;
 pub mod contact;
 pub mod disco;
 pub mod entity_time;
@@ -221,6 +223,18 @@ pub trait Service: Send + Sync {
     async fn handle(&self, server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza>;
 }
 
+/// A module's own TCP listener: each accepted connection is handed to it.
+#[async_trait]
+pub trait Listener: Send + Sync {
+    async fn serve(&self, server: Arc<Server>, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr);
+}
+
+/// A listener's addresses and who serves them.
+pub struct ListenerEntry {
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub listener: Arc<dyn Listener>,
+}
+
 /// What modules register, and the hooks in the order they run.
 pub struct Host<'a> {
     pub config: &'a Config,
@@ -239,6 +253,7 @@ pub struct Host<'a> {
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
+    listeners: Vec<ListenerEntry>,
 }
 
 struct ServiceEntry {
@@ -320,6 +335,11 @@ impl Host<'_> {
     pub fn http_routes(&mut self, routes: axum::Router<Arc<Server>>) {
         self.http.push(routes);
     }
+
+    /// Listens on `addrs` (when the server starts) and hands every connection to `listener`.
+    pub fn listener(&mut self, addrs: Vec<std::net::SocketAddr>, listener: Arc<dyn Listener>) {
+        self.listeners.push(ListenerEntry { addrs, listener });
+    }
 }
 
 /// The registered modules, with their routes and hooks.
@@ -338,6 +358,7 @@ pub struct Modules {
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
+    listeners: Vec<ListenerEntry>,
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
@@ -379,6 +400,7 @@ impl Modules {
             .add(pep::Pep)
             .add(muc::Muc::new(config))
             .add(upload::Upload::new(config, store))
+            .add(component::Components::new(config))
             .add(session::LegacySession)
             .add(host_meta::HostMeta);
         Self::new(config, store, list)
@@ -402,6 +424,7 @@ impl Modules {
             shutdown_hooks: Vec::new(),
             services: HashMap::new(),
             http: Vec::new(),
+            listeners: Vec::new(),
         };
         let mut by_type = HashMap::new();
         for (type_id, module, register) in list.modules {
@@ -427,6 +450,7 @@ impl Modules {
             shutdown_hooks: host.shutdown_hooks,
             services: host.services,
             http: host.http,
+            listeners: host.listeners,
             by_type,
         }
     }
@@ -489,6 +513,11 @@ impl Modules {
     /// The HTTP routes modules added.
     pub fn http_routes(&self) -> impl Iterator<Item = &axum::Router<Arc<Server>>> {
         self.http.iter()
+    }
+
+    /// The modules' own listeners.
+    pub fn listeners(&self) -> &[ListenerEntry] {
+        &self.listeners
     }
 }
 
