@@ -266,6 +266,24 @@ pub struct LimitsConfig {
     pub max_session_output_bytes: usize,
     /// A client that takes nothing written to it for this long is closed.
     pub write_timeout_secs: u64,
+    /// Accounts whose blocklist and archive preference each stay in memory, and the bytes
+    /// each such cache may hold; the least recently used go first.
+    pub account_cache_entries: usize,
+    pub account_cache_bytes: usize,
+    /// Verified XEP-0115 capabilities (client versions) kept in memory, and their bytes;
+    /// the least recently used go first.
+    pub caps_cache_entries: usize,
+    pub caps_cache_bytes: usize,
+}
+
+impl LimitsConfig {
+    pub fn account_cache(&self) -> crate::cache::Bounds {
+        crate::cache::Bounds { entries: self.account_cache_entries, bytes: self.account_cache_bytes }
+    }
+
+    pub fn caps_cache(&self) -> crate::cache::Bounds {
+        crate::cache::Bounds { entries: self.caps_cache_entries, bytes: self.caps_cache_bytes }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -408,6 +426,10 @@ impl Default for LimitsConfig {
             max_unauthenticated_per_ip: 20,
             max_session_output_bytes: 2 * 1024 * 1024,
             write_timeout_secs: 30,
+            account_cache_entries: 10_000,
+            account_cache_bytes: 16 * 1024 * 1024,
+            caps_cache_entries: 1000,
+            caps_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -506,6 +528,10 @@ impl Config {
             ("limits.max_connections_per_ip", l.max_connections_per_ip),
             ("limits.max_unauthenticated", l.max_unauthenticated),
             ("limits.max_unauthenticated_per_ip", l.max_unauthenticated_per_ip),
+            ("limits.account_cache_entries", l.account_cache_entries),
+            ("limits.account_cache_bytes", l.account_cache_bytes),
+            ("limits.caps_cache_entries", l.caps_cache_entries),
+            ("limits.caps_cache_bytes", l.caps_cache_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
@@ -666,6 +692,17 @@ mod tests {
         assert_eq!(c.limits.write_timeout_secs, d.limits.write_timeout_secs);
         assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
         assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
+        assert_eq!(c.limits.account_cache_bytes, d.limits.account_cache_bytes);
+        assert_eq!(c.limits.caps_cache_bytes, d.limits.caps_cache_bytes);
+    }
+
+    #[test]
+    fn cache_bounds_are_checked() {
+        for key in ["limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes"] {
+            let (table, name) = key.split_once('.').unwrap();
+            let e = Config::parse(&format!("[{table}]\n{name} = 0")).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{key}:")), "{key}: {e}");
+        }
     }
 
     #[test]
