@@ -1,5 +1,6 @@
-//! Caches that outsiders can grow: the capabilities and account caches, filled past
-//! small bounds.
+//! Storage quotas and caches that outsiders can grow: roster items and pending
+//! subscription requests, and the capabilities and account caches. Each cap is set small
+//! and pushed past.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use base64::Engine;
 use jabberwock::modules::blocking::Blocking;
 use jabberwock::modules::caps::Caps;
 use jabberwock::server::Server;
-use jabberwock_proto::{ns, Element};
+use jabberwock_proto::{ns, reader, Element, Limits};
 use jabberwock_tests::{Client, TestServer};
 use sha1::Digest;
 
@@ -21,6 +22,109 @@ fn server_of(t: &TestServer) -> Arc<Server> {
 /// The defined condition of an error reply, such as `resource-constraint`.
 fn condition(reply: &Element) -> Option<String> {
     reply.child("error", ns::CLIENT)?.children().find(|c| c.ns() == STANZAS && c.name() != "text").map(|c| c.name().to_owned())
+}
+
+fn roster_set(id: &str, jid: &str, name: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='{jid}' name='{name}'/></query></iq>")
+}
+
+async fn roster_jids(c: &mut Client) -> Vec<String> {
+    let r = c.iq("get-roster", "<iq type='get' id='get-roster'><query xmlns='jabber:iq:roster'/></iq>").await;
+    let q = r.child("query", ns::ROSTER).expect("roster");
+    q.children().filter_map(|i| i.attr("jid")).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn a_full_roster_refuses_new_contacts_and_keeps_its_own() {
+    let server = TestServer::start_with_tables("", "[limits]\nmax_roster_items = 3\n").await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    alice.send("<presence/>").await;
+    // Asking for the roster makes this resource get roster pushes.
+    assert!(roster_jids(&mut alice).await.is_empty());
+    for i in 0..3 {
+        let r = alice.iq(&format!("add{i}"), &roster_set(&format!("add{i}"), &format!("friend{i}@example.org"), "Friend")).await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    }
+
+    let r = alice.iq("add3", &roster_set("add3", "friend3@example.org", "One too many")).await;
+    assert_eq!(r.attr("type"), Some("error"));
+    assert_eq!(condition(&r).as_deref(), Some("resource-constraint"), "{}", r.to_xml_string());
+
+    // A subscription request to a new contact would create an item: refused, to the
+    // sending resource, and nothing goes out.
+    alice.send("<presence to='stranger@example.org' type='subscribe'/>").await;
+    let e = alice.expect("presence error", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(e.attr("from"), Some("stranger@example.org"));
+    assert_eq!(condition(&e).as_deref(), Some("resource-constraint"), "{}", e.to_xml_string());
+    assert_eq!(roster_jids(&mut alice).await, ["friend0@example.org", "friend1@example.org", "friend2@example.org"]);
+
+    // Existing items keep working: renamed, subscribed to, removed; then there is room.
+    let r = alice.iq("rename", &roster_set("rename", "friend1@example.org", "Renamed")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    alice.send("<presence to='friend2@example.org' type='subscribe'/>").await;
+    alice
+        .expect("roster push with ask", |e| {
+            let item = e.child("query", ns::ROSTER).and_then(|q| q.child("item", ns::ROSTER));
+            item.is_some_and(|i| i.attr("jid") == Some("friend2@example.org") && i.attr("ask") == Some("subscribe"))
+        })
+        .await;
+    let r = alice.iq("remove", "<iq type='set' id='remove'><query xmlns='jabber:iq:roster'><item jid='friend0@example.org' subscription='remove'/></query></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    let r = alice.iq("add4", &roster_set("add4", "friend3@example.org", "Now there is room")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    alice.ping().await;
+}
+
+/// A subscription request as federation hands it to routing: from a remote domain that
+/// can mint any number of JIDs.
+async fn remote_subscribe(server: &Arc<Server>, from: &str, to: &str) {
+    let xml = format!("<presence xmlns='jabber:client' from='{from}' to='{to}' type='subscribe'/>");
+    let st = reader::parse_stanza(xml.as_bytes(), &Limits::unlimited()).expect("stanza");
+    jabberwock::routing::route(server, st).await;
+}
+
+#[tokio::test]
+async fn pending_subscription_requests_beyond_the_cap_are_refused_without_being_stored() {
+    // Not federating: the error answers to remote.example go nowhere.
+    let server = TestServer::start_with_tables("", "[limits]\nmax_pending_subscriptions = 3\n[s2s]\nenabled = false\n").await;
+    for u in ["alice", "bob"] {
+        server.adduser(u, "pw").await;
+    }
+    let s = server_of(&server);
+    for i in 0..10 {
+        remote_subscribe(&s, &format!("spammer{i}@remote.example"), "alice@localhost").await;
+    }
+    // Asking again does not take another place.
+    remote_subscribe(&s, "spammer0@remote.example", "alice@localhost").await;
+
+    // A local contact beyond the cap is told why.
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    bob.send("<presence to='alice@localhost' type='subscribe'/>").await;
+    let e = bob.expect("presence error", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_eq!(e.attr("from"), Some("alice@localhost"));
+    assert_eq!(condition(&e).as_deref(), Some("resource-constraint"), "{}", e.to_xml_string());
+
+    // Alice finds the first three waiting at login, and only those.
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    alice.send("<presence/>").await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let p = alice.expect("a pending request", |e| e.name() == "presence" && e.attr("type") == Some("subscribe")).await;
+        waiting.push(p.attr("from").unwrap().to_owned());
+    }
+    waiting.sort();
+    assert_eq!(waiting, ["spammer0@remote.example", "spammer1@remote.example", "spammer2@remote.example"]);
+    alice.expect_none(Duration::from_millis(500), "a request beyond the cap", |e| e.name() == "presence" && e.attr("type") == Some("subscribe")).await;
+
+    // Answering one makes room for bob, whose request now reaches her.
+    alice.send("<presence to='spammer1@remote.example' type='unsubscribed'/>").await;
+    alice.ping().await;
+    bob.send("<presence to='alice@localhost' type='subscribe'/>").await;
+    alice.expect("bob's request", |e| e.name() == "presence" && e.attr("type") == Some("subscribe") && e.attr("from") == Some("bob@localhost")).await;
+    alice.send("<presence to='bob@localhost' type='subscribed'/>").await;
+    bob.expect("approval", |e| e.name() == "presence" && e.attr("type") == Some("subscribed")).await;
 }
 
 /// XEP-0115 §5.1 for an identity `client/pc` and these features.

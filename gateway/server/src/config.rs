@@ -266,6 +266,11 @@ pub struct LimitsConfig {
     pub max_session_output_bytes: usize,
     /// A client that takes nothing written to it for this long is closed.
     pub write_timeout_secs: u64,
+    /// Contacts in one account's roster; adding one more is refused.
+    pub max_roster_items: usize,
+    /// Subscription requests waiting for one account's answer; further requests from new
+    /// contacts are refused without being stored.
+    pub max_pending_subscriptions: usize,
     /// Accounts whose blocklist and archive preference each stay in memory, and the bytes
     /// each such cache may hold; the least recently used go first.
     pub account_cache_entries: usize,
@@ -426,6 +431,8 @@ impl Default for LimitsConfig {
             max_unauthenticated_per_ip: 20,
             max_session_output_bytes: 2 * 1024 * 1024,
             write_timeout_secs: 30,
+            max_roster_items: 1000,
+            max_pending_subscriptions: 100,
             account_cache_entries: 10_000,
             account_cache_bytes: 16 * 1024 * 1024,
             caps_cache_entries: 1000,
@@ -528,6 +535,8 @@ impl Config {
             ("limits.max_connections_per_ip", l.max_connections_per_ip),
             ("limits.max_unauthenticated", l.max_unauthenticated),
             ("limits.max_unauthenticated_per_ip", l.max_unauthenticated_per_ip),
+            ("limits.max_roster_items", l.max_roster_items),
+            ("limits.max_pending_subscriptions", l.max_pending_subscriptions),
             ("limits.account_cache_entries", l.account_cache_entries),
             ("limits.account_cache_bytes", l.account_cache_bytes),
             ("limits.caps_cache_entries", l.caps_cache_entries),
@@ -692,13 +701,15 @@ mod tests {
         assert_eq!(c.limits.write_timeout_secs, d.limits.write_timeout_secs);
         assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
         assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
+        assert_eq!(c.limits.max_roster_items, d.limits.max_roster_items);
+        assert_eq!(c.limits.max_pending_subscriptions, d.limits.max_pending_subscriptions);
         assert_eq!(c.limits.account_cache_bytes, d.limits.account_cache_bytes);
         assert_eq!(c.limits.caps_cache_bytes, d.limits.caps_cache_bytes);
     }
 
     #[test]
-    fn cache_bounds_are_checked() {
-        for key in ["limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes"] {
+    fn quotas_and_cache_bounds_are_checked() {
+        for key in ["limits.max_roster_items", "limits.max_pending_subscriptions", "limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes"] {
             let (table, name) = key.split_once('.').unwrap();
             let e = Config::parse(&format!("[{table}]\n{name} = 0")).unwrap_err();
             assert!(e.to_string().starts_with(&format!("{key}:")), "{key}: {e}");
