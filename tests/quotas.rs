@@ -1,6 +1,6 @@
 //! Storage quotas and caches that outsiders can grow: roster items and pending
-//! subscription requests, and the capabilities and account caches. Each cap is set small
-//! and pushed past.
+//! subscription requests, PEP nodes, items and item size, paged PEP reads, and the
+//! capabilities and account caches. Each cap is set small and pushed past.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +125,93 @@ async fn pending_subscription_requests_beyond_the_cap_are_refused_without_being_
     alice.expect("bob's request", |e| e.name() == "presence" && e.attr("type") == Some("subscribe") && e.attr("from") == Some("bob@localhost")).await;
     alice.send("<presence to='bob@localhost' type='subscribed'/>").await;
     bob.expect("approval", |e| e.name() == "presence" && e.attr("type") == Some("subscribed")).await;
+}
+
+fn publish(id: &str, node: &str, item_id: &str, payload: &str, max_items: Option<&str>) -> String {
+    let options = max_items.map_or(String::new(), |m| {
+        format!("<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#max_items'><value>{m}</value></field></x></publish-options>")
+    });
+    format!("<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item id='{item_id}'>{payload}</item></publish>{options}</pubsub></iq>")
+}
+
+fn note(text: &str) -> String {
+    format!("<note xmlns='urn:example:note'>{text}</note>")
+}
+
+/// The ids of an `items` answer, in order, and its result set's `<last/>` if any.
+fn item_ids(reply: &Element) -> (Vec<String>, Option<String>) {
+    let pubsub = reply.child("pubsub", ns::PUBSUB).unwrap_or_else(|| panic!("no pubsub: {}", reply.to_xml_string()));
+    let items = pubsub.child("items", ns::PUBSUB).expect("items");
+    let ids = items.children().filter_map(|i| i.attr("id")).map(str::to_owned).collect();
+    (ids, pubsub.child("set", ns::RSM).and_then(|s| s.child_text("last", ns::RSM)))
+}
+
+#[tokio::test]
+async fn pep_caps_nodes_per_account_and_item_size() {
+    let server = TestServer::start_with_tables("", "[pep]\nmax_nodes = 2\nmax_item_bytes = 1000\n").await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    for (i, node) in ["urn:example:one", "urn:example:two"].iter().enumerate() {
+        let r = alice.iq(&format!("p{i}"), &publish(&format!("p{i}"), node, "x", &note("hi"), None)).await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    }
+    let r = alice.iq("p3", &publish("p3", "urn:example:three", "x", &note("hi"), None)).await;
+    assert_eq!(condition(&r).as_deref(), Some("resource-constraint"), "{}", r.to_xml_string());
+    let r = alice.iq("get3", "<iq type='get' id='get3'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:example:three'/></pubsub></iq>").await;
+    assert_eq!(condition(&r).as_deref(), Some("item-not-found"), "the refused node was not created");
+
+    // Existing nodes take new items; deleting one makes room.
+    let r = alice.iq("p4", &publish("p4", "urn:example:one", "y", &note("again"), None)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    let r = alice.iq("del", "<iq type='set' id='del'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><delete node='urn:example:two'/></pubsub></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    let r = alice.iq("p5", &publish("p5", "urn:example:three", "x", &note("hi"), None)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+
+    // XEP-0060 §7.1.3.4: an item over the size limit.
+    let r = alice.iq("big", &publish("big", "urn:example:one", "big", &note(&"x".repeat(2000)), None)).await;
+    assert_eq!(condition(&r).as_deref(), Some("not-acceptable"), "{}", r.to_xml_string());
+    let app = r.child("error", ns::CLIENT).and_then(|e| e.child("payload-too-big", ns::PUBSUB_ERRORS));
+    assert!(app.is_some(), "{}", r.to_xml_string());
+    let r = alice.iq("get1", "<iq type='get' id='get1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:example:one'/></pubsub></iq>").await;
+    assert_eq!(item_ids(&r).0, ["y"], "the big item was not stored and the node kept its newest item");
+    alice.ping().await;
+}
+
+#[tokio::test]
+async fn pep_nodes_keep_their_newest_items_and_are_read_a_page_at_a_time() {
+    let server = TestServer::start_with_tables("", "[pep]\nmax_items = 150\n").await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    const NODE: &str = "urn:example:feed";
+    // Asking for "max" keeps pep.max_items: 150 of the 200 published.
+    for i in 0..200 {
+        let r = alice.iq(&format!("p{i}"), &publish(&format!("p{i}"), NODE, &format!("i{i}"), &note(&i.to_string()), Some("max"))).await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    }
+    let newest_first = |from: usize, to: usize| (to..from).rev().map(|i| format!("i{i}")).collect::<Vec<_>>();
+
+    // Without max_items: the newest page, and a result set to go further.
+    let get = |id: &str, inner: &str| format!("<iq type='get' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>{inner}</pubsub></iq>");
+    let r = alice.iq("all", &get("all", &format!("<items node='{NODE}'/>"))).await;
+    let (ids, last) = item_ids(&r);
+    assert_eq!(ids, newest_first(200, 100), "one page of 100, newest first");
+    assert_eq!(last.as_deref(), Some("i100"));
+
+    // XEP-0059: the next page is after the last item of this one.
+    let r = alice.iq("next", &get("next", &format!("<items node='{NODE}'/><set xmlns='http://jabber.org/protocol/rsm'><after>i100</after></set>"))).await;
+    let (ids, _) = item_ids(&r);
+    assert_eq!(ids, newest_first(100, 50), "the 50 oldest kept items; i0..i49 were dropped");
+
+    // max_items: the newest N, no more than a page.
+    let r = alice.iq("three", &get("three", &format!("<items node='{NODE}' max_items='3'/>"))).await;
+    assert_eq!(item_ids(&r).0, newest_first(200, 197));
+    let r = alice.iq("many", &get("many", &format!("<items node='{NODE}' max_items='100000'/>"))).await;
+    assert_eq!(item_ids(&r).0.len(), 100);
+
+    // Items by id, however old; a dropped one is gone.
+    let r = alice.iq("byid", &get("byid", &format!("<items node='{NODE}'><item id='i50'/><item id='i10'/><item id='i199'/></items>"))).await;
+    assert_eq!(item_ids(&r).0, ["i50", "i199"]);
 }
 
 /// XEP-0115 §5.1 for an identity `client/pc` and these features.

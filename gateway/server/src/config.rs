@@ -47,6 +47,7 @@ pub struct Config {
     pub s2s: S2sConfig,
     pub muc: MucConfig,
     pub upload: UploadConfig,
+    pub pep: PepConfig,
     pub contact: ContactConfig,
 }
 
@@ -213,6 +214,19 @@ pub struct UploadConfig {
     pub allowed_types: Vec<String>,
 }
 
+/// Personal eventing (XEP-0163): every account is a pubsub service with its own nodes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PepConfig {
+    /// Nodes one account may have; publishing to a new node beyond them is refused.
+    pub max_nodes: usize,
+    /// Items one node keeps at most, whatever its `pubsub#max_items` asks (`max` means
+    /// this many); publishing more drops the oldest.
+    pub max_items: u32,
+    /// Largest item, in bytes; bigger ones are refused with `payload-too-big`.
+    pub max_item_bytes: usize,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
@@ -325,6 +339,7 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             muc: MucConfig::default(),
             upload: UploadConfig::default(),
+            pep: PepConfig::default(),
             contact: ContactConfig::default(),
         }
     }
@@ -409,6 +424,12 @@ impl Default for UploadConfig {
             expire_after_secs: 30 * 86_400,
             allowed_types: Vec::new(),
         }
+    }
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig { max_nodes: 256, max_items: 1000, max_item_bytes: 128 * 1024 }
     }
 }
 
@@ -541,6 +562,9 @@ impl Config {
             ("limits.account_cache_bytes", l.account_cache_bytes),
             ("limits.caps_cache_entries", l.caps_cache_entries),
             ("limits.caps_cache_bytes", l.caps_cache_bytes),
+            ("pep.max_nodes", self.pep.max_nodes),
+            ("pep.max_items", self.pep.max_items as usize),
+            ("pep.max_item_bytes", self.pep.max_item_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
@@ -705,11 +729,13 @@ mod tests {
         assert_eq!(c.limits.max_pending_subscriptions, d.limits.max_pending_subscriptions);
         assert_eq!(c.limits.account_cache_bytes, d.limits.account_cache_bytes);
         assert_eq!(c.limits.caps_cache_bytes, d.limits.caps_cache_bytes);
+        assert_eq!(c.pep.max_item_bytes, d.pep.max_item_bytes);
+        assert_eq!(c.pep.max_nodes, d.pep.max_nodes);
     }
 
     #[test]
     fn quotas_and_cache_bounds_are_checked() {
-        for key in ["limits.max_roster_items", "limits.max_pending_subscriptions", "limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes"] {
+        for key in ["limits.max_roster_items", "limits.max_pending_subscriptions", "limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes", "pep.max_nodes", "pep.max_items", "pep.max_item_bytes"] {
             let (table, name) = key.split_once('.').unwrap();
             let e = Config::parse(&format!("[{table}]\n{name} = 0")).unwrap_err();
             assert!(e.to_string().starts_with(&format!("{key}:")), "{key}: {e}");
