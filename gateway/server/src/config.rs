@@ -47,6 +47,7 @@ pub struct Config {
     pub s2s: S2sConfig,
     pub muc: MucConfig,
     pub upload: UploadConfig,
+    pub pep: PepConfig,
     pub contact: ContactConfig,
     pub external_services: ExternalServicesConfig,
     pub components: ComponentsConfig,
@@ -281,6 +282,19 @@ pub struct UploadConfig {
     pub allowed_types: Vec<String>,
 }
 
+/// Personal eventing (XEP-0163): every account is a pubsub service with its own nodes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PepConfig {
+    /// Nodes one account may have; publishing to a new node beyond them is refused.
+    pub max_nodes: usize,
+    /// Items one node keeps at most, whatever its `pubsub#max_items` asks (`max` means
+    /// this many); publishing more drops the oldest.
+    pub max_items: u32,
+    /// Largest item, in bytes; bigger ones are refused with `payload-too-big`.
+    pub max_item_bytes: usize,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
@@ -334,6 +348,29 @@ pub struct LimitsConfig {
     pub max_session_output_bytes: usize,
     /// A client that takes nothing written to it for this long is closed.
     pub write_timeout_secs: u64,
+    /// Contacts in one account's roster; adding one more is refused.
+    pub max_roster_items: usize,
+    /// Subscription requests waiting for one account's answer; further requests from new
+    /// contacts are refused without being stored.
+    pub max_pending_subscriptions: usize,
+    /// Accounts whose blocklist and archive preference each stay in memory, and the bytes
+    /// each such cache may hold; the least recently used go first.
+    pub account_cache_entries: usize,
+    pub account_cache_bytes: usize,
+    /// Verified XEP-0115 capabilities (client versions) kept in memory, and their bytes;
+    /// the least recently used go first.
+    pub caps_cache_entries: usize,
+    pub caps_cache_bytes: usize,
+}
+
+impl LimitsConfig {
+    pub fn account_cache(&self) -> crate::cache::Bounds {
+        crate::cache::Bounds { entries: self.account_cache_entries, bytes: self.account_cache_bytes }
+    }
+
+    pub fn caps_cache(&self) -> crate::cache::Bounds {
+        crate::cache::Bounds { entries: self.caps_cache_entries, bytes: self.caps_cache_bytes }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -370,6 +407,7 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             muc: MucConfig::default(),
             upload: UploadConfig::default(),
+            pep: PepConfig::default(),
             contact: ContactConfig::default(),
             external_services: ExternalServicesConfig::default(),
             components: ComponentsConfig::default(),
@@ -460,6 +498,12 @@ impl Default for UploadConfig {
     }
 }
 
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig { max_nodes: 256, max_items: 1000, max_item_bytes: 128 * 1024 }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         let l = Limits::default();
@@ -479,6 +523,12 @@ impl Default for LimitsConfig {
             max_unauthenticated_per_ip: 20,
             max_session_output_bytes: 2 * 1024 * 1024,
             write_timeout_secs: 30,
+            max_roster_items: 1000,
+            max_pending_subscriptions: 100,
+            account_cache_entries: 10_000,
+            account_cache_bytes: 16 * 1024 * 1024,
+            caps_cache_entries: 1000,
+            caps_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -577,6 +627,15 @@ impl Config {
             ("limits.max_connections_per_ip", l.max_connections_per_ip),
             ("limits.max_unauthenticated", l.max_unauthenticated),
             ("limits.max_unauthenticated_per_ip", l.max_unauthenticated_per_ip),
+            ("limits.max_roster_items", l.max_roster_items),
+            ("limits.max_pending_subscriptions", l.max_pending_subscriptions),
+            ("limits.account_cache_entries", l.account_cache_entries),
+            ("limits.account_cache_bytes", l.account_cache_bytes),
+            ("limits.caps_cache_entries", l.caps_cache_entries),
+            ("limits.caps_cache_bytes", l.caps_cache_bytes),
+            ("pep.max_nodes", self.pep.max_nodes),
+            ("pep.max_items", self.pep.max_items as usize),
+            ("pep.max_item_bytes", self.pep.max_item_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
@@ -769,6 +828,21 @@ mod tests {
         assert_eq!(c.limits.write_timeout_secs, d.limits.write_timeout_secs);
         assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
         assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
+        assert_eq!(c.limits.max_roster_items, d.limits.max_roster_items);
+        assert_eq!(c.limits.max_pending_subscriptions, d.limits.max_pending_subscriptions);
+        assert_eq!(c.limits.account_cache_bytes, d.limits.account_cache_bytes);
+        assert_eq!(c.limits.caps_cache_bytes, d.limits.caps_cache_bytes);
+        assert_eq!(c.pep.max_item_bytes, d.pep.max_item_bytes);
+        assert_eq!(c.pep.max_nodes, d.pep.max_nodes);
+    }
+
+    #[test]
+    fn quotas_and_cache_bounds_are_checked() {
+        for key in ["limits.max_roster_items", "limits.max_pending_subscriptions", "limits.account_cache_entries", "limits.account_cache_bytes", "limits.caps_cache_entries", "limits.caps_cache_bytes", "pep.max_nodes", "pep.max_items", "pep.max_item_bytes"] {
+            let (table, name) = key.split_once('.').unwrap();
+            let e = Config::parse(&format!("[{table}]\n{name} = 0")).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{key}:")), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub async fn run_all(store: &Store) {
     account_listing(store).await;
     keyval(store).await;
     map(store).await;
+    map_count(store).await;
     write_batch(store).await;
     write_batch_is_atomic_for_readers(store).await;
     concurrent_write_batches(store).await;
@@ -30,6 +31,8 @@ pub async fn run_all(store: &Store) {
     archive_paging(store).await;
     archive_unknown_ids(store).await;
     archive_delete(store).await;
+    archive_keep_newest(store).await;
+    archive_get(store).await;
     archive_replace(store).await;
     archive_batch(store).await;
     archive_expire(store).await;
@@ -430,6 +433,23 @@ async fn map(store: &Store) {
             .unwrap(),
         None
     );
+}
+
+/// Counting keys stops at the bound asked for, and sees one user's one map only.
+async fn map_count(store: &Store) {
+    let u = user("map-count");
+    assert_eq!(store.map_count(u, "pending", 10).await.unwrap(), 0);
+    for key in ["a@example.com", "b@example.com", "c@example.com"] {
+        store.map_set(u, "pending", key, Some(b"x")).await.unwrap();
+    }
+    store.map_set(u, "other", "a@example.com", Some(b"x")).await.unwrap();
+    store.map_set(user("map-count-2"), "pending", "z@example.com", Some(b"x")).await.unwrap();
+    assert_eq!(store.map_count(u, "pending", 10).await.unwrap(), 3, "per user and store name");
+    assert_eq!(store.map_count(u, "pending", 2).await.unwrap(), 2, "stops at the bound");
+    assert_eq!(store.map_count(u, "pending", 0).await.unwrap(), 0);
+    store.map_set(u, "pending", "a@example.com", Some(b"again")).await.unwrap();
+    store.map_set(u, "pending", "b@example.com", None).await.unwrap();
+    assert_eq!(store.map_count(u, "pending", 10).await.unwrap(), 2, "rewrites don't count twice, deletions go");
 }
 
 async fn write_batch(store: &Store) {
@@ -1176,6 +1196,40 @@ async fn archive_delete(store: &Store) {
         6,
         "deletion is per user"
     );
+}
+
+/// Trimming a list to its newest items, whatever their stamps, and per user and store.
+async fn archive_keep_newest(store: &Store) {
+    let u = user("archive-trim");
+    let neighbour = user("archive-trim-2");
+    // Stamps out of order: "newest" is insertion order.
+    let items = [("t0", 500, ""), ("t1", 100, ""), ("t2", 400, ""), ("t3", 200, ""), ("t4", 300, "")];
+    append(store, u, "pep/n", &items).await;
+    append(store, u, "pep/m", &items).await;
+    append(store, neighbour, "pep/n", &items).await;
+
+    assert_eq!(store.archive_delete(u, "pep/n", ArchiveDelete::AllButNewest(10)).await.unwrap(), 0, "fewer items than kept");
+    assert_eq!(store.archive_delete(u, "pep/n", ArchiveDelete::AllButNewest(5)).await.unwrap(), 0);
+    assert_eq!(store.archive_delete(u, "pep/n", ArchiveDelete::AllButNewest(2)).await.unwrap(), 3);
+    assert_eq!(archive_ids(store, u, "pep/n").await, strings(&["t3", "t4"]));
+    assert_eq!(store.archive_delete(u, "pep/n", ArchiveDelete::AllButNewest(0)).await.unwrap(), 2);
+    assert_eq!(store.archive_count(u, "pep/n").await.unwrap(), 0);
+    assert_eq!(store.archive_count(u, "pep/m").await.unwrap(), 5, "per store name");
+    assert_eq!(store.archive_count(neighbour, "pep/n").await.unwrap(), 5, "per user");
+}
+
+/// One item by id, or none.
+async fn archive_get(store: &Store) {
+    let u = user("archive-get");
+    store.archive_append(u, "pep/x", item("g1", 7, "w@example.com", BINARY), None).await.unwrap();
+    append(store, u, "pep/x", &[("g2", 8, "")]).await;
+    assert_eq!(
+        store.archive_get(u, "pep/x", "g1").await.unwrap(),
+        Some(ArchiveItem { id: "g1".into(), stamp_us: 7, with: "w@example.com".into(), payload: BINARY.to_vec() })
+    );
+    assert_eq!(store.archive_get(u, "pep/x", "missing").await.unwrap(), None);
+    assert_eq!(store.archive_get(u, "pep/y", "g1").await.unwrap(), None, "per store name");
+    assert_eq!(store.archive_get(user("archive-get-2"), "pep/x", "g1").await.unwrap(), None, "per user");
 }
 
 async fn isolation(store: &Store) {

@@ -110,6 +110,8 @@ pub enum ArchiveDelete<'a> {
     Ids(&'a [&'a str]),
     /// Every item older than this timestamp (retention).
     OlderThan(i64),
+    /// Every item but the newest this many (a bounded list, such as a pubsub node).
+    AllButNewest(u64),
 }
 
 /// The storage backends.
@@ -189,6 +191,12 @@ impl Store {
         dispatch!(self, s => s.map_all(u, store).await)
     }
 
+    /// How many keys the map holds, counting no further than `up_to`: checking a cap costs
+    /// O(cap), not O(map size).
+    pub async fn map_count(&self, u: UserRef<'_>, store: &str, up_to: u64) -> Result<u64> {
+        dispatch!(self, s => s.map_count(u, store, up_to).await)
+    }
+
     pub async fn map_set(&self, u: UserRef<'_>, store: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
         self.write_batch(u, &[Write::Map { store, key, value }]).await
     }
@@ -214,6 +222,11 @@ impl Store {
 
     pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
         dispatch!(self, s => s.archive_query(u, store, q).await)
+    }
+
+    /// The item with this id, if any.
+    pub async fn archive_get(&self, u: UserRef<'_>, store: &str, id: &str) -> Result<Option<ArchiveItem>> {
+        dispatch!(self, s => s.archive_get(u, store, id).await)
     }
 
     pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {

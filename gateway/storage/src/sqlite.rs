@@ -384,6 +384,21 @@ impl SqliteStore {
         .await?)
     }
 
+    pub async fn map_count(&self, u: UserRef<'_>, store: &str, up_to: u64) -> Result<u64> {
+        let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM map WHERE host = ? AND username = ? AND store = ? LIMIT ?)",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .bind(up_to)
+        .fetch_one(&self.readers)
+        .await?;
+        // COUNT(*) is never negative.
+        Ok(count as u64)
+    }
+
     /// Writes a user's batch atomically. Batches written at the same time share one
     /// transaction and one fsync (group commit); each call still returns only once its own
     /// writes are durable.
@@ -559,6 +574,19 @@ impl SqliteStore {
         Ok(ArchivePage { items, complete })
     }
 
+    pub async fn archive_get(&self, u: UserRef<'_>, store: &str, id: &str) -> Result<Option<ArchiveItem>> {
+        let row: Option<(String, i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, stamp_us, with_jid, payload FROM archive WHERE host = ? AND username = ? AND store = ? AND id = ?",
+        )
+        .bind(u.host)
+        .bind(u.user)
+        .bind(store)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.map(|(id, stamp_us, with, payload)| ArchiveItem { id, stamp_us, with, payload }))
+    }
+
     pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM archive WHERE host = ? AND username = ? AND store = ?",
@@ -610,7 +638,7 @@ impl SqliteStore {
     ) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let deleted = match which {
-            ArchiveDelete::All => {
+            ArchiveDelete::All | ArchiveDelete::AllButNewest(0) => {
                 sqlx::query("DELETE FROM archive WHERE host = ? AND username = ? AND store = ?")
                     .bind(u.host)
                     .bind(u.user)
@@ -643,6 +671,23 @@ impl SqliteStore {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
+            }
+            // The newest `keep` items are found by walking back that far on the seq index;
+            // everything older goes. With fewer items the subquery is NULL and nothing does.
+            ArchiveDelete::AllButNewest(keep) => {
+                let offset = i64::try_from(keep - 1).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "DELETE FROM archive WHERE host = ?1 AND username = ?2 AND store = ?3 AND seq < \
+                     (SELECT seq FROM archive INDEXED BY archive_by_seq WHERE host = ?1 AND username = ?2 AND store = ?3 \
+                      ORDER BY seq DESC LIMIT 1 OFFSET ?4)",
+                )
+                .bind(u.host)
+                .bind(u.user)
+                .bind(store)
+                .bind(offset)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
             }
         };
         tx.commit().await?;

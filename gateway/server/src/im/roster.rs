@@ -4,7 +4,8 @@
 //! Stores per account: map `roster` (contact bare JID → [`Item`] as JSON), keyval
 //! `roster_version`, and map `roster_pending` (contact → the stored inbound `subscribe`
 //! awaiting an answer, redelivered at login). Every read-modify-write runs under the
-//! account's lock, and the item and the new version are written in one transaction.
+//! account's lock, and the item and the new version are written in one transaction. Both
+//! maps are capped (`limits.max_roster_items`, `limits.max_pending_subscriptions`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -195,18 +196,53 @@ async fn update(
     let _guard = server.lock_account(&a.bare()).await;
     let old = get(server, a, contact).await;
     let new = f(old.clone());
+    if old.is_none() && new.is_some() && roster_full(server, a).await? {
+        // A quota rather than a refusal of this contact: RFC 6120 §8.3.3.18's "lacks the
+        // system resources", as for the other per-account caps, and no item is stored.
+        return Err(StanzaError::resource_constraint().with_text("the roster is full"));
+    }
     if new != old {
         save(server, a, contact, new.as_ref()).await?;
     }
     Ok((old, new))
 }
 
+/// Whether the roster holds `limits.max_roster_items` contacts already.
+async fn roster_full(server: &Server, a: Account<'_>) -> Result<bool, StanzaError> {
+    let cap = server.config.limits.max_roster_items as u64;
+    let held = server.store.map_count(a.uref(), ROSTER, cap).await.map_err(|e| {
+        tracing::error!(error = %e, "counting roster items failed");
+        StanzaError::internal_server_error()
+    })?;
+    Ok(held >= cap)
+}
+
+async fn has_pending(server: &Server, a: Account<'_>, contact: &str) -> bool {
+    matches!(server.store.map_get(a.uref(), PENDING, contact).await, Ok(Some(_)))
+}
+
 async fn take_pending(server: &Server, a: Account<'_>, contact: &str) -> bool {
-    let had = matches!(server.store.map_get(a.uref(), PENDING, contact).await, Ok(Some(_)));
+    let had = has_pending(server, a, contact).await;
     if had {
         let _ = server.store.map_set(a.uref(), PENDING, contact, None).await;
     }
     had
+}
+
+/// Stores an inbound subscription request until the user answers it, unless the account
+/// already has `limits.max_pending_subscriptions` requests waiting: any domain can mint
+/// requesters, so those are refused instead. A contact asking again replaces its request.
+async fn store_pending(server: &Server, a: Account<'_>, contact: &str, request: &Stanza) -> Result<(), StanzaError> {
+    let internal = |e: jabberwock_storage::StorageError| {
+        tracing::error!(error = %e, "storing a subscription request failed");
+        StanzaError::internal_server_error()
+    };
+    let cap = server.config.limits.max_pending_subscriptions as u64;
+    let _guard = server.lock_account(&a.bare()).await;
+    if !has_pending(server, a, contact).await && server.store.map_count(a.uref(), PENDING, cap).await.map_err(internal)? >= cap {
+        return Err(StanzaError::resource_constraint().with_text("too many subscription requests are waiting"));
+    }
+    server.store.map_set(a.uref(), PENDING, contact, Some(&request.to_bytes())).await.map_err(internal)
 }
 
 /// Subscription requests still waiting for the user's answer (RFC 6121 §3.1.3).
@@ -220,6 +256,8 @@ pub async fn pending_requests(server: &Server, a: Account<'_>) -> Vec<Stanza> {
 pub async fn outbound_subscription(server: &Arc<Server>, from: &BareJid, mut st: Stanza, to: &BareJid) {
     let Some(a) = Account::of(from) else { return };
     let contact = to.as_str();
+    // As the client sent it, to answer with an error.
+    let request = st.clone();
     // Subscription stanzas carry bare JIDs on both sides (RFC 6121 §3.1.1).
     st.set_attr("from", from.as_str());
     st.set_attr("to", contact);
@@ -235,8 +273,9 @@ pub async fn outbound_subscription(server: &Arc<Server>, from: &BareJid, mut st:
         .await
         .map(|_| true),
         "subscribed" => {
-            let pending = take_pending(server, a, contact).await;
-            update(server, a, contact, |i| {
+            // The request stays pending if the answer cannot be stored (a full roster).
+            let pending = has_pending(server, a, contact).await;
+            let answered = update(server, a, contact, |i| {
                 let mut i = i.unwrap_or_default();
                 if pending {
                     i.subscription = i.subscription.with_from(true);
@@ -246,8 +285,11 @@ pub async fn outbound_subscription(server: &Arc<Server>, from: &BareJid, mut st:
                 }
                 Some(i)
             })
-            .await
-            .map(|(old, _)| pending && !old.is_some_and(|o| o.subscription.has_from()))
+            .await;
+            if answered.is_ok() && pending {
+                take_pending(server, a, contact).await;
+            }
+            answered.map(|(old, _)| pending && !old.is_some_and(|o| o.subscription.has_from()))
         }
         "unsubscribe" => update(server, a, contact, |i| {
             i.map(|mut i| {
@@ -286,7 +328,8 @@ pub async fn outbound_subscription(server: &Arc<Server>, from: &BareJid, mut st:
             }
         }
         Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "subscription update failed"),
+        // Nothing went to the contact; the sending resource learns why.
+        Err(e) => crate::routing::route(server, crate::stanzas::error_reply(&request, e)).await,
     }
 }
 
@@ -325,9 +368,8 @@ pub async fn inbound_subscription(server: &Arc<Server>, st: Stanza, to: &BareJid
                 }
                 return;
             }
-            let raw = st.to_bytes();
-            if let Err(e) = server.store.map_set(a.uref(), PENDING, contact, Some(&raw)).await {
-                tracing::error!(error = %e, "storing a subscription request failed");
+            if let Err(e) = store_pending(server, a, contact, &st).await {
+                crate::routing::route(server, crate::stanzas::error_reply(&st, e)).await;
                 return;
             }
             deliver_to_available(server, &a.bare(), &st);

@@ -16,14 +16,22 @@ use crate::stanzas::random_id;
 
 const STORE: &str = "blocklist";
 
-/// Blocklists are kept in memory, loaded on first use, so routing never waits on
-/// storage twice.
-#[derive(Default)]
+/// Blocklists are kept in memory, loaded on first use, so routing rarely waits on
+/// storage.
 pub struct Blocking {
     lists: AccountCache<Arc<Vec<String>>>,
 }
 
 impl Blocking {
+    pub fn new(limits: &crate::config::LimitsConfig) -> Self {
+        Blocking { lists: AccountCache::new(limits.account_cache()) }
+    }
+
+    /// How many accounts' blocklists are in memory.
+    pub fn cached_lists(&self) -> usize {
+        self.lists.len()
+    }
+
     async fn list(&self, server: &Server, owner: &BareJid) -> Arc<Vec<String>> {
         let Some(a) = Account::of(owner) else { return Arc::default() };
         self.lists

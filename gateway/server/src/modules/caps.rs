@@ -12,18 +12,30 @@ use jid::FullJid;
 use sha1::Digest;
 
 use super::{Host, Module, SessionHooks, StreamFeatures, StreamStage};
+use crate::cache::Lru;
 use crate::registry::ConnId;
 use crate::server::Server;
 use crate::stanzas::random_id;
 
 type Features = Arc<Vec<String>>;
 
-#[derive(Default)]
 pub struct Caps {
-    /// Verified `ver` strings and their features.
-    by_ver: Mutex<HashMap<String, Arc<Vec<String>>>>,
-    /// The `ver` and features of each connected full JID.
+    /// Verified `ver` strings and their features. A client can present any number of
+    /// verifiable feature sets, so this is bounded; an evicted one is asked for again.
+    by_ver: Mutex<Lru<Features>>,
+    /// The `ver` and features of each connected full JID, for as long as it is connected.
     by_jid: Mutex<HashMap<String, (String, Features)>>,
+}
+
+impl Caps {
+    pub fn new(limits: &crate::config::LimitsConfig) -> Self {
+        Caps { by_ver: Mutex::new(Lru::new(limits.caps_cache())), by_jid: Mutex::default() }
+    }
+
+    /// How many verified capabilities are cached.
+    pub fn cached_versions(&self) -> usize {
+        self.by_ver.lock().expect("caps").len()
+    }
 }
 
 /// The node our own capabilities name (XEP-0115 §4: a URI for the software).
@@ -82,7 +94,7 @@ impl Caps {
                 let features: Arc<Vec<String>> =
                     Arc::new(info.children().filter(|f| f.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).map(str::to_owned).collect());
                 if hash == "sha-1" && verification_hash(&info) == ver {
-                    self.by_ver.lock().expect("caps").insert(ver.to_owned(), features.clone());
+                    self.by_ver.lock().expect("caps").insert(ver, features.clone());
                 }
                 features
             }

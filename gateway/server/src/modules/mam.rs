@@ -143,7 +143,7 @@ impl Mam {
     pub fn new(store: Store, limits: &crate::config::LimitsConfig) -> Self {
         Mam {
             writer: ArchiveWriter::start(store, limits.archive_retention_days),
-            prefs: AccountCache::default(),
+            prefs: AccountCache::new(limits.account_cache()),
             default: limits.archive_default.clone(),
         }
     }

@@ -381,7 +381,7 @@ impl Modules {
     /// Every module the server runs, in hook order.
     pub fn standard(config: &Config, store: &Store) -> Self {
         let list = ModuleList::default()
-            .add(blocking::Blocking::default())
+            .add(blocking::Blocking::new(&config.limits))
             .add(crate::im::roster::RosterModule)
             .add(disco::Disco)
             .add(contact::ContactAddresses)
@@ -393,7 +393,7 @@ impl Modules {
             .add(vcard::VCard)
             .add(private::PrivateStorage::standard())
             .add(register::Register)
-            .add(caps::Caps::default())
+            .add(caps::Caps::new(&config.limits))
             .add(mam::Mam::new(store.clone(), &config.limits))
             .add(carbons::Carbons::default())
             .add(offline::Offline)

@@ -7,12 +7,16 @@
 //! go to the owner's resources and to the contacts the access model admits, on each
 //! resource whose XEP-0115 capabilities include `<node>+notify`; a resource that becomes
 //! available gets the last item of every node it is interested in.
+//!
+//! What one account stores is capped (`pep.*`): nodes, items per node (the oldest go)
+//! and item size. Neither publishing nor reading loads a whole node: a publish trims the
+//! node in storage, and `items` answers a page at a time.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, reader, Element, Limits, Stanza, StanzaError, StanzaErrorCondition};
-use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, UserRef};
+use jabberwock_storage::{ArchiveDelete, ArchiveItem, ArchiveQuery, NewArchiveItem, StorageError, UserRef};
 use jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +27,9 @@ use crate::server::Server;
 use crate::stanzas::{now_us, random_id};
 
 const NODES: &str = "pep_nodes";
-/// Items kept per node when the publisher asks for "max".
-const MAX_ITEMS: u32 = 1000;
+/// Items in one answer to an `items` request: the newest, and then older pages through
+/// XEP-0059 result set management.
+const PAGE: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,8 +61,9 @@ fn pubsub_error(condition: StanzaErrorCondition, app: &str) -> StanzaError {
     StanzaError::new(condition).with_app_condition(Element::new(app, ns::PUBSUB_ERRORS))
 }
 
-/// The options of a XEP-0223 publish-options form, applied over `base`.
-fn apply_options(base: &NodeConfig, form: Option<&Element>) -> Result<NodeConfig, StanzaError> {
+/// The options of a XEP-0223 publish-options form, applied over `base`; `max_items` is
+/// the most a node may keep (`pep.max_items`).
+fn apply_options(base: &NodeConfig, form: Option<&Element>, max_items: u32) -> Result<NodeConfig, StanzaError> {
     let mut c = base.clone();
     let Some(form) = form else { return Ok(c) };
     for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
@@ -74,7 +80,7 @@ fn apply_options(base: &NodeConfig, form: Option<&Element>) -> Result<NodeConfig
                 }
             }
             "pubsub#max_items" => {
-                c.max_items = if value == "max" { MAX_ITEMS } else { value.parse::<u32>().map_err(|_| invalid())?.clamp(1, MAX_ITEMS) }
+                c.max_items = if value == "max" { max_items } else { value.parse::<u32>().map_err(|_| invalid())?.clamp(1, max_items) }
             }
             "pubsub#persist_items" => c.persist_items = matches!(value.as_str(), "1" | "true"),
             _ => {}
@@ -85,7 +91,26 @@ fn apply_options(base: &NodeConfig, form: Option<&Element>) -> Result<NodeConfig
 
 async fn node_config(server: &Server, a: Account<'_>, node: &str) -> Option<NodeConfig> {
     let raw = server.store.map_get(UserRef { host: a.host, user: a.user }, NODES, node).await.ok()??;
-    serde_json::from_slice(&raw).ok()
+    let mut config: NodeConfig = serde_json::from_slice(&raw).ok()?;
+    // Nodes made under a higher `pep.max_items` keep no more than the current one.
+    config.max_items = config.max_items.min(server.config.pep.max_items);
+    Some(config)
+}
+
+/// Creates the node, unless the account has `pep.max_nodes` already.
+async fn create_node(server: &Server, a: Account<'_>, node: &str, config: &NodeConfig) -> Result<(), StanzaError> {
+    let u = UserRef { host: a.host, user: a.user };
+    let cap = server.config.pep.max_nodes as u64;
+    // Counting and creating under the account's lock: concurrent publishes cannot both
+    // take the last place.
+    let _guard = server.lock_account(&a.bare()).await;
+    if server.store.map_count(u, NODES, cap).await.map_err(internal)? >= cap {
+        // XEP-0060 §7.1.3 lists no condition for a node quota; like the server's other
+        // per-account caps, RFC 6120's resource-constraint, and nothing is stored.
+        return Err(StanzaError::resource_constraint().with_text("too many pubsub nodes"));
+    }
+    let json = serde_json::to_vec(config).expect("serializes");
+    server.store.map_set(u, NODES, node, Some(&json)).await.map_err(internal)
 }
 
 /// Whether `who` may see the items of `owner`'s node.
@@ -175,7 +200,7 @@ impl IqHandler for Pep {
         let is_owner = requester == owner;
         match (payload.ns(), action.name(), cx.set) {
             (ns::PUBSUB, "publish", true) if is_owner => publish(cx.server, a, &owner, node, action, payload).await,
-            (ns::PUBSUB, "items", false) => items(cx.server, a, &owner, &requester, node, action).await,
+            (ns::PUBSUB, "items", false) => items(cx.server, a, &owner, &requester, node, action, payload.child("set", ns::RSM)).await,
             (ns::PUBSUB, "retract", true) if is_owner => retract(cx.server, a, &owner, node, action).await,
             (ns::PUBSUB_OWNER, "delete", true) if is_owner => delete(cx.server, a, node).await,
             (_, "publish" | "retract" | "delete", true) => Err(StanzaError::forbidden()),
@@ -188,36 +213,36 @@ async fn publish(server: &Server, a: Account<'_>, owner: &BareJid, node: &str, a
     let item = action.child("item", ns::PUBSUB).ok_or_else(|| pubsub_error(StanzaErrorCondition::BadRequest, "item-required"))?;
     let form = pubsub.child("publish-options", ns::PUBSUB).and_then(|p| p.child("x", ns::DATA_FORMS));
     let u = UserRef { host: a.host, user: a.user };
+    let id = item.attr("id").map(str::to_owned).unwrap_or_else(random_id);
+    let mut stored = item.clone();
+    stored.set_attr("id", id.clone());
+    let payload = stored.to_bytes();
+    if payload.len() > server.config.pep.max_item_bytes {
+        return Err(pubsub_error(StanzaErrorCondition::NotAcceptable, "payload-too-big"));
+    }
+    let max_items = server.config.pep.max_items;
     let config = match node_config(server, a, node).await {
         // XEP-0223: the options are preconditions on an existing node.
         Some(existing) => {
-            if apply_options(&existing, form)? != existing {
+            if apply_options(&existing, form, max_items)? != existing {
                 return Err(pubsub_error(StanzaErrorCondition::Conflict, "precondition-not-met"));
             }
             existing
         }
         None => {
-            let config = apply_options(&NodeConfig::default(), form)?;
-            let json = serde_json::to_vec(&config).expect("serializes");
-            server.store.map_set(u, NODES, node, Some(&json)).await.map_err(internal)?;
+            let config = apply_options(&NodeConfig::default(), form, max_items)?;
+            create_node(server, a, node, &config).await?;
             config
         }
     };
-    let id = item.attr("id").map(str::to_owned).unwrap_or_else(random_id);
-    let mut stored = item.clone();
-    stored.set_attr("id", id.clone());
     let store = items_store(node);
     server.store.archive_delete(u, &store, ArchiveDelete::Ids(&[id.as_str()])).await.map_err(internal)?;
     let stamp_us = now_us();
-    let payload = stored.to_bytes();
     server.store.archive_append(u, &store, NewArchiveItem { id: &id, stamp_us, with: "", payload: &payload }, None).await.map_err(internal)?;
-    // Keep the newest max_items (only the last one when items are not persistent).
-    let keep = if config.persist_items { config.max_items } else { 1 } as usize;
-    let all = server.store.archive_query(u, &store, &ArchiveQuery::default()).await.map_err(internal)?;
-    if all.items.len() > keep {
-        let old: Vec<&str> = all.items[..all.items.len() - keep].iter().map(|i| i.id.as_str()).collect();
-        server.store.archive_delete(u, &store, ArchiveDelete::Ids(&old)).await.map_err(internal)?;
-    }
+    // Keep the newest max_items (only the last one when items are not persistent),
+    // without reading the node.
+    let keep = if config.persist_items { config.max_items } else { 1 };
+    server.store.archive_delete(u, &store, ArchiveDelete::AllButNewest(keep.into())).await.map_err(internal)?;
     if node == ns::AVATAR_METADATA {
         if let Some(metadata) = stored.child("metadata", ns::AVATAR_METADATA) {
             let data_id = metadata.child("info", ns::AVATAR_METADATA).and_then(|i| i.attr("id")).unwrap_or_default();
@@ -276,13 +301,12 @@ pub async fn all_items(server: &Server, owner: &BareJid, node: &str) -> Result<V
 /// The base64 image of the avatar data item `id`, if stored.
 async fn avatar_data(server: &Server, a: Account<'_>, id: &str) -> Option<String> {
     let u = UserRef { host: a.host, user: a.user };
-    let page = server.store.archive_query(u, &items_store(ns::AVATAR_DATA), &ArchiveQuery::default()).await.ok()?;
-    let item = page.items.into_iter().find(|i| i.id == id)?;
+    let item = server.store.archive_get(u, &items_store(ns::AVATAR_DATA), id).await.ok()??;
     let el = reader::parse_element(&item.payload, &Limits::unlimited()).ok()?;
     el.child_text("data", ns::AVATAR_DATA)
 }
 
-async fn items(server: &Server, a: Account<'_>, owner: &BareJid, requester: &BareJid, node: &str, action: &Element) -> IqResult {
+async fn items(server: &Server, a: Account<'_>, owner: &BareJid, requester: &BareJid, node: &str, action: &Element, pubsub_set: Option<&Element>) -> IqResult {
     let config = node_config(server, a, node).await.ok_or_else(StanzaError::item_not_found)?;
     if !may_read(server, owner, &config, requester).await {
         return Err(match config.access_model {
@@ -292,23 +316,63 @@ async fn items(server: &Server, a: Account<'_>, owner: &BareJid, requester: &Bar
         });
     }
     let u = UserRef { host: a.host, user: a.user };
-    let wanted: Vec<String> = action.children().filter(|i| i.is("item", ns::PUBSUB)).filter_map(|i| i.attr("id")).map(str::to_owned).collect();
-    let max = action.attr("max_items").and_then(|m| m.parse::<usize>().ok());
-    let page = server
-        .store
-        .archive_query(u, &items_store(node), &ArchiveQuery { limit: max, last_page: max.is_some(), ..Default::default() })
-        .await
-        .map_err(internal)?;
+    let store = items_store(node);
+    let wanted: Vec<&str> = action.children().filter(|i| i.is("item", ns::PUBSUB)).filter_map(|i| i.attr("id")).collect();
     let mut out = Element::new("items", ns::PUBSUB).with_attr("node", node);
-    // Newest first, as XEP-0060 servers usually answer.
-    for item in page.items.iter().rev().filter(|i| wanted.is_empty() || wanted.contains(&i.id)) {
-        if let Ok(mut el) = reader::parse_element(&item.payload, &Limits::unlimited()) {
+    let mut rsm = None;
+    let stored = if wanted.is_empty() {
+        let page = items_page(server, u, &store, action, pubsub_set).await?;
+        rsm = page.1;
+        page.0
+    } else {
+        // XEP-0060 §6.5.8: the items asked for by id, however old.
+        let mut found = Vec::new();
+        for id in wanted.iter().take(PAGE) {
+            found.extend(server.store.archive_get(u, &store, id).await.map_err(internal)?);
+        }
+        found
+    };
+    for item in &stored {
+        if let Ok(el) = reader::parse_element(&item.payload, &Limits::unlimited()) {
             // Stored in the event namespace or the pubsub one: answer in pubsub's.
-            el = rename_ns(el, ns::PUBSUB);
-            out.push(el);
+            out.push(rename_ns(el, ns::PUBSUB));
         }
     }
-    Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(out)))
+    let mut answer = Element::new("pubsub", ns::PUBSUB).with_child(out);
+    if let Some(set) = rsm {
+        answer.push(set);
+    }
+    Ok(Some(answer))
+}
+
+/// One page of a node's items, newest first: the newest `max_items` (XEP-0060 §6.5.7),
+/// or a XEP-0059 page (`<max/>`, and `<after/>` the last item of the previous page to go
+/// further back), never more than [`PAGE`]. A page that leaves older items out comes
+/// with a result set (`<set/>`) naming its first and last items.
+async fn items_page(server: &Server, u: UserRef<'_>, store: &str, action: &Element, set: Option<&Element>) -> Result<(Vec<ArchiveItem>, Option<Element>), StanzaError> {
+    let number = |text: &str| text.trim().parse::<usize>().map_err(|_| StanzaError::bad_request());
+    let max_items = action.attr("max_items").map(number).transpose()?;
+    let rsm_max = set.and_then(|s| s.child_text("max", ns::RSM)).map(|m| number(&m)).transpose()?;
+    let after = set.and_then(|s| s.child_text("after", ns::RSM));
+    let limit = max_items.or(rsm_max).unwrap_or(PAGE).min(PAGE);
+    // Newest first: the page after an item holds the items stored before it.
+    let q = ArchiveQuery { limit: Some(limit), last_page: true, before_id: after.as_deref(), ..Default::default() };
+    let page = match server.store.archive_query(u, store, &q).await {
+        Ok(page) => page,
+        Err(StorageError::NotFound) => return Err(StanzaError::item_not_found().with_text("no such item to page after")),
+        Err(e) => return Err(internal(e)),
+    };
+    let items: Vec<ArchiveItem> = page.items.into_iter().rev().collect();
+    // Asked for the newest N with max_items and got them: no result set, as in XEP-0060.
+    let rsm = (set.is_some() || (!page.complete && max_items.is_none())).then(|| {
+        let mut rsm = Element::new("set", ns::RSM);
+        if let (Some(first), Some(last)) = (items.first(), items.last()) {
+            rsm.push(Element::new("first", ns::RSM).with_text(first.id.clone()));
+            rsm.push(Element::new("last", ns::RSM).with_text(last.id.clone()));
+        }
+        rsm
+    });
+    Ok((items, rsm))
 }
 
 /// The `<item/>` wrapper in namespace `ns` (its payload keeps its own namespace).
