@@ -116,9 +116,14 @@ def parse_args(description: str, accounts: list[str]) -> argparse.Namespace:
         p.add_argument(f"--{account}-password", required=True)
     p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.debug)
     return args
+
+
+def setup_logging(debug: bool) -> None:
+    """slixmpp's debug log (every stanza) with `debug`, else errors only, on stderr."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
 
 
 async def run_suite(suite, overall_timeout: float, title: str, label: str) -> int:

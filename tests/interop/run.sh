@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the slixmpp interop suites (slixmpp_suite.py, slixmpp_modern.py, then
-# slixmpp_muc.py) against a real `jabberwock` server.
+# Runs the slixmpp interop suites (slixmpp_suite.py, slixmpp_modern.py, slixmpp_muc.py,
+# then slixmpp_component.py) against a real `jabberwock` server.
 #
 # Builds nothing: the server binary is $JABBERWOCK_BIN (default target/debug/jabberwock).
 # The suite's virtualenv comes from scripts/setup-test-env.sh. The server gets a fresh
@@ -19,7 +19,9 @@ MUC_SUITE="$REPO_ROOT/tests/interop/slixmpp_muc.py"
 [ -x "$PY" ] || { say "no virtualenv at tests/interop/.venv: run scripts/setup-test-env.sh"; exit 2; }
 
 jw_begin
-read -r C2S_PORT TLS_PORT HTTP_PORT < <(jw_free_ports 3)
+read -r C2S_PORT TLS_PORT HTTP_PORT COMPONENT_PORT < <(jw_free_ports 4)
+COMPONENT_DOMAIN="bridge.$DOMAIN"
+COMPONENT_SECRET="bridge-$RANDOM-$RANDOM"
 # Plain HTTP on loopback only, for file upload (XEP-0363); the default listeners are
 # public ports.
 jw_config <<TOML
@@ -31,6 +33,11 @@ c2s_direct_tls = ["127.0.0.1:$TLS_PORT"]
 listen = ["127.0.0.1:$HTTP_PORT"]
 listen_tls = []
 public_url = "http://127.0.0.1:$HTTP_PORT"
+
+[components]
+listen = ["127.0.0.1:$COMPONENT_PORT"]
+[components.domains."$COMPONENT_DOMAIN"]
+secret = "$COMPONENT_SECRET"
 
 [s2s]
 enabled = false
@@ -46,7 +53,7 @@ ERIN_PASSWORD="erin-$RANDOM-$RANDOM"
 jw_adduser carol "$CAROL_PASSWORD"
 jw_adduser dave "$DAVE_PASSWORD"
 jw_adduser erin "$ERIN_PASSWORD"
-jw_serve "$C2S_PORT" "$TLS_PORT" "$HTTP_PORT"
+jw_serve "$C2S_PORT" "$TLS_PORT" "$HTTP_PORT" "$COMPONENT_PORT"
 
 suite_args=(
     --host 127.0.0.1 --port "$C2S_PORT" --tls-port "$TLS_PORT" --domain "$DOMAIN"
@@ -80,6 +87,19 @@ if [ "$muc_rc" -eq 124 ]; then
     say "the group chat suite was killed after 100 s"
 fi
 [ "$muc_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$muc_rc"
+
+# External components (XEP-0114): slixmpp's ComponentXMPP on bridge.$DOMAIN.
+component_args=(
+    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN" --carol-password "$CAROL_PASSWORD"
+    --component-port "$COMPONENT_PORT" --component-domain "$COMPONENT_DOMAIN" --component-secret "$COMPONENT_SECRET"
+)
+[ -n "${INTEROP_DEBUG:-}" ] && component_args+=(--debug)
+component_rc=0
+timeout --kill-after=5 80 "$PY" "$REPO_ROOT/tests/interop/slixmpp_component.py" "${component_args[@]}" || component_rc=$?
+if [ "$component_rc" -eq 124 ]; then
+    say "the component suite was killed after 80 s"
+fi
+[ "$component_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$component_rc"
 
 jw_check_server || [ "$suite_rc" -ne 0 ] || suite_rc=1
 
