@@ -32,11 +32,9 @@ import logging
 import secrets
 import ssl
 import sys
-import time
 import traceback
 from typing import Any
 
-import slixmpp
 from harness import STEP_TIMEOUT, Failure, abort_all, check, dump_traces, report, run_step, say, wait_for
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
