@@ -3,11 +3,8 @@
 
 use std::net::SocketAddr;
 
-use jabberwock_proto::{ns, Element, ReadEvent, StreamReader, Limits};
-use jabberwock_tests::{free_port, test_config, Client, TestServer, TIMEOUT};
-use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use jabberwock_proto::{ns, Element};
+use jabberwock_tests::{free_port, test_config, Client, Component, TestServer, TIMEOUT};
 
 const COMPONENT: &str = "bridge.localhost";
 const SECRET: &str = "s3cret";
@@ -20,58 +17,6 @@ async fn server() -> (TestServer, SocketAddr) {
     let server = TestServer::start_config(dir, config).await;
     server.adduser("alice", "pw").await;
     (server, listen)
-}
-
-/// A raw component connection.
-struct Component {
-    tcp: TcpStream,
-    reader: StreamReader,
-    stream_id: String,
-}
-
-impl Component {
-    async fn connect(addr: SocketAddr, domain: &str) -> Component {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let header = format!("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>");
-        tcp.write_all(header.as_bytes()).await.unwrap();
-        let mut c = Component { tcp, reader: StreamReader::new(Limits::unlimited()), stream_id: String::new() };
-        match c.next().await {
-            Some(ReadEvent::StreamOpen(h)) => c.stream_id = h.id.unwrap_or_default(),
-            other => panic!("expected a stream header, got {other:?}"),
-        }
-        c
-    }
-
-    async fn next(&mut self) -> Option<ReadEvent> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(ev) = self.reader.next_event().expect("well-formed") {
-                return Some(ev);
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.tcp.read(&mut buf)).await.expect("in time").unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.reader.feed(&buf[..n]);
-        }
-    }
-
-    async fn element(&mut self) -> Element {
-        match self.next().await {
-            Some(ReadEvent::Stanza(st)) => st.to_element().unwrap(),
-            other => panic!("expected an element, got {other:?}"),
-        }
-    }
-
-    async fn handshake(&mut self, secret: &str) -> Element {
-        let proof: String = Sha1::digest(format!("{}{secret}", self.stream_id).as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        self.send(&format!("<handshake>{proof}</handshake>")).await;
-        self.element().await
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.tcp.write_all(xml.as_bytes()).await.unwrap();
-    }
 }
 
 fn stream_error(el: &Element) -> Option<String> {

@@ -723,3 +723,58 @@ pub async fn befriend(a: &mut Client, a_bare: &str, b: &mut Client, b_bare: &str
     subscribe(a, a_bare, b, b_bare).await;
     subscribe(b, b_bare, a, a_bare).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// XEP-0114 components.
+
+/// A raw XEP-0114 component connection: a stand-in for a gateway or an app server.
+pub struct Component {
+    tcp: TcpStream,
+    reader: StreamReader,
+    pub stream_id: String,
+}
+
+impl Component {
+    pub async fn connect(addr: SocketAddr, domain: &str) -> Component {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let header = format!("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>");
+        tcp.write_all(header.as_bytes()).await.unwrap();
+        let mut c = Component { tcp, reader: StreamReader::new(Limits::unlimited()), stream_id: String::new() };
+        match c.next().await {
+            Some(ReadEvent::StreamOpen(h)) => c.stream_id = h.id.unwrap_or_default(),
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn next(&mut self) -> Option<ReadEvent> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(ev) = self.reader.next_event().expect("well-formed") {
+                return Some(ev);
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.tcp.read(&mut buf)).await.expect("in time").unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.reader.feed(&buf[..n]);
+        }
+    }
+
+    pub async fn element(&mut self) -> Element {
+        match self.next().await {
+            Some(ReadEvent::Stanza(st)) => st.to_element().unwrap(),
+            other => panic!("expected an element, got {other:?}"),
+        }
+    }
+
+    pub async fn handshake(&mut self, secret: &str) -> Element {
+        let proof: String = <sha1::Sha1 as sha1::Digest>::digest(format!("{}{secret}", self.stream_id).as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        self.send(&format!("<handshake>{proof}</handshake>")).await;
+        self.element().await
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        self.tcp.write_all(xml.as_bytes()).await.unwrap();
+    }
+}

@@ -76,3 +76,4 @@ pub const STORAGE_BOOKMARKS: &str = "storage:bookmarks";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const TIME: &str = "urn:xmpp:time";
 pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+pub const PUSH: &str = "urn:xmpp:push:0";

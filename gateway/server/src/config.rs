@@ -51,6 +51,7 @@ pub struct Config {
     pub contact: ContactConfig,
     pub external_services: ExternalServicesConfig,
     pub components: ComponentsConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,6 +161,29 @@ pub struct ContactConfig {
     pub sales: Vec<String>,
     pub security: Vec<String>,
     pub support: Vec<String>,
+}
+
+/// XEP-0357 push notifications: what a phone's app server is told when a message arrives
+/// while the app sleeps.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    pub enabled: bool,
+    /// Put the sender's bare JID in notifications (the app server then learns who writes).
+    pub include_sender: bool,
+    /// Put the message body in notifications (the app server then reads every message).
+    pub include_body: bool,
+    /// At most one notification per registration in this many seconds; messages in
+    /// between are covered by the next one, which the woken app fetches anyway.
+    pub min_interval_secs: u64,
+    /// App servers one account may register.
+    pub max_registrations: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig { enabled: true, include_sender: false, include_body: false, min_interval_secs: 5, max_registrations: 20 }
+    }
 }
 
 /// XEP-0114 external components: programs (gateways, bots) that serve a domain of their
@@ -411,6 +435,7 @@ impl Default for Config {
             contact: ContactConfig::default(),
             external_services: ExternalServicesConfig::default(),
             components: ComponentsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -723,6 +748,9 @@ impl Config {
         }
         if self.components.max_queue_bytes < self.limits.max_stanza_bytes {
             return Err(invalid("components.max_queue_bytes", "must hold at least one stanza of limits.max_stanza_bytes"));
+        }
+        if self.push.max_registrations == 0 {
+            return Err(invalid("push.max_registrations", "must be positive"));
         }
         let ext = &self.external_services;
         for service in &ext.services {

@@ -123,11 +123,9 @@ async fn iq_to_local(server: &Arc<Server>, st: Stanza, to: &Jid) -> Vec<Stanza> 
         };
     }
     if !is_request {
-        // Results and errors for the server answer its own requests; nothing else awaits
-        // them.
-        if to.node().is_none() {
-            server.iq_requests.complete(st);
-        }
+        // Results and errors for the server or an account's bare JID answer requests the
+        // server sent (for itself, or on an account's behalf); nothing else awaits them.
+        server.iq_requests.complete(st);
         return Vec::new();
     }
     let target = match to.node() {
@@ -165,6 +163,19 @@ impl IqRequests {
             Ok(()) => tokio::time::timeout(IQ_TIMEOUT, rx).await.ok(),
             Err(_) => None,
         };
+        self.pending.lock().expect("iq requests").remove(&id);
+        reply?.ok()
+    }
+
+    /// Routes `iq` (a get or set with a unique id, from a served domain or a local
+    /// account's bare JID) anywhere, and waits for its result or error: from another
+    /// server, a service, or the bounce if it cannot be delivered.
+    pub async fn request(&self, server: &Arc<Server>, iq: Stanza) -> Option<Stanza> {
+        let id = iq.id()?.to_owned();
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("iq requests").insert(id.clone(), tx);
+        route(server, iq).await;
+        let reply = tokio::time::timeout(IQ_TIMEOUT, rx).await.ok();
         self.pending.lock().expect("iq requests").remove(&id);
         reply?.ok()
     }

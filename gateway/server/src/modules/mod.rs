@@ -36,6 +36,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod session;
 pub mod upload;
@@ -143,7 +144,7 @@ pub trait MessageHooks: Send + Sync {
     fn delivered(&self, _server: &Server, _to: &BareJid, _resources: &[&str], _st: &Stanza) {}
     /// No resource of `to` takes the message: keep it for later. `None` leaves it to the
     /// next module; with none, the sender gets `service-unavailable` (RFC 6121 §8.5.2.2.1).
-    async fn store_offline(&self, _server: &Server, _to: &BareJid, _st: &Stanza) -> Option<Result<(), StanzaError>> {
+    async fn store_offline(&self, _server: &Arc<Server>, _to: &BareJid, _st: &Stanza) -> Option<Result<(), StanzaError>> {
         None
     }
 }
@@ -173,6 +174,9 @@ pub trait PresenceHooks: Send + Sync {
 pub trait SessionHooks: Send + Sync {
     /// The session bound to `jid` on connection `conn` ended, cleanly or not.
     async fn ended(&self, _server: &Arc<Server>, _jid: &FullJid, _conn: ConnId) {}
+    /// A stanza reached the session of `jid` while it is parked (its connection dropped
+    /// and XEP-0198 resumption is pending): the client cannot see it yet.
+    async fn held_while_parked(&self, _server: &Arc<Server>, _jid: &FullJid, _st: &Stanza) {}
 }
 
 /// What is known of a connection before it authenticates.
@@ -396,6 +400,8 @@ impl Modules {
             .add(caps::Caps::new(&config.limits))
             .add(mam::Mam::new(store.clone(), &config.limits))
             .add(carbons::Carbons::default())
+            // Before offline storage: push only notifies; offline storage keeps the message.
+            .add(push::Push::new(&config.push))
             .add(offline::Offline)
             .add(pep::Pep)
             .add(muc::Muc::new(config))

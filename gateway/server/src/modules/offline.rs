@@ -24,7 +24,7 @@ impl Module for Offline {
 
 #[async_trait]
 impl MessageHooks for Offline {
-    async fn store_offline(&self, server: &Server, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
+    async fn store_offline(&self, server: &std::sync::Arc<Server>, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
         if !worth_keeping(st) {
             // Dropped, as those XEPs ask: a stale "is typing" replayed at login misleads.
             return Some(Ok(()));

@@ -370,6 +370,13 @@ async fn hibernate(
                 }
                 let (queued, closing) = park_routed(&mut session, batch);
                 journal.record(&server, &queued).await;
+                if let Some(b) = &session.bound {
+                    for st in &queued {
+                        for h in &server.modules.session_hooks {
+                            h.held_while_parked(&server, &b.jid, st).await;
+                        }
+                    }
+                }
                 if closing {
                     break;
                 }

@@ -1,0 +1,231 @@
+//! XEP-0357 push notifications. A client registers its app server (a JID and a node,
+//! with publish options such as a secret); when a message the account should see
+//! arrives while no client can see it (it goes to offline storage, or reaches a session
+//! whose connection dropped and that waits for XEP-0198 resumption), the server publishes
+//! a notification to every registration: a XEP-0357 summary with the message count and,
+//! only if the operator allows it, the sender and the body.
+//!
+//! Notifications are coalesced: at most one per registration every
+//! `push.min_interval_secs` (the woken app fetches everything anyway). An app server that
+//! answers with an error other than `wait` no longer wants the registration (§7), which
+//! is then removed. Registrations are stored per account (map `push`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind};
+use jabberwock_storage::UserRef;
+use jid::{BareJid, FullJid, Jid};
+use serde::{Deserialize, Serialize};
+
+use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SessionHooks};
+use crate::cache::{Bounds, Lru, Weigh};
+use crate::config::PushConfig;
+use crate::server::Server;
+use crate::stanzas::random_id;
+
+const STORE: &str = "push";
+const SUMMARY: &str = "urn:xmpp:push:summary";
+/// Registrations whose last notification time is remembered; older ones may be notified
+/// again early, which only costs a notification.
+const RECENT: Bounds = Bounds { entries: 100_000, bytes: 16 << 20 };
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Registration {
+    jid: String,
+    node: String,
+    /// The publish-options form's fields (a secret, typically), sent with each notification.
+    options: Vec<(String, String)>,
+}
+
+struct LastSent(Instant);
+
+impl Weigh for LastSent {
+    fn weigh(&self) -> usize {
+        0
+    }
+}
+
+pub struct Push {
+    config: PushConfig,
+    /// When each registration (`account\njid\nnode`) was last notified.
+    recent: Mutex<Lru<LastSent>>,
+}
+
+impl Push {
+    pub fn new(config: &PushConfig) -> Self {
+        Push { config: config.clone(), recent: Mutex::new(Lru::new(RECENT)) }
+    }
+}
+
+impl Module for Push {
+    fn register(self: Arc<Self>, host: &mut Host) {
+        if !self.config.enabled {
+            return;
+        }
+        host.account_features(&[ns::PUSH]);
+        host.iqs(
+            &[
+                IqRoute { target: IqTarget::Account, name: "enable", ns: ns::PUSH },
+                IqRoute { target: IqTarget::Account, name: "disable", ns: ns::PUSH },
+            ],
+            self.clone(),
+        );
+        host.message_hooks(self.clone());
+        host.session_hooks(self);
+    }
+}
+
+fn key(jid: &str, node: &str) -> String {
+    format!("{jid}\n{node}")
+}
+
+#[async_trait]
+impl IqHandler for Push {
+    async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
+        let account = cx.to.to_bare();
+        if cx.from.to_bare() != account || !cx.set {
+            return Err(if cx.set { StanzaError::forbidden() } else { StanzaError::bad_request() });
+        }
+        let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
+        let app = payload.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or_else(|| StanzaError::bad_request().with_text("jid must be the app server's JID"))?;
+        let store_error = |e: jabberwock_storage::StorageError| {
+            tracing::error!(error = %e, "push registrations could not be stored");
+            StanzaError::internal_server_error()
+        };
+        let existing = cx.server.store.map_all(u, STORE).await.map_err(store_error)?;
+        if payload.name() == "disable" {
+            // Without a node, every registration with that app server goes.
+            for (k, raw) in existing {
+                let Ok(r) = serde_json::from_slice::<Registration>(&raw) else { continue };
+                if r.jid == app.as_str() && payload.attr("node").is_none_or(|n| n == r.node) {
+                    cx.server.store.map_set(u, STORE, &k, None).await.map_err(store_error)?;
+                }
+            }
+            return Ok(None);
+        }
+        let node = payload.attr("node").filter(|n| !n.is_empty()).ok_or_else(|| StanzaError::bad_request().with_text("node is required"))?;
+        let k = key(app.as_str(), node);
+        if existing.len() >= self.config.max_registrations && !existing.iter().any(|(e, _)| *e == k) {
+            return Err(StanzaError::resource_constraint().with_text("too many push registrations"));
+        }
+        let options = payload
+            .child("x", ns::DATA_FORMS)
+            .map(|form| {
+                form.children()
+                    .filter(|f| f.name() == "field" && f.attr("var").is_some_and(|v| v != "FORM_TYPE"))
+                    .filter_map(|f| Some((f.attr("var")?.to_owned(), f.child_text("value", ns::DATA_FORMS).unwrap_or_default())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let r = Registration { jid: app.to_string(), node: node.to_owned(), options };
+        let raw = serde_json::to_vec(&r).expect("serializes");
+        cx.server.store.map_set(u, STORE, &k, Some(&raw)).await.map_err(store_error)?;
+        tracing::info!(account = %account, app = %r.jid, "push notifications enabled");
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl MessageHooks for Push {
+    /// Never keeps the message itself: the offline module after it does.
+    async fn store_offline(&self, server: &Arc<Server>, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
+        self.notify(server, to, st).await;
+        None
+    }
+}
+
+#[async_trait]
+impl SessionHooks for Push {
+    async fn held_while_parked(&self, server: &Arc<Server>, jid: &FullJid, st: &Stanza) {
+        self.notify(server, &jid.to_bare(), st).await;
+    }
+}
+
+/// Messages someone should read: with a body or an end-to-end encrypted payload, not
+/// chat states, receipts or errors.
+fn worth_a_notification(st: &Stanza) -> Option<Element> {
+    if st.kind() != StanzaKind::Message || matches!(st.stanza_type(), Some("error" | "groupchat" | "headline")) {
+        return None;
+    }
+    let el = st.to_element().ok()?;
+    let readable = el.child("body", ns::CLIENT).is_some()
+        || el.children().any(|c| c.name() == "encrypted" && (c.ns() == "eu.siacs.conversations.axolotl" || c.ns() == "urn:xmpp:omemo:2"));
+    readable.then_some(el)
+}
+
+impl Push {
+    async fn notify(&self, server: &Arc<Server>, account: &BareJid, st: &Stanza) {
+        let Some(message) = worth_a_notification(st) else { return };
+        let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
+        let Ok(registrations) = server.store.map_all(u, STORE).await else { return };
+        for (k, raw) in registrations {
+            let Ok(r) = serde_json::from_slice::<Registration>(&raw) else { continue };
+            if !self.due(&format!("{account}\n{k}")) {
+                continue;
+            }
+            let publish = self.publish(account, &r, &message);
+            let (server, account, config_key) = (server.clone(), account.clone(), k.clone());
+            // The app server may be slow or far: its answer is awaited off the message's path.
+            tokio::spawn(async move {
+                let reply = server.iq_requests.request(&server, publish).await;
+                let refused = reply.as_ref().is_some_and(|r| r.stanza_type() == Some("error"))
+                    && reply.as_ref().and_then(|r| r.to_element().ok()).and_then(|e| e.child("error", ns::CLIENT).and_then(|e| e.attr("type").map(str::to_owned))).as_deref() != Some("wait");
+                if refused {
+                    let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
+                    let _ = server.store.map_set(u, STORE, &config_key, None).await;
+                    tracing::info!(%account, app = %r.jid, "the app server refused a notification; push disabled for it");
+                }
+            });
+        }
+    }
+
+    /// Whether a registration may be notified now (and, if so, it is counted as notified).
+    fn due(&self, registration: &str) -> bool {
+        let mut recent = self.recent.lock().expect("push times");
+        let interval = Duration::from_secs(self.config.min_interval_secs);
+        if recent.get(registration).is_some_and(|t| t.0.elapsed() < interval) {
+            return false;
+        }
+        recent.insert(registration, LastSent(Instant::now()));
+        true
+    }
+
+    /// XEP-0357 §7: the notification, published to the app server's node.
+    fn publish(&self, account: &BareJid, r: &Registration, message: &Element) -> Stanza {
+        let field = |var: &str, value: &str| {
+            Element::new("field", ns::DATA_FORMS).with_attr("var", var).with_child(Element::new("value", ns::DATA_FORMS).with_text(value))
+        };
+        let mut summary = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit").with_child(field("FORM_TYPE", SUMMARY)).with_child(field("message-count", "1"));
+        if self.config.include_sender {
+            if let Some(from) = message.attr("from").and_then(|f| Jid::new(f).ok()) {
+                summary.push(field("last-message-sender", from.to_bare().as_str()));
+            }
+        }
+        if self.config.include_body {
+            if let Some(body) = message.child_text("body", ns::CLIENT) {
+                summary.push(field("last-message-body", &body));
+            }
+        }
+        let mut pubsub = Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB)
+                .with_attr("node", r.node.as_str())
+                .with_child(Element::new("item", ns::PUBSUB).with_child(Element::new("notification", ns::PUSH).with_child(summary))),
+        );
+        if !r.options.is_empty() {
+            let mut form = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit").with_child(field("FORM_TYPE", ns::PUBSUB_PUBLISH_OPTIONS).with_attr("type", "hidden"));
+            for (var, value) in &r.options {
+                form.push(field(var, value));
+            }
+            pubsub.push(Element::new("publish-options", ns::PUBSUB).with_child(form));
+        }
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", random_id())
+            .with_attr("from", account.as_str())
+            .with_attr("to", r.jid.as_str())
+            .with_child(pubsub);
+        Stanza::from_element(&iq)
+    }
+}
