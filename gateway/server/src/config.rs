@@ -217,6 +217,9 @@ pub struct LimitsConfig {
     pub negotiation_timeout_secs: u64,
     /// Messages kept per user while offline (XEP-0160).
     pub offline_quota: u64,
+    /// Bytes of messages kept per user while offline: one more is refused with
+    /// `service-unavailable`, like one over `offline_quota`.
+    pub offline_quota_bytes: u64,
     /// Concurrent sessions (resources) per account.
     pub max_resources: usize,
     /// How long a dropped session with XEP-0198 resumption waits to be resumed.
@@ -350,6 +353,7 @@ impl Default for LimitsConfig {
             max_attributes: l.max_attrs,
             negotiation_timeout_secs: 60,
             offline_quota: 1000,
+            offline_quota_bytes: 2 * 1024 * 1024,
             max_resources: 20,
             resume_window_secs: 300,
             archive_retention_days: 0,

@@ -35,25 +35,29 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
         Err(e) => return Err((st, e)),
     };
     let mut st = st;
-    if let (Some(from), false) = (from, matches!(dest, Target::Nowhere)) {
+    let announced = from.is_some() && !matches!(dest, Target::Nowhere);
+    if let (Some(from), true) = (from, announced) {
         let from = from.to_bare();
         for h in &server.modules.message_hooks {
             h.delivering(server, &bare, &from, &mut st).await;
         }
     }
+    let bounce = |st, e| bounce(server, &bare, announced, st, e);
     // Sessions that refused the message, as it is routed again without them.
     let mut refused: Vec<ConnId> = Vec::new();
     loop {
         match dest {
             Target::Nowhere if refused.is_empty() => return Ok(()),
-            Target::Nowhere => return Err((st, StanzaError::resource_constraint())),
+            Target::Nowhere => return bounce(st, StanzaError::resource_constraint()).await,
             Target::Offline => {
                 for h in &server.modules.message_hooks {
-                    if let Some(stored) = h.store_offline(server, &bare, &st).await {
-                        return stored.map_err(|e| (st, e));
+                    match h.store_offline(server, &bare, &st).await {
+                        Some(Ok(())) => return Ok(()),
+                        Some(Err(e)) => return bounce(st, e).await,
+                        None => {}
                     }
                 }
-                return Err((st, StanzaError::service_unavailable()));
+                return bounce(st, StanzaError::service_unavailable()).await;
             }
             Target::Resources(resources) => {
                 let mut delivered: Vec<&str> = Vec::with_capacity(resources.len());
@@ -71,11 +75,22 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
                 }
                 dest = match target(server, &st, to, &refused) {
                     Ok(t) => t,
-                    Err(_) => return Err((st, StanzaError::resource_constraint())),
+                    Err(_) => return bounce(st, StanzaError::resource_constraint()).await,
                 };
             }
         }
     }
+}
+
+/// The message goes back to its sender with `e`: if the hooks saw it coming
+/// (`announced`), they take back what they recorded.
+async fn bounce(server: &Server, to: &BareJid, announced: bool, st: Stanza, e: StanzaError) -> Result<(), (Stanza, StanzaError)> {
+    if announced {
+        for h in &server.modules.message_hooks {
+            h.not_delivered(server, to, &st).await;
+        }
+    }
+    Err((st, e))
 }
 
 /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), as if the sessions in `refused`

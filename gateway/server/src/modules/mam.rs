@@ -223,6 +223,20 @@ impl MessageHooks for Mam {
             st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
         }
     }
+
+    /// A message that bounced (the recipient's offline storage was full, say) was never
+    /// delivered: it leaves the recipient's archive, found by the stanza-id stamped above.
+    async fn not_delivered(&self, _server: &Server, to: &BareJid, st: &Stanza) {
+        let Some(a) = Account::of(to) else { return };
+        if !st.inner().contains(ns::SID) {
+            return;
+        }
+        let Ok(el) = st.to_element() else { return };
+        let ours = el.children().find(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.as_str()));
+        if let Some(id) = ours.and_then(|c| c.attr("id")) {
+            self.writer.retract(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id: id.to_owned() }).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -358,6 +372,7 @@ pub(super) async fn query(
         after_id: after.as_deref(),
         before_id: before.as_deref(),
         limit: Some(max),
+        max_bytes: None,
         // An empty <before/> asks for the last page.
         last_page: before_el.is_some(),
     };

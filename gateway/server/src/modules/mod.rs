@@ -135,6 +135,10 @@ pub trait MessageHooks: Send + Sync {
     /// A message from `from` is about to reach the local account `to`, at its resources
     /// or in offline storage.
     async fn delivering(&self, _server: &Server, _to: &BareJid, _from: &BareJid, _st: &mut Stanza) {}
+    /// After [`MessageHooks::delivering`], the message did not reach `to` after all (its
+    /// offline storage refused it, or no session would take it) and goes back to its
+    /// sender: undo what `delivering` recorded.
+    async fn not_delivered(&self, _server: &Server, _to: &BareJid, _st: &Stanza) {}
     /// It was handed to these resources of `to`.
     fn delivered(&self, _server: &Server, _to: &BareJid, _resources: &[&str], _st: &Stanza) {}
     /// No resource of `to` takes the message: keep it for later. `None` leaves it to the

@@ -1,10 +1,10 @@
-//! XEP-0160 offline messages: stored durably before the sender moves on, delivered in
-//! order with a XEP-0203 delay stamp when the user next sends available presence with a
-//! non-negative priority.
+//! XEP-0160 offline messages: stored durably before the sender moves on, within a quota
+//! in messages and bytes per user, and delivered in order with a XEP-0203 delay stamp
+//! when the user next sends available presence with a non-negative priority.
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, reader, Element, Limits, Stanza, StanzaError};
-use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, StorageError, UserRef};
+use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, Quota, StorageError, UserRef};
 use jid::{BareJid, Jid};
 
 use super::{Available, Host, MessageHooks, Module, PresenceHooks};
@@ -66,7 +66,9 @@ async fn store(server: &Server, to: &BareJid, st: &Stanza) -> Result<(), StanzaE
     let with = st.from().and_then(|f| Jid::new(f).ok()).map(|j| j.to_bare().to_string()).unwrap_or_default();
     let stamp_us = (now.unix_timestamp_nanos() / 1000) as i64;
     let item = NewArchiveItem { id: &random_id(), stamp_us, with: &with, payload: &payload };
-    match server.store.archive_append(u, STORE, item, Some(server.config.limits.offline_quota)).await {
+    let limits = &server.config.limits;
+    let quota = Quota { items: limits.offline_quota, bytes: limits.offline_quota_bytes };
+    match server.store.archive_append(u, STORE, item, Some(quota)).await {
         Ok(()) => Ok(()),
         Err(StorageError::QuotaExceeded) => Err(StanzaError::service_unavailable().with_text("the recipient's offline storage is full")),
         Err(e) => {
