@@ -1,11 +1,13 @@
 //! Offline storage and the message archive under load and failure: quotas in messages and
-//! bytes, and what a refused message leaves behind.
+//! bytes, what a refused message leaves behind, and delivery in pages that leave storage
+//! only once the client has them.
 
 use std::time::Duration;
 
-use jabberwock_proto::{ns, Element};
+use jabberwock_proto::{ns, Element, ReadEvent};
 use jabberwock_tests::{Client, TestServer};
 
+const SM: &str = "urn:xmpp:sm:3";
 const QUIET: Duration = Duration::from_millis(500);
 
 async fn users(server: &TestServer, names: &[&str]) {
@@ -31,6 +33,48 @@ async fn archive(c: &mut Client, id: &str) -> Vec<String> {
         let fwd = e.child("result", ns::MAM).and_then(|r| r.child("forwarded", ns::FORWARD)).expect("a MAM result");
         bodies.push(fwd.child("message", ns::CLIENT).and_then(|m| m.child_text("body", ns::CLIENT)).unwrap_or_default());
     }
+}
+
+/// What a client with stream management has received: the message bodies in order, and
+/// how many stanzas (the `h` it would acknowledge).
+#[derive(Default)]
+struct Received {
+    bodies: Vec<String>,
+    stanzas: u32,
+}
+
+impl Received {
+    /// Reads until nothing comes for [`QUIET`], answering the server's `<r/>` with an
+    /// ack when `ack` is set, and ignoring it otherwise.
+    async fn read(&mut self, c: &mut Client, ack: bool) {
+        while let Some(ev) = c.next_event_by(tokio::time::Instant::now() + QUIET).await {
+            let ReadEvent::Stanza(st) = ev else { continue };
+            let e = st.to_element().expect("parses");
+            if e.is("r", SM) {
+                if ack {
+                    c.send(format!("<a xmlns='{SM}' h='{}'/>", self.stanzas)).await;
+                }
+                continue;
+            }
+            if matches!(e.name(), "message" | "presence" | "iq") {
+                self.stanzas += 1;
+                self.bodies.extend(body(&e));
+            }
+        }
+    }
+}
+
+/// Logs in with stream management (not resumable) and sends initial presence.
+async fn with_sm(server: &TestServer, user: &str, resource: &str) -> Client {
+    let mut c = Client::login(server.c2s, user, "pw", resource).await;
+    c.send(format!("<enable xmlns='{SM}'/>")).await;
+    c.expect("enabled", |e| e.is("enabled", SM)).await;
+    c.send("<presence/>").await;
+    c
+}
+
+fn numbered(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("m{i}")).collect()
 }
 
 #[tokio::test]
@@ -74,4 +118,62 @@ async fn a_message_over_the_count_quota_leaves_no_archive_copy() {
     assert!(err.child("error", ns::CLIENT).and_then(|e| e.child("service-unavailable", ns::STANZA_ERRORS)).is_some());
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     assert_eq!(archive(&mut bob, "q").await, ["kept"]);
+}
+
+#[tokio::test]
+async fn offline_messages_come_in_pages_and_leave_storage_once_acknowledged() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let total = 150;
+    for i in 1..=total {
+        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
+    }
+    // Through the same connection, so every message above was stored by then.
+    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+
+    // A client that acknowledges nothing gets one page, and nothing more.
+    let mut bob = with_sm(&server, "bob", "b").await;
+    let mut first = Received::default();
+    first.read(&mut bob, false).await;
+    assert_eq!(first.bodies, numbered(100), "one page, in order");
+    // The connection drops before any acknowledgement: everything is still stored, once.
+    drop(bob);
+    tokio::time::sleep(QUIET).await;
+
+    let mut bob = with_sm(&server, "bob", "b").await;
+    let mut again = Received::default();
+    again.read(&mut bob, true).await;
+    assert_eq!(again.bodies, numbered(total), "every message again, each once, in order");
+    drop(bob);
+    tokio::time::sleep(QUIET).await;
+
+    // Acknowledged, they are gone.
+    let mut bob = with_sm(&server, "bob", "b").await;
+    let mut last = Received::default();
+    last.read(&mut bob, true).await;
+    assert!(last.bodies.is_empty(), "delivered again: {:?}", last.bodies);
+}
+
+#[tokio::test]
+async fn without_stream_management_offline_messages_leave_storage_once_written() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let total = 250;
+    for i in 1..=total {
+        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
+    }
+    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    let mut got = Received::default();
+    got.read(&mut bob, false).await;
+    assert_eq!(got.bodies, numbered(total), "every page, in order");
+    drop(bob);
+    tokio::time::sleep(QUIET).await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    bob.expect_none(QUIET, "a message delivered again", |e| body(e).is_some()).await;
 }

@@ -158,6 +158,9 @@ pub struct Available<'a> {
     pub initial: bool,
     /// Stanzas for the resource itself, after the contacts' presence.
     pub out: Vec<Stanza>,
+    /// Stanzas from storage for the resource, after `out`, each with the receipt that
+    /// tells its store when the client has it.
+    pub stored: Vec<(Stanza, crate::registry::Receipt)>,
 }
 
 #[async_trait]
@@ -376,7 +379,7 @@ impl Modules {
             .add(caps::Caps::default())
             .add(mam::Mam::new(store.clone(), &config.limits))
             .add(carbons::Carbons::default())
-            .add(offline::Offline)
+            .add(offline::Offline::default())
             .add(pep::Pep)
             .add(muc::Muc::new(config))
             .add(session::LegacySession)
