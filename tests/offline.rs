@@ -1,11 +1,11 @@
 //! Offline storage and the message archive under load and failure: quotas in messages and
-//! bytes, what a refused message leaves behind, and delivery in pages that leave storage
-//! only once the client has them.
+//! bytes, delivery in pages that leave storage only once the client has them, and archive
+//! writes that survive a database that is briefly unavailable.
 
 use std::time::Duration;
 
 use jabberwock_proto::{ns, Element, ReadEvent};
-use jabberwock_tests::{Client, TestServer};
+use jabberwock_tests::{Client, TestServer, TIMEOUT};
 
 const SM: &str = "urn:xmpp:sm:3";
 const QUIET: Duration = Duration::from_millis(500);
@@ -176,4 +176,29 @@ async fn without_stream_management_offline_messages_leave_storage_once_written()
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     bob.send("<presence/>").await;
     bob.expect_none(QUIET, "a message delivered again", |e| body(e).is_some()).await;
+}
+
+#[tokio::test]
+async fn an_archive_batch_that_fails_is_retried_until_the_database_is_back() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    let _ = bob.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+
+    // Another process holds SQLite's write lock for longer than the server waits for it
+    // (its busy timeout is 5 s): the first attempt at the archive batch fails.
+    let db = server.dir.path().join("jabberwock.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let mut lock = sqlx::ConnectOptions::connect(&options).await.expect("open the database");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.expect("take the write lock");
+
+    alice.send("<message to='bob@localhost' type='chat'><body>while locked</body></message>").await;
+    bob.expect("delivered meanwhile", |e| body(e).as_deref() == Some("while locked")).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.expect("release the write lock");
+
+    let archived = tokio::time::timeout(TIMEOUT * 6, archive(&mut bob, "q")).await.expect("the archive answers");
+    assert_eq!(archived, ["while locked"]);
 }
