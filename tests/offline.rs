@@ -1,6 +1,7 @@
 //! Offline storage and the message archive under load and failure: quotas in messages and
-//! bytes, delivery in pages that leave storage only once the client has them, and archive
-//! writes that survive a database that is briefly unavailable.
+//! bytes, what a refused message leaves behind, delivery in pages that leave storage only
+//! once the client has them, archive writes that survive a database that is briefly
+//! unavailable, and archive retention.
 
 use std::time::Duration;
 
@@ -201,4 +202,40 @@ async fn an_archive_batch_that_fails_is_retried_until_the_database_is_back() {
 
     let archived = tokio::time::timeout(TIMEOUT * 6, archive(&mut bob, "q")).await.expect("the archive answers");
     assert_eq!(archived, ["while locked"]);
+}
+
+#[tokio::test]
+async fn the_archive_forgets_messages_older_than_a_year_by_default() {
+    let server = TestServer::start().await;
+    users(&server, &["bob"]).await;
+    let db = server.dir.path().join("jabberwock.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let mut conn = sqlx::ConnectOptions::connect(&options).await.expect("open the database");
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    let day_us = 86_400 * 1_000_000;
+    for (id, age_days) in [("old", 366), ("recent", 364)] {
+        let payload = format!("<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost' type='chat'><body>{id}</body></message>");
+        sqlx::query("INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ('localhost', 'bob', 'mam', ?, ?, 'alice@localhost', ?)")
+            .bind(id)
+            .bind(now_us - age_days * day_us)
+            .bind(payload.into_bytes())
+            .execute(&mut conn)
+            .await
+            .expect("archive a message");
+    }
+    drop(conn);
+    // Retention runs at startup, then hourly.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, "", "").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut kept = archive(&mut bob, "q0").await;
+    for n in 1.. {
+        if kept == ["recent"] || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kept = archive(&mut bob, &format!("q{n}")).await;
+    }
+    assert_eq!(kept, ["recent"]);
 }
