@@ -239,3 +239,46 @@ async fn the_archive_forgets_messages_older_than_a_year_by_default() {
     }
     assert_eq!(kept, ["recent"]);
 }
+
+#[tokio::test]
+async fn stored_messages_in_a_resumed_session_leave_storage_once_acknowledged() {
+    let server = TestServer::start().await;
+    users(&server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let total = 150;
+    for i in 1..=total {
+        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
+    }
+    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    bob.send(format!("<enable xmlns='{SM}' resume='true'/>")).await;
+    let enabled = bob.expect("enabled", |e| e.is("enabled", SM)).await;
+    let id = enabled.attr("id").expect("an id to resume").to_owned();
+    bob.send("<presence/>").await;
+    let mut first = Received::default();
+    first.read(&mut bob, false).await;
+    assert_eq!(first.bodies, numbered(100), "one page");
+    drop(bob);
+
+    // Resumed on a new connection having acknowledged nothing: the page comes again, and
+    // once acknowledged, the rest.
+    let (mut bob, _) = Client::connect(server.c2s).await.starttls().await;
+    bob.send(jabberwock_tests::plain_auth("bob", "pw")).await;
+    assert!(bob.next_element().await.is("success", ns::SASL));
+    bob.restart_stream().await;
+    bob.send(format!("<resume xmlns='{SM}' previd='{id}' h='0'/>")).await;
+    bob.expect("resumed", |e| e.is("resumed", SM)).await;
+    let mut resumed = Received::default();
+    resumed.read(&mut bob, true).await;
+    assert_eq!(resumed.bodies, numbered(total), "the page again, then the rest");
+    bob.send(format!("<a xmlns='{SM}' h='{}'/>", resumed.stanzas)).await;
+    bob.send("<presence type='unavailable'/>").await;
+    bob.send("</stream:stream>").await;
+    tokio::time::sleep(QUIET).await;
+
+    let mut bob = with_sm(&server, "bob", "b").await;
+    let mut last = Received::default();
+    last.read(&mut bob, true).await;
+    assert!(last.bodies.is_empty(), "delivered again: {:?}", last.bodies);
+}

@@ -232,13 +232,7 @@ impl Session {
             // Unbound first, so nothing comes back here; rerouted (the oldest first) before
             // contacts see the session go, so what it never got is elsewhere by then.
             self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
-            let mut undelivered = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
-            // Stanzas from storage stay there for the next session: not routed again.
-            for s in std::mem::take(&mut self.stored).into_iter().rev() {
-                if s.ahead > 0 && s.ahead <= undelivered.len() {
-                    undelivered.remove(s.ahead - 1);
-                }
-            }
+            let mut undelivered = self.take_undelivered();
             while let Ok(routed) = rx.try_recv() {
                 if let Routed::Stanza(st) = routed {
                     undelivered.push(*st);
@@ -253,6 +247,18 @@ impl Session {
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
             self.bound = None;
         }
+    }
+
+    /// Empties the XEP-0198 queue, oldest first, to route again; except stanzas from
+    /// storage, which stay there for the next session (their receipts are dropped).
+    pub(crate) fn take_undelivered(&mut self) -> Vec<Stanza> {
+        let mut unacked = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+        for s in std::mem::take(&mut self.stored).into_iter().rev() {
+            if s.ahead > 0 && s.ahead <= unacked.len() {
+                unacked.remove(s.ahead - 1);
+            }
+        }
+        unacked
     }
 
     fn ensure_header(&mut self, out: &mut Vec<Frame>) {
