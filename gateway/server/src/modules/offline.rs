@@ -155,7 +155,7 @@ async fn read_page(delivery: Delivery) -> Vec<(Stanza, Receipt)> {
         return Vec::new();
     }
     let pending = Arc::new(Page {
-        ids: page.items.iter().map(|i| i.id.clone()).collect(),
+        items: page.items.len(),
         more: !page.complete,
         delivered: Mutex::new(Vec::new()),
         delivery,
@@ -185,7 +185,7 @@ async fn send_page(delivery: Delivery) {
 
 /// A page of stored messages in flight: what its receipts have confirmed so far.
 struct Page {
-    ids: Vec<String>,
+    items: usize,
     /// Stored messages lie beyond it.
     more: bool,
     delivered: Mutex<Vec<String>>,
@@ -196,7 +196,7 @@ impl Drop for Page {
     /// Every receipt is gone: each was delivered, or the session ended first.
     fn drop(&mut self) {
         let delivered = std::mem::take(self.delivered.get_mut().expect("offline page"));
-        let complete = delivered.len() == self.ids.len();
+        let complete = delivered.len() == self.items;
         let (delivery, more) = (self.delivery.clone(), self.more);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
