@@ -20,6 +20,21 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// A number of days, or `"never"` (0).
+fn days_or_never<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Days {
+        Days(u64),
+        Word(String),
+    }
+    match Days::deserialize(d)? {
+        Days::Days(n) => Ok(n),
+        Days::Word(w) if w == "never" => Ok(0),
+        Days::Word(w) => Err(serde::de::Error::custom(format!("{w:?} is neither a number of days nor \"never\""))),
+    }
+}
+
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
 }
@@ -348,11 +363,16 @@ pub struct LimitsConfig {
     pub negotiation_timeout_secs: u64,
     /// Messages kept per user while offline (XEP-0160).
     pub offline_quota: u64,
+    /// Bytes of messages kept per user while offline: one more is refused with
+    /// `service-unavailable`, like one over `offline_quota`.
+    pub offline_quota_bytes: u64,
     /// Concurrent sessions (resources) per account.
     pub max_resources: usize,
     /// How long a dropped session with XEP-0198 resumption waits to be resumed.
     pub resume_window_secs: u64,
-    /// Days a message stays in the XEP-0313 archive; 0 keeps it forever.
+    /// Days a message stays in the XEP-0313 archive; 0 (or `"never"` in the file) keeps
+    /// it forever.
+    #[serde(deserialize_with = "days_or_never")]
     pub archive_retention_days: u64,
     /// Which messages an account archives until it sets its own XEP-0313 preference:
     /// `always`, `roster` (only with contacts in its roster) or `never`.
@@ -538,9 +558,13 @@ impl Default for LimitsConfig {
             max_attributes: l.max_attrs,
             negotiation_timeout_secs: 60,
             offline_quota: 1000,
+            offline_quota_bytes: 2 * 1024 * 1024,
             max_resources: 20,
             resume_window_secs: 300,
-            archive_retention_days: 0,
+            // A year: the web client keeps no history of its own and shows what the
+            // archive holds, so Prosody's week would empty conversations people scroll
+            // back through; a year still bounds the archive by a year of traffic.
+            archive_retention_days: 365,
             archive_default: "always".to_owned(),
             max_connections: 20_000,
             max_connections_per_ip: 100,
@@ -854,6 +878,8 @@ mod tests {
         assert_eq!(c.limits.max_unauthenticated_per_ip, d.limits.max_unauthenticated_per_ip);
         assert_eq!(c.limits.max_session_output_bytes, d.limits.max_session_output_bytes);
         assert_eq!(c.limits.write_timeout_secs, d.limits.write_timeout_secs);
+        assert_eq!(c.limits.offline_quota_bytes, d.limits.offline_quota_bytes);
+        assert_eq!(c.limits.archive_retention_days, d.limits.archive_retention_days);
         assert_eq!(c.http.header_timeout_secs, d.http.header_timeout_secs);
         assert_eq!(c.s2s.max_inbound_connections_per_ip, d.s2s.max_inbound_connections_per_ip);
         assert_eq!(c.limits.max_roster_items, d.limits.max_roster_items);
@@ -887,6 +913,17 @@ mod tests {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn archive_retention_is_days_or_never() {
+        assert_eq!(Config::default().limits.archive_retention_days, 365);
+        for (text, days) in [("30", 30), ("0", 0), ("'never'", 0)] {
+            let c = Config::parse(&format!("[limits]\narchive_retention_days = {text}")).unwrap();
+            assert_eq!(c.limits.archive_retention_days, days, "{text}");
+        }
+        let e = Config::parse("[limits]\narchive_retention_days = 'sometimes'").unwrap_err();
+        assert!(e.to_string().contains("archive_retention_days"), "{e}");
     }
 
     #[test]

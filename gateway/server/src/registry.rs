@@ -34,6 +34,30 @@ pub enum Routed {
     /// Another connection resumed this session (XEP-0198): let go of this connection and
     /// park the session so the new one can take it.
     Detach,
+    /// A stanza kept in storage until its client has it: its receipt is told once the
+    /// client acknowledged it (XEP-0198) or, without stream management, once it was
+    /// written. Boxed together, like `Stanza`.
+    Stored(Box<(Stanza, Receipt)>),
+}
+
+/// What the session tells the store a stanza came from once the client has it. Dropped
+/// without [`Receipt::delivered`] (the session ended first), the stanza stays stored.
+pub struct Receipt(Box<dyn FnOnce() + Send + Sync>);
+
+impl Receipt {
+    pub fn new(delivered: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Receipt(Box::new(delivered))
+    }
+
+    pub fn delivered(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
 }
 
 /// The receiving end of a session's mailbox. futures' unbounded channel allocates per
@@ -105,6 +129,19 @@ impl SessionHandle {
     /// gone. Control messages are not counted against the output bound.
     pub fn send(&self, r: Routed) -> bool {
         self.tx.unbounded_send(r).is_ok()
+    }
+
+    /// Queues a stanza from storage for the session, with the receipt that tells the store
+    /// when the client has it; false (the receipt dropped) if the session is gone. Never
+    /// refused for the output bound: the caller bounds what it hands over at once.
+    pub fn deliver_stored(&self, st: Stanza, receipt: Receipt) -> bool {
+        let cost = output_cost(&st);
+        self.budget.charge(cost);
+        if self.tx.unbounded_send(Routed::Stored(Box::new((st, receipt)))).is_err() {
+            self.budget.release(cost);
+            return false;
+        }
+        true
     }
 
     /// Queues a stanza for the session. It comes back if the session is gone or holds too

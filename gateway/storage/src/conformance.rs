@@ -5,8 +5,8 @@
 //! don't see each other's data. Failures panic with a description of the broken contract.
 
 use crate::{
-    ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, StorageError, Store,
-    UserRef, Write,
+    ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Quota, StorageError,
+    Store, UserRef, Write,
 };
 
 const HOST: &str = "conformance.example";
@@ -27,6 +27,8 @@ pub async fn run_all(store: &Store) {
     concurrent_write_batches(store).await;
     archive_append_and_count(store).await;
     archive_quota(store).await;
+    archive_byte_quota(store).await;
+    archive_byte_pages(store).await;
     archive_filters(store).await;
     archive_paging(store).await;
     archive_unknown_ids(store).await;
@@ -694,12 +696,12 @@ async fn archive_quota(store: &Store) {
     let u = user("archive-quota");
     for id in ["q1", "q2", "q3"] {
         store
-            .archive_append(u, "offline", item(id, 1, "x@example.com", b"m"), Some(3))
+            .archive_append(u, "offline", item(id, 1, "x@example.com", b"m"), Some(Quota::items(3)))
             .await
             .unwrap();
     }
     let r = store
-        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(3))
+        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(Quota::items(3)))
         .await;
     assert!(
         matches!(r, Err(StorageError::QuotaExceeded)),
@@ -711,7 +713,7 @@ async fn archive_quota(store: &Store) {
         "a refused append must not insert"
     );
     let r = store
-        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(2))
+        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(Quota::items(2)))
         .await;
     assert!(
         matches!(r, Err(StorageError::QuotaExceeded)),
@@ -719,7 +721,7 @@ async fn archive_quota(store: &Store) {
     );
 
     store
-        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(4))
+        .archive_append(u, "offline", item("q4", 1, "x@example.com", b"m"), Some(Quota::items(4)))
         .await
         .unwrap();
     store
@@ -730,7 +732,7 @@ async fn archive_quota(store: &Store) {
 
     // The quota counts this user's items in this store only.
     store
-        .archive_append(u, "mam", item("q1", 1, "x@example.com", b"m"), Some(1))
+        .archive_append(u, "mam", item("q1", 1, "x@example.com", b"m"), Some(Quota::items(1)))
         .await
         .unwrap();
     store
@@ -738,7 +740,7 @@ async fn archive_quota(store: &Store) {
             user("archive-quota-2"),
             "offline",
             item("q1", 1, "x@example.com", b"m"),
-            Some(1),
+            Some(Quota::items(1)),
         )
         .await
         .unwrap();
@@ -748,7 +750,7 @@ async fn archive_quota(store: &Store) {
             user("archive-quota-3"),
             "offline",
             item("q1", 1, "x@example.com", b"m"),
-            Some(0),
+            Some(Quota::items(0)),
         )
         .await;
     assert!(
@@ -765,10 +767,53 @@ async fn archive_quota(store: &Store) {
         2
     );
     store
-        .archive_append(u, "offline", item("q6", 1, "x@example.com", b"m"), Some(4))
+        .archive_append(u, "offline", item("q6", 1, "x@example.com", b"m"), Some(Quota::items(4)))
         .await
         .unwrap();
     assert_eq!(store.archive_count(u, "offline").await.unwrap(), 4);
+}
+
+/// The byte quota counts the user's payloads in the store, the new one included.
+async fn archive_byte_quota(store: &Store) {
+    let u = user("archive-byte-quota");
+    let quota = Some(Quota { items: 100, bytes: 10 });
+    for id in ["b1", "b2"] {
+        store.archive_append(u, "offline", item(id, 1, "x@example.com", b"1234"), quota).await.unwrap();
+    }
+    let r = store.archive_append(u, "offline", item("b3", 1, "x@example.com", b"123"), quota).await;
+    assert!(matches!(r, Err(StorageError::QuotaExceeded)), "append over the byte quota: {r:?}");
+    assert_eq!(store.archive_count(u, "offline").await.unwrap(), 2, "a refused append must not insert");
+    // Exactly at the bound fits.
+    store.archive_append(u, "offline", item("b3", 1, "x@example.com", b"12"), quota).await.unwrap();
+    // One item alone larger than the quota never fits.
+    let big = user("archive-byte-quota-2");
+    let r = store.archive_append(big, "offline", item("b1", 1, "x@example.com", &[0; 11]), quota).await;
+    assert!(matches!(r, Err(StorageError::QuotaExceeded)), "an item over the byte quota: {r:?}");
+    // Other stores and users do not count.
+    store.archive_append(u, "mam", item("b1", 1, "x@example.com", b"12345678"), quota).await.unwrap();
+    store.archive_append(big, "offline", item("b1", 1, "x@example.com", &[0; 10]), quota).await.unwrap();
+    // Deleting makes room again.
+    store.archive_delete(u, "offline", ArchiveDelete::Ids(&["b1"])).await.unwrap();
+    store.archive_append(u, "offline", item("b4", 1, "x@example.com", b"1234"), quota).await.unwrap();
+}
+
+/// Pages bounded in bytes: as many items as fit, the first one whatever its size.
+async fn archive_byte_pages(store: &Store) {
+    let u = user("archive-byte-pages");
+    for (id, len) in [("p1", 3), ("p2", 3), ("p3", 5), ("p4", 1), ("p5", 2)] {
+        store.archive_append(u, "offline", item(id, 1, "x@example.com", &vec![b'x'; len]), None).await.unwrap();
+    }
+    let q = |after_id, limit, max_bytes, last_page| ArchiveQuery { after_id, limit, max_bytes, last_page, ..Default::default() };
+    let ids = |p: ArchivePage| (p.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), p.complete);
+    let read = |query| async move { ids(store.archive_query(u, "offline", &query).await.unwrap()) };
+    assert_eq!(read(q(None, Some(10), Some(6), false)).await, (strings(&["p1", "p2"]), false));
+    assert_eq!(read(q(None, Some(10), Some(8), false)).await, (strings(&["p1", "p2"]), false));
+    assert_eq!(read(q(Some("p2"), Some(10), Some(2), false)).await, (strings(&["p3"]), false), "the first item comes whatever its size");
+    assert_eq!(read(q(Some("p3"), Some(10), Some(3), false)).await, (strings(&["p4", "p5"]), true));
+    assert_eq!(read(q(None, Some(1), Some(100), false)).await, (strings(&["p1"]), false), "the item limit still holds");
+    assert_eq!(read(q(None, None, Some(100), false)).await, (strings(&["p1", "p2", "p3", "p4", "p5"]), true));
+    // The last page is counted from the end.
+    assert_eq!(read(q(None, Some(10), Some(8), true)).await, (strings(&["p3", "p4", "p5"]), false));
 }
 
 async fn archive_filters(store: &Store) {

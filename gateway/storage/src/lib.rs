@@ -81,6 +81,20 @@ pub struct ArchiveItem {
     pub payload: Vec<u8>,
 }
 
+/// The most one user may hold in one archive store: items, and bytes of payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+impl Quota {
+    /// A bound on the number of items alone.
+    pub fn items(items: u64) -> Self {
+        Quota { items, bytes: u64::MAX }
+    }
+}
+
 /// Filter and page of an archive query. Items come in insertion order (oldest first);
 /// `last_page` returns the newest `limit` matching items, still oldest first.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +107,9 @@ pub struct ArchiveQuery<'a> {
     /// Only items before (exclusive) the item with this id.
     pub before_id: Option<&'a str>,
     pub limit: Option<usize>,
+    /// At most this many bytes of payload in the page (its first item comes whatever its
+    /// size): a page that stops early for it is not `complete`.
+    pub max_bytes: Option<usize>,
     pub last_page: bool,
 }
 
@@ -209,8 +226,9 @@ impl Store {
     // archive
 
     /// Appends an item. With `quota`, fails with [`StorageError::QuotaExceeded`] when the
-    /// store already holds that many items for the user (checked in the same transaction).
-    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<u64>) -> Result<()> {
+    /// store already holds `quota.items` items for the user, or when the item would take
+    /// the user's payloads there over `quota.bytes` (checked in the same transaction).
+    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<Quota>) -> Result<()> {
         dispatch!(self, s => s.archive_append(u, store, item, quota).await)
     }
 

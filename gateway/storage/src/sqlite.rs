@@ -10,8 +10,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Result, StorageError,
-    UserRef, Write,
+    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Quota, Result,
+    StorageError, UserRef, Write,
 };
 
 /// How long a statement waits for a lock held by another connection (or process) before
@@ -202,6 +202,46 @@ async fn apply_batches(writer: &SqlitePool, batches: &[&OwnedBatch]) -> Result<(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The seqs of an archive query's page, as a subquery: the query's filters, in its
+/// paging direction, one item more than its limit (which tells whether it is complete).
+struct PageSeqs<'q> {
+    index: &'static str,
+    u: UserRef<'q>,
+    store: &'q str,
+    q: &'q ArchiveQuery<'q>,
+    after: Option<i64>,
+    before: Option<i64>,
+    backward: bool,
+}
+
+impl<'q> PageSeqs<'q> {
+    /// Appends the subquery; `cut` ends the page at that seq (a byte bound's).
+    fn push(&self, sql: &mut QueryBuilder<'q, Sqlite>, cut: Option<i64>) {
+        sql.push("SELECT seq FROM archive INDEXED BY ").push(self.index);
+        push_user_store_stamp(sql, self.u, self.store, self.q);
+        if let Some(with) = self.q.with {
+            sql.push(" AND with_jid = ").push_bind(with);
+        }
+        if let Some(after) = self.after {
+            sql.push(" AND seq > ").push_bind(after);
+        }
+        if let Some(before) = self.before {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        match (cut, self.backward) {
+            (Some(cut), false) => sql.push(" AND seq <= ").push_bind(cut),
+            (Some(cut), true) => sql.push(" AND seq >= ").push_bind(cut),
+            (None, _) => sql,
+        };
+        sql.push(if self.backward { " ORDER BY seq DESC" } else { " ORDER BY seq" });
+        if let Some(limit) = self.q.limit {
+            // One item more than asked tells whether the page is complete.
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+            sql.push(" LIMIT ").push_bind(limit);
+        }
+    }
 }
 
 /// Creates the database file (and its directory) readable by the server's user only,
@@ -421,23 +461,26 @@ impl SqliteStore {
         u: UserRef<'_>,
         store: &str,
         item: NewArchiveItem<'_>,
-        quota: Option<u64>,
+        quota: Option<Quota>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         if let Some(quota) = quota {
-            // Counting stops at the quota, so the check costs O(quota), not O(archive size).
-            let quota = i64::try_from(quota).unwrap_or(i64::MAX);
-            let held: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM \
-                 (SELECT 1 FROM archive WHERE host = ? AND username = ? AND store = ? LIMIT ?)",
+            // Counting stops at the item quota, so the check costs O(quota), not O(archive
+            // size); below it, the sum covers every item the user holds.
+            let items = i64::try_from(quota.items).unwrap_or(i64::MAX);
+            let (held, held_bytes): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM \
+                 (SELECT length(payload) AS len FROM archive \
+                  WHERE host = ? AND username = ? AND store = ? LIMIT ?)",
             )
             .bind(u.host)
             .bind(u.user)
             .bind(store)
-            .bind(quota)
+            .bind(items)
             .fetch_one(&mut *tx)
             .await?;
-            if held >= quota {
+            let bytes = (held_bytes as u64).saturating_add(item.payload.len() as u64);
+            if held >= items || bytes > quota.bytes {
                 return Err(StorageError::QuotaExceeded);
             }
         }
@@ -519,38 +562,38 @@ impl SqliteStore {
             "archive_by_seq"
         };
 
+        let page = PageSeqs { index, u, store, q, after, before, backward };
+        // With a byte bound, the page's sizes are read first (length() reads no payload)
+        // to find the last item that fits; the page then ends there.
+        let mut cut = None;
+        if let Some(max_bytes) = q.max_bytes {
+            let mut sql = QueryBuilder::<Sqlite>::new("SELECT seq, length(payload) FROM archive WHERE seq IN (");
+            page.push(&mut sql, None);
+            sql.push(if backward { ") ORDER BY seq DESC" } else { ") ORDER BY seq" });
+            let sizes: Vec<(i64, i64)> = sql.build_query_as().fetch_all(&mut *tx).await?;
+            let mut total = 0usize;
+            for (i, &(_, len)) in sizes.iter().enumerate() {
+                total = total.saturating_add(len as usize);
+                if i > 0 && total > max_bytes {
+                    cut = Some(sizes[i - 1].0);
+                    break;
+                }
+            }
+        }
+
         // The page's seqs are picked first (from the index alone unless the stamp index has
         // to check `with`), then only those rows are read: no payload is read and discarded.
         let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT id, stamp_us, with_jid, payload FROM archive WHERE seq IN (SELECT seq FROM archive INDEXED BY ",
+            "SELECT id, stamp_us, with_jid, payload FROM archive WHERE seq IN (",
         );
-        sql.push(index);
-        push_user_store_stamp(&mut sql, u, store, q);
-        if let Some(with) = q.with {
-            sql.push(" AND with_jid = ").push_bind(with);
-        }
-        if let Some(after) = after {
-            sql.push(" AND seq > ").push_bind(after);
-        }
-        if let Some(before) = before {
-            sql.push(" AND seq < ").push_bind(before);
-        }
-        sql.push(if backward {
-            " ORDER BY seq DESC"
-        } else {
-            " ORDER BY seq"
-        });
-        if let Some(limit) = q.limit {
-            // One item more than asked tells whether the page is complete.
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-            sql.push(" LIMIT ").push_bind(limit);
-        }
+        page.push(&mut sql, cut);
         sql.push(") ORDER BY seq");
         let mut rows: Vec<(String, i64, String, Vec<u8>)> =
             sql.build_query_as().fetch_all(&mut *tx).await?;
         tx.commit().await?;
 
         let complete = match q.limit {
+            _ if cut.is_some() => false,
             Some(limit) if rows.len() > limit => {
                 // Drop the extra item, which lies beyond the page in the paging direction.
                 if backward {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use jabberwock_storage::{conformance, ArchiveQuery, NewArchiveItem, StorageError, Store, UserRef};
+use jabberwock_storage::{conformance, ArchiveQuery, NewArchiveItem, Quota, StorageError, Store, UserRef};
 
 const ALICE: UserRef<'static> = UserRef {
     host: "example.org",
@@ -157,7 +157,7 @@ async fn concurrent_writers_all_succeed() {
                 store.map_set(u, "roster", &id, Some(b"item")).await?;
                 store.kv_set(u, "vcard", Some(id.as_bytes())).await?;
                 match store
-                    .archive_append(ALICE, "mam", message(&id), Some(QUOTA))
+                    .archive_append(ALICE, "mam", message(&id), Some(Quota::items(QUOTA)))
                     .await
                 {
                     Err(StorageError::QuotaExceeded) => refused += 1,

@@ -35,13 +35,14 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
         Err(e) => return Err((st, e)),
     };
     let mut st = st;
-    if let (Some(from), false) = (from, matches!(dest, Target::Nowhere)) {
+    let announced = from.is_some() && !matches!(dest, Target::Nowhere);
+    if let (Some(from), true) = (from, announced) {
         let from = from.to_bare();
         for h in &server.modules.message_hooks {
             h.delivering(server, &bare, &from, &mut st).await;
         }
     }
-    dispatch(server, st, to, dest, true).await
+    dispatch(server, st, to, dest, Seen::First { announced }).await
 }
 
 /// Routes again a message that reached `to`'s session but was never delivered by it (a
@@ -53,7 +54,7 @@ pub async fn reroute(server: &Arc<Server>, mut st: Stanza, to: &BareJid) {
     st.set_attr("to", to.as_str());
     let to = Jid::from(to.clone());
     let delivered = match target(server, &st, &to, &[]) {
-        Ok(dest) => dispatch(server, st, &to, dest, false).await,
+        Ok(dest) => dispatch(server, st, &to, dest, Seen::Again).await,
         Err(e) => Err((st, e)),
     };
     if let Err((st, e)) = delivered {
@@ -63,23 +64,37 @@ pub async fn reroute(server: &Arc<Server>, mut st: Stanza, to: &BareJid) {
     }
 }
 
+/// Whether the hooks see a message for the first time.
+#[derive(Clone, Copy)]
+enum Seen {
+    /// They see it delivered; `announced`: they saw it coming, and take back what they
+    /// recorded if it bounces.
+    First { announced: bool },
+    /// Routed again: they saw it the first time.
+    Again,
+}
+
 /// Hands `st` to the resources of `dest`, or offline storage, trying the next target
-/// while resources refuse it. `announce` runs the hooks that see a message delivered.
-async fn dispatch(server: &Arc<Server>, st: Stanza, to: &Jid, mut dest: Target, announce: bool) -> Result<(), (Stanza, StanzaError)> {
+/// while resources refuse it.
+async fn dispatch(server: &Arc<Server>, st: Stanza, to: &Jid, mut dest: Target, seen: Seen) -> Result<(), (Stanza, StanzaError)> {
     let bare = to.to_bare();
+    let announced = matches!(seen, Seen::First { announced: true });
+    let bounce = |st, e| bounce(server, &bare, announced, st, e);
     // Sessions that refused the message, as it is routed again without them.
     let mut refused: Vec<ConnId> = Vec::new();
     loop {
         match dest {
             Target::Nowhere if refused.is_empty() => return Ok(()),
-            Target::Nowhere => return Err((st, StanzaError::resource_constraint())),
+            Target::Nowhere => return bounce(st, StanzaError::resource_constraint()).await,
             Target::Offline => {
                 for h in &server.modules.message_hooks {
-                    if let Some(stored) = h.store_offline(server, &bare, &st).await {
-                        return stored.map_err(|e| (st, e));
+                    match h.store_offline(server, &bare, &st).await {
+                        Some(Ok(())) => return Ok(()),
+                        Some(Err(e)) => return bounce(st, e).await,
+                        None => {}
                     }
                 }
-                return Err((st, StanzaError::service_unavailable()));
+                return bounce(st, StanzaError::service_unavailable()).await;
             }
             Target::Resources(resources) => {
                 let mut delivered: Vec<&str> = Vec::with_capacity(resources.len());
@@ -90,7 +105,7 @@ async fn dispatch(server: &Arc<Server>, st: Stanza, to: &Jid, mut dest: Target, 
                     }
                 }
                 if !delivered.is_empty() {
-                    if announce {
+                    if matches!(seen, Seen::First { .. }) {
                         for h in &server.modules.message_hooks {
                             h.delivered(server, &bare, &delivered, &st);
                         }
@@ -99,11 +114,22 @@ async fn dispatch(server: &Arc<Server>, st: Stanza, to: &Jid, mut dest: Target, 
                 }
                 dest = match target(server, &st, to, &refused) {
                     Ok(t) => t,
-                    Err(_) => return Err((st, StanzaError::resource_constraint())),
+                    Err(_) => return bounce(st, StanzaError::resource_constraint()).await,
                 };
             }
         }
     }
+}
+
+/// The message goes back to its sender with `e`: if the hooks saw it coming
+/// (`announced`), they take back what they recorded.
+async fn bounce(server: &Server, to: &BareJid, announced: bool, st: Stanza, e: StanzaError) -> Result<(), (Stanza, StanzaError)> {
+    if announced {
+        for h in &server.modules.message_hooks {
+            h.not_delivered(server, to, &st).await;
+        }
+    }
+    Err((st, e))
 }
 
 /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), as if the sessions in `refused`

@@ -90,11 +90,14 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     if initial {
         probes_and_requests(s, &own, a, &items, first_ever, out).await;
     }
-    let mut ev = Available { server: &server, jid: &jid, presence: &st, priority, initial, out: Vec::new() };
+    let mut ev = Available { server: &server, jid: &jid, presence: &st, priority, initial, out: Vec::new(), stored: Vec::new() };
     for h in &server.modules.presence_hooks {
         h.available(&mut ev).await;
     }
     out.extend(ev.out.into_iter().map(Frame::Stanza));
+    for (st, receipt) in ev.stored {
+        s.send_stored(st, receipt, out);
+    }
 }
 
 /// At initial presence: the current presence of every contact the account is subscribed

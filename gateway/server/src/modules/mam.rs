@@ -114,9 +114,7 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
             next = if batch.len() < MAX_BATCH { tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten() } else { None };
         }
         if !batch.is_empty() {
-            if let Err(e) = store.archive_append_batch(&batch).await {
-                tracing::error!(error = %e, items = batch.len(), "archiving messages failed");
-            }
+            commit(&store, &batch).await;
             batch.clear();
         }
         for entry in committed_retractions.drain(..) {
@@ -127,6 +125,59 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Pauses before each new attempt at a batch the database refused: a database that is
+/// locked by another process or briefly failing gets about twenty seconds (plus its busy
+/// timeout per attempt) to recover. Meanwhile the writer's queue fills and delivery waits.
+const RETRY_PAUSES: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(15),
+];
+
+/// Archive items given up on since the server started, after every attempt failed.
+static LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Commits a batch, retrying as [`RETRY_PAUSES`] allows; what still fails is counted in
+/// [`LOST`] and logged as an error, never dropped silently.
+async fn commit(store: &Store, batch: &[ArchiveAppend]) {
+    let mut pauses = RETRY_PAUSES.iter();
+    loop {
+        let e = match store.archive_append_batch(batch).await {
+            Ok(()) => return,
+            // An id already archived (an earlier attempt that did commit, or a clash): the
+            // items go one by one, skipping those already there.
+            Err(StorageError::AlreadyExists) => return commit_each(store, batch).await,
+            Err(e) => e,
+        };
+        match pauses.next() {
+            Some(pause) => {
+                tracing::warn!(error = %e, items = batch.len(), "archiving messages failed; trying again");
+                tokio::time::sleep(*pause).await;
+            }
+            None => {
+                let lost = LOST.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed) + batch.len() as u64;
+                tracing::error!(error = %e, items = batch.len(), lost_since_start = lost, "archiving messages failed; they are not in the archive");
+                return;
+            }
+        }
+    }
+}
+
+async fn commit_each(store: &Store, batch: &[ArchiveAppend]) {
+    for i in batch {
+        let u = UserRef { host: &i.host, user: &i.user };
+        let item = jabberwock_storage::NewArchiveItem { id: &i.id, stamp_us: i.stamp_us, with: &i.with, payload: &i.payload };
+        match store.archive_append(u, &i.store, item, None).await {
+            Ok(()) | Err(StorageError::AlreadyExists) => {}
+            Err(e) => {
+                let lost = LOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                tracing::error!(error = %e, lost_since_start = lost, "archiving a message failed; it is not in the archive");
+            }
         }
     }
 }
@@ -221,6 +272,20 @@ impl MessageHooks for Mam {
             escape::attribute(&mut xml, "by", to.as_str());
             xml.extend_from_slice(b"/>");
             st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
+        }
+    }
+
+    /// A message that bounced (the recipient's offline storage was full, say) was never
+    /// delivered: it leaves the recipient's archive, found by the stanza-id stamped above.
+    async fn not_delivered(&self, _server: &Server, to: &BareJid, st: &Stanza) {
+        let Some(a) = Account::of(to) else { return };
+        if !st.inner().contains(ns::SID) {
+            return;
+        }
+        let Ok(el) = st.to_element() else { return };
+        let ours = el.children().find(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.as_str()));
+        if let Some(id) = ours.and_then(|c| c.attr("id")) {
+            self.writer.retract(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id: id.to_owned() }).await;
         }
     }
 }
@@ -358,6 +423,7 @@ pub(super) async fn query(
         after_id: after.as_deref(),
         before_id: before.as_deref(),
         limit: Some(max),
+        max_bytes: None,
         // An empty <before/> asks for the last page.
         last_page: before_el.is_some(),
     };

@@ -140,6 +140,10 @@ pub trait MessageHooks: Send + Sync {
     /// A message from `from` is about to reach the local account `to`, at its resources
     /// or in offline storage.
     async fn delivering(&self, _server: &Server, _to: &BareJid, _from: &BareJid, _st: &mut Stanza) {}
+    /// After [`MessageHooks::delivering`], the message did not reach `to` after all (its
+    /// offline storage refused it, or no session would take it) and goes back to its
+    /// sender: undo what `delivering` recorded.
+    async fn not_delivered(&self, _server: &Server, _to: &BareJid, _st: &Stanza) {}
     /// It was handed to these resources of `to`.
     fn delivered(&self, _server: &Server, _to: &BareJid, _resources: &[&str], _st: &Stanza) {}
     /// No resource of `to` takes the message: keep it for later. `None` leaves it to the
@@ -159,6 +163,9 @@ pub struct Available<'a> {
     pub initial: bool,
     /// Stanzas for the resource itself, after the contacts' presence.
     pub out: Vec<Stanza>,
+    /// Stanzas from storage for the resource, after `out`, each with the receipt that
+    /// tells its store when the client has it.
+    pub stored: Vec<(Stanza, crate::registry::Receipt)>,
 }
 
 #[async_trait]
@@ -402,7 +409,7 @@ impl Modules {
             .add(carbons::Carbons::default())
             // Before offline storage: push only notifies; offline storage keeps the message.
             .add(push::Push::new(&config.push))
-            .add(offline::Offline)
+            .add(offline::Offline::default())
             .add(pep::Pep)
             .add(muc::Muc::new(config))
             .add(upload::Upload::new(config, store))

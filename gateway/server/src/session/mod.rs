@@ -19,7 +19,7 @@ use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
 use crate::modules::{StreamStage, Unauthenticated};
-use crate::registry::{mailbox, next_conn_id, output_cost, ConnId, Mailbox, Routed, SessionHandle};
+use crate::registry::{mailbox, next_conn_id, output_cost, ConnId, Mailbox, Receipt, Routed, SessionHandle};
 use crate::server::Server;
 use crate::stanzas::random_id;
 use crate::stream::{Flow, Frame};
@@ -87,6 +87,16 @@ pub struct Session {
     /// Bytes of the stanzas taken from the mailbox and not yet written: still counted
     /// against the output bound until [`Session::settle_output`].
     taken: usize,
+    /// Stanzas from storage on their way to the client, oldest first.
+    stored: std::collections::VecDeque<InFlight>,
+}
+
+/// A stanza from storage handed to the client and not yet known to have reached it.
+struct InFlight {
+    /// How many stanzas, it included, must still reach the client before it has: its
+    /// place in the XEP-0198 queue, or in the output not yet written.
+    ahead: usize,
+    receipt: Receipt,
 }
 
 impl Session {
@@ -111,6 +121,7 @@ impl Session {
             pending_resume: None,
             csi: csi::Csi::default(),
             taken: 0,
+            stored: Default::default(),
         };
         (session, rx)
     }
@@ -160,8 +171,44 @@ impl Session {
                 }
                 Flow::Continue
             }
+            Routed::Stored(stored) => {
+                let (st, receipt) = *stored;
+                self.taken += output_cost(&st);
+                if self.bound.is_some() {
+                    self.send_stored(st, receipt, out);
+                }
+                Flow::Continue
+            }
             Routed::Close(err) => self.fail(err, out),
             Routed::Detach => Flow::Detach,
+        }
+    }
+
+    /// Sends a stanza from storage, and follows it until the client has it. It goes past
+    /// client state indication, which could hold it back and reorder it.
+    pub(crate) fn send_stored(&mut self, st: Stanza, receipt: Receipt, out: &mut Vec<Frame>) {
+        out.push(Frame::Stanza(st));
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_len());
+        let ahead = unacked + out.iter().filter(|f| matches!(f, Frame::Stanza(_))).count();
+        self.stored.push_back(InFlight { ahead, receipt });
+    }
+
+    /// `n` more stanzas reached the client: acknowledged, or written without stream
+    /// management. Stored ones among them are confirmed to their store.
+    pub(crate) fn stanzas_delivered(&mut self, n: usize) {
+        for s in &mut self.stored {
+            s.ahead = s.ahead.saturating_sub(n);
+        }
+        while self.stored.front().is_some_and(|s| s.ahead == 0) {
+            self.stored.pop_front().expect("checked").receipt.delivered();
+        }
+    }
+
+    /// `frames` were written. Without stream management, that is as far as the server
+    /// can follow them.
+    pub fn written(&mut self, frames: &[Frame]) {
+        if self.sm.is_none() && !self.stored.is_empty() {
+            self.stanzas_delivered(frames.iter().filter(|f| matches!(f, Frame::Stanza(_))).count());
         }
     }
 
@@ -186,7 +233,7 @@ impl Session {
             // Unbound first, so nothing comes back here; rerouted (the oldest first) before
             // contacts see the session go, so what it never got is elsewhere by then.
             self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
-            let mut undelivered = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+            let mut undelivered = self.take_undelivered();
             while let Ok(routed) = rx.try_recv() {
                 if let Routed::Stanza(st) = routed {
                     undelivered.push(*st);
@@ -201,6 +248,18 @@ impl Session {
             tracing::info!(jid = %b.jid, conn = self.conn, "session ended");
             self.bound = None;
         }
+    }
+
+    /// Empties the XEP-0198 queue, oldest first, to route again; except stanzas from
+    /// storage, which stay there for the next session (their receipts are dropped).
+    pub(crate) fn take_undelivered(&mut self) -> Vec<Stanza> {
+        let mut unacked = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+        for s in std::mem::take(&mut self.stored).into_iter().rev() {
+            if s.ahead > 0 && s.ahead <= unacked.len() {
+                unacked.remove(s.ahead - 1);
+            }
+        }
+        unacked
     }
 
     fn ensure_header(&mut self, out: &mut Vec<Frame>) {

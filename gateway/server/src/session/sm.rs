@@ -9,7 +9,7 @@
 //! resource or offline storage), so nothing is lost. While parked, its messages are also
 //! written through to storage ([`super::journal`]), so that a crash loses none either.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,8 +44,9 @@ impl StreamManagement {
         StreamManagement { id, resumable, inbound: 0, acked: 0, unacked: VecDeque::new(), unacked_bytes: 0, budget, ack_requested: false }
     }
 
-    /// Drops what the client's `h` acknowledges. Fails when `h` claims more than was sent.
-    fn ack(&mut self, h: u32) -> Result<(), StreamError> {
+    /// Drops what the client's `h` acknowledges; returns how many stanzas that was. Fails
+    /// when `h` claims more than was sent.
+    fn ack(&mut self, h: u32) -> Result<usize, StreamError> {
         let newly = h.wrapping_sub(self.acked) as usize;
         if newly > self.unacked.len() {
             return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "handled count too high"));
@@ -54,7 +55,11 @@ impl StreamManagement {
         self.release(released);
         self.acked = h;
         self.ack_requested = false;
-        Ok(())
+        Ok(newly)
+    }
+
+    pub(super) fn unacked_len(&self) -> usize {
+        self.unacked.len()
     }
 
     fn queue(&mut self, st: Stanza) {
@@ -117,7 +122,17 @@ impl Session {
                 let h = st.attr("h").and_then(|h| h.parse::<u32>().ok());
                 match (self.sm.as_mut(), h) {
                     (Some(sm), Some(h)) => match sm.ack(h) {
-                        Ok(()) => Flow::Continue,
+                        Ok(n) => {
+                            // The ack answered an earlier request and more went out since:
+                            // ask again, or what followed waits for the next write (stored
+                            // messages are sent a page per acknowledgement).
+                            if n > 0 && !sm.unacked.is_empty() {
+                                sm.ack_requested = true;
+                                out.push(Frame::Element(sm_el("r")));
+                            }
+                            self.stanzas_delivered(n);
+                            Flow::Continue
+                        }
                         Err(e) => self.fail(e, out),
                     },
                     _ => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
@@ -155,6 +170,14 @@ impl Session {
         }
     }
 
+    /// What this session would route again if it ended now: its unacknowledged queue,
+    /// except stanzas from storage, which stay there (as [`Session::take_undelivered`]).
+    fn reroutable(&self) -> Vec<Stanza> {
+        let Some(sm) = &self.sm else { return Vec::new() };
+        let stored: HashSet<usize> = self.stored.iter().map(|s| s.ahead).collect();
+        sm.unacked.iter().enumerate().filter(|(i, _)| !stored.contains(&(i + 1))).map(|(_, st)| st.clone()).collect()
+    }
+
     /// Whether a dropped connection parks this session for resumption.
     fn resumable(&self) -> bool {
         self.bound.is_some() && self.sm.as_ref().is_some_and(|sm| sm.resumable)
@@ -190,12 +213,16 @@ impl Session {
         old.stream_id = this.stream_id.clone();
         old.header_sent = true;
         let sm = old.sm.as_mut().expect("parked sessions have stream management");
-        if let Err(e) = sm.ack(h) {
-            *this = old;
-            *rx = old_rx;
-            let _ = this.fail(e, out);
-            return;
+        match sm.ack(h) {
+            Ok(n) => old.stanzas_delivered(n),
+            Err(e) => {
+                *this = old;
+                *rx = old_rx;
+                let _ = this.fail(e, out);
+                return;
+            }
         }
+        let sm = old.sm.as_mut().expect("parked sessions have stream management");
         sm.ack_requested = false;
         let resumed = sm_el("resumed").with_attr("previd", previd.clone()).with_attr("h", sm.inbound.to_string());
         out.push(Frame::Element(resumed));
@@ -340,9 +367,7 @@ async fn hibernate(
         Some(b) => Journal::open(&server, &b.domain, &b.user).await,
         None => return registry.forget(&id),
     };
-    if let Some(sm) = &session.sm {
-        journal.record(&server, &sm.unacked).await;
-    }
+    journal.record(&server, &session.reroutable()).await;
     loop {
         tokio::select! {
             Some(reply) = requests.recv() => {
@@ -411,6 +436,8 @@ fn park_routed(session: &mut Session, batch: Vec<Routed>) -> (Vec<Stanza>, bool)
                 session.handle.budget.release(cost);
                 closing |= frames.iter().any(|f| matches!(f, Frame::Error(_)));
             }
+            // It stays in storage for the next session.
+            Routed::Stored(stored) => session.handle.budget.release(output_cost(&stored.0)),
             Routed::Close(_) => closing = true,
             Routed::Detach => {}
         }

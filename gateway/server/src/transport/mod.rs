@@ -153,7 +153,7 @@ pub(crate) async fn run<T: Transport>(
             session.settle_output();
             let closing = frames.iter().any(|f| matches!(f, Frame::Close));
             match written {
-                Some(true) => {}
+                Some(true) => session.written(&frames),
                 Some(false) => return Ended::Vanished,
                 None => return Box::pin(abandon(session, rx, transport, write_timeout, closing)).await,
             }
