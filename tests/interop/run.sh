@@ -90,7 +90,8 @@ fi
 
 # External components (XEP-0114): slixmpp's ComponentXMPP on bridge.$DOMAIN.
 component_args=(
-    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN" --carol-password "$CAROL_PASSWORD"
+    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN"
+    --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD"
     --component-port "$COMPONENT_PORT" --component-domain "$COMPONENT_DOMAIN" --component-secret "$COMPONENT_SECRET"
 )
 [ -n "${INTEROP_DEBUG:-}" ] && component_args+=(--debug)

@@ -10,7 +10,10 @@ component is an unmodified slixmpp ComponentXMPP with its stock plugins. The sce
      (from that user) reaches carol
   4. carol asks the component for its software version (XEP-0092) and gets its answer;
      the component's own disco#info query to carol's server is answered
-  5. the component disconnects: carol's next message to it comes back with
+  5. XEP-0357: carol registers the component as her push app server and goes offline;
+     dave's message to her reaches the component as a pubsub publish with the summary
+     form and no body
+  6. the component disconnects: carol's next message to it comes back with
      service-unavailable
 
 Exit status 0 only if every step passed.
@@ -27,6 +30,9 @@ from typing import Any
 from harness import STEP_TIMEOUT, check, iq_call, run_step, run_suite, wait_for
 import harness
 from slixmpp import ClientXMPP, ComponentXMPP
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 OVERALL_TIMEOUT = 60.0
 
@@ -68,6 +74,14 @@ class Bridge(ComponentXMPP, Traced):
             self.register_plugin(plugin)
         self.plugin["xep_0092"].config.update({"software_name": "interop-bridge", "version": "1.0"})
         self.add_event_handler("message", self._echo)
+        self.publishes: list[Any] = []
+        pubsub = "{jabber:component:accept}iq/{http://jabber.org/protocol/pubsub}pubsub"
+        self.register_handler(Callback("push publish", MatchXPath(pubsub), self._on_publish))
+
+    def _on_publish(self, iq) -> None:
+        """As a XEP-0357 app server: keep the notification, say it was taken."""
+        self.publishes.append(iq)
+        iq.reply(clear=True).send()
 
     def _echo(self, msg) -> None:
         if msg["type"] in ("chat", "normal") and msg["body"]:
@@ -131,6 +145,33 @@ class Suite:
                              self.component.plugin["xep_0030"].get_info(jid=self.args.domain, ifrom=self.domain, timeout=STEP_TIMEOUT))
         check(info["disco_info"]["identities"], f"the server's disco#info: {info}")
 
+    async def step_push(self) -> None:
+        enable = ET.fromstring(
+            f"<enable xmlns='urn:xmpp:push:0' jid='{self.domain}' node='carols-phone'>"
+            "<x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+            "<field var='secret'><value>app-secret</value></field></x></enable>")
+        iq = self.carol.Iq(stype="set")
+        iq.append(enable)
+        await iq_call("carol", "push enable", iq.send(timeout=STEP_TIMEOUT))
+        self.carol.disconnect()
+        await wait_for(lambda: self.carol.disconnects, "carol to go offline")
+        dave = Client("dave", f"dave@{self.args.domain}/desk", self.args.dave_password)
+        self.clients.append(dave)
+        dave.connect(self.args.host, self.args.port)
+        await wait_for(lambda: dave.session_started or dave.stream_errors, "dave's session")
+        dave.send_message(mto=f"carol@{self.args.domain}", mbody="a secret to keep", mtype="chat")
+        publish = await wait_for(lambda: self.component.publishes[0] if self.component.publishes else None, "the push notification")
+        xml = str(publish)
+        check(publish["from"].bare == f"carol@{self.args.domain}", f"published from {publish['from']}")
+        for expected in ("carols-phone", "urn:xmpp:push:summary", "message-count", "app-secret"):
+            check(expected in xml, f"{expected} missing from {xml}")
+        check("a secret to keep" not in xml, f"the body leaked to the app server: {xml}")
+        self.carol = Client("carol", f"carol@{self.args.domain}/desk", self.args.carol_password)
+        self.clients.append(self.carol)
+        self.carol.connect(self.args.host, self.args.port)
+        await wait_for(lambda: self.carol.session_started or self.carol.stream_errors, "carol's session again")
+
     async def step_gone(self) -> None:
         self.component.disconnect()
         await wait_for(lambda: self.component.disconnects, "the component to leave")
@@ -146,6 +187,7 @@ class Suite:
             ("XEP-0114: the component connects, carol logs in", self.step_connect),
             ("a message to the component's domain reaches it, and its reply comes back", self.step_echo),
             ("iqs both ways: carol asks the component, the component asks the server", self.step_iqs),
+            ("XEP-0357: the component as carol's push app server gets a notification", self.step_push),
             ("a component that left: messages for it bounce with service-unavailable", self.step_gone),
         ]
         broken = False
@@ -163,6 +205,7 @@ def main() -> int:
     p.add_argument("--port", type=int, required=True, help="c2s (STARTTLS) port")
     p.add_argument("--domain", default="localhost")
     p.add_argument("--carol-password", required=True)
+    p.add_argument("--dave-password", required=True)
     p.add_argument("--component-port", type=int, required=True)
     p.add_argument("--component-domain", required=True)
     p.add_argument("--component-secret", required=True)
