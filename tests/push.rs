@@ -114,3 +114,33 @@ async fn the_operator_may_include_sender_and_body() {
     assert_eq!(field(&fields, "last-message-body"), Some("the body"));
     assert_eq!(field(&fields, "last-message-sender"), Some("bob@localhost"));
 }
+
+/// In a room, only a message naming the occupant's nick wakes the phone.
+#[tokio::test]
+async fn a_mention_in_a_room_notifies_a_parked_occupant() {
+    let (server, mut app) = server("").await;
+    let room = "lounge@conference.localhost";
+    let mut phone = Client::login(server.c2s, "alice", "pw", "phone").await;
+    enable(&mut phone).await;
+    phone.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    phone.expect("enabled", |e| e.name() == "enabled").await;
+    phone.send("<presence/>").await;
+    phone.send(format!("<presence to='{room}/Ally'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    phone.expect("the room's subject", |e| e.name() == "message" && e.child("subject", ns::CLIENT).is_some()).await;
+    let instant = format!("<iq type='set' id='inst' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
+    assert_eq!(phone.iq("inst", &instant).await.attr("type"), Some("result"));
+    let mut bob = Client::login(server.c2s, "bob", "pw", "desk").await;
+    bob.send(format!("<presence to='{room}/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")).await;
+    bob.expect("the room's subject", |e| e.name() == "message" && e.child("subject", ns::CLIENT).is_some()).await;
+    phone.ping().await;
+    drop(phone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    bob.send(format!("<message to='{room}' type='groupchat'><body>hello everyone</body></message>")).await;
+    bob.expect("the room's echo", |e| e.name() == "message" && e.attr("type") == Some("groupchat")).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), app.element()).await;
+    assert!(quiet.is_err(), "notified of a message that does not mention her: {:?}", quiet.map(|e| e.to_xml_string()));
+    bob.send(format!("<message to='{room}' type='groupchat'><body>ally, are you coming?</body></message>")).await;
+    let (_, fields) = notification(&mut app).await;
+    assert_eq!(field(&fields, "message-count"), Some("1"));
+}

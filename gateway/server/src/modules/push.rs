@@ -5,6 +5,9 @@
 //! a notification to every registration: a XEP-0357 summary with the message count and,
 //! only if the operator allows it, the sender and the body.
 //!
+//! A groupchat message counts only when it mentions the occupant's nick (its session is
+//! then parked: a room sends nothing to accounts that left).
+//!
 //! Notifications are coalesced: at most one per registration every
 //! `push.min_interval_secs` (the woken app fetches everything anyway). An app server that
 //! answers with an error other than `wait` no longer wants the registration (§7), which
@@ -131,7 +134,9 @@ impl IqHandler for Push {
 impl MessageHooks for Push {
     /// Never keeps the message itself: the offline module after it does.
     async fn store_offline(&self, server: &Arc<Server>, to: &BareJid, st: &Stanza) -> Option<Result<(), StanzaError>> {
-        self.notify(server, to, st).await;
+        if let Some(message) = worth_a_notification(st) {
+            self.notify(server, to, &message).await;
+        }
         None
     }
 }
@@ -139,7 +144,14 @@ impl MessageHooks for Push {
 #[async_trait]
 impl SessionHooks for Push {
     async fn held_while_parked(&self, server: &Arc<Server>, jid: &FullJid, st: &Stanza) {
-        self.notify(server, &jid.to_bare(), st).await;
+        let message = match worth_a_notification(st) {
+            Some(m) => Some(m),
+            None if st.stanza_type() == Some("groupchat") => mentioning(server, jid, st).await,
+            None => None,
+        };
+        if let Some(message) = message {
+            self.notify(server, &jid.to_bare(), &message).await;
+        }
     }
 }
 
@@ -155,9 +167,17 @@ fn worth_a_notification(st: &Stanza) -> Option<Element> {
     readable.then_some(el)
 }
 
+/// A groupchat message whose body names the nick `jid` has in that room.
+async fn mentioning(server: &Server, jid: &FullJid, st: &Stanza) -> Option<Element> {
+    let el = st.to_element().ok()?;
+    let body = el.child_text("body", ns::CLIENT)?.to_lowercase();
+    let room = Jid::new(st.from()?).ok()?.to_bare();
+    let nick = server.modules.get::<super::muc::Muc>()?.nick_of(&room, &Jid::from(jid.clone())).await?;
+    (!nick.is_empty() && body.contains(&nick.to_lowercase())).then_some(el)
+}
+
 impl Push {
-    async fn notify(&self, server: &Arc<Server>, account: &BareJid, st: &Stanza) {
-        let Some(message) = worth_a_notification(st) else { return };
+    async fn notify(&self, server: &Arc<Server>, account: &BareJid, message: &Element) {
         let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
         let Ok(registrations) = server.store.map_all(u, STORE).await else { return };
         for (k, raw) in registrations {
@@ -165,7 +185,7 @@ impl Push {
             if !self.due(&format!("{account}\n{k}")) {
                 continue;
             }
-            let publish = self.publish(account, &r, &message);
+            let publish = self.publish(account, &r, message);
             let (server, account, config_key) = (server.clone(), account.clone(), k.clone());
             // The app server may be slow or far: its answer is awaited off the message's path.
             tokio::spawn(async move {

@@ -72,6 +72,16 @@ impl Muc {
     }
 }
 
+impl Muc {
+    /// The nick under which `device` (an occupant's full JID) is in `room`, if it is there.
+    pub async fn nick_of(&self, room: &BareJid, device: &Jid) -> Option<String> {
+        let service = self.services.get(room.domain().as_str())?;
+        let live = service.rooms.lock().expect("rooms").get(room.node()?.as_str()).cloned()?;
+        let r = live.lock().await;
+        r.occupant_of(device).map(|o| o.nick.clone())
+    }
+}
+
 /// Occupants leave when their session ends because a room is a directed-presence
 /// target (RFC 6121 §4.6): the unavailable presence every session sends when it ends,
 /// cleanly, by timeout or after its XEP-0198 resumption window, reaches the room; a
