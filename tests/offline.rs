@@ -74,6 +74,18 @@ async fn with_sm(server: &TestServer, user: &str, resource: &str) -> Client {
     c
 }
 
+/// alice and bob exist; alice sends bob, who is offline, `total` messages `m1`, `m2`...
+/// and waits until the server has stored them all.
+async fn alice_writes_to_offline_bob(server: &TestServer, total: usize) {
+    users(server, &["alice", "bob"]).await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    for i in 1..=total {
+        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
+    }
+    // Through the same connection, so every message above was stored by then.
+    alice.ping().await;
+}
+
 fn numbered(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("m{i}")).collect()
 }
@@ -124,14 +136,8 @@ async fn a_message_over_the_count_quota_leaves_no_archive_copy() {
 #[tokio::test]
 async fn offline_messages_come_in_pages_and_leave_storage_once_acknowledged() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
     let total = 150;
-    for i in 1..=total {
-        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
-    }
-    // Through the same connection, so every message above was stored by then.
-    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice_writes_to_offline_bob(&server, total).await;
 
     // A client that acknowledges nothing gets one page, and nothing more.
     let mut bob = with_sm(&server, "bob", "b").await;
@@ -159,13 +165,8 @@ async fn offline_messages_come_in_pages_and_leave_storage_once_acknowledged() {
 #[tokio::test]
 async fn without_stream_management_offline_messages_leave_storage_once_written() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
     let total = 250;
-    for i in 1..=total {
-        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
-    }
-    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice_writes_to_offline_bob(&server, total).await;
 
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     bob.send("<presence/>").await;
@@ -243,13 +244,8 @@ async fn the_archive_forgets_messages_older_than_a_year_by_default() {
 #[tokio::test]
 async fn stored_messages_in_a_resumed_session_leave_storage_once_acknowledged() {
     let server = TestServer::start().await;
-    users(&server, &["alice", "bob"]).await;
-    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
     let total = 150;
-    for i in 1..=total {
-        alice.send(format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>")).await;
-    }
-    let _ = alice.iq("p", "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice_writes_to_offline_bob(&server, total).await;
 
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     bob.send(format!("<enable xmlns='{SM}' resume='true'/>")).await;

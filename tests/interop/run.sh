@@ -55,52 +55,37 @@ jw_adduser dave "$DAVE_PASSWORD"
 jw_adduser erin "$ERIN_PASSWORD"
 jw_serve "$C2S_PORT" "$TLS_PORT" "$HTTP_PORT" "$COMPONENT_PORT"
 
-suite_args=(
-    --host 127.0.0.1 --port "$C2S_PORT" --tls-port "$TLS_PORT" --domain "$DOMAIN"
-    --alice-password "$ALICE_PASSWORD"
-)
-[ -n "${INTEROP_DEBUG:-}" ] && suite_args+=(--debug)
-
+# run_suite NAME SECONDS SCRIPT ARGS...: runs one suite; the first failure's status is
+# the script's.
 suite_rc=0
-timeout --kill-after=5 90 "$PY" "$SUITE" "${suite_args[@]}" || suite_rc=$?
-if [ "$suite_rc" -eq 124 ]; then
-    say "the suite was killed after 90 s"
-fi
+run_suite() {
+    local name="$1" seconds="$2" script="$3" rc=0
+    shift 3
+    [ -n "${INTEROP_DEBUG:-}" ] && set -- "$@" --debug
+    timeout --kill-after=5 "$seconds" "$PY" "$script" "$@" || rc=$?
+    if [ "$rc" -eq 124 ]; then
+        say "the $name suite was killed after $seconds s"
+    fi
+    [ "$rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$rc"
+}
 
-# The modern-extensions suite (XEP-0198, 0280, 0313, 0191, 0163, ...) on the same server.
+run_suite core 90 "$SUITE" --host 127.0.0.1 --port "$C2S_PORT" --tls-port "$TLS_PORT" --domain "$DOMAIN" \
+    --alice-password "$ALICE_PASSWORD"
+
+# The modern-extensions suite (XEP-0198, 0280, 0313, 0191, 0163, 0363, ...) and group chat
+# (XEP-0045 and friends, on conference.$DOMAIN), with the same accounts.
 modern_args=(
     --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN"
     --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD" --erin-password "$ERIN_PASSWORD"
 )
-[ -n "${INTEROP_DEBUG:-}" ] && modern_args+=(--debug)
-modern_rc=0
-timeout --kill-after=5 100 "$PY" "$MODERN_SUITE" "${modern_args[@]}" || modern_rc=$?
-if [ "$modern_rc" -eq 124 ]; then
-    say "the modern-extensions suite was killed after 100 s"
-fi
-[ "$modern_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$modern_rc"
+run_suite modern-extensions 100 "$MODERN_SUITE" "${modern_args[@]}"
+run_suite "group chat" 100 "$MUC_SUITE" "${modern_args[@]}"
 
-# Group chat (XEP-0045 and friends) with the same accounts, on conference.$DOMAIN.
-muc_rc=0
-timeout --kill-after=5 100 "$PY" "$MUC_SUITE" "${modern_args[@]}" || muc_rc=$?
-if [ "$muc_rc" -eq 124 ]; then
-    say "the group chat suite was killed after 100 s"
-fi
-[ "$muc_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$muc_rc"
-
-# External components (XEP-0114): slixmpp's ComponentXMPP on bridge.$DOMAIN.
-component_args=(
-    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN"
-    --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD"
+# External components (XEP-0114, and one as a XEP-0357 push app server) on bridge.$DOMAIN.
+run_suite component 80 "$REPO_ROOT/tests/interop/slixmpp_component.py" \
+    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN" \
+    --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD" \
     --component-port "$COMPONENT_PORT" --component-domain "$COMPONENT_DOMAIN" --component-secret "$COMPONENT_SECRET"
-)
-[ -n "${INTEROP_DEBUG:-}" ] && component_args+=(--debug)
-component_rc=0
-timeout --kill-after=5 80 "$PY" "$REPO_ROOT/tests/interop/slixmpp_component.py" "${component_args[@]}" || component_rc=$?
-if [ "$component_rc" -eq 124 ]; then
-    say "the component suite was killed after 80 s"
-fi
-[ "$component_rc" -eq 0 ] || [ "$suite_rc" -ne 0 ] || suite_rc="$component_rc"
 
 jw_check_server || [ "$suite_rc" -ne 0 ] || suite_rc=1
 
