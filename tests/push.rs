@@ -144,3 +144,24 @@ async fn a_mention_in_a_room_notifies_a_parked_occupant() {
     let (_, fields) = notification(&mut app).await;
     assert_eq!(field(&fields, "message-count"), Some("1"));
 }
+
+/// A client that says it is inactive (XEP-0352) still gets the message, and its app server
+/// is told, since the system may have suspended the app.
+#[tokio::test]
+async fn an_inactive_client_is_notified_too() {
+    let (server, mut app) = server("").await;
+    let mut phone = Client::login(server.c2s, "alice", "pw", "phone").await;
+    enable(&mut phone).await;
+    phone.send("<presence/>").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "desk").await;
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>while active</body></message>").await;
+    phone.expect("the message", |e| e.name() == "message").await;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), app.element()).await;
+    assert!(quiet.is_err(), "notified while the client is active: {:?}", quiet.map(|e| e.to_xml_string()));
+    phone.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    phone.ping().await;
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>while inactive</body></message>").await;
+    phone.expect("the message, still delivered", |e| e.name() == "message").await;
+    let (_, fields) = notification(&mut app).await;
+    assert_eq!(field(&fields, "message-count"), Some("1"));
+}

@@ -181,9 +181,10 @@ pub trait PresenceHooks: Send + Sync {
 pub trait SessionHooks: Send + Sync {
     /// The session bound to `jid` on connection `conn` ended, cleanly or not.
     async fn ended(&self, _server: &Arc<Server>, _jid: &FullJid, _conn: ConnId) {}
-    /// A stanza reached the session of `jid` while it is parked (its connection dropped
-    /// and XEP-0198 resumption is pending): the client cannot see it yet.
-    async fn held_while_parked(&self, _server: &Arc<Server>, _jid: &FullJid, _st: &Stanza) {}
+    /// A message reached the session of `jid` while its client may not see it: the
+    /// connection dropped and XEP-0198 resumption is pending, or the client said it is
+    /// inactive (XEP-0352; a phone app the system may have suspended).
+    async fn unseen(&self, _server: &Arc<Server>, _jid: &FullJid, _st: &Stanza) {}
 }
 
 /// What is known of a connection before it authenticates.

@@ -1,12 +1,12 @@
 //! XEP-0357 push notifications. A client registers its app server (a JID and a node,
 //! with publish options such as a secret); when a message the account should see
-//! arrives while no client can see it (it goes to offline storage, or reaches a session
-//! whose connection dropped and that waits for XEP-0198 resumption), the server publishes
+//! arrives while no client can see it (it goes to offline storage, reaches a session whose
+//! connection dropped and that waits for XEP-0198 resumption, or one whose client said it
+//! is inactive, XEP-0352, as iOS apps do before they are suspended), the server publishes
 //! a notification to every registration: a XEP-0357 summary with the message count and,
 //! only if the operator allows it, the sender and the body.
 //!
-//! A groupchat message counts only when it mentions the occupant's nick (its session is
-//! then parked: a room sends nothing to accounts that left).
+//! A groupchat message counts only when it mentions the occupant's nick.
 //!
 //! Notifications are coalesced: at most one per registration every
 //! `push.min_interval_secs` (the woken app fetches everything anyway). An app server that
@@ -143,7 +143,7 @@ impl MessageHooks for Push {
 
 #[async_trait]
 impl SessionHooks for Push {
-    async fn held_while_parked(&self, server: &Arc<Server>, jid: &FullJid, st: &Stanza) {
+    async fn unseen(&self, server: &Arc<Server>, jid: &FullJid, st: &Stanza) {
         let message = match worth_a_notification(st) {
             Some(m) => Some(m),
             None if st.stanza_type() == Some("groupchat") => mentioning(server, jid, st).await,

@@ -32,6 +32,10 @@ impl Csi {
         }
     }
 
+    pub fn is_inactive(&self) -> bool {
+        self.inactive
+    }
+
     /// Delivers `st` now, or holds it while the client is inactive.
     pub fn deliver(&mut self, st: Stanza, out: &mut Vec<Frame>) {
         if !self.inactive || !can_wait(&st) {

@@ -167,6 +167,9 @@ impl Session {
             Routed::Stanza(st) => {
                 self.taken += output_cost(&st);
                 if self.bound.is_some() {
+                    if self.csi.is_inactive() && st.kind() == StanzaKind::Message {
+                        self.unseen(&st).await;
+                    }
                     self.csi.deliver(*st, out);
                 }
                 Flow::Continue
@@ -181,6 +184,15 @@ impl Session {
             }
             Routed::Close(err) => self.fail(err, out),
             Routed::Detach => Flow::Detach,
+        }
+    }
+
+    /// Tells the modules of a message the client may not see now (see
+    /// [`crate::modules::SessionHooks::unseen`]).
+    pub(crate) async fn unseen(&self, st: &Stanza) {
+        let Some(b) = &self.bound else { return };
+        for h in &self.server.modules.session_hooks {
+            h.unseen(&self.server, &b.jid, st).await;
         }
     }
 

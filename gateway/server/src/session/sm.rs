@@ -395,12 +395,8 @@ async fn hibernate(
                 }
                 let (queued, closing) = park_routed(&mut session, batch);
                 journal.record(&server, &queued).await;
-                if let Some(b) = &session.bound {
-                    for st in &queued {
-                        for h in &server.modules.session_hooks {
-                            h.held_while_parked(&server, &b.jid, st).await;
-                        }
-                    }
+                for st in &queued {
+                    session.unseen(st).await;
                 }
                 if closing {
                     break;
