@@ -186,6 +186,25 @@ async fn alice_on_bosh_bob_on_tcp(server: &TestServer) -> (Bosh, Client) {
 }
 
 #[tokio::test]
+async fn stanzas_over_bosh_reach_others_as_well_formed_xml() {
+    let server = TestServer::start().await;
+    let (mut bosh, mut bob) = alice_on_bosh_bob_on_tcp(&server).await;
+    // A BOSH stanza is rebuilt from the parsed body: prefixed attributes must keep their
+    // prefix's declaration, and an element in the XML namespace its `xml:` prefix, or bob's
+    // stream breaks on what alice wrote.
+    bosh.send(
+        "",
+        "<message xmlns='jabber:client' xmlns:x='urn:x' to='bob@localhost/tcp' x:a='1'>\
+         <body>hi</body><e xmlns='urn:e' x:b='2'/><xml:z/></message>",
+    )
+    .await;
+    let m = bob.expect("alice's message", |e| e.name() == "message").await;
+    assert_eq!(m.attr("x:a"), Some("1"));
+    assert_eq!(m.child("e", "urn:e").and_then(|e| e.attr("x:b")), Some("2"));
+    assert!(m.child("z", ns::XML).is_some(), "{}", m.to_xml_string());
+}
+
+#[tokio::test]
 async fn an_inactive_session_ends_with_unavailable_presence() {
     let server = TestServer::start_with_tables("", "[http]\nbosh_inactivity_secs = 1\n").await;
     let (_bosh, mut bob) = alice_on_bosh_bob_on_tcp(&server).await;

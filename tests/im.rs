@@ -381,6 +381,21 @@ async fn in_band_registration_password_change_and_cancel() {
 }
 
 #[tokio::test]
+async fn a_username_that_normalizes_twice_cannot_register() {
+    let server = TestServer::start().await;
+    server.adduser("\u{3c3}bob", "victim's").await;
+    // `Ϲ` (U+03F9) prepares to `Σ`, and `Σ` to `σ`: an account stored as `Σbob` would
+    // bind, and be sent stanzas, as σbob.
+    let (mut c, _) = Client::connect(server.c2s).await.starttls().await;
+    let reg = c
+        .iq("r", "<iq type='set' id='r'><query xmlns='jabber:iq:register'><username>\u{3f9}bob</username><password>pw</password></query></iq>")
+        .await;
+    assert!(reg.child("error", ns::CLIENT).and_then(|e| e.child("jid-malformed", ns::STANZA_ERRORS)).is_some(), "{}", reg.to_xml_string());
+    let victim = Client::login(server.c2s, "\u{3c3}bob", "victim's", "r").await;
+    assert_eq!(victim.jid, "\u{3c3}bob@localhost/r");
+}
+
+#[tokio::test]
 async fn the_vcard_photo_hash_is_stamped_into_presence() {
     let server = TestServer::start().await;
     users(&server, &["alice"]).await;

@@ -2,9 +2,11 @@
 //!
 //! Names are local names; every element carries its namespace URI. Prefixes are not kept:
 //! the serializer writes default-namespace declarations only where the namespace changes.
-//! The one prefixed attribute we keep is `xml:lang`, stored under that key.
+//! Prefixed attributes are stored under their qualified name (`xml:lang`, `p:x`); the
+//! parser adds the declaration of a prefix other than `xml` as an `xmlns:p` attribute.
 
 use crate::escape;
+use crate::ns;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
@@ -170,8 +172,8 @@ impl Element {
     /// Writes `<name attrs…` without closing the tag.
     pub(crate) fn write_start(&self, out: &mut Vec<u8>, parent_ns: &str) {
         out.push(b'<');
-        out.extend_from_slice(self.name.as_bytes());
-        if self.ns != parent_ns {
+        write_name(out, &self.name, &self.ns);
+        if needs_declaration(&self.ns, parent_ns) {
             escape::namespace_declaration(out, "", &self.ns);
         }
         for (k, v) in &self.attrs {
@@ -191,7 +193,7 @@ impl Element {
 
     pub(crate) fn write_end(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"</");
-        out.extend_from_slice(self.name.as_bytes());
+        write_name(out, &self.name, &self.ns);
         out.push(b'>');
     }
 
@@ -205,6 +207,20 @@ impl Element {
     pub fn to_xml_string(&self) -> String {
         String::from_utf8(self.to_bytes()).expect("serializer writes UTF-8")
     }
+}
+
+/// Writes the name of an element in `ns`. The XML namespace cannot be declared as the
+/// default (Namespaces in XML 1.0 §3), so an element in it keeps its fixed `xml:` prefix.
+pub(crate) fn write_name(out: &mut Vec<u8>, name: &str, ns: &str) {
+    if ns == ns::XML {
+        out.extend_from_slice(b"xml:");
+    }
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Whether an element in `ns` declares it, where `parent_ns` is the default namespace.
+pub(crate) fn needs_declaration(ns: &str, parent_ns: &str) -> bool {
+    ns != parent_ns && ns != ns::XML
 }
 
 #[cfg(test)]
@@ -227,6 +243,18 @@ mod tests {
         let mut out = Vec::new();
         el.write_to(&mut out, "jabber:client");
         assert!(out.starts_with(b"<iq type="));
+    }
+
+    #[test]
+    fn elements_in_the_xml_namespace_keep_their_prefix() {
+        // `<xml:b>` is in the XML namespace, which must never be declared as a default.
+        let text = "<a xmlns='urn:a'><xml:b xml:lang='en'><c/><xml:d/></xml:b></a>";
+        let el = crate::reader::parse_element(text.as_bytes(), &crate::Limits::default()).unwrap();
+        let b = el.child("b", ns::XML).unwrap();
+        assert!(b.child("c", "urn:a").is_some() && b.child("d", ns::XML).is_some());
+        let written = el.to_xml_string();
+        assert_eq!(written, "<a xmlns='urn:a'><xml:b xml:lang='en'><c xmlns='urn:a'/><xml:d/></xml:b></a>");
+        assert_eq!(crate::reader::parse_element(written.as_bytes(), &crate::Limits::default()).unwrap(), el);
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //!   and enforces the input limits.
 //! * [`stanza`]: a top-level element kept as its parsed start tag plus the raw bytes of its
 //!   content, so routing never builds a DOM.
+//! * [`localpart`]: what names the server's own accounts may have.
 //! * [`error`]: stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3).
+//! * [`websocket`] and [`bosh`]: what the web transports read from each message or
+//!   request (RFC 7395 framing, XEP-0124/0206 bodies).
 
+pub mod bosh;
 pub mod element;
 pub mod error;
 pub mod escape;
+pub mod localpart;
 pub mod ns;
 pub mod reader;
 pub mod stanza;
+pub mod websocket;
 pub mod writer;
 
 pub use element::{Element, Node};

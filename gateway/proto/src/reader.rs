@@ -29,7 +29,9 @@
 //! * White space may precede the XML declaration, which is allowed once per stream.
 //! * Namespace declarations count as attributes for [`Limits::max_attrs`].
 //! * [`parse_element`] keeps prefixed attributes under their qualified name (`xml:lang`,
-//!   `p:x`), like [`Stanza`] attributes: [`Element`] has no attribute namespaces.
+//!   `p:x`), like [`Stanza`] attributes: [`Element`] has no attribute namespaces. An
+//!   element whose attributes use a prefix other than `xml` also gets that prefix's
+//!   declaration as an attribute (`xmlns:p`), so that it stays valid when written.
 //! * [`StreamHeader::prefixes`] leaves out every prefix bound to the streams namespace.
 //! * [`Stanza`] prefixes are those the content or the top element's attributes use; the
 //!   top element's own prefix is not one, as a stanza is written with its namespace as
@@ -692,6 +694,20 @@ mod tests {
         // A header prefix redeclared inside is not the header's.
         let st = one_stanza(S2S_HEADER, "<message><x xmlns:db='urn:other'><db:y/></x></message>");
         assert_eq!(st.to_bytes(), b"<message xmlns='jabber:server'><x xmlns:db='urn:other'><db:y/></x></message>");
+    }
+
+    #[test]
+    fn elements_declare_the_prefixes_of_their_attributes() {
+        // Found by fuzzing the BOSH body: `<x p:y='2'/>` was written without `xmlns:p`, so a
+        // stanza built from a parsed element (every BOSH stanza) went out unparseable.
+        let text = "<message xmlns='jabber:client' xmlns:p='urn:p' p:z='1'><x p:y='2' xml:lang='en'/><p:w/></message>";
+        let el = element(text);
+        let x = el.child("x", ns::CLIENT).unwrap();
+        assert_eq!((x.attr("p:y"), x.attr("xmlns:p"), x.attr("xmlns:xml")), (Some("2"), Some("urn:p"), None));
+        assert_eq!(el.attr("xmlns:p"), Some("urn:p"));
+        assert_eq!(parse_element(&el.to_bytes(), &Limits::default()).unwrap(), el);
+        let st = Stanza::from_element(&el);
+        assert_eq!(st.to_element().unwrap(), el);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::element::Element;
+use crate::element::{self, Element};
 use crate::error::StreamError;
 use crate::escape;
 use crate::ns;
@@ -147,11 +147,11 @@ impl Stanza {
     /// (`jabber:client`, `jabber:server`, or `""` where nothing is inherited, as in
     /// RFC 7395 framing). A stanza in either content namespace takes the stream's.
     pub fn write_to(&self, out: &mut Vec<u8>, stream_ns: &str) {
-        out.push(b'<');
-        out.extend_from_slice(self.name.as_bytes());
         let ns = if ns::is_content_ns(&self.ns) && ns::is_content_ns(stream_ns) { stream_ns } else { &*self.ns };
         let ns = if ns.is_empty() { ns::CLIENT } else { ns };
-        if ns != stream_ns {
+        out.push(b'<');
+        element::write_name(out, &self.name, ns);
+        if element::needs_declaration(ns, stream_ns) {
             escape::namespace_declaration(out, "", ns);
         }
         for (prefix, uri) in &self.prefixes {
@@ -166,7 +166,7 @@ impl Stanza {
             out.push(b'>');
             out.extend_from_slice(self.inner.as_bytes());
             out.extend_from_slice(b"</");
-            out.extend_from_slice(self.name.as_bytes());
+            element::write_name(out, &self.name, ns);
             out.push(b'>');
         }
     }
@@ -234,5 +234,15 @@ mod tests {
         let mut out = Vec::new();
         st.write_to(&mut out, ns::CLIENT);
         assert_eq!(out, b"<r xmlns='urn:xmpp:sm:3'/>");
+    }
+
+    #[test]
+    fn a_stanza_in_the_xml_namespace_is_written_with_its_prefix() {
+        // Found by fuzzing: written as `<lang xmlns='http://www.w3.org/XML/1998/namespace'/>`,
+        // which no parser accepts, so `to_element` failed on a stanza the reader had let in.
+        let st = reader::parse_stanza(b"<xml:lang a='1'><x/></xml:lang>", &Limits::default()).unwrap();
+        assert!(st.is("lang", ns::XML));
+        assert_eq!(st.to_bytes(), b"<xml:lang a='1'><x/></xml:lang>");
+        assert!(st.to_element().unwrap().child("x", "").is_some());
     }
 }

@@ -33,10 +33,8 @@ impl From<StorageError> for AccountError {
 /// The longest password accepted (as PLAIN's field limit).
 const MAX_PASSWORD: usize = 1023;
 
-/// Nodeprep (RFC 7622) of a username; `None` if it cannot be a JID localpart.
-pub fn normalize_user(raw: &str) -> Option<String> {
-    jid::NodePart::new(raw).ok().map(|n| n.to_string())
-}
+/// Nodeprep (RFC 7622) of a username; `None` if it cannot be an account's localpart.
+pub use jabberwock_proto::localpart::normalize as normalize_user;
 
 /// The stored form of a new password. PBKDF2 takes milliseconds by design, so it runs on
 /// the blocking pool, never on a thread that drives other sessions.

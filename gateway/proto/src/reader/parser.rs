@@ -519,6 +519,16 @@ impl Tree {
         for a in attrs.iter().filter(|a| !a.decl) {
             el.set_attr(utf8(&tok[a.key.clone()])?, lex::unescape_string(&tok[a.value.clone()])?);
         }
+        // An element has no attribute namespaces: each prefix its attributes use is kept as
+        // an `xmlns:p` attribute, so that the element still declares it when written.
+        for a in attrs {
+            if let NsRef::Bound(i) = a.ns {
+                let decl = format!("xmlns:{}", utf8(scope.prefix(i))?);
+                if el.attr(&decl).is_none() {
+                    el.set_attr(decl, utf8(scope.uri(a.ns))?);
+                }
+            }
+        }
         self.stack.push((el, Vec::new()));
         Ok(())
     }

@@ -9,12 +9,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use jabberwock_proto::reader;
+use jabberwock_proto::bosh::{body_events, parse_request, RequestBody};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{admit, security, Secure};
 use crate::server::Server;
-use crate::transport::bosh::{body_events, BoshSession, Creation, Reply, Request, MAX_RID, NS_HTTPBIND};
+use crate::transport::bosh::{BoshSession, Creation, Reply, Request};
 
 pub fn routes(server: &Arc<Server>) -> Router<Arc<Server>> {
     let for_cors = server.clone();
@@ -51,11 +51,7 @@ async fn request(
         Err(refused) => return *refused,
     };
     let bad_request = || respond(Reply::terminate(400, "bad-request"));
-    let Ok(el) = reader::parse_element(&body, &server.config.stream_limits()) else { return bad_request() };
-    if !el.is("body", NS_HTTPBIND) {
-        return bad_request();
-    }
-    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()).filter(|&r| r <= MAX_RID) else { return bad_request() };
+    let Some(RequestBody { body: el, rid }) = parse_request(&body, &server.config.stream_limits()) else { return bad_request() };
     let number = |name: &str| el.attr(name).and_then(|v| v.parse::<u64>().ok());
     let Some(sid) = el.attr("sid") else {
         // XEP-0124 §17.2: policy-violation for a client opening sessions too fast, or

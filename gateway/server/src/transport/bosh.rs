@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jabberwock_proto::{escape, ns, Element, ReadEvent, Stanza, StreamError, StreamErrorCondition, StreamHeader};
+use jabberwock_proto::bosh::{NS_HTTPBIND, NS_XBOSH};
+use jabberwock_proto::{escape, ns, ReadEvent, StreamError, StreamHeader};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
@@ -22,9 +23,6 @@ use crate::session::{Security, Session, Throttle};
 use crate::stanzas::random_id;
 use crate::stream::Frame;
 
-pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
-pub const NS_XBOSH: &str = "urn:xmpp:xbosh";
-
 /// Longest time the server holds a request before answering it empty.
 const MAX_WAIT: u64 = 60;
 /// Requests the server may hold at once; the client may send one more.
@@ -33,8 +31,6 @@ const REQUESTS: u64 = HOLD as u64 + 1;
 const MAX_PAUSE: u64 = 300;
 /// Responses kept for retransmission.
 const CACHED_RESPONSES: usize = REQUESTS as usize + 1;
-/// XEP-0124 §14.1: a rid never exceeds 2^53 - 1, so that clients in any language can count.
-pub const MAX_RID: u64 = (1 << 53) - 1;
 
 /// A response for the HTTP layer: status code and body.
 #[derive(Clone, Debug)]
@@ -175,7 +171,7 @@ impl State {
         }
         self.inbox.extend(req.events);
         self.waiting.push_back((req.rid, tx));
-        // Rids are at most MAX_RID (checked by the HTTP layer), far from overflowing.
+        // Rids are at most MAX_RID (`bosh::parse_request`), far from overflowing.
         self.next_rid = req.rid + 1;
     }
 }
@@ -421,28 +417,4 @@ impl Transport for BoshTransport {
             st.answer(rid, tx, Reply::terminate(200, "item-not-found"));
         }
     }
-}
-
-/// Turns the children of a request `<body/>` into stream events.
-pub fn body_events(body: &Element) -> Result<Vec<ReadEvent>, StreamError> {
-    let mut events = Vec::new();
-    if body.attr("xmpp:restart") == Some("true") {
-        events.push(ReadEvent::StreamOpen(StreamHeader {
-            content_ns: ns::CLIENT.to_owned(),
-            to: body.attr("to").map(str::to_owned),
-            version: Some("1.0".to_owned()),
-            ..Default::default()
-        }));
-    }
-    for node in body.nodes() {
-        match node {
-            jabberwock_proto::Node::Element(child) => events.push(ReadEvent::Stanza(Stanza::from_element(child))),
-            jabberwock_proto::Node::Text(t) if t.trim().is_empty() => {}
-            jabberwock_proto::Node::Text(_) => return Err(StreamError::new(StreamErrorCondition::NotWellFormed)),
-        }
-    }
-    if body.attr("type") == Some("terminate") {
-        events.push(ReadEvent::StreamClose);
-    }
-    Ok(events)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
-use jabberwock_proto::{ns, reader, Element, Limits, ReadEvent, StreamError, StreamErrorCondition, StreamHeader};
+use jabberwock_proto::{ns, websocket, Element, Limits, ReadEvent, StreamError, StreamErrorCondition};
 use tokio::time::Instant;
 
 use super::{run, Ended, Transport};
@@ -40,33 +40,6 @@ struct WsTransport {
     unsent: VecDeque<String>,
     /// The last write got a message out.
     wrote_some: bool,
-}
-
-impl WsTransport {
-    /// One text message: `<open/>`, `<close/>` or a stanza.
-    fn event(&self, text: &str) -> Result<ReadEvent, StreamError> {
-        if text.len() > self.limits.max_stanza_bytes {
-            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "stanza too large"));
-        }
-        let st = reader::parse_stanza(text.as_bytes(), &self.limits)?;
-        if st.ns() != ns::FRAMING {
-            return Ok(ReadEvent::Stanza(st));
-        }
-        match st.name() {
-            "open" => Ok(ReadEvent::StreamOpen(StreamHeader {
-                // RFC 7395 §3.3.2: the framing carries the stream; content is jabber:client.
-                content_ns: ns::CLIENT.to_owned(),
-                to: st.to().map(str::to_owned),
-                from: st.from().map(str::to_owned),
-                id: st.id().map(str::to_owned),
-                version: st.attr("version").map(str::to_owned),
-                lang: st.attr("xml:lang").map(str::to_owned),
-                prefixes: Vec::new(),
-            })),
-            "close" => Ok(ReadEvent::StreamClose),
-            _ => Err(StreamError::new(StreamErrorCondition::UnsupportedStanzaType)),
-        }
-    }
 }
 
 /// RFC 7395 §3.3: frames in their WebSocket form.
@@ -116,7 +89,7 @@ impl Transport for WsTransport {
             };
             self.last_seen = Instant::now();
             match msg? {
-                Ok(Message::Text(text)) => return Some(self.event(text.as_str())),
+                Ok(Message::Text(text)) => return Some(websocket::parse_message(text.as_str(), &self.limits)),
                 Ok(Message::Binary(_)) => {
                     return Some(Err(StreamError::with_text(StreamErrorCondition::UnsupportedEncoding, "XMPP frames are text")))
                 }
