@@ -197,3 +197,38 @@ async fn the_operators_archive_default_holds_until_the_account_chooses() {
     bob.expect("the message", |e| has_body(e, "kept")).await;
     assert_eq!(mam_query(&mut bob, "q2", "", "").await.0.len(), 1);
 }
+
+/// With `limits.archive_quota`, a message that would take an archive over it is refused
+/// (it goes back to its sender with `resource-constraint`) instead of growing the store,
+/// whether it is the recipient's or the sender's archive that is full.
+#[tokio::test]
+async fn a_full_archive_refuses_messages_instead_of_growing() {
+    let server = TestServer::start_with_tables("", "[limits]\narchive_quota = 4").await;
+    server.adduser("alice", "pw").await;
+    server.adduser("bob", "pw").await;
+    server.adduser("carol", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    alice.send("<presence/>").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    // Each message goes into both archives: bob's holds 4 after these, alice's too.
+    for i in 0..4 {
+        bob.send(format!("<message to='alice@localhost/a' type='chat' id='m{i}'><body>m{i}</body></message>")).await;
+        alice.expect("the message", |e| has_body(e, &format!("m{i}"))).await;
+    }
+    // The quota counts what is stored; an archive query waits for the writer's queue.
+    let (held, _) = mam_query(&mut bob, "b", "", "").await;
+    assert_eq!(held.len(), 4);
+    bob.send("<message to='alice@localhost/a' type='chat' id='over'><body>one too many</body></message>").await;
+    let bounce = bob.expect("the refusal", |e| e.attr("id") == Some("over")).await;
+    assert_eq!(bounce.attr("type"), Some("error"), "{}", bounce.to_xml_string());
+    assert!(bounce.to_xml_string().contains("resource-constraint"), "{}", bounce.to_xml_string());
+    alice.expect_none(Duration::from_millis(300), "the refused message", |e| has_body(e, "one too many")).await;
+    // carol's archive has room, alice's does not: refused on alice's side this time.
+    let mut carol = Client::login(server.c2s, "carol", "pw", "c").await;
+    carol.send("<message to='alice@localhost/a' type='chat' id='c1'><body>from carol</body></message>").await;
+    let refused = carol.expect("the refusal", |e| e.attr("id") == Some("c1")).await;
+    assert_eq!(refused.attr("type"), Some("error"));
+    alice.expect_none(Duration::from_millis(300), "carol's refused message", |e| has_body(e, "from carol")).await;
+    let (archived, _) = mam_query(&mut alice, "q", "", "").await;
+    assert_eq!(archived.len(), 4, "the archive did not grow: {:?}", bodies(&archived));
+}

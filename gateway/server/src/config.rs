@@ -374,6 +374,10 @@ pub struct LimitsConfig {
     /// it forever.
     #[serde(deserialize_with = "days_or_never")]
     pub archive_retention_days: u64,
+    /// Messages one account's XEP-0313 archive may hold; 0: no quota (retention alone
+    /// bounds it). A message that would go over is refused, not archived: it goes back to
+    /// its sender with `resource-constraint`.
+    pub archive_quota: u64,
     /// Which messages an account archives until it sets its own XEP-0313 preference:
     /// `always`, `roster` (only with contacts in its roster) or `never`.
     pub archive_default: String,
@@ -565,6 +569,7 @@ impl Default for LimitsConfig {
             // archive holds, so Prosody's week would empty conversations people scroll
             // back through; a year still bounds the archive by a year of traffic.
             archive_retention_days: 365,
+            archive_quota: 0,
             archive_default: "always".to_owned(),
             max_connections: 20_000,
             max_connections_per_ip: 100,

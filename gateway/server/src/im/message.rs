@@ -39,7 +39,9 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
     if let (Some(from), true) = (from, announced) {
         let from = from.to_bare();
         for h in &server.modules.message_hooks {
-            h.delivering(server, &bare, &from, &mut st).await;
+            if let Err(e) = h.delivering(server, &bare, &from, &mut st).await {
+                return bounce(server, &bare, true, st, e).await;
+            }
         }
     }
     dispatch(server, st, to, dest, Seen::First { announced }).await

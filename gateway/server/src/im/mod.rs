@@ -51,10 +51,17 @@ async fn send_message(server: &Arc<Server>, sender: &jid::FullJid, to: &Jid, st:
     }
     let sent = st.clone();
     let mut m = SentMessage { server, sender, to, stanza: &sent, notes: Default::default() };
+    let mut refused = None;
     for h in hooks {
-        h.sending(&mut m).await;
+        if let Err(e) = h.sending(&mut m).await {
+            refused = Some(e);
+            break;
+        }
     }
-    let replies = Box::pin(route_or_reply(server, st)).await;
+    let replies = match refused {
+        Some(e) => crate::stanzas::bounce_reply(&st, e),
+        None => Box::pin(route_or_reply(server, st)).await,
+    };
     // A message that went nowhere (blocked, unknown, unreachable) comes back as an error.
     let bounced = !replies.is_empty();
     for h in hooks {

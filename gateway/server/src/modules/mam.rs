@@ -188,6 +188,8 @@ pub struct Mam {
     prefs: AccountCache<String>,
     /// The operator's default, for accounts that set none.
     default: String,
+    /// Messages an account's archive may hold; 0: no quota.
+    quota: u64,
 }
 
 impl Mam {
@@ -196,6 +198,7 @@ impl Mam {
             writer: ArchiveWriter::start(store, limits.archive_retention_days),
             prefs: AccountCache::new(limits.account_cache()),
             default: limits.archive_default.clone(),
+            quota: limits.archive_quota,
         }
     }
 
@@ -246,12 +249,13 @@ impl ShutdownHooks for Mam {
 impl MessageHooks for Mam {
     /// A message a local account sends is archived before it is routed, so that it comes
     /// before any reply in the sender's archive.
-    async fn sending(&self, m: &mut SentMessage<'_>) {
+    async fn sending(&self, m: &mut SentMessage<'_>) -> Result<(), StanzaError> {
         let owner = m.sender.to_bare();
-        let Some(a) = Account::of(&owner) else { return };
-        if let Some(id) = self.store(m.server, &owner, &m.to.to_bare(), m.stanza).await {
+        let Some(a) = Account::of(&owner) else { return Ok(()) };
+        if let Some(id) = self.store(m.server, &owner, &m.to.to_bare(), m.stanza).await? {
             m.notes.insert(SentEntry { host: a.host.to_owned(), user: a.user.to_owned(), id });
         }
+        Ok(())
     }
 
     /// A sent message that bounced is taken back out of its sender's archive.
@@ -263,9 +267,9 @@ impl MessageHooks for Mam {
 
     /// A message for a local account is kept in its archive and stamped with the archive
     /// id as a XEP-0359 stanza-id (any stanza-id claiming to be ours is removed first).
-    async fn delivering(&self, server: &Server, to: &BareJid, from: &BareJid, st: &mut Stanza) {
+    async fn delivering(&self, server: &Server, to: &BareJid, from: &BareJid, st: &mut Stanza) -> Result<(), StanzaError> {
         strip_forged_stanza_ids(st, to);
-        if let Some(id) = self.store(server, to, from, st).await {
+        if let Some(id) = self.store(server, to, from, st).await? {
             let mut xml = Vec::from(&b"<stanza-id"[..]);
             escape::namespace_declaration(&mut xml, "", ns::SID);
             escape::attribute(&mut xml, "id", &id);
@@ -273,6 +277,7 @@ impl MessageHooks for Mam {
             xml.extend_from_slice(b"/>");
             st.append_raw_child(std::str::from_utf8(&xml).expect("UTF-8"));
         }
+        Ok(())
     }
 
     /// A message that bounced (the recipient's offline storage was full, say) was never
@@ -483,15 +488,23 @@ impl Mam {
 
     /// Queues `st` for `owner`'s archive (with `with`, the other party) if it qualifies
     /// and the account's preferences allow; returns the archive id.
-    async fn store(&self, server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Option<String> {
-        let a = Account::of(owner)?;
+    async fn store(&self, server: &Server, owner: &BareJid, with: &BareJid, st: &Stanza) -> Result<Option<String>, StanzaError> {
+        let Some(a) = Account::of(owner) else { return Ok(None) };
         if !archivable(st) {
-            return None;
+            return Ok(None);
         }
         match self.load_default(server, a).await.as_str() {
-            "never" => return None,
-            "roster" if roster::get(server, a, with.as_str()).await.is_none() => return None,
+            "never" => return Ok(None),
+            "roster" if roster::get(server, a, with.as_str()).await.is_none() => return Ok(None),
             _ => {}
+        }
+        if self.quota > 0 {
+            // Counted in storage (messages still in the write queue, at most a batch, are
+            // not): one query per archived message, paid only with a quota.
+            let held = server.store.archive_count(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or(0);
+            if held >= self.quota {
+                return Err(StanzaError::resource_constraint().with_text(format!("the message archive of {owner} is full")));
+            }
         }
         let id = random_id();
         let item = ArchiveAppend {
@@ -504,7 +517,7 @@ impl Mam {
             payload: st.to_bytes(),
         };
         self.writer.append(item).await;
-        Some(id)
+        Ok(Some(id))
     }
 }
 

@@ -133,13 +133,19 @@ pub struct SentMessage<'a> {
 
 #[async_trait]
 pub trait MessageHooks: Send + Sync {
-    /// A local session sends a message; it is routed next.
-    async fn sending(&self, _m: &mut SentMessage<'_>) {}
+    /// A local session sends a message; it is routed next, unless a hook refuses it (the
+    /// sender then gets the error, and the hooks' `sent` see it bounced).
+    async fn sending(&self, _m: &mut SentMessage<'_>) -> Result<(), StanzaError> {
+        Ok(())
+    }
     /// It was routed; `bounced` when it went nowhere (blocked, unknown, unreachable).
     async fn sent(&self, _m: &mut SentMessage<'_>, _bounced: bool) {}
     /// A message from `from` is about to reach the local account `to`, at its resources
     /// or in offline storage.
-    async fn delivering(&self, _server: &Server, _to: &BareJid, _from: &BareJid, _st: &mut Stanza) {}
+    /// A hook that refuses it sends it back to its sender with the error.
+    async fn delivering(&self, _server: &Server, _to: &BareJid, _from: &BareJid, _st: &mut Stanza) -> Result<(), StanzaError> {
+        Ok(())
+    }
     /// After [`MessageHooks::delivering`], the message did not reach `to` after all (its
     /// offline storage refused it, or no session would take it) and goes back to its
     /// sender: undo what `delivering` recorded.
