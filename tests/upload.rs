@@ -212,6 +212,16 @@ async fn slot_requests_are_rate_limited_per_account() {
 }
 
 #[tokio::test]
+async fn an_account_holds_a_bounded_number_of_files() {
+    let (_server, mut alice) = server("[upload]\nmax_files = 3").await;
+    for i in 0..3 {
+        slot(&mut alice, &format!("tiny{i}.txt"), 1, None).await;
+    }
+    let over = request(&mut alice, "tiny3.txt", "1", None).await;
+    assert_eq!(error_condition(&over), "resource-constraint", "{}", over.to_xml_string());
+}
+
+#[tokio::test]
 async fn urls_and_files_expire() {
     let (server, mut alice) = server("[upload]\nslot_lifetime_secs = 1\nexpire_after_secs = 3").await;
     let data = content(1000);

@@ -313,6 +313,8 @@ pub struct UploadConfig {
     pub quota_bytes: u64,
     /// Slots one account may request per minute.
     pub slots_per_minute: u32,
+    /// Files (and slots not used yet) one account may have at once.
+    pub max_files: usize,
     /// How long a slot's PUT URL works.
     pub slot_lifetime_secs: u64,
     /// Files are deleted this long after their upload; 0: kept until the account goes.
@@ -540,6 +542,7 @@ impl Default for UploadConfig {
             quota_bytes_per_day: 1 << 30,
             quota_bytes: 5 << 30,
             slots_per_minute: 30,
+            max_files: 1000,
             slot_lifetime_secs: 300,
             expire_after_secs: 30 * 86_400,
             allowed_types: Vec::new(),
@@ -806,8 +809,8 @@ impl Config {
         if upload.enabled && upload.subdomain == muc.subdomain && muc.enabled {
             return Err(invalid("upload.subdomain", "must differ from muc.subdomain"));
         }
-        if upload.max_file_bytes == 0 || upload.slots_per_minute == 0 || upload.slot_lifetime_secs == 0 {
-            return Err(invalid("upload", "max_file_bytes, slots_per_minute and slot_lifetime_secs must be positive"));
+        if upload.max_file_bytes == 0 || upload.slots_per_minute == 0 || upload.slot_lifetime_secs == 0 || upload.max_files == 0 {
+            return Err(invalid("upload", "max_file_bytes, slots_per_minute, slot_lifetime_secs and max_files must be positive"));
         }
         if upload.quota_bytes_per_day < upload.max_file_bytes || upload.quota_bytes < upload.max_file_bytes {
             return Err(invalid("upload", "quota_bytes_per_day and quota_bytes must allow at least one file of max_file_bytes"));

@@ -94,7 +94,7 @@ async fn register(c: &Unauthenticated<'_>, query: &Element) -> Result<(), Stanza
     }
     let iterations = c.server.config.auth.scram_iterations;
     let user = accounts::create(&c.server.store, c.domain, &user, &password, iterations).await.map_err(account_error)?;
-    c.server.throttle.failed(&key);
+    c.server.throttle.count(&key);
     tracing::info!(user = %user, domain = %c.domain, ip = %c.peer_ip, "account registered in-band");
     Ok(())
 }

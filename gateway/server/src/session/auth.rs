@@ -162,7 +162,7 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
             let password = msg.password.clone();
             let verified = tokio::task::spawn_blocking(move || plain::verify(&password, &stored)).await.unwrap_or(false);
             if !verified {
-                s.server.throttle.failed(&account_key(s, &user));
+                s.server.throttle.count(&account_key(s, &user));
                 return Err(SaslFailure::NotAuthorized);
             }
             Ok(succeed(s, user, None, out))
@@ -177,7 +177,7 @@ async fn finish_scram(s: &mut Session, mut ex: Box<Exchange>, st: &Stanza, out: 
         (Ok(_), None) => Err(SaslFailure::NotAuthorized),
         (Err(f), user) => {
             if let (SaslFailure::NotAuthorized, Some(u)) = (f, user) {
-                s.server.throttle.failed(&account_key(s, &u));
+                s.server.throttle.count(&account_key(s, &u));
             }
             Err(f)
         }
@@ -226,7 +226,7 @@ fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut
 fn fail_attempt(s: &mut Session, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
     out.push(Frame::Element(failure(f, None)));
     if matches!(f, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding) {
-        s.server.address_throttle.failed(&address_key(s.peer_ip));
+        s.server.address_throttle.count(&address_key(s.peer_ip));
         s.auth_failures += 1;
         if s.auth_failures >= MAX_FAILURES_PER_CONNECTION {
             return s.fail(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too many failed authentication attempts"), out);
@@ -261,9 +261,9 @@ impl Session {
     }
 }
 
-/// Counts failed authentications per key (an IP address or an account) in a sliding
-/// window; past the limit, attempts are refused with `temporary-auth-failure` until the
-/// window passes.
+/// Counts events per key in a window: failed logins per address (and account), and other
+/// things strangers may repeat (registrations, upload slots). Past the limit the key is
+/// refused (a login with `temporary-auth-failure`) until the window passes.
 pub struct Throttle {
     max_failures: u32,
     window: Duration,
@@ -283,7 +283,8 @@ impl Throttle {
         }
     }
 
-    pub fn failed(&self, key: &str) {
+    /// Counts one event (a failed login, a registration, a request) for `key`.
+    pub fn count(&self, key: &str) {
         let mut entries = self.entries.lock().expect("throttle lock");
         // Bound the table under a spray of addresses: expired entries go first.
         if entries.len() > 100_000 {
@@ -318,15 +319,15 @@ mod tests {
     fn throttle_blocks_after_the_limit_and_recovers() {
         let t = Throttle::new(2, Duration::from_millis(50));
         assert!(t.allowed("k"));
-        t.failed("k");
+        t.count("k");
         assert!(t.allowed("k"));
-        t.failed("k");
+        t.count("k");
         assert!(!t.allowed("k"));
         assert!(t.allowed("other"));
         std::thread::sleep(Duration::from_millis(60));
         assert!(t.allowed("k"));
-        t.failed("k");
-        t.failed("k");
+        t.count("k");
+        t.count("k");
         t.clear("k");
         assert!(t.allowed("k"));
     }

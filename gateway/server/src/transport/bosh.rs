@@ -80,7 +80,7 @@ impl Registry {
         let key = ip.to_string();
         let allowed = self.creations.allowed(&key);
         if allowed {
-            self.creations.failed(&key);
+            self.creations.count(&key);
         }
         allowed
     }

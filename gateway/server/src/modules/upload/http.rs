@@ -47,7 +47,7 @@ async fn preflight() -> Response {
 
 /// The service a URL names, and its slot id if well-formed (the id becomes a file name).
 fn service_of<'a>(server: &'a Server, service: &str, id: &str) -> Option<&'a Arc<UploadService>> {
-    let well_formed = id.len() == 24 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let well_formed = id.len() == super::SLOT_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then_some(())?;
     server.modules.get::<Upload>()?.services.get(service)
 }

@@ -213,7 +213,7 @@ impl UploadService {
         if !self.requests.allowed(&owner) {
             return Err(StanzaError::resource_constraint().with_text("too many upload requests; try again in a minute"));
         }
-        self.requests.failed(&owner);
+        self.requests.count(&owner);
         self.sweep_if_due(server).await;
         let now = unix_now();
         let usage = self.usage(server, &owner).await?;
@@ -224,6 +224,10 @@ impl UploadService {
         }
         if stored + size > self.config.quota_bytes {
             return Err(StanzaError::resource_constraint().with_text("upload quota reached: older files must expire first"));
+        }
+        // Also what each request reads back: the account's usage list stays this short.
+        if usage.len() >= self.config.max_files {
+            return Err(StanzaError::resource_constraint().with_text("too many files: older ones must expire first"));
         }
 
         let id = slot_id();
@@ -386,9 +390,13 @@ fn check_content_type(t: &str, allowed: &[String]) -> Result<(), StanzaError> {
     }
 }
 
-/// 144 random bits, URL-safe.
+/// Random bytes in a slot id: 144 bits.
+const SLOT_ID_BYTES: usize = 18;
+/// A slot id's length in URL-safe base64.
+pub(crate) const SLOT_ID_LEN: usize = SLOT_ID_BYTES * 4 / 3;
+
 fn slot_id() -> String {
-    let bytes: [u8; 18] = rand::random();
+    let bytes: [u8; SLOT_ID_BYTES] = rand::random();
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
 }
 
