@@ -58,6 +58,9 @@ async fn an_offline_or_parked_account_is_notified_and_a_refusing_app_server_is_d
     assert_eq!(no_node.attr("type"), Some("error"));
     let bad_jid = alice.iq("bad2", &format!("<iq type='set' id='bad2'><enable xmlns='{PUSH}' jid='@@' node='n'/></iq>")).await;
     assert_eq!(bad_jid.attr("type"), Some("error"));
+    let big = "x".repeat(3000);
+    let huge = alice.iq("bad3", &format!("<iq type='set' id='bad3'><enable xmlns='{PUSH}' jid='{APP}' node='{big}'/></iq>")).await;
+    assert_eq!(huge.attr("type"), Some("error"), "{}", huge.to_xml_string());
     enable(&mut alice).await;
     drop(alice);
     tokio::time::sleep(Duration::from_millis(200)).await;

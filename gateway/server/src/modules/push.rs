@@ -30,6 +30,9 @@ use crate::stanzas::random_id;
 
 const STORE: &str = "push";
 const SUMMARY: &str = "urn:xmpp:push:summary";
+/// Bytes of publish options one registration may keep (a secret and an endpoint take a
+/// few hundred).
+const MAX_OPTIONS_BYTES: usize = 2048;
 /// Registrations whose last notification time is remembered; older ones may be notified
 /// again early, which only costs a notification.
 const RECENT: Bounds = Bounds { entries: 100_000, bytes: 16 << 20 };
@@ -113,7 +116,7 @@ impl IqHandler for Push {
         if existing.len() >= self.config.max_registrations && !existing.iter().any(|(e, _)| *e == k) {
             return Err(StanzaError::resource_constraint().with_text("too many push registrations"));
         }
-        let options = payload
+        let options: Vec<(String, String)> = payload
             .child("x", ns::DATA_FORMS)
             .map(|form| {
                 form.children()
@@ -122,6 +125,9 @@ impl IqHandler for Push {
                     .collect()
             })
             .unwrap_or_default();
+        if node.len() + options.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_OPTIONS_BYTES {
+            return Err(StanzaError::not_acceptable().with_text("the node and publish options are too large"));
+        }
         let r = Registration { jid: app.to_string(), node: node.to_owned(), options };
         let raw = serde_json::to_vec(&r).expect("serializes");
         cx.server.store.map_set(u, STORE, &k, Some(&raw)).await.map_err(store_error)?;
