@@ -85,3 +85,29 @@ async fn a_wrong_secret_or_unknown_domain_is_refused() {
     let mut right = Component::connect(listen, COMPONENT).await;
     assert!(right.handshake(SECRET).await.is("handshake", "jabber:component:accept"));
 }
+
+/// What waits for a component that does not read is bounded in bytes: beyond
+/// `components.max_queue_bytes` senders get `resource-constraint`, and carry on.
+#[tokio::test]
+async fn a_component_that_stops_reading_holds_a_bounded_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_port();
+    let tables = format!(
+        "[limits]\nmax_stanza_bytes = 20000\n[components]\nlisten = ['{listen}']\nmax_queue_bytes = 20000\n[components.domains.'{COMPONENT}']\nsecret = '{SECRET}'\n"
+    );
+    let config = test_config(dir.path(), "", &tables);
+    let server = TestServer::start_config(dir, config).await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "phone").await;
+    let mut bridge = Component::connect(listen, COMPONENT).await;
+    assert!(bridge.handshake(SECRET).await.is("handshake", "jabber:component:accept"));
+    // The bridge reads nothing from here on: its socket buffers fill, then its queue.
+    let body = "x".repeat(10_000);
+    for i in 0..2000 {
+        alice.send(format!("<message to='user@{COMPONENT}' id='q{i}' type='chat'><body>{body}</body></message>")).await;
+    }
+    let refused = alice.expect("a refusal", |e| e.attr("type") == Some("error")).await;
+    assert!(refused.to_xml_string().contains("resource-constraint"), "{}", refused.to_xml_string());
+    alice.ping().await;
+    drop(bridge);
+}
