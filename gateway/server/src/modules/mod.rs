@@ -415,7 +415,7 @@ impl Modules {
             .add(mam::Mam::new(store.clone(), &config.limits))
             .add(carbons::Carbons::default())
             // Before offline storage: push only notifies; offline storage keeps the message.
-            .add(push::Push::new(&config.push))
+            .add(push::Push::new(&config.push, &config.limits))
             .add(offline::Offline::default())
             .add(pep::Pep)
             .add(muc::Muc::new(config))

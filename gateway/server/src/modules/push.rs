@@ -22,9 +22,9 @@ use jabberwock_storage::UserRef;
 use jid::{BareJid, FullJid, Jid};
 use serde::{Deserialize, Serialize};
 
-use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SessionHooks};
-use crate::cache::{Bounds, Lru, Weigh};
-use crate::config::PushConfig;
+use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SessionHooks};
+use crate::cache::{AccountCache, Bounds, Lru, Weigh};
+use crate::config::{LimitsConfig, PushConfig};
 use crate::server::Server;
 use crate::stanzas::random_id;
 
@@ -45,6 +45,17 @@ struct Registration {
     options: Vec<(String, String)>,
 }
 
+/// An account's registrations, by storage key.
+#[derive(Clone, Default)]
+struct Registrations(Arc<Vec<(String, Registration)>>);
+
+impl Weigh for Registrations {
+    fn weigh(&self) -> usize {
+        let options = |r: &Registration| r.options.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        self.0.iter().map(|(k, r)| k.len() + r.jid.len() + r.node.len() + options(r)).sum()
+    }
+}
+
 struct LastSent(Instant);
 
 impl Weigh for LastSent {
@@ -55,13 +66,26 @@ impl Weigh for LastSent {
 
 pub struct Push {
     config: PushConfig,
+    /// Each account's registrations: every message an inactive client gets looks them up.
+    registered: AccountCache<Registrations>,
     /// When each registration (`account\njid\nnode`) was last notified.
     recent: Mutex<Lru<LastSent>>,
 }
 
 impl Push {
-    pub fn new(config: &PushConfig) -> Self {
-        Push { config: config.clone(), recent: Mutex::new(Lru::new(RECENT)) }
+    pub fn new(config: &PushConfig, limits: &LimitsConfig) -> Self {
+        Push { config: config.clone(), registered: AccountCache::new(limits.account_cache()), recent: Mutex::new(Lru::new(RECENT)) }
+    }
+
+    async fn registrations(&self, server: &Server, account: &BareJid) -> Registrations {
+        self.registered
+            .get_or_load(account.as_str(), || async {
+                let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
+                let stored = server.store.map_all(u, STORE).await.unwrap_or_default();
+                let parsed = stored.into_iter().filter_map(|(k, raw)| Some((k, serde_json::from_slice(&raw).ok()?))).collect();
+                Registrations(Arc::new(parsed))
+            })
+            .await
     }
 }
 
@@ -79,7 +103,14 @@ impl Module for Push {
             self.clone(),
         );
         host.message_hooks(self.clone());
+        host.account_hooks(self.clone());
         host.session_hooks(self);
+    }
+}
+
+impl AccountHooks for Push {
+    fn deleted(&self, account: &BareJid) {
+        self.registered.forget(account.as_str());
     }
 }
 
@@ -109,6 +140,7 @@ impl IqHandler for Push {
                     cx.server.store.map_set(u, STORE, &k, None).await.map_err(store_error)?;
                 }
             }
+            self.registered.forget(account.as_str());
             return Ok(None);
         }
         let node = payload.attr("node").filter(|n| !n.is_empty()).ok_or_else(|| StanzaError::bad_request().with_text("node is required"))?;
@@ -131,6 +163,7 @@ impl IqHandler for Push {
         let r = Registration { jid: app.to_string(), node: node.to_owned(), options };
         let raw = serde_json::to_vec(&r).expect("serializes");
         cx.server.store.map_set(u, STORE, &k, Some(&raw)).await.map_err(store_error)?;
+        self.registered.forget(account.as_str());
         tracing::info!(account = %account, app = %r.jid, "push notifications enabled");
         Ok(None)
     }
@@ -184,14 +217,13 @@ async fn mentioning(server: &Server, jid: &FullJid, st: &Stanza) -> Option<Eleme
 
 impl Push {
     async fn notify(&self, server: &Arc<Server>, account: &BareJid, message: &Element) {
-        let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
-        let Ok(registrations) = server.store.map_all(u, STORE).await else { return };
-        for (k, raw) in registrations {
-            let Ok(r) = serde_json::from_slice::<Registration>(&raw) else { continue };
+        let registrations = self.registrations(server, account).await;
+        for (k, r) in registrations.0.iter() {
             if !self.due(&format!("{account}\n{k}")) {
                 continue;
             }
-            let publish = self.publish(account, &r, message);
+            let publish = self.publish(account, r, message);
+            let app = r.jid.clone();
             let (server, account, config_key) = (server.clone(), account.clone(), k.clone());
             // The app server may be slow or far: its answer is awaited off the message's path.
             tokio::spawn(async move {
@@ -201,7 +233,10 @@ impl Push {
                 if refused {
                     let u = UserRef { host: account.domain().as_str(), user: account.node().map_or("", |n| n.as_str()) };
                     let _ = server.store.map_set(u, STORE, &config_key, None).await;
-                    tracing::info!(%account, app = %r.jid, "the app server refused a notification; push disabled for it");
+                    if let Some(push) = server.modules.get::<Push>() {
+                        push.registered.forget(account.as_str());
+                    }
+                    tracing::info!(%account, %app, "the app server refused a notification; push disabled for it");
                 }
             });
         }
