@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -165,13 +165,14 @@ impl Components {
     }
 }
 
-static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(1);
+/// Tells a link's connection from the one that replaced it.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 impl ComponentLink {
     /// Serves an authenticated component until it or the server goes.
     async fn run(&self, server: &Arc<Server>, mut transport: StreamTransport<TcpStream>, peer: SocketAddr) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let conn = Connection { id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed) as u64, tx, queued: Arc::new(AtomicUsize::new(0)) };
+        let conn = Connection { id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), tx, queued: Arc::new(AtomicUsize::new(0)) };
         let taken = {
             let mut connected = self.connected.lock().expect("component link");
             let taken = connected.is_some();
