@@ -59,10 +59,6 @@ async fn seq_of(conn: &mut SqliteConnection, u: UserRef<'_>, store: &str, id: &s
     .ok_or(StorageError::NotFound)
 }
 
-/// Above this many items in a query's start/end range, walking a seq-ordered index beats
-/// sorting the range.
-const SMALL_STAMP_RANGE: i64 = 50_000;
-
 /// Appends the WHERE clause selecting the user's store and the query's start/end range.
 fn push_user_store_stamp<'a>(
     sql: &mut QueryBuilder<'a, Sqlite>,
@@ -79,23 +75,6 @@ fn push_user_store_stamp<'a>(
     if let Some(end) = q.end_us {
         sql.push(" AND stamp_us <= ").push_bind(end);
     }
-}
-
-/// Whether fewer than [`SMALL_STAMP_RANGE`] items lie in the query's start/end range,
-/// counted on the stamp index alone and stopping at the threshold.
-async fn stamp_range_is_small(
-    conn: &mut SqliteConnection,
-    u: UserRef<'_>,
-    store: &str,
-    q: &ArchiveQuery<'_>,
-) -> Result<bool> {
-    let mut sql = QueryBuilder::<Sqlite>::new(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM archive INDEXED BY archive_by_stamp",
-    );
-    push_user_store_stamp(&mut sql, u, store, q);
-    sql.push(" LIMIT ").push_bind(SMALL_STAMP_RANGE).push(")");
-    let count: i64 = sql.build_query_scalar().fetch_one(conn).await?;
-    Ok(count < SMALL_STAMP_RANGE)
 }
 
 /// A [`Write`] that owns its data, to travel to the committer.
@@ -207,7 +186,6 @@ async fn apply_batches(writer: &SqlitePool, batches: &[&OwnedBatch]) -> Result<(
 /// The seqs of an archive query's page, as a subquery: the query's filters, in its
 /// paging direction, one item more than its limit (which tells whether it is complete).
 struct PageSeqs<'q> {
-    index: &'static str,
     u: UserRef<'q>,
     store: &'q str,
     q: &'q ArchiveQuery<'q>,
@@ -219,7 +197,9 @@ struct PageSeqs<'q> {
 impl<'q> PageSeqs<'q> {
     /// Appends the subquery; `cut` ends the page at that seq (a byte bound's).
     fn push(&self, sql: &mut QueryBuilder<'q, Sqlite>, cut: Option<i64>) {
-        sql.push("SELECT seq FROM archive INDEXED BY ").push(self.index);
+        // The one seq-ordered index carries stamp_us and with_jid: the filters are checked
+        // while walking it, and only the page's rows are read from the table.
+        sql.push("SELECT seq FROM archive INDEXED BY archive_by_owner");
         push_user_store_stamp(sql, self.u, self.store, self.q);
         if let Some(with) = self.q.with {
             sql.push(" AND with_jid = ").push_bind(with);
@@ -282,7 +262,14 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     // In WAL mode, FULL syncs the WAL on every commit: a write acknowledged
                     // to the caller survives power loss. NORMAL would not.
-                    .synchronous(SqliteSynchronous::Full),
+                    .synchronous(SqliteSynchronous::Full)
+                    // A multi-row INSERT keeps a statement journal (the pages it changed, for
+                    // undoing just that statement); on disk it cost a sixth of the archive's
+                    // CPU. In memory it is bounded by the statement, a few hundred rows.
+                    .pragma("temp_store", "memory")
+                    // 16 MiB instead of 2: a batch of archive rows dirties a page per row and
+                    // index, and a cache that overflows writes pages to the WAL twice.
+                    .pragma("cache_size", "-16384"),
             )
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
@@ -534,8 +521,7 @@ impl SqliteStore {
         store: &str,
         q: &ArchiveQuery<'_>,
     ) -> Result<ArchivePage> {
-        // One read transaction: ids resolve, and the plan is chosen, in the snapshot the
-        // page is read from.
+        // One read transaction: ids resolve in the snapshot the page is read from.
         let mut tx = self.readers.begin().await?;
         let after = match q.after_id {
             Some(id) => Some(seq_of(&mut tx, u, store, id).await?),
@@ -548,21 +534,7 @@ impl SqliteStore {
         // Paging before an item, like asking for the last page, reads backwards from the end.
         let backward = q.last_page || before.is_some();
 
-        // Items come in seq order but start/end filter on stamp_us, so neither index serves
-        // both: walking archive_by_stamp means sorting the whole stamp range, walking a
-        // seq-ordered index means skipping every item outside it. Without statistics the
-        // planner may sort a million rows to return fifty, so the choice is made here: the
-        // stamp index when the range is small, else a seq-ordered walk.
-        let stamp_filtered = q.start_us.is_some() || q.end_us.is_some();
-        let index = if stamp_filtered && stamp_range_is_small(&mut tx, u, store, q).await? {
-            "archive_by_stamp"
-        } else if q.with.is_some() {
-            "archive_by_with"
-        } else {
-            "archive_by_seq"
-        };
-
-        let page = PageSeqs { index, u, store, q, after, before, backward };
+        let page = PageSeqs { u, store, q, after, before, backward };
         // With a byte bound, the page's sizes are read first (length() reads no payload)
         // to find the last item that fits; the page then ends there.
         let mut cut = None;
@@ -581,8 +553,8 @@ impl SqliteStore {
             }
         }
 
-        // The page's seqs are picked first (from the index alone unless the stamp index has
-        // to check `with`), then only those rows are read: no payload is read and discarded.
+        // The page's seqs are picked first, from the index alone, then only those rows are
+        // read: no payload is read and discarded.
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT id, stamp_us, with_jid, payload FROM archive WHERE seq IN (",
         );
@@ -721,7 +693,7 @@ impl SqliteStore {
                 let offset = i64::try_from(keep - 1).unwrap_or(i64::MAX);
                 sqlx::query(
                     "DELETE FROM archive WHERE host = ?1 AND username = ?2 AND store = ?3 AND seq < \
-                     (SELECT seq FROM archive INDEXED BY archive_by_seq WHERE host = ?1 AND username = ?2 AND store = ?3 \
+                     (SELECT seq FROM archive INDEXED BY archive_by_owner WHERE host = ?1 AND username = ?2 AND store = ?3 \
                       ORDER BY seq DESC LIMIT 1 OFFSET ?4)",
                 )
                 .bind(u.host)
