@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Head-to-head benchmark: Jabberwock (release build), Prosody and ejabberd, each with its
-# own config on its own loopback ports, TLS on, SQLite storage and message archiving on.
-# The same jabberwock-load scenarios run against each server in turn:
+# own config on its own loopback ports. The same jabberwock-load scenarios run against
+# each server in turn:
 #
 #   idle      --idle-sessions TLS sessions: server RSS per idle session, login rate at the ramp
 #   logins    --login-sessions logins as fast as the server accepts them (login storm)
@@ -15,13 +15,32 @@
 #             occupants, every occupant a session; each message goes to its sender's
 #             room; the rate rises until p99 > 50 ms, then half the peak
 #
-# and one table with the ratios Jabberwock/Prosody and Jabberwock/ejabberd is printed
-# (and written to OUT/results.md). See bench/README.md.
+# in these configurations:
+#
+#   --storage recommended   (default) each server as its documentation recommends for one
+#                           node: Jabberwock's defaults (SQLite), Prosody's internal
+#                           storage, ejabberd's mnesia
+#   --storage sqlite        all three on SQLite; --storage both: one, then the other
+#   --archive on|off|both   (default both) every one-to-one message archived (XEP-0313) for
+#                           every account, or none: Jabberwock with the operator default
+#                           archive_default = "never", Prosody and ejabberd without mod_mam
+#   --transport tcp|websocket|both
+#                           (default both) the chat scenario over STARTTLS, or over RFC 7395
+#                           WebSocket (plain ws:// on loopback, as behind a TLS-terminating
+#                           proxy)
+#
+# The chat scenario runs once per storage, archive setting and transport, each archive
+# setting on a server of its own (fresh data); the other scenarios once per storage, over
+# TCP, on the server of the first archive setting. Two tables with the ratios
+# Jabberwock/Prosody and Jabberwock/ejabberd are printed (and written to OUT/results.md):
+# chat, one row group per storage, transport and archive setting; then the others. See
+# bench/README.md.
 #
 #   bench/compare.sh                      # the full run (the issue's scenarios)
 #   bench/compare.sh --quick              # a few minutes, for trying it out
 #   bench/compare.sh --servers "jabberwock prosody" --chat-sessions 1000
 #   bench/compare.sh --scenarios chat --start-rate 2    # some scenarios only
+#   bench/compare.sh --scenarios chat --storage sqlite --archive on --transport tcp
 #
 # Installs prosody, lua-dbi-sqlite3, ejabberd and erlang-p1-sqlite3 with apt-get if they
 # are missing (as root, or with sudo). Every server it starts is stopped by PID at exit.
@@ -30,6 +49,9 @@ set -euo pipefail
 # --- options ---------------------------------------------------------------------------
 SERVERS="jabberwock prosody ejabberd"
 SCENARIOS="idle logins chat presence muc10 muc100 muc1000"
+STORAGE=recommended
+ARCHIVE=both
+TRANSPORT=both
 IDLE_SESSIONS=20000
 LOGIN_SESSIONS=5000
 CHAT_SESSIONS=2000
@@ -46,6 +68,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --servers) SERVERS=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
+        --storage) STORAGE=$2; shift 2 ;;
+        --archive) ARCHIVE=$2; shift 2 ;;
+        --transport) TRANSPORT=$2; shift 2 ;;
         --idle-sessions) IDLE_SESSIONS=$2; shift 2 ;;
         --login-sessions) LOGIN_SESSIONS=$2; shift 2 ;;
         --chat-sessions) CHAT_SESSIONS=$2; shift 2 ;;
@@ -65,6 +90,17 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
 done
+# choices OPTION VALUE FIRST SECOND: the values VALUE stands for (`both`: FIRST SECOND).
+choices() {
+    case $2 in
+        "$3"|"$4") echo "$2" ;;
+        both) echo "$3 $4" ;;
+        *) echo "--$1 is $3, $4 or both, not $2" >&2; return 2 ;;
+    esac
+}
+STORAGES=$(choices storage "$STORAGE" recommended sqlite) || exit 2
+ARCHIVES=$(choices archive "$ARCHIVE" on off) || exit 2
+TRANSPORTS=$(choices transport "$TRANSPORT" tcp websocket) || exit 2
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -75,10 +111,11 @@ OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
 DOMAIN=localhost
 PASSWORD=load-test-password
-# Loopback ports of this benchmark (other services on the machine use 5222, 52xx).
-JW_PORT=16100 JW_DIRECT_PORT=16101
-PROSODY_PORT=16200
-EJABBERD_PORT=16300 EJABBERD_DIST_PORT=16301
+# Loopback ports of this benchmark (other services on the machine use 5222, 52xx): each
+# server's STARTTLS port, then its plain HTTP port for WebSocket.
+JW_PORT=16100 JW_DIRECT_PORT=16101 JW_HTTP_PORT=16102
+PROSODY_PORT=16200 PROSODY_HTTP_PORT=16202
+EJABBERD_PORT=16300 EJABBERD_DIST_PORT=16301 EJABBERD_HTTP_PORT=16302
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -109,10 +146,11 @@ stop_packaged_daemon() {
 }
 
 # --- server lifecycle ------------------------------------------------------------------
-# The running server: its process (measured, and killed at exit), its client port, and
-# the command that stops it gracefully, if any.
+# The running server: its process (measured, and killed at exit), its client port, its
+# WebSocket port, and the command that stops it gracefully, if any.
 SERVER_PID=""
 SERVER_PORT=""
+SERVER_WS_PORT=""
 SERVER_STOP=""
 LOAD_PID=""
 cleanup() {
@@ -149,8 +187,14 @@ make_cert() {
         -addext "subjectAltName=DNS:$DOMAIN" -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
 }
 
+# start_SERVER STORAGE ARCHIVE DIR: starts the server in the empty directory DIR.
+# Jabberwock has one storage, SQLite, whatever STORAGE says.
 start_jabberwock() {
-    local dir=$WORK/jabberwock
+    local archive=$2 dir=$3 archive_default=""
+    if [ "$archive" = off ]; then
+        archive_default='# The operator default: no account archives until it asks to (XEP-0313 prefs).
+archive_default = "never"'
+    fi
     mkdir -p "$dir/data"
     make_cert "$dir"
     cat > "$dir/jabberwock.toml" <<EOF
@@ -168,6 +212,7 @@ cert = "$dir/cert.pem"
 key = "$dir/key.pem"
 
 [limits]
+$archive_default
 # Thousands of sessions negotiate at once on two shared cores.
 negotiation_timeout_secs = 600
 # Every session connects from 127.0.0.1.
@@ -182,7 +227,9 @@ max_unauthenticated_per_ip = 1000000
 max_failures = 1000000000
 
 [http]
-listen = []
+# WebSocket over plain HTTP. 127.0.0.1 is a trusted proxy by default: the load tool's
+# X-Forwarded-Proto: https stands for a TLS-terminating proxy, and PLAIN is offered.
+listen = ["127.0.0.1:$JW_HTTP_PORT"]
 listen_tls = []
 
 # No federation, as for the other two.
@@ -195,11 +242,19 @@ max_messages_per_sec = 1000000
 EOF
     "$TARGET/release/jabberwock" --config "$dir/jabberwock.toml" serve 2> "$dir/server.log" &
     SERVER_PID=$!
-    SERVER_PORT=$JW_PORT
+    SERVER_PORT=$JW_PORT SERVER_WS_PORT=$JW_HTTP_PORT
 }
 
 start_prosody() {
-    local dir=$WORK/prosody
+    local storage=$1 archive=$2 dir=$3 storage_config mam=""
+    case $storage in
+        # Prosody's default, the one its packaged config and its mod_mam documentation use.
+        recommended) storage_config='storage = "internal"' ;;
+        sqlite) storage_config='storage = "sql"
+sql = { driver = "SQLite3", database = "prosody.sqlite" }' ;;
+    esac
+    # Without archiving, no mod_mam: the packaged config leaves it out.
+    [ "$archive" = on ] && mam='"mam";'
     mkdir -p "$dir/data"
     make_cert "$dir"
     cat > "$dir/prosody.cfg.lua" <<EOF
@@ -213,17 +268,22 @@ network_backend = "epoll"
 c2s_ports = { $PROSODY_PORT }
 c2s_interfaces = { "127.0.0.1" }
 c2s_require_encryption = true
-http_ports = {}
+-- WebSocket (mod_websocket) over plain HTTP. 127.0.0.1 is among Prosody's default
+-- trusted_proxies: the load tool's X-Forwarded-Proto: https marks the session secure, as
+-- behind a TLS-terminating proxy, and PLAIN is offered.
+http_ports = { $PROSODY_HTTP_PORT }
+http_interfaces = { "127.0.0.1" }
 https_ports = {}
+-- Requests name 127.0.0.1 as their host: serve them as the virtual host's.
+http_default_host = "$DOMAIN"
 modules_disabled = { "s2s" }
 modules_enabled = {
     "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "vcard4";
-    "ping"; "register"; "mam"; "offline"; "limits";
+    "ping"; "register"; "offline"; "limits"; "websocket"; $mam
 }
 
--- Storage comparable to Jabberwock's: SQLite, every chat message archived.
-storage = "sql"
-sql = { driver = "SQLite3", database = "prosody.sqlite" }
+$storage_config
+-- Every chat message archived (mod_mam's default), when mod_mam is on.
 default_archive_policy = true
 authentication = "internal_hashed"
 allow_registration = true
@@ -242,11 +302,32 @@ Component "conference.$DOMAIN" "muc"
 EOF
     prosody --config "$dir/prosody.cfg.lua" -F > "$dir/stdout.log" 2>&1 &
     SERVER_PID=$!
-    SERVER_PORT=$PROSODY_PORT
+    SERVER_PORT=$PROSODY_PORT SERVER_WS_PORT=$PROSODY_HTTP_PORT
 }
 
 start_ejabberd() {
-    local dir=$WORK/ejabberd
+    local storage=$1 archive=$2 dir=$3 storage_config mam="" room_mam=""
+    case $storage in
+        # mnesia, ejabberd's default for every store (default_db, auth_method: internal).
+        # ejabberd warns at start that mod_mam on mnesia is not recommended (a 2 GB
+        # limit) and advises SQL, SQLite for small servers: that is --storage sqlite.
+        recommended) storage_config='# mnesia (the default), in the spool directory.' ;;
+        # The Debian build has the driver as erlang-p1-sqlite3.
+        sqlite) storage_config="sql_type: sqlite
+sql_database: \"$dir/spool/ejabberd.db\"
+default_db: sql
+auth_method: sql" ;;
+    esac
+    # Without archiving, no mod_mam: the packaged config leaves it out.
+    if [ "$archive" = on ]; then
+        mam='  mod_mam:
+    # Archive every chat message, as Jabberwock and Prosody do by default (ejabberd
+    # archives nothing unless the client asks).
+    default: always'
+        room_mam='    default_room_options:
+      # Every room archived, as Jabberwock'"'"'s rooms are.
+      mam: true'
+    fi
     mkdir -p "$dir/spool" "$dir/logs"
     make_cert "$dir"
     cat "$dir/cert.pem" "$dir/key.pem" > "$dir/server.pem"
@@ -255,11 +336,8 @@ start_ejabberd() {
 hosts: ["$DOMAIN"]
 loglevel: warning
 certfiles: ["$dir/server.pem"]
-# Storage comparable to Jabberwock's: SQLite, SCRAM-hashed passwords.
-sql_type: sqlite
-sql_database: "$dir/spool/ejabberd.db"
-default_db: sql
-auth_method: sql
+$storage_config
+# SCRAM-hashed passwords, as the packaged config has (4096 rounds, as Jabberwock).
 auth_password_format: scram
 listen:
   - port: $EJABBERD_PORT
@@ -269,9 +347,17 @@ listen:
     # The default accept backlog is 5: a burst of connections overflows it and stalls
     # for seconds in TCP retransmits. Prosody's default is 128, Jabberwock's 1024.
     backlog: 1024
-    # No shaper (the default config limits clients to 1000 B/s), and a deeper queue
-    # per session than the default 10000 stanzas.
-    max_fsm_queue: 100000
+  # WebSocket (ejabberd_http_ws) over plain HTTP: ejabberd offers PLAIN on it as on any
+  # stream that does not require TLS.
+  - port: $EJABBERD_HTTP_PORT
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    backlog: 1024
+    request_handlers:
+      /xmpp-websocket: ejabberd_http_ws
+# No shaper (the default config limits clients to 1000 B/s), and a deeper queue per
+# session than the default 10000 stanzas, on both listeners.
+max_fsm_queue: 100000
 acl:
   loopback:
     ip: ["127.0.0.0/8"]
@@ -284,9 +370,7 @@ modules:
   mod_register:
     access: register
     ip_access: all
-  mod_mam:
-    # Archive every chat message, as Jabberwock and Prosody do by default.
-    default: always
+$mam
   mod_offline: {}
   mod_ping: {}
   mod_private: {}
@@ -298,9 +382,7 @@ modules:
     # Rooms of up to 1000 occupants, as the group chat scenarios use.
     max_users: 1000
     max_users_presence: 1000
-    default_room_options:
-      # Every room archived, as Jabberwock's rooms are.
-      mam: true
+$room_mam
 # Every account registers from 127.0.0.1 (the default allows one per 600 s per address).
 registration_timeout: infinity
 EOF
@@ -330,7 +412,7 @@ EOF
     done
     SERVER_PID=$(cat "$dir/ejabberd.pid")
     SERVER_STOP="${ctl[*]} stop"
-    SERVER_PORT=$EJABBERD_PORT
+    SERVER_PORT=$EJABBERD_PORT SERVER_WS_PORT=$EJABBERD_HTTP_PORT
 }
 
 server_version() {
@@ -341,85 +423,227 @@ server_version() {
     esac
 }
 
+# describe STORAGE ARCHIVE SERVER: the server's configuration, for the tables.
+describe() {
+    local text
+    case $3/$1 in
+        jabberwock/*) text="SQLite (WAL)" ;;
+        prosody/recommended) text="internal storage" ;;
+        prosody/sqlite) text="SQLite (storage = \"sql\")" ;;
+        ejabberd/recommended) text="mnesia" ;;
+        ejabberd/sqlite) text="SQLite (sql_type: sqlite)" ;;
+    esac
+    case $3/$2 in
+        jabberwock/on) text+=", archive_default = \"always\" (the default)" ;;
+        jabberwock/off) text+=", archive_default = \"never\"" ;;
+        prosody/on) text+=", mod_mam, default_archive_policy = true" ;;
+        ejabberd/on) text+=", mod_mam default: always" ;;
+        */off) text+=", no mod_mam" ;;
+    esac
+    echo "$text"
+}
+
 # --- scenarios -------------------------------------------------------------------------
 LOAD="$TARGET/release/jabberwock-load"
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# run_load STEM PREFIX ARGS...: one run of the tool against the running server, its
+# report in OUT/STEM.md and its figures in OUT/STEM.txt; the accounts are PREFIX0, … .
 run_load() {
-    local server=$1 scenario=$2 port=$3; shift 3
-    [[ " $SCENARIOS " == *" $scenario "* ]] || return 0
-    log "$server: $scenario"
+    local stem=$1 prefix=$2; shift 2
+    log "$stem"
     # In the background so that a signal reaches the traps at once. A failed scenario
     # (lost messages, refused sessions) is in its report and in the table.
-    "$LOAD" --addr "127.0.0.1:$port" --pid "$SERVER_PID" --domain "$DOMAIN" \
-        --users-password "$PASSWORD" --user-prefix "$scenario" \
-        --summary "$OUT/$server-$scenario.txt" "$@" > "$OUT/$server-$scenario.md" 2> "$OUT/$server-$scenario.log" &
+    "$LOAD" --addr "127.0.0.1:$SERVER_PORT" --pid "$SERVER_PID" --domain "$DOMAIN" \
+        --users-password "$PASSWORD" --user-prefix "$prefix" \
+        --summary "$OUT/$stem.txt" "$@" > "$OUT/$stem.md" 2> "$OUT/$stem.log" &
     LOAD_PID=$!
-    wait "$LOAD_PID" || log "$server: $scenario FAILED (see $OUT/$server-$scenario.md)"
+    wait "$LOAD_PID" || log "$stem FAILED (see $OUT/$stem.md)"
     LOAD_PID=""
 }
 
+# The results of a run are OUT/STEM.md (the report), .txt (its figures) and .log:
+# stem STORAGE SCENARIO SERVER, and chat_stem STORAGE TRANSPORT ARCHIVE SERVER.
+stem() { echo "$1/$3-$2"; }
+chat_stem() { echo "$1/$4-chat-$2-archive-$3"; }
+
+# run_server SERVER STORAGE: every scenario against SERVER on STORAGE, a fresh server
+# (and data) per archive setting.
 run_server() {
-    local server=$1 port
-    "start_$server"
-    port=$SERVER_PORT
-    wait_for_port "$port" "$SERVER_PID"
-    log "$server listening on 127.0.0.1:$port (pid $SERVER_PID)"
-    run_load "$server" idle "$port" --sessions "$IDLE_SESSIONS" --ramp-per-sec "$RAMP" --concurrency 200 \
-        --duration-secs 0
-    run_load "$server" logins "$port" --sessions "$LOGIN_SESSIONS" --ramp-per-sec 0 --concurrency 200 \
-        --duration-secs 0 --idle-secs 1
-    run_load "$server" chat "$port" --sessions "$CHAT_SESSIONS" --pairs $((CHAT_SESSIONS / 2)) \
-        --ramp-per-sec "$RAMP" --step-up --message-rate "$START_RATE" --step-factor "$STEP_FACTOR" --duration-secs "$STEP_SECS" \
-        --drain-secs 30
-    run_load "$server" presence "$port" --sessions "$PRESENCE_SESSIONS" --ramp-per-sec "$RAMP" \
-        --roster "$ROSTER" --presence-rounds "$PRESENCE_ROUNDS" --duration-secs 0 --drain-secs 60
-    # Group chat: rooms of 10, 100 and 1000; each starts at about 200 deliveries/s (a
-    # room of 1000 at one message a second).
-    local rooms size rooms_size
-    for rooms_size in "20 10" "2 100" "1 1000"; do
-        read -r rooms size <<< "$rooms_size"
-        run_load "$server" "muc$size" "$port" --sessions $((rooms * size)) --ramp-per-sec "$RAMP" \
-            --rooms "$rooms" --room-size "$size" --step-up --message-rate "$(awk -v s="$size" 'BEGIN { r = 200 / s; print (r < 1 ? 1 : r) }')" \
-            --step-factor "$STEP_FACTOR" --duration-secs "$STEP_SECS" --drain-secs 30
+    local server=$1 storage=$2 archive dir first=1 transport ws
+    mkdir -p "$OUT/$storage"
+    for archive in $ARCHIVES; do
+        [ $first = 1 ] || wants chat || break
+        dir=$WORK/$server-$storage-archive-$archive
+        mkdir -p "$dir"
+        "start_$server" "$storage" "$archive" "$dir"
+        wait_for_port "$SERVER_PORT" "$SERVER_PID"
+        wait_for_port "$SERVER_WS_PORT" "$SERVER_PID"
+        log "$server ($(describe "$storage" "$archive" "$server")) on 127.0.0.1:$SERVER_PORT, WebSocket on :$SERVER_WS_PORT (pid $SERVER_PID)"
+        if [ $first = 1 ]; then
+            wants idle && run_load "$(stem "$storage" idle "$server")" idle --sessions "$IDLE_SESSIONS" \
+                --ramp-per-sec "$RAMP" --concurrency 200 --duration-secs 0
+            wants logins && run_load "$(stem "$storage" logins "$server")" logins --sessions "$LOGIN_SESSIONS" \
+                --ramp-per-sec 0 --concurrency 200 --duration-secs 0 --idle-secs 1
+        fi
+        if wants chat; then
+            for transport in $TRANSPORTS; do
+                ws=()
+                [ "$transport" = websocket ] && ws=(--ws-addr "127.0.0.1:$SERVER_WS_PORT")
+                run_load "$(chat_stem "$storage" "$transport" "$archive" "$server")" "chat$transport" \
+                    --transport "$transport" "${ws[@]}" --sessions "$CHAT_SESSIONS" --pairs $((CHAT_SESSIONS / 2)) \
+                    --ramp-per-sec "$RAMP" --step-up --message-rate "$START_RATE" --step-factor "$STEP_FACTOR" \
+                    --duration-secs "$STEP_SECS" --drain-secs 30
+            done
+        fi
+        if [ $first = 1 ]; then
+            wants presence && run_load "$(stem "$storage" presence "$server")" presence --sessions "$PRESENCE_SESSIONS" \
+                --ramp-per-sec "$RAMP" --roster "$ROSTER" --presence-rounds "$PRESENCE_ROUNDS" --duration-secs 0 --drain-secs 60
+            # Group chat: rooms of 10, 100 and 1000; each starts at about 200 deliveries/s (a
+            # room of 1000 at one message a second).
+            local rooms size rooms_size
+            for rooms_size in "20 10" "2 100" "1 1000"; do
+                read -r rooms size <<< "$rooms_size"
+                wants "muc$size" || continue
+                run_load "$(stem "$storage" "muc$size" "$server")" "muc$size" --sessions $((rooms * size)) --ramp-per-sec "$RAMP" \
+                    --rooms "$rooms" --room-size "$size" --step-up \
+                    --message-rate "$(awk -v s="$size" 'BEGIN { r = 200 / s; print (r < 1 ? 1 : r) }')" \
+                    --step-factor "$STEP_FACTOR" --duration-secs "$STEP_SECS" --drain-secs 30
+            done
+        fi
+        stop_server
+        first=0
     done
-    stop_server
 }
 
-# --- the table -------------------------------------------------------------------------
-# fig SERVER SCENARIO KEY: a figure from a summary file, or "-".
+# --- the tables ------------------------------------------------------------------------
+# fig STEM KEY: a figure from a summary file, or "-".
 fig() {
-    awk -v k="$3" '$1 == k { print $2; found = 1 } END { if (!found) print "-" }' "$OUT/$1-$2.txt" 2>/dev/null \
+    awk -v k="$2" '$1 == k { print $2; found = 1 } END { if (!found) print "-" }' "$OUT/$1.txt" 2>/dev/null \
         || echo "-"
 }
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f×", a / b }'
 }
-# lost SERVER: lost deliveries over all scenarios (the tool's exit status covers the rest).
-lost() {
-    local total=0 v key
-    for key in "chat peak_lost" "chat half_peak_lost" "presence presence_lost" \
-        "muc10 peak_lost" "muc10 half_peak_lost" "muc100 peak_lost" "muc100 half_peak_lost" \
-        "muc1000 peak_lost" "muc1000 half_peak_lost"; do
-        v=$(fig "$1" ${key})
+# The servers Jabberwock's figures are divided by (none without Jabberwock).
+ratio_servers() {
+    [[ " $SERVERS " == *" jabberwock "* ]] || return 0
+    local s
+    for s in $SERVERS; do [ "$s" = jabberwock ] || echo "$s"; done
+}
+columns() {
+    local header="| figure |" line="| --- |" s
+    for s in $SERVERS; do header+=" $s |"; line+=" ---: |"; done
+    for s in $(ratio_servers); do header+=" jabberwock / $s |"; line+=" ---: |"; done
+    echo "$header"
+    echo "$line"
+}
+# figure_row LABEL KEY STEM_OF...: figure KEY per server (STEM_OF... SERVER names its
+# run), and Jabberwock's ratios to the others.
+figure_row() {
+    local label=$1 key=$2 s; shift 2
+    local out="| $label |"
+    for s in $SERVERS; do out+=" $(fig "$("$@" "$s")" "$key") |"; done
+    for s in $(ratio_servers); do
+        out+=" $(ratio "$(fig "$("$@" jabberwock)" "$key")" "$(fig "$("$@" "$s")" "$key")") |"
+    done
+    echo "$out"
+}
+# text_row LABEL COMMAND...: the output of COMMAND ... SERVER per server, nothing under
+# the ratios.
+text_row() {
+    local out="| $1 |" s; shift
+    for s in $SERVERS; do out+=" $("$@" "$s") |"; done
+    for s in $(ratio_servers); do out+=" |"; done
+    echo "$out"
+}
+# total_of KEYS STEM: the sum of the figures KEYS of one run ("-" counts as 0).
+total_of() {
+    local total=0 key v
+    for key in $1; do
+        v=$(fig "$2" "$key")
         [ "$v" = "-" ] || total=$((total + v))
     done
     echo "$total"
 }
+# ok STEM: whether the run passed the tool's checks (no lost message, no failed session).
+ok() { [ "$(fig "$1" ok)" = 1 ]; }
 
-table() {
-    local rows=(
+transport_label() {
+    case $1 in
+        tcp) echo "TCP with STARTTLS" ;;
+        websocket) echo "WebSocket, plain ws:// on loopback" ;;
+    esac
+}
+storage_label() {
+    case $1 in
+        recommended) echo "recommended configurations" ;;
+        sqlite) echo "all on SQLite" ;;
+    esac
+}
+
+# The chat table: one row group per storage, transport and archive setting.
+chat_lost() { total_of "peak_lost half_peak_lost" "$(chat_stem "$@")"; }
+chat_checks() {
+    local stem
+    stem=$(chat_stem "$@")
+    if ok "$stem"; then
+        echo passed
+    elif grep -q "the first rate was past the limit" "$OUT/$stem.md" 2>/dev/null; then
+        echo "no peak: p99 > 50 ms at the first rate (--start-rate)"
+    else
+        echo FAILED
+    fi
+}
+chat_table() {
+    columns
+    local storage transport archive
+    for storage in $STORAGES; do
+        for transport in $TRANSPORTS; do
+            for archive in $ARCHIVES; do
+                local group=("$storage" "$transport" "$archive")
+                text_row "**$(transport_label "$transport"), archive $archive, $(storage_label "$storage")**" true
+                text_row "configuration" describe "$storage" "$archive"
+                figure_row "chat peak: delivered msg/s with p99 ≤ 50 ms, 0 lost ($CHAT_SESSIONS sessions)" \
+                    peak_msgs_per_sec chat_stem "${group[@]}"
+                figure_row "p99 at the peak, ms" peak_p99_ms chat_stem "${group[@]}"
+                figure_row "half the peak: msg/s offered" half_peak_rate chat_stem "${group[@]}"
+                figure_row "p50 at half the peak, ms" half_peak_p50_ms chat_stem "${group[@]}"
+                figure_row "p99 at half the peak, ms" half_peak_p99_ms chat_stem "${group[@]}"
+                figure_row "server CPU s per 100k messages at half the peak" half_peak_server_cpu_per_100k \
+                    chat_stem "${group[@]}"
+                text_row "lost messages (must be 0)" chat_lost "${group[@]}"
+                text_row "the tool's checks" chat_checks "${group[@]}"
+            done
+        done
+    done
+}
+
+# The table of the other scenarios on STORAGE (over TCP, the first archive setting).
+others_lost() {
+    local total=0 scenario keys
+    for scenario in presence muc10 muc100 muc1000; do
+        wants "$scenario" || continue
+        keys="peak_lost half_peak_lost"
+        [ "$scenario" = presence ] && keys=presence_lost
+        total=$((total + $(total_of "$keys" "$(stem "$1" "$scenario" "$2")")))
+    done
+    echo "$total"
+}
+others_failed() {
+    local failed="" scenario
+    for scenario in $SCENARIOS; do
+        [ "$scenario" = chat ] || ok "$(stem "$1" "$scenario" "$2")" || failed+="$scenario "
+    done
+    echo "${failed:-none}"
+}
+others_table() {
+    local storage=$1 rows=(
         "idle|tcp_rss_per_session_kib|server RSS per idle TLS session, KiB ((after − before) / N)"
         "idle|tcp_rss_slope_kib|server RSS per idle TLS session, KiB (slope N/2 → N)"
         "idle|tcp_logins_per_sec|logins/s while ramping $IDLE_SESSIONS idle sessions at $RAMP/s"
         "idle|tcp_setup_cpu_ms|server CPU per login, ms (TLS + PLAIN + bind + presence)"
         "logins|tcp_logins_per_sec|login storm: logins/s ($LOGIN_SESSIONS, 200 at once)"
-        "chat|peak_msgs_per_sec|chat: peak delivered msg/s with p99 ≤ 50 ms ($CHAT_SESSIONS sessions)"
-        "chat|peak_p99_ms|chat: p99 at the peak, ms"
-        "chat|half_peak_rate|chat: half the peak, msg/s offered"
-        "chat|half_peak_p50_ms|chat: p50 at half the peak, ms"
-        "chat|half_peak_p99_ms|chat: p99 at half the peak, ms"
-        "chat|half_peak_max_ms|chat: max at half the peak, ms"
-        "chat|half_peak_server_cpu_per_100k|chat: server CPU s per 100k messages (half the peak)"
-        "chat|half_peak_tool_cpu_per_100k|chat: tool CPU s per 100k messages (half the peak)"
         "presence|presence_per_sec|presence storm: deliveries/s ($PRESENCE_SESSIONS sessions × $ROSTER contacts)"
         "presence|presence_p50_ms|presence storm: p50, ms"
         "presence|presence_p99_ms|presence storm: p99, ms"
@@ -436,45 +660,16 @@ table() {
             "muc$size|rss_per_occupant_kib|rooms of $size: server RSS per occupant, KiB (after entering)"
         )
     done
-    local header="| figure |" line="| --- |"
-    for s in $SERVERS; do header+=" $s |"; line+=" ---: |"; done
-    local jw=0
-    [[ " $SERVERS " == *" jabberwock "* ]] && jw=1
-    if [ $jw = 1 ]; then
-        for s in $SERVERS; do
-            [ "$s" = jabberwock ] || { header+=" jabberwock / $s |"; line+=" ---: |"; }
-        done
-    fi
-    echo "$header"
-    echo "$line"
-    local row scenario key label out v
+    columns
+    text_row "configuration" describe "$storage" "${ARCHIVES%% *}"
+    local row scenario key label
     for row in "${rows[@]}"; do
         IFS='|' read -r scenario key label <<< "$row"
-        [[ " $SCENARIOS " == *" $scenario "* ]] || continue
-        out="| $label |"
-        for s in $SERVERS; do out+=" $(fig "$s" "$scenario" "$key") |"; done
-        if [ $jw = 1 ]; then
-            for s in $SERVERS; do
-                [ "$s" = jabberwock ] && continue
-                v=$(ratio "$(fig jabberwock "$scenario" "$key")" "$(fig "$s" "$scenario" "$key")")
-                out+=" $v |"
-            done
-        fi
-        echo "$out"
+        wants "$scenario" || continue
+        figure_row "$label" "$key" stem "$storage" "$scenario"
     done
-    out="| lost messages and presences (must be 0) |"
-    for s in $SERVERS; do out+=" $(lost "$s") |"; done
-    echo "$out"
-    out="| scenarios that failed (the tool's checks) |"
-    local sc failed
-    for s in $SERVERS; do
-        failed=""
-        for sc in $SCENARIOS; do
-            [ "$(fig "$s" "$sc" ok)" = 1 ] || failed+="$sc "
-        done
-        out+=" ${failed:-none} |"
-    done
-    echo "$out"
+    text_row "lost presences and room messages (must be 0)" others_lost "$storage"
+    text_row "scenarios that failed (the tool's checks)" others_failed "$storage"
 }
 
 # --- main ------------------------------------------------------------------------------
@@ -501,14 +696,28 @@ fi
 log "building the release binaries"
 (cd "$ROOT" && cargo build --release -q -p jabberwock -p jabberwock-load)
 
-for s in $SERVERS; do
-    run_server "$s"
+for storage in $STORAGES; do
+    for s in $SERVERS; do
+        run_server "$s" "$storage"
+    done
 done
 
 {
     echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
     for s in $SERVERS; do echo "- $(server_version "$s")"; done
-    echo
-    table
+    if wants chat; then
+        echo
+        echo "### Chat"
+        echo
+        chat_table
+    fi
+    if [ -n "$(for sc in $SCENARIOS; do [ "$sc" = chat ] || echo "$sc"; done)" ]; then
+        for storage in $STORAGES; do
+            echo
+            echo "### Other scenarios: TCP with STARTTLS, archive ${ARCHIVES%% *}, $(storage_label "$storage")"
+            echo
+            others_table "$storage"
+        done
+    fi
 } | tee "$OUT/results.md"
 log "reports: $OUT"
