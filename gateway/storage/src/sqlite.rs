@@ -269,7 +269,11 @@ impl SqliteStore {
                     .pragma("temp_store", "memory")
                     // 16 MiB instead of 2: a batch of archive rows dirties a page per row and
                     // index, and a cache that overflows writes pages to the WAL twice.
-                    .pragma("cache_size", "-16384"),
+                    .pragma("cache_size", "-16384")
+                    // Checkpoint every 8192 pages (32 MiB of WAL) instead of 1000: a page
+                    // written again before the checkpoint is copied into the database once.
+                    // The WAL file keeps that size on disk between checkpoints.
+                    .pragma("wal_autocheckpoint", "8192"),
             )
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
