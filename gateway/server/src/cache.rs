@@ -37,12 +37,22 @@ pub struct Bounds {
 /// used entry first.
 pub struct Lru<V> {
     bounds: Bounds,
-    /// Each key's value, weight and last use.
-    entries: HashMap<String, (V, usize, u64)>,
-    /// Last use → key, oldest first.
+    entries: HashMap<String, Entry<V>>,
+    /// Each entry's key under its `queued` time, oldest first.
     by_use: BTreeMap<u64, String>,
     clock: u64,
     bytes: usize,
+}
+
+struct Entry<V> {
+    value: V,
+    weight: usize,
+    /// When it was last read or written.
+    used: u64,
+    /// Where it stands in `by_use`: its last use as of the last eviction that looked at it.
+    /// A read moves only `used` (routing reads these caches for every stanza); eviction
+    /// puts an entry read since it was queued back at its last use instead of dropping it.
+    queued: u64,
 }
 
 impl<V: Weigh> Lru<V> {
@@ -52,12 +62,10 @@ impl<V: Weigh> Lru<V> {
 
     /// The value for `key`, which becomes the most recently used.
     pub fn get(&mut self, key: &str) -> Option<&V> {
-        let (value, _, used) = self.entries.get_mut(key)?;
+        let entry = self.entries.get_mut(key)?;
         self.clock += 1;
-        let name = self.by_use.remove(used).expect("every entry has a use");
-        *used = self.clock;
-        self.by_use.insert(self.clock, name);
-        Some(value)
+        entry.used = self.clock;
+        Some(&entry.value)
     }
 
     /// Inserts or replaces, then evicts the least recently used entries until the cache is
@@ -69,21 +77,25 @@ impl<V: Weigh> Lru<V> {
             return;
         }
         while self.entries.len() >= self.bounds.entries || self.bytes + weight > self.bounds.bytes {
-            let Some((_, oldest)) = self.by_use.pop_first() else { break };
-            if let Some((_, w, _)) = self.entries.remove(&oldest) {
-                self.bytes -= w;
+            let Some((queued, oldest)) = self.by_use.pop_first() else { break };
+            let Some(entry) = self.entries.get_mut(&oldest) else { continue };
+            if entry.used > queued {
+                entry.queued = entry.used;
+                self.by_use.insert(entry.used, oldest);
+            } else if let Some(evicted) = self.entries.remove(&oldest) {
+                self.bytes -= evicted.weight;
             }
         }
         self.clock += 1;
         self.by_use.insert(self.clock, key.to_owned());
-        self.entries.insert(key.to_owned(), (value, weight, self.clock));
+        self.entries.insert(key.to_owned(), Entry { value, weight, used: self.clock, queued: self.clock });
         self.bytes += weight;
     }
 
     pub fn remove(&mut self, key: &str) {
-        if let Some((_, weight, used)) = self.entries.remove(key) {
-            self.by_use.remove(&used);
-            self.bytes -= weight;
+        if let Some(entry) = self.entries.remove(key) {
+            self.by_use.remove(&entry.queued);
+            self.bytes -= entry.weight;
         }
     }
 
@@ -161,6 +173,29 @@ mod tests {
         for k in ["a", "c", "d"] {
             assert!(lru.get(k).is_some(), "{k} stays");
         }
+    }
+
+    #[test]
+    fn reads_between_evictions_keep_the_order_of_use() {
+        let mut lru = Lru::new(Bounds { entries: 3, bytes: usize::MAX });
+        for k in ["a", "b", "c"] {
+            lru.insert(k, k.to_owned());
+        }
+        lru.get("a");
+        lru.get("b");
+        lru.insert("d", "d".to_owned());
+        assert!(lru.get("c").is_none(), "c was used least recently");
+        // Uses now, oldest first: b, d, a (read again below), so b goes next, then d.
+        lru.get("a");
+        lru.insert("e", "e".to_owned());
+        assert!(lru.get("b").is_none());
+        lru.get("a");
+        lru.insert("f", "f".to_owned());
+        assert!(lru.get("d").is_none());
+        for k in ["a", "e", "f"] {
+            assert!(lru.get(k).is_some(), "{k} stays");
+        }
+        assert_eq!(lru.len(), 3);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use jid::{BareJid, Jid};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
-use crate::cache::AccountCache;
+use crate::cache::{AccountCache, Weigh};
 use crate::im::roster::{self, Account};
 use crate::server::Server;
 use crate::stanzas::{forwarded, now_us, random_id, xep0082};
@@ -182,12 +182,45 @@ async fn commit_each(store: &Store, batch: &[ArchiveAppend]) {
     }
 }
 
+/// Which messages an account archives: XEP-0313's `default` preference.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ArchiveDefault {
+    Always,
+    Roster,
+    Never,
+}
+
+impl ArchiveDefault {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(ArchiveDefault::Always),
+            "roster" => Some(ArchiveDefault::Roster),
+            "never" => Some(ArchiveDefault::Never),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ArchiveDefault::Always => "always",
+            ArchiveDefault::Roster => "roster",
+            ArchiveDefault::Never => "never",
+        }
+    }
+}
+
+impl Weigh for ArchiveDefault {
+    fn weigh(&self) -> usize {
+        0
+    }
+}
+
 pub struct Mam {
     writer: ArchiveWriter,
     /// Each account's default archiving preference: it is read for every message.
-    prefs: AccountCache<String>,
+    prefs: AccountCache<ArchiveDefault>,
     /// The operator's default, for accounts that set none.
-    default: String,
+    default: ArchiveDefault,
     /// Messages an account's archive may hold; 0: no quota.
     quota: u64,
 }
@@ -197,7 +230,8 @@ impl Mam {
         Mam {
             writer: ArchiveWriter::start(store, limits.archive_retention_days),
             prefs: AccountCache::new(limits.account_cache()),
-            default: limits.archive_default.clone(),
+            // Config::validate accepts only the three values.
+            default: ArchiveDefault::parse(&limits.archive_default).unwrap_or(ArchiveDefault::Always),
             quota: limits.archive_quota,
         }
     }
@@ -304,15 +338,15 @@ impl IqHandler for Mam {
         }
         let a = Account::of(&owner).ok_or_else(StanzaError::bad_request)?;
         match (payload.name(), cx.set) {
-            ("prefs", false) => Ok(Some(prefs_element(&self.load_default(cx.server, a).await))),
+            ("prefs", false) => Ok(Some(prefs_element(self.load_default(cx.server, &owner, a).await))),
             ("prefs", true) => {
-                let default = payload.attr("default").unwrap_or(&self.default);
-                if !matches!(default, "always" | "never" | "roster") {
-                    return Err(StanzaError::bad_request());
-                }
+                let default = match payload.attr("default") {
+                    Some(value) => ArchiveDefault::parse(value).ok_or_else(StanzaError::bad_request)?,
+                    None => self.default,
+                };
                 let u = UserRef { host: a.host, user: a.user };
-                cx.server.store.kv_set(u, PREFS, Some(default.as_bytes())).await.map_err(internal)?;
-                self.prefs.forget(&a.bare());
+                cx.server.store.kv_set(u, PREFS, Some(default.as_str().as_bytes())).await.map_err(internal)?;
+                self.prefs.forget(owner.as_str());
                 Ok(Some(prefs_element(default)))
             }
             ("query", false) => Ok(Some(query_form())),
@@ -336,9 +370,9 @@ fn internal(e: StorageError) -> StanzaError {
     StanzaError::internal_server_error()
 }
 
-fn prefs_element(default: &str) -> Element {
+fn prefs_element(default: ArchiveDefault) -> Element {
     Element::new("prefs", ns::MAM)
-        .with_attr("default", default)
+        .with_attr("default", default.as_str())
         .with_child(Element::new("always", ns::MAM))
         .with_child(Element::new("never", ns::MAM))
 }
@@ -475,12 +509,12 @@ fn archivable(st: &Stanza) -> bool {
 
 impl Mam {
     /// The account's default archiving preference.
-    async fn load_default(&self, server: &Server, a: Account<'_>) -> String {
+    async fn load_default(&self, server: &Server, owner: &BareJid, a: Account<'_>) -> ArchiveDefault {
         self.prefs
-            .get_or_load(&a.bare(), || async {
+            .get_or_load(owner.as_str(), || async {
                 match server.store.kv_get(UserRef { host: a.host, user: a.user }, PREFS).await {
-                    Ok(Some(v)) => String::from_utf8(v).unwrap_or_else(|_| self.default.clone()),
-                    _ => self.default.clone(),
+                    Ok(Some(v)) => std::str::from_utf8(&v).ok().and_then(ArchiveDefault::parse).unwrap_or(self.default),
+                    _ => self.default,
                 }
             })
             .await
@@ -493,9 +527,9 @@ impl Mam {
         if !archivable(st) {
             return Ok(None);
         }
-        match self.load_default(server, a).await.as_str() {
-            "never" => return Ok(None),
-            "roster" if roster::get(server, a, with.as_str()).await.is_none() => return Ok(None),
+        match self.load_default(server, owner, a).await {
+            ArchiveDefault::Never => return Ok(None),
+            ArchiveDefault::Roster if roster::get(server, a, with.as_str()).await.is_none() => return Ok(None),
             _ => {}
         }
         if self.quota > 0 {
