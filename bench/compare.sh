@@ -417,7 +417,7 @@ EOF
 
 server_version() {
     case $1 in
-        jabberwock) echo "jabberwock $(git -C "$ROOT" rev-parse --short HEAD) (release build)" ;;
+        jabberwock) echo "jabberwock $JABBERWOCK_REVISION (release build)" ;;
         prosody) echo "prosody $(dpkg-query -W -f='${Version}' prosody)" ;;
         ejabberd) echo "ejabberd $(dpkg-query -W -f='${Version}' ejabberd)" ;;
     esac
@@ -695,6 +695,8 @@ if [ "$(ulimit -n)" -lt $((most + 100)) ]; then
 fi
 log "building the release binaries"
 (cd "$ROOT" && cargo build --release -q -p jabberwock -p jabberwock-load)
+# Read at build time: commits made while the run goes on are not in the binary.
+JABBERWOCK_REVISION=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 for storage in $STORAGES; do
     for s in $SERVERS; do
