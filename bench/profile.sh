@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Where the server's CPU goes under chat load: starts a release server (archive on or off,
-# its defaults otherwise), drives it with jabberwock-load over TCP+TLS or WebSocket, samples
-# it with perf during the message phase and writes a summary of the profile.
+# Where the server's CPU goes under chat load: jabberwock-load starts a release server
+# (archive on or off, its defaults otherwise) and drives it over TCP+TLS or WebSocket; perf
+# samples the server during the message phase, and a summary of the profile is written.
 #
 #   bench/profile.sh [--transport tcp|websocket] [--archive on|off] [--rate MSG_PER_SEC]
 #                    [--sessions N] [--seconds S] [--out DIR]
@@ -33,67 +33,22 @@ out=${out:-$root/bench/profiles/$transport-archive-$archive}
 mkdir -p "$out"
 (cd "$root" && cargo build --release -q -p jabberwock -p jabberwock-load)
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# Fixed loopback ports of their own (compare.sh uses 161xx-163xx).
-c2s=16500 direct=16501 http=16502
-cat > "$work/jabberwock.toml" <<EOF
-domains = ["localhost"]
-data_dir = "$work/data"
-log = "warn"
-allow_registration = true
-
-[listen]
-c2s = ["127.0.0.1:$c2s"]
-c2s_direct_tls = ["127.0.0.1:$direct"]
-
-[s2s]
-enabled = false
-
-[http]
-# Plain HTTP for WebSocket sessions; 127.0.0.1 is a trusted proxy by default.
-listen = ["127.0.0.1:$http"]
-listen_tls = []
-
-[limits]
-archive_default = "$default"
-# Every session connects from 127.0.0.1 and thousands negotiate at once.
-negotiation_timeout_secs = 600
-max_connections = 1000000
-max_connections_per_ip = 1000000
-max_unauthenticated = 1000000
-max_unauthenticated_per_ip = 1000000
-
-[auth]
-max_failures = 1000000000
-EOF
-ulimit -n "$(ulimit -Hn)"
-"$target/release/jabberwock" --config "$work/jabberwock.toml" serve &
-server_pid=$!
-i=0
-until (echo > /dev/tcp/127.0.0.1/$c2s) 2>/dev/null; do
-    i=$((i + 1)); [ $i -lt 100 ] || { echo "the server did not start" >&2; exit 1; }
-    sleep 0.1
-done 2>/dev/null || true
-
-# The message phase starts once every session is up; it lasts long enough for the sample.
-"$target/release/jabberwock-load" --addr "127.0.0.1:$c2s" --ws-addr "127.0.0.1:$http" --pid "$server_pid" \
+# The tool starts the server (its child) with a config of its own on free loopback ports;
+# the message phase starts once every session is up and lasts long enough for the sample.
+"$target/release/jabberwock-load" --server-bin "$target/release/jabberwock" --server-archive-default "$default" \
     --transport "$transport" --sessions "$sessions" --pairs $((sessions / 2)) --message-rate "$rate" \
-    --duration-secs $((seconds + 10)) --idle-secs 2 > "$out/load.txt" 2>&1 &
+    --duration-secs $((seconds + 4)) --idle-secs 2 > "$out/load.txt" 2>&1 &
 load_pid=$!
-until [ "$(grep -c 'sessions up' "$out/load.txt" 2>/dev/null)" -ge 2 ]; do
+trap 'kill "$load_pid" 2>/dev/null' EXIT INT TERM
+until grep -q '^… messages' "$out/load.txt" 2>/dev/null; do
     kill -0 "$load_pid" 2>/dev/null || { cat "$out/load.txt" >&2; exit 1; }
     sleep 0.5
 done
-sleep 5
+sleep 2
+server_pid=$(pgrep -P "$load_pid" -x jabberwock)
 perf record -q -F 499 --call-graph dwarf,16384 -p "$server_pid" -o "$out/perf.data" -- sleep "$seconds" 2>/dev/null
 wait "$load_pid"
+trap - EXIT INT TERM
 
 {
     echo "# bench/profile.sh --transport $transport --archive $archive --rate $rate --sessions $sessions --seconds $seconds"

@@ -72,6 +72,10 @@ struct Args {
     /// config on free loopback ports.
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
     server_bin: Option<PathBuf>,
+    /// With --server-bin: the server's `[limits] archive_default` (`always`, its default,
+    /// `roster` or `never`), to measure a server that archives nothing from the start.
+    #[arg(long, requires = "server_bin", value_parser = ["always", "roster", "never"])]
+    server_archive_default: Option<String>,
     /// The STARTTLS client port of an already running server (instead of --server-bin).
     /// It needs in-band registration on (or existing accounts and --no-register) and no
     /// per-address registration or login throttle in the way: every session comes from
@@ -202,7 +206,7 @@ fn main() -> ExitCode {
         );
     }
     let spawned = match &args.server_bin {
-        Some(bin) => match server::spawn(bin, &args.domain, websocket) {
+        Some(bin) => match server::spawn(bin, &args.domain, websocket, args.server_archive_default.as_deref()) {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -611,6 +615,8 @@ async fn message_phase(
         drain: Duration::from_secs(args.drain_secs),
     };
     let before = reading(pid);
+    // Progress on stderr, like the session ramp's: a profiler waits for this line.
+    eprintln!("… messages {name}: {rate:.0} msg/s for {} s", args.duration_secs);
     let (out, back) = traffic::run(pairing, &plan).await;
     let after = reading(pid);
     let mut t = Table::new(&format!(

@@ -31,7 +31,7 @@ enum Http {
 }
 
 /// The config the tool runs the server with.
-fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http) -> String {
+fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http, archive_default: Option<&str>) -> String {
     let mut text = format!(
         "# Written by jabberwock-load.\n\
          domains = [{domain:?}]\n\
@@ -54,6 +54,7 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
          max_connections_per_ip = 1000000\n\
          max_unauthenticated = 1000000\n\
          max_unauthenticated_per_ip = 1000000\n\
+         {archive_default}\
          \n\
          [auth]\n\
          # Every session registers and logs in from 127.0.0.1: keep the per-address\n\
@@ -64,6 +65,7 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
          # The group chat scenario measures rates, not the per-occupant flood limit.\n\
          max_messages_per_sec = 1000000\n",
         dir = data_dir.display().to_string(),
+        archive_default = archive_default.map(|d| format!("archive_default = {d:?}\n")).unwrap_or_default(),
     );
     match http {
         Http::Absent => {}
@@ -80,23 +82,23 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http)
 }
 
 /// Starts `bin` and waits until it accepts connections; with `websocket`, on an HTTP
-/// port too.
-pub fn spawn(bin: &Path, domain: &str, websocket: bool) -> Result<Spawned, String> {
+/// port too. `archive_default` sets the server's `[limits] archive_default`.
+pub fn spawn(bin: &Path, domain: &str, websocket: bool, archive_default: Option<&str>) -> Result<Spawned, String> {
     if websocket {
-        return spawn_with(bin, domain, Http::On(free_port().map_err(|e| e.to_string())?));
+        return spawn_with(bin, domain, Http::On(free_port().map_err(|e| e.to_string())?), archive_default);
     }
-    match spawn_with(bin, domain, Http::Off) {
+    match spawn_with(bin, domain, Http::Off, archive_default) {
         // A server from before the HTTP side refuses the unknown `[http]` table.
-        Err(e) if e.contains("unknown field `http`") => spawn_with(bin, domain, Http::Absent),
+        Err(e) if e.contains("unknown field `http`") => spawn_with(bin, domain, Http::Absent, archive_default),
         other => other,
     }
 }
 
-fn spawn_with(bin: &Path, domain: &str, http: Http) -> Result<Spawned, String> {
+fn spawn_with(bin: &Path, domain: &str, http: Http, archive_default: Option<&str>) -> Result<Spawned, String> {
     let dir = tempfile::Builder::new().prefix("jabberwock-load-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let (c2s, direct) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
     let config = dir.path().join("jabberwock.toml");
-    std::fs::write(&config, config_text(&dir.path().join("data"), c2s, direct, domain, http))
+    std::fs::write(&config, config_text(&dir.path().join("data"), c2s, direct, domain, http, archive_default))
         .map_err(|e| format!("writing the config: {e}"))?;
     let log = std::fs::File::create(dir.path().join("server.log")).map_err(|e| format!("server log: {e}"))?;
     let mut child = Command::new(bin)
