@@ -355,6 +355,35 @@ pub struct CertPaths {
     pub key: PathBuf,
 }
 
+/// Which messages an account archives: XEP-0313's `default` preference, and
+/// `limits.archive_default`, the operator's default for accounts that set none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveDefault {
+    Always,
+    Roster,
+    Never,
+}
+
+impl ArchiveDefault {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(ArchiveDefault::Always),
+            "roster" => Some(ArchiveDefault::Roster),
+            "never" => Some(ArchiveDefault::Never),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveDefault::Always => "always",
+            ArchiveDefault::Roster => "roster",
+            ArchiveDefault::Never => "never",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -382,7 +411,7 @@ pub struct LimitsConfig {
     pub archive_quota: u64,
     /// Which messages an account archives until it sets its own XEP-0313 preference:
     /// `always`, `roster` (only with contacts in its roster) or `never`.
-    pub archive_default: String,
+    pub archive_default: ArchiveDefault,
     /// Client connections at once (c2s and HTTP listeners together), in total and from
     /// one address. A trusted proxy's connections count in the total only.
     pub max_connections: usize,
@@ -573,7 +602,7 @@ impl Default for LimitsConfig {
             // back through; a year still bounds the archive by a year of traffic.
             archive_retention_days: 365,
             archive_quota: 0,
-            archive_default: "always".to_owned(),
+            archive_default: ArchiveDefault::Always,
             max_connections: 20_000,
             max_connections_per_ip: 100,
             max_unauthenticated: 2_000,
@@ -664,9 +693,6 @@ impl Config {
         }
         if !(1..=86_400).contains(&l.resume_window_secs) {
             return Err(invalid("limits.resume_window_secs", "must be between 1 and 86400"));
-        }
-        if !matches!(l.archive_default.as_str(), "always" | "roster" | "never") {
-            return Err(invalid("limits.archive_default", format!("{:?} must be always, roster or never", l.archive_default)));
         }
         // Room for a stanza of the largest size and what the server wraps around one
         // (a carbon copy, an archive result), or sessions would refuse them when idle.
@@ -921,6 +947,15 @@ mod tests {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn archive_default_is_one_of_the_xeps_three() {
+        assert_eq!(Config::default().limits.archive_default, ArchiveDefault::Always);
+        let c = Config::parse("[limits]\narchive_default = 'never'").unwrap();
+        assert_eq!(c.limits.archive_default, ArchiveDefault::Never);
+        let e = Config::parse("[limits]\narchive_default = 'sometimes'").unwrap_err();
+        assert!(e.to_string().contains("archive_default") && e.to_string().contains("roster"), "{e}");
     }
 
     #[test]

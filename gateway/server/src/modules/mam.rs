@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
 use crate::cache::{AccountCache, Weigh};
+use crate::config::ArchiveDefault;
 use crate::im::roster::{self, Account};
 use crate::server::Server;
 use crate::stanzas::{forwarded, now_us, random_id, xep0082};
@@ -182,33 +183,6 @@ async fn commit_each(store: &Store, batch: &[ArchiveAppend]) {
     }
 }
 
-/// Which messages an account archives: XEP-0313's `default` preference.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ArchiveDefault {
-    Always,
-    Roster,
-    Never,
-}
-
-impl ArchiveDefault {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "always" => Some(ArchiveDefault::Always),
-            "roster" => Some(ArchiveDefault::Roster),
-            "never" => Some(ArchiveDefault::Never),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            ArchiveDefault::Always => "always",
-            ArchiveDefault::Roster => "roster",
-            ArchiveDefault::Never => "never",
-        }
-    }
-}
-
 impl Weigh for ArchiveDefault {
     fn weigh(&self) -> usize {
         0
@@ -230,8 +204,7 @@ impl Mam {
         Mam {
             writer: ArchiveWriter::start(store, limits.archive_retention_days),
             prefs: AccountCache::new(limits.account_cache()),
-            // Config::validate accepts only the three values.
-            default: ArchiveDefault::parse(&limits.archive_default).unwrap_or(ArchiveDefault::Always),
+            default: limits.archive_default,
             quota: limits.archive_quota,
         }
     }
