@@ -39,7 +39,8 @@ mkdir -p "$out"
     --transport "$transport" --sessions "$sessions" --pairs $((sessions / 2)) --message-rate "$rate" \
     --duration-secs $((seconds + 4)) --idle-secs 2 > "$out/load.txt" 2>&1 &
 load_pid=$!
-trap 'kill "$load_pid" 2>/dev/null' EXIT INT TERM
+# On an interrupt, the server (the tool's child) goes too: killing the tool alone leaves it.
+trap 'pkill -TERM -P "$load_pid" 2>/dev/null; kill "$load_pid" 2>/dev/null' EXIT INT TERM
 until grep -q '^… messages' "$out/load.txt" 2>/dev/null; do
     kill -0 "$load_pid" 2>/dev/null || { cat "$out/load.txt" >&2; exit 1; }
     sleep 0.5
