@@ -105,8 +105,9 @@ pub struct HttpConfig {
     pub hsts_max_age_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
-    /// explaining how to build it is served.
+    /// A directory holding the built web client, served in place of the one embedded in
+    /// the binary. Default: `web-client/dist` when it exists (a local build), otherwise
+    /// the embedded one.
     pub web_root: Option<PathBuf>,
     /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
     pub bosh_inactivity_secs: u64,
