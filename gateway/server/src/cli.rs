@@ -51,6 +51,10 @@ pub fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::CheckConfig => {
+                let problems = crate::tls::check_configured(&config, crate::server::CERTIFICATE_WARNING).map_err(|e| e.to_string())?;
+                for problem in &problems {
+                    eprintln!("warning: {problem}");
+                }
                 println!("configuration is valid; serving {}", config.domains.join(", "));
                 Ok(())
             }
@@ -95,20 +99,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Serves until SIGINT or SIGTERM; SIGHUP reloads the certificates.
 async fn serve(config: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before listening: SIGHUP's default action would end the process.
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let running = crate::server::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => {
+                if let Err(e) = running.server.reload_certificates() {
+                    tracing::error!(error = %e, "certificates not reloaded; the ones in use stay");
+                }
+            }
+        }
+    }
     running.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Splits `user@domain` and checks the domain is served.

@@ -30,6 +30,12 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// How long before a certificate expires the server starts warning about it.
+pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// How often a running server looks at its certificates' expiry again.
+const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+
 /// Account locks are striped: enough to keep unrelated accounts apart, with no table to
 /// clean up. Code never holds two at once, so two accounts sharing a stripe cannot deadlock.
 const ACCOUNT_LOCK_STRIPES: usize = 256;
@@ -107,6 +113,27 @@ impl Server {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// Reads the certificates again for new connections (SIGHUP, `jabberwock reload`);
+    /// established connections keep theirs. On an error the ones in use stay.
+    pub fn reload_certificates(&self) -> Result<(), TlsError> {
+        self.tls.reload(&self.config)?;
+        tracing::info!("certificates reloaded");
+        self.warn_about_certificates();
+        Ok(())
+    }
+
+    /// Logs what an operator should fix in the certificates: near expiry, or not covering a
+    /// served domain or one of its services.
+    pub fn warn_about_certificates(&self) {
+        let names = self.config.domains.iter().map(|d| {
+            let services = self.modules.services_of(d).map(|(service, _)| service);
+            (d.as_str(), std::iter::once(d.as_str()).chain(services).collect())
+        });
+        for problem in self.tls.problems(names, CERTIFICATE_WARNING) {
+            tracing::warn!("{problem}");
+        }
+    }
 }
 
 pub struct ConnectionGuard(Arc<Server>);
@@ -148,6 +175,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
     // Before anyone can sign in: what sessions parked at the last stop held goes offline.
     crate::session::journal::recover(&server).await;
+    server.warn_about_certificates();
+    let watched = Arc::downgrade(&server);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL).await;
+            let Some(server) = watched.upgrade() else { return };
+            server.warn_about_certificates();
+        }
+    });
     let mut running = Running {
         server: server.clone(),
         c2s: Vec::new(),
