@@ -107,3 +107,43 @@ async fn check_config_names_what_a_certificate_does_not_cover() {
     assert!(!ok, "a key that cannot be read fails the check: {output}");
     assert!(output.contains("key.pem"), "the error names the file: {output}");
 }
+
+#[tokio::test]
+async fn certbot_certificates_are_imported_and_served_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let letsencrypt = tempfile::tempdir().unwrap();
+    // certbot names a lineage after the first name it was asked for, which need not be the domain.
+    let lineage = letsencrypt.path().join("live").join("www.example");
+    std::fs::create_dir_all(&lineage).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["www.example".to_owned(), DOMAIN.to_owned()]).unwrap();
+    std::fs::write(lineage.join("fullchain.pem"), generated.cert.pem()).unwrap();
+    std::fs::write(lineage.join("privkey.pem"), generated.signing_key.serialize_pem()).unwrap();
+
+    let mut server = ServerProcess::new(Path::new(env!("CARGO_BIN_EXE_jabberwock-test-server")), dir.path());
+    server.start().await;
+    let development = served_certificate(server.c2s).await;
+    assert_ne!(development, generated.cert.der().to_vec());
+
+    let (ok, output) = server.cli(&["cert", "import", &letsencrypt.path().display().to_string()]).await;
+    assert!(ok, "{output}");
+    assert!(output.contains(&format!("{DOMAIN}: imported")), "{output}");
+    let key = dir.path().join("certs").join(format!("{DOMAIN}.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the key stays private");
+
+    let hup = tokio::process::Command::new("kill").arg("-HUP").arg(server.pid().to_string()).status().await.unwrap();
+    assert!(hup.success());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while served_certificate(server.c2s).await != generated.cert.der().to_vec() {
+        assert!(tokio::time::Instant::now() < deadline, "the imported certificate was never served:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+
+    // A directory with nothing for the domain changes nothing and says so.
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, output) = server.cli(&["cert", "import", &empty.path().display().to_string()]).await;
+    assert!(ok, "{output}");
+    assert!(output.contains(&format!("{DOMAIN}: no certificate for it")), "{output}");
+    assert!(std::fs::read(&key).unwrap() == generated.signing_key.serialize_pem().into_bytes());
+}

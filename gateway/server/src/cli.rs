@@ -32,6 +32,16 @@ enum Command {
     Deluser { jid: String },
     /// Check the configuration and explain any error.
     CheckConfig,
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Copy each served domain's certificate and key from an ACME client's directory
+    /// (certbot's /etc/letsencrypt or its live/) into the data directory; then reload.
+    Import { dir: PathBuf },
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +66,14 @@ pub fn main() -> ExitCode {
                     eprintln!("warning: {problem}");
                 }
                 println!("configuration is valid; serving {}", config.domains.join(", "));
+                Ok(())
+            }
+            Command::Cert(CertCommand::Import { dir }) => {
+                let report = crate::tls::import(&config, &dir).map_err(|e| e.to_string())?;
+                for line in &report {
+                    println!("{line}");
+                }
+                println!("a running server uses them after a reload (SIGHUP)");
                 Ok(())
             }
             Command::Adduser { jid, password } => {

@@ -113,9 +113,13 @@ impl SniResolver {
         self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
+    /// A served domain's certificate; a service's name (`conference.example.org`) gets its
+    /// parent domain's, and any other name the first domain's.
     fn for_name(&self, name: Option<&str>) -> Arc<CertifiedKey> {
         let set = self.set();
-        name.and_then(|n| set.by_domain.get(&n.to_ascii_lowercase())).unwrap_or(&set.default).clone()
+        let name = name.map(str::to_ascii_lowercase);
+        let parent = name.as_deref().and_then(|n| n.split_once('.')).map(|(_, parent)| parent);
+        name.as_deref().into_iter().chain(parent).find_map(|n| set.by_domain.get(n)).unwrap_or(&set.default).clone()
     }
 }
 
@@ -225,6 +229,59 @@ fn end_point_hash(cert: &CertificateDer<'_>) -> Vec<u8> {
         "1.2.840.10045.4.3.4" | "1.2.840.113549.1.1.13" => sha2::Sha512::digest(cert.as_ref()).to_vec(),
         _ => sha2::Sha256::digest(cert.as_ref()).to_vec(),
     }
+}
+
+/// `jabberwock cert import DIR`: for each served domain without files of its own under
+/// `[tls]`, copies the certificate chain and key an ACME client keeps for it to
+/// `<data_dir>/certs/<domain>.crt|.key`, where the server reads them (at start and at each
+/// reload). DIR is certbot's directory (`/etc/letsencrypt`) or its `live/`: a domain's pair
+/// is `live/<domain>/fullchain.pem` and `privkey.pem`, or any pair there whose certificate
+/// covers the domain. A pair is checked (the key matches) before it replaces anything.
+/// Returns what happened, a line per domain.
+pub fn import(config: &Config, dir: &Path) -> Result<Vec<String>, TlsError> {
+    let lineages: Vec<PathBuf> = [dir.to_path_buf(), dir.join("live")]
+        .iter()
+        .filter_map(|base| std::fs::read_dir(base).ok())
+        .flatten()
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.join("fullchain.pem").is_file() && path.join("privkey.pem").is_file())
+        .collect();
+    let covers = |lineage: &PathBuf, domain: &str| {
+        let Ok(mut chain) = CertificateDer::pem_file_iter(lineage.join("fullchain.pem")) else { return false };
+        let Some(Ok(leaf)) = chain.next() else { return false };
+        dns_names(&leaf).iter().any(|pattern| name_matches(pattern, domain))
+    };
+    let certs_dir = config.data_dir.join("certs");
+    let mut report = Vec::new();
+    for domain in &config.domains {
+        if config.tls.contains_key(domain) {
+            report.push(format!("{domain}: skipped, the configuration names its own files under [tls.\"{domain}\"]"));
+            continue;
+        }
+        let named = lineages.iter().find(|l| l.file_name().is_some_and(|n| n.eq_ignore_ascii_case(domain.as_str())));
+        let Some(lineage) = named.filter(|l| covers(l, domain)).or_else(|| lineages.iter().find(|l| covers(l, domain))) else {
+            report.push(format!("{domain}: no certificate for it in {}", dir.display()));
+            continue;
+        };
+        let (cert, key) = (lineage.join("fullchain.pem"), lineage.join("privkey.pem"));
+        load_pair(domain, &cert, &key)?;
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TlsError::Io { path, source }
+        };
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&certs_dir)
+            .map_err(io_err(&certs_dir))?;
+        for (from, to, private) in [(&key, format!("{domain}.key"), true), (&cert, format!("{domain}.crt"), false)] {
+            let data = std::fs::read(from).map_err(io_err(from))?;
+            // Written beside, then renamed: a reload never reads half a file.
+            let (staged, target) = (certs_dir.join(format!(".{to}.new")), certs_dir.join(&to));
+            if private { write_private(&staged, &data) } else { std::fs::write(&staged, &data) }.map_err(io_err(&staged))?;
+            std::fs::rename(&staged, &target).map_err(io_err(&target))?;
+        }
+        report.push(format!("{domain}: imported {}", lineage.display()));
+    }
+    Ok(report)
 }
 
 /// Loads the certificates configured under `[tls]` (not the development ones, which the
