@@ -9,6 +9,7 @@ use jabberwock_storage::Store;
 
 use crate::accounts;
 use crate::config::Config;
+use crate::control::{self, Request};
 
 #[derive(Parser)]
 #[command(name = "jabberwock", version, about = "An XMPP server")]
@@ -32,6 +33,29 @@ enum Command {
     Deluser { jid: String },
     /// Check the configuration and explain any error.
     CheckConfig,
+    /// The running server: uptime, sessions, storage.
+    Status,
+    /// The running server's sessions, or one user's.
+    Sessions { user: Option<String> },
+    /// End a session (user@domain/resource) or all of a user's (user@domain).
+    Kick {
+        jid: String,
+        /// The text of the stream error the client is shown.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a message to every online user (of one domain with --domain).
+    Announce {
+        text: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Reload the running server's certificates (as SIGHUP does).
+    Reload,
+    /// List the accounts (of one domain).
+    Users { domain: Option<String> },
+    /// One account: whether it exists, its sessions.
+    User { jid: String },
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -76,9 +100,34 @@ pub fn main() -> ExitCode {
                 println!("a running server uses them after a reload (SIGHUP)");
                 Ok(())
             }
+            Command::Status => on_running_server(&config, Request::Status).await,
+            Command::Sessions { user } => on_running_server(&config, Request::Sessions { user }).await,
+            Command::Kick { jid, reason } => on_running_server(&config, Request::Kick { jid, reason }).await,
+            Command::Announce { text, domain } => on_running_server(&config, Request::Announce { text, domain }).await,
+            Command::Reload => on_running_server(&config, Request::Reload).await,
+            Command::Users { domain } => match on_server(&config, Request::Users { domain: domain.clone() }).await {
+                Some(done) => done,
+                None => {
+                    let store = Store::open(&config.storage_url()).await.map_err(|e| e.to_string())?;
+                    for host in config.domains.iter().filter(|d| domain.as_ref().is_none_or(|want| want.eq_ignore_ascii_case(d))) {
+                        for user in store.list_accounts(host).await.map_err(|e| e.to_string())? {
+                            println!("{user}@{host}");
+                        }
+                    }
+                    store.close().await;
+                    Ok(())
+                }
+            },
+            Command::User { jid } => on_running_server(&config, Request::User { jid }).await,
+            // The account commands go through a running server, which also ends the
+            // sessions a password change or a deletion concerns; without one they open
+            // the database themselves.
             Command::Adduser { jid, password } => {
-                let (store, host, user) = open_for(&config, &jid).await?;
                 let password = password_arg(password)?;
+                if let Some(done) = on_server(&config, Request::Adduser { jid: jid.clone(), password: password.clone() }).await {
+                    return done;
+                }
+                let (store, host, user) = open_for(&config, &jid).await?;
                 let user = accounts::create(&store, &host, &user, &password, config.auth.scram_iterations)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -87,8 +136,11 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Passwd { jid, password } => {
-                let (store, host, user) = open_for(&config, &jid).await?;
                 let password = password_arg(password)?;
+                if let Some(done) = on_server(&config, Request::Passwd { jid: jid.clone(), password: password.clone() }).await {
+                    return done;
+                }
+                let (store, host, user) = open_for(&config, &jid).await?;
                 accounts::set_password(&store, &host, &user, &password, config.auth.scram_iterations)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -97,6 +149,9 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Deluser { jid } => {
+                if let Some(done) = on_server(&config, Request::Deluser { jid: jid.clone() }).await {
+                    return done;
+                }
                 let (store, host, user) = open_for(&config, &jid).await?;
                 accounts::delete(&store, &host, &user).await.map_err(|e| e.to_string())?;
                 store.close().await;
@@ -137,6 +192,27 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Runs `request` on the running server and prints its answer; `None` when no server
+/// listens on the control socket.
+async fn on_server(config: &Config, request: Request) -> Option<Result<(), String>> {
+    let answer = control::request(&config.control_socket_path(), &request).await?;
+    Some(answer.and_then(|response| {
+        if !response.ok {
+            return Err(response.lines.join("; "));
+        }
+        for line in &response.lines {
+            println!("{line}");
+        }
+        Ok(())
+    }))
+}
+
+/// As [`on_server`], for the commands that need a running server.
+async fn on_running_server(config: &Config, request: Request) -> Result<(), String> {
+    let path = config.control_socket_path();
+    on_server(config, request).await.unwrap_or_else(|| Err(format!("no server is running with control socket {}", path.display())))
 }
 
 /// Splits `user@domain` and checks the domain is served.

@@ -48,6 +48,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…`; defaults to `sqlite://<data_dir>/jabberwock.db`.
     pub storage: Option<String>,
+    /// The Unix socket the admin commands reach the running server by (mode 0600);
+    /// defaults to `<data_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
     /// XEP-0077 in-band registration of new accounts.
     pub allow_registration: bool,
     /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
@@ -477,6 +480,7 @@ impl Default for Config {
             domains: vec!["localhost".to_owned()],
             data_dir: PathBuf::from("data"),
             storage: None,
+            control_socket: None,
             allow_registration: false,
             log: "info".to_owned(),
             listen: Listen::default(),
@@ -846,6 +850,15 @@ impl Config {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
         Ok(())
+    }
+
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| self.data_dir.join("control.sock"))
+    }
+
+    /// The storage engine, for status output (the URL may hold a password).
+    pub fn storage_kind(&self) -> String {
+        self.storage_url().split("://").next().unwrap_or_default().to_owned()
     }
 
     pub fn storage_url(&self) -> String {

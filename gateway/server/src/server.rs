@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jabberwock_proto::StreamError;
 use jabberwock_storage::{StorageError, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::modules::Modules;
-use crate::registry::SessionRegistry;
+use crate::registry::{Routed, SessionRegistry};
 use crate::routing::IqRequests;
 use crate::session::Throttle;
 use crate::tls::{Tls, TlsError};
@@ -28,6 +29,8 @@ pub enum StartError {
     S2s(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("control socket: {0}")]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// How long before a certificate expires the server starts warning about it.
@@ -114,6 +117,17 @@ impl Server {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Closes the streams of the account's resources that `which` picks, with `error`;
+    /// returns those resources.
+    pub fn end_sessions(&self, bare: &str, which: impl Fn(&str) -> bool, error: impl Fn() -> StreamError) -> Vec<String> {
+        let mut ended = Vec::new();
+        for r in self.sessions.resources(bare).into_iter().filter(|r| which(&r.resource)) {
+            r.handle.send(Routed::Close(error()));
+            ended.push(r.resource);
+        }
+        ended
+    }
+
     /// Reads the certificates again for new connections (SIGHUP, `jabberwock reload`);
     /// established connections keep theirs. On an error the ones in use stay.
     pub fn reload_certificates(&self) -> Result<(), TlsError> {
@@ -176,6 +190,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Before anyone can sign in: what sessions parked at the last stop held goes offline.
     crate::session::journal::recover(&server).await;
     server.warn_about_certificates();
+    crate::control::listen(server.clone()).await?;
     let watched = Arc::downgrade(&server);
     tokio::spawn(async move {
         loop {
