@@ -179,6 +179,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let running = crate::server::start(config).await.map_err(|e| e.to_string())?;
+    // systemd's Type=notify: every listener is bound (a no-op without NOTIFY_SOCKET).
+    notify_service_manager(sd_notify::NotifyState::Ready);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -190,8 +192,15 @@ async fn serve(config: Config) -> Result<(), String> {
             }
         }
     }
+    notify_service_manager(sd_notify::NotifyState::Stopping);
     running.shutdown().await;
     Ok(())
+}
+
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
 }
 
 /// Runs `request` on the running server and prints its answer; `None` when no server
