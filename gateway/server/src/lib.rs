@@ -11,6 +11,7 @@
 //! * [`server`] wires it together; [`cli`] is the `jabberwock` command.
 
 pub mod accounts;
+pub mod administration;
 pub mod admission;
 pub mod cache;
 pub mod cli;
