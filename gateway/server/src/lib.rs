@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod http;
 pub mod im;
 pub mod modules;
