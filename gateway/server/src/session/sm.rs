@@ -99,16 +99,8 @@ impl Session {
                     out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::UnexpectedRequest)));
                     return Flow::Continue;
                 }
-                let resumable = matches!(st.attr("resume"), Some("true" | "1"));
-                let id = random_id();
-                let mut enabled = sm_el("enabled").with_attr("id", id.clone());
-                if resumable {
-                    enabled.set_attr("resume", "true");
-                    enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
-                    self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
-                }
+                let enabled = self.enable_sm(st.attr("resume"));
                 out.push(Frame::Element(enabled));
-                self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
                 Flow::Continue
             }
             "r" => match &self.sm {
@@ -140,6 +132,21 @@ impl Session {
             }
             _ => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
         }
+    }
+
+    /// Enables stream management on the bound session (asked with `<enable/>` or inline in
+    /// a Bind2 request) and returns `<enabled/>`.
+    pub(super) fn enable_sm(&mut self, resume: Option<&str>) -> Element {
+        let resumable = matches!(resume, Some("true" | "1"));
+        let id = random_id();
+        let mut enabled = sm_el("enabled").with_attr("id", id.clone());
+        if resumable {
+            enabled.set_attr("resume", "true");
+            enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
+            self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
+        }
+        self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
+        enabled
     }
 
     /// Counts a stanza from the client as handled.
