@@ -102,6 +102,7 @@ async fn sasl2_bind2_and_fast_are_advertised_after_tls() {
 async fn scram_over_sasl2_binds_inline_with_stream_management_and_carbons() {
     let server = TestServer::start().await;
     server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
     let (mut c, features) = connect(&server).await;
     let scram = jabberwock_tests::scram::Client::new("alice", "n,,", Vec::new());
     let bind = format!(
@@ -319,4 +320,35 @@ async fn sasl2_error_paths() {
     c.send(format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", scram.last(&challenge.text(), "secret"))).await;
     let f = c.next_element().await;
     assert!(f.is("failure", ns::SASL), "{}", f.to_xml_string());
+}
+
+#[tokio::test]
+async fn a_session_resumes_inside_sasl2() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    let bind = format!("<bind xmlns='{BIND2}'><enable xmlns='urn:xmpp:sm:3' resume='true'/></bind>");
+    let (c, success) = attempt(&server, &plain("alice", "secret", &format!("{}{bind}", user_agent(DEVICE)))).await;
+    let jid = success.child_text("authorization-identifier", SASL2).unwrap();
+    let previd = success.child("bound", BIND2).and_then(|b| b.child("enabled", ns::SM)).and_then(|e| e.attr("id")).unwrap().to_owned();
+    drop(c);
+
+    // A message while the connection is gone waits in the parked session.
+    let mut bob = Client::login(server.c2s, "alice", "secret", "other").await;
+    bob.send(format!("<message to='{jid}' type='chat' id='m1'><body>while away</body></message>")).await;
+    bob.ping().await;
+
+    let resume = format!("<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>{bind}");
+    let (mut c, success) = attempt(&server, &plain("alice", "secret", &format!("{}{resume}", user_agent(DEVICE)))).await;
+    assert!(success.is("success", SASL2), "{}", success.to_xml_string());
+    assert_eq!(success.child_text("authorization-identifier", SASL2).as_deref(), Some(jid.as_str()));
+    assert_eq!(success.child("resumed", ns::SM).and_then(|r| r.attr("previd")), Some(previd.as_str()));
+    assert!(success.child("bound", BIND2).is_none(), "resumed, not bound again");
+    let msg = c.expect("the message sent while away", |e| e.name() == "message").await;
+    assert_eq!(msg.child_text("body", ns::CLIENT).as_deref(), Some("while away"));
+
+    // A session that cannot be resumed: the login still succeeds, and binds as asked.
+    let resume = format!("<resume xmlns='urn:xmpp:sm:3' previd='gone' h='0'/>{bind}");
+    let (_c, success) = attempt(&server, &plain("alice", "secret", &format!("{}{resume}", user_agent("third-device")))).await;
+    assert!(success.child("failed", ns::SM).is_some(), "{}", success.to_xml_string());
+    assert!(success.child("bound", BIND2).is_some(), "{}", success.to_xml_string());
 }

@@ -87,6 +87,8 @@ pub struct Session {
     sasl2: Option<Box<sasl2::Request>>,
     /// A `<resume/>` the transport has yet to carry out.
     pub(crate) pending_resume: Option<(String, u32)>,
+    /// The SASL2 success waiting for the outcome of an inline `<resume/>`.
+    resuming: Option<Box<sasl2::PendingSuccess>>,
     csi: csi::Csi,
     /// Bytes of the stanzas taken from the mailbox and not yet written: still counted
     /// against the output bound until [`Session::settle_output`].
@@ -124,6 +126,7 @@ impl Session {
             sm: None,
             sasl2: None,
             pending_resume: None,
+            resuming: None,
             csi: csi::Csi::default(),
             taken: 0,
             stored: Default::default(),

@@ -3,7 +3,7 @@
 //!
 //! `<authenticate/>` carries the mechanism's initial response, the device's
 //! `<user-agent/>`, and requests answered inside `<success/>`: a XEP-0386 `<bind/>` and
-//! XEP-0484 FAST token requests. A token also signs a device in (the HT-SHA-256
+//! XEP-0484 FAST token requests, or a XEP-0198 `<resume/>`. A token also signs a device in (the HT-SHA-256
 //! mechanisms), without the password. No `<continue/>` task is offered yet, so a `<next/>`
 //! is out of order.
 
@@ -33,6 +33,8 @@ pub(crate) struct Request {
     invalidate: bool,
     /// The token mechanism this login uses, if it is a FAST login.
     fast_login: Option<HtMechanism>,
+    /// XEP-0198 `<resume/>`: previd and h.
+    resume: Option<(String, u32)>,
 }
 
 fn fast_enabled(s: &Session) -> bool {
@@ -55,7 +57,8 @@ pub(super) fn feature(s: &Session) -> Option<Element> {
     for m in mechanisms {
         el.push(Element::new("mechanism", ns::SASL2).with_text(m.name()));
     }
-    let mut inline = Element::new("inline", ns::SASL2).with_child(bind::bind2_feature(&s.server));
+    // XEP-0198 resumption inline, and Bind2.
+    let mut inline = Element::new("inline", ns::SASL2).with_child(Element::new("sm", ns::SM)).with_child(bind::bind2_feature(&s.server));
     if fast_enabled(s) {
         let mut fast = Element::new("fast", ns::FAST);
         for m in fast_mechanisms(s) {
@@ -127,6 +130,7 @@ fn parse_request(s: &Session, el: &Element) -> Result<Request, SaslFailure> {
         token: el.child("request-token", ns::FAST).and_then(|t| t.attr("mechanism")).and_then(HtMechanism::from_name).filter(offered),
         invalidate: el.child("fast", ns::FAST).is_some_and(|f| matches!(f.attr("invalidate"), Some("true" | "1"))),
         fast_login: None,
+        resume: el.child("resume", ns::SM).and_then(|r| Some((r.attr("previd")?.to_owned(), r.attr("h")?.parse().ok()?))),
     })
 }
 
@@ -161,45 +165,79 @@ async fn fast_login(s: &mut Session, mechanism: HtMechanism, initial: Vec<u8>, r
     }
 }
 
-/// `<success/>`, with what the request asked for. Without an inline bind, the features
-/// of an authenticated stream follow, so the client can bind as after SASL.
+/// A SASL2 success being put together, sent once the inline requests are carried out
+/// (after the transport resumed a session, when one was asked for).
+pub(crate) struct PendingSuccess {
+    additional: Option<Vec<u8>>,
+    /// What goes into `<success/>` after the authorization identifier.
+    pub(super) results: Vec<Element>,
+    bind: Option<Element>,
+    device: Option<String>,
+}
+
+impl PendingSuccess {
+    fn into_element(self, identifier: String) -> Element {
+        let mut success = Element::new("success", ns::SASL2);
+        if let Some(data) = self.additional {
+            success.push(Element::new("additional-data", ns::SASL2).with_text(B64.encode(data)));
+        }
+        success.push(Element::new("authorization-identifier", ns::SASL2).with_text(identifier));
+        for r in self.results {
+            success.push(r);
+        }
+        success
+    }
+
+    /// The inline XEP-0198 resumption succeeded: the session's full JID and `<resumed/>`.
+    pub(super) fn resumed(mut self, jid: String, resumed: Element) -> Element {
+        self.results.push(resumed);
+        self.into_element(jid)
+    }
+}
+
 async fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut Vec<Frame>) -> Flow {
     let request = s.sasl2.take().map(|r| *r).unwrap_or_default();
     auth::authenticated_as(s, &user);
     s.authenticated(user.clone(), false);
-    let mut success = Element::new("success", ns::SASL2);
-    if let Some(data) = additional {
-        success.push(Element::new("additional-data", ns::SASL2).with_text(B64.encode(data)));
+    let results = next_token(s, &user, &request).await.into_iter().collect();
+    let pending = PendingSuccess { additional, results, bind: request.bind, device: request.user_agent };
+    match request.resume {
+        // The transport swaps the parked session in, then sends the success (see sm.rs).
+        Some(resume) => {
+            s.pending_resume = Some(resume);
+            s.resuming = Some(Box::new(pending));
+            Flow::Resume
+        }
+        None => {
+            complete(s, pending, out).await;
+            Flow::Continue
+        }
     }
-    let mut identifier = format!("{user}@{}", s.domain());
-    let mut results = Vec::new();
-    if let Some(token) = next_token(s, &user, &request).await {
-        results.push(token);
-    }
-    let mut bound = false;
+}
+
+/// Binds inline if asked and sends `<success/>`. Without an inline bind, the features of
+/// an authenticated stream follow, so the client can bind as after SASL.
+pub(super) async fn complete(s: &mut Session, mut pending: PendingSuccess, out: &mut Vec<Frame>) {
+    let mut identifier = format!("{}@{}", s.user.as_deref().unwrap_or_default(), s.domain());
     // What the inline features send comes after the success.
     let mut produced = Vec::new();
-    if let Some(bind) = &request.bind {
-        match bind::bind2(s, bind, request.user_agent.as_deref(), &mut produced).await {
+    let mut bound = false;
+    if let Some(bind) = pending.bind.take() {
+        match bind::bind2(s, &bind, pending.device.as_deref(), &mut produced).await {
             Ok((jid, el)) => {
                 identifier = jid;
-                results.push(el);
+                pending.results.push(el);
                 bound = true;
             }
             // The client can still bind as after SASL, and learns why there.
             Err(e) => tracing::info!(conn = s.conn, error = ?e, "inline bind refused"),
         }
     }
-    success.push(Element::new("authorization-identifier", ns::SASL2).with_text(identifier));
-    for r in results {
-        success.push(r);
-    }
-    out.push(Frame::Element(success));
+    out.push(Frame::Element(pending.into_element(identifier)));
     out.append(&mut produced);
     if !bound {
         out.push(Frame::StreamElement(s.features()));
     }
-    Flow::Continue
 }
 
 /// FAST: the token a login used is replaced by a new one (unless the client invalidates

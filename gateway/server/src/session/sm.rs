@@ -210,8 +210,18 @@ impl Session {
     pub async fn resume(this: &mut Session, rx: &mut Mailbox, out: &mut Vec<Frame>) {
         let Some((previd, h)) = this.pending_resume.take() else { return };
         let own = format!("{}@{}", this.user.as_deref().unwrap_or_default(), this.domain.as_deref().unwrap_or_default());
+        // Asked inside SASL2's <authenticate/>: the outcome goes inside its <success/>.
+        let in_sasl2 = this.resuming.take();
         let Some((mut old, old_rx)) = this.server.sm.take(&previd, &own).await else {
-            out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound)));
+            let failed = failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound);
+            match in_sasl2 {
+                // Resumption failed, authentication did not: bind as asked.
+                Some(mut pending) => {
+                    pending.results.push(failed);
+                    super::sasl2::complete(this, *pending, out).await;
+                }
+                None => out.push(Frame::Element(failed)),
+            }
             return;
         };
         // The resumed session lives on this connection from now on.
@@ -232,7 +242,13 @@ impl Session {
         let sm = old.sm.as_mut().expect("parked sessions have stream management");
         sm.ack_requested = false;
         let resumed = sm_el("resumed").with_attr("previd", previd.clone()).with_attr("h", sm.inbound.to_string());
-        out.push(Frame::Element(resumed));
+        match in_sasl2 {
+            Some(pending) => {
+                let jid = old.bound.as_ref().map(|b| b.jid.to_string()).unwrap_or_default();
+                out.push(Frame::Element(pending.resumed(jid, resumed)));
+            }
+            None => out.push(Frame::Element(resumed)),
+        }
         // The retransmitted stanzas are queued again by before_write.
         let replay = sm.take_unacked();
         out.extend(replay.into_iter().map(Frame::Stanza));
