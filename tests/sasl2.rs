@@ -75,11 +75,14 @@ async fn token_for(server: &TestServer, user: &str, password: &str) -> String {
 #[tokio::test]
 async fn sasl2_bind2_and_fast_are_advertised_after_tls() {
     let server = TestServer::start().await;
-    let plain_features = Client::connect(server.c2s).await;
-    let mut plain_features = plain_features;
+    let mut plain_features = Client::connect(server.c2s).await;
     plain_features.open_stream(DOMAIN).await;
     let before_tls = plain_features.expect_header_and_features().await;
     assert!(before_tls.child("authentication", SASL2).is_none(), "nothing to authenticate with before TLS");
+
+    plain_features.send(plain("alice", "secret", "")).await;
+    let refused = plain_features.next_element().await;
+    assert_eq!(condition(&refused), "encryption-required");
 
     let (_c, features) = connect(&server).await;
     let auth = features.child("authentication", SASL2).expect("SASL2 offered");

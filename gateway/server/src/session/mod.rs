@@ -376,8 +376,8 @@ impl Session {
                 out.push(Frame::Element(Element::new("proceed", ns::TLS)));
                 return Flow::StartTls;
             }
-            if st.is("auth", ns::SASL) {
-                out.push(Frame::Element(auth::failure(ns::SASL, jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
+            if st.is("auth", ns::SASL) || st.is("authenticate", ns::SASL2) {
+                out.push(Frame::Element(auth::failure(st.ns(), jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
                 return Flow::Continue;
             }
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "STARTTLS is required"), out);
