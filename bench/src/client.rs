@@ -54,6 +54,9 @@ impl std::fmt::Display for Transport {
 pub enum Auth {
     /// SASL PLAIN, stream restart, resource binding: one PBKDF2 on the server per login.
     Plain,
+    /// SASL SCRAM-SHA-256, stream restart, resource binding: the PBKDF2 is the client's
+    /// (this tool's); the server checks the proof against its stored keys.
+    Scram,
     /// SASL2 with a FAST token (XEP-0484, HT-SHA-256-NONE) and Bind2 inline: no PBKDF2 and
     /// no restart. The token comes from a password login at registration.
     Fast,
@@ -430,7 +433,7 @@ pub async fn establish(target: &Target, transport: Transport, prefix: &str, inde
     let user = format!("{prefix}{index}");
     let (fd, mut tx, mut rx, features) = connect(target, transport).await?;
     let jid = match target.auth {
-        Auth::Plain => sign_in_plain(target, &mut tx, &mut rx, &features, &user).await?,
+        Auth::Plain | Auth::Scram => sign_in_sasl(target, &mut tx, &mut rx, &features, &user).await?,
         Auth::Fast => sign_in_fast(target, &mut tx, &mut rx, &features, &user, index).await?,
     };
 
@@ -446,16 +449,27 @@ pub async fn establish(target: &Target, transport: Transport, prefix: &str, inde
     Ok(Session { index, jid, fd, sm_handled: None, tx, rx })
 }
 
-/// SASL PLAIN, restart, bind: returns the bound JID.
-async fn sign_in_plain(target: &Target, tx: &mut Tx, rx: &mut Rx, features: &Stanza, user: &str) -> Result<String, String> {
+/// SASL PLAIN or SCRAM-SHA-256, restart, bind: returns the bound JID.
+async fn sign_in_sasl(target: &Target, tx: &mut Tx, rx: &mut Rx, features: &Stanza, user: &str) -> Result<String, String> {
     let domain = target.domain.as_str();
     let password = &target.password;
-    if !features.inner().contains(">PLAIN<") {
-        return Err("the server does not offer SASL PLAIN".into());
+    let mechanism = if target.auth == Auth::Scram { "SCRAM-SHA-256" } else { "PLAIN" };
+    if !features.inner().contains(&format!(">{mechanism}<")) {
+        return Err(format!("the server does not offer SASL {mechanism}"));
     }
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
-    let result = rx.next_stanza("the SASL result").await?;
+    let result = if target.auth == Auth::Scram {
+        let scram = jabberwock_tests::scram::Client::new(user, "n,,", Vec::new());
+        tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", scram.first())).await?;
+        let challenge = rx.next_stanza("the SCRAM challenge").await?;
+        let server_first = challenge.to_element().map_err(|_| "unreadable challenge")?.text();
+        tx.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", scram.last(&server_first, password)))
+            .await?;
+        rx.next_stanza("the SASL result").await?
+    } else {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
+        rx.next_stanza("the SASL result").await?
+    };
     if !result.is("success", ns::SASL) {
         return Err(format!("authentication failed: {}", String::from_utf8_lossy(&result.to_bytes())));
     }

@@ -115,8 +115,9 @@ struct Args {
     /// The accounts exist already: do not register them in-band.
     #[arg(long)]
     no_register: bool,
-    /// How sessions sign in: SASL PLAIN with a stream restart and bind, or SASL2 with a
-    /// FAST token (fetched at registration, so not with --no-register) and Bind2.
+    /// How sessions sign in: SASL PLAIN or SCRAM-SHA-256 with a stream restart and bind,
+    /// or SASL2 with a FAST token (fetched at registration, so not with --no-register)
+    /// and Bind2.
     #[arg(long, value_enum, default_value_t = client::Auth::Plain, conflicts_with = "no_register")]
     auth: client::Auth,
     /// Accounts registered in-band at once, at most (before the sessions are opened).
@@ -545,6 +546,7 @@ async fn open_batch(
             "server CPU per session setup",
             format!("{setup_ms:.2} ms (TLS + {} + bind + presence; {cpu:.1} s in all, {settle} s of it idle)", match args.auth {
                 client::Auth::Plain => "PLAIN",
+                client::Auth::Scram => "SCRAM-SHA-256",
                 client::Auth::Fast => "SASL2 FAST",
             }),
         );
