@@ -115,12 +115,12 @@ impl Client {
     }
 
     /// A client that resumes the session a page saved before it went away
-    /// ([`Client::resumable`]), signing in with the saved keys. `None` when the saved
-    /// state does not hold together.
+    /// ([`Client::resumable`]), signing in with the saved FAST token or keys. `None` when
+    /// the saved state does not hold together.
     pub fn from_resumable(saved: &Resumable, nonce: String) -> Option<Client> {
         let account = Account::parse(address::bare(&saved.jid)).ok()?;
         let resource = address::resource(&saved.jid).map(str::to_owned);
-        // The token starts a new session if the old one is gone; keys only resume.
+        // Either only resumes: if the session is gone, the user signs in again.
         let credential = match (&saved.token, &saved.keys) {
             (Some(token), _) => Credential::Token(token.clone()),
             (None, Some(keys)) => Credential::Keys(keys.to_keys()?),
@@ -133,7 +133,8 @@ impl Client {
             saved.sm.acked,
             saved.sm.unacked_elements()?,
         );
-        let mut conn = Connection::new(account, credential, resource, nonce.clone()).resuming(Some((sm, saved.jid.clone())));
+        let mut conn =
+            Connection::new(account, credential, resource, nonce.clone()).resuming(Some((sm, saved.jid.clone()))).resume_only();
         if let Some(device) = &saved.device {
             conn = conn.with_device(device.clone());
         }

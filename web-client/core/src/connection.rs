@@ -193,8 +193,9 @@ pub struct Connection {
     account: Account,
     /// Kept only until SASL succeeds.
     credential: Option<Credential>,
-    /// Signed in with kept keys rather than the password.
-    with_keys: bool,
+    /// Only to resume a dropped stream, never to start a new session: signing in with
+    /// kept keys, or as a reloaded page (see [`Connection::resume_only`]).
+    resume_only: bool,
     /// What SCRAM derived this time, to sign in again without the password.
     keys: Option<ScramKeys>,
     /// The FAST token the server issued last (SASL2), to sign in next time.
@@ -222,7 +223,7 @@ impl Connection {
     pub fn new(account: Account, credential: Credential, resource: Option<String>, nonce: String) -> Self {
         Connection {
             account,
-            with_keys: matches!(credential, Credential::Keys(_)),
+            resume_only: matches!(credential, Credential::Keys(_)),
             keys: match &credential {
                 Credential::Keys(k) => Some(k.clone()),
                 Credential::Password(_) | Credential::Token(_) => None,
@@ -277,6 +278,14 @@ impl Connection {
     /// The SASL2 user-agent id, to keep across connections of this device.
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Signs in only to resume the stream given to [`Connection::resuming`]: when it is
+    /// gone, the connection fails with [`ConnError::SessionExpired`] rather than starting
+    /// a new session, as a reloaded page does (the user signs in again).
+    pub fn resume_only(mut self) -> Self {
+        self.resume_only = true;
+        self
     }
 
     /// Uses `device` as the SASL2 user-agent id (one kept from an earlier connection).
@@ -543,7 +552,7 @@ impl Connection {
             // Resumed after the features that follow the success, as after SASL.
             other => self.resume = other,
         }
-        let resume_only = self.with_keys || (state.resuming.is_none() && self.resume.is_some());
+        let resume_only = self.resume_only || (state.resuming.is_none() && self.resume.is_some());
         if let (Some(_), false) = (bind2, resume_only) {
             let tag = self.resource.clone().unwrap_or_else(|| "web".to_owned());
             let mut bind = Element::new("bind", ns::BIND2).with_child(Element::new("tag", ns::BIND2).with_text(tag));
@@ -620,7 +629,7 @@ impl Connection {
                 self.jid = Some(old_jid);
                 return self.resume_answer(sm, resumed);
             }
-            if self.with_keys {
+            if self.resume_only {
                 return self.fail(ConnError::SessionExpired);
             }
             // Gone: the new session (bound inline) sends again what the old one never confirmed.
@@ -715,7 +724,7 @@ impl Connection {
                 self.stage = Stage::Resuming(sm);
                 vec![ConnEvent::Send(Frame::Element(request))]
             }
-            _ if self.with_keys => self.fail(ConnError::SessionExpired),
+            _ if self.resume_only => self.fail(ConnError::SessionExpired),
             _ => self.start_bind(),
         }
     }
@@ -739,7 +748,7 @@ impl Connection {
                 out.extend([ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid, resumed: true }]);
                 out
             }
-            "failed" if self.with_keys => self.fail(ConnError::SessionExpired),
+            "failed" if self.resume_only => self.fail(ConnError::SessionExpired),
             // The session is gone (the window passed): a new one on this stream, which
             // sends again the messages the old one never confirmed (XEP-0198 §5).
             "failed" => {
@@ -1009,6 +1018,23 @@ pub(crate) mod tests {
         let resumed = "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='0'/><token xmlns='urn:xmpp:fast:0' token='T2' expiry='x'/>";
         let ev = c.receive(sasl2_success(&t1.expected_responder(), resumed));
         assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: true }), "{ev:?}");
+    }
+
+    #[test]
+    fn a_reloaded_page_only_resumes_with_its_token() {
+        let sm = StreamManagement::restore("sm1".into(), 300, 5, 0, Vec::new());
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let t1 = token("T1");
+        let mut c = Connection::new(account, Credential::Token(t1.clone()), Some("web".into()), CNONCE.into())
+            .resuming(Some((sm, "user@localhost/web.1a2b".into())))
+            .resume_only();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        assert!(auth.child("resume", ns::SM).is_some() && auth.child("bind", ns::BIND2).is_none());
+        let gone = "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+        let ev = c.receive(sasl2_success(&t1.expected_responder(), gone));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)), "{ev:?}");
     }
 
     #[test]
