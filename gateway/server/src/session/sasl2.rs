@@ -31,8 +31,8 @@ pub(crate) struct Request {
     token: Option<HtMechanism>,
     /// `<fast invalidate='true'/>`: the token signing in is the last (a logout).
     invalidate: bool,
-    /// The token mechanism this login uses, if it is a FAST login.
-    fast_login: Option<HtMechanism>,
+    /// A FAST login's replacement token, issued as the used one was consumed.
+    rotated: Option<fast::Issued>,
     /// XEP-0198 `<resume/>`: previd and h.
     resume: Option<(String, u32)>,
 }
@@ -108,10 +108,7 @@ async fn authenticate(s: &mut Session, st: &Stanza) -> Result<Step, SaslFailure>
     let initial = el.child("initial-response", ns::SASL2).map_or(Ok(Vec::new()), |r| auth::decode(&r.text()));
     let mechanism = el.attr("mechanism");
     let step = match mechanism.and_then(HtMechanism::from_name) {
-        Some(m) => {
-            request.fast_login = Some(m);
-            fast_login(s, m, initial?, &request).await
-        }
+        Some(m) => fast_login(s, m, initial?, &mut request).await,
         None => auth::begin(s, mechanism, initial, true).await,
     };
     s.sasl2 = Some(Box::new(request));
@@ -129,14 +126,14 @@ fn parse_request(s: &Session, el: &Element) -> Result<Request, SaslFailure> {
         bind: el.child("bind", ns::BIND2).cloned(),
         token: el.child("request-token", ns::FAST).and_then(|t| t.attr("mechanism")).and_then(HtMechanism::from_name).filter(offered),
         invalidate: el.child("fast", ns::FAST).is_some_and(|f| matches!(f.attr("invalidate"), Some("true" | "1"))),
-        fast_login: None,
+        rotated: None,
         resume: el.child("resume", ns::SM).and_then(|r| Some((r.attr("previd")?.to_owned(), r.attr("h")?.parse().ok()?))),
     })
 }
 
 /// A login with a FAST token: throttled and counted as a password login is, but with no
 /// PBKDF2 to run.
-async fn fast_login(s: &mut Session, mechanism: HtMechanism, initial: Vec<u8>, request: &Request) -> Result<Step, SaslFailure> {
+async fn fast_login(s: &mut Session, mechanism: HtMechanism, initial: Vec<u8>, request: &mut Request) -> Result<Step, SaslFailure> {
     if !auth::may_authenticate(s) {
         return Err(SaslFailure::EncryptionRequired);
     }
@@ -149,13 +146,18 @@ async fn fast_login(s: &mut Session, mechanism: HtMechanism, initial: Vec<u8>, r
     let exchange = HtExchange::parse(mechanism, &initial, &s.security.channel_bindings)?;
     let user = accounts::normalize_user(&exchange.username).ok_or(SaslFailure::NotAuthorized)?;
     auth::check_account_throttle(s, &user)?;
+    // The next token, for the mechanism asked for or the one used; none for a logout.
+    let next = (!request.invalidate).then(|| request.token.unwrap_or(mechanism));
     // A token belongs to a device: without its id there is none to check.
     let result = match request.user_agent.as_deref() {
-        Some(device) => fast::verify(&s.server, s.domain(), &user, device, &exchange).await,
+        Some(device) => fast::verify_and_rotate(&s.server, s.domain(), &user, device, &exchange, next).await,
         None => Err(SaslFailure::NotAuthorized),
     };
     match result {
-        Ok(responder) => Ok(Step::Success { user, additional: Some(responder) }),
+        Ok((responder, rotated)) => {
+            request.rotated = rotated;
+            Ok(Step::Success { user, additional: Some(responder) })
+        }
         Err(f) => {
             if matches!(f, SaslFailure::NotAuthorized | SaslFailure::CredentialsExpired) {
                 auth::count_account_failure(s, &user);
@@ -196,10 +198,14 @@ impl PendingSuccess {
 }
 
 async fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut Vec<Frame>) -> Flow {
-    let request = s.sasl2.take().map(|r| *r).unwrap_or_default();
+    let mut request = s.sasl2.take().map(|r| *r).unwrap_or_default();
     auth::authenticated_as(s, &user);
     s.authenticated(user.clone(), false);
-    let results = next_token(s, &user, &request).await.into_iter().collect();
+    let token = match request.rotated.take() {
+        Some(rotated) => Some(rotated),
+        None => requested_token(s, &user, &request).await,
+    };
+    let results = token.map(token_element).into_iter().collect();
     let pending = PendingSuccess { additional, results, bind: request.bind, device: request.user_agent };
     match request.resume {
         // The transport swaps the parked session in, then sends the success (see sm.rs).
@@ -240,20 +246,18 @@ pub(super) async fn complete(s: &mut Session, mut pending: PendingSuccess, out: 
     }
 }
 
-/// FAST: the token a login used is replaced by a new one (unless the client invalidates
-/// it), and one the client asked for is issued.
-async fn next_token(s: &Session, user: &str, request: &Request) -> Option<Element> {
-    let device = request.user_agent.as_deref()?;
-    let mechanism = match (request.fast_login, request.token) {
-        (Some(_), _) if request.invalidate => return None,
-        (Some(used), wanted) => wanted.unwrap_or(used),
-        (None, wanted) => wanted?,
-    };
+/// FAST: a token asked for at a password login.
+async fn requested_token(s: &Session, user: &str, request: &Request) -> Option<fast::Issued> {
+    let (device, mechanism) = (request.user_agent.as_deref()?, request.token?);
     match fast::issue(&s.server, s.domain(), user, device, mechanism).await {
-        Ok(issued) => Some(Element::new("token", ns::FAST).with_attr("expiry", xep0082(issued.expires)).with_attr("token", issued.token)),
+        Ok(issued) => Some(issued),
         Err(e) => {
             tracing::warn!(conn = s.conn, error = %e, "could not store a FAST token");
             None
         }
     }
+}
+
+fn token_element(issued: fast::Issued) -> Element {
+    Element::new("token", ns::FAST).with_attr("expiry", xep0082(issued.expires)).with_attr("token", issued.token)
 }
