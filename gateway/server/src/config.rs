@@ -858,6 +858,9 @@ impl Config {
         if !(16..=1024).contains(&self.auth.max_user_agent_id_bytes) {
             return Err(invalid("auth.max_user_agent_id_bytes", "must be between 16 and 1024"));
         }
+        if self.auth.fast_token_lifetime_secs > 366 * 86_400 {
+            return Err(invalid("auth.fast_token_lifetime_secs", "must be at most a year (31622400); 0 turns FAST off"));
+        }
         if self.auth.max_failures == 0 || self.auth.max_failures_per_address == 0 {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
@@ -960,6 +963,8 @@ mod tests {
             ("[limits]\nwrite_timeout_secs = 0", "limits.write_timeout_secs:"),
             ("[http]\nbosh_sessions_per_ip_per_minute = 0", "http.bosh_sessions_per_ip_per_minute:"),
             ("[s2s]\nmax_outbound_connections = 0", "s2s:"),
+            ("[auth]\nmax_user_agent_id_bytes = 100000", "auth.max_user_agent_id_bytes:"),
+            ("[auth]\nfast_token_lifetime_secs = 18446744073709551615", "auth.fast_token_lifetime_secs:"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");
