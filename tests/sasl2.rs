@@ -355,3 +355,22 @@ async fn a_session_resumes_inside_sasl2() {
     assert!(success.child("failed", ns::SM).is_some(), "{}", success.to_xml_string());
     assert!(success.child("bound", BIND2).is_some(), "{}", success.to_xml_string());
 }
+
+#[tokio::test]
+async fn client_state_indication_inline_holds_what_can_wait() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    server.adduser("bob", "secret").await;
+    let bind = format!("<bind xmlns='{BIND2}'><inactive xmlns='urn:xmpp:csi:0'/></bind>");
+    let (mut c, success) = attempt(&server, &plain("alice", "secret", &format!("{}{bind}", user_agent(DEVICE)))).await;
+    let jid = success.child_text("authorization-identifier", SASL2).unwrap();
+    c.domain = DOMAIN.to_owned();
+    let mut bob = Client::login(server.c2s, "bob", "secret", "b").await;
+    let typing = |el: &Element| el.name() == "message" && el.child("composing", "http://jabber.org/protocol/chatstates").is_some();
+    bob.send(format!("<message to='{jid}' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")).await;
+    bob.ping().await;
+    // Inactive from the start: a chat state waits.
+    c.expect_none(std::time::Duration::from_millis(500), "a chat state while inactive", typing).await;
+    c.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    c.expect("the chat state, once active", typing).await;
+}
