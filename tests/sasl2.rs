@@ -122,19 +122,9 @@ async fn scram_over_sasl2_binds_inline_with_stream_management_and_carbons() {
 
     // XEP-0474: d= is the hash of what the features offered; a list an attacker trimmed
     // hashes differently, which is how a client notices.
-    let server_first = String::from_utf8(B64.decode(challenge.text().trim()).unwrap()).unwrap();
-    let d = server_first.split(',').find_map(|f| f.strip_prefix("d=")).expect("d= in server-first");
-    let mut mechanisms: Vec<String> = features.child("mechanisms", ns::SASL).unwrap().children().map(|m| m.text()).collect();
-    let mut bindings: Vec<String> =
-        features.child("sasl-channel-binding", ns::SASL_CB).unwrap().children().filter_map(|b| b.attr("type").map(str::to_owned)).collect();
-    let ssdp = |mechanisms: &mut Vec<String>, bindings: &mut Vec<String>| {
-        mechanisms.sort();
-        bindings.sort();
-        B64.encode(Sha256::digest(format!("{}\u{1f}{}", mechanisms.join("\u{1e}"), bindings.join("\u{1e}"))))
-    };
-    assert_eq!(d, ssdp(&mut mechanisms, &mut bindings));
-    let mut stripped: Vec<String> = mechanisms.iter().filter(|m| !m.ends_with("-PLUS")).cloned().collect();
-    assert_ne!(d, ssdp(&mut stripped, &mut bindings), "a downgraded mechanism list does not match");
+    let d = downgrade_hash_in(&challenge);
+    assert_eq!(d, downgrade_hash(&features, false));
+    assert_ne!(d, downgrade_hash(&features, true), "a downgraded mechanism list does not match");
 
     c.send(format!("<response xmlns='{SASL2}'>{}</response>", scram.last(&challenge.text(), "secret"))).await;
     let success = c.next_element().await;
@@ -170,6 +160,39 @@ async fn scram_over_sasl2_binds_inline_with_stream_management_and_carbons() {
     let (_d, success) = attempt(&server, &plain("alice", "secret", &format!("{}{bind}", user_agent("another-device")))).await;
     let other_jid = success.child_text("authorization-identifier", SASL2).unwrap();
     assert!(other_jid.starts_with("alice@localhost/phone.") && other_jid != jid, "{other_jid}");
+}
+
+/// The `d=` of a SCRAM challenge (XEP-0474).
+fn downgrade_hash_in(challenge: &Element) -> String {
+    let server_first = String::from_utf8(B64.decode(challenge.text().trim()).unwrap()).unwrap();
+    server_first.split(',').find_map(|f| f.strip_prefix("d=")).expect("d= in server-first").to_owned()
+}
+
+/// What a client computes from the stream features for XEP-0474, SCRAM-SHA-256: the
+/// mechanisms, then the channel-binding types, each sorted; `strip_plus` as if an attacker
+/// had removed the -PLUS mechanisms.
+fn downgrade_hash(features: &Element, strip_plus: bool) -> String {
+    let mut mechanisms: Vec<String> = features.child("mechanisms", ns::SASL).unwrap().children().map(|m| m.text()).collect();
+    mechanisms.retain(|m| !(strip_plus && m.ends_with("-PLUS")));
+    let mut bindings: Vec<String> =
+        features.child("sasl-channel-binding", ns::SASL_CB).unwrap().children().filter_map(|b| b.attr("type").map(str::to_owned)).collect();
+    mechanisms.sort();
+    bindings.sort();
+    B64.encode(Sha256::digest(format!("{}\u{1f}{}", mechanisms.join("\u{1e}"), bindings.join("\u{1e}"))))
+}
+
+#[tokio::test]
+async fn sasl_carries_the_downgrade_protection_hash_too() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "secret").await;
+    let (mut c, features) = connect(&server).await;
+    let scram = jabberwock_tests::scram::Client::new("alice", "n,,", Vec::new());
+    c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", scram.first())).await;
+    let challenge = c.next_element().await;
+    assert_eq!(downgrade_hash_in(&challenge), downgrade_hash(&features, false));
+    // d= is part of the signed exchange: the login completes with it.
+    c.send(format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", scram.last(&challenge.text(), "secret"))).await;
+    assert!(c.next_element().await.is("success", ns::SASL));
 }
 
 #[tokio::test]
