@@ -474,6 +474,12 @@ pub struct AuthConfig {
     /// window: the limit on guessing many accounts.
     pub max_failures_per_address: u32,
     pub throttle_window_secs: u64,
+    /// How long a FAST token (XEP-0484) signs its device in; 0 turns FAST off. A token is
+    /// replaced at each use, so this is how long a device may stay away.
+    pub fast_token_lifetime_secs: u64,
+    /// The longest SASL2 `<user-agent id>` (XEP-0388) accepted: the device's stable id,
+    /// which FAST tokens and the Bind2 resource are derived from.
+    pub max_user_agent_id_bytes: usize,
 }
 
 impl Default for Config {
@@ -629,7 +635,15 @@ impl Default for LimitsConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { scram_iterations: 4096, allow_plain: true, max_failures: 5, max_failures_per_address: 20, throttle_window_secs: 60 }
+        AuthConfig {
+            scram_iterations: 4096,
+            allow_plain: true,
+            max_failures: 5,
+            max_failures_per_address: 20,
+            throttle_window_secs: 60,
+            fast_token_lifetime_secs: 14 * 86_400,
+            max_user_agent_id_bytes: 128,
+        }
     }
 }
 
@@ -857,6 +871,12 @@ impl Config {
         if upload.quota_bytes_per_day < upload.max_file_bytes || upload.quota_bytes < upload.max_file_bytes {
             return Err(invalid("upload", "quota_bytes_per_day and quota_bytes must allow at least one file of max_file_bytes"));
         }
+        if !(16..=1024).contains(&self.auth.max_user_agent_id_bytes) {
+            return Err(invalid("auth.max_user_agent_id_bytes", "must be between 16 and 1024"));
+        }
+        if self.auth.fast_token_lifetime_secs > 366 * 86_400 {
+            return Err(invalid("auth.fast_token_lifetime_secs", "must be at most a year (31622400); 0 turns FAST off"));
+        }
         if self.auth.max_failures == 0 || self.auth.max_failures_per_address == 0 {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
@@ -968,6 +988,8 @@ mod tests {
             ("[limits]\nwrite_timeout_secs = 0", "limits.write_timeout_secs:"),
             ("[http]\nbosh_sessions_per_ip_per_minute = 0", "http.bosh_sessions_per_ip_per_minute:"),
             ("[s2s]\nmax_outbound_connections = 0", "s2s:"),
+            ("[auth]\nmax_user_agent_id_bytes = 100000", "auth.max_user_agent_id_bytes:"),
+            ("[auth]\nfast_token_lifetime_secs = 18446744073709551615", "auth.fast_token_lifetime_secs:"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");

@@ -8,7 +8,9 @@
 mod auth;
 mod bind;
 mod csi;
+pub mod fast;
 pub(crate) mod journal;
+mod sasl2;
 pub mod sm;
 
 use std::net::IpAddr;
@@ -81,8 +83,12 @@ pub struct Session {
     pub(crate) bound: Option<Bound>,
     /// XEP-0198 state once the client enabled it.
     pub(crate) sm: Option<sm::StreamManagement>,
+    /// What a SASL2 `<authenticate/>` in progress asked for besides authentication.
+    sasl2: Option<Box<sasl2::Request>>,
     /// A `<resume/>` the transport has yet to carry out.
     pub(crate) pending_resume: Option<(String, u32)>,
+    /// The SASL2 success waiting for the outcome of an inline `<resume/>`.
+    resuming: Option<Box<sasl2::PendingSuccess>>,
     csi: csi::Csi,
     /// Bytes of the stanzas taken from the mailbox and not yet written: still counted
     /// against the output bound until [`Session::settle_output`].
@@ -118,7 +124,9 @@ impl Session {
             auth_failures: 0,
             bound: None,
             sm: None,
+            sasl2: None,
             pending_resume: None,
+            resuming: None,
             csi: csi::Csi::default(),
             taken: 0,
             stored: Default::default(),
@@ -322,12 +330,15 @@ impl Session {
         Flow::Continue
     }
 
-    fn features(&self) -> Element {
+    pub(super) fn features(&self) -> Element {
         let mut f = Element::new("features", ns::STREAM);
         if self.security.starttls_available {
             f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
         } else if self.user.is_none() {
             f.push(auth::mechanisms_feature(self));
+            if let Some(sasl2) = sasl2::feature(self) {
+                f.push(sasl2);
+            }
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
@@ -365,8 +376,8 @@ impl Session {
                 out.push(Frame::Element(Element::new("proceed", ns::TLS)));
                 return Flow::StartTls;
             }
-            if st.is("auth", ns::SASL) {
-                out.push(Frame::Element(auth::failure(jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
+            if st.is("auth", ns::SASL) || st.is("authenticate", ns::SASL2) {
+                out.push(Frame::Element(auth::failure(st.ns(), jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
                 return Flow::Continue;
             }
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "STARTTLS is required"), out);
@@ -374,6 +385,9 @@ impl Session {
         if self.user.is_none() {
             if st.ns() == ns::SASL {
                 return auth::on_sasl_element(self, st, out).await;
+            }
+            if st.ns() == ns::SASL2 {
+                return sasl2::on_sasl2_element(self, st, out).await;
             }
             if let (StanzaKind::Iq, Some(domain)) = (st.kind(), self.domain.as_deref()) {
                 let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip, encrypted: self.security.encrypted };
@@ -445,13 +459,16 @@ impl Session {
         }
     }
 
-    /// SASL succeeded: the client restarts the stream.
-    pub(crate) fn authenticated(&mut self, user: String) {
+    /// Authentication succeeded: after SASL the client restarts the stream; after SASL2
+    /// the stream goes on.
+    pub(crate) fn authenticated(&mut self, user: String, restart: bool) {
         self.user = Some(user);
         // Only SASL uses them, and a stream authenticates once.
         self.security.channel_bindings = Vec::new();
-        self.stage = Stage::AwaitHeader;
-        self.header_sent = false;
+        if restart {
+            self.stage = Stage::AwaitHeader;
+            self.header_sent = false;
+        }
     }
 }
 
