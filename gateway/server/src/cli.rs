@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use jabberwock_storage::Store;
 
 use crate::accounts;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "jabberwock", version, about = "An XMPP server")]
@@ -45,7 +45,12 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.clone()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logger.init(),
+        // One JSON object per line, the event's fields at the top level.
+        LogFormat::Json => logger.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod im;
+pub mod metrics;
 pub mod modules;
 pub mod registry;
 pub mod routing;

@@ -53,6 +53,9 @@ pub struct Server {
     pub sm: Arc<crate::session::sm::Registry>,
     pub s2s: Arc<crate::s2s::S2s>,
     pub started: Instant,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Every configured listener is bound (readiness).
+    listening: std::sync::atomic::AtomicBool,
     account_locks: Vec<Mutex<()>>,
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -60,23 +63,26 @@ pub struct Server {
 
 impl Server {
     pub async fn new(config: Config) -> Result<Arc<Server>, StartError> {
+        let metrics = crate::metrics::Metrics::new();
         let tls = Tls::load(&config)?;
-        let store = Store::open(&config.storage_url()).await?;
-        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s).map_err(StartError::S2s)?);
+        let store = Store::open(&config.storage_url()).await?.observed(metrics.storage_observer());
+        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s, &metrics).map_err(StartError::S2s)?);
         let window = Duration::from_secs(config.auth.throttle_window_secs);
         let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
         Ok(Arc::new(Server {
-            modules: Modules::standard(&config, &store),
+            modules: Modules::standard(&config, &store, &metrics),
             sessions: SessionRegistry::default(),
             iq_requests: IqRequests::default(),
             throttle: Throttle::new(config.auth.max_failures, window),
             address_throttle: Throttle::new(config.auth.max_failures_per_address, window),
             decoy,
-            admission: crate::admission::Admission::new(&config.limits),
+            admission: crate::admission::Admission::new(&config.limits, &metrics),
             bosh: Arc::new(crate::transport::bosh::Registry::new(&config.http)),
             sm: Arc::default(),
             s2s,
             started: Instant::now(),
+            metrics,
+            listening: std::sync::atomic::AtomicBool::new(false),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             connections: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
@@ -106,6 +112,18 @@ impl Server {
 
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Why the server cannot serve now, if it cannot: a listener not yet bound, or
+    /// storage that does not answer.
+    pub async fn unready(&self) -> Option<&'static str> {
+        if !self.listening.load(Ordering::Relaxed) || *self.shutdown.borrow() {
+            return Some("not listening");
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => None,
+            _ => Some("storage does not answer"),
+        }
     }
 }
 
@@ -219,7 +237,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             });
         }
     }
+    server.listening.store(true, Ordering::Relaxed);
+    tokio::spawn(watch_certificates(server.clone()));
     Ok(running)
+}
+
+/// How long before a certificate expires the log starts warning about it.
+const CERTIFICATE_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// Publishes each served domain's certificate expiry as a metric, and warns twice a day
+/// about a certificate that expires within [`CERTIFICATE_WARNING`] or has expired.
+async fn watch_certificates(server: Arc<Server>) {
+    let mut twice_a_day = tokio::time::interval(Duration::from_secs(12 * 3600));
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = twice_a_day.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (domain, expires) in server.tls.expiries() {
+            server.metrics.certificate_expires(&domain, expires);
+            let left = expires - now;
+            if left <= 0 {
+                tracing::error!(%domain, "the TLS certificate has expired: clients and servers will refuse it; replace it under [tls]");
+            } else if left < CERTIFICATE_WARNING.as_secs() as i64 {
+                tracing::warn!(%domain, days_left = left / 86_400, "the TLS certificate expires soon; renew it and restart");
+            }
+        }
+    }
 }
 
 /// Binds one address. IPv6 sockets are IPv6-only so `0.0.0.0` and `::` can both be

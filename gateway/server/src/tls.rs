@@ -148,6 +148,22 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Tls {
+    /// When each domain's certificate (its leaf) expires, in Unix time.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        use x509_parser::prelude::*;
+        let mut out: Vec<(String, i64)> = self
+            .certs
+            .by_domain
+            .iter()
+            .filter_map(|(domain, key)| {
+                let (_, cert) = X509Certificate::from_der(key.cert.first()?.as_ref()).ok()?;
+                Some((domain.clone(), cert.validity().not_after.timestamp()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The certificate and key of a served domain (the first domain's for any other).
     pub fn certified_key(&self, domain: &str) -> Arc<CertifiedKey> {
         self.certs.for_name(Some(domain))

@@ -18,6 +18,7 @@ use jabberwock_sasl::{plain, HashAlg, Mechanism, SaslFailure, ScramServer};
 
 use super::Session;
 use crate::accounts;
+use crate::metrics::Login;
 use crate::stream::{Flow, Frame};
 
 /// A connection may fail this many times before it is closed (RFC 6120 §6.4.5 asks for
@@ -28,6 +29,8 @@ pub(crate) struct Exchange {
     scram: ScramServer,
     /// The localpart being authenticated, once the client named it.
     user: Option<String>,
+    /// When the client's `<auth/>` arrived (login duration).
+    started: Instant,
 }
 
 pub(super) fn offered(s: &Session) -> Vec<Mechanism> {
@@ -85,10 +88,14 @@ fn decode(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
 }
 
 pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+    let mut started = Instant::now();
     let result = match st.name() {
-        "auth" => start(s, &st, out).await,
+        "auth" => start(s, &st, out, started).await,
         "response" => match s.take_sasl() {
-            Some(ex) => finish_scram(s, ex, &st, out).await,
+            Some(ex) => {
+                started = ex.started;
+                finish_scram(s, ex, &st, out).await
+            }
             None => Err(SaslFailure::MalformedRequest),
         },
         "abort" => {
@@ -97,13 +104,23 @@ pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<F
         }
         _ => return s.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
     };
+    // A challenge sent is no outcome yet; success restarts the stream.
+    let outcome = match &result {
+        Ok(Flow::Restart) => Some(Login::Ok),
+        Ok(_) | Err(SaslFailure::Aborted) => None,
+        Err(SaslFailure::TemporaryAuthFailure) => Some(Login::Throttled),
+        Err(_) => Some(Login::Failed),
+    };
+    if let Some(outcome) = outcome {
+        s.server.metrics.login(outcome, started.elapsed());
+    }
     match result {
         Ok(flow) => flow,
         Err(f) => fail_attempt(s, f, out),
     }
 }
 
-async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
+async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>, started: Instant) -> Result<Flow, SaslFailure> {
     s.take_sasl();
     if !may_authenticate(s) {
         return Err(SaslFailure::EncryptionRequired);
@@ -141,7 +158,7 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
             };
             let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)), &s.server.decoy);
             out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(challenge))));
-            s.set_stage_sasl(Exchange { scram, user });
+            s.set_stage_sasl(Exchange { scram, user, started });
             Ok(Flow::Continue)
         }
         None => {
