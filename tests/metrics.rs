@@ -269,3 +269,42 @@ async fn throttled_logins_and_limits_hit_are_counted() {
     assert_eq!(value(&now, "jabberwock_limit_hits_total{limit=\"unauthenticated_per_address\"}"), 1.0);
     assert_eq!(value(&now, "jabberwock_limit_hits_total{limit=\"connections\"}"), 0.0);
 }
+
+/// Polls `/metrics` until `series` reads `want`.
+async fn until_value(server: &TestServer, series: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = samples(&scrape(server).await);
+        if value(&now, series) == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{series} is {} rather than {want}", value(&now, series));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_counted_hibernated_while_it_waits_and_active_once_resumed() {
+    let server = TestServer::start().await;
+    server.adduser("alice", "pw").await;
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    let enabled = alice.expect("enabled", |e| e.name() == "enabled").await;
+    let id = enabled.attr("id").expect("an id to resume").to_owned();
+    drop(alice);
+    until_value(&server, "jabberwock_sessions{transport=\"tcp\",state=\"hibernated\"}", 1.0).await;
+    assert_eq!(value(&samples(&scrape(&server).await), "jabberwock_sessions{transport=\"tcp\",state=\"active\"}"), 0.0);
+
+    // Resumed over direct TLS: the session moves to that transport.
+    let mut again = Client::connect_direct_tls(server.direct_tls).await;
+    again.open_stream("localhost").await;
+    again.expect_header_and_features().await;
+    assert_eq!(again.try_plain("alice", "pw").await.name(), "success");
+    again.restart_stream().await;
+    again.send(format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>")).await;
+    again.expect("resumed", |e| e.name() == "resumed").await;
+    let now = samples(&scrape(&server).await);
+    assert_eq!(value(&now, "jabberwock_sessions{transport=\"tcp\",state=\"hibernated\"}"), 0.0);
+    assert_eq!(value(&now, "jabberwock_sessions{transport=\"direct_tls\",state=\"active\"}"), 1.0);
+    assert_eq!(value(&now, "jabberwock_sessions{transport=\"direct_tls\",state=\"negotiating\"}"), 0.0);
+}
