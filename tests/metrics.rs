@@ -308,3 +308,35 @@ async fn a_session_is_counted_hibernated_while_it_waits_and_active_once_resumed(
     assert_eq!(value(&now, "jabberwock_sessions{transport=\"direct_tls\",state=\"active\"}"), 1.0);
     assert_eq!(value(&now, "jabberwock_sessions{transport=\"direct_tls\",state=\"negotiating\"}"), 0.0);
 }
+
+#[tokio::test]
+async fn a_certificate_about_to_expire_is_warned_about_and_measured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Four and a half days: the warning says 4 whatever the seconds lost on the way.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(4 * 24 + 12);
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.not_after = expires;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert_path, key_path) = (dir.path().join("localhost.crt"), dir.path().join("localhost.key"));
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    let tls = format!("[tls.localhost]\ncert = {:?}\nkey = {:?}\n", cert_path.display().to_string(), key_path.display().to_string());
+
+    let server = TestServer::start_with_tables("", &tls).await;
+    let now = samples(&scrape(&server).await);
+    assert_eq!(value(&now, "jabberwock_tls_certificate_expiry_timestamp_seconds{domain=\"localhost\"}"), expires.unix_timestamp() as f64);
+
+    let mut process = ServerProcess::new(std::path::Path::new(env!("CARGO_BIN_EXE_jabberwock-test-server")), dir.path());
+    process.configure(&tls);
+    process.start().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process.log().contains("expires soon") {
+        assert!(tokio::time::Instant::now() < deadline, "no warning: {}", process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.stop().await;
+    let warning = process.log().lines().find(|l| l.contains("expires soon")).expect("the warning").to_owned();
+    assert!(warning.contains("WARN") && warning.contains("domain=localhost") && warning.contains("days_left=4"), "{warning}");
+    assert!(!process.log().contains('\u{1b}'), "a log file gets no terminal colours: {}", process.log());
+}

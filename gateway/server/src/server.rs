@@ -238,6 +238,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     server.listening.store(true, Ordering::Relaxed);
+    check_certificates(&server);
     tokio::spawn(watch_certificates(server.clone()));
     Ok(running)
 }
@@ -245,25 +246,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// How long before a certificate expires the log starts warning about it.
 const CERTIFICATE_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
-/// Publishes each served domain's certificate expiry as a metric, and warns twice a day
-/// about a certificate that expires within [`CERTIFICATE_WARNING`] or has expired.
+/// Publishes each served domain's certificate expiry as a metric, and warns about a
+/// certificate that expires within [`CERTIFICATE_WARNING`] or has expired.
+fn check_certificates(server: &Server) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (domain, expires) in server.tls.expiries() {
+        server.metrics.certificate_expires(&domain, expires);
+        let left = expires - now;
+        if left <= 0 {
+            tracing::error!(%domain, "the TLS certificate has expired: clients and servers will refuse it; replace it under [tls]");
+        } else if left < CERTIFICATE_WARNING.as_secs() as i64 {
+            tracing::warn!(%domain, days_left = left / 86_400, "the TLS certificate expires soon; renew it and restart");
+        }
+    }
+}
+
+/// Checks the certificates again twice a day, for a server that runs for weeks.
 async fn watch_certificates(server: Arc<Server>) {
     let mut twice_a_day = tokio::time::interval(Duration::from_secs(12 * 3600));
+    twice_a_day.tick().await;
     let mut shutdown = server.shutdown_signal();
     loop {
         tokio::select! {
-            _ = twice_a_day.tick() => {}
+            _ = twice_a_day.tick() => check_certificates(&server),
             _ = shutdown.changed() => return,
-        }
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for (domain, expires) in server.tls.expiries() {
-            server.metrics.certificate_expires(&domain, expires);
-            let left = expires - now;
-            if left <= 0 {
-                tracing::error!(%domain, "the TLS certificate has expired: clients and servers will refuse it; replace it under [tls]");
-            } else if left < CERTIFICATE_WARNING.as_secs() as i64 {
-                tracing::warn!(%domain, days_left = left / 86_400, "the TLS certificate expires soon; renew it and restart");
-            }
         }
     }
 }
