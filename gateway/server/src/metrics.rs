@@ -172,7 +172,7 @@ pub struct Metrics {
     s2s_connections: [Gauge; 2],
     stanzas_in: [Counter; 3],
     stanzas_out: [Counter; 3],
-    delivery: Histogram,
+    message_routing: Histogram,
     logins: [Counter; 3],
     login_duration: Histogram,
     limits: [Counter; Limit::ALL.len()],
@@ -193,41 +193,27 @@ impl Metrics {
             SessionState::ALL.map(|s| sessions_family.get_or_create(&[("transport", t.as_str()), ("state", s.as_str())]).clone())
         });
         registry.register("jabberwock_sessions", "Client sessions by transport and state", sessions_family);
-        let s2s_family = Family::<Labels, Gauge>::default();
-        let s2s_connections = ["inbound", "outbound"].map(|d| s2s_family.get_or_create(&[("direction", d)]).clone());
-        registry.register("jabberwock_s2s_connections", "Server-to-server connections by direction", s2s_family);
-        let by_kind = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<Labels, Counter>::default();
-            let handles = KINDS.map(|(_, k)| family.get_or_create(&[("kind", k)]).clone());
-            registry.register(name, help, family);
-            handles
-        };
-        let stanzas_in = by_kind(&mut registry, "jabberwock_stanzas_received", "Stanzas received from signed-in clients, by kind");
-        let stanzas_out = by_kind(&mut registry, "jabberwock_stanzas_sent", "Stanzas written to clients, by kind");
-        let delivery = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
+        let r = &mut registry;
+        let s2s_connections = labelled(r, "jabberwock_s2s_connections", "Server-to-server connections by direction", "direction", ["inbound", "outbound"]);
+        let kinds = KINDS.map(|(_, k)| k);
+        let stanzas_in = labelled(r, "jabberwock_stanzas_received", "Stanzas received from signed-in clients, by kind", "kind", kinds);
+        let stanzas_out = labelled(r, "jabberwock_stanzas_sent", "Stanzas written to clients, by kind", "kind", kinds);
+        let message_routing = Histogram::new(LATENCY_BUCKETS);
+        r.register(
             "jabberwock_message_routing_seconds",
             "From reading a client's message to handing it to every recipient (sessions, offline storage, a server queue)",
-            delivery.clone(),
+            message_routing.clone(),
         );
-        let logins_family = Family::<Labels, Counter>::default();
-        let logins = ["ok", "failed", "throttled"].map(|r| logins_family.get_or_create(&[("result", r)]).clone());
-        registry.register("jabberwock_logins", "SASL exchanges by outcome", logins_family);
+        let logins = labelled(r, "jabberwock_logins", "SASL exchanges by outcome", "result", ["ok", "failed", "throttled"]);
         let login_duration = Histogram::new(LATENCY_BUCKETS);
-        registry.register("jabberwock_login_seconds", "From a SASL <auth/> to its outcome", login_duration.clone());
-        let limits_family = Family::<Labels, Counter>::default();
-        let limits = Limit::ALL.map(|l| limits_family.get_or_create(&[("limit", l.as_str())]).clone());
-        registry.register("jabberwock_limit_hits", "Times a configured limit refused or closed something, by limit", limits_family);
+        r.register("jabberwock_login_seconds", "From a SASL <auth/> to its outcome", login_duration.clone());
+        let limit_names = Limit::ALL.map(Limit::as_str);
+        let limits = labelled(r, "jabberwock_limit_hits", "Times a configured limit refused or closed something, by limit", "limit", limit_names);
         let stream_errors = Family::<Labels, Counter>::default();
-        registry.register("jabberwock_stream_errors", "Client streams closed with a stream error, by condition (RFC 6120 §4.9.3)", stream_errors.clone());
-        let bytes = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<Labels, Counter>::default();
-            let handles = Transport::ALL.map(|t| family.get_or_create(&[("transport", t.as_str())]).clone());
-            registry.register(name, help, family);
-            handles
-        };
-        let bytes_in = bytes(&mut registry, "jabberwock_received_bytes", "Bytes received from clients, by transport");
-        let bytes_out = bytes(&mut registry, "jabberwock_sent_bytes", "Bytes written to clients, by transport");
+        r.register("jabberwock_stream_errors", "Client streams closed with a stream error, by condition (RFC 6120 §4.9.3)", stream_errors.clone());
+        let transports = Transport::ALL.map(Transport::as_str);
+        let bytes_in = labelled(r, "jabberwock_received_bytes", "Bytes received from clients, by transport", "transport", transports);
+        let bytes_out = labelled(r, "jabberwock_sent_bytes", "Bytes written to clients, by transport", "transport", transports);
         let archive_queue = Gauge::default();
         registry.register("jabberwock_archive_queue", "Archive items waiting for the writer, as of its last batch", archive_queue.clone());
         let archive_batch = Histogram::new(BATCH_BUCKETS);
@@ -247,7 +233,7 @@ impl Metrics {
             s2s_connections,
             stanzas_in,
             stanzas_out,
-            delivery,
+            message_routing,
             logins,
             login_duration,
             limits,
@@ -281,7 +267,7 @@ impl Metrics {
     }
 
     pub fn message_routed(&self, took: Duration) {
-        self.delivery.observe(took.as_secs_f64());
+        self.message_routing.observe(took.as_secs_f64());
     }
 
     pub fn login(&self, result: Login, took: Duration) {
@@ -332,6 +318,18 @@ impl Metrics {
     pub fn certificate_expires(&self, domain: &str, unix_time: i64) {
         self.certificates.get_or_create(&[("domain", domain.to_owned())]).set(unix_time);
     }
+}
+
+/// Registers a family with one label whose values are `values`, and returns the handle of
+/// each series in the same order: made once, so counting is an atomic add.
+fn labelled<M, const N: usize>(registry: &mut Registry, name: &str, help: &str, label: &'static str, values: [&'static str; N]) -> [M; N]
+where
+    M: prometheus_client::registry::Metric + prometheus_client::metrics::TypedMetric + Clone + Default,
+{
+    let family = Family::<Labels, M>::default();
+    let handles = values.map(|v| family.get_or_create(&[(label, v)]).clone());
+    registry.register(name, help, family);
+    handles
 }
 
 fn kind_index(kind: StanzaKind) -> Option<usize> {
