@@ -340,3 +340,62 @@ async fn a_certificate_about_to_expire_is_warned_about_and_measured() {
     assert!(warning.contains("WARN") && warning.contains("domain=localhost") && warning.contains("days_left=4"), "{warning}");
     assert!(!process.log().contains('\u{1b}'), "a log file gets no terminal colours: {}", process.log());
 }
+
+/// A self-signed certificate for localhost expiring `days` from now, written over `dir`'s
+/// localhost.crt and localhost.key; returns it (DER) and its expiry.
+fn write_certificate(dir: &std::path::Path, days: i64) -> (Vec<u8>, i64) {
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.not_after = expires;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("certificate");
+    std::fs::write(dir.join("localhost.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("localhost.key"), key.serialize_pem()).expect("write");
+    (cert.der().to_vec(), expires.unix_timestamp())
+}
+
+/// The certificate the direct TLS port shows now.
+async fn shown_certificate(server: &TestServer) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(server.direct_tls).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = jabberwock_tests::tls_connector(&[b"xmpp-client"]).connect(name, tcp).await.expect("TLS handshake");
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+#[tokio::test]
+async fn certificates_are_reloaded_for_new_connections_and_a_bad_file_keeps_the_old_ones() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (first, _) = write_certificate(certs.path(), 30);
+    let (cert, key) = (certs.path().join("localhost.crt"), certs.path().join("localhost.key"));
+    let tls = format!("[tls.localhost]\ncert = {:?}\nkey = {:?}\n", cert.display().to_string(), key.display().to_string());
+    let server = TestServer::start_with_tables("", &tls).await;
+    assert_eq!(shown_certificate(&server).await, first);
+
+    let (second, expires) = write_certificate(certs.path(), 90);
+    server.running.as_ref().expect("running").server.reload_certificates();
+    assert_eq!(shown_certificate(&server).await, second, "the renewed certificate");
+    let now = samples(&scrape(&server).await);
+    assert_eq!(value(&now, "jabberwock_tls_certificate_expiry_timestamp_seconds{domain=\"localhost\"}"), expires as f64);
+
+    std::fs::write(&cert, "not a certificate").expect("write");
+    server.running.as_ref().expect("running").server.reload_certificates();
+    assert_eq!(shown_certificate(&server).await, second, "a file that does not load changes nothing");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut process = ServerProcess::new(std::path::Path::new(env!("CARGO_BIN_EXE_jabberwock-test-server")), dir.path());
+    process.configure_top("log = 'info'");
+    process.start().await;
+    let sent = tokio::process::Command::new("kill").arg("-HUP").arg(process.pid().to_string()).status().await.expect("run kill");
+    assert!(sent.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process.log().contains("certificates reloaded") {
+        assert!(tokio::time::Instant::now() < deadline, "no reload: {}", process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still serving, and still stopping cleanly.
+    Client::connect(process.c2s).await.starttls().await;
+    process.stop().await;
+}

@@ -101,20 +101,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Serves until SIGINT or SIGTERM; SIGHUP reloads the certificates.
 async fn serve(config: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a signal sent once the ports answer must not meet the default
+    // action, which for SIGHUP ends the process.
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let running = crate::server::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => running.server.reload_certificates(),
+        }
+    }
     running.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Splits `user@domain` and checks the domain is served.

@@ -125,6 +125,16 @@ impl Server {
             _ => Some("storage does not answer"),
         }
     }
+
+    /// Reads the certificates again (SIGHUP) and checks their expiry; on an error the
+    /// ones in use stay, and the error is logged.
+    pub fn reload_certificates(&self) {
+        match self.tls.reload(&self.config) {
+            Ok(()) => tracing::info!("certificates reloaded"),
+            Err(e) => tracing::error!(error = %e, "reloading certificates failed; the previous ones stay in use"),
+        }
+        check_certificates(self);
+    }
 }
 
 pub struct ConnectionGuard(Arc<Server>);

@@ -3,10 +3,11 @@
 //! Each served domain has a certificate: the one configured under `[tls]`, or a self-signed
 //! development certificate generated once and kept in `<data_dir>/certs/`. The certificate
 //! is chosen by SNI, falling back to the first domain's for clients that send none.
+//! [`Tls::reload`] reads them again (on SIGHUP) for the connections that follow.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use jabberwock_sasl::{ChannelBinding, ChannelBindingType};
 use rustls::pki_types::pem::PemObject;
@@ -50,16 +51,7 @@ pub struct Tls {
 
 impl Tls {
     pub fn load(config: &Config) -> Result<Tls, TlsError> {
-        let mut by_domain = HashMap::new();
-        for domain in &config.domains {
-            let key = match config.tls.get(domain) {
-                Some(paths) => load_pair(domain, &paths.cert, &paths.key)?,
-                None => dev_certificate(domain, &config.data_dir.join("certs"))?,
-            };
-            by_domain.insert(domain.clone(), Arc::new(key));
-        }
-        let default = by_domain[&config.domains[0]].clone();
-        let resolver = Arc::new(SniResolver { by_domain, default });
+        let resolver = Arc::new(SniResolver { certs: RwLock::new(Certs::load(config)?) });
         let server_config = |alpn: &[&[u8]], peer_certificates: bool| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -83,17 +75,48 @@ impl Tls {
             certs: resolver,
         })
     }
+
+    /// Reads every certificate and key again; handshakes from now on use them. On any
+    /// error the certificates in use stay.
+    pub fn reload(&self, config: &Config) -> Result<(), TlsError> {
+        let certs = Certs::load(config)?;
+        *self.certs.certs.write().unwrap_or_else(|e| e.into_inner()) = certs;
+        Ok(())
+    }
 }
 
+/// The certificate of each served domain, and the first domain's for clients without SNI.
 #[derive(Debug)]
-struct SniResolver {
+struct Certs {
     by_domain: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
 }
 
+impl Certs {
+    fn load(config: &Config) -> Result<Certs, TlsError> {
+        let mut by_domain = HashMap::new();
+        for domain in &config.domains {
+            let key = match config.tls.get(domain) {
+                Some(paths) => load_pair(domain, &paths.cert, &paths.key)?,
+                None => dev_certificate(domain, &config.data_dir.join("certs"))?,
+            };
+            by_domain.insert(domain.clone(), Arc::new(key));
+        }
+        let default = by_domain[&config.domains[0]].clone();
+        Ok(Certs { by_domain, default })
+    }
+}
+
+#[derive(Debug)]
+struct SniResolver {
+    /// Read at each handshake, replaced by a reload.
+    certs: RwLock<Certs>,
+}
+
 impl SniResolver {
     fn for_name(&self, name: Option<&str>) -> Arc<CertifiedKey> {
-        name.and_then(|n| self.by_domain.get(&n.to_ascii_lowercase())).unwrap_or(&self.default).clone()
+        let certs = self.certs.read().unwrap_or_else(|e| e.into_inner());
+        name.and_then(|n| certs.by_domain.get(&n.to_ascii_lowercase())).unwrap_or(&certs.default).clone()
     }
 }
 
@@ -151,8 +174,8 @@ impl Tls {
     /// When each domain's certificate (its leaf) expires, in Unix time.
     pub fn expiries(&self) -> Vec<(String, i64)> {
         use x509_parser::prelude::*;
-        let mut out: Vec<(String, i64)> = self
-            .certs
+        let certs = self.certs.certs.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, i64)> = certs
             .by_domain
             .iter()
             .filter_map(|(domain, key)| {
