@@ -57,6 +57,8 @@ pub struct Config {
     pub admins: Vec<String>,
     /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
     pub log: String,
+    /// `text` for people, `json` (one object per line) for log shippers.
+    pub log_format: LogFormat,
     pub listen: Listen,
     /// Certificate and key per domain; domains without one get a generated
     /// self-signed development certificate.
@@ -72,6 +74,38 @@ pub struct Config {
     pub external_services: ExternalServicesConfig,
     pub components: ComponentsConfig,
     pub push: PushConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Prometheus metrics at `/metrics` on the HTTP listeners, and who may read them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Client addresses that may read `/metrics` without a token. Behind a trusted proxy
+    /// the forwarded address is the one checked.
+    pub allowed_addresses: Vec<std::net::IpAddr>,
+    /// A token that, sent as `Authorization: Bearer <token>`, lets any address read them.
+    pub bearer_token: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            allowed_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
+            bearer_token: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -492,6 +526,7 @@ impl Default for Config {
             allow_registration: false,
             admins: Vec::new(),
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
             listen: Listen::default(),
             tls: BTreeMap::new(),
             limits: LimitsConfig::default(),
@@ -505,6 +540,7 @@ impl Default for Config {
             external_services: ExternalServicesConfig::default(),
             components: ComponentsConfig::default(),
             push: PushConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -707,6 +743,10 @@ impl Config {
             if !url.starts_with("sqlite://") {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// URLs are supported")));
             }
+        }
+        // A short token is guessed; and an empty one would let an empty header through.
+        if self.metrics.bearer_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("metrics.bearer_token", "must be at least 16 characters"));
         }
         let l = &self.limits;
         if l.max_stanza_bytes < 10_000 {

@@ -444,7 +444,7 @@ impl ModuleList {
 
 impl Modules {
     /// Every module the server runs, in hook order.
-    pub fn standard(config: &Config, store: &Store) -> Self {
+    pub fn standard(config: &Config, store: &Store, metrics: &crate::metrics::Metrics) -> Self {
         let list = ModuleList::default()
             .add(blocking::Blocking::new(&config.limits))
             .add(crate::im::roster::RosterModule)
@@ -459,7 +459,7 @@ impl Modules {
             .add(private::PrivateStorage::standard())
             .add(register::Register)
             .add(caps::Caps::new(&config.limits))
-            .add(mam::Mam::new(store.clone(), &config.limits))
+            .add(mam::Mam::new(store.clone(), &config.limits, metrics))
             .add(carbons::Carbons::default())
             // Before offline storage: push only notifies; offline storage keeps the message.
             .add(push::Push::new(&config.push, &config.limits))

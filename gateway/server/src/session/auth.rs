@@ -18,6 +18,7 @@ use jabberwock_sasl::{downgrade_protection_string, plain, HashAlg, Mechanism, Sa
 
 use super::Session;
 use crate::accounts;
+use crate::metrics::Login;
 use crate::stream::{Flow, Frame};
 
 /// A connection may fail this many times before it is closed (RFC 6120 §6.4.5 asks for
@@ -30,6 +31,8 @@ pub(crate) struct Exchange {
     user: Option<String>,
     /// Begun with SASL2's `<authenticate/>`: only SASL2 may continue it.
     pub(super) sasl2: bool,
+    /// When the exchange began (login duration).
+    pub(super) started: Instant,
 }
 
 /// Where a mechanism step leads, whichever profile (RFC 6120 SASL or XEP-0388 SASL2)
@@ -111,13 +114,17 @@ fn stanza_payload(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
 }
 
 pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+    let mut started = Instant::now();
     let step = match st.name() {
         "auth" => begin(s, st.attr("mechanism"), stanza_payload(&st), false).await,
         "response" => match s.take_sasl() {
-            Some(ex) if !ex.sasl2 => match stanza_payload(&st) {
-                Ok(msg) => respond(s, ex, &msg),
-                Err(f) => Err(f),
-            },
+            Some(ex) if !ex.sasl2 => {
+                started = ex.started;
+                match stanza_payload(&st) {
+                    Ok(msg) => respond(s, ex, &msg),
+                    Err(f) => Err(f),
+                }
+            }
             _ => Err(SaslFailure::MalformedRequest),
         },
         "abort" => {
@@ -126,6 +133,7 @@ pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<F
         }
         _ => return s.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
     };
+    count_login(s, &step, started);
     match step {
         Ok(Step::Challenge(c)) => {
             out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(c))));
@@ -147,6 +155,18 @@ pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<F
         }
         Err(f) => fail_attempt(s, ns::SASL, f, out),
     }
+}
+
+/// Counts a login that ended, as either profile's step left it: a challenge is no outcome
+/// yet, nor is an abort.
+pub(super) fn count_login(s: &Session, step: &Result<Step, SaslFailure>, started: Instant) {
+    let outcome = match step {
+        Ok(Step::Success { .. }) => Login::Ok,
+        Ok(Step::Challenge(_)) | Err(SaslFailure::Aborted) => return,
+        Err(SaslFailure::TemporaryAuthFailure) => Login::Throttled,
+        Ok(Step::Refused(_)) | Err(_) => Login::Failed,
+    };
+    s.server.metrics.login(outcome, started.elapsed());
 }
 
 /// Starts an exchange with `mechanism` and the client's initial response. A SCRAM
@@ -184,7 +204,7 @@ pub(super) async fn begin(
                 None => None,
             };
             let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)), &s.server.decoy);
-            s.set_stage_sasl(Exchange { scram, user, sasl2 });
+            s.set_stage_sasl(Exchange { scram, user, sasl2, started: Instant::now() });
             Ok(Step::Challenge(challenge))
         }
         None => {

@@ -115,6 +115,7 @@ fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
         }
         Ok(None) => {}
         Err(BindError::TooManyResources) => {
+            s.server.metrics.limit_hit(crate::metrics::Limit::Resources);
             return Err(StanzaError::resource_constraint().with_text("too many sessions for this account"));
         }
     }

@@ -20,6 +20,7 @@ use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, 
 use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
+use crate::metrics::{Limit, SessionGauge, SessionState, Transport};
 use crate::modules::{StreamStage, Unauthenticated};
 use crate::registry::{mailbox, next_conn_id, output_cost, ConnId, Mailbox, Receipt, Routed, SessionHandle};
 use crate::server::Server;
@@ -95,6 +96,8 @@ pub struct Session {
     taken: usize,
     /// Stanzas from storage on their way to the client, oldest first.
     stored: std::collections::VecDeque<InFlight>,
+    /// The session's place in the sessions metric.
+    pub(crate) gauge: SessionGauge,
 }
 
 /// A stanza from storage handed to the client and not yet known to have reached it.
@@ -107,9 +110,11 @@ struct InFlight {
 
 impl Session {
     /// A new session and the receiving end of its mailbox, which the transport polls.
-    pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
+    pub fn new(server: Arc<Server>, transport: Transport, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
         let conn = next_conn_id();
-        let (handle, rx) = mailbox(conn, server.config.limits.max_session_output_bytes);
+        let overflows = server.metrics.limit_counter(Limit::SessionOutput);
+        let (handle, rx) = mailbox(conn, server.config.limits.max_session_output_bytes, overflows);
+        let gauge = server.metrics.session(transport);
         let session = Session {
             server,
             conn,
@@ -130,6 +135,7 @@ impl Session {
             csi: csi::Csi::default(),
             taken: 0,
             stored: Default::default(),
+            gauge,
         };
         (session, rx)
     }
@@ -167,6 +173,7 @@ impl Session {
 
     /// The negotiation deadline passed before the resource was bound.
     pub fn on_negotiation_timeout(&mut self, out: &mut Vec<Frame>) -> Flow {
+        self.server.metrics.limit_hit(Limit::NegotiationTimeout);
         self.fail(StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "negotiation took too long"), out)
     }
 
@@ -227,6 +234,11 @@ impl Session {
     /// `frames` were written. Without stream management, that is as far as the server
     /// can follow them.
     pub fn written(&mut self, frames: &[Frame]) {
+        for f in frames {
+            if let Frame::Stanza(st) = f {
+                self.server.metrics.stanza_sent(st.kind());
+            }
+        }
         if self.sm.is_none() && !self.stored.is_empty() {
             self.stanzas_delivered(frames.iter().filter(|f| matches!(f, Frame::Stanza(_))).count());
         }
@@ -294,6 +306,7 @@ impl Session {
     /// Sends a stream error (after our header, if none was sent yet) and closes.
     pub(crate) fn fail(&mut self, err: StreamError, out: &mut Vec<Frame>) -> Flow {
         tracing::debug!(conn = self.conn, %err, "closing stream");
+        self.server.metrics.stream_error(err.condition);
         self.ensure_header(out);
         out.push(Frame::Error(err));
         out.push(Frame::Close);
@@ -425,6 +438,8 @@ impl Session {
             return self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out);
         }
         self.count_inbound();
+        let kind = st.kind();
+        self.server.metrics.stanza_received(kind);
         let bound = self.bound.as_ref().expect("active sessions are bound");
         // RFC 6120 §8.1.2.1: the server stamps `from`; a client may only claim itself.
         if let Some(claimed) = st.from() {
@@ -437,12 +452,24 @@ impl Session {
             }
         }
         st.set_attr("from", bound.jid.as_str());
-        im::outbound(self, st, out).await
+        let started = std::time::Instant::now();
+        let flow = im::outbound(self, st, out).await;
+        if kind == StanzaKind::Message {
+            self.server.metrics.message_routed(started.elapsed());
+        }
+        flow
     }
 
     pub(crate) fn start_active(&mut self, bound: Bound) {
         self.bound = Some(bound);
         self.stage = Stage::Active;
+        self.set_state(SessionState::Active);
+    }
+
+    /// Moves the session in the sessions metric, on the transport it has now.
+    pub(crate) fn set_state(&mut self, state: SessionState) {
+        let transport = self.gauge.transport();
+        self.gauge.set(&self.server.metrics, transport, state);
     }
 
     pub(crate) fn set_stage_sasl(&mut self, ex: auth::Exchange) {

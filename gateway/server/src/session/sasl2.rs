@@ -7,6 +7,8 @@
 //! mechanisms), without the password. No `<continue/>` task is offered yet, so a `<next/>`
 //! is out of order.
 
+use std::time::Instant;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use jabberwock_proto::{ns, Element, Stanza};
@@ -71,10 +73,14 @@ pub(super) fn feature(s: &Session) -> Option<Element> {
 }
 
 pub(super) async fn on_sasl2_element(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
+    let mut started = Instant::now();
     let step = match st.name() {
         "authenticate" => authenticate(s, &st).await,
         "response" => match (s.take_sasl(), st.to_element()) {
-            (Some(ex), Ok(el)) if ex.sasl2 => auth::decode(&el.text()).and_then(|msg| auth::respond(s, ex, &msg)),
+            (Some(ex), Ok(el)) if ex.sasl2 => {
+                started = ex.started;
+                auth::decode(&el.text()).and_then(|msg| auth::respond(s, ex, &msg))
+            }
             _ => Err(SaslFailure::MalformedRequest),
         },
         "abort" => {
@@ -84,6 +90,7 @@ pub(super) async fn on_sasl2_element(s: &mut Session, st: Stanza, out: &mut Vec<
         // Also `<next/>`: it answers a `<continue/>`, and none was sent.
         _ => Err(SaslFailure::MalformedRequest),
     };
+    auth::count_login(s, &step, started);
     match step {
         Ok(Step::Challenge(c)) => {
             out.push(Frame::Element(Element::new("challenge", ns::SASL2).with_text(B64.encode(c))));

@@ -229,6 +229,7 @@ impl Session {
         old.peer_ip = this.peer_ip;
         old.stream_id = this.stream_id.clone();
         old.header_sent = true;
+        old.gauge.set(&this.server.metrics, this.gauge.transport(), crate::metrics::SessionState::Active);
         let sm = old.sm.as_mut().expect("parked sessions have stream management");
         match sm.ack(h) {
             Ok(n) => old.stanzas_delivered(n),
@@ -321,7 +322,8 @@ impl Registry {
     }
 
     /// Parks `session` until it is resumed or the window passes.
-    fn park(self: &Arc<Self>, session: Session, rx: Mailbox) {
+    fn park(self: &Arc<Self>, mut session: Session, rx: Mailbox) {
+        session.set_state(crate::metrics::SessionState::Hibernated);
         let id = session.sm.as_ref().expect("resumable").id.clone();
         let (tx, requests) = mpsc::unbounded_channel();
         if let Some(e) = self.entries.lock().expect("sm registry").get_mut(&id) {
