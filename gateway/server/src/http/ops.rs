@@ -19,7 +19,8 @@ pub fn routes(server: &Server) -> Router<Arc<Server>> {
     if server.config.metrics.enabled {
         routes.route("/metrics", get(metrics))
     } else {
-        routes
+        // Not the web client's page, which answers every other path.
+        routes.route("/metrics", get(|| async { (StatusCode::NOT_FOUND, "metrics are disabled") }))
     }
 }
 
