@@ -76,6 +76,17 @@ async def run_step(results: list[tuple[str, str, str]], clients: list, name: str
     return True
 
 
+async def run_chain(results: list[tuple[str, str, str]], clients: list, steps, timeout: float) -> bool:
+    """Runs `steps` (name, step) in order, each needing the ones before it: after a failure
+    the rest are recorded as skipped. Returns whether every step passed."""
+    for name, step in steps:
+        if results and results[-1][1] != "passed":
+            results.append((name, "skipped", "an earlier step failed"))
+            continue
+        await run_step(results, clients, name, step, timeout)
+    return all(status == "passed" for _, status, _ in results)
+
+
 def dump_traces(clients: list) -> None:
     print("     last stanzas of each client:", flush=True)
     for c in clients:

@@ -25,7 +25,7 @@ import ssl
 import sys
 from typing import Any
 
-from harness import STEP_TIMEOUT, check, iq_call, parse_args, run_step, run_suite, wait_for
+from harness import STEP_TIMEOUT, check, iq_call, parse_args, run_chain, run_suite, wait_for
 from slixmpp import ClientXMPP
 
 OVERALL_TIMEOUT = 70.0
@@ -191,13 +191,7 @@ class Suite:
             ("end-user-session ends frank's session", self.step_end_session),
             ("delete-user: frank can no longer log in", self.step_delete),
         ]
-        broken = False
-        for name, step in steps:
-            if broken:
-                self.results.append((name, "skipped", "an earlier step failed"))
-                continue
-            broken = not await run_step(self.results, self.clients, name, step, 3 * STEP_TIMEOUT)
-        return all(status != "failed" for _, status, _ in self.results)
+        return await run_chain(self.results, self.clients, steps, 3 * STEP_TIMEOUT)
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import collections
 import ssl
 from typing import Any
 
-from harness import STEP_TIMEOUT, check, iq_call, run_step, run_suite, wait_for
+from harness import STEP_TIMEOUT, check, iq_call, run_chain, run_suite, wait_for
 import harness
 from slixmpp import ClientXMPP, ComponentXMPP
 from slixmpp.xmlstream import ET
@@ -190,13 +190,7 @@ class Suite:
             ("XEP-0357: the component as carol's push app server gets a notification", self.step_push),
             ("a component that left: messages for it bounce with service-unavailable", self.step_gone),
         ]
-        broken = False
-        for name, step in steps:
-            if broken:
-                self.results.append((name, "skipped", "an earlier step failed"))
-                continue
-            broken = not await run_step(self.results, self.clients, name, step, 3 * STEP_TIMEOUT)
-        return all(status != "failed" for _, status, _ in self.results)
+        return await run_chain(self.results, self.clients, steps, 3 * STEP_TIMEOUT)
 
 
 def main() -> int:
