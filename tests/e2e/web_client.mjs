@@ -406,6 +406,10 @@ const steps = [
             const saved = await b.evaluate(() => sessionStorage.getItem('jabberwock.resume'));
             if (!saved || !saved.includes('"sm"')) throw new Error(`no saved session: ${saved}`);
             if (saved.includes(must('E2E_PASSWORD_B'))) throw new Error('the password was saved');
+            // The server issues FAST tokens: the token is kept, the SCRAM keys are not.
+            const parsed = JSON.parse(saved);
+            if (!parsed.token) throw new Error(`no FAST token saved: ${saved}`);
+            if (parsed.keys) throw new Error('the SCRAM keys were saved');
             await send(a, text);
             await a.locator('.msg.out .body').filter({ hasText: text }).waitFor();
         });

@@ -162,7 +162,10 @@ impl Client {
     pub fn resumable(&self, endpoint: &str, now_ms: i64) -> Option<Resumable> {
         let sm = self.conn.stream_management()?;
         let (id, jid) = (sm.id()?, self.conn.jid()?);
-        let (keys, token) = (self.conn.keys().map(SavedKeys::from), self.conn.token().cloned());
+        // A FAST token signs the next stream in; the SCRAM keys are kept only for servers
+        // that issue none.
+        let token = self.conn.token().cloned();
+        let keys = if token.is_some() { None } else { self.conn.keys().map(SavedKeys::from) };
         if keys.is_none() && token.is_none() {
             return None;
         }
