@@ -125,3 +125,37 @@ async fn only_the_servers_user_may_use_the_control_socket() {
     assert!(output(&server, &["status"]).await.contains("uptime"));
     server.stop().await;
 }
+
+/// Sends raw bytes on the control socket and returns what came back before it closed.
+async fn raw_exchange(socket: &Path, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    // The server may close before taking it all: what it answered is the point.
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(jabberwock_tests::TIMEOUT, stream.read_to_end(&mut answer)).await.expect("an answer or a close in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn bad_requests_on_the_control_socket_get_errors_and_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server_in(dir.path());
+    server.start().await;
+    let socket = dir.path().join("control.sock");
+
+    let answer = raw_exchange(&socket, b"this is not json\n{\"command\":\"no-such-command\"}\n").await;
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(lines.len(), 2, "one answer per request: {answer}");
+    for line in lines {
+        assert!(line.starts_with("{\"ok\":false") && line.contains("bad request"), "{line}");
+    }
+    // A request over the connection's 64 KiB is cut off: no answer, the server goes on.
+    let answer = raw_exchange(&socket, &vec![b'x'; 200 * 1024]).await;
+    assert!(!answer.contains("\"ok\":true"), "{answer}");
+    assert!(output(&server, &["status"]).await.contains("uptime"));
+    let (ok, refused) = server.cli(&["kick", "not a jid@@"]).await;
+    assert!(!ok && refused.contains("is not a valid JID"), "{refused}");
+    server.stop().await;
+}
