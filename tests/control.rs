@@ -45,6 +45,10 @@ async fn admin_commands_act_on_the_running_server() {
     assert_eq!(users.lines().collect::<Vec<_>>(), [alice.as_str(), bob.as_str()], "{users}");
     let info = output(&server, &["user", &bob]).await;
     assert!(info.contains(&format!("session {bob}/desk  available")), "{info}");
+    // The modules' lines: what they keep of the account.
+    for line in ["archived messages (XEP-0313): 0", "messages waiting offline (XEP-0160): 0", "last signed out (XEP-0012): never"] {
+        assert!(info.contains(line), "{line} missing: {info}");
+    }
 
     // An announcement reaches the available sessions, as a headline from the domain.
     assert!(output(&server, &["announce", "maintenance at noon"]).await.contains("sent to 2 sessions"));

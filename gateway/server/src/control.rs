@@ -239,6 +239,7 @@ async fn user(server: &Server, jid: &str) -> Result<Vec<String>, String> {
     }
     let bare = format!("{user}@{host}");
     let mut lines = vec![format!("account {bare}")];
+    lines.extend(server.modules.account_report(server, UserRef { host: &host, user: &user }).await);
     let resources = server.sessions.resources(&bare);
     if resources.is_empty() {
         lines.push("offline".to_owned());

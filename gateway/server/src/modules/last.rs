@@ -8,7 +8,7 @@ use jabberwock_proto::{ns, Element, Stanza, StanzaError};
 use jabberwock_storage::UserRef;
 use jid::FullJid;
 
-use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
+use super::{AccountReport, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PresenceHooks};
 use crate::im::roster::{self, Account};
 use crate::server::Server;
 
@@ -38,7 +38,20 @@ impl Module for LastActivity {
             &[IqRoute { target: IqTarget::Host, name: "query", ns: ns::LAST }, IqRoute { target: IqTarget::Account, name: "query", ns: ns::LAST }],
             self.clone(),
         );
+        host.account_report(self.clone());
         host.presence_hooks(self);
+    }
+}
+
+#[async_trait]
+impl AccountReport for LastActivity {
+    async fn report(&self, server: &Server, account: UserRef<'_>) -> Vec<String> {
+        let raw = server.store.kv_get(account, STORE).await.ok().flatten();
+        let last = raw.and_then(|r| serde_json::from_slice::<Record>(&r).ok());
+        let when = last
+            .and_then(|l| time::OffsetDateTime::from_unix_timestamp(l.unix_secs).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        vec![format!("last signed out (XEP-0012): {}", when.as_deref().unwrap_or("never"))]
     }
 }
 

@@ -10,7 +10,7 @@ use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, StorageErro
 use jid::{BareJid, Jid};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AccountHooks, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
+use super::{AccountHooks, AccountReport, Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, ShutdownHooks};
 use crate::cache::{AccountCache, Weigh};
 use crate::config::ArchiveDefault;
 use crate::im::roster::{self, Account};
@@ -243,7 +243,16 @@ impl Module for Mam {
         );
         host.message_hooks(self.clone());
         host.account_hooks(self.clone());
+        host.account_report(self.clone());
         host.shutdown_hooks(self);
+    }
+}
+
+#[async_trait]
+impl AccountReport for Mam {
+    async fn report(&self, server: &Server, account: UserRef<'_>) -> Vec<String> {
+        let held = server.store.archive_count(account, STORE).await.map_or_else(|e| format!("unknown ({e})"), |n| n.to_string());
+        vec![format!("archived messages (XEP-0313): {held}")]
     }
 }
 

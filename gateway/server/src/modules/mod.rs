@@ -16,7 +16,7 @@
 //! - HTTP routes merged into the web side;
 //! - [`Listener`]s on ports of their own (external components);
 //! - [`AdhocCommand`]s at the server's domain (XEP-0050), which the `adhoc` module lists
-//!   and runs;
+//!   and runs; an [`AccountReport`] of what it keeps of an account (`jabberwock user`);
 //! - its own state, which other modules reach with [`Modules::get`].
 //!
 //! The core (sessions, routing, transports) calls the hooks and names no XEP. An iq get or
@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jabberwock_proto::{Element, Stanza, StanzaError};
-use jabberwock_storage::Store;
+use jabberwock_storage::{Store, UserRef};
 use jid::{BareJid, FullJid, Jid};
 
 use crate::config::Config;
@@ -244,6 +244,13 @@ pub trait AccountHooks: Send + Sync {
     fn deleted(&self, account: &BareJid);
 }
 
+/// What a module keeps of an account, for an administrator's `jabberwock user`: a few
+/// lines such as "archived messages: 1 204".
+#[async_trait]
+pub trait AccountReport: Send + Sync {
+    async fn report(&self, server: &Server, account: UserRef<'_>) -> Vec<String>;
+}
+
 #[async_trait]
 pub trait ShutdownHooks: Send + Sync {
     /// The server is stopping: finish what is in flight before storage closes.
@@ -303,6 +310,7 @@ pub struct Host<'a> {
     bind_features: Vec<Arc<dyn InlineBindFeature>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
+    account_reports: Vec<Arc<dyn AccountReport>>,
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
     listeners: Vec<ListenerEntry>,
@@ -380,6 +388,10 @@ impl Host<'_> {
         self.shutdown_hooks.push(h);
     }
 
+    pub fn account_report(&mut self, r: Arc<dyn AccountReport>) {
+        self.account_reports.push(r);
+    }
+
     /// Serves `domain` (a subdomain of the served `parent`, listed in its disco#items as
     /// `name`) with `service`.
     pub fn service(&mut self, domain: String, parent: &str, name: &str, service: Arc<dyn Service>) {
@@ -420,6 +432,7 @@ pub struct Modules {
     pub(crate) bind_features: Vec<Arc<dyn InlineBindFeature>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
+    account_reports: Vec<Arc<dyn AccountReport>>,
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
     listeners: Vec<ListenerEntry>,
@@ -492,6 +505,7 @@ impl Modules {
             bind_features: Vec::new(),
             account_hooks: Vec::new(),
             shutdown_hooks: Vec::new(),
+            account_reports: Vec::new(),
             services: HashMap::new(),
             http: Vec::new(),
             listeners: Vec::new(),
@@ -520,12 +534,22 @@ impl Modules {
             bind_features: host.bind_features,
             account_hooks: host.account_hooks,
             shutdown_hooks: host.shutdown_hooks,
+            account_reports: host.account_reports,
             services: host.services,
             http: host.http,
             listeners: host.listeners,
             commands: host.commands,
             by_type,
         }
+    }
+
+    /// What the modules keep of an account, a line each.
+    pub async fn account_report(&self, server: &Server, account: UserRef<'_>) -> Vec<String> {
+        let mut lines = Vec::new();
+        for r in &self.account_reports {
+            lines.extend(r.report(server, account).await);
+        }
+        lines
     }
 
     /// The ad-hoc commands at the server's domain, in registration order.

@@ -16,7 +16,7 @@ use jabberwock_proto::{ns, reader, Element, Limits, Stanza, StanzaError};
 use jabberwock_storage::{ArchiveDelete, ArchiveQuery, NewArchiveItem, Quota, StorageError, UserRef};
 use jid::{BareJid, Jid};
 
-use super::{Available, Host, MessageHooks, Module, PresenceHooks};
+use super::{AccountReport, Available, Host, MessageHooks, Module, PresenceHooks};
 use crate::registry::{Receipt, SessionHandle};
 use crate::server::Server;
 use crate::stanzas::{random_id, xep0082};
@@ -36,7 +36,16 @@ pub struct Offline {
 impl Module for Offline {
     fn register(self: std::sync::Arc<Self>, host: &mut Host) {
         host.message_hooks(self.clone());
+        host.account_report(self.clone());
         host.presence_hooks(self);
+    }
+}
+
+#[async_trait]
+impl AccountReport for Offline {
+    async fn report(&self, server: &Server, account: UserRef<'_>) -> Vec<String> {
+        let held = server.store.archive_count(account, STORE).await.map_or_else(|e| format!("unknown ({e})"), |n| n.to_string());
+        vec![format!("messages waiting offline (XEP-0160): {held}")]
     }
 }
 
