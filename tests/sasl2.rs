@@ -209,13 +209,14 @@ async fn without_bind2_the_client_binds_as_after_sasl() {
     assert_eq!(iq.attr("type"), Some("result"));
 }
 
+/// The regular files under `dir` (not the control socket).
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             files.extend(files_under(&path));
-        } else {
+        } else if path.is_file() {
             files.push(path);
         }
     }
