@@ -32,6 +32,14 @@ enum Command {
     Deluser { jid: String },
     /// Check the configuration and explain any error.
     CheckConfig,
+    /// Copy everything from one storage URL into another, empty one (such as from
+    /// `sqlite://…` to `postgres://…`). Stop the server first.
+    MigrateStorage {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -74,6 +82,7 @@ pub fn main() -> ExitCode {
                 println!("password changed for {user}@{host}");
                 Ok(())
             }
+            Command::MigrateStorage { from, to } => migrate_storage(&from, &to).await,
             Command::Deluser { jid } => {
                 let (store, host, user) = open_for(&config, &jid).await?;
                 accounts::delete(&store, &host, &user).await.map_err(|e| e.to_string())?;
@@ -111,6 +120,54 @@ async fn wait_for_signal() {
     }
 }
 
+/// Copies every account and store from `from` into `to`, which must hold nothing yet: a
+/// copy merged into existing data could not be told apart from it.
+async fn migrate_storage(from_url: &str, to_url: &str) -> Result<(), String> {
+    use jabberwock_storage::{copy_all, ExportCursor, RecordKind};
+    if from_url == to_url {
+        return Err("--from and --to name the same storage".into());
+    }
+    let (from_shown, to_shown) = (without_password(from_url), without_password(to_url));
+    let (from, to) = (from_shown.as_str(), to_shown.as_str());
+    let source = Store::open(from_url).await.map_err(|e| format!("{from}: {e}"))?;
+    let target = Store::open(to_url).await.map_err(|e| format!("{to}: {e}"))?;
+    for kind in RecordKind::ALL {
+        if !target.export(kind, &ExportCursor::default(), 1).await.map_err(|e| e.to_string())?.is_empty() {
+            return Err(format!("{to} is not empty: migrate-storage copies into an empty database only"));
+        }
+    }
+    let mut pages = 0u64;
+    let counts = copy_all(&source, &target, |c| {
+        pages += 1;
+        if pages % 100 == 0 {
+            eprintln!("copied so far: {} accounts, {} keyval, {} map, {} archive rows", c.accounts, c.keyval, c.map, c.archive);
+        }
+    })
+    .await
+    .map_err(|e| format!("copy failed (rows copied so far stay in {to}): {e}"))?;
+    source.close().await;
+    target.close().await;
+    println!(
+        "copied {} accounts, {} keyval, {} map and {} archive rows from {from} to {to}",
+        counts.accounts, counts.keyval, counts.map, counts.archive
+    );
+    Ok(())
+}
+
+/// A storage URL fit to print: a password in it (`postgres://user:secret@host/db`) is
+/// replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***{}", &rest[userinfo.len()..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Splits `user@domain` and checks the domain is served.
 async fn open_for(config: &Config, jid: &str) -> Result<(Store, String, String), String> {
     let bare = jid::BareJid::new(jid).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
@@ -137,4 +194,15 @@ fn password_arg(given: Option<String>) -> Result<String, String> {
         return Err("no password given".into());
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printed_urls_hide_passwords() {
+        use super::without_password as shown;
+        assert_eq!(shown("postgres://jw:s3cr@t@db.example:5432/jw"), "postgres://jw:***@db.example:5432/jw");
+        assert_eq!(shown("postgres://jw@db.example/jw"), "postgres://jw@db.example/jw");
+        assert_eq!(shown("sqlite:///var/lib/a@b:c/j.db"), "sqlite:///var/lib/a@b:c/j.db");
+    }
 }
