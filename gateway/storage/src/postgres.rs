@@ -345,14 +345,21 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
-        let mut conn = self.pool.acquire().await?;
+    /// The statement that reads a query's page (see [`PgStore::archive_query`]), after
+    /// `prefix`; and whether it reads backwards.
+    async fn page_statement<'q>(
+        conn: &mut PgConnection,
+        prefix: &str,
+        u: UserRef<'q>,
+        store: &'q str,
+        q: &ArchiveQuery<'q>,
+    ) -> Result<(QueryBuilder<'q, Postgres>, bool)> {
         let after = match q.after_id {
-            Some(id) => Some(seq_of(&mut conn, u, store, id).await?),
+            Some(id) => Some(seq_of(&mut *conn, u, store, id).await?),
             None => None,
         };
         let before = match q.before_id {
-            Some(id) => Some(seq_of(&mut conn, u, store, id).await?),
+            Some(id) => Some(seq_of(&mut *conn, u, store, id).await?),
             None => None,
         };
         // Paging before an item, like asking for the last page, reads backwards from the end.
@@ -363,7 +370,8 @@ impl PgStore {
         // limit (which tells whether it is complete). With a byte bound, a running total
         // of payload sizes (octet_length reads no payload) leaves out every payload past
         // the bound but the first: such rows end the page, and are never sent over.
-        let mut sql = QueryBuilder::<Postgres>::new("SELECT id, stamp_us, with_jid, ");
+        let mut sql = QueryBuilder::<Postgres>::new(prefix);
+        sql.push("SELECT id, stamp_us, with_jid, ");
         match q.max_bytes {
             Some(max) => {
                 let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -401,6 +409,22 @@ impl PgStore {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
             sql.push(" LIMIT ").push_bind(limit);
         }
+        Ok((sql, backward))
+    }
+
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the statement that reads the query's page: the
+    /// plans in bench/README.md come from here, so they are those of the real statement.
+    #[doc(hidden)]
+    pub async fn explain_archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<String> {
+        let mut conn = self.pool.acquire().await?;
+        let (mut sql, _) = Self::page_statement(&mut conn, "EXPLAIN (ANALYZE, BUFFERS) ", u, store, q).await?;
+        let lines: Vec<String> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
+        Ok(lines.join("\n"))
+    }
+
+    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
+        let mut conn = self.pool.acquire().await?;
+        let (mut sql, backward) = Self::page_statement(&mut conn, "", u, store, q).await?;
         let rows: Vec<(String, i64, String, Option<Vec<u8>>)> = sql.build_query_as().fetch_all(&mut *conn).await?;
 
         let mut complete = true;
