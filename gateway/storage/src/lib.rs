@@ -157,13 +157,14 @@ impl RecordKind {
     pub const ALL: [RecordKind; 4] = [RecordKind::Account, RecordKind::Keyval, RecordKind::Map, RecordKind::Archive];
 }
 
-/// Where [`Store::export`] resumes: after this row's key, in key order. Every table but
-/// the archive is ordered by its primary key; the archive by seq, so that items keep their
-/// order.
+/// Where [`Store::export`] resumes: after this row's key, in key order. Every table is
+/// ordered by its key; the archive's is (host, user, store, seq), so that each store's
+/// items keep their order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExportCursor {
     /// (host, user, store, key), as far as the table's key goes; empty strings sort first.
     pub key: [String; 4],
+    /// The archive's seq, after its (host, user, store).
     pub seq: i64,
 }
 
@@ -216,7 +217,7 @@ impl Record {
             Record::Account { host, user, .. } => ExportCursor { key: s(&[host, user]), seq: 0 },
             Record::Keyval { host, user, store, .. } => ExportCursor { key: s(&[host, user, store]), seq: 0 },
             Record::Map { host, user, store, key, .. } => ExportCursor { key: s(&[host, user, store, key]), seq: 0 },
-            Record::Archive { seq, .. } => ExportCursor { key: Default::default(), seq: *seq },
+            Record::Archive { seq, item } => ExportCursor { key: s(&[&item.host, &item.user, &item.store]), seq: *seq },
         }
     }
 }
@@ -236,7 +237,7 @@ const COPY_PAGE: usize = 1000;
 
 /// Copies every row of `from` into `to` (which should be empty): accounts with their
 /// creation times, and every keyval, map and archive store of every owner, including
-/// owners that are not accounts (rooms, services). Archive items keep their relative
+/// owners that are not accounts (rooms, services). Each archive store's items keep their
 /// order. `progress` is told the counts after each page. Each page is one transaction in
 /// `to`, so a copy that fails part-way leaves whole pages; it fails on a row that exists
 /// in `to` already rather than overwrite it.

@@ -749,8 +749,12 @@ impl SqliteStore {
             .bind(key)
             .bind(limit),
             RecordKind::Archive => sqlx::query(
-                "SELECT seq, host, username, store, id, stamp_us, with_jid, payload FROM archive WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, host, username, store, id, stamp_us, with_jid, payload FROM archive INDEXED BY archive_by_owner \
+                 WHERE (host, username, store, seq) > (?, ?, ?, ?) ORDER BY host, username, store, seq LIMIT ?",
             )
+            .bind(host)
+            .bind(user)
+            .bind(store)
             .bind(after.seq)
             .bind(limit),
         }

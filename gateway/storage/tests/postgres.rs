@@ -235,7 +235,7 @@ async fn roster_writes_from_two_servers() {
 }
 
 /// Every row of a populated SQLite database arrives, in order, through [`copy_all`]; a
-/// second copy into the same database refuses to overwrite.
+/// second copy into the same database refuses to overwrite; copying back gives the same rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_from_sqlite() {
     let Some(db) = TestDb::new("copy_from_sqlite") else { return };
@@ -275,6 +275,14 @@ async fn copy_from_sqlite() {
     assert_eq!(page.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["2502", "2501"], "order is kept");
 
     assert!(matches!(copy_all(&sqlite, &pg, |_| {}).await, Err(StorageError::AlreadyExists)));
+
+    // And back, into a new SQLite file.
+    let back = Store::open(&format!("sqlite://{}", dir.path().join("back.sqlite").display())).await.unwrap();
+    assert_eq!(copy_all(&pg, &back, |_| {}).await.expect("copy back"), counts);
+    for kind in RecordKind::ALL {
+        assert_eq!(all_rows(&sqlite, kind).await, all_rows(&back, kind).await, "{kind:?} rows differ after the round trip");
+    }
+    back.close().await;
     sqlite.close().await;
     pg.close().await;
     db.drop().await;
@@ -293,4 +301,90 @@ async fn all_rows(store: &Store, kind: RecordKind) -> Vec<Record> {
             r => r,
         }));
     }
+}
+
+/// The archive at a million rows: how fast batched appends fill it, and the plan and time
+/// of each kind of MAM query on it (bench/README.md, "PostgreSQL"). Run with
+/// `cargo test --release -p jabberwock-storage --test postgres -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: fills a million-row archive (about 1 GB) and prints query plans"]
+async fn explain_a_million_row_archive() {
+    use std::time::Instant;
+    // alice holds a sixth of the rows, talking with 50 peers, and has been quiet for the
+    // last fifth of them; 800 others share the rest.
+    const ROWS: i64 = 1_000_000;
+    const ALICE_UNTIL: i64 = ROWS * 4 / 5;
+    const BATCH: i64 = 1_000;
+    const PEERS: i64 = 50;
+    const START_US: i64 = 1_700_000_000_000_000;
+    // One message a minute across the whole server.
+    const STEP_US: i64 = 60_000_000;
+    let Some(db) = TestDb::new("explain_a_million_row_archive") else { return };
+    let store = db.open().await;
+    let Store::Postgres(pg) = &store else { unreachable!("a postgres:// URL") };
+    let payload = vec![b'x'; 400];
+    let filled = Instant::now();
+    for batch in 0..ROWS / BATCH {
+        let items: Vec<ArchiveAppend> = (0..BATCH)
+            .map(|i| {
+                let n = batch * BATCH + i;
+                let user = if n % 5 == 0 && n < ALICE_UNTIL { "alice".to_owned() } else { format!("user{}", n % 800) };
+                ArchiveAppend {
+                    host: "example.org".into(),
+                    user,
+                    store: "mam".into(),
+                    id: format!("id-{n}"),
+                    stamp_us: START_US + n * STEP_US,
+                    with: format!("peer{}@example.net", n % (PEERS * 5) / 5),
+                    payload: payload.clone(),
+                }
+            })
+            .collect();
+        store.archive_append_batch(&items).await.unwrap();
+    }
+    let fill = filled.elapsed();
+    println!("batched appends: {ROWS} rows in {fill:.1?} ({:.0} rows/s, {BATCH} per batch)", ROWS as f64 / fill.as_secs_f64());
+    let single = Instant::now();
+    for n in 0..1000 {
+        store.archive_append(ALICE, "single", message(&format!("s{n}")), Some(Quota::items(10_000))).await.unwrap();
+    }
+    println!("single appends with a quota check: {:.0} rows/s", 1000.0 / single.elapsed().as_secs_f64());
+    // As autovacuum would after a bulk load: statistics, and the visibility map that lets
+    // index-only scans skip the table.
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("VACUUM ANALYZE archive").execute(&admin).await.unwrap();
+    admin.close().await;
+
+    let u = UserRef { host: "example.org", user: "alice" };
+    let middle = format!("id-{}", ROWS / 2);
+    let day = 86_400_000_000;
+    let queries: Vec<(&str, ArchiveQuery)> = vec![
+        ("last page (a client opening a chat)", ArchiveQuery { last_page: true, limit: Some(50), ..Default::default() }),
+        ("first page", ArchiveQuery { limit: Some(50), ..Default::default() }),
+        ("with, last page", ArchiveQuery { with: Some("peer7@example.net"), last_page: true, limit: Some(50), ..Default::default() }),
+        ("start/end: one day in the middle", ArchiveQuery { start_us: Some(START_US + ROWS / 2 * STEP_US), end_us: Some(START_US + ROWS / 2 * STEP_US + day), limit: Some(50), ..Default::default() }),
+        ("start: everything since a day before her last message", ArchiveQuery { start_us: Some(START_US + ALICE_UNTIL * STEP_US - day), limit: Some(50), ..Default::default() }),
+        ("RSM after an item in the middle", ArchiveQuery { after_id: Some(&middle), limit: Some(50), ..Default::default() }),
+        ("RSM before an item in the middle", ArchiveQuery { before_id: Some(&middle), limit: Some(50), ..Default::default() }),
+        ("with + after", ArchiveQuery { with: Some("peer7@example.net"), after_id: Some(&middle), limit: Some(50), ..Default::default() }),
+        ("last page within 64 KiB", ArchiveQuery { last_page: true, limit: Some(500), max_bytes: Some(65_536), ..Default::default() }),
+    ];
+    // A user with a thousandth of the rows, spread over the whole archive.
+    let small = UserRef { host: "example.org", user: "user42" };
+    let small_queries: Vec<(&str, ArchiveQuery)> = vec![
+        ("another user (1000 rows): last page", ArchiveQuery { last_page: true, limit: Some(50), ..Default::default() }),
+        ("another user: start, first page", ArchiveQuery { start_us: Some(START_US + ROWS / 2 * STEP_US), limit: Some(50), ..Default::default() }),
+    ];
+    let all = queries.iter().map(|(w, q)| (u, w, q)).chain(small_queries.iter().map(|(w, q)| (small, w, q)));
+    for (u, what, q) in all {
+        let plan = pg.explain_archive_query(u, "mam", q).await.unwrap();
+        let runs = 200;
+        let timed = Instant::now();
+        for _ in 0..runs {
+            store.archive_query(u, "mam", q).await.unwrap();
+        }
+        println!("\n### {what}: {:.2?} per query through archive_query\n{plan}", timed.elapsed() / runs);
+    }
+    store.close().await;
+    db.drop().await;
 }

@@ -33,8 +33,14 @@ CREATE TABLE map (
 -- when a row is inserted, not when it commits: appends to one owner's store are
 -- serialized by an advisory lock (see src/postgres.rs), so that within a store seqs
 -- become visible in increasing order and paging "after" an item misses nothing.
+--
+-- The primary key leads with the owner, and no index orders by seq alone: a page is then
+-- always read by walking its owner's entries. With an index on seq alone, the planner
+-- reads a busy account's last page by walking the whole server's newest items backwards,
+-- which is fast only while the account keeps talking; after a quiet month it walks the
+-- month.
 CREATE TABLE archive (
-    seq      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq      BIGINT GENERATED ALWAYS AS IDENTITY,
     host     TEXT COLLATE "C" NOT NULL,
     username TEXT COLLATE "C" NOT NULL,
     store    TEXT COLLATE "C" NOT NULL,
@@ -43,14 +49,16 @@ CREATE TABLE archive (
     stamp_us BIGINT NOT NULL,
     with_jid TEXT COLLATE "C" NOT NULL,
     payload  BYTEA  NOT NULL,
+    -- Paging in insertion order (RSM after/before, the last page), counting, quotas,
+    -- keeping the newest items. stamp_us and with_jid ride along so that a page's seqs
+    -- are picked from this index alone (an index-only scan), start/end and with filters
+    -- checked on its entries: when the planner misjudges how many of an account's items
+    -- a start/end range holds, the walk costs index entries, not a table read per item.
+    PRIMARY KEY (host, username, store, seq) INCLUDE (stamp_us, with_jid),
     -- Also serves id -> seq lookups for after/before paging and deletion by id.
     UNIQUE (host, username, store, id)
 );
 
--- Paging in insertion order (RSM after/before, the last page), counting, quotas, keeping
--- the newest items. stamp_us and with_jid ride along so that start/end and with filters
--- on a page are checked in the index.
-CREATE INDEX archive_by_owner ON archive (host, username, store, seq) INCLUDE (stamp_us, with_jid);
 -- Paging filtered by the other party: only that conversation's entries are walked.
 CREATE INDEX archive_by_with ON archive (host, username, store, with_jid, seq);
 -- Narrow start/end ranges in a long archive, and per-user retention.
