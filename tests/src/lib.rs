@@ -624,10 +624,10 @@ impl ServerProcess {
     /// Only the client port must be known in advance; the other listeners take any port.
     fn write_config(&self) {
         let text = format!(
-            "data_dir = {dir:?}\nlog = 'warn'\n{storage}[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
+            "data_dir = {dir:?}\nlog = 'warn'\nstorage = '{storage}'\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
              [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n{tables}\n",
             dir = self.dir.display().to_string(),
-            storage = format!("storage = '{}'\n", self.storage_url()),
+            storage = self.storage_url(),
             c2s = self.c2s,
             tables = self.tables,
         );

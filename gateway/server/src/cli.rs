@@ -139,7 +139,7 @@ async fn migrate_storage(from_url: &str, to_url: &str) -> Result<(), String> {
     let mut pages = 0u64;
     let counts = copy_all(&source, &target, |c| {
         pages += 1;
-        if pages % 100 == 0 {
+        if pages.is_multiple_of(100) {
             eprintln!("copied so far: {} accounts, {} keyval, {} map, {} archive rows", c.accounts, c.keyval, c.map, c.archive);
         }
     })
