@@ -748,19 +748,42 @@ impl SqliteStore {
             .bind(store)
             .bind(key)
             .bind(limit),
-            RecordKind::Archive => sqlx::query(
-                "SELECT seq, host, username, store, id, stamp_us, with_jid, payload FROM archive INDEXED BY archive_by_owner \
-                 WHERE (host, username, store, seq) > (?, ?, ?, ?) ORDER BY host, username, store, seq LIMIT ?",
-            )
-            .bind(host)
-            .bind(user)
-            .bind(store)
-            .bind(after.seq)
-            .bind(limit),
+            RecordKind::Archive => return self.export_archive(after, limit).await,
         }
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(|row| Record::from_row(kind, row)).collect()
+    }
+
+    /// The archive in (host, user, store, seq) order. SQLite's row-value comparison does
+    /// not reach the index's seq column (the rowid), and would scan the cursor's store from
+    /// its start on every page: the rest of that store and the stores after it are two
+    /// range searches instead, in one read transaction.
+    async fn export_archive(&self, after: &ExportCursor, limit: i64) -> Result<Vec<Record>> {
+        const SELECT: &str = "SELECT seq, host, username, store, id, stamp_us, with_jid, payload FROM archive INDEXED BY archive_by_owner";
+        let [host, user, store, _] = &after.key;
+        let mut tx = self.readers.begin().await?;
+        let mut rows = sqlx::query(&format!("{SELECT} WHERE host = ? AND username = ? AND store = ? AND seq > ? ORDER BY seq LIMIT ?"))
+            .bind(host)
+            .bind(user)
+            .bind(store)
+            .bind(after.seq)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let rest = limit - rows.len() as i64;
+        if rest > 0 {
+            let next = sqlx::query(&format!("{SELECT} WHERE (host, username, store) > (?, ?, ?) ORDER BY host, username, store, seq LIMIT ?"))
+                .bind(host)
+                .bind(user)
+                .bind(store)
+                .bind(rest)
+                .fetch_all(&mut *tx)
+                .await?;
+            rows.extend(next);
+        }
+        tx.commit().await?;
+        rows.iter().map(|row| Record::from_row(RecordKind::Archive, row)).collect()
     }
 
     pub async fn import(&self, records: &[Record]) -> Result<()> {

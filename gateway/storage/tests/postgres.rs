@@ -264,10 +264,17 @@ async fn copy_from_sqlite() {
         .collect();
     sqlite.archive_append_batch(&items).await.unwrap();
     sqlite.kv_set(room, "muc_config", Some(b"<x/>")).await.unwrap();
+    // Archives of other owners, before and after the room's in key order, so that pages
+    // run from one store into the next.
+    for (host, user) in [("a.example", "u0001"), ("zz.example", "late")] {
+        for n in 0..700 {
+            sqlite.archive_append(UserRef { host, user }, "mam", NewArchiveItem { id: &format!("{n}"), stamp_us: n, with: "x@example.org", payload: b"m" }, None).await.unwrap();
+        }
+    }
 
     let pg = db.open().await;
     let counts = copy_all(&sqlite, &pg, |_| {}).await.expect("copy");
-    assert_eq!((counts.accounts, counts.keyval, counts.map, counts.archive), (1500, 1501, 1500, 2500));
+    assert_eq!((counts.accounts, counts.keyval, counts.map, counts.archive), (1500, 1501, 1500, 3900));
     for kind in RecordKind::ALL {
         assert_eq!(all_rows(&sqlite, kind).await, all_rows(&pg, kind).await, "{kind:?} rows differ");
     }
