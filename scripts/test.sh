@@ -56,6 +56,7 @@ stage() {
 
 stage "setup test environment" scripts/setup-test-env.sh
 stage "setup JS environment (npm, Chromium)" scripts/setup-js-env.sh
+stage "web client: the embedded build matches its sources" scripts/build-web-client.sh --check-published
 stage "build the web client (wasm toolchain, trunk)" scripts/build-web-client.sh
 stage "cargo build -p jabberwock" cargo build -p jabberwock
 stage "cargo test --workspace" cargo test --workspace

@@ -121,6 +121,43 @@ async fn the_web_client_runs_its_own_scripts_and_wasm_and_nothing_else() {
     assert_eq!(directive(policy, "script-src"), ["'self'", "'wasm-unsafe-eval'", &sha256_source(rebuilt)], "{policy}");
 }
 
+/// The server brings the client published in `static/web-client/` inside its binary: with
+/// no `web_root` and no local build, that is what `/` serves.
+#[tokio::test]
+async fn the_embedded_client_is_served_without_a_build_on_disk() {
+    let published = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/web-client");
+    let files: Vec<String> =
+        std::fs::read_dir(&published).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let wasm = files.iter().find(|f| f.ends_with("_bg.wasm")).expect("a published module");
+    let size = |name: &str| std::fs::metadata(published.join(name)).unwrap().len().to_string();
+
+    let server = TestServer::start_with_tables("", "").await;
+    for path in ["/", "/index.html", "/a/client/route"] {
+        let (status, page) = plain(server.http, &get(path)).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.contains(wasm.as_str()), "{path} does not load {wasm}: {page}");
+        assert_eq!(header(&page, "cache-control"), Some("no-cache"), "{path}");
+        let policy = header(&page, "content-security-policy").unwrap();
+        assert_eq!(directive(policy, "script-src").len(), 3, "the loader's hash is allowed: {policy}");
+    }
+
+    let (status, raw) = plain(server.http, &get(&format!("/{wasm}"))).await;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(header(&raw, "content-type"), Some("application/wasm"));
+    assert_eq!(header(&raw, "content-encoding"), None);
+    assert_eq!(header(&raw, "content-length"), Some(size(wasm).as_str()));
+    assert_eq!(header(&raw, "cache-control"), Some("public, max-age=31536000, immutable"));
+
+    let (status, gzipped) = plain(server.http, &format!("{}\r\nAccept-Encoding: br, gzip", get(&format!("/{wasm}")))).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&gzipped, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&gzipped, "content-length"), Some(size(&format!("{wasm}.gz")).as_str()));
+    assert_eq!(header(&gzipped, "content-type"), Some("application/wasm"));
+
+    let (status, _) = plain(server.http, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0").await;
+    assert_eq!(status, 405);
+}
+
 #[tokio::test]
 async fn sites_allowed_to_embed_the_client_are_its_only_other_frame_ancestors() {
     let (server, _web) = with_client("embed_origins = ['https://shop.example.org']").await;

@@ -9,6 +9,7 @@ use jabberwock_storage::Store;
 
 use crate::accounts;
 use crate::config::Config;
+use crate::control::{self, Request};
 
 #[derive(Parser)]
 #[command(name = "jabberwock", version, about = "An XMPP server")]
@@ -32,6 +33,32 @@ enum Command {
     Deluser { jid: String },
     /// Check the configuration and explain any error.
     CheckConfig,
+    /// The running server: uptime, sessions, storage.
+    Status,
+    /// The running server's sessions, or one user's.
+    Sessions { user: Option<String> },
+    /// End a session (user@domain/resource) or all of a user's (user@domain).
+    Kick {
+        jid: String,
+        /// The text of the stream error the client is shown.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a message to every online user (of one domain with --domain).
+    Announce {
+        text: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Reload the running server's certificates (as SIGHUP does).
+    Reload,
+    /// List the accounts (of one domain).
+    Users { domain: Option<String> },
+    /// One account: whether it exists, its sessions.
+    User { jid: String },
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Copy everything from one storage URL into another, empty one (such as from
     /// `sqlite://…` to `postgres://…`). Stop the server first.
     MigrateStorage {
@@ -40,6 +67,13 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Copy each served domain's certificate and key from an ACME client's directory
+    /// (certbot's /etc/letsencrypt or its live/) into the data directory; then reload.
+    Import { dir: PathBuf },
 }
 
 pub fn main() -> ExitCode {
@@ -59,12 +93,49 @@ pub fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::CheckConfig => {
+                let problems = crate::tls::check_configured(&config, crate::server::CERTIFICATE_WARNING).map_err(|e| e.to_string())?;
+                for problem in &problems {
+                    eprintln!("warning: {problem}");
+                }
                 println!("configuration is valid; serving {}", config.domains.join(", "));
                 Ok(())
             }
+            Command::Cert(CertCommand::Import { dir }) => {
+                let report = crate::tls::import(&config, &dir).map_err(|e| e.to_string())?;
+                for line in &report {
+                    println!("{line}");
+                }
+                println!("a running server uses them after a reload (SIGHUP)");
+                Ok(())
+            }
+            Command::Status => on_running_server(&config, Request::Status).await,
+            Command::Sessions { user } => on_running_server(&config, Request::Sessions { user }).await,
+            Command::Kick { jid, reason } => on_running_server(&config, Request::Kick { jid, reason }).await,
+            Command::Announce { text, domain } => on_running_server(&config, Request::Announce { text, domain }).await,
+            Command::Reload => on_running_server(&config, Request::Reload).await,
+            Command::Users { domain } => match on_server(&config, Request::Users { domain: domain.clone() }).await {
+                Some(done) => done,
+                None => {
+                    let store = Store::open(&config.storage_url()).await.map_err(|e| e.to_string())?;
+                    for host in config.domains.iter().filter(|d| domain.as_ref().is_none_or(|want| want.eq_ignore_ascii_case(d))) {
+                        for user in store.list_accounts(host).await.map_err(|e| e.to_string())? {
+                            println!("{user}@{host}");
+                        }
+                    }
+                    store.close().await;
+                    Ok(())
+                }
+            },
+            Command::User { jid } => on_running_server(&config, Request::User { jid }).await,
+            // The account commands go through a running server, which also ends the
+            // sessions a password change or a deletion concerns; without one they open
+            // the database themselves.
             Command::Adduser { jid, password } => {
-                let (store, host, user) = open_for(&config, &jid).await?;
                 let password = password_arg(password)?;
+                if let Some(done) = on_server(&config, Request::Adduser { jid: jid.clone(), password: password.clone() }).await {
+                    return done;
+                }
+                let (store, host, user) = open_for(&config, &jid).await?;
                 let user = accounts::create(&store, &host, &user, &password, config.auth.scram_iterations)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -73,8 +144,11 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Passwd { jid, password } => {
-                let (store, host, user) = open_for(&config, &jid).await?;
                 let password = password_arg(password)?;
+                if let Some(done) = on_server(&config, Request::Passwd { jid: jid.clone(), password: password.clone() }).await {
+                    return done;
+                }
+                let (store, host, user) = open_for(&config, &jid).await?;
                 accounts::set_password(&store, &host, &user, &password, config.auth.scram_iterations)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -84,6 +158,9 @@ pub fn main() -> ExitCode {
             }
             Command::MigrateStorage { from, to } => migrate_storage(&from, &to).await,
             Command::Deluser { jid } => {
+                if let Some(done) = on_server(&config, Request::Deluser { jid: jid.clone() }).await {
+                    return done;
+                }
                 let (store, host, user) = open_for(&config, &jid).await?;
                 accounts::delete(&store, &host, &user).await.map_err(|e| e.to_string())?;
                 store.close().await;
@@ -104,19 +181,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Serves until SIGINT or SIGTERM; SIGHUP reloads the certificates.
 async fn serve(config: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before listening: SIGHUP's default action would end the process.
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let running = crate::server::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    // systemd's Type=notify: every listener is bound (a no-op without NOTIFY_SOCKET).
+    notify_service_manager(sd_notify::NotifyState::Ready);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => {
+                if let Err(e) = running.server.reload_certificates() {
+                    tracing::error!(error = %e, "certificates not reloaded; the ones in use stay");
+                }
+            }
+        }
+    }
+    notify_service_manager(sd_notify::NotifyState::Stopping);
     running.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "could not notify the service manager");
     }
 }
 
@@ -166,6 +258,27 @@ fn without_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Runs `request` on the running server and prints its answer; `None` when no server
+/// listens on the control socket.
+async fn on_server(config: &Config, request: Request) -> Option<Result<(), String>> {
+    let answer = control::request(&config.control_socket_path(), &request).await?;
+    Some(answer.and_then(|response| {
+        if !response.ok {
+            return Err(response.lines.join("; "));
+        }
+        for line in &response.lines {
+            println!("{line}");
+        }
+        Ok(())
+    }))
+}
+
+/// As [`on_server`], for the commands that need a running server.
+async fn on_running_server(config: &Config, request: Request) -> Result<(), String> {
+    let path = config.control_socket_path();
+    on_server(config, request).await.unwrap_or_else(|| Err(format!("no server is running with control socket {}", path.display())))
 }
 
 /// Splits `user@domain` and checks the domain is served.

@@ -48,6 +48,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data_dir>/jabberwock.db`.
     pub storage: Option<String>,
+    /// The Unix socket the admin commands reach the running server by (mode 0600);
+    /// defaults to `<data_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
     /// XEP-0077 in-band registration of new accounts.
     pub allow_registration: bool,
     /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
@@ -105,8 +108,9 @@ pub struct HttpConfig {
     pub hsts_max_age_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// The built web client. Default: `web-client/dist` when it exists; otherwise a page
-    /// explaining how to build it is served.
+    /// A directory holding the built web client, served in place of the one embedded in
+    /// the binary. Default: `web-client/dist` when it exists (a local build), otherwise
+    /// the embedded one.
     pub web_root: Option<PathBuf>,
     /// A BOSH session with no request for this long ends (XEP-0124 `inactivity`).
     pub bosh_inactivity_secs: u64,
@@ -476,6 +480,7 @@ impl Default for Config {
             domains: vec!["localhost".to_owned()],
             data_dir: PathBuf::from("data"),
             storage: None,
+            control_socket: None,
             allow_registration: false,
             log: "info".to_owned(),
             listen: Listen::default(),
@@ -845,6 +850,15 @@ impl Config {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
         Ok(())
+    }
+
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| self.data_dir.join("control.sock"))
+    }
+
+    /// The storage engine, for status output (the URL may hold a password).
+    pub fn storage_kind(&self) -> String {
+        self.storage_url().split("://").next().unwrap_or_default().to_owned()
     }
 
     pub fn storage_url(&self) -> String {

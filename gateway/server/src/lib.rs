@@ -15,6 +15,7 @@ pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod im;
 pub mod modules;

@@ -280,6 +280,12 @@ impl SessionRegistry {
         let users = self.users.read().expect("registry lock");
         users.get(bare).cloned().unwrap_or_default()
     }
+
+    /// Every account with a bound resource, and its resources: a copy, for administration.
+    pub fn all(&self) -> Vec<(String, Vec<Resource>)> {
+        let users = self.users.read().expect("registry lock");
+        users.iter().map(|(bare, list)| (bare.clone(), list.clone())).collect()
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jabberwock_proto::StreamError;
 use jabberwock_storage::{StorageError, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::modules::Modules;
-use crate::registry::SessionRegistry;
+use crate::registry::{Routed, SessionRegistry};
 use crate::routing::IqRequests;
 use crate::session::Throttle;
 use crate::tls::{Tls, TlsError};
@@ -28,7 +29,15 @@ pub enum StartError {
     S2s(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("control socket: {0}")]
+    Control(#[from] crate::control::ControlError),
 }
+
+/// How long before a certificate expires the server starts warning about it.
+pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// How often a running server looks at its certificates' expiry again.
+const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 
 /// Account locks are striped: enough to keep unrelated accounts apart, with no table to
 /// clean up. Code never holds two at once, so two accounts sharing a stripe cannot deadlock.
@@ -107,6 +116,38 @@ impl Server {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// Closes the streams of the account's resources that `which` picks, with `error`;
+    /// returns those resources.
+    pub fn end_sessions(&self, bare: &str, which: impl Fn(&str) -> bool, error: impl Fn() -> StreamError) -> Vec<String> {
+        let mut ended = Vec::new();
+        for r in self.sessions.resources(bare).into_iter().filter(|r| which(&r.resource)) {
+            r.handle.send(Routed::Close(error()));
+            ended.push(r.resource);
+        }
+        ended
+    }
+
+    /// Reads the certificates again for new connections (SIGHUP, `jabberwock reload`);
+    /// established connections keep theirs. On an error the ones in use stay.
+    pub fn reload_certificates(&self) -> Result<(), TlsError> {
+        self.tls.reload(&self.config)?;
+        tracing::info!("certificates reloaded");
+        self.warn_about_certificates();
+        Ok(())
+    }
+
+    /// Logs what an operator should fix in the certificates: near expiry, or not covering a
+    /// served domain or one of its services.
+    pub fn warn_about_certificates(&self) {
+        let names = self.config.domains.iter().map(|d| {
+            let services = self.modules.services_of(d).map(|(service, _)| service);
+            (d.as_str(), std::iter::once(d.as_str()).chain(services).collect())
+        });
+        for problem in self.tls.problems(names, CERTIFICATE_WARNING) {
+            tracing::warn!("{problem}");
+        }
+    }
 }
 
 pub struct ConnectionGuard(Arc<Server>);
@@ -148,6 +189,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
     // Before anyone can sign in: what sessions parked at the last stop held goes offline.
     crate::session::journal::recover(&server).await;
+    server.warn_about_certificates();
+    crate::control::listen(server.clone()).await?;
+    let watched = Arc::downgrade(&server);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL).await;
+            let Some(server) = watched.upgrade() else { return };
+            server.warn_about_certificates();
+        }
+    });
     let mut running = Running {
         server: server.clone(),
         c2s: Vec::new(),

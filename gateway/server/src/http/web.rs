@@ -1,13 +1,21 @@
 //! The web client's files at `/`: hashed assets are cached forever, `index.html` never.
+//!
+//! They come from a directory when there is one to serve (`http.web_root`, or a client
+//! built locally into `web-client/dist`), and otherwise from the build embedded in the
+//! binary: `static/web-client/`, published from the client's sources by
+//! `scripts/build-web-client.sh --publish`, so that the server brings its web client
+//! without the wasm toolchain.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use rust_embed::RustEmbed;
 use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -16,60 +24,139 @@ use super::security::{inline_script_hashes, ContentSecurityPolicy};
 use crate::config::Config;
 use crate::server::Server;
 
-const BUILT_CLIENT: &str = "web-client/dist";
+const LOCAL_BUILD: &str = "web-client/dist";
+
+/// The published client, compiled into the binary.
+#[derive(RustEmbed)]
+#[folder = "../../static/web-client"]
+struct EmbeddedClient;
+
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
 pub fn routes(config: &Config) -> Router<Arc<Server>> {
+    let policy = ContentSecurityPolicy::new(&config.http.embed_origins);
     let root = config.http.web_root.clone().or_else(|| {
-        let default = PathBuf::from(BUILT_CLIENT);
-        default.join("index.html").exists().then_some(default)
+        let local = PathBuf::from(LOCAL_BUILD);
+        local.join("index.html").exists().then_some(local)
     });
-    let Some(root) = root else {
-        return Router::new().route("/", get(|| async { Html(PLACEHOLDER) }));
-    };
+    match root {
+        Some(root) => directory_routes(root, policy),
+        None => embedded_routes(policy),
+    }
+}
+
+/// A client on disk, read at each request so that a rebuilt client is served at once.
+fn directory_routes(root: PathBuf, policy: ContentSecurityPolicy) -> Router<Arc<Server>> {
+    let page = Arc::new((root.join("index.html"), policy));
     // trunk names every asset by its content hash; only index.html changes in place, and
     // it is also the answer for any client-side route.
-    let page =
-        Arc::new(IndexPage { path: root.join("index.html"), policy: ContentSecurityPolicy::new(&config.http.embed_origins) });
     let index = move || {
         let page = page.clone();
-        async move { page.serve().await }
+        async move {
+            let (path, policy) = &*page;
+            match tokio::fs::read_to_string(path).await {
+                Ok(html) => index_page(html.into_bytes().into(), policy),
+                Err(_) => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
     };
     let assets = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, IMMUTABLE))
         .service(ServeDir::new(&root).precompressed_gzip().fallback(index.clone().with_state(())));
     Router::new().route("/", get(index.clone())).route("/index.html", get(index)).fallback_service(assets)
 }
 
-/// The client's page, read at each request so that a rebuilt client is served at once,
-/// with the policy that lets its inline loader script (and no other) run.
-struct IndexPage {
-    path: PathBuf,
-    policy: ContentSecurityPolicy,
+fn embedded_routes(policy: ContentSecurityPolicy) -> Router<Arc<Server>> {
+    let index = EmbeddedClient::get("index.html").expect("static/web-client holds a published client").data;
+    let policy = Arc::new(policy);
+    let page = move || {
+        let (index, policy) = (index.clone(), policy.clone());
+        async move { index_page(index, &policy) }
+    };
+    let asset = move |uri: Uri, headers: HeaderMap| {
+        let page = page.clone();
+        async move {
+            let path = uri.path().trim_start_matches('/');
+            match EmbeddedClient::get(path) {
+                Some(file) if path != "index.html" => embedded_asset(path, file, &headers),
+                _ => page().await,
+            }
+        }
+    };
+    Router::new().fallback(get(asset))
 }
 
-impl IndexPage {
-    async fn serve(&self) -> Response {
-        let Ok(html) = tokio::fs::read_to_string(&self.path).await else { return StatusCode::NOT_FOUND.into_response() };
-        let headers = [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (header::CONTENT_SECURITY_POLICY, self.policy.header(&inline_script_hashes(&html))),
-        ];
-        (headers, html).into_response()
+/// An embedded asset, its gzip copy (published next to it) to browsers that take gzip.
+fn embedded_asset(path: &str, file: rust_embed::EmbeddedFile, request: &HeaderMap) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    let gzipped = accepts_gzip(request).then(|| EmbeddedClient::get(&format!("{path}.gz"))).flatten();
+    let body = match gzipped {
+        Some(gz) => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            gz.data
+        }
+        None => file.data,
+    };
+    (headers, body).into_response()
+}
+
+/// The media type of a published file, by the extensions trunk's output has (browsers
+/// compile a module streamed to them only as `application/wasm`).
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json" | "webmanifest") => "application/json",
+        _ => "application/octet-stream",
     }
 }
 
-const PLACEHOLDER: &str = "<!doctype html>
-<html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'>
-<title>Jabberwock</title></head>
-<body>
-<h1>Jabberwock is running</h1>
-<p>The web client has not been built on this server. Any XMPP client can connect now:
-use your JID (for example <code>alice@localhost</code>) and password.</p>
-<p>Browser clients can connect over WebSocket at <code>/xmpp-websocket</code>; the endpoints are
-listed at <a href='/.well-known/host-meta'>/.well-known/host-meta</a>.</p>
-</body></html>
-";
+/// Whether `Accept-Encoding` takes gzip (RFC 9110 §12.5.3: a q-value of 0 refuses it).
+fn accepts_gzip(request: &HeaderMap) -> bool {
+    request.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()) == Some(0.0));
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    })
+}
+
+/// The client's page, with the policy that lets its inline loader script (and no other) run.
+fn index_page(html: Cow<'static, [u8]>, policy: &ContentSecurityPolicy) -> Response {
+    let scripts = inline_script_hashes(&String::from_utf8_lossy(&html));
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::CONTENT_SECURITY_POLICY, policy.header(&scripts)),
+    ];
+    (headers, html).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused() {
+        assert!(accepts_gzip(&accept("gzip, deflate, br")));
+        assert!(accepts_gzip(&accept("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&accept("*")));
+        assert!(!accepts_gzip(&accept("gzip;q=0, br")));
+        assert!(!accepts_gzip(&accept("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+}

@@ -8,7 +8,6 @@ use jabberwock_proto::{ns, Element, Stanza, StanzaError, StreamError, StreamErro
 
 use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module, PreAuthHooks, StreamFeatures, StreamStage, Unauthenticated};
 use crate::accounts::{self, AccountError};
-use crate::registry::Routed;
 use crate::server::Server;
 use crate::stanzas::{error_reply, iq_result};
 
@@ -121,9 +120,9 @@ impl IqHandler for Register {
             tracing::info!(%user, %host, "account cancelled in-band");
             // The result goes out first (the requester's reply is written before its
             // mailbox is read); then every session of the account ends.
-            for r in cx.server.sessions.resources(own.as_str()) {
-                r.handle.send(Routed::Close(StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")));
-            }
+            cx.server.end_sessions(own.as_str(), |_| true, || {
+                StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")
+            });
             return Ok(None);
         }
         let (name, password) = credentials_of(payload)?;
@@ -135,9 +134,9 @@ impl IqHandler for Register {
             .map_err(account_error)?;
         // Whoever signed in with the old password is out; the session that changed it stays.
         let changer = cx.from.resource().map(|r| r.as_str().to_owned());
-        for r in cx.server.sessions.resources(own.as_str()).into_iter().filter(|r| Some(&r.resource) != changer.as_ref()) {
-            r.handle.send(Routed::Close(StreamError::with_text(StreamErrorCondition::NotAuthorized, "the password changed")));
-        }
+        cx.server.end_sessions(own.as_str(), |r| changer.as_deref() != Some(r), || {
+            StreamError::with_text(StreamErrorCondition::NotAuthorized, "the password changed")
+        });
         tracing::info!(%user, %host, "password changed in-band");
         Ok(None)
     }
