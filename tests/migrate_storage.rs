@@ -112,8 +112,10 @@ async fn a_populated_database_moves_to_postgres_whole() {
     server.admin(&["adduser", "bob@localhost", "bob-pw"]).await;
     server.start().await;
     populate(&server).await;
-    server.stop().await;
     let source = server.storage_url();
+    let (ok, output) = server.cli(&["migrate-storage", "--from", &source, "--to", &target]).await;
+    assert!(!ok && output.contains("stop it first"), "copying from a running server's storage: {output}");
+    server.stop().await;
 
     let before = all_rows(&source).await;
     let stores: std::collections::BTreeSet<(&str, &str, &str)> = before

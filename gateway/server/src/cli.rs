@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
                 println!("password changed for {user}@{host}");
                 Ok(())
             }
-            Command::MigrateStorage { from, to } => migrate_storage(&from, &to).await,
+            Command::MigrateStorage { from, to } => migrate_storage(&config, &from, &to).await,
             Command::Deluser { jid } => {
                 if let Some(done) = on_server(&config, Request::Deluser { jid: jid.clone() }).await {
                     return done;
@@ -214,10 +214,18 @@ fn notify_service_manager(state: sd_notify::NotifyState) {
 
 /// Copies every account and store from `from` into `to`, which must hold nothing yet: a
 /// copy merged into existing data could not be told apart from it.
-async fn migrate_storage(from_url: &str, to_url: &str) -> Result<(), String> {
+async fn migrate_storage(config: &Config, from_url: &str, to_url: &str) -> Result<(), String> {
     use jabberwock_storage::{copy_all, ExportCursor, RecordKind};
     if from_url == to_url {
         return Err("--from and --to name the same storage".into());
+    }
+    // A server writing to either side while rows are copied would leave a copy that
+    // differs from the original with nothing to show it.
+    let configured = config.storage_url();
+    if (from_url == configured || to_url == configured)
+        && control::request(&config.control_socket_path(), &Request::Status).await.is_some()
+    {
+        return Err("the server is running on this storage: stop it first".into());
     }
     let (from_shown, to_shown) = (without_password(from_url), without_password(to_url));
     let (from, to) = (from_shown.as_str(), to_shown.as_str());
