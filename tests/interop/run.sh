@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the slixmpp interop suites (slixmpp_suite.py, slixmpp_modern.py, slixmpp_muc.py,
-# then slixmpp_component.py) against a real `jabberwock` server.
+# slixmpp_component.py, then slixmpp_admin.py) against a real `jabberwock` server.
 #
 # Builds nothing: the server binary is $JABBERWOCK_BIN (default target/debug/jabberwock).
 # The suite's virtualenv comes from scripts/setup-test-env.sh. The server gets a fresh
@@ -25,6 +25,9 @@ COMPONENT_SECRET="bridge-$RANDOM-$RANDOM"
 # Plain HTTP on loopback only, for file upload (XEP-0363); the default listeners are
 # public ports.
 jw_config <<TOML
+# carol runs the XEP-0133 commands in the admin suite.
+admins = ["carol@$DOMAIN"]
+
 [listen]
 c2s = ["127.0.0.1:$C2S_PORT"]
 c2s_direct_tls = ["127.0.0.1:$TLS_PORT"]
@@ -86,6 +89,11 @@ run_suite component 80 "$REPO_ROOT/tests/interop/slixmpp_component.py" \
     --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN" \
     --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD" \
     --component-port "$COMPONENT_PORT" --component-domain "$COMPONENT_DOMAIN" --component-secret "$COMPONENT_SECRET"
+
+# Service administration (XEP-0050 ad-hoc commands, XEP-0133) with carol as the admin.
+run_suite admin 80 "$REPO_ROOT/tests/interop/slixmpp_admin.py" \
+    --host 127.0.0.1 --port "$C2S_PORT" --domain "$DOMAIN" \
+    --carol-password "$CAROL_PASSWORD" --dave-password "$DAVE_PASSWORD"
 
 jw_check_server || [ "$suite_rc" -ne 0 ] || suite_rc=1
 

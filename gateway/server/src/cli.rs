@@ -67,6 +67,9 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Check what deployments usually get wrong: DNS, certificates, ports, storage, clock,
+    /// open-file limit.
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,16 @@ pub fn main() -> ExitCode {
                 }
                 println!("configuration is valid; serving {}", config.domains.join(", "));
                 Ok(())
+            }
+            Command::Doctor => {
+                let findings = crate::doctor::examine(&config).await;
+                for finding in &findings {
+                    println!("{finding}");
+                }
+                match findings.iter().filter(|f| f.level == crate::doctor::Level::Error).count() {
+                    0 => Ok(()),
+                    errors => Err(format!("{errors} problems to fix")),
+                }
             }
             Command::Cert(CertCommand::Import { dir }) => {
                 let report = crate::tls::import(&config, &dir).map_err(|e| e.to_string())?;

@@ -53,6 +53,8 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// XEP-0077 in-band registration of new accounts.
     pub allow_registration: bool,
+    /// Accounts (bare JIDs) that may run the XEP-0133 service administration commands.
+    pub admins: Vec<String>,
     /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
     pub log: String,
     pub listen: Listen,
@@ -482,6 +484,7 @@ impl Default for Config {
             storage: None,
             control_socket: None,
             allow_registration: false,
+            admins: Vec::new(),
             log: "info".to_owned(),
             listen: Listen::default(),
             tls: BTreeMap::new(),
@@ -678,6 +681,14 @@ impl Config {
             }
         }
         self.tls = tls;
+        // Compared with the requester's normalized bare JID.
+        for admin in &mut self.admins {
+            let bare = jid::BareJid::new(admin).map_err(|e| invalid("admins", format!("{admin:?} is not a valid JID: {e}")))?;
+            if bare.node().is_none() {
+                return Err(invalid("admins", format!("{admin:?} is a domain, not an account")));
+            }
+            *admin = bare.to_string();
+        }
         if let Some(url) = &self.storage {
             if !url.starts_with("sqlite://") && !jabberwock_storage::is_postgres_url(url) {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// and postgres:// URLs are supported")));

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jabberwock_proto::{Element, Stanza, StreamError, StreamErrorCondition};
+use jabberwock_proto::{StreamError, StreamErrorCondition};
 use jabberwock_storage::UserRef;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::accounts;
+use crate::administration;
 use crate::server::Server;
 
 /// The most a connection may send (the commands send one request of far less).
@@ -209,27 +209,12 @@ fn kick(server: &Server, jid: &str, reason: Option<&str>) -> Result<Vec<String>,
     Ok(ended.into_iter().map(|resource| format!("ended {user}@{host}/{resource}")).collect())
 }
 
-/// A headline from the domain to every available resource of its users (Prosody's
-/// `mod_announce` sends the same): read by those online, stored for nobody.
-fn announce(server: &Server, text: &str, domain: Option<&str>) -> Result<Vec<String>, String> {
+fn announce(server: &Arc<Server>, text: &str, domain: Option<&str>) -> Result<Vec<String>, String> {
     let domains: Vec<&str> = match domain {
         Some(d) => vec![server.config.served_domain(d).ok_or_else(|| format!("{d} is not a served domain"))?],
         None => server.config.domains.iter().map(String::as_str).collect(),
     };
-    let mut sent = 0;
-    for (bare, list) in server.sessions.all() {
-        let Some(domain) = bare.rsplit_once('@').map(|(_, d)| d).filter(|d| domains.contains(d)) else { continue };
-        for r in list.iter().filter(|r| r.available) {
-            let message = Element::new("message", jabberwock_proto::ns::CLIENT)
-                .with_attr("from", domain)
-                .with_attr("to", format!("{bare}/{}", r.resource))
-                .with_attr("type", "headline")
-                .with_child(Element::new("body", jabberwock_proto::ns::CLIENT).with_text(text));
-            if r.handle.deliver(Stanza::from_element(&message)).is_ok() {
-                sent += 1;
-            }
-        }
-    }
+    let sent = administration::announce(server, &domains, None, text);
     Ok(vec![format!("sent to {sent} sessions")])
 }
 
@@ -267,32 +252,20 @@ async fn user(server: &Server, jid: &str) -> Result<Vec<String>, String> {
 
 async fn adduser(server: &Server, jid: &str, password: &str) -> Result<Vec<String>, String> {
     let (host, user) = account_of(server, jid)?;
-    let created = accounts::create(&server.store, &host, &user, password, server.config.auth.scram_iterations)
-        .await
-        .map_err(|e| e.to_string())?;
+    let created = administration::create_account(server, &host, &user, password).await.map_err(|e| e.to_string())?;
     Ok(vec![format!("created {created}@{host}")])
 }
 
 async fn passwd(server: &Server, jid: &str, password: &str) -> Result<Vec<String>, String> {
     let (host, user) = account_of(server, jid)?;
-    accounts::set_password(&server.store, &host, &user, password, server.config.auth.scram_iterations)
-        .await
-        .map_err(|e| e.to_string())?;
-    let ended = server.end_sessions(&format!("{user}@{host}"), |_| true, || {
-        StreamError::with_text(StreamErrorCondition::NotAuthorized, "the password changed")
-    });
-    Ok(vec![format!("password changed for {user}@{host}; {} sessions ended", ended.len())])
+    let ended = administration::change_password(server, &host, &user, password).await.map_err(|e| e.to_string())?;
+    Ok(vec![format!("password changed for {user}@{host}; {ended} sessions ended")])
 }
 
 async fn deluser(server: &Server, jid: &str) -> Result<Vec<String>, String> {
     let (host, user) = account_of(server, jid)?;
-    let bare = jid::BareJid::new(&format!("{user}@{host}")).map_err(|e| e.to_string())?;
-    accounts::delete(&server.store, &host, &user).await.map_err(|e| e.to_string())?;
-    server.modules.account_deleted(&bare);
-    let ended = server.end_sessions(bare.as_str(), |_| true, || {
-        StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")
-    });
-    Ok(vec![format!("deleted {bare}; {} sessions ended", ended.len())])
+    let ended = administration::delete_account(server, &host, &user).await.map_err(|e| e.to_string())?;
+    Ok(vec![format!("deleted {user}@{host}; {ended} sessions ended")])
 }
 
 /// Sends `request` to the server listening at `path`: `None` when none listens there.

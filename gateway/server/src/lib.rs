@@ -11,11 +11,13 @@
 //! * [`server`] wires it together; [`cli`] is the `jabberwock` command.
 
 pub mod accounts;
+pub mod administration;
 pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod http;
 pub mod im;
 pub mod modules;

@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, StanzaError};
 
 use crate::server::Server;
+use super::adhoc::{self, COMMANDS};
 use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, Module};
 
 pub struct Disco;
 
-const COMMANDS: &str = "http://jabber.org/protocol/commands";
 
 impl Module for Disco {
     fn register(self: Arc<Self>, host: &mut Host) {
@@ -32,7 +32,13 @@ impl IqHandler for Disco {
         }
         match payload.attr("node") {
             None => {}
-            // XEP-0050 §2.2: clients list the ad-hoc commands; there are none yet.
+            // XEP-0050 §2.2-2.3: the server's ad-hoc commands (to whoever may run them).
+            Some(COMMANDS) if payload.ns() == ns::DISCO_ITEMS && cx.to.node().is_none() => {
+                return Ok(Some(adhoc::items_for(cx.server, cx.from, cx.to.domain().as_str())));
+            }
+            Some(node) if payload.ns() == ns::DISCO_INFO && cx.to.node().is_none() => {
+                return adhoc::info_for(cx.server, cx.from, node).map(Some).ok_or_else(StanzaError::item_not_found);
+            }
             Some(COMMANDS) if payload.ns() == ns::DISCO_ITEMS => {
                 return Ok(Some(Element::new("query", ns::DISCO_ITEMS).with_attr("node", COMMANDS)));
             }

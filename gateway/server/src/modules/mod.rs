@@ -14,12 +14,16 @@
 //!   a domain, from local or remote senders, goes to its service;
 //! - HTTP routes merged into the web side;
 //! - [`Listener`]s on ports of their own (external components);
+//! - [`AdhocCommand`]s at the server's domain (XEP-0050), which the `adhoc` module lists
+//!   and runs;
 //! - its own state, which other modules reach with [`Modules::get`].
 //!
 //! The core (sessions, routing, transports) calls the hooks and names no XEP. An iq get or
 //! set that no module claims gets `service-unavailable` (RFC 6120 §8.4).
 
 pub mod blocking;
+pub mod adhoc;
+pub mod admin;
 pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
@@ -253,6 +257,22 @@ pub struct ListenerEntry {
     pub listener: Arc<dyn Listener>,
 }
 
+/// A XEP-0050 command at the server's domain, offered by a module ([`Host::command`]) and
+/// run by the `adhoc` module: a form to fill in (or none), then the action.
+#[async_trait]
+pub trait AdhocCommand: Send + Sync {
+    /// The command's node (`http://jabber.org/protocol/admin#add-user`).
+    fn node(&self) -> &'static str;
+    /// Its human-readable name.
+    fn name(&self) -> &'static str;
+    /// Whether `requester` may see and run it.
+    fn allowed(&self, server: &Server, requester: &Jid) -> bool;
+    /// The `jabber:x:data` form shown on `execute`; `None` runs at once.
+    fn form(&self) -> Option<Element>;
+    /// Runs the command with the submitted fields.
+    async fn complete(&self, server: &Arc<Server>, requester: &Jid, fields: &adhoc::Fields) -> Result<adhoc::Completed, StanzaError>;
+}
+
 /// What modules register, and the hooks in the order they run.
 pub struct Host<'a> {
     pub config: &'a Config,
@@ -272,6 +292,7 @@ pub struct Host<'a> {
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
     listeners: Vec<ListenerEntry>,
+    commands: Vec<Arc<dyn AdhocCommand>>,
 }
 
 struct ServiceEntry {
@@ -358,6 +379,12 @@ impl Host<'_> {
     pub fn listener(&mut self, addrs: Vec<std::net::SocketAddr>, listener: Arc<dyn Listener>) {
         self.listeners.push(ListenerEntry { addrs, listener });
     }
+
+    /// An ad-hoc command at the server's domain.
+    pub fn command(&mut self, command: Arc<dyn AdhocCommand>) {
+        assert!(self.commands.iter().all(|c| c.node() != command.node()), "two modules claim command {}", command.node());
+        self.commands.push(command);
+    }
 }
 
 /// The registered modules, with their routes and hooks.
@@ -377,6 +404,7 @@ pub struct Modules {
     services: HashMap<String, ServiceEntry>,
     http: Vec<axum::Router<Arc<Server>>>,
     listeners: Vec<ListenerEntry>,
+    commands: Vec<Arc<dyn AdhocCommand>>,
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
@@ -422,7 +450,9 @@ impl Modules {
             .add(upload::Upload::new(config, store))
             .add(component::Components::new(config))
             .add(session::LegacySession)
-            .add(host_meta::HostMeta);
+            .add(host_meta::HostMeta)
+            .add(adhoc::AdhocCommands)
+            .add(admin::ServiceAdministration);
         Self::new(config, store, list)
     }
 
@@ -445,6 +475,7 @@ impl Modules {
             services: HashMap::new(),
             http: Vec::new(),
             listeners: Vec::new(),
+            commands: Vec::new(),
         };
         let mut by_type = HashMap::new();
         for (type_id, module, register) in list.modules {
@@ -471,8 +502,14 @@ impl Modules {
             services: host.services,
             http: host.http,
             listeners: host.listeners,
+            commands: host.commands,
             by_type,
         }
+    }
+
+    /// The ad-hoc commands at the server's domain, in registration order.
+    pub fn commands(&self) -> &[Arc<dyn AdhocCommand>] {
+        &self.commands
     }
 
     /// The running instance of module `M`, if it is registered: how a module reaches
