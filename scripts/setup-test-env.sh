@@ -30,6 +30,8 @@ PY_PACKAGES=(
     "propcache==0.5.4"
     "yarl==1.25.1"
     "typing_extensions==4.16.0"
+    # The reference parser the metrics test checks /metrics against (no dependencies).
+    "prometheus_client==0.26.0"
 )
 
 SETUP_NAME=setup-test-env

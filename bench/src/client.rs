@@ -4,8 +4,10 @@
 //! * WebSocket (RFC 7395): the `xmpp` subprotocol at `/xmpp-websocket`, one element per
 //!   text message, `<open/>` instead of the stream header;
 //!
-//! then SASL PLAIN, stream restart, resource binding and initial presence; or, on a
-//! connection of its own beforehand, in-band registration (XEP-0077). Past the connection, everything goes through [`Tx`] and [`Rx`], which
+//! then SASL PLAIN, stream restart, resource binding and initial presence (or, with
+//! [`Auth::Fast`], one SASL2 exchange signing in with a FAST token and binding inline,
+//! then initial presence); or, on a connection of its own beforehand, in-band
+//! registration (XEP-0077), which also fetches each account's FAST token. Past the connection, everything goes through [`Tx`] and [`Rx`], which
 //! hide the transport from the negotiation and from the message phase.
 
 use std::net::SocketAddr;
@@ -13,6 +15,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jabberwock_proto::{Limits, ReadEvent, Stanza, StreamHeader, StreamReader, ns, reader};
@@ -45,6 +49,19 @@ impl std::fmt::Display for Transport {
     }
 }
 
+/// How sessions sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// SASL PLAIN, stream restart, resource binding: one PBKDF2 on the server per login.
+    Plain,
+    /// SASL SCRAM-SHA-256, stream restart, resource binding: the PBKDF2 is the client's
+    /// (this tool's); the server checks the proof against its stored keys.
+    Scram,
+    /// SASL2 with a FAST token (XEP-0484, HT-SHA-256-NONE) and Bind2 inline: no PBKDF2 and
+    /// no restart. The token comes from a password login at registration.
+    Fast,
+}
+
 /// What a session needs to start.
 #[derive(Clone)]
 pub struct Target {
@@ -55,6 +72,24 @@ pub struct Target {
     pub domain: String,
     pub connector: tokio_rustls::TlsConnector,
     pub password: String,
+    pub auth: Auth,
+    /// With [`Auth::Fast`]: each account's current token, by session index.
+    pub tokens: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, String>>>,
+}
+
+const SASL2: &str = "urn:xmpp:sasl:2";
+const FAST: &str = "urn:xmpp:fast:0";
+
+fn user_agent(index: usize) -> String {
+    format!("<user-agent id='load-{index}'/>")
+}
+
+/// Keeps the token a SASL2 success carries, for the account's next login.
+fn keep_token(target: &Target, index: usize, success: &Stanza) -> Result<(), String> {
+    let el = success.to_element().map_err(|_| "unreadable SASL2 success")?;
+    let token = el.child("token", FAST).and_then(|t| t.attr("token")).ok_or("no FAST token in the SASL2 success")?;
+    target.tokens.lock().expect("tokens").insert(index, token.to_owned());
+    Ok(())
 }
 
 /// An established, bound and available session.
@@ -370,6 +405,21 @@ pub async fn register(target: &Target, transport: Transport, prefix: &str, index
         Some("error") if reply.inner().contains("<conflict") => {}
         _ => return Err(format!("registration of {user} failed: {}", String::from_utf8_lossy(&reply.to_bytes()))),
     }
+    if target.auth == Auth::Fast {
+        // A password login on the same stream, asking for the token the sessions use.
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        tx.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{creds}</initial-response>{}\
+             <request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/></authenticate>",
+            user_agent(index)
+        ))
+        .await?;
+        let result = rx.next_stanza("the SASL2 result").await?;
+        if !result.is("success", SASL2) {
+            return Err(format!("the token request failed: {}", String::from_utf8_lossy(&result.to_bytes())));
+        }
+        keep_token(target, index, &result)?;
+    }
     tx.send(match transport {
         Transport::Tcp => "</stream:stream>",
         Transport::WebSocket => "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
@@ -377,37 +427,15 @@ pub async fn register(target: &Target, transport: Transport, prefix: &str, index
     .await
 }
 
-/// Opens session number `index` as user `<prefix><index>`: SASL PLAIN, bind, initial
-/// presence. The account must exist.
+/// Opens session number `index` as user `<prefix><index>`: signs in (see [`Auth`]),
+/// binds, sends initial presence. The account must exist.
 pub async fn establish(target: &Target, transport: Transport, prefix: &str, index: usize) -> Result<Session, String> {
     let user = format!("{prefix}{index}");
-    let domain = target.domain.as_str();
     let (fd, mut tx, mut rx, features) = connect(target, transport).await?;
-    let password = &target.password;
-    if !features.inner().contains(">PLAIN<") {
-        return Err("the server does not offer SASL PLAIN".into());
-    }
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
-    let result = rx.next_stanza("the SASL result").await?;
-    if !result.is("success", ns::SASL) {
-        return Err(format!("authentication failed: {}", String::from_utf8_lossy(&result.to_bytes())));
-    }
-    rx.restart();
-    let features = open_stream(&mut tx, &mut rx, domain).await?;
-    if !features.inner().contains(ns::BIND) {
-        return Err("the server does not offer resource binding".into());
-    }
-    tx.send(
-        "<iq type='set' id='bind' xmlns='jabber:client'>\
-         <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>",
-    )
-    .await?;
-    let reply = iq_reply(&mut rx, "bind").await?;
-    if reply.stanza_type() != Some("result") {
-        return Err(format!("bind failed: {}", String::from_utf8_lossy(&reply.to_bytes())));
-    }
-    let jid = jid_of_bind(&reply).ok_or("bind result without a JID")?;
+    let jid = match target.auth {
+        Auth::Plain | Auth::Scram => sign_in_sasl(target, &mut tx, &mut rx, &features, &user).await?,
+        Auth::Fast => sign_in_fast(target, &mut tx, &mut rx, &features, &user, index).await?,
+    };
 
     // Initial presence: the server echoes it to the session itself (RFC 6121 §4.2.2).
     tx.send("<presence xmlns='jabber:client'/>").await?;
@@ -419,6 +447,74 @@ pub async fn establish(target: &Target, transport: Transport, prefix: &str, inde
     }
     rx.release();
     Ok(Session { index, jid, fd, sm_handled: None, tx, rx })
+}
+
+/// SASL PLAIN or SCRAM-SHA-256, restart, bind: returns the bound JID.
+async fn sign_in_sasl(target: &Target, tx: &mut Tx, rx: &mut Rx, features: &Stanza, user: &str) -> Result<String, String> {
+    let domain = target.domain.as_str();
+    let password = &target.password;
+    let mechanism = if target.auth == Auth::Scram { "SCRAM-SHA-256" } else { "PLAIN" };
+    if !features.inner().contains(&format!(">{mechanism}<")) {
+        return Err(format!("the server does not offer SASL {mechanism}"));
+    }
+    let result = if target.auth == Auth::Scram {
+        let scram = jabberwock_tests::scram::Client::new(user, "n,,", Vec::new());
+        tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", scram.first())).await?;
+        let challenge = rx.next_stanza("the SCRAM challenge").await?;
+        let server_first = challenge.to_element().map_err(|_| "unreadable challenge")?.text();
+        tx.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", scram.last(&server_first, password)))
+            .await?;
+        rx.next_stanza("the SASL result").await?
+    } else {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        tx.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
+        rx.next_stanza("the SASL result").await?
+    };
+    if !result.is("success", ns::SASL) {
+        return Err(format!("authentication failed: {}", String::from_utf8_lossy(&result.to_bytes())));
+    }
+    rx.restart();
+    let features = open_stream(tx, rx, domain).await?;
+    if !features.inner().contains(ns::BIND) {
+        return Err("the server does not offer resource binding".into());
+    }
+    tx.send(
+        "<iq type='set' id='bind' xmlns='jabber:client'>\
+         <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>",
+    )
+    .await?;
+    let reply = iq_reply(rx, "bind").await?;
+    if reply.stanza_type() != Some("result") {
+        return Err(format!("bind failed: {}", String::from_utf8_lossy(&reply.to_bytes())));
+    }
+    jid_of_bind(&reply).ok_or_else(|| "bind result without a JID".into())
+}
+
+/// One SASL2 exchange with the account's FAST token and Bind2 inline: returns the bound
+/// JID, and keeps the token that replaces the one used.
+async fn sign_in_fast(target: &Target, tx: &mut Tx, rx: &mut Rx, features: &Stanza, user: &str, index: usize) -> Result<String, String> {
+    if !features.inner().contains(">HT-SHA-256-NONE<") {
+        return Err("the server does not offer FAST with HT-SHA-256-NONE".into());
+    }
+    let token = target.tokens.lock().expect("tokens").get(&index).cloned().ok_or("no FAST token for this account")?;
+    let mut proof = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key");
+    proof.update(b"Initiator");
+    let mut initial = format!("{user}\0").into_bytes();
+    initial.extend_from_slice(&proof.finalize().into_bytes());
+    let initial = base64::engine::general_purpose::STANDARD.encode(initial);
+    tx.send(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'><initial-response>{initial}</initial-response>{}\
+         <fast xmlns='{FAST}'/><bind xmlns='urn:xmpp:bind:0'><tag>load</tag></bind></authenticate>",
+        user_agent(index)
+    ))
+    .await?;
+    let result = rx.next_stanza("the SASL2 result").await?;
+    if !result.is("success", SASL2) {
+        return Err(format!("FAST authentication failed: {}", String::from_utf8_lossy(&result.to_bytes())));
+    }
+    keep_token(target, index, &result)?;
+    let el = result.to_element().map_err(|_| "unreadable SASL2 success")?;
+    el.child_text("authorization-identifier", SASL2).ok_or_else(|| "SASL2 success without a JID".into())
 }
 
 fn jid_of_bind(reply: &Stanza) -> Option<String> {

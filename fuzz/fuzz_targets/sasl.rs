@@ -1,9 +1,11 @@
-//! SASL messages: PLAIN, and the two client messages of a SCRAM exchange, as
-//! `<auth/>` and `<response/>` carry them before anyone has signed in.
+//! SASL messages: PLAIN, the two client messages of a SCRAM exchange, as `<auth/>` and
+//! `<response/>` carry them before anyone has signed in, and the initial response of the
+//! FAST token mechanisms (HT-SHA-256, in SASL2's `<authenticate/>`).
 #![no_main]
 
 use std::sync::OnceLock;
 
+use jabberwock_sasl::ht::{HtExchange, HtMechanism};
 use jabberwock_sasl::{
     derive_credentials, plain, ChannelBinding, ChannelBindingType, Decoy, HashAlg, ScramServer, StoredCredentials,
 };
@@ -33,6 +35,14 @@ fuzz_target!(|data: &[u8]| {
             data: b"binding".to_vec(),
         }],
     };
+    if choice & 64 != 0 {
+        let mechanism = HtMechanism::ALL[usize::from(choice >> 1) % HtMechanism::ALL.len()];
+        if let Ok(exchange) = HtExchange::parse(mechanism, rest, &bindings) {
+            assert!(!exchange.username.is_empty());
+            let _ = exchange.verify(&[7; 32]);
+        }
+        return;
+    }
     let known_user = choice & 32 != 0;
     // 0xff never occurs in UTF-8, so it separates client-first from client-final.
     let (first, last) = match rest.iter().position(|&b| b == 0xff) {

@@ -580,13 +580,23 @@ pub struct ServerProcess {
     tables: String,
     /// The storage URL, when not the one [`test_storage`] picks for `dir`.
     storage: Option<String>,
+    /// Top-level keys of the config file.
+    top: String,
 }
 
 impl ServerProcess {
     /// A server for `bin` (`env!("CARGO_BIN_EXE_jabberwock-test-server")`) keeping its
     /// data in `dir`; not started yet, but the admin subcommands already work.
     pub fn new(bin: &Path, dir: &Path) -> ServerProcess {
-        let p = ServerProcess { bin: bin.into(), dir: dir.into(), c2s: free_port(), child: None, tables: String::new(), storage: None };
+        let p = ServerProcess {
+            bin: bin.into(),
+            dir: dir.into(),
+            c2s: free_port(),
+            child: None,
+            tables: String::new(),
+            top: "log = 'warn'".to_owned(),
+            storage: None,
+        };
         p.write_config();
         p
     }
@@ -594,6 +604,12 @@ impl ServerProcess {
     /// Adds TOML tables (such as `[limits]`) to the config of the next start.
     pub fn configure(&mut self, tables: &str) {
         self.tables = tables.to_owned();
+        self.write_config();
+    }
+
+    /// Replaces the top-level keys of the config (`log = 'warn'` by default) for the next start.
+    pub fn configure_top(&mut self, top: &str) {
+        self.top = top.to_owned();
         self.write_config();
     }
 
@@ -624,12 +640,13 @@ impl ServerProcess {
     /// Only the client port must be known in advance; the other listeners take any port.
     fn write_config(&self) {
         let text = format!(
-            "data_dir = {dir:?}\nlog = 'warn'\nstorage = '{storage}'\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
+            "data_dir = {dir:?}\nstorage = '{storage}'\n{top}\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
              [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n{tables}\n",
             dir = self.dir.display().to_string(),
             storage = self.storage_url(),
             c2s = self.c2s,
             tables = self.tables,
+            top = self.top,
         );
         std::fs::write(self.config_path(), text).expect("write the config");
     }

@@ -9,15 +9,18 @@
 //! * [`Mechanism`]: the names we offer and which ones a connection may use.
 //! * [`ScramServer`]: the SCRAM exchange (RFC 5802, RFC 7677), with channel binding for the
 //!   -PLUS variants (RFC 9266 `tls-exporter`, RFC 5929 `tls-server-end-point`).
+//! * [`ht`]: the HT-SHA-256 hashed-token mechanisms of FAST (XEP-0484).
+//! * [`downgrade_protection_string`]: what XEP-0474 hashes into SCRAM's server-first.
 //! * [`plain`]: parsing the PLAIN message and checking it against stored credentials.
 
+pub mod ht;
 mod mechanism;
 pub mod plain;
 mod scram;
 
 pub use mechanism::Mechanism;
 pub use scram::{
-    derive_credentials, ClientFirst, Decoy, HashAlg, ScramCredentials, ScramServer, StoredCredentials, DEFAULT_ITERATIONS,
+    derive_credentials, downgrade_protection_string, ClientFirst, Decoy, HashAlg, ScramCredentials, ScramServer, StoredCredentials, DEFAULT_ITERATIONS,
 };
 
 /// Channel-binding data the transport can provide for this connection.

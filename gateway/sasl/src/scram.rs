@@ -146,6 +146,23 @@ pub(crate) fn saslprep(s: &str) -> Result<String, SaslFailure> {
     }
 }
 
+/// XEP-0474's string of what was offered: the mechanism names sorted and joined by U+001E,
+/// then, when channel-binding types were announced (XEP-0440), U+001F and the types sorted
+/// and joined the same way.
+pub fn downgrade_protection_string(mechanisms: &[&str], bindings: Option<&[&str]>) -> String {
+    let sorted_joined = |items: &[&str]| {
+        let mut items = items.to_vec();
+        items.sort_unstable();
+        items.join("\u{1e}")
+    };
+    let mut s = sorted_joined(mechanisms);
+    if let Some(bindings) = bindings {
+        s.push('\u{1f}');
+        s.push_str(&sorted_joined(bindings));
+    }
+    s
+}
+
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0; len];
     rand::rng().fill_bytes(&mut bytes);
@@ -205,6 +222,8 @@ pub struct ScramServer {
     alg: HashAlg,
     plus: bool,
     bindings: Vec<ChannelBinding>,
+    /// XEP-0474: what was offered, hashed into server-first's `d=`.
+    offered: Option<String>,
     state: State,
 }
 
@@ -236,7 +255,15 @@ impl ScramServer {
     /// downgrade. Pass the connection's bindings for the non-PLUS mechanisms too, since that
     /// is how the downgrade is noticed.
     pub fn new(alg: HashAlg, plus: bool, bindings: Vec<ChannelBinding>) -> Self {
-        ScramServer { alg, plus, bindings, state: State::AwaitingClientFirst }
+        ScramServer { alg, plus, bindings, offered: None, state: State::AwaitingClientFirst }
+    }
+
+    /// XEP-0474 downgrade protection: server-first carries `d=`, the hash of what was
+    /// offered (see [`downgrade_protection_string`]), so a client can tell whether someone
+    /// removed mechanisms or channel-binding types from what it saw.
+    pub fn with_downgrade_protection(mut self, offered: String) -> Self {
+        self.offered = Some(offered);
+        self
     }
 
     pub fn client_first(&mut self, msg: &[u8]) -> Result<ClientFirst, SaslFailure> {
@@ -323,7 +350,11 @@ impl ScramServer {
             None => (B64.encode(decoy.salt(self.alg, &exchange.username)), decoy.iterations),
         };
         exchange.nonce.push_str(server_nonce);
-        let server_first = format!("r={},s={salt},i={iterations}", exchange.nonce);
+        let mut server_first = format!("r={},s={salt},i={iterations}", exchange.nonce);
+        if let Some(offered) = &self.offered {
+            server_first.push_str(",d=");
+            server_first.push_str(&B64.encode(self.alg.hash(offered.as_bytes())));
+        }
         let reply = server_first.clone().into_bytes();
         self.state = State::AwaitingClientFinal { exchange, server_first, creds: creds.cloned() };
         reply
@@ -537,6 +568,20 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reply, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+    }
+
+    #[test]
+    fn downgrade_protection_hash_is_in_server_first() {
+        let offered = downgrade_protection_string(&["SCRAM-SHA-256", "PLAIN", "SCRAM-SHA-256-PLUS"], Some(&["tls-server-end-point", "tls-exporter"]));
+        assert_eq!(offered, "PLAIN\u{1e}SCRAM-SHA-256\u{1e}SCRAM-SHA-256-PLUS\u{1f}tls-exporter\u{1e}tls-server-end-point");
+        assert_eq!(downgrade_protection_string(&["SCRAM-SHA-1", "PLAIN"], None), "PLAIN\u{1e}SCRAM-SHA-1");
+        let mut server = ScramServer::new(HashAlg::Sha256, false, Vec::new()).with_downgrade_protection(offered.clone());
+        server.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let creds = ScramCredentials::compute(HashAlg::Sha256, "pencil", &salt, 4096);
+        let first = String::from_utf8(server.server_first_with_nonce(Some(&creds), &decoy(), "x")).unwrap();
+        let d = first.rsplit_once(",d=").expect("d= attribute").1;
+        assert_eq!(B64.decode(d).unwrap(), Sha256::digest(offered.as_bytes()).to_vec());
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub async fn set_password(store: &Store, host: &str, user: &str, password: &str,
     let user = normalize_user(user).ok_or_else(|| AccountError::InvalidUsername(user.to_owned()))?;
     let blob = credentials_for(password, iterations).await?;
     store.set_account(UserRef { host, user: &user }, &blob).await?;
+    // Tokens stood for the old password.
+    crate::session::fast::revoke_all(store, host, &user).await?;
     Ok(())
 }
 

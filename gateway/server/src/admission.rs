@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use jabberwock_proto::{StreamError, StreamErrorCondition};
 
+use crate::metrics::LimiterMetrics;
+
 /// Why a slot was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -35,6 +37,7 @@ pub struct Limiter {
     max_total: usize,
     max_per_address: usize,
     counts: Mutex<Counts>,
+    metrics: LimiterMetrics,
 }
 
 #[derive(Default)]
@@ -44,8 +47,8 @@ struct Counts {
 }
 
 impl Limiter {
-    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Limiter> {
-        Arc::new(Limiter { max_total, max_per_address, counts: Mutex::default() })
+    pub fn new(max_total: usize, max_per_address: usize, metrics: LimiterMetrics) -> Arc<Limiter> {
+        Arc::new(Limiter { max_total, max_per_address, counts: Mutex::default(), metrics })
     }
 
     /// Takes a slot for a client at `ip`, or for one whose address is not counted (`None`:
@@ -54,16 +57,21 @@ impl Limiter {
         let address = ip.map(address_key);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.max_total {
+            self.metrics.refused_total.inc();
             return Err(Refused::Total);
         }
         if let Some(a) = address {
             let n = counts.per_address.entry(a).or_default();
             if *n >= self.max_per_address {
+                self.metrics.refused_per_address.inc();
                 return Err(Refused::PerAddress);
             }
             *n += 1;
         }
         counts.total += 1;
+        if let Some(held) = &self.metrics.held {
+            held.inc();
+        }
         Ok(Slot { limiter: self.clone(), address })
     }
 
@@ -93,6 +101,9 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(held) = &self.limiter.metrics.held {
+            held.dec();
+        }
         let mut counts = self.limiter.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.total -= 1;
         if let Some(a) = self.address {
@@ -114,10 +125,19 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(limits: &crate::config::LimitsConfig) -> Admission {
+    pub fn new(limits: &crate::config::LimitsConfig, metrics: &crate::metrics::Metrics) -> Admission {
+        use crate::metrics::Limit;
         Admission {
-            connections: Limiter::new(limits.max_connections, limits.max_connections_per_ip),
-            negotiating: Limiter::new(limits.max_unauthenticated, limits.max_unauthenticated_per_ip),
+            connections: Limiter::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+                metrics.limiter(Limit::Connections, Limit::ConnectionsPerAddress, None),
+            ),
+            negotiating: Limiter::new(
+                limits.max_unauthenticated,
+                limits.max_unauthenticated_per_ip,
+                metrics.limiter(Limit::Unauthenticated, Limit::UnauthenticatedPerAddress, None),
+            ),
         }
     }
 
@@ -134,7 +154,7 @@ mod tests {
 
     #[test]
     fn caps_per_address_and_in_total_and_gives_slots_back() {
-        let limiter = Limiter::new(3, 2);
+        let limiter = Limiter::new(3, 2, LimiterMetrics::default());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let a1 = limiter.acquire(Some(a)).unwrap();
@@ -149,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_is_counted_by_its_64() {
-        let limiter = Limiter::new(10, 1);
+        let limiter = Limiter::new(10, 1, LimiterMetrics::default());
         let _one = limiter.acquire(Some("2001:db8:1:2::1".parse().unwrap())).unwrap();
         assert!(limiter.acquire(Some("2001:db8:1:2:ffff::9".parse().unwrap())).is_err());
         assert!(limiter.acquire(Some("2001:db8:1:3::1".parse().unwrap())).is_ok());

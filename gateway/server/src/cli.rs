@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use jabberwock_storage::Store;
 
 use crate::accounts;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::control::{self, Request};
 
 #[derive(Parser)]
@@ -90,7 +90,13 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.clone()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a terminal: a log file or a journal would keep the escapes.
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Text => logger.init(),
+        // One JSON object per line, the event's fields at the top level.
+        LogFormat::Json => logger.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
@@ -197,15 +203,17 @@ pub fn main() -> ExitCode {
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the certificates.
 async fn serve(config: Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
-    // Before listening: SIGHUP's default action would end the process.
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // Handlers first: a signal sent once the ports answer must not meet the default
+    // action, which for SIGHUP ends the process.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let running = crate::server::start(config).await.map_err(|e| e.to_string())?;
     // systemd's Type=notify: every listener is bound (a no-op without NOTIFY_SOCKET).
     notify_service_manager(sd_notify::NotifyState::Ready);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = term.recv() => break,
             _ = hangup.recv() => {
                 if let Err(e) = running.server.reload_certificates() {

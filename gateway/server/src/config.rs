@@ -57,6 +57,8 @@ pub struct Config {
     pub admins: Vec<String>,
     /// The `tracing` filter, e.g. `info` or `jabberwock=debug`; `RUST_LOG` overrides it.
     pub log: String,
+    /// `text` for people, `json` (one object per line) for log shippers.
+    pub log_format: LogFormat,
     pub listen: Listen,
     /// Certificate and key per domain; domains without one get a generated
     /// self-signed development certificate.
@@ -72,6 +74,38 @@ pub struct Config {
     pub external_services: ExternalServicesConfig,
     pub components: ComponentsConfig,
     pub push: PushConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Prometheus metrics at `/metrics` on the HTTP listeners, and who may read them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Client addresses that may read `/metrics` without a token. Behind a trusted proxy
+    /// the forwarded address is the one checked.
+    pub allowed_addresses: Vec<std::net::IpAddr>,
+    /// A token that, sent as `Authorization: Bearer <token>`, lets any address read them.
+    pub bearer_token: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            allowed_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])],
+            bearer_token: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -474,6 +508,12 @@ pub struct AuthConfig {
     /// window: the limit on guessing many accounts.
     pub max_failures_per_address: u32,
     pub throttle_window_secs: u64,
+    /// How long a FAST token (XEP-0484) signs its device in; 0 turns FAST off. A token is
+    /// replaced at each use, so this is how long a device may stay away.
+    pub fast_token_lifetime_secs: u64,
+    /// The longest SASL2 `<user-agent id>` (XEP-0388) accepted: the device's stable id,
+    /// which FAST tokens and the Bind2 resource are derived from.
+    pub max_user_agent_id_bytes: usize,
 }
 
 impl Default for Config {
@@ -486,6 +526,7 @@ impl Default for Config {
             allow_registration: false,
             admins: Vec::new(),
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
             listen: Listen::default(),
             tls: BTreeMap::new(),
             limits: LimitsConfig::default(),
@@ -499,6 +540,7 @@ impl Default for Config {
             external_services: ExternalServicesConfig::default(),
             components: ComponentsConfig::default(),
             push: PushConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -629,7 +671,15 @@ impl Default for LimitsConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { scram_iterations: 4096, allow_plain: true, max_failures: 5, max_failures_per_address: 20, throttle_window_secs: 60 }
+        AuthConfig {
+            scram_iterations: 4096,
+            allow_plain: true,
+            max_failures: 5,
+            max_failures_per_address: 20,
+            throttle_window_secs: 60,
+            fast_token_lifetime_secs: 14 * 86_400,
+            max_user_agent_id_bytes: 128,
+        }
     }
 }
 
@@ -693,6 +743,10 @@ impl Config {
             if !url.starts_with("sqlite://") && !jabberwock_storage::is_postgres_url(url) {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// and postgres:// URLs are supported")));
             }
+        }
+        // A short token is guessed; and an empty one would let an empty header through.
+        if self.metrics.bearer_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("metrics.bearer_token", "must be at least 16 characters"));
         }
         let l = &self.limits;
         if l.max_stanza_bytes < 10_000 {
@@ -857,6 +911,12 @@ impl Config {
         if upload.quota_bytes_per_day < upload.max_file_bytes || upload.quota_bytes < upload.max_file_bytes {
             return Err(invalid("upload", "quota_bytes_per_day and quota_bytes must allow at least one file of max_file_bytes"));
         }
+        if !(16..=1024).contains(&self.auth.max_user_agent_id_bytes) {
+            return Err(invalid("auth.max_user_agent_id_bytes", "must be between 16 and 1024"));
+        }
+        if self.auth.fast_token_lifetime_secs > 366 * 86_400 {
+            return Err(invalid("auth.fast_token_lifetime_secs", "must be at most a year (31622400); 0 turns FAST off"));
+        }
         if self.auth.max_failures == 0 || self.auth.max_failures_per_address == 0 {
             return Err(invalid("auth.max_failures", "max_failures and max_failures_per_address must be positive"));
         }
@@ -978,6 +1038,8 @@ mod tests {
             ("[limits]\nwrite_timeout_secs = 0", "limits.write_timeout_secs:"),
             ("[http]\nbosh_sessions_per_ip_per_minute = 0", "http.bosh_sessions_per_ip_per_minute:"),
             ("[s2s]\nmax_outbound_connections = 0", "s2s:"),
+            ("[auth]\nmax_user_agent_id_bytes = 100000", "auth.max_user_agent_id_bytes:"),
+            ("[auth]\nfast_token_lifetime_secs = 18446744073709551615", "auth.fast_token_lifetime_secs:"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");

@@ -20,6 +20,7 @@ pub mod control;
 pub mod doctor;
 pub mod http;
 pub mod im;
+pub mod metrics;
 pub mod modules;
 pub mod registry;
 pub mod routing;

@@ -6,6 +6,7 @@
 //! delivering never blocks on a slow connection. A cluster would put this interface in
 //! front of a shared store; callers never learn whether a session is local.
 
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -67,9 +68,9 @@ pub type Mailbox = mpsc::UnboundedReceiver<Routed>;
 
 /// A new mailbox: the handle that routes to it, and its receiving end. The session may
 /// hold at most `max_output_bytes` of output for its client.
-pub fn mailbox(conn: ConnId, max_output_bytes: usize) -> (SessionHandle, Mailbox) {
+pub fn mailbox(conn: ConnId, max_output_bytes: usize, overflows: Counter) -> (SessionHandle, Mailbox) {
     let (tx, rx) = mpsc::unbounded();
-    let budget = Arc::new(OutputBudget { held: AtomicUsize::new(0), max: max_output_bytes, overflowed: AtomicBool::new(false) });
+    let budget = Arc::new(OutputBudget { held: AtomicUsize::new(0), max: max_output_bytes, overflowed: AtomicBool::new(false), overflows });
     (SessionHandle { conn, tx, budget }, rx)
 }
 
@@ -89,6 +90,8 @@ pub struct OutputBudget {
     max: usize,
     /// A stanza was refused: the session has been told to close.
     overflowed: AtomicBool,
+    /// Where sessions whose output overflowed are counted (`limits.max_session_output_bytes` hits).
+    overflows: Counter,
 }
 
 impl OutputBudget {
@@ -153,6 +156,7 @@ impl SessionHandle {
         let cost = output_cost(&st);
         if !self.budget.try_charge(cost) {
             if !self.budget.overflowed.swap(true, Ordering::Relaxed) {
+                self.budget.overflows.inc();
                 let err = StreamError::with_text(StreamErrorCondition::PolicyViolation, "too much output waiting for the client");
                 self.send(Routed::Close(err));
             }
@@ -293,7 +297,7 @@ mod tests {
     use super::*;
 
     fn handle() -> (SessionHandle, Mailbox) {
-        mailbox(next_conn_id(), 1 << 20)
+        mailbox(next_conn_id(), 1 << 20, Counter::default())
     }
 
     fn message(body_bytes: usize) -> Stanza {
@@ -304,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_mailbox_over_its_bound_refuses_stanzas_and_closes_the_session() {
-        let (h, mut rx) = mailbox(next_conn_id(), 10_000);
+        let (h, mut rx) = mailbox(next_conn_id(), 10_000, Counter::default());
         let st = message(4000);
         let cost = output_cost(&st);
         assert!(h.deliver(st.clone()).is_ok());

@@ -4,7 +4,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jabberwock_proto::StreamError;
 use jabberwock_storage::{StorageError, Store};
@@ -62,6 +62,9 @@ pub struct Server {
     pub sm: Arc<crate::session::sm::Registry>,
     pub s2s: Arc<crate::s2s::S2s>,
     pub started: Instant,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Every configured listener is bound (readiness).
+    listening: std::sync::atomic::AtomicBool,
     account_locks: Vec<Mutex<()>>,
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -69,23 +72,26 @@ pub struct Server {
 
 impl Server {
     pub async fn new(config: Config) -> Result<Arc<Server>, StartError> {
+        let metrics = crate::metrics::Metrics::new();
         let tls = Tls::load(&config)?;
-        let store = Store::open(&config.storage_url()).await?;
-        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s).map_err(StartError::S2s)?);
+        let store = Store::open(&config.storage_url()).await?.observed(metrics.storage_observer());
+        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s, &metrics).map_err(StartError::S2s)?);
         let window = Duration::from_secs(config.auth.throttle_window_secs);
         let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
         Ok(Arc::new(Server {
-            modules: Modules::standard(&config, &store),
+            modules: Modules::standard(&config, &store, &metrics),
             sessions: SessionRegistry::default(),
             iq_requests: IqRequests::default(),
             throttle: Throttle::new(config.auth.max_failures, window),
             address_throttle: Throttle::new(config.auth.max_failures_per_address, window),
             decoy,
-            admission: crate::admission::Admission::new(&config.limits),
+            admission: crate::admission::Admission::new(&config.limits, &metrics),
             bosh: Arc::new(crate::transport::bosh::Registry::new(&config.http)),
             sm: Arc::default(),
             s2s,
             started: Instant::now(),
+            metrics,
+            listening: std::sync::atomic::AtomicBool::new(false),
             account_locks: (0..ACCOUNT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             connections: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
@@ -133,19 +139,44 @@ impl Server {
     pub fn reload_certificates(&self) -> Result<(), TlsError> {
         self.tls.reload(&self.config)?;
         tracing::info!("certificates reloaded");
-        self.warn_about_certificates();
+        self.check_certificates();
         Ok(())
     }
 
-    /// Logs what an operator should fix in the certificates: near expiry, or not covering a
-    /// served domain or one of its services.
-    pub fn warn_about_certificates(&self) {
+    /// Publishes each served domain's certificate expiry as a metric, and logs what an
+    /// operator should fix: a certificate that expires within [`CERTIFICATE_WARNING`] or
+    /// has expired, or one that does not cover its domain or one of the domain's services.
+    pub fn check_certificates(&self) {
+        let now = SystemTime::now();
+        for (domain, expires) in self.tls.expiries() {
+            let unix = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            self.metrics.certificate_expires(&domain, unix);
+            match expires.duration_since(now) {
+                Err(_) => tracing::error!(%domain, "the TLS certificate has expired: clients and servers will refuse it; renew it and reload"),
+                Ok(left) if left < CERTIFICATE_WARNING => {
+                    tracing::warn!(%domain, days_left = left.as_secs() / 86_400, "the TLS certificate expires soon; renew it and reload")
+                }
+                Ok(_) => {}
+            }
+        }
         let names = self.config.domains.iter().map(|d| {
             let services = self.modules.services_of(d).map(|(service, _)| service);
             (d.as_str(), std::iter::once(d.as_str()).chain(services).collect())
         });
-        for problem in self.tls.problems(names, CERTIFICATE_WARNING) {
+        for problem in self.tls.uncovered_names(names) {
             tracing::warn!("{problem}");
+        }
+    }
+
+    /// Why the server cannot serve now, if it cannot: a listener not yet bound, or
+    /// storage that does not answer.
+    pub async fn unready(&self) -> Option<&'static str> {
+        if !self.listening.load(Ordering::Relaxed) || *self.shutdown.borrow() {
+            return Some("not listening");
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => None,
+            _ => Some("storage does not answer"),
         }
     }
 }
@@ -189,16 +220,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
     // Before anyone can sign in: what sessions parked at the last stop held goes offline.
     crate::session::journal::recover(&server).await;
-    server.warn_about_certificates();
     crate::control::listen(server.clone()).await?;
-    let watched = Arc::downgrade(&server);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL).await;
-            let Some(server) = watched.upgrade() else { return };
-            server.warn_about_certificates();
-        }
-    });
     let mut running = Running {
         server: server.clone(),
         c2s: Vec::new(),
@@ -270,7 +292,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             });
         }
     }
+    server.listening.store(true, Ordering::Relaxed);
+    server.check_certificates();
+    tokio::spawn(watch_certificates(server.clone()));
     Ok(running)
+}
+
+/// Checks the certificates again twice a day, for a server that runs for weeks.
+async fn watch_certificates(server: Arc<Server>) {
+    let mut twice_a_day = tokio::time::interval(CERTIFICATE_CHECK_INTERVAL);
+    twice_a_day.tick().await;
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = twice_a_day.tick() => server.check_certificates(),
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Binds one address. IPv6 sockets are IPv6-only so `0.0.0.0` and `::` can both be

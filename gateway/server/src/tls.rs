@@ -186,9 +186,9 @@ impl Tls {
         expiries(&self.certs.set().by_domain)
     }
 
-    /// What an operator should fix in the certificates in use (see [`problems`]).
-    pub fn problems<'a>(&self, names: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>, warn_before: Duration) -> Vec<String> {
-        problems(&self.certs.set().by_domain, names, warn_before)
+    /// The names a certificate in use does not cover (see [`uncovered_names`]).
+    pub fn uncovered_names<'a>(&self, names: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>) -> Vec<String> {
+        uncovered_names(&self.certs.set().by_domain, names)
     }
 
     /// The certificate and key of a served domain (the first domain's for any other).
@@ -321,6 +321,14 @@ fn problems<'a>(
             Ok(_) => {}
         }
     }
+    out.extend(uncovered_names(by_domain, names));
+    out
+}
+
+/// For each served domain, the names served under its certificate (`names`: the domain
+/// and its services) that the certificate does not cover.
+fn uncovered_names<'a>(by_domain: &HashMap<String, Arc<CertifiedKey>>, names: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>) -> Vec<String> {
+    let mut out = Vec::new();
     for (domain, served) in names {
         let Some(leaf) = by_domain.get(domain).and_then(|k| k.cert.first()) else { continue };
         let covered = dns_names(leaf);
@@ -406,12 +414,13 @@ mod tests {
         .unwrap();
         let tls = Tls::load(&config).unwrap();
         let names = || [("example.org", vec!["example.org", "conference.example.org"])];
+        let by_domain = &tls.certs.set().by_domain;
         assert_eq!(
-            tls.problems(names(), Duration::from_secs(14 * 86_400)),
+            problems(by_domain, names(), Duration::from_secs(14 * 86_400)),
             ["the certificate for example.org does not cover conference.example.org (it names example.org)"]
         );
         let far = Duration::from_secs(200 * 365 * 86_400);
-        let problems = tls.problems(names(), far);
-        assert!(problems[0].starts_with("the certificate for example.org expires in "), "{problems:?}");
+        let found = problems(by_domain, names(), far);
+        assert!(found[0].starts_with("the certificate for example.org expires in "), "{found:?}");
     }
 }

@@ -16,6 +16,7 @@ mod postgres;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -222,6 +223,246 @@ impl Record {
     }
 }
 
+/// What a storage operation did, as the server's metrics count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Reading or changing an account's credentials, creating or deleting one.
+    Account,
+    /// A keyval or map read.
+    Read,
+    /// A keyval or map write (one transaction of [`Store::write_batch`]).
+    Write,
+    /// Archive appends, one item or a batch.
+    ArchiveAppend,
+    /// Archive reads: queries, single items, counts.
+    ArchiveQuery,
+    /// Archive changes other than appends: replacements, deletions, expiry.
+    ArchiveChange,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 6] =
+        [Operation::Account, Operation::Read, Operation::Write, Operation::ArchiveAppend, Operation::ArchiveQuery, Operation::ArchiveChange];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Account => "account",
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::ArchiveAppend => "archive_append",
+            Operation::ArchiveQuery => "archive_query",
+            Operation::ArchiveChange => "archive_change",
+        }
+    }
+}
+
+/// Told of every operation as it completes (metrics). Called on the operation's task, so
+/// it must be cheap and never block.
+pub trait Observer: Send + Sync {
+    fn completed(&self, op: Operation, took: std::time::Duration, ok: bool);
+}
+
+/// The storage backends.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// A store: a backend, and whoever watches its operations.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+/// Runs `$e` on the backend, telling the observer (if any) how it went.
+macro_rules! dispatch {
+    ($self:ident, $op:expr, $s:ident => $e:expr) => {{
+        let started = $self.observer.as_ref().map(|_| std::time::Instant::now());
+        let result = match &$self.backend {
+            Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
+        };
+        if let (Some(observer), Some(started)) = (&$self.observer, started) {
+            observer.completed($op, started.elapsed(), result.is_ok());
+        }
+        result
+    }};
+}
+
+/// Whether `url` names a PostgreSQL database (both schemes libpq accepts).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the store named by `url`:
+    /// `sqlite://path/to/file.db`, or `postgres://user:password@host:port/database` (the
+    /// database is created if the role may create databases and it does not exist yet).
+    pub async fn open(url: &str) -> Result<Store> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Store { backend: Backend::Sqlite(SqliteStore::open(Path::new(path)).await?), observer: None });
+        }
+        if is_postgres_url(url) {
+            return Ok(Store { backend: Backend::Postgres(PgStore::open(url).await?), observer: None });
+        }
+        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    }
+
+    /// The same store, its operations reported to `observer`.
+    pub fn observed(self, observer: Arc<dyn Observer>) -> Store {
+        Store { observer: Some(observer), ..self }
+    }
+
+    /// Whether the database answers a trivial query (readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ping().await,
+            Backend::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Flushes and closes: call on shutdown.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
+        }
+    }
+
+    // Accounts. The credentials blob is opaque here (the server stores serialized SCRAM keys).
+
+    /// Fails with [`StorageError::AlreadyExists`] if the account exists.
+    pub async fn create_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
+        dispatch!(self, Operation::Account, s => s.create_account(u, credentials).await)
+    }
+
+    pub async fn get_account(&self, u: UserRef<'_>) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, Operation::Account, s => s.get_account(u).await)
+    }
+
+    /// Fails with [`StorageError::NotFound`] if there is no such account.
+    pub async fn set_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
+        dispatch!(self, Operation::Account, s => s.set_account(u, credentials).await)
+    }
+
+    /// Deletes the account and every store of that user, atomically. Returns whether the
+    /// account existed.
+    pub async fn delete_account(&self, u: UserRef<'_>) -> Result<bool> {
+        dispatch!(self, Operation::Account, s => s.delete_account(u).await)
+    }
+
+    /// Localparts of the host's accounts, sorted.
+    pub async fn list_accounts(&self, host: &str) -> Result<Vec<String>> {
+        dispatch!(self, Operation::Account, s => s.list_accounts(host).await)
+    }
+
+    // keyval
+
+    pub async fn kv_get(&self, u: UserRef<'_>, store: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, Operation::Read, s => s.kv_get(u, store).await)
+    }
+
+    pub async fn kv_set(&self, u: UserRef<'_>, store: &str, value: Option<&[u8]>) -> Result<()> {
+        self.write_batch(u, &[Write::Keyval { store, value }]).await
+    }
+
+    // map
+
+    pub async fn map_get(&self, u: UserRef<'_>, store: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, Operation::Read, s => s.map_get(u, store, key).await)
+    }
+
+    /// Every (key, value) of the map, sorted by key.
+    pub async fn map_all(&self, u: UserRef<'_>, store: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        dispatch!(self, Operation::Read, s => s.map_all(u, store).await)
+    }
+
+    /// How many keys the map holds, counting no further than `up_to`: checking a cap costs
+    /// O(cap), not O(map size).
+    pub async fn map_count(&self, u: UserRef<'_>, store: &str, up_to: u64) -> Result<u64> {
+        dispatch!(self, Operation::Read, s => s.map_count(u, store, up_to).await)
+    }
+
+    pub async fn map_set(&self, u: UserRef<'_>, store: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+        self.write_batch(u, &[Write::Map { store, key, value }]).await
+    }
+
+    /// Applies all writes in one transaction.
+    pub async fn write_batch(&self, u: UserRef<'_>, writes: &[Write<'_>]) -> Result<()> {
+        dispatch!(self, Operation::Write, s => s.write_batch(u, writes).await)
+    }
+
+    // archive
+
+    /// Appends an item. With `quota`, fails with [`StorageError::QuotaExceeded`] when the
+    /// store already holds `quota.items` items for the user, or when the item would take
+    /// the user's payloads there over `quota.bytes` (checked in the same transaction).
+    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<Quota>) -> Result<()> {
+        dispatch!(self, Operation::ArchiveAppend, s => s.archive_append(u, store, item, quota).await)
+    }
+
+    /// Appends many items, for any users and stores, in one transaction: one durable
+    /// commit covers them all. Fails as a whole (with `AlreadyExists` on a duplicate id).
+    pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
+        dispatch!(self, Operation::ArchiveAppend, s => s.archive_append_batch(items).await)
+    }
+
+    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
+        dispatch!(self, Operation::ArchiveQuery, s => s.archive_query(u, store, q).await)
+    }
+
+    /// The item with this id, if any.
+    pub async fn archive_get(&self, u: UserRef<'_>, store: &str, id: &str) -> Result<Option<ArchiveItem>> {
+        dispatch!(self, Operation::ArchiveQuery, s => s.archive_get(u, store, id).await)
+    }
+
+    pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {
+        dispatch!(self, Operation::ArchiveQuery, s => s.archive_count(u, store).await)
+    }
+
+    /// Deletes every user's items of `store` older than the timestamp (retention); returns
+    /// how many.
+    pub async fn archive_expire(&self, store: &str, older_than_us: i64) -> Result<u64> {
+        dispatch!(self, Operation::ArchiveChange, s => s.archive_expire(store, older_than_us).await)
+    }
+
+    /// Replaces the payload of item `id`, keeping its place and stamp (a retracted
+    /// message's tombstone). Fails with [`StorageError::NotFound`] when there is no such item.
+    pub async fn archive_replace(&self, u: UserRef<'_>, store: &str, id: &str, payload: &[u8]) -> Result<()> {
+        dispatch!(self, Operation::ArchiveChange, s => s.archive_replace(u, store, id, payload).await)
+    }
+
+    /// Returns the number of items deleted.
+    pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
+        dispatch!(self, Operation::ArchiveChange, s => s.archive_delete(u, store, which).await)
+    }
+
+    // Whole-database copies (migrate-storage).
+
+    /// Up to `limit` rows of one table after `after`, in the table's export order (see
+    /// [`ExportCursor`]).
+    pub async fn export(&self, kind: RecordKind, after: &ExportCursor, limit: usize) -> Result<Vec<Record>> {
+        dispatch!(self, Operation::Read, s => s.export(kind, after, limit).await)
+    }
+
+    /// Inserts the rows in one transaction, archive items in the given order. Fails with
+    /// [`StorageError::AlreadyExists`] when a row's key is taken.
+    pub async fn import(&self, records: &[Record]) -> Result<()> {
+        dispatch!(self, Operation::Write, s => s.import(records).await)
+    }
+
+    /// The PostgreSQL backend, for what only it has (the query plans of its benchmark).
+    #[doc(hidden)]
+    pub fn as_postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
+    }
+}
+
 /// How many rows of each kind [`copy_all`] copied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyCounts {
@@ -263,165 +504,3 @@ pub async fn copy_all(from: &Store, to: &Store, mut progress: impl FnMut(&CopyCo
     Ok(counts)
 }
 
-/// The storage backends.
-#[derive(Clone)]
-pub enum Store {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
-
-/// Whether `url` names a PostgreSQL database (both schemes libpq accepts).
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-impl Store {
-    /// Opens (creating and migrating if needed) the store named by `url`:
-    /// `sqlite://path/to/file.db`, or `postgres://user:password@host:port/database` (the
-    /// database is created if the role may create databases and it does not exist yet).
-    pub async fn open(url: &str) -> Result<Store> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(Store::Sqlite(SqliteStore::open(Path::new(path)).await?));
-        }
-        if is_postgres_url(url) {
-            return Ok(Store::Postgres(PgStore::open(url).await?));
-        }
-        Err(StorageError::UnsupportedUrl(url.to_owned()))
-    }
-
-    /// Flushes and closes: call on shutdown.
-    pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
-    }
-
-    // Accounts. The credentials blob is opaque here (the server stores serialized SCRAM keys).
-
-    /// Fails with [`StorageError::AlreadyExists`] if the account exists.
-    pub async fn create_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
-        dispatch!(self, s => s.create_account(u, credentials).await)
-    }
-
-    pub async fn get_account(&self, u: UserRef<'_>) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, s => s.get_account(u).await)
-    }
-
-    /// Fails with [`StorageError::NotFound`] if there is no such account.
-    pub async fn set_account(&self, u: UserRef<'_>, credentials: &[u8]) -> Result<()> {
-        dispatch!(self, s => s.set_account(u, credentials).await)
-    }
-
-    /// Deletes the account and every store of that user, atomically. Returns whether the
-    /// account existed.
-    pub async fn delete_account(&self, u: UserRef<'_>) -> Result<bool> {
-        dispatch!(self, s => s.delete_account(u).await)
-    }
-
-    /// Localparts of the host's accounts, sorted.
-    pub async fn list_accounts(&self, host: &str) -> Result<Vec<String>> {
-        dispatch!(self, s => s.list_accounts(host).await)
-    }
-
-    // keyval
-
-    pub async fn kv_get(&self, u: UserRef<'_>, store: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, s => s.kv_get(u, store).await)
-    }
-
-    pub async fn kv_set(&self, u: UserRef<'_>, store: &str, value: Option<&[u8]>) -> Result<()> {
-        self.write_batch(u, &[Write::Keyval { store, value }]).await
-    }
-
-    // map
-
-    pub async fn map_get(&self, u: UserRef<'_>, store: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, s => s.map_get(u, store, key).await)
-    }
-
-    /// Every (key, value) of the map, sorted by key.
-    pub async fn map_all(&self, u: UserRef<'_>, store: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        dispatch!(self, s => s.map_all(u, store).await)
-    }
-
-    /// How many keys the map holds, counting no further than `up_to`: checking a cap costs
-    /// O(cap), not O(map size).
-    pub async fn map_count(&self, u: UserRef<'_>, store: &str, up_to: u64) -> Result<u64> {
-        dispatch!(self, s => s.map_count(u, store, up_to).await)
-    }
-
-    pub async fn map_set(&self, u: UserRef<'_>, store: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
-        self.write_batch(u, &[Write::Map { store, key, value }]).await
-    }
-
-    /// Applies all writes in one transaction.
-    pub async fn write_batch(&self, u: UserRef<'_>, writes: &[Write<'_>]) -> Result<()> {
-        dispatch!(self, s => s.write_batch(u, writes).await)
-    }
-
-    // archive
-
-    /// Appends an item. With `quota`, fails with [`StorageError::QuotaExceeded`] when the
-    /// store already holds `quota.items` items for the user, or when the item would take
-    /// the user's payloads there over `quota.bytes` (checked in the same transaction).
-    pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<Quota>) -> Result<()> {
-        dispatch!(self, s => s.archive_append(u, store, item, quota).await)
-    }
-
-    /// Appends many items, for any users and stores, in one transaction: one durable
-    /// commit covers them all. Fails as a whole (with `AlreadyExists` on a duplicate id).
-    pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
-        dispatch!(self, s => s.archive_append_batch(items).await)
-    }
-
-    pub async fn archive_query(&self, u: UserRef<'_>, store: &str, q: &ArchiveQuery<'_>) -> Result<ArchivePage> {
-        dispatch!(self, s => s.archive_query(u, store, q).await)
-    }
-
-    /// The item with this id, if any.
-    pub async fn archive_get(&self, u: UserRef<'_>, store: &str, id: &str) -> Result<Option<ArchiveItem>> {
-        dispatch!(self, s => s.archive_get(u, store, id).await)
-    }
-
-    pub async fn archive_count(&self, u: UserRef<'_>, store: &str) -> Result<u64> {
-        dispatch!(self, s => s.archive_count(u, store).await)
-    }
-
-    /// Deletes every user's items of `store` older than the timestamp (retention); returns
-    /// how many.
-    pub async fn archive_expire(&self, store: &str, older_than_us: i64) -> Result<u64> {
-        dispatch!(self, s => s.archive_expire(store, older_than_us).await)
-    }
-
-    /// Replaces the payload of item `id`, keeping its place and stamp (a retracted
-    /// message's tombstone). Fails with [`StorageError::NotFound`] when there is no such item.
-    pub async fn archive_replace(&self, u: UserRef<'_>, store: &str, id: &str, payload: &[u8]) -> Result<()> {
-        dispatch!(self, s => s.archive_replace(u, store, id, payload).await)
-    }
-
-    /// Returns the number of items deleted.
-    pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
-        dispatch!(self, s => s.archive_delete(u, store, which).await)
-    }
-
-    // Whole-database copies (migrate-storage).
-
-    /// Up to `limit` rows of one table after `after`, in the table's export order (see
-    /// [`ExportCursor`]).
-    pub async fn export(&self, kind: RecordKind, after: &ExportCursor, limit: usize) -> Result<Vec<Record>> {
-        dispatch!(self, s => s.export(kind, after, limit).await)
-    }
-
-    /// Inserts the rows in one transaction, archive items in the given order. Fails with
-    /// [`StorageError::AlreadyExists`] when a row's key is taken.
-    pub async fn import(&self, records: &[Record]) -> Result<()> {
-        dispatch!(self, s => s.import(records).await)
-    }
-}

@@ -135,6 +135,11 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

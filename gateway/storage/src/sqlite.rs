@@ -320,6 +320,12 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// A trivial query on a reader connection: whether the database answers at all.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         if self.writer.is_closed() {
             return;

@@ -328,7 +328,7 @@ async fn explain_a_million_row_archive() {
     const STEP_US: i64 = 60_000_000;
     let Some(db) = TestDb::new("explain_a_million_row_archive") else { return };
     let store = db.open().await;
-    let Store::Postgres(pg) = &store else { unreachable!("a postgres:// URL") };
+    let pg = store.as_postgres().expect("a postgres:// URL");
     let payload = vec![b'x'; 400];
     let filled = Instant::now();
     for batch in 0..ROWS / BATCH {

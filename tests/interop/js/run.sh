@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the JavaScript interop suites against a real `jabberwock` server:
 #   node_suite.mjs     @xmpp/client over WebSocket, strophe.js over BOSH, slixmpp over STARTTLS
+#   sasl2_suite.mjs    @xmpp/client with SASL2, Bind2 and FAST tokens over WebSocket and TCP
 #   converse_suite.mjs Converse.js in headless Chromium over WebSocket, BOSH and XEP-0156
 #   converse_muc_suite.mjs two Converse.js instances in one group chat room
 #
@@ -45,8 +46,9 @@ enabled = false
 TOML
 
 # alice: @xmpp/client (WebSocket); bob: strophe.js (BOSH); carol: slixmpp (TCP);
-# dave: Converse.js (browser); erin: a second Converse.js in the group chat suite.
-for user in alice bob carol dave erin; do
+# dave: Converse.js (browser); erin: a second Converse.js in the group chat suite;
+# frank and grace: @xmpp/client signing in with SASL2 and FAST (WebSocket, TCP).
+for user in alice bob carol dave erin frank grace; do
     password="$user-$RANDOM-$RANDOM"
     jw_adduser "$user" "$password"
     upper="$(printf '%s' "$user" | tr '[:lower:]' '[:upper:]')"
@@ -72,7 +74,7 @@ run_suite() {
     (cd "$HERE" && timeout --kill-after=5 "$limit" node "$suite") 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
     [ "$rc" -ne 124 ] || say "$suite was killed after $limit s"
     local counts
-    counts="$(sed -n 's/^[a-z_]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$out" | tail -n 1)"
+    counts="$(sed -n 's/^[a-z0-9_]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$out" | tail -n 1)"
     if [ -n "$counts" ]; then
         TOTAL_PASSED=$((TOTAL_PASSED + ${counts% *}))
         TOTAL_FAILED=$((TOTAL_FAILED + ${counts#* }))
@@ -84,6 +86,8 @@ run_suite() {
 }
 
 run_suite 90 node_suite.mjs
+# The server's self-signed certificate, for @xmpp/client's STARTTLS.
+NODE_EXTRA_CA_CERTS="$CERT_FILE" run_suite 90 sasl2_suite.mjs
 run_suite 200 converse_suite.mjs
 run_suite 200 converse_muc_suite.mjs
 

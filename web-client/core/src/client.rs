@@ -115,12 +115,17 @@ impl Client {
     }
 
     /// A client that resumes the session a page saved before it went away
-    /// ([`Client::resumable`]), signing in with the saved keys. `None` when the saved
-    /// state does not hold together.
+    /// ([`Client::resumable`]), signing in with the saved FAST token or keys. `None` when
+    /// the saved state does not hold together.
     pub fn from_resumable(saved: &Resumable, nonce: String) -> Option<Client> {
         let account = Account::parse(address::bare(&saved.jid)).ok()?;
         let resource = address::resource(&saved.jid).map(str::to_owned);
-        let keys = saved.keys.to_keys()?;
+        // Either only resumes: if the session is gone, the user signs in again.
+        let credential = match (&saved.token, &saved.keys) {
+            (Some(token), _) => Credential::Token(token.clone()),
+            (None, Some(keys)) => Credential::Keys(keys.to_keys()?),
+            (None, None) => return None,
+        };
         let sm = StreamManagement::restore(
             saved.sm.id.clone(),
             saved.sm.max_secs,
@@ -128,8 +133,11 @@ impl Client {
             saved.sm.acked,
             saved.sm.unacked_elements()?,
         );
-        let conn =
-            Connection::new(account, Credential::Keys(keys), resource, nonce.clone()).resuming(Some((sm, saved.jid.clone())));
+        let mut conn =
+            Connection::new(account, credential, resource, nonce.clone()).resuming(Some((sm, saved.jid.clone()))).resume_only();
+        if let Some(device) = &saved.device {
+            conn = conn.with_device(device.clone());
+        }
         let mut c = Client::with_connection(conn, &nonce);
         c.own = PresenceInfo { show: Show::from_key(&saved.show).unwrap_or_default(), status: saved.status.clone(), priority: 0 };
         for p in &saved.presence {
@@ -153,7 +161,11 @@ impl Client {
     /// does not allow resumption. `endpoint` is the view layer's note of where it ran.
     pub fn resumable(&self, endpoint: &str, now_ms: i64) -> Option<Resumable> {
         let sm = self.conn.stream_management()?;
-        let (id, jid, keys) = (sm.id()?, self.conn.jid()?, self.conn.keys()?);
+        let (id, jid) = (sm.id()?, self.conn.jid()?);
+        let (keys, token) = (self.conn.keys().map(SavedKeys::from), self.conn.token().cloned());
+        if keys.is_none() && token.is_none() {
+            return None;
+        }
         Some(Resumable {
             jid: jid.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -165,7 +177,9 @@ impl Client {
                 acked: sm.acked(),
                 unacked: sm.unacked().map(Element::to_xml_string).collect(),
             },
-            keys: SavedKeys::from(keys),
+            keys,
+            token,
+            device: Some(self.conn.device().to_owned()),
             show: self.own.show.key().to_owned(),
             status: self.own.status.clone(),
             idle_from: self.auto_away.map(|s| s.key().to_owned()),
@@ -186,18 +200,21 @@ impl Client {
 
     /// A fresh connection for a new attempt (after a network loss), keeping the roster,
     /// the conversations and our presence; it resumes the dropped session if the server
-    /// kept it. Signs in with `password`, else with the keys of the last sign-in (which
-    /// can only resume). Returns false when there is nothing to sign in with.
+    /// kept it. Signs in with `password`, else with the FAST token the server issued
+    /// (which can also start a new session), else with the keys of the last sign-in
+    /// (which can only resume). Returns false when there is nothing to sign in with.
     pub fn restart(&mut self, password: Option<&str>, nonce: String) -> bool {
-        let credential = match (password, self.conn.keys()) {
-            (Some(p), _) => Credential::Password(p.to_owned()),
-            (None, Some(k)) => Credential::Keys(k.clone()),
-            (None, None) => return false,
+        let credential = match (password, self.conn.token(), self.conn.keys()) {
+            (Some(p), _, _) => Credential::Password(p.to_owned()),
+            (None, Some(t), _) => Credential::Token(t.clone()),
+            (None, None, Some(k)) => Credential::Keys(k.clone()),
+            (None, None, None) => return false,
         };
         let account = self.conn.account().clone();
         let resource = self.conn.resource().map(str::to_owned);
         let resume = self.conn.take_resumable();
-        self.conn = Connection::new(account, credential, resource, nonce).resuming(resume);
+        let device = self.conn.device().to_owned();
+        self.conn = Connection::new(account, credential, resource, nonce).resuming(resume).with_device(device);
         true
     }
 

@@ -2,6 +2,11 @@
 //! open → features → SASL (SCRAM) → restart → features → bind (→ session) → online,
 //! or, after the restart, resume (XEP-0198) a stream that dropped → online.
 //!
+//! Where the server offers SASL2 (XEP-0388), one exchange does it all: SCRAM (or a FAST
+//! token, XEP-0484) with a Bind2 request (XEP-0386, stream management enabled inline)
+//! or the resumption of a dropped stream, and a request for the token that signs this
+//! device in next time.
+//!
 //! The transport feeds [`Input`]s to [`Connection::receive`] and performs the
 //! [`ConnEvent::Send`]s it gets back; everything else is for the layer above.
 
@@ -10,6 +15,7 @@ use base64::Engine;
 use jabberwock_proto::Element;
 
 use crate::address::Account;
+use crate::fast::{self, FastToken};
 use crate::framing::{Frame, Input};
 use crate::ns;
 use crate::scram::{ScramClient, ScramError, ScramHash, ScramKeys};
@@ -144,6 +150,7 @@ enum Stage {
         authenticated: bool,
     },
     Sasl(Box<ScramClient>),
+    Sasl2(Box<Sasl2>),
     Binding {
         id: String,
         session_required: bool,
@@ -165,16 +172,37 @@ pub enum Credential {
     /// Keys from an earlier SCRAM exchange ([`ScramClient::keys`]): enough to resume a
     /// session, not to start a new one (see [`ConnError::SessionExpired`]).
     Keys(ScramKeys),
+    /// A FAST token the server issued to this device: starts a new session or resumes
+    /// one, over SASL2.
+    Token(FastToken),
+}
+
+/// A SASL2 exchange in progress.
+struct Sasl2 {
+    /// SCRAM; `None` when signing in with a token.
+    scram: Option<ScramClient>,
+    /// With a token: what the server's additional data must be.
+    responder: Option<Vec<u8>>,
+    /// A dropped stream being resumed inline, with its JID.
+    resuming: Option<(StreamManagement, String)>,
+    /// The server sets up client state indication inline (Bind2 offered it).
+    csi: bool,
 }
 
 pub struct Connection {
     account: Account,
     /// Kept only until SASL succeeds.
     credential: Option<Credential>,
-    /// Signed in with kept keys rather than the password.
-    with_keys: bool,
+    /// Only to resume a dropped stream, never to start a new session: signing in with
+    /// kept keys, or as a reloaded page (see [`Connection::resume_only`]).
+    resume_only: bool,
     /// What SCRAM derived this time, to sign in again without the password.
     keys: Option<ScramKeys>,
+    /// The FAST token the server issued last (SASL2), to sign in next time.
+    token: Option<FastToken>,
+    /// This device's stable id for SASL2's `<user-agent/>`: the server ties tokens and the
+    /// Bind2 resource to it.
+    device: String,
     resource: Option<String>,
     nonce: String,
     stage: Stage,
@@ -195,13 +223,18 @@ impl Connection {
     pub fn new(account: Account, credential: Credential, resource: Option<String>, nonce: String) -> Self {
         Connection {
             account,
-            with_keys: matches!(credential, Credential::Keys(_)),
+            resume_only: matches!(credential, Credential::Keys(_)),
             keys: match &credential {
                 Credential::Keys(k) => Some(k.clone()),
-                Credential::Password(_) => None,
+                Credential::Password(_) | Credential::Token(_) => None,
+            },
+            token: match &credential {
+                Credential::Token(t) => Some(t.clone()),
+                _ => None,
             },
             credential: Some(credential),
             resource,
+            device: format!("web-{}", &nonce[..nonce.len().min(16)]),
             nonce,
             stage: Stage::Idle,
             jid: None,
@@ -236,12 +269,37 @@ impl Connection {
         self.keys.as_ref()
     }
 
+    /// The FAST token for this device's next sign-in: the one issued last, or the one
+    /// signing in until the server replaces it.
+    pub fn token(&self) -> Option<&FastToken> {
+        self.token.as_ref()
+    }
+
+    /// The SASL2 user-agent id, to keep across connections of this device.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Signs in only to resume the stream given to [`Connection::resuming`]: when it is
+    /// gone, the connection fails with [`ConnError::SessionExpired`] rather than starting
+    /// a new session, as a reloaded page does (the user signs in again).
+    pub fn resume_only(mut self) -> Self {
+        self.resume_only = true;
+        self
+    }
+
+    /// Uses `device` as the SASL2 user-agent id (one kept from an earlier connection).
+    pub fn with_device(mut self, device: String) -> Self {
+        self.device = device;
+        self
+    }
+
     pub fn phase(&self) -> Phase {
         match self.stage {
             Stage::Idle | Stage::AwaitOpen { authenticated: false } | Stage::AwaitFeatures { authenticated: false } => {
                 Phase::Connecting
             }
-            Stage::Sasl(_) => Phase::Authenticating,
+            Stage::Sasl(_) | Stage::Sasl2(_) => Phase::Authenticating,
             Stage::AwaitOpen { authenticated: true }
             | Stage::AwaitFeatures { authenticated: true }
             | Stage::Binding { .. }
@@ -373,6 +431,7 @@ impl Connection {
             Stage::AwaitFeatures { authenticated: false } if el.is("features", ns::STREAM) => self.start_sasl(&el),
             Stage::AwaitFeatures { authenticated: true } if el.is("features", ns::STREAM) => self.authenticated(&el),
             Stage::Sasl(scram) if el.ns() == ns::SASL => self.sasl_step(scram, &el),
+            Stage::Sasl2(state) if el.ns() == ns::SASL2 => self.sasl2_step(state, &el),
             Stage::Binding { id, session_required } if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) => {
                 self.bind_result(&el, session_required)
             }
@@ -403,33 +462,197 @@ impl Connection {
     }
 
     fn start_sasl(&mut self, features: &Element) -> Vec<ConnEvent> {
+        if let Some(auth) = features.child("authentication", ns::SASL2) {
+            return self.start_sasl2(auth);
+        }
         let offered: Vec<String> = features
             .child("mechanisms", ns::SASL)
             .map(|m| m.children().filter(|c| c.is("mechanism", ns::SASL)).map(|c| c.text().trim().to_owned()).collect())
             .unwrap_or_default();
-        // PLAIN would hand the password to the server: never offered by this client.
-        let Some(hash) = [ScramHash::Sha256, ScramHash::Sha1].into_iter().find(|h| offered.iter().any(|o| o == h.mechanism()))
-        else {
-            return self.fail(ConnError::NoMechanism(offered));
-        };
-        let scram = match self.credential.clone() {
-            // Kept keys are for the mechanism they came from.
-            Some(Credential::Keys(keys)) if offered.iter().any(|o| o == keys.hash.mechanism()) => {
-                ScramClient::with_keys(&self.account.local, keys, &self.nonce)
-            }
-            Some(Credential::Keys(_)) => return self.fail(ConnError::SessionExpired),
-            Some(Credential::Password(password)) => ScramClient::new(hash, &self.account.local, &password, &self.nonce),
-            None => return self.fail(ConnError::Protocol("no credential to sign in with".into())),
-        };
-        let mut scram = match scram {
+        let mut scram = match self.scram_client(&offered) {
             Ok(s) => s,
-            Err(e) => return self.fail(e.into()),
+            Err(e) => return self.fail(e),
         };
         let hash = scram.hash();
         let auth =
             Element::new("auth", ns::SASL).with_attr("mechanism", hash.mechanism()).with_text(B64.encode(scram.client_first()));
         self.stage = Stage::Sasl(Box::new(scram));
         vec![ConnEvent::Phase(Phase::Authenticating), ConnEvent::Send(Frame::Element(auth))]
+    }
+
+    /// A SCRAM exchange for one of the `offered` mechanisms, with the password or kept keys.
+    fn scram_client(&self, offered: &[String]) -> Result<ScramClient, ConnError> {
+        // PLAIN would hand the password to the server: never offered by this client.
+        let Some(hash) = [ScramHash::Sha256, ScramHash::Sha1].into_iter().find(|h| offered.iter().any(|o| o == h.mechanism()))
+        else {
+            return Err(ConnError::NoMechanism(offered.to_vec()));
+        };
+        let scram = match self.credential.clone() {
+            // Kept keys are for the mechanism they came from.
+            Some(Credential::Keys(keys)) if offered.iter().any(|o| o == keys.hash.mechanism()) => {
+                ScramClient::with_keys(&self.account.local, keys, &self.nonce)
+            }
+            Some(Credential::Keys(_) | Credential::Token(_)) => return Err(ConnError::SessionExpired),
+            Some(Credential::Password(password)) => ScramClient::new(hash, &self.account.local, &password, &self.nonce),
+            None => return Err(ConnError::Protocol("no credential to sign in with".into())),
+        };
+        Ok(scram?)
+    }
+
+    /// SASL2's `<authenticate/>`: SCRAM or the token, a token request, and either the
+    /// resumption of a dropped stream or a Bind2 request (or both: the server binds when
+    /// it cannot resume). Kept keys only ever resume.
+    fn start_sasl2(&mut self, auth: &Element) -> Vec<ConnEvent> {
+        let offered: Vec<String> = auth.children().filter(|c| c.is("mechanism", ns::SASL2)).map(|c| c.text().trim().to_owned()).collect();
+        let inline = auth.child("inline", ns::SASL2);
+        let fast = inline
+            .and_then(|i| i.child("fast", ns::FAST))
+            .is_some_and(|f| f.children().any(|m| m.is("mechanism", ns::FAST) && m.text().trim() == fast::MECHANISM));
+        let bind2 = inline.and_then(|i| i.child("bind", ns::BIND2));
+        let bind2_offers = |var: &str| {
+            bind2.and_then(|b| b.child("inline", ns::BIND2)).is_some_and(|i| i.children().any(|f| f.attr("var") == Some(var)))
+        };
+        let mut state = Sasl2 { scram: None, responder: None, resuming: None, csi: bind2_offers(ns::CSI) };
+        let mut authenticate = Element::new("authenticate", ns::SASL2);
+        let initial = match self.credential.clone() {
+            Some(Credential::Token(token)) if fast => {
+                authenticate.set_attr("mechanism", fast::MECHANISM);
+                state.responder = Some(token.expected_responder());
+                token.initial_response(&self.account.local)
+            }
+            _ => {
+                let mut scram = match self.scram_client(&offered) {
+                    Ok(s) => s,
+                    Err(e) => return self.fail(e),
+                };
+                authenticate.set_attr("mechanism", scram.hash().mechanism());
+                let first = scram.client_first().into_bytes();
+                state.scram = Some(scram);
+                first
+            }
+        };
+        authenticate.push(Element::new("initial-response", ns::SASL2).with_text(B64.encode(initial)));
+        authenticate.push(
+            Element::new("user-agent", ns::SASL2)
+                .with_attr("id", self.device.clone())
+                .with_child(Element::new("software", ns::SASL2).with_text("Jabberwock web client")),
+        );
+        if fast {
+            authenticate.push(match state.responder {
+                Some(_) => Element::new("fast", ns::FAST),
+                None => Element::new("request-token", ns::FAST).with_attr("mechanism", fast::MECHANISM),
+            });
+        }
+        let sm_inline = inline.is_some_and(|i| i.child("sm", ns::SM).is_some());
+        match self.resume.take() {
+            Some((sm, jid)) if sm_inline => {
+                authenticate.push(sm.resume_request().expect("only resumable state is kept"));
+                state.resuming = Some((sm, jid));
+            }
+            // Resumed after the features that follow the success, as after SASL.
+            other => self.resume = other,
+        }
+        let resume_only = self.resume_only || (state.resuming.is_none() && self.resume.is_some());
+        if let (Some(_), false) = (bind2, resume_only) {
+            let tag = self.resource.clone().unwrap_or_else(|| "web".to_owned());
+            let mut bind = Element::new("bind", ns::BIND2).with_child(Element::new("tag", ns::BIND2).with_text(tag));
+            if bind2_offers(ns::SM) {
+                bind.push(StreamManagement::enable());
+            }
+            authenticate.push(bind);
+        }
+        self.stage = Stage::Sasl2(Box::new(state));
+        vec![ConnEvent::Phase(Phase::Authenticating), ConnEvent::Send(Frame::Element(authenticate))]
+    }
+
+    fn sasl2_step(&mut self, mut state: Box<Sasl2>, el: &Element) -> Vec<ConnEvent> {
+        let decode = |text: &str| B64.decode(text.trim()).ok();
+        match el.name() {
+            "challenge" => {
+                let Some(scram) = state.scram.as_mut() else { return self.fail(ConnError::Protocol("a challenge to a token".into())) };
+                let Some(data) = decode(&el.text()).and_then(|b| String::from_utf8(b).ok()) else {
+                    return self.fail(ScramError::MalformedChallenge.into());
+                };
+                let reply = match scram.client_final(&data) {
+                    Ok(final_msg) => B64.encode(final_msg),
+                    Err(ScramError::KeysOutdated) => return self.fail(ConnError::SessionExpired),
+                    Err(e) => return self.fail(e.into()),
+                };
+                self.stage = Stage::Sasl2(state);
+                vec![ConnEvent::Send(Frame::Element(Element::new("response", ns::SASL2).with_text(reply)))]
+            }
+            "success" => self.sasl2_success(*state, el),
+            "failure" => {
+                let condition = el.children().find(|c| c.ns() == ns::SASL).map_or("not-authorized", |c| c.name()).to_owned();
+                // A token refused (used, expired, revoked): only the password helps now.
+                if state.responder.is_some() && matches!(condition.as_str(), "not-authorized" | "credentials-expired") {
+                    self.token = None;
+                    return self.fail(ConnError::SessionExpired);
+                }
+                let text = el.child_text("text", ns::SASL2).filter(|t| !t.is_empty());
+                self.fail(ConnError::AuthFailed { condition, text })
+            }
+            other => self.fail(ConnError::Protocol(format!("<{other}/> during SASL2"))),
+        }
+    }
+
+    fn sasl2_success(&mut self, state: Sasl2, el: &Element) -> Vec<ConnEvent> {
+        let additional = el.child_text("additional-data", ns::SASL2).and_then(|d| B64.decode(d.trim()).ok());
+        // The server proves it knew the password (or the token) too.
+        match (state.scram, &state.responder) {
+            (Some(mut scram), _) => {
+                let verified = additional
+                    .and_then(|d| String::from_utf8(d).ok())
+                    .map(|d| scram.verify_server_final(&d))
+                    .unwrap_or(Err(ScramError::BadServerSignature));
+                if let Err(e) = verified.and_then(|_| if scram.is_done() { Ok(()) } else { Err(ScramError::BadServerSignature) }) {
+                    return self.fail(e.into());
+                }
+                self.keys = scram.keys().cloned();
+            }
+            (None, Some(expected)) if additional.as_ref() == Some(expected) => {}
+            (None, _) => return self.fail(ScramError::BadServerSignature.into()),
+        }
+        self.credential = None;
+        if state.responder.is_some() {
+            // Used up; its replacement comes with the success.
+            self.token = None;
+        }
+        if let Some(t) = el.child("token", ns::FAST) {
+            if let (Some(token), Some(expiry)) = (t.attr("token"), t.attr("expiry")) {
+                self.token = Some(FastToken { token: token.to_owned(), expiry: expiry.to_owned() });
+            }
+        }
+        let jid = el.child_text("authorization-identifier", ns::SASL2).map(|j| j.trim().to_owned());
+        if let Some((sm, old_jid)) = state.resuming {
+            if let Some(resumed) = el.child("resumed", ns::SM) {
+                self.jid = Some(old_jid);
+                return self.resume_answer(sm, resumed);
+            }
+            if self.resume_only {
+                return self.fail(ConnError::SessionExpired);
+            }
+            // Gone: the new session (bound inline) sends again what the old one never confirmed.
+            self.resend = sm.unacked().filter(|e| e.name() == "message").cloned().collect();
+        }
+        match (el.child("bound", ns::BIND2), jid) {
+            (Some(bound), Some(jid)) => {
+                let enabled = bound.child("enabled", ns::SM);
+                self.features = Features { stream_management: enabled.is_some(), csi: state.csi, ..Features::default() };
+                self.sm = enabled.map(|e| {
+                    let mut sm = StreamManagement::new();
+                    sm.on_enabled(e);
+                    sm
+                });
+                self.jid = Some(jid);
+                self.online()
+            }
+            // Not bound inline: the features of the authenticated stream follow, without a restart.
+            _ => {
+                self.stage = Stage::AwaitFeatures { authenticated: true };
+                vec![ConnEvent::Phase(Phase::Binding)]
+            }
+        }
     }
 
     fn sasl_step(&mut self, mut scram: Box<ScramClient>, el: &Element) -> Vec<ConnEvent> {
@@ -501,7 +724,7 @@ impl Connection {
                 self.stage = Stage::Resuming(sm);
                 vec![ConnEvent::Send(Frame::Element(request))]
             }
-            _ if self.with_keys => self.fail(ConnError::SessionExpired),
+            _ if self.resume_only => self.fail(ConnError::SessionExpired),
             _ => self.start_bind(),
         }
     }
@@ -525,7 +748,7 @@ impl Connection {
                 out.extend([ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid, resumed: true }]);
                 out
             }
-            "failed" if self.with_keys => self.fail(ConnError::SessionExpired),
+            "failed" if self.resume_only => self.fail(ConnError::SessionExpired),
             // The session is gone (the window passed): a new one on this stream, which
             // sends again the messages the old one never confirmed (XEP-0198 §5).
             "failed" => {
@@ -586,11 +809,13 @@ impl Connection {
         self.online()
     }
 
+    /// Bound: stanzas flow. Stream management is asked for now, unless it was enabled
+    /// inline (Bind2).
     fn online(&mut self) -> Vec<ConnEvent> {
         self.stage = Stage::Online;
         let jid = self.jid.clone().unwrap_or_default();
         let mut out = Vec::new();
-        if self.features.stream_management {
+        if self.features.stream_management && self.sm.is_none() {
             self.sm = Some(StreamManagement::new());
             out.push(ConnEvent::Send(Frame::Element(StreamManagement::enable())));
         }
@@ -670,6 +895,159 @@ pub(crate) mod tests {
         Input::Element(parse(&format!(
             "<iq xmlns='jabber:client' type='result' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>{jid}</jid></bind></iq>"
         )))
+    }
+
+    const SASL2_INLINE: &str = "<sm xmlns='urn:xmpp:sm:3'/><bind xmlns='urn:xmpp:bind:0'><inline>\
+        <feature var='urn:xmpp:sm:3'/><feature var='urn:xmpp:csi:0'/></inline></bind>\
+        <fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism></fast>";
+
+    fn features_sasl2(inline: &str) -> Input {
+        Input::Element(parse(&format!(
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>\
+             <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms>\
+             <authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-1</mechanism><inline>{inline}</inline></authentication>\
+             </stream:features>"
+        )))
+    }
+
+    fn sasl2_success(additional: &[u8], inner: &str) -> Input {
+        Input::Element(parse(&format!(
+            "<success xmlns='urn:xmpp:sasl:2'><additional-data>{}</additional-data>\
+             <authorization-identifier>user@localhost/web.1a2b</authorization-identifier>{inner}</success>",
+            B64.encode(additional)
+        )))
+    }
+
+    fn token(t: &str) -> FastToken {
+        FastToken { token: t.into(), expiry: "2030-01-01T00:00:00Z".into() }
+    }
+
+    fn with_credential(credential: Credential) -> Connection {
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let mut c = Connection::new(account, credential, Some("web".into()), CNONCE.into()).with_device("device-1".into());
+        c.start();
+        c.receive(Input::Opened { id: None });
+        c
+    }
+
+    #[test]
+    fn sasl2_with_scram_binds_inline_and_gets_a_token() {
+        let mut c = with_credential(Credential::Password("pencil".into()));
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        assert!(auth.is("authenticate", ns::SASL2));
+        assert_eq!(auth.attr("mechanism"), Some("SCRAM-SHA-1"));
+        let initial = B64.decode(auth.child_text("initial-response", ns::SASL2).unwrap()).unwrap();
+        assert_eq!(initial, format!("n,,n=user,r={CNONCE}").as_bytes());
+        assert_eq!(auth.child("user-agent", ns::SASL2).and_then(|u| u.attr("id")), Some("device-1"));
+        assert_eq!(auth.child("request-token", ns::FAST).and_then(|t| t.attr("mechanism")), Some("HT-SHA-256-NONE"));
+        let bind = auth.child("bind", ns::BIND2).expect("Bind2");
+        assert_eq!(bind.child_text("tag", ns::BIND2).as_deref(), Some("web"));
+        assert!(bind.child("enable", ns::SM).is_some(), "stream management inline");
+
+        let resp = sent_element(&c.receive(Input::Element(Element::new("challenge", ns::SASL2).with_text(B64.encode(SERVER_FIRST)))));
+        assert!(resp.is("response", ns::SASL2));
+        assert_eq!(
+            B64.decode(resp.text()).unwrap(),
+            b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+        );
+        let bound = "<bound xmlns='urn:xmpp:bind:0'><enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/></bound>\
+                     <token xmlns='urn:xmpp:fast:0' token='T1' expiry='2030-01-01T00:00:00Z'/>";
+        let ev = c.receive(sasl2_success(SERVER_FINAL.as_bytes(), bound));
+        // Online at once; stream management is already on, so no <enable/> goes out.
+        assert_eq!(ev, [ConnEvent::Phase(Phase::Online), ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: false }]);
+        assert_eq!(c.stream_management().and_then(|sm| sm.id()), Some("sm1"));
+        assert!(c.features().stream_management && c.features().csi);
+        assert_eq!(c.token(), Some(&token("T1")));
+        assert!(c.keys().is_some() && c.credential.is_none());
+    }
+
+    #[test]
+    fn sasl2_checks_the_server_signature() {
+        let mut c = with_credential(Credential::Password("pencil".into()));
+        c.receive(features_sasl2(SASL2_INLINE));
+        c.receive(Input::Element(Element::new("challenge", ns::SASL2).with_text(B64.encode(SERVER_FIRST))));
+        let ev = c.receive(sasl2_success(b"v=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "<bound xmlns='urn:xmpp:bind:0'/>"));
+        assert!(ev.iter().any(|e| matches!(e, ConnEvent::Failed(ConnError::Scram(_)))), "{ev:?}");
+        assert!(!c.is_online());
+    }
+
+    #[test]
+    fn a_token_signs_in_without_the_password_and_is_replaced() {
+        let t1 = token("T1");
+        let mut c = with_credential(Credential::Token(t1.clone()));
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        assert_eq!(auth.attr("mechanism"), Some("HT-SHA-256-NONE"));
+        assert_eq!(B64.decode(auth.child_text("initial-response", ns::SASL2).unwrap()).unwrap(), t1.initial_response("user"));
+        assert!(auth.child("fast", ns::FAST).is_some() && auth.child("request-token", ns::FAST).is_none());
+        assert!(auth.child("bind", ns::BIND2).is_some(), "a token starts a new session");
+        let next = "<bound xmlns='urn:xmpp:bind:0'/><token xmlns='urn:xmpp:fast:0' token='T2' expiry='2030-01-02T00:00:00Z'/>";
+        let ev = c.receive(sasl2_success(&t1.expected_responder(), next));
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: false }), "{ev:?}");
+        assert_eq!(c.token().map(|t| t.token.as_str()), Some("T2"));
+
+        // A server that did not know the token is not believed.
+        let mut c = with_credential(Credential::Token(t1));
+        c.receive(features_sasl2(SASL2_INLINE));
+        let ev = c.receive(sasl2_success(&token("other").expected_responder(), "<bound xmlns='urn:xmpp:bind:0'/>"));
+        assert!(ev.iter().any(|e| matches!(e, ConnEvent::Failed(_))) && !c.is_online(), "{ev:?}");
+    }
+
+    #[test]
+    fn a_refused_token_asks_for_the_password() {
+        let mut c = with_credential(Credential::Token(token("T1")));
+        c.receive(features_sasl2(SASL2_INLINE));
+        let failure = parse("<failure xmlns='urn:xmpp:sasl:2'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></failure>");
+        let ev = c.receive(Input::Element(failure));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)), "{ev:?}");
+        assert!(c.token().is_none(), "a refused token is forgotten");
+    }
+
+    #[test]
+    fn a_dropped_stream_resumes_inside_sasl2() {
+        let sm = StreamManagement::restore("sm1".into(), 300, 5, 0, Vec::new());
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let t1 = token("T1");
+        let mut c = Connection::new(account, Credential::Token(t1.clone()), Some("web".into()), CNONCE.into())
+            .resuming(Some((sm, "user@localhost/web.1a2b".into())));
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        let resume = auth.child("resume", ns::SM).expect("resumption inline");
+        assert_eq!((resume.attr("previd"), resume.attr("h")), (Some("sm1"), Some("5")));
+        assert!(auth.child("bind", ns::BIND2).is_some(), "a bind in case the session is gone");
+        let resumed = "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='0'/><token xmlns='urn:xmpp:fast:0' token='T2' expiry='x'/>";
+        let ev = c.receive(sasl2_success(&t1.expected_responder(), resumed));
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: true }), "{ev:?}");
+    }
+
+    #[test]
+    fn a_reloaded_page_only_resumes_with_its_token() {
+        let sm = StreamManagement::restore("sm1".into(), 300, 5, 0, Vec::new());
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        let t1 = token("T1");
+        let mut c = Connection::new(account, Credential::Token(t1.clone()), Some("web".into()), CNONCE.into())
+            .resuming(Some((sm, "user@localhost/web.1a2b".into())))
+            .resume_only();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        assert!(auth.child("resume", ns::SM).is_some() && auth.child("bind", ns::BIND2).is_none());
+        let gone = "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+        let ev = c.receive(sasl2_success(&t1.expected_responder(), gone));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)), "{ev:?}");
+    }
+
+    #[test]
+    fn kept_keys_only_resume_over_sasl2() {
+        let mut c = authenticated();
+        let keys = c.keys().cloned().unwrap();
+        let account = Account { local: "user".into(), domain: "localhost".into() };
+        c = Connection::new(account, Credential::Keys(keys), Some("web".into()), CNONCE.into());
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
+        assert_eq!(auth.attr("mechanism"), Some("SCRAM-SHA-1"));
+        assert!(auth.child("bind", ns::BIND2).is_none(), "keys do not start a new session");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The Jabberwock web client's XMPP logic, without I/O.
 //!
 //! * [`scram`]: SCRAM-SHA-1/-256 (RFC 5802, RFC 7677), client side.
+//! * [`fast`]: XEP-0484 FAST tokens (HT-SHA-256-NONE), client side.
 //! * [`connection`]: stream negotiation as a state machine (open → SASL → bind or resume →
-//!   online).
+//!   online, or open → SASL2 with Bind2 or resumption inline → online).
 //! * [`sm`]: XEP-0198 stream management: acknowledgements and resumption.
 //! * [`resume`]: what a page keeps across a reload to resume its stream.
 //! * [`framing`]: RFC 7395 WebSocket messages ↔ connection frames.
@@ -21,6 +22,7 @@ pub mod chat;
 pub mod client;
 pub mod connection;
 pub mod discovery;
+pub mod fast;
 pub mod framing;
 pub mod ns;
 pub mod resume;

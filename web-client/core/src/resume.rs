@@ -1,7 +1,8 @@
 //! What a browser tab keeps across a reload to resume its stream (XEP-0198) instead of
-//! signing in again: the stream-management state, the bound JID, the SCRAM keys that
-//! authenticate the resuming stream, and what the server will not send again (the
-//! presence we had received, our own presence, pending requests).
+//! signing in again: the stream-management state, the bound JID, what authenticates the
+//! resuming stream (the FAST token the server issued this device, XEP-0484, else the
+//! SCRAM keys), and what the server will not send again (the presence we had received,
+//! our own presence, pending requests).
 //!
 //! The password is not part of it. The SCRAM keys (RFC 5802 §3) are derived from it with
 //! the server's salt; they sign in to this server only, and cannot be turned back into
@@ -13,6 +14,7 @@ use base64::Engine;
 use jabberwock_proto::{reader, Limits};
 use serde::{Deserialize, Serialize};
 
+use crate::fast::FastToken;
 use crate::scram::{ScramHash, ScramKeys};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +26,15 @@ pub struct Resumable {
     /// When this was saved, ms since the Unix epoch.
     pub saved_at_ms: i64,
     pub sm: SavedSm,
-    pub keys: SavedKeys,
+    /// The SCRAM keys of the last password sign-in, if there was one on this page.
+    #[serde(default)]
+    pub keys: Option<SavedKeys>,
+    /// The FAST token for the next sign-in, if the server issues them.
+    #[serde(default)]
+    pub token: Option<FastToken>,
+    /// The SASL2 user-agent id the token belongs to.
+    #[serde(default)]
+    pub device: Option<String>,
     /// Our presence: `show` key and status text.
     pub show: String,
     pub status: Option<String>,
@@ -105,7 +115,11 @@ impl Resumable {
     pub fn from_json(text: &str) -> Option<Resumable> {
         let r: Resumable = serde_json::from_str(text).ok()?;
         r.sm.unacked_elements()?;
-        r.keys.to_keys()?;
+        match (&r.keys, &r.token) {
+            (Some(keys), _) => drop(keys.to_keys()?),
+            (None, Some(_)) => {}
+            (None, None) => return None,
+        }
         Some(r)
     }
 
@@ -139,13 +153,15 @@ mod tests {
                 acked: 2,
                 unacked: vec!["<message xmlns='jabber:client' to='bob@localhost' id='m3'><body>x</body></message>".into()],
             },
-            keys: SavedKeys::from(&ScramKeys {
+            keys: Some(SavedKeys::from(&ScramKeys {
                 hash: ScramHash::Sha256,
                 salt: vec![1, 2, 3],
                 iterations: 4096,
                 client_key: vec![9; 32],
                 server_key: vec![8; 32],
-            }),
+            })),
+            token: None,
+            device: None,
             show: "away".into(),
             status: Some("lunch".into()),
             idle_from: None,
@@ -160,11 +176,23 @@ mod tests {
         let r = sample();
         let json = r.to_json();
         assert_eq!(Resumable::from_json(&json), Some(r.clone()));
-        assert_eq!(r.keys.to_keys().unwrap().client_key, vec![9; 32]);
-        assert!(!format!("{:?}", r.keys).contains(&r.keys.client_key), "keys are not printed");
+        let keys = r.keys.as_ref().unwrap();
+        assert_eq!(keys.to_keys().unwrap().client_key, vec![9; 32]);
+        assert!(!format!("{:?}", r.keys).contains(&keys.client_key), "keys are not printed");
         assert_eq!(Resumable::from_json("{}"), None);
         assert_eq!(Resumable::from_json(&json.replace("<message", "<message<")), None, "bad XML");
         assert_eq!(Resumable::from_json(&json.replace("SCRAM-SHA-256", "PLAIN")), None);
+    }
+
+    #[test]
+    fn a_token_alone_will_do_but_not_nothing() {
+        let token = FastToken { token: "t0k3n".into(), expiry: "2030-01-01T00:00:00Z".into() };
+        let r = Resumable { keys: None, token: Some(token), device: Some("web-device".into()), ..sample() };
+        let json = r.to_json();
+        assert_eq!(Resumable::from_json(&json), Some(r.clone()));
+        assert!(!format!("{:?}", r.token).contains("t0k3n"), "tokens are not printed");
+        let neither = Resumable { keys: None, token: None, ..sample() };
+        assert_eq!(Resumable::from_json(&neither.to_json()), None);
     }
 
     #[test]

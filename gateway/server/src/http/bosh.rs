@@ -51,6 +51,7 @@ async fn request(
         Err(refused) => return *refused,
     };
     let bad_request = || respond(Reply::terminate(400, "bad-request"));
+    server.metrics.traffic(crate::metrics::Transport::Bosh).received(body.len());
     let Some(RequestBody { body: el, rid }) = parse_request(&body, &server.config.stream_limits()) else { return bad_request() };
     let number = |name: &str| el.attr(name).and_then(|v| v.parse::<u64>().ok());
     let Some(sid) = el.attr("sid") else {

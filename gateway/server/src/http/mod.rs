@@ -3,6 +3,7 @@
 //! at `/`. Plain HTTP and HTTPS listeners serve the same routes.
 
 mod bosh;
+mod ops;
 mod security;
 mod web;
 
@@ -37,7 +38,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let mut app = Router::new()
         .route("/xmpp-websocket", get(websocket_upgrade))
         .merge(bosh::routes(&server))
-        .route("/healthz", get(|| async { "ok" }));
+        .merge(ops::routes(&server));
     for routes in server.modules.http_routes() {
         app = app.merge(routes.clone());
     }

@@ -214,6 +214,9 @@ async fn roster_full(server: &Server, a: Account<'_>) -> Result<bool, StanzaErro
         tracing::error!(error = %e, "counting roster items failed");
         StanzaError::internal_server_error()
     })?;
+    if held >= cap {
+        server.metrics.limit_hit(crate::metrics::Limit::RosterItems);
+    }
     Ok(held >= cap)
 }
 
@@ -240,6 +243,7 @@ async fn store_pending(server: &Server, a: Account<'_>, contact: &str, request: 
     let cap = server.config.limits.max_pending_subscriptions as u64;
     let _guard = server.lock_account(&a.bare()).await;
     if !has_pending(server, a, contact).await && server.store.map_count(a.uref(), PENDING, cap).await.map_err(internal)? >= cap {
+        server.metrics.limit_hit(crate::metrics::Limit::PendingSubscriptions);
         return Err(StanzaError::resource_constraint().with_text("too many subscription requests are waiting"));
     }
     server.store.map_set(a.uref(), PENDING, contact, Some(&request.to_bytes())).await.map_err(internal)

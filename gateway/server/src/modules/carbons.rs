@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError};
 use jid::{BareJid, FullJid};
 
-use super::{Host, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, SessionHooks};
+use super::{Host, InlineBindFeature, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, SessionHooks};
 use crate::registry::{ConnId, Resource};
 use crate::server::Server;
 use crate::stanzas::forwarded;
@@ -31,6 +31,7 @@ impl Module for Carbons {
             self.clone(),
         );
         host.message_hooks(self.clone());
+        host.bind_feature(self.clone());
         host.session_hooks(self);
     }
 }
@@ -88,6 +89,21 @@ impl MessageHooks for Carbons {
         if !targets.is_empty() && eligible(st) {
             send_copies(targets, to.as_str(), "received", st);
         }
+    }
+}
+
+/// `<enable/>` inside a Bind2 request (XEP-0280 §4.1): carbons from the first message on.
+#[async_trait]
+impl InlineBindFeature for Carbons {
+    fn namespace(&self) -> &'static str {
+        ns::CARBONS
+    }
+
+    async fn bound(&self, _server: &Arc<Server>, jid: &FullJid, conn: ConnId, el: &Element) -> Option<Element> {
+        if el.name() == "enable" {
+            self.set(jid.to_bare().as_str(), jid.resource().as_str(), conn, true);
+        }
+        None
     }
 }
 

@@ -50,12 +50,12 @@ const QUEUE: usize = 16_384;
 
 impl ArchiveWriter {
     /// Starts the writer, and the hourly retention sweep when `retention_days` is set.
-    fn start(store: Store, retention_days: u64) -> Self {
+    fn start(store: Store, retention_days: u64, metrics: WriterMetrics) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         if retention_days > 0 {
             tokio::spawn(expire_old_messages(store.clone(), retention_days));
         }
-        tokio::spawn(write_batches(store, rx));
+        tokio::spawn(write_batches(store, rx, metrics));
         ArchiveWriter { tx }
     }
 
@@ -89,7 +89,13 @@ async fn expire_old_messages(store: Store, retention_days: u64) {
     }
 }
 
-async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
+/// What the writer reports: how many requests wait for it, and how large its batches are.
+struct WriterMetrics {
+    queue: prometheus_client::metrics::gauge::Gauge,
+    batch: crate::metrics::Histogram,
+}
+
+async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>, metrics: WriterMetrics) {
     let mut batch: Vec<ArchiveAppend> = Vec::new();
     let mut committed_retractions = Vec::new();
     let mut waiting = Vec::new();
@@ -114,7 +120,9 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<WriterRequest>) {
             }
             next = if batch.len() < MAX_BATCH { tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten() } else { None };
         }
+        metrics.queue.set(rx.len() as i64);
         if !batch.is_empty() {
+            metrics.batch.observe(batch.len() as f64);
             commit(&store, &batch).await;
             batch.clear();
         }
@@ -200,9 +208,10 @@ pub struct Mam {
 }
 
 impl Mam {
-    pub fn new(store: Store, limits: &crate::config::LimitsConfig) -> Self {
+    pub fn new(store: Store, limits: &crate::config::LimitsConfig, metrics: &crate::metrics::Metrics) -> Self {
+        let writer_metrics = WriterMetrics { queue: metrics.archive_queue.clone(), batch: metrics.archive_batch.clone() };
         Mam {
-            writer: ArchiveWriter::start(store, limits.archive_retention_days),
+            writer: ArchiveWriter::start(store, limits.archive_retention_days, writer_metrics),
             prefs: AccountCache::new(limits.account_cache()),
             default: limits.archive_default,
             quota: limits.archive_quota,
@@ -510,6 +519,7 @@ impl Mam {
             // not): one query per archived message, paid only with a quota.
             let held = server.store.archive_count(UserRef { host: a.host, user: a.user }, STORE).await.unwrap_or(0);
             if held >= self.quota {
+                server.metrics.limit_hit(crate::metrics::Limit::ArchiveQuota);
                 return Err(StanzaError::resource_constraint().with_text(format!("the message archive of {owner} is full")));
             }
         }

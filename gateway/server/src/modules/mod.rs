@@ -10,6 +10,7 @@
 //!   account, or finding no resource), [`PresenceHooks`] (available presence going out,
 //!   a resource becoming available or unavailable) and [`SessionHooks`] (a session
 //!   ending or hibernating);
+//! - features set up inside a XEP-0386 Bind2 request ([`InlineBindFeature`]);
 //! - [`Service`]s on their own domains (`conference.example.org`): every stanza for such
 //!   a domain, from local or remote senders, goes to its service;
 //! - HTTP routes merged into the web side;
@@ -197,6 +198,18 @@ pub trait SessionHooks: Send + Sync {
     async fn unseen(&self, _server: &Arc<Server>, _jid: &FullJid, _st: &Stanza) {}
 }
 
+/// A feature a module sets up inside a XEP-0386 Bind2 request, as the session is bound
+/// (carbons, for one), so a client has it from its first stanza on.
+#[async_trait]
+pub trait InlineBindFeature: Send + Sync {
+    /// The feature's namespace: advertised in Bind2's `<inline/>`, and the namespace of the
+    /// request elements handed to [`InlineBindFeature::bound`].
+    fn namespace(&self) -> &'static str;
+    /// The Bind2 request carried `el` for the session just bound to `jid` on `conn`:
+    /// returns what goes into `<bound/>`, if anything.
+    async fn bound(&self, server: &Arc<Server>, jid: &FullJid, conn: ConnId, el: &Element) -> Option<Element>;
+}
+
 /// What is known of a connection before it authenticates.
 pub struct Unauthenticated<'a> {
     pub server: &'a Arc<Server>,
@@ -287,6 +300,7 @@ pub struct Host<'a> {
     session_hooks: Vec<Arc<dyn SessionHooks>>,
     pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
     stream_features: Vec<Arc<dyn StreamFeatures>>,
+    bind_features: Vec<Arc<dyn InlineBindFeature>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
@@ -354,6 +368,10 @@ impl Host<'_> {
         self.stream_features.push(f);
     }
 
+    pub fn bind_feature(&mut self, f: Arc<dyn InlineBindFeature>) {
+        self.bind_features.push(f);
+    }
+
     pub fn account_hooks(&mut self, h: Arc<dyn AccountHooks>) {
         self.account_hooks.push(h);
     }
@@ -399,6 +417,7 @@ pub struct Modules {
     pub(crate) session_hooks: Vec<Arc<dyn SessionHooks>>,
     pub(crate) pre_auth_hooks: Vec<Arc<dyn PreAuthHooks>>,
     stream_features: Vec<Arc<dyn StreamFeatures>>,
+    pub(crate) bind_features: Vec<Arc<dyn InlineBindFeature>>,
     account_hooks: Vec<Arc<dyn AccountHooks>>,
     shutdown_hooks: Vec<Arc<dyn ShutdownHooks>>,
     services: HashMap<String, ServiceEntry>,
@@ -425,7 +444,7 @@ impl ModuleList {
 
 impl Modules {
     /// Every module the server runs, in hook order.
-    pub fn standard(config: &Config, store: &Store) -> Self {
+    pub fn standard(config: &Config, store: &Store, metrics: &crate::metrics::Metrics) -> Self {
         let list = ModuleList::default()
             .add(blocking::Blocking::new(&config.limits))
             .add(crate::im::roster::RosterModule)
@@ -440,7 +459,7 @@ impl Modules {
             .add(private::PrivateStorage::standard())
             .add(register::Register)
             .add(caps::Caps::new(&config.limits))
-            .add(mam::Mam::new(store.clone(), &config.limits))
+            .add(mam::Mam::new(store.clone(), &config.limits, metrics))
             .add(carbons::Carbons::default())
             // Before offline storage: push only notifies; offline storage keeps the message.
             .add(push::Push::new(&config.push, &config.limits))
@@ -470,6 +489,7 @@ impl Modules {
             session_hooks: Vec::new(),
             pre_auth_hooks: Vec::new(),
             stream_features: Vec::new(),
+            bind_features: Vec::new(),
             account_hooks: Vec::new(),
             shutdown_hooks: Vec::new(),
             services: HashMap::new(),
@@ -497,6 +517,7 @@ impl Modules {
             session_hooks: host.session_hooks,
             pre_auth_hooks: host.pre_auth_hooks,
             stream_features: host.stream_features,
+            bind_features: host.bind_features,
             account_hooks: host.account_hooks,
             shutdown_hooks: host.shutdown_hooks,
             services: host.services,

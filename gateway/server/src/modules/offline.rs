@@ -94,7 +94,10 @@ async fn store(server: &Server, to: &BareJid, st: &Stanza) -> Result<(), StanzaE
     let quota = Quota { items: limits.offline_quota, bytes: limits.offline_quota_bytes };
     match server.store.archive_append(u, STORE, item, Some(quota)).await {
         Ok(()) => Ok(()),
-        Err(StorageError::QuotaExceeded) => Err(StanzaError::service_unavailable().with_text("the recipient's offline storage is full")),
+        Err(StorageError::QuotaExceeded) => {
+            server.metrics.limit_hit(crate::metrics::Limit::OfflineQuota);
+            Err(StanzaError::service_unavailable().with_text("the recipient's offline storage is full"))
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing an offline message failed");
             Err(StanzaError::internal_server_error())

@@ -82,7 +82,8 @@ pub struct S2s {
 }
 
 impl S2s {
-    pub fn new(config: &S2sConfig) -> Result<S2s, String> {
+    pub fn new(config: &S2sConfig, metrics: &crate::metrics::Metrics) -> Result<S2s, String> {
+        use crate::metrics::{Direction, Limit};
         let secret = match &config.dialback_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
@@ -100,8 +101,17 @@ impl S2s {
             outbound: Mutex::default(),
             backoff: Mutex::default(),
             verifies: Mutex::default(),
-            inbound_slots: Limiter::new(config.max_inbound_connections, config.max_inbound_connections_per_ip),
-            outbound_slots: Limiter::new(config.max_outbound_connections, usize::MAX),
+            inbound_slots: Limiter::new(
+                config.max_inbound_connections,
+                config.max_inbound_connections_per_ip,
+                metrics.limiter(Limit::S2sInbound, Limit::S2sInboundPerAddress, Some(Direction::Inbound)),
+            ),
+            // Outbound connections are not counted per address: the per-address limit is never hit.
+            outbound_slots: Limiter::new(
+                config.max_outbound_connections,
+                usize::MAX,
+                metrics.limiter(Limit::S2sOutbound, Limit::S2sOutbound, Some(Direction::Outbound)),
+            ),
             next_serial: AtomicU64::new(1),
             resolver,
         })

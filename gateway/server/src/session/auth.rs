@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use jabberwock_proto::{ns, Element, Stanza, StreamError, StreamErrorCondition};
-use jabberwock_sasl::{plain, HashAlg, Mechanism, SaslFailure, ScramServer};
+use jabberwock_sasl::{downgrade_protection_string, plain, HashAlg, Mechanism, SaslFailure, ScramServer};
 
 use super::Session;
 use crate::accounts;
+use crate::metrics::Login;
 use crate::stream::{Flow, Frame};
 
 /// A connection may fail this many times before it is closed (RFC 6120 §6.4.5 asks for
@@ -28,6 +29,21 @@ pub(crate) struct Exchange {
     scram: ScramServer,
     /// The localpart being authenticated, once the client named it.
     user: Option<String>,
+    /// Begun with SASL2's `<authenticate/>`: only SASL2 may continue it.
+    pub(super) sasl2: bool,
+    /// When the exchange began (login duration).
+    pub(super) started: Instant,
+}
+
+/// Where a mechanism step leads, whichever profile (RFC 6120 SASL or XEP-0388 SASL2)
+/// carries it.
+pub(super) enum Step {
+    Challenge(Vec<u8>),
+    /// Authenticated as this localpart, with the mechanism's additional data.
+    Success { user: String, additional: Option<Vec<u8>> },
+    /// Refused as a disagreement, not a wrong password (channel binding): the client may
+    /// try another mechanism, and the attempt counts against nobody.
+    Refused(&'static str),
 }
 
 pub(super) fn offered(s: &Session) -> Vec<Mechanism> {
@@ -42,7 +58,7 @@ pub(super) fn offered(s: &Session) -> Vec<Mechanism> {
 /// negotiate TLS first) a SCRAM exchange or a password would cross the network in clear.
 /// That is allowed from this machine (a browser on localhost, a local reverse proxy that
 /// does not say it terminated TLS) or when the operator allows it for development.
-fn may_authenticate(s: &Session) -> bool {
+pub(super) fn may_authenticate(s: &Session) -> bool {
     s.security.encrypted || s.peer_ip.is_loopback() || s.server.config.http.allow_unencrypted_auth
 }
 
@@ -66,16 +82,25 @@ pub(super) fn channel_binding_feature(s: &Session) -> Option<Element> {
     Some(el)
 }
 
-pub(super) fn failure(f: SaslFailure, text: Option<&str>) -> Element {
-    let mut el = Element::new("failure", ns::SASL).with_child(Element::new(f.as_str(), ns::SASL));
+/// XEP-0474: what this stream offers (the same for SASL and SASL2), as SCRAM's `d=` hashes it.
+fn downgrade_protection(s: &Session) -> String {
+    let mechanisms: Vec<&str> = offered(s).iter().map(|m| m.name()).collect();
+    let bindings: Vec<&str> = s.security.channel_bindings.iter().map(|b| b.kind.as_str()).collect();
+    downgrade_protection_string(&mechanisms, (!bindings.is_empty()).then_some(&bindings[..]))
+}
+
+/// A `<failure/>` of the profile namespace `profile` (SASL or SASL2) with an RFC 6120
+/// condition.
+pub(super) fn failure(profile: &str, f: SaslFailure, text: Option<&str>) -> Element {
+    let mut el = Element::new("failure", profile).with_child(Element::new(f.as_str(), ns::SASL));
     if let Some(t) = text {
-        el.push(Element::new("text", ns::SASL).with_text(t));
+        el.push(Element::new("text", profile).with_text(t));
     }
     el
 }
 
-fn decode(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
-    let text = st.to_element().map_err(|_| SaslFailure::MalformedRequest)?.text();
+/// The base64 payload of a SASL element.
+pub(super) fn decode(text: &str) -> Result<Vec<u8>, SaslFailure> {
     let text = text.trim();
     // RFC 6120 §6.4.2: "=" is an empty response, as is no text at all.
     if text.is_empty() || text == "=" {
@@ -84,12 +109,23 @@ fn decode(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
     B64.decode(text).map_err(|_| SaslFailure::IncorrectEncoding)
 }
 
+fn stanza_payload(st: &Stanza) -> Result<Vec<u8>, SaslFailure> {
+    decode(&st.to_element().map_err(|_| SaslFailure::MalformedRequest)?.text())
+}
+
 pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<Frame>) -> Flow {
-    let result = match st.name() {
-        "auth" => start(s, &st, out).await,
+    let mut started = Instant::now();
+    let step = match st.name() {
+        "auth" => begin(s, st.attr("mechanism"), stanza_payload(&st), false).await,
         "response" => match s.take_sasl() {
-            Some(ex) => finish_scram(s, ex, &st, out).await,
-            None => Err(SaslFailure::MalformedRequest),
+            Some(ex) if !ex.sasl2 => {
+                started = ex.started;
+                match stanza_payload(&st) {
+                    Ok(msg) => respond(s, ex, &msg),
+                    Err(f) => Err(f),
+                }
+            }
+            _ => Err(SaslFailure::MalformedRequest),
         },
         "abort" => {
             s.take_sasl();
@@ -97,60 +133,85 @@ pub(super) async fn on_sasl_element(s: &mut Session, st: Stanza, out: &mut Vec<F
         }
         _ => return s.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
     };
-    match result {
-        Ok(flow) => flow,
-        Err(f) => fail_attempt(s, f, out),
+    count_login(s, &step, started);
+    match step {
+        Ok(Step::Challenge(c)) => {
+            out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(c))));
+            Flow::Continue
+        }
+        Ok(Step::Success { user, additional }) => {
+            let mut el = Element::new("success", ns::SASL);
+            if let Some(data) = additional {
+                el.push_text(B64.encode(data));
+            }
+            out.push(Frame::Element(el));
+            authenticated_as(s, &user);
+            s.authenticated(user, true);
+            Flow::Restart
+        }
+        Ok(Step::Refused(why)) => {
+            out.push(Frame::Element(failure(ns::SASL, SaslFailure::NotAuthorized, Some(why))));
+            Flow::Continue
+        }
+        Err(f) => fail_attempt(s, ns::SASL, f, out),
     }
 }
 
-async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
+/// Counts a login that ended, as either profile's step left it: a challenge is no outcome
+/// yet, nor is an abort.
+pub(super) fn count_login(s: &Session, step: &Result<Step, SaslFailure>, started: Instant) {
+    let outcome = match step {
+        Ok(Step::Success { .. }) => Login::Ok,
+        Ok(Step::Challenge(_)) | Err(SaslFailure::Aborted) => return,
+        Err(SaslFailure::TemporaryAuthFailure) => Login::Throttled,
+        Ok(Step::Refused(_)) | Err(_) => Login::Failed,
+    };
+    s.server.metrics.login(outcome, started.elapsed());
+}
+
+/// Starts an exchange with `mechanism` and the client's initial response. A SCRAM
+/// exchange continues in [`respond`].
+pub(super) async fn begin(
+    s: &mut Session,
+    mechanism: Option<&str>,
+    initial: Result<Vec<u8>, SaslFailure>,
+    sasl2: bool,
+) -> Result<Step, SaslFailure> {
     s.take_sasl();
     if !may_authenticate(s) {
         return Err(SaslFailure::EncryptionRequired);
     }
-    let mech = st
-        .attr("mechanism")
-        .and_then(Mechanism::from_name)
-        .filter(|m| offered(s).contains(m))
-        .ok_or(SaslFailure::InvalidMechanism)?;
+    let mech = mechanism.and_then(Mechanism::from_name).filter(|m| offered(s).contains(m)).ok_or(SaslFailure::InvalidMechanism)?;
     if !s.server.address_throttle.allowed(&address_key(s.peer_ip)) {
         return Err(SaslFailure::TemporaryAuthFailure);
     }
-    let initial = decode(st)?;
+    let initial = initial?;
     match mech.scram() {
         Some((alg, plus)) => {
             if let Some(why) = channel_binding_mismatch(s, plus, &initial) {
-                // Not a wrong password: client and server disagree on channel binding, and
-                // the client may try another mechanism. The attempt counts against nobody.
                 tracing::info!(conn = s.conn, ip = %s.peer_ip, why, "channel binding mismatch");
-                out.push(Frame::Element(failure(SaslFailure::NotAuthorized, Some(why))));
-                return Ok(Flow::Continue);
+                return Ok(Step::Refused(why));
             }
-            let mut scram = ScramServer::new(alg, plus, s.security.channel_bindings.clone());
+            let mut scram = ScramServer::new(alg, plus, s.security.channel_bindings.clone()).with_downgrade_protection(downgrade_protection(s));
             let first = scram.client_first(&initial)?;
             let user = accounts::normalize_user(&first.username);
             check_authzid(s, user.as_deref(), first.authzid.as_deref())?;
             let creds = match &user {
                 Some(u) => {
-                    if !s.server.throttle.allowed(&account_key(s, u)) {
-                        return Err(SaslFailure::TemporaryAuthFailure);
-                    }
+                    check_account_throttle(s, u)?;
                     accounts::credentials(&s.server, s.domain(), u).await.map_err(|_| SaslFailure::TemporaryAuthFailure)?
                 }
                 None => None,
             };
             let challenge = scram.server_first(creds.as_ref().map(|c| c.for_alg(alg)), &s.server.decoy);
-            out.push(Frame::Element(Element::new("challenge", ns::SASL).with_text(B64.encode(challenge))));
-            s.set_stage_sasl(Exchange { scram, user });
-            Ok(Flow::Continue)
+            s.set_stage_sasl(Exchange { scram, user, sasl2, started: Instant::now() });
+            Ok(Step::Challenge(challenge))
         }
         None => {
             let msg = plain::parse(&initial)?;
             let user = accounts::normalize_user(&msg.username).ok_or(SaslFailure::NotAuthorized)?;
             check_authzid(s, Some(&user), msg.authzid.as_deref())?;
-            if !s.server.throttle.allowed(&account_key(s, &user)) {
-                return Err(SaslFailure::TemporaryAuthFailure);
-            }
+            check_account_throttle(s, &user)?;
             let creds = accounts::credentials(&s.server, s.domain(), &user).await.map_err(|_| SaslFailure::TemporaryAuthFailure)?;
             // No account: the same PBKDF2 against credentials nothing matches, so the
             // answer takes as long as for a wrong password.
@@ -162,26 +223,38 @@ async fn start(s: &mut Session, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flo
             let password = msg.password.clone();
             let verified = tokio::task::spawn_blocking(move || plain::verify(&password, &stored)).await.unwrap_or(false);
             if !verified {
-                s.server.throttle.count(&account_key(s, &user));
+                count_account_failure(s, &user);
                 return Err(SaslFailure::NotAuthorized);
             }
-            Ok(succeed(s, user, None, out))
+            Ok(Step::Success { user, additional: None })
         }
     }
 }
 
-async fn finish_scram(s: &mut Session, mut ex: Box<Exchange>, st: &Stanza, out: &mut Vec<Frame>) -> Result<Flow, SaslFailure> {
-    let msg = decode(st)?;
-    match (ex.scram.client_final(&msg), ex.user) {
-        (Ok(server_final), Some(user)) => Ok(succeed(s, user, Some(server_final), out)),
+/// The client's answer to a SCRAM challenge.
+pub(super) fn respond(s: &mut Session, mut ex: Box<Exchange>, msg: &[u8]) -> Result<Step, SaslFailure> {
+    match (ex.scram.client_final(msg), ex.user) {
+        (Ok(server_final), Some(user)) => Ok(Step::Success { user, additional: Some(server_final) }),
         (Ok(_), None) => Err(SaslFailure::NotAuthorized),
         (Err(f), user) => {
             if let (SaslFailure::NotAuthorized, Some(u)) = (f, user) {
-                s.server.throttle.count(&account_key(s, &u));
+                count_account_failure(s, &u);
             }
             Err(f)
         }
     }
+}
+
+/// Refuses an account this address failed too often for (see [`Throttle`]).
+pub(super) fn check_account_throttle(s: &Session, user: &str) -> Result<(), SaslFailure> {
+    match s.server.throttle.allowed(&account_key(s, user)) {
+        true => Ok(()),
+        false => Err(SaslFailure::TemporaryAuthFailure),
+    }
+}
+
+pub(super) fn count_account_failure(s: &Session, user: &str) {
+    s.server.throttle.count(&account_key(s, user));
 }
 
 /// Why a SCRAM client-first message's gs2 header (RFC 5802 §5.1) cannot work here: a
@@ -211,20 +284,16 @@ fn check_authzid(s: &Session, user: Option<&str>, authzid: Option<&str>) -> Resu
     }
 }
 
-fn succeed(s: &mut Session, user: String, additional: Option<Vec<u8>>, out: &mut Vec<Frame>) -> Flow {
-    s.server.throttle.clear(&account_key(s, &user));
-    let mut el = Element::new("success", ns::SASL);
-    if let Some(data) = additional {
-        el.push_text(B64.encode(data));
-    }
-    out.push(Frame::Element(el));
+/// A login succeeded, by whatever profile and mechanism: the failures counted for it go.
+pub(super) fn authenticated_as(s: &Session, user: &str) {
+    s.server.throttle.clear(&account_key(s, user));
     tracing::info!(conn = s.conn, user = %user, domain = %s.domain(), "authenticated");
-    s.authenticated(user);
-    Flow::Restart
 }
 
-fn fail_attempt(s: &mut Session, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
-    out.push(Frame::Element(failure(f, None)));
+/// Answers a failed attempt with `<failure/>` of the profile namespace, and counts it
+/// against the address; a connection that fails too often is closed.
+pub(super) fn fail_attempt(s: &mut Session, profile: &str, f: SaslFailure, out: &mut Vec<Frame>) -> Flow {
+    out.push(Frame::Element(failure(profile, f, None)));
     if matches!(f, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding) {
         s.server.address_throttle.count(&address_key(s.peer_ip));
         s.auth_failures += 1;

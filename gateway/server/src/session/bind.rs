@@ -1,6 +1,8 @@
-//! Resource binding (RFC 6120 §7) and the legacy session establishment no-op.
+//! Resource binding (RFC 6120 §7), inline in SASL2 (XEP-0386 Bind2), and the legacy
+//! session establishment no-op.
 
 use jabberwock_proto::{ns, Element, Stanza, StanzaError, StanzaKind, StreamError, StreamErrorCondition};
+use sha2::{Digest, Sha256};
 
 use super::{Bound, Session};
 use crate::stanzas::random_id;
@@ -36,6 +38,64 @@ pub(super) async fn on_stanza_before_bind(s: &mut Session, st: Stanza, out: &mut
     }
 }
 
+/// The longest Bind2 `<tag/>` kept in a resource, in characters.
+const MAX_TAG_CHARS: usize = 32;
+
+/// Bind2's `<bind/>` in the SASL2 inline features, with what can be set up inside it:
+/// stream management and client state indication (parts of the session) and what
+/// modules offer.
+pub(super) fn bind2_feature(server: &crate::server::Server) -> Element {
+    let mut inline = Element::new("inline", ns::BIND2);
+    let module_features = server.modules.bind_features.iter().map(|f| f.namespace());
+    for var in [ns::SM, ns::CSI].into_iter().chain(module_features) {
+        inline.push(Element::new("feature", ns::BIND2).with_attr("var", var));
+    }
+    Element::new("bind", ns::BIND2).with_child(inline)
+}
+
+/// XEP-0386: binds the resource of a SASL2 login and sets up the features its request
+/// carries. Returns the full JID and `<bound/>`; what the features send goes to `out`.
+pub(super) async fn bind2(s: &mut Session, request: &Element, device: Option<&str>, out: &mut Vec<Frame>) -> Result<(String, Element), StanzaError> {
+    let resource = bind2_resource(s, request.child_text("tag", ns::BIND2), device);
+    let jid_text = bind(s, &resource)?;
+    let jid = s.bound.as_ref().expect("just bound").jid.clone();
+    let server = s.server.clone();
+    let mut bound = Element::new("bound", ns::BIND2);
+    for el in request.children() {
+        match (el.name(), el.ns()) {
+            ("enable", ns::SM) => bound.push(s.enable_sm(el.attr("resume"))),
+            ("inactive", ns::CSI) => s.csi.set_inactive(true, out),
+            _ => {
+                if let Some(f) = server.modules.bind_features.iter().find(|f| f.namespace() == el.ns()) {
+                    if let Some(result) = f.bound(&server, &jid, s.conn, el).await {
+                        bound.push(result);
+                    }
+                }
+            }
+        }
+    }
+    Ok((jid_text, bound))
+}
+
+/// A Bind2 resource: the client's tag, then a part derived from the account and the
+/// device, so that a device keeps its resource from one login to the next (its new
+/// session replaces a stale one) while its accounts cannot be linked through it. Random
+/// without a device id.
+fn bind2_resource(s: &Session, tag: Option<String>, device: Option<&str>) -> String {
+    let stable = match device {
+        Some(d) => {
+            let digest = Sha256::digest(format!("{}@{}\0{d}", s.user.as_deref().unwrap_or_default(), s.domain()));
+            digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+        }
+        None => random_id(),
+    };
+    let tag: String = tag.unwrap_or_default().trim().chars().filter(|c| !c.is_control() && !c.is_whitespace()).take(MAX_TAG_CHARS).collect();
+    match tag.is_empty() {
+        true => stable,
+        false => format!("{tag}.{stable}"),
+    }
+}
+
 /// Binds the requested resource (or a generated one) and returns the full JID.
 fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
     let user = s.user.clone().expect("authenticated before bind");
@@ -55,6 +115,7 @@ fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
         }
         Ok(None) => {}
         Err(BindError::TooManyResources) => {
+            s.server.metrics.limit_hit(crate::metrics::Limit::Resources);
             return Err(StanzaError::resource_constraint().with_text("too many sessions for this account"));
         }
     }

@@ -8,7 +8,9 @@
 mod auth;
 mod bind;
 mod csi;
+pub mod fast;
 pub(crate) mod journal;
+mod sasl2;
 pub mod sm;
 
 use std::net::IpAddr;
@@ -18,6 +20,7 @@ use jabberwock_proto::{ns, Element, ReadEvent, Stanza, StanzaKind, StreamError, 
 use jabberwock_sasl::ChannelBinding;
 
 use crate::im;
+use crate::metrics::{Limit, SessionGauge, SessionState, Transport};
 use crate::modules::{StreamStage, Unauthenticated};
 use crate::registry::{mailbox, next_conn_id, output_cost, ConnId, Mailbox, Receipt, Routed, SessionHandle};
 use crate::server::Server;
@@ -81,14 +84,20 @@ pub struct Session {
     pub(crate) bound: Option<Bound>,
     /// XEP-0198 state once the client enabled it.
     pub(crate) sm: Option<sm::StreamManagement>,
+    /// What a SASL2 `<authenticate/>` in progress asked for besides authentication.
+    sasl2: Option<Box<sasl2::Request>>,
     /// A `<resume/>` the transport has yet to carry out.
     pub(crate) pending_resume: Option<(String, u32)>,
+    /// The SASL2 success waiting for the outcome of an inline `<resume/>`.
+    resuming: Option<Box<sasl2::PendingSuccess>>,
     csi: csi::Csi,
     /// Bytes of the stanzas taken from the mailbox and not yet written: still counted
     /// against the output bound until [`Session::settle_output`].
     taken: usize,
     /// Stanzas from storage on their way to the client, oldest first.
     stored: std::collections::VecDeque<InFlight>,
+    /// The session's place in the sessions metric.
+    pub(crate) gauge: SessionGauge,
 }
 
 /// A stanza from storage handed to the client and not yet known to have reached it.
@@ -101,9 +110,11 @@ struct InFlight {
 
 impl Session {
     /// A new session and the receiving end of its mailbox, which the transport polls.
-    pub fn new(server: Arc<Server>, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
+    pub fn new(server: Arc<Server>, transport: Transport, peer_ip: IpAddr, security: Security) -> (Session, Mailbox) {
         let conn = next_conn_id();
-        let (handle, rx) = mailbox(conn, server.config.limits.max_session_output_bytes);
+        let overflows = server.metrics.limit_counter(Limit::SessionOutput);
+        let (handle, rx) = mailbox(conn, server.config.limits.max_session_output_bytes, overflows);
+        let gauge = server.metrics.session(transport);
         let session = Session {
             server,
             conn,
@@ -118,10 +129,13 @@ impl Session {
             auth_failures: 0,
             bound: None,
             sm: None,
+            sasl2: None,
             pending_resume: None,
+            resuming: None,
             csi: csi::Csi::default(),
             taken: 0,
             stored: Default::default(),
+            gauge,
         };
         (session, rx)
     }
@@ -159,6 +173,7 @@ impl Session {
 
     /// The negotiation deadline passed before the resource was bound.
     pub fn on_negotiation_timeout(&mut self, out: &mut Vec<Frame>) -> Flow {
+        self.server.metrics.limit_hit(Limit::NegotiationTimeout);
         self.fail(StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "negotiation took too long"), out)
     }
 
@@ -219,6 +234,11 @@ impl Session {
     /// `frames` were written. Without stream management, that is as far as the server
     /// can follow them.
     pub fn written(&mut self, frames: &[Frame]) {
+        for f in frames {
+            if let Frame::Stanza(st) = f {
+                self.server.metrics.stanza_sent(st.kind());
+            }
+        }
         if self.sm.is_none() && !self.stored.is_empty() {
             self.stanzas_delivered(frames.iter().filter(|f| matches!(f, Frame::Stanza(_))).count());
         }
@@ -286,6 +306,7 @@ impl Session {
     /// Sends a stream error (after our header, if none was sent yet) and closes.
     pub(crate) fn fail(&mut self, err: StreamError, out: &mut Vec<Frame>) -> Flow {
         tracing::debug!(conn = self.conn, %err, "closing stream");
+        self.server.metrics.stream_error(err.condition);
         self.ensure_header(out);
         out.push(Frame::Error(err));
         out.push(Frame::Close);
@@ -322,12 +343,15 @@ impl Session {
         Flow::Continue
     }
 
-    fn features(&self) -> Element {
+    pub(super) fn features(&self) -> Element {
         let mut f = Element::new("features", ns::STREAM);
         if self.security.starttls_available {
             f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
         } else if self.user.is_none() {
             f.push(auth::mechanisms_feature(self));
+            if let Some(sasl2) = sasl2::feature(self) {
+                f.push(sasl2);
+            }
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
@@ -365,8 +389,8 @@ impl Session {
                 out.push(Frame::Element(Element::new("proceed", ns::TLS)));
                 return Flow::StartTls;
             }
-            if st.is("auth", ns::SASL) {
-                out.push(Frame::Element(auth::failure(jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
+            if st.is("auth", ns::SASL) || st.is("authenticate", ns::SASL2) {
+                out.push(Frame::Element(auth::failure(st.ns(), jabberwock_sasl::SaslFailure::EncryptionRequired, None)));
                 return Flow::Continue;
             }
             return self.fail(StreamError::with_text(StreamErrorCondition::NotAuthorized, "STARTTLS is required"), out);
@@ -374,6 +398,9 @@ impl Session {
         if self.user.is_none() {
             if st.ns() == ns::SASL {
                 return auth::on_sasl_element(self, st, out).await;
+            }
+            if st.ns() == ns::SASL2 {
+                return sasl2::on_sasl2_element(self, st, out).await;
             }
             if let (StanzaKind::Iq, Some(domain)) = (st.kind(), self.domain.as_deref()) {
                 let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip, encrypted: self.security.encrypted };
@@ -411,6 +438,8 @@ impl Session {
             return self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out);
         }
         self.count_inbound();
+        let kind = st.kind();
+        self.server.metrics.stanza_received(kind);
         let bound = self.bound.as_ref().expect("active sessions are bound");
         // RFC 6120 §8.1.2.1: the server stamps `from`; a client may only claim itself.
         if let Some(claimed) = st.from() {
@@ -423,12 +452,24 @@ impl Session {
             }
         }
         st.set_attr("from", bound.jid.as_str());
-        im::outbound(self, st, out).await
+        let started = std::time::Instant::now();
+        let flow = im::outbound(self, st, out).await;
+        if kind == StanzaKind::Message {
+            self.server.metrics.message_routed(started.elapsed());
+        }
+        flow
     }
 
     pub(crate) fn start_active(&mut self, bound: Bound) {
         self.bound = Some(bound);
         self.stage = Stage::Active;
+        self.set_state(SessionState::Active);
+    }
+
+    /// Moves the session in the sessions metric, on the transport it has now.
+    pub(crate) fn set_state(&mut self, state: SessionState) {
+        let transport = self.gauge.transport();
+        self.gauge.set(&self.server.metrics, transport, state);
     }
 
     pub(crate) fn set_stage_sasl(&mut self, ex: auth::Exchange) {
@@ -445,13 +486,16 @@ impl Session {
         }
     }
 
-    /// SASL succeeded: the client restarts the stream.
-    pub(crate) fn authenticated(&mut self, user: String) {
+    /// Authentication succeeded: after SASL the client restarts the stream; after SASL2
+    /// the stream goes on.
+    pub(crate) fn authenticated(&mut self, user: String, restart: bool) {
         self.user = Some(user);
         // Only SASL uses them, and a stream authenticates once.
         self.security.channel_bindings = Vec::new();
-        self.stage = Stage::AwaitHeader;
-        self.header_sent = false;
+        if restart {
+            self.stage = Stage::AwaitHeader;
+            self.header_sent = false;
+        }
     }
 }
 

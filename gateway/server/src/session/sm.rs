@@ -99,16 +99,8 @@ impl Session {
                     out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::UnexpectedRequest)));
                     return Flow::Continue;
                 }
-                let resumable = matches!(st.attr("resume"), Some("true" | "1"));
-                let id = random_id();
-                let mut enabled = sm_el("enabled").with_attr("id", id.clone());
-                if resumable {
-                    enabled.set_attr("resume", "true");
-                    enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
-                    self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
-                }
+                let enabled = self.enable_sm(st.attr("resume"));
                 out.push(Frame::Element(enabled));
-                self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
                 Flow::Continue
             }
             "r" => match &self.sm {
@@ -140,6 +132,21 @@ impl Session {
             }
             _ => self.fail(StreamError::new(StreamErrorCondition::UnsupportedStanzaType), out),
         }
+    }
+
+    /// Enables stream management on the bound session (asked with `<enable/>` or inline in
+    /// a Bind2 request) and returns `<enabled/>`.
+    pub(super) fn enable_sm(&mut self, resume: Option<&str>) -> Element {
+        let resumable = matches!(resume, Some("true" | "1"));
+        let id = random_id();
+        let mut enabled = sm_el("enabled").with_attr("id", id.clone());
+        if resumable {
+            enabled.set_attr("resume", "true");
+            enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
+            self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
+        }
+        self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
+        enabled
     }
 
     /// Counts a stanza from the client as handled.
@@ -203,8 +210,18 @@ impl Session {
     pub async fn resume(this: &mut Session, rx: &mut Mailbox, out: &mut Vec<Frame>) {
         let Some((previd, h)) = this.pending_resume.take() else { return };
         let own = format!("{}@{}", this.user.as_deref().unwrap_or_default(), this.domain.as_deref().unwrap_or_default());
+        // Asked inside SASL2's <authenticate/>: the outcome goes inside its <success/>.
+        let in_sasl2 = this.resuming.take();
         let Some((mut old, old_rx)) = this.server.sm.take(&previd, &own).await else {
-            out.push(Frame::Element(failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound)));
+            let failed = failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound);
+            match in_sasl2 {
+                // Resumption failed, authentication did not: bind as asked.
+                Some(mut pending) => {
+                    pending.results.push(failed);
+                    super::sasl2::complete(this, *pending, out).await;
+                }
+                None => out.push(Frame::Element(failed)),
+            }
             return;
         };
         // The resumed session lives on this connection from now on.
@@ -212,6 +229,7 @@ impl Session {
         old.peer_ip = this.peer_ip;
         old.stream_id = this.stream_id.clone();
         old.header_sent = true;
+        old.gauge.set(&this.server.metrics, this.gauge.transport(), crate::metrics::SessionState::Active);
         let sm = old.sm.as_mut().expect("parked sessions have stream management");
         match sm.ack(h) {
             Ok(n) => old.stanzas_delivered(n),
@@ -225,7 +243,13 @@ impl Session {
         let sm = old.sm.as_mut().expect("parked sessions have stream management");
         sm.ack_requested = false;
         let resumed = sm_el("resumed").with_attr("previd", previd.clone()).with_attr("h", sm.inbound.to_string());
-        out.push(Frame::Element(resumed));
+        match in_sasl2 {
+            Some(pending) => {
+                let jid = old.bound.as_ref().map(|b| b.jid.to_string()).unwrap_or_default();
+                out.push(Frame::Element(pending.resumed(jid, resumed)));
+            }
+            None => out.push(Frame::Element(resumed)),
+        }
         // The retransmitted stanzas are queued again by before_write.
         let replay = sm.take_unacked();
         out.extend(replay.into_iter().map(Frame::Stanza));
@@ -298,7 +322,8 @@ impl Registry {
     }
 
     /// Parks `session` until it is resumed or the window passes.
-    fn park(self: &Arc<Self>, session: Session, rx: Mailbox) {
+    fn park(self: &Arc<Self>, mut session: Session, rx: Mailbox) {
+        session.set_state(crate::metrics::SessionState::Hibernated);
         let id = session.sm.as_ref().expect("resumable").id.clone();
         let (tx, requests) = mpsc::unbounded_channel();
         if let Some(e) = self.entries.lock().expect("sm registry").get_mut(&id) {

@@ -306,8 +306,9 @@ async fn serve(server: Arc<Server>, registry: Arc<Registry>, bosh: Arc<BoshSessi
     let _guard = server.connection_guard();
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let security = Security { encrypted, starttls_available: false, channel_bindings: Vec::new() };
-    let (mut session, mut rx) = Session::new(server.clone(), ip, security);
-    let mut transport = BoshTransport { bosh: bosh.clone(), max_pending: server.config.limits.max_session_output_bytes };
+    let (mut session, mut rx) = Session::new(server.clone(), crate::metrics::Transport::Bosh, ip, security);
+    let traffic = server.metrics.traffic(crate::metrics::Transport::Bosh);
+    let mut transport = BoshTransport { bosh: bosh.clone(), max_pending: server.config.limits.max_session_output_bytes, traffic };
     let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
     transport.close().await;
@@ -319,6 +320,8 @@ struct BoshTransport {
     /// Most output that may wait for a request before writes wait too (and, past the
     /// write deadline, the session ends).
     max_pending: usize,
+    /// Counts what the session writes; request bodies are counted as they arrive.
+    traffic: crate::metrics::Traffic,
 }
 
 impl BoshTransport {
@@ -381,6 +384,7 @@ impl Transport for BoshTransport {
             }
             Self::encode(f, &mut out);
         }
+        self.traffic.sent(out.len());
         {
             let mut st = self.bosh.state.lock().expect("bosh state");
             st.pending.push_str(std::str::from_utf8(&out).expect("UTF-8"));

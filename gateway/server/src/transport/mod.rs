@@ -194,6 +194,7 @@ async fn write_by_deadline<T: Transport>(transport: &mut T, frames: &[Frame], de
 /// to reach the client behind what is already queued.
 async fn abandon<T: Transport>(session: &mut Session, rx: &mut Mailbox, transport: &mut T, write_timeout: Duration, closing: bool) -> Ended {
     tracing::debug!(conn = session.conn, "the client stopped reading");
+    session.server.metrics.limit_hit(crate::metrics::Limit::WriteTimeout);
     session.closed(rx).await;
     let mut frames = Vec::new();
     if !closing {

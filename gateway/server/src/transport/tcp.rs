@@ -12,6 +12,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::{accept_until_shutdown, refuse, run, Ended, Transport};
 use crate::admission::Slot;
+use crate::metrics::{self, Traffic};
 use crate::registry::Mailbox;
 use crate::server::Server;
 use crate::session::{Security, Session};
@@ -43,7 +44,8 @@ async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls
     // Each phase is boxed to its own size. A task is as large as its largest state, so
     // otherwise every idle session would keep room for the handshake and the plain stream.
     let Some((session, rx, tls)) = Box::pin(secure(&server, tcp, peer, direct_tls, deadline, &mut negotiating)).await else { return };
-    let transport = StreamTransport::new(tls, server.config.stream_limits());
+    let via = if direct_tls { metrics::Transport::DirectTls } else { metrics::Transport::Tcp };
+    let transport = StreamTransport::new(tls, server.config.stream_limits()).counting(server.metrics.traffic(via));
     Box::pin(run_encrypted(session, rx, transport, deadline, negotiating)).await;
 }
 
@@ -60,12 +62,12 @@ async fn secure(
     if direct_tls {
         let tls = handshake(server, &server.tls.direct, tcp, deadline, peer).await?;
         let security = Security { encrypted: true, starttls_available: false, channel_bindings: server.tls.channel_bindings(&tls) };
-        let (session, rx) = Session::new(server.clone(), peer.ip(), security);
+        let (session, rx) = Session::new(server.clone(), metrics::Transport::DirectTls, peer.ip(), security);
         return Some((session, rx, tls));
     }
     let security = Security { starttls_available: true, ..Default::default() };
-    let (mut session, mut rx) = Session::new(server.clone(), peer.ip(), security);
-    let mut plain = StreamTransport::new(tcp, server.config.stream_limits());
+    let (mut session, mut rx) = Session::new(server.clone(), metrics::Transport::Tcp, peer.ip(), security);
+    let mut plain = StreamTransport::new(tcp, server.config.stream_limits()).counting(server.metrics.traffic(metrics::Transport::Tcp));
     let ended = run(&mut session, &mut rx, &mut plain, deadline, negotiating).await;
     if ended == Ended::StartTls {
         // Bytes the client sent after <starttls/> are discarded with the plain transport.
@@ -139,6 +141,8 @@ pub(crate) struct StreamTransport<S> {
     /// The last write got bytes out.
     wrote_some: bool,
     content_ns: &'static str,
+    /// Client connections count their bytes in the metrics; server ones do not.
+    traffic: Option<Traffic>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
@@ -147,7 +151,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamTransport<S> {
     }
 
     pub(crate) fn with_content_ns(io: S, limits: Limits, content_ns: &'static str) -> Self {
-        StreamTransport { io, reader: StreamReader::new(limits), read_buf: Vec::new(), unsent: Vec::new(), sent: 0, wrote_some: false, content_ns }
+        StreamTransport {
+            io,
+            reader: StreamReader::new(limits),
+            read_buf: Vec::new(),
+            unsent: Vec::new(),
+            sent: 0,
+            wrote_some: false,
+            content_ns,
+            traffic: None,
+        }
+    }
+
+    /// Counts the connection's bytes in `traffic`.
+    pub(crate) fn counting(self, traffic: Traffic) -> Self {
+        StreamTransport { traffic: Some(traffic), ..self }
     }
 }
 
@@ -163,6 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
             match self.io.read(&mut self.read_buf).await {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => {
+                    if let Some(t) = &self.traffic {
+                        t.received(n);
+                    }
                     self.reader.feed(&self.read_buf[..n]);
                     if n == self.read_buf.len() && n < READ_CHUNK {
                         self.read_buf.resize(READ_CHUNK, 0);
@@ -189,6 +210,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for StreamTransport<S> {
             match self.io.write(&self.unsent[self.sent..]).await {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => {
+                    if let Some(t) = &self.traffic {
+                        t.sent(n);
+                    }
                     self.sent += n;
                     self.wrote_some = true;
                 }

@@ -26,8 +26,15 @@ pub async fn serve(server: Arc<Server>, socket: WebSocket, client: SessionPeer, 
     let _guard = server.connection_guard();
     let deadline = Instant::now() + server.config.negotiation_timeout();
     let security = Security { encrypted: client.encrypted, starttls_available: false, channel_bindings: Vec::new() };
-    let (mut session, mut rx) = Session::new(server.clone(), client.ip, security);
-    let mut transport = WsTransport { socket, limits: server.config.stream_limits(), last_seen: Instant::now(), unsent: VecDeque::new(), wrote_some: false };
+    let (mut session, mut rx) = Session::new(server.clone(), crate::metrics::Transport::WebSocket, client.ip, security);
+    let mut transport = WsTransport {
+        socket,
+        limits: server.config.stream_limits(),
+        last_seen: Instant::now(),
+        unsent: VecDeque::new(),
+        wrote_some: false,
+        traffic: server.metrics.traffic(crate::metrics::Transport::WebSocket),
+    };
     let ended = run(&mut session, &mut rx, &mut transport, deadline, &mut Some(negotiating)).await;
     Box::pin(session.finish(rx, ended == Ended::Vanished)).await;
 }
@@ -40,6 +47,7 @@ struct WsTransport {
     unsent: VecDeque<String>,
     /// The last write got a message out.
     wrote_some: bool,
+    traffic: crate::metrics::Traffic,
 }
 
 /// RFC 7395 §3.3: frames in their WebSocket form.
@@ -89,7 +97,10 @@ impl Transport for WsTransport {
             };
             self.last_seen = Instant::now();
             match msg? {
-                Ok(Message::Text(text)) => return Some(websocket::parse_message(text.as_str(), &self.limits)),
+                Ok(Message::Text(text)) => {
+                    self.traffic.received(text.len());
+                    return Some(websocket::parse_message(text.as_str(), &self.limits));
+                }
                 Ok(Message::Binary(_)) => {
                     return Some(Err(StreamError::with_text(StreamErrorCondition::UnsupportedEncoding, "XMPP frames are text")))
                 }
@@ -116,6 +127,7 @@ impl Transport for WsTransport {
                 return false;
             }
             let Some(text) = self.unsent.pop_front() else { break };
+            self.traffic.sent(text.len());
             if self.socket.start_send_unpin(Message::Text(text.into())).is_err() {
                 return false;
             }
