@@ -103,6 +103,12 @@ ensure_ejabberd() {
     fi
 }
 
+# PostgreSQL (Debian's) for the storage backend's tests: scripts/postgres-tests.sh runs its
+# own server from the package's binaries, so a daemon the package starts is left alone.
+ensure_postgresql() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql
+}
+
 # The federation suite's domains, each server on its own loopback address.
 FEDERATION_HOSTS=(
     "127.0.0.2 jabberwock.test"
@@ -130,6 +136,7 @@ main() {
     ensure_interop_venv
     ensure_prosody
     ensure_ejabberd
+    ensure_postgresql
     ensure_federation_hosts
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs the test prerequisites, builds the server, runs
-# every Rust test and each fuzz target for 30 s, then the interop suites against the real binary: slixmpp over TCP,
+# every Rust test, the PostgreSQL backend's tests and storage-heavy suites again on a
+# private PostgreSQL server, each fuzz target for 30 s, then the interop suites against the real binary: slixmpp over TCP,
 # federation with a real Prosody and a real ejabberd, @xmpp/client and strophe.js over WebSocket and BOSH, Converse.js in headless Chromium,
 # and the project's own web client end to end in Chromium. Stops at the first failing
 # stage and exits non-zero; prints a summary of the stages either way.
@@ -59,6 +60,7 @@ stage "web client: the embedded build matches its sources" scripts/build-web-cli
 stage "build the web client (wasm toolchain, trunk)" scripts/build-web-client.sh
 stage "cargo build -p jabberwock" cargo build -p jabberwock
 stage "cargo test --workspace" cargo test --workspace
+stage "PostgreSQL: storage conformance, migrate-storage, suites on PostgreSQL" scripts/postgres-tests.sh
 stage "fuzz targets, 30 s each (cargo-fuzz)" scripts/fuzz.sh 30
 stage "slixmpp interop suite" tests/interop/run.sh
 stage "federation with Prosody (slixmpp)" tests/interop/federation/run.sh

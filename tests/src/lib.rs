@@ -31,12 +31,40 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// The `storage` key of a test server's config. With `JABBERWOCK_TEST_STORAGE` set to a
+/// PostgreSQL server's URL (without a database, such as `postgres://postgres@127.0.0.1:5432`),
+/// the suites run on PostgreSQL: each server gets a database named after its data
+/// directory, created on first use, so a restarted server finds its data again. Otherwise
+/// the key is left out and the server uses SQLite in `dir`.
+pub fn test_storage(dir: &Path) -> String {
+    if on_postgres() {
+        format!("storage = '{}'\n", test_storage_url(dir))
+    } else {
+        String::new()
+    }
+}
+
+/// Whether the suites run on PostgreSQL (see [`test_storage`]).
+pub fn on_postgres() -> bool {
+    std::env::var_os("JABBERWOCK_TEST_STORAGE").is_some()
+}
+
+/// The storage URL of a test server keeping its data in `dir` (see [`test_storage`]).
+pub fn test_storage_url(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let Ok(server) = std::env::var("JABBERWOCK_TEST_STORAGE") else { return format!("sqlite://{}", dir.join("jabberwock.db").display()) };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    format!("{}/jw_test_{:016x}", server.trim_end_matches('/'), hasher.finish())
+}
+
 /// The config the tests start from: loopback listeners on free ports, data in `dir`.
 /// `top` is TOML for top-level keys, `tables` for tables such as `[limits]`.
 pub fn test_config(dir: &Path, top: &str, tables: &str) -> Config {
     let text = format!(
-        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{top}\n{tables}\n",
-        dir = dir.display().to_string()
+        "data_dir = {dir:?}\nlog = 'warn'\nallow_registration = true\n{storage}{top}\n{tables}\n",
+        dir = dir.display().to_string(),
+        storage = test_storage(dir),
     );
     let mut config = Config::parse(&text).expect("test config is valid");
     let loopback = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
@@ -550,6 +578,8 @@ pub struct ServerProcess {
     child: Option<tokio::process::Child>,
     /// TOML tables added to the config file, such as `[limits]`.
     tables: String,
+    /// The storage URL, when not the one [`test_storage`] picks for `dir`.
+    storage: Option<String>,
     /// Top-level keys of the config file.
     top: String,
 }
@@ -558,7 +588,15 @@ impl ServerProcess {
     /// A server for `bin` (`env!("CARGO_BIN_EXE_jabberwock-test-server")`) keeping its
     /// data in `dir`; not started yet, but the admin subcommands already work.
     pub fn new(bin: &Path, dir: &Path) -> ServerProcess {
-        let p = ServerProcess { bin: bin.into(), dir: dir.into(), c2s: free_port(), child: None, tables: String::new(), top: "log = 'warn'".to_owned() };
+        let p = ServerProcess {
+            bin: bin.into(),
+            dir: dir.into(),
+            c2s: free_port(),
+            child: None,
+            tables: String::new(),
+            top: "log = 'warn'".to_owned(),
+            storage: None,
+        };
         p.write_config();
         p
     }
@@ -573,6 +611,17 @@ impl ServerProcess {
     pub fn configure_top(&mut self, top: &str) {
         self.top = top.to_owned();
         self.write_config();
+    }
+
+    /// Keeps the data at this storage URL from the next start (and admin command) on.
+    pub fn set_storage(&mut self, url: &str) {
+        self.storage = Some(url.to_owned());
+        self.write_config();
+    }
+
+    /// The storage URL the server uses.
+    pub fn storage_url(&self) -> String {
+        self.storage.clone().unwrap_or_else(|| test_storage_url(&self.dir))
     }
 
     /// The running server's process id.
@@ -591,9 +640,10 @@ impl ServerProcess {
     /// Only the client port must be known in advance; the other listeners take any port.
     fn write_config(&self) {
         let text = format!(
-            "data_dir = {dir:?}\n{top}\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
+            "data_dir = {dir:?}\nstorage = '{storage}'\n{top}\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
              [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n{tables}\n",
             dir = self.dir.display().to_string(),
+            storage = self.storage_url(),
             c2s = self.c2s,
             tables = self.tables,
             top = self.top,

@@ -59,6 +59,14 @@ enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Copy everything from one storage URL into another, empty one (such as from
+    /// `sqlite://…` to `postgres://…`). Stop the server first.
+    MigrateStorage {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Check what deployments usually get wrong: DNS, certificates, ports, storage, clock,
     /// open-file limit.
     Doctor,
@@ -167,6 +175,7 @@ pub fn main() -> ExitCode {
                 println!("password changed for {user}@{host}");
                 Ok(())
             }
+            Command::MigrateStorage { from, to } => migrate_storage(&config, &from, &to).await,
             Command::Deluser { jid } => {
                 if let Some(done) = on_server(&config, Request::Deluser { jid: jid.clone() }).await {
                     return done;
@@ -224,6 +233,62 @@ fn notify_service_manager(state: sd_notify::NotifyState) {
     }
 }
 
+/// Copies every account and store from `from` into `to`, which must hold nothing yet: a
+/// copy merged into existing data could not be told apart from it.
+async fn migrate_storage(config: &Config, from_url: &str, to_url: &str) -> Result<(), String> {
+    use jabberwock_storage::{copy_all, ExportCursor, RecordKind};
+    if from_url == to_url {
+        return Err("--from and --to name the same storage".into());
+    }
+    // A server writing to either side while rows are copied would leave a copy that
+    // differs from the original with nothing to show it.
+    let configured = config.storage_url();
+    if (from_url == configured || to_url == configured)
+        && control::request(&config.control_socket_path(), &Request::Status).await.is_some()
+    {
+        return Err("the server is running on this storage: stop it first".into());
+    }
+    let (from_shown, to_shown) = (without_password(from_url), without_password(to_url));
+    let (from, to) = (from_shown.as_str(), to_shown.as_str());
+    let source = Store::open(from_url).await.map_err(|e| format!("{from}: {e}"))?;
+    let target = Store::open(to_url).await.map_err(|e| format!("{to}: {e}"))?;
+    for kind in RecordKind::ALL {
+        if !target.export(kind, &ExportCursor::default(), 1).await.map_err(|e| e.to_string())?.is_empty() {
+            return Err(format!("{to} is not empty: migrate-storage copies into an empty database only"));
+        }
+    }
+    let mut pages = 0u64;
+    let counts = copy_all(&source, &target, |c| {
+        pages += 1;
+        if pages.is_multiple_of(100) {
+            eprintln!("copied so far: {} accounts, {} keyval, {} map, {} archive rows", c.accounts, c.keyval, c.map, c.archive);
+        }
+    })
+    .await
+    .map_err(|e| format!("copy failed (rows copied so far stay in {to}): {e}"))?;
+    source.close().await;
+    target.close().await;
+    println!(
+        "copied {} accounts, {} keyval, {} map and {} archive rows from {from} to {to}",
+        counts.accounts, counts.keyval, counts.map, counts.archive
+    );
+    Ok(())
+}
+
+/// A storage URL fit to print: a password in it (`postgres://user:secret@host/db`) is
+/// replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***{}", &rest[userinfo.len()..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Runs `request` on the running server and prints its answer; `None` when no server
 /// listens on the control socket.
 async fn on_server(config: &Config, request: Request) -> Option<Result<(), String>> {
@@ -271,4 +336,15 @@ fn password_arg(given: Option<String>) -> Result<String, String> {
         return Err("no password given".into());
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printed_urls_hide_passwords() {
+        use super::without_password as shown;
+        assert_eq!(shown("postgres://jw:s3cr@t@db.example:5432/jw"), "postgres://jw:***@db.example:5432/jw");
+        assert_eq!(shown("postgres://jw@db.example/jw"), "postgres://jw@db.example/jw");
+        assert_eq!(shown("sqlite:///var/lib/a@b:c/j.db"), "sqlite:///var/lib/a@b:c/j.db");
+    }
 }

@@ -46,7 +46,7 @@ pub struct Config {
     pub domains: Vec<String>,
     /// Where the database and generated certificates live.
     pub data_dir: PathBuf,
-    /// `sqlite://…`; defaults to `sqlite://<data_dir>/jabberwock.db`.
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data_dir>/jabberwock.db`.
     pub storage: Option<String>,
     /// The Unix socket the admin commands reach the running server by (mode 0600);
     /// defaults to `<data_dir>/control.sock`.
@@ -740,8 +740,8 @@ impl Config {
             *admin = bare.to_string();
         }
         if let Some(url) = &self.storage {
-            if !url.starts_with("sqlite://") {
-                return Err(invalid("storage", format!("{url:?}: only sqlite:// URLs are supported")));
+            if !url.starts_with("sqlite://") && !jabberwock_storage::is_postgres_url(url) {
+                return Err(invalid("storage", format!("{url:?}: only sqlite:// and postgres:// URLs are supported")));
             }
         }
         // A short token is guessed; and an empty one would let an empty header through.
@@ -972,6 +972,16 @@ mod tests {
         assert_eq!(c.domains, ["localhost"]);
         assert_eq!(c.listen.c2s.len(), 2);
         assert_eq!(c.storage_url(), "sqlite://data/jabberwock.db");
+    }
+
+    #[test]
+    fn storage_takes_sqlite_and_postgres_urls() {
+        for url in ["sqlite:///var/lib/j.db", "postgres://jabberwock@db.example/jabberwock", "postgresql://db.example/j"] {
+            let c = Config::parse(&format!("storage = {url:?}")).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.storage_url(), url);
+        }
+        let e = Config::parse("storage = 'mysql://db.example/j'").unwrap_err();
+        assert!(e.to_string().starts_with("storage:"), "{e}");
     }
 
     #[test]

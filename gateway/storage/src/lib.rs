@@ -12,11 +12,13 @@
 //! Every write is durable when its future resolves: nothing is acknowledged before that.
 
 pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,95 @@ pub enum ArchiveDelete<'a> {
     AllButNewest(u64),
 }
 
+/// One row of any table, as [`copy_all`] moves it between backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Account { host: String, user: String, credentials: Vec<u8>, created_at: i64 },
+    Keyval { host: String, user: String, store: String, value: Vec<u8> },
+    Map { host: String, user: String, store: String, key: String, value: Vec<u8> },
+    /// `seq` is the item's place in the source, only for paging through it: the target
+    /// gives items its own seqs, in the order they are imported.
+    Archive { seq: i64, item: ArchiveAppend },
+}
+
+/// The tables [`Store::export`] pages through, in the order [`copy_all`] copies them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Account,
+    Keyval,
+    Map,
+    Archive,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 4] = [RecordKind::Account, RecordKind::Keyval, RecordKind::Map, RecordKind::Archive];
+}
+
+/// Where [`Store::export`] resumes: after this row's key, in key order. Every table is
+/// ordered by its key; the archive's is (host, user, store, seq), so that each store's
+/// items keep their order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// (host, user, store, key), as far as the table's key goes; empty strings sort first.
+    pub key: [String; 4],
+    /// The archive's seq, after its (host, user, store).
+    pub seq: i64,
+}
+
+impl Record {
+    /// Reads one row of an export query, whose columns are the variant's fields in order
+    /// (the archive's seq first).
+    fn from_row<'r, R: sqlx::Row>(kind: RecordKind, row: &'r R) -> Result<Record>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(match kind {
+            RecordKind::Account => Record::Account {
+                host: row.try_get(0)?,
+                user: row.try_get(1)?,
+                credentials: row.try_get(2)?,
+                created_at: row.try_get(3)?,
+            },
+            RecordKind::Keyval => {
+                Record::Keyval { host: row.try_get(0)?, user: row.try_get(1)?, store: row.try_get(2)?, value: row.try_get(3)? }
+            }
+            RecordKind::Map => Record::Map {
+                host: row.try_get(0)?,
+                user: row.try_get(1)?,
+                store: row.try_get(2)?,
+                key: row.try_get(3)?,
+                value: row.try_get(4)?,
+            },
+            RecordKind::Archive => Record::Archive {
+                seq: row.try_get(0)?,
+                item: ArchiveAppend {
+                    host: row.try_get(1)?,
+                    user: row.try_get(2)?,
+                    store: row.try_get(3)?,
+                    id: row.try_get(4)?,
+                    stamp_us: row.try_get(5)?,
+                    with: row.try_get(6)?,
+                    payload: row.try_get(7)?,
+                },
+            },
+        })
+    }
+
+    /// The cursor that resumes an export after this row.
+    pub fn cursor(&self) -> ExportCursor {
+        let s = |v: &[&str]| -> [String; 4] { std::array::from_fn(|i| v.get(i).map_or_else(String::new, |s| (*s).to_owned())) };
+        match self {
+            Record::Account { host, user, .. } => ExportCursor { key: s(&[host, user]), seq: 0 },
+            Record::Keyval { host, user, store, .. } => ExportCursor { key: s(&[host, user, store]), seq: 0 },
+            Record::Map { host, user, store, key, .. } => ExportCursor { key: s(&[host, user, store, key]), seq: 0 },
+            Record::Archive { seq, item } => ExportCursor { key: s(&[&item.host, &item.user, &item.store]), seq: *seq },
+        }
+    }
+}
+
 /// What a storage operation did, as the server's metrics count it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -175,6 +266,7 @@ pub trait Observer: Send + Sync {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// A store: a backend, and whoever watches its operations.
@@ -190,6 +282,7 @@ macro_rules! dispatch {
         let started = $self.observer.as_ref().map(|_| std::time::Instant::now());
         let result = match &$self.backend {
             Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
         };
         if let (Some(observer), Some(started)) = (&$self.observer, started) {
             observer.completed($op, started.elapsed(), result.is_ok());
@@ -198,12 +291,21 @@ macro_rules! dispatch {
     }};
 }
 
+/// Whether `url` names a PostgreSQL database (both schemes libpq accepts).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl Store {
     /// Opens (creating and migrating if needed) the store named by `url`:
-    /// `sqlite://path/to/file.db`.
+    /// `sqlite://path/to/file.db`, or `postgres://user:password@host:port/database` (the
+    /// database is created if the role may create databases and it does not exist yet).
     pub async fn open(url: &str) -> Result<Store> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(Store { backend: Backend::Sqlite(SqliteStore::open(Path::new(path)).await?), observer: None });
+        }
+        if is_postgres_url(url) {
+            return Ok(Store { backend: Backend::Postgres(PgStore::open(url).await?), observer: None });
         }
         Err(StorageError::UnsupportedUrl(url.to_owned()))
     }
@@ -217,6 +319,7 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(s) => s.ping().await,
+            Backend::Postgres(s) => s.ping().await,
         }
     }
 
@@ -224,6 +327,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
         }
     }
 
@@ -334,4 +438,69 @@ impl Store {
     pub async fn archive_delete(&self, u: UserRef<'_>, store: &str, which: ArchiveDelete<'_>) -> Result<u64> {
         dispatch!(self, Operation::ArchiveChange, s => s.archive_delete(u, store, which).await)
     }
+
+    // Whole-database copies (migrate-storage).
+
+    /// Up to `limit` rows of one table after `after`, in the table's export order (see
+    /// [`ExportCursor`]).
+    pub async fn export(&self, kind: RecordKind, after: &ExportCursor, limit: usize) -> Result<Vec<Record>> {
+        dispatch!(self, Operation::Read, s => s.export(kind, after, limit).await)
+    }
+
+    /// Inserts the rows in one transaction, archive items in the given order. Fails with
+    /// [`StorageError::AlreadyExists`] when a row's key is taken.
+    pub async fn import(&self, records: &[Record]) -> Result<()> {
+        dispatch!(self, Operation::Write, s => s.import(records).await)
+    }
+
+    /// The PostgreSQL backend, for what only it has (the query plans of its benchmark).
+    #[doc(hidden)]
+    pub fn as_postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
+    }
 }
+
+/// How many rows of each kind [`copy_all`] copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyCounts {
+    pub accounts: u64,
+    pub keyval: u64,
+    pub map: u64,
+    pub archive: u64,
+}
+
+/// Rows read and written per round trip by [`copy_all`]: large enough that each page's
+/// commit is cheap next to its rows, small enough to keep memory flat on any archive.
+const COPY_PAGE: usize = 1000;
+
+/// Copies every row of `from` into `to` (which should be empty): accounts with their
+/// creation times, and every keyval, map and archive store of every owner, including
+/// owners that are not accounts (rooms, services). Each archive store's items keep their
+/// order. `progress` is told the counts after each page. Each page is one transaction in
+/// `to`, so a copy that fails part-way leaves whole pages; it fails on a row that exists
+/// in `to` already rather than overwrite it.
+pub async fn copy_all(from: &Store, to: &Store, mut progress: impl FnMut(&CopyCounts)) -> Result<CopyCounts> {
+    let mut counts = CopyCounts::default();
+    for kind in RecordKind::ALL {
+        let mut cursor = ExportCursor::default();
+        loop {
+            let page = from.export(kind, &cursor, COPY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            cursor = last.cursor();
+            to.import(&page).await?;
+            let n = page.len() as u64;
+            match kind {
+                RecordKind::Account => counts.accounts += n,
+                RecordKind::Keyval => counts.keyval += n,
+                RecordKind::Map => counts.map += n,
+                RecordKind::Archive => counts.archive += n,
+            }
+            progress(&counts);
+        }
+    }
+    Ok(counts)
+}
+

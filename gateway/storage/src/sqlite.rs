@@ -10,8 +10,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Quota, Result,
-    StorageError, UserRef, Write,
+    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, ExportCursor, NewArchiveItem, Quota, Record,
+    RecordKind, Result, StorageError, UserRef, Write,
 };
 
 /// How long a statement waits for a lock held by another connection (or process) before
@@ -76,6 +76,32 @@ fn push_user_store_stamp<'a>(
         sql.push(" AND stamp_us <= ").push_bind(end);
     }
 }
+
+/// Inserts archive items in slice order, so seqs follow it.
+async fn insert_archive(conn: &mut SqliteConnection, items: &[&ArchiveAppend]) -> Result<()> {
+    // Multi-row INSERTs: each statement is one round trip to SQLite's worker thread,
+    // which costs more than the insert itself. 256 rows × 7 values stays far below
+    // SQLite's limit on bound parameters.
+    const ROWS: usize = 256;
+    for chunk in items.chunks(ROWS) {
+        let mut sql = String::from("INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        let mut query = sqlx::query(&sql);
+        for item in chunk {
+            query = query
+                .bind(&item.host)
+                .bind(&item.user)
+                .bind(&item.store)
+                .bind(&item.id)
+                .bind(item.stamp_us)
+                .bind(&item.with)
+                .bind(&item.payload);
+        }
+        query.execute(&mut *conn).await.map_err(already_exists)?;
+    }
+    Ok(())
+}
+
 
 /// A [`Write`] that owns its data, to travel to the committer.
 enum OwnedWrite {
@@ -500,27 +526,8 @@ impl SqliteStore {
     }
 
     pub async fn archive_append_batch(&self, items: &[ArchiveAppend]) -> Result<()> {
-        // Multi-row INSERTs: each statement is one round trip to SQLite's worker thread,
-        // which costs more than the insert itself. 256 rows × 7 values stays far below
-        // SQLite's limit on bound parameters.
-        const ROWS: usize = 256;
         let mut tx = self.begin_write().await?;
-        for chunk in items.chunks(ROWS) {
-            let mut sql = String::from("INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ");
-            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
-            let mut query = sqlx::query(&sql);
-            for item in chunk {
-                query = query
-                    .bind(&item.host)
-                    .bind(&item.user)
-                    .bind(&item.store)
-                    .bind(&item.id)
-                    .bind(item.stamp_us)
-                    .bind(&item.with)
-                    .bind(&item.payload);
-            }
-            query.execute(&mut *tx).await.map_err(already_exists)?;
-        }
+        insert_archive(&mut tx, &items.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -717,6 +724,111 @@ impl SqliteStore {
         };
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    pub async fn export(&self, kind: RecordKind, after: &ExportCursor, limit: usize) -> Result<Vec<Record>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let [host, user, store, key] = &after.key;
+        let rows = match kind {
+            RecordKind::Account => sqlx::query(
+                "SELECT host, username, credentials, created_at FROM accounts \
+                 WHERE (host, username) > (?, ?) ORDER BY host, username LIMIT ?",
+            )
+            .bind(host)
+            .bind(user)
+            .bind(limit),
+            RecordKind::Keyval => sqlx::query(
+                "SELECT host, username, store, value FROM keyval \
+                 WHERE (host, username, store) > (?, ?, ?) ORDER BY host, username, store LIMIT ?",
+            )
+            .bind(host)
+            .bind(user)
+            .bind(store)
+            .bind(limit),
+            RecordKind::Map => sqlx::query(
+                "SELECT host, username, store, key, value FROM map \
+                 WHERE (host, username, store, key) > (?, ?, ?, ?) ORDER BY host, username, store, key LIMIT ?",
+            )
+            .bind(host)
+            .bind(user)
+            .bind(store)
+            .bind(key)
+            .bind(limit),
+            RecordKind::Archive => return self.export_archive(after, limit).await,
+        }
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(|row| Record::from_row(kind, row)).collect()
+    }
+
+    /// The archive in (host, user, store, seq) order. SQLite's row-value comparison does
+    /// not reach the index's seq column (the rowid), and would scan the cursor's store from
+    /// its start on every page: the rest of that store and the stores after it are two
+    /// range searches instead, in one read transaction.
+    async fn export_archive(&self, after: &ExportCursor, limit: i64) -> Result<Vec<Record>> {
+        const SELECT: &str = "SELECT seq, host, username, store, id, stamp_us, with_jid, payload FROM archive INDEXED BY archive_by_owner";
+        let [host, user, store, _] = &after.key;
+        let mut tx = self.readers.begin().await?;
+        let mut rows = sqlx::query(&format!("{SELECT} WHERE host = ? AND username = ? AND store = ? AND seq > ? ORDER BY seq LIMIT ?"))
+            .bind(host)
+            .bind(user)
+            .bind(store)
+            .bind(after.seq)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let rest = limit - rows.len() as i64;
+        if rest > 0 {
+            let next = sqlx::query(&format!("{SELECT} WHERE (host, username, store) > (?, ?, ?) ORDER BY host, username, store, seq LIMIT ?"))
+                .bind(host)
+                .bind(user)
+                .bind(store)
+                .bind(rest)
+                .fetch_all(&mut *tx)
+                .await?;
+            rows.extend(next);
+        }
+        tx.commit().await?;
+        rows.iter().map(|row| Record::from_row(RecordKind::Archive, row)).collect()
+    }
+
+    pub async fn import(&self, records: &[Record]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let mut archive = Vec::new();
+        for r in records {
+            let query = match r {
+                Record::Account { host, user, credentials, created_at } => {
+                    sqlx::query("INSERT INTO accounts (host, username, credentials, created_at) VALUES (?, ?, ?, ?)")
+                        .bind(host)
+                        .bind(user)
+                        .bind(credentials)
+                        .bind(created_at)
+                }
+                Record::Keyval { host, user, store, value } => {
+                    sqlx::query("INSERT INTO keyval (host, username, store, value) VALUES (?, ?, ?, ?)")
+                        .bind(host)
+                        .bind(user)
+                        .bind(store)
+                        .bind(value)
+                }
+                Record::Map { host, user, store, key, value } => {
+                    sqlx::query("INSERT INTO map (host, username, store, key, value) VALUES (?, ?, ?, ?, ?)")
+                        .bind(host)
+                        .bind(user)
+                        .bind(store)
+                        .bind(key)
+                        .bind(value)
+                }
+                Record::Archive { item, .. } => {
+                    archive.push(item);
+                    continue;
+                }
+            };
+            query.execute(&mut *tx).await.map_err(already_exists)?;
+        }
+        insert_archive(&mut tx, &archive).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
