@@ -33,6 +33,8 @@ pub struct ChatMessage {
     pub timestamp_ms: i64,
     pub delivery: Delivery,
     pub error: Option<String>,
+    /// Its body was replaced by a correction (XEP-0308).
+    pub edited: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -145,7 +147,7 @@ impl Chats {
         if conv.messages.iter().any(|m| m.direction == Direction::In && m.id == id && m.body == body) {
             return false;
         }
-        let msg = ChatMessage { id, direction: Direction::In, body, timestamp_ms, delivery: Delivery::Received, error: None };
+        let msg = ChatMessage { id, direction: Direction::In, body, timestamp_ms, delivery: Delivery::Received, error: None, edited: false };
         // A message ends their typing, whether or not it says so.
         if self.peer_states.get(bare) == Some(&ChatState::Composing) {
             self.peer_states.insert(bare.to_owned(), ChatState::Active);
@@ -170,6 +172,7 @@ impl Chats {
             timestamp_ms,
             delivery: Delivery::Sent,
             error: None,
+            edited: false,
         });
     }
 
@@ -182,10 +185,25 @@ impl Chats {
         if conv.messages.iter().any(|m| m.direction == Direction::Out && m.id == id && m.body == body) {
             return false;
         }
-        let msg = ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery: Delivery::Sent, error: None };
+        let msg = ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery: Delivery::Sent, error: None, edited: false };
         let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
         conv.messages.insert(at, msg);
         true
+    }
+
+    /// A correction (XEP-0308) of the message `replaces` that went `direction` in the
+    /// conversation with `bare`: its body changes in place. Only a message of the same
+    /// side is corrected (nobody edits the other's words); returns whether one was.
+    pub fn correct(&mut self, bare: &str, direction: Direction, replaces: &str, body: String) -> bool {
+        let Some(conv) = self.conversations.get_mut(bare) else { return false };
+        match conv.messages.iter_mut().rev().find(|m| m.direction == direction && m.id == replaces) {
+            Some(m) => {
+                m.body = body;
+                m.edited = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// A delivery receipt from `bare` for our message `id`; returns whether it changed
@@ -216,7 +234,7 @@ impl Chats {
             return;
         }
         let delivery = if direction == Direction::Out { Delivery::Sent } else { Delivery::Received };
-        let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None };
+        let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None, edited: false };
         let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
         conv.messages.insert(at, msg);
     }
@@ -478,5 +496,20 @@ mod tests {
         for bad in ["", "2024-01-02", "2024-13-02T00:00:00Z", "2024-01-02T25:00:00Z", "x-y-zTa:b:cZ", "2024-01-02T03:04:05"] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_correction_replaces_the_senders_message_in_place() {
+        let mut c = Chats::new();
+        c.incoming("bob@x", "m1".into(), "helo".into(), 1);
+        c.incoming("bob@x", "m2".into(), "how are you".into(), 2);
+        c.outgoing("bob@x", "m1".into(), "our own m1".into(), 3);
+        assert!(c.correct("bob@x", Direction::In, "m1", "hello".into()));
+        let shown: Vec<_> = c.messages("bob@x").iter().map(|m| (m.body.as_str(), m.edited)).collect();
+        assert_eq!(shown, [("hello", true), ("how are you", false), ("our own m1", false)]);
+        // Ours is not theirs to correct, an unknown id corrects nothing, nor another chat.
+        assert!(!c.correct("bob@x", Direction::In, "nope", "x".into()));
+        assert!(!c.correct("carol@x", Direction::In, "m1", "x".into()));
+        assert_eq!(c.messages("bob@x")[2].body, "our own m1");
     }
 }

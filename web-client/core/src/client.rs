@@ -520,6 +520,14 @@ impl Client {
                         self.send(stanza::receipt(&id, &m.from, for_id, m.kind == MessageType::Chat), out);
                     }
                 }
+                // XEP-0308: an edit shows in place of what it corrects; a correction of a
+                // message we do not have is shown as a message of its own.
+                if let Some(replaces) = &m.replaces {
+                    if self.chats.correct(&from, Direction::In, replaces, body.clone()) {
+                        out.push(Event::ChatChanged { with: from, incoming: false });
+                        return;
+                    }
+                }
                 let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
                 let id = m.id.unwrap_or_else(|| self.id());
                 if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
@@ -540,6 +548,12 @@ impl Client {
             return;
         }
         let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
+        if let Some(replaces) = &m.replaces {
+            if self.chats.correct(&to, Direction::Out, replaces, body.clone()) {
+                out.push(Event::ChatChanged { with: to, incoming: false });
+                return;
+            }
+        }
         let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
         let id = m.id.unwrap_or_else(|| self.id());
         if self.chats.sent_elsewhere(&to, id, body, ts) {
@@ -978,6 +992,41 @@ mod tests {
         // Chat states and empty bodies do not make messages.
         stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
         assert_eq!(c.chats.messages("bob@localhost").len(), 2);
+    }
+
+    #[test]
+    fn corrections_show_in_place_of_what_they_correct() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let ours = sent(&c.send_message("bob@localhost", "lunch?", 500))[0].attr("id").unwrap().to_owned();
+        stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b1'><body>sure, at noom</body></message>");
+        // As Converse.js sends an edit.
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b2'><body>sure, at noon</body>\
+            <replace xmlns='urn:xmpp:message-correct:0' id='b1'/></message>",
+        );
+        assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        let shown: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.body.as_str(), m.edited)).collect();
+        assert_eq!(shown, [("lunch?", false), ("sure, at noon", true)]);
+        // Bob cannot rewrite what we said: a "correction" of our id is a message of its own.
+        let forged = format!(
+            "<message xmlns='jabber:client' from='bob@localhost/phone' type='chat' id='b3'><body>I never said that</body>\
+            <replace xmlns='urn:xmpp:message-correct:0' id='{ours}'/></message>"
+        );
+        stanza(&mut c, &forged);
+        let bodies: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["lunch?", "sure, at noon", "I never said that"]);
+        // Our other device corrects our message: a carbon of the edit.
+        let carbon = format!(
+            "<message xmlns='jabber:client' from='user@localhost' to='user@localhost/web' type='chat'>\
+            <sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>\
+            <message xmlns='jabber:client' from='user@localhost/phone' to='bob@localhost' type='chat' id='a9'>\
+            <body>lunch at noon?</body><replace xmlns='urn:xmpp:message-correct:0' id='{ours}'/></message>\
+            </forwarded></sent></message>"
+        );
+        stanza(&mut c, &carbon);
+        assert_eq!(c.chats.messages("bob@localhost")[0].body, "lunch at noon?");
+        assert!(c.chats.messages("bob@localhost")[0].edited);
     }
 
     #[test]

@@ -8,3 +8,5 @@ pub const XRD: &str = "http://docs.oasis-open.org/ns/xri/xrd-1.0";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 /// XEP-0184 message delivery receipts.
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0308 Last Message Correction.
+pub const CORRECT: &str = "urn:xmpp:message-correct:0";

@@ -190,6 +190,8 @@ pub struct IncomingMessage {
     pub receipt_request: bool,
     /// XEP-0184: this is a receipt for our message with this id.
     pub receipt_for: Option<String>,
+    /// XEP-0308: this corrects the sender's message with this id.
+    pub replaces: Option<String>,
 }
 
 impl IncomingMessage {
@@ -210,6 +212,7 @@ impl IncomingMessage {
             chat_state: el.children().filter(|c| c.ns() == ns::CHATSTATES).find_map(|c| ChatState::from_name(c.name())),
             receipt_request: el.child("request", ns::RECEIPTS).is_some(),
             receipt_for: receipt_for.filter(|id| !id.is_empty()),
+            replaces: el.child("replace", ns::CORRECT).and_then(|r| r.attr("id")).filter(|id| !id.is_empty()).map(str::to_owned),
         }
     }
 }

@@ -328,6 +328,7 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                 <span class="sr-only">{if out { "You: " } else { "Them: " }}</span>
                 <span class="body">{body}</span>
                 <span class="meta">
+                    {msg.edited.then(|| view! { <span class="edited" title="Edited by its sender">"edited"</span> })}
                     <time title=full>{time}</time>
                     {out.then(|| match msg.delivery {
                         Delivery::Failed => {
