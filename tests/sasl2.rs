@@ -66,7 +66,11 @@ fn condition(failure: &Element) -> String {
 
 /// A password login of `DEVICE` that asks for a token.
 async fn token_for(server: &TestServer, user: &str, password: &str) -> String {
-    let request = format!("{}<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>", user_agent(DEVICE));
+    token_for_device(server, user, password, DEVICE).await
+}
+
+async fn token_for_device(server: &TestServer, user: &str, password: &str, device: &str) -> String {
+    let request = format!("{}<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>", user_agent(device));
     let (_c, success) = attempt(server, &plain(user, password, &request)).await;
     assert!(success.is("success", SASL2), "{}", success.to_xml_string());
     token_of(&success)
@@ -274,6 +278,30 @@ async fn tokens_are_bound_to_account_and_device_and_refused_otherwise() {
     // None of that used it up.
     let (_c, ok) = attempt(&server, &with_token("alice", &token, &user_agent(DEVICE))).await;
     assert!(ok.is("success", SASL2), "{}", ok.to_xml_string());
+}
+
+/// One token per device, and a bounded number per account: a new device beyond the bound
+/// replaces the token that expires first, so logging in from made-up devices cannot grow
+/// the account's store.
+#[tokio::test]
+async fn an_account_holds_a_bounded_number_of_tokens() {
+    let server = TestServer::start_with_tables("", "[auth]\nmax_fast_tokens_per_account = 2").await;
+    server.adduser("alice", "secret").await;
+    let first = token_for_device(&server, "alice", "secret", "device-1").await;
+    // Stamped in whole seconds: the second one expires later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = token_for_device(&server, "alice", "secret", "device-2").await;
+    let renewed = token_for_device(&server, "alice", "secret", "device-2").await;
+    let (_c, f) = attempt(&server, &with_token("alice", &second, &user_agent("device-2"))).await;
+    assert_eq!(condition(&f), "not-authorized", "a device's new token replaced its old one");
+    let third = token_for_device(&server, "alice", "secret", "device-3").await;
+
+    let (_c, f) = attempt(&server, &with_token("alice", &first, &user_agent("device-1"))).await;
+    assert_eq!(condition(&f), "not-authorized", "the token that expired first made room");
+    for (token, device) in [(&renewed, "device-2"), (&third, "device-3")] {
+        let (_c, ok) = attempt(&server, &with_token("alice", token, &user_agent(device))).await;
+        assert!(ok.is("success", SASL2), "{device}: {}", ok.to_xml_string());
+    }
 }
 
 #[tokio::test]

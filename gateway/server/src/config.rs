@@ -511,6 +511,9 @@ pub struct AuthConfig {
     /// How long a FAST token (XEP-0484) signs its device in; 0 turns FAST off. A token is
     /// replaced at each use, so this is how long a device may stay away.
     pub fast_token_lifetime_secs: u64,
+    /// FAST tokens one account may hold (one per device, ~200 bytes each): a new device
+    /// beyond this replaces the token that expires first.
+    pub max_fast_tokens_per_account: usize,
     /// The longest SASL2 `<user-agent id>` (XEP-0388) accepted: the device's stable id,
     /// which FAST tokens and the Bind2 resource are derived from.
     pub max_user_agent_id_bytes: usize,
@@ -678,6 +681,7 @@ impl Default for AuthConfig {
             max_failures_per_address: 20,
             throttle_window_secs: 60,
             fast_token_lifetime_secs: 14 * 86_400,
+            max_fast_tokens_per_account: 32,
             max_user_agent_id_bytes: 128,
         }
     }
@@ -913,6 +917,9 @@ impl Config {
         }
         if !(16..=1024).contains(&self.auth.max_user_agent_id_bytes) {
             return Err(invalid("auth.max_user_agent_id_bytes", "must be between 16 and 1024"));
+        }
+        if self.auth.max_fast_tokens_per_account == 0 {
+            return Err(invalid("auth.max_fast_tokens_per_account", "must be at least 1 (fast_token_lifetime_secs = 0 turns FAST off)"));
         }
         if self.auth.fast_token_lifetime_secs > 366 * 86_400 {
             return Err(invalid("auth.fast_token_lifetime_secs", "must be at most a year (31622400); 0 turns FAST off"));

@@ -45,10 +45,27 @@ fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-/// Issues a new token for the device, replacing any it had.
+/// Issues a new token for the device, replacing any it had. An account holds at most
+/// `auth.max_fast_tokens_per_account`: for a new device beyond that, the tokens that
+/// expire first go (expired ones first of all), in the same write.
 pub(super) async fn issue(server: &Server, host: &str, user: &str, user_agent_id: &str, mechanism: HtMechanism) -> Result<Issued, StorageError> {
+    let u = UserRef { host, user };
+    let device = device_key(user_agent_id);
     let (value, issued) = new_token(server, mechanism);
-    server.store.map_set(UserRef { host, user }, STORE, &device_key(user_agent_id), Some(&value)).await?;
+    let mut others: Vec<(String, i64)> = server
+        .store
+        .map_all(u, STORE)
+        .await?
+        .into_iter()
+        .filter(|(key, _)| *key != device)
+        .map(|(key, v)| (key, serde_json::from_slice::<StoredToken>(&v).map_or(i64::MIN, |t| t.expires)))
+        .collect();
+    let keep = server.config.auth.max_fast_tokens_per_account - 1;
+    others.sort_by_key(|(_, expires)| *expires);
+    let evicted = others.len().saturating_sub(keep);
+    let mut writes: Vec<Write> = others[..evicted].iter().map(|(key, _)| Write::Map { store: STORE, key, value: None }).collect();
+    writes.push(Write::Map { store: STORE, key: &device, value: Some(&value) });
+    server.store.write_batch(u, &writes).await?;
     Ok(issued)
 }
 
