@@ -7,7 +7,30 @@ use std::sync::Arc;
 use jabberwock_proto::{Element, Stanza, StreamError, StreamErrorCondition};
 
 use crate::accounts::{self, AccountError};
+use crate::config::Config;
 use crate::server::Server;
+
+/// A bare JID of a served domain (`user@domain`), as (domain, user).
+pub fn local_account(config: &Config, jid: &str) -> Result<(String, String), String> {
+    let bare = jid::BareJid::new(jid.trim()).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
+    let user = bare.node().ok_or_else(|| format!("{jid:?} has no username (expected user@domain)"))?.to_string();
+    let host = config
+        .served_domain(bare.domain().as_str())
+        .ok_or_else(|| format!("{} is not a served domain (domains = {:?})", bare.domain(), config.domains))?;
+    Ok((host.to_owned(), user))
+}
+
+/// Ends one session (`user@domain/resource`) or all of an account's (`user@domain`) with a
+/// `policy-violation` stream error carrying `reason`; returns the full JIDs ended.
+pub fn end_sessions_of(server: &Server, jid: &str, reason: &str) -> Result<Vec<String>, String> {
+    let full = jid::Jid::new(jid.trim()).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
+    let (host, user) = local_account(&server.config, full.to_bare().as_str())?;
+    let only = full.resource().map(|r| r.as_str().to_owned());
+    let ended = server.end_sessions(&format!("{user}@{host}"), |r| only.as_deref().is_none_or(|o| o == r), || {
+        StreamError::with_text(StreamErrorCondition::PolicyViolation, reason)
+    });
+    Ok(ended.into_iter().map(|resource| format!("{user}@{host}/{resource}")).collect())
+}
 
 /// Creates an account; returns its normalized username.
 pub async fn create_account(server: &Server, host: &str, user: &str, password: &str) -> Result<String, AccountError> {

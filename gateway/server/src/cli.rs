@@ -312,12 +312,7 @@ async fn on_running_server(config: &Config, request: Request) -> Result<(), Stri
 
 /// Splits `user@domain` and checks the domain is served.
 async fn open_for(config: &Config, jid: &str) -> Result<(Store, String, String), String> {
-    let bare = jid::BareJid::new(jid).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
-    let user = bare.node().ok_or_else(|| format!("{jid:?} has no username (expected user@domain)"))?.to_string();
-    let host = config
-        .served_domain(bare.domain().as_str())
-        .ok_or_else(|| format!("{} is not a served domain (domains = {:?})", bare.domain(), config.domains))?
-        .to_owned();
+    let (host, user) = crate::administration::local_account(config, jid)?;
     let store = Store::open(&config.storage_url()).await.map_err(|e| e.to_string())?;
     Ok((store, host, user))
 }

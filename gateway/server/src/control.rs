@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jabberwock_proto::{StreamError, StreamErrorCondition};
 use jabberwock_storage::UserRef;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -167,20 +166,8 @@ fn format_duration(d: Duration) -> String {
     format!("{}d {:02}h {:02}m {:02}s", s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
-/// A bare JID (`user@domain`) of a served domain, as (domain, user).
-fn account_of(server: &Server, jid: &str) -> Result<(String, String), String> {
-    let bare = jid::BareJid::new(jid).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
-    let user = bare.node().ok_or_else(|| format!("{jid:?} has no username (expected user@domain)"))?.to_string();
-    let host = server
-        .config
-        .served_domain(bare.domain().as_str())
-        .ok_or_else(|| format!("{} is not a served domain", bare.domain()))?
-        .to_owned();
-    Ok((host, user))
-}
-
 fn sessions(server: &Server, user: Option<&str>) -> Result<Vec<String>, String> {
-    let wanted = user.map(|jid| account_of(server, jid).map(|(host, user)| format!("{user}@{host}"))).transpose()?;
+    let wanted = user.map(|jid| administration::local_account(&server.config, jid).map(|(host, user)| format!("{user}@{host}"))).transpose()?;
     let mut lines = Vec::new();
     for (bare, list) in server.sessions.all() {
         if wanted.as_ref().is_some_and(|w| *w != bare) {
@@ -196,17 +183,11 @@ fn sessions(server: &Server, user: Option<&str>) -> Result<Vec<String>, String> 
 }
 
 fn kick(server: &Server, jid: &str, reason: Option<&str>) -> Result<Vec<String>, String> {
-    let full = jid::Jid::new(jid).map_err(|e| format!("{jid:?} is not a valid JID: {e}"))?;
-    let (host, user) = account_of(server, full.to_bare().as_str())?;
-    let only = full.resource().map(|r| r.as_str().to_owned());
-    let reason = reason.unwrap_or("ended by an administrator");
-    let ended = server.end_sessions(&format!("{user}@{host}"), |r| only.as_deref().is_none_or(|o| o == r), || {
-        StreamError::with_text(StreamErrorCondition::PolicyViolation, reason)
-    });
+    let ended = administration::end_sessions_of(server, jid, reason.unwrap_or("ended by an administrator"))?;
     if ended.is_empty() {
         return Err(format!("{jid} has no session"));
     }
-    Ok(ended.into_iter().map(|resource| format!("ended {user}@{host}/{resource}")).collect())
+    Ok(ended.into_iter().map(|full| format!("ended {full}")).collect())
 }
 
 fn announce(server: &Arc<Server>, text: &str, domain: Option<&str>) -> Result<Vec<String>, String> {
@@ -232,7 +213,7 @@ async fn users(server: &Server, domain: Option<&str>) -> Result<Vec<String>, Str
 }
 
 async fn user(server: &Server, jid: &str) -> Result<Vec<String>, String> {
-    let (host, user) = account_of(server, jid)?;
+    let (host, user) = administration::local_account(&server.config, jid)?;
     let exists = server.store.get_account(UserRef { host: &host, user: &user }).await.map_err(|e| e.to_string())?.is_some();
     if !exists {
         return Err(format!("{user}@{host} has no account"));
@@ -252,19 +233,19 @@ async fn user(server: &Server, jid: &str) -> Result<Vec<String>, String> {
 }
 
 async fn adduser(server: &Server, jid: &str, password: &str) -> Result<Vec<String>, String> {
-    let (host, user) = account_of(server, jid)?;
+    let (host, user) = administration::local_account(&server.config, jid)?;
     let created = administration::create_account(server, &host, &user, password).await.map_err(|e| e.to_string())?;
     Ok(vec![format!("created {created}@{host}")])
 }
 
 async fn passwd(server: &Server, jid: &str, password: &str) -> Result<Vec<String>, String> {
-    let (host, user) = account_of(server, jid)?;
+    let (host, user) = administration::local_account(&server.config, jid)?;
     let ended = administration::change_password(server, &host, &user, password).await.map_err(|e| e.to_string())?;
     Ok(vec![format!("password changed for {user}@{host}; {ended} sessions ended")])
 }
 
 async fn deluser(server: &Server, jid: &str) -> Result<Vec<String>, String> {
-    let (host, user) = account_of(server, jid)?;
+    let (host, user) = administration::local_account(&server.config, jid)?;
     let ended = administration::delete_account(server, &host, &user).await.map_err(|e| e.to_string())?;
     Ok(vec![format!("deleted {user}@{host}; {ended} sessions ended")])
 }

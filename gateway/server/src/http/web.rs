@@ -55,7 +55,10 @@ fn directory_routes(root: PathBuf, policy: ContentSecurityPolicy) -> Router<Arc<
         async move {
             let (path, policy) = &*page;
             match tokio::fs::read_to_string(path).await {
-                Ok(html) => index_page(html.into_bytes().into(), policy),
+                Ok(html) => {
+                    let csp = policy.header(&inline_script_hashes(&html));
+                    index_page(html.into_bytes().into(), csp)
+                }
                 Err(_) => StatusCode::NOT_FOUND.into_response(),
             }
         }
@@ -68,10 +71,11 @@ fn directory_routes(root: PathBuf, policy: ContentSecurityPolicy) -> Router<Arc<
 
 fn embedded_routes(policy: ContentSecurityPolicy) -> Router<Arc<Server>> {
     let index = EmbeddedClient::get("index.html").expect("static/web-client holds a published client").data;
-    let policy = Arc::new(policy);
+    // The page never changes: its policy is made once.
+    let csp = policy.header(&inline_script_hashes(&String::from_utf8_lossy(&index)));
     let page = move || {
-        let (index, policy) = (index.clone(), policy.clone());
-        async move { index_page(index, &policy) }
+        let (index, csp) = (index.clone(), csp.clone());
+        async move { index_page(index, csp) }
     };
     let asset = move |uri: Uri, headers: HeaderMap| {
         let page = page.clone();
@@ -129,13 +133,13 @@ fn accepts_gzip(request: &HeaderMap) -> bool {
     })
 }
 
-/// The client's page, with the policy that lets its inline loader script (and no other) run.
-fn index_page(html: Cow<'static, [u8]>, policy: &ContentSecurityPolicy) -> Response {
-    let scripts = inline_script_hashes(&String::from_utf8_lossy(&html));
+/// The client's page, with the policy (`csp`) that lets its inline loader script, and no
+/// other, run.
+fn index_page(html: Cow<'static, [u8]>, csp: HeaderValue) -> Response {
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (header::CONTENT_SECURITY_POLICY, policy.header(&scripts)),
+        (header::CONTENT_SECURITY_POLICY, csp),
     ];
     (headers, html).into_response()
 }

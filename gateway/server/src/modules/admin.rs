@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jabberwock_proto::{ns, Element, StanzaError, StreamError, StreamErrorCondition};
+use jabberwock_proto::{ns, Element, StanzaError};
 use jid::Jid;
 
 use super::adhoc::{Completed, Fields};
@@ -103,13 +103,9 @@ fn result(var: &str, kind: &str, label: &str, values: impl IntoIterator<Item = S
     form("result").with_child(f)
 }
 
-/// A bare JID of a domain the requester's server hosts, as (domain, user).
+/// A bare JID of a served domain, as (domain, user).
 fn local_account(server: &Server, jid: &str) -> Result<(String, String), StanzaError> {
-    let bad = |why: String| StanzaError::not_acceptable().with_text(why);
-    let bare = jid::BareJid::new(jid.trim()).map_err(|e| bad(format!("{jid:?} is not a valid JID: {e}")))?;
-    let user = bare.node().ok_or_else(|| bad(format!("{jid:?} is not an account")))?.to_string();
-    let host = server.config.served_domain(bare.domain().as_str()).ok_or_else(|| bad(format!("{} is not served here", bare.domain())))?;
-    Ok((host.to_owned(), user))
+    administration::local_account(&server.config, jid).map_err(|why| StanzaError::not_acceptable().with_text(why))
 }
 
 fn account_error(e: AccountError) -> StanzaError {
@@ -187,13 +183,8 @@ impl AdhocCommand for Kind {
             Kind::EndUserSession => {
                 let mut ended = 0;
                 for jid in fields.all("accountjids") {
-                    let full = Jid::new(jid.trim()).map_err(|e| StanzaError::not_acceptable().with_text(e.to_string()))?;
-                    let (host, user) = local_account(server, full.to_bare().as_str())?;
-                    let only = full.resource().map(|r| r.as_str().to_owned());
-                    ended += server
-                        .end_sessions(&format!("{user}@{host}"), |r| only.as_deref().is_none_or(|o| o == r), || {
-                            StreamError::with_text(StreamErrorCondition::PolicyViolation, "ended by an administrator")
-                        })
+                    ended += administration::end_sessions_of(server, jid, "ended by an administrator")
+                        .map_err(|why| StanzaError::not_acceptable().with_text(why))?
                         .len();
                 }
                 done(format!("{ended} sessions ended"))
