@@ -13,6 +13,8 @@ pub enum Direction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
+    /// Written while offline: waits in the outbox for the connection to come back.
+    Queued,
     /// Written to the connection.
     Sent,
     /// The recipient's client confirmed it (XEP-0184).
@@ -161,19 +163,22 @@ impl Chats {
         !reading
     }
 
-    pub fn outgoing(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64) {
+    /// A message we wrote: `Sent`, or `Queued` while offline.
+    pub fn outgoing(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64, delivery: Delivery) {
         // The message carries <active/>.
         self.our_states.insert(bare.to_owned(), ChatState::Active);
         let conv = self.conversations.entry(bare.to_owned()).or_default();
-        conv.messages.push(ChatMessage {
-            id,
-            direction: Direction::Out,
-            body,
-            timestamp_ms,
-            delivery: Delivery::Sent,
-            error: None,
-            edited: false,
-        });
+        conv.messages.push(ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery, error: None, edited: false });
+    }
+
+    /// A queued message of ours left the outbox.
+    pub fn dequeued(&mut self, bare: &str, id: &str) {
+        let Some(conv) = self.conversations.get_mut(bare) else { return };
+        if let Some(m) = conv.messages.iter_mut().rev().find(|m| m.direction == Direction::Out && m.id == id) {
+            if m.delivery == Delivery::Queued {
+                m.delivery = Delivery::Sent;
+            }
+        }
     }
 
     /// A message we sent from another device (a XEP-0280 carbon): shown as ours, once.
@@ -402,7 +407,7 @@ mod tests {
         assert!(c.our_state("bob@x", ChatState::Composing));
         assert!(!c.our_state("bob@x", ChatState::Composing), "only changes are sent");
         assert!(c.our_state("bob@x", ChatState::Paused));
-        c.outgoing("bob@x", "1".into(), "hi".into(), 1);
+        c.outgoing("bob@x", "1".into(), "hi".into(), 1, Delivery::Sent);
         assert!(c.our_state("bob@x", ChatState::Composing), "the message reset us to active");
 
         c.peer_state("bob@x", ChatState::Composing);
@@ -414,7 +419,7 @@ mod tests {
     #[test]
     fn messages_keep_order_and_delivery_state() {
         let mut c = Chats::new();
-        c.outgoing("bob@x", "m1".into(), "first".into(), 100);
+        c.outgoing("bob@x", "m1".into(), "first".into(), 100, Delivery::Sent);
         c.incoming("bob@x", "o1".into(), "offline, older".into(), 50);
         c.incoming("bob@x", "o1".into(), "offline, older".into(), 50);
         let bodies: Vec<_> = c.messages("bob@x").iter().map(|m| m.body.as_str()).collect();
@@ -430,13 +435,13 @@ mod tests {
     #[test]
     fn receipts_and_messages_sent_elsewhere() {
         let mut c = Chats::new();
-        c.outgoing("bob@x", "m1".into(), "mine".into(), 100);
+        c.outgoing("bob@x", "m1".into(), "mine".into(), 100, Delivery::Sent);
         assert!(c.delivered("bob@x", "m1"));
         assert_eq!(c.messages("bob@x")[0].delivery, Delivery::Delivered);
         assert!(!c.delivered("bob@x", "m1"), "only once");
         assert!(!c.delivered("bob@x", "nope"));
         assert!(!c.delivered("carol@x", "m1"), "a receipt counts only from the recipient");
-        c.outgoing("bob@x", "m2".into(), "lost".into(), 110);
+        c.outgoing("bob@x", "m2".into(), "lost".into(), 110, Delivery::Sent);
         c.failed("bob@x", "m2", "gone".into());
         assert!(!c.delivered("bob@x", "m2"), "failed stays failed");
 
@@ -454,7 +459,7 @@ mod tests {
     fn archived_messages_fill_in_without_duplicates() {
         let mut c = Chats::new();
         c.incoming("bob@x", "b1".into(), "live".into(), 300);
-        c.outgoing("bob@x", "m1".into(), "mine".into(), 400);
+        c.outgoing("bob@x", "m1".into(), "mine".into(), 400, Delivery::Sent);
         c.archived("bob@x", Direction::In, Some("b0".into()), "older".into(), 100);
         c.archived("bob@x", Direction::In, Some("b1".into()), "live".into(), 299);
         c.archived("bob@x", Direction::Out, Some("m1".into()), "mine".into(), 399);
@@ -503,7 +508,7 @@ mod tests {
         let mut c = Chats::new();
         c.incoming("bob@x", "m1".into(), "helo".into(), 1);
         c.incoming("bob@x", "m2".into(), "how are you".into(), 2);
-        c.outgoing("bob@x", "m1".into(), "our own m1".into(), 3);
+        c.outgoing("bob@x", "m1".into(), "our own m1".into(), 3, Delivery::Sent);
         assert!(c.correct("bob@x", Direction::In, "m1", "hello".into()));
         let shown: Vec<_> = c.messages("bob@x").iter().map(|m| (m.body.as_str(), m.edited)).collect();
         assert_eq!(shown, [("hello", true), ("how are you", false), ("our own m1", false)]);

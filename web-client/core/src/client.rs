@@ -12,10 +12,11 @@ use jabberwock_proto::Element;
 use sha2::Sha256;
 
 use crate::address::{self, Account};
-use crate::chat::{parse_timestamp, Chats, Direction};
+use crate::chat::{parse_timestamp, Chats, Delivery, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
 use crate::ns;
+use crate::outbox::{Outbox, Queued};
 use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
 use crate::roster::{ContactView, Roster, Subscription};
 use crate::sm::StreamManagement;
@@ -86,6 +87,8 @@ pub struct Client {
     /// What we last told the server with XEP-0352 (a new stream starts active; a resumed
     /// one is as we left it, which may not be known after a reload).
     csi_active: Option<bool>,
+    /// Messages written while the connection was down, sent once it is back.
+    outbox: Outbox,
 }
 
 impl Client {
@@ -111,6 +114,7 @@ impl Client {
             query_key,
             pending: Vec::new(),
             csi_active: Some(true),
+            outbox: Outbox::default(),
         }
     }
 
@@ -133,8 +137,10 @@ impl Client {
             saved.sm.acked,
             saved.sm.unacked_elements()?,
         );
-        let mut conn =
-            Connection::new(account, credential, resource, nonce.clone()).resuming(Some((sm, saved.jid.clone()))).resume_only();
+        // Kept keys only resume (`ConnError::SessionExpired` when the session is gone); a FAST token, which the
+        // server issued to this device for signing in, starts a new session when the old
+        // one is gone (a server restart), so a reload never asks for the password.
+        let mut conn = Connection::new(account, credential, resource, nonce.clone()).resuming(Some((sm, saved.jid.clone())));
         if let Some(device) = &saved.device {
             conn = conn.with_device(device.clone());
         }
@@ -338,6 +344,7 @@ impl Client {
         self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
+        self.flush_outbox(out);
     }
 
     /// The previous session goes on: its answers still arrive, and only a page that was
@@ -349,6 +356,7 @@ impl Client {
             self.send(stanza::roster_get(&id), out);
         }
         out.push(Event::RosterChanged);
+        self.flush_outbox(out);
     }
 
     fn take_pending(&mut self, id: &str) -> Option<Pending> {
@@ -716,17 +724,35 @@ impl Client {
         out
     }
 
-    /// Sends a chat message; `None` when offline or the text is blank.
+    /// Sends a chat message, or queues it while the connection is down; nothing when the
+    /// text is blank, a notice when the outbox is full.
     pub fn send_message(&mut self, to: &str, body: &str, now_ms: i64) -> Vec<Event> {
         let mut out = Vec::new();
-        if body.trim().is_empty() || !self.conn.is_online() {
+        if body.trim().is_empty() {
             return out;
         }
         let id = self.id();
-        self.send(stanza::chat_message(&id, to, body), &mut out);
-        self.chats.outgoing(to, id, body.to_owned(), now_ms);
+        let delivery = if self.conn.is_online() {
+            self.send(stanza::chat_message(&id, to, body), &mut out);
+            Delivery::Sent
+        } else if self.outbox.push(Queued { to: to.to_owned(), id: id.clone(), body: body.to_owned() }) {
+            Delivery::Queued
+        } else {
+            out.push(Event::Notice("Too many messages are waiting for the connection; send this one once it is back".into()));
+            return out;
+        };
+        self.chats.outgoing(to, id, body.to_owned(), now_ms, delivery);
         out.push(Event::ChatChanged { with: to.to_owned(), incoming: false });
         out
+    }
+
+    /// Sends what was written while the connection was down, in the order it was written.
+    fn flush_outbox(&mut self, out: &mut Vec<Event>) {
+        for q in self.outbox.take() {
+            self.send(stanza::chat_message(&q.id, &q.to, &q.body), out);
+            self.chats.dequeued(&q.to, &q.id);
+            out.push(Event::ChatChanged { with: q.to, incoming: false });
+        }
     }
 
     /// The user is typing to `to` (or stopped: `false`). Sends XEP-0085 `composing` or
@@ -1322,7 +1348,39 @@ mod tests {
         let ev = c.receive(Input::Closed { see_other: None }, 0);
         assert!(ev.contains(&Event::Phase(Phase::Closed)));
         assert_eq!(c.roster.online_count(), 0, "presence we knew is stale once offline");
-        assert!(c.send_message("bob@localhost", "x", 0).is_empty());
+        assert!(sent(&c.send_message("bob@localhost", "x", 0)).is_empty(), "queued, not sent");
+    }
+
+    #[test]
+    fn what_is_written_offline_is_sent_in_order_once_back() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        c.transport_closed();
+        for text in ["first", "second"] {
+            let ev = c.send_message("bob@localhost", text, 5);
+            assert!(sent(&ev).is_empty() && ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: false }));
+        }
+        let queued: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.body.as_str(), m.delivery)).collect();
+        assert_eq!(queued, [("first", Delivery::Queued), ("second", Delivery::Queued)]);
+
+        // Back online on a new session: the roster, carbons, presence, then the messages.
+        assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
+        c.start();
+        c.receive(Input::Opened { id: None }, 0);
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
+        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
+        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
+        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
+        c.receive(Input::Opened { id: None }, 0);
+        let ev = c.receive(Input::Element(features_bind()), 0);
+        let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let out = sent(&c.receive(bind_result(&bind_id, "user@localhost/web"), 0));
+        let bodies: Vec<String> = out.iter().filter(|e| e.is("message", ns::CLIENT)).filter_map(|m| m.child_text("body", ns::CLIENT)).collect();
+        assert_eq!(bodies, ["first", "second"]);
+        assert!(out.iter().position(|e| e.is("presence", ns::CLIENT)) < out.iter().position(|e| e.is("message", ns::CLIENT)));
+        let ids: Vec<&str> = out.iter().filter(|e| e.is("message", ns::CLIENT)).filter_map(|m| m.attr("id")).collect();
+        let shown: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.id.as_str(), m.delivery)).collect();
+        assert_eq!(shown, [(ids[0], Delivery::Sent), (ids[1], Delivery::Sent)], "the ids shown are the ids sent");
+        assert!(sent(&c.send_message("bob@localhost", "third", 6)).iter().any(|e| e.is("message", ns::CLIENT)), "online again");
     }
 
     #[test]

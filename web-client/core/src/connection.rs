@@ -104,7 +104,7 @@ impl ConnError {
 }
 
 /// Reconnect delays double from 1 s up to this.
-pub const MAX_RECONNECT_DELAY_MS: u32 = 60_000;
+pub const MAX_RECONNECT_DELAY_MS: u32 = 30_000;
 
 /// How long to wait before the `attempt`th retry (0 for the first): 1, 2, 4 … 60 s, each
 /// shortened by up to a quarter with `jitter` (0 to 1, random) so that the clients of a
@@ -194,7 +194,7 @@ pub struct Connection {
     /// Kept only until SASL succeeds.
     credential: Option<Credential>,
     /// Only to resume a dropped stream, never to start a new session: signing in with
-    /// kept keys, or as a reloaded page (see [`Connection::resume_only`]).
+    /// kept keys, which prove a past sign-in but are no credential of this device.
     resume_only: bool,
     /// What SCRAM derived this time, to sign in again without the password.
     keys: Option<ScramKeys>,
@@ -278,14 +278,6 @@ impl Connection {
     /// The SASL2 user-agent id, to keep across connections of this device.
     pub fn device(&self) -> &str {
         &self.device
-    }
-
-    /// Signs in only to resume the stream given to [`Connection::resuming`]: when it is
-    /// gone, the connection fails with [`ConnError::SessionExpired`] rather than starting
-    /// a new session, as a reloaded page does (the user signs in again).
-    pub fn resume_only(mut self) -> Self {
-        self.resume_only = true;
-        self
     }
 
     /// Uses `device` as the SASL2 user-agent id (one kept from an earlier connection).
@@ -1021,20 +1013,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_reloaded_page_only_resumes_with_its_token() {
+    fn a_token_starts_a_new_session_when_the_old_one_is_gone() {
+        // A reloaded page after a server restart: the session it saved is no more.
         let sm = StreamManagement::restore("sm1".into(), 300, 5, 0, Vec::new());
         let account = Account { local: "user".into(), domain: "localhost".into() };
         let t1 = token("T1");
         let mut c = Connection::new(account, Credential::Token(t1.clone()), Some("web".into()), CNONCE.into())
-            .resuming(Some((sm, "user@localhost/web.1a2b".into())))
-            .resume_only();
+            .resuming(Some((sm, "user@localhost/web.1a2b".into())));
         c.start();
         c.receive(Input::Opened { id: None });
         let auth = sent_element(&c.receive(features_sasl2(SASL2_INLINE)));
-        assert!(auth.child("resume", ns::SM).is_some() && auth.child("bind", ns::BIND2).is_none());
-        let gone = "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+        assert!(auth.child("resume", ns::SM).is_some() && auth.child("bind", ns::BIND2).is_some());
+        let gone = "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>\
+                    <bound xmlns='urn:xmpp:bind:0'/><token xmlns='urn:xmpp:fast:0' token='T2' expiry='x'/>";
         let ev = c.receive(sasl2_success(&t1.expected_responder(), gone));
-        assert!(ev.contains(&ConnEvent::Failed(ConnError::SessionExpired)), "{ev:?}");
+        assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: false }), "{ev:?}");
     }
 
     #[test]
@@ -1422,9 +1415,9 @@ pub(crate) mod tests {
     #[test]
     fn reconnect_delays_back_off_with_jitter() {
         let plain: Vec<u32> = (0..9).map(|a| reconnect_delay_ms(a, 0.0)).collect();
-        assert_eq!(plain, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+        assert_eq!(plain, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000], "never more than 30 s");
         assert_eq!(reconnect_delay_ms(0, 1.0), 750);
-        assert_eq!(reconnect_delay_ms(40, 0.5), 52_500);
+        assert_eq!(reconnect_delay_ms(40, 0.5), 26_250);
         assert_eq!(reconnect_delay_ms(1, 7.0), 1500, "jitter is clamped");
     }
 }

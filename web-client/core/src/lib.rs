@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod fast;
 pub mod framing;
 pub mod ns;
+pub mod outbox;
 pub mod resume;
 pub mod roster;
 pub mod scram;
