@@ -12,6 +12,7 @@ use jabberwock_proto::Element;
 use sha2::Sha256;
 
 use crate::address::{self, Account};
+use crate::blocking::{self, BlockList};
 use crate::chat::{parse_timestamp, Chats, Delivery, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
@@ -68,12 +69,19 @@ enum Pending {
     RemoveItem {
         jid: String,
     },
+    FetchBlockList,
+    /// A XEP-0191 block (`block`) or unblock of `jid`.
+    Block {
+        jid: String,
+        block: bool,
+    },
 }
 
 pub struct Client {
     conn: Connection,
     pub roster: Roster,
     pub chats: Chats,
+    pub blocked: BlockList,
     own: PresenceInfo,
     /// Set while we show as away because the user is idle: what to go back to.
     auto_away: Option<Show>,
@@ -107,6 +115,7 @@ impl Client {
             conn,
             roster: Roster::default(),
             chats: Chats::new(),
+            blocked: BlockList::default(),
             own: PresenceInfo::default(),
             auto_away: None,
             id_prefix,
@@ -344,7 +353,15 @@ impl Client {
         self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
+        self.blocked.clear();
+        self.fetch_block_list(out);
         self.flush_outbox(out);
+    }
+
+    fn fetch_block_list(&mut self, out: &mut Vec<Event>) {
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::FetchBlockList));
+        self.send(blocking::request(&id), out);
     }
 
     /// The previous session goes on: its answers still arrive, and only a page that was
@@ -354,6 +371,9 @@ impl Client {
             let id = self.id();
             self.pending.push((id.clone(), Pending::FetchRoster));
             self.send(stanza::roster_get(&id), out);
+        }
+        if !self.blocked.is_loaded() {
+            self.fetch_block_list(out);
         }
         out.push(Event::RosterChanged);
         self.flush_outbox(out);
@@ -417,7 +437,14 @@ impl Client {
                     }
                     out.push(Event::ChatChanged { with, incoming: false });
                 }
-                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. }) | None => {}
+                Some(Pending::FetchBlockList) => {
+                    match payload.filter(|l| l.is("blocklist", ns::BLOCKING)) {
+                        Some(list) => self.blocked.set_all(&list),
+                        None => self.blocked.refused(),
+                    }
+                    out.push(Event::RosterChanged);
+                }
+                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. } | Pending::Block { .. }) | None => {}
             },
             Incoming::IqError { id, error, .. } => match self.take_pending(&id) {
                 Some(Pending::FetchRoster) => {
@@ -429,6 +456,14 @@ impl Client {
                 Some(Pending::RemoveItem { jid }) => {
                     out.push(Event::Notice(format!("Could not remove {jid}: {}", error.describe())))
                 }
+                Some(Pending::FetchBlockList) => {
+                    self.blocked.refused();
+                    out.push(Event::RosterChanged);
+                }
+                Some(Pending::Block { jid, block }) => {
+                    let what = if block { "block" } else { "unblock" };
+                    out.push(Event::Notice(format!("Could not {what} {jid}: {}", error.describe())))
+                }
                 Some(Pending::History { with, .. }) => {
                     // No archive here (or not for us): nothing more to load.
                     let h = self.chats.history_mut(&with);
@@ -439,7 +474,13 @@ impl Client {
                 None => {}
             },
             Incoming::IqRequest { id, from, kind, payload } => {
+                // XEP-0191 pushes come from our own account, like roster pushes.
+                let ours = from.as_deref().is_none_or(|f| f == self.account().bare());
                 let reply = match (&kind, &payload) {
+                    (IqType::Set, Some(p)) if ours && self.blocked.apply_push(p) => {
+                        out.push(Event::RosterChanged);
+                        stanza::iq_result(&id, from.as_deref())
+                    }
                     (IqType::Get, Some(p)) if p.is("ping", ns::PING) => stanza::iq_result(&id, from.as_deref()),
                     (IqType::Get, Some(p)) if p.is("query", ns::DISCO_INFO) => {
                         let mut q = Element::new("query", ns::DISCO_INFO).with_child(
@@ -803,6 +844,20 @@ impl Client {
         out
     }
 
+    /// Blocks (`block`) or unblocks `jid` (XEP-0191). The server's push, which every
+    /// resource of the account gets, changes what is shown.
+    pub fn block(&mut self, jid: &str, block: bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        if !self.conn.is_online() {
+            out.push(Event::Notice("Not connected: try again once online".into()));
+            return out;
+        }
+        let id = self.id();
+        self.pending.push((id.clone(), Pending::Block { jid: jid.to_owned(), block }));
+        self.send(blocking::change(&id, jid, block), &mut out);
+        out
+    }
+
     /// Everyone to show: the roster (sorted), then people who wrote to us without being in
     /// it.
     pub fn contacts(&self) -> Vec<ContactView> {
@@ -816,7 +871,12 @@ impl Client {
                 groups: Vec::new(),
                 presence: None,
                 error: None,
+                in_roster: false,
+                blocked: false,
             });
+        }
+        for c in &mut all {
+            c.blocked = self.blocked.is_blocked(&c.jid);
         }
         all
     }
@@ -1352,6 +1412,44 @@ mod tests {
     }
 
     #[test]
+    fn blocking_follows_the_servers_pushes() {
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let ev = c.block("spam@evil", true);
+        let req = &sent(&ev)[0];
+        assert!(req.child("block", ns::BLOCKING).is_some());
+        assert!(!c.blocked.is_blocked("spam@evil"), "shown once the server says so");
+        let push = "<iq xmlns='jabber:client' type='set' id='p1'><block xmlns='urn:xmpp:blocking'><item jid='spam@evil'/></block></iq>";
+        let ev = stanza(&mut c, push);
+        assert!(ev.contains(&Event::RosterChanged) && sent(&ev)[0].attr("type") == Some("result"));
+        assert!(c.blocked.is_blocked("spam@evil"));
+        // Someone else cannot change our list.
+        let forged = "<iq xmlns='jabber:client' type='set' id='p2' from='spam@evil/x'><unblock xmlns='urn:xmpp:blocking'/></iq>";
+        let ev = stanza(&mut c, forged);
+        assert_eq!(sent(&ev)[0].attr("type"), Some("error"));
+        assert!(c.blocked.is_blocked("spam@evil"));
+        // A stranger who wrote shows as blocked, with no roster entry.
+        stanza(&mut c, "<message xmlns='jabber:client' from='spam@evil/x' type='chat'><body>buy</body></message>");
+        let stranger = c.contacts().into_iter().find(|v| v.jid == "spam@evil").unwrap();
+        assert!(stranger.blocked && !stranger.in_roster);
+        // A refused request is told.
+        let ev = c.block("bob@localhost", true);
+        let id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let err = format!("<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+        assert!(stanza(&mut c, &err).iter().any(|e| matches!(e, Event::Notice(n) if n.contains("Could not block bob@localhost"))));
+    }
+
+    #[test]
+    fn a_server_without_blocking_is_not_offered_it() {
+        let mut c = online("");
+        assert!(c.blocked.available());
+        // The block list request went out with the initial stanzas; the server refuses it.
+        let id = c.pending.iter().find(|(_, p)| *p == Pending::FetchBlockList).map(|(id, _)| id.clone()).unwrap();
+        let err = format!("<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+        stanza(&mut c, &err);
+        assert!(!c.blocked.available() && c.blocked.is_loaded());
+    }
+
+    #[test]
     fn what_is_written_offline_is_sent_in_order_once_back() {
         let mut c = online("<item jid='bob@localhost' subscription='both'/>");
         c.transport_closed();
@@ -1406,8 +1504,9 @@ mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
-        // The server has the roster query, the carbons request and both presences.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='4'/>");
+        // The server has the roster query, the carbons request, both presences and the
+        // block list request.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='5'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1417,7 +1516,7 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (4, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (5, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1440,13 +1539,14 @@ mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='4'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='5'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq"], "the message again, then the roster; no new presence");
+        assert_eq!(names, ["message", "r", "iq", "iq"], "the message again, then the roster and block list; no new presence");
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
+        assert!(out[3].child("blocklist", ns::BLOCKING).is_some());
         // A message that waited on the server while the page reloaded arrives.
         let ev = stanza(
             &mut c,

@@ -17,6 +17,7 @@
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
 
 pub mod address;
+pub mod blocking;
 pub mod bosh;
 pub mod chat;
 pub mod client;

@@ -106,6 +106,10 @@ pub struct ContactView {
     pub presence: Option<PresenceInfo>,
     /// The last presence error (for example, their server cannot be reached).
     pub error: Option<String>,
+    /// In our roster (not only someone who wrote to us).
+    pub in_roster: bool,
+    /// We blocked them (XEP-0191).
+    pub blocked: bool,
 }
 
 impl ContactView {
@@ -258,6 +262,8 @@ impl Roster {
             groups: item.groups.clone(),
             presence: self.best_presence(jid).cloned(),
             error: self.errors.get(jid).cloned(),
+            in_roster: true,
+            blocked: false,
         })
     }
 
