@@ -9,6 +9,7 @@
 
 mod browser;
 mod config;
+mod drafts;
 mod net;
 mod settings;
 mod state;

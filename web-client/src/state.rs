@@ -79,9 +79,14 @@ pub struct AppState {
     pub own_status: RwSignal<String>,
     pub rows: RwSignal<Vec<Row>>,
     pub requests: RwSignal<Vec<(String, Option<String>)>>,
+    /// The addresses we blocked (XEP-0191); `None` when the server has no blocking.
+    pub blocked: RwSignal<Option<Vec<String>>>,
     pub roster_loaded: RwSignal<bool>,
     pub active: RwSignal<Option<String>>,
     pub messages: RwSignal<Vec<ChatMessage>>,
+    /// The oldest message that was unread when the conversation opened: a "new messages"
+    /// line goes above it.
+    pub first_unread: RwSignal<Option<String>>,
     /// The active conversation's archive: (loading, more to load).
     pub history: RwSignal<(bool, bool)>,
     pub total_unread: RwSignal<u32>,
@@ -100,9 +105,11 @@ impl AppState {
             own_status: RwSignal::new(String::new()),
             rows: RwSignal::new(Vec::new()),
             requests: RwSignal::new(Vec::new()),
+            blocked: RwSignal::new(None),
             roster_loaded: RwSignal::new(false),
             active: RwSignal::new(None),
             messages: RwSignal::new(Vec::new()),
+            first_unread: RwSignal::new(None),
             history: RwSignal::new((false, false)),
             total_unread: RwSignal::new(0),
             toasts: RwSignal::new(Vec::new()),

@@ -276,6 +276,13 @@ impl Chats {
         self.conversations.get(bare).map_or(0, |c| c.unread)
     }
 
+    /// The id of the oldest unread message from `bare`, where a "new messages" line goes.
+    pub fn first_unread(&self, bare: &str) -> Option<&str> {
+        let conv = self.conversations.get(bare)?;
+        let n = usize::try_from(conv.unread).ok().filter(|n| *n > 0)?;
+        conv.messages.iter().rev().filter(|m| m.direction == Direction::In).nth(n - 1).map(|m| m.id.as_str())
+    }
+
     pub fn total_unread(&self) -> u32 {
         self.conversations.values().map(|c| c.unread).sum()
     }
@@ -376,6 +383,24 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_unread_message_is_where_reading_starts() {
+        let mut c = Chats::new();
+        c.set_visible(true);
+        assert_eq!(c.first_unread("bob@x"), None);
+        c.incoming("bob@x", "a".into(), "read".into(), 1);
+        c.outgoing("bob@x", "o".into(), "mine".into(), 2, Delivery::Sent);
+        c.incoming("bob@x", "b".into(), "new 1".into(), 3);
+        c.incoming("bob@x", "c".into(), "new 2".into(), 4);
+        // No conversation open: all three are unread, the oldest first.
+        assert_eq!(c.first_unread("bob@x"), Some("a"));
+        c.set_active(Some("bob@x"));
+        assert_eq!(c.first_unread("bob@x"), None, "read once open");
+        c.set_active(None);
+        c.incoming("bob@x", "d".into(), "newer".into(), 5);
+        assert_eq!(c.first_unread("bob@x"), Some("d"));
+    }
 
     #[test]
     fn unread_counts_follow_what_is_on_screen() {

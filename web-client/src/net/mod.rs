@@ -19,7 +19,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::state::{AppState, Row, Status};
-use crate::{browser, settings};
+use crate::{browser, drafts, settings};
 use bosh::BoshTransport;
 pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
@@ -507,6 +507,7 @@ impl Session {
         st.me.set(None);
         st.rows.set(Vec::new());
         st.requests.set(Vec::new());
+        st.blocked.set(None);
         st.roster_loaded.set(false);
         st.active.set(None);
         st.messages.set(Vec::new());
@@ -539,7 +540,11 @@ impl Session {
                 Row { unread: chats.unread(&c.jid), preview, typing: chats.is_typing(&c.jid), contact: c }
             })
             .collect();
+        // Recent conversations first, newest on top; the others keep the roster's order.
+        let mut rows = rows;
+        rows.sort_by_key(|r| std::cmp::Reverse(chats.last(&r.contact.jid).map(|m| m.timestamp_ms)));
         self.state.rows.set(rows);
+        self.state.blocked.set(self.client.blocked.available().then(|| self.client.blocked.jids().map(str::to_owned).collect()));
         self.state.requests.set(self.client.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect());
         self.state.roster_loaded.set(self.client.roster.is_loaded());
         let unread = chats.total_unread();
@@ -646,6 +651,7 @@ fn on_close(generation: u32, _code: u16) {
 pub fn logout() {
     let found = with_session(|s| {
         s.signing_out = true;
+        drafts::forget_all(&s.client.account().bare());
         if s.transport.is_some() && s.opened {
             let events = s.client.disconnect();
             s.handle(events);
@@ -660,6 +666,9 @@ pub fn logout() {
 
 pub fn open_chat(jid: Option<String>) {
     with_session(|s| {
+        // Where reading starts, before opening marks it all read.
+        let first_unread = jid.as_deref().and_then(|j| s.client.chats.first_unread(j)).map(str::to_owned);
+        s.state.first_unread.set(first_unread);
         s.client.open_chat(jid.as_deref());
         // The first time, the newest page of the archive.
         if let Some(j) = jid.as_deref().filter(|j| !s.client.chats.history(j).started) {
@@ -707,17 +716,29 @@ pub fn typing(to: &str, typing: bool) {
     });
 }
 
+/// Sends a message, or queues it while offline; false when it was refused (blank, or the
+/// outbox full), and the text should stay where it is.
 pub fn send_message(to: &str, body: &str) -> bool {
     with_session(|s| {
         if let Some(t) = s.typing_timer.take() {
             browser::clear_timeout(t);
         }
         let events = s.client.send_message(to, body, browser::now_ms());
-        let sent = !events.is_empty();
+        let taken = events.iter().any(|e| matches!(e, Event::ChatChanged { .. }));
         s.handle(events);
-        sent
+        taken
     })
     .unwrap_or(false)
+}
+
+/// "Reconnect now": the next attempt starts at once, and the backoff starts over.
+pub fn reconnect_now() {
+    with_session(|s| {
+        if s.retry_timer.is_some() {
+            s.attempt = 0;
+            s.connect();
+        }
+    });
 }
 
 pub fn add_contact(jid: &str, name: &str) -> Result<(), String> {
@@ -752,6 +773,14 @@ pub fn remove_contact(jid: &str) {
             s.client.open_chat(None);
             s.state.active.set(None);
         }
+    });
+}
+
+/// Blocks (`block`) or unblocks `jid` (XEP-0191).
+pub fn block(jid: &str, block: bool) {
+    with_session(|s| {
+        let ev = s.client.block(jid, block);
+        s.handle(ev);
     });
 }
 

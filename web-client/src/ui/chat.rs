@@ -7,6 +7,7 @@ use leptos::prelude::*;
 
 use super::Avatar;
 use crate::browser;
+use crate::drafts;
 use crate::net;
 use crate::state::AppState;
 
@@ -16,6 +17,8 @@ const GROUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 #[derive(Clone, PartialEq)]
 enum Item {
     Day(String),
+    /// Above the oldest message that was unread when the conversation opened.
+    NewMessages,
     Message { msg: ChatMessage, first: bool },
 }
 
@@ -24,6 +27,7 @@ impl Item {
     fn key(&self) -> String {
         match self {
             Item::Day(d) => format!("day:{d}"),
+            Item::NewMessages => "new-messages".to_owned(),
             Item::Message { msg, first } => {
                 format!("{:?}:{}:{}:{:?}:{first}", msg.direction, msg.id, msg.timestamp_ms, msg.delivery)
             }
@@ -43,7 +47,7 @@ const WINDOW_EDGE_PX: i32 = 600;
 /// The open conversation and its newest message (id and time).
 type Newest = (Option<String>, Option<(String, i64)>);
 
-fn items(messages: &[ChatMessage]) -> Vec<Item> {
+fn items(messages: &[ChatMessage], first_unread: Option<&str>) -> Vec<Item> {
     let mut out = Vec::with_capacity(messages.len() + 4);
     let mut last_day = String::new();
     let mut prev: Option<&ChatMessage> = None;
@@ -54,8 +58,13 @@ fn items(messages: &[ChatMessage]) -> Vec<Item> {
             out.push(Item::Day(browser::day_label(m.timestamp_ms)));
             last_day = day;
         }
-        let first =
-            new_day || prev.is_none_or(|p| p.direction != m.direction || m.timestamp_ms - p.timestamp_ms > GROUP_WINDOW_MS);
+        let unread_from_here = m.direction == Direction::In && first_unread == Some(m.id.as_str());
+        if unread_from_here {
+            out.push(Item::NewMessages);
+        }
+        let first = new_day
+            || unread_from_here
+            || prev.is_none_or(|p| p.direction != m.direction || m.timestamp_ms - p.timestamp_ms > GROUP_WINDOW_MS);
         out.push(Item::Message { msg: m.clone(), first });
         prev = Some(m);
     }
@@ -116,7 +125,10 @@ fn Conversation() -> impl IntoView {
     });
 
     let log: NodeRef<html::Div> = NodeRef::new();
-    let all = Memo::new(move |_| state.messages.with(|m| items(m)));
+    let all = Memo::new(move |_| {
+        let first_unread = state.first_unread.get();
+        state.messages.with(|m| items(m, first_unread.as_deref()))
+    });
     // The first item of the window, by key; `None`: the newest items.
     let anchor = RwSignal::new(None::<String>);
     let window = Memo::new(move |_| {
@@ -134,9 +146,14 @@ fn Conversation() -> impl IntoView {
         let current = (state.active.get(), state.messages.with(|m| m.last().map(|m| (m.id.clone(), m.timestamp_ms))));
         if prev.as_ref() != Some(&current) {
             anchor.set(None);
+            // A conversation just opened with unread messages starts at the first of them.
+            let opened = prev.as_ref().is_none_or(|p| p.0 != current.0);
             browser::next_frame(move || {
-                if let Some(el) = log.get_untracked() {
-                    el.set_scroll_top(el.scroll_height());
+                let Some(el) = log.get_untracked() else { return };
+                let line = if opened { el.query_selector(".new-messages").ok().flatten() } else { None };
+                match line {
+                    Some(line) => line.scroll_into_view(),
+                    None => el.set_scroll_top(el.scroll_height()),
                 }
             });
         }
@@ -163,14 +180,30 @@ fn Conversation() -> impl IntoView {
     };
 
     let confirm_remove = RwSignal::new(false);
+    // Someone who wrote without being a contact gets "Add" and "Block", not "Remove".
+    let in_roster = move || contact.get().is_some_and(|c| c.in_roster);
+    let can_block = move || state.blocked.with(Option::is_some);
+    let blocked = move || state.blocked.with(|b| b.as_ref().is_some_and(|list| list.iter().any(|j| *j == active())));
     // Editing the contact: its name and its groups (comma-separated).
     let editing = RwSignal::new(None::<(String, String)>);
     let groups_text = move || contact.get().map(|c| c.groups.join(", ")).unwrap_or_default();
 
     view! {
         <header class="chat-head">
-            <button class="icon-btn back" type="button" aria-label="Back to contacts" on:click=move |_| net::open_chat(None)>
+            <button
+                class="icon-btn back"
+                type="button"
+                aria-label=move || match state.total_unread.get() {
+                    0 => "Back to contacts".to_owned(),
+                    n => format!("Back to contacts, {n} unread"),
+                }
+                on:click=move |_| net::open_chat(None)
+            >
                 "‹"
+                // On a phone the contact list is hidden: this says someone else wrote.
+                <Show when=move || { state.total_unread.get() > 0 }>
+                    <span class="back-unread" aria-hidden="true">{move || state.total_unread.get()}</span>
+                </Show>
             </button>
             {move || view! { <Avatar jid=active() name=name() status=status_key/> }}
             <div class="chat-title">
@@ -230,38 +263,64 @@ fn Conversation() -> impl IntoView {
                 </Show>
                 <div class="chat-status muted">
                     <span class="sr-only">"Status: "</span>
-                    <span data-testid="chat-status">{status_line}</span>
+                    <span data-testid="chat-status">{move || if blocked() { "Blocked".to_owned() } else { status_line() }}</span>
                     " · "
                     {active}
                 </div>
             </div>
-            <Show
-                when=move || confirm_remove.get()
-                fallback=move || {
-                    view! {
-                        <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(true)>
-                            "Remove"
-                        </button>
-                    }
-                }
-            >
-                <span class="confirm">
-                    "Remove this contact?"
+            <div class="chat-actions">
+                <Show when=move || blocked()>
+                    <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| net::block(&active(), false)>"Unblock"</button>
+                </Show>
+                <Show when=move || !blocked() && !in_roster()>
                     <button
-                        class="btn btn-danger btn-sm"
+                        class="btn btn-secondary btn-sm"
                         type="button"
+                        title="Add to your contacts and ask to see their presence"
                         on:click=move |_| {
-                            confirm_remove.set(false);
-                            net::remove_contact(&active());
+                            if let Err(e) = net::add_contact(&active(), "") {
+                                state.toast(e);
+                            }
                         }
                     >
-                        "Remove"
+                        "Add"
                     </button>
-                    <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(false)>
-                        "Keep"
+                </Show>
+                <Show when=move || !blocked() && can_block() && !confirm_remove.get()>
+                    <button class="btn btn-ghost btn-sm" type="button" title="Block: no more messages, presence or requests from them" on:click=move |_| net::block(&active(), true)>
+                        "Block"
                     </button>
-                </span>
-            </Show>
+                </Show>
+                <Show when=move || in_roster()>
+                    <Show
+                        when=move || confirm_remove.get()
+                        fallback=move || {
+                            view! {
+                                <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(true)>
+                                    "Remove"
+                                </button>
+                            }
+                        }
+                    >
+                        <span class="confirm">
+                            "Remove this contact?"
+                            <button
+                                class="btn btn-danger btn-sm"
+                                type="button"
+                                on:click=move |_| {
+                                    confirm_remove.set(false);
+                                    net::remove_contact(&active());
+                                }
+                            >
+                                "Remove"
+                            </button>
+                            <button class="btn btn-ghost btn-sm" type="button" on:click=move |_| confirm_remove.set(false)>
+                                "Keep"
+                            </button>
+                        </span>
+                    </Show>
+                </Show>
+            </div>
         </header>
         <div
             class="log"
@@ -292,6 +351,10 @@ fn Conversation() -> impl IntoView {
             <For each=move || window.with(|w| w.2.clone()) key=Item::key let:item>
                 {match item {
                     Item::Day(label) => view! { <div class="day-sep" role="separator"><span>{label}</span></div> }.into_any(),
+                    Item::NewMessages => {
+                        view! { <div class="day-sep new-messages" role="separator" data-testid="new-messages"><span>"New messages"</span></div> }
+                            .into_any()
+                    }
                     Item::Message { msg, first } => view! { <MessageBubble msg=msg first=first/> }.into_any(),
                 }}
             </For>
@@ -339,6 +402,14 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                             view! { <span class="tick delivered" role="img" aria-label="delivered" title="Delivered">"✓✓"</span> }
                                 .into_any()
                         }
+                        Delivery::Queued => {
+                            view! {
+                                <span class="tick queued" role="img" aria-label="waiting to send" title="Waiting for the connection">
+                                    "◷"
+                                </span>
+                            }
+                                .into_any()
+                        }
                         Delivery::Sent | Delivery::Received => {
                             view! { <span class="tick" role="img" aria-label="sent" title="Sent">"✓"</span> }.into_any()
                         }
@@ -356,20 +427,24 @@ fn Composer() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let input: NodeRef<html::Textarea> = NodeRef::new();
     let online = move || state.status.get() == crate::state::Status::Online;
+    let account = move || state.me.get_untracked().unwrap_or_default();
     let send = move || {
         let Some(to) = state.active.get_untracked() else { return };
         let body = text.get_untracked();
+        // Offline, the message waits in the outbox and goes out on reconnect.
         if net::send_message(&to, &body) {
             text.set(String::new());
+            drafts::set(&account(), &to, "");
             if let Some(i) = input.get_untracked() {
                 i.set_value("");
                 let _ = i.focus();
             }
         }
     };
-    // Focus the composer when a conversation opens.
+    // When a conversation opens: its draft back in the composer, and the focus there.
     Effect::new(move |_| {
-        state.active.track();
+        let active = state.active.get();
+        text.set(active.map(|to| drafts::get(&account(), &to)).unwrap_or_default());
         if let Some(i) = input.get() {
             let _ = i.focus();
         }
@@ -385,7 +460,7 @@ fn Composer() -> impl IntoView {
             <textarea
                 node_ref=input
                 rows="1"
-                placeholder=move || if online() { "Write a message" } else { "Offline — messages can be sent once reconnected" }
+                placeholder=move || if online() { "Write a message" } else { "Offline — messages will be sent once reconnected" }
                 aria-label="Message"
                 data-testid="composer"
                 prop:value=move || text.get()
@@ -393,6 +468,7 @@ fn Composer() -> impl IntoView {
                     let value = event_target_value(&ev);
                     if let Some(to) = state.active.get_untracked() {
                         net::typing(&to, !value.trim().is_empty());
+                        drafts::set(&account(), &to, &value);
                     }
                     text.set(value);
                 }
@@ -407,7 +483,7 @@ fn Composer() -> impl IntoView {
                 class="btn btn-primary send"
                 type="submit"
                 aria-label="Send"
-                disabled=move || !online() || text.get().trim().is_empty()
+                disabled=move || text.get().trim().is_empty()
             >
                 <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
                     <path d="M3 20.5 21 12 3 3.5l.01 6.6L15 12 3.01 13.9z" fill="currentColor"/>

@@ -45,6 +45,16 @@ pub fn LoginView() -> impl IntoView {
     };
     let placeholder = config.domain.as_ref().map_or_else(|| "you@example.org".to_owned(), |d| format!("you@{d}"));
     let busy = move || state.status.get().busy();
+    // The first field still to fill has the focus: the address, or the password when the
+    // address is known.
+    let address_field: NodeRef<leptos::html::Input> = NodeRef::new();
+    let password_field: NodeRef<leptos::html::Input> = NodeRef::new();
+    Effect::new(move |_| {
+        let field = if address.get_untracked().is_empty() { address_field.get() } else { password_field.get() };
+        if let Some(f) = field {
+            let _ = f.focus();
+        }
+    });
 
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
@@ -65,6 +75,7 @@ pub fn LoginView() -> impl IntoView {
                 <label class="field">
                     <span class="field-label">"Address"</span>
                     <input
+                        node_ref=address_field
                         type="text"
                         name="address"
                         inputmode="email"
@@ -80,6 +91,7 @@ pub fn LoginView() -> impl IntoView {
                 <label class="field">
                     <span class="field-label">"Password"</span>
                     <input
+                        node_ref=password_field
                         type="password"
                         name="password"
                         autocomplete="current-password"

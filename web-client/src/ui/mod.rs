@@ -10,7 +10,7 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::net;
-use crate::state::AppState;
+use crate::state::{AppState, Status};
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -110,6 +110,11 @@ fn StatusPill() -> impl IntoView {
         >
             <span class="status-light" aria-hidden="true"></span>
             <span class="status-text">{move || state.status.get().label()}</span>
+            <Show when=move || matches!(state.status.get(), Status::Reconnecting(_) | Status::Offline)>
+                <button class="link-btn" type="button" data-testid="reconnect-now" on:click=move |_| net::reconnect_now()>
+                    "Reconnect now"
+                </button>
+            </Show>
         </div>
     }
 }
@@ -217,6 +222,7 @@ pub mod theme {
                 type="button"
                 title=label
                 aria-label=label
+                data-theme-choice=move || theme.get()
                 on:click=move |_| {
                     let n = next();
                     apply(n);
@@ -227,7 +233,24 @@ pub mod theme {
                 }
             >
                 <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
-                    <path d="M12 3a9 9 0 1 0 9 9 7 7 0 0 1-9-9z" fill="currentColor"/>
+                    {move || match theme.get().as_str() {
+                        // A moon for dark, a sun for light, a half-filled circle for "as the system".
+                        "dark" => view! { <path d="M12 3a9 9 0 1 0 9 9 7 7 0 0 1-9-9z" fill="currentColor"/> }.into_any(),
+                        "light" => view! {
+                            <g fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round">
+                                <circle cx="12" cy="12" r="4" fill="currentColor"/>
+                                <path d="M12 2v2M12 20v2M2 12h2M20 12h2M4.9 4.9l1.4 1.4M17.7 17.7l1.4 1.4M4.9 19.1l1.4-1.4M17.7 6.3l1.4-1.4"/>
+                            </g>
+                        }
+                        .into_any(),
+                        _ => view! {
+                            <g>
+                                <circle cx="12" cy="12" r="8.5" fill="none" stroke="currentColor" stroke-width="2"/>
+                                <path d="M12 3.5a8.5 8.5 0 0 1 0 17z" fill="currentColor"/>
+                            </g>
+                        }
+                        .into_any(),
+                    }}
                 </svg>
             </button>
         }

@@ -78,6 +78,24 @@ fn AddContact() -> impl IntoView {
     let address = RwSignal::new(String::new());
     let name = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    // The address field has the focus as soon as the form opens.
+    let address_field: NodeRef<leptos::html::Input> = NodeRef::new();
+    Effect::new(move |_| {
+        if let Some(f) = address_field.get() {
+            let _ = f.focus();
+        }
+    });
+    // A conversation without adding them: no subscription request, nothing in the roster.
+    let message_only = move |_| match jabberwock_client_core::address::parse_bare(&address.get_untracked()) {
+        Ok(jid) => {
+            address.set(String::new());
+            name.set(String::new());
+            error.set(None);
+            open.set(false);
+            net::open_chat(Some(jid));
+        }
+        Err(e) => error.set(Some(e.to_string())),
+    };
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         match net::add_contact(&address.get_untracked(), &name.get_untracked()) {
@@ -107,6 +125,7 @@ fn AddContact() -> impl IntoView {
                     <label class="field">
                         <span class="field-label">"Their address"</span>
                         <input
+                            node_ref=address_field
                             type="text"
                             inputmode="email"
                             autocapitalize="none"
@@ -130,6 +149,9 @@ fn AddContact() -> impl IntoView {
                     </Show>
                     <div class="form-actions">
                         <button class="btn btn-ghost" type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                        <button class="btn btn-secondary" type="button" title="Write to them without adding them" on:click=message_only>
+                            "Message"
+                        </button>
                         <button class="btn btn-primary" type="submit">"Send request"</button>
                     </div>
                 </form>

@@ -31,8 +31,27 @@ pub fn SettingsMenu() -> impl IntoView {
             }
         });
     };
+    // Closes on Escape anywhere and on a click outside the menu, like any popover.
+    let root: NodeRef<leptos::html::Div> = NodeRef::new();
+    let escape = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.key() == "Escape" && open.get_untracked() {
+            open.set(false);
+        }
+    });
+    let outside = window_event_listener(leptos::ev::pointerdown, move |ev| {
+        let inside = root.get_untracked().zip(ev.target()).is_some_and(|(menu, target)| {
+            wasm_bindgen::JsCast::dyn_ref::<web_sys::Node>(&target).is_some_and(|t| menu.contains(Some(t)))
+        });
+        if !inside && open.get_untracked() {
+            open.set(false);
+        }
+    });
+    on_cleanup(move || {
+        escape.remove();
+        outside.remove();
+    });
     view! {
-        <div class="settings">
+        <div class="settings" node_ref=root>
             <button
                 class="icon-btn"
                 type="button"
@@ -56,11 +75,6 @@ pub fn SettingsMenu() -> impl IntoView {
                     class="settings-panel"
                     role="dialog"
                     aria-label="Settings"
-                    on:keydown=move |ev: leptos::ev::KeyboardEvent| {
-                        if ev.key() == "Escape" {
-                            open.set(false);
-                        }
-                    }
                 >
                     <label class="field">
                         <span class="field-label">"Show me as away when idle"</span>
@@ -80,6 +94,31 @@ pub fn SettingsMenu() -> impl IntoView {
                                 .collect_view()}
                         </select>
                     </label>
+                    <Show when=move || state.blocked.with(Option::is_some)>
+                        <div class="field">
+                            <span class="field-label" id="blocked-title">"Blocked"</span>
+                            <Show
+                                when=move || state.blocked.with(|b| b.as_ref().is_some_and(|l| !l.is_empty()))
+                                fallback=|| view! { <p class="field-hint">"Nobody is blocked."</p> }
+                            >
+                                <ul class="block-list" aria-labelledby="blocked-title" data-testid="block-list">
+                                    <For each=move || state.blocked.get().unwrap_or_default() key=|j| j.clone() let:jid>
+                                        <li>
+                                            <span title=jid.clone()>{jid.clone()}</span>
+                                            <button
+                                                class="btn btn-ghost btn-sm"
+                                                type="button"
+                                                aria-label=format!("Unblock {jid}")
+                                                on:click=move |_| net::block(&jid, false)
+                                            >
+                                                "Unblock"
+                                            </button>
+                                        </li>
+                                    </For>
+                                </ul>
+                            </Show>
+                        </div>
+                    </Show>
                     // Browsers refuse notifications to a frame of another site (the widget).
                     <Show when=|| !crate::config::get().widget>
                     <label class="check">
