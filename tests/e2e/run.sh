@@ -117,9 +117,9 @@ TOML
     exit 1
 }
 
-# alice and bob for the WebSocket run, carol and dave for the BOSH run.
+# alice, bob and erin for the WebSocket run, carol, dave and frank for the BOSH run.
 declare -A PASSWORDS
-for user in alice bob carol dave; do
+for user in alice bob erin carol dave frank; do
     PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
     "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
         say "jabberwock adduser $user failed:"
@@ -147,13 +147,14 @@ say "server pid $SERVER_PID at http://localhost:$HTTP_PORT/"
 # The suites start from an empty artifacts directory; the figures only add perf.*.
 [ -n "$PERF" ] || rm -rf "$HERE/artifacts"
 mkdir -p "$HERE/artifacts"
-suite() { # TRANSPORT USER-A USER-B
+suite() { # TRANSPORT USER-A USER-B USER-C
     (
         cd "$HERE"
         E2E_BASE_URL="http://localhost:$HTTP_PORT" E2E_DOMAIN="$DOMAIN" E2E_ARTIFACTS="$HERE/artifacts" \
             E2E_TRANSPORT="$1" E2E_DEAD_PORT="$DEAD_PORT" CHROMIUM_BIN="$CHROMIUM_BIN" \
             E2E_SERVER_BIN="$BIN" E2E_SERVER_CONFIG="$CONFIG" E2E_SERVER_LOG="$SERVER_LOG" E2E_SERVER_PIDFILE="$PID_FILE" \
             E2E_USER_A="$2" E2E_PASSWORD_A="${PASSWORDS[$2]}" E2E_USER_B="$3" E2E_PASSWORD_B="${PASSWORDS[$3]}" \
+            E2E_USER_C="$4" E2E_PASSWORD_C="${PASSWORDS[$4]}" \
             timeout --kill-after=5 180 node web_client.mjs
     )
 }
@@ -169,11 +170,11 @@ if [ -n "$PERF" ]; then
 fi
 if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     say "---- over WebSocket ----"
-    suite websocket alice bob || suite_rc=$?
+    suite websocket alice bob erin || suite_rc=$?
 fi
 if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
     say "---- WebSocket refused: automatic fallback to BOSH ----"
-    suite bosh carol dave || suite_rc=$?
+    suite bosh carol dave frank || suite_rc=$?
 fi
 [ "$suite_rc" -ne 124 ] || say "the suite was killed after 180 s"
 

@@ -6,6 +6,8 @@
 //   E2E_DOMAIN         the XMPP domain (localhost)
 //   E2E_USER_A, E2E_USER_B, E2E_PASSWORD_A, E2E_PASSWORD_B
 //                      the two accounts (localparts), which must not know each other yet
+//   E2E_USER_C, E2E_PASSWORD_C
+//                      a third account, a stranger who writes to the second
 //   E2E_TRANSPORT      websocket (default) or bosh: for bosh, discovery is answered with a
 //                      WebSocket endpoint that refuses connections, so the client must fall
 //                      back to BOSH by itself
@@ -32,6 +34,8 @@ const USER_A = process.env.E2E_USER_A || 'alice';
 const USER_B = process.env.E2E_USER_B || 'bob';
 const ALICE = `${USER_A}@${DOMAIN}`;
 const BOB = `${USER_B}@${DOMAIN}`;
+const USER_C = process.env.E2E_USER_C || 'erin';
+const STRANGER = `${USER_C}@${DOMAIN}`;
 const ALICE_NAME = USER_A[0].toUpperCase() + USER_A.slice(1);
 const BOB_NAME = USER_B[0].toUpperCase() + USER_B.slice(1);
 const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
@@ -39,6 +43,7 @@ const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const DEBUG = !!process.env.E2E_DEBUG;
 const STEP_TIMEOUT = 20000;
+const NEW_PASSWORD_A = `changed-${Date.now()}`;
 
 function must(name) {
     const v = process.env[name];
@@ -143,6 +148,11 @@ async function send(page, text) {
 
 /** Stops the server (SIGTERM, as an operator would) and starts it again on the same data. */
 async function restartServer() {
+    await stopServer();
+    startServer();
+}
+
+async function stopServer() {
     const pidFile = must('E2E_SERVER_PIDFILE');
     const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
     process.kill(pid, 'SIGTERM');
@@ -156,6 +166,10 @@ async function restartServer() {
         if (Date.now() > deadline) throw new Error(`the server (pid ${pid}) did not stop`);
         await new Promise((r) => setTimeout(r, 100));
     }
+}
+
+function startServer() {
+    const pidFile = must('E2E_SERVER_PIDFILE');
     const log = fs.openSync(must('E2E_SERVER_LOG'), 'a');
     const child = spawn(must('E2E_SERVER_BIN'), ['--config', must('E2E_SERVER_CONFIG'), 'serve'], {
         detached: true,
@@ -384,6 +398,39 @@ const steps = [
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
     }],
 
+    ['while the server is down, alice writes anyway: the message waits, and "Reconnect now" sends it', async () => {
+        const a = pages.alice;
+        await contact(a, BOB).click();
+        await stopServer();
+        await a.getByTestId('connection-status').filter({ hasText: /Reconnecting|Offline/ }).waitFor();
+        const text = 'Written while the server was down';
+        await send(a, text);
+        const mine = a.locator('.msg.out').filter({ hasText: text });
+        await mine.getByRole('img', { name: 'waiting to send', exact: true }).waitFor();
+        // A draft of the next one is kept in the composer meanwhile.
+        await a.getByTestId('composer').fill('half-written draft');
+        startServer();
+        // Without waiting for the backoff (it may be up to 30 s by now). Should an attempt
+        // of its own have got through first, the button is gone, and that is fine too.
+        await a.getByTestId('reconnect-now').click({ timeout: 5000 }).catch(async (e) => {
+            if (!(await a.getByTestId('connection-status').filter({ hasText: 'Online' }).count())) throw e;
+        });
+        await expectOnline(a);
+        await mine.getByRole('img', { name: /^(sent|delivered)$/ }).waitFor();
+        await pages.bob.locator('.msg.in .body').filter({ hasText: text }).waitFor();
+        await expectOnline(pages.bob);
+        if ((await a.getByTestId('composer').inputValue()) !== 'half-written draft') throw new Error('the draft was lost');
+    }],
+
+    ['a draft survives a reload', async () => {
+        const a = pages.alice;
+        await reloadHeld(a, async () => {});
+        await expectOnline(a);
+        await a.getByTestId('chat-title').filter({ hasText: BOB_NAME }).waitFor();
+        await a.waitForFunction(() => document.querySelector('[data-testid=composer]').value === 'half-written draft');
+        await a.getByTestId('composer').fill('');
+    }],
+
     ['a phone-sized screen shows one pane at a time', async () => {
         const b = pages.bob;
         await b.setViewportSize({ width: 360, height: 740 });
@@ -422,16 +469,34 @@ const steps = [
         await b.locator('.msg.out .body').filter({ hasText: `Hi ${ALICE_NAME}!` }).waitFor();
         await expectContactStatus(b, ALICE, 'away');
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
+        if (shown !== 8) throw new Error(`expected the 8 messages once each, found ${shown}`);
         await shot(b, '13-bob-resumed-after-reload');
     }],
 
-    ['when the session cannot be resumed, the sign-in form comes back with the address filled in', async () => {
+    ['when the session cannot be resumed, the page signs in again with its FAST token, without loss', async () => {
         const b = pages.bob;
         await reloadHeld(b, () => b.evaluate(() => {
-            // As if the server's resumption window had passed.
+            // As if the server had restarted: the saved session is gone, the token is good.
             const saved = JSON.parse(sessionStorage.getItem('jabberwock.resume'));
             saved.sm.id = 'gone';
+            sessionStorage.setItem('jabberwock.resume', JSON.stringify(saved));
+        }));
+        await expectOnline(b);
+        if (await b.getByRole('heading', { name: 'Sign in to chat' }).count()) throw new Error('the sign-in form was shown');
+        await b.getByTestId('chat-title').filter({ hasText: ALICE_NAME }).waitFor();
+        // A new session: the conversation comes back from the archive, each message once.
+        await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
+        await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
+        const shown = await b.locator('.msg .body').count();
+        if (shown !== 8) throw new Error(`expected the 8 messages once each, found ${shown}`);
+    }],
+
+    ['when the token is refused too, the sign-in form comes back with the address filled in', async () => {
+        const b = pages.bob;
+        await reloadHeld(b, () => b.evaluate(() => {
+            const saved = JSON.parse(sessionStorage.getItem('jabberwock.resume'));
+            saved.sm.id = 'gone';
+            saved.token.token = 'not-a-token-the-server-issued';
             sessionStorage.setItem('jabberwock.resume', JSON.stringify(saved));
         }));
         await b.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
@@ -439,6 +504,10 @@ const steps = [
         const address = await b.getByLabel('Address', { exact: true }).inputValue();
         if (address !== BOB) throw new Error(`the address was not filled in: ${address}`);
         if (await b.getByLabel('Password', { exact: true }).inputValue()) throw new Error('the password was kept');
+        // The address is known: the password field has the focus.
+        if (!(await b.getByLabel('Password', { exact: true }).evaluate((el) => el === document.activeElement))) {
+            throw new Error('the password field does not have the focus');
+        }
         await b.getByLabel('Password', { exact: true }).fill(must('E2E_PASSWORD_B'));
         await b.getByRole('button', { name: 'Sign in' }).click();
         await expectOnline(b);
@@ -446,7 +515,58 @@ const steps = [
         await b.locator('.msg.in .body').filter({ hasText: 'Written while you reloaded' }).waitFor();
         await b.locator('.msg.in .body').filter({ hasText: `Hello ${BOB_NAME}!` }).waitFor();
         const shown = await b.locator('.msg .body').count();
-        if (shown !== 7) throw new Error(`expected the 7 messages once each, found ${shown}`);
+        if (shown !== 8) throw new Error(`expected the 8 messages once each, found ${shown}`);
+    }],
+
+    ['a stranger writes to bob without adding him: bob can add or block, and blocks', async () => {
+        const c = await openPage('stranger');
+        await login(c, STRANGER, must('E2E_PASSWORD_C'));
+        await expectOnline(c);
+        await c.getByRole('button', { name: 'Add contact' }).click();
+        await c.getByLabel('Their address').fill(BOB);
+        await c.getByRole('button', { name: 'Message', exact: true }).click();
+        await send(c, 'Hello from someone you do not know');
+        const b = pages.bob;
+        await contact(b, STRANGER).click();
+        await b.locator('.msg.in .body').filter({ hasText: 'Hello from someone you do not know' }).waitFor();
+        // Not a contact: "Add" and "Block", no "Remove".
+        await b.locator('.chat-actions').getByRole('button', { name: 'Add', exact: true }).waitFor();
+        if (await b.locator('.chat-actions').getByRole('button', { name: 'Remove' }).count()) throw new Error('"Remove" for a stranger');
+        await shot(b, '17-bob-stranger');
+        await b.locator('.chat-actions').getByRole('button', { name: 'Block', exact: true }).click();
+        await b.getByTestId('chat-status').filter({ hasText: 'Blocked' }).waitFor();
+        // The server refuses what they send now, and says so to them.
+        await send(c, 'Are you ignoring me?');
+        await c.locator('.msg.out').filter({ hasText: 'Are you ignoring me?' }).getByRole('img', { name: 'not delivered' }).waitFor();
+        if (await b.locator('.msg.in .body').filter({ hasText: 'Are you ignoring me?' }).count()) throw new Error('a blocked message arrived');
+        // The block list is in Settings, where it can be undone; Escape closes the menu.
+        await b.getByRole('button', { name: 'Settings' }).click();
+        await b.getByTestId('block-list').getByText(STRANGER).waitFor();
+        await shot(b, '18-bob-block-list');
+        await b.getByRole('button', { name: `Unblock ${STRANGER}` }).click();
+        await b.getByTestId('block-list').waitFor({ state: 'detached' });
+        await b.keyboard.press('Escape');
+        await b.locator('#settings-panel').waitFor({ state: 'detached' });
+        await c.context().close();
+        delete pages.stranger;
+    }],
+
+    ['messages that arrive in another conversation get a "New messages" line, and the list puts that conversation first', async () => {
+        const a = pages.alice;
+        const b = pages.bob;
+        await contact(b, STRANGER).click();
+        await send(a, 'First of two while you look elsewhere');
+        await send(a, 'Second of two');
+        await contact(b, ALICE).locator('.badge').filter({ hasText: '2' }).waitFor();
+        const firstRow = await b.locator('.contact').first().getAttribute('data-jid');
+        if (firstRow !== ALICE) throw new Error(`the most recent conversation is not first: ${firstRow}`);
+        await contact(b, ALICE).click();
+        const line = b.getByTestId('new-messages');
+        await line.waitFor();
+        // The line sits right above the first of the two.
+        const next = await line.evaluate((el) => el.nextElementSibling?.textContent || '');
+        if (!next.includes('First of two')) throw new Error(`the line is above: ${next}`);
+        await shot(b, '19-bob-new-messages-line');
     }],
 
     ['alice writes from a second session: her first one shows it as her own (carbons)', async () => {
@@ -532,6 +652,23 @@ const steps = [
         }
     }],
 
+    ['alice changes her password in Settings', async () => {
+        const a = pages.alice;
+        await a.getByRole('button', { name: 'Settings' }).click();
+        await a.getByRole('button', { name: 'Change password' }).click();
+        await a.getByLabel('New password', { exact: true }).fill('short');
+        await a.getByLabel('New password again').fill('short');
+        await a.getByRole('button', { name: 'Change', exact: true }).click();
+        await a.getByRole('alert').filter({ hasText: 'at least 8 characters' }).waitFor();
+        await a.getByLabel('New password', { exact: true }).fill(NEW_PASSWORD_A);
+        await a.getByLabel('New password again').fill(NEW_PASSWORD_A);
+        await a.getByRole('button', { name: 'Change', exact: true }).click();
+        await a.getByText('Your password was changed').waitFor();
+        // A click outside closes the menu.
+        await a.mouse.click(640, 500);
+        await a.locator('#settings-panel').waitFor({ state: 'detached' });
+    }],
+
     ['signing out returns to the sign-in form', async () => {
         const a = pages.alice;
         await a.getByRole('button', { name: 'Sign out' }).click();
@@ -539,6 +676,16 @@ const steps = [
         await a.getByTestId('connection-status').filter({ hasText: 'Signed out' }).waitFor();
         // bob sees alice go offline.
         await expectContactStatus(pages.bob, ALICE, 'offline');
+    }],
+
+    ['alice signs in with her new password, and no longer with the old one', async () => {
+        const a = pages.alice;
+        await login(a, ALICE, must('E2E_PASSWORD_A'));
+        await a.getByTestId('login-error').filter({ hasText: /wrong address or password/i }).waitFor();
+        await a.getByLabel('Password', { exact: true }).fill(NEW_PASSWORD_A);
+        await a.getByRole('button', { name: 'Sign in' }).click();
+        await expectOnline(a);
+        await expectContactStatus(pages.bob, ALICE, 'online');
     }],
 ];
 

@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use jabberwock_proto::Element;
 use sha2::Sha256;
 
+use crate::account;
 use crate::address::{self, Account};
 use crate::blocking::{self, BlockList};
 use crate::chat::{parse_timestamp, Chats, Delivery, Direction};
@@ -49,6 +50,10 @@ pub enum Event {
     },
     /// Something the user should be told that is not a connection failure.
     Notice(String),
+    /// The server took the new password (XEP-0077): sign in with it from now on.
+    PasswordChanged {
+        password: String,
+    },
 }
 
 /// Messages per archive page.
@@ -70,6 +75,9 @@ enum Pending {
         jid: String,
     },
     FetchBlockList,
+    ChangePassword {
+        password: String,
+    },
     /// A XEP-0191 block (`block`) or unblock of `jid`.
     Block {
         jid: String,
@@ -444,6 +452,10 @@ impl Client {
                     }
                     out.push(Event::RosterChanged);
                 }
+                Some(Pending::ChangePassword { password }) => {
+                    out.push(Event::Notice("Your password was changed".into()));
+                    out.push(Event::PasswordChanged { password });
+                }
                 Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. } | Pending::Block { .. }) | None => {}
             },
             Incoming::IqError { id, error, .. } => match self.take_pending(&id) {
@@ -459,6 +471,9 @@ impl Client {
                 Some(Pending::FetchBlockList) => {
                     self.blocked.refused();
                     out.push(Event::RosterChanged);
+                }
+                Some(Pending::ChangePassword { .. }) => {
+                    out.push(Event::Notice(format!("The password was not changed: {}", error.describe())))
                 }
                 Some(Pending::Block { jid, block }) => {
                     let what = if block { "block" } else { "unblock" };
@@ -856,6 +871,22 @@ impl Client {
         self.pending.push((id.clone(), Pending::Block { jid: jid.to_owned(), block }));
         self.send(blocking::change(&id, jid, block), &mut out);
         out
+    }
+
+    /// Changes the account's password (XEP-0077), typed twice. The server's answer comes
+    /// as a notice, and on success as [`Event::PasswordChanged`].
+    pub fn change_password(&mut self, password: &str, again: &str) -> Result<Vec<Event>, account::PasswordError> {
+        account::check_new_password(password, again)?;
+        let mut out = Vec::new();
+        if !self.conn.is_online() {
+            out.push(Event::Notice("Not connected: try again once online".into()));
+            return Ok(out);
+        }
+        let id = self.id();
+        let request = account::change_password(&id, &self.account().domain, &self.account().local, password);
+        self.pending.push((id, Pending::ChangePassword { password: password.to_owned() }));
+        self.send(request, &mut out);
+        Ok(out)
     }
 
     /// Everyone to show: the roster (sorted), then people who wrote to us without being in
@@ -1436,6 +1467,25 @@ mod tests {
         let id = sent(&ev)[0].attr("id").unwrap().to_owned();
         let err = format!("<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
         assert!(stanza(&mut c, &err).iter().any(|e| matches!(e, Event::Notice(n) if n.contains("Could not block bob@localhost"))));
+    }
+
+    #[test]
+    fn changing_the_password() {
+        let mut c = online("");
+        assert!(c.change_password("short", "short").is_err(), "checked before anything is sent");
+        let ev = c.change_password("a new secret", "a new secret").unwrap();
+        let req = &sent(&ev)[0];
+        assert_eq!(req.attr("to"), Some("localhost"));
+        let id = req.attr("id").unwrap().to_owned();
+        let ev = stanza(&mut c, &format!("<iq xmlns='jabber:client' type='result' id='{id}'/>"));
+        assert!(ev.contains(&Event::PasswordChanged { password: "a new secret".into() }));
+        // A refusal says why, and changes nothing.
+        let ev = c.change_password("another secret", "another secret").unwrap();
+        let id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let err = format!("<iq xmlns='jabber:client' type='error' id='{id}'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+        let ev = stanza(&mut c, &err);
+        assert!(ev.iter().any(|e| matches!(e, Event::Notice(n) if n.starts_with("The password was not changed"))));
+        assert!(!ev.iter().any(|e| matches!(e, Event::PasswordChanged { .. })));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
 
+pub mod account;
 pub mod address;
 pub mod blocking;
 pub mod bosh;

@@ -71,7 +71,8 @@ enum Transport {
 struct Session {
     state: AppState,
     /// Kept in memory only, to reconnect after a network loss; never stored. A session
-    /// resumed after a reload has none: it can resume again, not start anew.
+    /// resumed after a reload has none (until the user changes it): it signs in again with
+    /// its FAST token, or resumes with its keys.
     password: Option<String>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
@@ -376,6 +377,8 @@ impl Session {
                     }
                 }
                 Event::Notice(n) => self.state.toast(n),
+                // The token and keys of the old password no longer sign in.
+                Event::PasswordChanged { password } => self.password = Some(password),
             }
         }
         if roster {
@@ -774,6 +777,16 @@ pub fn remove_contact(jid: &str) {
             s.state.active.set(None);
         }
     });
+}
+
+/// Changes the account's password; an error says why it was not sent.
+pub fn change_password(password: &str, again: &str) -> Result<(), String> {
+    with_session(|s| {
+        let ev = s.client.change_password(password, again).map_err(|e| e.to_string())?;
+        s.handle(ev);
+        Ok(())
+    })
+    .unwrap_or_else(|| Err("Not connected".into()))
 }
 
 /// Blocks (`block`) or unblocks `jid` (XEP-0191).

@@ -119,6 +119,7 @@ pub fn SettingsMenu() -> impl IntoView {
                             </Show>
                         </div>
                     </Show>
+                    <ChangePassword/>
                     // Browsers refuse notifications to a frame of another site (the widget).
                     <Show when=|| !crate::config::get().widget>
                     <label class="check">
@@ -134,6 +135,66 @@ pub fn SettingsMenu() -> impl IntoView {
                     </label>
                     </Show>
                 </div>
+            </Show>
+        </div>
+    }
+}
+
+/// XEP-0077: a new password, typed twice.
+#[component]
+fn ChangePassword() -> impl IntoView {
+    let open = RwSignal::new(false);
+    let password = RwSignal::new(String::new());
+    let again = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        match net::change_password(&password.get_untracked(), &again.get_untracked()) {
+            Ok(()) => {
+                password.set(String::new());
+                again.set(String::new());
+                error.set(None);
+                open.set(false);
+            }
+            Err(e) => error.set(Some(e)),
+        }
+    };
+    view! {
+        <div class="field">
+            <button
+                class="btn btn-ghost btn-sm"
+                type="button"
+                aria-expanded=move || open.get().to_string()
+                aria-controls="password-form"
+                on:click=move |_| open.update(|o| *o = !*o)
+            >
+                "Change password"
+            </button>
+            <Show when=move || open.get()>
+                <form id="password-form" class="password-form" aria-label="Change password" on:submit=submit>
+                    <label class="field">
+                        <span class="field-label">"New password"</span>
+                        <input
+                            type="password"
+                            autocomplete="new-password"
+                            prop:value=move || password.get()
+                            on:input=move |ev| password.set(event_target_value(&ev))
+                        />
+                    </label>
+                    <label class="field">
+                        <span class="field-label">"New password again"</span>
+                        <input
+                            type="password"
+                            autocomplete="new-password"
+                            prop:value=move || again.get()
+                            on:input=move |ev| again.set(event_target_value(&ev))
+                        />
+                    </label>
+                    <Show when=move || error.get().is_some()>
+                        <div class="form-error" role="alert">{move || error.get().unwrap_or_default()}</div>
+                    </Show>
+                    <button class="btn btn-primary btn-sm" type="submit">"Change"</button>
+                </form>
             </Show>
         </div>
     }
