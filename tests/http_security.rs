@@ -71,6 +71,8 @@ fn write_client(root: &std::path::Path, loader: &str) {
     );
     std::fs::write(root.join("index.html"), page).unwrap();
     std::fs::write(root.join("app-1234.js"), "export default async function init() {}").unwrap();
+    std::fs::write(root.join("style-0123456789abcdef.css"), "body {}").unwrap();
+    std::fs::write(root.join("widget.js"), "// the loader other sites embed").unwrap();
 }
 
 async fn with_client(extra_http: &str) -> (TestServer, tempfile::TempDir) {
@@ -97,11 +99,21 @@ async fn the_web_client_runs_its_own_scripts_and_wasm_and_nothing_else() {
         assert!(!policy.contains("unsafe-inline") && !policy.contains("'unsafe-eval'"), "{policy}");
         assert_eq!(directive(policy, "frame-ancestors"), ["'self'"], "{policy}");
         assert_eq!(directive(policy, "base-uri"), ["'none'"], "{policy}");
+        assert_eq!(directive(policy, "manifest-src"), ["'self'"], "the app manifest: {policy}");
+        assert_eq!(directive(policy, "worker-src"), ["'self'"], "the service worker: {policy}");
         assert_eq!(directive(policy, "object-src"), Vec::<&str>::new(), "objects fall under default-src: {policy}");
         assert_eq!(header(&page, "x-frame-options"), Some("SAMEORIGIN"), "{page}");
         assert_eq!(header(&page, "x-content-type-options"), Some("nosniff"), "{page}");
         assert_eq!(header(&page, "referrer-policy"), Some("no-referrer"), "{page}");
         assert_eq!(header(&page, "cache-control"), Some("no-cache"), "{page}");
+    }
+
+    // Assets named by their content hash are kept forever; names that stay across releases
+    // are checked at each use.
+    for (path, cache) in [("/style-0123456789abcdef.css", "public, max-age=31536000, immutable"), ("/widget.js", "no-cache"), ("/app-1234.js", "no-cache")] {
+        let (status, response) = plain(server.http, &get(path)).await;
+        assert_eq!(status, 200, "{path}: {response}");
+        assert_eq!(header(&response, "cache-control"), Some(cache), "{path}");
     }
 
     // Every other response carries the policy too, without any inline script allowed.
@@ -147,6 +159,8 @@ async fn the_embedded_client_is_served_without_a_build_on_disk() {
     assert_eq!(header(&raw, "content-encoding"), None);
     assert_eq!(header(&raw, "content-length"), Some(size(wasm).as_str()));
     assert_eq!(header(&raw, "cache-control"), Some("public, max-age=31536000, immutable"));
+    let (status, raw) = plain(server.http, &get("/widget.js")).await;
+    assert_eq!((status, header(&raw, "cache-control")), (200, Some("no-cache")), "other sites embed it by this name: {raw}");
 
     let (status, gzipped) = plain(server.http, &format!("{}\r\nAccept-Encoding: br, gzip", get(&format!("/{wasm}")))).await;
     assert_eq!(status, 200);

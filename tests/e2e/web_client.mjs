@@ -72,7 +72,9 @@ const pages = {};
 const logs = {};
 
 async function openPage(name, options = {}) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+    // Service workers answer requests where the routes below (and reloadHeld's) cannot see
+    // them: they are off, but for the step on starting offline.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, serviceWorkers: 'block', ...options });
     // Only loopback is ever contacted: anything else is refused.
     await context.route('**/*', (route) => {
         const url = route.request().url();
@@ -667,6 +669,35 @@ const steps = [
         // A click outside closes the menu.
         await a.mouse.click(640, 500);
         await a.locator('#settings-panel').waitFor({ state: 'detached' });
+    }],
+
+    ['the client installs as an app and starts without a network', async () => {
+        const p = await openPage('app', { serviceWorkers: 'allow' });
+        await p.goto(BASE, { waitUntil: 'load' });
+        await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        // The address field has the focus on a first visit.
+        if (!(await p.getByLabel('Address', { exact: true }).evaluate((el) => el === document.activeElement))) {
+            throw new Error('the address field does not have the focus');
+        }
+        const manifest = await p.evaluate(async () => {
+            const link = document.querySelector('link[rel=manifest]');
+            const response = await fetch(link.href);
+            return { type: response.headers.get('content-type'), body: await response.json() };
+        });
+        if (manifest.type !== 'application/manifest+json') throw new Error(`manifest served as ${manifest.type}`);
+        if (manifest.body.display !== 'standalone' || !manifest.body.icons.some((i) => i.sizes === '512x512')) {
+            throw new Error(`manifest: ${JSON.stringify(manifest.body)}`);
+        }
+        await p.evaluate(() => navigator.serviceWorker.ready);
+        // The page, its script and WebAssembly come from the kept copy once offline.
+        await p.reload({ waitUntil: 'load' });
+        await p.context().setOffline(true);
+        await p.reload({ waitUntil: 'load' });
+        await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        await shot(p, '20-started-offline');
+        await p.context().setOffline(false);
+        await p.context().close();
+        delete pages.app;
     }],
 
     ['signing out returns to the sign-in form', async () => {

@@ -28,6 +28,21 @@ pub fn clear_timeout(id: i32) {
     window().clear_timeout_with_handle(id);
 }
 
+/// Installs the service worker (`sw.js`, next to the page) that keeps the app shell for
+/// starting offline. Browsers allow one only in a secure context (https, or localhost);
+/// elsewhere, and where it fails, the client works as before, online only.
+pub fn register_service_worker() {
+    let w = window();
+    if !w.is_secure_context() {
+        return;
+    }
+    let registering = w.navigator().service_worker().register("sw.js");
+    // Awaited so that a refusal is handled: it only means no offline start.
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = wasm_bindgen_futures::JsFuture::from(registering).await;
+    });
+}
+
 /// `location.origin`, for example `http://127.0.0.1:5280`.
 pub fn origin() -> String {
     window().location().origin().unwrap_or_default()

@@ -43,6 +43,10 @@ pub fn App() -> impl IntoView {
     browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
     on_pagehide.forget();
     net::resume_saved(state);
+    // Not inside another site's page: the widget is a frame of the embedding site.
+    if !crate::config::get().widget {
+        browser::register_service_worker();
+    }
 
     let signed_in = move || state.me.get().is_some();
     view! {

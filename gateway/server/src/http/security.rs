@@ -109,7 +109,8 @@ impl ContentSecurityPolicy {
         }
         let policy = format!(
             "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self' https: wss:; base-uri 'none'; form-action 'none'; frame-ancestors {}",
+             connect-src 'self' https: wss:; manifest-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors {}",
             self.frame_ancestors
         );
         HeaderValue::from_str(&policy).expect("validated origins and base64 hashes make a valid header")

@@ -1,4 +1,6 @@
-//! The web client's files at `/`: hashed assets are cached forever, `index.html` never.
+//! The web client's files at `/`: assets named by their content hash are cached forever,
+//! everything else (the page, the widget loader, the app manifest, the service worker,
+//! the icons) is checked with the server at each use.
 //!
 //! They come from a directory when there is one to serve (`http.web_root`, or a client
 //! built locally into `web-client/dist`), and otherwise from the build embedded in the
@@ -16,9 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use rust_embed::RustEmbed;
-use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::security::{inline_script_hashes, ContentSecurityPolicy};
 use crate::config::Config;
@@ -32,6 +32,23 @@ const LOCAL_BUILD: &str = "web-client/dist";
 struct EmbeddedClient;
 
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
+
+/// How long a browser may keep `path` without asking: forever when trunk named it by its
+/// content hash (`name-0123456789abcdef.js`, `…_bg.wasm`), since a new build has new
+/// names; otherwise the name stays across releases (`widget.js`, which other sites
+/// embed, `sw.js`, the manifest and icons) and the browser must revalidate.
+fn cache_control(path: &str) -> HeaderValue {
+    let stem = path.rsplit('/').next().unwrap_or(path);
+    let stem = stem.split_once('.').map_or(stem, |(stem, _)| stem);
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    let hashed = stem.rsplit_once('-').is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hashed {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    }
+}
 
 pub fn routes(config: &Config) -> Router<Arc<Server>> {
     let policy = ContentSecurityPolicy::new(&config.http.embed_origins);
@@ -63,10 +80,18 @@ fn directory_routes(root: PathBuf, policy: ContentSecurityPolicy) -> Router<Arc<
             }
         }
     };
-    let assets = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, IMMUTABLE))
-        .service(ServeDir::new(&root).precompressed_gzip().fallback(index.clone().with_state(())));
-    Router::new().route("/", get(index.clone())).route("/index.html", get(index)).fallback_service(assets)
+    let assets = ServeDir::new(&root).precompressed_gzip().fallback(index.clone().with_state(()));
+    Router::new()
+        .route("/", get(index.clone()))
+        .route("/index.html", get(index))
+        .fallback_service(assets)
+        .layer(axum::middleware::map_response(|uri: Uri, mut response: Response| async move {
+            // The page sets its own (`no-cache`); an asset is cached by its name.
+            if !response.headers().contains_key(header::CACHE_CONTROL) {
+                response.headers_mut().insert(header::CACHE_CONTROL, cache_control(uri.path()));
+            }
+            response
+        }))
 }
 
 fn embedded_routes(policy: ContentSecurityPolicy) -> Router<Arc<Server>> {
@@ -94,7 +119,7 @@ fn embedded_routes(policy: ContentSecurityPolicy) -> Router<Arc<Server>> {
 fn embedded_asset(path: &str, file: rust_embed::EmbeddedFile, request: &HeaderMap) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
-    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+    headers.insert(header::CACHE_CONTROL, cache_control(path));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     let gzipped = accepts_gzip(request).then(|| EmbeddedClient::get(&format!("{path}.gz"))).flatten();
     let body = match gzipped {
@@ -118,7 +143,8 @@ fn content_type(path: &str) -> &'static str {
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",
         Some("ico") => "image/x-icon",
-        Some("json" | "webmanifest") => "application/json",
+        Some("json") => "application/json",
+        Some("webmanifest") => "application/manifest+json",
         _ => "application/octet-stream",
     }
 }
@@ -152,6 +178,16 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    #[test]
+    fn only_assets_named_by_their_hash_are_kept_forever() {
+        for hashed in ["jabberwock-web-client-6d6486b3e3037f0b.js", "jabberwock-web-client-6d6486b3e3037f0b_bg.wasm", "/style-732cb19bd3336090.css"] {
+            assert_eq!(cache_control(hashed), IMMUTABLE, "{hashed}");
+        }
+        for named in ["widget.js", "sw.js", "manifest.webmanifest", "icons/icon-192.png", "jabberwock-web-client.js", "x-123.js"] {
+            assert_eq!(cache_control(named), REVALIDATE, "{named}");
+        }
     }
 
     #[test]
