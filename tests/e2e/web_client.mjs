@@ -25,6 +25,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
@@ -313,6 +314,17 @@ const steps = [
         await a.getByLabel('Groups, separated by commas').fill('Friends');
         await a.getByRole('button', { name: 'Save' }).click();
         await a.getByRole('group', { name: 'Friends' }).locator(`.contact[data-jid="${BOB}"]`).waitFor();
+    }],
+
+    ['bob sets his picture; alice sees it beside his name', async () => {
+        const b = pages.bob;
+        const picture = fileURLToPath(new URL('../../web-client/icons/icon-512.png', import.meta.url));
+        await b.getByTestId('avatar-file').setInputFiles(picture);
+        await b.locator('.me-card .avatar-img').waitFor();
+        const shown = contact(pages.alice, BOB).locator('.avatar-img');
+        await shown.waitFor();
+        const src = await shown.getAttribute('src');
+        if (!src.startsWith('data:image/jpeg;base64,')) throw new Error(`picture shown from ${src.slice(0, 40)}`);
     }],
 
     ['with the tab in the background, alice gets a desktop notification and the unread count in the title', async () => {

@@ -43,6 +43,49 @@ pub fn register_service_worker() {
     });
 }
 
+/// The largest file taken as a picture: decoding a bigger one would cost the page more
+/// memory than a picture of 128 pixels is worth.
+const MAX_PICTURE_FILE_BYTES: f64 = 20.0 * 1024.0 * 1024.0;
+
+/// `file` drawn as a square JPEG of `size` pixels (the middle of the picture, scaled), as
+/// a `data:` URL. The browser decodes it (`createImageBitmap`), so any type it shows works.
+pub async fn square_jpeg(file: web_sys::File, size: u32) -> Result<String, String> {
+    if file.size() > MAX_PICTURE_FILE_BYTES {
+        return Err("That file is too large for a picture (at most 20 MB)".into());
+    }
+    let not_a_picture = |_| "That file is not a picture this browser can show".to_owned();
+    let decoding = window().create_image_bitmap_with_blob(&file).map_err(not_a_picture)?;
+    let bitmap: web_sys::ImageBitmap =
+        wasm_bindgen_futures::JsFuture::from(decoding).await.map_err(not_a_picture)?.dyn_into().map_err(not_a_picture)?;
+    let (w, h) = (f64::from(bitmap.width()), f64::from(bitmap.height()));
+    let side = w.min(h);
+    fn failed<T>(_: T) -> String {
+        "The picture could not be made".to_owned()
+    }
+    let canvas: web_sys::HtmlCanvasElement =
+        window().document().expect("document").create_element("canvas").map_err(failed)?.dyn_into().map_err(failed)?;
+    canvas.set_width(size);
+    canvas.set_height(size);
+    let context: web_sys::CanvasRenderingContext2d =
+        canvas.get_context("2d").map_err(failed)?.ok_or_else(|| failed(()))?.dyn_into().map_err(failed)?;
+    let target = f64::from(size);
+    context
+        .draw_image_with_image_bitmap_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
+            &bitmap,
+            (w - side) / 2.0,
+            (h - side) / 2.0,
+            side,
+            side,
+            0.0,
+            0.0,
+            target,
+            target,
+        )
+        .map_err(failed)?;
+    bitmap.close();
+    canvas.to_data_url_with_type_and_encoder_options("image/jpeg", &JsValue::from_f64(0.85)).map_err(failed)
+}
+
 /// `location.origin`, for example `http://127.0.0.1:5280`.
 pub fn origin() -> String {
     window().location().origin().unwrap_or_default()

@@ -79,6 +79,8 @@ pub struct AppState {
     pub own_status: RwSignal<String>,
     pub rows: RwSignal<Vec<Row>>,
     pub requests: RwSignal<Vec<(String, Option<String>)>>,
+    /// Pictures by bare JID, as `data:` URLs (ours included).
+    pub avatars: RwSignal<std::collections::HashMap<String, std::sync::Arc<str>>>,
     /// The addresses we blocked (XEP-0191); `None` when the server has no blocking.
     pub blocked: RwSignal<Option<Vec<String>>>,
     pub roster_loaded: RwSignal<bool>,
@@ -106,6 +108,7 @@ impl AppState {
             rows: RwSignal::new(Vec::new()),
             requests: RwSignal::new(Vec::new()),
             blocked: RwSignal::new(None),
+            avatars: RwSignal::new(Default::default()),
             roster_loaded: RwSignal::new(false),
             active: RwSignal::new(None),
             messages: RwSignal::new(Vec::new()),

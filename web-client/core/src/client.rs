@@ -13,6 +13,7 @@ use sha2::Sha256;
 
 use crate::account;
 use crate::address::{self, Account};
+use crate::avatar::{self, Avatars};
 use crate::blocking::{self, BlockList};
 use crate::chat::{parse_timestamp, Chats, Delivery, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
@@ -75,6 +76,20 @@ enum Pending {
         jid: String,
     },
     FetchBlockList,
+    /// The vCard of `jid`, for its picture.
+    VCard {
+        jid: String,
+    },
+    /// Our vCard, to store it again with this picture.
+    VCardForPhoto {
+        mime: String,
+        bytes: Vec<u8>,
+    },
+    /// Our vCard stored with this picture.
+    SetPhoto {
+        mime: String,
+        bytes: Vec<u8>,
+    },
     ChangePassword {
         password: String,
     },
@@ -90,6 +105,7 @@ pub struct Client {
     pub roster: Roster,
     pub chats: Chats,
     pub blocked: BlockList,
+    pub avatars: Avatars,
     own: PresenceInfo,
     /// Set while we show as away because the user is idle: what to go back to.
     auto_away: Option<Show>,
@@ -124,6 +140,7 @@ impl Client {
             roster: Roster::default(),
             chats: Chats::new(),
             blocked: BlockList::default(),
+            avatars: Avatars::default(),
             own: PresenceInfo::default(),
             auto_away: None,
             id_prefix,
@@ -363,7 +380,19 @@ impl Client {
         self.send(stanza::presence(&own), out);
         self.blocked.clear();
         self.fetch_block_list(out);
+        self.avatars.reset_fetching();
+        let me = self.account().bare();
+        self.fetch_vcard(&me, out);
         self.flush_outbox(out);
+    }
+
+    /// Asks for the vCard of `bare` (ours: to no one), for its picture.
+    fn fetch_vcard(&mut self, bare: &str, out: &mut Vec<Event>) {
+        self.avatars.want(bare);
+        let id = self.id();
+        let to = (bare != self.account().bare()).then_some(bare);
+        self.send(avatar::vcard_request(&id, to), out);
+        self.pending.push((id, Pending::VCard { jid: bare.to_owned() }));
     }
 
     fn fetch_block_list(&mut self, out: &mut Vec<Event>) {
@@ -393,6 +422,12 @@ impl Client {
     }
 
     fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
+        // XEP-0153: an available presence may announce its sender's picture.
+        if let (true, None, Some(from), Some(what)) = (el.is("presence", ns::CLIENT), el.attr("type"), el.attr("from"), avatar::announced(&el)) {
+            if let Some(bare) = self.avatars.on_announced(from, what) {
+                self.fetch_vcard(&bare, out);
+            }
+        }
         match Incoming::classify(el) {
             Incoming::Message(m) => self.on_message(m, false, out, now_ms),
             Incoming::Carbon { from, kind, message } => {
@@ -452,6 +487,20 @@ impl Client {
                     }
                     out.push(Event::RosterChanged);
                 }
+                Some(Pending::VCard { jid }) => {
+                    self.avatars.on_vcard(&jid, payload.as_ref().filter(|v| v.is("vCard", ns::VCARD)));
+                    out.push(Event::RosterChanged);
+                }
+                Some(Pending::VCardForPhoto { mime, bytes }) => self.store_photo(payload.as_ref(), mime, bytes, out),
+                Some(Pending::SetPhoto { mime, bytes }) => {
+                    let me = self.account().bare();
+                    self.avatars.set_own(&me, &mime, &bytes);
+                    // XEP-0153 §3.2: presence again, which the server stamps with the new
+                    // picture's hash, so contacts fetch it.
+                    let own = self.own.clone();
+                    self.send(stanza::presence(&own), out);
+                    out.push(Event::RosterChanged);
+                }
                 Some(Pending::ChangePassword { password }) => {
                     out.push(Event::Notice("Your password was changed".into()));
                     out.push(Event::PasswordChanged { password });
@@ -474,6 +523,15 @@ impl Client {
                 }
                 Some(Pending::ChangePassword { .. }) => {
                     out.push(Event::Notice(format!("The password was not changed: {}", error.describe())))
+                }
+                Some(Pending::VCard { jid }) => {
+                    self.avatars.on_vcard(&jid, None);
+                    out.push(Event::RosterChanged);
+                }
+                // No vCard yet (XEP-0054 §3.1 allows item-not-found): one with only the picture.
+                Some(Pending::VCardForPhoto { mime, bytes }) => self.store_photo(None, mime, bytes, out),
+                Some(Pending::SetPhoto { .. }) => {
+                    out.push(Event::Notice(format!("Your picture was not changed: {}", error.describe())))
                 }
                 Some(Pending::Block { jid, block }) => {
                     let what = if block { "block" } else { "unblock" };
@@ -887,6 +945,31 @@ impl Client {
         self.pending.push((id, Pending::ChangePassword { password: password.to_owned() }));
         self.send(request, &mut out);
         Ok(out)
+    }
+
+    /// Sets our picture (`mime`, one of the raster types shown): our vCard is read, then
+    /// stored again with it, every other field kept.
+    pub fn set_avatar(&mut self, mime: &str, bytes: Vec<u8>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if bytes.len() > avatar::MAX_PHOTO_BYTES {
+            out.push(Event::Notice(format!("The picture is too large (at most {} KiB)", avatar::MAX_PHOTO_BYTES / 1024)));
+            return out;
+        }
+        if !self.conn.is_online() {
+            out.push(Event::Notice("Not connected: try again once online".into()));
+            return out;
+        }
+        let id = self.id();
+        self.send(avatar::vcard_request(&id, None), &mut out);
+        self.pending.push((id, Pending::VCardForPhoto { mime: mime.to_owned(), bytes }));
+        out
+    }
+
+    fn store_photo(&mut self, current: Option<&Element>, mime: String, bytes: Vec<u8>, out: &mut Vec<Event>) {
+        let card = avatar::with_photo(current.filter(|v| v.is("vCard", ns::VCARD)), &mime, &bytes);
+        let id = self.id();
+        self.send(avatar::vcard_set(&id, card), out);
+        self.pending.push((id, Pending::SetPhoto { mime, bytes }));
     }
 
     /// Everyone to show: the roster (sorted), then people who wrote to us without being in
@@ -1470,6 +1553,38 @@ mod tests {
     }
 
     #[test]
+    fn pictures_announced_in_presence_come_from_vcards_and_ours_is_stored_in_ours() {
+        use base64::Engine;
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        let png = b"\x89PNG-ish";
+        let hash: String = <sha1::Sha1 as sha1::Digest>::digest(png).iter().map(|b| format!("{b:02x}")).collect();
+        let p = format!("<presence xmlns='jabber:client' from='bob@localhost/a'><x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x></presence>");
+        let out = sent(&stanza(&mut c, &p));
+        let req = out.iter().find(|e| e.child("vCard", ns::VCARD).is_some()).expect("the vCard is asked for");
+        assert_eq!(req.attr("to"), Some("bob@localhost"));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+        let answer = format!(
+            "<iq xmlns='jabber:client' type='result' from='bob@localhost' id='{}'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>",
+            req.attr("id").unwrap()
+        );
+        assert!(stanza(&mut c, &answer).contains(&Event::RosterChanged));
+        assert_eq!(c.avatars.data_url("bob@localhost"), Some(format!("data:image/png;base64,{b64}").as_str()));
+
+        // Ours: read our vCard, store it again with the picture.
+        assert!(c.set_avatar("image/png", vec![0; avatar::MAX_PHOTO_BYTES + 1]).iter().any(|e| matches!(e, Event::Notice(_))));
+        let get = sent(&c.set_avatar("image/png", png.to_vec()))[0].clone();
+        assert!(get.attr("to").is_none() && get.attr("type") == Some("get"));
+        let current = format!("<iq xmlns='jabber:client' type='result' id='{}'><vCard xmlns='vcard-temp'><FN>User</FN></vCard></iq>", get.attr("id").unwrap());
+        let set = sent(&stanza(&mut c, &current))[0].clone();
+        let card = set.child("vCard", ns::VCARD).unwrap();
+        assert_eq!(card.child_text("FN", ns::VCARD).as_deref(), Some("User"));
+        assert!(card.child("PHOTO", ns::VCARD).is_some());
+        let out = sent(&stanza(&mut c, &format!("<iq xmlns='jabber:client' type='result' id='{}'/>", set.attr("id").unwrap())));
+        assert!(c.avatars.data_url("user@localhost").is_some());
+        assert!(out.iter().any(|e| e.is("presence", ns::CLIENT)), "presence again, for the new hash");
+    }
+
+    #[test]
     fn changing_the_password() {
         let mut c = online("");
         assert!(c.change_password("short", "short").is_err(), "checked before anything is sent");
@@ -1554,9 +1669,9 @@ mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
-        // The server has the roster query, the carbons request, both presences and the
-        // block list request.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='5'/>");
+        // The server has the roster query, the carbons request, both presences, and the
+        // block list and vCard requests.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='6'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1566,7 +1681,7 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (5, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (6, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1589,7 +1704,7 @@ mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='5'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='6'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();

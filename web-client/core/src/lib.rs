@@ -18,6 +18,7 @@
 
 pub mod account;
 pub mod address;
+pub mod avatar;
 pub mod blocking;
 pub mod bosh;
 pub mod chat;

@@ -74,6 +74,8 @@ struct Session {
     /// resumed after a reload has none (until the user changes it): it signs in again with
     /// its FAST token, or resumes with its keys.
     password: Option<String>,
+    /// The version of the pictures last handed to the views.
+    pictures_shown: std::cell::Cell<Option<u64>>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
     endpoint: usize,
@@ -261,6 +263,7 @@ impl Session {
         Session {
             state,
             password,
+            pictures_shown: std::cell::Cell::new(None),
             endpoints,
             endpoint: 0,
             tried: 0,
@@ -548,6 +551,10 @@ impl Session {
         rows.sort_by_key(|r| std::cmp::Reverse(chats.last(&r.contact.jid).map(|m| m.timestamp_ms)));
         self.state.rows.set(rows);
         self.state.blocked.set(self.client.blocked.available().then(|| self.client.blocked.jids().map(str::to_owned).collect()));
+        let pictures = self.client.avatars.version();
+        if self.pictures_shown.replace(Some(pictures)) != Some(pictures) {
+            self.state.avatars.set(self.client.avatars.all().map(|(jid, url)| (jid.to_owned(), url)).collect());
+        }
         self.state.requests.set(self.client.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect());
         self.state.roster_loaded.set(self.client.roster.is_loaded());
         let unread = chats.total_unread();
@@ -776,6 +783,22 @@ pub fn remove_contact(jid: &str) {
             s.client.open_chat(None);
             s.state.active.set(None);
         }
+    });
+}
+
+/// Sets our picture from a file the user picked: made a square JPEG of 128 pixels first.
+pub fn set_avatar(file: web_sys::File) {
+    spawn_local(async move {
+        let picture = browser::square_jpeg(file, 128).await.and_then(|url| {
+            jabberwock_client_core::avatar::from_data_url(&url).ok_or_else(|| "The picture could not be read".to_owned())
+        });
+        with_session(|s| match picture {
+            Ok((mime, bytes)) => {
+                let ev = s.client.set_avatar(&mime, bytes);
+                s.handle(ev);
+            }
+            Err(e) => s.state.toast(e),
+        });
     });
 }
 

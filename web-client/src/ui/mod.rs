@@ -136,9 +136,11 @@ pub fn Logo() -> impl IntoView {
     }
 }
 
-/// Initials on a colour derived from the address.
+/// The contact's picture when we have one, else initials on a colour derived from the
+/// address. Pictures are only ever `data:` URLs of raster images (see the core's avatar).
 #[component]
 pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal<&'static str>>) -> impl IntoView {
+    let state = expect_context::<AppState>();
     let hue = jid.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 360;
     let initials: String = name
         .split(|c: char| c.is_whitespace() || c == '.' || c == '_' || c == '-')
@@ -148,9 +150,14 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
         .flat_map(char::to_uppercase)
         .collect();
     let initials = if initials.is_empty() { "?".to_owned() } else { initials };
+    let bare = jabberwock_client_core::address::bare(&jid).to_owned();
+    let picture = move || state.avatars.with(|a| a.get(&bare).cloned());
     view! {
         <span class="avatar" style:--avatar-hue=hue.to_string() aria-hidden="true">
-            {initials}
+            {move || match picture() {
+                Some(url) => view! { <img class="avatar-img" src=url.to_string() alt="" decoding="async"/> }.into_any(),
+                None => initials.clone().into_any(),
+            }}
             {status.map(|s| view! { <span class="presence-dot" data-status=move || s.get()></span> })}
         </span>
     }

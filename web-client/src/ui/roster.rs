@@ -28,11 +28,28 @@ fn MeCard() -> impl IntoView {
     let apply = move || net::set_presence(state.own_show.get_untracked(), draft.get_untracked());
     view! {
         <section class="me-card" aria-label="Your presence">
-            {move || {
-                let jid = me();
-                let name = jabberwock_client_core::address::local(&jid).unwrap_or(&jid).to_owned();
-                view! { <Avatar jid=jid.clone() name=name status=Signal::derive(move || state.own_show.get().key())/> }
-            }}
+            // The picture is also the control that changes it (a file input, keyboard-reachable).
+            <label class="avatar-picker" title="Change your picture">
+                {move || {
+                    let jid = me();
+                    let name = jabberwock_client_core::address::local(&jid).unwrap_or(&jid).to_owned();
+                    view! { <Avatar jid=jid.clone() name=name status=Signal::derive(move || state.own_show.get().key())/> }
+                }}
+                <input
+                    class="sr-only"
+                    type="file"
+                    accept="image/png,image/jpeg,image/gif,image/webp"
+                    aria-label="Change your picture"
+                    data-testid="avatar-file"
+                    on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        if let Some(file) = input.files().and_then(|f| f.get(0)) {
+                            net::set_avatar(file);
+                        }
+                        input.set_value("");
+                    }
+                />
+            </label>
             <div class="me-info">
                 <div class="me-jid" title=me>{me}</div>
                 <div class="me-controls">
