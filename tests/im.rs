@@ -488,4 +488,18 @@ async fn a_password_change_ends_the_accounts_other_sessions() {
     phone.ping().await;
     let mut again = Client::connect(server.c2s).await.starttls().await.0;
     assert!(again.try_plain("alice", "pw").await.is("failure", ns::SASL), "the old password no longer works");
+
+    // Addressed to the server, as XEP-0077 §3.3 shows it, the change is the sender's own.
+    let r = phone
+        .iq("pw2", "<iq type='set' id='pw2' to='localhost'><query xmlns='jabber:iq:register'><username>alice</username><password>newer</password></query></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let mut again = Client::connect(server.c2s).await.starttls().await.0;
+    assert!(again.try_plain("alice", "newer").await.is("success", ns::SASL));
+    // Naming another account is refused, whoever it is addressed to.
+    let other = "<query xmlns='jabber:iq:register'><username>bob</username><password>x</password></query>";
+    for to in ["localhost", "bob@localhost"] {
+        let r = phone.iq("pw3", &format!("<iq type='set' id='pw3' to='{to}'>{other}</iq>")).await;
+        assert_eq!(r.attr("type"), Some("error"), "to {to}: {r:?}");
+    }
 }

@@ -43,7 +43,15 @@ fn credentials_of(query: &Element) -> Result<(String, String), StanzaError> {
 impl Module for Register {
     fn register(self: Arc<Self>, host: &mut Host) {
         host.features(&[ns::REGISTER]);
-        host.iqs(&[IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER }], self.clone());
+        // XEP-0077 §3.3 addresses a change to the server; RFC 6120 §10.3.3 lets a client
+        // address its own account. Both mean the sender's account.
+        host.iqs(
+            &[
+                IqRoute { target: IqTarget::Account, name: "query", ns: ns::REGISTER },
+                IqRoute { target: IqTarget::Host, name: "query", ns: ns::REGISTER },
+            ],
+            self.clone(),
+        );
         host.pre_auth_hooks(self.clone());
         host.stream_features(self);
     }
@@ -101,7 +109,12 @@ async fn register(c: &Unauthenticated<'_>, query: &Element) -> Result<(), Stanza
 #[async_trait]
 impl IqHandler for Register {
     async fn handle_iq(&self, cx: &IqCtx<'_>, payload: &Element) -> IqResult {
-        let own = cx.to.to_bare();
+        // To the server: only a local account's own (a remote sender's domain differs).
+        let own = match cx.to.node() {
+            None if cx.from.domain() == cx.to.domain() => cx.from.to_bare(),
+            None => return Err(StanzaError::forbidden()),
+            Some(_) => cx.to.to_bare(),
+        };
         if cx.from.to_bare() != own {
             return Err(StanzaError::forbidden());
         }
