@@ -297,12 +297,29 @@ async fn stanzas_before_open_get_a_stream_error() {
     still_works(&mut other).await;
 }
 
-/// In-band registration carries a password: over plain ws:// (no TLS, no trusted proxy
-/// saying there was) it is neither offered nor accepted.
+/// In-band registration carries a password: over plain ws:// from another machine (no TLS,
+/// no trusted proxy saying there was) it is neither offered nor accepted. From this
+/// machine, as signing in, it is.
 #[tokio::test]
-async fn registration_is_refused_over_plain_http() {
+async fn registration_is_refused_over_plain_http_from_elsewhere() {
+    // The tests' configuration allows registration.
     let server = TestServer::start().await;
-    let mut ws = connect(&server).await;
+    let mut local = connect(&server).await;
+    let f = open(&mut local).await;
+    assert!(f.child("register", ns::REGISTER_FEATURE).is_some(), "from this machine: {}", f.to_xml_string());
+    send(
+        &mut local,
+        "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'><username>dora</username><password>secret</password></query></iq>",
+    )
+    .await;
+    let reply = expect(&mut local, "the registration", |e| e.name() == "iq").await;
+    assert_eq!(reply.attr("type"), Some("result"), "{}", reply.to_xml_string());
+
+    // Through the local proxy (trusted by default), for a client elsewhere, over plain HTTP.
+    let mut req = request(&server, Some("xmpp"), None);
+    req.headers_mut().insert("X-Forwarded-For", "203.0.113.7".parse().unwrap());
+    req.headers_mut().insert("X-Forwarded-Proto", "http".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("handshake");
     let f = open(&mut ws).await;
     assert!(f.child("register", ns::REGISTER_FEATURE).is_none(), "{}", f.to_xml_string());
     send(

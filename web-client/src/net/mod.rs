@@ -81,6 +81,9 @@ struct Session {
     endpoint: usize,
     /// Endpoints tried since the last successful open (or the start of this round).
     tried: usize,
+    /// The endpoint that opened last: each new round of attempts starts there, so that a
+    /// server that was down for a while does not leave us on the fallback.
+    worked: Option<usize>,
     client: Client,
     transport: Option<Transport>,
     /// Tags callbacks with the attempt they belong to.
@@ -266,6 +269,7 @@ impl Session {
             pictures_shown: std::cell::Cell::new(None),
             endpoints,
             endpoint: 0,
+            worked: None,
             tried: 0,
             client,
             transport: None,
@@ -487,6 +491,9 @@ impl Session {
         }
         // The next round starts again at the endpoint that worked last.
         self.tried = 0;
+        if let Some(worked) = self.worked {
+            self.endpoint = worked;
+        }
         let ms = reconnect_delay_ms(self.attempt, browser::random());
         self.attempt += 1;
         self.state.status.set(if browser::network_up() { Status::Reconnecting(ms.div_ceil(1000)) } else { Status::Offline });
@@ -580,6 +587,7 @@ fn on_open(generation: u32) {
         }
         s.opened = true;
         s.tried = 0;
+        s.worked = Some(s.endpoint);
         let events = s.client.start();
         s.handle(events);
     });
@@ -613,6 +621,7 @@ fn on_bosh_response(generation: u32, text: String) {
         if !s.opened && t.is_open() {
             s.opened = true;
             s.tried = 0;
+            s.worked = Some(s.endpoint);
         }
         let terminated = t.is_terminated();
         for input in inputs {

@@ -216,16 +216,18 @@ pub struct Unauthenticated<'a> {
     /// The served domain the stream is addressed to.
     pub domain: &'a str,
     pub peer_ip: std::net::IpAddr,
-    /// TLS, directly or at a trusted proxy.
-    pub encrypted: bool,
+    /// A password sent on this stream crosses no network in clear: see [`StreamStage`].
+    pub password_safe: bool,
 }
 
 /// Where a stream is when it offers its features.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamStage {
     pub authenticated: bool,
-    /// TLS, directly or at a trusted proxy.
-    pub encrypted: bool,
+    /// A password sent on this stream crosses no network in clear: TLS (directly or at a
+    /// trusted proxy), a client on this machine, or `http.allow_unencrypted_auth`. The
+    /// same rule as for signing in.
+    pub password_safe: bool,
 }
 
 #[async_trait]

@@ -57,11 +57,12 @@ impl Module for Register {
     }
 }
 
-/// Registration, like any password, travels only over TLS (at the server or a trusted
-/// proxy): a plain-HTTP WebSocket or BOSH stream is not offered it.
+/// Registration carries a password: offered where signing in is, over TLS (at the server or
+/// a trusted proxy) or from this machine; a plain-HTTP WebSocket or BOSH stream from
+/// elsewhere is not offered it.
 impl StreamFeatures for Register {
     fn feature(&self, server: &Server, stage: StreamStage) -> Option<Element> {
-        let offered = !stage.authenticated && stage.encrypted && server.config.allow_registration;
+        let offered = !stage.authenticated && stage.password_safe && server.config.allow_registration;
         offered.then(|| Element::new("register", ns::REGISTER_FEATURE))
     }
 }
@@ -73,7 +74,7 @@ impl PreAuthHooks for Register {
         if !c.server.config.allow_registration {
             return None;
         }
-        if !c.encrypted {
+        if !c.password_safe {
             return Some(error_reply(st, StanzaError::not_allowed().with_text("register over an encrypted connection")));
         }
         let el = st.to_element().ok()?;

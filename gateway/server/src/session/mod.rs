@@ -355,7 +355,7 @@ impl Session {
             if let Some(cb) = auth::channel_binding_feature(self) {
                 f.push(cb);
             }
-            let stage = StreamStage { authenticated: false, encrypted: self.security.encrypted };
+            let stage = StreamStage { authenticated: false, password_safe: auth::may_authenticate(self) };
             for feature in self.server.modules.stream_features(&self.server, stage) {
                 f.push(feature);
             }
@@ -366,7 +366,7 @@ impl Session {
             f.push(Element::new("sub", ns::PRE_APPROVAL));
             f.push(Element::new("sm", ns::SM));
             f.push(Element::new("csi", ns::CSI));
-            let stage = StreamStage { authenticated: true, encrypted: self.security.encrypted };
+            let stage = StreamStage { authenticated: true, password_safe: auth::may_authenticate(self) };
             for feature in self.server.modules.stream_features(&self.server, stage) {
                 f.push(feature);
             }
@@ -403,7 +403,7 @@ impl Session {
                 return sasl2::on_sasl2_element(self, st, out).await;
             }
             if let (StanzaKind::Iq, Some(domain)) = (st.kind(), self.domain.as_deref()) {
-                let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip, encrypted: self.security.encrypted };
+                let c = Unauthenticated { server: &self.server, domain, peer_ip: self.peer_ip, password_safe: auth::may_authenticate(self) };
                 for h in &self.server.modules.pre_auth_hooks {
                     if let Some(reply) = h.iq(&c, &st).await {
                         out.push(Frame::Stanza(reply));
