@@ -94,6 +94,8 @@ cat >"$CONFIG" <<TOML
 domains = ["$DOMAIN"]
 data_dir = "$WORK/data"
 log = "${JABBERWOCK_LOG:-info}"
+# The sign-in page's "Create an account".
+allow_registration = true
 
 # Browsers only: no native XMPP listeners.
 [listen]

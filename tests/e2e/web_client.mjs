@@ -683,6 +683,34 @@ const steps = [
         await a.locator('#settings-panel').waitFor({ state: 'detached' });
     }],
 
+    ['a new user creates an account from the sign-in page', async () => {
+        const p = await openPage('newcomer');
+        await p.goto(BASE, { waitUntil: 'load' });
+        await p.getByRole('button', { name: 'Create an account' }).click();
+        await p.getByRole('heading', { name: 'Create an account' }).waitFor();
+        const address = `newcomer-${TRANSPORT}@${DOMAIN}`;
+        await p.getByLabel('Address', { exact: true }).fill(address);
+        await p.getByLabel('Password', { exact: true }).fill('a long new password');
+        await p.getByLabel('Password again').fill('a different one');
+        await p.getByRole('button', { name: 'Create account' }).click();
+        await p.getByTestId('login-error').filter({ hasText: 'differ' }).waitFor();
+        await p.getByLabel('Password again').fill('a long new password');
+        await p.getByRole('button', { name: 'Create account' }).click();
+        await expectOnline(p);
+        await p.getByText('No contacts yet').waitFor();
+        await shot(p, '21-new-account');
+        await p.getByRole('button', { name: 'Sign out' }).click();
+        // The address is now taken.
+        await p.getByRole('button', { name: 'Create an account' }).click();
+        await p.getByLabel('Address', { exact: true }).fill(address);
+        await p.getByLabel('Password', { exact: true }).fill('a long new password');
+        await p.getByLabel('Password again').fill('a long new password');
+        await p.getByRole('button', { name: 'Create account' }).click();
+        await p.getByTestId('login-error').filter({ hasText: 'taken' }).waitFor();
+        await p.context().close();
+        delete pages.newcomer;
+    }],
+
     ['the client installs as an app and starts without a network', async () => {
         const p = await openPage('app', { serviceWorkers: 'allow' });
         await p.goto(BASE, { waitUntil: 'load' });

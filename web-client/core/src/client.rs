@@ -132,6 +132,12 @@ impl Client {
         )
     }
 
+    /// A client that creates the account (XEP-0077) with `password`, then signs in to it.
+    pub fn register(account: Account, password: &str, resource: Option<String>, nonce: String) -> Self {
+        let conn = Connection::new(account, Credential::Password(password.to_owned()), resource, nonce.clone()).registering();
+        Self::with_connection(conn, &nonce)
+    }
+
     fn with_connection(conn: Connection, nonce: &str) -> Self {
         let query_key = nonce.as_bytes().to_vec();
         let id_prefix = keyed_id(&query_key, 0)[..6].to_owned();

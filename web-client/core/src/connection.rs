@@ -55,6 +55,19 @@ pub enum ConnError {
     /// The session could not be resumed, and only the password can start a new one.
     #[error("Your session has ended; sign in again")]
     SessionExpired,
+    #[error("This server does not let accounts be created here")]
+    RegistrationClosed,
+    #[error("{}", registration_message(.0))]
+    Registration(ErrorInfo),
+}
+
+fn registration_message(e: &ErrorInfo) -> String {
+    match e.condition.as_str() {
+        "conflict" => "That address is taken; choose another".to_owned(),
+        "resource-constraint" => "Too many accounts were created from here; try again later".to_owned(),
+        "not-allowed" | "forbidden" | "service-unavailable" => "This server does not let accounts be created here".to_owned(),
+        _ => format!("The account was not created: {}", e.describe()),
+    }
 }
 
 fn auth_message(condition: &str, text: Option<&str>) -> String {
@@ -92,7 +105,11 @@ impl ConnError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ConnError::AuthFailed { condition, .. } => condition != "temporary-auth-failure",
-            ConnError::NoMechanism(_) | ConnError::Scram(_) | ConnError::SessionExpired => true,
+            ConnError::NoMechanism(_)
+            | ConnError::Scram(_)
+            | ConnError::SessionExpired
+            | ConnError::RegistrationClosed
+            | ConnError::Registration(_) => true,
             ConnError::Stream { condition, .. } => matches!(condition.as_str(), "conflict" | "host-unknown" | "not-authorized"),
             _ => false,
         }
@@ -149,6 +166,12 @@ enum Stage {
     AwaitFeatures {
         authenticated: bool,
     },
+    /// XEP-0077: the account's creation was asked for, before signing in with the features
+    /// the server offered.
+    Registering {
+        id: String,
+        features: Box<Element>,
+    },
     Sasl(Box<ScramClient>),
     Sasl2(Box<Sasl2>),
     Binding {
@@ -196,6 +219,8 @@ pub struct Connection {
     /// Only to resume a dropped stream, never to start a new session: signing in with
     /// kept keys, which prove a past sign-in but are no credential of this device.
     resume_only: bool,
+    /// Create the account (XEP-0077) with the password before signing in with it.
+    register: bool,
     /// What SCRAM derived this time, to sign in again without the password.
     keys: Option<ScramKeys>,
     /// The FAST token the server issued last (SASL2), to sign in next time.
@@ -224,6 +249,7 @@ impl Connection {
         Connection {
             account,
             resume_only: matches!(credential, Credential::Keys(_)),
+            register: false,
             keys: match &credential {
                 Credential::Keys(k) => Some(k.clone()),
                 Credential::Password(_) | Credential::Token(_) => None,
@@ -280,6 +306,13 @@ impl Connection {
         &self.device
     }
 
+    /// Creates the account with the password (XEP-0077 in-band registration) before signing
+    /// in: a new user's first connection.
+    pub fn registering(mut self) -> Self {
+        self.register = matches!(self.credential, Some(Credential::Password(_)));
+        self
+    }
+
     /// Uses `device` as the SASL2 user-agent id (one kept from an earlier connection).
     pub fn with_device(mut self, device: String) -> Self {
         self.device = device;
@@ -291,7 +324,7 @@ impl Connection {
             Stage::Idle | Stage::AwaitOpen { authenticated: false } | Stage::AwaitFeatures { authenticated: false } => {
                 Phase::Connecting
             }
-            Stage::Sasl(_) | Stage::Sasl2(_) => Phase::Authenticating,
+            Stage::Registering { .. } | Stage::Sasl(_) | Stage::Sasl2(_) => Phase::Authenticating,
             Stage::AwaitOpen { authenticated: true }
             | Stage::AwaitFeatures { authenticated: true }
             | Stage::Binding { .. }
@@ -420,7 +453,17 @@ impl Connection {
             return self.closed(Some(ConnError::Stream { condition, text }));
         }
         match std::mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::AwaitFeatures { authenticated: false } if el.is("features", ns::STREAM) && self.register => self.start_register(el),
             Stage::AwaitFeatures { authenticated: false } if el.is("features", ns::STREAM) => self.start_sasl(&el),
+            Stage::Registering { id, features } if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) => {
+                if el.attr("type") == Some("result") {
+                    // Created: sign in to it, on the same stream (XEP-0077 §3.1).
+                    self.register = false;
+                    self.start_sasl(&features)
+                } else {
+                    self.fail(ConnError::Registration(ErrorInfo::from_stanza(&el)))
+                }
+            }
             Stage::AwaitFeatures { authenticated: true } if el.is("features", ns::STREAM) => self.authenticated(&el),
             Stage::Sasl(scram) if el.ns() == ns::SASL => self.sasl_step(scram, &el),
             Stage::Sasl2(state) if el.ns() == ns::SASL2 => self.sasl2_step(state, &el),
@@ -451,6 +494,23 @@ impl Connection {
             }
             _ => self.fail(ConnError::Protocol(format!("<{}/> during negotiation", el.name()))),
         }
+    }
+
+    /// XEP-0077 §3.1: asks for the account, when the server offers registration here.
+    fn start_register(&mut self, features: Element) -> Vec<ConnEvent> {
+        if features.child("register", ns::REGISTER_FEATURE).is_none() {
+            return self.fail(ConnError::RegistrationClosed);
+        }
+        let Some(Credential::Password(password)) = &self.credential else {
+            return self.fail(ConnError::Protocol("registering needs a password".into()));
+        };
+        let id = format!("reg-{}", &self.nonce[..self.nonce.len().min(8)]);
+        let query = Element::new("query", ns::REGISTER)
+            .with_child(Element::new("username", ns::REGISTER).with_text(self.account.local.as_str()))
+            .with_child(Element::new("password", ns::REGISTER).with_text(password.as_str()));
+        let request = Element::new("iq", ns::CLIENT).with_attr("type", "set").with_attr("id", id.as_str()).with_child(query);
+        self.stage = Stage::Registering { id, features: Box::new(features) };
+        vec![ConnEvent::Phase(Phase::Authenticating), ConnEvent::Send(Frame::Element(request))]
     }
 
     fn start_sasl(&mut self, features: &Element) -> Vec<ConnEvent> {
@@ -1028,6 +1088,43 @@ pub(crate) mod tests {
                     <bound xmlns='urn:xmpp:bind:0'/><token xmlns='urn:xmpp:fast:0' token='T2' expiry='x'/>";
         let ev = c.receive(sasl2_success(&t1.expected_responder(), gone));
         assert!(ev.contains(&ConnEvent::Online { jid: "user@localhost/web.1a2b".into(), resumed: false }), "{ev:?}");
+    }
+
+    #[test]
+    fn a_new_account_is_created_then_signed_in_to() {
+        let account = Account { local: "newbie".into(), domain: "localhost".into() };
+        let mut c = Connection::new(account.clone(), Credential::Password("pencil".into()), Some("web".into()), CNONCE.into())
+            .registering();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let features = parse(
+            "<features xmlns='http://etherx.jabber.org/streams'><register xmlns='http://jabber.org/features/iq-register'/>\
+             <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms></features>",
+        );
+        let request = sent_element(&c.receive(Input::Element(features.clone())));
+        let q = request.child("query", ns::REGISTER).expect("a registration");
+        assert_eq!(request.attr("type"), Some("set"));
+        assert_eq!(q.child_text("username", ns::REGISTER).as_deref(), Some("newbie"));
+        assert_eq!(q.child_text("password", ns::REGISTER).as_deref(), Some("pencil"));
+        assert_eq!(c.phase(), Phase::Authenticating);
+        let id = request.attr("id").unwrap().to_owned();
+        let auth = sent_element(&c.receive(Input::Element(parse(&format!("<iq xmlns='jabber:client' type='result' id='{id}'/>")))));
+        assert!(auth.is("auth", ns::SASL), "then SCRAM with the same password: {auth:?}");
+
+        // Taken, or not offered: a clear error, not retried.
+        let mut c = Connection::new(account.clone(), Credential::Password("pencil".into()), None, CNONCE.into()).registering();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let id = sent_element(&c.receive(Input::Element(features))).attr("id").unwrap().to_owned();
+        let taken = format!("<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+        let ev = c.receive(Input::Element(parse(&taken)));
+        let err = ev.iter().find_map(|e| if let ConnEvent::Failed(e) = e { Some(e.clone()) } else { None }).unwrap();
+        assert!(err.to_string().contains("taken") && err.is_permanent(), "{err}");
+        let mut c = Connection::new(account, Credential::Password("pencil".into()), None, CNONCE.into()).registering();
+        c.start();
+        c.receive(Input::Opened { id: None });
+        let ev = c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])));
+        assert!(ev.contains(&ConnEvent::Failed(ConnError::RegistrationClosed)), "{ev:?}");
     }
 
     #[test]

@@ -199,6 +199,18 @@ pub fn resume_saved(state: AppState) -> bool {
 
 /// Starts a login from the form.
 pub fn login(state: AppState, address: String, password: String, server: String) {
+    start(state, address, password, server, false);
+}
+
+/// Creates the account (XEP-0077) from the form, then signs in to it.
+pub fn create_account(state: AppState, address: String, password: String, again: String, server: String) {
+    if let Err(e) = jabberwock_client_core::account::check_new_password(&password, &again) {
+        return state.login_error.set(Some(e.to_string()));
+    }
+    start(state, address, password, server, true);
+}
+
+fn start(state: AppState, address: String, password: String, server: String, create: bool) {
     let account = match Account::parse(&address) {
         Ok(a) => a,
         Err(e) => return state.login_error.set(Some(e.to_string())),
@@ -242,7 +254,11 @@ pub fn login(state: AppState, address: String, password: String, server: String)
                 return;
             }
         };
-        let client = Client::new(account, &password, Some(resource()), browser::nonce());
+        let client = if create {
+            Client::register(account, &password, Some(resource()), browser::nonce())
+        } else {
+            Client::new(account, &password, Some(resource()), browser::nonce())
+        };
         start_session(Session::new(state, Some(password), endpoints, client, false));
     });
 }

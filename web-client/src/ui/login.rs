@@ -22,6 +22,9 @@ pub fn LoginView() -> impl IntoView {
     let address = RwSignal::new(remembered);
     let password = RwSignal::new(String::new());
     let server = RwSignal::new(String::new());
+    // Creating an account (XEP-0077) instead of signing in: the password twice.
+    let creating = RwSignal::new(false);
+    let again = RwSignal::new(String::new());
     // A server URL in the page's address is used only once it proves to be this site's;
     // otherwise the user is told, and may still enter it under "Advanced".
     let ignored_link = RwSignal::new(None::<String>);
@@ -62,15 +65,21 @@ pub fn LoginView() -> impl IntoView {
         if let Some(s) = browser::local_storage() {
             let _ = s.set_item(LAST_ADDRESS, &typed);
         }
-        net::login(state, typed, password.get_untracked(), server.get_untracked());
+        if creating.get_untracked() {
+            net::create_account(state, typed, password.get_untracked(), again.get_untracked(), server.get_untracked());
+        } else {
+            net::login(state, typed, password.get_untracked(), server.get_untracked());
+        }
     };
 
     view! {
         <main class="login-page">
             <form class="login-card" on:submit=submit aria-labelledby="login-title" novalidate>
                 <div class="login-logo"><Logo/></div>
-                <h1 id="login-title">"Sign in to chat"</h1>
-                <p class="muted">"Use your XMPP address and password."</p>
+                <h1 id="login-title">{move || if creating.get() { "Create an account" } else { "Sign in to chat" }}</h1>
+                <p class="muted">
+                    {move || if creating.get() { "Choose your address and a password." } else { "Use your XMPP address and password." }}
+                </p>
 
                 <label class="field">
                     <span class="field-label">"Address"</span>
@@ -94,12 +103,25 @@ pub fn LoginView() -> impl IntoView {
                         node_ref=password_field
                         type="password"
                         name="password"
-                        autocomplete="current-password"
+                        autocomplete=move || if creating.get() { "new-password" } else { "current-password" }
                         required
                         prop:value=move || password.get()
                         on:input=move |ev| password.set(event_target_value(&ev))
                     />
                 </label>
+                <Show when=move || creating.get()>
+                    <label class="field">
+                        <span class="field-label">"Password again"</span>
+                        <input
+                            type="password"
+                            name="password-again"
+                            autocomplete="new-password"
+                            required
+                            prop:value=move || again.get()
+                            on:input=move |ev| again.set(event_target_value(&ev))
+                        />
+                    </label>
+                </Show>
 
                 {move || destination().map(|d| view! {
                     <p class="login-server field-hint" data-testid="login-server">"Server: " <strong>{d}</strong></p>
@@ -137,10 +159,20 @@ pub fn LoginView() -> impl IntoView {
                 </Show>
 
                 <button class="btn btn-primary btn-block" type="submit" disabled=busy>
-                    <Show when=busy fallback=|| "Sign in">
+                    <Show when=busy fallback=move || if creating.get() { "Create account" } else { "Sign in" }>
                         <span class="spinner" aria-hidden="true"></span>
                         {move || state.status.get().label()}
                     </Show>
+                </button>
+                <button
+                    class="link-btn login-switch"
+                    type="button"
+                    on:click=move |_| {
+                        creating.update(|c| *c = !*c);
+                        state.login_error.set(None);
+                    }
+                >
+                    {move || if creating.get() { "I already have an account" } else { "Create an account" }}
                 </button>
             </form>
             <p class="login-foot muted">"Your password is sent only as a SCRAM proof and is never stored."</p>
