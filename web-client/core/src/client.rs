@@ -263,7 +263,12 @@ impl Client {
         let resource = self.conn.resource().map(str::to_owned);
         let resume = self.conn.take_resumable();
         let device = self.conn.device().to_owned();
-        self.conn = Connection::new(account, credential, resource, nonce).resuming(resume).with_device(device);
+        let mut conn = Connection::new(account, credential, resource, nonce).resuming(resume).with_device(device);
+        // An account not yet created (the first endpoint could not be reached) still is.
+        if self.conn.registers() {
+            conn = conn.registering();
+        }
+        self.conn = conn;
         true
     }
 
@@ -1588,6 +1593,23 @@ mod tests {
         let out = sent(&stanza(&mut c, &format!("<iq xmlns='jabber:client' type='result' id='{}'/>", set.attr("id").unwrap())));
         assert!(c.avatars.data_url("user@localhost").is_some());
         assert!(out.iter().any(|e| e.is("presence", ns::CLIENT)), "presence again, for the new hash");
+    }
+
+    #[test]
+    fn an_account_not_yet_created_is_still_created_on_the_next_attempt() {
+        let account = Account { local: "newbie".into(), domain: "localhost".into() };
+        let mut c = Client::register(account, "pencil", None, "fyko+d2lbbFgONRv9qkxdawL".into());
+        c.start();
+        c.transport_closed();
+        assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
+        c.start();
+        c.receive(Input::Opened { id: None }, 0);
+        let features = parse(
+            "<features xmlns='http://etherx.jabber.org/streams'><register xmlns='http://jabber.org/features/iq-register'/>\
+             <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms></features>",
+        );
+        let out = sent(&c.receive(Input::Element(features), 0));
+        assert!(out[0].child("query", ns::REGISTER).is_some(), "{out:?}");
     }
 
     #[test]

@@ -313,6 +313,11 @@ impl Connection {
         self
     }
 
+    /// The account is still to be created (a new connection for the same user must too).
+    pub fn registers(&self) -> bool {
+        self.register
+    }
+
     /// Uses `device` as the SASL2 user-agent id (one kept from an earlier connection).
     pub fn with_device(mut self, device: String) -> Self {
         self.device = device;
