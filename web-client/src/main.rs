@@ -14,6 +14,7 @@ mod net;
 mod settings;
 mod state;
 mod ui;
+mod unread;
 
 fn main() {
     console_error_panic_hook::set_once();

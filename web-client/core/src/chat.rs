@@ -276,11 +276,21 @@ impl Chats {
         self.conversations.get(bare).map_or(0, |c| c.unread)
     }
 
-    /// The id of the oldest unread message from `bare`, where a "new messages" line goes.
-    pub fn first_unread(&self, bare: &str) -> Option<&str> {
-        let conv = self.conversations.get(bare)?;
-        let n = usize::try_from(conv.unread).ok().filter(|n| *n > 0)?;
-        conv.messages.iter().rev().filter(|m| m.direction == Direction::In).nth(n - 1).map(|m| m.id.as_str())
+    /// An unread count kept from an earlier page or sign-in, for a conversation that has
+    /// none now and is not being read.
+    pub fn restore_unread(&mut self, bare: &str, unread: u32) {
+        if self.visible && self.active.as_deref() == Some(bare) {
+            return;
+        }
+        let conv = self.conversations.entry(bare.to_owned()).or_default();
+        if conv.unread == 0 {
+            conv.unread = unread;
+        }
+    }
+
+    /// Every conversation's unread count, for keeping.
+    pub fn unread_counts(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.conversations.iter().map(|(jid, c)| (jid.as_str(), c.unread))
     }
 
     pub fn total_unread(&self) -> u32 {
@@ -291,6 +301,19 @@ impl Chats {
     pub fn last(&self, bare: &str) -> Option<&ChatMessage> {
         self.conversations.get(bare)?.messages.last()
     }
+}
+
+/// Where a "new messages" line goes in a conversation opened with `unread` messages unread
+/// at `opened_ms`: above the oldest of the `unread` newest received by then (messages that
+/// arrive later, or archived ones loaded later, do not move it).
+pub fn first_unread(messages: &[ChatMessage], unread: u32, opened_ms: i64) -> Option<&str> {
+    let n = usize::try_from(unread).ok().filter(|n| *n > 0)?;
+    messages
+        .iter()
+        .rev()
+        .filter(|m| m.direction == Direction::In && m.timestamp_ms <= opened_ms)
+        .nth(n - 1)
+        .map(|m| m.id.as_str())
 }
 
 /// A piece of message text: plain, or a web link to make clickable. The view renders both
@@ -385,21 +408,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_unread_message_is_where_reading_starts() {
+    fn kept_unread_counts_come_back_where_nothing_is_being_read() {
         let mut c = Chats::new();
         c.set_visible(true);
-        assert_eq!(c.first_unread("bob@x"), None);
+        c.set_active(Some("open@x"));
+        c.incoming("new@x", "a".into(), "since".into(), 1);
+        c.restore_unread("old@x", 3);
+        c.restore_unread("new@x", 5);
+        c.restore_unread("open@x", 2);
+        assert_eq!((c.unread("old@x"), c.unread("new@x"), c.unread("open@x")), (3, 1, 0));
+        let mut kept: Vec<_> = c.unread_counts().filter(|(_, n)| *n > 0).collect();
+        kept.sort();
+        assert_eq!(kept, [("new@x", 1), ("old@x", 3)]);
+    }
+
+    #[test]
+    fn the_new_messages_line_stays_above_what_was_unread_at_opening() {
+        let mut c = Chats::new();
+        c.set_visible(true);
         c.incoming("bob@x", "a".into(), "read".into(), 1);
         c.outgoing("bob@x", "o".into(), "mine".into(), 2, Delivery::Sent);
         c.incoming("bob@x", "b".into(), "new 1".into(), 3);
         c.incoming("bob@x", "c".into(), "new 2".into(), 4);
-        // No conversation open: all three are unread, the oldest first.
-        assert_eq!(c.first_unread("bob@x"), Some("a"));
-        c.set_active(Some("bob@x"));
-        assert_eq!(c.first_unread("bob@x"), None, "read once open");
-        c.set_active(None);
-        c.incoming("bob@x", "d".into(), "newer".into(), 5);
-        assert_eq!(c.first_unread("bob@x"), Some("d"));
+        assert_eq!(first_unread(c.messages("bob@x"), 2, 4), Some("b"));
+        assert_eq!(first_unread(c.messages("bob@x"), 0, 4), None);
+        assert_eq!(first_unread(c.messages("bob@x"), 3, 4), Some("a"));
+        assert_eq!(first_unread(c.messages("bob@x"), 9, 4), None, "more unread than loaded: not yet known");
+        // Read on; a newer message does not move the line.
+        c.incoming("bob@x", "d".into(), "while reading".into(), 10);
+        assert_eq!(first_unread(c.messages("bob@x"), 2, 4), Some("b"));
     }
 
     #[test]

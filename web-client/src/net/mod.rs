@@ -11,6 +11,7 @@ mod websocket;
 
 use std::cell::RefCell;
 
+use jabberwock_client_core::chat;
 use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
@@ -19,7 +20,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::state::{AppState, Row, Status};
-use crate::{browser, drafts, settings};
+use crate::{browser, drafts, settings, unread};
 use bosh::BoshTransport;
 pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
@@ -76,6 +77,10 @@ struct Session {
     password: Option<String>,
     /// The version of the pictures last handed to the views.
     pictures_shown: std::cell::Cell<Option<u64>>,
+    /// The unread counts kept in the browser were put back (once per page and sign-in).
+    unread_restored: bool,
+    /// The open conversation's unread count when it was opened, and when.
+    reading_from: Option<(u32, i64)>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
     endpoint: usize,
@@ -283,6 +288,8 @@ impl Session {
             state,
             password,
             pictures_shown: std::cell::Cell::new(None),
+            unread_restored: false,
+            reading_from: None,
             endpoints,
             endpoint: 0,
             worked: None,
@@ -367,6 +374,12 @@ impl Session {
                     self.ever_online = true;
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
+                    if !std::mem::replace(&mut self.unread_restored, true) {
+                        for (with, n) in unread::get(&bare) {
+                            self.client.chats.restore_unread(&with, n);
+                        }
+                        roster = true;
+                    }
                     self.state.me.set(Some(bare));
                     self.state.login_error.set(None);
                     // Our chosen presence survives reconnects and new sign-ins (the client
@@ -580,6 +593,9 @@ impl Session {
         }
         self.state.requests.set(self.client.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect());
         self.state.roster_loaded.set(self.client.roster.is_loaded());
+        if self.unread_restored {
+            unread::set(&self.client.account().bare(), chats.unread_counts());
+        }
         let unread = chats.total_unread();
         self.state.total_unread.set(unread);
         browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
@@ -588,6 +604,10 @@ impl Session {
     fn refresh_chat(&self) {
         let chats = &self.client.chats;
         let msgs = chats.active().map(|a| chats.messages(a).to_vec()).unwrap_or_default();
+        let line = self.reading_from.and_then(|(unread, opened)| chat::first_unread(&msgs, unread, opened)).map(str::to_owned);
+        if self.state.first_unread.with_untracked(|l| *l != line) {
+            self.state.first_unread.set(line);
+        }
         self.state.messages.set(msgs);
         let h = chats.active().map(|a| chats.history(a)).unwrap_or_default();
         self.state.history.set((h.loading, h.started && !h.complete));
@@ -687,6 +707,7 @@ pub fn logout() {
     let found = with_session(|s| {
         s.signing_out = true;
         drafts::forget_all(&s.client.account().bare());
+        unread::forget(&s.client.account().bare());
         if s.transport.is_some() && s.opened {
             let events = s.client.disconnect();
             s.handle(events);
@@ -701,9 +722,9 @@ pub fn logout() {
 
 pub fn open_chat(jid: Option<String>) {
     with_session(|s| {
-        // Where reading starts, before opening marks it all read.
-        let first_unread = jid.as_deref().and_then(|j| s.client.chats.first_unread(j)).map(str::to_owned);
-        s.state.first_unread.set(first_unread);
+        // Where reading starts, before opening marks it all read (placed once the messages
+        // are there: after a reload they come from the archive).
+        s.reading_from = jid.as_deref().map(|j| (s.client.chats.unread(j), browser::now_ms()));
         s.client.open_chat(jid.as_deref());
         // The first time, the newest page of the archive.
         if let Some(j) = jid.as_deref().filter(|j| !s.client.chats.history(j).started) {
