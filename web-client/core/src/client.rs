@@ -1039,13 +1039,7 @@ mod tests {
             Some("web".into()),
             "fyko+d2lbbFgONRv9qkxdawL".into(),
         );
-        c.start();
-        c.receive(Input::Opened { id: None }, 0);
-        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
-        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
-        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
-        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
-        c.receive(Input::Opened { id: None }, 0);
+        sign_in_with_scram(&mut c);
         let mut features = features_bind();
         if !more_features.is_empty() {
             for n in parse(&format!("<x xmlns='{}'>{more_features}</x>", ns::STREAM)).nodes() {
@@ -1072,6 +1066,18 @@ mod tests {
         assert!(ev.contains(&Event::RosterChanged));
         assert!(c.roster.is_loaded());
         c
+    }
+
+    /// From `start` to the stream restarted after SCRAM-SHA-1 with the RFC 5802 example's
+    /// nonce and password ("pencil"): the server's bind features come next.
+    fn sign_in_with_scram(c: &mut Client) {
+        c.start();
+        c.receive(Input::Opened { id: None }, 0);
+        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
+        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
+        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
+        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
+        c.receive(Input::Opened { id: None }, 0);
     }
 
     fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
@@ -1655,13 +1661,7 @@ mod tests {
 
         // Back online on a new session: the roster, carbons, presence, then the messages.
         assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
-        c.start();
-        c.receive(Input::Opened { id: None }, 0);
-        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
-        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
-        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
-        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
-        c.receive(Input::Opened { id: None }, 0);
+        sign_in_with_scram(&mut c);
         let ev = c.receive(Input::Element(features_bind()), 0);
         let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
         let out = sent(&c.receive(bind_result(&bind_id, "user@localhost/web"), 0));
@@ -1720,13 +1720,7 @@ mod tests {
         assert!(c.is_idle(), "back to available on the first sign of the user");
         assert_eq!(c.chats.active(), Some("bob@localhost"));
         assert_eq!(c.roster.requests().count(), 1);
-        c.start();
-        c.receive(Input::Opened { id: None }, 0);
-        c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
-        let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
-        c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
-        c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
-        c.receive(Input::Opened { id: None }, 0);
+        sign_in_with_scram(&mut c);
         let mut features = features_bind();
         features.push(Element::new("sm", ns::SM));
         let out = sent(&c.receive(Input::Element(features), 0));

@@ -5,7 +5,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::Logo;
+use super::{Logo, NewPasswordField};
 use crate::state::AppState;
 use crate::{browser, config, net};
 
@@ -110,17 +110,7 @@ pub fn LoginView() -> impl IntoView {
                     />
                 </label>
                 <Show when=move || creating.get()>
-                    <label class="field">
-                        <span class="field-label">"Password again"</span>
-                        <input
-                            type="password"
-                            name="password-again"
-                            autocomplete="new-password"
-                            required
-                            prop:value=move || again.get()
-                            on:input=move |ev| again.set(event_target_value(&ev))
-                        />
-                    </label>
+                    <NewPasswordField label="Password again" value=again/>
                 </Show>
 
                 {move || destination().map(|d| view! {

@@ -163,6 +163,23 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
     }
 }
 
+/// A labelled field for a new password (typed twice where one is chosen).
+#[component]
+pub fn NewPasswordField(label: &'static str, value: RwSignal<String>) -> impl IntoView {
+    view! {
+        <label class="field">
+            <span class="field-label">{label}</span>
+            <input
+                type="password"
+                autocomplete="new-password"
+                required
+                prop:value=move || value.get()
+                on:input=move |ev| value.set(event_target_value(&ev))
+            />
+        </label>
+    }
+}
+
 #[component]
 fn Toasts() -> impl IntoView {
     let state = expect_context::<AppState>();

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use super::NewPasswordField;
 use crate::state::AppState;
 use crate::{browser, net, settings};
 
@@ -172,24 +173,8 @@ fn ChangePassword() -> impl IntoView {
             </button>
             <Show when=move || open.get()>
                 <form id="password-form" class="password-form" aria-label="Change password" on:submit=submit>
-                    <label class="field">
-                        <span class="field-label">"New password"</span>
-                        <input
-                            type="password"
-                            autocomplete="new-password"
-                            prop:value=move || password.get()
-                            on:input=move |ev| password.set(event_target_value(&ev))
-                        />
-                    </label>
-                    <label class="field">
-                        <span class="field-label">"New password again"</span>
-                        <input
-                            type="password"
-                            autocomplete="new-password"
-                            prop:value=move || again.get()
-                            on:input=move |ev| again.set(event_target_value(&ev))
-                        />
-                    </label>
+                    <NewPasswordField label="New password" value=password/>
+                    <NewPasswordField label="New password again" value=again/>
                     <Show when=move || error.get().is_some()>
                         <div class="form-error" role="alert">{move || error.get().unwrap_or_default()}</div>
                     </Show>
