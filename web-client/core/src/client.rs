@@ -15,6 +15,7 @@ use crate::address::{self, Account};
 use crate::chat::{parse_timestamp, Chats, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
+use crate::muc::{self, Rooms};
 use crate::ns;
 use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
 use crate::roster::{ContactView, Roster, Subscription};
@@ -47,6 +48,13 @@ pub enum Event {
     },
     /// Something the user should be told that is not a connection failure.
     Notice(String),
+    /// A group chat changed; `mention` when a new message names us (to notify).
+    RoomChanged {
+        room: String,
+        mention: bool,
+    },
+    /// The rooms we are in, the invitations, or the services and public rooms known.
+    RoomsChanged,
 }
 
 /// Messages per archive page.
@@ -73,6 +81,7 @@ pub struct Client {
     conn: Connection,
     pub roster: Roster,
     pub chats: Chats,
+    pub rooms: Rooms,
     own: PresenceInfo,
     /// Set while we show as away because the user is idle: what to go back to.
     auto_away: Option<Show>,
@@ -104,6 +113,7 @@ impl Client {
             conn,
             roster: Roster::default(),
             chats: Chats::new(),
+            rooms: Rooms::new(id_prefix.clone()),
             own: PresenceInfo::default(),
             auto_away: None,
             id_prefix,
@@ -338,6 +348,20 @@ impl Client {
         self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
+        let rejoin = self.rooms.rejoin_all(&own);
+        self.apply(rejoin, out);
+    }
+
+    /// Carries out what the group chats decided.
+    fn apply(&mut self, effects: Vec<muc::Effect>, out: &mut Vec<Event>) {
+        for e in effects {
+            match e {
+                muc::Effect::Send(el) => self.send(el, out),
+                muc::Effect::Changed { room, mention } => out.push(Event::RoomChanged { room, mention }),
+                muc::Effect::ListChanged => out.push(Event::RoomsChanged),
+                muc::Effect::Notice(n) => out.push(Event::Notice(n)),
+            }
+        }
     }
 
     /// The previous session goes on: its answers still arrive, and only a page that was
@@ -357,6 +381,9 @@ impl Client {
     }
 
     fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
+        if let Some(effects) = self.rooms.receive(&el, &self.own, now_ms) {
+            return self.apply(effects, out);
+        }
         match Incoming::classify(el) {
             Incoming::Message(m) => self.on_message(m, false, out, now_ms),
             Incoming::Carbon { from, kind, message } => {
@@ -440,7 +467,7 @@ impl Client {
                                 .with_attr("type", "web")
                                 .with_attr("name", "Jabberwock"),
                         );
-                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS] {
+                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS, ns::MUC, ns::CONFERENCE] {
                             q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                         }
                         stanza::iq_result(&id, from.as_deref()).with_child(q)
@@ -480,7 +507,8 @@ impl Client {
     /// A message from someone else: delivered to us directly, or (`carbon`) a copy of one
     /// another of our devices received.
     fn on_message(&mut self, m: IncomingMessage, carbon: bool, out: &mut Vec<Event>, now_ms: i64) {
-        let from = address::bare(&m.from).to_owned();
+        // A private message from a room occupant is a conversation with that occupant.
+        let from = self.rooms.conversation_of(&m.from);
         match m.kind {
             MessageType::Error => {
                 if carbon {
@@ -624,6 +652,8 @@ impl Client {
         let mut out = Vec::new();
         let own = self.own.clone();
         self.send(stanza::presence(&own), &mut out);
+        let to_rooms = self.rooms.broadcast_presence(&own);
+        self.apply(to_rooms, &mut out);
         out
     }
 
@@ -744,6 +774,24 @@ impl Client {
 
     pub fn open_chat(&mut self, jid: Option<&str>) {
         self.chats.set_active(jid);
+        self.rooms.set_active(jid);
+    }
+
+    /// A group chat action (join, send, kick …: the methods of [`Rooms`]), given our
+    /// presence; only while online.
+    pub fn room_action(&mut self, action: impl FnOnce(&mut Rooms, &PresenceInfo) -> Vec<muc::Effect>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.conn.is_online() {
+            let effects = action(&mut self.rooms, &self.own);
+            self.apply(effects, &mut out);
+        }
+        out
+    }
+
+    /// The next older page of a room's history, from the room's archive.
+    pub fn load_room_history(&mut self, room: &str) -> Vec<Event> {
+        let query_id = self.query_id();
+        self.room_action(|rooms, _| rooms.load_history(room, query_id))
     }
 
     /// Loads the next older page of the conversation with `with` from the server's archive
@@ -1419,6 +1467,74 @@ mod tests {
         c.set_presence(Show::Xa, Some("gone home".into()));
         assert!(c.set_idle(false).is_empty(), "chosen while idle: kept");
         assert_eq!(c.own_presence().show, Show::Xa);
+    }
+
+    #[test]
+    fn group_chats_go_through_the_rooms_and_are_rejoined_on_a_new_session_only() {
+        let mut c = online_with("", "<sm xmlns='urn:xmpp:sm:3'/>");
+        stanza(&mut c, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>");
+        let ev = c.room_action(|rooms, own| rooms.join("lobby@conference.localhost", "ann", None, own).unwrap());
+        assert!(ev.contains(&Event::RoomsChanged));
+        assert_eq!(sent(&ev)[0].attr("to"), Some("lobby@conference.localhost/ann"));
+        let ev = stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        );
+        assert!(ev.contains(&Event::RoomChanged { room: "lobby@conference.localhost".into(), mention: false }));
+        assert!(c.roster.best_presence("lobby@conference.localhost").is_none(), "a room is not a contact");
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' type='groupchat' from='lobby@conference.localhost/bob' id='g1'><body>ann, hi</body></message>",
+        );
+        assert!(ev.contains(&Event::RoomChanged { room: "lobby@conference.localhost".into(), mention: true }));
+        assert!(c.chats.messages("lobby@conference.localhost").is_empty());
+        // A private message from an occupant is a conversation with them, not with the room.
+        stanza(
+            &mut c,
+            "<message xmlns='jabber:client' type='chat' from='lobby@conference.localhost/bob' id='p1'><body>psst</body>\
+             <x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+        );
+        assert_eq!(c.chats.messages("lobby@conference.localhost/bob").len(), 1);
+        // Our presence reaches the room.
+        let out = sent(&c.set_presence(Show::Away, None));
+        assert_eq!(out.iter().filter_map(|p| p.attr("to")).collect::<Vec<_>>(), ["lobby@conference.localhost/ann"]);
+
+        // The connection drops and comes back, signing in again up to the stream features.
+        let reconnect = |c: &mut Client| {
+            c.transport_closed();
+            assert!(c.room_action(|rooms, _| rooms.self_ping()).is_empty(), "offline: nothing sent");
+            assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
+            c.start();
+            c.receive(Input::Opened { id: None }, 0);
+            c.receive(Input::Element(features_sasl(&["SCRAM-SHA-1"])), 0);
+            let sasl = |name: &str, t: &str| Input::Element(Element::new(name, ns::SASL).with_text(B64.encode(t)));
+            c.receive(sasl("challenge", "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"), 0);
+            c.receive(sasl("success", "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), 0);
+            c.receive(Input::Opened { id: None }, 0);
+            let mut features = features_bind();
+            features.push(Element::new("sm", ns::SM));
+            let out = sent(&c.receive(Input::Element(features), 0));
+            assert!(out[0].is("resume", ns::SM));
+        };
+        let to_room = |ev: &[Event]| sent(ev).iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).count();
+        // Resumed: the room kept us, nothing to send (the server has all six stanzas).
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='6'/>");
+        reconnect(&mut c);
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='6'/>");
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
+        assert_eq!(to_room(&ev), 0);
+        assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());
+        // A new session: the room forgot us; we join again.
+        reconnect(&mut c);
+        let ev = stanza(&mut c, "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        let bind_id = sent(&ev).iter().find(|e| e.child("bind", ns::BIND).is_some()).unwrap().attr("id").unwrap().to_owned();
+        let ev = c.receive(bind_result(&bind_id, "user@localhost/web"), 0);
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: false }));
+        assert_eq!(to_room(&ev), 1);
+        let join = sent(&ev).into_iter().find(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).unwrap();
+        assert!(join.child("x", ns::MUC).is_some());
+        assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
     }
 
     #[test]

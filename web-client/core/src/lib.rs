@@ -11,6 +11,7 @@
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
 //! * [`stanza`]: building and classifying stanzas.
 //! * [`roster`], [`chat`]: the models the views show.
+//! * [`muc`]: group chats (XEP-0045), with [`form`] for their XEP-0004 settings forms.
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
@@ -23,7 +24,9 @@ pub mod client;
 pub mod connection;
 pub mod discovery;
 pub mod fast;
+pub mod form;
 pub mod framing;
+pub mod muc;
 pub mod ns;
 pub mod resume;
 pub mod roster;

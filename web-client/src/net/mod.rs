@@ -376,6 +376,8 @@ impl Session {
                     }
                 }
                 Event::Notice(n) => self.state.toast(n),
+                // Group chats have no view yet.
+                Event::RoomChanged { .. } | Event::RoomsChanged => {}
             }
         }
         if roster {
