@@ -12,6 +12,7 @@ use jabberwock_proto::Element;
 use sha2::Sha256;
 
 use crate::address::{self, Account};
+use crate::bookmarks::{self, Bookmarks};
 use crate::chat::{parse_timestamp, Chats, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
@@ -82,6 +83,7 @@ pub struct Client {
     pub roster: Roster,
     pub chats: Chats,
     pub rooms: Rooms,
+    pub bookmarks: Bookmarks,
     own: PresenceInfo,
     /// Set while we show as away because the user is idle: what to go back to.
     auto_away: Option<Show>,
@@ -114,6 +116,7 @@ impl Client {
             roster: Roster::default(),
             chats: Chats::new(),
             rooms: Rooms::new(id_prefix.clone()),
+            bookmarks: Bookmarks::new(id_prefix.clone()),
             own: PresenceInfo::default(),
             auto_away: None,
             id_prefix,
@@ -350,6 +353,32 @@ impl Client {
         self.send(stanza::presence(&own), out);
         let rejoin = self.rooms.rejoin_all(&own);
         self.apply(rejoin, out);
+        let load = self.bookmarks.start(&self.account().bare());
+        self.apply_bookmarks(load, out);
+    }
+
+    /// Carries out what the bookmarks decided: joining the autojoin rooms we are not in.
+    fn apply_bookmarks(&mut self, effects: Vec<bookmarks::Effect>, out: &mut Vec<Event>) {
+        for e in effects {
+            match e {
+                bookmarks::Effect::Send(el) => self.send(el, out),
+                bookmarks::Effect::Changed => out.push(Event::RoomsChanged),
+                bookmarks::Effect::Notice(n) => out.push(Event::Notice(n)),
+                bookmarks::Effect::Join(list) => {
+                    let default_nick = self.account().local.clone();
+                    for b in list {
+                        if self.rooms.get(&b.jid).is_some() {
+                            continue;
+                        }
+                        let nick = b.nick.as_deref().unwrap_or(&default_nick);
+                        match self.rooms.join(&b.jid, nick, b.password.as_deref(), &self.own) {
+                            Ok(effects) => self.apply(effects, out),
+                            Err(e) => out.push(Event::Notice(format!("Could not join {}: {e}", b.jid))),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Carries out what the group chats decided.
@@ -372,6 +401,11 @@ impl Client {
             self.pending.push((id.clone(), Pending::FetchRoster));
             self.send(stanza::roster_get(&id), out);
         }
+        // A reloaded page knows no bookmarks yet (the rooms kept us in them).
+        if !self.bookmarks.loaded {
+            let load = self.bookmarks.start(&self.account().bare());
+            self.apply_bookmarks(load, out);
+        }
         out.push(Event::RosterChanged);
     }
 
@@ -383,6 +417,9 @@ impl Client {
     fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
         if let Some(effects) = self.rooms.receive(&el, &self.own, now_ms) {
             return self.apply(effects, out);
+        }
+        if let Some(effects) = self.bookmarks.receive(&el, &self.account().bare()) {
+            return self.apply_bookmarks(effects, out);
         }
         match Incoming::classify(el) {
             Incoming::Message(m) => self.on_message(m, false, out, now_ms),
@@ -461,16 +498,7 @@ impl Client {
                 let reply = match (&kind, &payload) {
                     (IqType::Get, Some(p)) if p.is("ping", ns::PING) => stanza::iq_result(&id, from.as_deref()),
                     (IqType::Get, Some(p)) if p.is("query", ns::DISCO_INFO) => {
-                        let mut q = Element::new("query", ns::DISCO_INFO).with_child(
-                            Element::new("identity", ns::DISCO_INFO)
-                                .with_attr("category", "client")
-                                .with_attr("type", "web")
-                                .with_attr("name", "Jabberwock"),
-                        );
-                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS, ns::MUC, ns::CONFERENCE] {
-                            q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
-                        }
-                        stanza::iq_result(&id, from.as_deref()).with_child(q)
+                        stanza::iq_result(&id, from.as_deref()).with_child(crate::caps::disco_info(p.attr("node")))
                     }
                     _ => stanza::iq_error(&id, from.as_deref(), "service-unavailable", "cancel"),
                 };
@@ -784,6 +812,16 @@ impl Client {
         if self.conn.is_online() {
             let effects = action(&mut self.rooms, &self.own);
             self.apply(effects, &mut out);
+        }
+        out
+    }
+
+    /// A bookmark change ([`Bookmarks::save`], [`Bookmarks::remove`]); only while online.
+    pub fn bookmark_action(&mut self, action: impl FnOnce(&mut Bookmarks) -> Vec<bookmarks::Effect>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.conn.is_online() {
+            let effects = action(&mut self.bookmarks);
+            self.apply_bookmarks(effects, &mut out);
         }
         out
     }
@@ -1396,8 +1434,9 @@ mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
-        // The server has the roster query, the carbons request and both presences.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='4'/>");
+        // The server has the roster query, the carbons request, both presences and the
+        // bookmarks' disco#info.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='5'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1407,7 +1446,7 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (4, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (5, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1430,11 +1469,11 @@ mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='4'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='5'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq"], "the message again, then the roster; no new presence");
+        assert_eq!(names, ["message", "r", "iq", "iq"], "the message again, then the roster and bookmarks; no new presence");
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
         // A message that waited on the server while the page reloaded arrives.
@@ -1518,10 +1557,10 @@ mod tests {
             assert!(out[0].is("resume", ns::SM));
         };
         let to_room = |ev: &[Event]| sent(ev).iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).count();
-        // Resumed: the room kept us, nothing to send (the server has all six stanzas).
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='6'/>");
+        // Resumed: the room kept us, nothing to send (the server has all seven stanzas).
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
         reconnect(&mut c);
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='6'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='7'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         assert_eq!(to_room(&ev), 0);
         assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());
@@ -1535,6 +1574,47 @@ mod tests {
         let join = sent(&ev).into_iter().find(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).unwrap();
         assert!(join.child("x", ns::MUC).is_some());
         assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
+    }
+
+    #[test]
+    fn bookmarked_rooms_are_joined_on_sign_in() {
+        let mut c = online("");
+        // online() answered the roster; the bookmarks' disco#info is the next iq out.
+        let disco = |c: &mut Client| {
+            let ev = c.bookmark_action(|b| b.start("user@localhost"));
+            sent(&ev)[0].attr("id").unwrap().to_owned()
+        };
+        let id = disco(&mut c);
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}' from='user@localhost'><query xmlns='http://jabber.org/protocol/disco#info'>\
+                 <feature var='urn:xmpp:bookmarks:1#compat'/></query></iq>"
+            ),
+        );
+        let id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}' from='user@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                 <items node='urn:xmpp:bookmarks:1'><item id='team@conference.localhost'>\
+                 <conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'/></item></items></pubsub></iq>"
+            ),
+        );
+        assert!(ev.contains(&Event::RoomsChanged));
+        let joins: Vec<_> = sent(&ev).into_iter().filter(|e| e.is("presence", ns::CLIENT)).collect();
+        assert_eq!(joins[0].attr("to"), Some("team@conference.localhost/user"), "our local part when the bookmark names no nick");
+        assert!(joins[0].child("c", ns::CAPS).is_some(), "with our capabilities, for +notify");
+        assert_eq!(c.rooms.get("team@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
+        // Our disco#info says we want bookmark notifications, and echoes the caps node.
+        let node = format!("{}#{}", crate::caps::NODE, crate::caps::ver());
+        let ev = stanza(
+            &mut c,
+            &format!("<iq xmlns='jabber:client' type='get' id='d' from='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{node}'/></iq>"),
+        );
+        let q = sent(&ev)[0].child("query", ns::DISCO_INFO).unwrap().clone();
+        assert_eq!(q.attr("node"), Some(node.as_str()));
+        assert!(q.children().any(|f| f.attr("var") == Some("urn:xmpp:bookmarks:1+notify")));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
 //! * [`stanza`]: building and classifying stanzas.
 //! * [`roster`], [`chat`]: the models the views show.
+//! * [`bookmarks`]: the rooms the user keeps (XEP-0402, or XEP-0048 where that is all).
+//! * [`caps`]: our disco#info and its XEP-0115 hash.
 //! * [`muc`]: group chats (XEP-0045), with [`form`] for their XEP-0004 settings forms.
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
@@ -18,7 +20,9 @@
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
 
 pub mod address;
+pub mod bookmarks;
 pub mod bosh;
+pub mod caps;
 pub mod chat;
 pub mod client;
 pub mod connection;

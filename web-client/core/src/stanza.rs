@@ -448,9 +448,9 @@ pub fn iq_error(id: &str, to: Option<&str>, condition: &str, error_type: &str) -
     iq("error", id, to).with_child(error)
 }
 
-/// Our own broadcast presence.
+/// Our own broadcast presence, with our capabilities (XEP-0115).
 pub fn presence(info: &PresenceInfo) -> Element {
-    let mut p = stanza("presence");
+    let mut p = stanza("presence").with_child(crate::caps::element());
     if let Some(show) = info.show.as_show() {
         p.push(stanza("show").with_text(show));
     }
