@@ -115,7 +115,7 @@ impl Client {
             conn,
             roster: Roster::default(),
             chats: Chats::new(),
-            rooms: Rooms::new(id_prefix.clone()),
+            rooms: Rooms::new(id_prefix.clone(), [query_key.as_slice(), b"muc"].concat()),
             bookmarks: Bookmarks::new(id_prefix.clone()),
             own: PresenceInfo::default(),
             auto_away: None,
@@ -800,9 +800,11 @@ impl Client {
         out
     }
 
+    /// Opens a conversation, or a room we are in (or nothing).
     pub fn open_chat(&mut self, jid: Option<&str>) {
-        self.chats.set_active(jid);
-        self.rooms.set_active(jid);
+        let room = jid.filter(|j| self.rooms.get(j).is_some());
+        self.chats.set_active(if room.is_some() { None } else { jid });
+        self.rooms.set_active(room);
     }
 
     /// A group chat action (join, send, kick …: the methods of [`Rooms`]), given our
@@ -826,11 +828,6 @@ impl Client {
         out
     }
 
-    /// The next older page of a room's history, from the room's archive.
-    pub fn load_room_history(&mut self, room: &str) -> Vec<Event> {
-        let query_id = self.query_id();
-        self.room_action(|rooms, _| rooms.load_history(room, query_id))
-    }
 
     /// Loads the next older page of the conversation with `with` from the server's archive
     /// (XEP-0313): the newest page the first time, then further back each call.
@@ -884,7 +881,7 @@ impl Client {
 
 /// HMAC-SHA-256 of `n` under `key`, as 22 URL-safe characters: unpredictable without the
 /// key, and distinct for each `n`.
-fn keyed_id(key: &[u8], n: u64) -> String {
+pub(crate) fn keyed_id(key: &[u8], n: u64) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&n.to_be_bytes());
     URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])

@@ -322,7 +322,8 @@ pub enum Effect {
 /// What an iq of ours is waiting for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum RoomIq {
-    History { room: String, query_id: String },
+    /// A page of the room's archive; `catch_up`: the newest page again, after a rejoin.
+    History { room: String, query_id: String, catch_up: bool },
     /// The configuration form: for the owner to edit, or (`creating`) to fill in at once.
     ConfigForm { room: String, creating: bool },
     ConfigSubmit { room: String },
@@ -339,6 +340,8 @@ pub struct Rooms {
     /// Prefixes our iq ids, to keep them apart from the rest of the client's.
     id_prefix: String,
     next_id: u64,
+    /// Keys archive query ids, which must not be guessable (see [`crate::client`]).
+    query_key: Vec<u8>,
     rooms: BTreeMap<String, Room>,
     pending: Vec<(String, RoomIq)>,
     pub invitations: Vec<Invitation>,
@@ -352,10 +355,11 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(id_prefix: String) -> Rooms {
+    pub fn new(id_prefix: String, query_key: Vec<u8>) -> Rooms {
         Rooms {
             id_prefix,
             next_id: 0,
+            query_key,
             rooms: BTreeMap::new(),
             pending: Vec::new(),
             invitations: Vec::new(),
@@ -377,6 +381,10 @@ impl Rooms {
 
     pub fn all(&self) -> impl Iterator<Item = &Room> {
         self.rooms.values()
+    }
+
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_deref()
     }
 
     pub fn total_unread(&self) -> u32 {
@@ -615,17 +623,25 @@ impl Rooms {
     }
 
     /// Loads the next older page of a room's history from its archive (XEP-0313 §4,
-    /// asked of the room itself). `query_id` must not be guessable.
-    pub fn load_history(&mut self, room: &str, query_id: String) -> Vec<Effect> {
-        let id = self.id();
-        let Some(r) = self.rooms.get_mut(room).filter(|r| r.is_joined()) else { return Vec::new() };
+    /// asked of the room itself): the newest page the first time.
+    pub fn load_history(&mut self, room: &str) -> Vec<Effect> {
+        let Some(r) = self.rooms.get(room).filter(|r| r.is_joined()) else { return Vec::new() };
         if r.history.loading || r.history.complete {
             return Vec::new();
         }
+        let before = r.history.oldest.clone();
+        self.history_query(room, before, false)
+    }
+
+    fn history_query(&mut self, room: &str, before: Option<String>, catch_up: bool) -> Vec<Effect> {
+        let id = self.id();
+        self.next_id += 1;
+        let query_id = crate::client::keyed_id(&self.query_key, self.next_id);
+        let Some(r) = self.rooms.get_mut(room) else { return Vec::new() };
         r.history.loading = true;
         r.history.started = true;
-        let q = stanza::room_archive_query(&id, &query_id, room, r.history.oldest.as_deref(), HISTORY_PAGE);
-        self.pending.push((id, RoomIq::History { room: room.to_owned(), query_id }));
+        let q = stanza::room_archive_query(&id, &query_id, room, before.as_deref(), HISTORY_PAGE);
+        self.pending.push((id, RoomIq::History { room: room.to_owned(), query_id, catch_up }));
         vec![Effect::Send(q)]
     }
 
@@ -808,6 +824,8 @@ impl Rooms {
                     if first {
                         out.push(Effect::ListChanged);
                     }
+                    // Back in after a rejoin: what was said meanwhile, from the archive.
+                    let catch_up = first && r.history.started;
                     if codes.contains(&201) {
                         if let Some(settings) = r.creating.take() {
                             if settings.is_instant() {
@@ -827,6 +845,11 @@ impl Rooms {
                     } else if r.creating.take().is_some() {
                         out.push(Effect::Notice(format!("{room} already exists; you joined it")));
                     }
+                    r.occupants.insert(nick.to_owned(), occupant);
+                    if catch_up {
+                        out.extend(self.history_query(&room, None, true));
+                    }
+                    return out;
                 }
                 r.occupants.insert(nick.to_owned(), occupant);
                 out
@@ -898,7 +921,7 @@ impl Rooms {
         let Some(result) = el.child("result", ns::MAM) else { return Vec::new() };
         let (Some(query_id), Some(archive_id)) = (result.attr("queryid"), result.attr("id")) else { return Vec::new() };
         // Only an answer to our own query, from the room we asked.
-        if !self.pending.iter().any(|(_, p)| matches!(p, RoomIq::History { room: r, query_id: q } if *r == room && q == query_id)) {
+        if !self.pending.iter().any(|(_, p)| matches!(p, RoomIq::History { room: r, query_id: q, .. } if *r == room && q == query_id)) {
             return Vec::new();
         }
         let forwarded = result.child("forwarded", ns::FORWARD);
@@ -944,16 +967,18 @@ impl Rooms {
         let error = (el.attr("type") == Some("error")).then(|| ErrorInfo::from_stanza(el));
         let payload = el.first_child().filter(|_| error.is_none());
         match what {
-            RoomIq::History { room, .. } => {
+            RoomIq::History { room, catch_up, .. } => {
                 let Some(r) = self.rooms.get_mut(&room) else { return Vec::new() };
                 let fin = payload.filter(|f| f.is("fin", ns::MAM));
                 let first = fin.and_then(|f| f.child("set", ns::RSM)).and_then(|s| s.child_text("first", ns::RSM));
                 r.history.loading = false;
-                r.history.complete = fin.is_none_or(|f| f.attr("complete") == Some("true")) || first.is_none();
-                // After a rejoin the newest page is asked again: keep paging from where
-                // the oldest loaded page began.
-                if first.is_some() && (r.history.oldest.is_none() || !r.history.complete) {
-                    r.history.oldest = first;
+                // A catch-up page is newer than what was loaded: paging further back still
+                // starts from the oldest message we have.
+                if !catch_up || r.history.oldest.is_none() {
+                    r.history.complete = fin.is_none_or(|f| f.attr("complete") == Some("true")) || first.is_none();
+                    if first.is_some() {
+                        r.history.oldest = first;
+                    }
                 }
                 vec![Effect::Changed { room, mention: false }]
             }
@@ -1165,7 +1190,7 @@ mod tests {
 
     /// Rooms with `ROOM` joined as `nick` (with the given standing), and bob in it.
     fn joined(nick: &str, affiliation: &str, role: &str) -> Rooms {
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         rooms.join(ROOM, nick, None, &PresenceInfo::default()).unwrap();
         feed(&mut rooms, &presence("bob", "member", "participant", "").replace("</x>", "</x><occupant-id xmlns='urn:xmpp:occupant-id:0' id='ob'/>"));
         let own = presence(nick, affiliation, role, "<status code='110'/>")
@@ -1182,7 +1207,7 @@ mod tests {
 
     #[test]
     fn joining_asks_for_no_history_and_takes_our_presence() {
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         let own = PresenceInfo { show: Show::Away, status: Some("lunch".into()), priority: 0 };
         let ev = rooms.join(" Lobby@Conference.LocalHost ", "Ann", Some("secret"), &own).unwrap();
         let p = sent(&ev)[0];
@@ -1262,7 +1287,7 @@ mod tests {
             ("item-not-found", "does not exist"),
             ("undefined-condition", "Could not join"),
         ] {
-            let mut rooms = Rooms::new("t".into());
+            let mut rooms = Rooms::new("t".into(), b"key".to_vec());
             rooms.join(ROOM, "ann", None, &PresenceInfo::default()).unwrap();
             let ev = feed(
                 &mut rooms,
@@ -1411,13 +1436,14 @@ mod tests {
     fn history_from_the_rooms_archive_without_duplicates() {
         let mut rooms = joined("ann", "none", "participant");
         feed(&mut rooms, &groupchat("bob", "b9", "live one", &format!("<stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='S3'/>")));
-        let ev = rooms.load_history(ROOM, "QID".into());
+        let ev = rooms.load_history(ROOM);
         let q = sent(&ev)[0].clone();
         assert_eq!(q.attr("to"), Some(ROOM));
         let query = q.child("query", ns::MAM).unwrap();
-        assert_eq!(query.attr("queryid"), Some("QID"));
+        let qid = query.attr("queryid").unwrap().to_owned();
+        assert!(qid.len() >= 22, "not guessable");
         assert!(query.child("x", ns::DATA_FORMS).unwrap().children().all(|f| f.attr("var") != Some("with")));
-        assert!(rooms.load_history(ROOM, "Q2".into()).is_empty(), "one at a time");
+        assert!(rooms.load_history(ROOM).is_empty(), "one at a time");
         let result = |from: &str, qid: &str, aid: &str, nick: &str, body: &str, extra: &str| {
             format!(
                 "<message xmlns='jabber:client' from='{from}'><result xmlns='urn:xmpp:mam:2' queryid='{qid}' id='{aid}'>\
@@ -1427,13 +1453,13 @@ mod tests {
                 aid.len()
             )
         };
-        feed(&mut rooms, &result(ROOM, "QID", "S1", "bob", "first", ""));
-        feed(&mut rooms, &result(ROOM, "QID", "S2", "annie", "mine, before a nick change", "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='ou'/>"));
-        feed(&mut rooms, &result(ROOM, "QID", "S3", "bob", "live one", ""));
+        feed(&mut rooms, &result(ROOM, &qid, "S1", "bob", "first", ""));
+        feed(&mut rooms, &result(ROOM, &qid, "S2", "annie", "mine, before a nick change", "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='ou'/>"));
+        feed(&mut rooms, &result(ROOM, &qid, "S3", "bob", "live one", ""));
         feed(&mut rooms, &result(ROOM, "WRONG", "S4", "bob", "not asked for", ""));
         // Someone else's "archive result" naming this room.
         assert!(rooms
-            .receive(&parse(&result("mallory@localhost", "QID", "S5", "bob", "forged", "")), &PresenceInfo::default(), 0)
+            .receive(&parse(&result("mallory@localhost", &qid, "S5", "bob", "forged", "")), &PresenceInfo::default(), 0)
             .is_none());
         let ev = feed(
             &mut rooms,
@@ -1449,21 +1475,21 @@ mod tests {
         assert_eq!(bodies, [("first", false), ("mine, before a nick change", true), ("live one", false)]);
         assert_eq!(r.unread, 1, "history is not unread");
         assert_eq!((r.history.oldest.as_deref(), r.history.complete, r.history.loading), (Some("S1"), false, false));
-        let ev = rooms.load_history(ROOM, "Q3".into());
+        let ev = rooms.load_history(ROOM);
         let before = sent(&ev)[0].child("query", ns::MAM).unwrap().child("set", ns::RSM).unwrap().child_text("before", ns::RSM);
         assert_eq!(before.as_deref(), Some("S1"), "load earlier");
     }
 
     #[test]
     fn creating_an_instant_room_and_a_configured_one() {
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         rooms.create(ROOM, "ann", RoomSettings::default(), &PresenceInfo::default()).unwrap();
         let ev = feed(&mut rooms, &presence("ann", "owner", "moderator", "<status code='110'/><status code='201'/>"));
         let iq = sent(&ev)[0];
         let x = iq.child("query", ns::MUC_OWNER).unwrap().child("x", ns::DATA_FORMS).unwrap();
         assert_eq!((iq.attr("to"), x.attr("type"), x.children().count()), (Some(ROOM), Some("submit"), 0), "instant room");
 
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         let settings = RoomSettings { name: Some("Lobby".into()), public: Some(false), members_only: Some(true), password: Some("pw".into()) };
         rooms.create(ROOM, "ann", settings, &PresenceInfo::default()).unwrap();
         let ev = feed(&mut rooms, &presence("ann", "owner", "moderator", "<status code='110'/><status code='201'/>"));
@@ -1497,7 +1523,7 @@ mod tests {
         assert!(!values.contains_key("muc#roomconfig_persistentroom"), "not offered, not sent");
 
         // "Create" of a room that exists: we are simply in it.
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         rooms.create(ROOM, "ann", RoomSettings::default(), &PresenceInfo::default()).unwrap();
         let ev = feed(&mut rooms, &presence("ann", "none", "participant", "<status code='110'/>"));
         assert!(ev.iter().any(|e| matches!(e, Effect::Notice(n) if n.contains("already exists"))));
@@ -1582,7 +1608,7 @@ mod tests {
         assert_eq!((x.attr("jid"), x.attr("reason"), x.attr("password")), (Some(ROOM), Some("come"), None));
         assert!(rooms.invite(ROOM, "not valid@", None).is_err());
 
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         let ev = feed(
             &mut rooms,
             "<message xmlns='jabber:client' from='bob@localhost/p'><x xmlns='jabber:x:conference' jid='Team@conference.localhost' \
@@ -1650,7 +1676,7 @@ mod tests {
 
     #[test]
     fn discovering_services_and_browsing_public_rooms() {
-        let mut rooms = Rooms::new("t".into());
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         let ev = rooms.discover("localhost");
         let id = sent(&ev)[0].attr("id").unwrap().to_owned();
         assert!(rooms.discover("localhost").is_empty(), "once");
@@ -1705,5 +1731,34 @@ mod tests {
         let to: Vec<_> = sent(&ev).iter().map(|e| e.attr("to").unwrap()).collect();
         assert_eq!(to, ["lobby@conference.localhost/ann"], "not the room that refused us");
         assert!(rooms.get(ROOM).unwrap().occupants.is_empty());
+    }
+
+    #[test]
+    fn back_in_after_a_rejoin_what_was_said_meanwhile_comes_from_the_archive() {
+        let mut rooms = joined("ann", "none", "participant");
+        let fin = |rooms: &mut Rooms, ev: &[Effect], first: &str| {
+            let id = sent(ev).iter().find(|e| e.child("query", ns::MAM).is_some()).unwrap().attr("id").unwrap().to_owned();
+            feed(
+                rooms,
+                &format!(
+                    "<iq xmlns='jabber:client' type='result' id='{id}' from='{ROOM}'><fin xmlns='urn:xmpp:mam:2'>\
+                     <set xmlns='http://jabber.org/protocol/rsm'><first>{first}</first></set></fin></iq>"
+                ),
+            );
+        };
+        let ev = rooms.load_history(ROOM);
+        fin(&mut rooms, &ev, "S10");
+        rooms.rejoin_all(&PresenceInfo::default());
+        let ev = feed(&mut rooms, &presence("ann", "none", "participant", "<status code='110'/>"));
+        let q = sent(&ev).into_iter().find(|e| e.child("query", ns::MAM).is_some()).expect("the newest page again");
+        let before = q.child("query", ns::MAM).unwrap().child("set", ns::RSM).unwrap().child_text("before", ns::RSM);
+        assert_eq!(before.as_deref(), Some(""));
+        fin(&mut rooms, &ev, "S50");
+        assert_eq!(rooms.get(ROOM).unwrap().history.oldest.as_deref(), Some("S10"), "load earlier goes on from the oldest");
+        // The first join of a room we never read asks nothing by itself.
+        let mut fresh = Rooms::new("t".into(), b"key".to_vec());
+        fresh.join(ROOM, "ann", None, &PresenceInfo::default()).unwrap();
+        let ev = feed(&mut fresh, &presence("ann", "none", "participant", "<status code='110'/>"));
+        assert!(sent(&ev).is_empty());
     }
 }

@@ -7,6 +7,7 @@
 
 mod bosh;
 mod discovery;
+pub mod rooms;
 mod websocket;
 
 use std::cell::RefCell;
@@ -326,6 +327,7 @@ impl Session {
     fn handle(&mut self, events: Vec<Event>) {
         let mut roster = false;
         let mut chat = false;
+        let mut rooms = false;
         let mut immediate = Vec::new();
         for e in events {
             match e {
@@ -341,6 +343,7 @@ impl Session {
                 Event::Phase(p) => self.phase(p),
                 Event::Online { jid, resumed } => {
                     self.ever_online = true;
+                    self.arm_self_ping();
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
                     self.state.me.set(Some(bare));
@@ -376,8 +379,13 @@ impl Session {
                     }
                 }
                 Event::Notice(n) => self.state.toast(n),
-                // Group chats have no view yet.
-                Event::RoomChanged { .. } | Event::RoomsChanged => {}
+                Event::RoomChanged { room, mention } => {
+                    rooms = true;
+                    if mention {
+                        self.notify_mention(&room);
+                    }
+                }
+                Event::RoomsChanged => rooms = true,
             }
         }
         if roster {
@@ -385,6 +393,13 @@ impl Session {
         }
         if chat {
             self.refresh_chat();
+        }
+        if rooms {
+            // The open room may just have let us in.
+            if let Some(open) = self.client.rooms.active().map(str::to_owned) {
+                self.open_room(&open);
+            }
+            self.refresh_rooms();
         }
         for input in immediate {
             let events = self.client.receive(input, browser::now_ms());
@@ -513,6 +528,10 @@ impl Session {
         st.active.set(None);
         st.messages.set(Vec::new());
         st.total_unread.set(0);
+        st.rooms.set(Vec::new());
+        st.room.set(None);
+        st.room_unread.set(0);
+        st.invitations.set(Vec::new());
         st.transport.set("");
         browser::set_title("Jabberwock");
         // Dropped after this callback: the session is gone.
@@ -663,14 +682,19 @@ pub fn logout() {
 pub fn open_chat(jid: Option<String>) {
     with_session(|s| {
         s.client.open_chat(jid.as_deref());
-        // The first time, the newest page of the archive.
-        if let Some(j) = jid.as_deref().filter(|j| !s.client.chats.history(j).started) {
-            let ev = s.client.load_history(j);
-            s.handle(ev);
+        // The first time, the newest page of the archive (a room's own, for a room).
+        match jid.as_deref() {
+            Some(room) if s.client.rooms.get(room).is_some() => s.open_room(room),
+            Some(j) if !s.client.chats.history(j).started => {
+                let ev = s.client.load_history(j);
+                s.handle(ev);
+            }
+            _ => {}
         }
         s.state.active.set(jid);
         s.refresh_chat();
         s.refresh_roster();
+        s.refresh_rooms();
     });
 }
 
@@ -780,6 +804,7 @@ pub fn visibility_changed(visible: bool) {
     }
     with_session(|s| {
         s.client.chats.set_visible(visible);
+        s.client.rooms.set_visible(visible);
         let ev = s.client.set_client_active(visible);
         s.handle(ev);
         s.refresh_roster();

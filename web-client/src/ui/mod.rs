@@ -3,6 +3,7 @@
 
 mod chat;
 mod login;
+mod room;
 mod roster;
 mod settings;
 
@@ -62,7 +63,9 @@ fn Shell() -> impl IntoView {
     view! {
         <main class="shell" class:chat-open=move || state.active.get().is_some()>
             <roster::Sidebar/>
-            <chat::ChatPane/>
+            <Show when=move || state.room.with(Option::is_some) fallback=|| view! { <chat::ChatPane/> }>
+                <room::RoomPane/>
+            </Show>
         </main>
     }
 }
