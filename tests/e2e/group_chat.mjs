@@ -212,11 +212,13 @@ const steps = [
         }
         // Unread while hidden, with the mention marked in the room list.
         await b.locator(`[data-testid="room-row"][data-room="${ROOM}"].mentioned`).waitFor();
+        await shot(b, '02-mention');
+        // Back to the tab, with the room open: read.
         await b.evaluate(() => {
             delete document.visibilityState;
             document.dispatchEvent(new Event('visibilitychange'));
         });
-        await shot(b, '02-mention');
+        await b.locator(`[data-testid="room-row"][data-room="${ROOM}"]:not(.mentioned)`).waitFor();
     }],
 
     ['the owner edits the settings form, rendered from the room\'s data form', async () => {

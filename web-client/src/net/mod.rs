@@ -808,6 +808,7 @@ pub fn visibility_changed(visible: bool) {
         let ev = s.client.set_client_active(visible);
         s.handle(ev);
         s.refresh_roster();
+        s.refresh_rooms();
     });
 }
 
