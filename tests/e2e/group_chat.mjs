@@ -139,7 +139,9 @@ const steps = [
         await a.getByLabel('Name (optional)').fill('The team');
         await shot(a, '01-create-dialog');
         await a.getByTestId('room-join').click();
-        await a.getByTestId('room-title').filter({ hasText: ROOM_NAME }).waitFor();
+        await a.getByTestId('room-subject').filter({ hasText: ROOM }).waitFor();
+        // The name set on creation, which the room's disco#info gives back.
+        await a.getByTestId('room-title').filter({ hasText: 'The team' }).waitFor();
         await occupant(a, A).waitFor();
         if ((await occupant(a, A).getAttribute('data-role')) !== 'moderator') throw new Error('the creator is not a moderator');
         await a.getByTestId('room-bookmark').click();
@@ -151,7 +153,8 @@ const steps = [
         await b.getByTestId('join-room-open').click();
         await b.getByTestId('room-address').fill(ROOM);
         await b.getByTestId('room-join').click();
-        await b.getByTestId('room-title').filter({ hasText: ROOM_NAME }).waitFor();
+        await b.getByTestId('room-subject').filter({ hasText: ROOM }).waitFor();
+        await b.getByTestId('room-title').filter({ hasText: 'The team' }).waitFor();
         await occupant(b, A).waitFor();
         await occupant(pages[A], B).waitFor();
     }],
@@ -166,7 +169,7 @@ const steps = [
         const invitation = c.getByTestId('invitation').filter({ hasText: ROOM });
         await invitation.waitFor();
         await invitation.getByRole('button', { name: 'Join' }).click();
-        await c.getByTestId('room-title').filter({ hasText: ROOM_NAME }).waitFor();
+        await c.getByTestId('room-subject').filter({ hasText: ROOM }).waitFor();
         await occupant(a, C).waitFor();
     }],
 
@@ -210,8 +213,9 @@ const steps = [
         if (shown.length !== 1 || !shown[0].body.includes('can you look at this?') || !shown[0].title.includes(A)) {
             throw new Error(`notifications: ${JSON.stringify(shown)}`);
         }
-        // Unread while hidden, with the mention marked in the room list.
+        // Unread while hidden, with the mention marked in the room list and counted in the title.
         await b.locator(`[data-testid="room-row"][data-room="${ROOM}"].mentioned`).waitFor();
+        await b.waitForFunction(() => document.title === '(1) Jabberwock');
         await shot(b, '02-mention');
         // Back to the tab, with the room open: read.
         await b.evaluate(() => {
@@ -219,6 +223,7 @@ const steps = [
             document.dispatchEvent(new Event('visibilitychange'));
         });
         await b.locator(`[data-testid="room-row"][data-room="${ROOM}"]:not(.mentioned)`).waitFor();
+        await b.waitForFunction(() => document.title === 'Jabberwock');
     }],
 
     ['the owner edits the settings form, rendered from the room\'s data form', async () => {

@@ -106,7 +106,6 @@ pub struct AppState {
     pub room: RwSignal<Option<Room>>,
     /// The open room's bookmark.
     pub bookmarked: RwSignal<Option<Bookmark>>,
-    pub room_unread: RwSignal<u32>,
     pub invitations: RwSignal<Vec<Invitation>>,
     /// Group chat services found on our server, and the public rooms listed.
     pub services: RwSignal<Vec<String>>,
@@ -134,7 +133,6 @@ impl AppState {
             rooms: RwSignal::new(Vec::new()),
             room: RwSignal::new(None),
             bookmarked: RwSignal::new(None),
-            room_unread: RwSignal::new(0),
             invitations: RwSignal::new(Vec::new()),
             services: RwSignal::new(Vec::new()),
             public_rooms: RwSignal::new(Vec::new()),

@@ -1554,10 +1554,10 @@ mod tests {
             assert!(out[0].is("resume", ns::SM));
         };
         let to_room = |ev: &[Event]| sent(ev).iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).count();
-        // Resumed: the room kept us, nothing to send (the server has all seven stanzas).
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
+        // Resumed: the room kept us, nothing to send (the server has all eight stanzas).
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
         reconnect(&mut c);
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='7'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='8'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         assert_eq!(to_room(&ev), 0);
         assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());

@@ -23,6 +23,10 @@ pub const HISTORY_PAGE: u32 = 50;
 pub const MAX_NICK_BYTES: usize = 1023;
 /// Public rooms kept from one service's list.
 pub const MAX_LISTED_ROOMS: usize = 1000;
+/// Invitations waiting for the user; anyone may send one, so further ones are dropped.
+pub const MAX_INVITATIONS: usize = 20;
+/// A room's name is cut to this many characters.
+pub const MAX_NAME_CHARS: usize = 200;
 
 /// XEP-0045 §5.1: what an occupant may do now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,6 +188,8 @@ impl RoomSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Room {
     pub jid: String,
+    /// The room's name (its disco#info identity), once known.
+    pub name: Option<String>,
     pub nick: String,
     pub state: RoomState,
     pub occupants: BTreeMap<String, Occupant>,
@@ -209,6 +215,7 @@ impl Room {
     fn new(jid: String, nick: String, password: Option<String>) -> Room {
         Room {
             jid,
+            name: None,
             nick,
             state: RoomState::Joining,
             occupants: BTreeMap::new(),
@@ -331,6 +338,8 @@ enum RoomIq {
     /// A role or affiliation change: what to say when it fails.
     Admin { room: String, what: String },
     SelfPing { room: String },
+    /// The room's disco#info, for its name.
+    Info { room: String },
     ServerItems,
     ServiceInfo { jid: String },
     Browse { service: String },
@@ -385,10 +394,6 @@ impl Rooms {
 
     pub fn active(&self) -> Option<&str> {
         self.active.as_deref()
-    }
-
-    pub fn total_unread(&self) -> u32 {
-        self.rooms.values().map(|r| r.unread).sum()
     }
 
     /// Opens a room (or none, when a one-to-one chat is opened): its messages are read.
@@ -605,6 +610,13 @@ impl Rooms {
         self.pending.push((id.clone(), RoomIq::ConfigSubmit { room: room.to_owned() }));
         let iq = stanza::iq("set", &id, Some(room)).with_child(Element::new("query", ns::MUC_OWNER).with_child(x));
         vec![Effect::Send(iq), Effect::Changed { room: room.to_owned(), mention: false }]
+    }
+
+    /// The room's disco#info, for its name.
+    fn ask_info(&mut self, room: &str) -> Effect {
+        let id = self.id();
+        self.pending.push((id.clone(), RoomIq::Info { room: room.to_owned() }));
+        Effect::Send(stanza::iq("get", &id, Some(room)).with_child(Element::new("query", ns::DISCO_INFO)))
     }
 
     /// XEP-0045 §10.9: destroys the room (owners only).
@@ -826,6 +838,8 @@ impl Rooms {
                     }
                     // Back in after a rejoin: what was said meanwhile, from the archive.
                     let catch_up = first && r.history.started;
+                    // (A room being created is named once configured.)
+                    let ask_name = first && r.name.is_none() && !codes.contains(&201);
                     if codes.contains(&201) {
                         if let Some(settings) = r.creating.take() {
                             if settings.is_instant() {
@@ -848,6 +862,9 @@ impl Rooms {
                     r.occupants.insert(nick.to_owned(), occupant);
                     if catch_up {
                         out.extend(self.history_query(&room, None, true));
+                    }
+                    if ask_name {
+                        out.push(self.ask_info(&room));
                     }
                     return out;
                 }
@@ -951,7 +968,8 @@ impl Rooms {
         let Some(room) = room.and_then(|r| address::parse_bare(r).ok()).filter(|r| address::local(r).is_some()) else {
             return Vec::new();
         };
-        if self.rooms.get(&room).is_some_and(Room::is_joined) || self.invitations.iter().any(|i| i.room == room) {
+        let known = self.rooms.get(&room).is_some_and(Room::is_joined) || self.invitations.iter().any(|i| i.room == room);
+        if known || self.invitations.len() >= MAX_INVITATIONS {
             return Vec::new();
         }
         self.invitations.push(Invitation {
@@ -1005,7 +1023,8 @@ impl Rooms {
             }
             RoomIq::ConfigSubmit { room } => match error {
                 Some(e) => vec![Effect::Notice(format!("{room} refused the settings: {}", e.describe()))],
-                None => vec![Effect::Changed { room, mention: false }],
+                // The name may be new.
+                None => vec![self.ask_info(&room), Effect::Changed { room, mention: false }],
             },
             RoomIq::Destroy { room } => match error {
                 Some(e) => vec![Effect::Notice(format!("Could not destroy {room}: {}", e.describe()))],
@@ -1022,6 +1041,22 @@ impl Rooms {
                 match self.rooms.get_mut(&room).filter(|r| r.is_joined() && gone) {
                     Some(r) => rejoin(r, own),
                     None => Vec::new(),
+                }
+            }
+            RoomIq::Info { room } => {
+                let name = payload
+                    .filter(|q| q.is("query", ns::DISCO_INFO))
+                    .and_then(|q| q.children().find(|i| i.is("identity", ns::DISCO_INFO) && i.attr("category") == Some("conference")))
+                    .and_then(|i| i.attr("name"))
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.chars().take(MAX_NAME_CHARS).collect());
+                match self.rooms.get_mut(&room) {
+                    Some(r) if name.is_some() && from == room => {
+                        r.name = name;
+                        vec![Effect::ListChanged]
+                    }
+                    _ => Vec::new(),
                 }
             }
             RoomIq::ServerItems => {
@@ -1521,13 +1556,16 @@ mod tests {
         assert_eq!(values["muc#roomconfig_roomsecret"], "pw");
         assert_eq!(values["x-strange"], "kept");
         assert!(!values.contains_key("muc#roomconfig_persistentroom"), "not offered, not sent");
+        // Configured: the room's name is asked for.
+        let ev = feed(&mut rooms, &format!("<iq xmlns='jabber:client' type='result' from='{ROOM}' id='{}'/>", submit.attr("id").unwrap()));
+        assert!(sent(&ev)[0].child("query", ns::DISCO_INFO).is_some());
 
         // "Create" of a room that exists: we are simply in it.
         let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         rooms.create(ROOM, "ann", RoomSettings::default(), &PresenceInfo::default()).unwrap();
         let ev = feed(&mut rooms, &presence("ann", "none", "participant", "<status code='110'/>"));
         assert!(ev.iter().any(|e| matches!(e, Effect::Notice(n) if n.contains("already exists"))));
-        assert!(sent(&ev).is_empty());
+        assert!(sent(&ev).iter().all(|e| e.child("query", ns::DISCO_INFO).is_some()), "nothing to configure");
     }
 
     #[test]
@@ -1759,6 +1797,42 @@ mod tests {
         let mut fresh = Rooms::new("t".into(), b"key".to_vec());
         fresh.join(ROOM, "ann", None, &PresenceInfo::default()).unwrap();
         let ev = feed(&mut fresh, &presence("ann", "none", "participant", "<status code='110'/>"));
-        assert!(sent(&ev).is_empty());
+        assert!(sent(&ev).iter().all(|e| e.child("query", ns::MAM).is_none()));
+    }
+
+    #[test]
+    fn the_rooms_name_comes_from_its_disco_info() {
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
+        rooms.join(ROOM, "ann", None, &PresenceInfo::default()).unwrap();
+        let ev = feed(&mut rooms, &presence("ann", "none", "participant", "<status code='110'/>"));
+        let ask = sent(&ev).into_iter().find(|e| e.child("query", ns::DISCO_INFO).is_some()).expect("asked once joined");
+        assert_eq!(ask.attr("to"), Some(ROOM));
+        let id = ask.attr("id").unwrap().to_owned();
+        let info = |from: &str, name: &str| {
+            format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}' from='{from}'><query xmlns='http://jabber.org/protocol/disco#info'>\
+                 <identity category='conference' type='text' name='{name}'/></query></iq>"
+            )
+        };
+        // An answer from elsewhere under the same id is not the room's.
+        feed(&mut rooms, &info("mallory@localhost", "Evil"));
+        assert_eq!(rooms.get(ROOM).unwrap().name, None);
+        let mut rooms2 = Rooms::new("t".into(), b"key".to_vec());
+        rooms2.join(ROOM, "ann", None, &PresenceInfo::default()).unwrap();
+        feed(&mut rooms2, &presence("ann", "none", "participant", "<status code='110'/>"));
+        feed(&mut rooms2, &info(ROOM, &"Long name ".repeat(100)));
+        assert_eq!(rooms2.get(ROOM).unwrap().name.as_ref().unwrap().chars().count(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn invitations_are_bounded() {
+        let mut rooms = Rooms::new("t".into(), b"key".to_vec());
+        for i in 0..MAX_INVITATIONS + 10 {
+            feed(
+                &mut rooms,
+                &format!("<message xmlns='jabber:client' from='spam@localhost'><x xmlns='jabber:x:conference' jid='r{i}@conference.localhost'/></message>"),
+            );
+        }
+        assert_eq!(rooms.invitations.len(), MAX_INVITATIONS);
     }
 }

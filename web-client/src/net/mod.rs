@@ -530,7 +530,6 @@ impl Session {
         st.total_unread.set(0);
         st.rooms.set(Vec::new());
         st.room.set(None);
-        st.room_unread.set(0);
         st.invitations.set(Vec::new());
         st.transport.set("");
         browser::set_title("Jabberwock");
@@ -563,8 +562,13 @@ impl Session {
         self.state.rows.set(rows);
         self.state.requests.set(self.client.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect());
         self.state.roster_loaded.set(self.client.roster.is_loaded());
-        let unread = chats.total_unread();
-        self.state.total_unread.set(unread);
+        self.state.total_unread.set(chats.total_unread());
+        self.show_unread_in_title();
+    }
+
+    /// The page title counts unread messages, and room messages that name us.
+    fn show_unread_in_title(&self) {
+        let unread = self.client.chats.total_unread() + self.client.rooms.all().map(|r| r.mentions).sum::<u32>();
         browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
     }
 

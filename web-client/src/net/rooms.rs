@@ -26,7 +26,7 @@ impl Session {
                 let b = bookmarks.get(&r.jid);
                 RoomRow {
                     jid: r.jid.clone(),
-                    name: b.and_then(|b| b.name.clone()).unwrap_or_else(|| local(&r.jid)),
+                    name: b.and_then(|b| b.name.clone()).or_else(|| r.name.clone()).unwrap_or_else(|| local(&r.jid)),
                     joined: r.is_joined(),
                     problem: match &r.state {
                         RoomState::Left(why) => Some(why.clone()),
@@ -58,7 +58,7 @@ impl Session {
         let open = st.active.get_untracked().and_then(|a| rooms.get(&a).cloned());
         st.bookmarked.set(open.as_ref().and_then(|r| bookmarks.get(&r.jid).cloned()));
         st.room.set(open);
-        st.room_unread.set(rooms.total_unread());
+        self.show_unread_in_title();
     }
 
     /// A desktop notification for a message that names us, when asked for and the tab is

@@ -387,7 +387,8 @@ fn RoomHeader(room: Memo<Option<Room>>) -> impl IntoView {
     let jid = move || room.with(|r| r.as_ref().map(|r| r.jid.clone()).unwrap_or_default());
     let title = move || {
         let j = jid();
-        jabberwock_client_core::address::local(&j).unwrap_or(&j).to_owned()
+        let named = room.with(|r| r.as_ref().and_then(|r| r.name.clone()));
+        named.unwrap_or_else(|| jabberwock_client_core::address::local(&j).unwrap_or(&j).to_owned())
     };
     let subject = move || room.with(|r| r.as_ref().and_then(|r| r.subject.clone()));
     let is = move |f: fn(&Room) -> bool| room.with(|r| r.as_ref().is_some_and(f));
