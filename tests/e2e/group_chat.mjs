@@ -239,6 +239,24 @@ const steps = [
         await form.waitFor({ state: 'detached' });
     }],
 
+    [`${A} writes privately to ${B} from the occupant list`, async () => {
+        const [a, b] = [pages[A], pages[B]];
+        await occupant(a, B).locator('.occupant-name').click();
+        await occupant(a, B).getByRole('button', { name: 'Private message' }).click();
+        const box = a.getByTestId('composer');
+        await box.fill('Just between us');
+        await box.press('Enter');
+        // A conversation with the occupant, apart from the room.
+        const row = b.locator(`.contact[data-jid="${ROOM}/${A}"]`);
+        await row.filter({ hasText: `${A} (The team)` }).waitFor();
+        await row.click();
+        await b.getByTestId('message-log').filter({ hasText: 'Just between us' }).waitFor();
+        await a.locator(`[data-testid="room-row"][data-room="${ROOM}"]`).click();
+        await b.locator(`[data-testid="room-row"][data-room="${ROOM}"]`).click();
+        await message(b, 'can you look at this?').waitFor();
+        if (await message(b, 'Just between us').count()) throw new Error('the private message shows in the room');
+    }],
+
     ['the room view is labelled and reachable from the keyboard', async () => {
         const a = pages[A];
         await expectLabelled(a, '[data-testid="room-view"]');

@@ -867,7 +867,7 @@ impl Client {
         for jid in self.chats.jids().filter(|j| self.roster.get(j).is_none()) {
             all.push(ContactView {
                 jid: jid.to_owned(),
-                name: address::local(jid).unwrap_or(jid).to_owned(),
+                name: self.rooms.occupant_label(jid).unwrap_or_else(|| address::local(jid).unwrap_or(jid).to_owned()),
                 subscription: Subscription::None,
                 pending_out: false,
                 groups: Vec::new(),

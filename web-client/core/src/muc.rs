@@ -427,6 +427,14 @@ impl Rooms {
         }
     }
 
+    /// "nick (room)" for the conversation with a room occupant ([`Rooms::conversation_of`]).
+    pub fn occupant_label(&self, jid: &str) -> Option<String> {
+        let nick = address::resource(jid)?;
+        let r = self.rooms.get(address::bare(jid))?;
+        let room = r.name.clone().or_else(|| address::local(&r.jid).map(str::to_owned)).unwrap_or_default();
+        Some(format!("{nick} ({room})"))
+    }
+
     // ---- user actions; each returns what to send and what changed ----
 
     /// Joins `room` as `nick` (XEP-0045 §7.2), asking for no history: it comes from the
@@ -797,11 +805,7 @@ impl Rooms {
                     r.occupants.clear();
                     return vec![changed, Effect::ListChanged];
                 }
-                if codes.contains(&303) {
-                    // Someone else's nick change: the new presence follows.
-                    r.occupants.remove(nick);
-                    return vec![changed];
-                }
+                // Someone left (or changed nick: the presence under the new one follows).
                 r.occupants.remove(nick);
                 vec![changed]
             }
@@ -1295,6 +1299,29 @@ mod tests {
     }
 
     #[test]
+    fn our_nick_change_and_our_messages_across_it() {
+        let mut rooms = joined("ann", "none", "participant");
+        let ev = rooms.change_nick(ROOM, " annie ", &PresenceInfo::default());
+        assert_eq!(sent(&ev)[0].attr("to"), Some("lobby@conference.localhost/annie"));
+        assert!(rooms.change_nick(ROOM, "ann", &PresenceInfo::default()).is_empty(), "the same nick: nothing");
+        let ours = |extra: &str| {
+            presence("ann", "none", "participant", &format!("<status code='110'/>{extra}"))
+                .replace("</x>", "</x><occupant-id xmlns='urn:xmpp:occupant-id:0' id='ou'/>")
+        };
+        feed(&mut rooms, &ours("<status code='303'/>").replace("<item ", "<item nick='annie' ").replace("<presence ", "<presence type='unavailable' "));
+        assert_eq!(rooms.get(ROOM).unwrap().nick, "annie");
+        assert!(rooms.get(ROOM).unwrap().is_joined(), "a nick change is not leaving");
+        feed(&mut rooms, &ours("").replace("/ann'", "/annie'"));
+        let r = rooms.get(ROOM).unwrap();
+        assert_eq!(r.occupants.keys().collect::<Vec<_>>(), ["annie", "bob"]);
+        // Mentions follow the new nick; our message under the old nick (by occupant id) is ours.
+        feed(&mut rooms, &groupchat("bob", "b1", "annie?", ""));
+        feed(&mut rooms, &groupchat("ann", "old", "said before", "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='ou'/>"));
+        let r = rooms.get(ROOM).unwrap();
+        assert_eq!(r.messages.iter().map(|m| (m.mention, m.outgoing)).collect::<Vec<_>>(), [(true, false), (false, true)]);
+    }
+
+    #[test]
     fn bad_presence_from_a_room_is_ignored() {
         let mut rooms = joined("ann", "none", "participant");
         // No item: nothing to show.
@@ -1677,6 +1704,8 @@ mod tests {
         let rooms = joined("ann", "none", "participant");
         assert_eq!(rooms.conversation_of(&format!("{ROOM}/bob")), format!("{ROOM}/bob"));
         assert_eq!(rooms.conversation_of("bob@localhost/phone"), "bob@localhost");
+        assert_eq!(rooms.occupant_label(&format!("{ROOM}/bob")).as_deref(), Some("bob (lobby)"));
+        assert_eq!(rooms.occupant_label("bob@localhost/phone"), None);
     }
 
     #[test]
