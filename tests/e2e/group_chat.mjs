@@ -3,9 +3,10 @@
 //
 // A creates a room and bookmarks it (autojoin), B joins it by address, A invites C, who
 // accepts; messages go both ways, a mention of B's nick is highlighted and notifies B's
-// background tab (other room messages do not); A reloads and, back in the room from the
-// bookmark, reads the history from the room's archive with nothing twice. The owner's
-// settings form and the room view are checked for labels and keyboard reach.
+// background tab (other room messages do not); A writes privately to B. B reloads and is
+// still in the room; A signs in again and is back in it from the bookmark (autojoin);
+// both read the history from the room's archive with nothing twice. The owner's settings
+// form and the room view are checked for labels and keyboard reach.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
 // bosh), E2E_DEAD_PORT (bosh), E2E_USERS (three localparts, comma-separated),
@@ -128,6 +129,26 @@ async function expectLabelled(page, scope) {
         .filter((el) => !(el.getAttribute('aria-label') || el.labels?.length || el.textContent.trim() || el.title))
         .map((el) => el.outerHTML.slice(0, 120)));
     if (unnamed.length) throw new Error(`controls without a name in ${scope}: ${unnamed.join(' | ')}`);
+}
+
+/**
+ * Runs `away` (a reload, signing in again) on `page`, then opens the room once it is
+ * joined again and checks it shows the same messages as before, from the room's archive.
+ */
+async function backInTheRoom(page, away) {
+    const before = await texts(page);
+    await away(page);
+    const row = page.locator(`[data-testid="room-row"][data-room="${ROOM}"]`);
+    await page.waitForFunction((room) => {
+        const sub = document.querySelector(`[data-testid="room-row"][data-room="${room}"] .contact-sub`);
+        return sub && sub.textContent === room;
+    }, ROOM);
+    await row.click();
+    await message(page, 'can you look at this?').waitFor();
+    const after = await texts(page);
+    if (JSON.stringify(after) !== JSON.stringify(before)) {
+        throw new Error(`the history differs:\n  before ${JSON.stringify(before)}\n  after  ${JSON.stringify(after)}`);
+    }
 }
 
 const steps = [
@@ -272,23 +293,22 @@ const steps = [
         await shot(a, '04-room-view');
     }],
 
-    [`${A} reloads: back in from the bookmark, history from the archive without duplicates`, async () => {
-        const a = pages[A];
-        const before = await texts(a);
-        await a.reload({ waitUntil: 'load' });
-        await online(a);
-        const row = a.locator(`[data-testid="room-row"][data-room="${ROOM}"]`);
-        await row.waitFor();
-        await a.waitForFunction((room) => {
-            const r = document.querySelector(`[data-testid="room-row"][data-room="${room}"] .contact-sub`);
-            return r && r.textContent === room;
-        }, ROOM);
-        await row.click();
-        await message(a, 'can you look at this?').waitFor();
-        const after = await texts(a);
-        if (JSON.stringify(after) !== JSON.stringify(before)) {
-            throw new Error(`history after the reload differs:\n  before ${JSON.stringify(before)}\n  after  ${JSON.stringify(after)}`);
-        }
+    [`${B} reloads: still in the room, with the history from the archive and nothing twice`, async () => {
+        await backInTheRoom(pages[B], async (page) => {
+            await page.reload({ waitUntil: 'load' });
+            await online(page);
+        });
+    }],
+
+    [`${A} signs out and in again: the bookmarked room is joined on sign-in, history without duplicates`, async () => {
+        await backInTheRoom(pages[A], async (page) => {
+            await page.getByRole('button', { name: 'Sign out' }).click();
+            await page.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+            await page.getByLabel('Address', { exact: true }).fill(`${A}@${DOMAIN}`);
+            await page.getByLabel('Password', { exact: true }).fill(PASSWORDS[A]);
+            await page.getByRole('button', { name: 'Sign in' }).click();
+            await online(page);
+        });
     }],
 ];
 

@@ -165,6 +165,7 @@ impl Client {
             c.roster.add_request(jid, message.clone());
         }
         c.chats.set_active(saved.active.as_deref());
+        c.rooms.restore(&saved.rooms);
         c.auto_away = saved.idle_from.as_deref().and_then(Show::from_key);
         c.csi_active = None;
         Some(c)
@@ -211,6 +212,7 @@ impl Client {
                 .collect(),
             requests: self.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect(),
             active: self.chats.active().map(str::to_owned),
+            rooms: self.rooms.in_rooms(),
         })
     }
 
@@ -401,7 +403,10 @@ impl Client {
             self.pending.push((id.clone(), Pending::FetchRoster));
             self.send(stanza::roster_get(&id), out);
         }
-        // A reloaded page knows no bookmarks yet (the rooms kept us in them).
+        // A reloaded page knows nobody in its rooms yet, nor its bookmarks.
+        let own = self.own.clone();
+        let rejoin = self.rooms.rejoin_restored(&own);
+        self.apply(rejoin, out);
         if !self.bookmarks.loaded {
             let load = self.bookmarks.start(&self.account().bare());
             self.apply_bookmarks(load, out);
@@ -1431,9 +1436,15 @@ mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
-        // The server has the roster query, the carbons request, both presences and the
-        // bookmarks' disco#info.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='5'/>");
+        c.room_action(|rooms, own| rooms.join("lobby@conference.localhost", "ann", None, own).unwrap());
+        stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        );
+        // The server has the roster query, the carbons request, both presences, the
+        // bookmarks' disco#info, the join and the room's disco#info.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1443,7 +1454,8 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (5, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (7, 3));
+        assert_eq!(saved.rooms, [("lobby@conference.localhost".to_owned(), "ann".to_owned())]);
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1465,12 +1477,18 @@ mod tests {
         features.push(Element::new("sm", ns::SM));
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
-        assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='5'/>");
+        assert_eq!(out[0].attr("h"), Some("3"), "the two presences we had, and the room's");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='7'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq", "iq"], "the message again, then the roster and bookmarks; no new presence");
+        assert_eq!(
+            names,
+            ["message", "r", "iq", "presence", "iq"],
+            "the message again, then the roster, the room joined again (for its occupants) and bookmarks; no new presence"
+        );
+        assert_eq!(out[3].attr("to"), Some("lobby@conference.localhost/ann"));
+        assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
         // A message that waited on the server while the page reloaded arrives.

@@ -354,6 +354,8 @@ pub struct Rooms {
     rooms: BTreeMap<String, Room>,
     pending: Vec<(String, RoomIq)>,
     pub invitations: Vec<Invitation>,
+    /// Rooms a reloaded page took up, to join again once resumed.
+    restored: Vec<String>,
     /// Group chat services of our server (XEP-0045 §6.1), once discovered.
     pub services: Vec<String>,
     /// The public rooms of each service browsed.
@@ -372,6 +374,7 @@ impl Rooms {
             rooms: BTreeMap::new(),
             pending: Vec::new(),
             invitations: Vec::new(),
+            restored: Vec::new(),
             services: Vec::new(),
             public: BTreeMap::new(),
             active: None,
@@ -712,6 +715,32 @@ impl Rooms {
             out.extend(rejoin(r, own));
         }
         out
+    }
+
+    /// A reloaded page takes up the rooms its session is in ([`Rooms::in_rooms`]); they
+    /// are joined again with [`Rooms::rejoin_restored`] once the stream is resumed.
+    pub fn restore(&mut self, rooms: &[(String, String)]) {
+        for (jid, nick) in rooms {
+            self.rooms.entry(jid.clone()).or_insert_with(|| Room::new(jid.clone(), nick.clone(), None));
+            self.restored.push(jid.clone());
+        }
+    }
+
+    /// The stream of a reloaded page is resumed: the rooms still have us, and a join
+    /// again has them tell us who is there (this page knows nobody yet).
+    pub fn rejoin_restored(&mut self, own: &PresenceInfo) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for jid in std::mem::take(&mut self.restored) {
+            if let Some(r) = self.rooms.get_mut(&jid) {
+                out.extend(rejoin(r, own));
+            }
+        }
+        out
+    }
+
+    /// The rooms we are (or are getting) in, with our nick, for [`Rooms::restore`].
+    pub fn in_rooms(&self) -> Vec<(String, String)> {
+        self.rooms.values().filter(|r| !matches!(r.state, RoomState::Left(_))).map(|r| (r.jid.clone(), r.nick.clone())).collect()
     }
 
     /// Our presence changed: rooms see it too (XEP-0045 §7.7).
