@@ -1351,6 +1351,21 @@ mod tests {
     }
 
     #[test]
+    fn leaving() {
+        let mut rooms = joined("ann", "none", "participant");
+        rooms.set_active(Some(ROOM));
+        let ev = rooms.leave(ROOM);
+        let p = sent(&ev)[0];
+        assert_eq!((p.attr("type"), p.attr("to")), (Some("unavailable"), Some("lobby@conference.localhost/ann")));
+        assert!(rooms.get(ROOM).is_none() && rooms.active().is_none());
+        assert!(rooms.leave(ROOM).is_empty());
+        // Out already (kicked): forgotten without a word to the room.
+        let mut rooms = joined("ann", "none", "participant");
+        feed(&mut rooms, &presence("ann", "none", "none", "<status code='110'/><status code='307'/>").replace("<presence ", "<presence type='unavailable' "));
+        assert_eq!(rooms.leave(ROOM), [Effect::ListChanged]);
+    }
+
+    #[test]
     fn bad_presence_from_a_room_is_ignored() {
         let mut rooms = joined("ann", "none", "participant");
         // No item: nothing to show.
