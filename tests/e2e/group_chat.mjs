@@ -3,10 +3,11 @@
 //
 // A creates a room and bookmarks it (autojoin), B joins it by address, A invites C, who
 // accepts; messages go both ways, a mention of B's nick is highlighted and notifies B's
-// background tab (other room messages do not); A writes privately to B. B reloads and is
-// still in the room; A signs in again and is back in it from the bookmark (autojoin);
-// both read the history from the room's archive with nothing twice. The owner's settings
-// form and the room view are checked for labels and keyboard reach.
+// background tab (other room messages do not); A writes privately to B, and kicks C, who
+// is told. B reloads and is still in the room; A signs in again and is back in it from
+// the bookmark (autojoin); both read the history from the room's archive with nothing
+// twice. The owner's settings form and the room view are checked for labels and keyboard
+// reach.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
 // bosh), E2E_DEAD_PORT (bosh), E2E_USERS (three localparts, comma-separated),
@@ -276,6 +277,18 @@ const steps = [
         await b.locator(`[data-testid="room-row"][data-room="${ROOM}"]`).click();
         await message(b, 'can you look at this?').waitFor();
         if (await message(b, 'Just between us').count()) throw new Error('the private message shows in the room');
+    }],
+
+    [`${A} kicks ${C}, who is told why they are out`, async () => {
+        const [a, c] = [pages[A], pages[C]];
+        await occupant(a, C).locator('.occupant-name').click();
+        await occupant(a, C).getByRole('button', { name: 'Kick' }).click();
+        await occupant(a, C).waitFor({ state: 'detached' });
+        await c.getByTestId('room-problem').filter({ hasText: 'You were kicked from the room' }).waitFor();
+        await c.locator(`[data-testid="room-row"][data-room="${ROOM}"] .contact-sub.problem`).waitFor();
+        if (!(await c.getByTestId('room-composer').getAttribute('placeholder')).includes('Not in the room')) {
+            throw new Error('the composer still offers to write to the room');
+        }
     }],
 
     ['the room view is labelled and reachable from the keyboard', async () => {
