@@ -72,6 +72,13 @@ pub struct RoomRow {
     pub bookmarked: bool,
 }
 
+impl RoomRow {
+    /// Changes whenever anything the line shows changes.
+    pub fn key(&self) -> String {
+        format!("{}:{}:{}:{:?}:{}:{}:{}", self.jid, self.name, self.joined, self.problem, self.unread, self.mentions, self.bookmarked)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Toast {
     pub id: u64,

@@ -40,7 +40,7 @@ pub fn RoomList() -> impl IntoView {
             </Show>
             <Invitations/>
             <ul class="room-list" role="list">
-                <For each=move || state.rooms.get() key=|r| format!("{r:?}") let:row>
+                <For each=move || state.rooms.get() key=RoomRow::key let:row>
                     <RoomRowView row=row/>
                 </For>
             </ul>
@@ -369,7 +369,7 @@ pub fn RoomPane() -> impl IntoView {
                             </button>
                         </div>
                     </Show>
-                    <For each=messages key=|(m, first)| format!("{}:{}:{:?}:{}:{:?}:{first}", m.nick, m.id, m.stanza_id, m.reflected, m.error) let:item>
+                    <For each=messages key=|(m, first)| format!("{}:{}:{}:{}:{first}", m.nick, m.id, m.reflected, m.error.is_some()) let:item>
                         <RoomBubble msg=item.0 first=item.1/>
                     </For>
                 </div>
@@ -611,7 +611,7 @@ fn Occupants(room: Memo<Option<Room>>) -> impl IntoView {
     view! {
         <aside class="occupants" aria-label="Occupants" data-testid="occupants">
             <h3 class="section-title">{move || format!("{} here", count())}</h3>
-            <For each=groups key=|(role, list)| format!("{role:?}{list:?}") let:group>
+            <For each=groups key=occupant_group_key let:group>
                 <div class="group" role="group" aria-label=group.0.label()>
                     <h4 class="group-title">{group.0.label()}</h4>
                     <ul class="occupant-list" role="list">
@@ -621,6 +621,15 @@ fn Occupants(room: Memo<Option<Room>>) -> impl IntoView {
             </For>
         </aside>
     }
+}
+
+/// Changes whenever anything an occupant line shows changes.
+fn occupant_group_key((role, list): &(Role, Vec<Occupant>)) -> String {
+    let lines: Vec<String> = list
+        .iter()
+        .map(|o| format!("{}/{}/{}/{}", o.nick, o.affiliation.name(), o.presence.show.key(), o.jid.is_some()))
+        .collect();
+    format!("{}:{}", role.name(), lines.join(","))
 }
 
 #[component]
