@@ -6,8 +6,8 @@
 // background tab (other room messages do not); A writes privately to B, and kicks C, who
 // is told. B reloads and is still in the room; A signs in again and is back in it from
 // the bookmark (autojoin); both read the history from the room's archive with nothing
-// twice. The owner's settings form and the room view are checked for labels and keyboard
-// reach.
+// twice. Then a new subject and a nick change. The owner's settings form and the room
+// view are checked for labels and keyboard reach.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
 // bosh), E2E_DEAD_PORT (bosh), E2E_USERS (three localparts, comma-separated),
@@ -322,6 +322,23 @@ const steps = [
             await page.getByRole('button', { name: 'Sign in' }).click();
             await online(page);
         });
+    }],
+
+    ['the subject and a nick change reach everyone', async () => {
+        const [a, b] = [pages[A], pages[B]];
+        await a.getByTestId('room-menu').click();
+        await a.getByRole('button', { name: 'Change subject…' }).click();
+        await a.getByTestId('room-action-input').fill('Plans for Friday');
+        await a.getByTestId('room-action-input').press('Enter');
+        await b.getByTestId('room-subject').filter({ hasText: 'Plans for Friday' }).waitFor();
+        await b.getByTestId('room-menu').click();
+        await b.getByRole('button', { name: 'Change nickname…' }).click();
+        await b.getByTestId('room-action-input').fill(`${B}-2`);
+        await b.getByTestId('room-action-input').press('Enter');
+        await occupant(a, `${B}-2`).waitFor();
+        await occupant(a, B).waitFor({ state: 'detached' });
+        await say_in_room(b, 'Same me, new name');
+        await message(a, 'Same me, new name').waitFor();
     }],
 ];
 
