@@ -1,13 +1,13 @@
 // Group chats in the web client, end to end: three users in headless Chromium against a
 // running Jabberwock server (its MUC service, conference.<domain>).
 //
-// A creates a room and bookmarks it (autojoin), B joins it by address, A invites C, who
-// accepts; messages go both ways, a mention of B's nick is highlighted and notifies B's
-// background tab (other room messages do not); A writes privately to B, and kicks C, who
-// is told. B reloads and is still in the room; A signs in again and is back in it from
-// the bookmark (autojoin); both read the history from the room's archive with nothing
-// twice. Then a new subject and a nick change. The owner's settings form and the room
-// view are checked for labels and keyboard reach.
+// A creates a room and bookmarks it (autojoin), B finds it among the public rooms and
+// joins, A invites C, who accepts; messages go both ways, a mention of B's nick is
+// highlighted and notifies B's background tab (other room messages do not); A writes
+// privately to B, and kicks C, who is told. B reloads and is still in the room; A signs in
+// again and is back in it from the bookmark (autojoin); both read the history from the
+// room's archive with nothing twice. Then a new subject and a nick change. The owner's
+// settings form and the room view are checked for labels and keyboard reach.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
 // bosh), E2E_DEAD_PORT (bosh), E2E_USERS (three localparts, comma-separated),
@@ -170,10 +170,15 @@ const steps = [
         await a.locator('[data-testid="room-bookmark"][aria-pressed="true"]').waitFor();
     }],
 
-    [`${B} joins by address and both see each other`, async () => {
+    [`${B} finds the room among the public ones, joins, and both see each other`, async () => {
         const b = await signIn(B);
         await b.getByTestId('join-room-open').click();
-        await b.getByTestId('room-address').fill(ROOM);
+        // The server's group chat service is found (disco#items, then disco#info), then listed.
+        const browse = b.getByRole('button', { name: 'Browse public rooms' });
+        await b.waitForFunction(() => !document.querySelector('.public-rooms button').disabled);
+        await browse.click();
+        await b.getByRole('list', { name: 'Public rooms' }).getByRole('button', { name: /The team/ }).filter({ hasText: ROOM }).click();
+        if ((await b.getByTestId('room-address').inputValue()) !== ROOM) throw new Error('picking the room did not fill its address');
         await b.getByTestId('room-join').click();
         await b.getByTestId('room-subject').filter({ hasText: ROOM }).waitFor();
         await b.getByTestId('room-title').filter({ hasText: 'The team' }).waitFor();
@@ -322,6 +327,19 @@ const steps = [
             await page.getByRole('button', { name: 'Sign in' }).click();
             await online(page);
         });
+    }],
+
+    ['on a phone, the occupants take the place of the messages on request', async () => {
+        const b = pages[B];
+        await b.setViewportSize({ width: 390, height: 760 });
+        const toggle = b.getByRole('button', { name: 'People' });
+        if (await b.getByTestId('occupants').isVisible()) throw new Error('the occupants crowd the phone layout');
+        await toggle.click();
+        await b.getByTestId('occupants').waitFor({ state: 'visible' });
+        await shot(b, '05-phone-occupants');
+        await toggle.click();
+        await b.getByTestId('room-log').waitFor({ state: 'visible' });
+        await b.setViewportSize({ width: 1280, height: 800 });
     }],
 
     ['the subject and a nick change reach everyone', async () => {

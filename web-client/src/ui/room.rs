@@ -345,9 +345,11 @@ pub fn RoomPane() -> impl IntoView {
     };
     let history = move || room.with(|r| r.as_ref().map(|r| (r.history.loading, r.history.started && !r.history.complete)).unwrap_or_default());
     let left = move || room.with(|r| r.as_ref().and_then(|r| if let RoomState::Left(why) = &r.state { Some(why.clone()) } else { None }));
+    // On a phone the occupants take the place of the messages when asked for.
+    let people = RwSignal::new(false);
     view! {
-        <section class="chat room" aria-label="Group chat" data-testid="room-view">
-            <RoomHeader room=room/>
+        <section class="chat room" class:people-open=move || people.get() aria-label="Group chat" data-testid="room-view">
+            <RoomHeader room=room people=people/>
             <Show when=move || left().is_some()>
                 <div class="room-problem" role="alert" data-testid="room-problem">{move || left().unwrap_or_default()}</div>
             </Show>
@@ -382,7 +384,7 @@ pub fn RoomPane() -> impl IntoView {
 }
 
 #[component]
-fn RoomHeader(room: Memo<Option<Room>>) -> impl IntoView {
+fn RoomHeader(room: Memo<Option<Room>>, people: RwSignal<bool>) -> impl IntoView {
     let state = expect_context::<AppState>();
     let jid = move || room.with(|r| r.as_ref().map(|r| r.jid.clone()).unwrap_or_default());
     let title = move || {
@@ -456,6 +458,14 @@ fn RoomHeader(room: Memo<Option<Room>>) -> impl IntoView {
                     </form>
                 </Show>
             </div>
+            <button
+                class="btn btn-ghost btn-sm occupants-toggle"
+                type="button"
+                aria-pressed=move || people.get().to_string()
+                on:click=move |_| people.update(|p| *p = !*p)
+            >
+                "People"
+            </button>
             <button
                 class="icon-btn bookmark"
                 type="button"
