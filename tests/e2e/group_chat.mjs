@@ -284,7 +284,7 @@ const steps = [
         if (await message(b, 'Just between us').count()) throw new Error('the private message shows in the room');
     }],
 
-    [`${A} kicks ${C}, who is told why they are out`, async () => {
+    [`${A} kicks ${C}, who is told why they are out, and comes back under another nick`, async () => {
         const [a, c] = [pages[A], pages[C]];
         await occupant(a, C).locator('.occupant-name').click();
         await occupant(a, C).getByRole('button', { name: 'Kick' }).click();
@@ -294,6 +294,11 @@ const steps = [
         if (!(await c.getByTestId('room-composer').getAttribute('placeholder')).includes('Not in the room')) {
             throw new Error('the composer still offers to write to the room');
         }
+        // A kick is not a ban: back in, under another nick.
+        await c.getByRole('form', { name: 'Join again' }).getByLabel('Nickname').fill(`${C}-back`);
+        await c.getByTestId('room-join-again').click();
+        await c.getByTestId('room-problem').waitFor({ state: 'detached' });
+        await occupant(a, `${C}-back`).waitFor();
     }],
 
     ['the room view is labelled and reachable from the keyboard', async () => {

@@ -352,6 +352,7 @@ pub fn RoomPane() -> impl IntoView {
             <RoomHeader room=room people=people/>
             <Show when=move || left().is_some()>
                 <div class="room-problem" role="alert" data-testid="room-problem">{move || left().unwrap_or_default()}</div>
+                <JoinAgain room=room/>
             </Show>
             <div class="room-body">
                 <div
@@ -380,6 +381,35 @@ pub fn RoomPane() -> impl IntoView {
             <ConfigForm room=room/>
             <RoomComposer room=room/>
         </section>
+    }
+}
+
+/// Out of a room (refused, kicked …): try again, with another nick or the password.
+#[component]
+fn JoinAgain(room: Memo<Option<Room>>) -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let nick = RwSignal::new(room.with_untracked(|r| r.as_ref().map(|r| r.nick.clone()).unwrap_or_default()));
+    let password = RwSignal::new(String::new());
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let Some(jid) = room.with_untracked(|r| r.as_ref().map(|r| r.jid.clone())) else { return };
+        if let Err(e) = rooms_net::join(&jid, &nick.get_untracked(), &password.get_untracked()) {
+            state.toast(e);
+        }
+    };
+    view! {
+        <form class="rename-form join-again" aria-label="Join again" on:submit=submit>
+            <input type="text" aria-label="Nickname" required prop:value=move || nick.get() on:input=move |ev| nick.set(event_target_value(&ev))/>
+            <input
+                type="password"
+                aria-label="Room password (if it has one)"
+                placeholder="Password, if any"
+                autocomplete="off"
+                prop:value=move || password.get()
+                on:input=move |ev| password.set(event_target_value(&ev))
+            />
+            <button class="btn btn-primary btn-sm" type="submit" data-testid="room-join-again">"Join again"</button>
+        </form>
     }
 }
 
