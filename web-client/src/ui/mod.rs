@@ -138,7 +138,7 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
         .split(|c: char| c.is_whitespace() || c == '.' || c == '_' || c == '-')
         .filter(|w| !w.is_empty())
         .take(2)
-        .filter_map(|w| w.chars().next())
+        .filter_map(|w| w.chars().find(|c| c.is_alphanumeric()))
         .flat_map(char::to_uppercase)
         .collect();
     let initials = if initials.is_empty() { "?".to_owned() } else { initials };
