@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: the real server serves the built client, and
 # headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) plays two
-# users through sign-in, subscriptions and chat.
+# users through sign-in, subscriptions and chat, then three through a group chat.
 #
 #   tests/e2e/run.sh           the end-to-end suites (WebSocket, then BOSH fallback)
 #   tests/e2e/run.sh --perf    the rendering figures instead (perf.mjs): a roster of
@@ -13,6 +13,8 @@
 #                      which is incremental)
 #   E2E_DEBUG=1        print the pages' console (protocol traffic included)
 #   E2E_ONLY=websocket|bosh   run one of the two transports only
+#   E2E_SUITE=web|group        run one suite only: web_client.mjs (two users: sign-in,
+#                              contacts, chat) or group_chat.mjs (three users in a room)
 #   JABBERWOCK_LOG     the server's log filter (default info)
 #
 # Screenshots go to tests/e2e/artifacts/. Exits non-zero when anything fails, printing
@@ -119,9 +121,10 @@ TOML
     exit 1
 }
 
-# alice, bob and erin for the WebSocket run, carol, dave and frank for the BOSH run.
+# alice and bob for the WebSocket run, carol and dave for the BOSH run, with a stranger
+# each (kim, lee); three more for each run's group chat story.
 declare -A PASSWORDS
-for user in alice bob erin carol dave frank; do
+for user in alice bob kim carol dave lee erin frank grace heidi ivan judy; do
     PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
     "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
         say "jabberwock adduser $user failed:"
@@ -160,6 +163,15 @@ suite() { # TRANSPORT USER-A USER-B USER-C
             timeout --kill-after=5 180 node web_client.mjs
     )
 }
+group_suite() { # TRANSPORT USER-A USER-B USER-C
+    (
+        cd "$HERE"
+        E2E_BASE_URL="http://localhost:$HTTP_PORT" E2E_DOMAIN="$DOMAIN" E2E_ARTIFACTS="$HERE/artifacts" \
+            E2E_TRANSPORT="$1" E2E_DEAD_PORT="$DEAD_PORT" CHROMIUM_BIN="$CHROMIUM_BIN" \
+            E2E_USERS="$2,$3,$4" E2E_PASSWORDS="${PASSWORDS[$2]},${PASSWORDS[$3]},${PASSWORDS[$4]}" \
+            timeout --kill-after=5 120 node group_chat.mjs
+    )
+}
 suite_rc=0
 if [ -n "$PERF" ]; then
     (
@@ -172,13 +184,15 @@ if [ -n "$PERF" ]; then
 fi
 if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     say "---- over WebSocket ----"
-    suite websocket alice bob erin || suite_rc=$?
+    [ "${E2E_SUITE:-web}" != web ] || suite websocket alice bob kim || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || [ "${E2E_SUITE:-group}" != group ] || group_suite websocket erin frank grace || suite_rc=$?
 fi
 if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
     say "---- WebSocket refused: automatic fallback to BOSH ----"
-    suite bosh carol dave frank || suite_rc=$?
+    [ "${E2E_SUITE:-web}" != web ] || suite bosh carol dave lee || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || [ "${E2E_SUITE:-group}" != group ] || group_suite bosh heidi ivan judy || suite_rc=$?
 fi
-[ "$suite_rc" -ne 124 ] || say "the suite was killed after 180 s"
+[ "$suite_rc" -ne 124 ] || say "a suite was killed after its time limit"
 
 SERVER_PID="$(cat "$PID_FILE")"
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then

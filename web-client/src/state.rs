@@ -1,7 +1,9 @@
 //! What the views show, as signals. Only plain data lives here; the connection itself is
 //! in [`crate::net`], which writes these signals as events arrive.
 
+use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
 use jabberwock_client_core::{ContactView, Show};
 use leptos::prelude::*;
 
@@ -57,6 +59,26 @@ pub struct Row {
     pub typing: bool,
 }
 
+/// One line of the sidebar's room list: a room we are in, or a bookmarked one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomRow {
+    pub jid: String,
+    pub name: String,
+    pub joined: bool,
+    /// Why we are not in it (refused, kicked, destroyed …).
+    pub problem: Option<String>,
+    pub unread: u32,
+    pub mentions: u32,
+    pub bookmarked: bool,
+}
+
+impl RoomRow {
+    /// Changes whenever anything the line shows changes.
+    pub fn key(&self) -> String {
+        format!("{}:{}:{}:{:?}:{}:{}:{}", self.jid, self.name, self.joined, self.problem, self.unread, self.mentions, self.bookmarked)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Toast {
     pub id: u64,
@@ -93,6 +115,15 @@ pub struct AppState {
     pub history: RwSignal<(bool, bool)>,
     pub total_unread: RwSignal<u32>,
     pub toasts: RwSignal<Vec<Toast>>,
+    pub rooms: RwSignal<Vec<RoomRow>>,
+    /// The open room, when the active conversation is one.
+    pub room: RwSignal<Option<Room>>,
+    /// The open room's bookmark.
+    pub bookmarked: RwSignal<Option<Bookmark>>,
+    pub invitations: RwSignal<Vec<Invitation>>,
+    /// Group chat services found on our server, and the public rooms listed.
+    pub services: RwSignal<Vec<String>>,
+    pub public_rooms: RwSignal<Vec<PublicRoom>>,
 }
 
 impl AppState {
@@ -116,6 +147,12 @@ impl AppState {
             history: RwSignal::new((false, false)),
             total_unread: RwSignal::new(0),
             toasts: RwSignal::new(Vec::new()),
+            rooms: RwSignal::new(Vec::new()),
+            room: RwSignal::new(None),
+            bookmarked: RwSignal::new(None),
+            invitations: RwSignal::new(Vec::new()),
+            services: RwSignal::new(Vec::new()),
+            public_rooms: RwSignal::new(Vec::new()),
         }
     }
 

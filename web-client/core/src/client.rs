@@ -15,9 +15,11 @@ use crate::account;
 use crate::address::{self, Account};
 use crate::avatar::{self, Avatars};
 use crate::blocking::{self, BlockList};
+use crate::bookmarks::{self, Bookmarks};
 use crate::chat::{parse_timestamp, Chats, Delivery, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
 use crate::framing::{Frame, Input};
+use crate::muc::{self, Rooms};
 use crate::ns;
 use crate::outbox::{Outbox, Queued};
 use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
@@ -55,6 +57,13 @@ pub enum Event {
     PasswordChanged {
         password: String,
     },
+    /// A group chat changed; `mention` when a new message names us (to notify).
+    RoomChanged {
+        room: String,
+        mention: bool,
+    },
+    /// The rooms we are in, the invitations, or the services and public rooms known.
+    RoomsChanged,
 }
 
 /// Messages per archive page.
@@ -106,6 +115,8 @@ pub struct Client {
     pub chats: Chats,
     pub blocked: BlockList,
     pub avatars: Avatars,
+    pub rooms: Rooms,
+    pub bookmarks: Bookmarks,
     own: PresenceInfo,
     /// Set while we show as away because the user is idle: what to go back to.
     auto_away: Option<Show>,
@@ -147,6 +158,8 @@ impl Client {
             chats: Chats::new(),
             blocked: BlockList::default(),
             avatars: Avatars::default(),
+            rooms: Rooms::new(id_prefix.clone(), [query_key.as_slice(), b"muc"].concat()),
+            bookmarks: Bookmarks::new(id_prefix.clone()),
             own: PresenceInfo::default(),
             auto_away: None,
             id_prefix,
@@ -198,6 +211,7 @@ impl Client {
             c.roster.add_request(jid, message.clone());
         }
         c.chats.set_active(saved.active.as_deref());
+        c.rooms.restore(&saved.rooms);
         c.auto_away = saved.idle_from.as_deref().and_then(Show::from_key);
         c.csi_active = None;
         Some(c)
@@ -244,6 +258,7 @@ impl Client {
                 .collect(),
             requests: self.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect(),
             active: self.chats.active().map(str::to_owned),
+            rooms: self.rooms.in_rooms(),
         })
     }
 
@@ -394,6 +409,10 @@ impl Client {
         self.avatars.reset_fetching();
         let me = self.account().bare();
         self.fetch_vcard(&me, out);
+        let rejoin = self.rooms.rejoin_all(&own);
+        self.apply(rejoin, out);
+        let load = self.bookmarks.start(&self.account().bare());
+        self.apply_bookmarks(load, out);
         self.flush_outbox(out);
     }
 
@@ -412,6 +431,42 @@ impl Client {
         self.send(blocking::request(&id), out);
     }
 
+    /// Carries out what the bookmarks decided: joining the autojoin rooms we are not in.
+    fn apply_bookmarks(&mut self, effects: Vec<bookmarks::Effect>, out: &mut Vec<Event>) {
+        for e in effects {
+            match e {
+                bookmarks::Effect::Send(el) => self.send(el, out),
+                bookmarks::Effect::Changed => out.push(Event::RoomsChanged),
+                bookmarks::Effect::Notice(n) => out.push(Event::Notice(n)),
+                bookmarks::Effect::Join(list) => {
+                    let default_nick = self.account().local.clone();
+                    for b in list {
+                        if self.rooms.get(&b.jid).is_some() {
+                            continue;
+                        }
+                        let nick = b.nick.as_deref().unwrap_or(&default_nick);
+                        match self.rooms.join(&b.jid, nick, b.password.as_deref(), &self.own) {
+                            Ok(effects) => self.apply(effects, out),
+                            Err(e) => out.push(Event::Notice(format!("Could not join {}: {e}", b.jid))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out what the group chats decided.
+    fn apply(&mut self, effects: Vec<muc::Effect>, out: &mut Vec<Event>) {
+        for e in effects {
+            match e {
+                muc::Effect::Send(el) => self.send(el, out),
+                muc::Effect::Changed { room, mention } => out.push(Event::RoomChanged { room, mention }),
+                muc::Effect::ListChanged => out.push(Event::RoomsChanged),
+                muc::Effect::Notice(n) => out.push(Event::Notice(n)),
+            }
+        }
+    }
+
     /// The previous session goes on: its answers still arrive, and only a page that was
     /// reloaded needs the roster again (the server sent the presence and the pushes).
     fn on_resumed(&mut self, out: &mut Vec<Event>) {
@@ -423,6 +478,14 @@ impl Client {
         if !self.blocked.is_loaded() {
             self.fetch_block_list(out);
         }
+        // A reloaded page knows nobody in its rooms yet, nor its bookmarks.
+        let own = self.own.clone();
+        let rejoin = self.rooms.rejoin_restored(&own);
+        self.apply(rejoin, out);
+        if !self.bookmarks.loaded {
+            let load = self.bookmarks.start(&self.account().bare());
+            self.apply_bookmarks(load, out);
+        }
         out.push(Event::RosterChanged);
         self.flush_outbox(out);
     }
@@ -433,6 +496,12 @@ impl Client {
     }
 
     fn on_stanza(&mut self, el: Element, out: &mut Vec<Event>, now_ms: i64) {
+        if let Some(effects) = self.rooms.receive(&el, &self.own, now_ms) {
+            return self.apply(effects, out);
+        }
+        if let Some(effects) = self.bookmarks.receive(&el, &self.account().bare()) {
+            return self.apply_bookmarks(effects, out);
+        }
         // XEP-0153: an available presence may announce its sender's picture.
         if let (true, None, Some(from), Some(what)) = (el.is("presence", ns::CLIENT), el.attr("type"), el.attr("from"), avatar::announced(&el)) {
             if let Some(bare) = self.avatars.on_announced(from, what) {
@@ -567,16 +636,7 @@ impl Client {
                     }
                     (IqType::Get, Some(p)) if p.is("ping", ns::PING) => stanza::iq_result(&id, from.as_deref()),
                     (IqType::Get, Some(p)) if p.is("query", ns::DISCO_INFO) => {
-                        let mut q = Element::new("query", ns::DISCO_INFO).with_child(
-                            Element::new("identity", ns::DISCO_INFO)
-                                .with_attr("category", "client")
-                                .with_attr("type", "web")
-                                .with_attr("name", "Jabberwock"),
-                        );
-                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS] {
-                            q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
-                        }
-                        stanza::iq_result(&id, from.as_deref()).with_child(q)
+                        stanza::iq_result(&id, from.as_deref()).with_child(crate::caps::disco_info(p.attr("node")))
                     }
                     _ => stanza::iq_error(&id, from.as_deref(), "service-unavailable", "cancel"),
                 };
@@ -613,7 +673,8 @@ impl Client {
     /// A message from someone else: delivered to us directly, or (`carbon`) a copy of one
     /// another of our devices received.
     fn on_message(&mut self, m: IncomingMessage, carbon: bool, out: &mut Vec<Event>, now_ms: i64) {
-        let from = address::bare(&m.from).to_owned();
+        // A private message from a room occupant is a conversation with that occupant.
+        let from = self.rooms.conversation_of(&m.from);
         match m.kind {
             MessageType::Error => {
                 if carbon {
@@ -757,6 +818,8 @@ impl Client {
         let mut out = Vec::new();
         let own = self.own.clone();
         self.send(stanza::presence(&own), &mut out);
+        let to_rooms = self.rooms.broadcast_presence(&own);
+        self.apply(to_rooms, &mut out);
         out
     }
 
@@ -893,9 +956,34 @@ impl Client {
         out
     }
 
+    /// Opens a conversation, or a room we are in (or nothing).
     pub fn open_chat(&mut self, jid: Option<&str>) {
-        self.chats.set_active(jid);
+        let room = jid.filter(|j| self.rooms.get(j).is_some());
+        self.chats.set_active(if room.is_some() { None } else { jid });
+        self.rooms.set_active(room);
     }
+
+    /// A group chat action (join, send, kick …: the methods of [`Rooms`]), given our
+    /// presence; only while online.
+    pub fn room_action(&mut self, action: impl FnOnce(&mut Rooms, &PresenceInfo) -> Vec<muc::Effect>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.conn.is_online() {
+            let effects = action(&mut self.rooms, &self.own);
+            self.apply(effects, &mut out);
+        }
+        out
+    }
+
+    /// A bookmark change ([`Bookmarks::save`], [`Bookmarks::remove`]); only while online.
+    pub fn bookmark_action(&mut self, action: impl FnOnce(&mut Bookmarks) -> Vec<bookmarks::Effect>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.conn.is_online() {
+            let effects = action(&mut self.bookmarks);
+            self.apply_bookmarks(effects, &mut out);
+        }
+        out
+    }
+
 
     /// Loads the next older page of the conversation with `with` from the server's archive
     /// (XEP-0313): the newest page the first time, then further back each call.
@@ -990,7 +1078,7 @@ impl Client {
         for jid in self.chats.jids().filter(|j| self.roster.get(j).is_none()) {
             all.push(ContactView {
                 jid: jid.to_owned(),
-                name: address::local(jid).unwrap_or(jid).to_owned(),
+                name: self.rooms.occupant_label(jid).unwrap_or_else(|| address::local(jid).unwrap_or(jid).to_owned()),
                 subscription: Subscription::None,
                 pending_out: false,
                 groups: Vec::new(),
@@ -1009,7 +1097,7 @@ impl Client {
 
 /// HMAC-SHA-256 of `n` under `key`, as 22 URL-safe characters: unpredictable without the
 /// key, and distinct for each `n`.
-fn keyed_id(key: &[u8], n: u64) -> String {
+pub(crate) fn keyed_id(key: &[u8], n: u64) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&n.to_be_bytes());
     URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
@@ -1698,8 +1786,8 @@ mod tests {
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
         // The server has the roster query, the carbons request, both presences, and the
-        // block list and vCard requests.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='6'/>");
+        // block list, vCard and bookmarks' disco#info requests.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1709,7 +1797,7 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (6, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (7, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1726,11 +1814,11 @@ mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='6'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='7'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq", "iq"], "the message again, then the roster and block list; no new presence");
+        assert_eq!(names, ["message", "r", "iq", "iq", "iq"], "the message again, then the roster, block list and bookmarks; no new presence");
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
         assert!(out[3].child("blocklist", ns::BLOCKING).is_some());
@@ -1764,6 +1852,145 @@ mod tests {
         c.set_presence(Show::Xa, Some("gone home".into()));
         assert!(c.set_idle(false).is_empty(), "chosen while idle: kept");
         assert_eq!(c.own_presence().show, Show::Xa);
+    }
+
+    #[test]
+    fn group_chats_go_through_the_rooms_and_are_rejoined_on_a_new_session_only() {
+        let mut c = online_with("", "<sm xmlns='urn:xmpp:sm:3'/>");
+        stanza(&mut c, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>");
+        let ev = c.room_action(|rooms, own| rooms.join("lobby@conference.localhost", "ann", None, own).unwrap());
+        assert!(ev.contains(&Event::RoomsChanged));
+        assert_eq!(sent(&ev)[0].attr("to"), Some("lobby@conference.localhost/ann"));
+        let ev = stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        );
+        assert!(ev.contains(&Event::RoomChanged { room: "lobby@conference.localhost".into(), mention: false }));
+        assert!(c.roster.best_presence("lobby@conference.localhost").is_none(), "a room is not a contact");
+        let ev = stanza(
+            &mut c,
+            "<message xmlns='jabber:client' type='groupchat' from='lobby@conference.localhost/bob' id='g1'><body>ann, hi</body></message>",
+        );
+        assert!(ev.contains(&Event::RoomChanged { room: "lobby@conference.localhost".into(), mention: true }));
+        assert!(c.chats.messages("lobby@conference.localhost").is_empty());
+        // A private message from an occupant is a conversation with them, not with the room.
+        stanza(
+            &mut c,
+            "<message xmlns='jabber:client' type='chat' from='lobby@conference.localhost/bob' id='p1'><body>psst</body>\
+             <x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+        );
+        assert_eq!(c.chats.messages("lobby@conference.localhost/bob").len(), 1);
+        // Our presence reaches the room.
+        let out = sent(&c.set_presence(Show::Away, None));
+        assert_eq!(out.iter().filter_map(|p| p.attr("to")).collect::<Vec<_>>(), ["lobby@conference.localhost/ann"]);
+
+        // The connection drops and comes back, signing in again up to the stream features.
+        let reconnect = |c: &mut Client| {
+            c.transport_closed();
+            assert!(c.room_action(|rooms, _| rooms.self_ping()).is_empty(), "offline: nothing sent");
+            assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
+            sign_in_with_scram(c);
+            let mut features = features_bind();
+            features.push(Element::new("sm", ns::SM));
+            let out = sent(&c.receive(Input::Element(features), 0));
+            assert!(out[0].is("resume", ns::SM));
+        };
+        let to_room = |ev: &[Event]| sent(ev).iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).count();
+        // Resumed: the room kept us, nothing to send (the server has all ten stanzas).
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='10'/>");
+        reconnect(&mut c);
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='10'/>");
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
+        assert_eq!(to_room(&ev), 0);
+        assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());
+        // A new session: the room forgot us; we join again.
+        reconnect(&mut c);
+        let ev = stanza(&mut c, "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        let bind_id = sent(&ev).iter().find(|e| e.child("bind", ns::BIND).is_some()).unwrap().attr("id").unwrap().to_owned();
+        let ev = c.receive(bind_result(&bind_id, "user@localhost/web"), 0);
+        assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: false }));
+        assert_eq!(to_room(&ev), 1);
+        let join = sent(&ev).into_iter().find(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).unwrap();
+        assert!(join.child("x", ns::MUC).is_some());
+        assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
+    }
+
+    #[test]
+    fn a_reloaded_page_keeps_its_rooms() {
+        let mut c = online_with("", "<sm xmlns='urn:xmpp:sm:3'/>");
+        stanza(&mut c, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true' max='300'/>");
+        c.room_action(|rooms, own| rooms.join("lobby@conference.localhost", "ann", None, own).unwrap());
+        stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        );
+        // The server has all eight: roster, carbons, presence, block list, vCard, bookmarks,
+        // the join, the room's info.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
+        let saved = c.resumable("websocket ws://localhost/xmpp-websocket", 10_000).unwrap();
+        assert_eq!(saved.rooms, [("lobby@conference.localhost".to_owned(), "ann".to_owned())]);
+        // The next page resumes (signing in with the saved keys), and joins again: the
+        // room still has us, and tells us who is there.
+        let mut c = Client::from_resumable(&Resumable::from_json(&saved.to_json()).unwrap(), "fyko+d2lbbFgONRv9qkxdawL".into()).unwrap();
+        assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().nick, "ann");
+        sign_in_with_scram(&mut c);
+        let mut features = features_bind();
+        features.push(Element::new("sm", ns::SM));
+        c.receive(Input::Element(features), 0);
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='8'/>");
+        let joins: Vec<_> = sent(&ev).into_iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).collect();
+        assert_eq!(joins.len(), 1);
+        assert!(joins[0].child("x", ns::MUC).is_some(), "joined again");
+        assert_eq!(c.rooms.get("lobby@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
+        stanza(
+            &mut c,
+            "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        );
+        assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());
+    }
+
+    #[test]
+    fn bookmarked_rooms_are_joined_on_sign_in() {
+        let mut c = online("");
+        // online() answered the roster; the bookmarks' disco#info is the next iq out.
+        let disco = |c: &mut Client| {
+            let ev = c.bookmark_action(|b| b.start("user@localhost"));
+            sent(&ev)[0].attr("id").unwrap().to_owned()
+        };
+        let id = disco(&mut c);
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}' from='user@localhost'><query xmlns='http://jabber.org/protocol/disco#info'>\
+                 <feature var='urn:xmpp:bookmarks:1#compat'/></query></iq>"
+            ),
+        );
+        let id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        let ev = stanza(
+            &mut c,
+            &format!(
+                "<iq xmlns='jabber:client' type='result' id='{id}' from='user@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                 <items node='urn:xmpp:bookmarks:1'><item id='team@conference.localhost'>\
+                 <conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'/></item></items></pubsub></iq>"
+            ),
+        );
+        assert!(ev.contains(&Event::RoomsChanged));
+        let joins: Vec<_> = sent(&ev).into_iter().filter(|e| e.is("presence", ns::CLIENT)).collect();
+        assert_eq!(joins[0].attr("to"), Some("team@conference.localhost/user"), "our local part when the bookmark names no nick");
+        assert!(joins[0].child("c", ns::CAPS).is_some(), "with our capabilities, for +notify");
+        assert_eq!(c.rooms.get("team@conference.localhost").unwrap().state, crate::muc::RoomState::Joining);
+        // Our disco#info says we want bookmark notifications, and echoes the caps node.
+        let node = format!("{}#{}", crate::caps::NODE, crate::caps::ver());
+        let ev = stanza(
+            &mut c,
+            &format!("<iq xmlns='jabber:client' type='get' id='d' from='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{node}'/></iq>"),
+        );
+        let q = sent(&ev)[0].child("query", ns::DISCO_INFO).unwrap().clone();
+        assert_eq!(q.attr("node"), Some(node.as_str()));
+        assert!(q.children().any(|f| f.attr("var") == Some("urn:xmpp:bookmarks:1+notify")));
     }
 
     #[test]

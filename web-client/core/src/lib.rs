@@ -11,6 +11,9 @@
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
 //! * [`stanza`]: building and classifying stanzas.
 //! * [`roster`], [`chat`]: the models the views show.
+//! * [`bookmarks`]: the rooms the user keeps (XEP-0402, or XEP-0048 where that is all).
+//! * [`caps`]: our disco#info and its XEP-0115 hash.
+//! * [`muc`]: group chats (XEP-0045), with [`form`] for their XEP-0004 settings forms.
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
@@ -20,13 +23,17 @@ pub mod account;
 pub mod address;
 pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod bosh;
+pub mod caps;
 pub mod chat;
 pub mod client;
 pub mod connection;
 pub mod discovery;
 pub mod fast;
+pub mod form;
 pub mod framing;
+pub mod muc;
 pub mod ns;
 pub mod outbox;
 pub mod resume;

@@ -47,6 +47,10 @@ pub struct Resumable {
     pub requests: Vec<(String, Option<String>)>,
     /// The conversation on screen.
     pub active: Option<String>,
+    /// The group chats we are in, room JID and nick: the server keeps us in them while
+    /// the session lives, and the next page takes them up again.
+    #[serde(default)]
+    pub rooms: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +172,7 @@ mod tests {
             presence: vec![SavedPresence { jid: "bob@localhost/a".into(), show: "online".into(), status: None, priority: 1 }],
             requests: vec![("carol@localhost".into(), Some("hi".into()))],
             active: Some("bob@localhost".into()),
+            rooms: vec![("lobby@conference.localhost".into(), "ann".into())],
         }
     }
 

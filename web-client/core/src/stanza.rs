@@ -448,9 +448,9 @@ pub fn iq_error(id: &str, to: Option<&str>, condition: &str, error_type: &str) -
     iq("error", id, to).with_child(error)
 }
 
-/// Our own broadcast presence.
+/// Our own broadcast presence, with our capabilities (XEP-0115).
 pub fn presence(info: &PresenceInfo) -> Element {
-    let mut p = stanza("presence");
+    let mut p = stanza("presence").with_child(crate::caps::element());
     if let Some(show) = info.show.as_show() {
         p.push(stanza("show").with_text(show));
     }
@@ -503,20 +503,30 @@ pub fn enable_carbons(id: &str) -> Element {
 /// XEP-0313: the last `max` messages exchanged with `with`, before the archive id `before`
 /// (the newest page when `None`).
 pub fn archive_query(id: &str, query_id: &str, with: &str, before: Option<&str>, max: u32) -> Element {
+    mam_query(id, query_id, None, Some(with), before, max)
+}
+
+/// XEP-0313 on a group chat: the last `max` messages of `room`'s own archive, before the
+/// archive id `before`.
+pub fn room_archive_query(id: &str, query_id: &str, room: &str, before: Option<&str>, max: u32) -> Element {
+    mam_query(id, query_id, Some(room), None, before, max)
+}
+
+fn mam_query(id: &str, query_id: &str, archive: Option<&str>, with: Option<&str>, before: Option<&str>, max: u32) -> Element {
     let field = |var: &str, value: &str, hidden: bool| {
         Element::new("field", ns::DATA_FORMS)
             .with_attr("var", var)
             .with_opt_attr("type", hidden.then_some("hidden"))
             .with_child(Element::new("value", ns::DATA_FORMS).with_text(value))
     };
-    let form = Element::new("x", ns::DATA_FORMS)
-        .with_attr("type", "submit")
-        .with_child(field("FORM_TYPE", ns::MAM, true))
-        .with_child(field("with", with, false));
+    let mut form = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit").with_child(field("FORM_TYPE", ns::MAM, true));
+    if let Some(with) = with {
+        form.push(field("with", with, false));
+    }
     let set = Element::new("set", ns::RSM)
         .with_child(Element::new("max", ns::RSM).with_text(max.to_string()))
         .with_child(Element::new("before", ns::RSM).with_text(before.unwrap_or_default()));
-    iq("set", id, None).with_child(Element::new("query", ns::MAM).with_attr("queryid", query_id).with_child(form).with_child(set))
+    iq("set", id, archive).with_child(Element::new("query", ns::MAM).with_attr("queryid", query_id).with_child(form).with_child(set))
 }
 
 /// A standalone chat state notification (no body, never stored offline).

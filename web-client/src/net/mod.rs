@@ -7,6 +7,7 @@
 
 mod bosh;
 mod discovery;
+pub mod rooms;
 mod websocket;
 
 use std::cell::RefCell;
@@ -357,6 +358,7 @@ impl Session {
     fn handle(&mut self, events: Vec<Event>) {
         let mut roster = false;
         let mut chat = false;
+        let mut rooms = false;
         let mut immediate = Vec::new();
         for e in events {
             match e {
@@ -372,6 +374,7 @@ impl Session {
                 Event::Phase(p) => self.phase(p),
                 Event::Online { jid, resumed } => {
                     self.ever_online = true;
+                    self.arm_self_ping();
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
                     if !std::mem::replace(&mut self.unread_restored, true) {
@@ -415,6 +418,13 @@ impl Session {
                 Event::Notice(n) => self.state.toast(n),
                 // The token and keys of the old password no longer sign in.
                 Event::PasswordChanged { password } => self.password = Some(password),
+                Event::RoomChanged { room, mention } => {
+                    rooms = true;
+                    if mention {
+                        self.notify_mention(&room);
+                    }
+                }
+                Event::RoomsChanged => rooms = true,
             }
         }
         if roster {
@@ -422,6 +432,13 @@ impl Session {
         }
         if chat {
             self.refresh_chat();
+        }
+        if rooms {
+            // The open room may just have let us in.
+            if let Some(open) = self.client.rooms.active().map(str::to_owned) {
+                self.open_room(&open);
+            }
+            self.refresh_rooms();
         }
         for input in immediate {
             let events = self.client.receive(input, browser::now_ms());
@@ -554,6 +571,9 @@ impl Session {
         st.active.set(None);
         st.messages.set(Vec::new());
         st.total_unread.set(0);
+        st.rooms.set(Vec::new());
+        st.room.set(None);
+        st.invitations.set(Vec::new());
         st.transport.set("");
         browser::set_title("Jabberwock");
         // Dropped after this callback: the session is gone.
@@ -596,8 +616,13 @@ impl Session {
         if self.unread_restored {
             unread::set(&self.client.account().bare(), chats.unread_counts());
         }
-        let unread = chats.total_unread();
-        self.state.total_unread.set(unread);
+        self.state.total_unread.set(chats.total_unread());
+        self.show_unread_in_title();
+    }
+
+    /// The page title counts unread messages, and room messages that name us.
+    fn show_unread_in_title(&self) {
+        let unread = self.client.chats.total_unread() + self.client.rooms.all().map(|r| r.mentions).sum::<u32>();
         browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
     }
 
@@ -726,14 +751,19 @@ pub fn open_chat(jid: Option<String>) {
         // are there: after a reload they come from the archive).
         s.reading_from = jid.as_deref().map(|j| (s.client.chats.unread(j), browser::now_ms()));
         s.client.open_chat(jid.as_deref());
-        // The first time, the newest page of the archive.
-        if let Some(j) = jid.as_deref().filter(|j| !s.client.chats.history(j).started) {
-            let ev = s.client.load_history(j);
-            s.handle(ev);
+        // The first time, the newest page of the archive (a room's own, for a room).
+        match jid.as_deref() {
+            Some(room) if s.client.rooms.get(room).is_some() => s.open_room(room),
+            Some(j) if !s.client.chats.history(j).started => {
+                let ev = s.client.load_history(j);
+                s.handle(ev);
+            }
+            _ => {}
         }
         s.state.active.set(jid);
         s.refresh_chat();
         s.refresh_roster();
+        s.refresh_rooms();
     });
 }
 
@@ -889,9 +919,11 @@ pub fn visibility_changed(visible: bool) {
     }
     with_session(|s| {
         s.client.chats.set_visible(visible);
+        s.client.rooms.set_visible(visible);
         let ev = s.client.set_client_active(visible);
         s.handle(ev);
         s.refresh_roster();
+        s.refresh_rooms();
     });
 }
 

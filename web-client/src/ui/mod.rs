@@ -3,6 +3,7 @@
 
 mod chat;
 mod login;
+mod room;
 mod roster;
 mod settings;
 
@@ -66,7 +67,9 @@ fn Shell() -> impl IntoView {
     view! {
         <main class="shell" class:chat-open=move || state.active.get().is_some()>
             <roster::Sidebar/>
-            <chat::ChatPane/>
+            <Show when=move || state.room.with(Option::is_some) fallback=|| view! { <chat::ChatPane/> }>
+                <room::RoomPane/>
+            </Show>
         </main>
     }
 }
@@ -146,7 +149,7 @@ pub fn Avatar(jid: String, name: String, #[prop(optional)] status: Option<Signal
         .split(|c: char| c.is_whitespace() || c == '.' || c == '_' || c == '-')
         .filter(|w| !w.is_empty())
         .take(2)
-        .filter_map(|w| w.chars().next())
+        .filter_map(|w| w.chars().find(|c| c.is_alphanumeric()))
         .flat_map(char::to_uppercase)
         .collect();
     let initials = if initials.is_empty() { "?".to_owned() } else { initials };

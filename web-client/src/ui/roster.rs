@@ -15,6 +15,7 @@ pub fn Sidebar() -> impl IntoView {
             <MeCard/>
             <AddContact/>
             <Requests/>
+            <super::room::RoomList/>
             <ContactList/>
         </aside>
     }
