@@ -569,3 +569,23 @@ async fn a_hibernated_session_stays_in_its_rooms_until_its_resumption_window_end
     // Once the window passes, the session ends, and with it bob's presence in the room.
     alice.expect("bob leaves after the resumption window", left).await;
 }
+
+/// A device that joins a room it is already in (a reloaded page that kept its session) gets
+/// the room's state again, as a new joiner would; the others see nothing happen.
+#[tokio::test]
+async fn a_device_already_in_a_room_that_joins_again_gets_its_state_again() {
+    let server = TestServer::start().await;
+    let (mut alice, mut bob, _carol) = alice_bob_carol(&server).await;
+    create_instant(&mut alice, ROOM).await;
+    join(&mut bob, ROOM, "bob", "").await;
+    read_subject(&mut bob).await;
+    alice.expect("bob arrives", presence_from("room@conference.localhost/bob")).await;
+
+    // Everyone else first, then its own presence, then the subject (§7.2.3–§7.2.16).
+    bob.send(format!("<presence to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='0'/></x></presence>")).await;
+    bob.expect("alice, listed again", presence_from("room@conference.localhost/alice")).await;
+    let me = bob.expect("own presence again", |e| presence_from("room@conference.localhost/bob")(e) && codes(e).contains(&"110".to_owned())).await;
+    assert!(!codes(&me).contains(&"201".to_owned()), "not created again: {me:?}");
+    read_subject(&mut bob).await;
+    alice.expect_none(std::time::Duration::from_millis(300), "bob's presence again", presence_from("room@conference.localhost/bob")).await;
+}

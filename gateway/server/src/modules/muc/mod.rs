@@ -271,12 +271,18 @@ impl RoomService {
         }
         let result = {
             let mut r = room.lock().await;
-            if r.occupant_of(from).is_some() {
+            let x = st.to_element().ok().and_then(|el| el.child("x", ns::MUC).cloned());
+            let same_nick = r.occupant_of(from).is_some_and(|o| o.nick == nick);
+            if same_nick && !unavailable && x.is_some() {
+                // A join from a device already in: it has forgotten the room (a reloaded page).
+                let mut out = r.rejoin(from);
+                out.extend(r.history_for(from, x.as_ref().and_then(|x| x.child("history", ns::MUC))));
+                Ok(out)
+            } else if r.occupant_of(from).is_some() {
                 r.presence_from(from, nick, &st)
             } else if unavailable {
                 Ok(Vec::new())
             } else {
-                let x = st.to_element().ok().and_then(|el| el.child("x", ns::MUC).cloned());
                 let password = password::of_join(x.as_ref());
                 let join = Join { jid: from, nick, password: password.as_deref(), affiliation: r.affiliation(&from.to_bare()) };
                 r.join(&join, &st, created).map(|mut out| {

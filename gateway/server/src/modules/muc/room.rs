@@ -323,16 +323,7 @@ impl Room {
         }
         let device = Device { jid: join.jid.clone(), presence: client_presence(presence) };
         let mut out = Vec::new();
-        let mut self_codes = vec![status::SELF];
-        if self.config.whois_anyone {
-            self_codes.push(status::NON_ANONYMOUS);
-        }
-        if self.config.archive {
-            self_codes.push(status::LOGGED);
-        }
-        if created {
-            self_codes.push(status::CREATED);
-        }
+        let self_codes = self.self_codes(created);
         let existing = self.occupants.iter().position(|o| o.nick == join.nick);
         let at = match existing {
             Some(at) if self.occupants[at].devices.len() >= MAX_DEVICES => {
@@ -352,11 +343,7 @@ impl Room {
         let o = &self.occupants[at];
         let new_device = o.devices.last().expect("just added");
         // Everyone else's presence to the newcomer first (§7.2.3), then the newcomer's.
-        for other in self.occupants.iter().filter(|x| x.nick != o.nick) {
-            if let Some(d) = other.devices.last() {
-                out.push(self.presence(other, d, &new_device.jid, self.sees_jids(o), false, Element::new("item", ns::MUC_USER), &[]));
-            }
-        }
+        self.others_to(o, &new_device.jid, &mut out);
         if existing.is_some() {
             // Another device of a present occupant: only it learns that it is in.
             out.push(self.presence(o, new_device, &new_device.jid, true, false, Element::new("item", ns::MUC_USER), &self_codes));
@@ -364,6 +351,42 @@ impl Room {
             self.broadcast_presence(o, false, &Element::new("item", ns::MUC_USER), &[], &self_codes, &mut out);
         }
         Ok(out)
+    }
+
+    /// A join from a device that is already in, as after a client's page reload that kept
+    /// its session: the room's state again (§7.2.3's occupant list, then its own presence),
+    /// since the client has forgotten it, without telling anyone else.
+    pub fn rejoin(&self, jid: &Jid) -> Out {
+        let mut out = Vec::new();
+        let Some(o) = self.occupant_of(jid) else { return out };
+        let Some(device) = o.devices.iter().find(|d| &d.jid == jid) else { return out };
+        self.others_to(o, jid, &mut out);
+        out.push(self.presence(o, device, jid, true, false, Element::new("item", ns::MUC_USER), &self.self_codes(false)));
+        out
+    }
+
+    /// Every other occupant's presence, for a device of `o` that (re)joins.
+    fn others_to(&self, o: &Occupant, to: &Jid, out: &mut Out) {
+        for other in self.occupants.iter().filter(|x| x.nick != o.nick) {
+            if let Some(d) = other.devices.last() {
+                out.push(self.presence(other, d, to, self.sees_jids(o), false, Element::new("item", ns::MUC_USER), &[]));
+            }
+        }
+    }
+
+    /// The status codes of a joining device's own presence (§7.2.2).
+    fn self_codes(&self, created: bool) -> Vec<u16> {
+        let mut codes = vec![status::SELF];
+        if self.config.whois_anyone {
+            codes.push(status::NON_ANONYMOUS);
+        }
+        if self.config.archive {
+            codes.push(status::LOGGED);
+        }
+        if created {
+            codes.push(status::CREATED);
+        }
+        codes
     }
 
     /// History (§7.2.15) and subject (§7.2.16) for a device that just joined.
