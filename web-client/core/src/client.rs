@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use jabberwock_proto::Element;
 use sha2::Sha256;
 
+use crate::actions::{self, Outcome, Reference};
 use crate::address::{self, Account};
 use crate::chat::{parse_timestamp, Chats, Direction};
 use crate::connection::{ConnError, ConnEvent, Connection, Credential, Features, Phase};
@@ -86,6 +87,8 @@ pub struct Client {
     /// What we last told the server with XEP-0352 (a new stream starts active; a resumed
     /// one is as we left it, which may not be known after a reload).
     csi_active: Option<bool>,
+    /// What message actions keep between messages.
+    pub(crate) actions: actions::State,
 }
 
 impl Client {
@@ -111,6 +114,7 @@ impl Client {
             query_key,
             pending: Vec::new(),
             csi_active: Some(true),
+            actions: actions::State::default(),
         }
     }
 
@@ -241,7 +245,7 @@ impl Client {
         &self.own
     }
 
-    fn id(&mut self) -> String {
+    pub(crate) fn id(&mut self) -> String {
         self.next_id += 1;
         format!("{}{}", self.id_prefix, self.next_id)
     }
@@ -252,7 +256,11 @@ impl Client {
         keyed_id(&self.query_key, self.next_id)
     }
 
-    fn send(&mut self, el: Element, out: &mut Vec<Event>) {
+    pub(crate) fn is_online(&self) -> bool {
+        self.conn.is_online()
+    }
+
+    pub(crate) fn send(&mut self, el: Element, out: &mut Vec<Event>) {
         for e in self.conn.send(el) {
             if let ConnEvent::Send(f) = e {
                 out.push(Event::Send(f));
@@ -440,7 +448,7 @@ impl Client {
                                 .with_attr("type", "web")
                                 .with_attr("name", "Jabberwock"),
                         );
-                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS] {
+                        for f in [ns::DISCO_INFO, ns::PING, ns::CHATSTATES, ns::RECEIPTS, ns::CORRECT, ns::RETRACT, ns::REACTIONS, ns::REPLY, ns::MARKERS] {
                             q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                         }
                         stanza::iq_result(&id, from.as_deref()).with_child(q)
@@ -466,12 +474,26 @@ impl Client {
                 } else {
                     (Direction::In, address::bare(&m.from))
                 };
-                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
                 if peer != with {
                     return;
                 }
                 let ts = m.stamp.as_deref().and_then(parse_timestamp).unwrap_or(0);
-                self.chats.archived(&with, direction, m.id, body, ts);
+                if m.extras.is_reference() {
+                    // Its message may be on an older page, not loaded yet.
+                    let sender = if direction == Direction::Out { self.account().bare().to_owned() } else { peer.to_owned() };
+                    let r = Reference { direction, sender, body: m.body, extras: m.extras, at_ms: ts };
+                    if r.apply(&mut self.chats, &with) == Outcome::Unmatched {
+                        self.actions.orphans.keep(&with, r);
+                    }
+                    return;
+                }
+                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
+                let (body, fresh) = actions::prepare(body, &m.extras);
+                self.chats.archived(&with, direction, m.id.clone(), body, ts);
+                if let Some(id) = m.id {
+                    self.annotate(&with, direction, &id, &fresh);
+                    self.actions.orphans.adopt(&mut self.chats, &with, &id);
+                }
             }
             Incoming::Other(_) => {}
         }
@@ -496,41 +518,47 @@ impl Client {
                     // Our own, not as a carbon: nothing to show.
                     return;
                 }
-                // XEP-0184: the recipient confirms one of our messages (or, in a carbon,
-                // one our other device sent).
-                if let Some(for_id) = &m.receipt_for {
-                    if self.chats.delivered(&from, for_id) {
-                        out.push(Event::ChatChanged { with: from.clone(), incoming: false });
-                    }
-                }
                 let typing_changed = m.chat_state.is_some_and(|st| self.chats.peer_state(&from, st));
-                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else {
-                    if typing_changed {
-                        out.push(Event::ChatChanged { with: from, incoming: false });
-                    }
-                    return;
-                };
+                let body = m.body.filter(|b| !b.trim().is_empty());
                 // XEP-0184 §5: confirm receipt, from the device it was delivered to (not
                 // for copies), and only to those allowed to see our presence (§8), since a
                 // receipt tells that we are online.
-                if m.receipt_request && !carbon {
+                if body.is_some() && m.receipt_request && !carbon {
                     let allowed = self.roster.get(&from).is_some_and(|i| i.subscription.they_see_us());
                     if let (true, Some(for_id)) = (allowed, m.id.as_deref()) {
                         let id = self.id();
                         self.send(stanza::receipt(&id, &m.from, for_id, m.kind == MessageType::Chat), out);
                     }
                 }
-                // XEP-0308: an edit shows in place of what it corrects; a correction of a
-                // message we do not have is shown as a message of its own.
-                if let Some(replaces) = &m.replaces {
-                    if self.chats.correct(&from, Direction::In, replaces, body.clone()) {
+                let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                // A receipt, marker, correction, retraction or reaction changes the message
+                // it refers to. One for a message we do not have is dropped, except a
+                // correction (XEP-0308), shown as a message of its own.
+                if m.extras.is_reference() {
+                    let correction = m.extras.replaces.is_some();
+                    let r = Reference { direction: Direction::In, sender: from.clone(), body: body.clone(), extras: m.extras.clone(), at_ms: ts };
+                    if r.apply(&mut self.chats, &from) == Outcome::Applied {
                         out.push(Event::ChatChanged { with: from, incoming: false });
                         return;
                     }
+                    if !correction {
+                        if typing_changed {
+                            out.push(Event::ChatChanged { with: from, incoming: false });
+                        }
+                        return;
+                    }
                 }
-                let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                let Some(body) = body else {
+                    if typing_changed {
+                        out.push(Event::ChatChanged { with: from, incoming: false });
+                    }
+                    return;
+                };
+                let (body, fresh) = actions::prepare(body, &m.extras);
                 let id = m.id.unwrap_or_else(|| self.id());
-                if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
+                let unread = self.chats.incoming(&from, id.clone(), body, ts);
+                self.annotate(&from, Direction::In, &id, &fresh);
+                if unread || self.chats.active() == Some(from.as_str()) {
                     out.push(Event::ChatChanged { with: from, incoming: true });
                 }
             }
@@ -547,16 +575,26 @@ impl Client {
         if to.is_empty() || to == self.account().bare() {
             return;
         }
-        let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
-        if let Some(replaces) = &m.replaces {
-            if self.chats.correct(&to, Direction::Out, replaces, body.clone()) {
+        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+        let body = m.body.filter(|b| !b.trim().is_empty());
+        if m.extras.is_reference() {
+            let correction = m.extras.replaces.is_some();
+            let sender = self.account().bare().to_owned();
+            let r = Reference { direction: Direction::Out, sender, body: body.clone(), extras: m.extras.clone(), at_ms: ts };
+            if r.apply(&mut self.chats, &to) == Outcome::Applied {
                 out.push(Event::ChatChanged { with: to, incoming: false });
                 return;
             }
+            if !correction {
+                return;
+            }
         }
-        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+        let Some(body) = body else { return };
+        let (body, fresh) = actions::prepare(body, &m.extras);
         let id = m.id.unwrap_or_else(|| self.id());
-        if self.chats.sent_elsewhere(&to, id, body, ts) {
+        let new = self.chats.sent_elsewhere(&to, id.clone(), body, ts);
+        self.annotate(&to, Direction::Out, &id, &fresh);
+        if new {
             out.push(Event::ChatChanged { with: to, incoming: false });
         }
     }
@@ -805,18 +843,18 @@ fn keyed_id(key: &[u8], n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::connection::tests::{bind_result, features_bind, features_sasl, parse};
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
 
-    fn sent(events: &[Event]) -> Vec<Element> {
+    pub(crate) fn sent(events: &[Event]) -> Vec<Element> {
         events.iter().filter_map(|e| if let Event::Send(Frame::Element(el)) = e { Some(el.clone()) } else { None }).collect()
     }
 
     /// A client for user@localhost, online, with the initial roster `items` loaded.
-    fn online(items: &str) -> Client {
+    pub(crate) fn online(items: &str) -> Client {
         online_with(items, "")
     }
 
@@ -863,7 +901,7 @@ mod tests {
         c
     }
 
-    fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
+    pub(crate) fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
         c.receive(Input::Element(parse(xml)), 1_000)
     }
 
@@ -1182,7 +1220,7 @@ mod tests {
     }
 
     /// The history of bob, asked for once: the iq's id and the query id.
-    fn ask_history(c: &mut Client, with: &str) -> (String, String) {
+    pub(crate) fn ask_history(c: &mut Client, with: &str) -> (String, String) {
         let out = sent(&c.load_history(with));
         (out[0].attr("id").unwrap().to_owned(), out[0].child("query", ns::MAM).unwrap().attr("queryid").unwrap().to_owned())
     }

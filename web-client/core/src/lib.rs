@@ -11,11 +11,13 @@
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
 //! * [`stanza`]: building and classifying stanzas.
 //! * [`roster`], [`chat`]: the models the views show.
+//! * [`actions`]: corrections, retractions, reactions, replies, markers and file links.
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
 
+pub mod actions;
 pub mod address;
 pub mod bosh;
 pub mod chat;
