@@ -20,6 +20,7 @@ use crate::ns;
 use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
 use crate::roster::{ContactView, Roster, Subscription};
 use crate::sm::StreamManagement;
+use crate::upload::{self, UploadEvent};
 use crate::stanza::{
     self, CarbonKind, ChatState, Incoming, IncomingMessage, IqType, MessageType, PresenceInfo, PresenceKind, Show,
 };
@@ -48,6 +49,8 @@ pub enum Event {
     },
     /// Something the user should be told that is not a connection failure.
     Notice(String),
+    /// About the upload service or an upload under way (XEP-0363).
+    Upload(UploadEvent),
 }
 
 /// Messages per archive page.
@@ -89,6 +92,7 @@ pub struct Client {
     csi_active: Option<bool>,
     /// What message actions keep between messages.
     pub(crate) actions: actions::State,
+    pub(crate) upload: upload::State,
 }
 
 impl Client {
@@ -115,6 +119,7 @@ impl Client {
             pending: Vec::new(),
             csi_active: Some(true),
             actions: actions::State::default(),
+            upload: upload::State::default(),
         }
     }
 
@@ -346,6 +351,7 @@ impl Client {
         self.send(stanza::enable_carbons(&id), out);
         let own = self.own.clone();
         self.send(stanza::presence(&own), out);
+        self.discover_upload(out);
     }
 
     /// The previous session goes on: its answers still arrive, and only a page that was
@@ -355,6 +361,7 @@ impl Client {
             let id = self.id();
             self.pending.push((id.clone(), Pending::FetchRoster));
             self.send(stanza::roster_get(&id), out);
+            self.discover_upload(out);
         }
         out.push(Event::RosterChanged);
     }
@@ -417,7 +424,8 @@ impl Client {
                     }
                     out.push(Event::ChatChanged { with, incoming: false });
                 }
-                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. }) | None => {}
+                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. }) => {}
+                None => self.upload_answer(&id, Ok(payload), out),
             },
             Incoming::IqError { id, error, .. } => match self.take_pending(&id) {
                 Some(Pending::FetchRoster) => {
@@ -436,7 +444,7 @@ impl Client {
                     h.complete = true;
                     out.push(Event::ChatChanged { with, incoming: false });
                 }
-                None => {}
+                None => self.upload_answer(&id, Err(error), out),
             },
             Incoming::IqRequest { id, from, kind, payload } => {
                 let reply = match (&kind, &payload) {
@@ -1386,8 +1394,9 @@ pub(crate) mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
-        // The server has the roster query, the carbons request and both presences.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='4'/>");
+        // The server has the roster query, the carbons request, both presences and the
+        // upload service query.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='5'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1397,7 +1406,7 @@ pub(crate) mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (4, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (5, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1420,11 +1429,11 @@ pub(crate) mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='4'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='5'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq"], "the message again, then the roster; no new presence");
+        assert_eq!(names, ["message", "r", "iq", "iq"], "the message again, then the roster and the upload service; no new presence");
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
         // A message that waited on the server while the page reloaded arrives.

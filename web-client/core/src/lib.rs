@@ -11,6 +11,7 @@
 //! * [`discovery`]: XEP-0156 host-meta (JSON and XRD).
 //! * [`stanza`]: building and classifying stanzas.
 //! * [`roster`], [`chat`]: the models the views show.
+//! * [`upload`]: XEP-0363 HTTP upload: the service, slots and their checks.
 //! * [`actions`]: corrections, retractions, reactions, replies, markers and file links.
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
@@ -32,6 +33,7 @@ pub mod roster;
 pub mod scram;
 pub mod sm;
 pub mod stanza;
+pub mod upload;
 
 pub use address::Account;
 pub use client::{Client, Event};
