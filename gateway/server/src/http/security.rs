@@ -86,6 +86,8 @@ pub fn origin_allowed(config: &Config, origin: &str) -> bool {
 /// scripts of the page named by their hash.
 pub struct ContentSecurityPolicy {
     frame_ancestors: String,
+    /// Origins besides this one that images come from (` origin` each).
+    images: String,
 }
 
 impl ContentSecurityPolicy {
@@ -97,7 +99,17 @@ impl ContentSecurityPolicy {
             frame_ancestors.push(' ');
             frame_ancestors.push_str(origin);
         }
-        ContentSecurityPolicy { frame_ancestors }
+        ContentSecurityPolicy { frame_ancestors, images: String::new() }
+    }
+
+    /// Images from `origins` too: the upload service's, whose pictures the web client shows
+    /// inline (its PUTs are allowed by `connect-src` already).
+    pub fn with_image_origins(mut self, origins: &[String]) -> Self {
+        for origin in origins {
+            self.images.push(' ');
+            self.images.push_str(origin);
+        }
+        self
     }
 
     /// The policy for a page whose inline scripts are `script_hashes` (`'sha256-…'`).
@@ -108,9 +120,9 @@ impl ContentSecurityPolicy {
             scripts.push_str(hash);
         }
         let policy = format!(
-            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:{}; \
              connect-src 'self' https: wss:; base-uri 'none'; form-action 'none'; frame-ancestors {}",
-            self.frame_ancestors
+            self.images, self.frame_ancestors
         );
         HeaderValue::from_str(&policy).expect("validated origins and base64 hashes make a valid header")
     }
