@@ -86,6 +86,19 @@ pub struct AppState {
     pub history: RwSignal<(bool, bool)>,
     pub total_unread: RwSignal<u32>,
     pub toasts: RwSignal<Vec<Toast>>,
+    /// Files being uploaded (XEP-0363), or whose upload failed.
+    pub uploads: RwSignal<Vec<Upload>>,
+}
+
+/// A file on its way to the upload service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upload {
+    pub request: u64,
+    pub name: String,
+    pub size: u64,
+    /// Bytes sent so far.
+    pub sent: u64,
+    pub error: Option<String>,
 }
 
 impl AppState {
@@ -106,6 +119,7 @@ impl AppState {
             history: RwSignal::new((false, false)),
             total_unread: RwSignal::new(0),
             toasts: RwSignal::new(Vec::new()),
+            uploads: RwSignal::new(Vec::new()),
         }
     }
 

@@ -103,7 +103,7 @@ impl Extras {
 }
 
 /// What the actions did to a message: kept on [`ChatMessage`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Annotations {
     /// XEP-0424: its sender retracted it; the body is gone.
     pub retracted: bool,
@@ -121,13 +121,13 @@ pub struct Annotations {
     pub oob: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Reaction {
     pub emoji: Vec<String>,
     pub at_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Reply {
     pub id: String,
     /// The fallback quote the sender put in the body (removed from it), shown when we do
@@ -160,6 +160,15 @@ pub fn reaction_counts(m: &ChatMessage, me: &str) -> Vec<ReactionCount> {
     }
     counts.sort_by_key(|c| std::cmp::Reverse(c.by.len()));
     counts
+}
+
+/// Changes whenever what `m` shows changes (its text, delivery, or anything an action
+/// did): views key what they render by it.
+pub fn version(m: &ChatMessage) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&m.body, m.edited, format!("{:?}", m.delivery), &m.error, &m.annotations).hash(&mut h);
+    h.finish()
 }
 
 /// The emoji the picker offers for `m`: the common ones, then those already under it.
@@ -312,14 +321,43 @@ pub fn annotate(m: &mut ChatMessage, fresh: &Annotations) {
     m.annotations.oob = fresh.oob.clone();
 }
 
+/// The file name a link to an upload shows: the last part of its path, decoded.
+pub fn file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let last = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("file");
+    let mut bytes = Vec::with_capacity(last.len());
+    let mut rest = last.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                bytes.push(v);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Whether a file link is shown as an image preview (by the extension of its name; the
+/// browser decides whether it really is one, and shows nothing otherwise).
+pub fn is_image(url: &str) -> bool {
+    let name = file_name(url).to_ascii_lowercase();
+    ["png", "jpg", "jpeg", "gif", "webp", "avif"].iter().any(|ext| name.rsplit_once('.').is_some_and(|(_, e)| e == *ext))
+}
+
 fn is_web_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://")) && !url.contains(char::is_whitespace)
 }
 
-/// The quote shown above a reply: the original's text when we have it, otherwise the
-/// sender's fallback.
-pub fn reply_quote(chats: &Chats, conv: &str, reply: &Reply) -> Option<String> {
-    match chats.message(conv, reply.id.as_str()) {
+/// The quote shown above a reply: the original's text when it is among `messages` (its
+/// conversation), otherwise the sender's fallback.
+pub fn reply_quote(messages: &[ChatMessage], reply: &Reply) -> Option<String> {
+    match messages.iter().rev().find(|m| m.id == reply.id) {
         Some(m) if m.annotations.retracted => Some("message retracted".to_owned()),
         Some(m) => Some(quote(&m.body)),
         None => reply.fallback.as_deref().map(quote),
@@ -479,9 +517,13 @@ impl Client {
     }
 
     /// XEP-0333: the user is looking at `conv` (open, in a visible tab): tells the peer
-    /// we displayed its last message that asked for markers, once.
+    /// we displayed its last message that asked for markers, once. Like a receipt, a
+    /// marker tells that we are online: only to those allowed to see our presence.
     pub fn mark_displayed(&mut self, conv: &str) -> Vec<Event> {
         let mut out = Vec::new();
+        if !self.roster.get(conv).is_some_and(|i| i.subscription.they_see_us()) {
+            return out;
+        }
         let last = self.chats.messages(conv).iter().rev().find(|m| m.direction == Direction::In && m.annotations.markable && !m.id.is_empty());
         let Some(target) = last.map(|m| m.id.clone()) else { return out };
         if !self.is_online() || self.actions.displayed.get(conv) == Some(&target) {
@@ -728,12 +770,12 @@ mod tests {
         let m = c.message("bob@x", "b2").unwrap();
         assert!(m.annotations.markable);
         let reply = m.annotations.reply.clone().unwrap();
-        assert_eq!(reply_quote(&c, "bob@x", &reply).as_deref(), Some("helo bob"), "the original, when known");
+        assert_eq!(reply_quote(c.messages("bob@x"), &reply).as_deref(), Some("helo bob"), "the original, when known");
         // A reply to an unknown id keeps its fallback as the quote.
         let (body, fresh) = prepare("> from long ago\nindeed".into(), &extras(&reply_to_unknown()));
         assert_eq!(body, "indeed");
-        assert_eq!(reply_quote(&c, "bob@x", fresh.reply.as_ref().unwrap()).as_deref(), Some("from long ago"));
-        assert_eq!(reply_quote(&c, "bob@x", &Reply { id: "gone".into(), fallback: None }), None);
+        assert_eq!(reply_quote(c.messages("bob@x"), fresh.reply.as_ref().unwrap()).as_deref(), Some("from long ago"));
+        assert_eq!(reply_quote(c.messages("bob@x"), &Reply { id: "gone".into(), fallback: None }), None);
         // A reply without a fallback keeps its whole body.
         let (body, fresh) = prepare("just text".into(), &extras("<reply xmlns='urn:xmpp:reply:0' id='a1'/>"));
         assert_eq!((body.as_str(), fresh.reply.map(|r| r.id)), ("just text", Some("a1".to_owned())));
@@ -746,6 +788,17 @@ mod tests {
             assert_eq!(fresh.oob, None, "{body}");
         }
         assert_eq!(quote(&"x".repeat(QUOTE_CHARS + 5)).chars().count(), QUOTE_CHARS + 1);
+    }
+
+    #[test]
+    fn file_names_and_images() {
+        assert_eq!(file_name("https://up.x/a/b/holiday%20photo.JPG?sig=1"), "holiday photo.JPG");
+        assert_eq!(file_name("https://up.x/a/"), "file");
+        assert_eq!(file_name("https://up.x/a/100%"), "100%", "a stray percent stays");
+        assert_eq!(file_name("https://up.x/a/%C3%A9t%C3%A9.txt"), "été.txt");
+        assert!(is_image("https://up.x/a/holiday%20photo.JPG?sig=1"));
+        assert!(!is_image("https://up.x/a/report.pdf"));
+        assert!(!is_image("https://up.x/a/png"));
     }
 
     fn reply_to_unknown() -> String {
@@ -874,11 +927,15 @@ mod client_tests {
         assert_eq!(out[0].child("reply", ns::REPLY).and_then(|r| r.attr("to")), Some(BOB));
         let mine = c.chats.messages(BOB).last().unwrap().clone();
         assert_eq!(mine.body, "great", "shown without the quote");
-        assert_eq!(reply_quote(&c.chats, BOB, mine.annotations.reply.as_ref().unwrap()).as_deref(), Some("news"));
+        assert_eq!(reply_quote(c.chats.messages(BOB), mine.annotations.reply.as_ref().unwrap()).as_deref(), Some("news"));
         // Displayed: once per message.
         let out = sent(&c.mark_displayed(BOB));
         assert_eq!(out[0].child("displayed", ns::MARKERS).and_then(|d| d.attr("id")), Some("b1"));
         assert!(c.mark_displayed(BOB).is_empty());
+        // Not to strangers: a marker tells that we are online.
+        let mut stranger = online("");
+        stranger.receive(crate::Input::Element(crate::connection::tests::parse("<message xmlns='jabber:client' from='eve@localhost/x' type='chat' id='e1'><body>hi</body><markable xmlns='urn:xmpp:chat-markers:0'/></message>")), 1);
+        assert!(stranger.mark_displayed("eve@localhost").is_empty());
         // Retract ours, not theirs.
         assert!(c.retract(BOB, "b1", 9).is_empty());
         let out = sent(&c.retract(BOB, &mine.id, 9));
@@ -948,7 +1005,7 @@ mod client_tests {
         let bodies: Vec<_> = c.chats.messages(BOB).iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["latest", "yes", "no id"], "the corrected message once, no reference shown");
         let reply = c.chats.message(BOB, "b11").unwrap().annotations.reply.clone().unwrap();
-        assert_eq!(reply_quote(&c.chats, BOB, &reply).as_deref(), Some("lost"), "the fallback quote, original unknown");
+        assert_eq!(reply_quote(c.chats.messages(BOB), &reply).as_deref(), Some("lost"), "the fallback quote, original unknown");
         // The older page brings the messages they were for.
         let (iq, q) = ask_history(&mut c, BOB);
         stanza(&mut c, &archived(&q, "A1", me, BOB, Some("a1"), "01", "<body>first</body>"));

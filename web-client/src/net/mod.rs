@@ -5,6 +5,7 @@
 //! reach it from outside the view tree. Views call the public functions here; nothing in
 //! this module decides how things look.
 
+mod actions;
 mod bosh;
 mod discovery;
 mod websocket;
@@ -21,6 +22,7 @@ use leptos::task::spawn_local;
 use crate::state::{AppState, Row, Status};
 use crate::{browser, settings};
 use bosh::BoshTransport;
+pub use actions::{correct_last, correctable, dismiss_upload, retract, send_reply, toggle_reaction, upload};
 pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
 
@@ -376,6 +378,7 @@ impl Session {
                     }
                 }
                 Event::Notice(n) => self.state.toast(n),
+                Event::Upload(u) => self.on_upload(u),
             }
         }
         if roster {
@@ -383,6 +386,7 @@ impl Session {
         }
         if chat {
             self.refresh_chat();
+            self.mark_displayed();
         }
         for input in immediate {
             let events = self.client.receive(input, browser::now_ms());
@@ -669,6 +673,7 @@ pub fn open_chat(jid: Option<String>) {
         s.state.active.set(jid);
         s.refresh_chat();
         s.refresh_roster();
+        s.mark_displayed();
     });
 }
 
@@ -781,6 +786,7 @@ pub fn visibility_changed(visible: bool) {
         let ev = s.client.set_client_active(visible);
         s.handle(ev);
         s.refresh_roster();
+        s.mark_displayed();
     });
 }
 
