@@ -1,6 +1,7 @@
 // End-to-end story of the message actions and file sharing, in two headless Chromium
 // browsers against a running Jabberwock server: A writes, B reacts, A corrects, A retracts,
-// B replies with a quote, A sends an image that B sees inline; after a reload B's history
+// B replies with a quote, A sends images (button, paste) that B sees inline and a file
+// (dropped) that B sees as a link; after a reload B's history
 // (from the archive) shows the same, without duplicates.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or bosh),
@@ -147,7 +148,8 @@ async function snapshot(page) {
         !!m.querySelector('.edited'),
         (m.querySelector('[data-testid=reply-quote]')?.innerText || '').trim(),
         (m.querySelector('[data-testid=reactions]')?.innerText || '').replace(/\s+/g, ' ').trim(),
-        !!m.querySelector('img[data-testid=image-preview]'),
+        m.querySelector('img[data-testid=image-preview]')?.alt || '',
+        (m.querySelector('a.attachment.file')?.innerText || '').trim(),
     ].join(' | ')));
 }
 
@@ -246,12 +248,32 @@ const steps = [
         await a.getByTestId('upload').getByRole('button', { name: 'Dismiss' }).click();
     }],
 
+    ['A drops a file on the conversation and pastes an image; B sees a link and a preview', async () => {
+        // What the browser hands the page for a drop and a paste: a DataTransfer of files.
+        await a.evaluate(() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(['meeting notes'], 'notes.txt', { type: 'text/plain' }));
+            const log = document.querySelector('[data-testid=message-log]');
+            log.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+            log.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        });
+        await b.locator('.msg.in a.attachment.file').filter({ hasText: 'notes.txt' }).waitFor();
+        await a.evaluate((b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], 'pasted.png', { type: 'image/png' }));
+            const paste = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });
+            document.querySelector('[data-testid=composer]').dispatchEvent(paste);
+        }, png().toString('base64'));
+        await b.locator('.msg.in img[data-testid=image-preview][alt="Image: pasted.png"]').waitFor();
+    }],
+
     ['after a reload, B\'s history shows the same, without duplicates', async () => {
         const before = await snapshot(b);
-        if (before.length !== 4) throw new Error(`expected 4 messages, saw ${before.length}:\n${before.join('\n')}`);
+        if (before.length !== 6) throw new Error(`expected 6 messages, saw ${before.length}:\n${before.join('\n')}`);
         await b.reload({ waitUntil: 'load' });
         await b.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
-        await b.locator('.msg.in img[data-testid=image-preview]').waitFor();
+        await b.locator('.msg.in img[data-testid=image-preview][alt="Image: pasted.png"]').waitFor();
         await message(b, 'in', 'Lunch at one?').getByTestId('reactions').waitFor();
         const after = await snapshot(b);
         if (JSON.stringify(after) !== JSON.stringify(before)) {

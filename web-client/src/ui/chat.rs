@@ -360,7 +360,6 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                             view! { <span class="tick failed" role="img" aria-label="not delivered" title="Not delivered">"!"</span> }
                                 .into_any()
                         }
-                        _ if seen => view! { <span class="tick seen" role="img" aria-label="seen" title="Seen">"✓✓"</span> }.into_any(),
                         Delivery::Delivered => {
                             view! { <span class="tick delivered" role="img" aria-label="delivered" title="Delivered">"✓✓"</span> }
                                 .into_any()
@@ -369,6 +368,8 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                             view! { <span class="tick" role="img" aria-label="sent" title="Sent">"✓"</span> }.into_any()
                         }
                     })}
+                    // XEP-0333: the peer displayed it.
+                    {(out && seen).then(|| view! { <span class="tick seen" role="img" aria-label="seen" title="Seen">"👁"</span> })}
                 </span>
             </div>
             <msg_actions::MessageMenu msg=msg.clone()/>
