@@ -343,6 +343,15 @@ pub fn file_name(url: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// What a message says in one line (the contact list's preview): its text, or what it is.
+pub fn summary(m: &ChatMessage) -> String {
+    match (&m.annotations.oob, m.annotations.retracted) {
+        (_, true) => "message retracted".to_owned(),
+        (Some(url), false) => format!("📎 {}", file_name(url)),
+        (None, false) => m.body.replace('\n', " "),
+    }
+}
+
 /// Whether a file link is shown as an image preview (by the extension of its name; the
 /// browser decides whether it really is one, and shows nothing otherwise).
 pub fn is_image(url: &str) -> bool {
@@ -799,6 +808,13 @@ mod tests {
         assert!(is_image("https://up.x/a/holiday%20photo.JPG?sig=1"));
         assert!(!is_image("https://up.x/a/report.pdf"));
         assert!(!is_image("https://up.x/a/png"));
+        let mut m = chats().messages("bob@x")[0].clone();
+        m.body = "two\nlines".into();
+        assert_eq!(summary(&m), "two lines");
+        m.annotations.oob = Some("https://up.x/a/cat.png".into());
+        assert_eq!(summary(&m), "📎 cat.png");
+        m.annotations.retracted = true;
+        assert_eq!(summary(&m), "message retracted");
     }
 
     fn reply_to_unknown() -> String {

@@ -537,8 +537,8 @@ impl Session {
             .map(|c| {
                 let preview = chats.last(&c.jid).map(|m| {
                     let prefix = if m.direction == jabberwock_client_core::chat::Direction::Out { "You: " } else { "" };
-                    let text: String = m.body.chars().take(80).collect();
-                    format!("{prefix}{}", text.replace('\n', " "))
+                    let text: String = jabberwock_client_core::actions::summary(m).chars().take(80).collect();
+                    format!("{prefix}{text}")
                 });
                 Row { unread: chats.unread(&c.jid), preview, typing: chats.is_typing(&c.jid), contact: c }
             })
