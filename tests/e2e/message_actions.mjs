@@ -268,6 +268,16 @@ const steps = [
         await b.locator('.msg.in img[data-testid=image-preview][alt="Image: pasted.png"]').waitFor();
     }],
 
+    ['every control of the conversation has a name, every image a text', async () => {
+        for (const page of [a, b]) {
+            await page.locator('.msg').first().focus();
+            const unnamed = await page.locator('.chat button, .chat input:not([type=file]), .chat textarea, .chat img, .chat progress').evaluateAll((els) => els
+                .filter((el) => !(el.getAttribute('aria-label') || el.getAttribute('alt') || el.textContent.trim()))
+                .map((el) => el.outerHTML.slice(0, 120)));
+            if (unnamed.length) throw new Error(`unnamed controls:\n${unnamed.join('\n')}`);
+        }
+    }],
+
     ['after a reload, B\'s history shows the same, without duplicates', async () => {
         const before = await snapshot(b);
         if (before.length !== 6) throw new Error(`expected 6 messages, saw ${before.length}:\n${before.join('\n')}`);
