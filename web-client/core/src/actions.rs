@@ -167,7 +167,7 @@ pub fn reaction_counts(m: &ChatMessage, me: &str) -> Vec<ReactionCount> {
 pub fn version(m: &ChatMessage) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&m.body, m.edited, format!("{:?}", m.delivery), &m.error, &m.annotations).hash(&mut h);
+    (&m.body, m.edited, m.delivery as u8, &m.error, &m.annotations).hash(&mut h);
     h.finish()
 }
 
@@ -731,7 +731,10 @@ mod tests {
         let react = |who: &str, dir, emoji: &str, at| {
             reference(dir, who, &format!("<reactions xmlns='urn:xmpp:reactions:0' id='a1'>{emoji}</reactions>"), at)
         };
+        let before = version(&c.messages("bob@x")[1]);
         assert_eq!(react("bob@x", Direction::In, "<reaction>👍</reaction><reaction>😂</reaction>", 40).apply(&mut c, "bob@x"), Outcome::Applied);
+        assert_ne!(version(&c.messages("bob@x")[1]), before, "what the view shows changed");
+        assert_eq!(version(&c.messages("bob@x")[1]), version(&c.messages("bob@x")[1].clone()));
         assert_eq!(react("me@x", Direction::Out, "<reaction>👍</reaction>", 41).apply(&mut c, "bob@x"), Outcome::Applied);
         // Older news, arriving late from the archive, loses.
         react("bob@x", Direction::In, "", 39).apply(&mut c, "bob@x");
