@@ -86,8 +86,8 @@ pub fn origin_allowed(config: &Config, origin: &str) -> bool {
 /// scripts of the page named by their hash.
 pub struct ContentSecurityPolicy {
     frame_ancestors: String,
-    /// Origins besides this one that images come from (` origin` each).
-    images: String,
+    /// The upload service's origins (` origin` each): images and PUTs go there.
+    uploads: String,
 }
 
 impl ContentSecurityPolicy {
@@ -99,15 +99,16 @@ impl ContentSecurityPolicy {
             frame_ancestors.push(' ');
             frame_ancestors.push_str(origin);
         }
-        ContentSecurityPolicy { frame_ancestors, images: String::new() }
+        ContentSecurityPolicy { frame_ancestors, uploads: String::new() }
     }
 
-    /// Images from `origins` too: the upload service's, whose pictures the web client shows
-    /// inline (its PUTs are allowed by `connect-src` already).
-    pub fn with_image_origins(mut self, origins: &[String]) -> Self {
+    /// Images from, and connections to, the upload service's `origins` too: the web client
+    /// PUTs files there and shows uploaded pictures inline (an `https:` origin is allowed
+    /// connections anyway; a plain `http:` one, in development, is not otherwise).
+    pub fn with_upload_origins(mut self, origins: &[String]) -> Self {
         for origin in origins {
-            self.images.push(' ');
-            self.images.push_str(origin);
+            self.uploads.push(' ');
+            self.uploads.push_str(origin);
         }
         self
     }
@@ -120,9 +121,10 @@ impl ContentSecurityPolicy {
             scripts.push_str(hash);
         }
         let policy = format!(
-            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:{}; \
-             connect-src 'self' https: wss:; base-uri 'none'; form-action 'none'; frame-ancestors {}",
-            self.images, self.frame_ancestors
+            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:{uploads}; \
+             connect-src 'self' https: wss:{uploads}; base-uri 'none'; form-action 'none'; frame-ancestors {}",
+            self.frame_ancestors,
+            uploads = self.uploads
         );
         HeaderValue::from_str(&policy).expect("validated origins and base64 hashes make a valid header")
     }

@@ -34,7 +34,7 @@ struct EmbeddedClient;
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
 pub fn routes(config: &Config) -> Router<Arc<Server>> {
-    let policy = ContentSecurityPolicy::new(&config.http.embed_origins).with_image_origins(&crate::modules::upload::public_origins(config));
+    let policy = ContentSecurityPolicy::new(&config.http.embed_origins).with_upload_origins(&crate::modules::upload::public_origins(config));
     let root = config.http.web_root.clone().or_else(|| {
         let local = PathBuf::from(LOCAL_BUILD);
         local.join("index.html").exists().then_some(local)
