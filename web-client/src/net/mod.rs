@@ -402,7 +402,7 @@ impl Session {
         }
         let Some(msg) = self.client.chats.last(with) else { return };
         let name = self.client.roster.get(with).map_or(with, |i| i.display_name()).to_owned();
-        let body: String = msg.body.chars().take(140).collect();
+        let body: String = jabberwock_client_core::actions::summary(msg).chars().take(140).collect();
         let jid = with.to_owned();
         browser::notify(&name, &body, with, move || open_chat(Some(jid)));
     }
