@@ -413,7 +413,7 @@ impl Orphans {
 /// What the client keeps for message actions between messages.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    pub orphans: Orphans,
+    pub(crate) orphans: Orphans,
     /// The last message per conversation we said we displayed (XEP-0333).
     displayed: BTreeMap<String, String>,
 }

@@ -150,11 +150,11 @@ pub fn parse_slot(payload: Option<&Element>, secure_page: bool) -> Result<Slot, 
 /// What the client keeps for uploads: the service, and the iqs under way.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    pub service: Option<Service>,
+    service: Option<Service>,
     pending: Vec<(String, Query)>,
     next_request: u64,
     /// The page is https: slots must be too.
-    pub secure_page: bool,
+    secure_page: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
