@@ -52,6 +52,8 @@ ensure_chromium() {
         apt_install chromium chromium-driver
     fi
     [ -x "$CHROMIUM" ] || die "$CHROMIUM is still missing after installing chromium"
+    # Emoji (the reactions in the screenshots of tests/e2e) drawn as emoji, not as boxes.
+    [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || apt_install fonts-noto-color-emoji
     quietly "$CHROMIUM" --headless --no-sandbox --disable-gpu --version \
         || die "$CHROMIUM does not run"
 }

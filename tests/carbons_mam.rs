@@ -232,3 +232,35 @@ async fn a_full_archive_refuses_messages_instead_of_growing() {
     let (archived, _) = mam_query(&mut alice, "q", "", "").await;
     assert_eq!(archived.len(), 4, "the archive did not grow: {:?}", bodies(&archived));
 }
+
+/// A message without a body is archived when a XEP-0334 `<store/>` hint asks for it (a
+/// reaction, a receipt, a chat marker: a client loading history needs them to show what
+/// happened to a message), never when it has no hint or a `<no-store/>` one.
+#[tokio::test]
+async fn bodyless_messages_are_archived_only_when_a_store_hint_asks() {
+    let server = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        server.adduser(u, "pw").await;
+    }
+    let mut alice = Client::login(server.c2s, "alice", "pw", "a").await;
+    let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
+    let reaction = "<reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>";
+    for (id, payload) in [
+        ("kept", format!("{reaction}<store xmlns='urn:xmpp:hints'/>")),
+        ("receipt", "<received xmlns='urn:xmpp:receipts' id='m1'/><store xmlns='urn:xmpp:hints'/>".to_owned()),
+        ("nohint", reaction.to_owned()),
+        ("nostore", format!("{reaction}<store xmlns='urn:xmpp:hints'/><no-store xmlns='urn:xmpp:hints'/>")),
+        ("state", "<composing xmlns='http://jabber.org/protocol/chatstates'/><no-store xmlns='urn:xmpp:hints'/>".to_owned()),
+    ] {
+        bob.send(format!("<message to='alice@localhost/a' type='chat' id='{id}'>{payload}</message>")).await;
+        alice.expect(id, |e| e.attr("id") == Some(id)).await;
+    }
+    bob.send("<message to='alice@localhost/a' type='headline' id='hl'><store xmlns='urn:xmpp:hints'/></message>").await;
+    alice.expect("the headline", |e| e.attr("id") == Some("hl")).await;
+    for c in [&mut alice, &mut bob] {
+        let (archived, _) = mam_query(c, "q", "", "").await;
+        let ids: Vec<_> = archived.iter().map(|(_, m)| m.attr("id").unwrap_or_default().to_owned()).collect();
+        assert_eq!(ids, ["kept", "receipt"], "in both archives");
+        assert!(archived[0].1.child("reactions", "urn:xmpp:reactions:0").is_some());
+    }
+}

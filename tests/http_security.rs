@@ -301,3 +301,33 @@ async fn discovery_advertises_the_configured_server_not_the_host_asked() {
     let (_, response) = plain(public.http, &request("evil.example")).await;
     assert_eq!(host_meta_links(&response), ["wss://chat.example.org/xmpp-websocket", "https://chat.example.org/http-bind"]);
 }
+
+/// With uploads enabled, the page may show images from where uploads are served (the web
+/// client previews them inline) and send files there, and images come from nowhere else.
+#[tokio::test]
+async fn images_come_from_this_origin_and_the_upload_service_only() {
+    let (server, _web) = with_client("[upload]\nenabled = false").await;
+    let (_, page) = plain(server.http, &get("/")).await;
+    let policy = header(&page, "content-security-policy").unwrap();
+    assert_eq!(directive(policy, "img-src"), ["'self'", "data:"], "no uploads, no other origin: {policy}");
+    assert_eq!(directive(policy, "connect-src"), ["'self'", "https:", "wss:"], "{policy}");
+
+    let web = tempfile::tempdir().unwrap();
+    write_client(web.path(), LOADER);
+    let tables =
+        format!("[http]\nweb_root = {:?}\npublic_url = \"https://files.example.org/chat/\"\n[upload]\nenabled = true\n", web.path().display().to_string());
+    let server = TestServer::start_with_tables("", &tables).await;
+    let (_, page) = plain(server.http, &get("/")).await;
+    let policy = header(&page, "content-security-policy").unwrap();
+    assert_eq!(directive(policy, "img-src"), ["'self'", "data:", "https://files.example.org"], "{policy}");
+
+    // A development server on plain http: its upload origin is named for connections too.
+    let web = tempfile::tempdir().unwrap();
+    write_client(web.path(), LOADER);
+    let tables = format!("[http]\nweb_root = {:?}\npublic_url = \"http://files.test:8080\"\n", web.path().display().to_string());
+    let server = TestServer::start_with_tables("", &tables).await;
+    let (_, page) = plain(server.http, &get("/")).await;
+    let policy = header(&page, "content-security-policy").unwrap();
+    assert_eq!(directive(policy, "img-src"), ["'self'", "data:", "http://files.test:8080"], "{policy}");
+    assert_eq!(directive(policy, "connect-src"), ["'self'", "https:", "wss:", "http://files.test:8080"], "{policy}");
+}

@@ -13,8 +13,9 @@
 #                      which is incremental)
 #   E2E_DEBUG=1        print the pages' console (protocol traffic included)
 #   E2E_ONLY=websocket|bosh   run one of the two transports only
-#   E2E_SUITE=web|group        run one suite only: web_client.mjs (two users: sign-in,
-#                              contacts, chat) or group_chat.mjs (three users in a room)
+#   E2E_SUITE=web|group|actions   run one suite only: web_client.mjs (two users and a
+#                              stranger: sign-in, contacts, chat), group_chat.mjs (three
+#                              users in a room) or message_actions.mjs (two users)
 #   JABBERWOCK_LOG     the server's log filter (default info)
 #
 # Screenshots go to tests/e2e/artifacts/. Exits non-zero when anything fails, printing
@@ -113,7 +114,14 @@ embed_origins = ["http://127.0.0.1:*"]
 
 [s2s]
 enabled = false
+
+# The message actions story uploads an image, and a file over this limit that the client
+# refuses before asking for a slot.
+[upload]
+max_file_bytes = 10485760
 TOML
+# The figures need a roster larger than limits.max_roster_items allows by default.
+[ -z "$PERF" ] || printf '\n[limits]\nmax_roster_items = 5000\n' >>"$CONFIG"
 
 "$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {
     say "check-config rejected the generated configuration:"
@@ -122,9 +130,10 @@ TOML
 }
 
 # alice and bob for the WebSocket run, carol and dave for the BOSH run, with a stranger
-# each (kim, lee); three more for each run's group chat story.
+# each (kim, lee); three more for each run's group chat story; two more for each run's
+# message actions story.
 declare -A PASSWORDS
-for user in alice bob kim carol dave lee erin frank grace heidi ivan judy; do
+for user in alice bob kim carol dave lee erin frank grace heidi ivan judy mona nick olga pete; do
     PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
     "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
         say "jabberwock adduser $user failed:"
@@ -152,15 +161,15 @@ say "server pid $SERVER_PID at http://localhost:$HTTP_PORT/"
 # The suites start from an empty artifacts directory; the figures only add perf.*.
 [ -n "$PERF" ] || rm -rf "$HERE/artifacts"
 mkdir -p "$HERE/artifacts"
-suite() { # TRANSPORT USER-A USER-B USER-C
+suite() { # SCRIPT TRANSPORT USER-A USER-B [USER-C]
     (
         cd "$HERE"
         E2E_BASE_URL="http://localhost:$HTTP_PORT" E2E_DOMAIN="$DOMAIN" E2E_ARTIFACTS="$HERE/artifacts" \
-            E2E_TRANSPORT="$1" E2E_DEAD_PORT="$DEAD_PORT" CHROMIUM_BIN="$CHROMIUM_BIN" \
+            E2E_TRANSPORT="$2" E2E_DEAD_PORT="$DEAD_PORT" CHROMIUM_BIN="$CHROMIUM_BIN" \
             E2E_SERVER_BIN="$BIN" E2E_SERVER_CONFIG="$CONFIG" E2E_SERVER_LOG="$SERVER_LOG" E2E_SERVER_PIDFILE="$PID_FILE" \
-            E2E_USER_A="$2" E2E_PASSWORD_A="${PASSWORDS[$2]}" E2E_USER_B="$3" E2E_PASSWORD_B="${PASSWORDS[$3]}" \
-            E2E_USER_C="$4" E2E_PASSWORD_C="${PASSWORDS[$4]}" \
-            timeout --kill-after=5 180 node web_client.mjs
+            E2E_USER_A="$3" E2E_PASSWORD_A="${PASSWORDS[$3]}" E2E_USER_B="$4" E2E_PASSWORD_B="${PASSWORDS[$4]}" \
+            E2E_USER_C="${5:-}" E2E_PASSWORD_C="${PASSWORDS[${5:-none}]:-}" \
+            timeout --kill-after=5 180 node "$1"
     )
 }
 group_suite() { # TRANSPORT USER-A USER-B USER-C
@@ -172,6 +181,8 @@ group_suite() { # TRANSPORT USER-A USER-B USER-C
             timeout --kill-after=5 120 node group_chat.mjs
     )
 }
+# Whether E2E_SUITE (unset: every suite) asks for suite $1.
+wanted() { [ -z "${E2E_SUITE:-}" ] || [ "$E2E_SUITE" = "$1" ]; }
 suite_rc=0
 if [ -n "$PERF" ]; then
     (
@@ -184,13 +195,15 @@ if [ -n "$PERF" ]; then
 fi
 if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     say "---- over WebSocket ----"
-    [ "${E2E_SUITE:-web}" != web ] || suite websocket alice bob kim || suite_rc=$?
-    [ "$suite_rc" -ne 0 ] || [ "${E2E_SUITE:-group}" != group ] || group_suite websocket erin frank grace || suite_rc=$?
+    ! wanted web || suite web_client.mjs websocket alice bob kim || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite websocket erin frank grace || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs websocket mona nick || suite_rc=$?
 fi
 if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
     say "---- WebSocket refused: automatic fallback to BOSH ----"
-    [ "${E2E_SUITE:-web}" != web ] || suite bosh carol dave lee || suite_rc=$?
-    [ "$suite_rc" -ne 0 ] || [ "${E2E_SUITE:-group}" != group ] || group_suite bosh heidi ivan judy || suite_rc=$?
+    ! wanted web || suite web_client.mjs bosh carol dave lee || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite bosh heidi ivan judy || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs bosh olga pete || suite_rc=$?
 fi
 [ "$suite_rc" -ne 124 ] || say "a suite was killed after its time limit"
 

@@ -124,6 +124,19 @@ pub struct AppState {
     /// Group chat services found on our server, and the public rooms listed.
     pub services: RwSignal<Vec<String>>,
     pub public_rooms: RwSignal<Vec<PublicRoom>>,
+    /// Files being uploaded (XEP-0363), or whose upload failed.
+    pub uploads: RwSignal<Vec<Upload>>,
+}
+
+/// A file on its way to the upload service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upload {
+    pub request: u64,
+    pub name: String,
+    pub size: u64,
+    /// Bytes sent so far.
+    pub sent: u64,
+    pub error: Option<String>,
 }
 
 impl AppState {
@@ -153,6 +166,7 @@ impl AppState {
             invitations: RwSignal::new(Vec::new()),
             services: RwSignal::new(Vec::new()),
             public_rooms: RwSignal::new(Vec::new()),
+            uploads: RwSignal::new(Vec::new()),
         }
     }
 

@@ -18,8 +18,21 @@ const IDENTITY: (&str, &str, &str) = ("client", "web", "Jabberwock");
 /// XEP-0402 §3.2: notifications of changes to our bookmarks.
 const BOOKMARKS_NOTIFY: &str = "urn:xmpp:bookmarks:1+notify";
 
-const FEATURES: &[&str] =
-    &[ns::DISCO_INFO, ns::CAPS, ns::PING, ns::CHATSTATES, ns::RECEIPTS, ns::MUC, ns::CONFERENCE, BOOKMARKS_NOTIFY];
+const FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::CAPS,
+    ns::PING,
+    ns::CHATSTATES,
+    ns::RECEIPTS,
+    ns::CORRECT,
+    ns::RETRACT,
+    ns::REACTIONS,
+    ns::REPLY,
+    ns::MARKERS,
+    ns::MUC,
+    ns::CONFERENCE,
+    BOOKMARKS_NOTIFY,
+];
 
 /// The `<query xmlns='disco#info'/>` answering a request for `node` (none, or our
 /// `NODE#ver`, which must be echoed).

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::actions::Annotations;
 use crate::stanza::ChatState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct ChatMessage {
     pub error: Option<String>,
     /// Its body was replaced by a correction (XEP-0308).
     pub edited: bool,
+    /// Retraction, reactions, markers, reply and file link ([`crate::actions`]).
+    pub annotations: Annotations,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -149,7 +152,7 @@ impl Chats {
         if conv.messages.iter().any(|m| m.direction == Direction::In && m.id == id && m.body == body) {
             return false;
         }
-        let msg = ChatMessage { id, direction: Direction::In, body, timestamp_ms, delivery: Delivery::Received, error: None, edited: false };
+        let msg = ChatMessage { id, direction: Direction::In, body, timestamp_ms, delivery: Delivery::Received, error: None, edited: false, annotations: Annotations::default() };
         // A message ends their typing, whether or not it says so.
         if self.peer_states.get(bare) == Some(&ChatState::Composing) {
             self.peer_states.insert(bare.to_owned(), ChatState::Active);
@@ -168,7 +171,16 @@ impl Chats {
         // The message carries <active/>.
         self.our_states.insert(bare.to_owned(), ChatState::Active);
         let conv = self.conversations.entry(bare.to_owned()).or_default();
-        conv.messages.push(ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery, error: None, edited: false });
+        conv.messages.push(ChatMessage {
+            id,
+            direction: Direction::Out,
+            body,
+            timestamp_ms,
+            delivery,
+            error: None,
+            edited: false,
+            annotations: Annotations::default(),
+        });
     }
 
     /// A queued message of ours left the outbox.
@@ -190,7 +202,7 @@ impl Chats {
         if conv.messages.iter().any(|m| m.direction == Direction::Out && m.id == id && m.body == body) {
             return false;
         }
-        let msg = ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery: Delivery::Sent, error: None, edited: false };
+        let msg = ChatMessage { id, direction: Direction::Out, body, timestamp_ms, delivery: Delivery::Sent, error: None, edited: false, annotations: Annotations::default() };
         let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
         conv.messages.insert(at, msg);
         true
@@ -209,6 +221,28 @@ impl Chats {
             }
             None => false,
         }
+    }
+
+    /// The message `id` in the conversation with `bare` (that went `direction`, when
+    /// given), the newest first.
+    pub fn message_mut(&mut self, bare: &str, direction: Option<Direction>, id: &str) -> Option<&mut ChatMessage> {
+        let conv = self.conversations.get_mut(bare)?;
+        conv.messages.iter_mut().rev().find(|m| m.id == id && direction.is_none_or(|d| m.direction == d))
+    }
+
+    pub fn message(&self, bare: &str, id: &str) -> Option<&ChatMessage> {
+        self.conversations.get(bare)?.messages.iter().rev().find(|m| m.id == id)
+    }
+
+    /// XEP-0333: `bare` displayed our message `id`, and so every one of ours before it.
+    /// Returns whether `id` is one of ours.
+    pub fn seen_up_to(&mut self, bare: &str, id: &str) -> bool {
+        let Some(conv) = self.conversations.get_mut(bare) else { return false };
+        let Some(at) = conv.messages.iter().rposition(|m| m.direction == Direction::Out && m.id == id) else { return false };
+        for m in conv.messages[..=at].iter_mut().filter(|m| m.direction == Direction::Out) {
+            m.annotations.seen = true;
+        }
+        true
     }
 
     /// A delivery receipt from `bare` for our message `id`; returns whether it changed
@@ -231,7 +265,8 @@ impl Chats {
         let duplicate = conv.messages.iter().any(|m| {
             m.direction == direction
                 && match &id {
-                    Some(id) => &m.id == id && m.body == body,
+                    // What we show may differ from the archived text: it was corrected since.
+                    Some(id) => &m.id == id && (m.body == body || m.edited || m.annotations.retracted),
                     None => m.body == body && m.timestamp_ms.abs_diff(timestamp_ms) < 2000,
                 }
         });
@@ -239,7 +274,7 @@ impl Chats {
             return;
         }
         let delivery = if direction == Direction::Out { Delivery::Sent } else { Delivery::Received };
-        let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None, edited: false };
+        let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None, edited: false, annotations: Annotations::default() };
         let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
         conv.messages.insert(at, msg);
     }

@@ -12,6 +12,7 @@ use jabberwock_proto::Element;
 use sha2::Sha256;
 
 use crate::account;
+use crate::actions::{self, Outcome, Reference};
 use crate::address::{self, Account};
 use crate::avatar::{self, Avatars};
 use crate::blocking::{self, BlockList};
@@ -25,6 +26,7 @@ use crate::outbox::{Outbox, Queued};
 use crate::resume::{Resumable, SavedKeys, SavedPresence, SavedSm};
 use crate::roster::{ContactView, Roster, Subscription};
 use crate::sm::StreamManagement;
+use crate::upload::{self, UploadEvent};
 use crate::stanza::{
     self, CarbonKind, ChatState, Incoming, IncomingMessage, IqType, MessageType, PresenceInfo, PresenceKind, Show,
 };
@@ -64,6 +66,8 @@ pub enum Event {
     },
     /// The rooms we are in, the invitations, or the services and public rooms known.
     RoomsChanged,
+    /// About the upload service or an upload under way (XEP-0363).
+    Upload(UploadEvent),
 }
 
 /// Messages per archive page.
@@ -132,6 +136,9 @@ pub struct Client {
     csi_active: Option<bool>,
     /// Messages written while the connection was down, sent once it is back.
     outbox: Outbox,
+    /// What message actions keep between messages.
+    pub(crate) actions: actions::State,
+    pub(crate) upload: upload::State,
 }
 
 impl Client {
@@ -168,6 +175,8 @@ impl Client {
             pending: Vec::new(),
             csi_active: Some(true),
             outbox: Outbox::default(),
+            actions: actions::State::default(),
+            upload: upload::State::default(),
         }
     }
 
@@ -307,7 +316,7 @@ impl Client {
         &self.own
     }
 
-    fn id(&mut self) -> String {
+    pub(crate) fn id(&mut self) -> String {
         self.next_id += 1;
         format!("{}{}", self.id_prefix, self.next_id)
     }
@@ -318,7 +327,11 @@ impl Client {
         keyed_id(&self.query_key, self.next_id)
     }
 
-    fn send(&mut self, el: Element, out: &mut Vec<Event>) {
+    pub(crate) fn is_online(&self) -> bool {
+        self.conn.is_online()
+    }
+
+    pub(crate) fn send(&mut self, el: Element, out: &mut Vec<Event>) {
         for e in self.conn.send(el) {
             if let ConnEvent::Send(f) = e {
                 out.push(Event::Send(f));
@@ -413,6 +426,7 @@ impl Client {
         self.apply(rejoin, out);
         let load = self.bookmarks.start(&self.account().bare());
         self.apply_bookmarks(load, out);
+        self.discover_upload(out);
         self.flush_outbox(out);
     }
 
@@ -474,6 +488,7 @@ impl Client {
             let id = self.id();
             self.pending.push((id.clone(), Pending::FetchRoster));
             self.send(stanza::roster_get(&id), out);
+            self.discover_upload(out);
         }
         if !self.blocked.is_loaded() {
             self.fetch_block_list(out);
@@ -585,7 +600,8 @@ impl Client {
                     out.push(Event::Notice("Your password was changed".into()));
                     out.push(Event::PasswordChanged { password });
                 }
-                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. } | Pending::Block { .. }) | None => {}
+                Some(Pending::SaveItem { .. } | Pending::RemoveItem { .. } | Pending::Block { .. }) => {}
+                None => self.upload_answer(&id, Ok(payload), out),
             },
             Incoming::IqError { id, error, .. } => match self.take_pending(&id) {
                 Some(Pending::FetchRoster) => {
@@ -624,7 +640,7 @@ impl Client {
                     h.complete = true;
                     out.push(Event::ChatChanged { with, incoming: false });
                 }
-                None => {}
+                None => self.upload_answer(&id, Err(error), out),
             },
             Incoming::IqRequest { id, from, kind, payload } => {
                 // XEP-0191 pushes come from our own account, like roster pushes.
@@ -659,12 +675,26 @@ impl Client {
                 } else {
                     (Direction::In, address::bare(&m.from))
                 };
-                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
                 if peer != with {
                     return;
                 }
                 let ts = m.stamp.as_deref().and_then(parse_timestamp).unwrap_or(0);
-                self.chats.archived(&with, direction, m.id, body, ts);
+                if m.extras.is_reference() {
+                    // Its message may be on an older page, not loaded yet.
+                    let sender = if direction == Direction::Out { self.account().bare().to_owned() } else { peer.to_owned() };
+                    let r = Reference { direction, sender, body: m.body, extras: m.extras, at_ms: ts };
+                    if r.apply(&mut self.chats, &with) == Outcome::Unmatched {
+                        self.actions.orphans.keep(&with, r);
+                    }
+                    return;
+                }
+                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
+                let (body, fresh) = actions::prepare(body, &m.extras);
+                self.chats.archived(&with, direction, m.id.clone(), body, ts);
+                if let Some(id) = m.id {
+                    self.annotate(&with, direction, &id, &fresh);
+                    self.actions.orphans.adopt(&mut self.chats, &with, &id);
+                }
             }
             Incoming::Other(_) => {}
         }
@@ -690,41 +720,47 @@ impl Client {
                     // Our own, not as a carbon: nothing to show.
                     return;
                 }
-                // XEP-0184: the recipient confirms one of our messages (or, in a carbon,
-                // one our other device sent).
-                if let Some(for_id) = &m.receipt_for {
-                    if self.chats.delivered(&from, for_id) {
-                        out.push(Event::ChatChanged { with: from.clone(), incoming: false });
-                    }
-                }
                 let typing_changed = m.chat_state.is_some_and(|st| self.chats.peer_state(&from, st));
-                let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else {
-                    if typing_changed {
-                        out.push(Event::ChatChanged { with: from, incoming: false });
-                    }
-                    return;
-                };
+                let body = m.body.filter(|b| !b.trim().is_empty());
                 // XEP-0184 §5: confirm receipt, from the device it was delivered to (not
                 // for copies), and only to those allowed to see our presence (§8), since a
                 // receipt tells that we are online.
-                if m.receipt_request && !carbon {
+                if body.is_some() && m.receipt_request && !carbon {
                     let allowed = self.roster.get(&from).is_some_and(|i| i.subscription.they_see_us());
                     if let (true, Some(for_id)) = (allowed, m.id.as_deref()) {
                         let id = self.id();
                         self.send(stanza::receipt(&id, &m.from, for_id, m.kind == MessageType::Chat), out);
                     }
                 }
-                // XEP-0308: an edit shows in place of what it corrects; a correction of a
-                // message we do not have is shown as a message of its own.
-                if let Some(replaces) = &m.replaces {
-                    if self.chats.correct(&from, Direction::In, replaces, body.clone()) {
+                let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                // A receipt, marker, correction, retraction or reaction changes the message
+                // it refers to. One for a message we do not have is dropped, except a
+                // correction (XEP-0308), shown as a message of its own.
+                if m.extras.is_reference() {
+                    let correction = m.extras.replaces.is_some();
+                    let r = Reference { direction: Direction::In, sender: from.clone(), body: body.clone(), extras: m.extras.clone(), at_ms: ts };
+                    if r.apply(&mut self.chats, &from) == Outcome::Applied {
                         out.push(Event::ChatChanged { with: from, incoming: false });
                         return;
                     }
+                    if !correction {
+                        if typing_changed {
+                            out.push(Event::ChatChanged { with: from, incoming: false });
+                        }
+                        return;
+                    }
                 }
-                let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+                let Some(body) = body else {
+                    if typing_changed {
+                        out.push(Event::ChatChanged { with: from, incoming: false });
+                    }
+                    return;
+                };
+                let (body, fresh) = actions::prepare(body, &m.extras);
                 let id = m.id.unwrap_or_else(|| self.id());
-                if self.chats.incoming(&from, id, body, ts) || self.chats.active() == Some(from.as_str()) {
+                let unread = self.chats.incoming(&from, id.clone(), body, ts);
+                self.annotate(&from, Direction::In, &id, &fresh);
+                if unread || self.chats.active() == Some(from.as_str()) {
                     out.push(Event::ChatChanged { with: from, incoming: true });
                 }
             }
@@ -741,16 +777,26 @@ impl Client {
         if to.is_empty() || to == self.account().bare() {
             return;
         }
-        let Some(body) = m.body.filter(|b| !b.trim().is_empty()) else { return };
-        if let Some(replaces) = &m.replaces {
-            if self.chats.correct(&to, Direction::Out, replaces, body.clone()) {
+        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+        let body = m.body.filter(|b| !b.trim().is_empty());
+        if m.extras.is_reference() {
+            let correction = m.extras.replaces.is_some();
+            let sender = self.account().bare().to_owned();
+            let r = Reference { direction: Direction::Out, sender, body: body.clone(), extras: m.extras.clone(), at_ms: ts };
+            if r.apply(&mut self.chats, &to) == Outcome::Applied {
                 out.push(Event::ChatChanged { with: to, incoming: false });
                 return;
             }
+            if !correction {
+                return;
+            }
         }
-        let ts = m.delay.as_deref().and_then(parse_timestamp).unwrap_or(now_ms);
+        let Some(body) = body else { return };
+        let (body, fresh) = actions::prepare(body, &m.extras);
         let id = m.id.unwrap_or_else(|| self.id());
-        if self.chats.sent_elsewhere(&to, id, body, ts) {
+        let new = self.chats.sent_elsewhere(&to, id.clone(), body, ts);
+        self.annotate(&to, Direction::Out, &id, &fresh);
+        if new {
             out.push(Event::ChatChanged { with: to, incoming: false });
         }
     }
@@ -1104,18 +1150,18 @@ pub(crate) fn keyed_id(key: &[u8], n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::connection::tests::{bind_result, features_bind, features_sasl, parse};
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
 
-    fn sent(events: &[Event]) -> Vec<Element> {
+    pub(crate) fn sent(events: &[Event]) -> Vec<Element> {
         events.iter().filter_map(|e| if let Event::Send(Frame::Element(el)) = e { Some(el.clone()) } else { None }).collect()
     }
 
     /// A client for user@localhost, online, with the initial roster `items` loaded.
-    fn online(items: &str) -> Client {
+    pub(crate) fn online(items: &str) -> Client {
         online_with(items, "")
     }
 
@@ -1168,7 +1214,7 @@ mod tests {
         c.receive(Input::Opened { id: None }, 0);
     }
 
-    fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
+    pub(crate) fn stanza(c: &mut Client, xml: &str) -> Vec<Event> {
         c.receive(Input::Element(parse(xml)), 1_000)
     }
 
@@ -1487,7 +1533,7 @@ mod tests {
     }
 
     /// The history of bob, asked for once: the iq's id and the query id.
-    fn ask_history(c: &mut Client, with: &str) -> (String, String) {
+    pub(crate) fn ask_history(c: &mut Client, with: &str) -> (String, String) {
         let out = sent(&c.load_history(with));
         (out[0].attr("id").unwrap().to_owned(), out[0].child("query", ns::MAM).unwrap().attr("queryid").unwrap().to_owned())
     }
@@ -1786,8 +1832,8 @@ mod tests {
         c.set_idle(true);
         c.open_chat(Some("bob@localhost"));
         // The server has the roster query, the carbons request, both presences, and the
-        // block list, vCard and bookmarks' disco#info requests.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
+        // block list, vCard, bookmarks' disco#info and upload service requests.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
         let out = sent(&c.send_message("bob@localhost", "unacknowledged", 5));
         assert!(out[1].is("r", ns::SM));
 
@@ -1797,7 +1843,7 @@ mod tests {
         assert!(!json.contains("pencil"));
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
-        assert_eq!((saved.sm.acked, saved.sm.inbound), (7, 2));
+        assert_eq!((saved.sm.acked, saved.sm.inbound), (8, 2));
         assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
@@ -1814,14 +1860,14 @@ mod tests {
         let out = sent(&c.receive(Input::Element(features), 0));
         assert_eq!(out[0].attr("previd"), Some("sm1"));
         assert_eq!(out[0].attr("h"), Some("2"), "the two presences we had");
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='7'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='8'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         let out = sent(&ev);
         let names: Vec<_> = out.iter().map(|e| e.name()).collect();
-        assert_eq!(names, ["message", "r", "iq", "iq", "iq"], "the message again, then the roster, block list and bookmarks; no new presence");
+        assert_eq!(names, ["message", "r", "iq", "iq", "iq", "iq"], "the message again, then the roster, upload service, block list and bookmarks; no new presence");
         assert_eq!(out[0].child_text("body", ns::CLIENT).as_deref(), Some("unacknowledged"));
         assert!(out[2].child("query", ns::ROSTER).is_some());
-        assert!(out[3].child("blocklist", ns::BLOCKING).is_some());
+        assert!(out.iter().any(|e| e.child("blocklist", ns::BLOCKING).is_some()));
         // A message that waited on the server while the page reloaded arrives.
         let ev = stanza(
             &mut c,
@@ -1897,10 +1943,10 @@ mod tests {
             assert!(out[0].is("resume", ns::SM));
         };
         let to_room = |ev: &[Event]| sent(ev).iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).count();
-        // Resumed: the room kept us, nothing to send (the server has all ten stanzas).
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='10'/>");
+        // Resumed: the room kept us, nothing to send (the server has all eleven stanzas).
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='11'/>");
         reconnect(&mut c);
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='10'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='11'/>");
         assert!(ev.contains(&Event::Online { jid: "user@localhost/web".into(), resumed: true }));
         assert_eq!(to_room(&ev), 0);
         assert!(c.rooms.get("lobby@conference.localhost").unwrap().is_joined());
@@ -1926,9 +1972,9 @@ mod tests {
             "<presence xmlns='jabber:client' from='lobby@conference.localhost/ann'><x xmlns='http://jabber.org/protocol/muc#user'>\
              <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
         );
-        // The server has all eight: roster, carbons, presence, block list, vCard, bookmarks,
-        // the join, the room's info.
-        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
+        // The server has all nine: roster, carbons, presence, block list, vCard, bookmarks,
+        // the upload service, the join, the room's info.
+        stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='9'/>");
         let saved = c.resumable("websocket ws://localhost/xmpp-websocket", 10_000).unwrap();
         assert_eq!(saved.rooms, [("lobby@conference.localhost".to_owned(), "ann".to_owned())]);
         // The next page resumes (signing in with the saved keys), and joins again: the
@@ -1939,7 +1985,7 @@ mod tests {
         let mut features = features_bind();
         features.push(Element::new("sm", ns::SM));
         c.receive(Input::Element(features), 0);
-        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='8'/>");
+        let ev = stanza(&mut c, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='9'/>");
         let joins: Vec<_> = sent(&ev).into_iter().filter(|e| e.attr("to") == Some("lobby@conference.localhost/ann")).collect();
         assert_eq!(joins.len(), 1);
         assert!(joins[0].child("x", ns::MUC).is_some(), "joined again");

@@ -14,12 +14,17 @@
 //! * [`bookmarks`]: the rooms the user keeps (XEP-0402, or XEP-0048 where that is all).
 //! * [`caps`]: our disco#info and its XEP-0115 hash.
 //! * [`muc`]: group chats (XEP-0045), with [`form`] for their XEP-0004 settings forms.
+//! * [`upload`]: XEP-0363 HTTP upload: the service, slots and their checks.
+//! * [`actions`]: corrections, retractions, reactions, replies, markers and file links.
+//! * [`outbox`]: what is written while offline; [`blocking`]: XEP-0191; [`account`]:
+//!   XEP-0077 password change; [`avatar`]: pictures (XEP-0153 and vCard photos).
 //! * [`client`]: all of the above behind one type the view layer drives.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
 
 pub mod account;
+pub mod actions;
 pub mod address;
 pub mod avatar;
 pub mod blocking;
@@ -41,6 +46,7 @@ pub mod roster;
 pub mod scram;
 pub mod sm;
 pub mod stanza;
+pub mod upload;
 
 pub use address::Account;
 pub use client::{Client, Event};

@@ -5,6 +5,7 @@
 
 use jabberwock_proto::Element;
 
+use crate::actions::Extras;
 use crate::ns;
 use crate::roster::RosterItem;
 
@@ -188,18 +189,12 @@ pub struct IncomingMessage {
     pub chat_state: Option<ChatState>,
     /// XEP-0184: the sender asks for a delivery receipt.
     pub receipt_request: bool,
-    /// XEP-0184: this is a receipt for our message with this id.
-    pub receipt_for: Option<String>,
-    /// XEP-0308: this corrects the sender's message with this id.
-    pub replaces: Option<String>,
+    /// What it says about other messages (a receipt, a correction …), and what it carries.
+    pub extras: Extras,
 }
 
 impl IncomingMessage {
     fn from_element(el: &Element) -> IncomingMessage {
-        let receipt_for = el.child("received", ns::RECEIPTS).map(|r| {
-            // Early versions of XEP-0184 echoed the id on the message instead.
-            r.attr("id").or_else(|| el.attr("id")).unwrap_or_default().to_owned()
-        });
         IncomingMessage {
             from: el.attr("from").unwrap_or_default().to_owned(),
             to: el.attr("to").unwrap_or_default().to_owned(),
@@ -211,8 +206,7 @@ impl IncomingMessage {
             error: (el.attr("type") == Some("error")).then(|| ErrorInfo::from_stanza(el)),
             chat_state: el.children().filter(|c| c.ns() == ns::CHATSTATES).find_map(|c| ChatState::from_name(c.name())),
             receipt_request: el.child("request", ns::RECEIPTS).is_some(),
-            receipt_for: receipt_for.filter(|id| !id.is_empty()),
-            replaces: el.child("replace", ns::CORRECT).and_then(|r| r.attr("id")).filter(|id| !id.is_empty()).map(str::to_owned),
+            extras: Extras::parse(el),
         }
     }
 }
@@ -302,6 +296,7 @@ pub struct ArchivedMessage {
     pub to: String,
     pub id: Option<String>,
     pub body: Option<String>,
+    pub extras: Extras,
 }
 
 impl Incoming {
@@ -327,6 +322,7 @@ impl Incoming {
                         to: m.attr("to").unwrap_or_default().to_owned(),
                         id: m.attr("id").map(str::to_owned),
                         body: m.child_text("body", ns::CLIENT),
+                        extras: Extras::parse(m),
                     }),
                     _ => Incoming::Other(el),
                 }
@@ -473,7 +469,8 @@ pub fn subscription(kind: &str, to: &str) -> Element {
 }
 
 /// A chat message; it carries `<active/>` (XEP-0085 §5.1), which also tells the peer we
-/// support chat states, and asks for a delivery receipt (XEP-0184).
+/// support chat states, asks for a delivery receipt (XEP-0184) and chat markers (XEP-0333),
+/// and repeats its id as its origin-id (XEP-0359), the id other messages refer to it by.
 pub fn chat_message(id: &str, to: &str, body: &str) -> Element {
     stanza("message")
         .with_attr("type", "chat")
@@ -482,17 +479,21 @@ pub fn chat_message(id: &str, to: &str, body: &str) -> Element {
         .with_child(stanza("body").with_text(body))
         .with_child(ChatState::Active.element())
         .with_child(Element::new("request", ns::RECEIPTS))
+        .with_child(Element::new("markable", ns::MARKERS))
+        .with_child(Element::new("origin-id", ns::SID).with_attr("id", id))
 }
 
 /// XEP-0184: tells `to` (the full JID it came from) that their message `for_id` arrived.
 /// A receipt for a chat message is of type `chat` too, so that the sender's server copies
-/// it (XEP-0280) to the sender's other devices, which show the message as well.
+/// it (XEP-0280) to the sender's other devices, which show the message as well. Its
+/// `<store/>` hint (XEP-0334) asks for it in the archive, where a reload finds it.
 pub fn receipt(id: &str, to: &str, for_id: &str, chat: bool) -> Element {
     stanza("message")
         .with_opt_attr("type", chat.then_some("chat"))
         .with_attr("id", id)
         .with_attr("to", to)
         .with_child(Element::new("received", ns::RECEIPTS).with_attr("id", for_id))
+        .with_child(Element::new("store", ns::HINTS))
 }
 
 /// XEP-0280: asks the server for copies of what our other devices send and receive.
@@ -696,6 +697,7 @@ mod tests {
                 to: "a@x".into(),
                 id: Some("m9".into()),
                 body: Some("old".into()),
+                extras: Extras::default(),
             })
         );
         let broken = parse("<message xmlns='jabber:client'><result xmlns='urn:xmpp:mam:2' queryid='Q' id='A1'/></message>");
@@ -709,11 +711,11 @@ mod tests {
         assert!(m.receipt_request);
         let r = round_trip(&receipt("r1", "bob@x/p", "b7", true).with_attr("from", "a@x/r"));
         let Incoming::Message(r) = Incoming::classify(r) else { panic!() };
-        assert_eq!((r.receipt_for.as_deref(), r.body, r.kind), (Some("b7"), None, MessageType::Chat));
+        assert_eq!((r.extras.received.as_deref(), r.body, r.kind), (Some("b7"), None, MessageType::Chat));
         // The old form: the id on the message.
         let old = parse("<message xmlns='jabber:client' from='b@x' id='m3'><received xmlns='urn:xmpp:receipts'/></message>");
         let Incoming::Message(old) = Incoming::classify(old) else { panic!() };
-        assert_eq!(old.receipt_for.as_deref(), Some("m3"));
+        assert_eq!(old.extras.received.as_deref(), Some("m3"));
         assert!(enable_carbons("c1").child("enable", ns::CARBONS).is_some());
 
         let carbon = parse(

@@ -5,6 +5,7 @@
 //! reach it from outside the view tree. Views call the public functions here; nothing in
 //! this module decides how things look.
 
+mod actions;
 mod bosh;
 mod discovery;
 pub mod rooms;
@@ -23,6 +24,7 @@ use leptos::task::spawn_local;
 use crate::state::{AppState, Row, Status};
 use crate::{browser, drafts, settings, unread};
 use bosh::BoshTransport;
+pub use actions::{correct_last, correctable, dismiss_upload, retract, send_reply, toggle_reaction, upload};
 pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
 
@@ -425,6 +427,7 @@ impl Session {
                     }
                 }
                 Event::RoomsChanged => rooms = true,
+                Event::Upload(u) => self.on_upload(u),
             }
         }
         if roster {
@@ -432,6 +435,7 @@ impl Session {
         }
         if chat {
             self.refresh_chat();
+            self.mark_displayed();
         }
         if rooms {
             // The open room may just have let us in.
@@ -454,7 +458,7 @@ impl Session {
         }
         let Some(msg) = self.client.chats.last(with) else { return };
         let name = self.client.roster.get(with).map_or(with, |i| i.display_name()).to_owned();
-        let body: String = msg.body.chars().take(140).collect();
+        let body: String = jabberwock_client_core::actions::summary(msg).chars().take(140).collect();
         let jid = with.to_owned();
         browser::notify(&name, &body, with, move || open_chat(Some(jid)));
     }
@@ -596,8 +600,8 @@ impl Session {
             .map(|c| {
                 let preview = chats.last(&c.jid).map(|m| {
                     let prefix = if m.direction == jabberwock_client_core::chat::Direction::Out { "You: " } else { "" };
-                    let text: String = m.body.chars().take(80).collect();
-                    format!("{prefix}{}", text.replace('\n', " "))
+                    let text: String = jabberwock_client_core::actions::summary(m).chars().take(80).collect();
+                    format!("{prefix}{text}")
                 });
                 Row { unread: chats.unread(&c.jid), preview, typing: chats.is_typing(&c.jid), contact: c }
             })
@@ -764,6 +768,7 @@ pub fn open_chat(jid: Option<String>) {
         s.refresh_chat();
         s.refresh_roster();
         s.refresh_rooms();
+        s.mark_displayed();
     });
 }
 
@@ -924,6 +929,7 @@ pub fn visibility_changed(visible: bool) {
         s.handle(ev);
         s.refresh_roster();
         s.refresh_rooms();
+        s.mark_displayed();
     });
 }
 

@@ -1,10 +1,12 @@
 //! The conversation pane: header, message log with day separators and grouping, composer.
 
+use jabberwock_client_core::actions::version;
 use jabberwock_client_core::chat::{linkify, ChatMessage, Delivery, Direction, Segment};
 use leptos::ev::{KeyboardEvent, SubmitEvent};
 use leptos::html;
 use leptos::prelude::*;
 
+use super::actions::{self as msg_actions, Compose};
 use super::Avatar;
 use crate::browser;
 use crate::drafts;
@@ -29,7 +31,7 @@ impl Item {
             Item::Day(d) => format!("day:{d}"),
             Item::NewMessages => "new-messages".to_owned(),
             Item::Message { msg, first } => {
-                format!("{:?}:{}:{}:{:?}:{first}", msg.direction, msg.id, msg.timestamp_ms, msg.delivery)
+                format!("{:?}:{}:{}:{first}:{:x}", msg.direction, msg.id, msg.timestamp_ms, version(msg))
             }
         }
     }
@@ -124,6 +126,10 @@ fn Conversation() -> impl IntoView {
         state.rows.with(|rows| rows.iter().any(|r| r.contact.jid == a && r.typing))
     });
 
+    let compose = Compose::new();
+    provide_context(compose);
+    let drop_over = RwSignal::new(false);
+    let (on_drag_over, on_drag_leave, on_drop) = msg_actions::drop_handlers(state, drop_over);
     let log: NodeRef<html::Div> = NodeRef::new();
     let all = Memo::new(move |_| {
         let first_unread = state.first_unread.get();
@@ -331,7 +337,11 @@ fn Conversation() -> impl IntoView {
             aria-label=move || format!("Messages with {}", name())
             tabindex="0"
             data-testid="message-log"
+            class:drop-over=move || drop_over.get()
             on:scroll=on_scroll
+            on:dragover=on_drag_over
+            on:dragleave=on_drag_leave
+            on:drop=on_drop
         >
             <Show when=move || at_start() && (state.history.get().1 || state.history.get().0)>
                 <div class="load-older">
@@ -365,6 +375,8 @@ fn Conversation() -> impl IntoView {
                 {move || format!("{} is typing…", name())}
             </Show>
         </div>
+        <msg_actions::Uploads/>
+        <msg_actions::ComposerBanner/>
         <Composer/>
     }
 }
@@ -385,10 +397,23 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
             }
         })
         .collect_view();
+    let quote = msg_actions::quote_view(&msg);
+    let body = msg_actions::body(&msg, body.into_any());
+    let seen = msg.annotations.seen;
     view! {
-        <div class="msg" class:out=out class:in=!out class:first=first class:failed=failed data-direction=if out { "out" } else { "in" }>
+        <div
+            class="msg"
+            class:out=out
+            class:in=!out
+            class:first=first
+            class:failed=failed
+            data-direction=if out { "out" } else { "in" }
+            data-id=msg.id.clone()
+            tabindex="0"
+        >
             <div class="bubble">
                 <span class="sr-only">{if out { "You: " } else { "Them: " }}</span>
+                {quote}
                 <span class="body">{body}</span>
                 <span class="meta">
                     {msg.edited.then(|| view! { <span class="edited" title="Edited by its sender">"edited"</span> })}
@@ -414,8 +439,12 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                             view! { <span class="tick" role="img" aria-label="sent" title="Sent">"✓"</span> }.into_any()
                         }
                     })}
+                    // XEP-0333: the peer displayed it.
+                    {(out && seen).then(|| view! { <span class="tick seen" role="img" aria-label="seen" title="Seen">"👁"</span> })}
                 </span>
             </div>
+            <msg_actions::MessageMenu msg=msg.clone()/>
+            <msg_actions::Reactions msg=msg.clone()/>
             {msg.error.map(|e| view! { <div class="msg-error" role="alert">{format!("Not delivered: {e}")}</div> })}
         </div>
     }
@@ -424,20 +453,15 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
 #[component]
 fn Composer() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let text = RwSignal::new(String::new());
-    let input: NodeRef<html::Textarea> = NodeRef::new();
+    let compose = expect_context::<Compose>();
+    let (text, input) = (compose.text, compose.input);
     let online = move || state.status.get() == crate::state::Status::Online;
     let account = move || state.me.get_untracked().unwrap_or_default();
     let send = move || {
-        let Some(to) = state.active.get_untracked() else { return };
-        let body = text.get_untracked();
-        // Offline, the message waits in the outbox and goes out on reconnect.
-        if net::send_message(&to, &body) {
-            text.set(String::new());
-            drafts::set(&account(), &to, "");
-            if let Some(i) = input.get_untracked() {
-                i.set_value("");
-                let _ = i.focus();
+        // Offline, a message waits in the outbox and goes out on reconnect.
+        if let Some(to) = state.active.get_untracked() {
+            if compose.send(&to) {
+                drafts::set(&account(), &to, "");
             }
         }
     };
@@ -476,9 +500,21 @@ fn Composer() -> impl IntoView {
                     if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                         ev.prevent_default();
                         send();
+                    } else if ev.key() == "ArrowUp" && state.active.get_untracked().is_some_and(|to| compose.edit_last(&to)) {
+                        ev.prevent_default();
+                    } else if ev.key() == "Escape" {
+                        compose.cancel();
+                    }
+                }
+                on:paste=move |ev: leptos::ev::ClipboardEvent| {
+                    let files = ev.clipboard_data().and_then(|d| d.files()).filter(|f| f.length() > 0);
+                    if files.is_some() {
+                        ev.prevent_default();
+                        msg_actions::upload_files(state, files);
                     }
                 }
             ></textarea>
+            <msg_actions::AttachButton/>
             <button
                 class="btn btn-primary send"
                 type="submit"

@@ -1,6 +1,7 @@
 //! The components. They read [`AppState`] signals and call [`crate::net`] for actions;
 //! no XMPP logic lives here.
 
+mod actions;
 mod chat;
 mod login;
 mod room;

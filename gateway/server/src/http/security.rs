@@ -86,6 +86,8 @@ pub fn origin_allowed(config: &Config, origin: &str) -> bool {
 /// scripts of the page named by their hash.
 pub struct ContentSecurityPolicy {
     frame_ancestors: String,
+    /// The upload service's origins (` origin` each): images and PUTs go there.
+    uploads: String,
 }
 
 impl ContentSecurityPolicy {
@@ -97,7 +99,18 @@ impl ContentSecurityPolicy {
             frame_ancestors.push(' ');
             frame_ancestors.push_str(origin);
         }
-        ContentSecurityPolicy { frame_ancestors }
+        ContentSecurityPolicy { frame_ancestors, uploads: String::new() }
+    }
+
+    /// Images from, and connections to, the upload service's `origins` too: the web client
+    /// PUTs files there and shows uploaded pictures inline (an `https:` origin is allowed
+    /// connections anyway; a plain `http:` one, in development, is not otherwise).
+    pub fn with_upload_origins(mut self, origins: &[String]) -> Self {
+        for origin in origins {
+            self.uploads.push(' ');
+            self.uploads.push_str(origin);
+        }
+        self
     }
 
     /// The policy for a page whose inline scripts are `script_hashes` (`'sha256-…'`).
@@ -108,10 +121,11 @@ impl ContentSecurityPolicy {
             scripts.push_str(hash);
         }
         let policy = format!(
-            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self' https: wss:; manifest-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; \
-             frame-ancestors {}",
-            self.frame_ancestors
+            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:{uploads}; \
+             connect-src 'self' https: wss:{uploads}; manifest-src 'self'; worker-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors {}",
+            self.frame_ancestors,
+            uploads = self.uploads
         );
         HeaderValue::from_str(&policy).expect("validated origins and base64 hashes make a valid header")
     }

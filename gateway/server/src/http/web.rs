@@ -51,7 +51,7 @@ fn cache_control(path: &str) -> HeaderValue {
 }
 
 pub fn routes(config: &Config) -> Router<Arc<Server>> {
-    let policy = ContentSecurityPolicy::new(&config.http.embed_origins);
+    let policy = ContentSecurityPolicy::new(&config.http.embed_origins).with_upload_origins(&crate::modules::upload::public_origins(config));
     let root = config.http.web_root.clone().or_else(|| {
         let local = PathBuf::from(LOCAL_BUILD);
         local.join("index.html").exists().then_some(local)

@@ -488,14 +488,22 @@ pub(super) async fn query(
     Ok((results, Element::new("fin", ns::MAM).with_attr("complete", if page.complete { "true" } else { "false" }).with_child(rsm)))
 }
 
-/// XEP-0313 §5.1.1: chat and normal messages with a body are archived, unless a XEP-0334
-/// hint forbids storing them.
+/// XEP-0313 §5.1.1: chat and normal messages with a body are archived, and so are those
+/// a XEP-0334 `<store/>` hint asks for (reactions, receipts, chat markers: without them a
+/// client that loads history cannot show what happened to a message), unless a hint
+/// forbids storing them. Only a message naming the hints namespace is parsed.
 fn archivable(st: &Stanza) -> bool {
+    if !matches!(st.stanza_type().unwrap_or("normal"), "chat" | "normal") {
+        return false;
+    }
     let inner = st.inner();
-    matches!(st.stanza_type().unwrap_or("normal"), "chat" | "normal")
-        && inner.contains("<body")
-        && !(inner.contains(ns::HINTS)
-            && st.to_element().is_ok_and(|el| el.child("no-store", ns::HINTS).is_some() || el.child("no-permanent-store", ns::HINTS).is_some()))
+    let has_body = inner.contains("<body");
+    if !inner.contains(ns::HINTS) {
+        return has_body;
+    }
+    let Ok(el) = st.to_element() else { return has_body };
+    let hint = |name: &str| el.child(name, ns::HINTS).is_some();
+    !(hint("no-store") || hint("no-permanent-store")) && (has_body || hint("store"))
 }
 
 impl Mam {

@@ -98,6 +98,28 @@ impl Upload {
     }
 }
 
+/// The origins (`scheme://host[:port]`) uploaded files are served from, for the web
+/// client's Content-Security-Policy: it shows uploaded images inline.
+pub fn public_origins(config: &Config) -> Vec<String> {
+    if !config.upload.enabled {
+        return Vec::new();
+    }
+    let mut origins: Vec<String> = config
+        .domains
+        .iter()
+        .map(|d| {
+            let url = base_url(config, d);
+            match url.split_once("://") {
+                Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest)),
+                None => url,
+            }
+        })
+        .collect();
+    origins.sort();
+    origins.dedup();
+    origins
+}
+
 /// Where clients reach the HTTP listeners: the configured public URL, or else the served
 /// domain on the HTTPS listener's port (plain HTTP's if there is no HTTPS listener).
 fn base_url(config: &Config, domain: &str) -> String {

@@ -1,0 +1,163 @@
+//! The user's message actions (XEP-0308, 0424, 0444, 0461, 0333) and file uploads
+//! (XEP-0363), on the live session. The protocol is the core's; here are the browser's
+//! parts: the PUT with its progress, and the signals the views read.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use jabberwock_client_core::upload::{Slot, UploadEvent};
+use leptos::prelude::*;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+
+use super::{with_session, Session};
+use crate::browser;
+use crate::state::Upload;
+
+/// Runs a core action on the session and hands its events over; false when nothing was
+/// sent (offline, or not allowed).
+fn act(f: impl FnOnce(&mut Session, i64) -> Vec<jabberwock_client_core::Event>) -> bool {
+    with_session(|s| {
+        let events = f(s, browser::now_ms());
+        let sent = !events.is_empty();
+        s.handle(events);
+        sent
+    })
+    .unwrap_or(false)
+}
+
+pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {
+    act(|s, now| s.client.correct_last(conv, id, text, now))
+}
+
+pub fn retract(conv: &str, id: &str) -> bool {
+    act(|s, now| s.client.retract(conv, id, now))
+}
+
+pub fn toggle_reaction(conv: &str, id: &str, emoji: &str) -> bool {
+    act(|s, now| s.client.toggle_reaction(conv, id, emoji, now))
+}
+
+pub fn send_reply(conv: &str, reply_to: &str, text: &str) -> bool {
+    act(|s, now| s.client.send_reply(conv, reply_to, text, now))
+}
+
+/// Our last message in `conv` that may still be corrected: its id and text.
+pub fn correctable(conv: &str) -> Option<(String, String)> {
+    with_session(|s| s.client.correctable(conv).map(|m| (m.id.clone(), m.body.clone()))).flatten()
+}
+
+impl Session {
+    /// XEP-0333: the open conversation is on screen: say we displayed its last message.
+    pub(super) fn mark_displayed(&mut self) {
+        if !browser::document_visible() {
+            return;
+        }
+        if let Some(conv) = self.client.chats.active().map(str::to_owned) {
+            let events = self.client.mark_displayed(&conv);
+            self.handle(events);
+        }
+    }
+
+    pub(super) fn on_upload(&mut self, event: UploadEvent) {
+        match event {
+            UploadEvent::Service(_) => {}
+            UploadEvent::Slot { request, slot } => {
+                let file = FILES.with(|f| f.borrow_mut().remove(&request));
+                if let Some((conv, file)) = file {
+                    put(self.state.uploads, request, conv, file, slot);
+                }
+            }
+            UploadEvent::Failed { request, reason } => {
+                FILES.with(|f| f.borrow_mut().remove(&request));
+                set_upload(self.state.uploads, request, |u| u.error = Some(format!("Upload failed: {reason}")));
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The files waiting for their slot, by upload request, with their conversation.
+    static FILES: RefCell<BTreeMap<u64, (String, web_sys::File)>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+fn set_upload(uploads: RwSignal<Vec<Upload>>, request: u64, f: impl FnOnce(&mut Upload)) {
+    uploads.update(|all| {
+        if let Some(u) = all.iter_mut().find(|u| u.request == request) {
+            f(u);
+        }
+    });
+}
+
+/// Sends `file` to the open conversation `conv`: asks for a slot (or says at once why
+/// not), then PUTs it with progress, then sends the link.
+pub fn upload(conv: &str, file: web_sys::File) {
+    let size = file.size() as u64;
+    let name = file.name();
+    let kind = file.type_();
+    let Some((uploads, asked)) = with_session(|s| {
+        s.client.set_secure_page(browser::origin().starts_with("https:"));
+        let asked = s.client.request_upload(&name, size, Some(&kind));
+        (s.state.uploads, asked.map(|(request, events)| {
+            s.handle(events);
+            request
+        }))
+    }) else {
+        return;
+    };
+    match asked {
+        Ok(request) => {
+            FILES.with(|f| f.borrow_mut().insert(request, (conv.to_owned(), file)));
+            uploads.update(|u| u.push(Upload { request, name, size, sent: 0, error: None }));
+        }
+        Err(reason) => {
+            // Not a request: a number no request has, so the entry can be dismissed.
+            let request = u64::MAX - uploads.with_untracked(Vec::len) as u64;
+            uploads.update(|u| u.push(Upload { request, name, size, sent: 0, error: Some(reason) }));
+        }
+    }
+}
+
+pub fn dismiss_upload(request: u64) {
+    with_session(|s| s.state.uploads.update(|u| u.retain(|x| x.request != request)));
+}
+
+/// The PUT (XMLHttpRequest, for its upload progress events), then the message.
+fn put(uploads: RwSignal<Vec<Upload>>, request: u64, conv: String, file: web_sys::File, slot: Slot) {
+    let fail = move |why: String| set_upload(uploads, request, |u| u.error = Some(format!("Upload failed: {why}")));
+    let Ok(xhr) = web_sys::XmlHttpRequest::new() else { return fail("the browser refused".into()) };
+    if xhr.open("PUT", &slot.put).is_err() {
+        return fail("the upload address is not usable".into());
+    }
+    for (name, value) in &slot.headers {
+        let _ = xhr.set_request_header(name, value);
+    }
+    if !file.type_().is_empty() {
+        let _ = xhr.set_request_header("Content-Type", &file.type_());
+    }
+    let on_progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
+        set_upload(uploads, request, |u| u.sent = e.loaded() as u64);
+    });
+    if let Ok(upload) = xhr.upload() {
+        upload.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+    }
+    on_progress.forget();
+    let done_xhr = xhr.clone();
+    let get = slot.get.clone();
+    let on_done = Closure::once(move || {
+        let status = done_xhr.status().unwrap_or(0);
+        if (200..300).contains(&status) {
+            uploads.update(|u| u.retain(|x| x.request != request));
+            act(|s, now| s.client.send_file(&conv, &get, now));
+        } else if status == 0 {
+            fail("the upload service could not be reached".into());
+        } else {
+            fail(format!("the upload service answered {status}"));
+        }
+    });
+    xhr.set_onloadend(Some(on_done.as_ref().unchecked_ref()));
+    on_done.forget();
+    if xhr.send_with_opt_blob(Some(&file)).is_err() {
+        fail("the file could not be sent".into());
+    }
+}
