@@ -280,7 +280,17 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     alice.send("<presence/>").await;
     bob.send("<presence/>").await;
     befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    // Bob's session on the doomed node is resumable; what he never acknowledged, and what
+    // comes while it waits for him, is kept in the shared journal (XEP-0198).
+    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    bob.expect("enabled", |e| e.is("enabled", "urn:xmpp:sm:3")).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>never acknowledged</body></message>").await;
+    bob.expect("the message", body("never acknowledged")).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>while parked</body></message>").await;
     alice.ping().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     cluster.nodes[1].kill9().await;
     let killed = tokio::time::Instant::now();
@@ -291,8 +301,10 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     alice.ping().await;
     let mut bob = cluster.login(2, "bob", "b").await;
     bob.send("<presence/>").await;
-    let m = bob.expect("the offline message", body("while you were gone")).await;
-    assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
+    for text in ["never acknowledged", "while parked", "while you were gone"] {
+        let m = bob.expect("an offline message", body(text)).await;
+        assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
+    }
 }
 
 #[tokio::test]

@@ -532,6 +532,9 @@ impl Cluster {
             .invoke_async(&mut self.redis.clone())
             .await?;
         self.forget(server, node);
+        // As when a session ends: what it never delivered goes elsewhere before its
+        // contacts see it go, so a message sent on seeing that lands after it.
+        let journaled = crate::session::journal::recover(server, Some(node)).await;
         let sessions = removed.len() / 3;
         for binding in removed.chunks_exact(3) {
             let (bare, resource) = (&binding[0], &binding[1]);
@@ -540,7 +543,6 @@ impl Cluster {
                 crate::im::presence::unavailable_on_behalf(server, &full).await;
             }
         }
-        let journaled = crate::session::journal::recover(server, Some(node)).await;
         tracing::info!(%node, sessions, journaled, "took over after a node that is gone");
         Ok(())
     }
@@ -750,4 +752,33 @@ pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, String> {
 fn split_value(v: &str) -> Option<(u64, Entry)> {
     let (seq, json) = v.split_once(' ')?;
     Some((seq.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body_bytes: usize) -> Stanza {
+        let el = Element::new("message", jabberwock_proto::ns::CLIENT)
+            .with_child(Element::new("body", jabberwock_proto::ns::CLIENT).with_text("x".repeat(body_bytes)));
+        Stanza::from_element(&el)
+    }
+
+    #[test]
+    fn what_waits_for_another_node_is_bounded_in_bytes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let overflows = prometheus_client::metrics::counter::Counter::default();
+        let peer = Arc::new(Peer { node: "n2".into(), tx, budget: OutputBudget::new(10_000, overflows.clone()) });
+        let remote = RemoteSession { peer, jid: "u@d/r".into() };
+        let st = message(4000);
+        assert!(remote.forward(st.clone()).is_ok());
+        assert!(remote.forward(st.clone()).is_ok());
+        assert_eq!(remote.forward(st.clone()), Err(st.clone()), "a third would exceed cluster.max_forward_bytes");
+        assert_eq!(overflows.get(), 1);
+        // Published: the bytes are released and there is room again.
+        let frame = rx.try_recv().expect("queued");
+        assert!(frame.starts_with(b"S u@d/r\n"));
+        remote.budget().release(frame.len());
+        assert!(remote.forward(st).is_ok());
+    }
 }
