@@ -240,6 +240,15 @@ async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket()
     bob.send("<message to='carol@localhost/web' type='chat'><body>to the web</body></message>").await;
     carol.expect("bob's answer", body("to the web")).await;
 
+    // Bob blocks carol on his node; carol's node, which checked his blocklist for her last
+    // message, applies the new one (XEP-0191: service-unavailable).
+    let r = bob.iq("bl", "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    carol.send("<message xmlns='jabber:client' to='bob@localhost/b' id='in' type='chat'><body>blocked?</body></message>").await;
+    let err = carol.expect("the error", |e| e.attr("id") == Some("in")).await;
+    assert!(err.child("error", ns::CLIENT).and_then(|e| e.child("service-unavailable", ns::STANZA_ERRORS)).is_some(), "{}", err.to_xml_string());
+    bob.expect_none(Duration::from_millis(300), "a blocked message", body("blocked?")).await;
+
     // The cluster as its administrator sees it, read from Redis.
     let (ok, status) = cluster.nodes[0].cli(&["cluster", "status"]).await;
     assert!(ok, "{status}");
@@ -309,13 +318,28 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
 
 #[tokio::test]
 async fn routing_recovers_after_redis_restarts() {
-    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
     bob.send("<presence/>").await;
     befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
 
+    // Under load: dave, on the third node, keeps messaging alice while Redis goes away.
+    let mut dave = cluster.login(2, "dave", "d").await;
+    let (stop_load, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn(async move {
+        for i in 0.. {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    dave.send(format!("<message to='alice@localhost/a' type='chat'><body>load {i}</body></message>")).await;
+                }
+            }
+        }
+        dave
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.redis.restart().await;
     // The nodes reconnect and register their sessions again: retried until they have.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -328,6 +352,10 @@ async fn routing_recovers_after_redis_restarts() {
         }
         assert!(tokio::time::Instant::now() < deadline, "routing did not recover");
     }
+    stop_load.send(()).expect("the load runs");
+    let mut dave = load.await.expect("the load");
+    dave.send("<message to='alice@localhost/a' type='chat'><body>after the load</body></message>").await;
+    alice.expect("dave's last message", body("after the load")).await;
     // A new session on the third node reaches both.
     let mut carol = cluster.login(2, "carol", "c").await;
     carol.send("<message to='alice@localhost/a' type='chat'><body>new here</body></message>").await;

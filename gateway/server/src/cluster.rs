@@ -701,17 +701,15 @@ async fn subscribed(server: &Arc<Server>, cluster: &Cluster) -> redis::RedisResu
 }
 
 /// Tells the other nodes that a module changed `account`'s data, so that they forget what
-/// they cached of it (a blocklist, archiving preferences). Nothing alone.
-pub fn account_changed(server: &Server, account: &jid::BareJid) {
+/// they cached of it (a blocklist, archiving preferences). Awaited: Redis has handed the
+/// news to the other nodes when the change is answered. Nothing alone.
+pub async fn account_changed(server: &Server, account: &jid::BareJid) {
     let Some(cluster) = server.sessions.cluster() else { return };
     let event = Event::Changed { node: cluster.config.node.clone(), account: account.to_string() };
     let payload = format!("0 {}", serde_json::to_string(&event).expect("serializable"));
-    let mut redis = cluster.redis.clone();
-    tokio::spawn(async move {
-        if let Err(e) = redis.publish::<_, _, ()>(EVENTS, payload).await {
-            tracing::warn!(error = %e, "could not tell the other nodes about an account's change");
-        }
-    });
+    if let Err(e) = cluster.redis.clone().publish::<_, _, ()>(EVENTS, payload).await {
+        tracing::warn!(error = %e, "could not tell the other nodes about an account's change");
+    }
 }
 
 /// `jabberwock cluster status`: each known node with its address, the time left on its

@@ -147,7 +147,7 @@ impl IqHandler for Blocking {
                     StanzaError::internal_server_error()
                 })?;
                 self.lists.forget(owner.as_str());
-                crate::cluster::account_changed(cx.server, &owner);
+                crate::cluster::account_changed(cx.server, &owner).await;
                 push(cx.server, &owner, kind, &jids);
                 Ok(None)
             }
