@@ -219,6 +219,19 @@ async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket()
     alice.expect("alice2 came online", presence_from("alice@localhost/a2", None)).await;
     bob.expect("alice2 came online", presence_from("alice@localhost/a2", None)).await;
 
+    // A roster change on one node is pushed to the resource that asked for the roster
+    // on another.
+    let roster = alice2.iq("r", "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>").await;
+    assert_eq!(roster.attr("type"), Some("result"));
+    let set = alice.iq("rs", "<iq type='set' id='rs'><query xmlns='jabber:iq:roster'><item jid='zed@localhost' name='Zed'/></query></iq>").await;
+    assert_eq!(set.attr("type"), Some("result"), "{}", set.to_xml_string());
+    alice2
+        .expect("the roster push", |e| {
+            let item = e.child("query", ns::ROSTER).and_then(|q| q.child("item", ns::ROSTER));
+            e.name() == "iq" && e.attr("type") == Some("set") && item.and_then(|i| i.attr("jid")) == Some("zed@localhost")
+        })
+        .await;
+
     // Carbons of messages received and sent by another resource on another node.
     bob.send("<message to='alice@localhost/a' type='chat'><body>to a</body></message>").await;
     alice.expect("the message", body("to a")).await;
@@ -241,9 +254,11 @@ async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket()
     carol.expect("bob's answer", body("to the web")).await;
 
     // Bob blocks carol on his node; carol's node, which checked his blocklist for her last
-    // message, applies the new one (XEP-0191: service-unavailable).
+    // message, applies the new one (XEP-0191: service-unavailable) once the news reached
+    // it over Redis: before the block is answered it is on its way, not necessarily read.
     let r = bob.iq("bl", "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block></iq>").await;
     assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
     carol.send("<message xmlns='jabber:client' to='bob@localhost/b' id='in' type='chat'><body>blocked?</body></message>").await;
     let err = carol.expect("the error", |e| e.attr("id") == Some("in")).await;
     assert!(err.child("error", ns::CLIENT).and_then(|e| e.child("service-unavailable", ns::STANZA_ERRORS)).is_some(), "{}", err.to_xml_string());
@@ -314,6 +329,13 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
         let m = bob.expect("an offline message", body(text)).await;
         assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
     }
+
+    // The killed node is gone from the cluster; one stopped cleanly leaves it at once.
+    cluster.nodes[2].stop().await;
+    let (ok, status) = cluster.nodes[0].cli(&["cluster", "status"]).await;
+    assert!(ok, "{status}");
+    assert!(status.lines().any(|l| l.starts_with("n0")) && !status.lines().any(|l| l.starts_with("n1") || l.starts_with("n2")), "{status}");
+    assert!(status.contains("nodes 1  sessions 1"), "alice alone:\n{status}");
 }
 
 #[tokio::test]

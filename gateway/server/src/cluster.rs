@@ -547,6 +547,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// A clean stop: the node leaves the list of nodes at once instead of when its lease
+    /// expires, taking what is left of its sessions with it.
+    pub async fn leave(&self, server: &Arc<Server>) {
+        let left = self.take_over(server, self.node()).await;
+        let dropped = self.redis.clone().del::<_, ()>(lease_key(self.node())).await;
+        if let Err(e) = left.and(dropped) {
+            tracing::warn!(error = %e, "could not leave the cluster; the other nodes will when the lease expires");
+        }
+    }
+
     /// Removes the sessions of nodes whose lease expired, one node at a time cluster-wide.
     async fn reap_expired(&self, server: &Arc<Server>) -> redis::RedisResult<()> {
         let mut redis = self.redis.clone();

@@ -371,6 +371,9 @@ impl Running {
         // Every commit is durable on its own; these only wait for work in flight, and a
         // storage that no longer answers must not keep the process from exiting.
         let closing = async {
+            if let Some(cluster) = self.server.sessions.cluster() {
+                cluster.leave(&self.server).await;
+            }
             self.server.modules.stopping().await;
             self.server.store.close().await;
         };
