@@ -45,7 +45,7 @@ fn node_jids_key(node: &str) -> String {
     format!("jabberwock:node-jids:{node}")
 }
 
-pub fn lease_key(node: &str) -> String {
+fn lease_key(node: &str) -> String {
     format!("jabberwock:lease:{node}")
 }
 
@@ -170,10 +170,10 @@ enum Event {
 
 /// A node as `jabberwock:nodes` describes it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub address: String,
+struct NodeInfo {
+    address: String,
     /// Unix seconds.
-    pub started: u64,
+    started: u64,
 }
 
 /// This node's part in the cluster: its Redis connection, its links to the other nodes.
@@ -188,7 +188,7 @@ pub struct Cluster {
 
 /// The way to another node: a queue of published stanzas, bounded in bytes.
 #[derive(Debug)]
-pub struct Peer {
+struct Peer {
     node: String,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     budget: Arc<OutputBudget>,
