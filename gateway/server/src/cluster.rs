@@ -336,9 +336,9 @@ impl Cluster {
     }
 
     /// Binds `r` in Redis, across the cluster. Returns the binding's sequence number and
-    /// the session it replaced on another node, if any. With Redis out of reach, the
-    /// binding stays local until the next reconnect registers it.
-    pub(crate) async fn bind(&self, bare: &str, r: &Resource, max: usize) -> Result<(u64, Option<SessionHandle>), BindError> {
+    /// the session it replaced on another node, if any; `None` with Redis out of reach:
+    /// the binding stays local until the next reconnect registers it.
+    pub(crate) async fn bind(&self, bare: &str, r: &Resource, max: usize) -> Result<Option<(u64, Option<SessionHandle>)>, BindError> {
         let entry = self.entry_of(r);
         let event = Event::Set { bare: bare.to_owned(), resource: r.resource.clone(), entry: entry.clone() };
         let result: redis::RedisResult<(i64, String)> = redis::Script::new(BIND)
@@ -356,11 +356,11 @@ impl Cluster {
             Ok((-1, _)) => Err(BindError::TooManyResources),
             Ok((seq, old)) => {
                 let old = split_value(&old).filter(|(_, e)| e.node != self.config.node);
-                Ok((seq as u64, old.and_then(|(s, e)| self.resource_of(bare, &r.resource, s, e)).map(|r| r.handle)))
+                Ok(Some((seq as u64, old.and_then(|(s, e)| self.resource_of(bare, &r.resource, s, e)).map(|r| r.handle))))
             }
             Err(e) => {
                 tracing::warn!(error = %e, bare, "Redis did not take a binding; it is registered at the next reconnect");
-                Ok((0, None))
+                Ok(None)
             }
         }
     }

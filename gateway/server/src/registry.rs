@@ -311,13 +311,16 @@ impl SessionRegistry {
             features: None,
             seq: 0,
         };
-        // In a cluster, Redis counts the resources of every node: the mirror may lag.
+        // In a cluster, Redis counts the resources of every node (the mirror may lag); with
+        // Redis out of reach, the mirror counts.
         let (replaced, local_max) = match self.cluster.get() {
-            Some(c) => {
-                let (seq, replaced) = c.bind(bare, &new, max_resources).await?;
-                new.seq = seq;
-                (replaced, usize::MAX)
-            }
+            Some(c) => match c.bind(bare, &new, max_resources).await? {
+                Some((seq, replaced)) => {
+                    new.seq = seq;
+                    (replaced, usize::MAX)
+                }
+                None => (None, max_resources),
+            },
             None => (None, max_resources),
         };
         let local = self.bind_here(bare, new, local_max)?;
