@@ -109,6 +109,12 @@ ensure_postgresql() {
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql
 }
 
+# Redis (Debian's redis-server) for the cluster tests: each test runs its own from the
+# package's binary on a free port, so a daemon the package starts is left alone.
+ensure_redis() {
+    have redis-server || apt_install redis-server
+}
+
 # The federation suite's domains, each server on its own loopback address.
 FEDERATION_HOSTS=(
     "127.0.0.2 jabberwock.test"
@@ -137,6 +143,7 @@ main() {
     ensure_prosody
     ensure_ejabberd
     ensure_postgresql
+    ensure_redis
     ensure_federation_hosts
 }
 

@@ -61,6 +61,7 @@ stage "build the web client (wasm toolchain, trunk)" scripts/build-web-client.sh
 stage "cargo build -p jabberwock" cargo build -p jabberwock
 stage "cargo test --workspace" cargo test --workspace
 stage "PostgreSQL: storage conformance, migrate-storage, suites on PostgreSQL" scripts/postgres-tests.sh
+stage "cluster: three nodes on PostgreSQL and Redis" scripts/cluster-tests.sh
 stage "fuzz targets, 30 s each (cargo-fuzz)" scripts/fuzz.sh 30
 stage "slixmpp interop suite" tests/interop/run.sh
 stage "federation with Prosody (slixmpp)" tests/interop/federation/run.sh

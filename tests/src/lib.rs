@@ -575,6 +575,10 @@ pub struct ServerProcess {
     dir: std::path::PathBuf,
     /// The client port of the current (or last) run.
     pub c2s: SocketAddr,
+    /// The HTTP (WebSocket, BOSH) port of the current (or last) run.
+    pub http: SocketAddr,
+    /// The loopback address every listener binds (127.0.0.1 unless [`ServerProcess::listen_on`]).
+    host: std::net::IpAddr,
     child: Option<tokio::process::Child>,
     /// TOML tables added to the config file, such as `[limits]`.
     tables: String,
@@ -592,6 +596,8 @@ impl ServerProcess {
             bin: bin.into(),
             dir: dir.into(),
             c2s: free_port(),
+            http: free_port(),
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             child: None,
             tables: String::new(),
             top: "log = 'warn'".to_owned(),
@@ -604,6 +610,12 @@ impl ServerProcess {
     /// Adds TOML tables (such as `[limits]`) to the config of the next start.
     pub fn configure(&mut self, tables: &str) {
         self.tables = tables.to_owned();
+        self.write_config();
+    }
+
+    /// Binds every listener to `host` (another loopback address, say) from the next start.
+    pub fn listen_on(&mut self, host: std::net::IpAddr) {
+        self.host = host;
         self.write_config();
     }
 
@@ -640,11 +652,13 @@ impl ServerProcess {
     /// Only the client port must be known in advance; the other listeners take any port.
     fn write_config(&self) {
         let text = format!(
-            "data_dir = {dir:?}\nstorage = '{storage}'\n{top}\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['127.0.0.1:0']\n\
-             [http]\nlisten = ['127.0.0.1:0']\nlisten_tls = ['127.0.0.1:0']\n[s2s]\nlisten = ['127.0.0.1:0']\n{tables}\n",
+            "data_dir = {dir:?}\nstorage = '{storage}'\n{top}\n[listen]\nc2s = ['{c2s}']\nc2s_direct_tls = ['{host}:0']\n\
+             [http]\nlisten = ['{http}']\nlisten_tls = ['{host}:0']\n[s2s]\nlisten = ['{host}:0']\n{tables}\n",
             dir = self.dir.display().to_string(),
             storage = self.storage_url(),
             c2s = self.c2s,
+            http = self.http,
+            host = self.host,
             tables = self.tables,
             top = self.top,
         );
@@ -659,7 +673,8 @@ impl ServerProcess {
     /// Runs `serve` on fresh ports and waits until the client port accepts connections.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        self.c2s = free_port();
+        self.c2s = free_port_on(self.host);
+        self.http = free_port_on(self.host);
         self.write_config();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let child = tokio::process::Command::new(&self.bin)
@@ -758,12 +773,17 @@ pub fn watch_memory(pid: u32, field: &'static str) -> (tokio::sync::oneshot::Sen
 /// (32768 and up on Linux): there, the outgoing connections of tests running in parallel
 /// take their local ports, and one of them could take the port before the server binds it.
 pub fn free_port() -> SocketAddr {
+    free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// [`free_port`] on another (loopback) address.
+pub fn free_port_on(host: std::net::IpAddr) -> SocketAddr {
     use std::hash::{BuildHasher, Hasher};
     loop {
         // Each RandomState has fresh keys: a random number without another dependency.
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let port = 20_000 + (random % 12_000) as u16;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+        if let Ok(l) = std::net::TcpListener::bind((host, port)) {
             return l.local_addr().expect("local address");
         }
     }

@@ -59,6 +59,9 @@ enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The cluster this node belongs to (read from Redis).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Copy everything from one storage URL into another, empty one (such as from
     /// `sqlite://…` to `postgres://…`). Stop the server first.
     MigrateStorage {
@@ -70,6 +73,12 @@ enum Command {
     /// Check what deployments usually get wrong: DNS, certificates, ports, storage, clock,
     /// open-file limit.
     Doctor,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every node: its address, the time left on its lease, its sessions.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +185,13 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::MigrateStorage { from, to } => migrate_storage(&config, &from, &to).await,
+            Command::Cluster(ClusterCommand::Status) => {
+                let cluster = config.cluster.as_ref().ok_or("this configuration has no [cluster] table")?;
+                for line in crate::cluster::status(cluster).await? {
+                    println!("{line}");
+                }
+                Ok(())
+            }
             Command::Deluser { jid } => {
                 if let Some(done) = on_server(&config, Request::Deluser { jid: jid.clone() }).await {
                     return done;

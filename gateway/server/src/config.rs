@@ -75,6 +75,70 @@ pub struct Config {
     pub components: ComponentsConfig,
     pub push: PushConfig,
     pub metrics: MetricsConfig,
+    /// Several nodes sharing one PostgreSQL and one Redis; absent: one node on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One node of a cluster: the session registry lives in Redis, and stanzas for sessions
+/// on other nodes go through it (see the README's *Cluster*).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster (`[A-Za-z0-9_.-]`, at most 64 characters).
+    pub node: String,
+    /// The Redis every node shares: `redis://host:port/db`.
+    pub redis: String,
+    /// How other nodes and a load balancer reach this node (`host:port`), shown by
+    /// `jabberwock cluster status`.
+    pub address: String,
+    /// How long this node's registrations outlive its last heartbeat, in milliseconds;
+    /// renewed every third of it. A node that dies leaves its sessions at most this long.
+    pub lease_ms: u64,
+    /// Bytes of stanzas waiting to be forwarded to one other node; over it, delivery to
+    /// that node fails as if its sessions were gone (messages go to offline storage).
+    pub max_forward_bytes: usize,
+    /// Bytes of an available resource's last presence kept in the shared registry for
+    /// probes; a longer presence is kept without its payload.
+    pub max_presence_bytes: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            redis: String::new(),
+            address: String::new(),
+            lease_ms: 10_000,
+            max_forward_bytes: 8 * 1024 * 1024,
+            max_presence_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, storage: Option<&str>) -> Result<(), ConfigError> {
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+        if self.node.is_empty() || self.node.len() > 64 || !self.node.chars().all(id_ok) {
+            return Err(invalid("cluster.node", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'"));
+        }
+        if !self.redis.starts_with("redis://") && !self.redis.starts_with("rediss://") {
+            return Err(invalid("cluster.redis", "must be a redis:// or rediss:// URL"));
+        }
+        if self.address.is_empty() {
+            return Err(invalid("cluster.address", "must say how other nodes reach this one (host:port)"));
+        }
+        if self.lease_ms < 300 {
+            return Err(invalid("cluster.lease_ms", "must be at least 300"));
+        }
+        if self.max_forward_bytes < 64 * 1024 {
+            return Err(invalid("cluster.max_forward_bytes", "must be at least 65536"));
+        }
+        // Every node must see the same accounts, rosters and offline messages.
+        if !storage.is_some_and(jabberwock_storage::is_postgres_url) {
+            return Err(invalid("storage", "a cluster needs a postgres:// storage URL shared by every node (SQLite is one node's file)"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -544,6 +608,7 @@ impl Default for Config {
             components: ComponentsConfig::default(),
             push: PushConfig::default(),
             metrics: MetricsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -747,6 +812,9 @@ impl Config {
             if !url.starts_with("sqlite://") && !jabberwock_storage::is_postgres_url(url) {
                 return Err(invalid("storage", format!("{url:?}: only sqlite:// and postgres:// URLs are supported")));
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(self.storage.as_deref())?;
         }
         // A short token is guessed; and an empty one would let an empty header through.
         if self.metrics.bearer_token.as_ref().is_some_and(|t| t.len() < 16) {
@@ -1001,6 +1069,28 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::parse("domains = ['a.example']\n[tls.'b.example']\ncert='x'\nkey='y'").unwrap_err();
         assert!(e.to_string().contains("not one of the served domains"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_and_every_key_checked() {
+        let table = "[cluster]\nnode = 'n1'\nredis = 'redis://127.0.0.1:6379/'\naddress = '10.0.0.1:5222'\n";
+        let c = Config::parse(&format!("storage = 'postgres://db.example/j'\n{table}")).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!((cluster.lease_ms, cluster.max_forward_bytes), (10_000, 8 * 1024 * 1024), "defaults");
+        let e = Config::parse(table).unwrap_err();
+        assert!(e.to_string().starts_with("storage:") && e.to_string().contains("postgres://"), "SQLite is one node's file: {e}");
+        for (change, key) in [
+            ("node = 'n 1'", "cluster.node:"),
+            ("redis = 'http://x'", "cluster.redis:"),
+            ("address = ''", "cluster.address:"),
+            ("lease_ms = 10", "cluster.lease_ms:"),
+            ("max_forward_bytes = 10", "cluster.max_forward_bytes:"),
+        ] {
+            let name = change.split(' ').next().unwrap();
+            let text: String = table.lines().filter(|l| !l.starts_with(name)).map(|l| format!("{l}\n")).collect();
+            let e = Config::parse(&format!("storage = 'postgres://db.example/j'\n{text}{change}\n")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{change}: {e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod administration;
 pub mod admission;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod doctor;

@@ -112,10 +112,12 @@ pub enum Limit {
     RosterItems,
     /// `limits.max_pending_subscriptions`.
     PendingSubscriptions,
+    /// `cluster.max_forward_bytes`: too much waited to be forwarded to another node.
+    ClusterForward,
 }
 
 impl Limit {
-    const ALL: [Limit; 15] = [
+    const ALL: [Limit; 16] = [
         Limit::Connections,
         Limit::ConnectionsPerAddress,
         Limit::Unauthenticated,
@@ -131,6 +133,7 @@ impl Limit {
         Limit::ArchiveQuota,
         Limit::RosterItems,
         Limit::PendingSubscriptions,
+        Limit::ClusterForward,
     ];
 
     fn as_str(self) -> &'static str {
@@ -150,6 +153,7 @@ impl Limit {
             Limit::ArchiveQuota => "archive_quota",
             Limit::RosterItems => "roster_items",
             Limit::PendingSubscriptions => "pending_subscriptions",
+            Limit::ClusterForward => "cluster_forward",
         }
     }
 }

@@ -152,10 +152,11 @@ const IQ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl IqRequests {
     /// Sends `iq` (a get or set with a unique id, from a served domain) to the local full
-    /// JID it is addressed to, and waits for the result or error.
+    /// JID it is addressed to, and waits for the result or error. Only to a session of
+    /// this process: the answer of one on another cluster node would reach that node.
     pub async fn send(&self, server: &Server, iq: Stanza) -> Option<Stanza> {
         let to = Jid::new(iq.to()?).ok()?;
-        let handle = server.sessions.get(to.to_bare().as_str(), to.resource()?.as_str())?;
+        let handle = server.sessions.get(to.to_bare().as_str(), to.resource()?.as_str()).filter(crate::registry::SessionHandle::is_local)?;
         let id = iq.id()?.to_owned();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("iq requests").insert(id.clone(), tx);

@@ -31,6 +31,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("control socket: {0}")]
     Control(#[from] crate::control::ControlError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// How long before a certificate expires the server starts warning about it.
@@ -78,9 +80,14 @@ impl Server {
         let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s, &metrics).map_err(StartError::S2s)?);
         let window = Duration::from_secs(config.auth.throttle_window_secs);
         let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
+        let sessions = SessionRegistry::default();
+        if let Some(c) = &config.cluster {
+            let overflows = metrics.limit_counter(crate::metrics::Limit::ClusterForward);
+            sessions.join(Arc::new(crate::cluster::Cluster::connect(c, overflows).await.map_err(StartError::Cluster)?));
+        }
         Ok(Arc::new(Server {
             modules: Modules::standard(&config, &store, &metrics),
-            sessions: SessionRegistry::default(),
+            sessions,
             iq_requests: IqRequests::default(),
             throttle: Throttle::new(config.auth.max_failures, window),
             address_throttle: Throttle::new(config.auth.max_failures_per_address, window),
@@ -218,8 +225,14 @@ enum Listener {
 /// Binds every listener and starts accepting. Addresses with port 0 get a free port.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = Server::new(config).await?;
-    // Before anyone can sign in: what sessions parked at the last stop held goes offline.
-    crate::session::journal::recover(&server).await;
+    // Before anyone can sign in: what sessions parked at the last stop held goes offline
+    // (in a cluster, as part of taking over after this node's previous run).
+    match server.sessions.cluster() {
+        Some(cluster) => crate::cluster::start(&server, cluster).await.map_err(StartError::Cluster)?,
+        None => {
+            crate::session::journal::recover(&server, None).await;
+        }
+    }
     crate::control::listen(server.clone()).await?;
     let mut running = Running {
         server: server.clone(),
@@ -358,6 +371,9 @@ impl Running {
         // Every commit is durable on its own; these only wait for work in flight, and a
         // storage that no longer answers must not keep the process from exiting.
         let closing = async {
+            if let Some(cluster) = self.server.sessions.cluster() {
+                cluster.leave(&self.server).await;
+            }
             self.server.modules.stopping().await;
             self.server.store.close().await;
         };

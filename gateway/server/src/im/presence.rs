@@ -67,7 +67,7 @@ async fn available(s: &mut Session, mut st: Stanza, out: &mut Vec<Frame>) {
     bound.available = true;
     bound.initial_presence_sent = true;
     let (bare, resource) = (bound.bare.clone(), bound.resource.clone());
-    server.sessions.set_presence(&bare, &resource, s.conn, Some((priority, st.clone())));
+    server.sessions.set_presence(&bare, &resource, s.conn, Some((priority, st.clone()))).await;
     let own = BareJid::new(&bare).expect("bound JIDs are valid");
     let a = Account::of(&own).expect("accounts have a localpart");
     let (items, _) = roster::load(&server, a).await;
@@ -171,21 +171,16 @@ async fn unavailable(s: &mut Session, st: Stanza) {
     let was_available = std::mem::replace(&mut bound.available, false);
     let directed = std::mem::take(&mut bound.directed);
     let (bare, resource, jid) = (bound.bare.clone(), bound.resource.clone(), bound.jid.clone());
-    server.sessions.set_presence(&bare, &resource, s.conn, None);
+    server.sessions.set_presence(&bare, &resource, s.conn, None).await;
     for h in &server.modules.presence_hooks {
         h.unavailable(&server, &jid, &st).await;
     }
     if !was_available && directed.is_empty() {
         return;
     }
-    let own = BareJid::new(&bare).expect("bound JIDs are valid");
     let mut targets: Vec<String> = Vec::new();
     if was_available {
-        let (items, _) = roster::load(&server, Account::of(&own).expect("localpart")).await;
-        targets.extend(items.into_iter().filter(|(_, i)| i.subscription.has_from()).map(|(c, _)| c));
-        targets.extend(
-            server.sessions.resources(&bare).into_iter().filter(|r| r.available).map(|r| format!("{bare}/{}", r.resource)),
-        );
+        targets = unavailable_targets(&server, &BareJid::new(&bare).expect("bound JIDs are valid")).await;
     }
     for d in directed {
         if !targets.contains(&d) {
@@ -196,6 +191,27 @@ async fn unavailable(s: &mut Session, st: Stanza) {
         let mut copy = st.clone();
         copy.set_attr("to", to);
         route(&server, copy).await;
+    }
+}
+
+/// Who learns that a resource of `own` that was available is gone: the account's
+/// subscribers and its available resources.
+async fn unavailable_targets(server: &Arc<Server>, own: &BareJid) -> Vec<String> {
+    let (items, _) = roster::load(server, Account::of(own).expect("localpart")).await;
+    let mut targets: Vec<String> = items.into_iter().filter(|(_, i)| i.subscription.has_from()).map(|(c, _)| c).collect();
+    targets.extend(server.sessions.resources(own.as_str()).into_iter().filter(|r| r.available).map(|r| format!("{own}/{}", r.resource)));
+    targets
+}
+
+/// Unavailable from `full`, an available session that ended without saying so on a
+/// cluster node that is gone (its directed presence died with it).
+pub async fn unavailable_on_behalf(server: &Arc<Server>, full: &jid::FullJid) {
+    let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable").with_attr("from", full.as_str());
+    let st = Stanza::from_element(&el);
+    for to in unavailable_targets(server, &full.to_bare()).await {
+        let mut copy = st.clone();
+        copy.set_attr("to", to);
+        route(server, copy).await;
     }
 }
 

@@ -455,7 +455,9 @@ impl IqHandler for RosterModule {
         let a = Account::of(&to_bare).ok_or_else(StanzaError::bad_request)?;
         if !cx.set {
             if let Some(res) = cx.from.resource() {
-                cx.server.sessions.set_interested(to_bare.as_str(), res.as_str());
+                if let Some(h) = cx.server.sessions.get(to_bare.as_str(), res.as_str()) {
+                    cx.server.sessions.set_interested(to_bare.as_str(), res.as_str(), h.conn).await;
+                }
             }
             let (items, ver) = load(cx.server, a).await;
             let ver = ver.to_string();

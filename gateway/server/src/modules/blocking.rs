@@ -76,6 +76,10 @@ impl AccountHooks for Blocking {
     fn deleted(&self, account: &BareJid) {
         self.lists.forget(account.as_str());
     }
+
+    fn changed_elsewhere(&self, account: &BareJid) {
+        self.lists.forget(account.as_str());
+    }
 }
 
 /// A stanza between two parties where either blocks the other goes nowhere. The blocking
@@ -143,6 +147,7 @@ impl IqHandler for Blocking {
                     StanzaError::internal_server_error()
                 })?;
                 self.lists.forget(owner.as_str());
+                crate::cluster::account_changed(cx.server, &owner).await;
                 push(cx.server, &owner, kind, &jids);
                 Ok(None)
             }

@@ -1,24 +1,21 @@
 //! XEP-0280 message carbons: every resource that enabled carbons gets a copy of the
 //! account's one-to-one messages, sent and received, wherever they were delivered.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jabberwock_proto::{ns, Element, Stanza, StanzaError};
 use jid::{BareJid, FullJid};
 
-use super::{Host, InlineBindFeature, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage, SessionHooks};
+use super::{Host, InlineBindFeature, IqCtx, IqHandler, IqResult, IqRoute, IqTarget, MessageHooks, Module, SentMessage};
 use crate::registry::{ConnId, Resource};
 use crate::server::Server;
 use crate::stanzas::forwarded;
 
-/// The resources that enabled carbons, by bare JID: (resource, connection), so that a
-/// session replaced on the same resource does not inherit the choice.
-#[derive(Default)]
-pub struct Carbons {
-    enabled: Mutex<HashMap<String, Vec<(String, ConnId)>>>,
-}
+/// Which resources enabled carbons is a feature of their registry entry: it belongs to
+/// the connection (a session replaced on the same resource does not inherit the choice)
+/// and every node of a cluster sees it.
+pub struct Carbons;
 
 impl Module for Carbons {
     fn register(self: Arc<Self>, host: &mut Host) {
@@ -31,30 +28,14 @@ impl Module for Carbons {
             self.clone(),
         );
         host.message_hooks(self.clone());
-        host.bind_feature(self.clone());
-        host.session_hooks(self);
+        host.bind_feature(self);
     }
 }
 
 impl Carbons {
-    fn set(&self, bare: &str, resource: &str, conn: ConnId, on: bool) {
-        let mut enabled = self.enabled.lock().expect("carbons");
-        let list = enabled.entry(bare.to_owned()).or_default();
-        list.retain(|(r, c)| !(r == resource && *c == conn));
-        if on {
-            list.push((resource.to_owned(), conn));
-        }
-        if list.is_empty() {
-            enabled.remove(bare);
-        }
-    }
-
     /// The account's carbons-enabled resources, except those in `except`.
     fn copy_targets(&self, server: &Server, bare: &str, except: &[&str]) -> Vec<Resource> {
-        let enabled = self.enabled.lock().expect("carbons");
-        let Some(list) = enabled.get(bare) else { return Vec::new() };
-        let wanted = |r: &Resource| list.iter().any(|(res, conn)| *res == r.resource && *conn == r.handle.conn);
-        server.sessions.resources(bare).into_iter().filter(|r| wanted(r) && !except.contains(&r.resource.as_str())).collect()
+        server.sessions.resources(bare).into_iter().filter(|r| r.has_feature(ns::CARBONS) && !except.contains(&r.resource.as_str())).collect()
     }
 }
 
@@ -67,7 +48,7 @@ impl IqHandler for Carbons {
             return Err(StanzaError::forbidden());
         }
         let session = cx.server.sessions.get(bare.as_str(), resource.as_str()).ok_or_else(StanzaError::bad_request)?;
-        self.set(bare.as_str(), resource.as_str(), session.conn, payload.name() == "enable");
+        cx.server.sessions.set_feature(bare.as_str(), resource.as_str(), session.conn, ns::CARBONS, payload.name() == "enable").await;
         Ok(None)
     }
 }
@@ -99,18 +80,11 @@ impl InlineBindFeature for Carbons {
         ns::CARBONS
     }
 
-    async fn bound(&self, _server: &Arc<Server>, jid: &FullJid, conn: ConnId, el: &Element) -> Option<Element> {
+    async fn bound(&self, server: &Arc<Server>, jid: &FullJid, conn: ConnId, el: &Element) -> Option<Element> {
         if el.name() == "enable" {
-            self.set(jid.to_bare().as_str(), jid.resource().as_str(), conn, true);
+            server.sessions.set_feature(jid.to_bare().as_str(), jid.resource().as_str(), conn, ns::CARBONS, true).await;
         }
         None
-    }
-}
-
-#[async_trait]
-impl SessionHooks for Carbons {
-    async fn ended(&self, _server: &Arc<Server>, jid: &FullJid, conn: ConnId) {
-        self.set(jid.to_bare().as_str(), jid.resource().as_str(), conn, false);
     }
 }
 

@@ -260,6 +260,10 @@ impl AccountHooks for Mam {
     fn deleted(&self, account: &BareJid) {
         self.prefs.forget(account.as_str());
     }
+
+    fn changed_elsewhere(&self, account: &BareJid) {
+        self.prefs.forget(account.as_str());
+    }
 }
 
 #[async_trait]
@@ -338,6 +342,7 @@ impl IqHandler for Mam {
                 let u = UserRef { host: a.host, user: a.user };
                 cx.server.store.kv_set(u, PREFS, Some(default.as_str().as_bytes())).await.map_err(internal)?;
                 self.prefs.forget(owner.as_str());
+                crate::cluster::account_changed(cx.server, &owner).await;
                 Ok(Some(prefs_element(default)))
             }
             ("query", false) => Ok(Some(query_form())),

@@ -244,6 +244,10 @@ pub trait StreamFeatures: Send + Sync {
 pub trait AccountHooks: Send + Sync {
     /// The account and its stored data were deleted: forget what is cached of it.
     fn deleted(&self, account: &BareJid);
+
+    /// Another node of the cluster changed the account's data
+    /// ([`crate::cluster::account_changed`]): forget what is cached of it.
+    fn changed_elsewhere(&self, _account: &BareJid) {}
 }
 
 /// What a module keeps of an account, for an administrator's `jabberwock user`: a few
@@ -475,7 +479,7 @@ impl Modules {
             .add(register::Register)
             .add(caps::Caps::new(&config.limits))
             .add(mam::Mam::new(store.clone(), &config.limits, metrics))
-            .add(carbons::Carbons::default())
+            .add(carbons::Carbons)
             // Before offline storage: push only notifies; offline storage keeps the message.
             .add(push::Push::new(&config.push, &config.limits))
             .add(offline::Offline::default())
@@ -604,6 +608,13 @@ impl Modules {
     pub fn account_deleted(&self, account: &BareJid) {
         for h in &self.account_hooks {
             h.deleted(account);
+        }
+    }
+
+    /// Another node of the cluster changed the account's data.
+    pub fn account_changed_elsewhere(&self, account: &BareJid) {
+        for h in &self.account_hooks {
+            h.changed_elsewhere(account);
         }
     }
 

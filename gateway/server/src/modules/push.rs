@@ -112,6 +112,10 @@ impl AccountHooks for Push {
     fn deleted(&self, account: &BareJid) {
         self.registered.forget(account.as_str());
     }
+
+    fn changed_elsewhere(&self, account: &BareJid) {
+        self.registered.forget(account.as_str());
+    }
 }
 
 fn key(jid: &str, node: &str) -> String {
@@ -141,6 +145,7 @@ impl IqHandler for Push {
                 }
             }
             self.registered.forget(account.as_str());
+            crate::cluster::account_changed(cx.server, &account).await;
             return Ok(None);
         }
         let node = payload.attr("node").filter(|n| !n.is_empty()).ok_or_else(|| StanzaError::bad_request().with_text("node is required"))?;
@@ -164,6 +169,7 @@ impl IqHandler for Push {
         let raw = serde_json::to_vec(&r).expect("serializes");
         cx.server.store.map_set(u, STORE, &k, Some(&raw)).await.map_err(store_error)?;
         self.registered.forget(account.as_str());
+        crate::cluster::account_changed(cx.server, &account).await;
         tracing::info!(account = %account, app = %r.jid, "push notifications enabled");
         Ok(None)
     }
@@ -236,6 +242,7 @@ impl Push {
                     if let Some(push) = server.modules.get::<Push>() {
                         push.registered.forget(account.as_str());
                     }
+                    crate::cluster::account_changed(&server, &account).await;
                     tracing::info!(%account, %app, "the app server refused a notification; push disabled for it");
                 }
             });

@@ -21,7 +21,7 @@ pub(super) async fn on_stanza_before_bind(s: &mut Session, st: Stanza, out: &mut
     match (el.attr("type"), payload.map(|p| (p.name(), p.ns()))) {
         (Some("set"), Some(("bind", ns::BIND))) => {
             let requested = payload.and_then(|p| p.child_text("resource", ns::BIND)).unwrap_or_default();
-            match bind(s, requested.trim()) {
+            match bind(s, requested.trim()).await {
                 Ok(full) => {
                     let result = Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(full));
                     out.push(Frame::Stanza(iq_result(&st, Some(result))));
@@ -57,7 +57,7 @@ pub(super) fn bind2_feature(server: &crate::server::Server) -> Element {
 /// carries. Returns the full JID and `<bound/>`; what the features send goes to `out`.
 pub(super) async fn bind2(s: &mut Session, request: &Element, device: Option<&str>, out: &mut Vec<Frame>) -> Result<(String, Element), StanzaError> {
     let resource = bind2_resource(s, request.child_text("tag", ns::BIND2), device);
-    let jid_text = bind(s, &resource)?;
+    let jid_text = bind(s, &resource).await?;
     let jid = s.bound.as_ref().expect("just bound").jid.clone();
     let server = s.server.clone();
     let mut bound = Element::new("bound", ns::BIND2);
@@ -97,7 +97,7 @@ fn bind2_resource(s: &Session, tag: Option<String>, device: Option<&str>) -> Str
 }
 
 /// Binds the requested resource (or a generated one) and returns the full JID.
-fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
+async fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
     let user = s.user.clone().expect("authenticated before bind");
     let domain = s.domain().to_owned();
     let resource = if requested.is_empty() { random_id() } else { requested.to_owned() };
@@ -106,12 +106,9 @@ fn bind(s: &mut Session, requested: &str) -> Result<String, StanzaError> {
     let bare = full.to_bare().to_string();
     let resource = full.resource().to_string();
     let max = s.server.config.limits.max_resources;
-    match s.server.sessions.bind(&bare, &resource, s.handle.clone(), max) {
+    match s.server.sessions.bind(&bare, &resource, s.handle.clone(), max).await {
         Ok(Some(old)) => {
-            old.send(Routed::Close(StreamError::with_text(
-                StreamErrorCondition::Conflict,
-                "replaced by a new connection for the same resource",
-            )));
+            old.send(Routed::Close(crate::registry::replaced()));
         }
         Ok(None) => {}
         Err(BindError::TooManyResources) => {

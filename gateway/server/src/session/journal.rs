@@ -10,7 +10,9 @@
 //! storage then.
 //!
 //! Storage: the journal's messages are archive items of the user, in a store named after
-//! the journal; the server-wide list of journals is a map of the domain (`user = ""`).
+//! the journal; the server-wide list of journals is a map of the domain (`user = ""`). In
+//! a cluster each node has its own list, so the node that takes over after a dead one
+//! routes that node's journals (XEP-0198's timeout, on its behalf).
 
 use std::sync::Arc;
 
@@ -21,12 +23,25 @@ use jid::BareJid;
 use crate::server::Server;
 use crate::stanzas::{now_us, random_id};
 
-/// The domain's map of live journals: journal id → the user's localpart.
-const JOURNALS: &str = "sm-journals";
+/// The domain's map of live journals (journal id → the user's localpart) of `node` in a
+/// cluster, or of the one server.
+fn journals(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("sm-journals.{node}"),
+        None => "sm-journals".to_owned(),
+    }
+}
+
+/// This process's map of live journals.
+fn own_journals(server: &Server) -> String {
+    journals(server.sessions.cluster().as_deref().map(crate::cluster::Cluster::node))
+}
 /// Messages read back per storage query when a journal is recovered.
 const RECOVERY_PAGE: usize = 500;
 
 pub(crate) struct Journal {
+    /// The map it is listed in.
+    list: String,
     id: String,
     domain: String,
     user: String,
@@ -35,8 +50,8 @@ pub(crate) struct Journal {
 impl Journal {
     /// Starts a journal for a session of `domain`'s `user` that is being parked.
     pub(crate) async fn open(server: &Server, domain: &str, user: &str) -> Journal {
-        let journal = Journal { id: random_id(), domain: domain.to_owned(), user: user.to_owned() };
-        let listed = server.store.map_set(UserRef { host: domain, user: "" }, JOURNALS, &journal.id, Some(user.as_bytes())).await;
+        let journal = Journal { list: own_journals(server), id: random_id(), domain: domain.to_owned(), user: user.to_owned() };
+        let listed = server.store.map_set(UserRef { host: domain, user: "" }, &journal.list, &journal.id, Some(user.as_bytes())).await;
         if let Err(e) = listed {
             tracing::error!(error = %e, user, "could not record a parked session; its messages live in memory only");
         }
@@ -74,7 +89,7 @@ impl Journal {
 
     /// Deletes the journal: its messages were handed to a connection or routed again.
     pub(crate) async fn discard(self, server: &Server) {
-        delete(server, &self.domain, &self.user, &self.id).await;
+        delete(server, &self.list, &self.domain, &self.user, &self.id).await;
     }
 }
 
@@ -88,10 +103,10 @@ fn store_name(journal: &str) -> String {
     format!("sm-journal.{journal}")
 }
 
-async fn delete(server: &Server, domain: &str, user: &str, journal: &str) {
+async fn delete(server: &Server, list: &str, domain: &str, user: &str, journal: &str) {
     let deleted = server.store.archive_delete(UserRef { host: domain, user }, &store_name(journal), ArchiveDelete::All).await;
     let unlisted = match deleted {
-        Ok(_) => server.store.map_set(UserRef { host: domain, user: "" }, JOURNALS, journal, None).await,
+        Ok(_) => server.store.map_set(UserRef { host: domain, user: "" }, list, journal, None).await,
         Err(e) => Err(e),
     };
     if let Err(e) = unlisted {
@@ -102,10 +117,14 @@ async fn delete(server: &Server, domain: &str, user: &str, journal: &str) {
 
 /// At start, before any client connects: routes the messages of every journal left by a
 /// process that ended while sessions were parked (to offline storage, since nobody is
-/// signed in yet), then deletes the journals.
-pub(crate) async fn recover(server: &Arc<Server>) {
+/// signed in yet), then deletes the journals. In a cluster, the same for cluster node
+/// `node` once it is gone (its users may be signed in elsewhere by then). Returns how
+/// many messages were routed.
+pub(crate) async fn recover(server: &Arc<Server>, node: Option<&str>) -> usize {
+    let list = journals(node);
+    let mut total = 0;
     for domain in &server.config.domains {
-        let journals = match server.store.map_all(UserRef { host: domain, user: "" }, JOURNALS).await {
+        let journals = match server.store.map_all(UserRef { host: domain, user: "" }, &list).await {
             Ok(journals) => journals,
             Err(e) => {
                 tracing::error!(error = %e, %domain, "could not read parked sessions' journals");
@@ -115,10 +134,12 @@ pub(crate) async fn recover(server: &Arc<Server>) {
         for (journal, user) in journals {
             let user = String::from_utf8_lossy(&user).into_owned();
             let routed = recover_one(server, domain, &user, &journal).await;
-            tracing::info!(%domain, %user, messages = routed, "routed the messages of a session parked when the server stopped");
-            delete(server, domain, &user, &journal).await;
+            tracing::info!(%domain, %user, messages = routed, "routed the messages of a session parked when its server stopped");
+            delete(server, &list, domain, &user, &journal).await;
+            total += routed;
         }
     }
+    total
 }
 
 async fn recover_one(server: &Arc<Server>, domain: &str, user: &str, journal: &str) -> usize {

@@ -264,7 +264,7 @@ impl Session {
         if let Some(b) = &self.bound {
             // Unbound first, so nothing comes back here; rerouted (the oldest first) before
             // contacts see the session go, so what it never got is elsewhere by then.
-            self.server.sessions.unbind(&b.bare, &b.resource, self.conn);
+            self.server.sessions.unbind(&b.bare, &b.resource, self.conn).await;
             let mut undelivered = self.take_undelivered();
             while let Ok(routed) = rx.try_recv() {
                 if let Routed::Stanza(st) = routed {

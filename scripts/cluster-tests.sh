@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The three-node cluster tests (tests/cluster.rs): nodes on 127.0.0.2-4 sharing one
+# private PostgreSQL, which this script starts on its own port and data directory and
+# stops by its PID, and one Redis, which each test starts from redis-server on a free
+# port (it kills and restarts that Redis by its PID to test recovery). A package-started
+# system daemon of either is neither needed nor touched.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+SETUP_NAME=cluster-tests
+# shellcheck source=lib/setup.sh
+. "$REPO_ROOT/scripts/lib/setup.sh"
+# shellcheck source=lib/postgres.sh
+. "$REPO_ROOT/scripts/lib/postgres.sh"
+
+REDIS_SERVER="$(command -v redis-server || true)"
+[ -x "$REDIS_SERVER" ] || die "redis-server not found (scripts/setup-test-env.sh installs it)"
+log "$("$REDIS_SERVER" --version | awk '{print $1, $2, $3}')"
+
+trap postgres_stop EXIT
+postgres_start
+
+export JABBERWOCK_TEST_POSTGRES="$PG_URL"
+export JABBERWOCK_TEST_REDIS_SERVER="$REDIS_SERVER"
+# Unreachable or unset, the cluster tests fail instead of skipping.
+export JABBERWOCK_TEST_REQUIRE_CLUSTER=1
+cargo test -p jabberwock-tests --test cluster

@@ -1,0 +1,391 @@
+//! Three real nodes on 127.0.0.2, 127.0.0.3 and 127.0.0.4 sharing one PostgreSQL database
+//! and one Redis: contacts, presence, messages, carbons, priorities, `conflict` and the
+//! resource limit across nodes; a node killed with SIGKILL; Redis restarted under them.
+//!
+//! Needs `JABBERWOCK_TEST_POSTGRES` (a PostgreSQL server URL without a database) and
+//! `JABBERWOCK_TEST_REDIS_SERVER` (the `redis-server` program: each test starts its own on a
+//! free port, and restarts it); skips without them unless `JABBERWOCK_TEST_REQUIRE_CLUSTER`
+//! is set. `scripts/cluster-tests.sh` sets all three.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jabberwock_proto::{ns, reader, Element, Limits};
+use jabberwock_tests::{befriend, free_port, Client, ServerProcess, TIMEOUT};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Short, so that a dead node is noticed quickly.
+const LEASE_MS: u64 = 1500;
+
+/// A private Redis this test starts, stops and restarts on the same port.
+struct Redis {
+    program: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl Redis {
+    async fn start(program: PathBuf) -> Redis {
+        let mut redis = Redis { program, dir: tempfile::tempdir().expect("tempdir"), port: free_port().port(), child: None };
+        redis.run().await;
+        redis
+    }
+
+    async fn run(&mut self) {
+        let child = tokio::process::Command::new(&self.program)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills this Redis (its own PID) and starts it again, empty, on the same port.
+    async fn restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.expect("kill redis-server");
+        self.run().await;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// Three nodes, one database, one Redis.
+struct Cluster {
+    nodes: Vec<ServerProcess>,
+    redis: Redis,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn environment() -> Option<(String, PathBuf)> {
+    let vars = (std::env::var("JABBERWOCK_TEST_POSTGRES"), std::env::var("JABBERWOCK_TEST_REDIS_SERVER"));
+    let (Ok(postgres), Ok(redis)) = vars else {
+        assert!(
+            std::env::var("JABBERWOCK_TEST_REQUIRE_CLUSTER").is_err(),
+            "JABBERWOCK_TEST_REQUIRE_CLUSTER is set but JABBERWOCK_TEST_POSTGRES or JABBERWOCK_TEST_REDIS_SERVER is not"
+        );
+        eprintln!("skipping: set JABBERWOCK_TEST_POSTGRES=postgres://user@host:port and JABBERWOCK_TEST_REDIS_SERVER=/usr/bin/redis-server");
+        return None;
+    };
+    Some((postgres, PathBuf::from(redis)))
+}
+
+impl Cluster {
+    /// Starts the three nodes (`limits` is the `[limits]` table's content) with `users`.
+    async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
+        let (postgres, redis_program) = environment()?;
+        let redis = Redis::start(redis_program).await;
+        let database = format!("{}/jw_cluster_{name}_{}", postgres.trim_end_matches('/'), std::process::id());
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..3u8 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let host = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i));
+            let mut node = ServerProcess::new(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), dir.path());
+            node.set_storage(&database);
+            node.listen_on(host);
+            node.configure(&format!(
+                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\n",
+                redis.url()
+            ));
+            if i == 0 {
+                for user in users {
+                    node.admin(&["adduser", &format!("{user}@localhost"), &format!("{user}-pw")]).await;
+                }
+            }
+            node.start().await;
+            nodes.push(node);
+            dirs.push(dir);
+        }
+        Some(Cluster { nodes, redis, _dirs: dirs })
+    }
+
+    fn c2s(&self, node: usize) -> SocketAddr {
+        self.nodes[node].c2s
+    }
+
+    async fn login(&self, node: usize, user: &str, resource: &str) -> Client {
+        Client::login(self.c2s(node), user, &format!("{user}-pw"), resource).await
+    }
+}
+
+fn presence_from<'a>(from: &'a str, kind: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == kind
+}
+
+fn body<'a>(text: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "message" && e.child_text("body", ns::CLIENT).as_deref() == Some(text)
+}
+
+/// A carbon copy (`received` or `sent`) of the message with this body.
+fn carbon<'a>(kind: &'a str, text: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| {
+        let inner = e.child(kind, ns::CARBONS).and_then(|c| c.child("forwarded", ns::FORWARD)).and_then(|f| f.child("message", ns::CLIENT));
+        e.name() == "message" && inner.and_then(|m| m.child_text("body", ns::CLIENT)).as_deref() == Some(text)
+    }
+}
+
+/// A WebSocket (RFC 7395) client: the registry must not care about the transport.
+struct Ws(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>);
+
+impl Ws {
+    async fn login(http: SocketAddr, user: &str, resource: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{http}/xmpp-websocket").into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("WebSocket handshake");
+        let mut ws = Ws(ws);
+        let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+        ws.send(open).await;
+        ws.expect("features", |e| e.is("features", ns::STREAM)).await;
+        let scram = jabberwock_tests::scram::Client::new(user, "n,,", Vec::new());
+        ws.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", scram.first())).await;
+        let challenge = ws.expect("challenge", |e| e.is("challenge", ns::SASL)).await;
+        let last = scram.last(&challenge.text(), &format!("{user}-pw"));
+        ws.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{last}</response>")).await;
+        ws.expect("success", |e| e.is("success", ns::SASL)).await;
+        ws.send(open).await;
+        ws.expect("features", |e| e.is("features", ns::STREAM)).await;
+        let bind = format!("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>", ns::BIND);
+        ws.send(&bind).await;
+        ws.expect("bound", |e| e.name() == "iq" && e.attr("type") == Some("result")).await;
+        ws
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.0.send(Message::Text(xml.into())).await.expect("send");
+    }
+
+    async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.0.next()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            if let Some(Ok(Message::Text(t))) = msg {
+                let el = reader::parse_element(t.as_bytes(), &Limits::unlimited()).expect("one element per message");
+                if pred(&el) {
+                    return el;
+                }
+            } else if !matches!(msg, Some(Ok(_))) {
+                panic!("closed while waiting for {what}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket() {
+    let Some(cluster) = Cluster::start("im", "", &["alice", "bob", "carol"]).await else { return };
+    let mut alice = cluster.login(0, "alice", "a").await;
+    let mut bob = cluster.login(1, "bob", "b").await;
+    alice.send("<presence><priority>1</priority></presence>").await;
+    alice.expect("own presence", presence_from("alice@localhost/a", None)).await;
+    bob.send("<presence/>").await;
+    bob.expect("own presence", presence_from("bob@localhost/b", None)).await;
+
+    // Subscriptions both ways across nodes; then presence broadcasts reach the contact.
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    bob.send("<presence><show>away</show></presence>").await;
+    let p = alice.expect("bob's presence", presence_from("bob@localhost/b", None)).await;
+    assert_eq!(p.child_text("show", ns::CLIENT).as_deref(), Some("away"), "{}", p.to_xml_string());
+    alice.send("<presence><show>dnd</show><priority>1</priority></presence>").await;
+    bob.expect("alice's presence", |e| presence_from("alice@localhost/a", None)(e) && e.child_text("show", ns::CLIENT).as_deref() == Some("dnd")).await;
+
+    alice.send("<message to='bob@localhost/b' type='chat'><body>hi bob</body></message>").await;
+    let m = bob.expect("alice's message", body("hi bob")).await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+    bob.send("<message to='alice@localhost/a' type='chat'><body>hi alice</body></message>").await;
+    alice.expect("bob's message", body("hi alice")).await;
+
+    // A second resource of alice's on the third node: its initial presence probes bob
+    // (answered from the registry's copy of his presence) and sees alice's other resource.
+    let mut alice2 = cluster.login(2, "alice", "a2").await;
+    alice2.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>").await;
+    alice2.expect("carbons on", |e| e.name() == "iq" && e.attr("id") == Some("c")).await;
+    alice2.send("<presence><priority>5</priority></presence>").await;
+    alice2.expect("bob's presence, from the probe", presence_from("bob@localhost/b", None)).await;
+    alice2.expect("alice's other resource", presence_from("alice@localhost/a", None)).await;
+    alice.expect("alice2 came online", presence_from("alice@localhost/a2", None)).await;
+    bob.expect("alice2 came online", presence_from("alice@localhost/a2", None)).await;
+
+    // A roster change on one node is pushed to the resource that asked for the roster
+    // on another.
+    let roster = alice2.iq("r", "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>").await;
+    assert_eq!(roster.attr("type"), Some("result"));
+    let set = alice.iq("rs", "<iq type='set' id='rs'><query xmlns='jabber:iq:roster'><item jid='zed@localhost' name='Zed'/></query></iq>").await;
+    assert_eq!(set.attr("type"), Some("result"), "{}", set.to_xml_string());
+    alice2
+        .expect("the roster push", |e| {
+            let item = e.child("query", ns::ROSTER).and_then(|q| q.child("item", ns::ROSTER));
+            e.name() == "iq" && e.attr("type") == Some("set") && item.and_then(|i| i.attr("jid")) == Some("zed@localhost")
+        })
+        .await;
+
+    // Carbons of messages received and sent by another resource on another node.
+    bob.send("<message to='alice@localhost/a' type='chat'><body>to a</body></message>").await;
+    alice.expect("the message", body("to a")).await;
+    alice2.expect("the received carbon", carbon("received", "to a")).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>from a</body></message>").await;
+    bob.expect("the message", body("from a")).await;
+    alice2.expect("the sent carbon", carbon("sent", "from a")).await;
+
+    // RFC 6121 §8.5: the bare JID reaches the highest priority, on another node.
+    bob.send("<message to='alice@localhost' type='chat'><body>to the bare jid</body></message>").await;
+    alice2.expect("the bare-JID message", body("to the bare jid")).await;
+    alice.expect_none(Duration::from_millis(500), "the bare-JID message at priority 1", body("to the bare jid")).await;
+
+    // A WebSocket user on the third node and a TCP user on the second.
+    let mut carol = Ws::login(cluster.nodes[2].http, "carol", "web").await;
+    carol.send("<message xmlns='jabber:client' to='bob@localhost/b' type='chat'><body>from the web</body></message>").await;
+    let m = bob.expect("carol's message", body("from the web")).await;
+    assert_eq!(m.attr("from"), Some("carol@localhost/web"));
+    bob.send("<message to='carol@localhost/web' type='chat'><body>to the web</body></message>").await;
+    carol.expect("bob's answer", body("to the web")).await;
+
+    // Bob blocks carol on his node; carol's node, which checked his blocklist for her last
+    // message, applies the new one (XEP-0191: service-unavailable) once the news reached
+    // it over Redis: before the block is answered it is on its way, not necessarily read.
+    let r = bob.iq("bl", "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    carol.send("<message xmlns='jabber:client' to='bob@localhost/b' id='in' type='chat'><body>blocked?</body></message>").await;
+    let err = carol.expect("the error", |e| e.attr("id") == Some("in")).await;
+    assert!(err.child("error", ns::CLIENT).and_then(|e| e.child("service-unavailable", ns::STANZA_ERRORS)).is_some(), "{}", err.to_xml_string());
+    bob.expect_none(Duration::from_millis(300), "a blocked message", body("blocked?")).await;
+
+    // The cluster as its administrator sees it, read from Redis.
+    let (ok, status) = cluster.nodes[0].cli(&["cluster", "status"]).await;
+    assert!(ok, "{status}");
+    for node in ["n0", "n1", "n2"] {
+        assert!(status.lines().any(|l| l.starts_with(node) && l.contains(" ms ")), "{node} missing or its lease expired:\n{status}");
+    }
+    assert!(status.contains("sessions 4"), "alice twice, bob, carol:\n{status}");
+}
+
+/// Binds `resource` of `user` on `addr`; returns the iq answering the bind and the client.
+async fn try_bind(addr: SocketAddr, user: &str, resource: &str) -> (Element, Client) {
+    let (mut c, _) = Client::connect(addr).await.starttls().await;
+    assert!(c.try_plain(user, &format!("{user}-pw")).await.is("success", ns::SASL));
+    c.restart_stream().await;
+    c.send(format!("<iq type='set' id='bind'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>", ns::BIND)).await;
+    (c.next_element().await, c)
+}
+
+#[tokio::test]
+async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every_node() {
+    let Some(cluster) = Cluster::start("bind", "max_resources = 2", &["dave"]).await else { return };
+    let first = cluster.login(0, "dave", "x").await;
+    let _second = cluster.login(1, "dave", "x").await;
+    let transcript = first.read_to_close().await;
+    assert_eq!(transcript.stream_error().as_deref(), Some("conflict"), "the older session is told why it ends");
+
+    let _third = cluster.login(2, "dave", "y").await;
+    let (refused, _c) = try_bind(cluster.c2s(0), "dave", "z").await;
+    assert_eq!(refused.attr("type"), Some("error"), "{}", refused.to_xml_string());
+    assert!(refused.child("error", ns::CLIENT).and_then(|e| e.child("resource-constraint", ns::STANZA_ERRORS)).is_some(), "{}", refused.to_xml_string());
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offline() {
+    let Some(mut cluster) = Cluster::start("kill", "", &["alice", "bob"]).await else { return };
+    let mut alice = cluster.login(0, "alice", "a").await;
+    let mut bob = cluster.login(1, "bob", "b").await;
+    alice.send("<presence/>").await;
+    bob.send("<presence/>").await;
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    // Bob's session on the doomed node is resumable; what he never acknowledged, and what
+    // comes while it waits for him, is kept in the shared journal (XEP-0198).
+    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    bob.expect("enabled", |e| e.is("enabled", "urn:xmpp:sm:3")).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>never acknowledged</body></message>").await;
+    bob.expect("the message", body("never acknowledged")).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>while parked</body></message>").await;
+    alice.ping().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cluster.nodes[1].kill9().await;
+    let killed = tokio::time::Instant::now();
+    alice.expect("bob's unavailable presence, sent for him", presence_from("bob@localhost/b", Some("unavailable"))).await;
+    let noticed = killed.elapsed();
+    eprintln!("unavailable presence {noticed:?} after the kill (lease {LEASE_MS} ms)");
+    assert!(noticed < Duration::from_millis(LEASE_MS + 2500), "within the lease and one check: {noticed:?}");
+
+    alice.send("<message to='bob@localhost' type='chat'><body>while you were gone</body></message>").await;
+    alice.ping().await;
+    let mut bob = cluster.login(2, "bob", "b").await;
+    bob.send("<presence/>").await;
+    for text in ["never acknowledged", "while parked", "while you were gone"] {
+        let m = bob.expect("an offline message", body(text)).await;
+        assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
+    }
+
+    // The killed node is gone from the cluster; one stopped cleanly leaves it at once.
+    cluster.nodes[2].stop().await;
+    let (ok, status) = cluster.nodes[0].cli(&["cluster", "status"]).await;
+    assert!(ok, "{status}");
+    assert!(status.lines().any(|l| l.starts_with("n0")) && !status.lines().any(|l| l.starts_with("n1") || l.starts_with("n2")), "{status}");
+    assert!(status.contains("nodes 1  sessions 1"), "alice alone:\n{status}");
+}
+
+#[tokio::test]
+async fn routing_recovers_after_redis_restarts() {
+    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
+    let mut alice = cluster.login(0, "alice", "a").await;
+    let mut bob = cluster.login(1, "bob", "b").await;
+    alice.send("<presence/>").await;
+    bob.send("<presence/>").await;
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+
+    // Under load: dave, on the third node, keeps messaging alice while Redis goes away.
+    let mut dave = cluster.login(2, "dave", "d").await;
+    let (stop_load, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn(async move {
+        for i in 0.. {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    dave.send(format!("<message to='alice@localhost/a' type='chat'><body>load {i}</body></message>")).await;
+                }
+            }
+        }
+        dave
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.redis.restart().await;
+    let restarted = tokio::time::Instant::now();
+    // The nodes reconnect and register their sessions again: retried until they have.
+    let deadline = restarted + Duration::from_secs(15);
+    for attempt in 0.. {
+        let text = format!("after the restart {attempt}");
+        alice.send(format!("<message to='bob@localhost/b' type='chat'><body>{text}</body></message>")).await;
+        let wait = tokio::time::timeout(Duration::from_millis(700), bob.expect("the message", body(&text))).await;
+        if wait.is_ok() {
+            eprintln!("routing recovered {:?} after Redis restarted ({attempt} messages lost meanwhile)", restarted.elapsed());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "routing did not recover");
+    }
+    stop_load.send(()).expect("the load runs");
+    let mut dave = load.await.expect("the load");
+    dave.send("<message to='alice@localhost/a' type='chat'><body>after the load</body></message>").await;
+    alice.expect("dave's last message", body("after the load")).await;
+    // A new session on the third node reaches both.
+    let mut carol = cluster.login(2, "carol", "c").await;
+    carol.send("<message to='alice@localhost/a' type='chat'><body>new here</body></message>").await;
+    alice.expect("carol's message", body("new here")).await;
+    bob.send("<message to='carol@localhost/c' type='chat'><body>welcome</body></message>").await;
+    carol.expect("bob's message", body("welcome")).await;
+}
