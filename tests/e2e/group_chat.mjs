@@ -35,6 +35,10 @@ function must(name) {
     return v;
 }
 
+// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
+// suite even when every step passed.
+let pageErrors = 0;
+
 function say(msg) {
     process.stderr.write(`e2e: ${msg}\n`);
 }
@@ -81,6 +85,7 @@ async function signIn(user) {
         if (DEBUG) say(`  [${user}] ${m.text()}`);
     });
     page.on('pageerror', (e) => {
+        pageErrors++;
         logs[user].push(`pageerror: ${e.stack || e}`);
         say(`  [${user}] page error: ${e.message || e}`);
     });
@@ -386,4 +391,5 @@ if (failed) {
 }
 await browser.close();
 say(failed ? `${TRANSPORT} group chat: failed` : `${TRANSPORT} group chat: all ${steps.length} steps passed`);
-process.exit(failed ? 1 : 0);
+if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
+process.exit(failed || pageErrors ? 1 : 0);

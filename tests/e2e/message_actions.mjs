@@ -28,6 +28,10 @@ function must(name) {
     return v;
 }
 
+// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
+// suite even when every step passed.
+let pageErrors = 0;
+
 function say(msg) {
     process.stderr.write(`e2e: ${msg}\n`);
 }
@@ -105,7 +109,10 @@ async function openPage(name) {
         logs.push(`[${name}] ${m.type()}: ${m.text()}`);
         if (DEBUG) say(`  [${name}] ${m.text()}`);
     });
-    page.on('pageerror', (e) => say(`  [${name}] page error: ${e.message || e}`));
+    page.on('pageerror', (e) => {
+        pageErrors++;
+        say(`  [${name}] page error: ${e.message || e}`);
+    });
     return page;
 }
 
@@ -307,4 +314,5 @@ for (const [name, run] of steps) {
     }
 }
 await browser.close();
-process.exit(failed ? 1 : 0);
+if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
+process.exit(failed || pageErrors ? 1 : 0);

@@ -52,6 +52,10 @@ function must(name) {
     return v;
 }
 
+// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
+// suite even when every step passed.
+let pageErrors = 0;
+
 function say(msg) {
     process.stderr.write(`e2e: ${msg}\n`);
 }
@@ -110,6 +114,7 @@ async function openPage(name, options = {}) {
         if (DEBUG) say(`  [${name}] console.${m.type()}: ${m.text()}`);
     });
     page.on('pageerror', (e) => {
+        pageErrors++;
         logs[name].push(`pageerror: ${e.stack || e}`);
         say(`  [${name}] page error: ${e.message || e}`);
     });
@@ -786,4 +791,5 @@ if (failed) {
 }
 await browser.close();
 say(failed ? `${TRANSPORT}: failed; screenshots in ${ARTIFACTS}` : `${TRANSPORT}: all ${steps.length} steps passed; screenshots in ${ARTIFACTS}`);
-process.exit(failed ? 1 : 0);
+if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
+process.exit(failed || pageErrors ? 1 : 0);

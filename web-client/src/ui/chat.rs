@@ -155,7 +155,8 @@ fn Conversation() -> impl IntoView {
             // A conversation just opened with unread messages starts at the first of them.
             let opened = prev.as_ref().is_none_or(|p| p.0 != current.0);
             browser::next_frame(move || {
-                let Some(el) = log.get_untracked() else { return };
+                // The conversation may be gone by then (another view opened).
+                let Some(el) = log.try_get_untracked().flatten() else { return };
                 let line = if opened { el.query_selector(".new-messages").ok().flatten() } else { None };
                 match line {
                     Some(line) => line.scroll_into_view(),

@@ -322,7 +322,8 @@ pub fn RoomPane() -> impl IntoView {
         let now = room.with(|r| r.as_ref().map(|r| (r.jid.clone(), r.messages.len())).unwrap_or_default());
         if prev.as_ref() != Some(&now) {
             browser::next_frame(move || {
-                if let Some(el) = log.get_untracked() {
+                // The room view may be gone by then (another conversation opened).
+                if let Some(el) = log.try_get_untracked().flatten() {
                     el.set_scroll_top(el.scroll_height());
                 }
             });
