@@ -7,6 +7,10 @@
 //! Prosody's mod_vcard_legacy). Our own picture is set by storing it in our vCard, which
 //! such a server publishes as a XEP-0084 avatar too and announces in our presence.
 //!
+//! Contacts that publish XEP-0084 avatars are also heard directly where the server sends
+//! PEP notifications (we ask for them in our capabilities, `+notify`): the metadata names
+//! the picture's hash and type, and the data item is fetched once per hash.
+//!
 //! Pictures are only ever shown as images of a few raster types, from a `data:` URL built
 //! here; anything else, or anything over [`MAX_PHOTO_BYTES`], is ignored.
 
@@ -111,8 +115,23 @@ impl Avatars {
 
     /// The vCard of `bare` arrived (`None`: it could not be had).
     pub fn on_vcard(&mut self, bare: &str, vcard: Option<&Element>) {
+        self.on_picture(bare, vcard.and_then(photo_of));
+    }
+
+    /// A XEP-0084 data item of `bare` arrived (the answer's `<pubsub/>`), of the type its
+    /// metadata named (`None`: it could not be had).
+    pub fn on_avatar_data(&mut self, bare: &str, mime: &str, pubsub: Option<&Element>) {
+        let data = pubsub
+            .filter(|p| p.is("pubsub", ns::PUBSUB))
+            .and_then(|p| p.child("items", ns::PUBSUB))
+            .and_then(|i| i.child("item", ns::PUBSUB))
+            .and_then(|i| i.child_text("data", ns::AVATAR_DATA));
+        self.on_picture(bare, data.and_then(|b64| picture(mime, &b64)));
+    }
+
+    fn on_picture(&mut self, bare: &str, picture: Option<(String, Vec<u8>)>) {
         self.fetching.remove(bare);
-        let Some((mime, bytes)) = vcard.and_then(photo_of) else {
+        let Some((mime, bytes)) = picture else {
             // No usable picture: show none rather than an outdated one.
             if self.pictures.remove(bare).is_some() {
                 self.version += 1;
@@ -153,18 +172,53 @@ impl Avatars {
 /// The vCard's PHOTO as (type, bytes), when it is a picture we show.
 fn photo_of(vcard: &Element) -> Option<(String, Vec<u8>)> {
     let photo = vcard.child("PHOTO", ns::VCARD)?;
-    let mime = photo.child_text("TYPE", ns::VCARD)?.trim().to_ascii_lowercase();
+    picture(&photo.child_text("TYPE", ns::VCARD)?, &photo.child_text("BINVAL", ns::VCARD)?)
+}
+
+/// A picture given as its type and base64 text, when it is one we show.
+fn picture(mime: &str, base64: &str) -> Option<(String, Vec<u8>)> {
+    let mime = mime.trim().to_ascii_lowercase();
     if !TYPES.contains(&mime.as_str()) {
         return None;
     }
-    let binval = photo.child_text("BINVAL", ns::VCARD)?;
     // Base64 is 4/3 of the bytes: refuse a long text before decoding it.
-    if binval.len() > MAX_PHOTO_BYTES * 4 / 3 + 1024 {
+    if base64.len() > MAX_PHOTO_BYTES * 4 / 3 + 1024 {
         return None;
     }
-    let compact: String = binval.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact: String = base64.chars().filter(|c| !c.is_whitespace()).collect();
     let bytes = B64.decode(compact).ok()?;
     (bytes.len() <= MAX_PHOTO_BYTES && !bytes.is_empty()).then_some((mime, bytes))
+}
+
+/// A XEP-0084 metadata notification: who published it, and the picture it names (with its
+/// type) or `None` for "no picture" (an empty `<metadata/>`, §4.2). `None` for any other
+/// message.
+pub fn metadata_event(message: &Element) -> Option<(String, Option<(String, String)>)> {
+    let items = message.child("event", ns::PUBSUB_EVENT)?.child("items", ns::PUBSUB_EVENT)?;
+    if items.attr("node") != Some(ns::AVATAR_METADATA) {
+        return None;
+    }
+    let from = address::bare(message.attr("from")?).to_owned();
+    let metadata = items.child("item", ns::PUBSUB_EVENT)?.child("metadata", ns::AVATAR_METADATA)?;
+    // Of several formats, the first one we show.
+    let info = metadata
+        .children()
+        .filter(|i| i.is("info", ns::AVATAR_METADATA))
+        .find(|i| i.attr("type").is_some_and(|t| TYPES.contains(&t.to_ascii_lowercase().as_str())) && i.attr("url").is_none());
+    // Only formats we do not show: as good as none.
+    let named = info.and_then(|i| Some((i.attr("id")?.to_ascii_lowercase(), i.attr("type")?.to_ascii_lowercase())));
+    Some((from, named))
+}
+
+/// Asks `bare` for its XEP-0084 data item `id`.
+pub fn data_request(id: &str, bare: &str, item: &str) -> Element {
+    iq("get", id, Some(bare)).with_child(
+        Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("items", ns::PUBSUB)
+                .with_attr("node", ns::AVATAR_DATA)
+                .with_child(Element::new("item", ns::PUBSUB).with_attr("id", item)),
+        ),
+    )
 }
 
 /// The picture in a `data:` URL of a type we show (what a canvas gives back), as (type, bytes).
@@ -265,6 +319,40 @@ mod tests {
         assert_eq!(from_data_url("data:image/svg+xml;base64,PHN2Zy8+"), None);
         assert_eq!(from_data_url("data:image/png,notbase64"), None);
         assert_eq!(from_data_url("https://example.org/x.png"), None);
+    }
+
+    #[test]
+    fn xep_0084_notifications_name_the_picture_and_its_data_is_taken() {
+        let hash = hex_sha1(PNG);
+        let event = |metadata: &str| {
+            parse(&format!(
+                "<message xmlns='jabber:client' from='bob@x/phone'><event xmlns='http://jabber.org/protocol/pubsub#event'>\
+                 <items node='urn:xmpp:avatar:metadata'><item id='{hash}'>{metadata}</item></items></event></message>"
+            ))
+        };
+        let m = event(&format!(
+            "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='x' type='image/svg+xml' bytes='9'/>\
+             <info id='{hash}' type='image/png' bytes='9'/></metadata>"
+        ));
+        assert_eq!(metadata_event(&m), Some(("bob@x".to_owned(), Some((hash.clone(), "image/png".to_owned())))));
+        assert_eq!(metadata_event(&event("<metadata xmlns='urn:xmpp:avatar:metadata'/>")), Some(("bob@x".to_owned(), None)));
+        assert_eq!(metadata_event(&parse("<message xmlns='jabber:client' from='bob@x'><body>hi</body></message>")), None);
+
+        let mut a = Avatars::default();
+        let answer = |b64: &str| {
+            parse(&format!(
+                "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:data'>\
+                 <item id='{hash}'><data xmlns='urn:xmpp:avatar:data'>{b64}</data></item></items></pubsub>"
+            ))
+        };
+        a.on_avatar_data("bob@x", "image/png", Some(&answer(&B64.encode(PNG))));
+        assert!(a.data_url("bob@x").unwrap().starts_with("data:image/png;base64,"));
+        a.on_avatar_data("eve@x", "image/png", Some(&answer("not base64!")));
+        a.on_avatar_data("mal@x", "text/html", Some(&answer(&B64.encode(b"<b>x</b>"))));
+        assert!(a.data_url("eve@x").is_none() && a.data_url("mal@x").is_none());
+        let r = data_request("d1", "bob@x", &hash);
+        assert_eq!(r.attr("to"), Some("bob@x"));
+        assert!(r.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).is_some_and(|i| i.attr("node") == Some(ns::AVATAR_DATA)));
     }
 
     #[test]

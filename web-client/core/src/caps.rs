@@ -17,6 +17,8 @@ const IDENTITY: (&str, &str, &str) = ("client", "web", "Jabberwock");
 
 /// XEP-0402 §3.2: notifications of changes to our bookmarks.
 const BOOKMARKS_NOTIFY: &str = "urn:xmpp:bookmarks:1+notify";
+/// XEP-0084: contacts' new pictures, as PEP notifications.
+const AVATAR_NOTIFY: &str = "urn:xmpp:avatar:metadata+notify";
 
 const FEATURES: &[&str] = &[
     ns::DISCO_INFO,
@@ -32,6 +34,7 @@ const FEATURES: &[&str] = &[
     ns::MUC,
     ns::CONFERENCE,
     BOOKMARKS_NOTIFY,
+    AVATAR_NOTIFY,
 ];
 
 /// The `<query xmlns='disco#info'/>` answering a request for `node` (none, or our

@@ -93,6 +93,11 @@ enum Pending {
     VCard {
         jid: String,
     },
+    /// A contact's XEP-0084 data item, of this type.
+    AvatarData {
+        jid: String,
+        mime: String,
+    },
     /// Our vCard, to store it again with this picture.
     VCardForPhoto {
         mime: String,
@@ -430,6 +435,18 @@ impl Client {
         self.flush_outbox(out);
     }
 
+    /// A XEP-0084 notification from `from`: the picture it names is fetched, unless we have
+    /// it or are fetching it already.
+    fn on_avatar_metadata(&mut self, from: &str, named: Option<(String, String)>, out: &mut Vec<Event>) {
+        let what = named.as_ref().map_or(avatar::Announced::None, |(item, _)| avatar::Announced::Photo(item.clone()));
+        if let (Some(bare), Some((item, mime))) = (self.avatars.on_announced(from, what), named) {
+            let id = self.id();
+            self.send(avatar::data_request(&id, &bare, &item), out);
+            self.pending.push((id, Pending::AvatarData { jid: bare, mime }));
+        }
+        out.push(Event::RosterChanged);
+    }
+
     /// Asks for the vCard of `bare` (ours: to no one), for its picture.
     fn fetch_vcard(&mut self, bare: &str, out: &mut Vec<Event>) {
         self.avatars.want(bare);
@@ -517,6 +534,9 @@ impl Client {
         if let Some(effects) = self.bookmarks.receive(&el, &self.account().bare()) {
             return self.apply_bookmarks(effects, out);
         }
+        if let Some((from, named)) = avatar::metadata_event(&el) {
+            return self.on_avatar_metadata(&from, named, out);
+        }
         // XEP-0153: an available presence may announce its sender's picture.
         if let (true, None, Some(from), Some(what)) = (el.is("presence", ns::CLIENT), el.attr("type"), el.attr("from"), avatar::announced(&el)) {
             if let Some(bare) = self.avatars.on_announced(from, what) {
@@ -586,6 +606,10 @@ impl Client {
                     self.avatars.on_vcard(&jid, payload.as_ref().filter(|v| v.is("vCard", ns::VCARD)));
                     out.push(Event::RosterChanged);
                 }
+                Some(Pending::AvatarData { jid, mime }) => {
+                    self.avatars.on_avatar_data(&jid, &mime, payload.as_ref());
+                    out.push(Event::RosterChanged);
+                }
                 Some(Pending::VCardForPhoto { mime, bytes }) => self.store_photo(payload.as_ref(), mime, bytes, out),
                 Some(Pending::SetPhoto { mime, bytes }) => {
                     let me = self.account().bare();
@@ -620,7 +644,7 @@ impl Client {
                 Some(Pending::ChangePassword { .. }) => {
                     out.push(Event::Notice(format!("The password was not changed: {}", error.describe())))
                 }
-                Some(Pending::VCard { jid }) => {
+                Some(Pending::VCard { jid } | Pending::AvatarData { jid, .. }) => {
                     self.avatars.on_vcard(&jid, None);
                     out.push(Event::RosterChanged);
                 }
