@@ -115,6 +115,12 @@ ensure_redis() {
     have redis-server || apt_install redis-server
 }
 
+# HAProxy (Debian's) for the cluster's load-balancer test, which runs its own in the
+# foreground with its own config; a daemon the package starts is left alone.
+ensure_haproxy() {
+    have haproxy || [ -x /usr/sbin/haproxy ] || apt_install haproxy
+}
+
 # The federation suite's domains, each server on its own loopback address.
 FEDERATION_HOSTS=(
     "127.0.0.2 jabberwock.test"
@@ -144,6 +150,7 @@ main() {
     ensure_ejabberd
     ensure_postgresql
     ensure_redis
+    ensure_haproxy
     ensure_federation_hosts
 }
 

@@ -98,7 +98,7 @@ impl Cluster {
             node.set_storage(&database);
             node.listen_on(host);
             node.configure(&format!(
-                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\n",
+                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\nlocation = '{host}'\n",
                 redis.url()
             ));
             if i == 0 {
@@ -388,4 +388,156 @@ async fn routing_recovers_after_redis_restarts() {
     alice.expect("carol's message", body("new here")).await;
     bob.send("<message to='carol@localhost/c' type='chat'><body>welcome</body></message>").await;
     carol.expect("bob's message", body("welcome")).await;
+}
+
+/// Debian's HAProxy in front of some nodes' HTTP ports, round robin without stickiness,
+/// with a stats socket to count what each node was given.
+struct HaProxy {
+    _child: tokio::process::Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl HaProxy {
+    /// Starts `program` in the foreground (stopped by its PID when dropped).
+    async fn start(program: &std::path::Path, nodes: &[SocketAddr]) -> HaProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = free_port();
+        let servers: String = nodes.iter().enumerate().map(|(i, a)| format!("    server n{i} {a}\n")).collect();
+        // `timeout tunnel` keeps WebSocket connections; the server timeout outlasts a held BOSH request.
+        let config = format!(
+            "global\n    stats socket {}/stats.sock mode 600 level user\n\
+             defaults\n    mode http\n    timeout connect 5s\n    timeout client 90s\n    timeout server 90s\n    timeout tunnel 1h\n\
+             frontend xmpp\n    bind {addr}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n{servers}",
+            dir.path().display()
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let child = tokio::process::Command::new(program)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start haproxy");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "haproxy did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        HaProxy { _child: child, dir, addr }
+    }
+
+    /// Requests each server of the backend has been given so far (`stot` in `show stat`:
+    /// one per request, as the test's requests each have their own connection).
+    async fn requests_per_node(&self) -> Vec<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::UnixStream::connect(self.dir.path().join("stats.sock")).await.expect("stats socket");
+        socket.write_all(b"show stat\n").await.expect("ask");
+        let mut csv = String::new();
+        socket.read_to_string(&mut csv).await.expect("read stats");
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().expect("header").trim_start_matches("# ").split(',').collect();
+        let column = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} column: {csv}"));
+        let (proxy, server, sessions) = (column("pxname"), column("svname"), column("stot"));
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.get(proxy) == Some(&"nodes") && f.get(server).is_some_and(|s| s.starts_with('n')))
+            .map(|f| f[sessions].parse().expect("a count"))
+            .collect()
+    }
+}
+
+fn haproxy_program() -> Option<PathBuf> {
+    let program = std::env::var("JABBERWOCK_TEST_HAPROXY").ok().map(PathBuf::from);
+    if program.is_none() {
+        assert!(std::env::var("JABBERWOCK_TEST_REQUIRE_CLUSTER").is_err(), "JABBERWOCK_TEST_REQUIRE_CLUSTER is set but JABBERWOCK_TEST_HAPROXY is not");
+        eprintln!("skipping: set JABBERWOCK_TEST_HAPROXY=/usr/sbin/haproxy");
+    }
+    program
+}
+
+#[tokio::test]
+async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions() {
+    let Some(haproxy) = haproxy_program() else { return };
+    let Some(cluster) = Cluster::start("lb", "", &["alice", "bob", "carol"]).await else { return };
+    let lb = HaProxy::start(&haproxy, &[cluster.nodes[0].http, cluster.nodes[1].http]).await;
+
+    // Every request of alice's BOSH session lands on the next node in turn; the one that
+    // does not hold the session passes it on to the node its sid names.
+    let (mut alice, _) = jabberwock_tests::bosh::Bosh::create(lb.addr, 2).await;
+    assert!(alice.sid.starts_with("n0~") || alice.sid.starts_with("n1~"), "the sid names its node: {}", alice.sid);
+    assert_eq!(alice.login("alice", "alice-pw").await, "alice@localhost/bosh");
+    alice.send("", "<presence xmlns='jabber:client'/>").await;
+    let mut bob = Ws::login(lb.addr, "bob", "web").await;
+    let mut carol = cluster.login(2, "carol", "c").await;
+
+    alice.send("", "<message xmlns='jabber:client' to='bob@localhost/web' type='chat'><body>to the web</body></message>").await;
+    alice.send("", "<message xmlns='jabber:client' to='carol@localhost/c' type='chat'><body>to c2s</body></message>").await;
+    let m = bob.expect("alice's message", body("to the web")).await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/bosh"));
+    carol.expect("alice's message", body("to c2s")).await;
+    bob.send("<message xmlns='jabber:client' to='alice@localhost/bosh' type='chat'><body>from the web</body></message>").await;
+    carol.send("<message to='alice@localhost/bosh' type='chat'><body>from c2s</body></message>").await;
+    bob.send("<message xmlns='jabber:client' to='carol@localhost/c' type='chat'><body>web to c2s</body></message>").await;
+    carol.expect("bob's message", body("web to c2s")).await;
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let answer = alice.send("", "").await;
+        received.extend(answer.children().filter_map(|m| m.child_text("body", ns::CLIENT)));
+        if received.len() >= 2 {
+            break;
+        }
+    }
+    received.sort();
+    assert_eq!(received, ["from c2s", "from the web"]);
+
+    let requests = lb.requests_per_node().await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    // Nine BOSH requests at least and the WebSocket handshake, alternating.
+    assert!(requests.iter().all(|n| *n >= 4), "both nodes took requests: {requests:?}");
+
+    // A sid naming a node that is not there: the session is unknown, at once.
+    let unknown = format!("<body xmlns='{}' rid='7' sid='gone~abc'/>", jabberwock_tests::bosh::HTTPBIND);
+    let started = tokio::time::Instant::now();
+    let (status, el) = jabberwock_tests::bosh::post(lb.addr, &unknown).await;
+    assert_eq!((status, el.attr("condition")), (404, Some("item-not-found")), "{}", el.to_xml_string());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered without waiting for the node");
+}
+
+#[tokio::test]
+async fn a_session_resumed_on_another_node_is_told_where_it_lives_and_what_it_held_follows_at_once() {
+    const SM: &str = "urn:xmpp:sm:3";
+    // A window far longer than the test: what alice's old session held must not wait for it.
+    let Some(cluster) = Cluster::start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
+    let mut bob = cluster.login(1, "bob", "b").await;
+    let mut alice = cluster.login(0, "alice", "phone").await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    let enabled = alice.expect("enabled", |e| e.is("enabled", SM)).await;
+    // XEP-0198 §5: the node to come back to for resumption (its `cluster.location`).
+    assert_eq!(enabled.attr("location"), Some("127.0.0.2"), "{}", enabled.to_xml_string());
+    let id = enabled.attr("id").expect("an id").to_owned();
+    alice.send("<presence/>").await;
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>never acknowledged</body></message>").await;
+    alice.expect("bob's message", body("never acknowledged")).await;
+    // The connection dies before alice acknowledges it; the session is parked on node 0.
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Through another node, resumption fails cleanly...
+    let (mut again, _) = Client::connect(cluster.c2s(1)).await.starttls().await;
+    again.send(jabberwock_tests::plain_auth("alice", "alice-pw")).await;
+    assert!(again.next_element().await.is("success", ns::SASL));
+    again.restart_stream().await;
+    again.send(format!("<resume xmlns='{SM}' previd='{id}' h='0'/>")).await;
+    let failed = again.expect("failed", |e| e.is("failed", SM)).await;
+    assert!(failed.child("item-not-found", ns::STANZA_ERRORS).is_some(), "{}", failed.to_xml_string());
+    // ...and node 0 ends the parked session at once, as at the end of its window: the
+    // message it held reaches alice's new session (directly or from offline storage).
+    again.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>laptop</resource></bind></iq>").await;
+    again.expect("bound", |e| e.attr("id") == Some("b") && e.attr("type") == Some("result")).await;
+    again.send("<presence/>").await;
+    again.expect("the message the old session held", body("never acknowledged")).await;
 }

@@ -21,6 +21,8 @@ async fn resumable(server: &TestServer, user: &str, resource: &str) -> (Client, 
     c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
     let enabled = c.expect("enabled", |e| e.is("enabled", SM)).await;
     assert_eq!(enabled.attr("resume"), Some("true"));
+    // Only a cluster node with `cluster.location` tells clients where to resume.
+    assert_eq!(enabled.attr("location"), None);
     let id = enabled.attr("id").expect("an id to resume").to_owned();
     c.send("<presence/>").await;
     (c, id)

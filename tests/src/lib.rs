@@ -1,6 +1,7 @@
 //! Helpers for the black-box tests: start a real server on loopback, and speak raw XML to
 //! it over real TCP and TLS.
 
+pub mod bosh;
 pub mod scram;
 
 use std::net::SocketAddr;

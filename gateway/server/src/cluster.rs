@@ -19,6 +19,7 @@
 //! sessions, sends their unavailable presence and routes its parked sessions' journals.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,11 +28,12 @@ use jabberwock_proto::{reader, Element, Limits, Stanza, StreamError, StreamError
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClusterConfig;
 use crate::registry::{BindError, ConnId, OutputBudget, Resource, SessionHandle};
 use crate::server::Server;
+use crate::transport::bosh::Reply;
 
 const NODES: &str = "jabberwock:nodes";
 const EVENTS: &str = "jabberwock:events";
@@ -57,6 +59,24 @@ fn node_channel(node: &str) -> String {
     format!("jabberwock:node:{node}")
 }
 
+/// Ends the node id in ids that name their node; node ids never contain it.
+const NODE_SEPARATOR: char = '~';
+
+/// A fresh id for something only this node holds (a BOSH session, a resumable XEP-0198
+/// session). In a cluster it starts with the node's id, so that any node can tell where
+/// it lives; on one node it is just random.
+pub fn scoped_id(server: &Server) -> String {
+    match server.sessions.cluster() {
+        Some(cluster) => format!("{}{NODE_SEPARATOR}{}", cluster.node(), crate::stanzas::random_id()),
+        None => crate::stanzas::random_id(),
+    }
+}
+
+/// The node an id from [`scoped_id`] names.
+pub fn node_of(id: &str) -> Option<&str> {
+    id.split_once(NODE_SEPARATOR).map(|(node, _)| node)
+}
+
 /// How often every node looks for expired leases.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// How long one node holds a dead node's reap key: the others leave it alone meanwhile.
@@ -65,6 +85,12 @@ const REAP_HOLD_MS: u64 = 60_000;
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Stanzas published to a node in one round trip.
 const FORWARD_BATCH: usize = 64;
+/// Longest wait for another node's answer to a forwarded BOSH request: the longest a
+/// session holds a request, and a margin for the trip.
+const FORWARDED_BOSH_TIMEOUT: Duration = Duration::from_secs(crate::transport::bosh::MAX_WAIT + 10);
+/// Longest wait for another node to end a session a client tried to resume here: it may
+/// first wait up to two seconds for the old connection to let go, then route what it held.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds a resource: replaces the same resource (returning the old value, for `conflict`)
 /// or adds one under the account's limit. Values are `<seq> <json>`. Returns the new
@@ -184,6 +210,22 @@ pub struct Cluster {
     peers: Mutex<HashMap<String, Arc<Peer>>>,
     /// Counts refusals of `cluster.max_forward_bytes`.
     overflows: prometheus_client::metrics::counter::Counter,
+    /// Requests asked of other nodes (forwarded BOSH requests, say), waiting for answers.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_request: AtomicU64,
+}
+
+/// Takes a request off the waiting list however its wait ends (an answer, the timeout,
+/// or the HTTP client hanging up).
+struct Waiting<'a> {
+    cluster: &'a Cluster,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.cluster.waiting.lock().expect("waiting requests").remove(&self.id);
+    }
 }
 
 /// The way to another node: a queue of published stanzas, bounded in bytes.
@@ -274,7 +316,15 @@ impl Cluster {
             .set_number_of_retries(2)
             .set_max_delay(1000);
         let redis = client.get_connection_manager_with_config(manager).await.map_err(|e| format!("cannot reach Redis at cluster.redis: {e}"))?;
-        Ok(Cluster { config: config.clone(), client, redis, peers: Mutex::default(), overflows })
+        Ok(Cluster {
+            config: config.clone(),
+            client,
+            redis,
+            peers: Mutex::default(),
+            overflows,
+            waiting: Mutex::default(),
+            next_request: AtomicU64::new(0),
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -581,14 +631,85 @@ impl Cluster {
         Ok(())
     }
 
+    /// Passes a BOSH request (its raw body) to the node its sid names and returns that
+    /// node's answer; `item-not-found` if no node answers. Lost on the way (at most once),
+    /// the request is retransmitted by the client with the same rid after its HTTP
+    /// timeout, as BOSH provides.
+    pub async fn forward_bosh(&self, node: &str, body: &[u8]) -> Reply {
+        let answer = self.ask(node, "B", body, FORWARDED_BOSH_TIMEOUT).await;
+        answer.unwrap_or_else(|| Reply::terminate(404, "item-not-found"))
+    }
+
+    /// Publishes a request on `node`'s channel (`<kind> <request id> <this node>` and
+    /// `body`) and waits up to `timeout` for its answer (`R <request id> <status>`).
+    /// Published straight away rather than queued with the stanzas: Redis says how many
+    /// nodes heard it, and none means the node is gone, so the answer is `None` at once.
+    async fn ask(&self, node: &str, kind: &str, body: &[u8], timeout: Duration) -> Option<Reply> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("waiting requests").insert(id, tx);
+        let _waiting = Waiting { cluster: self, id };
+        let mut frame = format!("{kind} {id} {}\n", self.config.node).into_bytes();
+        frame.extend_from_slice(body);
+        match self.redis.clone().publish::<_, _, i64>(node_channel(node), frame).await {
+            Ok(0) => None,
+            Ok(_) => tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok),
+            Err(e) => {
+                tracing::warn!(error = %e, %node, "could not pass a request to another node");
+                None
+            }
+        }
+    }
+
+    /// Answers a request another node asked (`rest` is `<request id> <node>`) with what
+    /// `answer` comes to, on that node's channel.
+    fn answer(&self, rest: &str, answer: impl std::future::Future<Output = Reply> + Send + 'static) {
+        let Some((id, origin)) = rest.split_once(' ') else { return };
+        let (mut redis, header, channel) = (self.redis.clone(), format!("R {id} "), node_channel(origin));
+        tokio::spawn(async move {
+            let reply = answer.await;
+            let frame = format!("{header}{}\n{}", reply.status, reply.body);
+            if let Err(e) = redis.publish::<_, _, ()>(&channel, frame).await {
+                tracing::warn!(error = %e, "could not answer a request of another node");
+            }
+        });
+    }
+
+    /// Another node's answer to a request this one asked (`rest` is `<request id> <status>`).
+    fn answered(&self, rest: &str, body: &[u8]) {
+        let Some((Ok(id), Ok(status))) = rest.split_once(' ').map(|(id, status)| (id.parse::<u64>(), status.parse::<u16>())) else { return };
+        let waiting = self.waiting.lock().expect("waiting requests").remove(&id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(Reply { status, body: String::from_utf8_lossy(body).into_owned() });
+        }
+    }
+
     /// A frame from this node's channel: `S <full JID>` and a stanza for a local session,
-    /// or `C <conn> <condition> <full JID>` and a text to close one. The JID comes last: a
-    /// resource may contain spaces.
+    /// or `C <conn> <condition> <full JID>` and a text to close one (the JID comes last: a
+    /// resource may contain spaces). Requests of another node, answered with `R <request
+    /// id> <status>` and a body: `B <request id> <node>` and a BOSH request for a session
+    /// here, `E <request id> <node>` and `<XEP-0198 id> <owner>` to end a resumable session
+    /// of this node's now. Requests are answered here or not at all, never passed on, so
+    /// none can go round the nodes.
     fn receive(&self, server: &Arc<Server>, payload: &[u8]) {
         let Some(nl) = payload.iter().position(|b| *b == b'\n') else { return };
         let (header, body) = (String::from_utf8_lossy(&payload[..nl]), &payload[nl + 1..]);
         // `None` for a stanza, the connection and condition for a close.
         let (close, full) = match header.split_once(' ') {
+            Some(("B", rest)) => {
+                let (server, body) = (server.clone(), body.to_vec());
+                return self.answer(rest, async move { crate::http::bosh::forwarded(&server, &body).await });
+            }
+            Some(("E", rest)) => {
+                let (server, request) = (server.clone(), String::from_utf8_lossy(body).into_owned());
+                return self.answer(rest, async move {
+                    if let Some((id, owner)) = request.split_once(' ') {
+                        server.sm.end(id, owner).await;
+                    }
+                    Reply::ok(String::new())
+                });
+            }
+            Some(("R", rest)) => return self.answered(rest, body),
             Some(("S", full)) => (None, full),
             Some(("C", rest)) => {
                 let mut parts = rest.splitn(3, ' ');
@@ -710,6 +831,20 @@ async fn subscribed(server: &Arc<Server>, cluster: &Cluster) -> redis::RedisResu
     Ok(pubsub)
 }
 
+/// A client of `owner` (`user@domain`) asked to resume session `id`, which lives on
+/// another node: XEP-0198 sessions do not move between nodes, so that node ends it now,
+/// as when its resumption window passes, instead of keeping it for the whole window.
+/// Returns once it has (or after [`HANDOVER_TIMEOUT`]): what the session held has gone to
+/// the account's resources or offline storage before the client, told the resumption
+/// failed, binds anew and asks for its offline messages.
+pub async fn end_resumable_elsewhere(server: &Server, id: &str, owner: &str) {
+    let Some(cluster) = server.sessions.cluster() else { return };
+    let Some(node) = node_of(id).filter(|node| *node != cluster.node()) else { return };
+    if cluster.ask(node, "E", format!("{id} {owner}").as_bytes(), HANDOVER_TIMEOUT).await.is_none() {
+        tracing::info!(%node, "another node did not end a session resumed here in time (or is gone)");
+    }
+}
+
 /// Tells the other nodes that a module changed `account`'s data, so that they forget what
 /// they cached of it (a blocklist, archiving preferences). Awaited: Redis has handed the
 /// news to the other nodes when the change is answered. Nothing alone.
@@ -770,6 +905,14 @@ mod tests {
         let el = Element::new("message", jabberwock_proto::ns::CLIENT)
             .with_child(Element::new("body", jabberwock_proto::ns::CLIENT).with_text("x".repeat(body_bytes)));
         Stanza::from_element(&el)
+    }
+
+    #[test]
+    fn a_scoped_id_names_its_node_and_a_plain_one_none() {
+        assert_eq!(node_of(&format!("xmpp-1.b_c{NODE_SEPARATOR}{}", crate::stanzas::random_id())), Some("xmpp-1.b_c"));
+        // One node's ids are random, in an alphabet without the separator.
+        assert!(!crate::stanzas::random_id().contains(NODE_SEPARATOR));
+        assert_eq!(node_of("aB3-_x"), None);
     }
 
     #[test]

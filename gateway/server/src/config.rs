@@ -100,6 +100,10 @@ pub struct ClusterConfig {
     /// Bytes of an available resource's last presence kept in the shared registry for
     /// probes; a longer presence is kept without its payload.
     pub max_presence_bytes: usize,
+    /// Where clients reach this node itself (`host` or `host:port`, past any load
+    /// balancer), sent as `location` in XEP-0198's `<enabled/>`: a session resumes only on
+    /// its node. Unset, no `location` is sent.
+    pub location: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -111,6 +115,7 @@ impl Default for ClusterConfig {
             lease_ms: 10_000,
             max_forward_bytes: 8 * 1024 * 1024,
             max_presence_bytes: 8 * 1024,
+            location: None,
         }
     }
 }
@@ -126,6 +131,9 @@ impl ClusterConfig {
         }
         if self.address.is_empty() {
             return Err(invalid("cluster.address", "must say how other nodes reach this one (host:port)"));
+        }
+        if self.location.as_deref().is_some_and(|l| l.is_empty() || l.contains(char::is_whitespace)) {
+            return Err(invalid("cluster.location", "must be a host or host:port"));
         }
         if self.lease_ms < 300 {
             return Err(invalid("cluster.lease_ms", "must be at least 300"));
@@ -1085,6 +1093,7 @@ mod tests {
             ("address = ''", "cluster.address:"),
             ("lease_ms = 10", "cluster.lease_ms:"),
             ("max_forward_bytes = 10", "cluster.max_forward_bytes:"),
+            ("location = 'a b'", "cluster.location:"),
         ] {
             let name = change.split(' ').next().unwrap();
             let text: String = table.lines().filter(|l| !l.starts_with(name)).map(|l| format!("{l}\n")).collect();

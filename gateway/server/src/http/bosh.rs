@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use jabberwock_proto::bosh::{body_events, parse_request, RequestBody};
+use jabberwock_proto::Element;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{admit, security, Secure};
+use crate::cluster::node_of;
 use crate::server::Server;
 use crate::transport::bosh::{BoshSession, Creation, Reply, Request};
 
@@ -75,7 +77,30 @@ async fn request(
             _ => respond(Reply::terminate(500, "internal-server-error")),
         };
     };
-    let Some(session) = server.bosh.get(sid) else { return respond(Reply::terminate(404, "item-not-found")) };
-    let Ok(events) = body_events(&el) else { return bad_request() };
-    respond(session.request(Request { rid, events, pause: number("pause") }).await)
+    if let Some(session) = server.bosh.get(sid) {
+        return respond(to_session(&session, &el, rid).await);
+    }
+    // Behind a load balancer without sticky sessions: the node the sid names answers.
+    match (server.sessions.cluster(), node_of(sid)) {
+        (Some(cluster), Some(node)) if node != cluster.node() => respond(cluster.forward_bosh(node, &body).await),
+        _ => respond(Reply::terminate(404, "item-not-found")),
+    }
+}
+
+/// A request that another node of the cluster received for a session of this one. It is
+/// answered here or not at all: never forwarded again, so it cannot go round the nodes.
+pub(crate) async fn forwarded(server: &Server, body: &[u8]) -> Reply {
+    let Some(RequestBody { body: el, rid }) = parse_request(body, &server.config.stream_limits()) else {
+        return Reply::terminate(400, "bad-request");
+    };
+    match el.attr("sid").and_then(|sid| server.bosh.get(sid)) {
+        Some(session) => to_session(&session, &el, rid).await,
+        None => Reply::terminate(404, "item-not-found"),
+    }
+}
+
+async fn to_session(session: &BoshSession, el: &Element, rid: u64) -> Reply {
+    let Ok(events) = body_events(el) else { return Reply::terminate(400, "bad-request") };
+    let pause = el.attr("pause").and_then(|v| v.parse::<u64>().ok());
+    session.request(Request { rid, events, pause }).await
 }

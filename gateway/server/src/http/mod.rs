@@ -2,7 +2,7 @@
 //! `/http-bind`, the routes modules add (XEP-0156 discovery, for one), and the web client
 //! at `/`. Plain HTTP and HTTPS listeners serve the same routes.
 
-mod bosh;
+pub(crate) mod bosh;
 mod ops;
 mod security;
 mod web;

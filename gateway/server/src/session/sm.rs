@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::journal::{worth_rerouting, Journal};
 use super::Session;
-use crate::stanzas::random_id;
 use crate::registry::{output_cost, Mailbox, OutputBudget, Routed};
 use crate::stream::{Flow, Frame};
 
@@ -138,11 +137,17 @@ impl Session {
     /// a Bind2 request) and returns `<enabled/>`.
     pub(super) fn enable_sm(&mut self, resume: Option<&str>) -> Element {
         let resumable = matches!(resume, Some("true" | "1"));
-        let id = random_id();
+        // In a cluster the id names this node, which alone can resume the session.
+        let id = crate::cluster::scoped_id(&self.server);
         let mut enabled = sm_el("enabled").with_attr("id", id.clone());
         if resumable {
             enabled.set_attr("resume", "true");
             enabled.set_attr("max", self.server.config.limits.resume_window_secs.to_string());
+            // XEP-0198 §5: where to reconnect to resume (behind a load balancer, the next
+            // connection may reach another node).
+            if let Some(location) = self.server.config.cluster.as_ref().and_then(|c| c.location.as_deref()) {
+                enabled.set_attr("location", location);
+            }
             self.server.sm.register(&id, self.bound.as_ref().map(|b| b.bare.clone()).unwrap_or_default(), self.handle.clone());
         }
         self.sm = Some(StreamManagement::new(id, resumable, self.handle.budget.clone()));
@@ -213,6 +218,7 @@ impl Session {
         // Asked inside SASL2's <authenticate/>: the outcome goes inside its <success/>.
         let in_sasl2 = this.resuming.take();
         let Some((mut old, old_rx)) = this.server.sm.take(&previd, &own).await else {
+            crate::cluster::end_resumable_elsewhere(&this.server, &previd, &own).await;
             let failed = failed(jabberwock_proto::StanzaErrorCondition::ItemNotFound);
             match in_sasl2 {
                 // Resumption failed, authentication did not: bind as asked.
@@ -286,8 +292,13 @@ impl Session {
 
 /// A session with its mailbox, as handed from one connection to another.
 type Parked = (Session, Mailbox);
-/// Where a parked session sends itself when a new connection resumes it.
-type Takeover = oneshot::Sender<Parked>;
+/// What a parked session is asked to do.
+enum Request {
+    /// Send itself here: a new connection resumes it.
+    Resume(oneshot::Sender<Parked>),
+    /// End now, as when the resumption window passes, and say so here once ended.
+    End(oneshot::Sender<()>),
+}
 
 /// A parked session waiting to be resumed, or a live one that may be taken over.
 struct Entry {
@@ -295,8 +306,8 @@ struct Entry {
     owner: String,
     /// The live session, asked to detach when a new connection resumes it.
     live: Option<crate::registry::SessionHandle>,
-    /// Set while parked: send a channel here to receive the session.
-    parked: Option<mpsc::UnboundedSender<Takeover>>,
+    /// Set while parked: where to ask it to resume or to end.
+    parked: Option<mpsc::UnboundedSender<Request>>,
 }
 
 /// Resumable sessions by stream-management id.
@@ -341,9 +352,27 @@ impl Registry {
         self.parked.load(Ordering::Relaxed)
     }
 
-    /// Takes the parked session `id` if `owner` may resume it. A session whose old
-    /// connection is still open is asked to let go first.
+    /// Takes the parked session `id` if `owner` may resume it.
     async fn take(&self, id: &str, owner: &str) -> Option<Parked> {
+        let (tx, rx) = oneshot::channel();
+        self.parked_session(id, owner).await?.send(Request::Resume(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Ends the parked session `id` of `owner` now, as when its window passes (its client
+    /// tried to resume it on another node of the cluster, where it cannot move); returns
+    /// once what it held has been routed.
+    pub(crate) async fn end(&self, id: &str, owner: &str) {
+        let Some(parked) = self.parked_session(id, owner).await else { return };
+        let (tx, ended) = oneshot::channel();
+        if parked.send(Request::End(tx)).is_ok() {
+            let _ = ended.await;
+        }
+    }
+
+    /// The way to the parked session `id` if `owner` may resume it. A session whose old
+    /// connection is still open is asked to let go first.
+    async fn parked_session(&self, id: &str, owner: &str) -> Option<mpsc::UnboundedSender<Request>> {
         for _ in 0..100 {
             let request = {
                 let entries = self.entries.lock().expect("sm registry");
@@ -355,10 +384,8 @@ impl Registry {
                     e.parked.clone()
                 }
             };
-            if let Some(parked) = request {
-                let (tx, rx) = oneshot::channel();
-                parked.send(tx).ok()?;
-                return rx.await.ok();
+            if request.is_some() {
+                return request;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -377,7 +404,7 @@ async fn hibernate(
     id: String,
     mut session: Session,
     mut rx: Mailbox,
-    mut requests: mpsc::UnboundedReceiver<Takeover>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
     let registry = guard.0.clone();
     let server = session.server.clone();
@@ -393,9 +420,19 @@ async fn hibernate(
         None => return registry.forget(&id),
     };
     journal.record(&server, &session.reroutable()).await;
+    // Who asked the session to end, told once it has.
+    let mut ended = None;
     loop {
         tokio::select! {
-            Some(reply) = requests.recv() => {
+            Some(request) = requests.recv() => {
+                let reply = match request {
+                    Request::Resume(reply) => reply,
+                    Request::End(done) => {
+                        tracing::info!(conn = session.conn, sm = %id, "resumption asked on another node");
+                        ended = Some(done);
+                        break;
+                    }
+                };
                 if let Some(e) = registry.entries.lock().expect("sm registry").get_mut(&id) {
                     e.parked = None;
                     e.live = Some(session.handle.clone());
@@ -438,6 +475,9 @@ async fn hibernate(
     session.closed(&mut rx).await;
     // Only now: until the messages were routed again, the journal was their one copy on disk.
     journal.discard(&server).await;
+    if let Some(done) = ended {
+        let _ = done.send(());
+    }
 }
 
 /// Queues what the mailbox brought a parked session as unacknowledged output (all of it:

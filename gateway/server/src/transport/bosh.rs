@@ -20,11 +20,10 @@ use super::{run, Ended, Transport};
 use crate::admission::Slot;
 use crate::server::Server;
 use crate::session::{Security, Session, Throttle};
-use crate::stanzas::random_id;
 use crate::stream::Frame;
 
 /// Longest time the server holds a request before answering it empty.
-const MAX_WAIT: u64 = 60;
+pub(crate) const MAX_WAIT: u64 = 60;
 /// Requests the server may hold at once; the client may send one more.
 const HOLD: usize = 1;
 const REQUESTS: u64 = HOLD as u64 + 1;
@@ -40,7 +39,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(body: String) -> Self {
+    pub fn ok(body: String) -> Self {
         Reply { status: 200, body }
     }
 
@@ -191,7 +190,9 @@ impl BoshSession {
     ) -> (Arc<BoshSession>, oneshot::Receiver<Reply>) {
         let wait = c.wait.clamp(1, MAX_WAIT);
         let inactivity = server.config.http.bosh_inactivity_secs;
-        let sid = random_id();
+        // In a cluster the sid names the node holding the session, so that any node can
+        // pass a request on to it (behind a load balancer without sticky sessions).
+        let sid = crate::cluster::scoped_id(&server);
         let mut attrs = Vec::new();
         for (k, v) in [
             ("sid", sid.clone()),
