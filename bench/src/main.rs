@@ -20,7 +20,8 @@
 //!    `--compare-sm` run each of these phases again on the same sessions, with their
 //!    message archive off, then with XEP-0198 on, and give the ratios. `--step-up`
 //!    instead raises the rate step by step until the p99 latency passes a limit (the
-//!    peak), then runs at half the peak;
+//!    peak), then runs at half the peak. `--peer-addr` signs the odd sessions in on a
+//!    second node of a cluster and sends every message between the two nodes;
 //! 4. `--roster R`: before the messages, every session gets R contacts subscribed both
 //!    ways (see `roster`); `--presence-rounds K`: K rounds in which every session changes
 //!    its status and every contact must receive it (the presence storm).
