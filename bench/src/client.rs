@@ -67,6 +67,8 @@ pub enum Auth {
 pub struct Target {
     /// The STARTTLS client port.
     pub addr: SocketAddr,
+    /// A second node of a cluster serving the same accounts: odd sessions sign in there.
+    pub peer_addr: Option<SocketAddr>,
     /// The HTTP listener serving `/xmpp-websocket`, for WebSocket sessions.
     pub ws_addr: Option<SocketAddr>,
     pub domain: String,
@@ -75,6 +77,17 @@ pub struct Target {
     pub auth: Auth,
     /// With [`Auth::Fast`]: each account's current token, by session index.
     pub tokens: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, String>>>,
+}
+
+impl Target {
+    /// The target session `index` signs in at: with a peer node, odd sessions go there.
+    pub fn for_session(&self, index: usize) -> Target {
+        let mut target = self.clone();
+        if let (Some(peer), 1) = (self.peer_addr, index % 2) {
+            target.addr = peer;
+        }
+        target
+    }
 }
 
 const SASL2: &str = "urn:xmpp:sasl:2";

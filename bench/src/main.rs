@@ -20,7 +20,8 @@
 //!    `--compare-sm` run each of these phases again on the same sessions, with their
 //!    message archive off, then with XEP-0198 on, and give the ratios. `--step-up`
 //!    instead raises the rate step by step until the p99 latency passes a limit (the
-//!    peak), then runs at half the peak;
+//!    peak), then runs at half the peak. `--peer-addr` signs the odd sessions in on a
+//!    second node of a cluster and sends every message between the two nodes;
 //! 4. `--roster R`: before the messages, every session gets R contacts subscribed both
 //!    ways (see `roster`); `--presence-rounds K`: K rounds in which every session changes
 //!    its status and every contact must receive it (the presence storm).
@@ -86,6 +87,17 @@ struct Args {
     /// The PID of the server at --addr, for its memory and CPU figures.
     #[arg(long, requires = "addr")]
     pid: Option<u32>,
+    /// Another node of a cluster serving the same accounts (its STARTTLS port): odd
+    /// sessions sign in there, and every message goes from a session on one node to a
+    /// random session on the other, so each crosses between the nodes. --peer-addr equal
+    /// to --addr gives the same pairing on one node: the baseline. TCP only.
+    #[arg(long, requires = "addr", conflicts_with = "rooms")]
+    peer_addr: Option<SocketAddr>,
+    /// Another process whose CPU (with its children's: PostgreSQL's backends) each message
+    /// phase reports per 100k messages, as LABEL=PID: a second node, Redis, PostgreSQL.
+    /// May be repeated.
+    #[arg(long, value_parser = parse_watch)]
+    watch_pid: Vec<(String, u32)>,
     /// The plain HTTP listener serving `/xmpp-websocket` of the server at --addr, for
     /// WebSocket sessions (127.0.0.1 must be among its `trusted_proxies`).
     #[arg(long, requires = "addr")]
@@ -201,6 +213,10 @@ fn main() -> ExitCode {
         eprintln!("error: WebSocket sessions against --addr need --ws-addr");
         return ExitCode::FAILURE;
     }
+    if args.peer_addr.is_some() && args.transport != Transports::Tcp {
+        eprintln!("error: --peer-addr is for TCP sessions");
+        return ExitCode::FAILURE;
+    }
     // Sessions, plus the server's own (inherited) needs, plus slack.
     let total = args.sessions * args.transport.list().len();
     let fd_limit = sys::raise_fd_limit(total as u64 + 1024);
@@ -222,6 +238,7 @@ fn main() -> ExitCode {
     };
     let target = Target {
         addr: spawned.as_ref().map(|s| s.addr).or(args.addr).expect("clap requires one"),
+        peer_addr: args.peer_addr,
         ws_addr: spawned.as_ref().and_then(|s| s.http).or(args.ws_addr),
         domain: args.domain.clone(),
         connector: client::tls_connector(),
@@ -300,6 +317,9 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
         target.ws_addr.map_or("off".into(), |a| format!("ws://{a}/xmpp-websocket")),
         pid.map_or("unknown".into(), |p| p.to_string())
     ));
+    if let Some(peer) = target.peer_addr {
+        report.note(format!("odd sessions at {peer}: every message goes between {} and {peer}", target.addr));
+    }
     report.note(format!(
         "open file limit: tool {fd_limit}, server {}",
         pid.and_then(|p| sys::fd_limit_of(&p.to_string())).map_or("unknown".into(), |l| l.to_string())
@@ -351,6 +371,10 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
         };
         let mut plans: Vec<(&str, Pairing)> = match args.transport {
             _ if args.rooms > 0 => Vec::new(),
+            Transports::Tcp if args.peer_addr.is_some() => {
+                let (even, odd) = take(Transport::Tcp, 2 * p).into_iter().partition(|s| s.index % 2 == 0);
+                vec![("TCP, node ↔ peer", Pairing::Across(even, odd))]
+            }
             Transports::Tcp => vec![("TCP↔TCP", Pairing::Among(take(Transport::Tcp, 2 * p)))],
             Transports::Websocket => vec![("WebSocket↔WebSocket", Pairing::Among(take(Transport::WebSocket, 2 * p)))],
             Transports::Both => vec![
@@ -394,6 +418,7 @@ async fn run(args: &Args, target: &Target, pid: Option<u32>, fd_limit: u64) -> b
             }
             let (base, pairing) = message_phase(args, name, pairing, args.message_rate, pid, &mut report).await;
             ok &= base.ok;
+            figures_of(&mut report, "messages", &base);
             if let Some(cpu) = base.cpu_per_100k {
                 phases.push((name, cpu));
             }
@@ -625,11 +650,12 @@ async fn message_phase(
         senders: args.senders,
         drain: Duration::from_secs(args.drain_secs),
     };
-    let before = reading(pid);
+    let watched = || args.watch_pid.iter().map(|(_, p)| sys::tree_cpu_secs(*p)).collect::<Vec<_>>();
+    let (before, watched_before) = (reading(pid), watched());
     // Progress on stderr, like the session ramp's: a profiler waits for this line.
     eprintln!("… messages {name}: {rate:.0} msg/s for {} s", args.duration_secs);
     let (out, back) = traffic::run(pairing, &plan).await;
-    let after = reading(pid);
+    let (after, watched_after) = (reading(pid), watched());
     let mut t = Table::new(&format!(
         "messages {name}: {active} active sessions, {rate:.0} msg/s offered for {} s, {} sender tasks",
         args.duration_secs, plan.senders
@@ -641,6 +667,13 @@ async fn message_phase(
     }
     let what = if fanout > 1 { "deliveries" } else { "messages" };
     let summary = deliveries(&mut t, &out, &before, &after, what);
+    for (((label, _), a), b) in args.watch_pid.iter().zip(watched_before).zip(watched_after) {
+        if let Some(cpu) = diff(a, b) {
+            let per_100k = cpu * 100_000.0 / out.received.max(1) as f64;
+            t.row(format!("{label} CPU"), format!("{cpu:.2} s, {per_100k:.2} s per 100k {what}"));
+            report.figure(format!("{label}_cpu_per_100k"), format!("{per_100k:.2}"));
+        }
+    }
     report.tables.push(t);
     for f in out.failures.iter().take(10) {
         report.note(format!("{name} message phase failure: {f}"));
@@ -829,7 +862,7 @@ async fn open_sessions(
     concurrency: usize,
 ) -> (Vec<Session>, Vec<String>) {
     run_many(range, ramp, concurrency, "sessions up", |i| {
-        let (target, prefix) = (target.clone(), prefix.to_owned());
+        let (target, prefix) = (target.for_session(i), prefix.to_owned());
         async move { client::establish_within(&target, transport, &prefix, i, Duration::from_secs(300)).await }
     })
     .await
@@ -994,6 +1027,12 @@ async fn step_up(args: &Args, name: &str, pairing: Pairing, pid: Option<u32>, re
     }
     report.tables.push(t);
     ok
+}
+
+/// `--watch-pid LABEL=PID`.
+fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (label, pid) = s.split_once('=').ok_or("expected LABEL=PID")?;
+    Ok((label.to_owned(), pid.parse().map_err(|e| format!("PID: {e}"))?))
 }
 
 /// The summary figures of a phase, keys prefixed with `prefix`.

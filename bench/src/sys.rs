@@ -31,6 +31,25 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / ticks)
 }
 
+/// CPU time of `pid` and of its child processes alive now (PostgreSQL's backends are
+/// children of its postmaster), in seconds.
+pub fn tree_cpu_secs(pid: u32) -> Option<f64> {
+    let own = cpu_secs(&pid.to_string())?;
+    let children: f64 = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| parent_of(p) == Some(pid))
+        .filter_map(|p| cpu_secs(&p.to_string()))
+        .sum();
+    Some(own + children)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the last ')': state, then the parent's PID.
+    text[text.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Raises this process's open file limit to at least `wanted` if possible (the hard limit
 /// too, when privileged), else to the hard limit. Children inherit it, so a server started
 /// afterwards gets the same limit. Returns the soft limit now in force.

@@ -22,9 +22,10 @@ postgres_start() {
     fi
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     quietly "${as_server[@]}" "$pg_bin/initdb" -D "$data" -U postgres -A trust --no-sync
-    # Throwaway data: no fsync, so the tests' many small commits don't wait for the disk.
+    # Throwaway data: no fsync, so the tests' many small commits don't wait for the disk
+    # (PG_FSYNC=on for benchmarks, which measure PostgreSQL as deployed).
     "${as_server[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$PG_WORK/server.log" -w -t 60 \
-        -o "-p $port -k $PG_WORK -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+        -o "-p $port -k $PG_WORK -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300" start >/dev/null \
         || { cat "$PG_WORK/server.log" >&2; die "PostgreSQL did not start"; }
     PG_PID="$(head -n 1 "$data/postmaster.pid")"
     PG_URL="postgres://postgres@127.0.0.1:$port"
