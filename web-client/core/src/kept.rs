@@ -43,7 +43,7 @@ impl Kept {
         // What the empty shell takes, plus a comma per element added.
         let mut used = kept.to_json().len();
         let mut fits = |len: usize| {
-            let ok = used + len + 1 <= max_bytes;
+            let ok = used + len < max_bytes;
             if ok {
                 used += len + 1;
             }
