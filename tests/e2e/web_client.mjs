@@ -720,7 +720,7 @@ const steps = [
         delete pages.newcomer;
     }],
 
-    ['the client installs as an app and starts without a network', async () => {
+    ['the client installs as an app, starts without a network, and shows the conversations it has seen', async () => {
         const p = await openPage('app', { serviceWorkers: 'allow' });
         await p.goto(BASE, { waitUntil: 'load' });
         await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
@@ -745,6 +745,42 @@ const steps = [
         await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await shot(p, '20-started-offline');
         await p.context().setOffline(false);
+
+        // Alice on this device: a conversation with bob, then the network goes and the page
+        // is reloaded. The page, the contacts and the conversation come from the browser.
+        await login(p, ALICE, NEW_PASSWORD_A);
+        const status = p.getByTestId('connection-status');
+        await status.filter({ hasText: 'Online' }).waitFor();
+        await contact(p, BOB).click();
+        const mine = 'Kept by this browser';
+        await send(p, mine);
+        const b = pages.bob;
+        await contact(b, ALICE).click();
+        await b.locator('.msg.in .body').filter({ hasText: mine }).waitFor();
+        const answer = 'Readable without a network';
+        await send(b, answer);
+        await p.locator('.msg.in .body').filter({ hasText: answer }).waitFor();
+        const shown = await p.locator('.msg .body').count();
+        await p.context().setOffline(true);
+        await p.reload({ waitUntil: 'load' });
+        await status.filter({ hasText: 'Offline' }).waitFor();
+        await p.getByTestId('chat-title').filter({ hasText: BOB_NAME }).waitFor();
+        await p.locator('.msg.out .body').filter({ hasText: mine }).waitFor();
+        await p.locator('.msg.in .body').filter({ hasText: answer }).waitFor();
+        await contact(p, BOB).waitFor();
+        await shot(p, '20-conversation-read-offline');
+        // The network is back: the session resumes, and the archive's newest page, asked
+        // for again, shows nothing twice.
+        await p.context().setOffline(false);
+        await status.filter({ hasText: 'Online' }).waitFor();
+        await p.waitForTimeout(1500);
+        const again = await p.locator('.msg .body').count();
+        if (again !== shown) throw new Error(`${shown} messages before going offline, ${again} after`);
+        // Signing out forgets what the browser kept.
+        await p.getByRole('button', { name: 'Sign out' }).click();
+        await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
+        const kept = await p.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('jabberwock.kept.')));
+        if (kept.length) throw new Error(`still kept after signing out: ${kept}`);
         await p.context().close();
         delete pages.app;
     }],

@@ -10,6 +10,7 @@
 mod browser;
 mod config;
 mod drafts;
+mod kept;
 mod net;
 mod settings;
 mod state;

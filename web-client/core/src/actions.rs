@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use jabberwock_proto::Element;
+use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatMessage, Chats, Delivery, Direction};
 use crate::client::{Client, Event};
@@ -103,7 +104,7 @@ impl Extras {
 }
 
 /// What the actions did to a message: kept on [`ChatMessage`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Annotations {
     /// XEP-0424: its sender retracted it; the body is gone.
     pub retracted: bool,
@@ -121,13 +122,13 @@ pub struct Annotations {
     pub oob: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Reaction {
     pub emoji: Vec<String>,
     pub at_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Reply {
     pub id: String,
     /// The fallback quote the sender put in the body (removed from it), shown when we do

@@ -3,16 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::actions::Annotations;
 use crate::stanza::ChatState;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     In,
     Out,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivery {
     /// Written while offline: waits in the outbox for the connection to come back.
     Queued,
@@ -26,7 +28,7 @@ pub enum Delivery {
     Received,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// The stanza id (ours for outgoing; the sender's, or a local one, for incoming).
     pub id: String,
@@ -277,6 +279,17 @@ impl Chats {
         let msg = ChatMessage { id: id.unwrap_or_default(), direction, body, timestamp_ms, delivery, error: None, edited: false, annotations: Annotations::default() };
         let at = conv.messages.partition_point(|m| m.timestamp_ms <= timestamp_ms);
         conv.messages.insert(at, msg);
+    }
+
+    /// Messages kept from an earlier page ([`crate::kept`]) for a conversation that has none
+    /// yet. They count as read, and the archive's copies of them are not shown again
+    /// ([`Chats::archived`] knows them by id).
+    pub fn restore_kept(&mut self, bare: &str, mut messages: Vec<ChatMessage>) {
+        if messages.is_empty() || !self.messages(bare).is_empty() {
+            return;
+        }
+        messages.sort_by_key(|m| m.timestamp_ms);
+        self.conversations.entry(bare.to_owned()).or_default().messages = messages;
     }
 
     /// After a reconnect: no query is under way any more.

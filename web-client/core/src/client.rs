@@ -1878,6 +1878,12 @@ pub(crate) mod tests {
         assert!(c.is_idle(), "back to available on the first sign of the user");
         assert_eq!(c.chats.active(), Some("bob@localhost"));
         assert_eq!(c.roster.requests().count(), 1);
+        // Started without a network: the first attempt fails, the page is saved again (a
+        // reload while still offline), and the next attempt still resumes.
+        let _ = c.transport_closed();
+        assert!(c.roster.best_presence("bob@localhost").is_some(), "the server keeps what changes meanwhile");
+        assert_eq!(c.resumable("x", 11_000).map(|r| (r.sm.id, r.jid)), Some(("sm1".into(), "user@localhost/web".into())));
+        assert!(c.restart(None, "fyko+d2lbbFgONRv9qkxdawL".into()));
         sign_in_with_scram(&mut c);
         let mut features = features_bind();
         features.push(Element::new("sm", ns::SM));

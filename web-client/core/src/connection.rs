@@ -282,12 +282,18 @@ impl Connection {
 
     /// The stream-management state of a dropped stream that may be resumed, with its JID.
     pub fn take_resumable(&mut self) -> Option<(StreamManagement, String)> {
+        // A connection that was to resume and never got that far (a page started without a
+        // network) leaves the same stream to resume.
+        if let Some(pending) = self.resume.take() {
+            return Some(pending);
+        }
         let sm = self.sm.take().filter(|sm| sm.id().is_some())?;
         Some((sm, self.jid.clone()?))
     }
 
+    /// The stream's XEP-0198 state, or that of the stream this connection is to resume.
     pub fn stream_management(&self) -> Option<&StreamManagement> {
-        self.sm.as_ref()
+        self.sm.as_ref().or(self.resume.as_ref().map(|(sm, _)| sm))
     }
 
     /// The SCRAM keys that signed this connection in.
@@ -345,8 +351,9 @@ impl Connection {
         matches!(self.stage, Stage::Online)
     }
 
+    /// Our full JID: bound, or that of the stream this connection is to resume.
     pub fn jid(&self) -> Option<&str> {
-        self.jid.as_deref()
+        self.jid.as_deref().or(self.resume.as_ref().map(|(_, jid)| jid.as_str()))
     }
 
     pub fn account(&self) -> &Account {

@@ -16,6 +16,7 @@
 //! * [`muc`]: group chats (XEP-0045), with [`form`] for their XEP-0004 settings forms.
 //! * [`upload`]: XEP-0363 HTTP upload: the service, slots and their checks.
 //! * [`actions`]: corrections, retractions, reactions, replies, markers and file links.
+//! * [`kept`]: the contacts and recent conversations the browser keeps for reading offline.
 //! * [`outbox`]: what is written while offline; [`blocking`]: XEP-0191; [`account`]:
 //!   XEP-0077 password change; [`avatar`]: pictures (XEP-0153 and vCard photos).
 //! * [`client`]: all of the above behind one type the view layer drives.
@@ -36,6 +37,7 @@ pub mod client;
 pub mod connection;
 pub mod discovery;
 pub mod fast;
+pub mod kept;
 pub mod form;
 pub mod framing;
 pub mod muc;

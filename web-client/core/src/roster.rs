@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_proto::Element;
+use serde::{Deserialize, Serialize};
 
 use crate::ns;
 use crate::stanza::PresenceInfo;
 
 /// RFC 6121 §2.1.2.5.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Subscription {
     #[default]
     None,
@@ -54,7 +55,7 @@ impl Subscription {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterItem {
     pub jid: String,
     pub name: Option<String>,
@@ -164,6 +165,20 @@ impl Roster {
     pub fn set_all(&mut self, items: Vec<RosterItem>) {
         self.items = items.into_iter().filter(|i| i.subscription != Subscription::Remove).map(|i| (i.jid.clone(), i)).collect();
         self.loaded = true;
+    }
+
+    /// Contacts kept from an earlier page ([`crate::kept`]), shown until the server's roster
+    /// arrives and replaces them: the roster still counts as not loaded.
+    pub fn restore_kept(&mut self, items: Vec<RosterItem>) {
+        if self.loaded || !self.items.is_empty() {
+            return;
+        }
+        self.items = items.into_iter().filter(|i| i.subscription != Subscription::Remove).map(|i| (i.jid.clone(), i)).collect();
+    }
+
+    /// Every item, in JID order.
+    pub fn items(&self) -> impl Iterator<Item = &RosterItem> {
+        self.items.values()
     }
 
     /// A roster push: adds, updates or (with `subscription='remove'`) removes one item.

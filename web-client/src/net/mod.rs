@@ -22,7 +22,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::state::{AppState, Row, Status};
-use crate::{browser, drafts, settings, unread};
+use crate::{browser, drafts, kept, settings, unread};
 use bosh::BoshTransport;
 pub use actions::{correct_last, correctable, dismiss_upload, retract, send_reply, toggle_reaction, upload};
 pub use discovery::link_endpoint_usable;
@@ -82,6 +82,11 @@ struct Session {
     pictures_shown: std::cell::Cell<Option<u64>>,
     /// The unread counts kept in the browser were put back (once per page and sign-in).
     unread_restored: bool,
+    /// The conversations kept in the browser were put back; until then nothing is saved
+    /// over them.
+    kept_restored: bool,
+    /// Saves the conversations a moment after they change.
+    keep_timer: Option<i32>,
     /// The open conversation's unread count when it was opened, and when.
     reading_from: Option<(u32, i64)>,
     endpoints: Vec<Endpoint>,
@@ -152,6 +157,9 @@ fn resource() -> String {
 /// as it is read back.
 const RESUME_KEY: &str = "jabberwock.resume";
 
+/// How long after a change the conversations are saved in the browser.
+const KEEP_DELAY_MS: i32 = 2000;
+
 /// The page goes away (reload, navigation, tab closed): saves what the next page needs to
 /// resume the session, if the server keeps it, and lets the connection drop without ending the session, which
 /// the server then keeps for its resumption window.
@@ -161,6 +169,7 @@ pub fn page_hidden() {
         if s.signing_out {
             return;
         }
+        s.keep_now();
         let Some(saved) = s.client.resumable(&s.endpoints[s.endpoint].to_saved(), browser::now_ms()) else { return };
         let Some(storage) = browser::session_storage() else { return };
         if storage.set_item(RESUME_KEY, &saved.to_json()).is_err() {
@@ -199,6 +208,8 @@ pub fn resume_saved(state: AppState) -> bool {
     state.own_status.set(client.own_presence().status.clone().unwrap_or_default());
     state.active.set(saved.active.clone());
     let mut session = Session::new(state, None, vec![endpoint], client, true);
+    // Shown at once, from the browser: the network may not be there.
+    session.restore_kept();
     // Away because idle before the reload: available again on the first sign of the user.
     session.idle = session.client.is_idle();
     start_session(session);
@@ -292,6 +303,8 @@ impl Session {
             password,
             pictures_shown: std::cell::Cell::new(None),
             unread_restored: false,
+            kept_restored: false,
+            keep_timer: None,
             reading_from: None,
             endpoints,
             endpoint: 0,
@@ -379,6 +392,10 @@ impl Session {
                     self.arm_self_ping();
                     self.attempt = 0;
                     let bare = jabberwock_client_core::address::bare(&jid).to_owned();
+                    if !self.kept_restored {
+                        self.restore_kept();
+                        (roster, chat) = (true, true);
+                    }
                     if !std::mem::replace(&mut self.unread_restored, true) {
                         for (with, n) in unread::get(&bare) {
                             self.client.chats.restore_unread(&with, n);
@@ -432,6 +449,7 @@ impl Session {
         }
         if roster {
             self.refresh_roster();
+            self.keep_soon();
         }
         if chat {
             self.refresh_chat();
@@ -447,6 +465,33 @@ impl Session {
         for input in immediate {
             let events = self.client.receive(input, browser::now_ms());
             self.handle(events);
+        }
+    }
+
+    /// Puts back what the browser kept of this account's conversations (once per page and
+    /// sign-in).
+    fn restore_kept(&mut self) {
+        if !std::mem::replace(&mut self.kept_restored, true) {
+            kept::restore(&mut self.client);
+        }
+    }
+
+    /// Saves the conversations in the browser shortly: one write for a burst of changes.
+    fn keep_soon(&mut self) {
+        if self.kept_restored && self.keep_timer.is_none() {
+            self.keep_timer = Some(browser::set_timeout(KEEP_DELAY_MS, || {
+                with_session(Session::keep_now);
+            }));
+        }
+    }
+
+    /// Saves the conversations in the browser now (the page may be going away).
+    fn keep_now(&mut self) {
+        if let Some(t) = self.keep_timer.take() {
+            browser::clear_timeout(t);
+        }
+        if self.kept_restored && !self.signing_out {
+            kept::save(&self.client);
         }
     }
 
@@ -737,6 +782,7 @@ pub fn logout() {
         s.signing_out = true;
         drafts::forget_all(&s.client.account().bare());
         unread::forget(&s.client.account().bare());
+        kept::forget(&s.client.account().bare());
         if s.transport.is_some() && s.opened {
             let events = s.client.disconnect();
             s.handle(events);
@@ -923,6 +969,10 @@ pub fn visibility_changed(visible: bool) {
         user_active();
     }
     with_session(|s| {
+        // A phone may end a hidden page without a `pagehide`.
+        if !visible {
+            s.keep_now();
+        }
         s.client.chats.set_visible(visible);
         s.client.rooms.set_visible(visible);
         let ev = s.client.set_client_active(visible);
