@@ -176,6 +176,20 @@ async function stopServer() {
     }
 }
 
+/** Waits until the restarted server answers HTTP. */
+async function serverListening() {
+    const deadline = Date.now() + 15000;
+    for (;;) {
+        try {
+            if ((await fetch(`${BASE}/healthz`)).ok) return;
+        } catch {
+            // Not listening yet.
+        }
+        if (Date.now() > deadline) throw new Error('the server did not come back');
+        await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
 function startServer() {
     const pidFile = must('E2E_SERVER_PIDFILE');
     const log = fs.openSync(must('E2E_SERVER_LOG'), 'a');
@@ -428,7 +442,12 @@ const steps = [
         await mine.getByRole('img', { name: 'waiting to send', exact: true }).waitFor();
         // A draft of the next one is kept in the composer meanwhile.
         await a.getByTestId('composer').fill('half-written draft');
+        // Between two rounds of attempts (a wait of 4 s or more), so that no round is under
+        // way when the server comes back: one could then find WebSocket refused and BOSH
+        // answering, and rightly stay on BOSH.
+        await a.getByTestId('connection-status').filter({ hasText: /Reconnecting in ([4-9]|[1-9]\d)s/ }).waitFor();
         startServer();
+        await serverListening();
         // Without waiting for the backoff (it may be up to 30 s by now). Should an attempt
         // of its own have got through first, the button is gone, and that is fine too.
         await a.getByTestId('reconnect-now').click({ timeout: 5000 }).catch(async (e) => {
