@@ -298,7 +298,13 @@ impl Client {
 
     /// Skips elements until one satisfies `pred`; panics after [`TIMEOUT`].
     pub async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        self.expect_within(TIMEOUT, what, pred).await
+    }
+
+    /// [`Client::expect`] for what comes after slow work (large writes to storage, say),
+    /// waiting up to `wait`.
+    pub async fn expect_within(&mut self, wait: Duration, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let ev = tokio::time::timeout_at(deadline, self.next_event_inner())
                 .await
