@@ -33,6 +33,10 @@ pub const MAX_PHOTO_BYTES: usize = 96 * 1024;
 /// again if its contact is shown and announces it).
 pub const MAX_KEPT: usize = 500;
 
+/// At most this many pictures are asked for at once; a picture announced meanwhile is
+/// asked for at its sender's next presence.
+pub const MAX_FETCHING: usize = 64;
+
 /// Image types shown (SVG is not: it is a document, not a picture).
 const TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
@@ -63,8 +67,6 @@ struct Picture {
 #[derive(Clone, Debug, Default)]
 pub struct Avatars {
     pictures: BTreeMap<String, Picture>,
-    /// The hash each contact announced last.
-    announced: BTreeMap<String, String>,
     /// Bare JIDs whose vCard is being fetched.
     fetching: BTreeSet<String>,
     /// Order in which pictures were kept, oldest first, for [`MAX_KEPT`].
@@ -94,7 +96,6 @@ impl Avatars {
         let bare = address::bare(jid).to_owned();
         match what {
             Announced::None => {
-                self.announced.remove(&bare);
                 if self.pictures.remove(&bare).is_some() {
                     self.version += 1;
                 }
@@ -102,8 +103,9 @@ impl Avatars {
             }
             Announced::Photo(hash) => {
                 let have = self.pictures.get(&bare).is_some_and(|p| p.hash == hash);
-                self.announced.insert(bare.clone(), hash);
-                (!have && self.fetching.insert(bare.clone())).then_some(bare)
+                // Presences from many senders at once ask for no more than MAX_FETCHING.
+                let room = self.fetching.len() < MAX_FETCHING;
+                (!have && room && self.fetching.insert(bare.clone())).then_some(bare)
             }
         }
     }
@@ -353,6 +355,15 @@ mod tests {
         let r = data_request("d1", "bob@x", &hash);
         assert_eq!(r.attr("to"), Some("bob@x"));
         assert!(r.child("pubsub", ns::PUBSUB).and_then(|p| p.child("items", ns::PUBSUB)).is_some_and(|i| i.attr("node") == Some(ns::AVATAR_DATA)));
+    }
+
+    #[test]
+    fn pictures_asked_for_at_once_are_bounded() {
+        let mut a = Avatars::default();
+        let asked = (0..MAX_FETCHING + 10).filter(|n| a.on_announced(&format!("u{n}@x/r"), Announced::Photo("ab".repeat(20))).is_some()).count();
+        assert_eq!(asked, MAX_FETCHING);
+        a.on_vcard("u0@x", None);
+        assert_eq!(a.on_announced("late@x/r", Announced::Photo("ab".repeat(20))), Some("late@x".into()), "room again once one answered");
     }
 
     #[test]
