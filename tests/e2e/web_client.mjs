@@ -759,6 +759,8 @@ const steps = [
         await p.evaluate(() => navigator.serviceWorker.ready);
         // The page, its script and WebAssembly come from the kept copy once offline.
         await p.reload({ waitUntil: 'load' });
+        // Started, so the WebAssembly (fetched by the script, after `load`) is kept too.
+        await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await p.context().setOffline(true);
         await p.reload({ waitUntil: 'load' });
         await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();

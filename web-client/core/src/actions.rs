@@ -145,10 +145,28 @@ pub struct ReactionCount {
     pub ours: bool,
 }
 
+/// A message that actions annotate: one of a chat, or of a room.
+pub trait Annotated {
+    fn annotations(&self) -> &Annotations;
+}
+
+impl Annotated for Annotations {
+    fn annotations(&self) -> &Annotations {
+        self
+    }
+}
+
+impl Annotated for ChatMessage {
+    fn annotations(&self) -> &Annotations {
+        &self.annotations
+    }
+}
+
 /// The reactions under `m`, most used first. `me` is how our reactions are keyed.
-pub fn reaction_counts(m: &ChatMessage, me: &str) -> Vec<ReactionCount> {
+pub fn reaction_counts(m: &impl Annotated, me: &str) -> Vec<ReactionCount> {
+    let m = m.annotations();
     let mut counts: Vec<ReactionCount> = Vec::new();
-    for (who, r) in &m.annotations.reactions {
+    for (who, r) in &m.reactions {
         for e in &r.emoji {
             match counts.iter_mut().find(|c| &c.emoji == e) {
                 Some(c) => c.by.push(who.clone()),
@@ -173,9 +191,9 @@ pub fn version(m: &ChatMessage) -> u64 {
 }
 
 /// The emoji the picker offers for `m`: the common ones, then those already under it.
-pub fn picker_choices(m: &ChatMessage) -> Vec<String> {
+pub fn picker_choices(m: &impl Annotated) -> Vec<String> {
     let mut all: Vec<String> = COMMON_REACTIONS.iter().map(|e| (*e).to_owned()).collect();
-    for r in m.annotations.reactions.values() {
+    for r in m.annotations().reactions.values() {
         for e in &r.emoji {
             if !all.contains(e) {
                 all.push(e.clone());

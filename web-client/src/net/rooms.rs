@@ -146,16 +146,6 @@ pub fn leave(room: &str) {
     super::open_chat(None);
 }
 
-pub fn send(room: &str, body: &str) -> bool {
-    with_session(|s| {
-        let ev = s.client.room_action(|rooms, _| rooms.send(room, body, browser::now_ms()));
-        let sent = !ev.is_empty();
-        s.handle(ev);
-        sent
-    })
-    .unwrap_or(false)
-}
-
 pub fn change_nick(room: &str, nick: &str) {
     room_do(|rooms, own| rooms.change_nick(room, nick, own));
 }
