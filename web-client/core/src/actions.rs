@@ -221,6 +221,23 @@ pub fn quote(text: &str) -> String {
     }
 }
 
+/// The reactions `me` has on a message with `annotations` once `emoji` is toggled (the
+/// whole set, as XEP-0444 sends it); `None` when it cannot be added.
+pub fn toggled(annotations: &Annotations, me: &str, emoji: &str) -> Option<Vec<String>> {
+    if emoji.trim().is_empty() || emoji.len() > MAX_REACTION_BYTES {
+        return None;
+    }
+    let mut ours = annotations.reactions.get(me).map(|r| r.emoji.clone()).unwrap_or_default();
+    match ours.iter().position(|e| e == emoji) {
+        Some(at) => {
+            ours.remove(at);
+        }
+        None if ours.len() < MAX_REACTIONS => ours.push(emoji.to_owned()),
+        None => return None,
+    }
+    Some(ours)
+}
+
 /// What a reference did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -500,17 +517,7 @@ impl Client {
     pub fn toggle_reaction(&mut self, conv: &str, id: &str, emoji: &str, now_ms: i64) -> Vec<Event> {
         let me = self.account().bare().to_owned();
         let Some(m) = self.chats.message(conv, id).filter(|m| !m.annotations.retracted) else { return Vec::new() };
-        if !self.is_online() || emoji.trim().is_empty() || emoji.len() > MAX_REACTION_BYTES {
-            return Vec::new();
-        }
-        let mut ours = m.annotations.reactions.get(&me).map(|r| r.emoji.clone()).unwrap_or_default();
-        match ours.iter().position(|e| e == emoji) {
-            Some(at) => {
-                ours.remove(at);
-            }
-            None if ours.len() < MAX_REACTIONS => ours.push(emoji.to_owned()),
-            None => return Vec::new(),
-        }
+        let Some(ours) = toggled(&m.annotations, &me, emoji).filter(|_| self.is_online()) else { return Vec::new() };
         let new_id = self.id();
         let el = reactions(&new_id, conv, id, &ours);
         self.send_reference(conv, el, now_ms)

@@ -290,39 +290,26 @@ pub fn MessageMenu(target: Option<MenuTarget>) -> impl IntoView {
                 </button>
             }
         });
-        let retract_id = id.clone();
-        let retract = ours.then(|| {
+        // Retracting ours, or removing another's as a moderator: for everyone, at once.
+        let for_everyone = |label: &'static str, title: &'static str, act: fn(&str, &str) -> bool| {
+            let id = id.clone();
             view! {
                 <button
                     type="button"
                     role="menuitem"
                     class="danger"
+                    title=title
                     on:click=move |_| {
-                        net::retract(&conv(), &retract_id);
+                        act(&conv(), &id);
                         close();
                     }
                 >
-                    "Retract"
+                    {label}
                 </button>
             }
-        });
-        let remove_id = id.clone();
-        let remove = (removable && !ours).then(|| {
-            view! {
-                <button
-                    type="button"
-                    role="menuitem"
-                    class="danger"
-                    title="Remove this message for everyone in the room"
-                    on:click=move |_| {
-                        net::moderate(&conv(), &remove_id);
-                        close();
-                    }
-                >
-                    "Remove"
-                </button>
-            }
-        });
+        };
+        let retract = ours.then(|| for_everyone("Retract", "Retract this message", net::retract));
+        let remove = (removable && !ours).then(|| for_everyone("Remove", "Remove this message for everyone in the room", net::moderate));
         view! {
             <div class="emoji-row" role="group" aria-label="React">{emoji}</div>
             <button type="button" role="menuitem" on:click=on_reply>"Reply"</button>

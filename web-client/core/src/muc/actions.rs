@@ -15,7 +15,7 @@
 use jabberwock_proto::Element;
 
 use super::{mentions, occupant_jid, Effect, Room, RoomIq, RoomMessage, Rooms};
-use crate::actions::{self, Annotations, Outcome, Reaction, Reply, MAX_REACTIONS, MAX_REACTION_BYTES};
+use crate::actions::{self, Annotations, Outcome, Reaction, Reply};
 use crate::{address, ns, stanza};
 
 /// References to messages not loaded (yet) kept per room.
@@ -296,17 +296,7 @@ impl Rooms {
     pub fn toggle_reaction(&mut self, room: &str, key: &str, emoji: &str, now_ms: i64) -> Vec<Effect> {
         let Some((r, m)) = self.target(room, key) else { return Vec::new() };
         let Some(stanza_id) = m.stanza_id.clone() else { return Vec::new() };
-        if emoji.trim().is_empty() || emoji.len() > MAX_REACTION_BYTES {
-            return Vec::new();
-        }
-        let mut ours = m.annotations.reactions.get(&r.own_key()).map(|r| r.emoji.clone()).unwrap_or_default();
-        match ours.iter().position(|e| e == emoji) {
-            Some(at) => {
-                ours.remove(at);
-            }
-            None if ours.len() < MAX_REACTIONS => ours.push(emoji.to_owned()),
-            None => return Vec::new(),
-        }
+        let Some(ours) = actions::toggled(&m.annotations, &r.own_key(), emoji) else { return Vec::new() };
         let new_id = self.id();
         self.send_reference(room, groupchat(actions::reactions(&new_id, room, &stanza_id, &ours)), now_ms)
     }
