@@ -187,8 +187,8 @@ impl Cluster {
             .invoke_async(&mut self.redis.clone())
             .await;
         if let Err(e) = released {
-            // Harmless: a claim of this node is taken over once nothing here holds it and
-            // the key is claimed again, or released with the node.
+            // Harmless: the claim stays with this node, which serves the room again if a
+            // stanza for it comes, and releases it when it leaves.
             tracing::warn!(error = %e, key, "Redis did not take a release");
         }
     }
