@@ -501,9 +501,11 @@ impl Cluster {
             .await
     }
 
-    /// Registers every local session again (after a reconnect or an expired lease) and
-    /// rebuilds the mirror of the other nodes' sessions from Redis.
+    /// Registers every local session and room claim again (after a reconnect or an
+    /// expired lease) and rebuilds the mirror of the other nodes' from Redis.
     async fn resync(&self, server: &Arc<Server>) -> redis::RedisResult<()> {
+        // Rooms first: other nodes wait only so long before claiming a room nobody holds.
+        self.resync_placement().await?;
         for (bare, r) in server.sessions.local() {
             match self.put(&bare, &r, "register").await? {
                 0 => {
@@ -538,7 +540,7 @@ impl Cluster {
         }
         tracing::info!(sessions = remote.len(), "session registry synchronized with the cluster");
         server.sessions.replace_remote(remote, |_| false);
-        self.resync_placement().await
+        Ok(())
     }
 
     /// Applies one event of the events channel to the mirror. This node's own changes

@@ -33,6 +33,11 @@ fn node_placed_key(node: &str) -> String {
     format!("jabberwock:node-placed:{node}")
 }
 
+/// How long after reconnecting to Redis a node waits before claiming a room nobody holds:
+/// Redis may have restarted empty, and the nodes that serve rooms, which reconnect within
+/// [`super::RECONNECT_DELAY`] of it, must have registered their claims again first.
+const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many times a stanza may be forwarded: once by the node it arrived on, once more by
 /// a node that had let go of the room meanwhile. A node it then reaches handles it or drops
 /// it, so no stanza goes round the nodes however their mirrors lag.
@@ -93,6 +98,10 @@ pub(super) struct Placement {
     held: Mutex<HashMap<String, usize>>,
     /// Claims and releases of this node, one at a time.
     claiming: tokio::sync::Mutex<()>,
+    /// When this node last synchronized with Redis after the first time (a reconnection):
+    /// claims of free rooms wait [`CLAIM_GRACE`] after it.
+    resynced: Mutex<Option<std::time::Instant>>,
+    synced_once: std::sync::atomic::AtomicBool,
     /// Stanzas other nodes forwarded here, handled in the order they came.
     inbox: OnceLock<Inbox>,
 }
@@ -143,6 +152,10 @@ impl Cluster {
         if let Some(n) = p.held.lock().expect("placement").get_mut(key) {
             *n += 1;
             return Placed::Here;
+        }
+        let resynced = *p.resynced.lock().expect("placement");
+        if let Some(wait) = resynced.and_then(|at| CLAIM_GRACE.checked_sub(at.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
         let event = Event::Placed { key: key.to_owned(), node: self.config.node.clone() };
         match self.claim(key, &event).await {
@@ -246,7 +259,15 @@ impl Cluster {
     /// Registers this node's claims again and rebuilds the mirror of the others', after a
     /// (re)connection to Redis or an expired lease.
     pub(super) async fn resync_placement(&self) -> redis::RedisResult<()> {
+        if self.placement.synced_once.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            *self.placement.resynced.lock().expect("placement") = Some(std::time::Instant::now());
+        }
         let held: Vec<String> = self.placement.held.lock().expect("placement").keys().cloned().collect();
+        if !held.is_empty() {
+            // With a lease first: Redis may have restarted empty, and a claim of a node
+            // without one is void.
+            self.announce().await?;
+        }
         for key in held {
             let event = Event::Placed { key: key.clone(), node: self.config.node.clone() };
             let holder = self.claim(&key, &event).await?;
