@@ -340,6 +340,202 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     assert!(status.contains("nodes 1  sessions 1"), "alice alone:\n{status}");
 }
 
+const ROOM: &str = "room@conference.localhost";
+
+/// The XEP-0045 status codes of a room's presence.
+fn muc_codes(e: &Element) -> Vec<String> {
+    let x = e.child("x", ns::MUC_USER);
+    x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// The presence of `occupant` (`room/nick`) with these status codes among its own.
+fn occupant_presence<'a>(occupant: &'a str, kind: Option<&'a str>, codes: &'a [&'a str]) -> impl Fn(&Element) -> bool + 'a {
+    move |e| presence_from(occupant, kind)(e) && codes.iter().all(|c| muc_codes(e).iter().any(|x| x == c))
+}
+
+fn subject_is<'a>(text: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "message" && e.child_text("subject", ns::CLIENT).as_deref() == Some(text)
+}
+
+fn stanza_error(e: &Element) -> Option<String> {
+    let error = e.child("error", ns::CLIENT)?;
+    error.children().find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text").map(|c| c.name().to_owned())
+}
+
+/// Joins `room` as `nick`: its own presence (status 110), then the subject, which ends a join.
+async fn join_room(c: &mut Client, room: &str, nick: &str) -> (Element, Element) {
+    c.send(format!("<presence to='{room}/{nick}'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    let own = format!("{room}/{nick}");
+    let me = c.expect("own presence in the room", occupant_presence(&own, None, &["110"])).await;
+    let subject = c.expect("the subject", |e| e.name() == "message" && e.child("subject", ns::CLIENT).is_some()).await;
+    (me, subject)
+}
+
+/// XEP-0410: pings its own occupant JID until the room answers. While the node that served
+/// the room is dead and not yet reaped, what is forwarded there is lost, and nothing answers.
+async fn self_ping(c: &mut Client, nick: &str) -> Element {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS) + TIMEOUT;
+    for n in 0.. {
+        let id = format!("self-ping-{n}");
+        c.send(format!("<iq type='get' id='{id}' to='{ROOM}/{nick}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Some(ev) = c.next_event_by(wait).await {
+            if let jabberwock_proto::ReadEvent::Stanza(st) = ev {
+                let el = st.to_element().expect("parses");
+                if el.name() == "iq" && el.attr("id") == Some(id.as_str()) {
+                    return el;
+                }
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no answer to a self-ping");
+    }
+    unreachable!()
+}
+
+/// The bodies a XEP-0313 query of the room returns.
+async fn room_archive(c: &mut Client) -> Vec<String> {
+    c.send(format!("<iq type='set' id='mam' to='{ROOM}'><query xmlns='{}' queryid='q'/></iq>", ns::MAM)).await;
+    let mut bodies = Vec::new();
+    loop {
+        let e = c.next_element().await;
+        if e.name() == "iq" && e.attr("id") == Some("mam") {
+            assert_eq!(e.attr("type"), Some("result"), "{}", e.to_xml_string());
+            return bodies;
+        }
+        let message = e.child("result", ns::MAM).and_then(|r| r.child("forwarded", ns::FORWARD)).and_then(|f| f.child("message", ns::CLIENT));
+        bodies.extend(message.and_then(|m| m.child_text("body", ns::CLIENT)));
+    }
+}
+
+#[tokio::test]
+async fn a_room_lives_on_one_node_and_moves_when_that_node_dies_or_stops() {
+    let Some(mut cluster) = Cluster::start("muc", "", &["alice", "bob", "carol"]).await else { return };
+    let mut alice = cluster.login(0, "alice", "a").await;
+    let mut bob = cluster.login(1, "bob", "b").await;
+    let mut carol = cluster.login(2, "carol", "c").await;
+
+    // Alice creates the room: node 0, where it was first needed, serves it from now on.
+    let (me, _) = join_room(&mut alice, ROOM, "alice").await;
+    assert!(muc_codes(&me).contains(&"201".to_owned()), "{}", me.to_xml_string());
+    let form = "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+                <field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_roomname'><value>Kept</value></field>";
+    let r = alice.iq("cfg", &format!("<iq type='set' id='cfg' to='{ROOM}'><query xmlns='{}'><x xmlns='jabber:x:data' type='submit'>{form}</x></query></iq>", ns::MUC_OWNER)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+
+    // Bob and Carol, on the two other nodes, join the same room, not copies of it.
+    let (me, _) = join_room(&mut bob, ROOM, "bob").await;
+    assert!(!muc_codes(&me).contains(&"201".to_owned()), "joined, not created: {}", me.to_xml_string());
+    alice.expect("bob joins", occupant_presence(&format!("{ROOM}/bob"), None, &[])).await;
+    carol.send(format!("<presence to='{ROOM}/carol'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    carol.expect("alice, already in", occupant_presence(&format!("{ROOM}/alice"), None, &[])).await;
+    carol.expect("bob, already in", occupant_presence(&format!("{ROOM}/bob"), None, &[])).await;
+    carol.expect("own presence", occupant_presence(&format!("{ROOM}/carol"), None, &["110"])).await;
+    for c in [&mut alice, &mut bob] {
+        c.expect("carol joins", occupant_presence(&format!("{ROOM}/carol"), None, &[])).await;
+    }
+
+    // The subject, groupchat and private messages cross the nodes.
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><subject>Across nodes</subject></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect("the new subject", subject_is("Across nodes")).await;
+    }
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>hello from node 2</body></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let m = c.expect("carol's message", body("hello from node 2")).await;
+        assert_eq!(m.attr("from"), Some(format!("{ROOM}/carol").as_str()));
+    }
+    bob.send(format!("<message to='{ROOM}/carol' type='chat'><body>psst, carol</body></message>")).await;
+    let m = carol.expect("bob's private message", body("psst, carol")).await;
+    assert_eq!(m.attr("from"), Some(format!("{ROOM}/bob").as_str()));
+
+    // A kick from node 0 reaches node 2; Carol comes back.
+    let kick = format!("<iq type='set' id='kick' to='{ROOM}'><query xmlns='{}'><item nick='carol' role='none'/></query></iq>", ns::MUC_ADMIN);
+    let r = alice.iq("kick", &kick).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    carol.expect("kicked", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["307", "110"])).await;
+    bob.expect("carol kicked", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["307"])).await;
+    join_room(&mut carol, ROOM, "carol").await;
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>welcome back</body></message>")).await;
+    carol.expect("bob's message", body("welcome back")).await;
+    // The archive of the room is written (the query waits for what node 0 queued).
+    assert_eq!(room_archive(&mut bob).await, ["hello from node 2", "welcome back"]);
+
+    // Two nodes that need the same new room at once: one creates it, the other's join
+    // reaches it (locked until configured), not a second room.
+    let race = "race@conference.localhost";
+    bob.send(format!("<presence to='{race}/bob'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    carol.send(format!("<presence to='{race}/carol'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    let is_answer = |nick: &'static str| move |e: &Element| e.name() == "presence" && e.attr("from") == Some(&*format!("{race}/{nick}"));
+    let (b, c) = (bob.expect("bob's answer", is_answer("bob")).await, carol.expect("carol's answer", is_answer("carol")).await);
+    let created = [&b, &c].iter().filter(|e| muc_codes(e).contains(&"201".to_owned())).count();
+    let refused = [&b, &c].iter().filter(|e| stanza_error(e).as_deref() == Some("item-not-found")).count();
+    assert_eq!((created, refused), (1, 1), "{}\n{}", b.to_xml_string(), c.to_xml_string());
+
+    // Redis restarts empty: node 0 registers its claim again before another node would
+    // take the room (what was sent meanwhile may be lost: at most once).
+    cluster.redis.restart().await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    for n in 0.. {
+        let text = format!("after the restart {n}");
+        carol.send(format!("<message to='{ROOM}' type='groupchat'><body>{text}</body></message>")).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut heard = false;
+        while let Some(ev) = bob.next_event_by(wait).await {
+            if let jabberwock_proto::ReadEvent::Stanza(st) = ev {
+                heard |= body(&text)(&st.to_element().expect("parses"));
+            }
+        }
+        if heard {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the room did not come back after Redis restarted");
+    }
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>all back</body></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect("a message in the same room as before", body("all back")).await;
+    }
+    let archived = room_archive(&mut bob).await;
+    assert_eq!(archived.last().map(String::as_str), Some("all back"), "{archived:?}");
+
+    // Node 0 dies. Once its lease is gone, the room's next stanza makes another node serve
+    // it, from the database: Bob is not joined there, and joins again.
+    cluster.nodes[0].kill9().await;
+    let killed = tokio::time::Instant::now();
+    let pong = self_ping(&mut bob, "bob").await;
+    eprintln!("the room answered {:?} after the kill (lease {LEASE_MS} ms)", killed.elapsed());
+    assert_eq!(stanza_error(&pong).as_deref(), Some("not-acceptable"), "not joined: {}", pong.to_xml_string());
+    let m = format!("<message to='{ROOM}' type='groupchat'><body>am I in?</body></message>");
+    bob.send(&m).await;
+    let refused = bob.expect("the message refused", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(stanza_error(&refused).as_deref(), Some("not-acceptable"), "{}", refused.to_xml_string());
+    let (me, subject) = join_room(&mut bob, ROOM, "bob").await;
+    assert!(!muc_codes(&me).contains(&"201".to_owned()), "the room was kept: {}", me.to_xml_string());
+    assert_eq!(subject.child_text("subject", ns::CLIENT).as_deref(), Some("Across nodes"));
+    let pong = self_ping(&mut carol, "carol").await;
+    assert_eq!(stanza_error(&pong).as_deref(), Some("not-acceptable"), "{}", pong.to_xml_string());
+    carol.send(format!("<presence to='{ROOM}/carol'><x xmlns='{}'><history maxstanzas='20'/></x></presence>", ns::MUC)).await;
+    carol.expect("history from the archive", body("welcome back")).await;
+    carol.expect("history from the archive", body("all back")).await;
+    carol.expect("the kept subject", subject_is("Across nodes")).await;
+    bob.expect("carol joins again", occupant_presence(&format!("{ROOM}/carol"), None, &[])).await;
+    let info = bob.iq("info", &format!("<iq type='get' id='info' to='{ROOM}'><query xmlns='{}'/></iq>", ns::DISCO_INFO)).await;
+    let q = info.child("query", ns::DISCO_INFO).expect("disco#info");
+    assert!(q.children().any(|i| i.name() == "identity" && i.attr("name") == Some("Kept")), "{}", info.to_xml_string());
+    assert!(q.children().any(|f| f.attr("var") == Some("muc_persistent")), "{}", info.to_xml_string());
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>after the move</body></message>")).await;
+    bob.expect("carol's message", body("after the move")).await;
+    let archived = room_archive(&mut carol).await;
+    assert_eq!(archived[..2], ["hello from node 2", "welcome back"], "{archived:?}");
+    assert_eq!(archived[archived.len() - 2..], ["all back", "after the move"], "{archived:?}");
+
+    // Bob's node (which took the room: his ping came first) stops cleanly: the occupants
+    // elsewhere are told (status 332) and join again, on a node that is left.
+    cluster.nodes[1].stop().await;
+    carol.expect("the room's shutdown", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["332", "110"])).await;
+    let (_, subject) = join_room(&mut carol, ROOM, "carol").await;
+    assert_eq!(subject.child_text("subject", ns::CLIENT).as_deref(), Some("Across nodes"));
+}
+
 #[tokio::test]
 async fn routing_recovers_after_redis_restarts() {
     let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };

@@ -35,6 +35,9 @@ use crate::registry::{BindError, ConnId, OutputBudget, Resource, SessionHandle};
 use crate::server::Server;
 use crate::transport::bosh::Reply;
 
+mod placement;
+pub use placement::Placed;
+
 const NODES: &str = "jabberwock:nodes";
 const EVENTS: &str = "jabberwock:events";
 const SESSIONS: &str = "jabberwock:sessions:";
@@ -192,6 +195,10 @@ enum Event {
     Gone { node: String },
     /// A module changed an account's cached data (a blocklist, say).
     Changed { node: String, account: String },
+    /// A node claimed something that lives on one node at a time (a room): [`placement`].
+    Placed { key: String, node: String },
+    /// It let go of it.
+    Released { key: String, node: String },
 }
 
 /// A node as `jabberwock:nodes` describes it.
@@ -213,6 +220,7 @@ pub struct Cluster {
     /// Requests asked of other nodes (forwarded BOSH requests, say), waiting for answers.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
+    placement: placement::Placement,
 }
 
 /// Takes a request off the waiting list however its wait ends (an answer, the timeout,
@@ -324,6 +332,7 @@ impl Cluster {
             overflows,
             waiting: Mutex::default(),
             next_request: AtomicU64::new(0),
+            placement: placement::Placement::default(),
         })
     }
 
@@ -492,9 +501,11 @@ impl Cluster {
             .await
     }
 
-    /// Registers every local session again (after a reconnect or an expired lease) and
-    /// rebuilds the mirror of the other nodes' sessions from Redis.
+    /// Registers every local session and room claim again (after a reconnect or an
+    /// expired lease) and rebuilds the mirror of the other nodes' from Redis.
     async fn resync(&self, server: &Arc<Server>) -> redis::RedisResult<()> {
+        // Rooms first: other nodes wait only so long before claiming a room nobody holds.
+        self.resync_placement().await?;
         for (bare, r) in server.sessions.local() {
             match self.put(&bare, &r, "register").await? {
                 0 => {
@@ -557,6 +568,7 @@ impl Cluster {
                     server.modules.account_changed_elsewhere(&account);
                 }
             }
+            Event::Placed { .. } | Event::Released { .. } => self.placement.apply(&event, &self.config.node),
             _ => {}
         }
     }
@@ -565,6 +577,7 @@ impl Cluster {
     fn forget(&self, server: &Server, node: &str) {
         server.sessions.replace_remote(Vec::new(), |r| r.handle.node() != Some(node));
         self.peers.lock().expect("peers").remove(node);
+        self.placement.forget(node);
     }
 
     /// Takes over after a node that is gone (or this node's previous run): removes its
@@ -593,6 +606,10 @@ impl Cluster {
                 crate::im::presence::unavailable_on_behalf(server, &full).await;
             }
         }
+        if let Err(e) = self.release_node(node).await {
+            // Only tidiness: the claims of a node without a lease are void anyway.
+            tracing::warn!(error = %e, %node, "could not release the rooms of a node that is gone");
+        }
         tracing::info!(%node, sessions, journaled, "took over after a node that is gone");
         Ok(())
     }
@@ -604,6 +621,17 @@ impl Cluster {
         let dropped = self.redis.clone().del::<_, ()>(lease_key(self.node())).await;
         if let Err(e) = left.and(dropped) {
             tracing::warn!(error = %e, "could not leave the cluster; the other nodes will when the lease expires");
+        }
+    }
+
+    /// Waits (a second at most) until what is queued for other nodes has been published:
+    /// what a stopping node sends last (rooms telling their occupants it stops) must not
+    /// die with the process.
+    pub async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let queued = || self.peers.lock().expect("peers").values().any(|p| p.budget.held() > 0);
+        while queued() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -686,11 +714,12 @@ impl Cluster {
 
     /// A frame from this node's channel: `S <full JID>` and a stanza for a local session,
     /// or `C <conn> <condition> <full JID>` and a text to close one (the JID comes last: a
-    /// resource may contain spaces). Requests of another node, answered with `R <request
-    /// id> <status>` and a body: `B <request id> <node>` and a BOSH request for a session
-    /// here, `E <request id> <node>` and `<XEP-0198 id> <owner>` to end a resumable session
-    /// of this node's now. Requests are answered here or not at all, never passed on, so
-    /// none can go round the nodes.
+    /// resource may contain spaces), or `V <hops>` and a stanza for a room this node
+    /// serves. Requests of another node, answered with `R <request id> <status>` and a
+    /// body: `B <request id> <node>` and a BOSH request for a session here, `E <request
+    /// id> <node>` and `<XEP-0198 id> <owner>` to end a resumable session of this node's
+    /// now. Requests are answered here or not at all, never passed on, so none can go
+    /// round the nodes.
     fn receive(&self, server: &Arc<Server>, payload: &[u8]) {
         let Some(nl) = payload.iter().position(|b| *b == b'\n') else { return };
         let (header, body) = (String::from_utf8_lossy(&payload[..nl]), &payload[nl + 1..]);
@@ -710,6 +739,7 @@ impl Cluster {
                 });
             }
             Some(("R", rest)) => return self.answered(rest, body),
+            Some(("V", hops)) => return self.received_placed(server, hops, body),
             Some(("S", full)) => (None, full),
             Some(("C", rest)) => {
                 let mut parts = rest.splitn(3, ' ');

@@ -96,6 +96,8 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// Bytes of stanzas waiting to be forwarded to one other node; over it, delivery to
     /// that node fails as if its sessions were gone (messages go to offline storage).
+    /// Also bounds the stanzas other nodes forwarded for rooms this node serves, waiting
+    /// to be handled; over it, they are dropped.
     pub max_forward_bytes: usize,
     /// Bytes of an available resource's last presence kept in the shared registry for
     /// probes; a longer presence is kept without its payload.

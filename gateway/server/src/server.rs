@@ -374,7 +374,7 @@ impl Running {
             if let Some(cluster) = self.server.sessions.cluster() {
                 cluster.leave(&self.server).await;
             }
-            self.server.modules.stopping().await;
+            self.server.modules.stopping(&self.server).await;
             self.server.store.close().await;
         };
         match tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing).await {

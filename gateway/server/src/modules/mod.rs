@@ -260,7 +260,7 @@ pub trait AccountReport: Send + Sync {
 #[async_trait]
 pub trait ShutdownHooks: Send + Sync {
     /// The server is stopping: finish what is in flight before storage closes.
-    async fn stopping(&self);
+    async fn stopping(&self, server: &Arc<Server>);
 }
 
 /// A service on its own domain.
@@ -622,9 +622,9 @@ impl Modules {
     }
 
     /// Lets every module finish what is in flight, before storage closes.
-    pub async fn stopping(&self) {
+    pub async fn stopping(&self, server: &Arc<Server>) {
         for h in &self.shutdown_hooks {
-            h.stopping().await;
+            h.stopping(server).await;
         }
     }
 

@@ -709,15 +709,29 @@ impl Room {
         if let Some(r) = reason {
             destroy.push(Element::new("reason", ns::MUC_USER).with_text(r));
         }
+        self.everyone_leaves(&[status::SELF], Some(destroy))
+    }
+
+    /// Everyone leaves because the service stops (§15.2, status 332), so that clients join
+    /// again once it (or, in a cluster, another node) serves the room.
+    pub fn shut_down(&mut self) -> Out {
+        self.everyone_leaves(&[status::SELF, status::SHUTDOWN], None)
+    }
+
+    /// Each device of each occupant gets its own unavailable presence with `codes` (and
+    /// `extra` in its `x`); nobody is left.
+    fn everyone_leaves(&mut self, codes: &[u16], extra: Option<Element>) -> Out {
         let mut out = Vec::new();
         for o in &self.occupants {
             for d in &o.devices {
-                let mut p = self.presence(o, d, &d.jid, true, true, Element::new("item", ns::MUC_USER), &[status::SELF]);
-                let mut el = p.to_element().expect("built here");
-                if let Some(x) = el.child_mut("x", ns::MUC_USER) {
-                    x.push(destroy.clone());
+                let mut p = self.presence(o, d, &d.jid, true, true, Element::new("item", ns::MUC_USER), codes);
+                if let Some(extra) = &extra {
+                    let mut el = p.to_element().expect("built here");
+                    if let Some(x) = el.child_mut("x", ns::MUC_USER) {
+                        x.push(extra.clone());
+                    }
+                    p = Stanza::from_element(&el);
                 }
-                p = Stanza::from_element(&el);
                 out.push(p);
             }
         }
