@@ -38,6 +38,8 @@ use crate::transport::bosh::Reply;
 const NODES: &str = "jabberwock:nodes";
 const EVENTS: &str = "jabberwock:events";
 const SESSIONS: &str = "jabberwock:sessions:";
+/// The cluster's dialback secret (hex), when `s2s.dialback_secret` is not configured.
+const DIALBACK_SECRET: &str = "jabberwock:dialback-secret";
 
 fn sessions_key(bare: &str) -> String {
     format!("{SESSIONS}{bare}")
@@ -213,6 +215,9 @@ pub struct Cluster {
     /// Requests asked of other nodes (forwarded BOSH requests, say), waiting for answers.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
+    /// The dialback secret this node uses, if it came from Redis: written back after a
+    /// reconnect, so that a Redis restarted empty keeps the one the running nodes use.
+    dialback_secret: Mutex<Option<String>>,
 }
 
 /// Takes a request off the waiting list however its wait ends (an answer, the timeout,
@@ -324,7 +329,23 @@ impl Cluster {
             overflows,
             waiting: Mutex::default(),
             next_request: AtomicU64::new(0),
+            dialback_secret: Mutex::default(),
         })
+    }
+
+    /// The cluster's dialback secret: the one in Redis, or a fresh one this node puts
+    /// there first (set-if-absent, so that nodes starting together agree on one).
+    pub async fn dialback_secret(&self) -> Result<Vec<u8>, String> {
+        let fresh: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+        let (_, secret): ((), String) = redis::pipe()
+            .atomic()
+            .set_options(DIALBACK_SECRET, fresh, redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX))
+            .get(DIALBACK_SECRET)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| format!("cluster: cannot read the shared dialback secret from Redis: {e}"))?;
+        *self.dialback_secret.lock().expect("dialback secret") = Some(secret.clone());
+        Ok(secret.into_bytes())
     }
 
     pub fn node(&self) -> &str {
@@ -492,9 +513,15 @@ impl Cluster {
             .await
     }
 
-    /// Registers every local session again (after a reconnect or an expired lease) and
-    /// rebuilds the mirror of the other nodes' sessions from Redis.
+    /// Registers every local session again (after a reconnect or an expired lease), puts
+    /// back the shared dialback secret if Redis lost it, and rebuilds the mirror of the
+    /// other nodes' sessions from Redis.
     async fn resync(&self, server: &Arc<Server>) -> redis::RedisResult<()> {
+        let secret = self.dialback_secret.lock().expect("dialback secret").clone();
+        if let Some(secret) = secret {
+            let keep = redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX);
+            self.redis.clone().set_options::<_, _, ()>(DIALBACK_SECRET, secret, keep).await?;
+        }
         for (bare, r) in server.sessions.local() {
             match self.put(&bare, &r, "register").await? {
                 0 => {
