@@ -7,119 +7,19 @@
 //! free port, and restarts it); skips without them unless `JABBERWOCK_TEST_REQUIRE_CLUSTER`
 //! is set. `scripts/cluster-tests.sh` sets all three.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jabberwock_proto::{ns, reader, Element, Limits};
-use jabberwock_tests::{befriend, free_port, Client, ServerProcess, TIMEOUT};
+use jabberwock_tests::cluster::{Cluster, LEASE_MS};
+use jabberwock_tests::{befriend, free_port, Client, TIMEOUT};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Short, so that a dead node is noticed quickly.
-const LEASE_MS: u64 = 1500;
-
-/// A private Redis this test starts, stops and restarts on the same port.
-struct Redis {
-    program: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl Redis {
-    async fn start(program: PathBuf) -> Redis {
-        let mut redis = Redis { program, dir: tempfile::tempdir().expect("tempdir"), port: free_port().port(), child: None };
-        redis.run().await;
-        redis
-    }
-
-    async fn run(&mut self) {
-        let child = tokio::process::Command::new(&self.program)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills this Redis (its own PID) and starts it again, empty, on the same port.
-    async fn restart(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.expect("kill redis-server");
-        self.run().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-/// Three nodes, one database, one Redis.
-struct Cluster {
-    nodes: Vec<ServerProcess>,
-    redis: Redis,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-fn environment() -> Option<(String, PathBuf)> {
-    let vars = (std::env::var("JABBERWOCK_TEST_POSTGRES"), std::env::var("JABBERWOCK_TEST_REDIS_SERVER"));
-    let (Ok(postgres), Ok(redis)) = vars else {
-        assert!(
-            std::env::var("JABBERWOCK_TEST_REQUIRE_CLUSTER").is_err(),
-            "JABBERWOCK_TEST_REQUIRE_CLUSTER is set but JABBERWOCK_TEST_POSTGRES or JABBERWOCK_TEST_REDIS_SERVER is not"
-        );
-        eprintln!("skipping: set JABBERWOCK_TEST_POSTGRES=postgres://user@host:port and JABBERWOCK_TEST_REDIS_SERVER=/usr/bin/redis-server");
-        return None;
-    };
-    Some((postgres, PathBuf::from(redis)))
-}
-
-impl Cluster {
-    /// Starts the three nodes (`limits` is the `[limits]` table's content) with `users`.
-    async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
-        let (postgres, redis_program) = environment()?;
-        let redis = Redis::start(redis_program).await;
-        let database = format!("{}/jw_cluster_{name}_{}", postgres.trim_end_matches('/'), std::process::id());
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..3u8 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let host = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i));
-            let mut node = ServerProcess::new(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), dir.path());
-            node.set_storage(&database);
-            node.listen_on(host);
-            node.configure(&format!(
-                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\nlocation = '{host}'\n",
-                redis.url()
-            ));
-            if i == 0 {
-                for user in users {
-                    node.admin(&["adduser", &format!("{user}@localhost"), &format!("{user}-pw")]).await;
-                }
-            }
-            node.start().await;
-            nodes.push(node);
-            dirs.push(dir);
-        }
-        Some(Cluster { nodes, redis, _dirs: dirs })
-    }
-
-    fn c2s(&self, node: usize) -> SocketAddr {
-        self.nodes[node].c2s
-    }
-
-    async fn login(&self, node: usize, user: &str, resource: &str) -> Client {
-        Client::login(self.c2s(node), user, &format!("{user}-pw"), resource).await
-    }
+/// The three nodes of this package's server binary.
+async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
+    Cluster::start(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), name, limits, users).await
 }
 
 fn presence_from<'a>(from: &'a str, kind: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
@@ -186,7 +86,7 @@ impl Ws {
 
 #[tokio::test]
 async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket() {
-    let Some(cluster) = Cluster::start("im", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("im", "", &["alice", "bob", "carol"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence><priority>1</priority></presence>").await;
@@ -284,7 +184,7 @@ async fn try_bind(addr: SocketAddr, user: &str, resource: &str) -> (Element, Cli
 
 #[tokio::test]
 async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every_node() {
-    let Some(cluster) = Cluster::start("bind", "max_resources = 2", &["dave"]).await else { return };
+    let Some(cluster) = start("bind", "max_resources = 2", &["dave"]).await else { return };
     let first = cluster.login(0, "dave", "x").await;
     let _second = cluster.login(1, "dave", "x").await;
     let transcript = first.read_to_close().await;
@@ -298,7 +198,7 @@ async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every
 
 #[tokio::test]
 async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offline() {
-    let Some(mut cluster) = Cluster::start("kill", "", &["alice", "bob"]).await else { return };
+    let Some(mut cluster) = start("kill", "", &["alice", "bob"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -342,7 +242,7 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
 
 #[tokio::test]
 async fn routing_recovers_after_redis_restarts() {
-    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
+    let Some(mut cluster) = start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -462,7 +362,7 @@ fn haproxy_program() -> Option<PathBuf> {
 #[tokio::test]
 async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions() {
     let Some(haproxy) = haproxy_program() else { return };
-    let Some(cluster) = Cluster::start("lb", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("lb", "", &["alice", "bob", "carol"]).await else { return };
     let lb = HaProxy::start(&haproxy, &[cluster.nodes[0].http, cluster.nodes[1].http]).await;
 
     // Every request of alice's BOSH session lands on the next node in turn; the one that
@@ -511,7 +411,7 @@ async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions(
 async fn a_session_resumed_on_another_node_is_told_where_it_lives_and_what_it_held_follows_at_once() {
     const SM: &str = "urn:xmpp:sm:3";
     // A window far longer than the test: what alice's old session held must not wait for it.
-    let Some(cluster) = Cluster::start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
+    let Some(cluster) = start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
     let mut bob = cluster.login(1, "bob", "b").await;
     let mut alice = cluster.login(0, "alice", "phone").await;
     alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
