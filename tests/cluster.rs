@@ -264,6 +264,8 @@ async fn routing_recovers_after_redis_restarts() {
         dave
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The nodes agreed on a dialback secret through Redis; Redis loses it when it restarts.
+    let secret = cluster.redis.get("jabberwock:dialback-secret").await.expect("a shared dialback secret");
     cluster.redis.restart().await;
     let restarted = tokio::time::Instant::now();
     // The nodes reconnect and register their sessions again: retried until they have.
@@ -278,6 +280,8 @@ async fn routing_recovers_after_redis_restarts() {
         }
         assert!(tokio::time::Instant::now() < deadline, "routing did not recover");
     }
+    // The nodes wrote back the one they use, for a node that starts now to agree with them.
+    assert_eq!(cluster.redis.get("jabberwock:dialback-secret").await.as_deref(), Some(secret.as_str()), "the dialback secret is back");
     stop_load.send(()).expect("the load runs");
     let mut dave = load.await.expect("the load");
     dave.send("<message to='alice@localhost/a' type='chat'><body>after the load</body></message>").await;

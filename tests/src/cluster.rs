@@ -54,6 +54,23 @@ impl Redis {
         self.run().await;
     }
 
+    /// The string at `key` (`GET`), `None` if there is none. Spoken in RESP by hand: the
+    /// tests need no Redis client but for this.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut redis = tokio::io::BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect to Redis"));
+        let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        redis.get_mut().write_all(command.as_bytes()).await.expect("send to Redis");
+        let mut header = String::new();
+        redis.read_line(&mut header).await.expect("Redis answers");
+        let len: i64 = header.trim_end().strip_prefix('$').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a bulk string: {header}"));
+        let len = usize::try_from(len).ok()?;
+        let mut value = vec![0; len + 2];
+        redis.read_exact(&mut value).await.expect("the value");
+        value.truncate(len);
+        Some(String::from_utf8(value).expect("UTF-8"))
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
