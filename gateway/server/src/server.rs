@@ -124,7 +124,13 @@ impl Server {
 
     /// Resolves when shutdown begins.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+        let mut signal = self.shutdown.subscribe();
+        // Asked for once shutdown has begun (a connection whose TLS handshake ended since):
+        // `changed()` must still resolve, or the connection outlives the shutdown's wait.
+        if *signal.borrow() {
+            signal.mark_changed();
+        }
+        signal
     }
 
     /// Counts a connection for the lifetime of the returned guard.
