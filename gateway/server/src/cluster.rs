@@ -229,14 +229,29 @@ pub struct Cluster {
     unheard_rx: Mutex<Option<mpsc::UnboundedReceiver<Unheard>>>,
     /// Stanzas being routed again (their session was gone): a stopping node finishes them.
     rerouting: tokio_util::task::TaskTracker,
-    /// Set once the node has left the cluster: its subscription then routes what is still on
-    /// its way here and ends.
+    /// Set when the node leaves the cluster: its lease is no longer renewed, and its
+    /// subscription routes what is still on its way here and ends.
     leaving: tokio::sync::watch::Sender<bool>,
     subscription: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// A frame published to a node that no subscriber heard, and that node's id.
-type Unheard = (String, Vec<u8>);
+/// A frame published to a node that no subscriber heard.
+struct Unheard {
+    node: String,
+    frame: Vec<u8>,
+    /// Its bytes, still counted against `cluster.max_forward_bytes` for that node until it
+    /// is routed again: stanzas for a node that is gone cannot pile up without bound.
+    charged: Charged,
+}
+
+/// Bytes counted against a budget until this is dropped.
+struct Charged(Arc<OutputBudget>, usize);
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
 
 /// Takes a request off the waiting list however its wait ends (an answer, the timeout,
 /// or the HTTP client hanging up).
@@ -312,7 +327,8 @@ impl Peer {
 }
 
 /// Publishes what is queued for `node`, several stanzas per round trip, in order. What no
-/// subscriber heard (the node left or died) goes to `unheard`, to be routed again here.
+/// subscriber heard (the node left or died), or Redis did not take, goes to `unheard`, to
+/// be routed again here.
 async fn forward_loop(
     mut redis: ConnectionManager,
     node: String,
@@ -328,17 +344,21 @@ async fn forward_loop(
         for frame in &batch {
             pipe.publish(&channel, frame);
         }
-        match pipe.query_async::<Vec<i64>>(&mut redis).await {
-            Ok(heard) => {
-                for (frame, _) in batch.drain(..).zip(heard).filter(|(_, listeners)| *listeners == 0) {
-                    let _ = unheard.send((node.clone(), frame));
-                }
+        // How many subscribers heard each frame; none for a batch Redis did not confirm
+        // (it may still have published it: a duplicate at worst, rather than a loss).
+        let heard = pipe.query_async::<Vec<i64>>(&mut redis).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %node, "could not forward stanzas to another node; routing them here");
+            Vec::new()
+        });
+        let mut done = bytes;
+        for (i, frame) in batch.drain(..).enumerate() {
+            if heard.get(i).copied().unwrap_or(0) == 0 {
+                done -= frame.len();
+                let charged = Charged(budget.clone(), frame.len());
+                let _ = unheard.send(Unheard { node: node.clone(), frame, charged });
             }
-            // At most once: what Redis did not take is lost, as if the node were gone.
-            Err(e) => tracing::warn!(error = %e, %node, "could not forward stanzas to another node"),
         }
-        batch.clear();
-        budget.release(bytes);
+        budget.release(done);
     }
 }
 
@@ -633,20 +653,25 @@ impl Cluster {
 
     /// Routes again a message that did not reach its session at `bare` (an account), as if
     /// the sessions in `refused` were not there: to its other resources or offline storage.
-    fn reroute(&self, server: &Arc<Server>, st: Stanza, bare: &str, refused: Vec<ConnId>) {
+    /// `hold` is dropped once that is done.
+    fn reroute(&self, server: &Arc<Server>, st: Stanza, bare: &str, refused: Vec<ConnId>, hold: impl Send + 'static) {
         let (Ok(bare), true) = (jid::BareJid::new(bare), crate::session::journal::worth_rerouting(&st)) else { return };
         let server = server.clone();
-        self.rerouting.spawn(async move { crate::im::message::reroute_without(&server, st, &bare, &refused).await });
+        self.rerouting.spawn(async move {
+            crate::im::message::reroute_without(&server, st, &bare, &refused).await;
+            drop(hold);
+        });
     }
 
-    /// A stanza published to `node` that no subscriber heard: that node left or died, and
+    /// A stanza published to a node that no subscriber heard: that node left or died, and
     /// its sessions with it, though this node's mirror may not know yet.
-    fn unheard(&self, server: &Arc<Server>, node: &str, frame: &[u8]) {
-        let Some((header, body)) = split_frame(frame) else { return };
+    fn unheard(&self, server: &Arc<Server>, unheard: Unheard) {
+        let Some((header, body)) = split_frame(&unheard.frame) else { return };
         let Some(("S", full)) = header.split_once(' ') else { return };
         let (Some((bare, _)), Ok(st)) = (full.split_once('/'), reader::parse_stanza(body, &Limits::unlimited())) else { return };
-        let on_that_node = server.sessions.resources(bare).into_iter().filter(|r| r.handle.node() == Some(node)).map(|r| r.handle.conn).collect();
-        self.reroute(server, st, bare, on_that_node);
+        let node = Some(unheard.node.as_str());
+        let on_that_node = server.sessions.resources(bare).into_iter().filter(|r| r.handle.node() == node).map(|r| r.handle.conn).collect();
+        self.reroute(server, st, bare, on_that_node, unheard.charged);
     }
 
     /// Drops a dead node's sessions from the mirror, and the link to it.
@@ -685,22 +710,27 @@ impl Cluster {
         Ok(())
     }
 
-    /// A clean stop: the node leaves the list of nodes at once instead of when its lease
-    /// expires, taking what is left of its sessions with it. Then it routes what is still
-    /// on its way to it (to the accounts' sessions on other nodes or offline storage), and
-    /// waits until that, and whatever it forwards to other nodes, has left.
+    /// A clean stop, once the node's sessions have ended: it stops listening to its channel
+    /// (routing what was still on its way to it to the accounts' sessions on other nodes or
+    /// offline storage; what other nodes publish after that reaches nobody, and they route
+    /// it themselves), leaves the list of nodes at once instead of when its lease expires,
+    /// taking what is left of its sessions with it, and waits until what it routes and
+    /// forwards to other nodes has left.
     pub async fn leave(&self, server: &Arc<Server>) {
+        // The lease is renewed until now: a shutdown longer than the lease is not a death.
+        self.leaving.send_replace(true);
+        let subscription = self.subscription.lock().expect("subscription").take();
+        if let Some(subscription) = subscription {
+            if tokio::time::timeout(LEAVE_DRAIN, subscription).await.is_err() {
+                tracing::warn!("could not stop listening to this node's channel in time");
+            }
+        }
         let left = self.take_over(server, self.node()).await;
         let dropped = self.redis.clone().del::<_, ()>(lease_key(self.node())).await;
         if let Err(e) = left.and(dropped) {
             tracing::warn!(error = %e, "could not leave the cluster; the other nodes will when the lease expires");
         }
-        self.leaving.send_replace(true);
-        let subscription = self.subscription.lock().expect("subscription").take();
         let finished = async {
-            if let Some(subscription) = subscription {
-                let _ = subscription.await;
-            }
             self.rerouting.close();
             self.rerouting.wait().await;
             let peers: Vec<Arc<Peer>> = self.peers.lock().expect("peers").values().cloned().collect();
@@ -835,7 +865,7 @@ impl Cluster {
                 // The session is gone (or full): a message goes where an undelivered one
                 // goes, to the account's other resources or offline storage.
                 if let Some(st) = refused {
-                    self.reroute(server, st, bare, Vec::new());
+                    self.reroute(server, st, bare, Vec::new(), ());
                 }
             }
             Some((conn, condition)) => {
@@ -859,8 +889,8 @@ pub async fn start(server: &Arc<Server>, cluster: Arc<Cluster>) -> Result<(), St
     if let Some(mut unheard) = cluster.unheard_rx.lock().expect("unheard").take() {
         let (server, cluster) = (server.clone(), cluster.clone());
         tokio::spawn(async move {
-            while let Some((node, frame)) = unheard.recv().await {
-                cluster.unheard(&server, &node, &frame);
+            while let Some(u) = unheard.recv().await {
+                cluster.unheard(&server, u);
             }
         });
     }
@@ -872,11 +902,11 @@ pub async fn start(server: &Arc<Server>, cluster: Arc<Cluster>) -> Result<(), St
     Ok(())
 }
 
-/// Renews this node's lease and reaps the others' expired ones, until shutdown.
+/// Renews this node's lease and reaps the others' expired ones, until the node leaves.
 async fn lease_loop(server: Arc<Server>, cluster: Arc<Cluster>) {
     let mut renew = tokio::time::interval(Duration::from_millis(cluster.config.lease_ms / 3));
     let mut check = tokio::time::interval(LEASE_CHECK);
-    let mut shutdown = server.shutdown_signal();
+    let mut leaving = cluster.leaving.subscribe();
     loop {
         tokio::select! {
             _ = renew.tick() => match cluster.renew().await {
@@ -894,14 +924,14 @@ async fn lease_loop(server: Arc<Server>, cluster: Arc<Cluster>) {
                     tracing::debug!(error = %e, "could not check the other nodes' leases");
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = left(&mut leaving) => return,
         }
     }
 }
 
 /// Listens to the events channel and this node's channel; after every (re)connection,
-/// registers this node's sessions again and rebuilds the mirror. Runs until the node has
-/// left the cluster, not just until shutdown begins: stanzas for the sessions it is
+/// registers this node's sessions again and rebuilds the mirror. Runs until the node
+/// leaves the cluster, not just until shutdown begins: stanzas for the sessions it is
 /// closing keep coming until the other nodes know they are gone, and are routed again.
 async fn subscribe_loop(server: Arc<Server>, cluster: Arc<Cluster>, ready: tokio::sync::oneshot::Sender<()>) {
     let mut ready = Some(ready);
@@ -952,7 +982,7 @@ async fn subscribe_loop(server: Arc<Server>, cluster: Arc<Cluster>, ready: tokio
     }
 }
 
-/// Resolves once the node has left the cluster.
+/// Resolves once the node is leaving the cluster.
 async fn left(leaving: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = leaving.wait_for(|left| *left).await;
 }
