@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The three nodes of this package's server binary.
 async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
-    Cluster::start(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), name, limits, users).await
+    Cluster::start(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), name, limits, users, LEASE_MS).await
 }
 
 fn presence_from<'a>(from: &'a str, kind: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {

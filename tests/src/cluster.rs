@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{free_port, Client, ServerProcess};
 
-/// Short, so that a dead node is noticed quickly.
+/// The tests' usual lease: short, so that a dead node is noticed quickly.
 pub const LEASE_MS: u64 = 1500;
 
 /// A private Redis this test starts, stops and restarts on the same port.
@@ -98,8 +98,8 @@ fn environment() -> Option<(String, PathBuf)> {
 
 impl Cluster {
     /// Starts the three nodes of `bin` (`env!("CARGO_BIN_EXE_jabberwock-test-server")`;
-    /// `limits` is the `[limits]` table's content) with `users`.
-    pub async fn start(bin: &Path, name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
+    /// `limits` is the `[limits]` table's content) with `users` and `cluster.lease_ms`.
+    pub async fn start(bin: &Path, name: &str, limits: &str, users: &[&str], lease_ms: u64) -> Option<Cluster> {
         let (postgres, redis_program) = environment()?;
         let redis = Redis::start(redis_program).await;
         let database = format!("{}/jw_cluster_{name}_{}", postgres.trim_end_matches('/'), std::process::id());
@@ -112,7 +112,7 @@ impl Cluster {
             node.set_storage(&database);
             node.listen_on(host);
             node.configure(&format!(
-                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\nlocation = '{host}'\n",
+                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {lease_ms}\nlocation = '{host}'\n",
                 redis.url()
             ));
             if i == 0 {
