@@ -7,119 +7,19 @@
 //! free port, and restarts it); skips without them unless `JABBERWOCK_TEST_REQUIRE_CLUSTER`
 //! is set. `scripts/cluster-tests.sh` sets all three.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jabberwock_proto::{ns, reader, Element, Limits};
-use jabberwock_tests::{befriend, free_port, Client, ServerProcess, TIMEOUT};
+use jabberwock_tests::cluster::{Cluster, LEASE_MS};
+use jabberwock_tests::{befriend, free_port, Client, TIMEOUT};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Short, so that a dead node is noticed quickly.
-const LEASE_MS: u64 = 1500;
-
-/// A private Redis this test starts, stops and restarts on the same port.
-struct Redis {
-    program: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl Redis {
-    async fn start(program: PathBuf) -> Redis {
-        let mut redis = Redis { program, dir: tempfile::tempdir().expect("tempdir"), port: free_port().port(), child: None };
-        redis.run().await;
-        redis
-    }
-
-    async fn run(&mut self) {
-        let child = tokio::process::Command::new(&self.program)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills this Redis (its own PID) and starts it again, empty, on the same port.
-    async fn restart(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.expect("kill redis-server");
-        self.run().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-/// Three nodes, one database, one Redis.
-struct Cluster {
-    nodes: Vec<ServerProcess>,
-    redis: Redis,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-fn environment() -> Option<(String, PathBuf)> {
-    let vars = (std::env::var("JABBERWOCK_TEST_POSTGRES"), std::env::var("JABBERWOCK_TEST_REDIS_SERVER"));
-    let (Ok(postgres), Ok(redis)) = vars else {
-        assert!(
-            std::env::var("JABBERWOCK_TEST_REQUIRE_CLUSTER").is_err(),
-            "JABBERWOCK_TEST_REQUIRE_CLUSTER is set but JABBERWOCK_TEST_POSTGRES or JABBERWOCK_TEST_REDIS_SERVER is not"
-        );
-        eprintln!("skipping: set JABBERWOCK_TEST_POSTGRES=postgres://user@host:port and JABBERWOCK_TEST_REDIS_SERVER=/usr/bin/redis-server");
-        return None;
-    };
-    Some((postgres, PathBuf::from(redis)))
-}
-
-impl Cluster {
-    /// Starts the three nodes (`limits` is the `[limits]` table's content) with `users`.
-    async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
-        let (postgres, redis_program) = environment()?;
-        let redis = Redis::start(redis_program).await;
-        let database = format!("{}/jw_cluster_{name}_{}", postgres.trim_end_matches('/'), std::process::id());
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..3u8 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let host = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i));
-            let mut node = ServerProcess::new(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), dir.path());
-            node.set_storage(&database);
-            node.listen_on(host);
-            node.configure(&format!(
-                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\nlocation = '{host}'\n",
-                redis.url()
-            ));
-            if i == 0 {
-                for user in users {
-                    node.admin(&["adduser", &format!("{user}@localhost"), &format!("{user}-pw")]).await;
-                }
-            }
-            node.start().await;
-            nodes.push(node);
-            dirs.push(dir);
-        }
-        Some(Cluster { nodes, redis, _dirs: dirs })
-    }
-
-    fn c2s(&self, node: usize) -> SocketAddr {
-        self.nodes[node].c2s
-    }
-
-    async fn login(&self, node: usize, user: &str, resource: &str) -> Client {
-        Client::login(self.c2s(node), user, &format!("{user}-pw"), resource).await
-    }
+/// The three nodes of this package's server binary.
+async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
+    Cluster::start(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), name, limits, users, LEASE_MS).await
 }
 
 fn presence_from<'a>(from: &'a str, kind: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
@@ -186,7 +86,7 @@ impl Ws {
 
 #[tokio::test]
 async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket() {
-    let Some(cluster) = Cluster::start("im", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("im", "", &["alice", "bob", "carol"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence><priority>1</priority></presence>").await;
@@ -284,7 +184,7 @@ async fn try_bind(addr: SocketAddr, user: &str, resource: &str) -> (Element, Cli
 
 #[tokio::test]
 async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every_node() {
-    let Some(cluster) = Cluster::start("bind", "max_resources = 2", &["dave"]).await else { return };
+    let Some(cluster) = start("bind", "max_resources = 2", &["dave"]).await else { return };
     let first = cluster.login(0, "dave", "x").await;
     let _second = cluster.login(1, "dave", "x").await;
     let transcript = first.read_to_close().await;
@@ -298,7 +198,7 @@ async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every
 
 #[tokio::test]
 async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offline() {
-    let Some(mut cluster) = Cluster::start("kill", "", &["alice", "bob"]).await else { return };
+    let Some(mut cluster) = start("kill", "", &["alice", "bob"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -318,6 +218,11 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
 
     cluster.nodes[1].kill9().await;
     let killed = tokio::time::Instant::now();
+    // Long before the lease expires, the node's channel has no subscriber: a message
+    // forwarded there is heard by nobody, and alice's node routes it to offline storage.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>just after the kill</body></message>").await;
+    alice.ping().await;
     alice.expect("bob's unavailable presence, sent for him", presence_from("bob@localhost/b", Some("unavailable"))).await;
     let noticed = killed.elapsed();
     eprintln!("unavailable presence {noticed:?} after the kill (lease {LEASE_MS} ms)");
@@ -327,7 +232,9 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     alice.ping().await;
     let mut bob = cluster.login(2, "bob", "b").await;
     bob.send("<presence/>").await;
-    for text in ["never acknowledged", "while parked", "while you were gone"] {
+    // In the order they reached offline storage: the journal of bob's parked session at
+    // the takeover.
+    for text in ["just after the kill", "never acknowledged", "while parked", "while you were gone"] {
         let m = bob.expect("an offline message", body(text)).await;
         assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
     }
@@ -409,7 +316,7 @@ async fn room_archive(c: &mut Client) -> Vec<String> {
 
 #[tokio::test]
 async fn a_room_lives_on_one_node_and_moves_when_that_node_dies_or_stops() {
-    let Some(mut cluster) = Cluster::start("muc", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(mut cluster) = start("muc", "", &["alice", "bob", "carol"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     let mut carol = cluster.login(2, "carol", "c").await;
@@ -538,7 +445,7 @@ async fn a_room_lives_on_one_node_and_moves_when_that_node_dies_or_stops() {
 
 #[tokio::test]
 async fn routing_recovers_after_redis_restarts() {
-    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
+    let Some(mut cluster) = start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -560,6 +467,8 @@ async fn routing_recovers_after_redis_restarts() {
         dave
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The nodes agreed on a dialback secret through Redis; Redis loses it when it restarts.
+    let secret = cluster.redis.get("jabberwock:dialback-secret").await.expect("a shared dialback secret");
     cluster.redis.restart().await;
     let restarted = tokio::time::Instant::now();
     // The nodes reconnect and register their sessions again: retried until they have.
@@ -574,6 +483,8 @@ async fn routing_recovers_after_redis_restarts() {
         }
         assert!(tokio::time::Instant::now() < deadline, "routing did not recover");
     }
+    // The nodes wrote back the one they use, for a node that starts now to agree with them.
+    assert_eq!(cluster.redis.get("jabberwock:dialback-secret").await.as_deref(), Some(secret.as_str()), "the dialback secret is back");
     stop_load.send(()).expect("the load runs");
     let mut dave = load.await.expect("the load");
     dave.send("<message to='alice@localhost/a' type='chat'><body>after the load</body></message>").await;
@@ -658,7 +569,7 @@ fn haproxy_program() -> Option<PathBuf> {
 #[tokio::test]
 async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions() {
     let Some(haproxy) = haproxy_program() else { return };
-    let Some(cluster) = Cluster::start("lb", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("lb", "", &["alice", "bob", "carol"]).await else { return };
     let lb = HaProxy::start(&haproxy, &[cluster.nodes[0].http, cluster.nodes[1].http]).await;
 
     // Every request of alice's BOSH session lands on the next node in turn; the one that
@@ -707,7 +618,7 @@ async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions(
 async fn a_session_resumed_on_another_node_is_told_where_it_lives_and_what_it_held_follows_at_once() {
     const SM: &str = "urn:xmpp:sm:3";
     // A window far longer than the test: what alice's old session held must not wait for it.
-    let Some(cluster) = Cluster::start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
+    let Some(cluster) = start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
     let mut bob = cluster.login(1, "bob", "b").await;
     let mut alice = cluster.login(0, "alice", "phone").await;
     alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;

@@ -272,8 +272,9 @@ pub struct S2sConfig {
     pub allow: Vec<String>,
     /// Domains the server never federates with.
     pub deny: Vec<String>,
-    /// The secret behind dialback keys (XEP-0220 §2.4). Default: a random one per start;
-    /// servers sharing domains (a cluster) must share it.
+    /// The secret behind dialback keys (XEP-0220 §2.4). Default: a random one per start,
+    /// or in a cluster one the nodes share through Redis; servers sharing domains must
+    /// share it.
     pub dialback_secret: Option<String>,
     /// Per-peer settings, by domain.
     pub peers: BTreeMap<String, PeerConfig>,
