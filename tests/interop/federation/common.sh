@@ -67,3 +67,14 @@ require_hosts() {
         }
     done
 }
+
+# expect_log WHAT LOG REGEX: says "ok: WHAT" when a line of LOG matches REGEX; otherwise
+# says it failed and sets the caller's rc to 1.
+expect_log() {
+    if grep -Eq "$3" "$2"; then
+        say "ok: $1"
+    else
+        say "FAILED: $1 (no line of $2 matching: $3)"
+        rc=1
+    fi
+}

@@ -122,22 +122,14 @@ if [ "$rc" -eq 0 ]; then
 fi
 
 # Which authentication each direction used, from Jabberwock's own log.
-expect_log() {
-    if grep -Eq "$2" "$SERVER_LOG"; then
-        say "ok: $1"
-    else
-        say "FAILED: $1 (no log line matching: $2)"
-        rc=1
-    fi
-}
 if [ "$rc" -eq 0 ]; then
-    expect_log "jabberwock.test -> prosody.test used SASL EXTERNAL" \
+    expect_log "jabberwock.test -> prosody.test used SASL EXTERNAL" "$SERVER_LOG" \
         'outbound server stream authenticated .*remote=prosody.test .*SASL EXTERNAL'
-    expect_log "prosody.test -> jabberwock.test used SASL EXTERNAL" \
+    expect_log "prosody.test -> jabberwock.test used SASL EXTERNAL" "$SERVER_LOG" \
         'inbound server stream authenticated with SASL EXTERNAL .*remote=prosody.test'
-    expect_log "jabberwock.test -> insecure.test used dialback" \
+    expect_log "jabberwock.test -> insecure.test used dialback" "$SERVER_LOG" \
         'outbound server stream authenticated .*remote=insecure.test .*dialback'
-    expect_log "insecure.test -> jabberwock.test used dialback" \
+    expect_log "insecure.test -> jabberwock.test used dialback" "$SERVER_LOG" \
         'inbound server stream authenticated with dialback .*remote=insecure.test'
 fi
 jw_check_server || [ "$rc" -ne 0 ] || rc=1

@@ -132,14 +132,6 @@ PYTHONPATH="$REPO_ROOT/tests/interop:$HERE" timeout --kill-after=5 170 "$PY" "$H
 [ "$rc" -ne 124 ] || say "the suite was killed after 170 s"
 
 # Which node carried what, from the nodes' own logs.
-expect_log() {
-    if grep -Eq "$3" "$2"; then
-        say "ok: $1"
-    else
-        say "FAILED: $1 (no line of $2 matching: $3)"
-        rc=1
-    fi
-}
 if [ "$rc" -eq 0 ]; then
     expect_log "node 2 connected to insecure.test itself, with dialback (verified by node 1)" "$SERVER_LOG" \
         'outbound server stream authenticated .*remote=insecure.test .*dialback'
