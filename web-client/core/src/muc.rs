@@ -29,7 +29,7 @@ pub const MAX_INVITATIONS: usize = 20;
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// XEP-0045 §5.1: what an occupant may do now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Moderator,
     Participant,
@@ -70,7 +70,7 @@ impl Role {
 }
 
 /// XEP-0045 §5.2: an account's standing in the room.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Affiliation {
     Owner,
     Admin,
@@ -103,7 +103,7 @@ impl Affiliation {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Occupant {
     pub nick: String,
     pub role: Role,
@@ -115,7 +115,7 @@ pub struct Occupant {
     pub presence: PresenceInfo,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomMessage {
     /// The sender's id for it (ours, for what we send; `origin-id` when there is one).
     pub id: String,
@@ -142,7 +142,7 @@ impl RoomMessage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RoomState {
     /// Our join presence is out; the room has not answered yet.
     Joining,
@@ -153,7 +153,7 @@ pub enum RoomState {
 
 /// What to set on a room we create (through its `muc#roomconfig` form). `None` settings
 /// leave the service's default.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomSettings {
     pub name: Option<String>,
     pub public: Option<bool>,
@@ -185,7 +185,7 @@ impl RoomSettings {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Room {
     pub jid: String,
     /// The room's name (its disco#info identity), once known.
@@ -204,8 +204,11 @@ pub struct Room {
     pub affiliation: Affiliation,
     /// Our occupant id (XEP-0421), to know our own messages in the archive.
     occupant_id: Option<String>,
+    /// Kept out of what a shared session shows its tabs (see `tabs`): only the session uses them.
+    #[serde(skip)]
     password: Option<String>,
     /// Set while creating: what to configure once the room says it was created (201).
+    #[serde(skip)]
     creating: Option<RoomSettings>,
     /// The configuration form, while an owner edits it.
     pub config: Option<Form>,
@@ -299,7 +302,7 @@ impl Room {
 }
 
 /// A room someone invited us to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invitation {
     pub room: String,
     /// Who invites (their bare JID).
@@ -309,7 +312,7 @@ pub struct Invitation {
 }
 
 /// A room in a service's public list.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublicRoom {
     pub jid: String,
     pub name: Option<String>,
