@@ -1911,4 +1911,19 @@ mod tests {
         }
         assert_eq!(rooms.invitations.len(), MAX_INVITATIONS);
     }
+
+    #[test]
+    fn a_room_shown_to_the_tabs_of_a_shared_session_keeps_its_password_to_itself() {
+        let mut rooms = joined("ann", "owner", "moderator");
+        rooms.join("locked@conference.localhost", "ann", Some("secret"), &PresenceInfo::default()).unwrap();
+        let room = rooms.get("locked@conference.localhost").unwrap();
+        let json = serde_json::to_string(room).unwrap();
+        assert!(!json.contains("secret"), "{json}");
+        let back: Room = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.password.as_deref(), back.creating.as_ref()), (None, None));
+        assert_eq!(Room { password: room.password.clone(), creating: room.creating.clone(), ..back }, *room);
+        let shown = rooms.get(ROOM).unwrap();
+        assert!(!shown.messages.is_empty() || !shown.occupants.is_empty());
+        assert_eq!(serde_json::from_str::<Room>(&serde_json::to_string(shown).unwrap()).unwrap(), *shown);
+    }
 }
