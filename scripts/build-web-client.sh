@@ -58,10 +58,12 @@ trunk build "${mode[@]}"
 # time in the header, so the same file gives the same copy).
 find dist -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' \) ! -name '*.gz' -exec gzip -9 -n -k -f {} \;
 
-wasm="$(ls dist/*.wasm | head -n1)"
-raw=$(stat -c %s "$wasm")
-gz=$(stat -c %s "$wasm.gz")
-printf '[build-web-client] %s: %d KiB raw, %d KiB gzipped\n' "$(basename "$wasm")" $((raw / 1024)) $((gz / 1024)) >&2
+# The page's WebAssembly and the session worker's (see web-client/README.md, "Size").
+for wasm in dist/*.wasm; do
+    raw=$(stat -c %s "$wasm")
+    gz=$(stat -c %s "$wasm.gz")
+    printf '[build-web-client] %s: %d KiB raw, %d KiB gzipped\n' "$(basename "$wasm")" $((raw / 1024)) $((gz / 1024)) >&2
+done
 
 if [ "${1:-}" = "--publish" ]; then
     rm -rf "$PUBLISHED"

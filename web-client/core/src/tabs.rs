@@ -19,11 +19,14 @@ use crate::stanza::Show;
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A user action, as the views call it on the session (`src/net` in the web client).
+// Externally tagged, as all three: an internally tagged enum costs the WebAssembly a
+// buffering deserializer per type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "do", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
-    Login { address: String, password: String, server: String },
-    CreateAccount { address: String, password: String, again: String, server: String },
+    /// Sign in (or, `create`, create the account first, XEP-0077) at the endpoints the page
+    /// found (`websocket URL` or `bosh URL`, in order).
+    SignIn { address: String, password: String, endpoints: Vec<String>, create: bool },
     Logout,
     OpenChat { with: Option<String> },
     LoadOlder,
@@ -73,7 +76,7 @@ pub enum Command {
 
 /// From a tab to the worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ToWorker {
     /// A tab joins: whether it is shown, the origin's `jabberwock.*` values from
     /// `localStorage`, and the resumption entry its previous page saved, if any (used only
@@ -89,11 +92,12 @@ pub enum ToWorker {
 }
 
 /// From the worker to a tab.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ToTab {
-    /// A view signal (a field of the web client's `AppState`, by name) has a new value.
-    State { field: String, value: serde_json::Value },
+    /// A view signal (a field of the web client's `AppState`, by name) has a new value,
+    /// as JSON text (read with the same code that reads the kept conversations).
+    State { field: String, value: String },
     /// Keep this value in `localStorage` (`None`: remove it) for the session.
     Stored { key: String, value: Option<String> },
     /// The latest entry for resuming the session after a reload (written by the last
@@ -188,8 +192,8 @@ mod tests {
             ..Default::default()
         };
         vec![
-            Command::Login { address: s("a@example.org"), password: s("p\"w\\"), server: s("") },
-            Command::CreateAccount { address: s("a@example.org"), password: s("x"), again: s("x"), server: s("wss://h/ws") },
+            Command::SignIn { address: s("a@example.org"), password: s("p\"w\\"), endpoints: vec![s("websocket wss://h/ws")], create: false },
+            Command::SignIn { address: s("a@example.org"), password: s("x"), endpoints: vec![s("bosh https://h/http-bind")], create: true },
             Command::Logout,
             Command::OpenChat { with: Some(s("b@example.org")) },
             Command::OpenChat { with: None },
@@ -272,8 +276,8 @@ mod tests {
     #[test]
     fn worker_messages_round_trip() {
         let messages = [
-            ToTab::State { field: "status".into(), value: serde_json::json!({"Reconnecting": 4}) },
-            ToTab::State { field: "me".into(), value: serde_json::Value::Null },
+            ToTab::State { field: "status".into(), value: "{\"Reconnecting\":4}".into() },
+            ToTab::State { field: "me".into(), value: "null".into() },
             ToTab::Stored { key: "jabberwock.kept.a@example.org".into(), value: Some("{}".into()) },
             ToTab::Stored { key: "jabberwock.unread.a@example.org".into(), value: None },
             ToTab::Resume { entry: Some("{\"jid\":\"a@example.org/web\"}".into()) },
@@ -294,17 +298,18 @@ mod tests {
             "[]",
             "{}",
             "not json",
-            "{\"t\":\"hello\"}",
-            "{\"t\":\"launch_missiles\"}",
-            "{\"t\":\"command\",\"command\":{\"do\":\"format_disk\"}}",
-            "{\"t\":\"command\",\"command\":{\"do\":\"send_message\",\"to\":\"b@example.org\"}}",
-            "{\"t\":\"visible\",\"visible\":\"yes\"}",
-            "{\"t\":\"command\",\"command\":{\"do\":\"dismiss_upload\",\"request\":-1}}",
-            "{\"t\":\"bye\"",
+            "{\"hello\":{}}",
+            "\"launch_missiles\"",
+            "{\"command\":{\"command\":\"format_disk\"}}",
+            "{\"command\":{\"command\":{\"send_message\":{\"to\":\"b@example.org\"}}}}",
+            "{\"visible\":{\"visible\":\"yes\"}}",
+            "{\"command\":{\"command\":{\"dismiss_upload\":{\"request\":-1}}}}",
+            "\"bye",
+            "{\"bye\":null,\"visible\":{\"visible\":true}}",
         ] {
             assert_eq!(ToWorker::from_json(text), None, "{text}");
         }
-        for text in ["", "{}", "{\"t\":\"state\",\"field\":\"me\"}", "{\"t\":\"notify\",\"title\":1}", "{\"t\":\"eval\"}"] {
+        for text in ["", "{}", "{\"state\":{\"field\":\"me\"}}", "{\"notify\":{\"title\":1}}", "\"eval\"", "{\"resume\":{\"entry\":7}}"] {
             assert_eq!(ToTab::from_json(text), None, "{text}");
         }
     }

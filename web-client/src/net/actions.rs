@@ -5,12 +5,16 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use jabberwock_client_core::actions::last_correctable;
+use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::upload::{Slot, UploadEvent};
 use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
-use super::{with_session, Session};
+use jabberwock_client_core::tabs::Command;
+
+use super::{shared, with_session, Session};
 use crate::browser;
 use crate::state::Upload;
 
@@ -27,24 +31,42 @@ fn act(f: impl FnOnce(&mut Session, i64) -> Vec<jabberwock_client_core::Event>) 
 }
 
 pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {
+    if shared::forward(Command::CorrectLast { conv: conv.to_owned(), id: id.to_owned(), text: text.to_owned() }) {
+        return true;
+    }
     act(|s, now| s.client.correct_last(conv, id, text, now))
 }
 
 pub fn retract(conv: &str, id: &str) -> bool {
+    if shared::forward(Command::Retract { conv: conv.to_owned(), id: id.to_owned() }) {
+        return true;
+    }
     act(|s, now| s.client.retract(conv, id, now))
 }
 
 pub fn toggle_reaction(conv: &str, id: &str, emoji: &str) -> bool {
+    if shared::forward(Command::ToggleReaction { conv: conv.to_owned(), id: id.to_owned(), emoji: emoji.to_owned() }) {
+        return true;
+    }
     act(|s, now| s.client.toggle_reaction(conv, id, emoji, now))
 }
 
 pub fn send_reply(conv: &str, reply_to: &str, text: &str) -> bool {
+    if shared::forward(Command::SendReply { conv: conv.to_owned(), reply_to: reply_to.to_owned(), text: text.to_owned() }) {
+        return true;
+    }
     act(|s, now| s.client.send_reply(conv, reply_to, text, now))
 }
 
 /// Our last message in `conv` that may still be corrected: its id and text.
 pub fn correctable(conv: &str) -> Option<(String, String)> {
-    with_session(|s| s.client.correctable(conv).map(|m| (m.id.clone(), m.body.clone()))).flatten()
+    let found = |m: &ChatMessage| (m.id.clone(), m.body.clone());
+    // A tab of a shared session has the open conversation's messages.
+    let shown = shared::shown(|state| {
+        let open = state.active.get_untracked().is_some_and(|a| a == conv);
+        state.messages.with_untracked(|msgs| last_correctable(msgs).filter(|_| open).map(found))
+    });
+    shown.unwrap_or_else(|| with_session(|s| s.client.correctable(conv).map(found)).flatten())
 }
 
 impl Session {
@@ -92,6 +114,9 @@ fn set_upload(uploads: RwSignal<Vec<Upload>>, request: u64, f: impl FnOnce(&mut 
 /// Sends `file` to the open conversation `conv`: asks for a slot (or says at once why
 /// not), then PUTs it with progress, then sends the link.
 pub fn upload(conv: &str, file: web_sys::File) {
+    if shared::forward_upload(conv, &file) {
+        return;
+    }
     let size = file.size() as u64;
     let name = file.name();
     let kind = file.type_();
@@ -119,6 +144,9 @@ pub fn upload(conv: &str, file: web_sys::File) {
 }
 
 pub fn dismiss_upload(request: u64) {
+    if shared::forward(Command::DismissUpload { request }) {
+        return;
+    }
     with_session(|s| s.state.uploads.update(|u| u.retain(|x| x.request != request)));
 }
 
