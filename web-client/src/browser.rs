@@ -150,6 +150,8 @@ thread_local! {
     static STORE_FORWARD: Cell<Option<fn(&str, Option<&str>)>> = const { Cell::new(None) };
     /// In the worker: whether any tab is shown.
     static WORKER_VISIBLE: Cell<bool> = const { Cell::new(false) };
+    /// In the worker: where the protocol log goes (the tabs' consoles).
+    static LOG_FORWARD: Cell<Option<fn(&str, &str)>> = const { Cell::new(None) };
 }
 
 /// A value the client keeps (`localStorage`, or the worker's copy of it).
@@ -260,11 +262,20 @@ thread_local! {
     static DEBUG: bool = stored("jabberwock.debug").is_some_and(|v| v == "1");
 }
 
-/// Logs protocol traffic to the console when `localStorage["jabberwock.debug"]` is "1".
+/// Logs protocol traffic to the console when `localStorage["jabberwock.debug"]` is "1" (in
+/// the worker, to its tabs' consoles).
 pub fn debug(what: &str, text: &str) {
     if DEBUG.with(|d| *d) {
-        web_sys::console::log_2(&what.into(), &text.into());
+        match LOG_FORWARD.with(Cell::get) {
+            Some(forward) => forward(what, text),
+            None => web_sys::console::log_2(&what.into(), &text.into()),
+        }
     }
+}
+
+/// In the worker: the protocol log goes to `forward`.
+pub fn forward_log(forward: fn(&str, &str)) {
+    LOG_FORWARD.with(|f| f.set(Some(forward)));
 }
 
 /// A random number in [0, 1), for jitter.

@@ -301,6 +301,21 @@ impl Room {
     }
 }
 
+/// What joining refuses before anything is sent: an address that is not a room's, or an
+/// unusable nickname (also checked by a page whose session runs in a worker, to say so at
+/// once). Returns the room's bare address.
+pub fn check_join(room: &str, nick: &str) -> Result<String, String> {
+    let room = address::parse_bare(room).map_err(|e| e.to_string())?;
+    if address::local(&room).is_none() {
+        return Err(format!("{room} is not a room address (room@service)"));
+    }
+    let nick = nick.trim();
+    if nick.is_empty() || nick.len() > MAX_NICK_BYTES || nick.chars().any(char::is_control) {
+        return Err("Choose a nickname".into());
+    }
+    Ok(room)
+}
+
 /// A room someone invited us to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invitation {
@@ -446,14 +461,8 @@ impl Rooms {
     /// Joins `room` as `nick` (XEP-0045 §7.2), asking for no history: it comes from the
     /// room's archive once we are in, so that nothing shows twice.
     pub fn join(&mut self, room: &str, nick: &str, password: Option<&str>, own: &PresenceInfo) -> Result<Vec<Effect>, String> {
-        let room = address::parse_bare(room).map_err(|e| e.to_string())?;
-        if address::local(&room).is_none() {
-            return Err(format!("{room} is not a room address (room@service)"));
-        }
+        let room = check_join(room, nick)?;
         let nick = nick.trim();
-        if nick.is_empty() || nick.len() > MAX_NICK_BYTES || nick.chars().any(char::is_control) {
-            return Err("Choose a nickname".into());
-        }
         let password = password.filter(|p| !p.is_empty()).map(str::to_owned);
         let r = self.rooms.entry(room.clone()).or_insert_with(|| Room::new(room.clone(), nick.to_owned(), None));
         r.nick = nick.to_owned();

@@ -105,6 +105,8 @@ pub enum ToTab {
     Resume { entry: Option<String> },
     /// A desktop notification, shown by one tab; a click opens `conversation` there.
     Notify { title: String, body: String, conversation: String },
+    /// A line of the protocol log (`jabberwock.debug`), for the tabs' consoles.
+    Log { what: String, text: String },
 }
 
 impl ToWorker {
@@ -283,6 +285,7 @@ mod tests {
             ToTab::Resume { entry: Some("{\"jid\":\"a@example.org/web\"}".into()) },
             ToTab::Resume { entry: None },
             ToTab::Notify { title: "Bob".into(), body: "<b>hi</b>".into(), conversation: "b@example.org".into() },
+            ToTab::Log { what: "ws in".into(), text: "<message/>".into() },
         ];
         for m in messages {
             assert_eq!(ToTab::from_json(&m.to_json()), Some(m));

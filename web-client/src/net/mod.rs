@@ -1009,6 +1009,8 @@ fn set_avatar_picture(picture: Result<String, String>) {
 
 /// Changes the account's password; an error says why it was not sent.
 pub fn change_password(password: &str, again: &str) -> Result<(), String> {
+    // Checked in the page too, which says at once what is wrong with it.
+    jabberwock_client_core::account::check_new_password(password, again).map_err(|e| e.to_string())?;
     if shared::forward(Command::ChangePassword { password: password.to_owned(), again: again.to_owned() }) {
         return Ok(());
     }

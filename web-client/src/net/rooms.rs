@@ -3,7 +3,7 @@
 
 use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::form::Form;
-use jabberwock_client_core::muc::{Affiliation, Effect, Role, RoomSettings, RoomState, Rooms};
+use jabberwock_client_core::muc::{check_join, Affiliation, Effect, Role, RoomSettings, RoomState, Rooms};
 use jabberwock_client_core::PresenceInfo;
 use leptos::prelude::*;
 
@@ -134,6 +134,7 @@ pub fn default_nick() -> String {
 }
 
 pub fn join(room: &str, nick: &str, password: &str) -> Result<(), String> {
+    check_join(room, nick)?;
     if shared::forward(Command::Join { room: room.to_owned(), nick: nick.to_owned(), password: password.to_owned() }) {
         return Ok(());
     }
@@ -141,6 +142,7 @@ pub fn join(room: &str, nick: &str, password: &str) -> Result<(), String> {
 }
 
 pub fn create(room: &str, nick: &str, settings: RoomSettings) -> Result<(), String> {
+    check_join(room, nick)?;
     if shared::forward(Command::CreateRoom { room: room.to_owned(), nick: nick.to_owned(), settings: settings.clone() }) {
         return Ok(());
     }
@@ -184,6 +186,7 @@ pub fn set_subject(room: &str, subject: &str) {
 }
 
 pub fn invite(room: &str, jid: &str) -> Result<(), String> {
+    jabberwock_client_core::address::parse_bare(jid).map_err(|e| e.to_string())?;
     if shared::forward(Command::Invite { room: room.to_owned(), jid: jid.to_owned() }) {
         return Ok(());
     }
@@ -270,6 +273,7 @@ pub fn set_bookmarked(room: &str, on: bool) {
 
 /// Accepts an invitation: joins with the nick given.
 pub fn accept_invitation(room: &str, nick: &str) -> Result<(), String> {
+    check_join(room, nick)?;
     if shared::forward(Command::AcceptInvitation { room: room.to_owned(), nick: nick.to_owned() }) {
         return Ok(());
     }

@@ -234,6 +234,7 @@ fn from_worker(state: AppState, message: ToTab) {
                 browser::notify(&title, &body, &conversation, move || super::open_chat(Some(open)));
             }
         }
+        ToTab::Log { what, text } => browser::debug(&what, &text),
     }
 }
 
@@ -247,6 +248,7 @@ pub fn run_worker() {
     TABS.with(|t| *t.borrow_mut() = Some(Tabs::default()));
     state.watch(|field, value| to_tabs(&ToTab::State { field: field.to_owned(), value }));
     browser::forward_stores(|key, value| to_tabs(&ToTab::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
+    browser::forward_log(|what, text| to_tabs(&ToTab::Log { what: what.to_owned(), text: text.to_owned() }));
     let scope = js_sys::global();
     // What came while this program loaded (session-worker.js kept it).
     let waiting = js_sys::Reflect::get(&scope, &"jabberwockPending".into()).map(|p| js_sys::Array::from(&p)).unwrap_or_default();
@@ -347,11 +349,13 @@ fn from_tab(tab: u32, data: JsValue) {
             browser::keep_here(&key, value.as_deref());
         }
         ToWorker::Bye => {
+            // The last tab gone, the worker ends with it: the server keeps the session as
+            // it was (a `<inactive/>` now would outlive us into the resumed stream).
             let changed = TABS.with(|t| {
                 let mut t = t.borrow_mut();
                 let tabs = t.as_mut()?;
                 tabs.ports.remove(&tab);
-                Some(tabs.visibility.remove(tab))
+                Some(tabs.visibility.remove(tab) && !tabs.ports.is_empty())
             });
             if changed == Some(true) {
                 visibility_follows();
