@@ -13,7 +13,10 @@
 // Old releases' assets are dropped once a new page has been kept.
 
 const CACHE = 'jabberwock-shell-v1';
-const SHELL = ['./', 'manifest.webmanifest', 'icons/icon.svg', 'icons/icon-192.png'];
+const SHELL = [
+    './', 'manifest.webmanifest', 'icons/icon.svg', 'icons/icon-192.png',
+    'session-worker.js', 'jabberwock-session.js', 'jabberwock-session_bg.wasm',
+];
 const ASSET = /\.(?:js|wasm|css|svg|png|webmanifest)$/;
 const WORKER = /\/(?:session-worker\.js|jabberwock-session\.js|jabberwock-session_bg\.wasm)$/;
 const NETWORK_ONLY = ['/http-bind', '/xmpp-websocket', '/.well-known/', '/upload/', '/metrics', '/healthz', '/readyz'];

@@ -757,8 +757,10 @@ const steps = [
             throw new Error(`manifest: ${JSON.stringify(manifest.body)}`);
         }
         await p.evaluate(() => navigator.serviceWorker.ready);
-        // The page, its script and WebAssembly come from the kept copy once offline.
+        // The page, its script and WebAssembly come from the kept copy once offline (once
+        // the page has started: its WebAssembly is fetched after the load event).
         await p.reload({ waitUntil: 'load' });
+        await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await p.context().setOffline(true);
         await p.reload({ waitUntil: 'load' });
         await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
