@@ -150,6 +150,9 @@ thread_local! {
     static STORE_FORWARD: Cell<Option<fn(&str, Option<&str>)>> = const { Cell::new(None) };
     /// In the worker: whether any tab is shown.
     static WORKER_VISIBLE: Cell<bool> = const { Cell::new(false) };
+    /// In the worker: whether its tabs say there is a network (a worker's own view may
+    /// differ where the network is emulated, as in tests).
+    static WORKER_ONLINE: Cell<bool> = const { Cell::new(true) };
     /// In the worker: where the protocol log goes (the tabs' consoles).
     static LOG_FORWARD: Cell<Option<fn(&str, &str)>> = const { Cell::new(None) };
 }
@@ -283,12 +286,17 @@ pub fn random() -> f64 {
     js_sys::Math::random()
 }
 
-/// The browser believes it has a network (`navigator.onLine`).
+/// The browser believes it has a network (`navigator.onLine`; in the worker, its tabs' too).
 pub fn network_up() -> bool {
     match web_sys::window() {
         Some(w) => w.navigator().on_line(),
-        None => worker_scope().navigator().on_line(),
+        None => WORKER_ONLINE.with(Cell::get) && worker_scope().navigator().on_line(),
     }
+}
+
+/// In the worker: whether its tabs say there is a network.
+pub fn set_tabs_online(online: bool) {
+    WORKER_ONLINE.with(|o| o.set(online));
 }
 
 /// Desktop notifications are allowed for this page (in the worker: the tab that shows one

@@ -78,10 +78,10 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
-    /// A tab joins: whether it is shown, the origin's `jabberwock.*` values from
-    /// `localStorage`, and the resumption entry its previous page saved, if any (used only
-    /// when the worker has no session yet).
-    Hello { visible: bool, stored: Vec<(String, String)>, resume: Option<String> },
+    /// A tab joins: whether it is shown, whether its browser has a network, the origin's
+    /// `jabberwock.*` values from `localStorage`, and the resumption entry its previous
+    /// page saved, if any (used only when the worker has no session yet).
+    Hello { visible: bool, online: bool, stored: Vec<(String, String)>, resume: Option<String> },
     Command { command: Command },
     /// The tab was shown or hidden.
     Visible { visible: bool },
@@ -261,10 +261,11 @@ mod tests {
         let messages = [
             ToWorker::Hello {
                 visible: true,
+                online: false,
                 stored: vec![("jabberwock.unread.a@example.org".into(), "b@example.org\t3\n".into())],
                 resume: Some("{\"v\":1}".into()),
             },
-            ToWorker::Hello { visible: false, stored: vec![], resume: None },
+            ToWorker::Hello { visible: false, online: true, stored: vec![], resume: None },
             ToWorker::Visible { visible: false },
             ToWorker::Stored { key: "jabberwock.notifications".into(), value: Some("1".into()) },
             ToWorker::Stored { key: "jabberwock.draft.a@example.org.b@example.org".into(), value: None },

@@ -359,6 +359,12 @@ impl Session {
             self.state.login_error.set(Some(ConnError::SessionExpired.to_string()));
             return self.end(Status::SignedOut);
         }
+        // No network, the browser says (to the worker, its tabs do): as a failed attempt,
+        // which waits for the network to come back.
+        if !browser::network_up() {
+            let events = self.client.transport_closed();
+            return self.handle(events);
+        }
         let endpoint = self.endpoints[self.endpoint].clone();
         self.state.transport.set(endpoint.kind());
         self.state.status.set(if self.ever_online { Status::Reconnecting(0) } else { Status::Connecting });

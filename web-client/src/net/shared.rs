@@ -120,7 +120,7 @@ pub fn connect(state: AppState, saved: Option<String>) {
         .filter(|k| k.starts_with(STORED_PREFIX))
         .filter_map(|k| browser::stored(&k).map(|v| (k, v)))
         .collect();
-    let hello = ToWorker::Hello { visible: browser::document_visible(), stored, resume: saved.clone() };
+    let hello = ToWorker::Hello { visible: browser::document_visible(), online: browser::network_up(), stored, resume: saved.clone() };
     let _ = port.post_message(&hello.to_json().into());
     LINK.with(|l| *l.borrow_mut() = Some(Link { port, state, resume: saved, last_activity_sent: 0 }));
     browser::forward_stores(|key, value| post(&ToWorker::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
@@ -319,7 +319,8 @@ fn from_tab(tab: u32, data: JsValue) {
     let Some(message) = ToWorker::from_json(&text) else { return };
     let Some(state) = worker_state() else { return };
     match message {
-        ToWorker::Hello { visible, stored, resume } => {
+        ToWorker::Hello { visible, online, stored, resume } => {
+            browser::set_tabs_online(online);
             for (key, value) in &stored {
                 browser::keep_here(key, Some(value));
             }
@@ -438,8 +439,14 @@ fn run(state: AppState, command: Command, file: Option<web_sys::File>) {
         Command::Block { jid, block } => super::block(&jid, block),
         Command::UpdateContact { jid, name, groups } => super::update_contact(&jid, &name, &groups),
         Command::SetPresence { show, status } => super::set_presence(show, status),
-        Command::NetworkOnline => super::network_online(),
-        Command::NetworkOffline => super::network_offline(),
+        Command::NetworkOnline => {
+            browser::set_tabs_online(true);
+            super::network_online();
+        }
+        Command::NetworkOffline => {
+            browser::set_tabs_online(false);
+            super::network_offline();
+        }
         Command::UserActive => super::user_active(),
         Command::IdleSettingChanged => super::idle_setting_changed(),
         Command::CorrectLast { conv, id, text } => {
