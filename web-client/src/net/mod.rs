@@ -116,6 +116,8 @@ struct Session {
     last_activity_ms: i64,
     idle: bool,
     idle_timer: Option<i32>,
+    /// In the worker, its last tab gone: nothing is read or acknowledged (see [`freeze`]).
+    frozen: bool,
 }
 
 thread_local! {
@@ -192,6 +194,33 @@ fn has_session() -> bool {
 /// The current session's entry for resuming it after a reload, if it can be resumed.
 fn resumable_entry() -> Option<String> {
     with_session(|s| s.resumable_entry()).flatten()
+}
+
+/// In the worker, its last tab gone: the connection is dropped at once and nothing more is
+/// read or acknowledged, so that the resumption entry that tab kept is the session's last
+/// state (the server keeps the session; the next page resumes from the entry). A tab that
+/// joins before the worker ends [`thaw`]s it.
+fn freeze() {
+    with_session(|s| {
+        s.generation = next_generation();
+        if let Some(t) = s.retry_timer.take() {
+            browser::clear_timeout(t);
+        }
+        drop(s.transport.take());
+        s.frozen = true;
+    });
+}
+
+/// A tab joined a frozen worker: the session resumes on a new connection.
+fn thaw() {
+    with_session(|s| {
+        if std::mem::take(&mut s.frozen) {
+            let events = s.client.transport_closed();
+            s.handle(events);
+            s.attempt = 0;
+            s.connect();
+        }
+    });
 }
 
 /// In the worker: resumes the session saved in `saved` (a resumption entry), if it is
@@ -345,6 +374,7 @@ impl Session {
             last_activity_ms: browser::now_ms(),
             idle: false,
             idle_timer: None,
+            frozen: false,
         }
     }
 

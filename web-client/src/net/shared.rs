@@ -337,6 +337,7 @@ fn from_tab(tab: u32, data: JsValue) {
                     super::resume_from(state, &saved);
                 }
             }
+            super::thaw();
             set_visible(tab, visible);
         }
         ToWorker::Command { command } => run(state, command, file),
@@ -350,15 +351,18 @@ fn from_tab(tab: u32, data: JsValue) {
             browser::keep_here(&key, value.as_deref());
         }
         ToWorker::Bye => {
-            // The last tab gone, the worker ends with it: the server keeps the session as
-            // it was (a `<inactive/>` now would outlive us into the resumed stream).
-            let changed = TABS.with(|t| {
+            let (changed, last) = TABS.with(|t| {
                 let mut t = t.borrow_mut();
-                let tabs = t.as_mut()?;
+                let Some(tabs) = t.as_mut() else { return (false, false) };
                 tabs.ports.remove(&tab);
-                Some(tabs.visibility.remove(tab) && !tabs.ports.is_empty())
+                (tabs.visibility.remove(tab), tabs.ports.is_empty())
             });
-            if changed == Some(true) {
+            // The last tab gone, the worker ends with it: the session stays as that tab
+            // saved it (not even marked inactive, which would outlive us into the resumed
+            // stream).
+            if last {
+                super::freeze();
+            } else if changed {
                 visibility_follows();
             }
         }
