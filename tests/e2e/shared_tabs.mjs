@@ -173,8 +173,15 @@ const steps = [
         await b.waitForTimeout(300);
         const copies = await message(b, 'in', 'Sent from tab two').count();
         if (copies !== 1) throw new Error(`B got ${copies} copies`);
-        await shot(one, 'shared-tabs-first');
-        await shot(two, 'shared-tabs-second');
+        // Both tabs side by side, for the README.
+        const tabs = [await one.screenshot(), await two.screenshot()];
+        const board = await openPage(browserB, 'board');
+        await board.setViewportSize({ width: 1300, height: 520 });
+        await board.setContent(`<body style="margin:0;padding:12px;display:flex;gap:12px;background:#d1d5db;font:14px sans-serif">${
+            tabs.map((png, i) => `<figure style="margin:0"><figcaption>Tab ${i + 1}</figcaption>`
+                + `<img style="width:632px;border:1px solid #6b7280" src="data:image/png;base64,${png.toString('base64')}"></figure>`).join('')}</body>`);
+        await shot(board, 'shared-tabs');
+        await board.close();
     }],
 
     ['one tab closed, the other goes on', async () => {
