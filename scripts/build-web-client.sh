@@ -22,10 +22,11 @@ PUBLISHED="$REPO_ROOT/static/web-client"
 STAMP="$REPO_ROOT/static/web-client.sources"
 
 # A digest of the client's tracked sources (everything under web-client/ that can change
-# the build), so that CI can tell whether the published build is stale.
+# the build, and this script with its build flags), so that CI can tell whether the
+# published build is stale.
 sources_digest() {
     cd "$REPO_ROOT"
-    git ls-files -z -- web-client ':!:*.md' ':!:web-client/.gitignore' ':!:web-client/rustfmt.toml' \
+    git ls-files -z -- web-client scripts/build-web-client.sh ':!:*.md' ':!:web-client/.gitignore' ':!:web-client/rustfmt.toml' \
         | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
 }
 
@@ -50,8 +51,10 @@ mode=(--release)
 [ "${1:-}" = "--dev" ] && mode=()
 echo "[build-web-client] trunk build ${mode[*]} (route: $JABBERWOCK_WASM_ROUTE)" >&2
 # Panic locations in the wasm name crates by paths relative to these roots, not by where
-# this machine keeps them.
-export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$REPO_ROOT=/jabberwock"
+# this machine keeps them. `erase_components` makes Leptos type-erase each component's
+# view: one copy of the rendering code instead of one per view type, 10 % less wasm
+# (603 KiB gzipped without it, 542 with it, at the same sources).
+export RUSTFLAGS="${RUSTFLAGS:-} --cfg erase_components --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$REPO_ROOT=/jabberwock"
 trunk build "${mode[@]}"
 
 # The server serves foo.gz in place of foo to browsers that accept gzip (-n: no name or
@@ -59,10 +62,20 @@ trunk build "${mode[@]}"
 find dist -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' \) ! -name '*.gz' -exec gzip -9 -n -k -f {} \;
 
 # The page's WebAssembly and the session worker's (see web-client/README.md, "Size").
+# The size budget is the page's, compressed as it is sent.
+budget_kib=600
 for wasm in dist/*.wasm; do
     raw=$(stat -c %s "$wasm")
     gz=$(stat -c %s "$wasm.gz")
     printf '[build-web-client] %s: %d KiB raw, %d KiB gzipped\n' "$(basename "$wasm")" $((raw / 1024)) $((gz / 1024)) >&2
+    case "$(basename "$wasm")" in
+        jabberwock-web-client-*)
+            if [ "$gz" -gt $((budget_kib * 1024)) ]; then
+                echo "[build-web-client] the page's gzipped .wasm is over its budget of $budget_kib KiB" >&2
+                exit 1
+            fi
+            ;;
+    esac
 done
 
 if [ "${1:-}" = "--publish" ]; then

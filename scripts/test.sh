@@ -2,7 +2,7 @@
 # The project's test command: installs the test prerequisites, builds the server, runs
 # every Rust test, the PostgreSQL backend's tests and storage-heavy suites again on a
 # private PostgreSQL server, each fuzz target for 30 s, then the interop suites against the real binary: slixmpp over TCP,
-# federation with a real Prosody and a real ejabberd, @xmpp/client and strophe.js over WebSocket and BOSH, Converse.js in headless Chromium,
+# federation with a real Prosody (from one node and from two cluster nodes) and a real ejabberd, @xmpp/client and strophe.js over WebSocket and BOSH, Converse.js in headless Chromium,
 # and the project's own web client end to end in Chromium. Stops at the first failing
 # stage and exits non-zero; prints a summary of the stages either way.
 set -euo pipefail
@@ -65,6 +65,7 @@ stage "cluster: three nodes on PostgreSQL and Redis" scripts/cluster-tests.sh
 stage "fuzz targets, 30 s each (cargo-fuzz)" scripts/fuzz.sh 30
 stage "slixmpp interop suite" tests/interop/run.sh
 stage "federation with Prosody (slixmpp)" tests/interop/federation/run.sh
+stage "federation with Prosody from two cluster nodes" tests/interop/federation/run_cluster.sh
 stage "federation with ejabberd (slixmpp)" tests/interop/federation/run_ejabberd.sh
 stage "JS interop (@xmpp/client, strophe.js, Converse.js)" tests/interop/js/run.sh
 stage "web client end to end (Chromium)" env E2E_SKIP_BUILD=1 tests/e2e/run.sh

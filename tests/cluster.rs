@@ -7,119 +7,19 @@
 //! free port, and restarts it); skips without them unless `JABBERWOCK_TEST_REQUIRE_CLUSTER`
 //! is set. `scripts/cluster-tests.sh` sets all three.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jabberwock_proto::{ns, reader, Element, Limits};
-use jabberwock_tests::{befriend, free_port, Client, ServerProcess, TIMEOUT};
+use jabberwock_tests::cluster::{Cluster, LEASE_MS};
+use jabberwock_tests::{befriend, free_port, Client, TIMEOUT};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Short, so that a dead node is noticed quickly.
-const LEASE_MS: u64 = 1500;
-
-/// A private Redis this test starts, stops and restarts on the same port.
-struct Redis {
-    program: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl Redis {
-    async fn start(program: PathBuf) -> Redis {
-        let mut redis = Redis { program, dir: tempfile::tempdir().expect("tempdir"), port: free_port().port(), child: None };
-        redis.run().await;
-        redis
-    }
-
-    async fn run(&mut self) {
-        let child = tokio::process::Command::new(&self.program)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills this Redis (its own PID) and starts it again, empty, on the same port.
-    async fn restart(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.expect("kill redis-server");
-        self.run().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-/// Three nodes, one database, one Redis.
-struct Cluster {
-    nodes: Vec<ServerProcess>,
-    redis: Redis,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-fn environment() -> Option<(String, PathBuf)> {
-    let vars = (std::env::var("JABBERWOCK_TEST_POSTGRES"), std::env::var("JABBERWOCK_TEST_REDIS_SERVER"));
-    let (Ok(postgres), Ok(redis)) = vars else {
-        assert!(
-            std::env::var("JABBERWOCK_TEST_REQUIRE_CLUSTER").is_err(),
-            "JABBERWOCK_TEST_REQUIRE_CLUSTER is set but JABBERWOCK_TEST_POSTGRES or JABBERWOCK_TEST_REDIS_SERVER is not"
-        );
-        eprintln!("skipping: set JABBERWOCK_TEST_POSTGRES=postgres://user@host:port and JABBERWOCK_TEST_REDIS_SERVER=/usr/bin/redis-server");
-        return None;
-    };
-    Some((postgres, PathBuf::from(redis)))
-}
-
-impl Cluster {
-    /// Starts the three nodes (`limits` is the `[limits]` table's content) with `users`.
-    async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
-        let (postgres, redis_program) = environment()?;
-        let redis = Redis::start(redis_program).await;
-        let database = format!("{}/jw_cluster_{name}_{}", postgres.trim_end_matches('/'), std::process::id());
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..3u8 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let host = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i));
-            let mut node = ServerProcess::new(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), dir.path());
-            node.set_storage(&database);
-            node.listen_on(host);
-            node.configure(&format!(
-                "[limits]\n{limits}\n[cluster]\nnode = 'n{i}'\nredis = '{}'\naddress = '{host}:5269'\nlease_ms = {LEASE_MS}\nlocation = '{host}'\n",
-                redis.url()
-            ));
-            if i == 0 {
-                for user in users {
-                    node.admin(&["adduser", &format!("{user}@localhost"), &format!("{user}-pw")]).await;
-                }
-            }
-            node.start().await;
-            nodes.push(node);
-            dirs.push(dir);
-        }
-        Some(Cluster { nodes, redis, _dirs: dirs })
-    }
-
-    fn c2s(&self, node: usize) -> SocketAddr {
-        self.nodes[node].c2s
-    }
-
-    async fn login(&self, node: usize, user: &str, resource: &str) -> Client {
-        Client::login(self.c2s(node), user, &format!("{user}-pw"), resource).await
-    }
+/// The three nodes of this package's server binary.
+async fn start(name: &str, limits: &str, users: &[&str]) -> Option<Cluster> {
+    Cluster::start(env!("CARGO_BIN_EXE_jabberwock-test-server").as_ref(), name, limits, users, LEASE_MS).await
 }
 
 fn presence_from<'a>(from: &'a str, kind: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
@@ -186,7 +86,7 @@ impl Ws {
 
 #[tokio::test]
 async fn users_on_different_nodes_are_contacts_and_talk_over_c2s_and_websocket() {
-    let Some(cluster) = Cluster::start("im", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("im", "", &["alice", "bob", "carol"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence><priority>1</priority></presence>").await;
@@ -284,7 +184,7 @@ async fn try_bind(addr: SocketAddr, user: &str, resource: &str) -> (Element, Cli
 
 #[tokio::test]
 async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every_node() {
-    let Some(cluster) = Cluster::start("bind", "max_resources = 2", &["dave"]).await else { return };
+    let Some(cluster) = start("bind", "max_resources = 2", &["dave"]).await else { return };
     let first = cluster.login(0, "dave", "x").await;
     let _second = cluster.login(1, "dave", "x").await;
     let transcript = first.read_to_close().await;
@@ -298,7 +198,7 @@ async fn a_resource_bound_on_another_node_is_replaced_and_the_limit_counts_every
 
 #[tokio::test]
 async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offline() {
-    let Some(mut cluster) = Cluster::start("kill", "", &["alice", "bob"]).await else { return };
+    let Some(mut cluster) = start("kill", "", &["alice", "bob"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -318,6 +218,11 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
 
     cluster.nodes[1].kill9().await;
     let killed = tokio::time::Instant::now();
+    // Long before the lease expires, the node's channel has no subscriber: a message
+    // forwarded there is heard by nobody, and alice's node routes it to offline storage.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice.send("<message to='bob@localhost/b' type='chat'><body>just after the kill</body></message>").await;
+    alice.ping().await;
     alice.expect("bob's unavailable presence, sent for him", presence_from("bob@localhost/b", Some("unavailable"))).await;
     let noticed = killed.elapsed();
     eprintln!("unavailable presence {noticed:?} after the kill (lease {LEASE_MS} ms)");
@@ -327,7 +232,9 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     alice.ping().await;
     let mut bob = cluster.login(2, "bob", "b").await;
     bob.send("<presence/>").await;
-    for text in ["never acknowledged", "while parked", "while you were gone"] {
+    // In the order they reached offline storage: the journal of bob's parked session at
+    // the takeover.
+    for text in ["just after the kill", "never acknowledged", "while parked", "while you were gone"] {
         let m = bob.expect("an offline message", body(text)).await;
         assert!(m.child("delay", ns::DELAY).is_some(), "{}", m.to_xml_string());
     }
@@ -340,9 +247,205 @@ async fn the_users_of_a_killed_node_go_unavailable_and_their_messages_wait_offli
     assert!(status.contains("nodes 1  sessions 1"), "alice alone:\n{status}");
 }
 
+const ROOM: &str = "room@conference.localhost";
+
+/// The XEP-0045 status codes of a room's presence.
+fn muc_codes(e: &Element) -> Vec<String> {
+    let x = e.child("x", ns::MUC_USER);
+    x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// The presence of `occupant` (`room/nick`) with these status codes among its own.
+fn occupant_presence<'a>(occupant: &'a str, kind: Option<&'a str>, codes: &'a [&'a str]) -> impl Fn(&Element) -> bool + 'a {
+    move |e| presence_from(occupant, kind)(e) && codes.iter().all(|c| muc_codes(e).iter().any(|x| x == c))
+}
+
+fn subject_is<'a>(text: &'a str) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "message" && e.child_text("subject", ns::CLIENT).as_deref() == Some(text)
+}
+
+fn stanza_error(e: &Element) -> Option<String> {
+    let error = e.child("error", ns::CLIENT)?;
+    error.children().find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text").map(|c| c.name().to_owned())
+}
+
+/// Joins `room` as `nick`: its own presence (status 110), then the subject, which ends a join.
+async fn join_room(c: &mut Client, room: &str, nick: &str) -> (Element, Element) {
+    c.send(format!("<presence to='{room}/{nick}'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    let own = format!("{room}/{nick}");
+    let me = c.expect("own presence in the room", occupant_presence(&own, None, &["110"])).await;
+    let subject = c.expect("the subject", |e| e.name() == "message" && e.child("subject", ns::CLIENT).is_some()).await;
+    (me, subject)
+}
+
+/// XEP-0410: pings its own occupant JID until the room answers. While the node that served
+/// the room is dead and not yet reaped, what is forwarded there is lost, and nothing answers.
+async fn self_ping(c: &mut Client, nick: &str) -> Element {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS) + TIMEOUT;
+    for n in 0.. {
+        let id = format!("self-ping-{n}");
+        c.send(format!("<iq type='get' id='{id}' to='{ROOM}/{nick}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Some(ev) = c.next_event_by(wait).await {
+            if let jabberwock_proto::ReadEvent::Stanza(st) = ev {
+                let el = st.to_element().expect("parses");
+                if el.name() == "iq" && el.attr("id") == Some(id.as_str()) {
+                    return el;
+                }
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no answer to a self-ping");
+    }
+    unreachable!()
+}
+
+/// The bodies a XEP-0313 query of the room returns.
+async fn room_archive(c: &mut Client) -> Vec<String> {
+    c.send(format!("<iq type='set' id='mam' to='{ROOM}'><query xmlns='{}' queryid='q'/></iq>", ns::MAM)).await;
+    let mut bodies = Vec::new();
+    loop {
+        let e = c.next_element().await;
+        if e.name() == "iq" && e.attr("id") == Some("mam") {
+            assert_eq!(e.attr("type"), Some("result"), "{}", e.to_xml_string());
+            return bodies;
+        }
+        let message = e.child("result", ns::MAM).and_then(|r| r.child("forwarded", ns::FORWARD)).and_then(|f| f.child("message", ns::CLIENT));
+        bodies.extend(message.and_then(|m| m.child_text("body", ns::CLIENT)));
+    }
+}
+
+#[tokio::test]
+async fn a_room_lives_on_one_node_and_moves_when_that_node_dies_or_stops() {
+    let Some(mut cluster) = start("muc", "", &["alice", "bob", "carol"]).await else { return };
+    let mut alice = cluster.login(0, "alice", "a").await;
+    let mut bob = cluster.login(1, "bob", "b").await;
+    let mut carol = cluster.login(2, "carol", "c").await;
+
+    // Alice creates the room: node 0, where it was first needed, serves it from now on.
+    let (me, _) = join_room(&mut alice, ROOM, "alice").await;
+    assert!(muc_codes(&me).contains(&"201".to_owned()), "{}", me.to_xml_string());
+    let form = "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+                <field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_roomname'><value>Kept</value></field>";
+    let r = alice.iq("cfg", &format!("<iq type='set' id='cfg' to='{ROOM}'><query xmlns='{}'><x xmlns='jabber:x:data' type='submit'>{form}</x></query></iq>", ns::MUC_OWNER)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+
+    // Bob and Carol, on the two other nodes, join the same room, not copies of it.
+    let (me, _) = join_room(&mut bob, ROOM, "bob").await;
+    assert!(!muc_codes(&me).contains(&"201".to_owned()), "joined, not created: {}", me.to_xml_string());
+    alice.expect("bob joins", occupant_presence(&format!("{ROOM}/bob"), None, &[])).await;
+    carol.send(format!("<presence to='{ROOM}/carol'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    carol.expect("alice, already in", occupant_presence(&format!("{ROOM}/alice"), None, &[])).await;
+    carol.expect("bob, already in", occupant_presence(&format!("{ROOM}/bob"), None, &[])).await;
+    carol.expect("own presence", occupant_presence(&format!("{ROOM}/carol"), None, &["110"])).await;
+    for c in [&mut alice, &mut bob] {
+        c.expect("carol joins", occupant_presence(&format!("{ROOM}/carol"), None, &[])).await;
+    }
+
+    // The subject, groupchat and private messages cross the nodes.
+    alice.send(format!("<message to='{ROOM}' type='groupchat'><subject>Across nodes</subject></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect("the new subject", subject_is("Across nodes")).await;
+    }
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>hello from node 2</body></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let m = c.expect("carol's message", body("hello from node 2")).await;
+        assert_eq!(m.attr("from"), Some(format!("{ROOM}/carol").as_str()));
+    }
+    bob.send(format!("<message to='{ROOM}/carol' type='chat'><body>psst, carol</body></message>")).await;
+    let m = carol.expect("bob's private message", body("psst, carol")).await;
+    assert_eq!(m.attr("from"), Some(format!("{ROOM}/bob").as_str()));
+
+    // A kick from node 0 reaches node 2; Carol comes back.
+    let kick = format!("<iq type='set' id='kick' to='{ROOM}'><query xmlns='{}'><item nick='carol' role='none'/></query></iq>", ns::MUC_ADMIN);
+    let r = alice.iq("kick", &kick).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml_string());
+    carol.expect("kicked", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["307", "110"])).await;
+    bob.expect("carol kicked", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["307"])).await;
+    join_room(&mut carol, ROOM, "carol").await;
+    bob.send(format!("<message to='{ROOM}' type='groupchat'><body>welcome back</body></message>")).await;
+    carol.expect("bob's message", body("welcome back")).await;
+    // The archive of the room is written (the query waits for what node 0 queued).
+    assert_eq!(room_archive(&mut bob).await, ["hello from node 2", "welcome back"]);
+
+    // Two nodes that need the same new room at once: one creates it, the other's join
+    // reaches it (locked until configured), not a second room.
+    let race = "race@conference.localhost";
+    bob.send(format!("<presence to='{race}/bob'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    carol.send(format!("<presence to='{race}/carol'><x xmlns='{}'/></presence>", ns::MUC)).await;
+    let is_answer = |nick: &'static str| move |e: &Element| e.name() == "presence" && e.attr("from") == Some(&*format!("{race}/{nick}"));
+    let (b, c) = (bob.expect("bob's answer", is_answer("bob")).await, carol.expect("carol's answer", is_answer("carol")).await);
+    let created = [&b, &c].iter().filter(|e| muc_codes(e).contains(&"201".to_owned())).count();
+    let refused = [&b, &c].iter().filter(|e| stanza_error(e).as_deref() == Some("item-not-found")).count();
+    assert_eq!((created, refused), (1, 1), "{}\n{}", b.to_xml_string(), c.to_xml_string());
+
+    // Redis restarts empty: node 0 registers its claim again before another node would
+    // take the room (what was sent meanwhile may be lost: at most once).
+    cluster.redis.restart().await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    for n in 0.. {
+        let text = format!("after the restart {n}");
+        carol.send(format!("<message to='{ROOM}' type='groupchat'><body>{text}</body></message>")).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut heard = false;
+        while let Some(ev) = bob.next_event_by(wait).await {
+            if let jabberwock_proto::ReadEvent::Stanza(st) = ev {
+                heard |= body(&text)(&st.to_element().expect("parses"));
+            }
+        }
+        if heard {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the room did not come back after Redis restarted");
+    }
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>all back</body></message>")).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect("a message in the same room as before", body("all back")).await;
+    }
+    let archived = room_archive(&mut bob).await;
+    assert_eq!(archived.last().map(String::as_str), Some("all back"), "{archived:?}");
+
+    // Node 0 dies. Once its lease is gone, the room's next stanza makes another node serve
+    // it, from the database: Bob is not joined there, and joins again.
+    cluster.nodes[0].kill9().await;
+    let killed = tokio::time::Instant::now();
+    let pong = self_ping(&mut bob, "bob").await;
+    eprintln!("the room answered {:?} after the kill (lease {LEASE_MS} ms)", killed.elapsed());
+    assert_eq!(stanza_error(&pong).as_deref(), Some("not-acceptable"), "not joined: {}", pong.to_xml_string());
+    let m = format!("<message to='{ROOM}' type='groupchat'><body>am I in?</body></message>");
+    bob.send(&m).await;
+    let refused = bob.expect("the message refused", |e| e.name() == "message" && e.attr("type") == Some("error")).await;
+    assert_eq!(stanza_error(&refused).as_deref(), Some("not-acceptable"), "{}", refused.to_xml_string());
+    let (me, subject) = join_room(&mut bob, ROOM, "bob").await;
+    assert!(!muc_codes(&me).contains(&"201".to_owned()), "the room was kept: {}", me.to_xml_string());
+    assert_eq!(subject.child_text("subject", ns::CLIENT).as_deref(), Some("Across nodes"));
+    let pong = self_ping(&mut carol, "carol").await;
+    assert_eq!(stanza_error(&pong).as_deref(), Some("not-acceptable"), "{}", pong.to_xml_string());
+    carol.send(format!("<presence to='{ROOM}/carol'><x xmlns='{}'><history maxstanzas='20'/></x></presence>", ns::MUC)).await;
+    carol.expect("history from the archive", body("welcome back")).await;
+    carol.expect("history from the archive", body("all back")).await;
+    carol.expect("the kept subject", subject_is("Across nodes")).await;
+    bob.expect("carol joins again", occupant_presence(&format!("{ROOM}/carol"), None, &[])).await;
+    let info = bob.iq("info", &format!("<iq type='get' id='info' to='{ROOM}'><query xmlns='{}'/></iq>", ns::DISCO_INFO)).await;
+    let q = info.child("query", ns::DISCO_INFO).expect("disco#info");
+    assert!(q.children().any(|i| i.name() == "identity" && i.attr("name") == Some("Kept")), "{}", info.to_xml_string());
+    assert!(q.children().any(|f| f.attr("var") == Some("muc_persistent")), "{}", info.to_xml_string());
+    carol.send(format!("<message to='{ROOM}' type='groupchat'><body>after the move</body></message>")).await;
+    bob.expect("carol's message", body("after the move")).await;
+    let archived = room_archive(&mut carol).await;
+    assert_eq!(archived[..2], ["hello from node 2", "welcome back"], "{archived:?}");
+    assert_eq!(archived[archived.len() - 2..], ["all back", "after the move"], "{archived:?}");
+
+    // Bob's node (which took the room: his ping came first) stops cleanly: the occupants
+    // elsewhere are told (status 332) and join again, on a node that is left.
+    cluster.nodes[1].stop().await;
+    carol.expect("the room's shutdown", occupant_presence(&format!("{ROOM}/carol"), Some("unavailable"), &["332", "110"])).await;
+    let (_, subject) = join_room(&mut carol, ROOM, "carol").await;
+    assert_eq!(subject.child_text("subject", ns::CLIENT).as_deref(), Some("Across nodes"));
+}
+
 #[tokio::test]
 async fn routing_recovers_after_redis_restarts() {
-    let Some(mut cluster) = Cluster::start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
+    let Some(mut cluster) = start("redis", "", &["alice", "bob", "carol", "dave"]).await else { return };
     let mut alice = cluster.login(0, "alice", "a").await;
     let mut bob = cluster.login(1, "bob", "b").await;
     alice.send("<presence/>").await;
@@ -364,6 +467,8 @@ async fn routing_recovers_after_redis_restarts() {
         dave
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The nodes agreed on a dialback secret through Redis; Redis loses it when it restarts.
+    let secret = cluster.redis.get("jabberwock:dialback-secret").await.expect("a shared dialback secret");
     cluster.redis.restart().await;
     let restarted = tokio::time::Instant::now();
     // The nodes reconnect and register their sessions again: retried until they have.
@@ -378,6 +483,8 @@ async fn routing_recovers_after_redis_restarts() {
         }
         assert!(tokio::time::Instant::now() < deadline, "routing did not recover");
     }
+    // The nodes wrote back the one they use, for a node that starts now to agree with them.
+    assert_eq!(cluster.redis.get("jabberwock:dialback-secret").await.as_deref(), Some(secret.as_str()), "the dialback secret is back");
     stop_load.send(()).expect("the load runs");
     let mut dave = load.await.expect("the load");
     dave.send("<message to='alice@localhost/a' type='chat'><body>after the load</body></message>").await;
@@ -462,7 +569,7 @@ fn haproxy_program() -> Option<PathBuf> {
 #[tokio::test]
 async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions() {
     let Some(haproxy) = haproxy_program() else { return };
-    let Some(cluster) = Cluster::start("lb", "", &["alice", "bob", "carol"]).await else { return };
+    let Some(cluster) = start("lb", "", &["alice", "bob", "carol"]).await else { return };
     let lb = HaProxy::start(&haproxy, &[cluster.nodes[0].http, cluster.nodes[1].http]).await;
 
     // Every request of alice's BOSH session lands on the next node in turn; the one that
@@ -511,7 +618,7 @@ async fn bosh_and_websocket_work_behind_a_load_balancer_without_sticky_sessions(
 async fn a_session_resumed_on_another_node_is_told_where_it_lives_and_what_it_held_follows_at_once() {
     const SM: &str = "urn:xmpp:sm:3";
     // A window far longer than the test: what alice's old session held must not wait for it.
-    let Some(cluster) = Cluster::start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
+    let Some(cluster) = start("sm", "resume_window_secs = 3600", &["alice", "bob"]).await else { return };
     let mut bob = cluster.login(1, "bob", "b").await;
     let mut alice = cluster.login(0, "alice", "phone").await;
     alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;

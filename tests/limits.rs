@@ -23,6 +23,7 @@ fn raise_open_file_limit() -> u64 {
         limit.rlim_cur = limit.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 here, not on every platform
     u64::from(limit.rlim_cur)
 }
 

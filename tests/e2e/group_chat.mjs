@@ -123,6 +123,13 @@ async function say_in_room(page, text) {
     await box.press('Enter');
 }
 
+/** Opens the actions menu of `msg` from the keyboard: focus the message, then its button. */
+async function openMenu(msg) {
+    await msg.focus();
+    await msg.getByTestId('message-menu').press('Enter');
+    await msg.getByRole('menu').waitFor();
+}
+
 /** The texts of the room's messages, in order. */
 async function texts(page) {
     return page.getByTestId('room-message').locator('.body').allInnerTexts();
@@ -132,6 +139,8 @@ async function texts(page) {
 async function expectLabelled(page, scope) {
     const unnamed = await page.locator(scope).evaluate((root) => [...root.querySelectorAll('button, input, select, textarea')]
         .filter((el) => el.type !== 'hidden')
+        // Hidden from assistive technology on purpose (the file input behind its button).
+        .filter((el) => !el.closest('[aria-hidden="true"]'))
         .filter((el) => !(el.getAttribute('aria-label') || el.labels?.length || el.textContent.trim() || el.title))
         .map((el) => el.outerHTML.slice(0, 120)));
     if (unnamed.length) throw new Error(`controls without a name in ${scope}: ${unnamed.join(' | ')}`);
@@ -367,6 +376,48 @@ const steps = [
         await occupant(a, B).waitFor({ state: 'detached' });
         await say_in_room(b, 'Same me, new name');
         await message(a, 'Same me, new name').waitFor();
+    }],
+
+    ['message actions in the room: a reaction, a correction and a reply show on the other side', async () => {
+        const [a, b] = [pages[A], pages[B]];
+        await say_in_room(b, 'Pizza at noon?');
+        // Reactions name the room's id for the message: the menu waits for it.
+        const theirs = message(a, 'Pizza at noon?');
+        await openMenu(theirs);
+        await theirs.getByRole('menuitem', { name: 'React with 👍' }).click();
+        await message(b, 'Pizza at noon?').getByTestId('reactions').filter({ hasText: '👍' }).waitFor();
+        const box = b.getByTestId('room-composer');
+        await box.focus();
+        await box.press('ArrowUp');
+        await b.getByTestId('composer-banner').filter({ hasText: 'Editing' }).waitFor();
+        await box.fill('Pizza at one?');
+        await box.press('Enter');
+        const edited = message(a, 'Pizza at one?');
+        await edited.locator('.edited').waitFor();
+        await edited.getByTestId('reactions').waitFor();
+        if ((await message(a, 'Pizza at noon?').count()) !== 0) throw new Error('the original stayed');
+        await openMenu(edited);
+        await edited.getByRole('menuitem', { name: 'Reply' }).click();
+        await say_in_room(a, 'Works for me');
+        await message(b, 'Works for me').getByTestId('reply-quote').filter({ hasText: 'Pizza at one?' }).waitFor();
+    }],
+
+    [`${A}, a moderator, removes ${C}'s message for everyone (XEP-0425)`, async () => {
+        const [a, b, c] = [pages[A], pages[B], pages[C]];
+        await say_in_room(c, 'Buy cheap watches');
+        const spam = message(a, 'Buy cheap watches');
+        await openMenu(spam);
+        // Participants have no such item: only a moderator's menu offers it.
+        await spam.getByRole('menuitem', { name: 'Remove' }).click();
+        for (const page of [a, b, c]) {
+            await page.getByTestId('moderated').filter({ hasText: `removed by ${A} (moderator)` }).waitFor();
+            if ((await message(page, 'Buy cheap watches').count()) !== 0) throw new Error('the removed text is still shown');
+        }
+        await shot(a, '06-message-actions');
+        const bs = message(b, 'Works for me');
+        await openMenu(bs);
+        if ((await bs.getByRole('menuitem', { name: 'Remove' }).count()) !== 0) throw new Error('a participant is offered moderation');
+        await b.keyboard.press('Escape');
     }],
 ];
 

@@ -757,9 +757,9 @@ const steps = [
             throw new Error(`manifest: ${JSON.stringify(manifest.body)}`);
         }
         await p.evaluate(() => navigator.serviceWorker.ready);
-        // The page, its script and WebAssembly come from the kept copy once offline (once
-        // the page has started: its WebAssembly is fetched after the load event).
+        // The page, its script and WebAssembly come from the kept copy once offline.
         await p.reload({ waitUntil: 'load' });
+        // Started, so the WebAssembly (fetched by the script, after `load`) is kept too.
         await p.getByRole('heading', { name: 'Sign in to chat' }).waitFor();
         await p.context().setOffline(true);
         await p.reload({ waitUntil: 'load' });

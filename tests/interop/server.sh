@@ -2,7 +2,8 @@
 #
 # The caller sets SUITE_NAME (for messages) and may set JABBERWOCK_BIN (default
 # target/debug/jabberwock), JABBERWOCK_LOG, DOMAIN (default localhost), JW_HOST (the
-# loopback address the listeners use, default 127.0.0.1) and a jw_before_cleanup function
+# loopback address the listeners use, default 127.0.0.1), JW_DATA_DIR (the server's
+# data_dir, default $WORK/data, for a second server) and a jw_before_cleanup function
 # (run first on exit). The work directory is removed after a success unless KEEP_WORK is
 # set. Provides:
 #   jw_begin                      a fresh WORK dir, SERVER_LOG, and the exit trap that stops
@@ -88,7 +89,7 @@ PYEOF
 jw_config() {
     {
         printf 'domains = ["%s"]\ndata_dir = "%s"\nallow_registration = true\nlog = "%s"\n\n' \
-            "$DOMAIN" "$WORK/data" "${JABBERWOCK_LOG:-info}"
+            "$DOMAIN" "${JW_DATA_DIR:-$WORK/data}" "${JABBERWOCK_LOG:-info}"
         cat
     } >"$CONFIG"
     "$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {

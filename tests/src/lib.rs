@@ -2,6 +2,7 @@
 //! it over real TCP and TLS.
 
 pub mod bosh;
+pub mod cluster;
 pub mod scram;
 
 use std::net::SocketAddr;
@@ -277,13 +278,25 @@ impl Client {
     }
 
     async fn next_event_inner(&mut self) -> ReadEvent {
+        self.read_event().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The next event the server sends, `Ok(None)` at `deadline`, or why there is none
+    /// (the server closed the connection, say): for tests in which servers go away.
+    pub async fn try_next_event_by(&mut self, deadline: tokio::time::Instant) -> Result<Option<ReadEvent>, String> {
+        tokio::time::timeout_at(deadline, self.read_event()).await.map_or(Ok(None), |read| read.map(Some))
+    }
+
+    async fn read_event(&mut self) -> Result<ReadEvent, String> {
         let mut buf = [0u8; 8192];
         loop {
-            if let Some(ev) = self.reader.next_event().expect("the server sends well-formed XML") {
-                return ev;
+            if let Some(ev) = self.reader.next_event().map_err(|e| format!("the server sent bad XML: {e:?}"))? {
+                return Ok(ev);
             }
-            let n = self.io.read(&mut buf).await.expect("read");
-            assert!(n > 0, "the server closed the connection");
+            let n = self.io.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the connection".to_owned());
+            }
             self.reader.feed(&buf[..n]);
         }
     }

@@ -12,7 +12,10 @@
 //!
 //! A stanza for a session on another node is published on that node's channel. Delivery
 //! between nodes is at most once (pub/sub drops what a disconnected subscriber misses):
-//! XEP-0198 at the client edge and MAM/offline storage carry the guarantees.
+//! XEP-0198 at the client edge and MAM/offline storage carry the guarantees. A stanza
+//! that no node heard (PUBLISH counts the listeners) is routed again by its sender's node;
+//! a node that stops keeps routing what comes for its ended sessions until Redis confirms
+//! it stopped listening, so a rolling restart loses nothing a sender was acknowledged.
 //!
 //! Each node renews its lease every third of `lease_ms`; every node checks the others'
 //! leases every second, and the first to take a dead node's reap key removes its
@@ -23,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use jabberwock_proto::{reader, Element, Limits, Stanza, StreamError, StreamErrorCondition};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -35,9 +38,14 @@ use crate::registry::{BindError, ConnId, OutputBudget, Resource, SessionHandle};
 use crate::server::Server;
 use crate::transport::bosh::Reply;
 
+mod placement;
+pub use placement::Placed;
+
 const NODES: &str = "jabberwock:nodes";
 const EVENTS: &str = "jabberwock:events";
 const SESSIONS: &str = "jabberwock:sessions:";
+/// The cluster's dialback secret (hex), when `s2s.dialback_secret` is not configured.
+const DIALBACK_SECRET: &str = "jabberwock:dialback-secret";
 
 fn sessions_key(bare: &str) -> String {
     format!("{SESSIONS}{bare}")
@@ -81,6 +89,8 @@ pub fn node_of(id: &str) -> Option<&str> {
 const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// How long one node holds a dead node's reap key: the others leave it alone meanwhile.
 const REAP_HOLD_MS: u64 = 60_000;
+/// Longest a stopping node spends routing what was still on its way to it.
+const LEAVE_DRAIN: Duration = Duration::from_secs(5);
 /// How long to wait before connecting to Redis again.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Stanzas published to a node in one round trip.
@@ -192,6 +202,10 @@ enum Event {
     Gone { node: String },
     /// A module changed an account's cached data (a blocklist, say).
     Changed { node: String, account: String },
+    /// A node claimed something that lives on one node at a time (a room): [`placement`].
+    Placed { key: String, node: String },
+    /// It let go of it.
+    Released { key: String, node: String },
 }
 
 /// A node as `jabberwock:nodes` describes it.
@@ -213,6 +227,38 @@ pub struct Cluster {
     /// Requests asked of other nodes (forwarded BOSH requests, say), waiting for answers.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
+    placement: placement::Placement,
+    /// The dialback secret this node uses, if it came from Redis: written back after a
+    /// reconnect, so that a Redis restarted empty keeps the one the running nodes use.
+    dialback_secret: Mutex<Option<String>>,
+    /// Stanzas published to a node that nobody listened for (it left or died), with that
+    /// node's id: this node routes them again, as if their session were gone.
+    unheard: mpsc::UnboundedSender<Unheard>,
+    unheard_rx: Mutex<Option<mpsc::UnboundedReceiver<Unheard>>>,
+    /// Stanzas being routed again (their session was gone): a stopping node finishes them.
+    rerouting: tokio_util::task::TaskTracker,
+    /// Set when the node leaves the cluster: its lease is no longer renewed, and its
+    /// subscription routes what is still on its way here and ends.
+    leaving: tokio::sync::watch::Sender<bool>,
+    subscription: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A frame published to a node that no subscriber heard.
+struct Unheard {
+    node: String,
+    frame: Vec<u8>,
+    /// Its bytes, still counted against `cluster.max_forward_bytes` for that node until it
+    /// is routed again: stanzas for a node that is gone cannot pile up without bound.
+    charged: Charged,
+}
+
+/// Bytes counted against a budget until this is dropped.
+struct Charged(Arc<OutputBudget>, usize);
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
 }
 
 /// Takes a request off the waiting list however its wait ends (an answer, the timeout,
@@ -234,6 +280,12 @@ struct Peer {
     node: String,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     budget: Arc<OutputBudget>,
+}
+
+/// A frame of a node's channel: its header line and what follows.
+fn split_frame(payload: &[u8]) -> Option<(std::borrow::Cow<'_, str>, &[u8])> {
+    let nl = payload.iter().position(|b| *b == b'\n')?;
+    Some((String::from_utf8_lossy(&payload[..nl]), &payload[nl + 1..]))
 }
 
 /// A session on another node, as a [`SessionHandle`] reaches it.
@@ -282,21 +334,39 @@ impl Peer {
     }
 }
 
-/// Publishes what is queued for `node`, several stanzas per round trip, in order.
-async fn forward_loop(mut redis: ConnectionManager, node: String, mut rx: mpsc::UnboundedReceiver<Vec<u8>>, budget: Arc<OutputBudget>) {
+/// Publishes what is queued for `node`, several stanzas per round trip, in order. What no
+/// subscriber heard (the node left or died), or Redis did not take, goes to `unheard`, to
+/// be routed again here.
+async fn forward_loop(
+    mut redis: ConnectionManager,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    budget: Arc<OutputBudget>,
+    unheard: mpsc::UnboundedSender<Unheard>,
+) {
     let channel = node_channel(&node);
     let mut batch = Vec::with_capacity(FORWARD_BATCH);
     while rx.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let bytes: usize = batch.iter().map(Vec::len).sum();
-        for frame in batch.drain(..) {
-            pipe.publish(&channel, frame).ignore();
+        for frame in &batch {
+            pipe.publish(&channel, frame);
         }
-        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
-            // At most once: what Redis did not take is lost, as if the node were gone.
-            tracing::warn!(error = %e, %node, "could not forward stanzas to another node");
+        // How many subscribers heard each frame; none for a batch Redis did not confirm
+        // (it may still have published it: a duplicate at worst, rather than a loss).
+        let heard = pipe.query_async::<Vec<i64>>(&mut redis).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %node, "could not forward stanzas to another node; routing them here");
+            Vec::new()
+        });
+        let mut done = bytes;
+        for (i, frame) in batch.drain(..).enumerate() {
+            if heard.get(i).copied().unwrap_or(0) == 0 {
+                done -= frame.len();
+                let charged = Charged(budget.clone(), frame.len());
+                let _ = unheard.send(Unheard { node: node.clone(), frame, charged });
+            }
         }
-        budget.release(bytes);
+        budget.release(done);
     }
 }
 
@@ -316,6 +386,7 @@ impl Cluster {
             .set_number_of_retries(2)
             .set_max_delay(1000);
         let redis = client.get_connection_manager_with_config(manager).await.map_err(|e| format!("cannot reach Redis at cluster.redis: {e}"))?;
+        let (unheard, unheard_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
             config: config.clone(),
             client,
@@ -324,7 +395,29 @@ impl Cluster {
             overflows,
             waiting: Mutex::default(),
             next_request: AtomicU64::new(0),
+            placement: placement::Placement::default(),
+            dialback_secret: Mutex::default(),
+            unheard,
+            unheard_rx: Mutex::new(Some(unheard_rx)),
+            rerouting: tokio_util::task::TaskTracker::new(),
+            leaving: tokio::sync::watch::channel(false).0,
+            subscription: Mutex::default(),
         })
+    }
+
+    /// The cluster's dialback secret: the one in Redis, or a fresh one this node puts
+    /// there first (set-if-absent, so that nodes starting together agree on one).
+    pub async fn dialback_secret(&self) -> Result<Vec<u8>, String> {
+        let fresh: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+        let (_, secret): ((), String) = redis::pipe()
+            .atomic()
+            .set_options(DIALBACK_SECRET, fresh, redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX))
+            .get(DIALBACK_SECRET)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| format!("cluster: cannot read the shared dialback secret from Redis: {e}"))?;
+        *self.dialback_secret.lock().expect("dialback secret") = Some(secret.clone());
+        Ok(secret.into_bytes())
     }
 
     pub fn node(&self) -> &str {
@@ -339,7 +432,7 @@ impl Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         let budget = OutputBudget::new(self.config.max_forward_bytes, self.overflows.clone());
         let peer = Arc::new(Peer { node: node.to_owned(), tx, budget: budget.clone() });
-        tokio::spawn(forward_loop(self.redis.clone(), node.to_owned(), rx, budget));
+        tokio::spawn(forward_loop(self.redis.clone(), node.to_owned(), rx, budget, self.unheard.clone()));
         peers.insert(node.to_owned(), peer.clone());
         peer
     }
@@ -492,9 +585,17 @@ impl Cluster {
             .await
     }
 
-    /// Registers every local session again (after a reconnect or an expired lease) and
-    /// rebuilds the mirror of the other nodes' sessions from Redis.
+    /// Registers every local session and room claim again (after a reconnect or an
+    /// expired lease), puts back the shared dialback secret if Redis lost it, and rebuilds
+    /// the mirror of the other nodes' from Redis.
     async fn resync(&self, server: &Arc<Server>) -> redis::RedisResult<()> {
+        // Rooms first: other nodes wait only so long before claiming a room nobody holds.
+        self.resync_placement().await?;
+        let secret = self.dialback_secret.lock().expect("dialback secret").clone();
+        if let Some(secret) = secret {
+            let keep = redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX);
+            self.redis.clone().set_options::<_, _, ()>(DIALBACK_SECRET, secret, keep).await?;
+        }
         for (bare, r) in server.sessions.local() {
             match self.put(&bare, &r, "register").await? {
                 0 => {
@@ -557,14 +658,39 @@ impl Cluster {
                     server.modules.account_changed_elsewhere(&account);
                 }
             }
+            Event::Placed { .. } | Event::Released { .. } => self.placement.apply(&event, &self.config.node),
             _ => {}
         }
+    }
+
+    /// Routes again a message that did not reach its session at `bare` (an account), as if
+    /// the sessions in `refused` were not there: to its other resources or offline storage.
+    /// `hold` is dropped once that is done.
+    fn reroute(&self, server: &Arc<Server>, st: Stanza, bare: &str, refused: Vec<ConnId>, hold: impl Send + 'static) {
+        let (Ok(bare), true) = (jid::BareJid::new(bare), crate::session::journal::worth_rerouting(&st)) else { return };
+        let server = server.clone();
+        self.rerouting.spawn(async move {
+            crate::im::message::reroute_without(&server, st, &bare, &refused).await;
+            drop(hold);
+        });
+    }
+
+    /// A stanza published to a node that no subscriber heard: that node left or died, and
+    /// its sessions with it, though this node's mirror may not know yet.
+    fn unheard(&self, server: &Arc<Server>, unheard: Unheard) {
+        let Some((header, body)) = split_frame(&unheard.frame) else { return };
+        let Some(("S", full)) = header.split_once(' ') else { return };
+        let (Some((bare, _)), Ok(st)) = (full.split_once('/'), reader::parse_stanza(body, &Limits::unlimited())) else { return };
+        let node = Some(unheard.node.as_str());
+        let on_that_node = server.sessions.resources(bare).into_iter().filter(|r| r.handle.node() == node).map(|r| r.handle.conn).collect();
+        self.reroute(server, st, bare, on_that_node, unheard.charged);
     }
 
     /// Drops a dead node's sessions from the mirror, and the link to it.
     fn forget(&self, server: &Server, node: &str) {
         server.sessions.replace_remote(Vec::new(), |r| r.handle.node() != Some(node));
         self.peers.lock().expect("peers").remove(node);
+        self.placement.forget(node);
     }
 
     /// Takes over after a node that is gone (or this node's previous run): removes its
@@ -593,17 +719,55 @@ impl Cluster {
                 crate::im::presence::unavailable_on_behalf(server, &full).await;
             }
         }
+        if let Err(e) = self.release_node(node).await {
+            // Only tidiness: the claims of a node without a lease are void anyway.
+            tracing::warn!(error = %e, %node, "could not release the rooms of a node that is gone");
+        }
         tracing::info!(%node, sessions, journaled, "took over after a node that is gone");
         Ok(())
     }
 
-    /// A clean stop: the node leaves the list of nodes at once instead of when its lease
-    /// expires, taking what is left of its sessions with it.
+    /// A clean stop, once the node's sessions have ended: it stops listening to its channel
+    /// (routing what was still on its way to it to the accounts' sessions on other nodes or
+    /// offline storage; what other nodes publish after that reaches nobody, and they route
+    /// it themselves), leaves the list of nodes at once instead of when its lease expires,
+    /// taking what is left of its sessions with it, and waits until what it routes and
+    /// forwards to other nodes has left.
     pub async fn leave(&self, server: &Arc<Server>) {
+        // The lease is renewed until now: a shutdown longer than the lease is not a death.
+        self.leaving.send_replace(true);
+        let subscription = self.subscription.lock().expect("subscription").take();
+        if let Some(subscription) = subscription {
+            if tokio::time::timeout(LEAVE_DRAIN, subscription).await.is_err() {
+                tracing::warn!("could not stop listening to this node's channel in time");
+            }
+        }
         let left = self.take_over(server, self.node()).await;
         let dropped = self.redis.clone().del::<_, ()>(lease_key(self.node())).await;
         if let Err(e) = left.and(dropped) {
             tracing::warn!(error = %e, "could not leave the cluster; the other nodes will when the lease expires");
+        }
+        let finished = async {
+            self.rerouting.close();
+            self.rerouting.wait().await;
+            let peers: Vec<Arc<Peer>> = self.peers.lock().expect("peers").values().cloned().collect();
+            while peers.iter().any(|p| p.budget.held() > 0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(LEAVE_DRAIN, finished).await.is_err() {
+            tracing::warn!("stanzas for other nodes or offline storage were still on their way when this node stopped");
+        }
+    }
+
+    /// Waits (a second at most) until what is queued for other nodes has been published:
+    /// what a stopping node sends last (rooms telling their occupants it stops) must not
+    /// die with the process.
+    pub async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let queued = || self.peers.lock().expect("peers").values().any(|p| p.budget.held() > 0);
+        while queued() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -686,14 +850,14 @@ impl Cluster {
 
     /// A frame from this node's channel: `S <full JID>` and a stanza for a local session,
     /// or `C <conn> <condition> <full JID>` and a text to close one (the JID comes last: a
-    /// resource may contain spaces). Requests of another node, answered with `R <request
-    /// id> <status>` and a body: `B <request id> <node>` and a BOSH request for a session
-    /// here, `E <request id> <node>` and `<XEP-0198 id> <owner>` to end a resumable session
-    /// of this node's now. Requests are answered here or not at all, never passed on, so
-    /// none can go round the nodes.
+    /// resource may contain spaces), or `V <hops>` and a stanza for a room this node
+    /// serves. Requests of another node, answered with `R <request id> <status>` and a
+    /// body: `B <request id> <node>` and a BOSH request for a session here, `E <request
+    /// id> <node>` and `<XEP-0198 id> <owner>` to end a resumable session of this node's
+    /// now. Requests are answered here or not at all, never passed on, so none can go
+    /// round the nodes.
     fn receive(&self, server: &Arc<Server>, payload: &[u8]) {
-        let Some(nl) = payload.iter().position(|b| *b == b'\n') else { return };
-        let (header, body) = (String::from_utf8_lossy(&payload[..nl]), &payload[nl + 1..]);
+        let Some((header, body)) = split_frame(payload) else { return };
         // `None` for a stanza, the connection and condition for a close.
         let (close, full) = match header.split_once(' ') {
             Some(("B", rest)) => {
@@ -710,6 +874,7 @@ impl Cluster {
                 });
             }
             Some(("R", rest)) => return self.answered(rest, body),
+            Some(("V", hops)) => return self.received_placed(server, hops, body),
             Some(("S", full)) => (None, full),
             Some(("C", rest)) => {
                 let mut parts = rest.splitn(3, ' ');
@@ -729,11 +894,8 @@ impl Cluster {
                 };
                 // The session is gone (or full): a message goes where an undelivered one
                 // goes, to the account's other resources or offline storage.
-                if let Some(st) = refused.filter(crate::session::journal::worth_rerouting) {
-                    if let Ok(bare) = jid::BareJid::new(bare) {
-                        let server = server.clone();
-                        tokio::spawn(async move { crate::im::message::reroute(&server, st, &bare).await });
-                    }
+                if let Some(st) = refused {
+                    self.reroute(server, st, bare, Vec::new(), ());
                 }
             }
             Some((conn, condition)) => {
@@ -751,8 +913,17 @@ impl Cluster {
 pub async fn start(server: &Arc<Server>, cluster: Arc<Cluster>) -> Result<(), String> {
     crate::registry::seed_conn_ids();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    tokio::spawn(subscribe_loop(server.clone(), cluster.clone(), ready_tx));
+    let subscription = tokio::spawn(subscribe_loop(server.clone(), cluster.clone(), ready_tx));
+    *cluster.subscription.lock().expect("subscription") = Some(subscription);
     ready.await.map_err(|_| "cluster: could not subscribe to Redis".to_owned())?;
+    if let Some(mut unheard) = cluster.unheard_rx.lock().expect("unheard").take() {
+        let (server, cluster) = (server.clone(), cluster.clone());
+        tokio::spawn(async move {
+            while let Some(u) = unheard.recv().await {
+                cluster.unheard(&server, u);
+            }
+        });
+    }
     // With the mirror in place, so that the contacts on other nodes are reached; and
     // before announcing, as taking over removes the node from the list.
     cluster.take_over(server, cluster.node()).await.map_err(|e| format!("cluster: {e}"))?;
@@ -761,11 +932,11 @@ pub async fn start(server: &Arc<Server>, cluster: Arc<Cluster>) -> Result<(), St
     Ok(())
 }
 
-/// Renews this node's lease and reaps the others' expired ones, until shutdown.
+/// Renews this node's lease and reaps the others' expired ones, until the node leaves.
 async fn lease_loop(server: Arc<Server>, cluster: Arc<Cluster>) {
     let mut renew = tokio::time::interval(Duration::from_millis(cluster.config.lease_ms / 3));
     let mut check = tokio::time::interval(LEASE_CHECK);
-    let mut shutdown = server.shutdown_signal();
+    let mut leaving = cluster.leaving.subscribe();
     loop {
         tokio::select! {
             _ = renew.tick() => match cluster.renew().await {
@@ -783,32 +954,51 @@ async fn lease_loop(server: Arc<Server>, cluster: Arc<Cluster>) {
                     tracing::debug!(error = %e, "could not check the other nodes' leases");
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = left(&mut leaving) => return,
         }
     }
 }
 
 /// Listens to the events channel and this node's channel; after every (re)connection,
-/// registers this node's sessions again and rebuilds the mirror.
+/// registers this node's sessions again and rebuilds the mirror. Runs until the node
+/// leaves the cluster, not just until shutdown begins: stanzas for the sessions it is
+/// closing keep coming until the other nodes know they are gone, and are routed again.
 async fn subscribe_loop(server: Arc<Server>, cluster: Arc<Cluster>, ready: tokio::sync::oneshot::Sender<()>) {
     let mut ready = Some(ready);
-    let mut shutdown = server.shutdown_signal();
+    let mut leaving = cluster.leaving.subscribe();
+    let own = node_channel(cluster.node());
+    let handle = |msg: redis::Msg| {
+        if msg.get_channel_name() == own {
+            cluster.receive(&server, msg.get_payload_bytes());
+        } else {
+            cluster.apply(&server, msg.get_payload_bytes());
+        }
+    };
     loop {
         match subscribed(&server, &cluster).await {
-            Ok(mut pubsub) => {
+            Ok(pubsub) => {
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
-                let own = node_channel(cluster.node());
-                let mut messages = pubsub.on_message();
+                let (mut sink, mut messages) = pubsub.split();
                 loop {
                     tokio::select! {
                         msg = messages.next() => match msg {
-                            Some(msg) if msg.get_channel_name() == own => cluster.receive(&server, msg.get_payload_bytes()),
-                            Some(msg) => cluster.apply(&server, msg.get_payload_bytes()),
+                            Some(msg) => handle(msg),
                             None => break,
                         },
-                        _ = shutdown.changed() => return,
+                        _ = left(&mut leaving) => {
+                            // Redis confirms the unsubscription after the messages published
+                            // before it, which are then waiting in the stream; a stanza
+                            // published later reaches nobody, and its sender's node routes it.
+                            if let Err(e) = sink.unsubscribe(&own).await {
+                                tracing::warn!(error = %e, "could not stop listening to this node's channel");
+                            }
+                            while let Some(Some(msg)) = messages.next().now_or_never() {
+                                handle(msg);
+                            }
+                            return;
+                        }
                     }
                 }
                 tracing::warn!("lost the connection to Redis; reconnecting");
@@ -817,9 +1007,14 @@ async fn subscribe_loop(server: Arc<Server>, cluster: Arc<Cluster>, ready: tokio
         }
         tokio::select! {
             _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-            _ = shutdown.changed() => return,
+            _ = left(&mut leaving) => return,
         }
     }
+}
+
+/// Resolves once the node is leaving the cluster.
+async fn left(leaving: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = leaving.wait_for(|left| *left).await;
 }
 
 /// Subscribes, then synchronizes: events published meanwhile wait in the subscription and

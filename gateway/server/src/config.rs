@@ -96,6 +96,8 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// Bytes of stanzas waiting to be forwarded to one other node; over it, delivery to
     /// that node fails as if its sessions were gone (messages go to offline storage).
+    /// Also bounds the stanzas other nodes forwarded for rooms this node serves, waiting
+    /// to be handled; over it, they are dropped.
     pub max_forward_bytes: usize,
     /// Bytes of an available resource's last presence kept in the shared registry for
     /// probes; a longer presence is kept without its payload.
@@ -270,8 +272,9 @@ pub struct S2sConfig {
     pub allow: Vec<String>,
     /// Domains the server never federates with.
     pub deny: Vec<String>,
-    /// The secret behind dialback keys (XEP-0220 §2.4). Default: a random one per start;
-    /// servers sharing domains (a cluster) must share it.
+    /// The secret behind dialback keys (XEP-0220 §2.4). Default: a random one per start,
+    /// or in a cluster one the nodes share through Redis; servers sharing domains must
+    /// share it.
     pub dialback_secret: Option<String>,
     /// Per-peer settings, by domain.
     pub peers: BTreeMap<String, PeerConfig>,

@@ -140,6 +140,11 @@ impl OutputBudget {
         self.max
     }
 
+    /// The bytes counted now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Counts a refusal of the bound.
     pub(crate) fn overflowed(&self) {
         self.overflows.inc();

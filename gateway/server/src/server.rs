@@ -77,14 +77,21 @@ impl Server {
         let metrics = crate::metrics::Metrics::new();
         let tls = Tls::load(&config)?;
         let store = Store::open(&config.storage_url()).await?.observed(metrics.storage_observer());
-        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s, &metrics).map_err(StartError::S2s)?);
-        let window = Duration::from_secs(config.auth.throttle_window_secs);
-        let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
         let sessions = SessionRegistry::default();
+        let mut shared_secret = None;
         if let Some(c) = &config.cluster {
             let overflows = metrics.limit_counter(crate::metrics::Limit::ClusterForward);
-            sessions.join(Arc::new(crate::cluster::Cluster::connect(c, overflows).await.map_err(StartError::Cluster)?));
+            let cluster = crate::cluster::Cluster::connect(c, overflows).await.map_err(StartError::Cluster)?;
+            // Whichever node a peer asks to verify a dialback key must know the key: without
+            // a configured secret, the nodes share one kept in Redis.
+            if config.s2s.dialback_secret.is_none() {
+                shared_secret = Some(cluster.dialback_secret().await.map_err(StartError::Cluster)?);
+            }
+            sessions.join(Arc::new(cluster));
         }
+        let s2s = Arc::new(crate::s2s::S2s::new(&config.s2s, shared_secret, &metrics).map_err(StartError::S2s)?);
+        let window = Duration::from_secs(config.auth.throttle_window_secs);
+        let decoy = crate::accounts::decoy(&store, config.auth.scram_iterations).await?;
         Ok(Arc::new(Server {
             modules: Modules::standard(&config, &store, &metrics),
             sessions,
@@ -117,7 +124,13 @@ impl Server {
 
     /// Resolves when shutdown begins.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+        let mut signal = self.shutdown.subscribe();
+        // Asked for once shutdown has begun (a connection whose TLS handshake ended since):
+        // `changed()` must still resolve, or the connection outlives the shutdown's wait.
+        if *signal.borrow() {
+            signal.mark_changed();
+        }
+        signal
     }
 
     /// Counts a connection for the lifetime of the returned guard.
@@ -374,7 +387,7 @@ impl Running {
             if let Some(cluster) = self.server.sessions.cluster() {
                 cluster.leave(&self.server).await;
             }
-            self.server.modules.stopping().await;
+            self.server.modules.stopping(&self.server).await;
             self.server.store.close().await;
         };
         match tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing).await {

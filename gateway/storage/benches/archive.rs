@@ -1,5 +1,8 @@
 //! Archive queries at scale: the same queries against a 10k-item and a 1M-item archive of
-//! one user, in one run, so the figure to quote is how much slower the large one is.
+//! one user, in one run, so the figure to quote is how much slower the large one is; on
+//! SQLite, and in the same run on PostgreSQL when `ARCHIVE_BENCH_POSTGRES` names a server
+//! (`postgres://user@host:port`, without a database: the bench creates its own and drops
+//! it), so the backends compare as ratios from one run.
 //!
 //! `cargo bench -p jabberwock-storage --bench archive` (ARCHIVE_BENCH_ITEMS changes the
 //! large size). Plain std timing: the median of 25 runs per query after 3 warm-ups.
@@ -7,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use jabberwock_storage::{ArchiveAppend, ArchiveQuery, Store, UserRef};
+use sqlx::migrate::MigrateDatabase;
 
 const PARTNERS: usize = 10;
 
@@ -84,8 +88,38 @@ async fn measure(store: &Store, user: &str, items: usize) -> Vec<Duration> {
     out
 }
 
+/// Fills a fresh store with both archives and measures them: (small, large) medians.
+/// `postgres_url`: the store is that PostgreSQL database.
+async fn bench_store(store: &Store, postgres_url: Option<&str>, small: usize, large: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let t = Instant::now();
+    fill(store, "small", small).await;
+    fill(store, "large", large).await;
+    println!("filled {small} + {large} items in {:.1} s", t.elapsed().as_secs_f64());
+    if let Some(url) = postgres_url {
+        // What autovacuum does after a bulk load: statistics for the planner, and the
+        // visibility map that index-only scans need.
+        let admin = sqlx::PgPool::connect(url).await.expect("connect");
+        sqlx::query("VACUUM ANALYZE archive").execute(&admin).await.expect("vacuum analyze");
+        admin.close().await;
+    }
+    (measure(store, "small", small).await, measure(store, "large", large).await)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn print_table(backend: &str, small: usize, large: usize, a: &[Duration], b: &[Duration]) {
+    println!("\n{backend}\n| query | {small} items | {large} items | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for ((name, s), l) in QUERIES.iter().zip(a).zip(b) {
+        println!("| {name} | {:.0} µs | {:.0} µs | {:.1}× |", micros(*s), micros(*l), l.as_secs_f64() / s.as_secs_f64());
+    }
+}
+
 fn main() {
     let large: usize = std::env::var("ARCHIVE_BENCH_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let postgres = std::env::var("ARCHIVE_BENCH_POSTGRES").ok();
     let bench_mode = std::env::args().any(|a| a == "--bench");
     // Under `cargo test`, a quick smoke run only.
     let (small, large) = if bench_mode { (10_000, large) } else { (100, 1_000) };
@@ -93,22 +127,20 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.expect("open");
-        let t = Instant::now();
-        fill(&store, "small", small).await;
-        fill(&store, "large", large).await;
-        println!("filled {small} + {large} items in {:.1} s", t.elapsed().as_secs_f64());
-        let a = measure(&store, "small", small).await;
-        let b = measure(&store, "large", large).await;
-        println!("| query | {small} items | {large} items | ratio |");
-        println!("| --- | ---: | ---: | ---: |");
-        for ((name, s), l) in QUERIES.iter().zip(&a).zip(&b) {
-            println!(
-                "| {name} | {:.0} µs | {:.0} µs | {:.1}× |",
-                s.as_secs_f64() * 1e6,
-                l.as_secs_f64() * 1e6,
-                l.as_secs_f64() / s.as_secs_f64()
-            );
-        }
+        let (a, b) = bench_store(&store, None, small, large).await;
         store.close().await;
+        print_table("SQLite", small, large, &a, &b);
+        let Some(server) = postgres else { return };
+        let url = format!("{}/jw_archive_bench_{}", server.trim_end_matches('/'), std::process::id());
+        let store = Store::open(&url).await.expect("open the PostgreSQL database");
+        let (pa, pb) = bench_store(&store, Some(&url), small, large).await;
+        store.close().await;
+        sqlx::Postgres::drop_database(&url).await.expect("drop the bench database");
+        print_table("PostgreSQL", small, large, &pa, &pb);
+        println!("\n| query | SQLite, {large} items | PostgreSQL, {large} items | PostgreSQL / SQLite |");
+        println!("| --- | ---: | ---: | ---: |");
+        for ((name, s), p) in QUERIES.iter().zip(&b).zip(&pb) {
+            println!("| {name} | {:.0} µs | {:.0} µs | {:.2}× |", micros(*s), micros(*p), p.as_secs_f64() / s.as_secs_f64());
+        }
     });
 }

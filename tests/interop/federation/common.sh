@@ -1,8 +1,10 @@
 # What the federation suites share (sourced, not run, after ../server.sh):
-#   jw_federation_config C2S_PORT [<<TOML]
-#                                      Jabberwock's config for jabberwock.test on $JW_HOST,
-#                                      with the certificate test_cert made for it, the test
-#                                      CA as trust store, and any extra TOML on stdin
+#   jw_federation_config C2S_PORT [S2S_PORT] [<<TOML]
+#                                      Jabberwock's config for jabberwock.test on $JW_HOST
+#                                      (s2s on S2S_PORT, 5269 by default), with the
+#                                      certificate test_cert made for it, the test CA as
+#                                      trust store, top-level keys from $JW_TOP_TOML, and
+#                                      any extra TOML on stdin
 #   require_hosts "NAME ADDRESS"...    stops the run (exit 2) unless each NAME resolves to
 #                                      ADDRESS, as scripts/setup-test-env.sh arranges
 # Certificates:
@@ -34,6 +36,7 @@ jw_federation_config() {
     local extra
     extra="$(cat)"
     jw_config <<TOML
+${JW_TOP_TOML:-}
 [listen]
 c2s = ["$JW_HOST:$1"]
 c2s_direct_tls = []
@@ -47,7 +50,7 @@ cert = "$CERTS/jabberwock.test.crt"
 key = "$CERTS/jabberwock.test.key"
 
 [s2s]
-listen = ["$JW_HOST:5269"]
+listen = ["$JW_HOST:${2:-5269}"]
 trust_store = "$CERTS/ca.pem"
 connect_timeout_secs = 10
 $extra

@@ -145,10 +145,28 @@ pub struct ReactionCount {
     pub ours: bool,
 }
 
+/// A message that actions annotate: one of a chat, or of a room.
+pub trait Annotated {
+    fn annotations(&self) -> &Annotations;
+}
+
+impl Annotated for Annotations {
+    fn annotations(&self) -> &Annotations {
+        self
+    }
+}
+
+impl Annotated for ChatMessage {
+    fn annotations(&self) -> &Annotations {
+        &self.annotations
+    }
+}
+
 /// The reactions under `m`, most used first. `me` is how our reactions are keyed.
-pub fn reaction_counts(m: &ChatMessage, me: &str) -> Vec<ReactionCount> {
+pub fn reaction_counts(m: &impl Annotated, me: &str) -> Vec<ReactionCount> {
+    let m = m.annotations();
     let mut counts: Vec<ReactionCount> = Vec::new();
-    for (who, r) in &m.annotations.reactions {
+    for (who, r) in &m.reactions {
         for e in &r.emoji {
             match counts.iter_mut().find(|c| &c.emoji == e) {
                 Some(c) => c.by.push(who.clone()),
@@ -173,9 +191,9 @@ pub fn version(m: &ChatMessage) -> u64 {
 }
 
 /// The emoji the picker offers for `m`: the common ones, then those already under it.
-pub fn picker_choices(m: &ChatMessage) -> Vec<String> {
+pub fn picker_choices(m: &impl Annotated) -> Vec<String> {
     let mut all: Vec<String> = COMMON_REACTIONS.iter().map(|e| (*e).to_owned()).collect();
-    for r in m.annotations.reactions.values() {
+    for r in m.annotations().reactions.values() {
         for e in &r.emoji {
             if !all.contains(e) {
                 all.push(e.clone());
@@ -201,6 +219,23 @@ pub fn quote(text: &str) -> String {
         Some((at, _)) => format!("{}…", &line[..at]),
         None => line.to_owned(),
     }
+}
+
+/// The reactions `me` has on a message with `annotations` once `emoji` is toggled (the
+/// whole set, as XEP-0444 sends it); `None` when it cannot be added.
+pub fn toggled(annotations: &Annotations, me: &str, emoji: &str) -> Option<Vec<String>> {
+    if emoji.trim().is_empty() || emoji.len() > MAX_REACTION_BYTES {
+        return None;
+    }
+    let mut ours = annotations.reactions.get(me).map(|r| r.emoji.clone()).unwrap_or_default();
+    match ours.iter().position(|e| e == emoji) {
+        Some(at) => {
+            ours.remove(at);
+        }
+        None if ours.len() < MAX_REACTIONS => ours.push(emoji.to_owned()),
+        None => return None,
+    }
+    Some(ours)
 }
 
 /// What a reference did.
@@ -489,17 +524,7 @@ impl Client {
     pub fn toggle_reaction(&mut self, conv: &str, id: &str, emoji: &str, now_ms: i64) -> Vec<Event> {
         let me = self.account().bare().to_owned();
         let Some(m) = self.chats.message(conv, id).filter(|m| !m.annotations.retracted) else { return Vec::new() };
-        if !self.is_online() || emoji.trim().is_empty() || emoji.len() > MAX_REACTION_BYTES {
-            return Vec::new();
-        }
-        let mut ours = m.annotations.reactions.get(&me).map(|r| r.emoji.clone()).unwrap_or_default();
-        match ours.iter().position(|e| e == emoji) {
-            Some(at) => {
-                ours.remove(at);
-            }
-            None if ours.len() < MAX_REACTIONS => ours.push(emoji.to_owned()),
-            None => return Vec::new(),
-        }
+        let Some(ours) = toggled(&m.annotations, &me, emoji).filter(|_| self.is_online()) else { return Vec::new() };
         let new_id = self.id();
         let el = reactions(&new_id, conv, id, &ours);
         self.send_reference(conv, el, now_ms)

@@ -14,7 +14,11 @@ use crate::address;
 use crate::chat::{parse_timestamp, History};
 use crate::form::Form;
 use crate::ns;
+use crate::actions::Annotations;
 use crate::stanza::{self, ErrorInfo, PresenceInfo, Show};
+
+mod actions;
+pub use actions::{Moderation, MAX_ROOM_ORPHANS};
 
 /// Messages per page of room history.
 pub const HISTORY_PAGE: u32 = 50;
@@ -132,6 +136,18 @@ pub struct RoomMessage {
     /// Names our nick.
     pub mention: bool,
     pub error: Option<String>,
+    /// Its author corrected it (XEP-0308).
+    pub edited: bool,
+    /// What message actions did to it, and its reply and file link.
+    pub annotations: Annotations,
+    /// A moderator removed it (XEP-0425).
+    pub moderation: Option<Moderation>,
+}
+
+impl crate::actions::Annotated for RoomMessage {
+    fn annotations(&self) -> &Annotations {
+        &self.annotations
+    }
 }
 
 impl RoomMessage {
@@ -204,7 +220,8 @@ pub struct Room {
     pub affiliation: Affiliation,
     /// Our occupant id (XEP-0421), to know our own messages in the archive.
     occupant_id: Option<String>,
-    /// Kept out of what a shared session shows its tabs (see `tabs`): only the session uses them.
+    /// Kept out of what a shared session shows its tabs (see `tabs`), with `creating` and
+    /// `orphans`: only the session uses them.
     #[serde(skip)]
     password: Option<String>,
     /// Set while creating: what to configure once the room says it was created (201).
@@ -212,6 +229,9 @@ pub struct Room {
     creating: Option<RoomSettings>,
     /// The configuration form, while an owner edits it.
     pub config: Option<Form>,
+    /// Actions on messages not loaded yet, from the archive ([`actions`]).
+    #[serde(skip)]
+    orphans: Vec<actions::RoomReference>,
 }
 
 impl Room {
@@ -233,6 +253,7 @@ impl Room {
             password,
             creating: None,
             config: None,
+            orphans: Vec::new(),
         }
     }
 
@@ -295,8 +316,10 @@ impl Room {
             }
             return false;
         }
+        let (stanza_id, id) = (msg.stanza_id.clone(), msg.id.clone());
         let at = self.messages.partition_point(|m| m.timestamp_ms <= msg.timestamp_ms);
         self.messages.insert(at, msg);
+        self.adopt(stanza_id.as_deref(), &id);
         true
     }
 }
@@ -356,6 +379,8 @@ enum RoomIq {
     /// A role or affiliation change: what to say when it fails.
     Admin { room: String, what: String },
     SelfPing { room: String },
+    /// A moderator's retraction (XEP-0425).
+    Moderate { room: String },
     /// The room's disco#info, for its name.
     Info { room: String },
     ServerItems,
@@ -501,28 +526,36 @@ impl Rooms {
     /// room sends it back to us (matched by its id, which also goes as XEP-0359
     /// `origin-id` for rooms that rewrite ids).
     pub fn send(&mut self, room: &str, body: &str, now_ms: i64) -> Vec<Effect> {
-        if body.trim().is_empty() || !self.rooms.get(room).is_some_and(Room::is_joined) {
-            return Vec::new();
-        }
         let id = self.id();
-        let Some(r) = self.rooms.get_mut(room) else { return Vec::new() };
         let msg = Element::new("message", ns::CLIENT)
             .with_attr("type", "groupchat")
             .with_attr("to", room)
             .with_attr("id", id.as_str())
             .with_child(Element::new("body", ns::CLIENT).with_text(body))
             .with_child(Element::new("origin-id", ns::SID).with_attr("id", id.as_str()));
+        self.send_new(room, id, msg, body, Annotations::default(), now_ms)
+    }
+
+    /// Sends `msg` (ours, with id `id`, showing `shown`) to the room and shows it.
+    fn send_new(&mut self, room: &str, id: String, msg: Element, shown: &str, annotations: Annotations, now_ms: i64) -> Vec<Effect> {
+        let Some(r) = self.rooms.get_mut(room).filter(|r| r.is_joined()) else { return Vec::new() };
+        if shown.trim().is_empty() {
+            return Vec::new();
+        }
         r.add(RoomMessage {
             id,
             stanza_id: None,
             nick: r.nick.clone(),
             occupant_id: r.occupant_id.clone(),
-            body: body.to_owned(),
+            body: shown.to_owned(),
             timestamp_ms: now_ms,
             outgoing: true,
             reflected: false,
             mention: false,
             error: None,
+            edited: false,
+            annotations,
+            moderation: None,
         });
         vec![Effect::Send(msg), Effect::Changed { room: room.to_owned(), mention: false }]
     }
@@ -929,11 +962,19 @@ impl Rooms {
             r.subject = Some(subject.trim().to_owned()).filter(|s| !s.is_empty());
             return vec![Effect::Changed { room, mention: false }];
         }
+        let occupant_id = el.child("occupant-id", ns::OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned);
+        let delayed = el.child("delay", ns::DELAY).and_then(|d| d.attr("stamp")).and_then(parse_timestamp);
+        let author = occupant_id.clone().unwrap_or_else(|| nick.unwrap_or_default().to_owned());
+        if let Some(reference) = actions::reference(el, nick, &author, delayed.unwrap_or(now_ms)) {
+            if let Some(reference) = reference {
+                r.apply_or_keep(reference);
+            }
+            return vec![Effect::Changed { room, mention: false }];
+        }
         let Some(body) = body else { return Vec::new() };
         let nick = nick.unwrap_or_default();
-        let occupant_id = el.child("occupant-id", ns::OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned);
         let outgoing = !nick.is_empty() && r.is_ours(nick, occupant_id.as_deref());
-        let delayed = el.child("delay", ns::DELAY).and_then(|d| d.attr("stamp")).and_then(parse_timestamp);
+        let (body, annotations) = crate::actions::prepare(body, &crate::actions::Extras::parse(el));
         let mention = !outgoing && mentions(&body, &r.nick);
         let msg = RoomMessage {
             id: message_id(el),
@@ -946,6 +987,9 @@ impl Rooms {
             reflected: outgoing,
             mention,
             error: None,
+            edited: false,
+            annotations,
+            moderation: None,
         };
         if !r.add(msg) {
             return vec![Effect::Changed { room, mention: false }];
@@ -988,12 +1032,28 @@ impl Rooms {
         }
         let forwarded = result.child("forwarded", ns::FORWARD);
         let Some(m) = forwarded.and_then(|f| f.child("message", ns::CLIENT)) else { return Vec::new() };
-        let Some(body) = m.child_text("body", ns::CLIENT).filter(|b| !b.trim().is_empty()) else { return Vec::new() };
         let Some(r) = self.rooms.get_mut(&room) else { return Vec::new() };
-        let nick = m.attr("from").and_then(address::resource).unwrap_or_default().to_owned();
+        let from_nick = m.attr("from").and_then(address::resource);
+        let nick = from_nick.unwrap_or_default().to_owned();
         let occupant_id = m.child("occupant-id", ns::OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned);
+        let stamp = forwarded.and_then(|f| f.child("delay", ns::DELAY)).and_then(|d| d.attr("stamp")).and_then(parse_timestamp).unwrap_or(0);
+        let author = occupant_id.clone().unwrap_or_else(|| nick.clone());
+        if let Some(tombstone) = actions::tombstone(m, archive_id, &author, stamp) {
+            if r.message(archive_id).is_none() {
+                r.add(tombstone.placeholder(archive_id, nick, occupant_id).expect("a retraction"));
+            }
+            r.apply_or_keep(tombstone);
+            return Vec::new();
+        }
+        if let Some(reference) = actions::reference(m, from_nick, &author, stamp) {
+            if let Some(reference) = reference {
+                r.apply_or_keep(reference);
+            }
+            return Vec::new();
+        }
+        let Some(body) = m.child_text("body", ns::CLIENT).filter(|b| !b.trim().is_empty()) else { return Vec::new() };
         let outgoing = !nick.is_empty() && r.is_ours(&nick, occupant_id.as_deref());
-        let stamp = forwarded.and_then(|f| f.child("delay", ns::DELAY)).and_then(|d| d.attr("stamp")).and_then(parse_timestamp);
+        let (body, annotations) = crate::actions::prepare(body, &crate::actions::Extras::parse(m));
         r.add(RoomMessage {
             id: message_id(m),
             stanza_id: Some(archive_id.to_owned()),
@@ -1001,10 +1061,13 @@ impl Rooms {
             occupant_id,
             mention: !outgoing && mentions(&body, &r.nick),
             body,
-            timestamp_ms: stamp.unwrap_or(0),
+            timestamp_ms: stamp,
             outgoing,
             reflected: outgoing,
             error: None,
+            edited: false,
+            annotations,
+            moderation: None,
         });
         Vec::new()
     }
@@ -1077,6 +1140,10 @@ impl Rooms {
             },
             RoomIq::Admin { room, what } => match error {
                 Some(e) => vec![Effect::Notice(format!("Could not {what} in {room}: {}", e.describe()))],
+                None => Vec::new(),
+            },
+            RoomIq::Moderate { room } => match error {
+                Some(e) => vec![Effect::Notice(format!("The message was not removed from {room}: {}", e.describe()))],
                 None => Vec::new(),
             },
             RoomIq::SelfPing { room } => {
@@ -1251,17 +1318,17 @@ mod tests {
     use super::*;
     use crate::connection::tests::parse;
 
-    const ROOM: &str = "lobby@conference.localhost";
+    pub(crate) const ROOM: &str = "lobby@conference.localhost";
 
-    fn sent(effects: &[Effect]) -> Vec<&Element> {
+    pub(crate) fn sent(effects: &[Effect]) -> Vec<&Element> {
         effects.iter().filter_map(|e| if let Effect::Send(el) = e { Some(el) } else { None }).collect()
     }
 
-    fn feed(rooms: &mut Rooms, xml: &str) -> Vec<Effect> {
+    pub(crate) fn feed(rooms: &mut Rooms, xml: &str) -> Vec<Effect> {
         rooms.receive(&parse(xml), &PresenceInfo::default(), 5_000).expect("room traffic")
     }
 
-    fn presence(nick: &str, affiliation: &str, role: &str, extra: &str) -> String {
+    pub(crate) fn presence(nick: &str, affiliation: &str, role: &str, extra: &str) -> String {
         format!(
             "<presence xmlns='jabber:client' from='{ROOM}/{nick}' to='user@localhost/web'>\
              <x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='{affiliation}' role='{role}'/>{extra}</x></presence>"
@@ -1269,7 +1336,7 @@ mod tests {
     }
 
     /// Rooms with `ROOM` joined as `nick` (with the given standing), and bob in it.
-    fn joined(nick: &str, affiliation: &str, role: &str) -> Rooms {
+    pub(crate) fn joined(nick: &str, affiliation: &str, role: &str) -> Rooms {
         let mut rooms = Rooms::new("t".into(), b"key".to_vec());
         rooms.join(ROOM, nick, None, &PresenceInfo::default()).unwrap();
         feed(&mut rooms, &presence("bob", "member", "participant", "").replace("</x>", "</x><occupant-id xmlns='urn:xmpp:occupant-id:0' id='ob'/>"));
@@ -1281,7 +1348,7 @@ mod tests {
         rooms
     }
 
-    fn groupchat(nick: &str, id: &str, body: &str, extra: &str) -> String {
+    pub(crate) fn groupchat(nick: &str, id: &str, body: &str, extra: &str) -> String {
         format!("<message xmlns='jabber:client' type='groupchat' from='{ROOM}/{nick}' id='{id}'><body>{body}</body>{extra}</message>")
     }
 

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use jabberwock_client_core::actions::last_correctable;
 use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::muc::{Effect, Room, Rooms};
 use jabberwock_client_core::upload::{Slot, UploadEvent};
+use jabberwock_client_core::{Client, Event};
 use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -20,7 +22,7 @@ use crate::state::Upload;
 
 /// Runs a core action on the session and hands its events over; false when nothing was
 /// sent (offline, or not allowed).
-fn act(f: impl FnOnce(&mut Session, i64) -> Vec<jabberwock_client_core::Event>) -> bool {
+fn act(f: impl FnOnce(&mut Session, i64) -> Vec<Event>) -> bool {
     with_session(|s| {
         let events = f(s, browser::now_ms());
         let sent = !events.is_empty();
@@ -30,43 +32,74 @@ fn act(f: impl FnOnce(&mut Session, i64) -> Vec<jabberwock_client_core::Event>) 
     .unwrap_or(false)
 }
 
+/// Whether `conv` is a room of ours: actions there go through the room (the XEPs name
+/// a room's messages by the room's ids).
+pub(super) fn is_room(s: &Session, conv: &str) -> bool {
+    s.client.rooms.get(conv).is_some()
+}
+
+/// [`act`] with the room's version of an action when `conv` is a room.
+fn act_in(conv: &str, room: impl FnOnce(&mut Rooms, i64) -> Vec<Effect>, chat: impl FnOnce(&mut Client, i64) -> Vec<Event>) -> bool {
+    act(|s, now| if is_room(s, conv) { s.client.room_action(|rooms, _| room(rooms, now)) } else { chat(&mut s.client, now) })
+}
+
 pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {
     if shared::forward(Command::CorrectLast { conv: conv.to_owned(), id: id.to_owned(), text: text.to_owned() }) {
         return true;
     }
-    act(|s, now| s.client.correct_last(conv, id, text, now))
+    act_in(conv, |r, now| r.correct(conv, id, text, now), |c, now| c.correct_last(conv, id, text, now))
 }
 
 pub fn retract(conv: &str, id: &str) -> bool {
     if shared::forward(Command::Retract { conv: conv.to_owned(), id: id.to_owned() }) {
         return true;
     }
-    act(|s, now| s.client.retract(conv, id, now))
+    act_in(conv, |r, now| r.retract(conv, id, now), |c, now| c.retract(conv, id, now))
 }
 
 pub fn toggle_reaction(conv: &str, id: &str, emoji: &str) -> bool {
     if shared::forward(Command::ToggleReaction { conv: conv.to_owned(), id: id.to_owned(), emoji: emoji.to_owned() }) {
         return true;
     }
-    act(|s, now| s.client.toggle_reaction(conv, id, emoji, now))
+    act_in(conv, |r, now| r.toggle_reaction(conv, id, emoji, now), |c, now| c.toggle_reaction(conv, id, emoji, now))
 }
 
 pub fn send_reply(conv: &str, reply_to: &str, text: &str) -> bool {
     if shared::forward(Command::SendReply { conv: conv.to_owned(), reply_to: reply_to.to_owned(), text: text.to_owned() }) {
         return true;
     }
-    act(|s, now| s.client.send_reply(conv, reply_to, text, now))
+    act_in(conv, |r, now| r.send_reply(conv, reply_to, text, now), |c, now| c.send_reply(conv, reply_to, text, now))
+}
+
+/// XEP-0425: as a moderator of the room `conv`, removes the message `id` for everyone.
+pub fn moderate(conv: &str, id: &str) -> bool {
+    if shared::forward(Command::Moderate { conv: conv.to_owned(), id: id.to_owned() }) {
+        return true;
+    }
+    act_in(conv, |r, _| r.moderate(conv, id, None), |_, _| Vec::new())
 }
 
 /// Our last message in `conv` that may still be corrected: its id and text.
 pub fn correctable(conv: &str) -> Option<(String, String)> {
-    let found = |m: &ChatMessage| (m.id.clone(), m.body.clone());
-    // A tab of a shared session has the open conversation's messages.
+    let in_room = |room: &Room| room.correctable().map(|m| (Room::key_of(m).to_owned(), m.body.clone()));
+    let in_chat = |m: &ChatMessage| (m.id.clone(), m.body.clone());
+    // A tab has the open conversation as the worker showed it.
     let shown = shared::shown(|state| {
-        let open = state.active.get_untracked().is_some_and(|a| a == conv);
-        state.messages.with_untracked(|msgs| last_correctable(msgs).filter(|_| open).map(found))
+        if state.active.get_untracked().as_deref() != Some(conv) {
+            return None;
+        }
+        match state.room.with_untracked(|r| r.as_ref().filter(|r| r.jid == conv).map(in_room)) {
+            Some(found) => found,
+            None => state.messages.with_untracked(|msgs| last_correctable(msgs).map(in_chat)),
+        }
     });
-    shown.unwrap_or_else(|| with_session(|s| s.client.correctable(conv).map(found)).flatten())
+    shown.unwrap_or_else(|| {
+        with_session(|s| match s.client.rooms.get(conv) {
+            Some(room) => in_room(room),
+            None => s.client.correctable(conv).map(in_chat),
+        })
+        .flatten()
+    })
 }
 
 impl Session {
@@ -176,7 +209,7 @@ fn put(uploads: RwSignal<Vec<Upload>>, request: u64, conv: String, file: web_sys
         let status = done_xhr.status().unwrap_or(0);
         if (200..300).contains(&status) {
             uploads.update(|u| u.retain(|x| x.request != request));
-            act(|s, now| s.client.send_file(&conv, &get, now));
+            act_in(&conv, |r, now| r.send_file(&conv, &get, now), |c, now| c.send_file(&conv, &get, now));
         } else if status == 0 {
             fail("the upload service could not be reached".into());
         } else {

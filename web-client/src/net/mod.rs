@@ -26,7 +26,7 @@ use leptos::task::spawn_local;
 use crate::state::{AppState, Row, Status};
 use crate::{browser, drafts, kept, settings, unread};
 use bosh::BoshTransport;
-pub use actions::{correct_last, correctable, dismiss_upload, retract, send_reply, toggle_reaction, upload};
+pub use actions::{correct_last, correctable, dismiss_upload, moderate, retract, send_reply, toggle_reaction, upload};
 pub use discovery::link_endpoint_usable;
 use websocket::WsTransport;
 
@@ -917,6 +917,10 @@ pub fn typing(to: &str, typing: bool) {
         return;
     }
     with_session(|s| {
+        // Chat states go to a contact, not to a whole room.
+        if actions::is_room(s, to) {
+            return;
+        }
         if let Some(t) = s.typing_timer.take() {
             browser::clear_timeout(t);
         }
@@ -945,6 +949,12 @@ pub fn send_message(to: &str, body: &str) -> bool {
     with_session(|s| {
         if let Some(t) = s.typing_timer.take() {
             browser::clear_timeout(t);
+        }
+        if actions::is_room(s, to) {
+            let events = s.client.room_action(|rooms, _| rooms.send(to, body, browser::now_ms()));
+            let sent = !events.is_empty();
+            s.handle(events);
+            return sent;
         }
         let events = s.client.send_message(to, body, browser::now_ms());
         let taken = events.iter().any(|e| matches!(e, Event::ChatChanged { .. }));

@@ -158,19 +158,6 @@ pub fn leave(room: &str) {
     super::open_chat(None);
 }
 
-pub fn send(room: &str, body: &str) -> bool {
-    if shared::forward(Command::RoomSend { room: room.to_owned(), body: body.to_owned() }) {
-        return !body.trim().is_empty();
-    }
-    with_session(|s| {
-        let ev = s.client.room_action(|rooms, _| rooms.send(room, body, browser::now_ms()));
-        let sent = !ev.is_empty();
-        s.handle(ev);
-        sent
-    })
-    .unwrap_or(false)
-}
-
 pub fn change_nick(room: &str, nick: &str) {
     if shared::forward(Command::ChangeNick { room: room.to_owned(), nick: nick.to_owned() }) {
         return;

@@ -465,6 +465,9 @@ fn run(state: AppState, command: Command, file: Option<web_sys::File>) {
         Command::SendReply { conv, reply_to, text } => {
             super::send_reply(&conv, &reply_to, &text);
         }
+        Command::Moderate { conv, id } => {
+            super::moderate(&conv, &id);
+        }
         Command::Upload { conv } => {
             if let Some(file) = file {
                 super::upload(&conv, file);
@@ -474,9 +477,6 @@ fn run(state: AppState, command: Command, file: Option<web_sys::File>) {
         Command::Join { room, nick, password } => notice(rooms::join(&room, &nick, &password)),
         Command::CreateRoom { room, nick, settings } => notice(rooms::create(&room, &nick, settings)),
         Command::Leave { room } => rooms::leave(&room),
-        Command::RoomSend { room, body } => {
-            rooms::send(&room, &body);
-        }
         Command::ChangeNick { room, nick } => rooms::change_nick(&room, &nick),
         Command::SetSubject { room, subject } => rooms::set_subject(&room, &subject),
         Command::Invite { room, jid } => notice(rooms::invite(&room, &jid)),

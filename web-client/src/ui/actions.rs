@@ -4,7 +4,7 @@
 //! progress. What they do is in the core ([`jabberwock_client_core::actions`]); every
 //! string from the network is rendered as text.
 
-use jabberwock_client_core::actions::{self, file_name, is_image, picker_choices, reaction_counts, reply_quote};
+use jabberwock_client_core::actions::{self, file_name, is_image, picker_choices, reaction_counts, reply_quote, Annotations, Reply};
 use jabberwock_client_core::chat::{ChatMessage, Direction};
 use jabberwock_client_core::upload::human_size;
 use leptos::ev::{DragEvent, KeyboardEvent};
@@ -93,11 +93,11 @@ impl Compose {
 }
 
 /// The body of a message: retracted, a file, or its text (`text`, already linkified).
-pub fn body(msg: &ChatMessage, text: AnyView) -> AnyView {
-    if msg.annotations.retracted {
+pub fn body(annotations: &Annotations, text: AnyView) -> AnyView {
+    if annotations.retracted {
         return view! { <em class="retracted">"message retracted"</em> }.into_any();
     }
-    match msg.annotations.oob.clone() {
+    match annotations.oob.clone() {
         Some(url) => view! { <Attachment url=url/> }.into_any(),
         None => text,
     }
@@ -127,29 +127,31 @@ fn Attachment(url: String) -> impl IntoView {
     }
 }
 
-/// The quote of the message `msg` answers, above its text.
-pub fn quote_view(msg: &ChatMessage) -> Option<AnyView> {
-    let state = expect_context::<AppState>();
-    let reply = msg.annotations.reply.as_ref()?;
-    let quote = state.messages.with_untracked(|all| reply_quote(all, reply))?;
+/// The quote of the message a reply answers (found by `quote`), above its text.
+pub fn quote_view(annotations: &Annotations, quote: impl FnOnce(&Reply) -> Option<String>) -> Option<AnyView> {
+    let quote = quote(annotations.reply.as_ref()?)?;
     Some(view! { <blockquote class="reply-quote" data-testid="reply-quote">{quote}</blockquote> }.into_any())
 }
 
-/// The reactions under a message: one button per emoji with its count (who reacted on
-/// hover and for screen readers); pressing one adds or removes ours.
+/// The quote above a one-to-one reply: from the open conversation.
+pub fn chat_quote(reply: &Reply) -> Option<String> {
+    expect_context::<AppState>().messages.with_untracked(|all| reply_quote(all, reply))
+}
+
+/// The reactions under the message `id`: one button per emoji with its count (who
+/// reacted on hover and for screen readers; `name` says who a reaction's key is, `me`
+/// is ours); pressing one adds or removes ours.
 #[component]
-pub fn Reactions(msg: ChatMessage) -> impl IntoView {
+pub fn Reactions(id: String, annotations: Annotations, me: String, #[prop(into)] name: Callback<String, String>) -> impl IntoView {
     let state = expect_context::<AppState>();
-    let me = state.me.get_untracked().unwrap_or_default();
-    let counts = reaction_counts(&msg, &me);
+    let counts = reaction_counts(&annotations, &me);
     if counts.is_empty() {
         return None;
     }
-    let id = msg.id.clone();
     let buttons = counts
         .into_iter()
         .map(|c| {
-            let who = c.by.iter().map(|w| if *w == me { "you".to_owned() } else { w.clone() }).collect::<Vec<_>>().join(", ");
+            let who = c.by.iter().map(|w| if *w == me { "you".to_owned() } else { name.run(w.clone()) }).collect::<Vec<_>>().join(", ");
             let (id, emoji) = (id.clone(), c.emoji.clone());
             let label = format!("{} {}: {who}", c.emoji, c.by.len());
             view! {
@@ -176,15 +178,40 @@ pub fn Reactions(msg: ChatMessage) -> impl IntoView {
     Some(view! { <div class="reactions" role="group" aria-label="Reactions" data-testid="reactions">{buttons}</div> })
 }
 
+/// What a message's menu acts on.
+#[derive(Clone, Debug)]
+pub struct MenuTarget {
+    /// The key the actions name it by.
+    pub id: String,
+    pub body: String,
+    pub ours: bool,
+    /// The emoji offered.
+    pub choices: Vec<String>,
+    /// We may remove it for everyone, as a room's moderator (XEP-0425).
+    pub removable: bool,
+}
+
+impl MenuTarget {
+    /// A one-to-one message; `None` when nothing can be done to it.
+    pub fn chat(msg: &ChatMessage) -> Option<MenuTarget> {
+        (!msg.annotations.retracted && !msg.id.is_empty()).then(|| MenuTarget {
+            id: msg.id.clone(),
+            body: msg.body.clone(),
+            ours: msg.direction == Direction::Out,
+            choices: picker_choices(msg),
+            removable: false,
+        })
+    }
+}
+
 /// The "⋯" button of a message and its menu: a row of emoji, then reply, edit (our last
-/// message) and retract (ours). Escape closes it and gives the focus back to the button.
+/// message), retract (ours) and remove (a moderator's). Escape closes it and gives the
+/// focus back to the button.
 #[component]
-pub fn MessageMenu(msg: ChatMessage) -> impl IntoView {
+pub fn MessageMenu(target: Option<MenuTarget>) -> impl IntoView {
     let state = expect_context::<AppState>();
     let compose = expect_context::<Compose>();
-    if msg.annotations.retracted || msg.id.is_empty() {
-        return None;
-    }
+    let msg = target?;
     let id = msg.id.clone();
     let open = {
         let id = id.clone();
@@ -207,8 +234,8 @@ pub fn MessageMenu(msg: ChatMessage) -> impl IntoView {
         }
     });
     let conv = move || state.active.get_untracked().unwrap_or_default();
-    let ours = msg.direction == Direction::Out;
-    let choices = picker_choices(&msg);
+    let (ours, removable) = (msg.ours, msg.removable);
+    let choices = msg.choices;
     let quote = actions::quote(&msg.body);
     let body = msg.body.clone();
     let toggle_id = id.clone();
@@ -263,27 +290,32 @@ pub fn MessageMenu(msg: ChatMessage) -> impl IntoView {
                 </button>
             }
         });
-        let retract_id = id.clone();
-        let retract = ours.then(|| {
+        // Retracting ours, or removing another's as a moderator: for everyone, at once.
+        let for_everyone = |label: &'static str, title: &'static str, act: fn(&str, &str) -> bool| {
+            let id = id.clone();
             view! {
                 <button
                     type="button"
                     role="menuitem"
                     class="danger"
+                    title=title
                     on:click=move |_| {
-                        net::retract(&conv(), &retract_id);
+                        act(&conv(), &id);
                         close();
                     }
                 >
-                    "Retract"
+                    {label}
                 </button>
             }
-        });
+        };
+        let retract = ours.then(|| for_everyone("Retract", "Retract this message", net::retract));
+        let remove = (removable && !ours).then(|| for_everyone("Remove", "Remove this message for everyone in the room", net::moderate));
         view! {
             <div class="emoji-row" role="group" aria-label="React">{emoji}</div>
             <button type="button" role="menuitem" on:click=on_reply>"Reply"</button>
             {edit}
             {retract}
+            {remove}
         }
     };
     Some(view! {

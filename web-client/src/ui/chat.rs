@@ -2,6 +2,7 @@
 
 use jabberwock_client_core::actions::version;
 use jabberwock_client_core::chat::{linkify, ChatMessage, Delivery, Direction, Segment};
+use jabberwock_client_core::muc::Room;
 use leptos::ev::{KeyboardEvent, SubmitEvent};
 use leptos::html;
 use leptos::prelude::*;
@@ -384,6 +385,8 @@ fn Conversation() -> impl IntoView {
 
 #[component]
 fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let me = move || state.me.get_untracked().unwrap_or_default();
     let out = msg.direction == Direction::Out;
     let time = browser::format_time(msg.timestamp_ms);
     let full = browser::format_full(msg.timestamp_ms);
@@ -398,8 +401,8 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
             }
         })
         .collect_view();
-    let quote = msg_actions::quote_view(&msg);
-    let body = msg_actions::body(&msg, body.into_any());
+    let quote = msg_actions::quote_view(&msg.annotations, msg_actions::chat_quote);
+    let body = msg_actions::body(&msg.annotations, body.into_any());
     let seen = msg.annotations.seen;
     view! {
         <div
@@ -444,19 +447,29 @@ fn MessageBubble(msg: ChatMessage, first: bool) -> impl IntoView {
                     {(out && seen).then(|| view! { <span class="tick seen" role="img" aria-label="seen" title="Seen">"👁"</span> })}
                 </span>
             </div>
-            <msg_actions::MessageMenu msg=msg.clone()/>
-            <msg_actions::Reactions msg=msg.clone()/>
+            <msg_actions::MessageMenu target=msg_actions::MenuTarget::chat(&msg)/>
+            <msg_actions::Reactions id=msg.id.clone() annotations=msg.annotations.clone() me=me() name=|who: String| who/>
             {msg.error.map(|e| view! { <div class="msg-error" role="alert">{format!("Not delivered: {e}")}</div> })}
         </div>
     }
 }
 
+/// The composer of a conversation; `room`: of the open room, which takes messages only
+/// while we are in it (nothing waits in the outbox for a room).
 #[component]
-fn Composer() -> impl IntoView {
+pub(super) fn Composer(#[prop(optional)] room: Option<Memo<Option<Room>>>) -> impl IntoView {
     let state = expect_context::<AppState>();
     let compose = expect_context::<Compose>();
     let (text, input) = (compose.text, compose.input);
     let online = move || state.status.get() == crate::state::Status::Online;
+    // A chat takes messages even offline (they wait in the outbox).
+    let joined = move || room.is_none_or(|r| online() && r.with(|r| r.as_ref().is_some_and(Room::is_joined)));
+    let placeholder = move || match (room.is_some(), joined(), online()) {
+        (true, true, _) => "Write to the room",
+        (true, false, _) => "Not in the room",
+        (false, _, true) => "Write a message",
+        (false, _, false) => "Offline — messages will be sent once reconnected",
+    };
     let account = move || state.me.get_untracked().unwrap_or_default();
     let send = move || {
         // Offline, a message waits in the outbox and goes out on reconnect.
@@ -485,9 +498,9 @@ fn Composer() -> impl IntoView {
             <textarea
                 node_ref=input
                 rows="1"
-                placeholder=move || if online() { "Write a message" } else { "Offline — messages will be sent once reconnected" }
-                aria-label="Message"
-                data-testid="composer"
+                placeholder=placeholder
+                aria-label=if room.is_some() { "Message to the room" } else { "Message" }
+                data-testid=if room.is_some() { "room-composer" } else { "composer" }
                 prop:value=move || text.get()
                 on:input=move |ev| {
                     let value = event_target_value(&ev);
@@ -520,7 +533,7 @@ fn Composer() -> impl IntoView {
                 class="btn btn-primary send"
                 type="submit"
                 aria-label="Send"
-                disabled=move || text.get().trim().is_empty()
+                disabled=move || text.get().trim().is_empty() || !joined()
             >
                 <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
                     <path d="M3 20.5 21 12 3 3.5l.01 6.6L15 12 3.01 13.9z" fill="currentColor"/>

@@ -2,6 +2,7 @@
 //! join / create dialog with the public room browser, and the room view (messages,
 //! occupants, subject, the moderator and owner actions, the settings form).
 
+use jabberwock_client_core::actions::picker_choices;
 use jabberwock_client_core::chat::{linkify, Segment};
 use jabberwock_client_core::form::{Field, FieldKind, Form};
 use jabberwock_client_core::muc::{Affiliation, Occupant, Role, Room, RoomMessage, RoomSettings, RoomState};
@@ -9,6 +10,8 @@ use leptos::ev::{KeyboardEvent, SubmitEvent};
 use leptos::html;
 use leptos::prelude::*;
 
+use super::actions::{self as msg_actions, Compose};
+use super::chat::Composer;
 use super::Avatar;
 use crate::browser;
 use crate::net;
@@ -339,7 +342,8 @@ pub fn RoomPane() -> impl IntoView {
                 .map(|m| {
                     let first = prev.is_none_or(|p| p.author_key() != m.author_key() || m.timestamp_ms - p.timestamp_ms > GROUP_WINDOW_MS);
                     prev = Some(m);
-                    (m.clone(), first)
+                    // Whether we may remove it changes its menu.
+                    (m.clone(), first, r.can_remove(m))
                 })
                 .collect::<Vec<_>>()
         })
@@ -348,8 +352,20 @@ pub fn RoomPane() -> impl IntoView {
     let left = move || room.with(|r| r.as_ref().and_then(|r| if let RoomState::Left(why) = &r.state { Some(why.clone()) } else { None }));
     // On a phone the occupants take the place of the messages when asked for.
     let people = RwSignal::new(false);
+    provide_context(Compose::new());
+    let drop_over = RwSignal::new(false);
+    let (on_drag_over, on_drag_leave, on_drop) = msg_actions::drop_handlers(state, drop_over);
     view! {
-        <section class="chat room" class:people-open=move || people.get() aria-label="Group chat" data-testid="room-view">
+        <section
+            class="chat room"
+            class:people-open=move || people.get()
+            class:drop-over=move || drop_over.get()
+            aria-label="Group chat"
+            data-testid="room-view"
+            on:dragover=on_drag_over
+            on:dragleave=on_drag_leave
+            on:drop=on_drop
+        >
             <RoomHeader room=room people=people/>
             <Show when=move || left().is_some()>
                 <div class="room-problem" role="alert" data-testid="room-problem">{move || left().unwrap_or_default()}</div>
@@ -373,14 +389,16 @@ pub fn RoomPane() -> impl IntoView {
                             </button>
                         </div>
                     </Show>
-                    <For each=messages key=|(m, first)| format!("{}:{}:{}:{}:{first}", m.nick, m.id, m.reflected, m.error.is_some()) let:item>
-                        <RoomBubble msg=item.0 first=item.1/>
+                    <For each=messages key=|(m, first, removable)| format!("{}:{}:{}:{first}:{removable}", m.nick, m.id, version(m)) let:item>
+                        <RoomBubble room=room msg=item.0 first=item.1/>
                     </For>
                 </div>
                 <Occupants room=room/>
             </div>
             <ConfigForm room=room/>
-            <RoomComposer room=room/>
+            <msg_actions::Uploads/>
+            <msg_actions::ComposerBanner/>
+            <Composer room=room/>
         </section>
     }
 }
@@ -595,11 +613,11 @@ fn RoomHeader(room: Memo<Option<Room>>, people: RwSignal<bool>) -> impl IntoView
 }
 
 #[component]
-fn RoomBubble(msg: RoomMessage, first: bool) -> impl IntoView {
+fn RoomBubble(room: Memo<Option<Room>>, msg: RoomMessage, first: bool) -> impl IntoView {
     let time = browser::format_time(msg.timestamp_ms);
     let full = browser::format_full(msg.timestamp_ms);
     // Text nodes only: message text is never parsed as HTML.
-    let body = linkify(&msg.body)
+    let text = linkify(&msg.body)
         .into_iter()
         .map(|s| match s {
             Segment::Text(t) => t.to_owned().into_any(),
@@ -609,6 +627,29 @@ fn RoomBubble(msg: RoomMessage, first: bool) -> impl IntoView {
     let out = msg.outgoing;
     let failed = msg.error.is_some();
     let who = if msg.nick.is_empty() { "The room".to_owned() } else { msg.nick.clone() };
+    let (quote, target, own_key) = room.with_untracked(|r| {
+        let Some(r) = r else { return (None, None, String::new()) };
+        let quote = msg_actions::quote_view(&msg.annotations, |reply| r.reply_quote(reply));
+        // Reactions, replies and retractions name the room's id: none before it is known.
+        let target = (msg.stanza_id.is_some() && !msg.annotations.retracted).then(|| msg_actions::MenuTarget {
+            id: Room::key_of(&msg).to_owned(),
+            body: msg.body.clone(),
+            ours: out,
+            choices: picker_choices(&msg),
+            removable: r.can_remove(&msg),
+        });
+        (quote, target, r.own_key())
+    });
+    let body = match &msg.moderation {
+        Some(m) => {
+            let by = m.by.as_ref().map_or_else(|| "a moderator".to_owned(), |b| format!("{b} (moderator)"));
+            let reason = m.reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
+            view! { <em class="retracted" data-testid="moderated">{format!("removed by {by}{reason}")}</em> }.into_any()
+        }
+        None => msg_actions::body(&msg.annotations, text.into_any()),
+    };
+    // Reactions are kept by occupant id where the room gives them: shown by nick.
+    let name = move |key: String| room.with_untracked(|r| r.as_ref().and_then(|r| r.nick_of(&key)).unwrap_or(key));
     view! {
         <div
             class="msg"
@@ -619,12 +660,15 @@ fn RoomBubble(msg: RoomMessage, first: bool) -> impl IntoView {
             class:failed=failed
             data-testid="room-message"
             data-mention=msg.mention.to_string()
+            tabindex="0"
         >
             {(first && !out).then(|| view! { <span class="msg-nick">{who.clone()}</span> })}
             <div class="bubble">
                 <span class="sr-only">{if out { "You: ".to_owned() } else { format!("{who}: ") }}</span>
+                {quote}
                 <span class="body">{body}</span>
                 <span class="meta">
+                    {msg.edited.then(|| view! { <span class="edited" title="Edited by its sender">"edited"</span> })}
                     <time title=full>{time}</time>
                     {out.then(|| if msg.reflected {
                         view! { <span class="tick delivered" role="img" aria-label="sent to the room" title="Sent to the room">"✓✓"</span> }.into_any()
@@ -633,9 +677,20 @@ fn RoomBubble(msg: RoomMessage, first: bool) -> impl IntoView {
                     })}
                 </span>
             </div>
+            <msg_actions::MessageMenu target=target/>
+            <msg_actions::Reactions id=Room::key_of(&msg).to_owned() annotations=msg.annotations.clone() me=own_key name=name/>
             {msg.error.map(|e| view! { <div class="msg-error" role="alert">{format!("Not delivered: {e}")}</div> })}
         </div>
     }
+}
+
+/// Changes whenever what a room message shows changes: its text, what actions did to it,
+/// its arrival.
+fn version(m: &RoomMessage) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&m.body, m.edited, &m.annotations, m.moderation.is_some(), m.reflected, m.error.is_some(), &m.stanza_id).hash(&mut h);
+    h.finish()
 }
 
 /// The occupants, grouped by role, with what we may do to each.
@@ -860,53 +915,5 @@ fn FieldView(form: RwSignal<Option<Form>>, index: usize, field: Field) -> impl I
             </label>
         }
         .into_any(),
-    }
-}
-
-#[component]
-fn RoomComposer(room: Memo<Option<Room>>) -> impl IntoView {
-    let state = expect_context::<AppState>();
-    let text = RwSignal::new(String::new());
-    let input: NodeRef<html::Textarea> = NodeRef::new();
-    let joined = move || state.status.get() == crate::state::Status::Online && room.with(|r| r.as_ref().is_some_and(Room::is_joined));
-    let send = move || {
-        let Some(jid) = room.with_untracked(|r| r.as_ref().map(|r| r.jid.clone())) else { return };
-        if rooms_net::send(&jid, &text.get_untracked()) {
-            text.set(String::new());
-            if let Some(i) = input.get_untracked() {
-                i.set_value("");
-                let _ = i.focus();
-            }
-        }
-    };
-    view! {
-        <form
-            class="composer"
-            on:submit=move |ev: SubmitEvent| {
-                ev.prevent_default();
-                send();
-            }
-        >
-            <textarea
-                node_ref=input
-                rows="1"
-                placeholder=move || if joined() { "Write to the room" } else { "Not in the room" }
-                aria-label="Message to the room"
-                data-testid="room-composer"
-                prop:value=move || text.get()
-                on:input=move |ev| text.set(event_target_value(&ev))
-                on:keydown=move |ev: KeyboardEvent| {
-                    if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
-                        ev.prevent_default();
-                        send();
-                    }
-                }
-            ></textarea>
-            <button class="btn btn-primary send" type="submit" aria-label="Send" disabled=move || !joined() || text.get().trim().is_empty()>
-                <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
-                    <path d="M3 20.5 21 12 3 3.5l.01 6.6L15 12 3.01 13.9z" fill="currentColor"/>
-                </svg>
-            </button>
-        </form>
     }
 }

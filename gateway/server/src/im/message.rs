@@ -52,10 +52,16 @@ pub async fn deliver(server: &Arc<Server>, st: Stanza, from: Option<&Jid>, to: &
 /// account's other resources or to offline storage. The hooks that saw it reach the
 /// account (the archive, carbons) do not see it again; it is the same message. An error
 /// goes back to its sender.
-pub async fn reroute(server: &Arc<Server>, mut st: Stanza, to: &BareJid) {
+pub async fn reroute(server: &Arc<Server>, st: Stanza, to: &BareJid) {
+    reroute_without(server, st, to, &[]).await
+}
+
+/// [`reroute`], as if the sessions in `refused` were not there (they are on a node that is
+/// gone, say, which the registry may not know yet).
+pub async fn reroute_without(server: &Arc<Server>, mut st: Stanza, to: &BareJid, refused: &[ConnId]) {
     st.set_attr("to", to.as_str());
     let to = Jid::from(to.clone());
-    let delivered = match target(server, &st, &to, &[]) {
+    let delivered = match target(server, &st, &to, refused) {
         Ok(dest) => dispatch(server, st, &to, dest, Seen::Again).await,
         Err(e) => Err((st, e)),
     };

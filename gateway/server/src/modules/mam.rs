@@ -269,7 +269,7 @@ impl AccountHooks for Mam {
 #[async_trait]
 impl ShutdownHooks for Mam {
     /// Everything queued reaches the database before it closes.
-    async fn stopping(&self) {
+    async fn stopping(&self, _server: &Arc<Server>) {
         self.writer.flush().await;
     }
 }

@@ -260,7 +260,7 @@ pub trait AccountReport: Send + Sync {
 #[async_trait]
 pub trait ShutdownHooks: Send + Sync {
     /// The server is stopping: finish what is in flight before storage closes.
-    async fn stopping(&self);
+    async fn stopping(&self, server: &Arc<Server>);
 }
 
 /// A service on its own domain.
@@ -446,14 +446,17 @@ pub struct Modules {
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
+/// A module in a [`ModuleList`]: its type, itself, and how it registers its hooks.
+type Listed = (TypeId, Arc<dyn Any + Send + Sync>, Box<dyn FnOnce(&mut Host)>);
+
 /// Collects modules of any type for [`Modules::new`].
 #[derive(Default)]
 pub struct ModuleList {
-    modules: Vec<(TypeId, Arc<dyn Any + Send + Sync>, Box<dyn FnOnce(&mut Host)>)>,
+    modules: Vec<Listed>,
 }
 
 impl ModuleList {
-    pub fn add<M: Module>(mut self, m: M) -> Self {
+    pub fn with<M: Module>(mut self, m: M) -> Self {
         let m = Arc::new(m);
         let registering = m.clone();
         self.modules.push((TypeId::of::<M>(), m, Box::new(move |host: &mut Host| registering.register(host))));
@@ -465,32 +468,32 @@ impl Modules {
     /// Every module the server runs, in hook order.
     pub fn standard(config: &Config, store: &Store, metrics: &crate::metrics::Metrics) -> Self {
         let list = ModuleList::default()
-            .add(blocking::Blocking::new(&config.limits))
-            .add(crate::im::roster::RosterModule)
-            .add(disco::Disco)
-            .add(contact::ContactAddresses)
-            .add(external_services::ExternalServices::new(&config.external_services))
-            .add(ping::Ping)
-            .add(version::Version)
-            .add(entity_time::EntityTime)
-            .add(last::LastActivity)
-            .add(vcard::VCard)
-            .add(private::PrivateStorage::standard())
-            .add(register::Register)
-            .add(caps::Caps::new(&config.limits))
-            .add(mam::Mam::new(store.clone(), &config.limits, metrics))
-            .add(carbons::Carbons)
+            .with(blocking::Blocking::new(&config.limits))
+            .with(crate::im::roster::RosterModule)
+            .with(disco::Disco)
+            .with(contact::ContactAddresses)
+            .with(external_services::ExternalServices::new(&config.external_services))
+            .with(ping::Ping)
+            .with(version::Version)
+            .with(entity_time::EntityTime)
+            .with(last::LastActivity)
+            .with(vcard::VCard)
+            .with(private::PrivateStorage::standard())
+            .with(register::Register)
+            .with(caps::Caps::new(&config.limits))
+            .with(mam::Mam::new(store.clone(), &config.limits, metrics))
+            .with(carbons::Carbons)
             // Before offline storage: push only notifies; offline storage keeps the message.
-            .add(push::Push::new(&config.push, &config.limits))
-            .add(offline::Offline::default())
-            .add(pep::Pep)
-            .add(muc::Muc::new(config))
-            .add(upload::Upload::new(config, store))
-            .add(component::Components::new(config))
-            .add(session::LegacySession)
-            .add(host_meta::HostMeta)
-            .add(adhoc::AdhocCommands)
-            .add(admin::ServiceAdministration);
+            .with(push::Push::new(&config.push, &config.limits))
+            .with(offline::Offline::default())
+            .with(pep::Pep)
+            .with(muc::Muc::new(config))
+            .with(upload::Upload::new(config, store))
+            .with(component::Components::new(config))
+            .with(session::LegacySession)
+            .with(host_meta::HostMeta)
+            .with(adhoc::AdhocCommands)
+            .with(admin::ServiceAdministration);
         Self::new(config, store, list)
     }
 
@@ -619,9 +622,9 @@ impl Modules {
     }
 
     /// Lets every module finish what is in flight, before storage closes.
-    pub async fn stopping(&self) {
+    pub async fn stopping(&self, server: &Arc<Server>) {
         for h in &self.shutdown_hooks {
-            h.stopping().await;
+            h.stopping(server).await;
         }
     }
 

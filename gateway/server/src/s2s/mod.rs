@@ -82,11 +82,13 @@ pub struct S2s {
 }
 
 impl S2s {
-    pub fn new(config: &S2sConfig, metrics: &crate::metrics::Metrics) -> Result<S2s, String> {
+    /// `shared_secret` is the cluster's dialback secret, used when none is configured.
+    pub fn new(config: &S2sConfig, shared_secret: Option<Vec<u8>>, metrics: &crate::metrics::Metrics) -> Result<S2s, String> {
         use crate::metrics::{Direction, Limit};
-        let secret = match &config.dialback_secret {
-            Some(s) => s.as_bytes().to_vec(),
-            None => rand::random::<[u8; 32]>().to_vec(),
+        let secret = match (&config.dialback_secret, shared_secret) {
+            (Some(s), _) => s.as_bytes().to_vec(),
+            (None, Some(shared)) => shared,
+            (None, None) => rand::random::<[u8; 32]>().to_vec(),
         };
         let resolver = match hickory_resolver::TokioResolver::builder_tokio() {
             Ok(builder) => Some(builder.build()),
@@ -311,6 +313,9 @@ fn answer_verify(server: &Server, request: &Stanza) -> Result<jabberwock_proto::
     };
     let key = request.to_element().map(|e| e.text()).unwrap_or_default();
     let valid = server.s2s.key_is_valid(receiving, originating, id, &key);
+    // In a cluster the key may come from another node's connection: an invalid one here
+    // points at nodes that do not share the secret.
+    tracing::info!(receiving, originating, valid, "answered a dialback verification request");
     Ok(jabberwock_proto::Element::new("verify", jabberwock_proto::ns::DIALBACK)
         .with_attr("from", originating)
         .with_attr("to", receiving)

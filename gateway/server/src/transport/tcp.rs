@@ -81,6 +81,7 @@ async fn secure(
 }
 
 /// The session over TLS until it ends: all an established client connection holds.
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
 fn run_encrypted(
     mut session: Session,
     mut rx: Mailbox,

@@ -7,6 +7,9 @@
 //! self-ping), keeps persistent rooms in storage and sends what a room produced. The
 //! room options are in [`options`], those that guard the door in files of their own.
 //!
+//! In a cluster, each room is served by one node at a time, which claimed it (see
+//! [`crate::cluster::Placed`]); the other nodes forward its stanzas there.
+//!
 //! Storage, under the service's domain: map `muc_rooms` (room → [`room::Stored`] as
 //! JSON) for persistent rooms, map `muc_tombstones` (room → [`Tombstone`]) for
 //! destroyed ones, and the archive `muc` of each room.
@@ -29,7 +32,8 @@ use jabberwock_storage::{ArchiveAppend, ArchiveDelete, ArchiveQuery, UserRef};
 use jid::{BareJid, Jid};
 
 use super::mam::Mam;
-use super::{Host, Module, Service};
+use super::{Host, Module, Service, ShutdownHooks};
+use crate::cluster::Placed;
 use crate::config::MucConfig;
 use crate::routing::route;
 use crate::server::Server;
@@ -91,6 +95,24 @@ impl Module for Muc {
         for service in self.services.values() {
             host.service(service.domain.clone(), &service.parent, "Chatrooms", service.clone());
         }
+        host.shutdown_hooks(self);
+    }
+}
+
+/// When the server stops, the occupants still in its rooms (those of other nodes and
+/// servers; local sessions have ended) are told so, with status 332, and join again.
+#[async_trait]
+impl ShutdownHooks for Muc {
+    async fn stopping(&self, server: &Arc<Server>) {
+        for service in self.services.values() {
+            for room in service.live_rooms() {
+                let out = room.lock().await.shut_down();
+                send(server, out).await;
+            }
+        }
+        if let Some(cluster) = server.sessions.cluster() {
+            cluster.drained().await;
+        }
     }
 }
 
@@ -127,19 +149,38 @@ impl Service for RoomService {
                 _ => bounce_reply(&st, StanzaError::service_unavailable()),
             };
         };
-        match (st.kind(), to.resource()) {
-            (StanzaKind::Presence, Some(nick)) => self.presence(server, &node, &from, nick.as_str(), st).await,
-            (StanzaKind::Presence, None) => bounce_reply(&st, StanzaError::jid_malformed().with_text("join with a nick: room@service/nick")),
-            (StanzaKind::Message, None) => self.message_to_room(server, &node, &from, st).await,
-            (StanzaKind::Message, Some(nick)) => self.private_message(server, &node, &from, nick.as_str(), st).await,
-            (StanzaKind::Iq, None) => self.room_iq(server, &node, &from, st).await,
-            (StanzaKind::Iq, Some(nick)) => self.occupant_iq(server, &node, &from, nick.as_str(), st).await,
-            (StanzaKind::Other, _) => Vec::new(),
+        // In a cluster, a room lives on the one node that claimed it (see the placement in
+        // `cluster`): its stanzas go there, whole, from wherever they arrived.
+        let Some(cluster) = server.sessions.cluster() else { return self.handle_in_room(server, st, &node, &from, to).await };
+        let room = to.to_bare().to_string();
+        match cluster.enter(&room).await {
+            Placed::Here => {
+                let out = self.handle_in_room(server, st, &node, &from, to).await;
+                cluster.exit(&room, || self.rooms.lock().expect("rooms").contains_key(&node)).await;
+                out
+            }
+            Placed::Elsewhere(host) => match cluster.forward_placed(&host, st) {
+                Ok(()) => Vec::new(),
+                Err(st) => bounce_reply(&st, StanzaError::resource_constraint().with_text("the room is moving between nodes; try again")),
+            },
         }
     }
 }
 
 impl RoomService {
+    /// A stanza for the room `node` (or one of its occupants), on the node that serves it.
+    async fn handle_in_room(&self, server: &Arc<Server>, st: Stanza, node: &str, from: &Jid, to: &Jid) -> Vec<Stanza> {
+        match (st.kind(), to.resource()) {
+            (StanzaKind::Presence, Some(nick)) => self.presence(server, node, from, nick.as_str(), st).await,
+            (StanzaKind::Presence, None) => bounce_reply(&st, StanzaError::jid_malformed().with_text("join with a nick: room@service/nick")),
+            (StanzaKind::Message, None) => self.message_to_room(server, node, from, st).await,
+            (StanzaKind::Message, Some(nick)) => self.private_message(server, node, from, nick.as_str(), st).await,
+            (StanzaKind::Iq, None) => self.room_iq(server, node, from, st).await,
+            (StanzaKind::Iq, Some(nick)) => self.occupant_iq(server, node, from, nick.as_str(), st).await,
+            (StanzaKind::Other, _) => Vec::new(),
+        }
+    }
+
     fn room_jid(&self, node: &str) -> Option<BareJid> {
         BareJid::new(&format!("{node}@{}", self.domain)).ok()
     }

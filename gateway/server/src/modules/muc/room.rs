@@ -185,6 +185,9 @@ pub const MAX_AFFILIATIONS: usize = 10_000;
 
 pub type Out = Vec<Stanza>;
 
+/// A groupchat message to archive: its stanza-id, stamp and the stanza as kept.
+pub type ToArchive = (String, i64, Element);
+
 fn muc_user() -> Element {
     Element::new("x", ns::MUC_USER)
 }
@@ -267,6 +270,7 @@ impl Room {
     }
 
     /// The presence of `o` (as of `device`) for one recipient.
+    #[allow(clippy::too_many_arguments)] // each is one of the XEP's independent choices for this copy
     fn presence(&self, o: &Occupant, device: &Device, to: &Jid, with_jid: bool, unavailable: bool, item: Element, codes: &[u16]) -> Stanza {
         let mut el = if unavailable {
             Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
@@ -521,7 +525,7 @@ impl Room {
     /// A groupchat message from a device: reflected to everyone with the room's
     /// stanza-id and the sender's occupant-id (§7.4), or a subject change (§8.1).
     /// Returns the stanzas and, for a message to archive, its id, stamp and stanza.
-    pub fn groupchat(&mut self, from: &Jid, st: &Stanza, limits: &Limits) -> Result<(Out, Option<(String, i64, Element)>), StanzaError> {
+    pub fn groupchat(&mut self, from: &Jid, st: &Stanza, limits: &Limits) -> Result<(Out, Option<ToArchive>), StanzaError> {
         let at = self.index_of(from).ok_or_else(|| StanzaError::not_acceptable().with_text("join the room first"))?;
         if self.occupants[at].role < Role::Participant {
             return Err(StanzaError::forbidden().with_text("visitors may not speak in this room"));
@@ -709,15 +713,29 @@ impl Room {
         if let Some(r) = reason {
             destroy.push(Element::new("reason", ns::MUC_USER).with_text(r));
         }
+        self.everyone_leaves(&[status::SELF], Some(destroy))
+    }
+
+    /// Everyone leaves because the service stops (§15.2, status 332), so that clients join
+    /// again once it (or, in a cluster, another node) serves the room.
+    pub fn shut_down(&mut self) -> Out {
+        self.everyone_leaves(&[status::SELF, status::SHUTDOWN], None)
+    }
+
+    /// Each device of each occupant gets its own unavailable presence with `codes` (and
+    /// `extra` in its `x`); nobody is left.
+    fn everyone_leaves(&mut self, codes: &[u16], extra: Option<Element>) -> Out {
         let mut out = Vec::new();
         for o in &self.occupants {
             for d in &o.devices {
-                let mut p = self.presence(o, d, &d.jid, true, true, Element::new("item", ns::MUC_USER), &[status::SELF]);
-                let mut el = p.to_element().expect("built here");
-                if let Some(x) = el.child_mut("x", ns::MUC_USER) {
-                    x.push(destroy.clone());
+                let mut p = self.presence(o, d, &d.jid, true, true, Element::new("item", ns::MUC_USER), codes);
+                if let Some(extra) = &extra {
+                    let mut el = p.to_element().expect("built here");
+                    if let Some(x) = el.child_mut("x", ns::MUC_USER) {
+                        x.push(extra.clone());
+                    }
+                    p = Stanza::from_element(&el);
                 }
-                p = Stanza::from_element(&el);
                 out.push(p);
             }
         }
