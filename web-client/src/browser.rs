@@ -142,19 +142,25 @@ pub fn session_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.session_storage().ok().flatten()
 }
 
+/// Hands a value written here to the other side (the worker, or its tabs).
+type StoreForward = fn(&str, Option<&str>);
+
+/// Hands a line of the worker's protocol log to its tabs.
+type LogForward = fn(&str, &str);
+
 thread_local! {
     /// In the worker: the tabs' `localStorage` values the session uses, as the tabs sent
     /// them; what the session writes goes back to the tabs.
     static WORKER_STORE: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
     /// Tells the other side (the worker, or the tabs) about a value written here.
-    static STORE_FORWARD: Cell<Option<fn(&str, Option<&str>)>> = const { Cell::new(None) };
+    static STORE_FORWARD: Cell<Option<StoreForward>> = const { Cell::new(None) };
     /// In the worker: whether any tab is shown.
     static WORKER_VISIBLE: Cell<bool> = const { Cell::new(false) };
     /// In the worker: whether its tabs say there is a network (a worker's own view may
     /// differ where the network is emulated, as in tests).
     static WORKER_ONLINE: Cell<bool> = const { Cell::new(true) };
     /// In the worker: where the protocol log goes (the tabs' consoles).
-    static LOG_FORWARD: Cell<Option<fn(&str, &str)>> = const { Cell::new(None) };
+    static LOG_FORWARD: Cell<Option<LogForward>> = const { Cell::new(None) };
 }
 
 /// A value the client keeps (`localStorage`, or the worker's copy of it).
@@ -200,7 +206,7 @@ pub fn stored_keys() -> Vec<String> {
 }
 
 /// From now on, every [`store`] is also handed to `forward`.
-pub fn forward_stores(forward: fn(&str, Option<&str>)) {
+pub fn forward_stores(forward: StoreForward) {
     STORE_FORWARD.with(|f| f.set(Some(forward)));
 }
 
@@ -277,7 +283,7 @@ pub fn debug(what: &str, text: &str) {
 }
 
 /// In the worker: the protocol log goes to `forward`.
-pub fn forward_log(forward: fn(&str, &str)) {
+pub fn forward_log(forward: LogForward) {
     LOG_FORWARD.with(|f| f.set(Some(forward)));
 }
 
