@@ -3,7 +3,8 @@
 //!
 //! The session lives in a thread-local because browser callbacks (socket events, timers)
 //! reach it from outside the view tree. Views call the public functions here; nothing in
-//! this module decides how things look.
+//! this module decides how things look. The session runs in a worker ([`shared`]): in the
+//! page, each public function hands its call to the worker first.
 
 mod actions;
 mod bosh;
