@@ -140,7 +140,8 @@ async fn the_embedded_client_is_served_without_a_build_on_disk() {
     let published = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/web-client");
     let files: Vec<String> =
         std::fs::read_dir(&published).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let wasm = files.iter().find(|f| f.ends_with("_bg.wasm")).expect("a published module");
+    // The page's module, named by its content (the session's worker, `jabberwock-session_bg.wasm`, is not).
+    let wasm = files.iter().find(|f| f.starts_with("jabberwock-web-client-") && f.ends_with("_bg.wasm")).expect("a published module");
     let size = |name: &str| std::fs::metadata(published.join(name)).unwrap().len().to_string();
 
     let server = TestServer::start_with_tables("", "").await;

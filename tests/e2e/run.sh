@@ -13,9 +13,10 @@
 #                      which is incremental)
 #   E2E_DEBUG=1        print the pages' console (protocol traffic included)
 #   E2E_ONLY=websocket|bosh   run one of the two transports only
-#   E2E_SUITE=web|group|actions   run one suite only: web_client.mjs (two users and a
-#                              stranger: sign-in, contacts, chat), group_chat.mjs (three
-#                              users in a room) or message_actions.mjs (two users)
+#   E2E_SUITE=web|group|actions|shared   run one suite only: web_client.mjs (two users and
+#                              a stranger: sign-in, contacts, chat), group_chat.mjs (three
+#                              users in a room), message_actions.mjs (two users) or
+#                              shared_tabs.mjs (one user's tabs sharing a session)
 #   JABBERWOCK_LOG     the server's log filter (default info)
 #
 # Screenshots go to tests/e2e/artifacts/. Exits non-zero when anything fails, printing
@@ -131,9 +132,9 @@ TOML
 
 # alice and bob for the WebSocket run, carol and dave for the BOSH run, with a stranger
 # each (kim, lee); three more for each run's group chat story; two more for each run's
-# message actions story.
+# message actions story, and two for its shared tabs story.
 declare -A PASSWORDS
-for user in alice bob kim carol dave lee erin frank grace heidi ivan judy mona nick olga pete; do
+for user in alice bob kim carol dave lee erin frank grace heidi ivan judy mona nick olga pete uma vic wes xia; do
     PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
     "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
         say "jabberwock adduser $user failed:"
@@ -198,12 +199,14 @@ if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     ! wanted web || suite web_client.mjs websocket alice bob kim || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite websocket erin frank grace || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs websocket mona nick || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs websocket uma vic || suite_rc=$?
 fi
 if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
     say "---- WebSocket refused: automatic fallback to BOSH ----"
     ! wanted web || suite web_client.mjs bosh carol dave lee || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite bosh heidi ivan judy || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs bosh olga pete || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs bosh wes xia || suite_rc=$?
 fi
 [ "$suite_rc" -ne 124 ] || say "a suite was killed after its time limit"
 

@@ -1,4 +1,11 @@
 //! Small adapters to the browser: clock, randomness, timers, storage and date formatting.
+//!
+//! The session also runs in a shared worker (see `net::shared`), which has no window: the
+//! adapters the session uses work in both, and what only a page has (`localStorage`,
+//! whether it is shown, notifications) comes to the worker from its tabs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -7,25 +14,58 @@ pub fn window() -> web_sys::Window {
     web_sys::window().expect("a browser window")
 }
 
+/// This code runs in the worker that holds the session for the tabs, not in a page.
+pub fn in_worker() -> bool {
+    web_sys::window().is_none()
+}
+
+fn worker_scope() -> web_sys::WorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
 pub fn now_ms() -> i64 {
     js_sys::Date::now() as i64
+}
+
+/// Fills `bytes` from the platform CSPRNG.
+pub fn random_bytes(bytes: &mut [u8]) {
+    let crypto = match web_sys::window() {
+        Some(w) => w.crypto(),
+        None => worker_scope().crypto(),
+    };
+    crypto.expect("Web Crypto").get_random_values_with_u8_array(bytes).expect("random bytes");
 }
 
 /// 18 random bytes from the platform CSPRNG, as a SCRAM nonce.
 pub fn nonce() -> String {
     let mut bytes = [0u8; 18];
-    window().crypto().expect("Web Crypto").get_random_values_with_u8_array(&mut bytes).expect("random bytes");
+    random_bytes(&mut bytes);
     jabberwock_client_core::scram::nonce_from_bytes(&bytes)
 }
 
 /// Runs `f` once after `ms` milliseconds; returns the timer id for [`clear_timeout`].
 pub fn set_timeout(ms: i32, f: impl FnOnce() + 'static) -> i32 {
     let cb = Closure::once_into_js(f);
-    window().set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms).unwrap_or(0)
+    let set = match web_sys::window() {
+        Some(w) => w.set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms),
+        None => worker_scope().set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms),
+    };
+    set.unwrap_or(0)
 }
 
 pub fn clear_timeout(id: i32) {
-    window().clear_timeout_with_handle(id);
+    match web_sys::window() {
+        Some(w) => w.clear_timeout_with_handle(id),
+        None => worker_scope().clear_timeout_with_handle(id),
+    }
+}
+
+/// `fetch`, from the page or the worker.
+pub fn fetch(request: &web_sys::Request) -> js_sys::Promise {
+    match web_sys::window() {
+        Some(w) => w.fetch_with_request(request),
+        None => worker_scope().fetch_with_request(request),
+    }
 }
 
 /// Installs the service worker (`sw.js`, next to the page) that keeps the app shell for
@@ -88,19 +128,99 @@ pub async fn square_jpeg(file: web_sys::File, size: u32) -> Result<String, Strin
 
 /// `location.origin`, for example `http://127.0.0.1:5280`.
 pub fn origin() -> String {
-    window().location().origin().unwrap_or_default()
+    match web_sys::window() {
+        Some(w) => w.location().origin().unwrap_or_default(),
+        None => worker_scope().location().origin(),
+    }
 }
 
 pub fn local_storage() -> Option<web_sys::Storage> {
-    window().local_storage().ok().flatten()
+    web_sys::window()?.local_storage().ok().flatten()
 }
 
 pub fn session_storage() -> Option<web_sys::Storage> {
-    window().session_storage().ok().flatten()
+    web_sys::window()?.session_storage().ok().flatten()
 }
 
+/// Hands a value written here to the other side (the worker, or its tabs).
+type StoreForward = fn(&str, Option<&str>);
+
+/// Hands a line of the worker's protocol log to its tabs.
+type LogForward = fn(&str, &str);
+
+thread_local! {
+    /// In the worker: the tabs' `localStorage` values the session uses, as the tabs sent
+    /// them; what the session writes goes back to the tabs.
+    static WORKER_STORE: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+    /// Tells the other side (the worker, or the tabs) about a value written here.
+    static STORE_FORWARD: Cell<Option<StoreForward>> = const { Cell::new(None) };
+    /// In the worker: whether any tab is shown.
+    static WORKER_VISIBLE: Cell<bool> = const { Cell::new(false) };
+    /// In the worker: whether its tabs say there is a network (a worker's own view may
+    /// differ where the network is emulated, as in tests).
+    static WORKER_ONLINE: Cell<bool> = const { Cell::new(true) };
+    /// In the worker: where the protocol log goes (the tabs' consoles).
+    static LOG_FORWARD: Cell<Option<LogForward>> = const { Cell::new(None) };
+}
+
+/// A value the client keeps (`localStorage`, or the worker's copy of it).
+pub fn stored(key: &str) -> Option<String> {
+    match local_storage() {
+        Some(s) => s.get_item(key).ok().flatten(),
+        None => WORKER_STORE.with(|m| m.borrow().get(key).cloned()),
+    }
+}
+
+/// Keeps `value` under `key` (`None`: removes it); false when the browser refused it
+/// (over the origin's quota).
+pub fn store(key: &str, value: Option<&str>) -> bool {
+    let kept = keep_here(key, value);
+    if let Some(forward) = STORE_FORWARD.with(Cell::get) {
+        forward(key, value);
+    }
+    kept
+}
+
+/// [`store`] without telling the other side: for what the other side wrote.
+pub fn keep_here(key: &str, value: Option<&str>) -> bool {
+    if in_worker() {
+        WORKER_STORE.with(|m| match value {
+            Some(v) => m.borrow_mut().insert(key.to_owned(), v.to_owned()),
+            None => m.borrow_mut().remove(key),
+        });
+        return true;
+    }
+    let Some(storage) = local_storage() else { return false };
+    match value {
+        Some(v) => storage.set_item(key, v).is_ok(),
+        None => storage.remove_item(key).is_ok(),
+    }
+}
+
+/// The keys of every value kept.
+pub fn stored_keys() -> Vec<String> {
+    match local_storage() {
+        Some(s) => (0..s.length().unwrap_or(0)).filter_map(|i| s.key(i).ok().flatten()).collect(),
+        None => WORKER_STORE.with(|m| m.borrow().keys().cloned().collect()),
+    }
+}
+
+/// From now on, every [`store`] is also handed to `forward`.
+pub fn forward_stores(forward: StoreForward) {
+    STORE_FORWARD.with(|f| f.set(Some(forward)));
+}
+
+/// In the worker: whether any of its tabs is shown.
+pub fn set_tabs_visible(visible: bool) {
+    WORKER_VISIBLE.with(|v| v.set(visible));
+}
+
+/// The page is shown (in the worker: any of its tabs).
 pub fn document_visible() -> bool {
-    window().document().is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible)
+    match web_sys::window() {
+        Some(w) => w.document().is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible),
+        None => WORKER_VISIBLE.with(Cell::get),
+    }
 }
 
 pub fn set_title(title: &str) {
@@ -148,14 +268,23 @@ pub fn day_label(ms: i64) -> String {
 }
 
 thread_local! {
-    static DEBUG: bool = local_storage().and_then(|s| s.get_item("jabberwock.debug").ok().flatten()).is_some_and(|v| v == "1");
+    static DEBUG: bool = stored("jabberwock.debug").is_some_and(|v| v == "1");
 }
 
-/// Logs protocol traffic to the console when `localStorage["jabberwock.debug"]` is "1".
+/// Logs protocol traffic to the console when `localStorage["jabberwock.debug"]` is "1" (in
+/// the worker, to its tabs' consoles).
 pub fn debug(what: &str, text: &str) {
     if DEBUG.with(|d| *d) {
-        web_sys::console::log_2(&what.into(), &text.into());
+        match LOG_FORWARD.with(Cell::get) {
+            Some(forward) => forward(what, text),
+            None => web_sys::console::log_2(&what.into(), &text.into()),
+        }
     }
+}
+
+/// In the worker: the protocol log goes to `forward`.
+pub fn forward_log(forward: LogForward) {
+    LOG_FORWARD.with(|f| f.set(Some(forward)));
 }
 
 /// A random number in [0, 1), for jitter.
@@ -163,14 +292,23 @@ pub fn random() -> f64 {
     js_sys::Math::random()
 }
 
-/// The browser believes it has a network (`navigator.onLine`).
+/// The browser believes it has a network (`navigator.onLine`; in the worker, its tabs' too).
 pub fn network_up() -> bool {
-    window().navigator().on_line()
+    match web_sys::window() {
+        Some(w) => w.navigator().on_line(),
+        None => WORKER_ONLINE.with(Cell::get) && worker_scope().navigator().on_line(),
+    }
 }
 
-/// Desktop notifications are allowed for this page.
+/// In the worker: whether its tabs say there is a network.
+pub fn set_tabs_online(online: bool) {
+    WORKER_ONLINE.with(|o| o.set(online));
+}
+
+/// Desktop notifications are allowed for this page (in the worker: the tab that shows one
+/// asks).
 pub fn notifications_allowed() -> bool {
-    web_sys::Notification::permission() == web_sys::NotificationPermission::Granted
+    in_worker() || web_sys::Notification::permission() == web_sys::NotificationPermission::Granted
 }
 
 /// Asks the user to allow desktop notifications; true when allowed.

@@ -11,7 +11,6 @@
 
 use std::sync::OnceLock;
 
-use crate::browser;
 
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -27,7 +26,9 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 
 pub fn get() -> &'static Config {
     CONFIG.get_or_init(|| {
-        let search = browser::window().location().search().unwrap_or_default();
+        // The worker holding a shared session is never a widget's.
+        let Some(window) = web_sys::window() else { return Config::default() };
+        let search = window.location().search().unwrap_or_default();
         let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else { return Config::default() };
         let text = |k: &str| params.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         Config {

@@ -12,26 +12,19 @@ fn key(account: &str, with: &str) -> String {
 }
 
 pub fn get(account: &str, with: &str) -> String {
-    browser::local_storage().and_then(|s| s.get_item(&key(account, with)).ok().flatten()).unwrap_or_default()
+    browser::stored(&key(account, with)).unwrap_or_default()
 }
 
 /// Keeps `text` as the draft for `with`; blank text removes it.
 pub fn set(account: &str, with: &str, text: &str) {
-    let Some(storage) = browser::local_storage() else { return };
-    if text.trim().is_empty() || text.len() > MAX_DRAFT_BYTES {
-        let _ = storage.remove_item(&key(account, with));
-    } else {
-        let _ = storage.set_item(&key(account, with), text);
-    }
+    let keep = !text.trim().is_empty() && text.len() <= MAX_DRAFT_BYTES;
+    browser::store(&key(account, with), keep.then_some(text));
 }
 
 /// Forgets every draft of `account`.
 pub fn forget_all(account: &str) {
-    let Some(storage) = browser::local_storage() else { return };
     let prefix = format!("jabberwock.draft.{account}.");
-    let n = storage.length().unwrap_or(0);
-    let keys: Vec<String> = (0..n).filter_map(|i| storage.key(i).ok().flatten()).filter(|k| k.starts_with(&prefix)).collect();
-    for k in keys {
-        let _ = storage.remove_item(&k);
+    for k in browser::stored_keys().into_iter().filter(|k| k.starts_with(&prefix)) {
+        browser::store(&k, None);
     }
 }

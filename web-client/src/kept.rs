@@ -25,7 +25,7 @@ fn key(account: &str) -> String {
 /// Shows in `client` what was kept for its account, if anything.
 pub fn restore(client: &mut Client) {
     let account = client.account().bare();
-    let Some(text) = browser::local_storage().and_then(|s| s.get_item(&key(&account)).ok().flatten()) else { return };
+    let Some(text) = browser::stored(&key(&account)) else { return };
     if let Some(kept) = Kept::from_json(&text) {
         kept.restore(client);
     }
@@ -38,17 +38,14 @@ pub fn save(client: &Client) {
     if WRITTEN.with(|w| *w.borrow() == text) {
         return;
     }
-    let Some(storage) = browser::local_storage() else { return };
     // Over the origin's quota: better nothing than an outdated copy.
-    if storage.set_item(&key(&account), &text).is_err() {
-        let _ = storage.remove_item(&key(&account));
+    if !browser::store(&key(&account), Some(&text)) {
+        browser::store(&key(&account), None);
     }
     WRITTEN.with(|w| *w.borrow_mut() = text);
 }
 
 pub fn forget(account: &str) {
-    if let Some(storage) = browser::local_storage() {
-        let _ = storage.remove_item(&key(account));
-    }
+    browser::store(&key(account), None);
     WRITTEN.with(|w| w.borrow_mut().clear());
 }

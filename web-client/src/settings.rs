@@ -10,13 +10,11 @@ const NOTIFICATIONS: &str = "jabberwock.notifications";
 pub const DEFAULT_AWAY_AFTER_SECS: u32 = 300;
 
 fn get(key: &str) -> Option<String> {
-    browser::local_storage().and_then(|s| s.get_item(key).ok().flatten())
+    browser::stored(key)
 }
 
 fn set(key: &str, value: &str) {
-    if let Some(s) = browser::local_storage() {
-        let _ = s.set_item(key, value);
-    }
+    browser::store(key, Some(value));
 }
 
 /// Seconds without activity before showing as away; `None`: never.

@@ -6,9 +6,10 @@ use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
 use jabberwock_client_core::{ContactView, Show};
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// The connection status that is always on screen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     SignedOut,
     Discovering,
@@ -50,7 +51,7 @@ impl Status {
 }
 
 /// One roster row.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub contact: ContactView,
     pub unread: u32,
@@ -60,7 +61,7 @@ pub struct Row {
 }
 
 /// One line of the sidebar's room list: a room we are in, or a bookmarked one.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoomRow {
     pub jid: String,
     pub name: String,
@@ -79,7 +80,7 @@ impl RoomRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Toast {
     pub id: u64,
     pub text: String,
@@ -129,7 +130,7 @@ pub struct AppState {
 }
 
 /// A file on its way to the upload service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Upload {
     pub request: u64,
     pub name: String,
@@ -189,3 +190,54 @@ impl Default for AppState {
         Self::new()
     }
 }
+
+/// Lists every signal of [`AppState`] but `transport` (a `&'static str`, handled by hand),
+/// for a shared session (`net::shared`): the worker's signals are mirrored in each tab.
+macro_rules! mirrored_signals {
+    ($($field:ident),* $(,)?) => {
+        impl AppState {
+            /// Every signal's value, by name, as JSON: what a tab that joins is sent.
+            pub fn snapshot(&self) -> Vec<(&'static str, String)> {
+                let mut all = vec![("transport", json(&self.transport.get_untracked()))];
+                $(all.push((stringify!($field), self.$field.with_untracked(json)));)*
+                all
+            }
+
+            /// Calls `changed` with a signal's name and value whenever one changes.
+            pub fn watch(&self, changed: fn(&'static str, String)) {
+                let transport = self.transport;
+                Effect::new(move |_| changed("transport", json(&transport.get())));
+                $(
+                    let signal = self.$field;
+                    Effect::new(move |_| changed(stringify!($field), signal.with(json)));
+                )*
+            }
+
+            /// Sets the signal named `field` to `value`; false for an unknown name or a value
+            /// of the wrong shape.
+            pub fn apply(&self, field: &str, value: &str) -> bool {
+                match field {
+                    "transport" => {
+                        self.transport.set(match value {
+                            "\"websocket\"" => "websocket",
+                            "\"bosh\"" => "bosh",
+                            _ => "",
+                        });
+                        true
+                    }
+                    $(stringify!($field) => serde_json::from_str(value).map(|v| self.$field.set(v)).is_ok(),)*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+mirrored_signals!(
+    status, login_error, prefill, me, own_show, own_status, rows, requests, avatars, blocked, roster_loaded, active, messages,
+    first_unread, history, total_unread, toasts, rooms, room, bookmarked, invitations, services, public_rooms, uploads,
+);

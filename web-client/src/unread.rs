@@ -20,7 +20,7 @@ fn key(account: &str) -> String {
 
 /// The counts kept for `account`: (bare JID, count) pairs.
 pub fn get(account: &str) -> Vec<(String, u32)> {
-    let Some(text) = browser::local_storage().and_then(|s| s.get_item(&key(account)).ok().flatten()) else { return Vec::new() };
+    let Some(text) = browser::stored(&key(account)) else { return Vec::new() };
     text.lines()
         .filter_map(|line| {
             let (jid, n) = line.split_once('\t')?;
@@ -36,14 +36,11 @@ pub fn set<'a>(account: &str, counts: impl Iterator<Item = (&'a str, u32)>) {
     if WRITTEN.with(|w| { let w = w.borrow(); w.0 == account && w.1 == text }) {
         return;
     }
-    let Some(storage) = browser::local_storage() else { return };
-    let _ = if text.is_empty() { storage.remove_item(&key(account)) } else { storage.set_item(&key(account), &text) };
+    browser::store(&key(account), Some(text.as_str()).filter(|t| !t.is_empty()));
     WRITTEN.with(|w| *w.borrow_mut() = (account.to_owned(), text));
 }
 
 pub fn forget(account: &str) {
-    if let Some(storage) = browser::local_storage() {
-        let _ = storage.remove_item(&key(account));
-    }
+    browser::store(&key(account), None);
     WRITTEN.with(|w| *w.borrow_mut() = Default::default());
 }

@@ -456,6 +456,13 @@ pub struct State {
 
 // ---- user actions ----
 
+
+/// Of a conversation's messages, our last one, which XEP-0308 lets us correct, unless
+/// retracted (also what a tab of a shared session asks of the messages it shows).
+pub fn last_correctable(messages: &[ChatMessage]) -> Option<&ChatMessage> {
+    messages.iter().rev().find(|m| m.direction == Direction::Out).filter(|m| !m.annotations.retracted && !m.id.is_empty())
+}
+
 impl Client {
     /// Puts what [`prepare`] found on the message `id` (the newest of that id).
     pub(crate) fn annotate(&mut self, conv: &str, direction: Direction, id: &str, fresh: &Annotations) {
@@ -488,7 +495,7 @@ impl Client {
 
     /// Our last message in `conv`, the one XEP-0308 lets us correct, unless retracted.
     pub fn correctable(&self, conv: &str) -> Option<&ChatMessage> {
-        self.chats.messages(conv).iter().rev().find(|m| m.direction == Direction::Out).filter(|m| !m.annotations.retracted && !m.id.is_empty())
+        last_correctable(self.chats.messages(conv))
     }
 
     /// XEP-0308: replaces the text of our last message `id` with `text`.

@@ -15,7 +15,7 @@ use crate::stanza::{self, ErrorInfo};
 /// Bookmarks kept from one list; a bigger one is cut there.
 pub const MAX_BOOKMARKS: usize = 1000;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bookmark {
     pub jid: String,
     pub name: Option<String>,

@@ -52,7 +52,7 @@ pub struct Conversation {
 }
 
 /// How much of the server's archive (XEP-0313) this conversation has loaded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// A query is under way.
     pub loading: bool,

@@ -12,7 +12,7 @@ pub const MAX_VALUES: usize = 200;
 
 /// XEP-0004 §3.3 field types. A type we do not know is kept by name and shown as a line
 /// of text, as §3.3 asks for a field without a type.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FieldKind {
     Boolean,
     Fixed,
@@ -50,13 +50,13 @@ impl FieldKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FormOption {
     pub label: String,
     pub value: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Field {
     /// Empty only for `fixed` fields, which are text to show and are not submitted.
     pub var: String,
@@ -85,7 +85,7 @@ impl Field {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Form {
     pub title: Option<String>,
     pub instructions: Vec<String>,

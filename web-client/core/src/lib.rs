@@ -20,6 +20,7 @@
 //! * [`outbox`]: what is written while offline; [`blocking`]: XEP-0191; [`account`]:
 //!   XEP-0077 password change; [`avatar`]: pictures (XEP-0153 and vCard photos).
 //! * [`client`]: all of the above behind one type the view layer drives.
+//! * [`tabs`]: what the tabs of a browser and the worker holding their shared session say.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the caller passes the
 //! time and the nonce. That keeps it fast to test natively and identical in the browser.
@@ -48,6 +49,7 @@ pub mod roster;
 pub mod scram;
 pub mod sm;
 pub mod stanza;
+pub mod tabs;
 pub mod upload;
 
 pub use address::Account;

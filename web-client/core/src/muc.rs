@@ -33,7 +33,7 @@ pub const MAX_INVITATIONS: usize = 20;
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// XEP-0045 §5.1: what an occupant may do now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Moderator,
     Participant,
@@ -74,7 +74,7 @@ impl Role {
 }
 
 /// XEP-0045 §5.2: an account's standing in the room.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Affiliation {
     Owner,
     Admin,
@@ -107,7 +107,7 @@ impl Affiliation {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Occupant {
     pub nick: String,
     pub role: Role,
@@ -119,7 +119,7 @@ pub struct Occupant {
     pub presence: PresenceInfo,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomMessage {
     /// The sender's id for it (ours, for what we send; `origin-id` when there is one).
     pub id: String,
@@ -158,7 +158,7 @@ impl RoomMessage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RoomState {
     /// Our join presence is out; the room has not answered yet.
     Joining,
@@ -169,7 +169,7 @@ pub enum RoomState {
 
 /// What to set on a room we create (through its `muc#roomconfig` form). `None` settings
 /// leave the service's default.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomSettings {
     pub name: Option<String>,
     pub public: Option<bool>,
@@ -201,7 +201,7 @@ impl RoomSettings {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Room {
     pub jid: String,
     /// The room's name (its disco#info identity), once known.
@@ -220,12 +220,17 @@ pub struct Room {
     pub affiliation: Affiliation,
     /// Our occupant id (XEP-0421), to know our own messages in the archive.
     occupant_id: Option<String>,
+    /// Kept out of what a shared session shows its tabs (see `tabs`), with `creating` and
+    /// `orphans`: only the session uses them.
+    #[serde(skip)]
     password: Option<String>,
     /// Set while creating: what to configure once the room says it was created (201).
+    #[serde(skip)]
     creating: Option<RoomSettings>,
     /// The configuration form, while an owner edits it.
     pub config: Option<Form>,
     /// Actions on messages not loaded yet, from the archive ([`actions`]).
+    #[serde(skip)]
     orphans: Vec<actions::RoomReference>,
 }
 
@@ -319,8 +324,23 @@ impl Room {
     }
 }
 
+/// What joining refuses before anything is sent: an address that is not a room's, or an
+/// unusable nickname (also checked by a page whose session runs in a worker, to say so at
+/// once). Returns the room's bare address.
+pub fn check_join(room: &str, nick: &str) -> Result<String, String> {
+    let room = address::parse_bare(room).map_err(|e| e.to_string())?;
+    if address::local(&room).is_none() {
+        return Err(format!("{room} is not a room address (room@service)"));
+    }
+    let nick = nick.trim();
+    if nick.is_empty() || nick.len() > MAX_NICK_BYTES || nick.chars().any(char::is_control) {
+        return Err("Choose a nickname".into());
+    }
+    Ok(room)
+}
+
 /// A room someone invited us to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invitation {
     pub room: String,
     /// Who invites (their bare JID).
@@ -330,7 +350,7 @@ pub struct Invitation {
 }
 
 /// A room in a service's public list.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublicRoom {
     pub jid: String,
     pub name: Option<String>,
@@ -466,14 +486,8 @@ impl Rooms {
     /// Joins `room` as `nick` (XEP-0045 §7.2), asking for no history: it comes from the
     /// room's archive once we are in, so that nothing shows twice.
     pub fn join(&mut self, room: &str, nick: &str, password: Option<&str>, own: &PresenceInfo) -> Result<Vec<Effect>, String> {
-        let room = address::parse_bare(room).map_err(|e| e.to_string())?;
-        if address::local(&room).is_none() {
-            return Err(format!("{room} is not a room address (room@service)"));
-        }
+        let room = check_join(room, nick)?;
         let nick = nick.trim();
-        if nick.is_empty() || nick.len() > MAX_NICK_BYTES || nick.chars().any(char::is_control) {
-            return Err("Choose a nickname".into());
-        }
         let password = password.filter(|p| !p.is_empty()).map(str::to_owned);
         let r = self.rooms.entry(room.clone()).or_insert_with(|| Room::new(room.clone(), nick.to_owned(), None));
         r.nick = nick.to_owned();
@@ -1972,5 +1986,20 @@ mod tests {
             );
         }
         assert_eq!(rooms.invitations.len(), MAX_INVITATIONS);
+    }
+
+    #[test]
+    fn a_room_shown_to_the_tabs_of_a_shared_session_keeps_its_password_to_itself() {
+        let mut rooms = joined("ann", "owner", "moderator");
+        rooms.join("locked@conference.localhost", "ann", Some("secret"), &PresenceInfo::default()).unwrap();
+        let room = rooms.get("locked@conference.localhost").unwrap();
+        let json = serde_json::to_string(room).unwrap();
+        assert!(!json.contains("secret"), "{json}");
+        let back: Room = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.password.as_deref(), back.creating.as_ref()), (None, None));
+        assert_eq!(Room { password: room.password.clone(), creating: room.creating.clone(), ..back }, *room);
+        let shown = rooms.get(ROOM).unwrap();
+        assert!(!shown.messages.is_empty() || !shown.occupants.is_empty());
+        assert_eq!(serde_json::from_str::<Room>(&serde_json::to_string(shown).unwrap()).unwrap(), *shown);
     }
 }

@@ -96,7 +96,7 @@ impl RosterItem {
 }
 
 /// One contact, flattened for display.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContactView {
     pub jid: String,
     pub name: String,

@@ -10,7 +10,7 @@ use crate::ns;
 use crate::roster::RosterItem;
 
 /// Availability, as in RFC 6121 §4.7.2.1 (`Online` is presence without `<show/>`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Show {
     Chat,
     #[default]
@@ -77,7 +77,7 @@ impl Show {
 }
 
 /// What an available presence says.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceInfo {
     pub show: Show,
     pub status: Option<String>,

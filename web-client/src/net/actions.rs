@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use jabberwock_client_core::actions::last_correctable;
+use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::muc::{Effect, Room, Rooms};
 use jabberwock_client_core::upload::{Slot, UploadEvent};
 use jabberwock_client_core::{Client, Event};
@@ -12,7 +14,9 @@ use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
-use super::{with_session, Session};
+use jabberwock_client_core::tabs::Command;
+
+use super::{shared, with_session, Session};
 use crate::browser;
 use crate::state::Upload;
 
@@ -40,33 +44,62 @@ fn act_in(conv: &str, room: impl FnOnce(&mut Rooms, i64) -> Vec<Effect>, chat: i
 }
 
 pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {
+    if shared::forward(Command::CorrectLast { conv: conv.to_owned(), id: id.to_owned(), text: text.to_owned() }) {
+        return true;
+    }
     act_in(conv, |r, now| r.correct(conv, id, text, now), |c, now| c.correct_last(conv, id, text, now))
 }
 
 pub fn retract(conv: &str, id: &str) -> bool {
+    if shared::forward(Command::Retract { conv: conv.to_owned(), id: id.to_owned() }) {
+        return true;
+    }
     act_in(conv, |r, now| r.retract(conv, id, now), |c, now| c.retract(conv, id, now))
 }
 
 pub fn toggle_reaction(conv: &str, id: &str, emoji: &str) -> bool {
+    if shared::forward(Command::ToggleReaction { conv: conv.to_owned(), id: id.to_owned(), emoji: emoji.to_owned() }) {
+        return true;
+    }
     act_in(conv, |r, now| r.toggle_reaction(conv, id, emoji, now), |c, now| c.toggle_reaction(conv, id, emoji, now))
 }
 
 pub fn send_reply(conv: &str, reply_to: &str, text: &str) -> bool {
+    if shared::forward(Command::SendReply { conv: conv.to_owned(), reply_to: reply_to.to_owned(), text: text.to_owned() }) {
+        return true;
+    }
     act_in(conv, |r, now| r.send_reply(conv, reply_to, text, now), |c, now| c.send_reply(conv, reply_to, text, now))
 }
 
 /// XEP-0425: as a moderator of the room `conv`, removes the message `id` for everyone.
 pub fn moderate(conv: &str, id: &str) -> bool {
+    if shared::forward(Command::Moderate { conv: conv.to_owned(), id: id.to_owned() }) {
+        return true;
+    }
     act_in(conv, |r, _| r.moderate(conv, id, None), |_, _| Vec::new())
 }
 
 /// Our last message in `conv` that may still be corrected: its id and text.
 pub fn correctable(conv: &str) -> Option<(String, String)> {
-    with_session(|s| match s.client.rooms.get(conv) {
-        Some(room) => room.correctable().map(|m| (Room::key_of(m).to_owned(), m.body.clone())),
-        None => s.client.correctable(conv).map(|m| (m.id.clone(), m.body.clone())),
+    let in_room = |room: &Room| room.correctable().map(|m| (Room::key_of(m).to_owned(), m.body.clone()));
+    let in_chat = |m: &ChatMessage| (m.id.clone(), m.body.clone());
+    // A tab has the open conversation as the worker showed it.
+    let shown = shared::shown(|state| {
+        if state.active.get_untracked().as_deref() != Some(conv) {
+            return None;
+        }
+        match state.room.with_untracked(|r| r.as_ref().filter(|r| r.jid == conv).map(in_room)) {
+            Some(found) => found,
+            None => state.messages.with_untracked(|msgs| last_correctable(msgs).map(in_chat)),
+        }
+    });
+    shown.unwrap_or_else(|| {
+        with_session(|s| match s.client.rooms.get(conv) {
+            Some(room) => in_room(room),
+            None => s.client.correctable(conv).map(in_chat),
+        })
+        .flatten()
     })
-    .flatten()
 }
 
 impl Session {
@@ -114,6 +147,9 @@ fn set_upload(uploads: RwSignal<Vec<Upload>>, request: u64, f: impl FnOnce(&mut 
 /// Sends `file` to the open conversation `conv`: asks for a slot (or says at once why
 /// not), then PUTs it with progress, then sends the link.
 pub fn upload(conv: &str, file: web_sys::File) {
+    if shared::forward_upload(conv, &file) {
+        return;
+    }
     let size = file.size() as u64;
     let name = file.name();
     let kind = file.type_();
@@ -141,6 +177,9 @@ pub fn upload(conv: &str, file: web_sys::File) {
 }
 
 pub fn dismiss_upload(request: u64) {
+    if shared::forward(Command::DismissUpload { request }) {
+        return;
+    }
     with_session(|s| s.state.uploads.update(|u| u.retain(|x| x.request != request)));
 }
 

@@ -20,7 +20,7 @@ impl BoshTransport {
     pub fn new(url: &str, domain: &str, generation: u32) -> Self {
         // XEP-0124 §14.1: a random starting rid, far from 2^53.
         let mut bytes = [0u8; 4];
-        let _ = browser::window().crypto().map(|c| c.get_random_values_with_u8_array(&mut bytes));
+        browser::random_bytes(&mut bytes);
         let first_rid = u64::from(u32::from_le_bytes(bytes)) + 1;
         BoshTransport { url: url.to_owned(), generation, bosh: Bosh::new(domain, first_rid) }
     }
@@ -89,7 +89,7 @@ async fn fetch(url: &str, body: &str) -> Option<String> {
     // The server holds a request up to `wait` seconds; allow some more.
     let timer = controller.clone().map(|c| browser::set_timeout((WAIT_SECS as i32 + 15) * 1000, move || c.abort()));
     let resp =
-        JsFuture::from(browser::window().fetch_with_request(&request)).await.ok().and_then(|r| r.dyn_into::<Response>().ok());
+        JsFuture::from(browser::fetch(&request)).await.ok().and_then(|r| r.dyn_into::<Response>().ok());
     let text = match resp {
         Some(r) if r.ok() => match r.text() {
             Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()),

@@ -28,7 +28,7 @@ async fn fetch_text(url: &str) -> Fetched {
     }
     let Ok(request) = Request::new_with_str_and_init(url, &init) else { return Fetched::Unreachable };
     let timer = controller.clone().map(|c| browser::set_timeout(FETCH_TIMEOUT_MS, move || c.abort()));
-    let result = JsFuture::from(browser::window().fetch_with_request(&request)).await;
+    let result = JsFuture::from(browser::fetch(&request)).await;
     let out = match result.ok().and_then(|r| r.dyn_into::<Response>().ok()) {
         None => Fetched::Unreachable,
         Some(resp) if !resp.ok() => Fetched::Missing,

@@ -3,12 +3,14 @@
 //!
 //! The session lives in a thread-local because browser callbacks (socket events, timers)
 //! reach it from outside the view tree. Views call the public functions here; nothing in
-//! this module decides how things look.
+//! this module decides how things look. The session runs in a worker ([`shared`]): in the
+//! page, each public function hands its call to the worker first.
 
 mod actions;
 mod bosh;
 mod discovery;
 pub mod rooms;
+pub mod shared;
 mod websocket;
 
 use std::cell::RefCell;
@@ -17,6 +19,7 @@ use jabberwock_client_core::chat;
 use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
+use jabberwock_client_core::tabs::Command;
 use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -114,6 +117,8 @@ struct Session {
     last_activity_ms: i64,
     idle: bool,
     idle_timer: Option<i32>,
+    /// In the worker, its last tab gone: nothing is read or acknowledged (see [`freeze`]).
+    frozen: bool,
 }
 
 thread_local! {
@@ -155,43 +160,74 @@ fn resource() -> String {
 /// Where a page keeps its session for the next page of the same tab (see
 /// [`jabberwock_client_core::resume`]): written when the page goes away, removed as soon
 /// as it is read back.
-const RESUME_KEY: &str = "jabberwock.resume";
+pub(crate) const RESUME_KEY: &str = "jabberwock.resume";
 
-/// How long after a change the conversations are saved in the browser.
-const KEEP_DELAY_MS: i32 = 2000;
+/// How long after a change the conversations are saved in the browser: at once after a
+/// burst of changes, since the worker's storage is its tabs, and a tab going away cannot
+/// wait for the worker.
+const KEEP_DELAY_MS: i32 = 0;
 
-/// The page goes away (reload, navigation, tab closed): saves what the next page needs to
-/// resume the session, if the server keeps it, and lets the connection drop without ending the session, which
-/// the server then keeps for its resumption window.
+/// The page goes away (reload, navigation, tab closed): the tab keeps the session's latest
+/// resumption entry for its next page (see [`shared`]). The worker ends with its last page,
+/// which drops the connection without ending the session: the server keeps it for its
+/// resumption window.
 pub fn page_hidden() {
+    shared::page_hidden();
+}
+
+/// At the page's start: joins the worker that holds the session (the one the origin's
+/// tabs share, if there is one), with the session the previous page of this tab saved for
+/// it to resume if it has none. Without a session to join or resume, the user signs in.
+pub fn start_page(state: AppState) {
+    let saved = browser::session_storage().and_then(|storage| {
+        let saved = storage.get_item(RESUME_KEY).ok().flatten();
+        let _ = storage.remove_item(RESUME_KEY);
+        saved
+    });
+    shared::connect(state, saved);
+}
+
+/// Whether a session exists (online, or on its way).
+fn has_session() -> bool {
+    SESSION.with(|s| s.borrow().is_some())
+}
+
+/// The current session's entry for resuming it after a reload, if it can be resumed.
+fn resumable_entry() -> Option<String> {
+    with_session(|s| s.resumable_entry()).flatten()
+}
+
+/// In the worker, its last tab gone: the connection is dropped at once and nothing more is
+/// read or acknowledged, so that the resumption entry that tab kept is the session's last
+/// state (the server keeps the session; the next page resumes from the entry). A tab that
+/// joins before the worker ends [`thaw`]s it.
+fn freeze() {
     with_session(|s| {
-        // Online, or waiting to reconnect with a session the server keeps: both resume.
-        if s.signing_out {
-            return;
-        }
-        s.keep_now();
-        let Some(saved) = s.client.resumable(&s.endpoints[s.endpoint].to_saved(), browser::now_ms()) else { return };
-        let Some(storage) = browser::session_storage() else { return };
-        if storage.set_item(RESUME_KEY, &saved.to_json()).is_err() {
-            return;
-        }
-        // Nothing more is read: what the saved counters say is all this page handled.
         s.generation = next_generation();
         if let Some(t) = s.retry_timer.take() {
             browser::clear_timeout(t);
         }
-        // Closed now, not after a timer that an unloading page may never run.
         drop(s.transport.take());
+        s.frozen = true;
     });
 }
 
-/// At start: resumes the session the previous page of this tab saved, if it is recent
-/// enough. Returns whether it does; if not, the user signs in.
-pub fn resume_saved(state: AppState) -> bool {
-    let Some(storage) = browser::session_storage() else { return false };
-    let saved = storage.get_item(RESUME_KEY).ok().flatten();
-    let _ = storage.remove_item(RESUME_KEY);
-    let Some(saved) = saved.as_deref().and_then(Resumable::from_json) else { return false };
+/// A tab joined a frozen worker: the session resumes on a new connection.
+fn thaw() {
+    with_session(|s| {
+        if std::mem::take(&mut s.frozen) {
+            let events = s.client.transport_closed();
+            s.handle(events);
+            s.attempt = 0;
+            s.connect();
+        }
+    });
+}
+
+/// In the worker: resumes the session saved in `saved` (a resumption entry), if it is
+/// recent enough.
+fn resume_from(state: AppState, saved: &str) -> bool {
+    let Some(saved) = Resumable::from_json(saved) else { return false };
     if saved.expired(browser::now_ms()) {
         return false;
     }
@@ -229,6 +265,7 @@ pub fn create_account(state: AppState, address: String, password: String, again:
     start(state, address, password, server, true);
 }
 
+/// Finds the server (in the page: its fetches are the page's), then signs in.
 fn start(state: AppState, address: String, password: String, server: String, create: bool) {
     let account = match Account::parse(&address) {
         Ok(a) => a,
@@ -265,21 +302,37 @@ fn start(state: AppState, address: String, password: String, server: String, cre
             Ok(e) if e.is_empty() => Err(format!("The server for {} offers neither WebSocket nor BOSH", account.domain)),
             other => other,
         };
-        let endpoints = match endpoints {
-            Ok(e) => e,
+        match endpoints {
+            Ok(endpoints) => sign_in(state, account, password, endpoints, create),
             Err(msg) => {
                 state.status.set(Status::SignedOut);
                 state.login_error.set(Some(msg));
-                return;
             }
-        };
-        let client = if create {
-            Client::register(account, &password, Some(resource()), browser::nonce())
-        } else {
-            Client::new(account, &password, Some(resource()), browser::nonce())
-        };
-        start_session(Session::new(state, Some(password), endpoints, client, false));
+        }
     });
+}
+
+/// Signs in to `account` (or, `create`, creates it first) at `endpoints`, in order.
+fn sign_in(state: AppState, account: Account, password: String, endpoints: Vec<Endpoint>, create: bool) {
+    let saved = endpoints.iter().map(Endpoint::to_saved).collect();
+    if shared::forward(Command::SignIn { address: account.bare(), password: password.clone(), endpoints: saved, create }) {
+        return;
+    }
+    let client = if create {
+        Client::register(account, &password, Some(resource()), browser::nonce())
+    } else {
+        Client::new(account, &password, Some(resource()), browser::nonce())
+    };
+    start_session(Session::new(state, Some(password), endpoints, client, false));
+}
+
+/// In the worker: [`sign_in`] as a page asked for it.
+fn sign_in_from(state: AppState, address: &str, password: String, endpoints: &[String], create: bool) {
+    let endpoints: Vec<Endpoint> = endpoints.iter().filter_map(|e| Endpoint::from_saved(e)).collect();
+    match Account::parse(address) {
+        Ok(account) if !endpoints.is_empty() => sign_in(state, account, password, endpoints, create),
+        _ => state.status.set(Status::SignedOut),
+    }
 }
 
 fn start_session(session: Session) {
@@ -322,6 +375,7 @@ impl Session {
             last_activity_ms: browser::now_ms(),
             idle: false,
             idle_timer: None,
+            frozen: false,
         }
     }
 
@@ -335,6 +389,12 @@ impl Session {
         if self.client.phase() == Phase::Closed && !self.client.restart(self.password.as_deref(), browser::nonce()) {
             self.state.login_error.set(Some(ConnError::SessionExpired.to_string()));
             return self.end(Status::SignedOut);
+        }
+        // No network, the browser says (to the worker, its tabs do): as a failed attempt,
+        // which waits for the network to come back.
+        if !browser::network_up() {
+            let events = self.client.transport_closed();
+            return self.handle(events);
         }
         let endpoint = self.endpoints[self.endpoint].clone();
         self.state.transport.set(endpoint.kind());
@@ -466,6 +526,15 @@ impl Session {
             let events = self.client.receive(input, browser::now_ms());
             self.handle(events);
         }
+        shared::session_changed();
+    }
+
+    /// The entry for resuming this session after a reload, unless it is ending.
+    fn resumable_entry(&self) -> Option<String> {
+        if self.signing_out {
+            return None;
+        }
+        Some(self.client.resumable(&self.endpoints[self.endpoint].to_saved(), browser::now_ms())?.to_json())
     }
 
     /// Puts back what the browser kept of this account's conversations (once per page and
@@ -504,8 +573,7 @@ impl Session {
         let Some(msg) = self.client.chats.last(with) else { return };
         let name = self.client.roster.get(with).map_or(with, |i| i.display_name()).to_owned();
         let body: String = jabberwock_client_core::actions::summary(msg).chars().take(140).collect();
-        let jid = with.to_owned();
-        browser::notify(&name, &body, with, move || open_chat(Some(jid)));
+        show_notification(&name, &body, with);
     }
 
     /// Arms the timer that turns a quiet user into an away one.
@@ -624,7 +692,7 @@ impl Session {
         st.room.set(None);
         st.invitations.set(Vec::new());
         st.transport.set("");
-        browser::set_title("Jabberwock");
+        shared::session_changed();
         // Dropped after this callback: the session is gone.
         browser::set_timeout(0, || {
             SESSION.with(|s| {
@@ -666,13 +734,6 @@ impl Session {
             unread::set(&self.client.account().bare(), chats.unread_counts());
         }
         self.state.total_unread.set(chats.total_unread());
-        self.show_unread_in_title();
-    }
-
-    /// The page title counts unread messages, and room messages that name us.
-    fn show_unread_in_title(&self) {
-        let unread = self.client.chats.total_unread() + self.client.rooms.all().map(|r| r.mentions).sum::<u32>();
-        browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
     }
 
     fn refresh_chat(&self) {
@@ -686,6 +747,16 @@ impl Session {
         let h = chats.active().map(|a| chats.history(a)).unwrap_or_default();
         self.state.history.set((h.loading, h.started && !h.complete));
     }
+}
+
+/// A desktop notification; a click opens `conversation` (in the worker of a shared
+/// session, a tab shows it).
+fn show_notification(title: &str, body: &str, conversation: &str) {
+    if browser::in_worker() {
+        return shared::notify(title, body, conversation);
+    }
+    let open = conversation.to_owned();
+    browser::notify(title, body, conversation, move || open_chat(Some(open)));
 }
 
 // ---- transport callbacks ----
@@ -778,6 +849,9 @@ fn on_close(generation: u32, _code: u16) {
 // ---- user actions ----
 
 pub fn logout() {
+    if shared::forward(Command::Logout) {
+        return;
+    }
     let found = with_session(|s| {
         s.signing_out = true;
         drafts::forget_all(&s.client.account().bare());
@@ -796,6 +870,9 @@ pub fn logout() {
 }
 
 pub fn open_chat(jid: Option<String>) {
+    if shared::forward(Command::OpenChat { with: jid.clone() }) {
+        return;
+    }
     with_session(|s| {
         // Where reading starts, before opening marks it all read (placed once the messages
         // are there: after a reload they come from the archive).
@@ -820,6 +897,9 @@ pub fn open_chat(jid: Option<String>) {
 
 /// Loads an older page of the open conversation.
 pub fn load_older() {
+    if shared::forward(Command::LoadOlder) {
+        return;
+    }
     with_session(|s| {
         if let Some(j) = s.client.chats.active().map(str::to_owned) {
             let ev = s.client.load_history(&j);
@@ -834,6 +914,9 @@ const PAUSED_AFTER_MS: i32 = 5000;
 
 /// The user typed in the composer for `to` (`typing`), or cleared it.
 pub fn typing(to: &str, typing: bool) {
+    if shared::forward(Command::Typing { to: to.to_owned(), typing }) {
+        return;
+    }
     with_session(|s| {
         // Chat states go to a contact, not to a whole room.
         if actions::is_room(s, to) {
@@ -860,6 +943,10 @@ pub fn typing(to: &str, typing: bool) {
 /// Sends a message, or queues it while offline; false when it was refused (blank, or the
 /// outbox full), and the text should stay where it is.
 pub fn send_message(to: &str, body: &str) -> bool {
+    // The worker says so should the outbox be full.
+    if shared::forward(Command::SendMessage { to: to.to_owned(), body: body.to_owned() }) {
+        return !body.trim().is_empty();
+    }
     with_session(|s| {
         if let Some(t) = s.typing_timer.take() {
             browser::clear_timeout(t);
@@ -880,6 +967,9 @@ pub fn send_message(to: &str, body: &str) -> bool {
 
 /// "Reconnect now": the next attempt starts at once, and the backoff starts over.
 pub fn reconnect_now() {
+    if shared::forward(Command::ReconnectNow) {
+        return;
+    }
     with_session(|s| {
         if s.retry_timer.is_some() {
             s.attempt = 0;
@@ -889,6 +979,9 @@ pub fn reconnect_now() {
 }
 
 pub fn add_contact(jid: &str, name: &str) -> Result<(), String> {
+    if shared::forward(Command::AddContact { jid: jid.to_owned(), name: name.to_owned() }) {
+        return jabberwock_client_core::address::parse_bare(jid).map(drop).map_err(|e| e.to_string());
+    }
     with_session(|s| {
         let name = Some(name.trim()).filter(|n| !n.is_empty());
         let events = s.client.add_contact(jid, name).map_err(|e| e.to_string())?;
@@ -899,6 +992,9 @@ pub fn add_contact(jid: &str, name: &str) -> Result<(), String> {
 }
 
 pub fn accept(jid: &str) {
+    if shared::forward(Command::Accept { jid: jid.to_owned() }) {
+        return;
+    }
     with_session(|s| {
         let ev = s.client.accept(jid);
         s.handle(ev);
@@ -906,6 +1002,9 @@ pub fn accept(jid: &str) {
 }
 
 pub fn deny(jid: &str) {
+    if shared::forward(Command::Deny { jid: jid.to_owned() }) {
+        return;
+    }
     with_session(|s| {
         let ev = s.client.deny(jid);
         s.handle(ev);
@@ -913,6 +1012,9 @@ pub fn deny(jid: &str) {
 }
 
 pub fn remove_contact(jid: &str) {
+    if shared::forward(Command::RemoveContact { jid: jid.to_owned() }) {
+        return;
+    }
     with_session(|s| {
         let ev = s.client.remove_contact(jid);
         s.handle(ev);
@@ -925,22 +1027,40 @@ pub fn remove_contact(jid: &str) {
 
 /// Sets our picture from a file the user picked: made a square JPEG of 128 pixels first.
 pub fn set_avatar(file: web_sys::File) {
-    spawn_local(async move {
-        let picture = browser::square_jpeg(file, 128).await.and_then(|url| {
-            jabberwock_client_core::avatar::from_data_url(&url).ok_or_else(|| "The picture could not be read".to_owned())
-        });
-        with_session(|s| match picture {
-            Ok((mime, bytes)) => {
+    spawn_local(async move { set_avatar_picture(browser::square_jpeg(file, 128).await) });
+}
+
+/// Sets our picture from the JPEG made of the file (a `data:` URL), or says why not.
+fn set_avatar_picture(picture: Result<String, String>) {
+    if let Ok(data_url) = &picture {
+        if shared::forward(Command::SetAvatar { data_url: data_url.clone() }) {
+            return;
+        }
+    }
+    let picture = picture.and_then(|url| {
+        jabberwock_client_core::avatar::from_data_url(&url).ok_or_else(|| "The picture could not be read".to_owned())
+    });
+    match picture {
+        Ok((mime, bytes)) => {
+            with_session(|s| {
                 let ev = s.client.set_avatar(&mime, bytes);
                 s.handle(ev);
-            }
-            Err(e) => s.state.toast(e),
-        });
-    });
+            });
+        }
+        // In a tab of a shared session, the tab says it.
+        Err(e) => {
+            shared::shown(|state| state.toast(e.clone())).or_else(|| with_session(|s| s.state.toast(e)));
+        }
+    }
 }
 
 /// Changes the account's password; an error says why it was not sent.
 pub fn change_password(password: &str, again: &str) -> Result<(), String> {
+    // Checked in the page too, which says at once what is wrong with it.
+    jabberwock_client_core::account::check_new_password(password, again).map_err(|e| e.to_string())?;
+    if shared::forward(Command::ChangePassword { password: password.to_owned(), again: again.to_owned() }) {
+        return Ok(());
+    }
     with_session(|s| {
         let ev = s.client.change_password(password, again).map_err(|e| e.to_string())?;
         s.handle(ev);
@@ -951,6 +1071,9 @@ pub fn change_password(password: &str, again: &str) -> Result<(), String> {
 
 /// Blocks (`block`) or unblocks `jid` (XEP-0191).
 pub fn block(jid: &str, block: bool) {
+    if shared::forward(Command::Block { jid: jid.to_owned(), block }) {
+        return;
+    }
     with_session(|s| {
         let ev = s.client.block(jid, block);
         s.handle(ev);
@@ -958,6 +1081,9 @@ pub fn block(jid: &str, block: bool) {
 }
 
 pub fn update_contact(jid: &str, name: &str, groups: &[String]) {
+    if shared::forward(Command::UpdateContact { jid: jid.to_owned(), name: name.to_owned(), groups: groups.to_vec() }) {
+        return;
+    }
     with_session(|s| {
         let ev = s.client.update_contact(jid, name, groups);
         s.handle(ev);
@@ -965,6 +1091,9 @@ pub fn update_contact(jid: &str, name: &str, groups: &[String]) {
 }
 
 pub fn set_presence(show: Show, status: String) {
+    if shared::forward(Command::SetPresence { show, status: status.clone() }) {
+        return;
+    }
     with_session(|s| {
         s.state.own_show.set(show);
         s.state.own_status.set(status.clone());
@@ -975,6 +1104,9 @@ pub fn set_presence(show: Show, status: String) {
 
 /// The tab was hidden or shown: unread counting follows; being shown is a sign of the user.
 pub fn visibility_changed(visible: bool) {
+    if shared::tab_visible(visible) {
+        return;
+    }
     if visible {
         user_active();
     }
@@ -996,6 +1128,9 @@ pub fn visibility_changed(visible: bool) {
 /// The browser says the network is back: do not wait for the backoff timer; a connection
 /// that survived the outage is online again.
 pub fn network_online() {
+    if shared::forward(Command::NetworkOnline) {
+        return;
+    }
     with_session(|s| {
         if s.retry_timer.is_some() {
             s.attempt = 0;
@@ -1008,12 +1143,18 @@ pub fn network_online() {
 
 /// The browser says the network is gone: say so, whatever the connection still believes.
 pub fn network_offline() {
+    if shared::forward(Command::NetworkOffline) {
+        return;
+    }
     with_session(|s| s.state.status.set(Status::Offline));
 }
 
 /// A sign of the user (pointer, keyboard, the tab shown): back from idle if we were, and
 /// the idle countdown starts again.
 pub fn user_active() {
+    if shared::forward_activity() {
+        return;
+    }
     with_session(|s| {
         s.last_activity_ms = browser::now_ms();
         if s.idle {
@@ -1028,6 +1169,9 @@ pub fn user_active() {
 
 /// The idle setting changed: the countdown follows it.
 pub fn idle_setting_changed() {
+    if shared::forward(Command::IdleSettingChanged) {
+        return;
+    }
     with_session(|s| {
         if let Some(t) = s.idle_timer.take() {
             browser::clear_timeout(t);

@@ -3,11 +3,13 @@
 
 use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::form::Form;
-use jabberwock_client_core::muc::{Affiliation, Effect, Role, RoomSettings, RoomState, Rooms};
+use jabberwock_client_core::muc::{check_join, Affiliation, Effect, Role, RoomSettings, RoomState, Rooms};
 use jabberwock_client_core::PresenceInfo;
 use leptos::prelude::*;
 
-use super::{with_session, Session};
+use jabberwock_client_core::tabs::Command;
+
+use super::{shared, with_session, Session};
 use crate::state::RoomRow;
 use crate::{browser, settings};
 
@@ -58,7 +60,6 @@ impl Session {
         let open = st.active.get_untracked().and_then(|a| rooms.get(&a).cloned());
         st.bookmarked.set(open.as_ref().and_then(|r| bookmarks.get(&r.jid).cloned()));
         st.room.set(open);
-        self.show_unread_in_title();
     }
 
     /// A desktop notification for a message that names us, when asked for and the tab is
@@ -69,8 +70,7 @@ impl Session {
         }
         let Some(msg) = self.client.rooms.get(room).and_then(|r| r.messages.iter().rev().find(|m| m.mention)) else { return };
         let body: String = msg.body.chars().take(140).collect();
-        let jid = room.to_owned();
-        browser::notify(&format!("{} in {}", msg.nick, local(room)), &body, room, move || super::open_chat(Some(jid)));
+        super::show_notification(&format!("{} in {}", msg.nick, local(room)), &body, room);
     }
 
     /// Online: the self-ping timer runs for as long as this connection does.
@@ -129,72 +129,121 @@ fn room_try(action: impl FnOnce(&mut Rooms, &PresenceInfo) -> Result<Vec<Effect>
 
 /// The nick to offer: the account's local part.
 pub fn default_nick() -> String {
-    with_session(|s| s.client.account().local.clone()).unwrap_or_default()
+    let shown = shared::shown(|state| state.me.get_untracked().map(|me| local(&me)));
+    shown.unwrap_or_else(|| with_session(|s| s.client.account().local.clone())).unwrap_or_default()
 }
 
 pub fn join(room: &str, nick: &str, password: &str) -> Result<(), String> {
+    check_join(room, nick)?;
+    if shared::forward(Command::Join { room: room.to_owned(), nick: nick.to_owned(), password: password.to_owned() }) {
+        return Ok(());
+    }
     room_try(|rooms, own| rooms.join(room, nick, Some(password), own))
 }
 
 pub fn create(room: &str, nick: &str, settings: RoomSettings) -> Result<(), String> {
+    check_join(room, nick)?;
+    if shared::forward(Command::CreateRoom { room: room.to_owned(), nick: nick.to_owned(), settings: settings.clone() }) {
+        return Ok(());
+    }
     room_try(|rooms, own| rooms.create(room, nick, settings, own))
 }
 
 /// Leaves the room and closes it.
 pub fn leave(room: &str) {
+    if shared::forward(Command::Leave { room: room.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.leave(room));
     super::open_chat(None);
 }
 
 pub fn change_nick(room: &str, nick: &str) {
+    if shared::forward(Command::ChangeNick { room: room.to_owned(), nick: nick.to_owned() }) {
+        return;
+    }
     room_do(|rooms, own| rooms.change_nick(room, nick, own));
 }
 
 pub fn set_subject(room: &str, subject: &str) {
+    if shared::forward(Command::SetSubject { room: room.to_owned(), subject: subject.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.set_subject(room, subject));
 }
 
 pub fn invite(room: &str, jid: &str) -> Result<(), String> {
+    jabberwock_client_core::address::parse_bare(jid).map_err(|e| e.to_string())?;
+    if shared::forward(Command::Invite { room: room.to_owned(), jid: jid.to_owned() }) {
+        return Ok(());
+    }
     room_try(|rooms, _| rooms.invite(room, jid, None))
 }
 
 pub fn set_role(room: &str, nick: &str, role: Role) {
+    if shared::forward(Command::SetRole { room: room.to_owned(), nick: nick.to_owned(), role }) {
+        return;
+    }
     room_do(|rooms, _| rooms.set_role(room, nick, role, None));
 }
 
 pub fn set_affiliation(room: &str, nick: &str, affiliation: Affiliation) {
+    if shared::forward(Command::SetAffiliation { room: room.to_owned(), nick: nick.to_owned(), affiliation }) {
+        return;
+    }
     room_do(|rooms, _| rooms.set_affiliation(room, nick, affiliation, None));
 }
 
 pub fn request_config(room: &str) {
+    if shared::forward(Command::RequestConfig { room: room.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.request_config(room));
 }
 
 /// Submits the owner's edits (`None`: cancels).
 pub fn submit_config(room: &str, form: Option<Form>) {
+    if shared::forward(Command::SubmitConfig { room: room.to_owned(), form: form.clone() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.submit_config(room, form.as_ref()));
 }
 
 pub fn destroy(room: &str) {
+    if shared::forward(Command::Destroy { room: room.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.destroy(room, None));
 }
 
 pub fn load_older(room: &str) {
+    if shared::forward(Command::RoomLoadOlder { room: room.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.load_history(room));
 }
 
 /// Finds the server's group chat services (once), then lists their public rooms.
 pub fn discover() {
+    if shared::forward(Command::DiscoverRooms) {
+        return;
+    }
     let domain = with_session(|s| s.client.account().domain.clone()).unwrap_or_default();
     room_do(|rooms, _| rooms.discover(&domain));
 }
 
 pub fn browse(service: &str) {
+    if shared::forward(Command::BrowseRooms { service: service.to_owned() }) {
+        return;
+    }
     room_do(|rooms, _| rooms.browse(service));
 }
 
 /// Bookmarks the room (with autojoin, and the nick we use in it), or removes its bookmark.
 pub fn set_bookmarked(room: &str, on: bool) {
+    if shared::forward(Command::SetBookmarked { room: room.to_owned(), on }) {
+        return;
+    }
     with_session(|s| {
         let nick = s.client.rooms.get(room).map(|r| r.nick.clone());
         let ev = s.client.bookmark_action(|b| {
@@ -211,6 +260,10 @@ pub fn set_bookmarked(room: &str, on: bool) {
 
 /// Accepts an invitation: joins with the nick given.
 pub fn accept_invitation(room: &str, nick: &str) -> Result<(), String> {
+    check_join(room, nick)?;
+    if shared::forward(Command::AcceptInvitation { room: room.to_owned(), nick: nick.to_owned() }) {
+        return Ok(());
+    }
     let invitation = with_session(|s| s.client.rooms.take_invitation(room)).flatten();
     let password = invitation.and_then(|i| i.password).unwrap_or_default();
     join(room, nick, &password)?;
@@ -219,6 +272,9 @@ pub fn accept_invitation(room: &str, nick: &str) -> Result<(), String> {
 }
 
 pub fn decline_invitation(room: &str) {
+    if shared::forward(Command::DeclineInvitation { room: room.to_owned() }) {
+        return;
+    }
     with_session(|s| {
         s.client.rooms.take_invitation(room);
         s.refresh_rooms();

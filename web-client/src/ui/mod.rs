@@ -44,7 +44,12 @@ pub fn App() -> impl IntoView {
     let on_pagehide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::page_hidden);
     browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
     on_pagehide.forget();
-    net::resume_saved(state);
+    net::start_page(state);
+    // The title counts unread messages, and room messages that name us.
+    Effect::new(move |_| {
+        let unread = state.total_unread.get() + state.rooms.with(|rooms| rooms.iter().map(|r| r.mentions).sum::<u32>());
+        browser::set_title(&if unread > 0 { format!("({unread}) Jabberwock") } else { "Jabberwock".to_owned() });
+    });
     // Not inside another site's page: the widget is a frame of the embedding site.
     if !crate::config::get().widget {
         browser::register_service_worker();

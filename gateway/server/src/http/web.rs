@@ -37,7 +37,8 @@ const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
 /// How long a browser may keep `path` without asking: forever when trunk named it by its
 /// content hash (`name-0123456789abcdef.js`, `…_bg.wasm`), since a new build has new
 /// names; otherwise the name stays across releases (`widget.js`, which other sites
-/// embed, `sw.js`, the manifest and icons) and the browser must revalidate.
+/// embed, `sw.js`, the web client's session worker, the manifest and icons) and the
+/// browser must revalidate.
 fn cache_control(path: &str) -> HeaderValue {
     let stem = path.rsplit('/').next().unwrap_or(path);
     let stem = stem.split_once('.').map_or(stem, |(stem, _)| stem);
@@ -185,7 +186,8 @@ mod tests {
         for hashed in ["jabberwock-web-client-6d6486b3e3037f0b.js", "jabberwock-web-client-6d6486b3e3037f0b_bg.wasm", "/style-732cb19bd3336090.css"] {
             assert_eq!(cache_control(hashed), IMMUTABLE, "{hashed}");
         }
-        for named in ["widget.js", "sw.js", "manifest.webmanifest", "icons/icon-192.png", "jabberwock-web-client.js", "x-123.js"] {
+        let session_worker = ["session-worker.js", "jabberwock-session.js", "jabberwock-session_bg.wasm"];
+        for named in ["widget.js", "sw.js", "manifest.webmanifest", "icons/icon-192.png", "jabberwock-web-client.js", "x-123.js"].into_iter().chain(session_worker) {
             assert_eq!(cache_control(named), REVALIDATE, "{named}");
         }
     }

@@ -22,7 +22,7 @@ use crate::{address, ns, stanza};
 pub const MAX_ROOM_ORPHANS: usize = 200;
 
 /// XEP-0425: a moderator removed the message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Moderation {
     /// The moderator's nick, when the room says.
     pub by: Option<String>,
