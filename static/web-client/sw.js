@@ -6,13 +6,19 @@
 //   the copy kept last time.
 // - Assets: trunk names each by its content hash, so a kept copy is never stale: kept
 //   copies first, the network otherwise (and the answer kept).
+// - The session's worker (session-worker.js, jabberwock-session.js and its WebAssembly),
+//   which trunk does not name by content: as the page, from the network first.
 // - Nothing else is touched: XMPP (WebSocket, BOSH), discovery, uploads and metrics always
 //   go to the network.
 // Old releases' assets are dropped once a new page has been kept.
 
 const CACHE = 'jabberwock-shell-v1';
-const SHELL = ['./', 'manifest.webmanifest', 'icons/icon.svg', 'icons/icon-192.png'];
+const SHELL = [
+    './', 'manifest.webmanifest', 'icons/icon.svg', 'icons/icon-192.png',
+    'session-worker.js', 'jabberwock-session.js', 'jabberwock-session_bg.wasm',
+];
 const ASSET = /\.(?:js|wasm|css|svg|png|webmanifest)$/;
+const WORKER = /\/(?:session-worker\.js|jabberwock-session\.js|jabberwock-session_bg\.wasm)$/;
 const NETWORK_ONLY = ['/http-bind', '/xmpp-websocket', '/.well-known/', '/upload/', '/metrics', '/healthz', '/readyz'];
 
 self.addEventListener('install', (event) => {
@@ -34,6 +40,8 @@ self.addEventListener('fetch', (event) => {
     if (NETWORK_ONLY.some((p) => url.pathname.startsWith(p))) return;
     if (request.mode === 'navigate') {
         event.respondWith(page(request));
+    } else if (WORKER.test(url.pathname)) {
+        event.respondWith(networkFirst(request, url.pathname));
     } else if (ASSET.test(url.pathname)) {
         event.respondWith(asset(request));
     }
@@ -50,6 +58,20 @@ async function page(request) {
         return response;
     } catch (e) {
         const kept = await cache.match('./');
+        if (kept) return kept;
+        throw e;
+    }
+}
+
+// From the network when it answers (kept under `key`), else the kept copy.
+async function networkFirst(request, key) {
+    const cache = await caches.open(CACHE);
+    try {
+        const response = await fetch(request);
+        if (response.ok) await cache.put(key, response.clone());
+        return response;
+    } catch (e) {
+        const kept = await cache.match(key);
         if (kept) return kept;
         throw e;
     }

@@ -118,16 +118,8 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
-        __wbg___wbindgen_is_falsy_d864b623500ae65d: function(arg0) {
-            const ret = !arg0;
-            return ret;
-        },
         __wbg___wbindgen_is_function_741ff2bb612836f5: function(arg0) {
             const ret = typeof(arg0) === 'function';
-            return ret;
-        },
-        __wbg___wbindgen_is_null_c22311b1cc228e3a: function(arg0) {
-            const ret = arg0 === null;
             return ret;
         },
         __wbg___wbindgen_is_undefined_be5b34249ff1fc15: function(arg0) {
@@ -151,23 +143,6 @@ function __wbg_get_imports() {
         __wbg_abort_f8d1589eb0c65ee2: function(arg0) {
             arg0.abort();
         },
-        __wbg_addEventListener_847fd86b8c33ec43: function() { return handleError(function (arg0, arg1, arg2, arg3) {
-            arg0.addEventListener(getStringFromWasm0(arg1, arg2), arg3);
-        }, arguments); },
-        __wbg_add_cf82c8d153d93ae1: function() { return handleError(function (arg0, arg1, arg2) {
-            arg0.add(getStringFromWasm0(arg1, arg2));
-        }, arguments); },
-        __wbg_appendChild_dbf7ad2f48413560: function() { return handleError(function (arg0, arg1) {
-            const ret = arg0.appendChild(arg1);
-            return ret;
-        }, arguments); },
-        __wbg_blur_c2856e0bcfec2cc0: function() { return handleError(function (arg0) {
-            arg0.blur();
-        }, arguments); },
-        __wbg_body_5f971cbc6950ca4f: function(arg0) {
-            const ret = arg0.body;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
         __wbg_buffer_aca05a93c046db1a: function(arg0) {
             const ret = arg0.buffer;
             return ret;
@@ -188,40 +163,12 @@ function __wbg_get_imports() {
             const ret = arg0.call(arg1, arg2);
             return ret;
         }, arguments); },
-        __wbg_cancelBubble_1164dd588f0c3481: function(arg0) {
-            const ret = arg0.cancelBubble;
-            return ret;
-        },
-        __wbg_checked_3f95ede4ece3a2c2: function(arg0) {
-            const ret = arg0.checked;
-            return ret;
-        },
-        __wbg_classList_97e966c261669b85: function(arg0) {
-            const ret = arg0.classList;
-            return ret;
+        __wbg_clearTimeout_d859c3fbfd863ce7: function(arg0, arg1) {
+            arg0.clearTimeout(arg1);
         },
         __wbg_clearTimeout_fd2c5dfcf4c67f84: function(arg0, arg1) {
             arg0.clearTimeout(arg1);
         },
-        __wbg_click_c6eff13daacf9806: function(arg0) {
-            arg0.click();
-        },
-        __wbg_clientHeight_b40e8971aed9fa2b: function(arg0) {
-            const ret = arg0.clientHeight;
-            return ret;
-        },
-        __wbg_clipboardData_40289949920202d6: function(arg0) {
-            const ret = arg0.clipboardData;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
-        __wbg_cloneNode_36b90700fd8dbbb0: function() { return handleError(function (arg0) {
-            const ret = arg0.cloneNode();
-            return ret;
-        }, arguments); },
-        __wbg_cloneNode_70249c8beed88ee3: function() { return handleError(function (arg0, arg1) {
-            const ret = arg0.cloneNode(arg1 !== 0);
-            return ret;
-        }, arguments); },
         __wbg_close_294d3f727cb7a844: function() { return handleError(function (arg0) {
             arg0.close();
         }, arguments); },
@@ -231,9 +178,6 @@ function __wbg_get_imports() {
         __wbg_close_8aea993aceac2ad9: function(arg0) {
             arg0.close();
         },
-        __wbg_close_b4ebb04d70c95184: function(arg0) {
-            arg0.close();
-        },
         __wbg_close_bf94aa7e38b9a94b: function() { return handleError(function (arg0) {
             arg0.close();
         }, arguments); },
@@ -241,65 +185,22 @@ function __wbg_get_imports() {
             const ret = arg0.code;
             return ret;
         },
-        __wbg_composedPath_99300fc960717ac7: function(arg0) {
-            const ret = arg0.composedPath();
-            return ret;
-        },
-        __wbg_contains_743aa7c94499c269: function(arg0, arg1) {
-            const ret = arg0.contains(arg1);
-            return ret;
-        },
-        __wbg_content_6fed93ca1fd29f06: function(arg0) {
-            const ret = arg0.content;
-            return ret;
-        },
-        __wbg_createComment_bf8f324d5ce3d460: function(arg0, arg1, arg2) {
-            const ret = arg0.createComment(getStringFromWasm0(arg1, arg2));
-            return ret;
-        },
-        __wbg_createElementNS_2f7464180077e8e4: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
-            const ret = arg0.createElementNS(arg1 === 0 ? undefined : getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
-            return ret;
-        }, arguments); },
-        __wbg_createElement_de4a31ed2fb252be: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = arg0.createElement(getStringFromWasm0(arg1, arg2));
-            return ret;
-        }, arguments); },
-        __wbg_createImageBitmap_540bab0e44380edb: function() { return handleError(function (arg0, arg1) {
-            const ret = arg0.createImageBitmap(arg1);
-            return ret;
-        }, arguments); },
-        __wbg_createTextNode_2b48c3fc75dfcc67: function(arg0, arg1, arg2) {
-            const ret = arg0.createTextNode(getStringFromWasm0(arg1, arg2));
-            return ret;
-        },
         __wbg_crypto_56d59c4d711676e1: function() { return handleError(function (arg0) {
             const ret = arg0.crypto;
             return ret;
         }, arguments); },
-        __wbg_dataTransfer_3f478a3e477952f6: function(arg0) {
-            const ret = arg0.dataTransfer;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
+        __wbg_crypto_642a55676274a4e1: function() { return handleError(function (arg0) {
+            const ret = arg0.crypto;
+            return ret;
+        }, arguments); },
         __wbg_data_c7e5e8500f1bca2f: function(arg0) {
             const ret = arg0.data;
             return ret;
-        },
-        __wbg_deleteProperty_3ad7a085da623822: function() { return handleError(function (arg0, arg1) {
-            const ret = Reflect.deleteProperty(arg0, arg1);
-            return ret;
-        }, arguments); },
-        __wbg_documentElement_5e44e37dd0181a81: function(arg0) {
-            const ret = arg0.documentElement;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
         },
         __wbg_document_3b5c3071b43e97ee: function(arg0) {
             const ret = arg0.document;
             return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
         },
-        __wbg_drawImage_fe04922b8f002aa8: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4, arg5, arg6, arg7, arg8, arg9) {
-            arg0.drawImage(arg1, arg2, arg3, arg4, arg5, arg6, arg7, arg8, arg9);
-        }, arguments); },
         __wbg_enqueue_c11626eae1c54509: function() { return handleError(function (arg0, arg1) {
             arg0.enqueue(arg1);
         }, arguments); },
@@ -314,32 +215,21 @@ function __wbg_get_imports() {
                 wasm.__wbindgen_free(deferred0_0, deferred0_1, 1);
             }
         },
+        __wbg_fetch_41d29a2b2428e0c7: function(arg0, arg1) {
+            const ret = arg0.fetch(arg1);
+            return ret;
+        },
         __wbg_fetch_858ffa201963e190: function(arg0, arg1) {
             const ret = arg0.fetch(arg1);
             return ret;
         },
-        __wbg_files_2d8b9138ca028e2c: function(arg0) {
-            const ret = arg0.files;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
-        __wbg_files_d7e65f35a3acc89f: function(arg0) {
-            const ret = arg0.files;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
-        __wbg_firstElementChild_a60f6eaf7d453487: function(arg0) {
-            const ret = arg0.firstElementChild;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
         __wbg_focus_3a2c122fe04c7992: function() { return handleError(function (arg0) {
             arg0.focus();
         }, arguments); },
-        __wbg_focus_d5e2fdbdb56416f0: function() { return handleError(function (arg0) {
-            arg0.focus();
-        }, arguments); },
-        __wbg_getContext_d93f904b714852ae: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = arg0.getContext(getStringFromWasm0(arg1, arg2));
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        }, arguments); },
+        __wbg_from_eac91875c8a5ffa4: function(arg0) {
+            const ret = Array.from(arg0);
+            return ret;
+        },
         __wbg_getItem_49556a3e59cfb688: function() { return handleError(function (arg0, arg1, arg2, arg3) {
             const ret = arg1.getItem(getStringFromWasm0(arg2, arg3));
             var ptr1 = isLikeNone(ret) ? 0 : passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -362,11 +252,11 @@ function __wbg_get_imports() {
             const ret = Reflect.get(arg0, arg1);
             return ret;
         }, arguments); },
-        __wbg_get_955bde2b2fe2defa: function(arg0, arg1) {
-            const ret = arg0[arg1 >>> 0];
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
         __wbg_get_d7176cfb76d71114: function(arg0, arg1) {
+            const ret = arg0[arg1 >>> 0];
+            return ret;
+        },
+        __wbg_get_unchecked_e6325ad374eff861: function(arg0, arg1) {
             const ret = arg0[arg1 >>> 0];
             return ret;
         },
@@ -376,42 +266,6 @@ function __wbg_get_imports() {
         },
         __wbg_headers_9ef80dd266706f48: function(arg0) {
             const ret = arg0.headers;
-            return ret;
-        },
-        __wbg_height_a587c99454238459: function(arg0) {
-            const ret = arg0.height;
-            return ret;
-        },
-        __wbg_host_64d73c152c626ec8: function(arg0) {
-            const ret = arg0.host;
-            return ret;
-        },
-        __wbg_includes_40dae55ee37516e5: function(arg0, arg1, arg2) {
-            const ret = arg0.includes(arg1, arg2);
-            return ret;
-        },
-        __wbg_insertBefore_10ab0c19b463c12b: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = arg0.insertBefore(arg1, arg2);
-            return ret;
-        }, arguments); },
-        __wbg_instanceof_CanvasRenderingContext2d_72a60be8aaadecab: function(arg0) {
-            let result;
-            try {
-                result = arg0 instanceof CanvasRenderingContext2D;
-            } catch (_) {
-                result = false;
-            }
-            const ret = result;
-            return ret;
-        },
-        __wbg_instanceof_Element_05dbb22ded594343: function(arg0) {
-            let result;
-            try {
-                result = arg0 instanceof Element;
-            } catch (_) {
-                result = false;
-            }
-            const ret = result;
             return ret;
         },
         __wbg_instanceof_Error_74e3cca0c4a69161: function(arg0) {
@@ -424,40 +278,20 @@ function __wbg_get_imports() {
             const ret = result;
             return ret;
         },
-        __wbg_instanceof_HtmlCanvasElement_89f280683e987b9e: function(arg0) {
+        __wbg_instanceof_File_8b277b2875442560: function(arg0) {
             let result;
             try {
-                result = arg0 instanceof HTMLCanvasElement;
+                result = arg0 instanceof File;
             } catch (_) {
                 result = false;
             }
             const ret = result;
             return ret;
         },
-        __wbg_instanceof_HtmlElement_ea32ea7121e0a496: function(arg0) {
+        __wbg_instanceof_MessagePort_2e0774936edf0cc5: function(arg0) {
             let result;
             try {
-                result = arg0 instanceof HTMLElement;
-            } catch (_) {
-                result = false;
-            }
-            const ret = result;
-            return ret;
-        },
-        __wbg_instanceof_ImageBitmap_536fdba57df2c6ac: function(arg0) {
-            let result;
-            try {
-                result = arg0 instanceof ImageBitmap;
-            } catch (_) {
-                result = false;
-            }
-            const ret = result;
-            return ret;
-        },
-        __wbg_instanceof_Node_01bbf5179851b46b: function(arg0) {
-            let result;
-            try {
-                result = arg0 instanceof Node;
+                result = arg0 instanceof MessagePort;
             } catch (_) {
                 result = false;
             }
@@ -474,10 +308,10 @@ function __wbg_get_imports() {
             const ret = result;
             return ret;
         },
-        __wbg_instanceof_ShadowRoot_cd78159e03fed884: function(arg0) {
+        __wbg_instanceof_SharedWorkerGlobalScope_9eb2b042cf253b65: function(arg0) {
             let result;
             try {
-                result = arg0 instanceof ShadowRoot;
+                result = arg0 instanceof SharedWorkerGlobalScope;
             } catch (_) {
                 result = false;
             }
@@ -494,14 +328,6 @@ function __wbg_get_imports() {
             const ret = result;
             return ret;
         },
-        __wbg_isComposing_b1e74068b6ff27e2: function(arg0) {
-            const ret = arg0.isComposing;
-            return ret;
-        },
-        __wbg_isSecureContext_6b3c96e6b1051931: function(arg0) {
-            const ret = arg0.isSecureContext;
-            return ret;
-        },
         __wbg_key_63ff854ef83f5a09: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = arg1.key(arg2 >>> 0);
             var ptr1 = isLikeNone(ret) ? 0 : passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -509,18 +335,11 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         }, arguments); },
-        __wbg_key_76125a528069feff: function(arg0, arg1) {
-            const ret = arg1.key;
-            const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-            const len1 = WASM_VECTOR_LEN;
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
-        },
         __wbg_length_186163212ffe79c3: function(arg0) {
             const ret = arg0.length;
             return ret;
         },
-        __wbg_length_694310723930d77e: function(arg0) {
+        __wbg_length_b03a0fabb109b1e9: function(arg0) {
             const ret = arg0.length;
             return ret;
         },
@@ -540,6 +359,10 @@ function __wbg_get_imports() {
             const ret = arg0.location;
             return ret;
         },
+        __wbg_location_9435fbc63389095f: function(arg0) {
+            const ret = arg0.location;
+            return ret;
+        },
         __wbg_log_db7ff26c19faf835: function(arg0, arg1) {
             console.log(arg0, arg1);
         },
@@ -554,12 +377,16 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
+        __wbg_navigator_9641ab32fa612dd1: function(arg0) {
+            const ret = arg0.navigator;
+            return ret;
+        },
         __wbg_navigator_c17f443a6fe5d38d: function(arg0) {
             const ret = arg0.navigator;
             return ret;
         },
-        __wbg_new_3e95cd7386bb9a6c: function(arg0) {
-            const ret = new Date(arg0);
+        __wbg_new_37eb45aaf5eeb820: function() {
+            const ret = new Array();
             return ret;
         },
         __wbg_new_433d3f85043258e7: function() { return handleError(function () {
@@ -632,9 +459,20 @@ function __wbg_get_imports() {
             const ret = arg0.onLine;
             return ret;
         },
+        __wbg_onLine_b708ce8bc6ae7327: function(arg0) {
+            const ret = arg0.onLine;
+            return ret;
+        },
         __wbg_open_c4088ba49c506468: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
             arg0.open(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
         }, arguments); },
+        __wbg_origin_012df43696b22164: function(arg0, arg1) {
+            const ret = arg1.origin;
+            const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len1 = WASM_VECTOR_LEN;
+            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
+            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
+        },
         __wbg_origin_dafa41a3ee9236b1: function() { return handleError(function (arg0, arg1) {
             const ret = arg1.origin;
             const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -642,20 +480,16 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         }, arguments); },
-        __wbg_parentNode_fe15bcc26df42856: function(arg0) {
-            const ret = arg0.parentNode;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
         __wbg_permission_a549cb6b5580cb14: function() {
             const ret = Notification.permission;
             return (__wbindgen_enum_NotificationPermission.indexOf(ret) + 1 || 4) - 1;
         },
-        __wbg_preventDefault_cfb06b02e7406899: function(arg0) {
-            arg0.preventDefault();
+        __wbg_ports_b9b3fded1ffa90c9: function(arg0) {
+            const ret = arg0.ports;
+            return ret;
         },
-        __wbg_querySelector_1555c239948f2bf0: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = arg0.querySelector(getStringFromWasm0(arg1, arg2));
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
+        __wbg_postMessage_56704f0f0cc1999c: function() { return handleError(function (arg0, arg1) {
+            arg0.postMessage(arg1);
         }, arguments); },
         __wbg_queueMicrotask_1e8503a8a690f0a3: function(arg0) {
             const ret = arg0.queueMicrotask;
@@ -672,42 +506,8 @@ function __wbg_get_imports() {
             const ret = arg0.readyState;
             return ret;
         },
-        __wbg_register_4a0b8d99e8a3769d: function(arg0, arg1, arg2) {
-            const ret = arg0.register(getStringFromWasm0(arg1, arg2));
-            return ret;
-        },
-        __wbg_removeAttribute_735f25a801a701e1: function() { return handleError(function (arg0, arg1, arg2) {
-            arg0.removeAttribute(getStringFromWasm0(arg1, arg2));
-        }, arguments); },
-        __wbg_removeEventListener_4e20bd5fac3de092: function() { return handleError(function (arg0, arg1, arg2, arg3) {
-            arg0.removeEventListener(getStringFromWasm0(arg1, arg2), arg3);
-        }, arguments); },
         __wbg_removeItem_6db621e167d16a1c: function() { return handleError(function (arg0, arg1, arg2) {
             arg0.removeItem(getStringFromWasm0(arg1, arg2));
-        }, arguments); },
-        __wbg_removeProperty_24e2a492b137f2d7: function() { return handleError(function (arg0, arg1, arg2, arg3) {
-            const ret = arg1.removeProperty(getStringFromWasm0(arg2, arg3));
-            const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-            const len1 = WASM_VECTOR_LEN;
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
-        }, arguments); },
-        __wbg_remove_12e9b1deffec7d2f: function() { return handleError(function (arg0, arg1, arg2) {
-            arg0.remove(getStringFromWasm0(arg1, arg2));
-        }, arguments); },
-        __wbg_remove_8228e91d7ddbc755: function(arg0) {
-            arg0.remove();
-        },
-        __wbg_remove_b28d816f9e896ff9: function(arg0) {
-            arg0.remove();
-        },
-        __wbg_requestAnimationFrame_9ba49d36a19ca83c: function() { return handleError(function (arg0, arg1) {
-            const ret = arg0.requestAnimationFrame(arg1);
-            return ret;
-        }, arguments); },
-        __wbg_requestPermission_b2d3915a489f652d: function() { return handleError(function () {
-            const ret = Notification.requestPermission();
-            return ret;
         }, arguments); },
         __wbg_resolve_dbf78ab4942478b0: function(arg0) {
             const ret = Promise.resolve(arg0);
@@ -716,17 +516,6 @@ function __wbg_get_imports() {
         __wbg_respond_d97c023ee981d1f5: function() { return handleError(function (arg0, arg1) {
             arg0.respond(arg1 >>> 0);
         }, arguments); },
-        __wbg_scrollHeight_4e4f6d0987910b5b: function(arg0) {
-            const ret = arg0.scrollHeight;
-            return ret;
-        },
-        __wbg_scrollIntoView_e87dbe8c70be0efb: function(arg0) {
-            arg0.scrollIntoView();
-        },
-        __wbg_scrollTop_960220fc942d86fa: function(arg0) {
-            const ret = arg0.scrollTop;
-            return ret;
-        },
         __wbg_search_b8ba44c19bb02b19: function() { return handleError(function (arg0, arg1) {
             const ret = arg1.search;
             const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -740,32 +529,22 @@ function __wbg_get_imports() {
         __wbg_send_cd51063ca1be4d0f: function() { return handleError(function (arg0, arg1, arg2) {
             arg0.send(getStringFromWasm0(arg1, arg2));
         }, arguments); },
-        __wbg_serviceWorker_6aeb3dec6ba652c0: function(arg0) {
-            const ret = arg0.serviceWorker;
-            return ret;
-        },
         __wbg_sessionStorage_7bc148f64fb0d0b9: function() { return handleError(function (arg0) {
             const ret = arg0.sessionStorage;
             return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
         }, arguments); },
-        __wbg_setAttribute_f75317b2b5cabfb4: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
-            arg0.setAttribute(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
-        }, arguments); },
         __wbg_setItem_cfa3cb31f271776a: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
             arg0.setItem(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
-        }, arguments); },
-        __wbg_setProperty_3fe74e09d53acb0b: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
-            arg0.setProperty(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
         }, arguments); },
         __wbg_setRequestHeader_a62c26acc62b07c7: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
             arg0.setRequestHeader(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
         }, arguments); },
-        __wbg_setTimeout_9ef22b48643bd7de: function() { return handleError(function (arg0, arg1, arg2) {
+        __wbg_setTimeout_7b54aa5f72cd7066: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = arg0.setTimeout(arg1, arg2);
             return ret;
         }, arguments); },
-        __wbg_set_2793479888329cb6: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = Reflect.set(arg0, arg1, arg2);
+        __wbg_setTimeout_9ef22b48643bd7de: function() { return handleError(function (arg0, arg1, arg2) {
+            const ret = arg0.setTimeout(arg1, arg2);
             return ret;
         }, arguments); },
         __wbg_set_bcb0ec2400cfa22e: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
@@ -780,26 +559,20 @@ function __wbg_get_imports() {
         __wbg_set_feb3714f475485ba: function(arg0, arg1, arg2) {
             arg0.set(getArrayU8FromWasm0(arg1, arg2));
         },
-        __wbg_set_height_ae0610d318c3428c: function(arg0, arg1) {
-            arg0.height = arg1 >>> 0;
-        },
-        __wbg_set_innerHTML_a9d3a267967b5117: function(arg0, arg1, arg2) {
-            arg0.innerHTML = getStringFromWasm0(arg1, arg2);
-        },
         __wbg_set_method_639e69af35614d36: function(arg0, arg1, arg2) {
             arg0.method = getStringFromWasm0(arg1, arg2);
         },
         __wbg_set_mode_07e051ad8b4e2126: function(arg0, arg1) {
             arg0.mode = __wbindgen_enum_RequestMode[arg1];
         },
-        __wbg_set_nodeValue_7e9217115013d873: function(arg0, arg1, arg2) {
-            arg0.nodeValue = arg1 === 0 ? undefined : getStringFromWasm0(arg1, arg2);
-        },
         __wbg_set_onclick_c687e2349cd9c317: function(arg0, arg1) {
             arg0.onclick = arg1;
         },
         __wbg_set_onclose_078935cf8d0fb024: function(arg0, arg1) {
             arg0.onclose = arg1;
+        },
+        __wbg_set_onconnect_67c72840a6e78837: function(arg0, arg1) {
+            arg0.onconnect = arg1;
         },
         __wbg_set_onerror_f7f089f7f059501c: function(arg0, arg1) {
             arg0.onerror = arg1;
@@ -810,48 +583,20 @@ function __wbg_get_imports() {
         __wbg_set_onmessage_26abc49cfa5f9ffc: function(arg0, arg1) {
             arg0.onmessage = arg1;
         },
-        __wbg_set_onoffline_7a578c182ce8a7b0: function(arg0, arg1) {
-            arg0.onoffline = arg1;
-        },
-        __wbg_set_ononline_1cb4b24f5defbe98: function(arg0, arg1) {
-            arg0.ononline = arg1;
+        __wbg_set_onmessage_5e09c5c5df17fb8b: function(arg0, arg1) {
+            arg0.onmessage = arg1;
         },
         __wbg_set_onopen_757be120cc7b1ea6: function(arg0, arg1) {
             arg0.onopen = arg1;
         },
-        __wbg_set_onpagehide_ee1ac8c729a06726: function(arg0, arg1) {
-            arg0.onpagehide = arg1;
-        },
         __wbg_set_onprogress_75a3e7e649ad9d8d: function(arg0, arg1) {
             arg0.onprogress = arg1;
-        },
-        __wbg_set_onvisibilitychange_f61db4ad845a2db6: function(arg0, arg1) {
-            arg0.onvisibilitychange = arg1;
-        },
-        __wbg_set_scrollTop_9abe010024623249: function(arg0, arg1) {
-            arg0.scrollTop = arg1;
         },
         __wbg_set_signal_0b2eee78907e5ba7: function(arg0, arg1) {
             arg0.signal = arg1;
         },
         __wbg_set_tag_32b68d2fbe663837: function(arg0, arg1, arg2) {
             arg0.tag = getStringFromWasm0(arg1, arg2);
-        },
-        __wbg_set_title_7c9f7c08b10ea16a: function(arg0, arg1, arg2) {
-            arg0.title = getStringFromWasm0(arg1, arg2);
-        },
-        __wbg_set_value_651c5a714f0a7b56: function(arg0, arg1, arg2) {
-            arg0.value = getStringFromWasm0(arg1, arg2);
-        },
-        __wbg_set_value_cb7e77c93a95e491: function(arg0, arg1, arg2) {
-            arg0.value = getStringFromWasm0(arg1, arg2);
-        },
-        __wbg_set_width_5f89a551b5472887: function(arg0, arg1) {
-            arg0.width = arg1 >>> 0;
-        },
-        __wbg_shiftKey_a6ce93ef743d5834: function(arg0) {
-            const ret = arg0.shiftKey;
-            return ret;
         },
         __wbg_signal_fac908876f45725d: function(arg0) {
             const ret = arg0.signal;
@@ -888,14 +633,6 @@ function __wbg_get_imports() {
             const ret = arg0.status;
             return ret;
         }, arguments); },
-        __wbg_style_f499e599ac70277f: function(arg0) {
-            const ret = arg0.style;
-            return ret;
-        },
-        __wbg_target_e5cd9c7aa87dd8df: function(arg0) {
-            const ret = arg0.target;
-            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
-        },
         __wbg_text_5240eb2c41de8292: function() { return handleError(function (arg0) {
             const ret = arg0.text();
             return ret;
@@ -908,29 +645,6 @@ function __wbg_get_imports() {
             const ret = arg0.then(arg1);
             return ret;
         },
-        __wbg_toDataURL_fa880933cb95d655: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
-            const ret = arg1.toDataURL(getStringFromWasm0(arg2, arg3), arg4);
-            const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-            const len1 = WASM_VECTOR_LEN;
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
-        }, arguments); },
-        __wbg_toDateString_2261f86ebb323983: function(arg0) {
-            const ret = arg0.toDateString();
-            return ret;
-        },
-        __wbg_toLocaleDateString_a28e82885ff6f01a: function(arg0, arg1, arg2, arg3) {
-            const ret = arg0.toLocaleDateString(getStringFromWasm0(arg1, arg2), arg3);
-            return ret;
-        },
-        __wbg_toLocaleString_9ddf0df037727843: function(arg0, arg1, arg2, arg3) {
-            const ret = arg0.toLocaleString(getStringFromWasm0(arg1, arg2), arg3);
-            return ret;
-        },
-        __wbg_toLocaleTimeString_a55d7d7c2aa1411b: function(arg0, arg1, arg2, arg3) {
-            const ret = arg0.toLocaleTimeString(getStringFromWasm0(arg1, arg2), arg3);
-            return ret;
-        },
         __wbg_type_c93f3ee8b7eb4f89: function(arg0, arg1) {
             const ret = arg1.type;
             const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -938,21 +652,10 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
-        __wbg_types_9d342bd82d237873: function(arg0) {
-            const ret = arg0.types;
-            return ret;
-        },
         __wbg_upload_1bcc9aa2f00d0fc4: function() { return handleError(function (arg0) {
             const ret = arg0.upload;
             return ret;
         }, arguments); },
-        __wbg_value_df0a0e29a4d182fe: function(arg0, arg1) {
-            const ret = arg1.value;
-            const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-            const len1 = WASM_VECTOR_LEN;
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
-            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
-        },
         __wbg_view_3b708d3bdaf3fc96: function(arg0) {
             const ret = arg0.view;
             return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
@@ -961,56 +664,37 @@ function __wbg_get_imports() {
             const ret = arg0.visibilityState;
             return (__wbindgen_enum_VisibilityState.indexOf(ret) + 1 || 3) - 1;
         },
-        __wbg_width_f84552448726a9a9: function(arg0) {
-            const ret = arg0.width;
-            return ret;
-        },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 423, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01);
-            return ret;
-        },
-        __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 824, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 57, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5cddc56ae7f8e60e);
             return ret;
         },
+        __wbindgen_generic_0000000000000002: function(arg0, arg1) {
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 15, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0);
+            return ret;
+        },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 567, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 15, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_13);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 423, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_14);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 15, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_14);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 567, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_15);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ProgressEvent")], shim_idx: 48, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hcbc241dce7d9102f);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 567, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_16);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 19, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ProgressEvent")], shim_idx: 423, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_17);
-            return ret;
-        },
-        __wbindgen_generic_0000000000000008: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 444, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hcfcb3337eb89100a);
-            return ret;
-        },
-        __wbindgen_generic_0000000000000009: function(arg0) {
-            // Cast intrinsic for `F64 -> Externref`.
-            const ret = arg0;
-            return ret;
-        },
-        __wbindgen_generic_000000000000000a: function(arg0, arg1) {
             // Cast intrinsic for `Ref(String) -> Externref`.
             const ret = getStringFromWasm0(arg0, arg1);
             return ret;
@@ -1026,36 +710,28 @@ function __wbg_get_imports() {
     };
     return {
         __proto__: null,
-        "./jabberwock-web-client_bg.js": import0,
+        "./jabberwock-session_bg.js": import0,
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__hcfcb3337eb89100a(arg0, arg1) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hcfcb3337eb89100a(arg0, arg1);
+function wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc(arg0, arg1) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_13(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_13(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_14(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_14(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_14(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h87d4c555265adbe0_14(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_15(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_15(arg0, arg1, arg2);
-}
-
-function wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_16(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hb8a449b1a6b605da_16(arg0, arg1, arg2);
-}
-
-function wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_17(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h2e9ada06086a4d01_17(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__hcbc241dce7d9102f(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__hcbc241dce7d9102f(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h5cddc56ae7f8e60e(arg0, arg1, arg2) {
@@ -1388,7 +1064,7 @@ async function __wbg_init_once(module_or_path) {
     }
 
     if (module_or_path === undefined) {
-        module_or_path = new URL('jabberwock-web-client_bg.wasm', import.meta.url);
+        module_or_path = new URL('jabberwock-session_bg.wasm', import.meta.url);
     }
     const imports = __wbg_get_imports();
 
