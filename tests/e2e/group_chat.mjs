@@ -13,101 +13,22 @@
 // bosh), E2E_DEAD_PORT (bosh), E2E_USERS (three localparts, comma-separated),
 // E2E_PASSWORDS (theirs, in order), E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG.
 
-import fs from 'node:fs';
-import path from 'node:path';
+import { BASE, DOMAIN, TRANSPORT, expectOnline as online, must, newContext, newPage, pages, runSteps, shot as shotAs, signIn as signInAs } from './lib.mjs';
 
-import { chromium } from 'playwright-core';
-
-const BASE = must('E2E_BASE_URL');
-const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
-const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
-const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const DEBUG = !!process.env.E2E_DEBUG;
 const [A, B, C] = must('E2E_USERS').split(',');
 const PASSWORDS = Object.fromEntries(must('E2E_PASSWORDS').split(',').map((p, i) => [[A, B, C][i], p]));
 const ROOM = `team-${TRANSPORT}@conference.${DOMAIN}`;
 const ROOM_NAME = `team-${TRANSPORT}`;
 
-function must(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set`);
-    return v;
-}
-
-// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
-// suite even when every step passed.
-let pageErrors = 0;
-
-function say(msg) {
-    process.stderr.write(`e2e: ${msg}\n`);
-}
-
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-
-const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    timeout: 30000,
-});
-
-const pages = {};
-const logs = {};
-
 /** A fresh browser profile for `user`, signed in and online. */
 async function signIn(user) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    await context.route('**/*', (route) => {
-        const { hostname } = new URL(route.request().url());
-        return ['127.0.0.1', 'localhost', '[::1]'].includes(hostname) ? route.fallback() : route.abort('blockedbyclient');
-    });
-    if (TRANSPORT === 'bosh') {
-        // WebSocket refused: the client falls back to BOSH (as in web_client.mjs).
-        const base = new URL(BASE);
-        await context.route(`${base.origin}/.well-known/host-meta.json`, (route) => route.fulfill({
-            contentType: 'application/json',
-            body: JSON.stringify({ links: [
-                { rel: 'urn:xmpp:alt-connections:websocket', href: `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket` },
-                { rel: 'urn:xmpp:alt-connections:xbosh', href: `${base.origin}/http-bind` },
-            ] }),
-        }));
-    }
-    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
-    const page = await context.newPage();
-    page.setDefaultTimeout(20000);
-    logs[user] = [];
-    page.on('console', (m) => {
-        logs[user].push(`console.${m.type()}: ${m.text()}`);
-        if (DEBUG) say(`  [${user}] ${m.text()}`);
-    });
-    page.on('pageerror', (e) => {
-        pageErrors++;
-        logs[user].push(`pageerror: ${e.stack || e}`);
-        say(`  [${user}] page error: ${e.message || e}`);
-    });
-    pages[user] = page;
-    await page.goto(BASE, { waitUntil: 'load' });
-    await page.getByLabel('Address', { exact: true }).fill(`${user}@${DOMAIN}`);
-    await page.getByLabel('Password', { exact: true }).fill(PASSWORDS[user]);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await online(page);
+    const page = await newPage(await newContext(), user);
+    await signInAs(page, `${user}@${DOMAIN}`, PASSWORDS[user]);
     return page;
 }
 
-async function online(page) {
-    await page.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
-    const used = await page.getByTestId('connection-status').getAttribute('data-transport');
-    if (used !== TRANSPORT) throw new Error(`connected over ${used}, expected ${TRANSPORT}`);
-}
-
-async function shot(page, name) {
-    const prefix = TRANSPORT === 'websocket' ? '' : `${TRANSPORT}-`;
-    await page.screenshot({ path: path.join(ARTIFACTS, `${prefix}room-${name}.png`) });
-}
+/** A screenshot named `room-<name>` (see lib.mjs's). */
+const shot = (page, name) => shotAs(page, `room-${name}`);
 
 function occupant(page, nick) {
     return page.locator(`[data-testid="occupants"] .occupant[data-nick="${nick}"]`);
@@ -421,26 +342,4 @@ const steps = [
     }],
 ];
 
-let failed = 0;
-for (const [name, run] of steps) {
-    const start = Date.now();
-    try {
-        await run();
-        say(`ok    ${name} (${Date.now() - start} ms)`);
-    } catch (e) {
-        failed++;
-        say(`FAIL  ${name}: ${e.message || e}`);
-        break;
-    }
-}
-if (failed) {
-    for (const [name, page] of Object.entries(pages)) {
-        await page.screenshot({ path: path.join(ARTIFACTS, `${TRANSPORT}-room-failure-${name}.png`) }).catch(() => {});
-        say(`---- ${name}'s console ----`);
-        for (const line of logs[name]) say(`  ${line}`);
-    }
-}
-await browser.close();
-say(failed ? `${TRANSPORT} group chat: failed` : `${TRANSPORT} group chat: all ${steps.length} steps passed`);
-if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
-process.exit(failed || pageErrors ? 1 : 0);
+await runSteps('group chat', steps);

@@ -8,33 +8,12 @@
 // E2E_DEAD_PORT (bosh), E2E_USER_A, E2E_USER_B, E2E_PASSWORD_A, E2E_PASSWORD_B,
 // E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import zlib from 'node:zlib';
 
-import { chromium } from 'playwright-core';
+import { DOMAIN, must, newContext, newPage, runSteps, shot, signIn } from './lib.mjs';
 
-const BASE = must('E2E_BASE_URL');
-const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
 const A_JID = `${must('E2E_USER_A')}@${DOMAIN}`;
 const B_JID = `${must('E2E_USER_B')}@${DOMAIN}`;
-const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
-const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
-const DEBUG = !!process.env.E2E_DEBUG;
-
-function must(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set`);
-    return v;
-}
-
-// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
-// suite even when every step passed.
-let pageErrors = 0;
-
-function say(msg) {
-    process.stderr.write(`e2e: ${msg}\n`);
-}
 
 /** A small PNG (a 64×48 gradient), made here: no file from outside the test. */
 function png() {
@@ -71,64 +50,9 @@ function png() {
     ]);
 }
 
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-    headless: true,
-    args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    timeout: 30000,
-});
-const logs = [];
-
+/** A browser profile of its own with one page, `name` in the report. */
 async function openPage(name) {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
-    // Only loopback is ever contacted.
-    await context.route('**/*', (route) => {
-        const { hostname } = new URL(route.request().url());
-        if (['127.0.0.1', 'localhost', '[::1]'].includes(hostname) || route.request().url().startsWith('data:')) return route.fallback();
-        return route.abort('blockedbyclient');
-    });
-    if (TRANSPORT === 'bosh') {
-        // WebSocket refused: the client falls back to BOSH (as in web_client.mjs).
-        const base = new URL(BASE);
-        await context.route(`${base.origin}/.well-known/host-meta.json`, (route) => route.fulfill({
-            contentType: 'application/json',
-            body: JSON.stringify({ links: [
-                { rel: 'urn:xmpp:alt-connections:websocket', href: `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket` },
-                { rel: 'urn:xmpp:alt-connections:xbosh', href: `${base.origin}/http-bind` },
-            ] }),
-        }));
-    }
-    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
-    const page = await context.newPage();
-    page.setDefaultTimeout(20000);
-    page.on('console', (m) => {
-        logs.push(`[${name}] ${m.type()}: ${m.text()}`);
-        if (DEBUG) say(`  [${name}] ${m.text()}`);
-    });
-    page.on('pageerror', (e) => {
-        pageErrors++;
-        say(`  [${name}] page error: ${e.message || e}`);
-    });
-    return page;
-}
-
-async function shot(page, name) {
-    const prefix = TRANSPORT === 'websocket' ? '' : `${TRANSPORT}-`;
-    await page.screenshot({ path: path.join(ARTIFACTS, `${prefix}${name}.png`) });
-}
-
-async function signIn(page, jid, password) {
-    await page.goto(BASE, { waitUntil: 'load' });
-    await page.getByLabel('Address', { exact: true }).fill(jid);
-    await page.getByLabel('Password', { exact: true }).fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
-    const used = await page.getByTestId('connection-status').getAttribute('data-transport');
-    if (used !== TRANSPORT) throw new Error(`connected over ${used}, expected ${TRANSPORT}`);
+    return newPage(await newContext({ viewport: { width: 1100, height: 760 } }), name);
 }
 
 const contact = (page, jid) => page.locator(`.contact[data-jid="${jid}"]`);
@@ -162,7 +86,6 @@ async function snapshot(page) {
 
 const a = await openPage('A');
 const b = await openPage('B');
-let failed = false;
 const steps = [
     ['both sign in; A adds B, B accepts', async () => {
         await signIn(a, A_JID, must('E2E_PASSWORD_A'));
@@ -299,20 +222,4 @@ const steps = [
     }],
 ];
 
-for (const [name, run] of steps) {
-    const t0 = Date.now();
-    try {
-        await run();
-        say(`ok   ${name} (${Date.now() - t0} ms)`);
-    } catch (e) {
-        failed = true;
-        say(`FAIL ${name}: ${e.stack || e}`);
-        await shot(a, 'actions-failure-A').catch(() => {});
-        await shot(b, 'actions-failure-B').catch(() => {});
-        if (!DEBUG) for (const l of logs.slice(-80)) say(`  ${l}`);
-        break;
-    }
-}
-await browser.close();
-if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
-process.exit(failed || pageErrors ? 1 : 0);
+await runSteps('message actions', steps);

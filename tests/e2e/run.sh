@@ -17,6 +17,8 @@
 #                              a stranger: sign-in, contacts, chat), group_chat.mjs (three
 #                              users in a room), message_actions.mjs (two users) or
 #                              shared_tabs.mjs (one user's tabs sharing a session)
+#                              (what they share, the browser, profiles that reach only
+#                              loopback and the step runner, is lib.mjs)
 #   JABBERWOCK_LOG     the server's log filter (default info)
 #
 # Screenshots go to tests/e2e/artifacts/. Exits non-zero when anything fails, printing

@@ -10,30 +10,11 @@
 // E2E_SERVER_BIN, E2E_SERVER_CONFIG, E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG.
 
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { BASE, DOMAIN, TRANSPORT, expectOnline as online, must, newContext, newPage, runSteps, shot, signIn } from './lib.mjs';
 
-const BASE = must('E2E_BASE_URL');
-const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
 const A_JID = `${must('E2E_USER_A')}@${DOMAIN}`;
 const B_JID = `${must('E2E_USER_B')}@${DOMAIN}`;
-const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
-const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
-const DEBUG = !!process.env.E2E_DEBUG;
-
-function must(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set`);
-    return v;
-}
-
-let pageErrors = 0;
-
-function say(msg) {
-    process.stderr.write(`e2e: ${msg}\n`);
-}
 
 /** A's sessions on the server, as its admin command lists them (one line each). */
 function sessionsOf(jid) {
@@ -53,71 +34,11 @@ async function expectSessions(jid, n) {
     return lines;
 }
 
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-    headless: true,
-    args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    timeout: 30000,
-});
-const logs = [];
-
 /** A browser profile of its own (`withoutSharedWorker`: as browsers that lack it). */
 async function openContext(withoutSharedWorker = false) {
-    const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
-    // Only loopback is ever contacted.
-    await context.route('**/*', (route) => {
-        const { hostname } = new URL(route.request().url());
-        if (['127.0.0.1', 'localhost', '[::1]'].includes(hostname) || route.request().url().startsWith('data:')) return route.fallback();
-        return route.abort('blockedbyclient');
-    });
-    if (TRANSPORT === 'bosh') {
-        // WebSocket refused: the client falls back to BOSH (as in web_client.mjs).
-        const base = new URL(BASE);
-        await context.route(`${base.origin}/.well-known/host-meta.json`, (route) => route.fulfill({
-            contentType: 'application/json',
-            body: JSON.stringify({ links: [
-                { rel: 'urn:xmpp:alt-connections:websocket', href: `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket` },
-                { rel: 'urn:xmpp:alt-connections:xbosh', href: `${base.origin}/http-bind` },
-            ] }),
-        }));
-    }
+    const context = await newContext({ viewport: { width: 1000, height: 700 } });
     if (withoutSharedWorker) await context.addInitScript(() => { delete window.SharedWorker; });
     return context;
-}
-
-async function openPage(context, name) {
-    const page = await context.newPage();
-    page.setDefaultTimeout(20000);
-    page.on('console', (m) => {
-        logs.push(`[${name}] ${m.type()}: ${m.text()}`);
-        if (DEBUG) say(`  [${name}] ${m.text()}`);
-    });
-    page.on('pageerror', (e) => {
-        pageErrors++;
-        say(`  [${name}] page error: ${e.message || e}`);
-    });
-    return page;
-}
-
-async function shot(page, name) {
-    const prefix = TRANSPORT === 'websocket' ? '' : `${TRANSPORT}-`;
-    await page.screenshot({ path: path.join(ARTIFACTS, `${prefix}${name}.png`) });
-}
-
-const online = (page) => page.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
-
-async function signIn(page, jid, password) {
-    await page.goto(BASE, { waitUntil: 'load' });
-    await page.getByLabel('Address', { exact: true }).fill(jid);
-    await page.getByLabel('Password', { exact: true }).fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await online(page);
-    const used = await page.getByTestId('connection-status').getAttribute('data-transport');
-    if (used !== TRANSPORT) throw new Error(`connected over ${used}, expected ${TRANSPORT}`);
 }
 
 const contact = (page, jid) => page.locator(`.contact[data-jid="${jid}"]`);
@@ -131,10 +52,9 @@ async function send(page, text) {
 
 const browserA = await openContext();
 const browserB = await openContext();
-const one = await openPage(browserA, 'A1');
-const b = await openPage(browserB, 'B');
+const one = await newPage(browserA, 'A1');
+const b = await newPage(browserB, 'B');
 let two;
-let failed = false;
 const steps = [
     ['A signs in in one tab, B in another browser; A adds B, B accepts', async () => {
         await signIn(one, A_JID, must('E2E_PASSWORD_A'));
@@ -148,7 +68,7 @@ const steps = [
     }],
 
     ['a second tab joins the session at once: no form, the contacts there, one session on the server', async () => {
-        two = await openPage(browserA, 'A2');
+        two = await newPage(browserA, 'A2');
         await two.goto(BASE, { waitUntil: 'load' });
         await online(two);
         await two.locator(`.contact[data-jid="${B_JID}"][data-status="online"]`).waitFor();
@@ -175,7 +95,7 @@ const steps = [
         if (copies !== 1) throw new Error(`B got ${copies} copies`);
         // Both tabs side by side, for the README.
         const tabs = [await one.screenshot(), await two.screenshot()];
-        const board = await openPage(browserB, 'board');
+        const board = await newPage(browserB, 'board');
         await board.setViewportSize({ width: 1300, height: 520 });
         await board.setContent(`<body style="margin:0;padding:12px;display:flex;gap:12px;background:#d1d5db;font:14px sans-serif">${
             tabs.map((png, i) => `<figure style="margin:0"><figcaption>Tab ${i + 1}</figcaption>`
@@ -195,7 +115,7 @@ const steps = [
 
     ['a browser without SharedWorker gets a session of its own', async () => {
         const plain = await openContext(true);
-        const alone = await openPage(plain, 'A-alone');
+        const alone = await newPage(plain, 'A-alone');
         await signIn(alone, A_JID, must('E2E_PASSWORD_A'));
         await expectSessions(A_JID, 2);
         await alone.getByRole('button', { name: 'Sign out' }).click();
@@ -205,7 +125,7 @@ const steps = [
     }],
 
     ['signing out in one tab signs out every tab', async () => {
-        const three = await openPage(browserA, 'A3');
+        const three = await newPage(browserA, 'A3');
         await three.goto(BASE, { waitUntil: 'load' });
         await online(three);
         await two.getByRole('button', { name: 'Sign out' }).click();
@@ -215,26 +135,4 @@ const steps = [
     }],
 ];
 
-for (const [name, run] of steps) {
-    const started = Date.now();
-    try {
-        await run();
-        say(`ok   ${name} (${Date.now() - started} ms)`);
-    } catch (e) {
-        failed = true;
-        say(`FAIL ${name}: ${e.message || e}`);
-        for (const [n, p] of [['first', one], ['second', two], ['b', b]]) {
-            if (p && !p.isClosed()) await p.screenshot({ path: path.join(ARTIFACTS, `shared-tabs-failure-${TRANSPORT}-${n}.png`) }).catch(() => {});
-        }
-        break;
-    }
-}
-if (pageErrors > 0 && !failed) {
-    failed = true;
-    say(`FAIL ${pageErrors} uncaught errors in the pages`);
-}
-if (failed || DEBUG) {
-    fs.writeFileSync(path.join(ARTIFACTS, `shared-tabs-${TRANSPORT}-console.log`), logs.join('\n'));
-}
-await browser.close();
-process.exit(failed ? 1 : 0);
+await runSteps('shared tabs', steps);

@@ -24,13 +24,10 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import { BASE, DOMAIN, TRANSPORT, expectOnline, login, logs, must, newContext, newPage, pages, runSteps, shot } from './lib.mjs';
 
-const BASE = must('E2E_BASE_URL');
-const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
 const USER_A = process.env.E2E_USER_A || 'alice';
 const USER_B = process.env.E2E_USER_B || 'bob';
 const ALICE = `${USER_A}@${DOMAIN}`;
@@ -39,105 +36,11 @@ const USER_C = process.env.E2E_USER_C || 'kim';
 const STRANGER = `${USER_C}@${DOMAIN}`;
 const ALICE_NAME = USER_A[0].toUpperCase() + USER_A.slice(1);
 const BOB_NAME = USER_B[0].toUpperCase() + USER_B.slice(1);
-const TRANSPORT = process.env.E2E_TRANSPORT || 'websocket';
-const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const DEBUG = !!process.env.E2E_DEBUG;
-const STEP_TIMEOUT = 20000;
 const NEW_PASSWORD_A = `changed-${Date.now()}`;
 
-function must(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set`);
-    return v;
-}
-
-// Uncaught errors in a page (a panic in the client's WebAssembly among them) fail the
-// suite even when every step passed.
-let pageErrors = 0;
-
-function say(msg) {
-    process.stderr.write(`e2e: ${msg}\n`);
-}
-
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-
-const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // playwright gives every launch a fresh temporary --user-data-dir of its own.
-    args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    timeout: 30000,
-});
-
-const pages = {};
-const logs = {};
-
+/** A browser profile of its own with one page, `name` in the report. */
 async function openPage(name, options = {}) {
-    // Service workers answer requests where the routes below (and reloadHeld's) cannot see
-    // them: they are off, but for the step on starting offline.
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, serviceWorkers: 'block', ...options });
-    // Only loopback is ever contacted: anything else is refused.
-    await context.route('**/*', (route) => {
-        const url = route.request().url();
-        const { hostname } = new URL(url);
-        if (['127.0.0.1', 'localhost', '[::1]'].includes(hostname) || url.startsWith('data:')) return route.fallback();
-        return route.abort('blockedbyclient');
-    });
-    if (TRANSPORT === 'bosh') {
-        // As if WebSocket were blocked on the way: its advertised endpoint refuses connections
-        // (and, being on another port, the page's Content-Security-Policy refuses it first:
-        // the client must fall back either way).
-        const base = new URL(BASE);
-        const dead = `ws://127.0.0.1:${must('E2E_DEAD_PORT')}/xmpp-websocket`;
-        const bosh = `${base.origin}/http-bind`;
-        await context.route(`${base.origin}/.well-known/host-meta.json`, (route) => route.fulfill({
-            contentType: 'application/json',
-            headers: { 'access-control-allow-origin': '*' },
-            body: JSON.stringify({ links: [
-                { rel: 'urn:xmpp:alt-connections:websocket', href: dead },
-                { rel: 'urn:xmpp:alt-connections:xbosh', href: bosh },
-            ] }),
-        }));
-    }
-    // The client logs its protocol traffic to the console, which is printed on failure.
-    // (Frames of other sites may be denied storage: the embedded widget then goes without.)
-    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
-    const page = await context.newPage();
-    page.setDefaultTimeout(STEP_TIMEOUT);
-    logs[name] = [];
-    page.on('console', (m) => {
-        logs[name].push(`console.${m.type()}: ${m.text()}`);
-        if (DEBUG) say(`  [${name}] console.${m.type()}: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => {
-        pageErrors++;
-        logs[name].push(`pageerror: ${e.stack || e}`);
-        say(`  [${name}] page error: ${e.message || e}`);
-    });
-    pages[name] = page;
-    return page;
-}
-
-async function shot(page, name) {
-    const prefix = TRANSPORT === 'websocket' ? '' : `${TRANSPORT}-`;
-    await page.screenshot({ path: path.join(ARTIFACTS, `${prefix}${name}.png`), fullPage: false });
-}
-
-async function login(page, jid, password) {
-    await page.goto(BASE, { waitUntil: 'load' });
-    await page.getByLabel('Address', { exact: true }).fill(jid);
-    await page.getByLabel('Password', { exact: true }).fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-}
-
-async function expectOnline(page) {
-    await page.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
-    const used = await page.getByTestId('connection-status').getAttribute('data-transport');
-    if (used !== TRANSPORT) throw new Error(`connected over ${used}, expected ${TRANSPORT}`);
+    return newPage(await newContext(options), name);
 }
 
 function contact(page, jid) {
@@ -826,27 +729,4 @@ const steps = [
     }],
 ];
 
-let failed = 0;
-for (const [name, run] of steps) {
-    const start = Date.now();
-    try {
-        await run();
-        say(`ok    ${name} (${Date.now() - start} ms)`);
-    } catch (e) {
-        failed++;
-        say(`FAIL  ${name}: ${e.message || e}`);
-        break;
-    }
-}
-
-if (failed) {
-    for (const [name, page] of Object.entries(pages)) {
-        await shot(page, `failure-${name}`).catch(() => {});
-        say(`---- ${name}'s console ----`);
-        for (const line of logs[name]) say(`  ${line}`);
-    }
-}
-await browser.close();
-say(failed ? `${TRANSPORT}: failed; screenshots in ${ARTIFACTS}` : `${TRANSPORT}: all ${steps.length} steps passed; screenshots in ${ARTIFACTS}`);
-if (pageErrors) say(`${pageErrors} uncaught error(s) in the pages: failed`);
-process.exit(failed || pageErrors ? 1 : 0);
+await runSteps('web', steps);
