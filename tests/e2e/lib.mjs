@@ -2,7 +2,8 @@
 // Chromium (Debian's, driven by playwright-core), browser profiles that reach only
 // loopback (and, in the BOSH run, find WebSocket refused, so that the client falls back
 // by itself), pages whose console is kept for the failure report, screenshots, signing
-// in, and the loop that runs a suite's steps and reports.
+// in, the conversation's usual locators, and the loop that runs a suite's steps and
+// reports.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
 // bosh), E2E_DEAD_PORT (bosh), E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG=1 (print the
@@ -129,6 +130,18 @@ export async function expectOnline(page) {
 export async function signIn(page, jid, password) {
     await login(page, jid, password);
     await expectOnline(page);
+}
+
+/** A contact in the roster. */
+export const contact = (page, jid) => page.locator(`.contact[data-jid="${jid}"]`);
+/** A message of the open conversation, `in` or `out`, by its text. */
+export const message = (page, dir, text) => page.locator(`.msg.${dir}`).filter({ hasText: text });
+
+/** Writes `text` in the conversation's composer and sends it. */
+export async function send(page, text) {
+    const box = page.getByTestId('composer');
+    await box.fill(text);
+    await box.press('Enter');
 }
 
 /**

@@ -10,7 +10,7 @@
 
 import zlib from 'node:zlib';
 
-import { DOMAIN, must, newContext, newPage, runSteps, shot, signIn } from './lib.mjs';
+import { DOMAIN, must, newContext, newPage, runSteps, shot, signIn, contact, message, send } from './lib.mjs';
 
 const A_JID = `${must('E2E_USER_A')}@${DOMAIN}`;
 const B_JID = `${must('E2E_USER_B')}@${DOMAIN}`;
@@ -53,15 +53,6 @@ function png() {
 /** A browser profile of its own with one page, `name` in the report. */
 async function openPage(name) {
     return newPage(await newContext({ viewport: { width: 1100, height: 760 } }), name);
-}
-
-const contact = (page, jid) => page.locator(`.contact[data-jid="${jid}"]`);
-const message = (page, dir, text) => page.locator(`.msg.${dir}`).filter({ hasText: text });
-
-async function send(page, text) {
-    const box = page.getByTestId('composer');
-    await box.fill(text);
-    await box.press('Enter');
 }
 
 /** Opens the actions menu of `msg` from the keyboard: focus the message, then its button. */

@@ -11,7 +11,7 @@
 
 import { execFileSync } from 'node:child_process';
 
-import { BASE, DOMAIN, TRANSPORT, expectOnline as online, must, newContext, newPage, runSteps, shot, signIn } from './lib.mjs';
+import { BASE, DOMAIN, TRANSPORT, expectOnline as online, must, newContext, newPage, runSteps, shot, signIn, contact, message, send } from './lib.mjs';
 
 const A_JID = `${must('E2E_USER_A')}@${DOMAIN}`;
 const B_JID = `${must('E2E_USER_B')}@${DOMAIN}`;
@@ -39,15 +39,6 @@ async function openContext(withoutSharedWorker = false) {
     const context = await newContext({ viewport: { width: 1000, height: 700 } });
     if (withoutSharedWorker) await context.addInitScript(() => { delete window.SharedWorker; });
     return context;
-}
-
-const contact = (page, jid) => page.locator(`.contact[data-jid="${jid}"]`);
-const message = (page, dir, text) => page.locator(`.msg.${dir}`).filter({ hasText: text });
-
-async function send(page, text) {
-    const box = page.getByTestId('composer');
-    await box.fill(text);
-    await box.press('Enter');
 }
 
 const browserA = await openContext();

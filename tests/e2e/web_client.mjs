@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-import { BASE, DOMAIN, TRANSPORT, expectOnline, login, logs, must, newContext, newPage, pages, runSteps, shot } from './lib.mjs';
+import { BASE, DOMAIN, TRANSPORT, contact, expectOnline, login, logs, must, newContext, newPage, pages, runSteps, send, shot } from './lib.mjs';
 
 const USER_A = process.env.E2E_USER_A || 'alice';
 const USER_B = process.env.E2E_USER_B || 'bob';
@@ -43,18 +43,8 @@ async function openPage(name, options = {}) {
     return newPage(await newContext(options), name);
 }
 
-function contact(page, jid) {
-    return page.locator(`.contact[data-jid="${jid}"]`);
-}
-
 async function expectContactStatus(page, jid, status) {
     await page.locator(`.contact[data-jid="${jid}"][data-status="${status}"]`).waitFor();
-}
-
-async function send(page, text) {
-    const box = page.getByTestId('composer');
-    await box.fill(text);
-    await box.press('Enter');
 }
 
 /** Stops the server (SIGTERM, as an operator would) and starts it again on the same data. */
