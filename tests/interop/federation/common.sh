@@ -32,6 +32,16 @@ test_cert() {
             -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
 }
 
+# The certificates of insecure.test, Prosody's dialback-only host: self-signed, and an
+# unrelated CA as its trust store, so that neither side can authenticate the other.
+insecure_certs() {
+    new_key "$1/insecure.test.key"
+    openssl req -x509 -new -key "$1/insecure.test.key" -out "$1/insecure.test.crt" -days 2 \
+        -subj "/CN=insecure.test" -addext "subjectAltName=DNS:insecure.test" 2>/dev/null
+    new_key "$1/other-ca.key"
+    openssl req -x509 -new -key "$1/other-ca.key" -out "$1/other-ca.pem" -days 2 -subj "/CN=Unrelated CA" 2>/dev/null
+}
+
 jw_federation_config() {
     local extra
     extra="$(cat)"

@@ -64,11 +64,7 @@ CERTS="$WORK/certs"
 mkdir -p "$CERTS"
 test_ca "$CERTS"
 test_cert "$CERTS" jabberwock.test
-new_key "$CERTS/insecure.test.key"
-openssl req -x509 -new -key "$CERTS/insecure.test.key" -out "$CERTS/insecure.test.crt" -days 2 \
-    -subj "/CN=insecure.test" -addext "subjectAltName=DNS:insecure.test" 2>/dev/null
-new_key "$CERTS/other-ca.key"
-openssl req -x509 -new -key "$CERTS/other-ca.key" -out "$CERTS/other-ca.pem" -days 2 -subj "/CN=Unrelated CA" 2>/dev/null
+insecure_certs "$CERTS"
 chmod 644 "$CERTS"/*
 
 postgres_start
