@@ -106,10 +106,33 @@ pub(super) struct Placement {
     inbox: OnceLock<Inbox>,
 }
 
+/// A forwarded stanza waiting in the [`Inbox`]: its hop count, and the bytes it is charged.
+type Forwarded = (u8, Stanza, usize);
+
 /// The queue of forwarded stanzas, bounded in bytes.
 struct Inbox {
-    tx: mpsc::UnboundedSender<(u8, Stanza, usize)>,
+    tx: mpsc::UnboundedSender<Forwarded>,
     budget: Arc<OutputBudget>,
+}
+
+impl Inbox {
+    fn new(max_bytes: usize, overflows: prometheus_client::metrics::counter::Counter) -> (Inbox, mpsc::UnboundedReceiver<Forwarded>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Inbox { tx, budget: OutputBudget::new(max_bytes, overflows) }, rx)
+    }
+
+    /// Queues a stanza of `cost` bytes; false (and counted as an overflow) when that would
+    /// put more than the bound in waiting.
+    fn offer(&self, hops: u8, st: Stanza, cost: usize) -> bool {
+        if !self.budget.try_charge(cost) {
+            self.budget.overflowed();
+            return false;
+        }
+        if self.tx.send((hops, st, cost)).is_err() {
+            self.budget.release(cost);
+        }
+        true
+    }
 }
 
 impl Placement {
@@ -240,19 +263,12 @@ impl Cluster {
     pub(super) fn received_placed(&self, server: &Arc<Server>, hops: &str, body: &[u8]) {
         let (Ok(hops), Ok(st)) = (hops.parse::<u8>(), reader::parse_stanza(body, &Limits::unlimited())) else { return };
         let inbox = self.placement.inbox.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let budget = OutputBudget::new(self.config.max_forward_bytes, self.overflows.clone());
-            tokio::spawn(handle_forwarded(server.clone(), rx, budget.clone()));
-            Inbox { tx, budget }
+            let (inbox, rx) = Inbox::new(self.config.max_forward_bytes, self.overflows.clone());
+            tokio::spawn(handle_forwarded(server.clone(), rx, inbox.budget.clone()));
+            inbox
         });
-        let cost = body.len();
-        if !inbox.budget.try_charge(cost) {
-            inbox.budget.overflowed();
+        if !inbox.offer(hops, st, body.len()) {
             tracing::warn!("dropped a stanza forwarded by another node: too many wait here already");
-            return;
-        }
-        if inbox.tx.send((hops, st, cost)).is_err() {
-            inbox.budget.release(cost);
         }
     }
 
@@ -289,7 +305,7 @@ impl Cluster {
 
 /// Handles forwarded stanzas one after the other, so that those of one sender keep their
 /// order, until shutdown.
-async fn handle_forwarded(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<(u8, Stanza, usize)>, budget: Arc<OutputBudget>) {
+async fn handle_forwarded(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Forwarded>, budget: Arc<OutputBudget>) {
     let mut shutdown = server.shutdown_signal();
     loop {
         let (hops, st, cost) = tokio::select! {
@@ -312,6 +328,25 @@ async fn handle_forwarded(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_other_nodes_forward_waits_here_within_a_bound_in_bytes() {
+        let overflows = prometheus_client::metrics::counter::Counter::default();
+        let (inbox, mut rx) = Inbox::new(10_000, overflows.clone());
+        let el = jabberwock_proto::Element::new("message", jabberwock_proto::ns::CLIENT).with_attr("to", "r@conference.d");
+        let st = Stanza::from_element(&el);
+        assert!(inbox.offer(1, st.clone(), 4000));
+        assert!(inbox.offer(1, st.clone(), 4000));
+        assert!(!inbox.offer(1, st.clone(), 4000), "a third would exceed cluster.max_forward_bytes");
+        assert_eq!(overflows.get(), 1);
+        // Handled: the bytes are released and there is room again.
+        let (hops, _, cost) = rx.try_recv().expect("queued");
+        assert_eq!((hops, cost), (1, 4000));
+        inbox.budget.release(cost);
+        assert!(inbox.offer(2, st, 4000));
+        assert_eq!(rx.try_recv().map(|(hops, _, _)| hops), Ok(1));
+        assert_eq!(rx.try_recv().map(|(hops, _, _)| hops), Ok(2));
+    }
 
     #[test]
     fn the_mirror_follows_claims_and_releases_and_forgets_a_gone_node() {
