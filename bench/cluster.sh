@@ -67,7 +67,7 @@ log "$(redis-server --version | awk '{print $1, $2, $3}') on 127.0.0.1:$redis_po
 c2s=$(free_port)
 
 # node NAME HOST STORAGE [CLUSTER_TABLE]: starts a node, appends its PID to node_pids.
-# The limits are the load tool's own (bench/src/server.rs): every session comes from one
+# The limits are the load tool's own (bench/load-limits.toml): every session comes from one
 # address.
 node() {
     local name=$1 host=$2 storage=$3 cluster=${4:-} dir="$work/$1"
@@ -90,15 +90,7 @@ listen_tls = []
 [s2s]
 enabled = false
 
-[limits]
-negotiation_timeout_secs = 600
-max_connections = 1000000
-max_connections_per_ip = 1000000
-max_unauthenticated = 1000000
-max_unauthenticated_per_ip = 1000000
-
-[auth]
-max_failures = 1000000000
+$(cat "$root/bench/load-limits.toml")
 $cluster
 EOF
     sh -c "ulimit -n \$(ulimit -Hn) && exec '$server' --config '$dir/jabberwock.toml'" >"$dir/server.log" 2>&1 &

@@ -46,24 +46,9 @@ fn config_text(data_dir: &Path, c2s: u16, direct: u16, domain: &str, http: Http,
          [s2s]\n\
          enabled = false\n\
          \n\
-         [limits]\n\
-         # Thousands of sessions negotiate at once on two shared cores.\n\
-         negotiation_timeout_secs = 600\n\
-         # Every session connects from 127.0.0.1.\n\
-         max_connections = 1000000\n\
-         max_connections_per_ip = 1000000\n\
-         max_unauthenticated = 1000000\n\
-         max_unauthenticated_per_ip = 1000000\n\
-         {archive_default}\
-         \n\
-         [auth]\n\
-         # Every session registers and logs in from 127.0.0.1: keep the per-address\n\
-         # registration throttle (which shares this limit) out of the way.\n\
-         max_failures = 1000000000\n\
-         \n\
-         [muc]\n\
-         # The group chat scenario measures rates, not the per-occupant flood limit.\n\
-         max_messages_per_sec = 1000000\n",
+         {shared}\
+         {archive_default}",
+        shared = include_str!("../load-limits.toml"),
         dir = data_dir.display().to_string(),
         archive_default = archive_default.map(|d| format!("archive_default = {d:?}\n")).unwrap_or_default(),
     );
