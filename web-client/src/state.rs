@@ -192,18 +192,20 @@ impl Default for AppState {
 }
 
 /// Lists every signal of [`AppState`] but `transport` (a `&'static str`, handled by hand),
-/// for a shared session (`net::shared`): the worker's signals are mirrored in each tab.
+/// for a shared session (`net::shared`): the session's signals, which the worker's own
+/// copies hold and every tab mirrors, then those of the open conversation, which belong to
+/// the tab (the worker sends each tab the view of its own; see `net::shared`).
 macro_rules! mirrored_signals {
-    ($($field:ident),* $(,)?) => {
+    (session: $($field:ident),* ; per_tab: $($tab_field:ident),* $(,)?) => {
         impl AppState {
-            /// Every signal's value, by name, as JSON: what a tab that joins is sent.
+            /// Every session signal's value, by name, as JSON: what a tab that joins is sent.
             pub fn snapshot(&self) -> Vec<(&'static str, String)> {
                 let mut all = vec![("transport", json(&self.transport.get_untracked()))];
                 $(all.push((stringify!($field), self.$field.with_untracked(json)));)*
                 all
             }
 
-            /// Calls `changed` with a signal's name and value whenever one changes.
+            /// Calls `changed` with a session signal's name and value whenever one changes.
             pub fn watch(&self, changed: fn(&'static str, String)) {
                 let transport = self.transport;
                 Effect::new(move |_| changed("transport", json(&transport.get())));
@@ -226,6 +228,7 @@ macro_rules! mirrored_signals {
                         true
                     }
                     $(stringify!($field) => serde_json::from_str(value).map(|v| self.$field.set(v)).is_ok(),)*
+                    $(stringify!($tab_field) => serde_json::from_str(value).map(|v| self.$tab_field.set(v)).is_ok(),)*
                     _ => false,
                 }
             }
@@ -238,6 +241,7 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
 }
 
 mirrored_signals!(
-    status, login_error, prefill, me, own_show, own_status, rows, requests, avatars, blocked, roster_loaded, active, messages,
-    first_unread, history, total_unread, toasts, rooms, room, bookmarked, invitations, services, public_rooms, uploads,
+    session: status, login_error, prefill, me, own_show, own_status, rows, requests, avatars, blocked, roster_loaded, total_unread,
+        toasts, rooms, invitations, services, public_rooms, uploads;
+    per_tab: active, messages, first_unread, history, room, bookmarked,
 );
