@@ -5,7 +5,7 @@
 // the conversation it opened, and a message is read (no unread count, "seen" for its
 // sender) only when a shown tab has its conversation open; a tab closed leaves the other
 // working; signing out in one signs out every tab; a browser without SharedWorker gets a
-// session of its own.
+// session of its own. The browsers refuse module workers, as older ones do.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or bosh),
 // E2E_DEAD_PORT (bosh), E2E_USER_A, E2E_USER_B, E2E_USER_C, E2E_PASSWORD_A, E2E_PASSWORD_B,
@@ -37,9 +37,25 @@ async function expectSessions(jid, n) {
     return lines;
 }
 
-/** A browser profile of its own (`withoutSharedWorker`: as browsers that lack it). */
+/**
+ * A browser profile of its own (`withoutSharedWorker`: as browsers that lack it). Each
+ * refuses module workers, as Firefox before 114 and Safari before 15 do: the session's
+ * worker is a classic script.
+ */
 async function openContext(withoutSharedWorker = false) {
     const context = await newContext({ viewport: { width: 1000, height: 700 } });
+    await context.addInitScript(() => {
+        for (const name of ['Worker', 'SharedWorker']) {
+            const Native = window[name];
+            if (!Native) continue;
+            window[name] = class extends Native {
+                constructor(url, options) {
+                    if (options?.type === 'module') throw new TypeError(`no module workers in this browser (${name})`);
+                    super(url, options);
+                }
+            };
+        }
+    });
     if (withoutSharedWorker) await context.addInitScript(() => { delete window.SharedWorker; });
     return context;
 }

@@ -103,16 +103,16 @@ fn release() -> String {
 /// this tab's previous page left) for it to resume if it has no session yet.
 pub fn connect(state: AppState, saved: Option<String>) {
     let url = format!("{WORKER_SCRIPT}?release={}", String::from(js_sys::encode_uri_component(&release())));
-    let options = web_sys::WorkerOptions::new();
-    options.set_type(web_sys::WorkerType::Module);
+    // A classic worker (see session-worker.js).
     let worker: Result<web_sys::EventTarget, JsValue> = if shared_wanted() {
+        let options = web_sys::WorkerOptions::new();
         options.set_name("jabberwock-session");
         web_sys::SharedWorker::new_with_worker_options(&url, &options).map(Into::into)
     } else {
-        web_sys::Worker::new_with_options(&url, &options).map(Into::into)
+        web_sys::Worker::new(&url).map(Into::into)
     };
     let Ok(worker) = worker else {
-        return state.login_error.set(Some("This browser cannot run the client: it has no module workers".into()));
+        return state.login_error.set(Some("This browser cannot run the client: it has no web workers".into()));
     };
     // Its script missing, or refused: nothing can sign in.
     let on_error = Closure::<dyn FnMut()>::new(move || {
