@@ -4,6 +4,7 @@
 use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
+use jabberwock_client_core::splice;
 use jabberwock_client_core::{ContactView, Show};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -194,24 +195,49 @@ impl Default for AppState {
 /// Lists every signal of [`AppState`] but `transport` (a `&'static str`, handled by hand),
 /// for a shared session (`net::shared`): the session's signals, which the worker's own
 /// copies hold and every tab mirrors, then those of the open conversation, which belong to
-/// the tab (the worker sends each tab the view of its own; see `net::shared`).
+/// the tab (the worker sends each tab the view of its own; see `net::shared`). A list
+/// (`session_lists`, `per_tab_lists`) goes whole to a tab that joins, then as changes
+/// (see `jabberwock_client_core::splice`), so that one new contact row or message costs
+/// one, not the list.
 macro_rules! mirrored_signals {
-    (session: $($field:ident),* ; per_tab: $($tab_field:ident),* $(,)?) => {
+    (
+        session: $($field:ident),* ;
+        session_lists: $($list:ident),* ;
+        per_tab: $($tab_field:ident),* ;
+        per_tab_lists: $($tab_list:ident),* $(,)?
+    ) => {
         impl AppState {
             /// Every session signal's value, by name, as JSON: what a tab that joins is sent.
             pub fn snapshot(&self) -> Vec<(&'static str, String)> {
                 let mut all = vec![("transport", json(&self.transport.get_untracked()))];
                 $(all.push((stringify!($field), self.$field.with_untracked(json)));)*
+                $(all.push((stringify!($list), self.$list.with_untracked(json)));)*
                 all
             }
 
-            /// Calls `changed` with a session signal's name and value whenever one changes.
-            pub fn watch(&self, changed: fn(&'static str, String)) {
+            /// Calls `changed` with a session signal's name and value whenever one changes,
+            /// and `spliced` with a list's name and its change (the `len` items it had, the
+            /// `head` and `tail` kept, and the items between as JSON).
+            pub fn watch(&self, changed: fn(&'static str, String), spliced: fn(&'static str, usize, usize, usize, String)) {
                 let transport = self.transport;
                 Effect::new(move |_| changed("transport", json(&transport.get())));
                 $(
                     let signal = self.$field;
                     Effect::new(move |_| changed(stringify!($field), signal.with(json)));
+                )*
+                $(
+                    let signal = self.$list;
+                    // What the tabs have: the value the last change was made against.
+                    let mut sent = signal.get_untracked();
+                    Effect::new(move |_| {
+                        signal.with(|now| {
+                            if let Some((head, tail)) = splice::diff(&sent, now) {
+                                let len = sent.len();
+                                spliced(stringify!($list), len, head, tail, json(&now[head..now.len() - tail]));
+                                sent.splice(head..len - tail, now[head..now.len() - tail].iter().cloned());
+                            }
+                        })
+                    });
                 )*
             }
 
@@ -228,7 +254,19 @@ macro_rules! mirrored_signals {
                         true
                     }
                     $(stringify!($field) => serde_json::from_str(value).map(|v| self.$field.set(v)).is_ok(),)*
+                    $(stringify!($list) => serde_json::from_str(value).map(|v| self.$list.set(v)).is_ok(),)*
                     $(stringify!($tab_field) => serde_json::from_str(value).map(|v| self.$tab_field.set(v)).is_ok(),)*
+                    $(stringify!($tab_list) => serde_json::from_str(value).map(|v| self.$tab_list.set(v)).is_ok(),)*
+                    _ => false,
+                }
+            }
+
+            /// Changes the list signal named `field` as the worker's splice says; false when
+            /// it does not fit what the list holds, or `items` is not a list of its items.
+            pub fn splice(&self, field: &str, len: usize, head: usize, tail: usize, items: &str) -> bool {
+                match field {
+                    $(stringify!($list) => self.$list.try_splice(len, head, tail, items),)*
+                    $(stringify!($tab_list) => self.$tab_list.try_splice(len, head, tail, items),)*
                     _ => false,
                 }
             }
@@ -236,12 +274,32 @@ macro_rules! mirrored_signals {
     };
 }
 
+/// A change to a list signal, as the worker sent it.
+trait Splice {
+    fn try_splice(&self, len: usize, head: usize, tail: usize, items: &str) -> bool;
+}
+
+impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Splice for RwSignal<Vec<T>> {
+    fn try_splice(&self, len: usize, head: usize, tail: usize, items: &str) -> bool {
+        let Ok(items) = serde_json::from_str(items) else { return false };
+        let mut applied = false;
+        // Untouched (and the views not woken) when it does not fit.
+        self.maybe_update(|list| {
+            applied = splice::apply(list, len, head, tail, items);
+            applied
+        });
+        applied
+    }
+}
+
 fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
 mirrored_signals!(
-    session: status, login_error, prefill, me, own_show, own_status, rows, requests, avatars, blocked, roster_loaded, total_unread,
-        toasts, rooms, invitations, services, public_rooms, uploads;
-    per_tab: active, messages, first_unread, history, room, bookmarked,
+    session: status, login_error, prefill, me, own_show, own_status, requests, avatars, blocked, roster_loaded, total_unread, toasts,
+        rooms, invitations, services, public_rooms, uploads;
+    session_lists: rows;
+    per_tab: active, first_unread, history, room, bookmarked;
+    per_tab_lists: messages,
 );

@@ -91,6 +91,8 @@ pub enum ToWorker {
     Visible { visible: bool },
     /// The tab wrote (or, `None`, removed) a value in `localStorage`.
     Stored { key: String, value: Option<String> },
+    /// The tab could not apply a [`ToTab::Splice`] of `field`: it asks for the whole value.
+    Resend { field: String },
     /// The tab goes away.
     Bye,
 }
@@ -103,6 +105,11 @@ pub enum ToTab {
     /// as JSON text (read with the same code that reads the kept conversations). Those of
     /// the open conversation go only to the tab that has it open.
     State { field: String, value: String },
+    /// A list signal changed in one run (see [`crate::splice`]): of the `len` items the
+    /// tab has, keep the first `head` and the last `tail`, and put `items` (a JSON array)
+    /// between. A tab whose list does not have `len` items asks for the whole value
+    /// ([`ToWorker::Resend`]).
+    Splice { field: String, len: usize, head: usize, tail: usize, items: String },
     /// Keep this value in `localStorage` (`None`: remove it) for the session.
     Stored { key: String, value: Option<String> },
     /// The latest entry for resuming the session after a reload (written by the last
@@ -333,6 +340,7 @@ mod tests {
             ToWorker::Visible { visible: false },
             ToWorker::Stored { key: "jabberwock.notifications".into(), value: Some("1".into()) },
             ToWorker::Stored { key: "jabberwock.draft.a@example.org.b@example.org".into(), value: None },
+            ToWorker::Resend { field: "messages".into() },
             ToWorker::Bye,
         ];
         for m in messages {
@@ -345,6 +353,7 @@ mod tests {
         let messages = [
             ToTab::State { field: "status".into(), value: "{\"Reconnecting\":4}".into() },
             ToTab::State { field: "me".into(), value: "null".into() },
+            ToTab::Splice { field: "messages".into(), len: 10_000, head: 10_000, tail: 0, items: "[{\"id\":\"m1\"}]".into() },
             ToTab::Stored { key: "jabberwock.kept.a@example.org".into(), value: Some("{}".into()) },
             ToTab::Stored { key: "jabberwock.unread.a@example.org".into(), value: None },
             ToTab::Resume { entry: Some("{\"jid\":\"a@example.org/web\"}".into()) },
@@ -377,7 +386,7 @@ mod tests {
         ] {
             assert_eq!(ToWorker::from_json(text), None, "{text}");
         }
-        for text in ["", "{}", "{\"state\":{\"field\":\"me\"}}", "{\"notify\":{\"title\":1}}", "\"eval\"", "{\"resume\":{\"entry\":7}}"] {
+        for text in ["", "{}", "{\"state\":{\"field\":\"me\"}}", "{\"splice\":{\"field\":\"messages\",\"len\":-1,\"head\":0,\"tail\":0,\"items\":\"[]\"}}", "{\"notify\":{\"title\":1}}", "\"eval\"", "{\"resume\":{\"entry\":7}}"] {
             assert_eq!(ToTab::from_json(text), None, "{text}");
         }
     }

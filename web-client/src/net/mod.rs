@@ -737,31 +737,28 @@ impl Session {
     /// Sends each tab the view of the conversation or room it has open (the per-tab
     /// signals of [`AppState`]): the messages, where its "New messages" line goes and the
     /// archive's state, or the room and its bookmark. A conversation open in several tabs
-    /// is made into JSON once.
+    /// is made into JSON once; its messages go as a change to what each tab has.
     fn refresh_views(&self) {
         let (chats, rooms) = (&self.client.chats, &self.client.rooms);
-        let mut made: BTreeMap<Option<String>, [(&'static str, String); 5]> = BTreeMap::new();
+        let mut made: BTreeMap<Option<String>, [(&'static str, String); 4]> = BTreeMap::new();
         shared::show_views(|view| {
             let conv = view.open.as_deref();
-            let line = match (conv, view.reading_from) {
-                (Some(c), Some((unread, opened))) if rooms.get(c).is_none() => chat::first_unread(chats.messages(c), unread, opened),
+            let room = conv.and_then(|c| rooms.get(c));
+            let chat = conv.filter(|_| room.is_none());
+            let messages = chat.map_or(&[][..], |c| chats.messages(c));
+            let line = match (chat, view.reading_from) {
+                (Some(_), Some((unread, opened))) => chat::first_unread(messages, unread, opened),
                 _ => None,
             };
             let mut fields = vec![("first_unread", json(&line))];
             let shared = made.entry(view.open.clone()).or_insert_with(|| {
-                let room = conv.and_then(|c| rooms.get(c));
-                let (messages, history) = match conv.filter(|_| room.is_none()) {
-                    Some(c) => {
-                        let h = chats.history(c);
-                        (json(chats.messages(c)), json(&(h.loading, h.started && !h.complete)))
-                    }
-                    None => ("[]".to_owned(), json(&(false, false))),
-                };
+                let h = chat.map(|c| chats.history(c)).unwrap_or_default();
                 let bookmark = room.and_then(|r| self.client.bookmarks.get(&r.jid));
-                [("active", json(&conv)), ("messages", messages), ("history", history), ("room", json(&room)), ("bookmarked", json(&bookmark))]
+                let history = json(&(h.loading, h.started && !h.complete));
+                [("active", json(&conv)), ("history", history), ("room", json(&room)), ("bookmarked", json(&bookmark))]
             });
             fields.extend(shared.iter().cloned());
-            fields
+            (fields, messages)
         });
     }
 

@@ -18,6 +18,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
+use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::splice;
 use jabberwock_client_core::tabs::{Command, TabView, TabViews, ToTab, ToWorker};
 use leptos::prelude::{GetUntracked, Set};
 use wasm_bindgen::closure::Closure;
@@ -74,6 +76,9 @@ struct Port {
     port: web_sys::MessagePort,
     /// The fields of its conversation's view as last sent, so that only changes go.
     sent: BTreeMap<&'static str, String>,
+    /// Its conversation's messages as it has them (`None`: not sent yet, or it asked for
+    /// them again), so that only a change goes, as a splice.
+    messages: Option<Vec<ChatMessage>>,
 }
 
 thread_local! {
@@ -243,6 +248,12 @@ fn from_worker(state: AppState, message: ToTab) {
         ToTab::State { field, value } => {
             state.apply(&field, &value);
         }
+        // A change to a list this tab does not have as the worker thinks: all of it again.
+        ToTab::Splice { field, len, head, tail, items } => {
+            if !state.splice(&field, len, head, tail, &items) {
+                post(&ToWorker::Resend { field });
+            }
+        }
         // Over the origin's quota: better nothing than an outdated copy.
         ToTab::Stored { key, value } => {
             if !browser::keep_here(&key, value.as_deref()) {
@@ -272,7 +283,10 @@ pub fn run_worker() {
     let state = AppState::new();
     STATE.with(|s| s.set(Some(state)));
     TABS.with(|t| *t.borrow_mut() = Some(Tabs::default()));
-    state.watch(|field, value| to_tabs(&ToTab::State { field: field.to_owned(), value }));
+    state.watch(
+        |field, value| to_tabs(&ToTab::State { field: field.to_owned(), value }),
+        |field, len, head, tail, items| to_tabs(&ToTab::Splice { field: field.to_owned(), len, head, tail, items }),
+    );
     browser::forward_stores(|key, value| to_tabs(&ToTab::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
     browser::forward_log(|what, text| to_tabs(&ToTab::Log { what: what.to_owned(), text: text.to_owned() }));
     let scope = js_sys::global();
@@ -311,7 +325,7 @@ fn tab_connected(port: web_sys::MessagePort) -> u32 {
         let mut t = t.borrow_mut();
         let tabs = t.get_or_insert_with(Tabs::default);
         tabs.next += 1;
-        tabs.ports.insert(tabs.next, Port { port: port.clone(), sent: BTreeMap::new() });
+        tabs.ports.insert(tabs.next, Port { port: port.clone(), sent: BTreeMap::new(), messages: None });
         tabs.next
     });
     let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| from_tab(tab, e.data()));
@@ -381,6 +395,29 @@ fn from_tab(tab: u32, data: JsValue) {
         }
         ToWorker::Stored { key, value } => {
             browser::keep_here(&key, value.as_deref());
+        }
+        // Between two messages the watched signals are as the tabs were last told: the
+        // value now is what the next change is made against.
+        ToWorker::Resend { field } => {
+            let whole = state.snapshot().into_iter().find(|(f, _)| *f == field);
+            let conversation = TABS.with(|t| {
+                let mut t = t.borrow_mut();
+                let Some(port) = t.as_mut().and_then(|t| t.ports.get_mut(&tab)) else { return false };
+                match whole {
+                    Some((_, value)) => {
+                        send_to(&port.port, &ToTab::State { field, value });
+                        false
+                    }
+                    // The tab's own conversation: all of its messages, with its view.
+                    None => {
+                        port.messages = None;
+                        true
+                    }
+                }
+            });
+            if conversation {
+                super::tabs_changed();
+            }
         }
         ToWorker::Bye => {
             // Its port and view go with it: nothing is kept per tab that closed.
@@ -455,22 +492,42 @@ pub fn reading() -> BTreeSet<String> {
     views(TabViews::reading)
 }
 
-/// In the worker: sends each tab the fields of its conversation's view (made by `view`)
-/// that changed since they were last sent to it.
-pub fn show_views(mut view: impl FnMut(&TabView) -> Vec<(&'static str, String)>) {
+/// In the worker: sends each tab its conversation's view, as `view` makes it: the fields
+/// that changed since they were last sent to it, and the change to its messages.
+pub fn show_views<'a>(mut view: impl FnMut(&TabView) -> (Vec<(&'static str, String)>, &'a [ChatMessage])) {
     TABS.with(|t| {
         let mut t = t.borrow_mut();
         let Some(tabs) = t.as_mut() else { return };
         for (tab, port) in &mut tabs.ports {
             let Some(tab_view) = tabs.views.get(*tab) else { continue };
-            for (field, value) in view(tab_view) {
+            let (fields, messages) = view(tab_view);
+            for (field, value) in fields {
                 if port.sent.get(field) != Some(&value) {
                     send_to(&port.port, &ToTab::State { field: field.to_owned(), value: value.clone() });
                     port.sent.insert(field, value);
                 }
             }
+            show_messages(port, messages);
         }
     });
+}
+
+/// Sends a tab the change to its conversation's messages: the run that differs from what
+/// it has (one message, for a new one), or all of them the first time.
+fn show_messages(port: &mut Port, messages: &[ChatMessage]) {
+    let Some(sent) = &mut port.messages else {
+        send_to(&port.port, &ToTab::State { field: "messages".into(), value: json(messages) });
+        port.messages = Some(messages.to_vec());
+        return;
+    };
+    let Some((head, tail)) = splice::diff(sent, messages) else { return };
+    let (len, run) = (sent.len(), &messages[head..messages.len() - tail]);
+    send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
+    sent.splice(head..len - tail, run.iter().cloned());
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// In the worker: the session changed; its resumption entry goes to the tabs shortly (one
