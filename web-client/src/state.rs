@@ -5,6 +5,7 @@ use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
 use jabberwock_client_core::splice;
+use jabberwock_client_core::tabs::ToWorker;
 use jabberwock_client_core::{ContactView, Show};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -231,10 +232,8 @@ macro_rules! mirrored_signals {
                     let mut sent = signal.get_untracked();
                     Effect::new(move |_| {
                         signal.with(|now| {
-                            if let Some((head, tail)) = splice::diff(&sent, now) {
-                                let len = sent.len();
-                                spliced(stringify!($list), len, head, tail, json(&now[head..now.len() - tail]));
-                                sent.splice(head..len - tail, now[head..now.len() - tail].iter().cloned());
+                            if let Some((len, head, tail, run)) = splice::advance(&mut sent, now) {
+                                spliced(stringify!($list), len, head, tail, json(run));
                             }
                         })
                     });
@@ -261,35 +260,31 @@ macro_rules! mirrored_signals {
                 }
             }
 
-            /// Changes the list signal named `field` as the worker's splice says; false when
-            /// it does not fit what the list holds, or `items` is not a list of its items.
-            pub fn splice(&self, field: &str, len: usize, head: usize, tail: usize, items: &str) -> bool {
+            /// Changes the list signal named `field` as the worker's splice says; when it
+            /// does not fit what the list holds, the message asking for all of it.
+            pub fn splice(&self, field: &str, len: usize, head: usize, tail: usize, items: &str) -> Option<ToWorker> {
                 match field {
-                    $(stringify!($list) => self.$list.try_splice(len, head, tail, items),)*
-                    $(stringify!($tab_list) => self.$tab_list.try_splice(len, head, tail, items),)*
-                    _ => false,
+                    $(stringify!($list) => receive_splice(self.$list, field, len, head, tail, items),)*
+                    $(stringify!($tab_list) => receive_splice(self.$tab_list, field, len, head, tail, items),)*
+                    _ => None,
                 }
             }
         }
     };
 }
 
-/// A change to a list signal, as the worker sent it.
-trait Splice {
-    fn try_splice(&self, len: usize, head: usize, tail: usize, items: &str) -> bool;
-}
-
-impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Splice for RwSignal<Vec<T>> {
-    fn try_splice(&self, len: usize, head: usize, tail: usize, items: &str) -> bool {
-        let Ok(items) = serde_json::from_str(items) else { return false };
-        let mut applied = false;
-        // Untouched (and the views not woken) when it does not fit.
-        self.maybe_update(|list| {
-            applied = splice::apply(list, len, head, tail, items);
-            applied
-        });
-        applied
-    }
+/// A change to a list signal, as the worker sent it (the views are not woken when it
+/// does not fit).
+fn receive_splice<T>(signal: RwSignal<Vec<T>>, field: &str, len: usize, head: usize, tail: usize, items: &str) -> Option<ToWorker>
+where
+    T: for<'de> Deserialize<'de> + Send + Sync + 'static,
+{
+    let mut answer = None;
+    signal.maybe_update(|list| {
+        answer = splice::receive(field, list, len, head, tail, items);
+        answer.is_none()
+    });
+    answer
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> String {

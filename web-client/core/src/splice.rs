@@ -3,6 +3,10 @@
 //! messages change (see [`crate::tabs::ToTab::Splice`]), so that a new message costs one
 //! message rather than the conversation.
 
+use serde::de::DeserializeOwned;
+
+use crate::tabs::ToWorker;
+
 /// Where `after` differs from `before`: the lengths of their common head and of their
 /// common tail (which do not overlap); `None` when the lists are equal.
 pub fn diff<T: PartialEq>(before: &[T], after: &[T]) -> Option<(usize, usize)> {
@@ -13,6 +17,16 @@ pub fn diff<T: PartialEq>(before: &[T], after: &[T]) -> Option<(usize, usize)> {
     let room = before.len().min(after.len()) - head;
     let tail = before.iter().rev().zip(after.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
     Some((head, tail))
+}
+
+/// The worker's side: the change from `sent` (what a tab has) to `now`, as the `len` of
+/// `sent`, the `head` and `tail` kept and the run between; `sent` becomes `now`. `None`
+/// when nothing changed.
+pub fn advance<'a, T: PartialEq + Clone>(sent: &mut Vec<T>, now: &'a [T]) -> Option<(usize, usize, usize, &'a [T])> {
+    let (head, tail) = diff(sent, now)?;
+    let (len, run) = (sent.len(), &now[head..now.len() - tail]);
+    sent.splice(head..len - tail, run.iter().cloned());
+    Some((len, head, tail, run))
 }
 
 /// Applies a change found by [`diff`] to `list`, which had `len` items: keeps its first
@@ -26,18 +40,26 @@ pub fn apply<T>(list: &mut Vec<T>, len: usize, head: usize, tail: usize, items: 
     true
 }
 
+/// A tab's side of a [`crate::tabs::ToTab::Splice`] of `field`: applies it to `list`, or,
+/// when it does not fit what the tab has or `items` is not a JSON list of its items,
+/// leaves `list` as it is and returns the message that asks the worker for all of it.
+pub fn receive<T: DeserializeOwned>(field: &str, list: &mut Vec<T>, len: usize, head: usize, tail: usize, items: &str) -> Option<ToWorker> {
+    let applied = serde_json::from_str(items).is_ok_and(|items| apply(list, len, head, tail, items));
+    (!applied).then(|| ToWorker::Resend { field: field.to_owned() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Sends `before` → `after` as a splice and applies it to a copy of `before`.
+    /// Sends `before` → `after` as a splice and applies it to the tab's copy of `before`.
     fn round_trip(before: &[u32], after: &[u32]) -> Vec<u32> {
-        let mut list = before.to_vec();
-        if let Some((head, tail)) = diff(before, after) {
-            let run = after[head..after.len() - tail].to_vec();
-            assert!(apply(&mut list, before.len(), head, tail, run));
+        let (mut sent, mut tab) = (before.to_vec(), before.to_vec());
+        if let Some((len, head, tail, run)) = advance(&mut sent, after) {
+            assert!(apply(&mut tab, len, head, tail, run.to_vec()));
         }
-        list
+        assert_eq!(sent, after, "the worker's copy follows");
+        tab
     }
 
     #[test]
@@ -91,5 +113,19 @@ mod tests {
         assert_eq!(list, [1, 2, 3], "left as it was");
         assert!(apply(&mut list, 3, 3, 0, vec![4]));
         assert_eq!(list, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_tab_that_missed_a_change_asks_for_the_whole_list() {
+        let mut messages = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(receive("messages", &mut messages, 2, 2, 0, "[\"c\"]"), None);
+        assert_eq!(messages, ["a", "b", "c"]);
+        let again = Some(ToWorker::Resend { field: "messages".into() });
+        // Made against a list of 4 (a change this tab never got): refused, and asked again.
+        assert_eq!(receive("messages", &mut messages, 4, 4, 0, "[\"e\"]"), again);
+        for garbage in ["", "[1]", "{\"c\":1}", "[\"c\""] {
+            assert_eq!(receive("messages", &mut messages, 3, 3, 0, garbage), again, "{garbage}");
+        }
+        assert_eq!(messages, ["a", "b", "c"], "left as it was");
     }
 }

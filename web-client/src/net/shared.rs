@@ -250,8 +250,8 @@ fn from_worker(state: AppState, message: ToTab) {
         }
         // A change to a list this tab does not have as the worker thinks: all of it again.
         ToTab::Splice { field, len, head, tail, items } => {
-            if !state.splice(&field, len, head, tail, &items) {
-                post(&ToWorker::Resend { field });
+            if let Some(again) = state.splice(&field, len, head, tail, &items) {
+                post(&again);
             }
         }
         // Over the origin's quota: better nothing than an outdated copy.
@@ -520,10 +520,9 @@ fn show_messages(port: &mut Port, messages: &[ChatMessage]) {
         port.messages = Some(messages.to_vec());
         return;
     };
-    let Some((head, tail)) = splice::diff(sent, messages) else { return };
-    let (len, run) = (sent.len(), &messages[head..messages.len() - tail]);
-    send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
-    sent.splice(head..len - tail, run.iter().cloned());
+    if let Some((len, head, tail, run)) = splice::advance(sent, messages) {
+        send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
+    }
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
