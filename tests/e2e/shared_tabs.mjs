@@ -81,6 +81,18 @@ async function expectOpen(page, who, text) {
     await message(page, 'in', text).or(message(page, 'out', text)).first().waitFor();
 }
 
+/** Both of A's tabs side by side, captioned, for the README. */
+async function sideBySide(name, captions) {
+    const tabs = [await one.screenshot(), await two.screenshot()];
+    const board = await newPage(browserB, 'board');
+    await board.setViewportSize({ width: 1300, height: 520 });
+    await board.setContent(`<body style="margin:0;padding:12px;display:flex;gap:12px;background:#d1d5db;font:14px sans-serif">${
+        tabs.map((png, i) => `<figure style="margin:0"><figcaption>${captions[i]}</figcaption>`
+            + `<img style="width:632px;border:1px solid #6b7280" src="data:image/png;base64,${png.toString('base64')}"></figure>`).join('')}</body>`);
+    await shot(board, name);
+    await board.close();
+}
+
 /** A adds `jid`, who accepts from `page`. */
 async function befriend(page, jid) {
     await one.getByRole('button', { name: 'Add contact' }).click();
@@ -134,15 +146,6 @@ const steps = [
         await b.waitForTimeout(300);
         const copies = await message(b, 'in', 'Sent from tab two').count();
         if (copies !== 1) throw new Error(`B got ${copies} copies`);
-        // Both tabs side by side, for the README.
-        const tabs = [await one.screenshot(), await two.screenshot()];
-        const board = await newPage(browserB, 'board');
-        await board.setViewportSize({ width: 1300, height: 520 });
-        await board.setContent(`<body style="margin:0;padding:12px;display:flex;gap:12px;background:#d1d5db;font:14px sans-serif">${
-            tabs.map((png, i) => `<figure style="margin:0"><figcaption>Tab ${i + 1}</figcaption>`
-                + `<img style="width:632px;border:1px solid #6b7280" src="data:image/png;base64,${png.toString('base64')}"></figure>`).join('')}</body>`);
-        await shot(board, 'shared-tabs');
-        await board.close();
     }],
 
     ['each tab keeps the conversation it opened', async () => {
@@ -171,6 +174,7 @@ const steps = [
         await contact(two, C_JID).locator('.badge').filter({ hasText: '1' }).waitFor();
         await message(two, 'in', 'For the hidden tab').waitFor();
         if (await message(c, 'out', 'For the hidden tab').locator('.tick.seen').count()) throw new Error('C saw "seen" for a tab in the background');
+        await sideBySide('shared-tabs', ['Tab 1: B open, shown', 'Tab 2: C open, in the background']);
         // The second tab shown: read, the count gone everywhere, "seen" for C.
         await setHidden(two, false);
         await contact(one, C_JID).locator('.badge').waitFor({ state: 'detached' });
