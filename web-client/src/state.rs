@@ -287,7 +287,8 @@ where
     answer
 }
 
-fn json<T: Serialize + ?Sized>(value: &T) -> String {
+/// A value as the worker sends it to its tabs.
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 

@@ -25,7 +25,7 @@ use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Li
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::state::{AppState, Row, Status};
+use crate::state::{json, AppState, Row, Status};
 use crate::{browser, drafts, kept, settings, unread};
 use bosh::BoshTransport;
 pub use actions::{correct_last, correctable, dismiss_upload, moderate, retract, send_reply, toggle_reaction, upload};
@@ -778,9 +778,6 @@ impl Session {
     }
 }
 
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
 
 /// A desktop notification; a click opens `conversation` (in the worker of a shared
 /// session, a tab shows it).

@@ -26,7 +26,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::rooms;
-use crate::state::AppState;
+use crate::state::{json, AppState};
 use crate::{browser, settings};
 
 /// The worker's script, next to the page.
@@ -523,10 +523,6 @@ fn show_messages(port: &mut Port, messages: &[ChatMessage]) {
     if let Some((len, head, tail, run)) = splice::advance(sent, messages) {
         send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
     }
-}
-
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// In the worker: the session changed; its resumption entry goes to the tabs shortly (one
