@@ -509,7 +509,7 @@ impl Session {
             self.keep_soon();
         }
         if rooms {
-            // An open room may just have let us in, or one being read been joined.
+            // An open room may just have let us in, or a room a shown tab has open been joined.
             self.client.set_reading(shared::reading());
             for open in shared::open_anywhere() {
                 self.open_room(&open);
