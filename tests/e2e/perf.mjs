@@ -12,6 +12,10 @@
 //   * paging the whole conversation in from the archive by scrolling up;
 //   * opening the conversation with all MESSAGES messages loaded;
 //   * scrolling it from the oldest message to the newest;
+//   * with all of it loaded and open, BURST messages arriving one after another: the time
+//     until the last shows (each costs what the session's worker sends its tab);
+//   * BURST roster pushes renaming a contact: the time until the last name shows (each
+//     refreshes the whole contact list, as a presence change does);
 //
 // and how many contacts and messages are in the page meanwhile. Figures go to stdout and
 // to $E2E_ARTIFACTS/perf.json.
@@ -32,6 +36,7 @@ const A = process.env.E2E_USER_A;
 const B = process.env.E2E_USER_B;
 const CONTACTS = Number(process.env.PERF_CONTACTS || 2000);
 const MESSAGES = Number(process.env.PERF_MESSAGES || 10000);
+const BURST = Number(process.env.PERF_BURST || 100);
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
 const WS_URL = `${BASE.replace(/^http/, 'ws')}/xmpp-websocket`;
 
@@ -244,6 +249,26 @@ async function main() {
     record('conversation scroll, median screen', chatScroll.median, 'ms');
     record('conversation scroll, slowest screen', chatScroll.worst, 'ms');
     await page.screenshot({ path: path.join(ARTIFACTS, 'perf-long-conversation.png') });
+
+    // Messages arriving in the open conversation, and changes to the contact list.
+    const keepAlive = setInterval(() => {}, 1000);
+    const sender = await Raw.connect(A, process.env.E2E_PASSWORD_A);
+    const roster = await Raw.connect(B, process.env.E2E_PASSWORD_B);
+    t = Date.now();
+    for (let i = 1; i <= BURST; i++) {
+        sender.send(`<message xmlns='jabber:client' to='${B}@${DOMAIN}' type='chat' id='burst${i}'><body>Burst ${i} of ${BURST}</body></message>`);
+    }
+    await page.locator('.msg .body').filter({ hasText: `Burst ${BURST} of ${BURST}` }).waitFor();
+    record(`${BURST} messages arriving in the open conversation of ${MESSAGES}`, Date.now() - t, 'ms');
+    t = Date.now();
+    for (let i = 1; i <= BURST; i++) {
+        roster.send(`<iq xmlns='jabber:client' type='set' id='rename${i}'><query xmlns='jabber:iq:roster'><item jid='${writer}' name='A Writer r${i}'><group>Group 00</group></item></query></iq>`);
+    }
+    await page.locator(`.contact[data-jid="${writer}"] .contact-name`).filter({ hasText: new RegExp(`^A Writer r${BURST}$`) }).waitFor();
+    record(`${BURST} roster changes with ${CONTACTS + 1} contacts`, Date.now() - t, 'ms');
+    sender.close();
+    roster.close();
+    clearInterval(keepAlive);
 
     await browser.close();
     fs.mkdirSync(ARTIFACTS, { recursive: true });

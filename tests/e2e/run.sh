@@ -134,9 +134,9 @@ TOML
 
 # alice and bob for the WebSocket run, carol and dave for the BOSH run, with a stranger
 # each (kim, lee); three more for each run's group chat story; two more for each run's
-# message actions story, and two for its shared tabs story.
+# message actions story, and three for its shared tabs story.
 declare -A PASSWORDS
-for user in alice bob kim carol dave lee erin frank grace heidi ivan judy mona nick olga pete uma vic wes xia; do
+for user in alice bob kim carol dave lee erin frank grace heidi ivan judy mona nick olga pete uma vic yan wes xia zoe; do
     PASSWORDS[$user]="$user-$RANDOM-$RANDOM"
     "$BIN" --config "$CONFIG" adduser "$user@$DOMAIN" "${PASSWORDS[$user]}" >>"$WORK/adduser.log" 2>&1 || {
         say "jabberwock adduser $user failed:"
@@ -201,14 +201,14 @@ if [ "${E2E_ONLY:-websocket}" = websocket ]; then
     ! wanted web || suite web_client.mjs websocket alice bob kim || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite websocket erin frank grace || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs websocket mona nick || suite_rc=$?
-    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs websocket uma vic || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs websocket uma vic yan || suite_rc=$?
 fi
 if [ "$suite_rc" -eq 0 ] && [ "${E2E_ONLY:-bosh}" = bosh ]; then
     say "---- WebSocket refused: automatic fallback to BOSH ----"
     ! wanted web || suite web_client.mjs bosh carol dave lee || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted group || group_suite bosh heidi ivan judy || suite_rc=$?
     [ "$suite_rc" -ne 0 ] || ! wanted actions || suite message_actions.mjs bosh olga pete || suite_rc=$?
-    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs bosh wes xia || suite_rc=$?
+    [ "$suite_rc" -ne 0 ] || ! wanted shared || suite shared_tabs.mjs bosh wes xia zoe || suite_rc=$?
 fi
 [ "$suite_rc" -ne 124 ] || say "a suite was killed after its time limit"
 

@@ -4,6 +4,8 @@
 use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::chat::ChatMessage;
 use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
+use jabberwock_client_core::splice;
+use jabberwock_client_core::tabs::ToWorker;
 use jabberwock_client_core::{ContactView, Show};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -192,24 +194,49 @@ impl Default for AppState {
 }
 
 /// Lists every signal of [`AppState`] but `transport` (a `&'static str`, handled by hand),
-/// for a shared session (`net::shared`): the worker's signals are mirrored in each tab.
+/// for a shared session (`net::shared`): the session's signals, which the worker's own
+/// copies hold and every tab mirrors, then those of the open conversation, which belong to
+/// the tab (the worker sends each tab the view of its own; see `net::shared`). A list
+/// (`session_lists`, `per_tab_lists`) goes whole to a tab that joins, then as changes
+/// (see `jabberwock_client_core::splice`), so that one new contact row or message costs
+/// one, not the list.
 macro_rules! mirrored_signals {
-    ($($field:ident),* $(,)?) => {
+    (
+        session: $($field:ident),* ;
+        session_lists: $($list:ident),* ;
+        per_tab: $($tab_field:ident),* ;
+        per_tab_lists: $($tab_list:ident),* $(,)?
+    ) => {
         impl AppState {
-            /// Every signal's value, by name, as JSON: what a tab that joins is sent.
+            /// Every session signal's value, by name, as JSON: what a tab that joins is sent.
             pub fn snapshot(&self) -> Vec<(&'static str, String)> {
                 let mut all = vec![("transport", json(&self.transport.get_untracked()))];
                 $(all.push((stringify!($field), self.$field.with_untracked(json)));)*
+                $(all.push((stringify!($list), self.$list.with_untracked(json)));)*
                 all
             }
 
-            /// Calls `changed` with a signal's name and value whenever one changes.
-            pub fn watch(&self, changed: fn(&'static str, String)) {
+            /// Calls `changed` with a session signal's name and value whenever one changes,
+            /// and `spliced` with a list's name and its change (the `len` items it had, the
+            /// `head` and `tail` kept, and the items between as JSON).
+            pub fn watch(&self, changed: fn(&'static str, String), spliced: fn(&'static str, usize, usize, usize, String)) {
                 let transport = self.transport;
                 Effect::new(move |_| changed("transport", json(&transport.get())));
                 $(
                     let signal = self.$field;
                     Effect::new(move |_| changed(stringify!($field), signal.with(json)));
+                )*
+                $(
+                    let signal = self.$list;
+                    // What the tabs have: the value the last change was made against.
+                    let mut sent = signal.get_untracked();
+                    Effect::new(move |_| {
+                        signal.with(|now| {
+                            if let Some((len, head, tail, run)) = splice::advance(&mut sent, now) {
+                                spliced(stringify!($list), len, head, tail, json(run));
+                            }
+                        })
+                    });
                 )*
             }
 
@@ -226,18 +253,49 @@ macro_rules! mirrored_signals {
                         true
                     }
                     $(stringify!($field) => serde_json::from_str(value).map(|v| self.$field.set(v)).is_ok(),)*
+                    $(stringify!($list) => serde_json::from_str(value).map(|v| self.$list.set(v)).is_ok(),)*
+                    $(stringify!($tab_field) => serde_json::from_str(value).map(|v| self.$tab_field.set(v)).is_ok(),)*
+                    $(stringify!($tab_list) => serde_json::from_str(value).map(|v| self.$tab_list.set(v)).is_ok(),)*
                     _ => false,
+                }
+            }
+
+            /// Changes the list signal named `field` as the worker's splice says; when it
+            /// does not fit what the list holds, the message asking for all of it.
+            pub fn splice(&self, field: &str, len: usize, head: usize, tail: usize, items: &str) -> Option<ToWorker> {
+                match field {
+                    $(stringify!($list) => receive_splice(self.$list, field, len, head, tail, items),)*
+                    $(stringify!($tab_list) => receive_splice(self.$tab_list, field, len, head, tail, items),)*
+                    _ => None,
                 }
             }
         }
     };
 }
 
-fn json<T: Serialize + ?Sized>(value: &T) -> String {
+/// A change to a list signal, as the worker sent it (the views are not woken when it
+/// does not fit).
+fn receive_splice<T>(signal: RwSignal<Vec<T>>, field: &str, len: usize, head: usize, tail: usize, items: &str) -> Option<ToWorker>
+where
+    T: for<'de> Deserialize<'de> + Send + Sync + 'static,
+{
+    let mut answer = None;
+    signal.maybe_update(|list| {
+        answer = splice::receive(field, list, len, head, tail, items);
+        answer.is_none()
+    });
+    answer
+}
+
+/// A value as the worker sends it to its tabs.
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
 mirrored_signals!(
-    status, login_error, prefill, me, own_show, own_status, rows, requests, avatars, blocked, roster_loaded, active, messages,
-    first_unread, history, total_unread, toasts, rooms, room, bookmarked, invitations, services, public_rooms, uploads,
+    session: status, login_error, prefill, me, own_show, own_status, requests, avatars, blocked, roster_loaded, total_unread, toasts,
+        rooms, invitations, services, public_rooms, uploads;
+    session_lists: rows;
+    per_tab: active, first_unread, history, room, bookmarked;
+    per_tab_lists: messages,
 );

@@ -67,10 +67,9 @@ pub struct History {
 #[derive(Clone, Debug, Default)]
 pub struct Chats {
     conversations: BTreeMap<String, Conversation>,
-    /// The conversation on screen, whose new messages are read at once.
-    active: Option<String>,
-    /// The page is visible; when it is not, even the active conversation collects unread.
-    visible: bool,
+    /// The conversations on screen in a shown tab (see [`crate::tabs::TabViews`]), whose
+    /// new messages are read at once; one open only in a hidden tab collects unread.
+    reading: BTreeSet<String>,
     /// What each peer last said they were doing (XEP-0085).
     peer_states: BTreeMap<String, ChatState>,
     /// Peers that have sent chat states, so that ours are worth sending.
@@ -81,7 +80,7 @@ pub struct Chats {
 
 impl Chats {
     pub fn new() -> Self {
-        Chats { visible: true, ..Default::default() }
+        Chats::default()
     }
 
     pub fn get(&self, bare: &str) -> Option<&Conversation> {
@@ -97,28 +96,19 @@ impl Chats {
         self.conversations.keys().map(String::as_str)
     }
 
-    pub fn active(&self) -> Option<&str> {
-        self.active.as_deref()
+    /// Whether `bare`'s conversation is on screen in a shown tab.
+    pub fn is_reading(&self, bare: &str) -> bool {
+        self.reading.contains(bare)
     }
 
-    /// Opens a conversation (or none): its messages are now read.
-    pub fn set_active(&mut self, bare: Option<&str>) {
-        self.active = bare.map(str::to_owned);
-        self.mark_active_read();
-    }
-
-    pub fn set_visible(&mut self, visible: bool) {
-        self.visible = visible;
-        self.mark_active_read();
-    }
-
-    fn mark_active_read(&mut self) {
-        if !self.visible {
-            return;
+    /// The conversations now on screen in a shown tab: their messages are read.
+    pub fn set_reading(&mut self, reading: BTreeSet<String>) {
+        for bare in &reading {
+            if let Some(c) = self.conversations.get_mut(bare) {
+                c.unread = 0;
+            }
         }
-        if let Some(c) = self.active.as_ref().and_then(|a| self.conversations.get_mut(a)) {
-            c.unread = 0;
-        }
+        self.reading = reading;
     }
 
     /// A peer's chat state arrived; returns whether what we show changed.
@@ -148,7 +138,7 @@ impl Chats {
 
     /// Records a received message; returns whether it counted as unread.
     pub fn incoming(&mut self, bare: &str, id: String, body: String, timestamp_ms: i64) -> bool {
-        let reading = self.visible && self.active.as_deref() == Some(bare);
+        let reading = self.is_reading(bare);
         let conv = self.conversations.entry(bare.to_owned()).or_default();
         // A message delivered twice (after a reconnect, say) is shown once.
         if conv.messages.iter().any(|m| m.direction == Direction::In && m.id == id && m.body == body) {
@@ -327,7 +317,7 @@ impl Chats {
     /// An unread count kept from an earlier page or sign-in, for a conversation that has
     /// none now and is not being read.
     pub fn restore_unread(&mut self, bare: &str, unread: u32) {
-        if self.visible && self.active.as_deref() == Some(bare) {
+        if self.is_reading(bare) {
             return;
         }
         let conv = self.conversations.entry(bare.to_owned()).or_default();
@@ -455,11 +445,14 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn reading(convs: &[&str]) -> BTreeSet<String> {
+        convs.iter().map(|c| (*c).to_owned()).collect()
+    }
+
     #[test]
     fn kept_unread_counts_come_back_where_nothing_is_being_read() {
         let mut c = Chats::new();
-        c.set_visible(true);
-        c.set_active(Some("open@x"));
+        c.set_reading(reading(&["open@x"]));
         c.incoming("new@x", "a".into(), "since".into(), 1);
         c.restore_unread("old@x", 3);
         c.restore_unread("new@x", 5);
@@ -473,7 +466,6 @@ mod tests {
     #[test]
     fn the_new_messages_line_stays_above_what_was_unread_at_opening() {
         let mut c = Chats::new();
-        c.set_visible(true);
         c.incoming("bob@x", "a".into(), "read".into(), 1);
         c.outgoing("bob@x", "o".into(), "mine".into(), 2, Delivery::Sent);
         c.incoming("bob@x", "b".into(), "new 1".into(), 3);
@@ -494,17 +486,20 @@ mod tests {
         assert!(c.incoming("bob@x", "2".into(), "there".into(), 11));
         assert!(c.incoming("carol@x", "3".into(), "yo".into(), 12));
         assert_eq!((c.unread("bob@x"), c.total_unread()), (2, 3));
-        c.set_active(Some("bob@x"));
+        c.set_reading(reading(&["bob@x"]));
         assert_eq!((c.unread("bob@x"), c.total_unread()), (0, 1));
         assert!(!c.incoming("bob@x", "4".into(), "read at once".into(), 13));
         assert_eq!(c.unread("bob@x"), 0);
-        // A hidden tab collects unread even for the open conversation.
-        c.set_visible(false);
+        // Open only in a hidden tab (or in none): unread, even for the open conversation.
+        c.set_reading(reading(&[]));
         assert!(c.incoming("bob@x", "5".into(), "while away".into(), 14));
         assert_eq!(c.unread("bob@x"), 1);
-        c.set_visible(true);
-        assert_eq!(c.unread("bob@x"), 0);
-        c.set_active(None);
+        // Two conversations each shown in a tab of their own: both are read.
+        c.set_reading(reading(&["bob@x", "carol@x"]));
+        assert_eq!((c.unread("bob@x"), c.total_unread()), (0, 0));
+        assert!(!c.incoming("carol@x", "6".into(), "read in the other tab".into(), 15));
+        c.set_reading(reading(&[]));
+        assert!(c.incoming("carol@x", "7".into(), "now unread".into(), 16));
         assert_eq!(c.total_unread(), 1);
     }
 

@@ -224,7 +224,6 @@ impl Client {
         for (jid, message) in &saved.requests {
             c.roster.add_request(jid, message.clone());
         }
-        c.chats.set_active(saved.active.as_deref());
         c.rooms.restore(&saved.rooms);
         c.auto_away = saved.idle_from.as_deref().and_then(Show::from_key);
         c.csi_active = None;
@@ -271,7 +270,6 @@ impl Client {
                 })
                 .collect(),
             requests: self.roster.requests().map(|(j, m)| (j.to_owned(), m.map(str::to_owned))).collect(),
-            active: self.chats.active().map(str::to_owned),
             rooms: self.rooms.in_rooms(),
         })
     }
@@ -784,7 +782,7 @@ impl Client {
                 let id = m.id.unwrap_or_else(|| self.id());
                 let unread = self.chats.incoming(&from, id.clone(), body, ts);
                 self.annotate(&from, Direction::In, &id, &fresh);
-                if unread || self.chats.active() == Some(from.as_str()) {
+                if unread || self.chats.is_reading(&from) {
                     out.push(Event::ChatChanged { with: from, incoming: true });
                 }
             }
@@ -1026,11 +1024,12 @@ impl Client {
         out
     }
 
-    /// Opens a conversation, or a room we are in (or nothing).
-    pub fn open_chat(&mut self, jid: Option<&str>) {
-        let room = jid.filter(|j| self.rooms.get(j).is_some());
-        self.chats.set_active(if room.is_some() { None } else { jid });
-        self.rooms.set_active(room);
+    /// The conversations and rooms on screen in a shown tab (see
+    /// [`crate::tabs::TabViews::reading`]): their messages are read, and read as they come.
+    pub fn set_reading(&mut self, reading: std::collections::BTreeSet<String>) {
+        let (rooms, chats) = reading.into_iter().partition(|j| self.rooms.get(j).is_some());
+        self.chats.set_reading(chats);
+        self.rooms.set_reading(rooms);
     }
 
     /// A group chat action (join, send, kick …: the methods of [`Rooms`]), given our
@@ -1348,7 +1347,7 @@ pub(crate) mod tests {
         );
         assert!(ev.contains(&Event::ChatChanged { with: "bob@localhost".into(), incoming: true }));
         assert_eq!(c.chats.unread("bob@localhost"), 1);
-        c.open_chat(Some("bob@localhost"));
+        c.set_reading(["bob@localhost".to_owned()].into());
         assert_eq!(c.chats.unread("bob@localhost"), 0);
         let bodies: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["hello <there>", "hi!"]);
@@ -1854,7 +1853,6 @@ pub(crate) mod tests {
         stanza(&mut c, "<presence xmlns='jabber:client' from='bob@localhost/a'><status>here</status></presence>");
         stanza(&mut c, "<presence xmlns='jabber:client' from='carol@localhost' type='subscribe'/>");
         c.set_idle(true);
-        c.open_chat(Some("bob@localhost"));
         // The server has the roster query, the carbons request, both presences, and the
         // block list, vCard, bookmarks' disco#info and upload service requests.
         stanza(&mut c, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
@@ -1868,7 +1866,7 @@ pub(crate) mod tests {
         let saved = Resumable::from_json(&json).unwrap();
         assert_eq!(saved.sm.unacked.len(), 1, "the message waits for an ack");
         assert_eq!((saved.sm.acked, saved.sm.inbound), (8, 2));
-        assert_eq!((saved.show.as_str(), saved.active.as_deref()), ("away", Some("bob@localhost")));
+        assert_eq!(saved.show.as_str(), "away");
         assert_eq!(saved.idle_from.as_deref(), Some("online"), "away because idle");
 
         // The new page signs in with the saved keys and resumes.
@@ -1876,7 +1874,6 @@ pub(crate) mod tests {
         assert!(c.roster.best_presence("bob@localhost").is_some(), "presence is shown from the start");
         assert_eq!(c.own_presence().show, Show::Away);
         assert!(c.is_idle(), "back to available on the first sign of the user");
-        assert_eq!(c.chats.active(), Some("bob@localhost"));
         assert_eq!(c.roster.requests().count(), 1);
         // Started without a network: the first attempt fails, the page is saved again (a
         // reload while still offline), and the next attempt still resumes.

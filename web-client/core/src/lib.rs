@@ -48,6 +48,7 @@ pub mod resume;
 pub mod roster;
 pub mod scram;
 pub mod sm;
+pub mod splice;
 pub mod stanza;
 pub mod tabs;
 pub mod upload;

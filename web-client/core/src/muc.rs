@@ -6,7 +6,7 @@
 //! [`Rooms`] sees every stanza before the rest of the client ([`Rooms::receive`]) and
 //! takes what is room traffic; what it decides comes back as [`Effect`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_proto::Element;
 
@@ -403,9 +403,8 @@ pub struct Rooms {
     pub services: Vec<String>,
     /// The public rooms of each service browsed.
     pub public: BTreeMap<String, Vec<PublicRoom>>,
-    /// The room on screen, and whether the page is seen: its messages are read at once.
-    active: Option<String>,
-    hidden: bool,
+    /// The rooms on screen in a shown tab: their messages are read at once.
+    reading: BTreeSet<String>,
 }
 
 impl Rooms {
@@ -420,8 +419,7 @@ impl Rooms {
             restored: Vec::new(),
             services: Vec::new(),
             public: BTreeMap::new(),
-            active: None,
-            hidden: false,
+            reading: BTreeSet::new(),
         }
     }
 
@@ -438,29 +436,16 @@ impl Rooms {
         self.rooms.values()
     }
 
-    pub fn active(&self) -> Option<&str> {
-        self.active.as_deref()
-    }
-
-    /// Opens a room (or none, when a one-to-one chat is opened): its messages are read.
-    pub fn set_active(&mut self, room: Option<&str>) {
-        self.active = room.filter(|r| self.rooms.contains_key(*r)).map(str::to_owned);
-        self.mark_read();
-    }
-
-    pub fn set_visible(&mut self, visible: bool) {
-        self.hidden = !visible;
-        self.mark_read();
-    }
-
-    fn mark_read(&mut self) {
-        if self.hidden {
-            return;
+    /// The rooms now on screen in a shown tab (see [`crate::tabs::TabViews`]): their
+    /// messages are read.
+    pub fn set_reading(&mut self, reading: BTreeSet<String>) {
+        for room in &reading {
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.unread = 0;
+                r.mentions = 0;
+            }
         }
-        if let Some(r) = self.active.as_ref().and_then(|a| self.rooms.get_mut(a)) {
-            r.unread = 0;
-            r.mentions = 0;
-        }
+        self.reading = reading;
     }
 
     /// The conversation a one-to-one message from `jid` belongs to: a private message
@@ -512,9 +497,6 @@ impl Rooms {
     /// Leaves a room (and forgets it; its bookmark, if any, stays).
     pub fn leave(&mut self, room: &str) -> Vec<Effect> {
         let Some(r) = self.rooms.remove(room) else { return Vec::new() };
-        if self.active.as_deref() == Some(room) {
-            self.active = None;
-        }
         let mut out = vec![Effect::ListChanged];
         if !matches!(r.state, RoomState::Left(_)) {
             out.insert(0, Effect::Send(stanza::unavailable().with_attr("to", occupant_jid(&r.jid, &r.nick))));
@@ -996,7 +978,7 @@ impl Rooms {
         }
         // History a room sends on join (delayed, before we are in) is not news.
         let news = !outgoing && (r.is_joined() || delayed.is_none());
-        let reading = !self.hidden && self.active.as_deref() == Some(room.as_str());
+        let reading = self.reading.contains(&room);
         if news && !reading {
             r.unread += 1;
             if mention {
@@ -1432,11 +1414,10 @@ mod tests {
     #[test]
     fn leaving() {
         let mut rooms = joined("ann", "none", "participant");
-        rooms.set_active(Some(ROOM));
         let ev = rooms.leave(ROOM);
         let p = sent(&ev)[0];
         assert_eq!((p.attr("type"), p.attr("to")), (Some("unavailable"), Some("lobby@conference.localhost/ann")));
-        assert!(rooms.get(ROOM).is_none() && rooms.active().is_none());
+        assert!(rooms.get(ROOM).is_none());
         assert!(rooms.leave(ROOM).is_empty());
         // Out already (kicked): forgotten without a word to the room.
         let mut rooms = joined("ann", "none", "participant");
@@ -1573,14 +1554,14 @@ mod tests {
         assert_eq!(feed(&mut rooms, &groupchat("bob", "b2", "ann: you coming?", "")), [Effect::Changed { room: ROOM.into(), mention: false }]);
         assert_eq!(rooms.get(ROOM).unwrap().messages.len(), 3);
 
-        rooms.set_active(Some(ROOM));
+        rooms.set_reading([ROOM.to_owned()].into());
         let r = rooms.get(ROOM).unwrap();
         assert_eq!((r.unread, r.mentions), (0, 0));
         feed(&mut rooms, &groupchat("bob", "b4", "ann?", ""));
         assert_eq!(rooms.get(ROOM).unwrap().unread, 0, "read as it comes");
-        rooms.set_visible(false);
+        rooms.set_reading(BTreeSet::new());
         feed(&mut rooms, &groupchat("bob", "b5", "ann??", ""));
-        assert_eq!(rooms.get(ROOM).unwrap().mentions, 1, "a hidden page collects them");
+        assert_eq!(rooms.get(ROOM).unwrap().mentions, 1, "open only in a hidden tab: they are collected");
 
         assert!(mentions("hi @Ann!", "ann") && mentions("ANN", "Ann") && !mentions("anne", "ann") && !mentions("x", ""));
     }

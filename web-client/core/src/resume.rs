@@ -45,8 +45,6 @@ pub struct Resumable {
     pub presence: Vec<SavedPresence>,
     /// Subscription requests not answered yet: JID and message.
     pub requests: Vec<(String, Option<String>)>,
-    /// The conversation on screen.
-    pub active: Option<String>,
     /// The group chats we are in, room JID and nick: the server keeps us in them while
     /// the session lives, and the next page takes them up again.
     #[serde(default)]
@@ -171,7 +169,6 @@ mod tests {
             idle_from: None,
             presence: vec![SavedPresence { jid: "bob@localhost/a".into(), show: "online".into(), status: None, priority: 1 }],
             requests: vec![("carol@localhost".into(), Some("hi".into()))],
-            active: Some("bob@localhost".into()),
             rooms: vec![("lobby@conference.localhost".into(), "ann".into())],
         }
     }
@@ -187,6 +184,14 @@ mod tests {
         assert_eq!(Resumable::from_json("{}"), None);
         assert_eq!(Resumable::from_json(&json.replace("<message", "<message<")), None, "bad XML");
         assert_eq!(Resumable::from_json(&json.replace("SCRAM-SHA-256", "PLAIN")), None);
+    }
+
+    #[test]
+    fn an_entry_of_an_older_page_with_its_open_conversation_still_resumes() {
+        // The open conversation is now each tab's own, kept by the tab next to the entry.
+        let json = sample().to_json().replacen("\"rooms\":", "\"active\":\"bob@localhost\",\"rooms\":", 1);
+        assert!(json.contains("\"active\":\"bob@localhost\""));
+        assert_eq!(Resumable::from_json(&json), Some(sample()));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! worker's `MessagePort`s; a message that does not parse is ignored (it can only come from
 //! another release of the page, which uses another worker, or from a bug).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::form::Form;
@@ -80,14 +82,17 @@ pub enum Command {
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
     /// A tab joins: whether it is shown, whether its browser has a network, the origin's
-    /// `jabberwock.*` values from `localStorage`, and the resumption entry its previous
-    /// page saved, if any (used only when the worker has no session yet).
-    Hello { visible: bool, online: bool, stored: Vec<(String, String)>, resume: Option<String> },
+    /// `jabberwock.*` values from `localStorage`, the resumption entry its previous page
+    /// saved, if any (used only when the worker has no session yet), and the conversation
+    /// that page had open, to open again (a new tab opens none).
+    Hello { visible: bool, online: bool, stored: Vec<(String, String)>, resume: Option<String>, open: Option<String> },
     Command { command: Command },
     /// The tab was shown or hidden.
     Visible { visible: bool },
     /// The tab wrote (or, `None`, removed) a value in `localStorage`.
     Stored { key: String, value: Option<String> },
+    /// The tab could not apply a [`ToTab::Splice`] of `field`: it asks for the whole value.
+    Resend { field: String },
     /// The tab goes away.
     Bye,
 }
@@ -97,8 +102,14 @@ pub enum ToWorker {
 #[serde(rename_all = "snake_case")]
 pub enum ToTab {
     /// A view signal (a field of the web client's `AppState`, by name) has a new value,
-    /// as JSON text (read with the same code that reads the kept conversations).
+    /// as JSON text (read with the same code that reads the kept conversations). Those of
+    /// the open conversation go only to the tab that has it open.
     State { field: String, value: String },
+    /// A list signal changed in one run (see [`crate::splice`]): of the `len` items the
+    /// tab has, keep the first `head` and the last `tail`, and put `items` (a JSON array)
+    /// between. A tab whose list does not have `len` items asks for the whole value
+    /// ([`ToWorker::Resend`]).
+    Splice { field: String, len: usize, head: usize, tail: usize, items: String },
     /// Keep this value in `localStorage` (`None`: remove it) for the session.
     Stored { key: String, value: Option<String> },
     /// The latest entry for resuming the session after a reload (written by the last
@@ -139,39 +150,97 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
     serde_json::from_str(text).ok()
 }
 
-/// Which tabs are shown, so that the session is active (XEP-0352) while any is: `changed`
-/// says whether the answer to "is any shown?" changed.
+/// What each tab shows: whether it is visible, and which conversation or room it has
+/// open. The open conversation is the tab's, not the session's: the worker sends each tab
+/// the view of its own, and a message is read when any shown tab has its conversation open
+/// ([`TabViews::reading`]). A tab that goes away leaves nothing behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Visibility {
-    shown: Vec<(u32, bool)>,
+pub struct TabViews {
+    tabs: BTreeMap<u32, TabView>,
 }
 
-impl Visibility {
-    /// Tab `tab` is now shown or hidden (a new tab is added); returns whether any tab
-    /// being shown changed.
-    pub fn set(&mut self, tab: u32, visible: bool) -> bool {
-        let before = self.any();
-        match self.shown.iter_mut().find(|(t, _)| *t == tab) {
-            Some(entry) => entry.1 = visible,
-            None => self.shown.push((tab, visible)),
+/// One tab's view of the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TabView {
+    pub visible: bool,
+    /// The open conversation (a bare JID, or `room@service/nick` for a private message)
+    /// or room.
+    pub open: Option<String>,
+    /// The open conversation's unread count when the tab opened it, and when: its "New
+    /// messages" line goes above those.
+    pub reading_from: Option<(u32, i64)>,
+}
+
+impl TabViews {
+    /// Tab `tab` joins (or says again) with nothing open; returns whether any tab being
+    /// shown changed.
+    pub fn join(&mut self, tab: u32, visible: bool) -> bool {
+        let before = self.any_visible();
+        self.tabs.insert(tab, TabView { visible, ..TabView::default() });
+        before != self.any_visible()
+    }
+
+    /// Tab `tab` is now shown or hidden; returns whether any tab being shown changed.
+    pub fn set_visible(&mut self, tab: u32, visible: bool) -> bool {
+        let before = self.any_visible();
+        if let Some(view) = self.tabs.get_mut(&tab) {
+            view.visible = visible;
         }
-        before != self.any()
+        before != self.any_visible()
+    }
+
+    /// Tab `tab` opens `conv` (or closes what it had), which had `unread` messages unread
+    /// at `now_ms`.
+    pub fn open(&mut self, tab: u32, conv: Option<String>, unread: u32, now_ms: i64) {
+        if let Some(view) = self.tabs.get_mut(&tab) {
+            view.reading_from = conv.is_some().then_some((unread, now_ms));
+            view.open = conv;
+        }
+    }
+
+    /// `conv` is gone (a contact removed, a room left): every tab that had it open closes
+    /// it. Returns those tabs.
+    pub fn close(&mut self, conv: &str) -> Vec<u32> {
+        let mut closed = Vec::new();
+        for (tab, view) in &mut self.tabs {
+            if view.open.as_deref() == Some(conv) {
+                *view = TabView { visible: view.visible, ..TabView::default() };
+                closed.push(*tab);
+            }
+        }
+        closed
+    }
+
+    /// The session ended: no tab has anything open.
+    pub fn close_all(&mut self) {
+        for view in self.tabs.values_mut() {
+            *view = TabView { visible: view.visible, ..TabView::default() };
+        }
     }
 
     /// Tab `tab` went away; returns whether any tab being shown changed.
-    pub fn remove(&mut self, tab: u32) -> bool {
-        let before = self.any();
-        self.shown.retain(|(t, _)| *t != tab);
-        before != self.any()
+    pub fn leave(&mut self, tab: u32) -> bool {
+        let before = self.any_visible();
+        self.tabs.remove(&tab);
+        before != self.any_visible()
     }
 
-    pub fn any(&self) -> bool {
-        self.shown.iter().any(|(_, v)| *v)
+    pub fn any_visible(&self) -> bool {
+        self.tabs.values().any(|v| v.visible)
     }
 
-    /// The tabs still there.
-    pub fn tabs(&self) -> impl Iterator<Item = u32> + '_ {
-        self.shown.iter().map(|(t, _)| *t)
+    /// The conversations being read: open in a shown tab.
+    pub fn reading(&self) -> BTreeSet<String> {
+        self.tabs.values().filter(|v| v.visible).filter_map(|v| v.open.clone()).collect()
+    }
+
+    /// The conversations open in any tab, shown or not.
+    pub fn open_anywhere(&self) -> BTreeSet<&str> {
+        self.tabs.values().filter_map(|v| v.open.as_deref()).collect()
+    }
+
+    pub fn get(&self, tab: u32) -> Option<&TabView> {
+        self.tabs.get(&tab)
     }
 }
 
@@ -265,11 +334,13 @@ mod tests {
                 online: false,
                 stored: vec![("jabberwock.unread.a@example.org".into(), "b@example.org\t3\n".into())],
                 resume: Some("{\"v\":1}".into()),
+                open: Some("b@example.org".into()),
             },
-            ToWorker::Hello { visible: false, online: true, stored: vec![], resume: None },
+            ToWorker::Hello { visible: false, online: true, stored: vec![], resume: None, open: None },
             ToWorker::Visible { visible: false },
             ToWorker::Stored { key: "jabberwock.notifications".into(), value: Some("1".into()) },
             ToWorker::Stored { key: "jabberwock.draft.a@example.org.b@example.org".into(), value: None },
+            ToWorker::Resend { field: "messages".into() },
             ToWorker::Bye,
         ];
         for m in messages {
@@ -282,6 +353,7 @@ mod tests {
         let messages = [
             ToTab::State { field: "status".into(), value: "{\"Reconnecting\":4}".into() },
             ToTab::State { field: "me".into(), value: "null".into() },
+            ToTab::Splice { field: "messages".into(), len: 10_000, head: 10_000, tail: 0, items: "[{\"id\":\"m1\"}]".into() },
             ToTab::Stored { key: "jabberwock.kept.a@example.org".into(), value: Some("{}".into()) },
             ToTab::Stored { key: "jabberwock.unread.a@example.org".into(), value: None },
             ToTab::Resume { entry: Some("{\"jid\":\"a@example.org/web\"}".into()) },
@@ -314,7 +386,7 @@ mod tests {
         ] {
             assert_eq!(ToWorker::from_json(text), None, "{text}");
         }
-        for text in ["", "{}", "{\"state\":{\"field\":\"me\"}}", "{\"notify\":{\"title\":1}}", "\"eval\"", "{\"resume\":{\"entry\":7}}"] {
+        for text in ["", "{}", "{\"state\":{\"field\":\"me\"}}", "{\"splice\":{\"field\":\"messages\",\"len\":-1,\"head\":0,\"tail\":0,\"items\":\"[]\"}}", "{\"notify\":{\"title\":1}}", "\"eval\"", "{\"resume\":{\"entry\":7}}"] {
             assert_eq!(ToTab::from_json(text), None, "{text}");
         }
     }
@@ -329,19 +401,80 @@ mod tests {
         assert_eq!(ToTab::from_json(&big), None);
     }
 
+    fn set(convs: &[&str]) -> BTreeSet<String> {
+        convs.iter().map(|c| (*c).to_owned()).collect()
+    }
+
     #[test]
     fn the_session_is_active_while_any_tab_is_shown() {
-        let mut v = Visibility::default();
-        assert!(!v.any());
-        assert!(v.set(1, true), "the first shown tab makes the session active");
-        assert!(!v.set(2, false), "a hidden tab changes nothing");
-        assert!(!v.set(2, true), "a second shown tab changes nothing");
-        assert!(!v.set(1, false), "one of two shown tabs hidden: still active");
-        assert!(v.set(2, false), "the last shown tab hidden: inactive");
-        assert!(v.set(1, true));
-        assert!(v.remove(1), "the shown tab closed: inactive");
-        assert!(!v.remove(1), "closing it twice changes nothing");
-        assert_eq!(v.tabs().collect::<Vec<_>>(), vec![2]);
-        assert!(!v.remove(7), "an unknown tab changes nothing");
+        let mut v = TabViews::default();
+        assert!(!v.any_visible());
+        assert!(v.join(1, true), "the first shown tab makes the session active");
+        assert!(!v.join(2, false), "a hidden tab changes nothing");
+        assert!(!v.set_visible(2, true), "a second shown tab changes nothing");
+        assert!(!v.set_visible(1, false), "one of two shown tabs hidden: still active");
+        assert!(v.set_visible(2, false), "the last shown tab hidden: inactive");
+        assert!(v.set_visible(1, true));
+        assert!(v.leave(1), "the shown tab closed: inactive");
+        assert!(!v.leave(1), "closing it twice changes nothing");
+        assert!(v.get(1).is_none() && v.get(2).is_some());
+        assert!(!v.leave(7), "an unknown tab changes nothing");
+        assert!(!v.set_visible(7, true), "nor does one that never said hello");
+        assert!(v.get(7).is_none());
+    }
+
+    #[test]
+    fn each_tab_keeps_its_own_conversation() {
+        let mut v = TabViews::default();
+        v.join(1, true);
+        v.join(2, true);
+        v.open(1, Some("bob@x".into()), 3, 100);
+        v.open(2, Some("room@muc.x".into()), 0, 200);
+        assert_eq!(v.get(1).unwrap().open.as_deref(), Some("bob@x"));
+        assert_eq!(v.get(1).unwrap().reading_from, Some((3, 100)), "where its New messages line goes");
+        assert_eq!(v.get(2).unwrap().open.as_deref(), Some("room@muc.x"));
+        assert_eq!(v.reading(), set(&["bob@x", "room@muc.x"]));
+        // A conversation is read while any shown tab has it open.
+        v.set_visible(2, false);
+        assert_eq!(v.reading(), set(&["bob@x"]), "open only in a hidden tab: not read");
+        assert_eq!(v.open_anywhere(), ["bob@x", "room@muc.x"].into());
+        v.open(2, Some("bob@x".into()), 0, 300);
+        v.set_visible(1, false);
+        assert_eq!(v.reading(), set(&[]));
+        v.set_visible(2, true);
+        assert_eq!(v.reading(), set(&["bob@x"]));
+        v.open(2, None, 0, 400);
+        assert_eq!((v.get(2).unwrap().open.as_ref(), v.get(2).unwrap().reading_from), (None, None));
+        assert_eq!(v.reading(), set(&[]));
+        // Opening in a tab that never said hello (or is gone) keeps nothing.
+        v.open(9, Some("carol@x".into()), 1, 500);
+        assert!(v.get(9).is_none() && !v.open_anywhere().contains("carol@x"));
+    }
+
+    #[test]
+    fn a_conversation_gone_closes_in_every_tab() {
+        let mut v = TabViews::default();
+        v.join(1, true);
+        v.join(2, false);
+        v.join(3, true);
+        v.open(1, Some("bob@x".into()), 0, 1);
+        v.open(2, Some("bob@x".into()), 0, 1);
+        v.open(3, Some("carol@x".into()), 0, 1);
+        assert_eq!(v.close("bob@x"), [1, 2]);
+        assert_eq!(v.reading(), set(&["carol@x"]));
+        assert!(v.get(2).is_some_and(|t| !t.visible), "what a tab shows stays");
+        v.close_all();
+        assert!(v.open_anywhere().is_empty() && v.any_visible());
+    }
+
+    #[test]
+    fn closed_tabs_leave_nothing_behind() {
+        let mut v = TabViews::default();
+        for tab in 0..10_000 {
+            v.join(tab, tab % 2 == 0);
+            v.open(tab, Some(format!("c{tab}@x")), tab, i64::from(tab));
+            v.leave(tab);
+        }
+        assert_eq!(v, TabViews::default());
     }
 }

@@ -103,12 +103,10 @@ pub fn correctable(conv: &str) -> Option<(String, String)> {
 }
 
 impl Session {
-    /// XEP-0333: the open conversation is on screen: say we displayed its last message.
+    /// XEP-0333: the conversations on screen in a shown tab: say we displayed their last
+    /// message (one open only in a hidden tab is not seen).
     pub(super) fn mark_displayed(&mut self) {
-        if !browser::document_visible() {
-            return;
-        }
-        if let Some(conv) = self.client.chats.active().map(str::to_owned) {
+        for conv in shared::reading() {
             let events = self.client.mark_displayed(&conv);
             self.handle(events);
         }

@@ -14,17 +14,18 @@ pub mod shared;
 mod websocket;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use jabberwock_client_core::chat;
 use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
-use jabberwock_client_core::tabs::Command;
+use jabberwock_client_core::tabs::{Command, TabViews};
 use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::state::{AppState, Row, Status};
+use crate::state::{json, AppState, Row, Status};
 use crate::{browser, drafts, kept, settings, unread};
 use bosh::BoshTransport;
 pub use actions::{correct_last, correctable, dismiss_upload, moderate, retract, send_reply, toggle_reaction, upload};
@@ -90,8 +91,6 @@ struct Session {
     kept_restored: bool,
     /// Saves the conversations a moment after they change.
     keep_timer: Option<i32>,
-    /// The open conversation's unread count when it was opened, and when.
-    reading_from: Option<(u32, i64)>,
     endpoints: Vec<Endpoint>,
     /// Which endpoint the current attempt uses.
     endpoint: usize,
@@ -242,7 +241,6 @@ fn resume_from(state: AppState, saved: &str) -> bool {
     state.me.set(Some(bare));
     state.own_show.set(client.own_presence().show);
     state.own_status.set(client.own_presence().status.clone().unwrap_or_default());
-    state.active.set(saved.active.clone());
     let mut session = Session::new(state, None, vec![endpoint], client, true);
     // Shown at once, from the browser: the network may not be there.
     session.restore_kept();
@@ -341,7 +339,7 @@ fn start_session(session: Session) {
     }
     with_session(|s| {
         s.refresh_roster();
-        s.refresh_chat();
+        s.refresh_views();
         s.connect();
         s.arm_idle_timer();
     });
@@ -358,7 +356,6 @@ impl Session {
             unread_restored: false,
             kept_restored: false,
             keep_timer: None,
-            reading_from: None,
             endpoints,
             endpoint: 0,
             worked: None,
@@ -471,7 +468,7 @@ impl Session {
                     let own = self.client.own_presence();
                     let same = own.show == show && own.status.as_deref().unwrap_or("") == status;
                     let mut ev = self.client.set_client_active(browser::document_visible());
-                    if let Some(j) = self.client.chats.active().map(str::to_owned) {
+                    for j in self.open_chats() {
                         if !self.client.chats.history(&j).started {
                             ev.extend(self.client.load_history(&j));
                         }
@@ -489,7 +486,7 @@ impl Session {
                 Event::RosterChanged | Event::SubscriptionRequest { .. } => roster = true,
                 Event::ChatChanged { with, incoming } => {
                     roster = true;
-                    chat |= self.client.chats.active() == Some(with.as_str());
+                    chat |= shared::views(|v| v.open_anywhere().contains(with.as_str()));
                     if incoming {
                         self.notify(&with);
                     }
@@ -511,16 +508,18 @@ impl Session {
             self.refresh_roster();
             self.keep_soon();
         }
-        if chat {
-            self.refresh_chat();
-            self.mark_displayed();
-        }
         if rooms {
-            // The open room may just have let us in.
-            if let Some(open) = self.client.rooms.active().map(str::to_owned) {
+            // An open room may just have let us in, or a room a shown tab has open been joined.
+            self.client.set_reading(shared::reading());
+            for open in shared::open_anywhere() {
                 self.open_room(&open);
             }
             self.refresh_rooms();
+        } else if chat {
+            self.refresh_views();
+        }
+        if chat {
+            self.mark_displayed();
         }
         for input in immediate {
             let events = self.client.receive(input, browser::now_ms());
@@ -685,12 +684,11 @@ impl Session {
         st.requests.set(Vec::new());
         st.blocked.set(None);
         st.roster_loaded.set(false);
-        st.active.set(None);
-        st.messages.set(Vec::new());
         st.total_unread.set(0);
         st.rooms.set(Vec::new());
-        st.room.set(None);
         st.invitations.set(Vec::new());
+        shared::change_views(TabViews::close_all);
+        self.refresh_views();
         st.transport.set("");
         shared::session_changed();
         // Dropped after this callback: the session is gone.
@@ -736,18 +734,50 @@ impl Session {
         self.state.total_unread.set(chats.total_unread());
     }
 
-    fn refresh_chat(&self) {
-        let chats = &self.client.chats;
-        let msgs = chats.active().map(|a| chats.messages(a).to_vec()).unwrap_or_default();
-        let line = self.reading_from.and_then(|(unread, opened)| chat::first_unread(&msgs, unread, opened)).map(str::to_owned);
-        if self.state.first_unread.with_untracked(|l| *l != line) {
-            self.state.first_unread.set(line);
-        }
-        self.state.messages.set(msgs);
-        let h = chats.active().map(|a| chats.history(a)).unwrap_or_default();
-        self.state.history.set((h.loading, h.started && !h.complete));
+    /// Sends each tab the view of the conversation or room it has open (the per-tab
+    /// signals of [`AppState`]): the messages, where its "New messages" line goes and the
+    /// archive's state, or the room and its bookmark. A conversation open in several tabs
+    /// is made into JSON once; its messages go as a change to what each tab has.
+    fn refresh_views(&self) {
+        let (chats, rooms) = (&self.client.chats, &self.client.rooms);
+        let mut made: BTreeMap<Option<String>, [(&'static str, String); 4]> = BTreeMap::new();
+        shared::show_views(|view| {
+            let conv = view.open.as_deref();
+            let room = conv.and_then(|c| rooms.get(c));
+            let chat = conv.filter(|_| room.is_none());
+            let messages = chat.map_or(&[][..], |c| chats.messages(c));
+            let line = match (chat, view.reading_from) {
+                (Some(_), Some((unread, opened))) => chat::first_unread(messages, unread, opened),
+                _ => None,
+            };
+            let mut fields = vec![("first_unread", json(&line))];
+            let shared = made.entry(view.open.clone()).or_insert_with(|| {
+                let h = chat.map(|c| chats.history(c)).unwrap_or_default();
+                let bookmark = room.and_then(|r| self.client.bookmarks.get(&r.jid));
+                let history = json(&(h.loading, h.started && !h.complete));
+                [("active", json(&conv)), ("history", history), ("room", json(&room)), ("bookmarked", json(&bookmark))]
+            });
+            fields.extend(shared.iter().cloned());
+            (fields, messages)
+        });
+    }
+
+    /// What the tabs show changed (a conversation opened or closed, a tab shown, hidden or
+    /// gone): what is read, the unread counts, "seen" and the tabs' views follow.
+    fn tabs_changed(&mut self) {
+        self.client.set_reading(shared::reading());
+        self.refresh_roster();
+        // With the tabs' views.
+        self.refresh_rooms();
+        self.mark_displayed();
+    }
+
+    /// The one-to-one conversations open in any tab.
+    fn open_chats(&self) -> Vec<String> {
+        shared::open_anywhere().into_iter().filter(|j| self.client.rooms.get(j).is_none()).collect()
     }
 }
+
 
 /// A desktop notification; a click opens `conversation` (in the worker of a shared
 /// session, a tab shows it).
@@ -869,15 +899,18 @@ pub fn logout() {
     }
 }
 
+/// Opens a conversation or room in this tab (or closes the open one); the other tabs keep
+/// theirs.
 pub fn open_chat(jid: Option<String>) {
     if shared::forward(Command::OpenChat { with: jid.clone() }) {
         return;
     }
+    let Some(tab) = shared::current_tab() else { return };
     with_session(|s| {
         // Where reading starts, before opening marks it all read (placed once the messages
         // are there: after a reload they come from the archive).
-        s.reading_from = jid.as_deref().map(|j| (s.client.chats.unread(j), browser::now_ms()));
-        s.client.open_chat(jid.as_deref());
+        let unread = jid.as_deref().map_or(0, |j| s.client.chats.unread(j));
+        shared::change_views(|v| v.open(tab, jid.clone(), unread, browser::now_ms()));
         // The first time, the newest page of the archive (a room's own, for a room).
         match jid.as_deref() {
             Some(room) if s.client.rooms.get(room).is_some() => s.open_room(room),
@@ -887,24 +920,34 @@ pub fn open_chat(jid: Option<String>) {
             }
             _ => {}
         }
-        s.state.active.set(jid);
-        s.refresh_chat();
-        s.refresh_roster();
-        s.refresh_rooms();
-        s.mark_displayed();
+        s.tabs_changed();
     });
 }
 
-/// Loads an older page of the open conversation.
+/// Closes `conv` in every tab that has it open (a contact removed, a room left).
+fn close_everywhere(conv: &str) {
+    with_session(|s| {
+        shared::change_views(|v| v.close(conv));
+        s.tabs_changed();
+    });
+}
+
+/// In the worker: what the tabs show changed (see [`shared`]).
+fn tabs_changed() {
+    with_session(Session::tabs_changed);
+}
+
+/// Loads an older page of this tab's conversation.
 pub fn load_older() {
     if shared::forward(Command::LoadOlder) {
         return;
     }
+    let open = shared::current_tab().and_then(|tab| shared::views(|v| v.get(tab).and_then(|t| t.open.clone())));
     with_session(|s| {
-        if let Some(j) = s.client.chats.active().map(str::to_owned) {
+        if let Some(j) = open.filter(|j| s.client.rooms.get(j).is_none()) {
             let ev = s.client.load_history(&j);
             s.handle(ev);
-            s.refresh_chat();
+            s.refresh_views();
         }
     });
 }
@@ -1018,11 +1061,8 @@ pub fn remove_contact(jid: &str) {
     with_session(|s| {
         let ev = s.client.remove_contact(jid);
         s.handle(ev);
-        if s.client.chats.active() == Some(jid) {
-            s.client.open_chat(None);
-            s.state.active.set(None);
-        }
     });
+    close_everywhere(jid);
 }
 
 /// Sets our picture from a file the user picked: made a square JPEG of 128 pixels first.
@@ -1102,7 +1142,9 @@ pub fn set_presence(show: Show, status: String) {
     });
 }
 
-/// The tab was hidden or shown: unread counting follows; being shown is a sign of the user.
+/// The tab was hidden or shown (in the worker: whether any tab is shown changed): the
+/// client state (XEP-0352) follows; being shown is a sign of the user. What is read
+/// follows each tab ([`tabs_changed`]).
 pub fn visibility_changed(visible: bool) {
     if shared::tab_visible(visible) {
         return;
@@ -1115,13 +1157,8 @@ pub fn visibility_changed(visible: bool) {
         if !visible {
             s.keep_now();
         }
-        s.client.chats.set_visible(visible);
-        s.client.rooms.set_visible(visible);
         let ev = s.client.set_client_active(visible);
         s.handle(ev);
-        s.refresh_roster();
-        s.refresh_rooms();
-        s.mark_displayed();
     });
 }
 

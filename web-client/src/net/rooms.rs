@@ -18,7 +18,7 @@ const SELF_PING_MS: i32 = 5 * 60 * 1000;
 
 impl Session {
     /// Writes the room signals: the sidebar's list (bookmarks and the rooms we are in),
-    /// the open room, the invitations and what room discovery found.
+    /// the invitations and what room discovery found; and each tab's open room.
     pub(super) fn refresh_rooms(&self) {
         let rooms = &self.client.rooms;
         let bookmarks = &self.client.bookmarks;
@@ -57,9 +57,8 @@ impl Session {
         st.invitations.set(rooms.invitations.clone());
         st.services.set(rooms.services.clone());
         st.public_rooms.set(rooms.public.values().flatten().cloned().collect());
-        let open = st.active.get_untracked().and_then(|a| rooms.get(&a).cloned());
-        st.bookmarked.set(open.as_ref().and_then(|r| bookmarks.get(&r.jid).cloned()));
-        st.room.set(open);
+        // The open rooms and their bookmarks.
+        self.refresh_views();
     }
 
     /// A desktop notification for a message that names us, when asked for and the tab is
@@ -155,7 +154,7 @@ pub fn leave(room: &str) {
         return;
     }
     room_do(|rooms, _| rooms.leave(room));
-    super::open_chat(None);
+    super::close_everywhere(room);
 }
 
 pub fn change_nick(room: &str, nick: &str) {

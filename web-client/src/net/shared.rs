@@ -7,22 +7,26 @@
 //! The page (built with the `page` feature) hands each call of [`super`]'s public functions
 //! to the worker as a [`Command`] (one line at the top of each: the rest of the function is
 //! what the worker runs, and is left out of the page's build), and the worker sends back
-//! every view signal that changes. What only a page has, the worker gets from its tabs:
+//! every view signal that changes: the session's to every tab, those of the open
+//! conversation only to the tab that has it open (each tab opens its own; see
+//! [`TabViews`]). What only a page has, the worker gets from its tabs:
 //! `localStorage` (the tabs send theirs and keep what the worker writes), whether any tab
 //! is shown (XEP-0352, unread counting, "seen"), desktop notifications (a tab shows them),
 //! and the entry for resuming after a reload (the worker sends its latest; each tab writes
 //! it as it goes away).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use jabberwock_client_core::tabs::{Command, ToTab, ToWorker, Visibility};
-use leptos::prelude::Set;
+use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::splice;
+use jabberwock_client_core::tabs::{Command, TabView, TabViews, ToTab, ToWorker};
+use leptos::prelude::{GetUntracked, Set};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::rooms;
-use crate::state::AppState;
+use crate::state::{json, AppState};
 use crate::{browser, settings};
 
 /// The worker's script, next to the page.
@@ -34,6 +38,10 @@ const SWITCH_KEY: &str = "jabberwock.shared-tabs";
 
 /// What is sent to the worker when a tab joins: the client's own values.
 const STORED_PREFIX: &str = "jabberwock.";
+
+/// Where a page keeps the conversation it has open for the next page of the same tab
+/// (`sessionStorage`, as the resumption entry).
+const OPEN_KEY: &str = "jabberwock.open";
 
 /// A tab tells the worker the user is there at most this often (pointer moves come many
 /// times a second).
@@ -54,15 +62,28 @@ struct Link {
 /// The worker's tabs (one, for a dedicated worker).
 #[derive(Default)]
 struct Tabs {
-    ports: BTreeMap<u32, web_sys::MessagePort>,
+    ports: BTreeMap<u32, Port>,
     next: u32,
-    visibility: Visibility,
+    /// What each tab shows: whether it is visible, its open conversation.
+    views: TabViews,
     /// The resumption entry last sent, so that an unchanged one is not sent again.
     resume: Option<String>,
     resume_pending: bool,
 }
 
+/// A tab, as the worker sees it.
+struct Port {
+    port: web_sys::MessagePort,
+    /// The fields of its conversation's view as last sent, so that only changes go.
+    sent: BTreeMap<&'static str, String>,
+    /// Its conversation's messages as it has them (`None`: not sent yet, or it asked for
+    /// them again), so that only a change goes, as a splice.
+    messages: Option<Vec<ChatMessage>>,
+}
+
 thread_local! {
+    /// The tab whose message the worker is handling: the one that opens a conversation.
+    static CURRENT_TAB: Cell<Option<u32>> = const { Cell::new(None) };
     static LINK: RefCell<Option<Link>> = const { RefCell::new(None) };
     static TABS: RefCell<Option<Tabs>> = const { RefCell::new(None) };
     /// The worker's signals, which the session writes and the tabs mirror.
@@ -87,16 +108,16 @@ fn release() -> String {
 /// this tab's previous page left) for it to resume if it has no session yet.
 pub fn connect(state: AppState, saved: Option<String>) {
     let url = format!("{WORKER_SCRIPT}?release={}", String::from(js_sys::encode_uri_component(&release())));
-    let options = web_sys::WorkerOptions::new();
-    options.set_type(web_sys::WorkerType::Module);
+    // A classic worker (see session-worker.js).
     let worker: Result<web_sys::EventTarget, JsValue> = if shared_wanted() {
+        let options = web_sys::WorkerOptions::new();
         options.set_name("jabberwock-session");
         web_sys::SharedWorker::new_with_worker_options(&url, &options).map(Into::into)
     } else {
-        web_sys::Worker::new_with_options(&url, &options).map(Into::into)
+        web_sys::Worker::new(&url).map(Into::into)
     };
     let Ok(worker) = worker else {
-        return state.login_error.set(Some("This browser cannot run the client: it has no module workers".into()));
+        return state.login_error.set(Some("This browser cannot run the client: it has no web workers".into()));
     };
     // Its script missing, or refused: nothing can sign in.
     let on_error = Closure::<dyn FnMut()>::new(move || {
@@ -120,7 +141,12 @@ pub fn connect(state: AppState, saved: Option<String>) {
         .filter(|k| k.starts_with(STORED_PREFIX))
         .filter_map(|k| browser::stored(&k).map(|v| (k, v)))
         .collect();
-    let hello = ToWorker::Hello { visible: browser::document_visible(), online: browser::network_up(), stored, resume: saved.clone() };
+    let open = browser::session_storage().and_then(|storage| {
+        let open = storage.get_item(OPEN_KEY).ok().flatten();
+        let _ = storage.remove_item(OPEN_KEY);
+        open
+    });
+    let hello = ToWorker::Hello { visible: browser::document_visible(), online: browser::network_up(), stored, resume: saved.clone(), open };
     let _ = port.post_message(&hello.to_json().into());
     LINK.with(|l| *l.borrow_mut() = Some(Link { port, state, resume: saved, last_activity_sent: 0 }));
     browser::forward_stores(|key, value| post(&ToWorker::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
@@ -206,8 +232,13 @@ pub fn tab_visible(visible: bool) -> bool {
 /// resumes with it should the worker be gone by then) and leaves the worker.
 pub fn page_hidden() {
     let Some(link) = LINK.with(|l| l.borrow_mut().take()) else { return };
-    if let (Some(entry), Some(storage)) = (&link.resume, browser::session_storage()) {
-        let _ = storage.set_item(super::RESUME_KEY, entry);
+    if let Some(storage) = browser::session_storage() {
+        if let Some(entry) = &link.resume {
+            let _ = storage.set_item(super::RESUME_KEY, entry);
+        }
+        if let Some(open) = link.state.active.get_untracked() {
+            let _ = storage.set_item(OPEN_KEY, &open);
+        }
     }
     let _ = link.port.post_message(&ToWorker::Bye.to_json().into());
 }
@@ -216,6 +247,12 @@ fn from_worker(state: AppState, message: ToTab) {
     match message {
         ToTab::State { field, value } => {
             state.apply(&field, &value);
+        }
+        // A change to a list this tab does not have as the worker thinks: all of it again.
+        ToTab::Splice { field, len, head, tail, items } => {
+            if let Some(again) = state.splice(&field, len, head, tail, &items) {
+                post(&again);
+            }
         }
         // Over the origin's quota: better nothing than an outdated copy.
         ToTab::Stored { key, value } => {
@@ -246,7 +283,10 @@ pub fn run_worker() {
     let state = AppState::new();
     STATE.with(|s| s.set(Some(state)));
     TABS.with(|t| *t.borrow_mut() = Some(Tabs::default()));
-    state.watch(|field, value| to_tabs(&ToTab::State { field: field.to_owned(), value }));
+    state.watch(
+        |field, value| to_tabs(&ToTab::State { field: field.to_owned(), value }),
+        |field, len, head, tail, items| to_tabs(&ToTab::Splice { field: field.to_owned(), len, head, tail, items }),
+    );
     browser::forward_stores(|key, value| to_tabs(&ToTab::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
     browser::forward_log(|what, text| to_tabs(&ToTab::Log { what: what.to_owned(), text: text.to_owned() }));
     let scope = js_sys::global();
@@ -285,7 +325,7 @@ fn tab_connected(port: web_sys::MessagePort) -> u32 {
         let mut t = t.borrow_mut();
         let tabs = t.get_or_insert_with(Tabs::default);
         tabs.next += 1;
-        tabs.ports.insert(tabs.next, port.clone());
+        tabs.ports.insert(tabs.next, Port { port: port.clone(), sent: BTreeMap::new(), messages: None });
         tabs.next
     });
     let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| from_tab(tab, e.data()));
@@ -301,8 +341,8 @@ fn send_to(port: &web_sys::MessagePort, message: &ToTab) {
 fn to_tabs(message: &ToTab) {
     let text: JsValue = message.to_json().into();
     TABS.with(|t| {
-        for port in t.borrow().iter().flat_map(|t| t.ports.values()) {
-            let _ = port.post_message(&text);
+        for tab in t.borrow().iter().flat_map(|t| t.ports.values()) {
+            let _ = tab.port.post_message(&text);
         }
     });
 }
@@ -319,12 +359,12 @@ fn from_tab(tab: u32, data: JsValue) {
     let Some(message) = ToWorker::from_json(&text) else { return };
     let Some(state) = worker_state() else { return };
     match message {
-        ToWorker::Hello { visible, online, stored, resume } => {
+        ToWorker::Hello { visible, online, stored, resume, open } => {
             browser::set_tabs_online(online);
             for (key, value) in &stored {
                 browser::keep_here(key, Some(value));
             }
-            let port = TABS.with(|t| t.borrow().as_ref().and_then(|t| t.ports.get(&tab).cloned()));
+            let port = TABS.with(|t| t.borrow().as_ref().and_then(|t| t.ports.get(&tab).map(|p| p.port.clone())));
             if let Some(port) = &port {
                 for (field, value) in state.snapshot() {
                     send_to(port, &ToTab::State { field: field.to_owned(), value });
@@ -338,9 +378,15 @@ fn from_tab(tab: u32, data: JsValue) {
                 }
             }
             super::thaw();
-            set_visible(tab, visible);
+            let shown_changed = TABS.with(|t| t.borrow_mut().as_mut().is_some_and(|t| t.views.join(tab, visible)));
+            if shown_changed {
+                visibility_follows();
+            }
+            // The conversation this tab's previous page had open, or none; either way the
+            // tab is sent its view.
+            as_tab(tab, || super::open_chat(open));
         }
-        ToWorker::Command { command } => run(state, command, file),
+        ToWorker::Command { command } => as_tab(tab, || run(state, command, file)),
         ToWorker::Visible { visible } => {
             if visible {
                 super::user_active();
@@ -350,37 +396,133 @@ fn from_tab(tab: u32, data: JsValue) {
         ToWorker::Stored { key, value } => {
             browser::keep_here(&key, value.as_deref());
         }
+        // Between two messages the watched signals are as the tabs were last told: the
+        // value now is what the next change is made against.
+        ToWorker::Resend { field } => {
+            let whole = state.snapshot().into_iter().find(|(f, _)| *f == field);
+            let conversation = TABS.with(|t| {
+                let mut t = t.borrow_mut();
+                let Some(port) = t.as_mut().and_then(|t| t.ports.get_mut(&tab)) else { return false };
+                match whole {
+                    Some((_, value)) => {
+                        send_to(&port.port, &ToTab::State { field, value });
+                        false
+                    }
+                    // The tab's own conversation: all of its messages, with its view.
+                    None => {
+                        port.messages = None;
+                        true
+                    }
+                }
+            });
+            if conversation {
+                super::tabs_changed();
+            }
+        }
         ToWorker::Bye => {
+            // Its port and view go with it: nothing is kept per tab that closed.
             let (changed, last) = TABS.with(|t| {
                 let mut t = t.borrow_mut();
                 let Some(tabs) = t.as_mut() else { return (false, false) };
                 tabs.ports.remove(&tab);
-                (tabs.visibility.remove(tab), tabs.ports.is_empty())
+                (tabs.views.leave(tab), tabs.ports.is_empty())
             });
             // The last tab gone, the worker ends with it: the session stays as that tab
             // saved it (not even marked inactive, which would outlive us into the resumed
             // stream).
             if last {
-                super::freeze();
-            } else if changed {
+                return super::freeze();
+            }
+            if changed {
                 visibility_follows();
             }
+            super::tabs_changed();
         }
     }
 }
 
+/// Runs `f` on behalf of tab `tab` (see [`current_tab`]).
+fn as_tab(tab: u32, f: impl FnOnce()) {
+    let before = CURRENT_TAB.with(|c| c.replace(Some(tab)));
+    f();
+    CURRENT_TAB.with(|c| c.set(before));
+}
+
+/// In the worker: the tab whose message is being handled.
+pub fn current_tab() -> Option<u32> {
+    CURRENT_TAB.with(Cell::get)
+}
+
 fn set_visible(tab: u32, visible: bool) {
-    let changed = TABS.with(|t| t.borrow_mut().as_mut().is_some_and(|t| t.visibility.set(tab, visible)));
+    let changed = TABS.with(|t| t.borrow_mut().as_mut().is_some_and(|t| t.views.set_visible(tab, visible)));
     if changed {
         visibility_follows();
     }
+    super::tabs_changed();
 }
 
 /// The session is shown while any tab is.
 fn visibility_follows() {
-    let any = TABS.with(|t| t.borrow().as_ref().is_some_and(|t| t.visibility.any()));
+    let any = TABS.with(|t| t.borrow().as_ref().is_some_and(|t| t.views.any_visible()));
     browser::set_tabs_visible(any);
     super::visibility_changed(any);
+}
+
+/// In the worker: reads what the tabs show.
+pub fn views<R>(f: impl FnOnce(&TabViews) -> R) -> R {
+    TABS.with(|t| match t.borrow().as_ref() {
+        Some(tabs) => f(&tabs.views),
+        None => f(&TabViews::default()),
+    })
+}
+
+/// In the worker: changes what the tabs show (a tab opens a conversation, one is closed
+/// everywhere).
+pub fn change_views<R>(f: impl FnOnce(&mut TabViews) -> R) -> Option<R> {
+    TABS.with(|t| t.borrow_mut().as_mut().map(|t| f(&mut t.views)))
+}
+
+/// In the worker: the conversations open in any tab.
+pub fn open_anywhere() -> Vec<String> {
+    views(|v| v.open_anywhere().into_iter().map(str::to_owned).collect())
+}
+
+/// In the worker: the conversations open in a shown tab, whose messages are read.
+pub fn reading() -> BTreeSet<String> {
+    views(TabViews::reading)
+}
+
+/// In the worker: sends each tab its conversation's view, as `view` makes it: the fields
+/// that changed since they were last sent to it, and the change to its messages.
+pub fn show_views<'a>(mut view: impl FnMut(&TabView) -> (Vec<(&'static str, String)>, &'a [ChatMessage])) {
+    TABS.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(tabs) = t.as_mut() else { return };
+        for (tab, port) in &mut tabs.ports {
+            let Some(tab_view) = tabs.views.get(*tab) else { continue };
+            let (fields, messages) = view(tab_view);
+            for (field, value) in fields {
+                if port.sent.get(field) != Some(&value) {
+                    send_to(&port.port, &ToTab::State { field: field.to_owned(), value: value.clone() });
+                    port.sent.insert(field, value);
+                }
+            }
+            show_messages(port, messages);
+        }
+    });
+}
+
+/// Sends a tab the change to its conversation's messages: the run that differs from what
+/// it has (one message, for a new one), or all of them the first time.
+fn show_messages(port: &mut Port, messages: &[ChatMessage]) {
+    let Some(sent) = &mut port.messages else {
+        send_to(&port.port, &ToTab::State { field: "messages".into(), value: json(messages) });
+        port.messages = Some(messages.to_vec());
+        return;
+    };
+    if let Some((len, head, tail, run)) = splice::advance(sent, messages) {
+        send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
+    }
 }
 
 /// In the worker: the session changed; its resumption entry goes to the tabs shortly (one
@@ -410,8 +552,8 @@ pub fn session_changed() {
 pub fn notify(title: &str, body: &str, conversation: &str) {
     let message = ToTab::Notify { title: title.to_owned(), body: body.to_owned(), conversation: conversation.to_owned() };
     TABS.with(|t| {
-        if let Some(port) = t.borrow().as_ref().and_then(|t| t.ports.values().next()) {
-            send_to(port, &message);
+        if let Some(tab) = t.borrow().as_ref().and_then(|t| t.ports.values().next()) {
+            send_to(&tab.port, &message);
         }
     });
 }
