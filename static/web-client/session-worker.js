@@ -3,6 +3,9 @@
 // there is no SharedWorker (and for the widget). It runs the client's session program,
 // jabberwock-session.js and its WebAssembly; the page names its own release in this
 // worker's address (`?release=…`), so tabs of another release get a worker of their own.
+// A classic worker, not a module, so that browsers without module workers (Firefox before
+// 114, Safari before 15) run it too: wasm-bindgen's no-modules target makes the program a
+// script that defines `wasm_bindgen`.
 //
 // What arrives while the WebAssembly loads (tabs connecting, or the page's first messages)
 // waits in `jabberwockPending`; the program takes it over when it starts
@@ -14,4 +17,5 @@ if ('onconnect' in self) {
 } else {
     self.onmessage = (event) => self.jabberwockPending.push(event);
 }
-import('./jabberwock-session.js').then((session) => session.default({ module_or_path: './jabberwock-session_bg.wasm' }));
+importScripts('./jabberwock-session.js');
+wasm_bindgen({ module_or_path: './jabberwock-session_bg.wasm' });

@@ -574,6 +574,10 @@ function __wbg_get_imports() {
             const ret = new Object();
             return ret;
         },
+        __wbg_new_df63236ec481fcd7: function() { return handleError(function (arg0, arg1) {
+            const ret = new Worker(getStringFromWasm0(arg0, arg1));
+            return ret;
+        }, arguments); },
         __wbg_new_typed_e09da9dae6ee5935: function(arg0, arg1) {
             try {
                 var state0 = {a: arg0, b: arg1};
@@ -596,10 +600,6 @@ function __wbg_get_imports() {
             const ret = new Uint8Array(arg0, arg1 >>> 0, arg2 >>> 0);
             return ret;
         },
-        __wbg_new_with_options_4e2ed14ce2ee51dd: function() { return handleError(function (arg0, arg1, arg2) {
-            const ret = new Worker(getStringFromWasm0(arg0, arg1), arg2);
-            return ret;
-        }, arguments); },
         __wbg_new_with_options_bdb564c0b1ac6378: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = new Notification(getStringFromWasm0(arg0, arg1), arg2);
             return ret;
@@ -828,9 +828,6 @@ function __wbg_get_imports() {
         __wbg_set_title_7c9f7c08b10ea16a: function(arg0, arg1, arg2) {
             arg0.title = getStringFromWasm0(arg1, arg2);
         },
-        __wbg_set_type_4308a9d5a5949ede: function(arg0, arg1) {
-            arg0.type = __wbindgen_enum_WorkerType[arg1];
-        },
         __wbg_set_value_651c5a714f0a7b56: function(arg0, arg1, arg2) {
             arg0.value = getStringFromWasm0(arg1, arg2);
         },
@@ -948,22 +945,22 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 889, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h45870792aff00b52);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h73d97522065918da);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 889, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h45870792aff00b52_13);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h73d97522065918da_13);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 56, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hf3fd90285e9c1b41);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 58, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 405, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h11c19b47af58dc3d);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0) {
@@ -991,20 +988,20 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc(arg0, arg1) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h35fb3a88f032d5dc(arg0, arg1);
+function wasm_bindgen__convert__closures_____invoke__h11c19b47af58dc3d(arg0, arg1) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h11c19b47af58dc3d(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h45870792aff00b52(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h45870792aff00b52(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h73d97522065918da(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h73d97522065918da(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h45870792aff00b52_13(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h45870792aff00b52_13(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h73d97522065918da_13(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h73d97522065918da_13(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__hf3fd90285e9c1b41(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hf3fd90285e9c1b41(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h5cddc56ae7f8e60e(arg0, arg1, arg2) {
@@ -1029,9 +1026,6 @@ const __wbindgen_enum_RequestMode = ["same-origin", "no-cors", "cors", "navigate
 
 
 const __wbindgen_enum_VisibilityState = ["hidden", "visible"];
-
-
-const __wbindgen_enum_WorkerType = ["classic", "module"];
 const IntoUnderlyingByteSourceFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_intounderlyingbytesource_free(ptr, 1));
