@@ -32,7 +32,7 @@ async fn carbons_copy_sent_and_received_messages_to_other_resources() {
     let mut bob = Client::login(server.c2s, "bob", "pw", "b").await;
     for c in [&mut phone, &mut desk] {
         enable_carbons(c).await;
-        c.send("<presence/>").await;
+        c.available().await;
     }
     bob.send("<message to='alice@localhost/phone' type='chat'><body>to the phone</body></message>").await;
     phone.expect("direct", |e| has_body(e, "to the phone")).await;

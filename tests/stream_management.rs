@@ -24,7 +24,7 @@ async fn resumable(server: &TestServer, user: &str, resource: &str) -> (Client, 
     // Only a cluster node with `cluster.location` tells clients where to resume.
     assert_eq!(enabled.attr("location"), None);
     let id = enabled.attr("id").expect("an id to resume").to_owned();
-    c.send("<presence/>").await;
+    c.available().await;
     (c, id)
 }
 

@@ -486,6 +486,15 @@ impl Client {
         self.expect_header_and_features().await
     }
 
+    /// Sends initial presence and waits for the server's echo of it (RFC 6121 §4.2.2):
+    /// from then on the session is available, and a message to the bare JID reaches it
+    /// rather than offline storage.
+    pub async fn available(&mut self) {
+        self.send("<presence/>").await;
+        let own = self.jid.clone();
+        self.expect("own presence", |e| e.name() == "presence" && e.attr("from") == Some(own.as_str())).await;
+    }
+
     /// Pings the server and asserts the result. As a session's stanzas are handled in
     /// order, everything sent before has been processed once this returns.
     pub async fn ping(&mut self) {
