@@ -16,13 +16,18 @@
 //     until the last shows (each costs what the session's worker sends its tab);
 //   * BURST roster pushes renaming a contact: the time until the last name shows (each
 //     refreshes the whole contact list, as a presence change does);
+//   * in a room B joined (with the web client) holding ROOM_MESSAGES messages that came
+//     while another conversation was open, and OCCUPANTS other occupants (one of them
+//     the writer): opening it, BURST groupchat messages arriving one after another, and
+//     every other occupant going away, each until the last shows;
 //
 // and how many contacts and messages are in the page meanwhile. Figures go to stdout and
 // to $E2E_ARTIFACTS/perf.json.
 //
 // Environment: as web_client.mjs (E2E_BASE_URL, E2E_DOMAIN, E2E_USER_A/B and their
 // passwords, E2E_ARTIFACTS, CHROMIUM_BIN), plus PERF_CONTACTS (2000) and PERF_MESSAGES
-// (10000). Needs Node's WebSocket (`node --experimental-websocket` on Node 20).
+// (10000), PERF_ROOM_MESSAGES (3000), PERF_OCCUPANTS (199: with B, the 200 a room takes
+// by default). Needs Node's WebSocket (`node --experimental-websocket` on Node 20).
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -37,6 +42,8 @@ const B = process.env.E2E_USER_B;
 const CONTACTS = Number(process.env.PERF_CONTACTS || 2000);
 const MESSAGES = Number(process.env.PERF_MESSAGES || 10000);
 const BURST = Number(process.env.PERF_BURST || 100);
+const ROOM_MESSAGES = Number(process.env.PERF_ROOM_MESSAGES || 3000);
+const OCCUPANTS = Number(process.env.PERF_OCCUPANTS || 199);
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
 const WS_URL = `${BASE.replace(/^http/, 'ws')}/xmpp-websocket`;
 
@@ -53,13 +60,13 @@ const b64 = (s) => Buffer.from(s).toString('base64');
 const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
 
 class Raw {
-    static async connect(user, password) {
+    static async connect(user, password, resource = 'perf') {
         const r = new Raw();
-        await r.open(user, password);
+        await r.open(user, password, resource);
         return r;
     }
 
-    async open(user, password) {
+    async open(user, password, resource) {
         this.queue = [];
         this.waiters = [];
         this.ws = new WebSocket(WS_URL, 'xmpp');
@@ -91,7 +98,7 @@ class Raw {
         const bindFeatures = this.expect(/urn:ietf:params:xml:ns:xmpp-bind/);
         this.send(`<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='${DOMAIN}' version='1.0'/>`);
         await bindFeatures;
-        await this.iq(`<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>perf</resource></bind></iq>`, 'bind');
+        await this.iq(`<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`, 'bind');
     }
 
     send(xml) {
@@ -268,11 +275,66 @@ async function main() {
     record(`${BURST} roster changes with ${CONTACTS + 1} contacts`, Date.now() - t, 'ms');
     sender.close();
     roster.close();
+    await roomFigures(page);
     clearInterval(keepAlive);
 
     await browser.close();
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     fs.writeFileSync(path.join(ARTIFACTS, 'perf.json'), `${JSON.stringify(results, null, 2)}\n`);
+}
+
+/** The room figures (see the top): B is signed in on `page`, with a conversation open. */
+async function roomFigures(page) {
+    const room = `perf@conference.${DOMAIN}`;
+    await page.getByTestId('join-room-open').click();
+    await page.getByTestId('room-address').fill(room);
+    await page.getByTestId('room-nick').fill('reader');
+    await page.getByTestId('room-create').check();
+    await page.getByTestId('room-join').click();
+    await page.locator('li.occupant[data-nick="reader"]').waitFor();
+    await page.locator(`.contact[data-jid="${A}@${DOMAIN}"]`).click();
+    await page.getByTestId('chat-title').waitFor();
+
+    // The other occupants, each a session of A; the first writes.
+    const occupants = [];
+    for (let i = 0; i < OCCUPANTS; i++) {
+        const o = await Raw.connect(A, process.env.E2E_PASSWORD_A, `o${i}`);
+        const joined = o.expect(/status code=["']110["']/);
+        o.send(`<presence xmlns='jabber:client' to='${room}/o${i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
+        await joined;
+        occupants.push(o);
+        // Only the writer is in the room while its history is written: the others need not
+        // receive it.
+        if (i === 0) {
+            for (let m = 1; m <= ROOM_MESSAGES; m += 500) {
+                for (let n = m; n < Math.min(m + 500, ROOM_MESSAGES + 1); n++) {
+                    o.send(`<message xmlns='jabber:client' to='${room}' type='groupchat' id='g${n}'><body>Room ${n} of ${ROOM_MESSAGES}</body></message>`);
+                }
+                await o.iq(`<iq xmlns='jabber:client' type='get' id='gp${m}' to='${DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>`, `gp${m}`);
+            }
+        }
+    }
+    const here = page.getByTestId('occupants').getByRole('heading', { name: `${OCCUPANTS + 1} here` });
+    const row = page.locator(`[data-testid="room-row"][data-room="${room}"]`);
+    let t = Date.now();
+    await row.click();
+    await page.getByTestId('room-log').locator('.msg .body').filter({ hasText: `Room ${ROOM_MESSAGES} of ${ROOM_MESSAGES}` }).waitFor();
+    await here.waitFor();
+    record(`opening the room of ${ROOM_MESSAGES} messages and ${OCCUPANTS + 1} occupants`, Date.now() - t, 'ms');
+
+    t = Date.now();
+    for (let i = 1; i <= BURST; i++) {
+        occupants[0].send(`<message xmlns='jabber:client' to='${room}' type='groupchat' id='rb${i}'><body>Room burst ${i} of ${BURST}</body></message>`);
+    }
+    await page.getByTestId('room-log').locator('.msg .body').filter({ hasText: `Room burst ${BURST} of ${BURST}` }).waitFor();
+    record(`${BURST} messages arriving in the open room of ${ROOM_MESSAGES}`, Date.now() - t, 'ms');
+
+    t = Date.now();
+    occupants.forEach((o, i) => o.send(`<presence xmlns='jabber:client' to='${room}/o${i}'><show>away</show></presence>`));
+    await page.waitForFunction((n) => document.querySelectorAll('li.occupant[data-status="away"]').length === n, OCCUPANTS, { polling: 50, timeout: 120000 });
+    record(`${OCCUPANTS} occupants going away in the open room`, Date.now() - t, 'ms');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'perf-busy-room.png') });
+    occupants.forEach((o) => o.close());
 }
 
 main().catch((e) => {

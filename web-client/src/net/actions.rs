@@ -88,7 +88,7 @@ pub fn correctable(conv: &str) -> Option<(String, String)> {
         if state.active.get_untracked().as_deref() != Some(conv) {
             return None;
         }
-        match state.room.with_untracked(|r| r.as_ref().filter(|r| r.jid == conv).map(in_room)) {
+        match untrack(|| state.open_room()).filter(|r| r.jid == conv).as_ref().map(in_room) {
             Some(found) => found,
             None => state.messages.with_untracked(|msgs| last_correctable(msgs).map(in_chat)),
         }
