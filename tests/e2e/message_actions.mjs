@@ -2,7 +2,8 @@
 // browsers against a running Jabberwock server: A writes, B reacts, A corrects, A retracts,
 // B replies with a quote, A sends images (button, paste) that B sees inline and a file
 // (dropped) that B sees as a link; after a reload B's history
-// (from the archive) shows the same, without duplicates.
+// (from the archive) shows the same, without duplicates; B, offline, replies and corrects
+// the reply, which A gets in order once B is back.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or bosh),
 // E2E_DEAD_PORT (bosh), E2E_USER_A, E2E_USER_B, E2E_PASSWORD_A, E2E_PASSWORD_B,
@@ -210,6 +211,32 @@ const steps = [
         if (JSON.stringify(after) !== JSON.stringify(before)) {
             throw new Error(`history differs after the reload:\nbefore:\n${before.join('\n')}\nafter:\n${after.join('\n')}`);
         }
+    }],
+
+    ['offline, B replies and corrects the reply: both wait, and A gets them in order once B is back', async () => {
+        await b.context().setOffline(true);
+        await b.getByTestId('connection-status').filter({ hasText: 'Offline' }).waitFor();
+        const msg = message(b, 'in', 'Lunch at one?');
+        await openMenu(msg);
+        await msg.getByRole('menuitem', { name: 'Reply' }).click();
+        await send(b, 'Running late');
+        const waiting = (text) => message(b, 'out', text).getByRole('img', { name: 'waiting to send', exact: true });
+        await waiting('Running late').waitFor();
+        const box = b.getByTestId('composer');
+        await box.focus();
+        await box.press('ArrowUp');
+        await b.getByTestId('composer-banner').filter({ hasText: 'Editing' }).waitFor();
+        await box.fill('Running late, sorry');
+        await box.press('Enter');
+        await waiting('Running late, sorry').waitFor();
+        await b.context().setOffline(false);
+        await b.getByTestId('connection-status').filter({ hasText: 'Online' }).waitFor();
+        // The correction came after the reply: A shows one message, edited, with its quote.
+        const reply = message(a, 'in', 'Running late, sorry');
+        await reply.locator('.edited').waitFor();
+        await reply.getByTestId('reply-quote').filter({ hasText: 'Lunch at one?' }).waitFor();
+        if ((await message(a, 'in', 'Running late').count()) !== 1) throw new Error('the correction shows as a message of its own');
+        await message(b, 'out', 'Running late, sorry').getByRole('img', { name: /^(sent|delivered)$/ }).waitFor();
     }],
 ];
 

@@ -40,7 +40,7 @@ pub(super) fn is_room(s: &Session, conv: &str) -> bool {
 
 /// [`act`] with the room's version of an action when `conv` is a room.
 fn act_in(conv: &str, room: impl FnOnce(&mut Rooms, i64) -> Vec<Effect>, chat: impl FnOnce(&mut Client, i64) -> Vec<Event>) -> bool {
-    act(|s, now| if is_room(s, conv) { s.client.room_action(|rooms, _| room(rooms, now)) } else { chat(&mut s.client, now) })
+    act(|s, now| if is_room(s, conv) { s.client.write_in_room(|rooms| room(rooms, now)) } else { chat(&mut s.client, now) })
 }
 
 pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {

@@ -1003,8 +1003,8 @@ pub fn send_message(to: &str, body: &str) -> bool {
             browser::clear_timeout(t);
         }
         if actions::is_room(s, to) {
-            let events = s.client.room_action(|rooms, _| rooms.send(to, body, browser::now_ms()));
-            let sent = !events.is_empty();
+            let events = s.client.write_in_room(|rooms| rooms.send(to, body, browser::now_ms()));
+            let sent = events.iter().any(|e| !matches!(e, Event::Notice(_)));
             s.handle(events);
             return sent;
         }
