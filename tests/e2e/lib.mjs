@@ -56,9 +56,10 @@ export const browser = await chromium.launch({
 /**
  * A browser profile of its own. `options` go to playwright's `newContext`; service
  * workers are blocked unless they say `serviceWorkers: 'allow'` (a service worker answers
- * requests where the routes below cannot see them).
+ * requests where the routes below cannot see them). `protocolLog: false` leaves the
+ * client's protocol log off (the figures of perf.mjs would count it).
  */
-export async function newContext(options = {}) {
+export async function newContext({ protocolLog = true, ...options } = {}) {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, serviceWorkers: 'block', ...options });
     // Only loopback is ever contacted: anything else is refused.
     await context.route('**/*', (route) => {
@@ -84,7 +85,7 @@ export async function newContext(options = {}) {
     }
     // The client logs its protocol traffic to the console, which is printed on failure.
     // (Frames of other sites may be denied storage: the embedded widget then goes without.)
-    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
+    if (protocolLog) await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
     return context;
 }
 
