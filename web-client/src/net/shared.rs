@@ -92,7 +92,6 @@ struct ViewLists {
 
 /// A tab's view's lists as they are now (empty where it has no conversation, or no room,
 /// open).
-#[derive(Default)]
 pub struct ShownLists<'a> {
     pub messages: &'a [ChatMessage],
     pub room_messages: &'a [RoomMessage],
