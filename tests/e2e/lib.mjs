@@ -2,13 +2,15 @@
 // Chromium (Debian's, driven by playwright-core), browser profiles that reach only
 // loopback (and, in the BOSH run, find WebSocket refused, so that the client falls back
 // by itself), pages whose console is kept for the failure report, screenshots, signing
-// in, the conversation's usual locators, and the loop that runs a suite's steps and
-// reports.
+// in, the conversation's usual locators, stopping and starting the server, and the loop
+// that runs a suite's steps and reports.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or
-// bosh), E2E_DEAD_PORT (bosh), E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG=1 (print the
-// pages' consoles as they go); each suite names its own accounts.
+// bosh), E2E_DEAD_PORT (bosh), E2E_ARTIFACTS, CHROMIUM_BIN, E2E_SERVER_BIN,
+// E2E_SERVER_CONFIG, E2E_SERVER_LOG, E2E_SERVER_PIDFILE (how to start the server again),
+// E2E_DEBUG=1 (print the pages' consoles as they go); each suite names its own accounts.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -56,9 +58,10 @@ export const browser = await chromium.launch({
 /**
  * A browser profile of its own. `options` go to playwright's `newContext`; service
  * workers are blocked unless they say `serviceWorkers: 'allow'` (a service worker answers
- * requests where the routes below cannot see them).
+ * requests where the routes below cannot see them). `protocolLog: false` leaves the
+ * client's protocol log off (the figures of perf.mjs would count it).
  */
-export async function newContext(options = {}) {
+export async function newContext({ protocolLog = true, ...options } = {}) {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, serviceWorkers: 'block', ...options });
     // Only loopback is ever contacted: anything else is refused.
     await context.route('**/*', (route) => {
@@ -84,7 +87,7 @@ export async function newContext(options = {}) {
     }
     // The client logs its protocol traffic to the console, which is printed on failure.
     // (Frames of other sites may be denied storage: the embedded widget then goes without.)
-    await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
+    if (protocolLog) await context.addInitScript(() => { try { window.localStorage.setItem('jabberwock.debug', '1'); } catch {} });
     return context;
 }
 
@@ -130,6 +133,53 @@ export async function expectOnline(page) {
 export async function signIn(page, jid, password) {
     await login(page, jid, password);
     await expectOnline(page);
+}
+
+// ---- stopping and starting the server (E2E_SERVER_BIN, E2E_SERVER_CONFIG, E2E_SERVER_LOG,
+// E2E_SERVER_PIDFILE) ----
+
+/** Stops the server (SIGTERM, as an operator would) and waits until it is gone. */
+export async function stopServer() {
+    const pidFile = must('E2E_SERVER_PIDFILE');
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 15000;
+    for (;;) {
+        try {
+            process.kill(pid, 0);
+        } catch {
+            break;
+        }
+        if (Date.now() > deadline) throw new Error(`the server (pid ${pid}) did not stop`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+}
+
+/** Waits until the restarted server answers HTTP. */
+export async function serverListening() {
+    const deadline = Date.now() + 15000;
+    for (;;) {
+        try {
+            if ((await fetch(`${BASE}/healthz`)).ok) return;
+        } catch {
+            // Not listening yet.
+        }
+        if (Date.now() > deadline) throw new Error('the server did not come back');
+        await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
+/** Starts the server again on the same data; its pid goes to the pid file. */
+export function startServer() {
+    const pidFile = must('E2E_SERVER_PIDFILE');
+    const log = fs.openSync(must('E2E_SERVER_LOG'), 'a');
+    const child = spawn(must('E2E_SERVER_BIN'), ['--config', must('E2E_SERVER_CONFIG'), 'serve'], {
+        detached: true,
+        stdio: ['ignore', log, log],
+        env: { ...process.env, NO_COLOR: '1' },
+    });
+    child.unref();
+    fs.writeFileSync(pidFile, `${child.pid}\n`);
 }
 
 /** A contact in the roster. */

@@ -2,15 +2,19 @@
 // browsers against a running Jabberwock server: A writes, B reacts, A corrects, A retracts,
 // B replies with a quote, A sends images (button, paste) that B sees inline and a file
 // (dropped) that B sees as a link; after a reload B's history
-// (from the archive) shows the same, without duplicates.
+// (from the archive) shows the same, without duplicates; B replies and corrects
+// the reply while the server is down, which A gets in order once it is back.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or bosh),
 // E2E_DEAD_PORT (bosh), E2E_USER_A, E2E_USER_B, E2E_PASSWORD_A, E2E_PASSWORD_B,
-// E2E_ARTIFACTS, CHROMIUM_BIN, E2E_DEBUG.
+// E2E_SERVER_BIN, E2E_SERVER_CONFIG, E2E_SERVER_LOG, E2E_SERVER_PIDFILE, E2E_ARTIFACTS,
+// CHROMIUM_BIN, E2E_DEBUG.
 
 import zlib from 'node:zlib';
 
-import { DOMAIN, must, newContext, newPage, runSteps, shot, signIn, contact, message, send } from './lib.mjs';
+import {
+    DOMAIN, contact, expectOnline, message, must, newContext, newPage, runSteps, send, serverListening, shot, signIn, startServer, stopServer,
+} from './lib.mjs';
 
 const A_JID = `${must('E2E_USER_A')}@${DOMAIN}`;
 const B_JID = `${must('E2E_USER_B')}@${DOMAIN}`;
@@ -210,6 +214,38 @@ const steps = [
         if (JSON.stringify(after) !== JSON.stringify(before)) {
             throw new Error(`history differs after the reload:\nbefore:\n${before.join('\n')}\nafter:\n${after.join('\n')}`);
         }
+    }],
+
+    ['while the server is down, B replies and corrects the reply: both wait, and A gets them in order', async () => {
+        // (The browser's offline mode would not do: it leaves the worker's open WebSocket be.)
+        await stopServer();
+        await b.getByTestId('connection-status').filter({ hasText: /Reconnecting|Offline/ }).waitFor();
+        const msg = message(b, 'in', 'Lunch at one?');
+        await openMenu(msg);
+        await msg.getByRole('menuitem', { name: 'Reply' }).click();
+        await send(b, 'Running late');
+        const waiting = (text) => message(b, 'out', text).getByRole('img', { name: 'waiting to send', exact: true });
+        await waiting('Running late').waitFor();
+        const box = b.getByTestId('composer');
+        await box.focus();
+        await box.press('ArrowUp');
+        await b.getByTestId('composer-banner').filter({ hasText: 'Editing' }).waitFor();
+        await box.fill('Running late, sorry');
+        await box.press('Enter');
+        await waiting('Running late, sorry').waitFor();
+        startServer();
+        await serverListening();
+        for (const page of [a, b]) {
+            // Without waiting for the backoff; an attempt of its own may have got through first.
+            await page.getByTestId('reconnect-now').click({ timeout: 5000 }).catch(() => {});
+            await expectOnline(page);
+        }
+        // The correction came after the reply: A shows one message, edited, with its quote.
+        const reply = message(a, 'in', 'Running late, sorry');
+        await reply.locator('.edited').waitFor();
+        await reply.getByTestId('reply-quote').filter({ hasText: 'Lunch at one?' }).waitFor();
+        if ((await message(a, 'in', 'Running late').count()) !== 1) throw new Error('the correction shows as a message of its own');
+        await message(b, 'out', 'Running late, sorry').getByRole('img', { name: /^(sent|delivered)$/ }).waitFor();
     }],
 ];
 

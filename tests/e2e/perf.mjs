@@ -16,28 +16,34 @@
 //     until the last shows (each costs what the session's worker sends its tab);
 //   * BURST roster pushes renaming a contact: the time until the last name shows (each
 //     refreshes the whole contact list, as a presence change does);
+//   * what the session's worker sends the page during each burst, in bytes and messages;
+//   * in a room B joined (with the web client) holding ROOM_MESSAGES messages that came
+//     while another conversation was open, and OCCUPANTS other occupants (one of them
+//     the writer): opening it, BURST groupchat messages arriving one after another, and
+//     every other occupant going away, each until the last shows;
 //
 // and how many contacts and messages are in the page meanwhile. Figures go to stdout and
 // to $E2E_ARTIFACTS/perf.json.
 //
-// Environment: as web_client.mjs (E2E_BASE_URL, E2E_DOMAIN, E2E_USER_A/B and their
+// The browser and its profile are lib.mjs's, as the suites have them (without the protocol
+// log). Environment: as web_client.mjs (E2E_BASE_URL, E2E_DOMAIN, E2E_USER_A/B and their
 // passwords, E2E_ARTIFACTS, CHROMIUM_BIN), plus PERF_CONTACTS (2000) and PERF_MESSAGES
-// (10000). Needs Node's WebSocket (`node --experimental-websocket` on Node 20).
+// (10000), PERF_ROOM_MESSAGES (3000), PERF_OCCUPANTS (199: with B, the 200 a room takes
+// by default). Needs Node's WebSocket (`node --experimental-websocket` on Node 20).
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { ARTIFACTS, BASE, DOMAIN, browser, newContext, newPage } from './lib.mjs';
 
-const BASE = process.env.E2E_BASE_URL;
-const DOMAIN = process.env.E2E_DOMAIN || 'localhost';
 const A = process.env.E2E_USER_A;
 const B = process.env.E2E_USER_B;
 const CONTACTS = Number(process.env.PERF_CONTACTS || 2000);
 const MESSAGES = Number(process.env.PERF_MESSAGES || 10000);
 const BURST = Number(process.env.PERF_BURST || 100);
-const ARTIFACTS = process.env.E2E_ARTIFACTS || path.resolve('artifacts');
+const ROOM_MESSAGES = Number(process.env.PERF_ROOM_MESSAGES || 3000);
+const OCCUPANTS = Number(process.env.PERF_OCCUPANTS || 199);
 const WS_URL = `${BASE.replace(/^http/, 'ws')}/xmpp-websocket`;
 
 const say = (msg) => process.stderr.write(`perf: ${msg}\n`);
@@ -53,13 +59,13 @@ const b64 = (s) => Buffer.from(s).toString('base64');
 const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
 
 class Raw {
-    static async connect(user, password) {
+    static async connect(user, password, resource = 'perf') {
         const r = new Raw();
-        await r.open(user, password);
+        await r.open(user, password, resource);
         return r;
     }
 
-    async open(user, password) {
+    async open(user, password, resource) {
         this.queue = [];
         this.waiters = [];
         this.ws = new WebSocket(WS_URL, 'xmpp');
@@ -91,7 +97,7 @@ class Raw {
         const bindFeatures = this.expect(/urn:ietf:params:xml:ns:xmpp-bind/);
         this.send(`<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='${DOMAIN}' version='1.0'/>`);
         await bindFeatures;
-        await this.iq(`<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>perf</resource></bind></iq>`, 'bind');
+        await this.iq(`<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`, 'bind');
     }
 
     send(xml) {
@@ -117,6 +123,15 @@ class Raw {
 }
 
 const pad = (n) => String(n).padStart(5, '0');
+
+/** Runs `f` and records what the session's worker sent the page meanwhile, as `name`. */
+async function traffic(page, name, f) {
+    const count = () => page.evaluate(() => ({ ...window.fromWorker }));
+    const before = await count();
+    await f();
+    const after = await count();
+    record(`${name}: sent by the worker to the page`, (after.bytes - before.bytes) / 1024, `KiB in ${after.messages - before.messages} messages`);
+}
 
 async function setup() {
     const start = Date.now();
@@ -160,17 +175,25 @@ async function main() {
     const alive = setInterval(() => {}, 1000);
     await setup();
     clearInterval(alive);
-    const browser = await chromium.launch({
-        executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-        headless: true,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    const context = await newContext({ protocolLog: false });
+    // What the session's worker sends the page: every message its port (or the dedicated
+    // worker) delivers, counted as it arrives.
+    await context.addInitScript(() => {
+        window.fromWorker = { messages: 0, bytes: 0 };
+        for (const proto of [MessagePort.prototype, Worker.prototype]) {
+            const { set } = Object.getOwnPropertyDescriptor(proto, 'onmessage');
+            Object.defineProperty(proto, 'onmessage', {
+                set(handler) {
+                    set.call(this, handler && ((e) => {
+                        window.fromWorker.messages++;
+                        window.fromWorker.bytes += typeof e.data === 'string' ? e.data.length : 0;
+                        return handler(e);
+                    }));
+                },
+            });
+        }
     });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    await context.route('**/*', (route) => {
-        const { hostname } = new URL(route.request().url());
-        return ['127.0.0.1', 'localhost'].includes(hostname) ? route.fallback() : route.abort('blockedbyclient');
-    });
-    const page = await context.newPage();
+    const page = await newPage(context, 'B');
     page.setDefaultTimeout(120000);
     const writer = `${A}@${DOMAIN}`;
 
@@ -254,12 +277,14 @@ async function main() {
     const keepAlive = setInterval(() => {}, 1000);
     const sender = await Raw.connect(A, process.env.E2E_PASSWORD_A);
     const roster = await Raw.connect(B, process.env.E2E_PASSWORD_B);
-    t = Date.now();
-    for (let i = 1; i <= BURST; i++) {
-        sender.send(`<message xmlns='jabber:client' to='${B}@${DOMAIN}' type='chat' id='burst${i}'><body>Burst ${i} of ${BURST}</body></message>`);
-    }
-    await page.locator('.msg .body').filter({ hasText: `Burst ${BURST} of ${BURST}` }).waitFor();
-    record(`${BURST} messages arriving in the open conversation of ${MESSAGES}`, Date.now() - t, 'ms');
+    await traffic(page, `${BURST} messages arriving in the open conversation`, async () => {
+        t = Date.now();
+        for (let i = 1; i <= BURST; i++) {
+            sender.send(`<message xmlns='jabber:client' to='${B}@${DOMAIN}' type='chat' id='burst${i}'><body>Burst ${i} of ${BURST}</body></message>`);
+        }
+        await page.locator('.msg .body').filter({ hasText: `Burst ${BURST} of ${BURST}` }).waitFor();
+        record(`${BURST} messages arriving in the open conversation of ${MESSAGES}`, Date.now() - t, 'ms');
+    });
     t = Date.now();
     for (let i = 1; i <= BURST; i++) {
         roster.send(`<iq xmlns='jabber:client' type='set' id='rename${i}'><query xmlns='jabber:iq:roster'><item jid='${writer}' name='A Writer r${i}'><group>Group 00</group></item></query></iq>`);
@@ -268,11 +293,70 @@ async function main() {
     record(`${BURST} roster changes with ${CONTACTS + 1} contacts`, Date.now() - t, 'ms');
     sender.close();
     roster.close();
+    await roomFigures(page);
     clearInterval(keepAlive);
 
     await browser.close();
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
     fs.writeFileSync(path.join(ARTIFACTS, 'perf.json'), `${JSON.stringify(results, null, 2)}\n`);
+}
+
+/** The room figures (see the top): B is signed in on `page`, with a conversation open. */
+async function roomFigures(page) {
+    const room = `perf@conference.${DOMAIN}`;
+    await page.getByTestId('join-room-open').click();
+    await page.getByTestId('room-address').fill(room);
+    await page.getByTestId('room-nick').fill('reader');
+    await page.getByTestId('room-create').check();
+    await page.getByTestId('room-join').click();
+    await page.locator('li.occupant[data-nick="reader"]').waitFor();
+    await page.locator(`.contact[data-jid="${A}@${DOMAIN}"]`).click();
+    await page.getByTestId('chat-title').waitFor();
+
+    // The other occupants, each a session of A; the first writes.
+    const occupants = [];
+    for (let i = 0; i < OCCUPANTS; i++) {
+        const o = await Raw.connect(A, process.env.E2E_PASSWORD_A, `o${i}`);
+        const joined = o.expect(/status code=["']110["']/);
+        o.send(`<presence xmlns='jabber:client' to='${room}/o${i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
+        await joined;
+        occupants.push(o);
+        // Only the writer is in the room while its history is written: the others need not
+        // receive it.
+        if (i === 0) {
+            for (let m = 1; m <= ROOM_MESSAGES; m += 500) {
+                for (let n = m; n < Math.min(m + 500, ROOM_MESSAGES + 1); n++) {
+                    o.send(`<message xmlns='jabber:client' to='${room}' type='groupchat' id='g${n}'><body>Room ${n} of ${ROOM_MESSAGES}</body></message>`);
+                }
+                await o.iq(`<iq xmlns='jabber:client' type='get' id='gp${m}' to='${DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>`, `gp${m}`);
+            }
+        }
+    }
+    const here = page.getByTestId('occupants').getByRole('heading', { name: `${OCCUPANTS + 1} here` });
+    const row = page.locator(`[data-testid="room-row"][data-room="${room}"]`);
+    let t = Date.now();
+    await row.click();
+    await page.getByTestId('room-log').locator('.msg .body').filter({ hasText: `Room ${ROOM_MESSAGES} of ${ROOM_MESSAGES}` }).waitFor();
+    await here.waitFor();
+    record(`opening the room of ${ROOM_MESSAGES} messages and ${OCCUPANTS + 1} occupants`, Date.now() - t, 'ms');
+
+    await traffic(page, `${BURST} messages arriving in the open room`, async () => {
+        t = Date.now();
+        for (let i = 1; i <= BURST; i++) {
+            occupants[0].send(`<message xmlns='jabber:client' to='${room}' type='groupchat' id='rb${i}'><body>Room burst ${i} of ${BURST}</body></message>`);
+        }
+        await page.getByTestId('room-log').locator('.msg .body').filter({ hasText: `Room burst ${BURST} of ${BURST}` }).waitFor();
+        record(`${BURST} messages arriving in the open room of ${ROOM_MESSAGES}`, Date.now() - t, 'ms');
+    });
+
+    await traffic(page, `${OCCUPANTS} occupants going away`, async () => {
+        t = Date.now();
+        occupants.forEach((o, i) => o.send(`<presence xmlns='jabber:client' to='${room}/o${i}'><show>away</show></presence>`));
+        const away = (n) => document.querySelectorAll('li.occupant[data-status="away"]').length === n;
+        await page.waitForFunction(away, OCCUPANTS, { polling: 50, timeout: 120000 });
+        record(`${OCCUPANTS} occupants going away in the open room`, Date.now() - t, 'ms');
+    });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'perf-busy-room.png') });
+    occupants.forEach((o) => o.close());
 }
 
 main().catch((e) => {

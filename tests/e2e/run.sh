@@ -5,8 +5,9 @@
 #
 #   tests/e2e/run.sh           the end-to-end suites (WebSocket, then BOSH fallback)
 #   tests/e2e/run.sh --perf    the rendering figures instead (perf.mjs): a roster of
-#                              PERF_CONTACTS (2000) and a conversation of PERF_MESSAGES
-#                              (10000), created through the server
+#                              PERF_CONTACTS (2000), a conversation of PERF_MESSAGES
+#                              (10000) and a room of PERF_ROOM_MESSAGES (3000) and 200
+#                              occupants, created through the server
 #
 #   JABBERWOCK_BIN     the server binary (default target/debug/jabberwock)
 #   E2E_SKIP_BUILD=1   use web-client/dist as it is (default: scripts/build-web-client.sh,
@@ -124,7 +125,18 @@ enabled = false
 max_file_bytes = 10485760
 TOML
 # The figures need a roster larger than limits.max_roster_items allows by default.
-[ -z "$PERF" ] || printf '\n[limits]\nmax_roster_items = 5000\n' >>"$CONFIG"
+# The figures' busy room: 200 occupants, 199 of them sessions of one account from one
+# address, and a writer of thousands of messages.
+[ -z "$PERF" ] || cat >>"$CONFIG" <<TOML
+
+[muc]
+max_messages_per_sec = 1000000
+
+[limits]
+max_roster_items = 5000
+max_resources = 250
+max_connections_per_ip = 1000
+TOML
 
 "$BIN" --config "$CONFIG" check-config >"$WORK/check-config.log" 2>&1 || {
     say "check-config rejected the generated configuration:"

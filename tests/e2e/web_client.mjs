@@ -21,12 +21,13 @@
 //
 // Exits non-zero when a step fails, after saving a screenshot of every open page.
 
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-import { BASE, DOMAIN, TRANSPORT, contact, expectOnline, login, logs, must, newContext, newPage, pages, runSteps, send, shot } from './lib.mjs';
+import {
+    BASE, DOMAIN, TRANSPORT, contact, expectOnline, login, logs, must, newContext, newPage, pages, runSteps, send, serverListening, shot,
+    startServer, stopServer,
+} from './lib.mjs';
 
 const USER_A = process.env.E2E_USER_A || 'alice';
 const USER_B = process.env.E2E_USER_B || 'bob';
@@ -51,48 +52,6 @@ async function expectContactStatus(page, jid, status) {
 async function restartServer() {
     await stopServer();
     startServer();
-}
-
-async function stopServer() {
-    const pidFile = must('E2E_SERVER_PIDFILE');
-    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
-    process.kill(pid, 'SIGTERM');
-    const deadline = Date.now() + 15000;
-    for (;;) {
-        try {
-            process.kill(pid, 0);
-        } catch {
-            break;
-        }
-        if (Date.now() > deadline) throw new Error(`the server (pid ${pid}) did not stop`);
-        await new Promise((r) => setTimeout(r, 100));
-    }
-}
-
-/** Waits until the restarted server answers HTTP. */
-async function serverListening() {
-    const deadline = Date.now() + 15000;
-    for (;;) {
-        try {
-            if ((await fetch(`${BASE}/healthz`)).ok) return;
-        } catch {
-            // Not listening yet.
-        }
-        if (Date.now() > deadline) throw new Error('the server did not come back');
-        await new Promise((r) => setTimeout(r, 50));
-    }
-}
-
-function startServer() {
-    const pidFile = must('E2E_SERVER_PIDFILE');
-    const log = fs.openSync(must('E2E_SERVER_LOG'), 'a');
-    const child = spawn(must('E2E_SERVER_BIN'), ['--config', must('E2E_SERVER_CONFIG'), 'serve'], {
-        detached: true,
-        stdio: ['ignore', log, log],
-        env: { ...process.env, NO_COLOR: '1' },
-    });
-    child.unref();
-    fs.writeFileSync(pidFile, `${child.pid}\n`);
 }
 
 /**

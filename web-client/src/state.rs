@@ -3,7 +3,7 @@
 
 use jabberwock_client_core::bookmarks::Bookmark;
 use jabberwock_client_core::chat::ChatMessage;
-use jabberwock_client_core::muc::{Invitation, PublicRoom, Room};
+use jabberwock_client_core::muc::{Invitation, Occupant, PublicRoom, Room, RoomMessage};
 use jabberwock_client_core::splice;
 use jabberwock_client_core::tabs::ToWorker;
 use jabberwock_client_core::{ContactView, Show};
@@ -119,8 +119,13 @@ pub struct AppState {
     pub total_unread: RwSignal<u32>,
     pub toasts: RwSignal<Vec<Toast>>,
     pub rooms: RwSignal<Vec<RoomRow>>,
-    /// The open room, when the active conversation is one.
+    /// The open room, when the active conversation is one, without its messages and
+    /// occupants: those are the two lists below, which the worker sends as changes (the
+    /// views read the three together, [`AppState::open_room`]).
     pub room: RwSignal<Option<Room>>,
+    pub room_messages: RwSignal<Vec<RoomMessage>>,
+    /// In the order of their nicks.
+    pub occupants: RwSignal<Vec<Occupant>>,
     /// The open room's bookmark.
     pub bookmarked: RwSignal<Option<Bookmark>>,
     pub invitations: RwSignal<Vec<Invitation>>,
@@ -165,12 +170,19 @@ impl AppState {
             toasts: RwSignal::new(Vec::new()),
             rooms: RwSignal::new(Vec::new()),
             room: RwSignal::new(None),
+            room_messages: RwSignal::new(Vec::new()),
+            occupants: RwSignal::new(Vec::new()),
             bookmarked: RwSignal::new(None),
             invitations: RwSignal::new(Vec::new()),
             services: RwSignal::new(Vec::new()),
             public_rooms: RwSignal::new(Vec::new()),
             uploads: RwSignal::new(Vec::new()),
         }
+    }
+
+    /// The open room with its messages and occupants (tracked, as the views read it).
+    pub fn open_room(&self) -> Option<Room> {
+        self.room.get().map(|room| room.with_lists(self.room_messages.get(), self.occupants.get()))
     }
 
     pub fn toast(&self, text: impl Into<String>) {
@@ -297,5 +309,5 @@ mirrored_signals!(
         rooms, invitations, services, public_rooms, uploads;
     session_lists: rows;
     per_tab: active, first_unread, history, room, bookmarked;
-    per_tab_lists: messages,
+    per_tab_lists: messages, room_messages, occupants,
 );

@@ -472,23 +472,29 @@ impl Client {
     }
 
     /// Sends `el` (a new message to `to` with id `id`, showing `shown`) and records it.
+    /// While the connection is down it waits in the outbox, shown with a clock.
     fn send_new(&mut self, to: &str, id: String, el: Element, shown: &str, fresh: Annotations, now_ms: i64) -> Vec<Event> {
         let mut out = Vec::new();
-        self.send(el, &mut out);
-        self.chats.outgoing(to, id.clone(), shown.to_owned(), now_ms, Delivery::Sent);
+        let Some(delivery) = self.send_or_queue(to, Some(&id), el, &mut out) else { return out };
+        self.chats.outgoing(to, id.clone(), shown.to_owned(), now_ms, delivery);
         self.annotate(to, Direction::Out, &id, &fresh);
         out.push(Event::ChatChanged { with: to.to_owned(), incoming: false });
         out
     }
 
-    /// A reference of ours, applied here as the peer will apply it.
-    fn send_reference(&mut self, conv: &str, el: Element, now_ms: i64) -> Vec<Event> {
+    /// A reference of ours, applied here as the peer will apply it. While the connection
+    /// is down it waits in the outbox, the message `marked` (one of ours it changes) shown
+    /// with a clock.
+    fn send_reference(&mut self, conv: &str, el: Element, marked: Option<&str>, now_ms: i64) -> Vec<Event> {
         let mut out = Vec::new();
         let extras = Extras::parse(&el);
         let body = el.child_text("body", ns::CLIENT);
+        let Some(delivery) = self.send_or_queue(conv, marked, el, &mut out) else { return out };
         let sender = self.account().bare().to_owned();
         Reference { direction: Direction::Out, sender, body, extras, at_ms: now_ms }.apply(&mut self.chats, conv);
-        self.send(el, &mut out);
+        if let Some(id) = marked.filter(|_| delivery == Delivery::Queued) {
+            self.chats.queued_again(conv, id);
+        }
         out.push(Event::ChatChanged { with: conv.to_owned(), incoming: false });
         out
     }
@@ -500,23 +506,28 @@ impl Client {
 
     /// XEP-0308: replaces the text of our last message `id` with `text`.
     pub fn correct_last(&mut self, conv: &str, id: &str, text: &str, now_ms: i64) -> Vec<Event> {
-        if text.trim().is_empty() || !self.is_online() || self.correctable(conv).is_none_or(|m| m.id != id) {
+        if text.trim().is_empty() || self.correctable(conv).is_none_or(|m| m.id != id) {
             return Vec::new();
         }
         let new_id = self.id();
         let el = correction(&new_id, conv, id, text);
-        self.send_reference(conv, el, now_ms)
+        self.send_reference(conv, el, Some(id), now_ms)
     }
 
-    /// XEP-0424: retracts our message `id`.
+    /// XEP-0424: retracts our message `id`. Not while the connection is down: a
+    /// retraction should not wait unseen behind the user's back (the message may be read
+    /// meanwhile), so the user is told to do it again once online.
     pub fn retract(&mut self, conv: &str, id: &str, now_ms: i64) -> Vec<Event> {
         let ours = self.chats.message(conv, id).is_some_and(|m| m.direction == Direction::Out && !m.annotations.retracted);
-        if !ours || !self.is_online() {
+        if !ours {
             return Vec::new();
+        }
+        if !self.is_online() {
+            return vec![Event::Notice("A message can be retracted once the connection is back".into())];
         }
         let new_id = self.id();
         let el = retraction(&new_id, conv, id);
-        self.send_reference(conv, el, now_ms)
+        self.send_reference(conv, el, None, now_ms)
     }
 
     /// XEP-0444: adds `emoji` to our reactions to the message `id`, or takes it away if
@@ -524,17 +535,17 @@ impl Client {
     pub fn toggle_reaction(&mut self, conv: &str, id: &str, emoji: &str, now_ms: i64) -> Vec<Event> {
         let me = self.account().bare().to_owned();
         let Some(m) = self.chats.message(conv, id).filter(|m| !m.annotations.retracted) else { return Vec::new() };
-        let Some(ours) = toggled(&m.annotations, &me, emoji).filter(|_| self.is_online()) else { return Vec::new() };
+        let Some(ours) = toggled(&m.annotations, &me, emoji) else { return Vec::new() };
         let new_id = self.id();
         let el = reactions(&new_id, conv, id, &ours);
-        self.send_reference(conv, el, now_ms)
+        self.send_reference(conv, el, None, now_ms)
     }
 
     /// XEP-0461: sends `text` as a reply to the message `reply_to`, with a quote of it for
     /// clients without replies (XEP-0428 fallback).
     pub fn send_reply(&mut self, conv: &str, reply_to: &str, text: &str, now_ms: i64) -> Vec<Event> {
         let Some(original) = self.chats.message(conv, reply_to) else { return self.send_message(conv, text, now_ms) };
-        if text.trim().is_empty() || !self.is_online() {
+        if text.trim().is_empty() {
             return Vec::new();
         }
         // The XEP names the author of the original by full JID where known; in a one-to-one

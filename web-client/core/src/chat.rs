@@ -177,12 +177,22 @@ impl Chats {
 
     /// A queued message of ours left the outbox.
     pub fn dequeued(&mut self, bare: &str, id: &str) {
-        let Some(conv) = self.conversations.get_mut(bare) else { return };
-        if let Some(m) = conv.messages.iter_mut().rev().find(|m| m.direction == Direction::Out && m.id == id) {
-            if m.delivery == Delivery::Queued {
-                m.delivery = Delivery::Sent;
-            }
+        if let Some(m) = self.ours_mut(bare, id).filter(|m| m.delivery == Delivery::Queued) {
+            m.delivery = Delivery::Sent;
         }
+    }
+
+    /// A change to our message `id` (a correction) waits in the outbox: it shows the clock
+    /// again until that goes.
+    pub fn queued_again(&mut self, bare: &str, id: &str) {
+        if let Some(m) = self.ours_mut(bare, id) {
+            m.delivery = Delivery::Queued;
+        }
+    }
+
+    fn ours_mut(&mut self, bare: &str, id: &str) -> Option<&mut ChatMessage> {
+        let conv = self.conversations.get_mut(bare)?;
+        conv.messages.iter_mut().rev().find(|m| m.direction == Direction::Out && m.id == id)
     }
 
     /// A message we sent from another device (a XEP-0280 carbon): shown as ours, once.

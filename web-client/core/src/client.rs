@@ -988,25 +988,34 @@ impl Client {
             return out;
         }
         let id = self.id();
-        let delivery = if self.conn.is_online() {
-            self.send(stanza::chat_message(&id, to, body), &mut out);
-            Delivery::Sent
-        } else if self.outbox.push(Queued { to: to.to_owned(), id: id.clone(), body: body.to_owned() }) {
-            Delivery::Queued
-        } else {
-            out.push(Event::Notice("Too many messages are waiting for the connection; send this one once it is back".into()));
-            return out;
-        };
+        let Some(delivery) = self.send_or_queue(to, Some(&id), stanza::chat_message(&id, to, body), &mut out) else { return out };
         self.chats.outgoing(to, id, body.to_owned(), now_ms, delivery);
         out.push(Event::ChatChanged { with: to.to_owned(), incoming: false });
         out
     }
 
+    /// Sends `el` to `to`, or, while the connection is down, puts it in the outbox with
+    /// the message `marked` showing a clock until it goes. `None`, with a notice, when the
+    /// outbox is full: the caller then shows nothing of it.
+    pub(crate) fn send_or_queue(&mut self, to: &str, marked: Option<&str>, el: Element, out: &mut Vec<Event>) -> Option<Delivery> {
+        if self.conn.is_online() {
+            self.send(el, out);
+            Some(Delivery::Sent)
+        } else if self.outbox.push(Queued { to: to.to_owned(), marked: marked.map(str::to_owned), stanza: el }) {
+            Some(Delivery::Queued)
+        } else {
+            out.push(Event::Notice("Too many messages are waiting for the connection; send this one once it is back".into()));
+            None
+        }
+    }
+
     /// Sends what was written while the connection was down, in the order it was written.
     fn flush_outbox(&mut self, out: &mut Vec<Event>) {
         for q in self.outbox.take() {
-            self.send(stanza::chat_message(&q.id, &q.to, &q.body), out);
-            self.chats.dequeued(&q.to, &q.id);
+            self.send(q.stanza, out);
+            if let Some(id) = &q.marked {
+                self.chats.dequeued(&q.to, id);
+            }
             out.push(Event::ChatChanged { with: q.to, incoming: false });
         }
     }
@@ -1041,6 +1050,17 @@ impl Client {
             self.apply(effects, &mut out);
         }
         out
+    }
+
+    /// What the user writes in a room (a message, a reply, a correction, a reaction, a
+    /// retraction): [`Client::room_action`], and while the connection is down a notice that
+    /// it was not sent (a room's messages do not wait in the outbox: they would have to
+    /// wait for the room to be joined again too).
+    pub fn write_in_room(&mut self, action: impl FnOnce(&mut Rooms) -> Vec<muc::Effect>) -> Vec<Event> {
+        if !self.conn.is_online() {
+            return vec![Event::Notice("Not sent: a room can be written to only while connected".into())];
+        }
+        self.room_action(|rooms, _| action(rooms))
     }
 
     /// A bookmark change ([`Bookmarks::save`], [`Bookmarks::remove`]); only while online.
@@ -1817,11 +1837,7 @@ pub(crate) mod tests {
         assert_eq!(queued, [("first", Delivery::Queued), ("second", Delivery::Queued)]);
 
         // Back online on a new session: the roster, carbons, presence, then the messages.
-        assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
-        sign_in_with_scram(&mut c);
-        let ev = c.receive(Input::Element(features_bind()), 0);
-        let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
-        let out = sent(&c.receive(bind_result(&bind_id, "user@localhost/web"), 0));
+        let out = back_online(&mut c);
         let bodies: Vec<String> = out.iter().filter(|e| e.is("message", ns::CLIENT)).filter_map(|m| m.child_text("body", ns::CLIENT)).collect();
         assert_eq!(bodies, ["first", "second"]);
         assert!(out.iter().position(|e| e.is("presence", ns::CLIENT)) < out.iter().position(|e| e.is("message", ns::CLIENT)));
@@ -1829,6 +1845,74 @@ pub(crate) mod tests {
         let shown: Vec<_> = c.chats.messages("bob@localhost").iter().map(|m| (m.id.as_str(), m.delivery)).collect();
         assert_eq!(shown, [(ids[0], Delivery::Sent), (ids[1], Delivery::Sent)], "the ids shown are the ids sent");
         assert!(sent(&c.send_message("bob@localhost", "third", 6)).iter().any(|e| e.is("message", ns::CLIENT)), "online again");
+    }
+
+    /// A client whose connection was lost signs in again on a new session; what it sends.
+    fn back_online(c: &mut Client) -> Vec<Element> {
+        assert!(c.restart(Some("pencil"), "fyko+d2lbbFgONRv9qkxdawL".into()));
+        sign_in_with_scram(c);
+        let ev = c.receive(Input::Element(features_bind()), 0);
+        let bind_id = sent(&ev)[0].attr("id").unwrap().to_owned();
+        sent(&c.receive(bind_result(&bind_id, "user@localhost/web"), 0))
+    }
+
+    #[test]
+    fn replies_corrections_and_reactions_written_offline_wait_with_the_messages() {
+        let bob = "bob@localhost";
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        stanza(&mut c, "<message xmlns='jabber:client' from='bob@localhost/a' type='chat' id='b1'><body>hello</body></message>");
+        let mine = c.chats.messages(bob).len();
+        c.send_message(bob, "mine", 1);
+        let mine = c.chats.messages(bob)[mine].id.clone();
+        c.transport_closed();
+
+        let ev = c.send_reply(bob, "b1", "answer", 2);
+        assert!(sent(&ev).is_empty());
+        let reply = c.chats.messages(bob).last().unwrap().clone();
+        assert_eq!((reply.body.as_str(), reply.delivery), ("answer", Delivery::Queued));
+        assert!(sent(&c.correct_last(bob, &reply.id, "answer!", 3)).is_empty());
+        assert!(sent(&c.toggle_reaction(bob, "b1", "👍", 4)).is_empty());
+        // Shown at once, as they will be once sent.
+        let shown = c.chats.message(bob, &reply.id).unwrap();
+        assert_eq!((shown.body.as_str(), shown.edited, shown.delivery), ("answer!", true, Delivery::Queued));
+        assert_eq!(c.chats.message(bob, "b1").unwrap().annotations.reactions.len(), 1);
+        // A retraction does not wait: the user is told.
+        let ev = c.retract(bob, &mine, 5);
+        assert!(sent(&ev).is_empty() && ev.iter().any(|e| matches!(e, Event::Notice(_))));
+        assert!(!c.chats.message(bob, &mine).unwrap().annotations.retracted);
+
+        let out = back_online(&mut c);
+        let messages: Vec<&Element> = out.iter().filter(|e| e.is("message", ns::CLIENT)).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[0].attr("id"), Some(reply.id.as_str()));
+        assert_eq!(messages[0].child("reply", ns::REPLY).and_then(|r| r.attr("id")), Some("b1"));
+        assert_eq!(messages[1].child("replace", ns::CORRECT).and_then(|r| r.attr("id")), Some(reply.id.as_str()));
+        assert_eq!(messages[1].child_text("body", ns::CLIENT).as_deref(), Some("answer!"));
+        assert_eq!(messages[2].child("reactions", ns::REACTIONS).and_then(|r| r.attr("id")), Some("b1"));
+        assert_eq!(c.chats.message(bob, &reply.id).unwrap().delivery, Delivery::Sent, "the clock is gone");
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_a_correction_and_leaves_the_message_as_it_was() {
+        let bob = "bob@localhost";
+        let mut c = online("<item jid='bob@localhost' subscription='both'/>");
+        c.transport_closed();
+        for n in 0..crate::outbox::MAX_QUEUED {
+            c.send_message(bob, &format!("m{n}"), 1);
+        }
+        let last = c.chats.messages(bob).last().unwrap().clone();
+        let ev = c.correct_last(bob, &last.id, "changed", 2);
+        assert!(ev.iter().any(|e| matches!(e, Event::Notice(_))));
+        assert_eq!(c.chats.message(bob, &last.id), Some(&last));
+    }
+
+    #[test]
+    fn writing_in_a_room_while_offline_is_refused_with_a_notice() {
+        let mut c = online("");
+        c.room_action(|rooms, own| rooms.join("lobby@conference.localhost", "ann", None, own).unwrap());
+        c.transport_closed();
+        let ev = c.write_in_room(|rooms| rooms.send("lobby@conference.localhost", "hi", 5));
+        assert!(matches!(ev.as_slice(), [Event::Notice(_)]), "{ev:?}");
     }
 
     #[test]

@@ -261,6 +261,46 @@ impl Room {
         self.state == RoomState::Joined
     }
 
+    /// The room as a tab is sent it apart from its two lists that grow, the messages and
+    /// the occupants, which go as changes (see the web client's `net::shared`): the rest
+    /// is small, and goes again only when it changed.
+    pub fn without_lists(&self) -> Room {
+        Room {
+            jid: self.jid.clone(),
+            name: self.name.clone(),
+            nick: self.nick.clone(),
+            state: self.state.clone(),
+            occupants: BTreeMap::new(),
+            subject: self.subject.clone(),
+            messages: Vec::new(),
+            unread: self.unread,
+            mentions: self.mentions,
+            history: self.history.clone(),
+            role: self.role,
+            affiliation: self.affiliation,
+            occupant_id: self.occupant_id.clone(),
+            // The session's own, never sent.
+            password: None,
+            creating: None,
+            config: self.config.clone(),
+            orphans: Vec::new(),
+        }
+    }
+
+    /// The occupants as a list, in the order of their nicks: one occupant's change is a
+    /// change to one item.
+    pub fn occupant_list(&self) -> Vec<Occupant> {
+        self.occupants.values().cloned().collect()
+    }
+
+    /// A tab's room put together again from what [`Room::without_lists`] left and the two
+    /// lists.
+    pub fn with_lists(mut self, messages: Vec<RoomMessage>, occupants: Vec<Occupant>) -> Room {
+        self.messages = messages;
+        self.occupants = occupants.into_iter().map(|o| (o.nick.clone(), o)).collect();
+        self
+    }
+
     /// The occupants in the list's groups: by role, then affiliation, then nick.
     pub fn occupants_grouped(&self) -> Vec<(Role, Vec<&Occupant>)> {
         let mut groups: Vec<(Role, Vec<&Occupant>)> = Vec::new();
@@ -1332,6 +1372,24 @@ mod tests {
 
     pub(crate) fn groupchat(nick: &str, id: &str, body: &str, extra: &str) -> String {
         format!("<message xmlns='jabber:client' type='groupchat' from='{ROOM}/{nick}' id='{id}'><body>{body}</body>{extra}</message>")
+    }
+
+    #[test]
+    fn a_room_sent_apart_from_its_lists_comes_back_whole() {
+        let mut rooms = joined("me", "owner", "moderator");
+        feed(&mut rooms, &groupchat("bob", "b1", "hello", ""));
+        feed(&mut rooms, &presence("carol", "none", "visitor", "").replace("</x>", "</x><show>away</show>"));
+        let room = rooms.get(ROOM).unwrap();
+        let head = room.without_lists();
+        assert!(head.messages.is_empty() && head.occupants.is_empty());
+        let occupants = room.occupant_list();
+        let nicks: Vec<&str> = occupants.iter().map(|o| o.nick.as_str()).collect();
+        assert_eq!(nicks, ["bob", "carol", "me"], "by nick, as the room keeps them");
+        // What a tab has after the JSON each part crosses as is what the whole room gives.
+        let sent = |value: &Room| serde_json::from_str::<Room>(&serde_json::to_string(value).unwrap()).unwrap();
+        let whole = sent(&head).with_lists(room.messages.clone(), occupants);
+        assert_eq!(whole, sent(room));
+        assert_eq!(whole.messages.len(), 1);
     }
 
     #[test]

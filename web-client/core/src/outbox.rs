@@ -1,5 +1,7 @@
 //! Messages written while the connection is down: kept in order and sent once it is back,
-//! so that pressing Enter offline is never lost work.
+//! so that pressing Enter offline is never lost work. Besides plain messages, what else
+//! is written in a one-to-one conversation waits with them: replies (XEP-0461),
+//! corrections (XEP-0308) and reactions (XEP-0444).
 //!
 //! Bounded, since a client left offline for a day should not grow without limit: past
 //! [`MAX_QUEUED`] messages or [`MAX_QUEUED_BYTES`] of text a new message is refused and the
@@ -7,17 +9,30 @@
 
 use std::collections::VecDeque;
 
+use jabberwock_proto::Element;
+
+use crate::ns;
+
 /// At most this many messages wait.
 pub const MAX_QUEUED: usize = 100;
 /// At most this much text (bytes of bodies) waits.
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
 
-/// One message waiting: to whom, its stanza id (already shown under it), its text.
+/// One message waiting: to whom, the stanza, and which message shows a clock until it
+/// goes out (ours: a new message or reply, or the one a correction changes; none for a
+/// reaction).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queued {
     pub to: String,
-    pub id: String,
-    pub body: String,
+    pub marked: Option<String>,
+    pub stanza: Element,
+}
+
+impl Queued {
+    /// The text it carries, as counted against [`MAX_QUEUED_BYTES`].
+    fn bytes(&self) -> usize {
+        self.stanza.child("body", ns::CLIENT).map_or(0, |b| b.text().len())
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -29,10 +44,11 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a message; false when the outbox is full.
     pub fn push(&mut self, message: Queued) -> bool {
-        if self.queued.len() >= MAX_QUEUED || self.bytes + message.body.len() > MAX_QUEUED_BYTES {
+        let bytes = message.bytes();
+        if self.queued.len() >= MAX_QUEUED || self.bytes + bytes > MAX_QUEUED_BYTES {
             return false;
         }
-        self.bytes += message.body.len();
+        self.bytes += bytes;
         self.queued.push_back(message);
         true
     }
@@ -53,14 +69,15 @@ mod tests {
     use super::*;
 
     fn msg(n: usize, bytes: usize) -> Queued {
-        Queued { to: "bob@x".into(), id: n.to_string(), body: "x".repeat(bytes) }
+        let id = n.to_string();
+        Queued { to: "bob@x".into(), stanza: crate::stanza::chat_message(&id, "bob@x", &"x".repeat(bytes)), marked: Some(id) }
     }
 
     #[test]
     fn keeps_order_and_empties_when_taken() {
         let mut o = Outbox::default();
         assert!(o.push(msg(1, 3)) && o.push(msg(2, 3)));
-        let ids: Vec<String> = o.take().into_iter().map(|q| q.id).collect();
+        let ids: Vec<String> = o.take().into_iter().filter_map(|q| q.marked).collect();
         assert_eq!(ids, ["1", "2"]);
         assert!(o.is_empty());
     }

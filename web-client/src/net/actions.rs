@@ -40,7 +40,7 @@ pub(super) fn is_room(s: &Session, conv: &str) -> bool {
 
 /// [`act`] with the room's version of an action when `conv` is a room.
 fn act_in(conv: &str, room: impl FnOnce(&mut Rooms, i64) -> Vec<Effect>, chat: impl FnOnce(&mut Client, i64) -> Vec<Event>) -> bool {
-    act(|s, now| if is_room(s, conv) { s.client.room_action(|rooms, _| room(rooms, now)) } else { chat(&mut s.client, now) })
+    act(|s, now| if is_room(s, conv) { s.client.write_in_room(|rooms| room(rooms, now)) } else { chat(&mut s.client, now) })
 }
 
 pub fn correct_last(conv: &str, id: &str, text: &str) -> bool {
@@ -88,7 +88,7 @@ pub fn correctable(conv: &str) -> Option<(String, String)> {
         if state.active.get_untracked().as_deref() != Some(conv) {
             return None;
         }
-        match state.room.with_untracked(|r| r.as_ref().filter(|r| r.jid == conv).map(in_room)) {
+        match untrack(|| state.open_room()).filter(|r| r.jid == conv).as_ref().map(in_room) {
             Some(found) => found,
             None => state.messages.with_untracked(|msgs| last_correctable(msgs).map(in_chat)),
         }

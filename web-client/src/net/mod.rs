@@ -20,6 +20,7 @@ use jabberwock_client_core::chat;
 use jabberwock_client_core::connection::reconnect_delay_ms;
 use jabberwock_client_core::discovery::Endpoints;
 use jabberwock_client_core::framing::{ws_decode, ws_encode};
+use jabberwock_client_core::muc::{Occupant, Room};
 use jabberwock_client_core::tabs::{Command, TabViews};
 use jabberwock_client_core::{Account, Client, ConnError, Event, Frame, Input, Limits, Phase, Resumable, Show};
 use leptos::prelude::*;
@@ -736,11 +737,15 @@ impl Session {
 
     /// Sends each tab the view of the conversation or room it has open (the per-tab
     /// signals of [`AppState`]): the messages, where its "New messages" line goes and the
-    /// archive's state, or the room and its bookmark. A conversation open in several tabs
-    /// is made into JSON once; its messages go as a change to what each tab has.
+    /// archive's state, or the room (its messages, its occupants and the rest) and its
+    /// bookmark. A conversation open in several tabs is made into JSON once; its lists go
+    /// as a change to what each tab has.
     fn refresh_views(&self) {
         let (chats, rooms) = (&self.client.chats, &self.client.rooms);
         let mut made: BTreeMap<Option<String>, [(&'static str, String); 4]> = BTreeMap::new();
+        // The occupants of each room open in a tab, as the list that goes to its tabs.
+        let occupants: BTreeMap<String, Vec<Occupant>> =
+            shared::open_anywhere().into_iter().filter_map(|c| rooms.get(&c).map(|r| (c, r.occupant_list()))).collect();
         shared::show_views(|view| {
             let conv = view.open.as_deref();
             let room = conv.and_then(|c| rooms.get(c));
@@ -755,10 +760,13 @@ impl Session {
                 let h = chat.map(|c| chats.history(c)).unwrap_or_default();
                 let bookmark = room.and_then(|r| self.client.bookmarks.get(&r.jid));
                 let history = json(&(h.loading, h.started && !h.complete));
-                [("active", json(&conv)), ("history", history), ("room", json(&room)), ("bookmarked", json(&bookmark))]
+                let shown_room = json(&room.map(Room::without_lists));
+                [("active", json(&conv)), ("history", history), ("room", shown_room), ("bookmarked", json(&bookmark))]
             });
             fields.extend(shared.iter().cloned());
-            (fields, messages)
+            let room_messages = room.map_or(&[][..], |r| &r.messages);
+            let occupants = conv.and_then(|c| occupants.get(c)).map_or(&[][..], Vec::as_slice);
+            (fields, shared::ShownLists { messages, room_messages, occupants })
         });
     }
 
@@ -995,8 +1003,8 @@ pub fn send_message(to: &str, body: &str) -> bool {
             browser::clear_timeout(t);
         }
         if actions::is_room(s, to) {
-            let events = s.client.room_action(|rooms, _| rooms.send(to, body, browser::now_ms()));
-            let sent = !events.is_empty();
+            let events = s.client.write_in_room(|rooms| rooms.send(to, body, browser::now_ms()));
+            let sent = events.iter().any(|e| !matches!(e, Event::Notice(_)));
             s.handle(events);
             return sent;
         }

@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use jabberwock_client_core::chat::ChatMessage;
+use jabberwock_client_core::muc::{Occupant, RoomMessage};
 use jabberwock_client_core::splice;
 use jabberwock_client_core::tabs::{Command, TabView, TabViews, ToTab, ToWorker};
 use leptos::prelude::{GetUntracked, Set};
@@ -76,9 +77,46 @@ struct Port {
     port: web_sys::MessagePort,
     /// The fields of its conversation's view as last sent, so that only changes go.
     sent: BTreeMap<&'static str, String>,
-    /// Its conversation's messages as it has them (`None`: not sent yet, or it asked for
-    /// them again), so that only a change goes, as a splice.
+    /// Its conversation's or room's lists as it has them, so that only a change goes.
+    lists: ViewLists,
+}
+
+/// The lists of a tab's view that grow (per-tab list signals of [`AppState`]), each as the
+/// tab has it: `None` when not sent yet, or when it asked for it again.
+#[derive(Default)]
+struct ViewLists {
     messages: Option<Vec<ChatMessage>>,
+    room_messages: Option<Vec<RoomMessage>>,
+    occupants: Option<Vec<Occupant>>,
+}
+
+/// A tab's view's lists as they are now (empty where it has no conversation, or no room,
+/// open).
+pub struct ShownLists<'a> {
+    pub messages: &'a [ChatMessage],
+    pub room_messages: &'a [RoomMessage],
+    pub occupants: &'a [Occupant],
+}
+
+impl ViewLists {
+    /// Sends the tab the change from what it has to `now`, list by list.
+    fn show(&mut self, port: &web_sys::MessagePort, now: &ShownLists) {
+        show_list(port, "messages", &mut self.messages, now.messages);
+        show_list(port, "room_messages", &mut self.room_messages, now.room_messages);
+        show_list(port, "occupants", &mut self.occupants, now.occupants);
+    }
+
+    /// Forgets what the tab has of `field`, which it asked for again; false when it is
+    /// none of these lists.
+    fn forget(&mut self, field: &str) -> bool {
+        match field {
+            "messages" => self.messages = None,
+            "room_messages" => self.room_messages = None,
+            "occupants" => self.occupants = None,
+            _ => return false,
+        }
+        true
+    }
 }
 
 thread_local! {
@@ -325,7 +363,7 @@ fn tab_connected(port: web_sys::MessagePort) -> u32 {
         let mut t = t.borrow_mut();
         let tabs = t.get_or_insert_with(Tabs::default);
         tabs.next += 1;
-        tabs.ports.insert(tabs.next, Port { port: port.clone(), sent: BTreeMap::new(), messages: None });
+        tabs.ports.insert(tabs.next, Port { port: port.clone(), sent: BTreeMap::new(), lists: ViewLists::default() });
         tabs.next
     });
     let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| from_tab(tab, e.data()));
@@ -408,11 +446,8 @@ fn from_tab(tab: u32, data: JsValue) {
                         send_to(&port.port, &ToTab::State { field, value });
                         false
                     }
-                    // The tab's own conversation: all of its messages, with its view.
-                    None => {
-                        port.messages = None;
-                        true
-                    }
+                    // A list of the tab's own view: all of it, with its view.
+                    None => port.lists.forget(&field),
                 }
             });
             if conversation {
@@ -493,35 +528,35 @@ pub fn reading() -> BTreeSet<String> {
 }
 
 /// In the worker: sends each tab its conversation's view, as `view` makes it: the fields
-/// that changed since they were last sent to it, and the change to its messages.
-pub fn show_views<'a>(mut view: impl FnMut(&TabView) -> (Vec<(&'static str, String)>, &'a [ChatMessage])) {
+/// that changed since they were last sent to it, and the changes to its lists.
+pub fn show_views<'a>(mut view: impl FnMut(&TabView) -> (Vec<(&'static str, String)>, ShownLists<'a>)) {
     TABS.with(|t| {
         let mut t = t.borrow_mut();
         let Some(tabs) = t.as_mut() else { return };
         for (tab, port) in &mut tabs.ports {
             let Some(tab_view) = tabs.views.get(*tab) else { continue };
-            let (fields, messages) = view(tab_view);
+            let (fields, lists) = view(tab_view);
             for (field, value) in fields {
                 if port.sent.get(field) != Some(&value) {
                     send_to(&port.port, &ToTab::State { field: field.to_owned(), value: value.clone() });
                     port.sent.insert(field, value);
                 }
             }
-            show_messages(port, messages);
+            port.lists.show(&port.port, &lists);
         }
     });
 }
 
-/// Sends a tab the change to its conversation's messages: the run that differs from what
-/// it has (one message, for a new one), or all of them the first time.
-fn show_messages(port: &mut Port, messages: &[ChatMessage]) {
-    let Some(sent) = &mut port.messages else {
-        send_to(&port.port, &ToTab::State { field: "messages".into(), value: json(messages) });
-        port.messages = Some(messages.to_vec());
+/// Sends a tab the change to its list `field`: the run that differs from what it has (one
+/// message, for a new one), or all of it the first time.
+fn show_list<T: serde::Serialize + Clone + PartialEq>(port: &web_sys::MessagePort, field: &str, sent: &mut Option<Vec<T>>, now: &[T]) {
+    let Some(sent) = sent else {
+        send_to(port, &ToTab::State { field: field.into(), value: json(now) });
+        *sent = Some(now.to_vec());
         return;
     };
-    if let Some((len, head, tail, run)) = splice::advance(sent, messages) {
-        send_to(&port.port, &ToTab::Splice { field: "messages".into(), len, head, tail, items: json(run) });
+    if let Some((len, head, tail, run)) = splice::advance(sent, now) {
+        send_to(port, &ToTab::Splice { field: field.into(), len, head, tail, items: json(run) });
     }
 }
 

@@ -316,7 +316,7 @@ const GROUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 #[component]
 pub fn RoomPane() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let room = Memo::new(move |_| state.room.get());
+    let room = Memo::new(move |_| state.open_room());
     let jid = move || room.with(|r| r.as_ref().map(|r| r.jid.clone()).unwrap_or_default());
     let name = move || jabberwock_client_core::address::local(&jid()).unwrap_or_default().to_owned();
     let log: NodeRef<html::Div> = NodeRef::new();
