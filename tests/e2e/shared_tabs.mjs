@@ -3,9 +3,10 @@
 // browser joins at once, without the form, and the server sees one session of A; B's
 // message shows in both tabs, and what one tab sends shows in the other; each tab keeps
 // the conversation it opened, and a message is read (no unread count, "seen" for its
-// sender) only when a shown tab has its conversation open; a tab closed leaves the other
-// working; signing out in one signs out every tab; a browser without SharedWorker gets a
-// session of its own. The browsers refuse module workers, as older ones do.
+// sender) only when a shown tab has its conversation open, which a tab that died no
+// longer has; a tab gone leaves the other working; signing out in one signs out every
+// tab; a browser without SharedWorker gets a session of its own. The browsers refuse
+// module workers, as older ones do.
 //
 // Environment (set by run.sh): E2E_BASE_URL, E2E_DOMAIN, E2E_TRANSPORT (websocket or bosh),
 // E2E_DEAD_PORT (bosh), E2E_USER_A, E2E_USER_B, E2E_USER_C, E2E_PASSWORD_A, E2E_PASSWORD_B,
@@ -183,8 +184,20 @@ const steps = [
         await expectOpen(two, C_JID, 'For the hidden tab');
     }],
 
-    ['one tab closed, the other goes on', async () => {
+    ['a tab that dies without pagehide no longer reads its conversation', async () => {
+        // The first tab shows B's conversation. It goes as a tab the system kills does:
+        // neither hidden first nor with its pagehide handler, so without a word to the worker.
+        await one.evaluate(() => {
+            window.addEventListener('visibilitychange', (e) => e.stopImmediatePropagation(), { capture: true });
+            window.onpagehide = null;
+        });
         await one.close();
+        await send(b, 'After the tab died');
+        await contact(two, B_JID).locator('.badge').filter({ hasText: '1' }).waitFor();
+        if (await message(b, 'out', 'After the tab died').locator('.tick.seen').count()) throw new Error('B saw "seen" from a tab that is gone');
+    }],
+
+    ['one tab gone, the other goes on', async () => {
         await contact(two, B_JID).click();
         await send(b, 'Still there?');
         await message(two, 'in', 'Still there?').waitFor();

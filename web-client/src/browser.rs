@@ -43,6 +43,20 @@ pub fn nonce() -> String {
     jabberwock_client_core::scram::nonce_from_bytes(&bytes)
 }
 
+/// Asks for the Web Lock `name` (page or worker: `navigator.locks`); once granted, calls
+/// `granted`, and the lock is held until the promise it returns settles (a pending one:
+/// until this page or worker ends). False where the browser has no Web Locks (an old
+/// browser, or a page not served over HTTPS).
+pub fn request_lock(name: &str, granted: impl FnOnce() -> js_sys::Promise + 'static) -> bool {
+    let locks = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).and_then(|n| js_sys::Reflect::get(&n, &"locks".into()));
+    let Some(request) = locks.as_ref().ok().and_then(|l| js_sys::Reflect::get(l, &"request".into()).ok()).and_then(|r| r.dyn_into::<js_sys::Function>().ok())
+    else {
+        return false;
+    };
+    let callback = Closure::once_into_js(move |_lock: JsValue| granted());
+    request.call2(locks.as_ref().expect("checked above"), &name.into(), &callback).is_ok()
+}
+
 /// Runs `f` once after `ms` milliseconds; returns the timer id for [`clear_timeout`].
 pub fn set_timeout(ms: i32, f: impl FnOnce() + 'static) -> i32 {
     let cb = Closure::once_into_js(f);

@@ -93,6 +93,9 @@ pub enum ToWorker {
     Stored { key: String, value: Option<String> },
     /// The tab could not apply a [`ToTab::Splice`] of `field`: it asks for the whole value.
     Resend { field: String },
+    /// The tab holds the Web Lock named `lock` for as long as it lives: the worker asks for
+    /// it, and gets it once the tab is gone, even a tab that died without a [`ToWorker::Bye`].
+    Alive { lock: String },
     /// The tab goes away.
     Bye,
 }
@@ -341,6 +344,7 @@ mod tests {
             ToWorker::Stored { key: "jabberwock.notifications".into(), value: Some("1".into()) },
             ToWorker::Stored { key: "jabberwock.draft.a@example.org.b@example.org".into(), value: None },
             ToWorker::Resend { field: "messages".into() },
+            ToWorker::Alive { lock: "jabberwock.tab.3f2a9c".into() },
             ToWorker::Bye,
         ];
         for m in messages {

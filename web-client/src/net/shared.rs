@@ -187,6 +187,13 @@ pub fn connect(state: AppState, saved: Option<String>) {
     let hello = ToWorker::Hello { visible: browser::document_visible(), online: browser::network_up(), stored, resume: saved.clone(), open };
     let _ = port.post_message(&hello.to_json().into());
     LINK.with(|l| *l.borrow_mut() = Some(Link { port, state, resume: saved, last_activity_sent: 0 }));
+    // Held until this page ends, so that the worker learns of its end even without a
+    // `pagehide` (a tab that crashed or that the system killed): see [`ToWorker::Alive`].
+    let lock = format!("jabberwock.tab.{}", browser::nonce());
+    browser::request_lock(&lock.clone(), move || {
+        post(&ToWorker::Alive { lock });
+        js_sys::Promise::new(&mut |_, _| {})
+    });
     browser::forward_stores(|key, value| post(&ToWorker::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
 }
 
@@ -454,26 +461,36 @@ fn from_tab(tab: u32, data: JsValue) {
                 super::tabs_changed();
             }
         }
-        ToWorker::Bye => {
-            // Its port and view go with it: nothing is kept per tab that closed.
-            let (changed, last) = TABS.with(|t| {
-                let mut t = t.borrow_mut();
-                let Some(tabs) = t.as_mut() else { return (false, false) };
-                tabs.ports.remove(&tab);
-                (tabs.views.leave(tab), tabs.ports.is_empty())
+        // Granted once the tab is gone, however it went.
+        ToWorker::Alive { lock } => {
+            browser::request_lock(&lock, move || {
+                tab_gone(tab);
+                js_sys::Promise::resolve(&JsValue::UNDEFINED)
             });
-            // The last tab gone, the worker ends with it: the session stays as that tab
-            // saved it (not even marked inactive, which would outlive us into the resumed
-            // stream).
-            if last {
-                return super::freeze();
-            }
-            if changed {
-                visibility_follows();
-            }
-            super::tabs_changed();
         }
+        ToWorker::Bye => tab_gone(tab),
     }
+}
+
+/// Tab `tab` closed (said [`ToWorker::Bye`], or its lock came free; either may come second,
+/// and then does nothing): its port and view go with it.
+fn tab_gone(tab: u32) {
+    let gone = TABS.with(|t| {
+        let mut t = t.borrow_mut();
+        let tabs = t.as_mut()?;
+        tabs.ports.remove(&tab)?;
+        Some((tabs.views.leave(tab), tabs.ports.is_empty()))
+    });
+    let Some((changed, last)) = gone else { return };
+    // The last tab gone, the worker ends with it: the session stays as that tab saved it
+    // (not even marked inactive, which would outlive us into the resumed stream).
+    if last {
+        return super::freeze();
+    }
+    if changed {
+        visibility_follows();
+    }
+    super::tabs_changed();
 }
 
 /// Runs `f` on behalf of tab `tab` (see [`current_tab`]).

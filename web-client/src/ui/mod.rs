@@ -44,6 +44,15 @@ pub fn App() -> impl IntoView {
     let on_pagehide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(net::page_hidden);
     browser::window().set_onpagehide(Some(wasm_bindgen::JsCast::unchecked_ref(on_pagehide.as_ref())));
     on_pagehide.forget();
+    // A page the browser kept in its back-forward cache left the session at `pagehide`:
+    // shown again, it starts afresh and joins the session as a new tab would.
+    let on_pageshow = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::PageTransitionEvent)>::new(|e: web_sys::PageTransitionEvent| {
+        if e.persisted() {
+            let _ = browser::window().location().reload();
+        }
+    });
+    browser::window().set_onpageshow(Some(wasm_bindgen::JsCast::unchecked_ref(on_pageshow.as_ref())));
+    on_pageshow.forget();
     net::start_page(state);
     // The title counts unread messages, and room messages that name us.
     Effect::new(move |_| {
