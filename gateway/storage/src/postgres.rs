@@ -83,19 +83,24 @@ async fn seq_of(conn: &mut PgConnection, u: UserRef<'_>, store: &str, id: &str) 
         .ok_or(StorageError::NotFound)
 }
 
-/// The newest stamp (that of the last seq) in each of `stores`, in their order.
-async fn newest_stamps(conn: &mut PgConnection, stores: &[StoreKey<'_>]) -> Result<Vec<Option<i64>>> {
-    let hosts: Vec<&str> = stores.iter().map(|s| s.0).collect();
-    let users: Vec<&str> = stores.iter().map(|s| s.1).collect();
-    let names: Vec<&str> = stores.iter().map(|s| s.2).collect();
-    Ok(sqlx::query_scalar(
-        "SELECT (SELECT stamp_us FROM archive a WHERE a.host = s.host AND a.username = s.username AND a.store = s.store \
-         ORDER BY a.seq DESC LIMIT 1) \
-         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS s (host, username, store, n) ORDER BY n",
+/// For the stores (from [`stores_of`]) whose newest stamp (that of their last seq) is later
+/// than the earliest new item's: (index in `stores`, that stamp). Usually none.
+async fn newer_stamps(conn: &mut PgConnection, stores: &[(StoreKey<'_>, i64)]) -> Result<Vec<(i64, i64)>> {
+    let hosts: Vec<&str> = stores.iter().map(|s| s.0 .0).collect();
+    let users: Vec<&str> = stores.iter().map(|s| s.0 .1).collect();
+    let names: Vec<&str> = stores.iter().map(|s| s.0 .2).collect();
+    let earliest: Vec<i64> = stores.iter().map(|s| s.1).collect();
+    Ok(sqlx::query_as(
+        "SELECT n - 1, newest FROM (SELECT n, earliest, \
+         (SELECT stamp_us FROM archive a WHERE a.host = s.host AND a.username = s.username AND a.store = s.store \
+          ORDER BY a.seq DESC LIMIT 1) AS newest \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS s (host, username, store, earliest, n)) AS t \
+         WHERE newest > earliest",
     )
     .bind(hosts)
     .bind(users)
     .bind(names)
+    .bind(earliest)
     .fetch_all(conn)
     .await?)
 }
@@ -107,8 +112,8 @@ async fn newest_stamps(conn: &mut PgConnection, stores: &[StoreKey<'_>]) -> Resu
 /// between the two.
 async fn insert_archive(conn: &mut PgConnection, items: &[&ArchiveAppend]) -> Result<()> {
     let stores = stores_of(items);
-    let newest = newest_stamps(&mut *conn, &stores).await?;
-    let stamps = raised_stamps(items, &stores, newest);
+    let newer = newer_stamps(&mut *conn, &stores).await?;
+    let stamps = raised_stamps(items, &stores, newer);
     let col = |f: fn(&ArchiveAppend) -> &str| items.iter().map(|i| f(i)).collect::<Vec<_>>();
     let payloads: Vec<&[u8]> = items.iter().map(|i| i.payload.as_slice()).collect();
     sqlx::query(
@@ -382,7 +387,7 @@ impl PgStore {
                 return Err(StorageError::QuotaExceeded);
             }
         }
-        let newest = newest_stamps(&mut tx, &[(u.host, u.user, store)]).await?;
+        let newer = newer_stamps(&mut tx, &[((u.host, u.user, store), item.stamp_us)]).await?;
         sqlx::query(
             "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -390,7 +395,7 @@ impl PgStore {
         .bind(u.user)
         .bind(store)
         .bind(item.id)
-        .bind(raised_stamp(item.stamp_us, newest[0]))
+        .bind(raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest)))
         .bind(item.with)
         .bind(item.payload)
         .execute(&mut *tx)

@@ -78,24 +78,28 @@ fn push_user_store_stamp<'a>(
     }
 }
 
-/// The newest stamp (that of the last seq) in each of `stores`, in their order.
-async fn newest_stamps(conn: &mut SqliteConnection, stores: &[StoreKey<'_>]) -> Result<Vec<Option<i64>>> {
-    // 256 stores × 4 values per statement, as for inserts below.
-    let mut newest = Vec::with_capacity(stores.len());
-    for chunk in stores.chunks(256) {
+/// For the stores (from [`stores_of`]) whose newest stamp (that of their last seq) is later
+/// than the earliest new item's: (index in `stores`, that stamp). Usually none, and only
+/// those rows cross over from SQLite's worker thread, each one a message.
+async fn newer_stamps(conn: &mut SqliteConnection, stores: &[(StoreKey<'_>, i64)]) -> Result<Vec<(i64, i64)>> {
+    // 256 stores × 5 values per statement, as for inserts below.
+    let mut newer = Vec::new();
+    for (chunk, first) in stores.chunks(256).zip((0..).step_by(256)) {
         let mut sql = String::from(
-            "SELECT (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
-             WHERE host = s.column2 AND username = s.column3 AND store = s.column4 ORDER BY seq DESC LIMIT 1) FROM (VALUES ",
+            "SELECT n, newest FROM (SELECT s.column1 AS n, s.column5 AS earliest, \
+             (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
+              WHERE host = s.column2 AND username = s.column3 AND store = s.column4 ORDER BY seq DESC LIMIT 1) AS newest \
+             FROM (VALUES ",
         );
-        sql.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
-        sql.push_str(") AS s ORDER BY s.column1");
-        let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
-        for (n, (host, user, store)) in chunk.iter().enumerate() {
-            query = query.bind(n as i64).bind(host).bind(user).bind(store);
+        sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(") AS s) WHERE newest > earliest");
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for (n, ((host, user, store), earliest)) in (first..).zip(chunk) {
+            query = query.bind(n).bind(host).bind(user).bind(store).bind(earliest);
         }
-        newest.extend(query.fetch_all(&mut *conn).await?);
+        newer.extend(query.fetch_all(&mut *conn).await?);
     }
-    Ok(newest)
+    Ok(newer)
 }
 
 /// Inserts archive items in slice order, so seqs follow it, each stamped no earlier than
@@ -103,8 +107,8 @@ async fn newest_stamps(conn: &mut SqliteConnection, stores: &[StoreKey<'_>]) -> 
 /// lock keeps other appends out between reading those stamps and inserting.
 async fn insert_archive(conn: &mut SqliteConnection, items: &[&ArchiveAppend]) -> Result<()> {
     let stores = stores_of(items);
-    let newest = newest_stamps(&mut *conn, &stores).await?;
-    let stamps = raised_stamps(items, &stores, newest);
+    let newer = newer_stamps(&mut *conn, &stores).await?;
+    let stamps = raised_stamps(items, &stores, newer);
     // Multi-row INSERTs: each statement is one round trip to SQLite's worker thread,
     // which costs more than the insert itself. 256 rows × 7 values stays far below
     // SQLite's limit on bound parameters.
@@ -578,7 +582,7 @@ impl SqliteStore {
                 return Err(StorageError::QuotaExceeded);
             }
         }
-        let newest = newest_stamps(&mut tx, &[(u.host, u.user, store)]).await?;
+        let newer = newer_stamps(&mut tx, &[((u.host, u.user, store), item.stamp_us)]).await?;
         sqlx::query(
             "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -587,7 +591,7 @@ impl SqliteStore {
         .bind(u.user)
         .bind(store)
         .bind(item.id)
-        .bind(raised_stamp(item.stamp_us, newest[0]))
+        .bind(raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest)))
         .bind(item.with)
         .bind(item.payload)
         .execute(&mut *tx)

@@ -32,15 +32,23 @@ use crate::{ArchiveAppend, Result};
 /// One archive store: (host, user, store).
 pub(crate) type StoreKey<'a> = (&'a str, &'a str, &'a str);
 
-/// The stores that `items` append to, each once, in order of first appearance: a backend
-/// reads their newest stamps (aligned with this list) for [`raised_stamps`].
-pub(crate) fn stores_of<'a>(items: &[&'a ArchiveAppend]) -> Vec<StoreKey<'a>> {
-    let mut stores = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+/// The stores that `items` append to, each once, with the earliest stamp among its items
+/// there. A backend reads which of these stores hold a newer stamp already (usually none:
+/// items arrive in time order), and [`raised_stamps`] raises the items to it.
+pub(crate) fn stores_of<'a>(items: &[&'a ArchiveAppend]) -> Vec<(StoreKey<'a>, i64)> {
+    let mut stores: Vec<(StoreKey<'a>, i64)> = Vec::new();
+    let mut index: HashMap<StoreKey<'a>, usize> = HashMap::new();
     for i in items {
         let key = (i.host.as_str(), i.user.as_str(), i.store.as_str());
-        if seen.insert(key) {
-            stores.push(key);
+        match index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(n) => {
+                let earliest = &mut stores[*n.get()].1;
+                *earliest = (*earliest).min(i.stamp_us);
+            }
+            std::collections::hash_map::Entry::Vacant(n) => {
+                n.insert(stores.len());
+                stores.push((key, i.stamp_us));
+            }
         }
     }
     stores
@@ -52,10 +60,14 @@ pub(crate) fn raised_stamp(stamp_us: i64, newest: Option<i64>) -> i64 {
 }
 
 /// The stamps to store for `items`, in their order: each raised to the newest stamp before
-/// it in its store, whether already stored (`newest[i]` for `stores[i]`, from
-/// [`stores_of`]) or earlier in `items`.
-pub(crate) fn raised_stamps<'a>(items: &[&'a ArchiveAppend], stores: &[StoreKey<'a>], newest: Vec<Option<i64>>) -> Vec<i64> {
-    let mut newest: HashMap<StoreKey<'a>, Option<i64>> = stores.iter().copied().zip(newest).collect();
+/// it in its store, whether already stored or earlier in `items`. `newer` holds (index in
+/// `stores`, from [`stores_of`]; newest stamp) for the stores whose newest stamp is later
+/// than the earliest of their new items; the others' stored stamps raise nothing.
+pub(crate) fn raised_stamps<'a>(items: &[&'a ArchiveAppend], stores: &[(StoreKey<'a>, i64)], newer: Vec<(i64, i64)>) -> Vec<i64> {
+    let mut newest: HashMap<StoreKey<'a>, Option<i64>> = HashMap::new();
+    for (n, stamp) in newer {
+        newest.insert(stores[n as usize].0, Some(stamp));
+    }
     items
         .iter()
         .map(|i| {
@@ -213,7 +225,7 @@ mod tests {
         let items = [item("a", 50), item("b", 10), item("a", 40), item("a", 70), item("b", 5)];
         let items: Vec<&ArchiveAppend> = items.iter().collect();
         let stores = stores_of(&items);
-        assert_eq!(stores, [("h", "a", "mam"), ("h", "b", "mam")]);
-        assert_eq!(raised_stamps(&items, &stores, vec![Some(60), None]), [60, 10, 60, 70, 10]);
+        assert_eq!(stores, [(("h", "a", "mam"), 40), (("h", "b", "mam"), 5)]);
+        assert_eq!(raised_stamps(&items, &stores, vec![(0, 60)]), [60, 10, 60, 70, 10]);
     }
 }
