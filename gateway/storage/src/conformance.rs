@@ -1071,6 +1071,18 @@ async fn archive_stamps_never_go_back(store: &Store) {
     store.import(&[Record::Archive { seq: 1, item: entry("archive-monotonic", "mam", "i1", 300) }]).await.unwrap();
     assert_eq!(stamp("i1", "mam").await, 700, "an import is an append");
 
+    // Stamps later than any so far, each append path followed by another: whatever a
+    // backend keeps to skip look-ups, every path must keep it up to date.
+    let far = 4_000_000_000_000_000;
+    store.archive_append(u, "far", item("f1", far, "x@example.com", b"f"), None).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f2", far - 1)]).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f3", far + 10)]).await.unwrap();
+    store.archive_append(u, "far", item("f4", far + 5, "x@example.com", b"f"), None).await.unwrap();
+    store.import(&[Record::Archive { seq: 1, item: entry("archive-monotonic", "far", "f5", far + 20) }]).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f6", far + 15)]).await.unwrap();
+    let got = [stamp("f2", "far").await, stamp("f4", "far").await, stamp("f6", "far").await];
+    assert_eq!(got, [far, far + 10, far + 20]);
+
     let q = |start_us, end_us| ArchiveQuery { start_us, end_us, ..Default::default() };
     assert_eq!(page(store, u, "mam", q(Some(500), Some(500))).await, (strings(&["a1", "a2"]), true));
     assert_eq!(page(store, u, "mam", q(Some(601), None)).await, (strings(&["b3", "b4", "i1"]), true));

@@ -80,15 +80,18 @@ fn push_user_store_stamp<'a>(
 
 /// For the stores (from [`stores_of`]) whose newest stamp (that of their last seq) is later
 /// than the earliest new item's: (index in `stores`, that stamp). Usually none, and only
-/// those rows cross over from SQLite's worker thread, each one a message.
+/// those rows cross over from SQLite's worker thread, each one a message. A store is only
+/// looked up when its earliest new item is stamped before the archive's stamp bound
+/// (migration 0003): while the clock runs forward, none is.
 async fn newer_stamps(conn: &mut SqliteConnection, stores: &[(StoreKey<'_>, i64)]) -> Result<Vec<(i64, i64)>> {
     // 256 stores × 5 values per statement, as for inserts below.
     let mut newer = Vec::new();
     for (chunk, first) in stores.chunks(256).zip((0..).step_by(256)) {
         let mut sql = String::from(
             "SELECT n, newest FROM (SELECT s.column1 AS n, s.column5 AS earliest, \
-             (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
-              WHERE host = s.column2 AND username = s.column3 AND store = s.column4 ORDER BY seq DESC LIMIT 1) AS newest \
+             CASE WHEN s.column5 < (SELECT stamp_us FROM archive_stamp_bound) THEN \
+              (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
+               WHERE host = s.column2 AND username = s.column3 AND store = s.column4 ORDER BY seq DESC LIMIT 1) END AS newest \
              FROM (VALUES ",
         );
         sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
@@ -100,6 +103,12 @@ async fn newer_stamps(conn: &mut SqliteConnection, stores: &[(StoreKey<'_>, i64)
         newer.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(newer)
+}
+
+/// Keeps the archive's stamp bound above `stamp_us`, an appended item's stamp.
+async fn raise_stamp_bound(conn: &mut SqliteConnection, stamp_us: i64) -> Result<()> {
+    sqlx::query("UPDATE archive_stamp_bound SET stamp_us = ?1 WHERE stamp_us < ?1").bind(stamp_us).execute(conn).await?;
+    Ok(())
 }
 
 /// Inserts archive items in slice order, so seqs follow it, each stamped no earlier than
@@ -128,6 +137,9 @@ async fn insert_archive(conn: &mut SqliteConnection, items: &[&ArchiveAppend]) -
                 .bind(&item.payload);
         }
         query.execute(&mut *conn).await.map_err(already_exists)?;
+    }
+    if let Some(&newest) = stamps.iter().max() {
+        raise_stamp_bound(conn, newest).await?;
     }
     Ok(())
 }
@@ -583,6 +595,7 @@ impl SqliteStore {
             }
         }
         let newer = newer_stamps(&mut tx, &[((u.host, u.user, store), item.stamp_us)]).await?;
+        let stamp_us = raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest));
         sqlx::query(
             "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -591,12 +604,13 @@ impl SqliteStore {
         .bind(u.user)
         .bind(store)
         .bind(item.id)
-        .bind(raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest)))
+        .bind(stamp_us)
         .bind(item.with)
         .bind(item.payload)
         .execute(&mut *tx)
         .await
         .map_err(already_exists)?;
+        raise_stamp_bound(&mut tx, stamp_us).await?;
         tx.commit().await?;
         Ok(())
     }
