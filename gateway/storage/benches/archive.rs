@@ -137,7 +137,8 @@ fn main() {
         let store = Store::open(&url).await.expect("open the PostgreSQL database");
         let (pa, pb) = bench_store(&store, Some(&url), small, large).await;
         store.close().await;
-        sqlx::Postgres::drop_database(&url).await.expect("drop the bench database");
+        // Forced: a connection the pool just closed may not have left the server yet.
+        sqlx::Postgres::force_drop_database(&url).await.expect("drop the bench database");
         print_table("PostgreSQL", small, large, &pa, &pb);
         println!("\n| query | SQLite, {large} items | PostgreSQL, {large} items | PostgreSQL / SQLite |");
         println!("| --- | ---: | ---: | ---: |");
