@@ -5,7 +5,7 @@
 //! don't see each other's data. Failures panic with a description of the broken contract.
 
 use crate::{
-    ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Quota, StorageError,
+    ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, NewArchiveItem, Quota, Record, StorageError,
     Store, UserRef, Write,
 };
 
@@ -30,6 +30,8 @@ pub async fn run_all(store: &Store) {
     archive_byte_quota(store).await;
     archive_byte_pages(store).await;
     archive_filters(store).await;
+    archive_time_range(store).await;
+    archive_stamps_never_go_back(store).await;
     archive_paging(store).await;
     archive_unknown_ids(store).await;
     archive_delete(store).await;
@@ -620,7 +622,8 @@ async fn archive_append_and_count(store: &Store) {
         (vec![], true)
     );
 
-    // Stamps deliberately out of order: items come back in insertion order.
+    // Stamps deliberately out of order: items come back in insertion order, an earlier
+    // stamp than the store's newest raised to it.
     let items = [
         item("first", 3_000, "juliet@example.com", BINARY),
         item("second", 1_000, "romeo@example.com/orchard", b""),
@@ -638,7 +641,7 @@ async fn archive_append_and_count(store: &Store) {
         .iter()
         .map(|i| ArchiveItem {
             id: i.id.into(),
-            stamp_us: i.stamp_us,
+            stamp_us: 3_000,
             with: i.with.into(),
             payload: i.payload.to_vec(),
         })
@@ -962,6 +965,128 @@ async fn archive_filters(store: &Store) {
         page(store, u, "mam", sq(Some(1060), Some(1080), Some(3), false)).await,
         (strings(&["f6", "f7", "f8"]), true)
     );
+}
+
+/// Queries by time against the model of their meaning, on a store with runs of equal
+/// stamps (up to 13 items long) and seqs with gaps (another store's appends in between):
+/// whatever way a backend finds the items of a time range, each bound must fall exactly
+/// before the first item stamped at or after start and after the last at or before end.
+async fn archive_time_range(store: &Store) {
+    let u = user("archive-time");
+    let name = "mam";
+    let partners = ["p0@example.com", "p1@example.com", "p2@example.com"];
+    let items: Vec<(String, i64, &str)> =
+        (0..150i64).map(|i| (format!("t{i:03}"), 1000 + (i * i / 150) * 10, partners[i as usize % 3])).collect();
+    for (n, (id, stamp, with)) in items.iter().enumerate() {
+        store.archive_append(u, name, item(id, *stamp, with, id.as_bytes()), None).await.unwrap();
+        if n % 4 == 0 {
+            let other = format!("o{n}");
+            store.archive_append(user("archive-time-2"), name, item(&other, *stamp, with, b"o"), None).await.unwrap();
+        }
+    }
+    // What a query means: the matching items, then the page in its direction.
+    let model = |q: &ArchiveQuery<'_>| -> (Vec<String>, bool) {
+        let position = |id: &str| items.iter().position(|i| i.0 == id).unwrap();
+        let matching: Vec<String> = items
+            .iter()
+            .enumerate()
+            .filter(|(n, (_, stamp, with))| {
+                q.with.is_none_or(|w| w == *with)
+                    && q.start_us.is_none_or(|s| *stamp >= s)
+                    && q.end_us.is_none_or(|e| *stamp <= e)
+                    && q.after_id.is_none_or(|a| *n > position(a))
+                    && q.before_id.is_none_or(|b| *n < position(b))
+            })
+            .map(|(_, (id, ..))| id.clone())
+            .collect();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let complete = matching.len() <= limit;
+        let page = if q.last_page || q.before_id.is_some() {
+            matching[matching.len().saturating_sub(limit)..].to_vec()
+        } else {
+            matching.into_iter().take(limit).collect()
+        };
+        (page, complete)
+    };
+    let model = &model;
+    let check = |q: ArchiveQuery<'static>| async move {
+        assert_eq!(page(store, u, name, q.clone()).await, model(&q), "{q:?}");
+    };
+    let mut times: Vec<i64> = items.iter().flat_map(|i| [i.1 - 1, i.1, i.1 + 1]).collect();
+    times.extend([i64::MIN, 0, i64::MAX]);
+    times.sort();
+    times.dedup();
+    for &t in &times {
+        check(ArchiveQuery { start_us: Some(t), ..Default::default() }).await;
+        check(ArchiveQuery { end_us: Some(t), ..Default::default() }).await;
+        check(ArchiveQuery { start_us: Some(t), limit: Some(5), ..Default::default() }).await;
+        check(ArchiveQuery { end_us: Some(t), limit: Some(5), last_page: true, ..Default::default() }).await;
+        check(ArchiveQuery { start_us: Some(t), end_us: Some(t.saturating_add(40)), with: Some(partners[1]), ..Default::default() }).await;
+    }
+    // With RSM paging inside a time range.
+    for (start, end) in [(1000, 1100), (1150, 1150), (1200, 2000), (1480, 1480)] {
+        for id in ["t000", "t012", "t013", "t060", "t100", "t149"] {
+            let q = ArchiveQuery { start_us: Some(start), end_us: Some(end), limit: Some(4), ..Default::default() };
+            check(ArchiveQuery { after_id: Some(id), ..q.clone() }).await;
+            check(ArchiveQuery { before_id: Some(id), ..q.clone() }).await;
+            check(ArchiveQuery { after_id: Some(id), with: Some(partners[0]), ..q }).await;
+        }
+    }
+}
+
+/// No append, single, batched or imported, stores a stamp earlier than its store's
+/// newest: it is raised to it (and a query by time then finds it there).
+async fn archive_stamps_never_go_back(store: &Store) {
+    let u = user("archive-monotonic");
+    let stamp = |id: &'static str, name: &'static str| async move { store.archive_get(u, name, id).await.unwrap().unwrap().stamp_us };
+    store.archive_append(u, "mam", item("a1", 500, "x@example.com", b"1"), None).await.unwrap();
+    store.archive_append(u, "mam", item("a2", 400, "x@example.com", b"2"), Some(Quota::items(10))).await.unwrap();
+    store.archive_append(u, "mam", item("a3", 600, "x@example.com", b"3"), None).await.unwrap();
+    assert_eq!((stamp("a1", "mam").await, stamp("a2", "mam").await, stamp("a3", "mam").await), (500, 500, 600));
+    // Other stores have their own time order.
+    store.archive_append(u, "offline", item("o1", 10, "x@example.com", b"o"), None).await.unwrap();
+    assert_eq!(stamp("o1", "offline").await, 10);
+
+    let entry = |user: &str, name: &str, id: &str, stamp_us| ArchiveAppend {
+        host: HOST.to_owned(),
+        user: user.to_owned(),
+        store: name.to_owned(),
+        id: id.to_owned(),
+        stamp_us,
+        with: "x@example.com".to_owned(),
+        payload: b"b".to_vec(),
+    };
+    // Raised to the stored items and to those before it in the batch, store by store.
+    let batch = [
+        entry("archive-monotonic", "mam", "b1", 550),
+        entry("archive-monotonic", "offline", "b2", 5),
+        entry("archive-monotonic", "mam", "b3", 700),
+        entry("archive-monotonic", "mam", "b4", 650),
+        entry("archive-monotonic-2", "mam", "b5", 100),
+    ];
+    store.archive_append_batch(&batch).await.unwrap();
+    let got = [stamp("b1", "mam").await, stamp("b2", "offline").await, stamp("b3", "mam").await, stamp("b4", "mam").await];
+    assert_eq!(got, [600, 10, 700, 700]);
+    assert_eq!(store.archive_get(user("archive-monotonic-2"), "mam", "b5").await.unwrap().unwrap().stamp_us, 100);
+    store.import(&[Record::Archive { seq: 1, item: entry("archive-monotonic", "mam", "i1", 300) }]).await.unwrap();
+    assert_eq!(stamp("i1", "mam").await, 700, "an import is an append");
+
+    // Stamps later than any so far, each append path followed by another: whatever a
+    // backend keeps to skip look-ups, every path must keep it up to date.
+    let far = 4_000_000_000_000_000;
+    store.archive_append(u, "far", item("f1", far, "x@example.com", b"f"), None).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f2", far - 1)]).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f3", far + 10)]).await.unwrap();
+    store.archive_append(u, "far", item("f4", far + 5, "x@example.com", b"f"), None).await.unwrap();
+    store.import(&[Record::Archive { seq: 1, item: entry("archive-monotonic", "far", "f5", far + 20) }]).await.unwrap();
+    store.archive_append_batch(&[entry("archive-monotonic", "far", "f6", far + 15)]).await.unwrap();
+    let got = [stamp("f2", "far").await, stamp("f4", "far").await, stamp("f6", "far").await];
+    assert_eq!(got, [far, far + 10, far + 20]);
+
+    let q = |start_us, end_us| ArchiveQuery { start_us, end_us, ..Default::default() };
+    assert_eq!(page(store, u, "mam", q(Some(500), Some(500))).await, (strings(&["a1", "a2"]), true));
+    assert_eq!(page(store, u, "mam", q(Some(601), None)).await, (strings(&["b3", "b4", "i1"]), true));
+    assert_eq!(page(store, u, "mam", q(None, Some(599))).await, (strings(&["a1", "a2"]), true));
 }
 
 async fn archive_paging(store: &Store) {

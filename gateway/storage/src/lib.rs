@@ -14,6 +14,7 @@
 pub mod conformance;
 mod postgres;
 mod sqlite;
+mod stamps;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,7 +55,9 @@ pub enum Write<'a> {
 }
 
 /// A new archive item. The caller chooses the id (a stable, unique string such as a
-/// XEP-0359 stanza-id) and the timestamp (microseconds since the Unix epoch).
+/// XEP-0359 stanza-id) and the timestamp (microseconds since the Unix epoch), which the
+/// store raises to the newest stamp already in the item's store if it is earlier (see
+/// the `stamps` module).
 #[derive(Clone, Copy, Debug)]
 pub struct NewArchiveItem<'a> {
     pub id: &'a str,
@@ -99,7 +102,9 @@ impl Quota {
 }
 
 /// Filter and page of an archive query. Items come in insertion order (oldest first);
-/// `last_page` returns the newest `limit` matching items, still oldest first.
+/// `last_page` returns the newest `limit` matching items, still oldest first. A store's
+/// stamps rise with its insertion order, so `start`/`end` cost a few index reads
+/// whatever the archive's size, not a walk to the time asked for.
 #[derive(Clone, Debug, Default)]
 pub struct ArchiveQuery<'a> {
     pub with: Option<&'a str>,
@@ -141,7 +146,8 @@ pub enum Record {
     Keyval { host: String, user: String, store: String, value: Vec<u8> },
     Map { host: String, user: String, store: String, key: String, value: Vec<u8> },
     /// `seq` is the item's place in the source, only for paging through it: the target
-    /// gives items its own seqs, in the order they are imported.
+    /// gives items its own seqs, in the order they are imported, and raises a stamp earlier
+    /// than the store's newest to it, as any append does.
     Archive { seq: i64, item: ArchiveAppend },
 }
 
@@ -479,7 +485,8 @@ const COPY_PAGE: usize = 1000;
 /// Copies every row of `from` into `to` (which should be empty): accounts with their
 /// creation times, and every keyval, map and archive store of every owner, including
 /// owners that are not accounts (rooms, services). Each archive store's items keep their
-/// order. `progress` is told the counts after each page. Each page is one transaction in
+/// order and stamps (in time order already, unless written before appends kept them so:
+/// such a stamp is raised to its predecessor's). `progress` is told the counts after each page. Each page is one transaction in
 /// `to`, so a copy that fails part-way leaves whole pages; it fails on a row that exists
 /// in `to` already rather than overwrite it.
 pub async fn copy_all(from: &Store, to: &Store, mut progress: impl FnMut(&CopyCounts)) -> Result<CopyCounts> {

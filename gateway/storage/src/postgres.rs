@@ -9,6 +9,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use crate::stamps::{raised_stamp, raised_stamps, seq_bounds, stores_of, StampProbe, StoreKey};
 use crate::{
     ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, ExportCursor, NewArchiveItem, Quota, Record,
     RecordKind, Result, StorageError, UserRef, Write,
@@ -82,11 +83,38 @@ async fn seq_of(conn: &mut PgConnection, u: UserRef<'_>, store: &str, id: &str) 
         .ok_or(StorageError::NotFound)
 }
 
-/// Inserts archive items in slice order, so seqs follow it: one statement, whatever the
-/// number of items (each column travels as one array).
+/// For the stores (from [`stores_of`]) whose newest stamp (that of their last seq) is later
+/// than the earliest new item's: (index in `stores`, that stamp). Usually none.
+async fn newer_stamps(conn: &mut PgConnection, stores: &[(StoreKey<'_>, i64)]) -> Result<Vec<(i64, i64)>> {
+    let hosts: Vec<&str> = stores.iter().map(|s| s.0 .0).collect();
+    let users: Vec<&str> = stores.iter().map(|s| s.0 .1).collect();
+    let names: Vec<&str> = stores.iter().map(|s| s.0 .2).collect();
+    let earliest: Vec<i64> = stores.iter().map(|s| s.1).collect();
+    Ok(sqlx::query_as(
+        "SELECT n - 1, newest FROM (SELECT n, earliest, \
+         (SELECT stamp_us FROM archive a WHERE a.host = s.host AND a.username = s.username AND a.store = s.store \
+          ORDER BY a.seq DESC LIMIT 1) AS newest \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS s (host, username, store, earliest, n)) AS t \
+         WHERE newest > earliest",
+    )
+    .bind(hosts)
+    .bind(users)
+    .bind(names)
+    .bind(earliest)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts archive items in slice order, so seqs follow it, each stamped no earlier than
+/// its store's newest item (see the `stamps` module): one statement to read those stamps
+/// and one to insert, whatever the number of items (each column travels as one array).
+/// The caller holds the stores' locks ([`lock_archives`]), so no other append comes
+/// between the two.
 async fn insert_archive(conn: &mut PgConnection, items: &[&ArchiveAppend]) -> Result<()> {
+    let stores = stores_of(items);
+    let newer = newer_stamps(&mut *conn, &stores).await?;
+    let stamps = raised_stamps(items, &stores, newer);
     let col = |f: fn(&ArchiveAppend) -> &str| items.iter().map(|i| f(i)).collect::<Vec<_>>();
-    let stamps: Vec<i64> = items.iter().map(|i| i.stamp_us).collect();
     let payloads: Vec<&[u8]> = items.iter().map(|i| i.payload.as_slice()).collect();
     sqlx::query(
         "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
@@ -105,6 +133,42 @@ async fn insert_archive(conn: &mut PgConnection, items: &[&ArchiveAppend]) -> Re
     .await
     .map_err(already_exists)?;
     Ok(())
+}
+
+/// [`seq_bounds`]' lookups in one store, on the primary key (an index-only read: stamp_us
+/// rides along in it).
+struct Probe<'c, 'q> {
+    conn: &'c mut PgConnection,
+    u: UserRef<'q>,
+    store: &'q str,
+}
+
+impl StampProbe for Probe<'_, '_> {
+    async fn seq_range(&mut self) -> Result<Option<(i64, i64)>> {
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT seq FROM archive WHERE host = $1 AND username = $2 AND store = $3 ORDER BY seq LIMIT 1), \
+                    (SELECT seq FROM archive WHERE host = $1 AND username = $2 AND store = $3 ORDER BY seq DESC LIMIT 1)",
+        )
+        .bind(self.u.host)
+        .bind(self.u.user)
+        .bind(self.store)
+        .fetch_one(&mut *self.conn)
+        .await?;
+        Ok(first.zip(last))
+    }
+
+    async fn stamps_from(&mut self, seqs: &[i64]) -> Result<Vec<Option<i64>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT stamp_us FROM archive WHERE host = $1 AND username = $2 AND store = $3 AND seq >= p \
+             ORDER BY seq LIMIT 1) FROM unnest($4::bigint[]) WITH ORDINALITY AS t (p, n) ORDER BY n",
+        )
+        .bind(self.u.host)
+        .bind(self.u.user)
+        .bind(self.store)
+        .bind(seqs)
+        .fetch_all(&mut *self.conn)
+        .await?)
+    }
 }
 
 /// Locks the items' archive stores, then inserts them.
@@ -299,9 +363,9 @@ impl PgStore {
 
     pub async fn archive_append(&self, u: UserRef<'_>, store: &str, item: NewArchiveItem<'_>, quota: Option<Quota>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // Under the store's lock, the count below sees every append that committed before
-        // this one (each statement reads the latest commits), and none can slip in between
-        // the check and the insert.
+        // Under the store's lock, the count and the newest stamp below see every append that
+        // committed before this one (each statement reads the latest commits), and none can
+        // slip in between them and the insert.
         lock_archives(&mut tx, &[u.host], &[u.user], &[store]).await?;
         if let Some(quota) = quota {
             // Counting stops at the item quota, so the check costs O(quota), not O(archive
@@ -323,6 +387,7 @@ impl PgStore {
                 return Err(StorageError::QuotaExceeded);
             }
         }
+        let newer = newer_stamps(&mut tx, &[((u.host, u.user, store), item.stamp_us)]).await?;
         sqlx::query(
             "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -330,7 +395,7 @@ impl PgStore {
         .bind(u.user)
         .bind(store)
         .bind(item.id)
-        .bind(item.stamp_us)
+        .bind(raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest)))
         .bind(item.with)
         .bind(item.payload)
         .execute(&mut *tx)
@@ -367,6 +432,9 @@ impl PgStore {
             Some(id) => Some(seq_of(&mut *conn, u, store, id).await?),
             None => None,
         };
+        // A time range becomes a seq range, so the page is read from its first item on
+        // rather than by walking the store's entries until the time is met.
+        let (from, to) = seq_bounds(&mut Probe { conn: &mut *conn, u, store }, q.start_us, q.end_us).await?;
         // Paging before an item, like asking for the last page, reads backwards from the end.
         let backward = q.last_page || before.is_some();
         let order = if backward { "DESC" } else { "ASC" };
@@ -410,6 +478,12 @@ impl PgStore {
         }
         if let Some(before) = before {
             sql.push(" AND seq < ").push_bind(before);
+        }
+        if let Some(from) = from {
+            sql.push(" AND seq >= ").push_bind(from);
+        }
+        if let Some(to) = to {
+            sql.push(" AND seq < ").push_bind(to);
         }
         sql.push(format!(" ORDER BY seq {order}"));
         if let Some(limit) = q.limit {

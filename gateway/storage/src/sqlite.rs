@@ -9,6 +9,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::stamps::{raised_stamp, raised_stamps, seq_bounds, stores_of, StampProbe, StoreKey};
 use crate::{
     ArchiveAppend, ArchiveDelete, ArchiveItem, ArchivePage, ArchiveQuery, ExportCursor, NewArchiveItem, Quota, Record,
     RecordKind, Result, StorageError, UserRef, Write,
@@ -77,31 +78,108 @@ fn push_user_store_stamp<'a>(
     }
 }
 
-/// Inserts archive items in slice order, so seqs follow it.
+/// For the stores (from [`stores_of`]) whose newest stamp (that of their last seq) is later
+/// than the earliest new item's: (index in `stores`, that stamp). Usually none, and only
+/// those rows cross over from SQLite's worker thread, each one a message. A store is only
+/// looked up when its earliest new item is stamped before the archive's stamp bound
+/// (migration 0003): while the clock runs forward, none is.
+async fn newer_stamps(conn: &mut SqliteConnection, stores: &[(StoreKey<'_>, i64)]) -> Result<Vec<(i64, i64)>> {
+    // 256 stores × 5 values per statement, as for inserts below.
+    let mut newer = Vec::new();
+    for (chunk, first) in stores.chunks(256).zip((0..).step_by(256)) {
+        let mut sql = String::from(
+            "SELECT n, newest FROM (SELECT s.column1 AS n, s.column5 AS earliest, \
+             CASE WHEN s.column5 < (SELECT stamp_us FROM archive_stamp_bound) THEN \
+              (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
+               WHERE host = s.column2 AND username = s.column3 AND store = s.column4 ORDER BY seq DESC LIMIT 1) END AS newest \
+             FROM (VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(") AS s) WHERE newest > earliest");
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for (n, ((host, user, store), earliest)) in (first..).zip(chunk) {
+            query = query.bind(n).bind(host).bind(user).bind(store).bind(earliest);
+        }
+        newer.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(newer)
+}
+
+/// Keeps the archive's stamp bound above `stamp_us`, an appended item's stamp.
+async fn raise_stamp_bound(conn: &mut SqliteConnection, stamp_us: i64) -> Result<()> {
+    sqlx::query("UPDATE archive_stamp_bound SET stamp_us = ?1 WHERE stamp_us < ?1").bind(stamp_us).execute(conn).await?;
+    Ok(())
+}
+
+/// Inserts archive items in slice order, so seqs follow it, each stamped no earlier than
+/// its store's newest item (see the `stamps` module). Runs in a write transaction, whose
+/// lock keeps other appends out between reading those stamps and inserting.
 async fn insert_archive(conn: &mut SqliteConnection, items: &[&ArchiveAppend]) -> Result<()> {
+    let stores = stores_of(items);
+    let newer = newer_stamps(&mut *conn, &stores).await?;
+    let stamps = raised_stamps(items, &stores, newer);
     // Multi-row INSERTs: each statement is one round trip to SQLite's worker thread,
     // which costs more than the insert itself. 256 rows × 7 values stays far below
     // SQLite's limit on bound parameters.
     const ROWS: usize = 256;
-    for chunk in items.chunks(ROWS) {
+    for (chunk, stamps) in items.chunks(ROWS).zip(stamps.chunks(ROWS)) {
         let mut sql = String::from("INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) VALUES ");
         sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
         let mut query = sqlx::query(&sql);
-        for item in chunk {
+        for (item, stamp_us) in chunk.iter().zip(stamps) {
             query = query
                 .bind(&item.host)
                 .bind(&item.user)
                 .bind(&item.store)
                 .bind(&item.id)
-                .bind(item.stamp_us)
+                .bind(stamp_us)
                 .bind(&item.with)
                 .bind(&item.payload);
         }
         query.execute(&mut *conn).await.map_err(already_exists)?;
     }
+    if let Some(&newest) = stamps.iter().max() {
+        raise_stamp_bound(conn, newest).await?;
+    }
     Ok(())
 }
 
+/// [`seq_bounds`]' lookups in one store, on the seq-ordered index.
+struct Probe<'c, 'q> {
+    conn: &'c mut SqliteConnection,
+    u: UserRef<'q>,
+    store: &'q str,
+}
+
+impl StampProbe for Probe<'_, '_> {
+    async fn seq_range(&mut self) -> Result<Option<(i64, i64)>> {
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT seq FROM archive INDEXED BY archive_by_owner WHERE host = ?1 AND username = ?2 AND store = ?3 ORDER BY seq LIMIT 1), \
+                    (SELECT seq FROM archive INDEXED BY archive_by_owner WHERE host = ?1 AND username = ?2 AND store = ?3 ORDER BY seq DESC LIMIT 1)",
+        )
+        .bind(self.u.host)
+        .bind(self.u.user)
+        .bind(self.store)
+        .fetch_one(&mut *self.conn)
+        .await?;
+        Ok(first.zip(last))
+    }
+
+    async fn stamps_from(&mut self, seqs: &[i64]) -> Result<Vec<Option<i64>>> {
+        // The seqs come in increasing order, so ordering by them keeps the answers aligned.
+        let mut sql = String::from(
+            "SELECT (SELECT stamp_us FROM archive INDEXED BY archive_by_owner \
+             WHERE host = ?1 AND username = ?2 AND store = ?3 AND seq >= p.column1 ORDER BY seq LIMIT 1) FROM (VALUES ",
+        );
+        sql.push_str(&(0..seqs.len()).map(|i| format!("(?{})", i + 4)).collect::<Vec<_>>().join(", "));
+        sql.push_str(") AS p ORDER BY p.column1");
+        let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql).bind(self.u.host).bind(self.u.user).bind(self.store);
+        for seq in seqs {
+            query = query.bind(seq);
+        }
+        Ok(query.fetch_all(&mut *self.conn).await?)
+    }
+}
 
 /// A [`Write`] that owns its data, to travel to the committer.
 enum OwnedWrite {
@@ -217,6 +295,9 @@ struct PageSeqs<'q> {
     q: &'q ArchiveQuery<'q>,
     after: Option<i64>,
     before: Option<i64>,
+    /// The seqs bounding the query's start/end range ([`seq_bounds`]).
+    from: Option<i64>,
+    to: Option<i64>,
     backward: bool,
 }
 
@@ -235,6 +316,12 @@ impl<'q> PageSeqs<'q> {
         }
         if let Some(before) = self.before {
             sql.push(" AND seq < ").push_bind(before);
+        }
+        if let Some(from) = self.from {
+            sql.push(" AND seq >= ").push_bind(from);
+        }
+        if let Some(to) = self.to {
+            sql.push(" AND seq < ").push_bind(to);
         }
         match (cut, self.backward) {
             (Some(cut), false) => sql.push(" AND seq <= ").push_bind(cut),
@@ -507,6 +594,8 @@ impl SqliteStore {
                 return Err(StorageError::QuotaExceeded);
             }
         }
+        let newer = newer_stamps(&mut tx, &[((u.host, u.user, store), item.stamp_us)]).await?;
+        let stamp_us = raised_stamp(item.stamp_us, newer.first().map(|&(_, newest)| newest));
         sqlx::query(
             "INSERT INTO archive (host, username, store, id, stamp_us, with_jid, payload) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -515,12 +604,13 @@ impl SqliteStore {
         .bind(u.user)
         .bind(store)
         .bind(item.id)
-        .bind(item.stamp_us)
+        .bind(stamp_us)
         .bind(item.with)
         .bind(item.payload)
         .execute(&mut *tx)
         .await
         .map_err(already_exists)?;
+        raise_stamp_bound(&mut tx, stamp_us).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -548,10 +638,13 @@ impl SqliteStore {
             Some(id) => Some(seq_of(&mut tx, u, store, id).await?),
             None => None,
         };
+        // A time range becomes a seq range, so the page is read from its first item on
+        // rather than by walking the store's entries until the time is met.
+        let (from, to) = seq_bounds(&mut Probe { conn: &mut tx, u, store }, q.start_us, q.end_us).await?;
         // Paging before an item, like asking for the last page, reads backwards from the end.
         let backward = q.last_page || before.is_some();
 
-        let page = PageSeqs { u, store, q, after, before, backward };
+        let page = PageSeqs { u, store, q, after, before, from, to, backward };
         // With a byte bound, the page's sizes are read first (length() reads no payload)
         // to find the last item that fits; the page then ends there.
         let mut cut = None;
