@@ -1,8 +1,9 @@
 //! An archive store's time order, and reading it by time: the part both backends share.
 //!
-//! Within one owner's store, stamps never go down as seqs go up. Every append raises an
-//! item's stamp to the newest one already in its store and to those of the items before it
-//! in the same batch ([`raised_stamps`]), under the lock that orders the store's seqs
+//! Within one owner's store, stamps never go down as seqs go up (unless the clock stepped
+//! back by more than [`MAX_RAISE_US`]). Every append raises an item's stamp to the newest
+//! one already in its store and to those of the items before it in the same batch
+//! ([`raised_stamps`]), under the lock that orders the store's seqs
 //! (SQLite's one writer, PostgreSQL's advisory lock per store), so no concurrent append can
 //! slip in between the read and the insert. The server stamps items as it stores them, so
 //! this changes a stamp only after the clock stepped back, or when two sessions stamp items
@@ -17,8 +18,8 @@
 //! [`seq_bounds`] finds in O(log n) index reads; the page is then read by seq like any
 //! other, instead of walking the store's entries from its first until the time is met.
 //!
-//! A store written before the rule existed may hold an item stamped earlier than one
-//! before it (a clock stepped back). The page query still checks stamps, on the same index
+//! A store written before the rule existed, or across a step back of the clock of more
+//! than [`MAX_RAISE_US`], may hold an item stamped earlier than one before it. The page query still checks stamps, on the same index
 //! entries the walk reads anyway, so a query never returns an item outside [start, end];
 //! but the search may settle on a bound beside such an item rather than at the first (or
 //! last) item in time, so items stamped within the range that lie on the far side of the
@@ -56,9 +57,20 @@ pub(crate) fn stores_of<'a>(items: &[&'a ArchiveAppend]) -> Vec<(StoreKey<'a>, i
     stores
 }
 
-/// A new item's stamp, raised to `newest` (the newest stamp already in its store, if any).
+/// How far back an item's stamp may lie behind its store's newest and still be raised to
+/// it. A clock that ran ahead (set a year forward by mistake, then put right) would
+/// otherwise stamp every later item of the store with that future time until the real time
+/// caught up; past this, the item keeps its own time and the store one step back in time
+/// order, with the bounded harm described above.
+pub(crate) const MAX_RAISE_US: i64 = 60 * 1_000_000;
+
+/// A new item's stamp, raised to `newest` (the newest stamp already in its store, if any)
+/// unless that lies more than [`MAX_RAISE_US`] ahead.
 pub(crate) fn raised_stamp(stamp_us: i64, newest: Option<i64>) -> i64 {
-    newest.map_or(stamp_us, |newest| newest.max(stamp_us))
+    match newest {
+        Some(newest) if newest > stamp_us && newest.checked_sub(stamp_us).is_some_and(|d| d <= MAX_RAISE_US) => newest,
+        _ => stamp_us,
+    }
 }
 
 /// The stamps to store for `items`, in their order: each raised to the newest stamp before
@@ -183,7 +195,7 @@ mod tests {
         let mut times: Vec<i64> = items.iter().flat_map(|i| [i.1 - 1, i.1, i.1 + 1]).collect();
         times.extend([i64::MIN, 0, i64::MAX]);
         for &start in &times {
-            for end in [None, Some(start), Some(start + 25), Some(i64::MAX)] {
+            for end in [None, Some(start), Some(start.saturating_add(25)), Some(i64::MAX)] {
                 let bounds = block_on(seq_bounds(&mut store, Some(start), end)).unwrap();
                 let want: Vec<i64> = items.iter().filter(|i| i.1 >= start && end.is_none_or(|e| i.1 <= e)).map(|i| i.0).collect();
                 assert_eq!(read(&items, bounds), want, "start {start}, end {end:?}");
@@ -229,5 +241,13 @@ mod tests {
         let stores = stores_of(&items);
         assert_eq!(stores, [(("h", "a", "mam"), 40), (("h", "b", "mam"), 5)]);
         assert_eq!(raised_stamps(&items, &stores, vec![(0, 60)]), [60, 10, 60, 70, 10]);
+    }
+
+    #[test]
+    fn a_stamp_far_in_the_future_raises_nothing() {
+        assert_eq!(raised_stamp(1_000, Some(1_000 + MAX_RAISE_US)), 1_000 + MAX_RAISE_US);
+        assert_eq!(raised_stamp(1_000, Some(1_001 + MAX_RAISE_US)), 1_000, "a clock that ran ahead");
+        assert_eq!(raised_stamp(1_000, Some(999)), 1_000);
+        assert_eq!(raised_stamp(i64::MIN, Some(i64::MAX)), i64::MIN, "no overflow");
     }
 }
