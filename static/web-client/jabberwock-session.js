@@ -176,6 +176,10 @@ let wasm_bindgen = (function(exports) {
                 const ret = arg0.call(arg1, arg2, arg3);
                 return ret;
             }, arguments); },
+            __wbg_catch_fd4c7ea14fde9d83: function(arg0, arg1) {
+                const ret = arg0.catch(arg1);
+                return ret;
+            },
             __wbg_clearTimeout_d859c3fbfd863ce7: function(arg0, arg1) {
                 arg0.clearTimeout(arg1);
             },
@@ -678,41 +682,46 @@ let wasm_bindgen = (function(exports) {
                 return (__wbindgen_enum_VisibilityState.indexOf(ret) + 1 || 3) - 1;
             },
             __wbindgen_generic_0000000000000001: function(arg0, arg1) {
+                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254);
+                return ret;
+            },
+            __wbindgen_generic_0000000000000002: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 57, ret: NamedExternref("Promise<any>"), inner_ret: Some(NamedExternref("Promise<any>")) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hdcb3f8d5d371f771);
                 return ret;
             },
-            __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 60, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            __wbindgen_generic_0000000000000003: function(arg0, arg1) {
+                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 61, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5cddc56ae7f8e60e);
                 return ret;
             },
-            __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254);
-                return ret;
-            },
             __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_14);
                 return ret;
             },
             __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_15);
                 return ret;
             },
             __wbindgen_generic_0000000000000006: function(arg0, arg1) {
+                // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 16, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_16);
+                return ret;
+            },
+            __wbindgen_generic_0000000000000007: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ProgressEvent")], shim_idx: 48, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h67943e1069e04ed8);
                 return ret;
             },
-            __wbindgen_generic_0000000000000007: function(arg0, arg1) {
+            __wbindgen_generic_0000000000000008: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 46, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
                 const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h11c19b47af58dc3d);
                 return ret;
             },
-            __wbindgen_generic_0000000000000008: function(arg0, arg1) {
+            __wbindgen_generic_0000000000000009: function(arg0, arg1) {
                 // Cast intrinsic for `Ref(String) -> Externref`.
                 const ret = getStringFromWasm0(arg0, arg1);
                 return ret;
@@ -746,6 +755,10 @@ let wasm_bindgen = (function(exports) {
 
     function wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_15(arg0, arg1, arg2) {
         wasm.wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_15(arg0, arg1, arg2);
+    }
+
+    function wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_16(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h2e7ee3ff526c7254_16(arg0, arg1, arg2);
     }
 
     function wasm_bindgen__convert__closures_____invoke__h67943e1069e04ed8(arg0, arg1, arg2) {

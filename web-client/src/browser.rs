@@ -46,7 +46,7 @@ pub fn nonce() -> String {
 /// Asks for the Web Lock `name` (page or worker: `navigator.locks`); once granted, calls
 /// `granted`, and the lock is held until the promise it returns settles (a pending one:
 /// until this page or worker ends). False where the browser has no Web Locks (an old
-/// browser, or a page not served over HTTPS).
+/// browser, or a page not served over HTTPS); a request the browser refuses is ignored.
 pub fn request_lock(name: &str, granted: impl FnOnce() -> js_sys::Promise + 'static) -> bool {
     let locks = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).and_then(|n| js_sys::Reflect::get(&n, &"locks".into()));
     let Some(request) = locks.as_ref().ok().and_then(|l| js_sys::Reflect::get(l, &"request".into()).ok()).and_then(|r| r.dyn_into::<js_sys::Function>().ok())
@@ -54,7 +54,13 @@ pub fn request_lock(name: &str, granted: impl FnOnce() -> js_sys::Promise + 'sta
         return false;
     };
     let callback = Closure::once_into_js(move |_lock: JsValue| granted());
-    request.call2(locks.as_ref().expect("checked above"), &name.into(), &callback).is_ok()
+    let Ok(pending) = request.call2(locks.as_ref().expect("checked above"), &name.into(), &callback) else { return false };
+    // Refused (a frame with an opaque origin, say): nothing to wait for, and no uncaught
+    // rejection either.
+    let refused = Closure::<dyn FnMut(JsValue)>::new(|_| {});
+    let _ = pending.unchecked_into::<js_sys::Promise>().catch(&refused);
+    refused.forget();
+    true
 }
 
 /// Runs `f` once after `ms` milliseconds; returns the timer id for [`clear_timeout`].

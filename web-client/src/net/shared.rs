@@ -147,7 +147,8 @@ fn release() -> String {
 pub fn connect(state: AppState, saved: Option<String>) {
     let url = format!("{WORKER_SCRIPT}?release={}", String::from(js_sys::encode_uri_component(&release())));
     // A classic worker (see session-worker.js).
-    let worker: Result<web_sys::EventTarget, JsValue> = if shared_wanted() {
+    let shared = shared_wanted();
+    let worker: Result<web_sys::EventTarget, JsValue> = if shared {
         let options = web_sys::WorkerOptions::new();
         options.set_name("jabberwock-session");
         web_sys::SharedWorker::new_with_worker_options(&url, &options).map(Into::into)
@@ -187,13 +188,16 @@ pub fn connect(state: AppState, saved: Option<String>) {
     let hello = ToWorker::Hello { visible: browser::document_visible(), online: browser::network_up(), stored, resume: saved.clone(), open };
     let _ = port.post_message(&hello.to_json().into());
     LINK.with(|l| *l.borrow_mut() = Some(Link { port, state, resume: saved, last_activity_sent: 0 }));
-    // Held until this page ends, so that the worker learns of its end even without a
+    // Held until this page ends, so that a shared worker learns of its end even without a
     // `pagehide` (a tab that crashed or that the system killed): see [`ToWorker::Alive`].
-    let lock = format!("jabberwock.tab.{}", browser::nonce());
-    browser::request_lock(&lock.clone(), move || {
-        post(&ToWorker::Alive { lock });
-        js_sys::Promise::new(&mut |_, _| {})
-    });
+    // A dedicated worker ends with its page.
+    if shared {
+        let lock = format!("jabberwock.tab.{}", browser::nonce());
+        browser::request_lock(&lock.clone(), move || {
+            post(&ToWorker::Alive { lock });
+            js_sys::Promise::new(&mut |_, _| {})
+        });
+    }
     browser::forward_stores(|key, value| post(&ToWorker::Stored { key: key.to_owned(), value: value.map(str::to_owned) }));
 }
 
