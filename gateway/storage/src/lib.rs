@@ -56,8 +56,8 @@ pub enum Write<'a> {
 
 /// A new archive item. The caller chooses the id (a stable, unique string such as a
 /// XEP-0359 stanza-id) and the timestamp (microseconds since the Unix epoch), which the
-/// store raises to the newest stamp already in the item's store if it is earlier (see
-/// the `stamps` module).
+/// store raises to the newest stamp already in the item's store if it is earlier by at
+/// most a minute (see the `stamps` module).
 #[derive(Clone, Copy, Debug)]
 pub struct NewArchiveItem<'a> {
     pub id: &'a str,
@@ -486,9 +486,10 @@ const COPY_PAGE: usize = 1000;
 /// creation times, and every keyval, map and archive store of every owner, including
 /// owners that are not accounts (rooms, services). Each archive store's items keep their
 /// order and stamps (in time order already, unless written before appends kept them so:
-/// such a stamp is raised to its predecessor's). `progress` is told the counts after each page. Each page is one transaction in
-/// `to`, so a copy that fails part-way leaves whole pages; it fails on a row that exists
-/// in `to` already rather than overwrite it.
+/// such a stamp is raised to its predecessor's, as any append raises it). `progress` is
+/// told the counts after each page. Each page is one transaction in `to`, so a copy that
+/// fails part-way leaves whole pages; it fails on a row that exists in `to` already rather
+/// than overwrite it.
 pub async fn copy_all(from: &Store, to: &Store, mut progress: impl FnMut(&CopyCounts)) -> Result<CopyCounts> {
     let mut counts = CopyCounts::default();
     for kind in RecordKind::ALL {

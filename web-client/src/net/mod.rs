@@ -786,7 +786,6 @@ impl Session {
     }
 }
 
-
 /// A desktop notification; a click opens `conversation` (in the worker of a shared
 /// session, a tab shows it).
 fn show_notification(title: &str, body: &str, conversation: &str) {
